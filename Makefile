@@ -1,0 +1,54 @@
+# weft: the two commands a new user runs are `make demo` and `make test`; both set everything up.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+NODE_ADDON := build/Release/weft_native.node
+
+.PHONY: help setup deps build bpf native test typecheck lint unit demo bench clean
+
+help:
+	@echo "make demo   - build everything and run a 2-node lab with a sample app"
+	@echo "make test   - build everything, typecheck, lint and run all tests (root)"
+	@echo "make bench  - data-path benchmarks (see BENCHMARKS.md)"
+
+# Debian packages (only what is missing) and node modules (only when the lockfile changed).
+setup: .cache/apt.stamp node_modules/.weft-stamp
+
+.cache/apt.stamp: scripts/setup-debian.sh
+	@bash scripts/setup-debian.sh
+	@mkdir -p .cache && touch $@
+
+node_modules/.weft-stamp: package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+build: setup bpf native
+
+bpf: .cache/apt.stamp
+	@$(MAKE) --no-print-directory -C bpf
+
+native: $(NODE_ADDON)
+
+$(NODE_ADDON): binding.gyp $(wildcard native/*.cc native/*.h) node_modules/.weft-stamp .cache/apt.stamp
+	npm run --silent build:native -- --loglevel=error >/dev/null
+	@touch $@
+
+typecheck: setup
+	npx tsc --noEmit
+
+lint: setup
+	npx eslint .
+
+unit: build
+	npx vitest run
+
+test: build typecheck lint unit
+
+demo: build
+	@bash scripts/demo.sh
+
+bench: build
+	@bash scripts/bench.sh
+
+clean:
+	rm -rf build .cache
+	@$(MAKE) --no-print-directory -C bpf clean

@@ -1,0 +1,31 @@
+// Built-in image `weft/echo`: an HTTP server that reports who answered and who called, so lab
+// users can see where their traffic went. Port from $PORT (default 8080).
+import { createServer } from 'node:http';
+
+const port = Number(process.env.PORT ?? 8080);
+const self = {
+  pod: process.env.POD_NAME ?? process.env.HOSTNAME ?? 'unknown',
+  namespace: process.env.POD_NAMESPACE ?? 'default',
+  node: process.env.NODE_NAME ?? '',
+  podIP: process.env.POD_IP ?? '',
+};
+
+const server = createServer((req, res) => {
+  let bytes = 0;
+  req.on('data', (d: Buffer) => (bytes += d.length));
+  req.on('end', () => {
+    const body = JSON.stringify({
+      ...self,
+      client: `${req.socket.remoteAddress}:${req.socket.remotePort}`,
+      method: req.method,
+      path: req.url,
+      headers: req.headers,
+      requestBytes: bytes,
+    });
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+  });
+});
+server.keepAliveTimeout = 65_000;
+server.listen(port, '0.0.0.0', () => console.log(JSON.stringify({ msg: 'echo listening', port, ...self })));
+process.on('SIGTERM', () => server.close(() => process.exit(0)));

@@ -1,0 +1,103 @@
+// The lab daemon: owns a lab's cluster for as long as it runs and answers the CLI over a Unix
+// socket (HTTP/JSON). `weft up` starts it detached; `weft down` asks it to stop.
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import pino from 'pino';
+import { Cluster } from './cluster.ts';
+import { cgroup2Mount, LabLayout } from './layout.ts';
+import type { KObject } from './objects.ts';
+
+export async function runLabDaemon(name: string, nodeCount: number): Promise<void> {
+  const layout = new LabLayout(name);
+  const log = pino({ base: { lab: name } });
+  mkdirSync(layout.stateDir, { recursive: true });
+  writeFileSync(layout.pidFile, String(process.pid));
+  // The daemon lives in the lab's cgroup tree so `weft down` finds it even if the pid file is lost.
+  const daemonCg = join(layout.cgroupRoot(cgroup2Mount()), 'daemon');
+  mkdirSync(daemonCg, { recursive: true });
+  writeFileSync(join(daemonCg, 'cgroup.procs'), String(process.pid));
+
+  const cluster = new Cluster(layout);
+  cluster.on('log', (l: { level: 'error' | 'info'; msg: string }) => log[l.level](l.msg));
+  let ready = false;
+  let initError: string | undefined;
+  let stopping = false;
+
+  const server = createServer((req, res) => {
+    handle(req, res).catch((e: Error) => reply(res, 500, { error: e.message }));
+  });
+
+  async function handle(req: IncomingMessage, res: ServerResponse) {
+    const url = new URL(req.url ?? '/', 'http://lab');
+    if (req.method === 'GET' && url.pathname === '/v1/status') return reply(res, 200, { ready, initError, nodes: cluster.nodes.length, generation: cluster.generation });
+    if (!ready) return reply(res, 503, { error: initError ?? 'lab is starting' });
+    if (req.method === 'GET' && url.pathname === '/v1/state') return reply(res, 200, cluster.snapshot());
+    if (req.method === 'GET' && url.pathname === '/v1/pod') {
+      const p = cluster.podPlacement(url.searchParams.get('namespace') ?? 'default', url.searchParams.get('name') ?? '');
+      return p ? reply(res, 200, p) : reply(res, 404, { error: 'pod not found' });
+    }
+    if (req.method === 'POST' && url.pathname === '/v1/apply') {
+      const body = (await readJson(req)) as { objects: KObject[] };
+      const out = await cluster.apply(body.objects);
+      for (const o of out) log.info({ object: o.object, result: o.result, error: o.error }, 'apply');
+      return reply(res, 200, { results: out });
+    }
+    if (req.method === 'POST' && url.pathname === '/v1/delete') {
+      const body = (await readJson(req)) as { objects: KObject[] };
+      return reply(res, 200, { results: await cluster.delete(body.objects) });
+    }
+    if (req.method === 'POST' && url.pathname === '/v1/shutdown') {
+      reply(res, 200, { ok: true });
+      void stop('shutdown requested');
+      return;
+    }
+    reply(res, 404, { error: `no route ${req.method} ${url.pathname}` });
+  }
+
+  async function stop(why: string) {
+    if (stopping) return;
+    stopping = true;
+    log.info({ why }, 'lab stopping');
+    server.close();
+    await cluster.shutdown().catch((e: Error) => log.error(e.message));
+    rmSync(layout.socketPath, { force: true });
+    process.exit(0);
+  }
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+
+  rmSync(layout.socketPath, { force: true });
+  await new Promise<void>((r) => server.listen(layout.socketPath, r));
+  log.info({ nodes: nodeCount }, 'lab starting');
+  try {
+    await cluster.init(nodeCount);
+    ready = true;
+    log.info('lab ready');
+  } catch (e) {
+    initError = (e as Error).message;
+    log.error({ err: initError }, 'lab failed to start');
+  }
+}
+
+function reply(res: ServerResponse, code: number, body: unknown) {
+  const s = JSON.stringify(body);
+  res.writeHead(code, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(s) });
+  res.end(s);
+}
+
+function readJson(req: IncomingMessage): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    let s = '';
+    req.setEncoding('utf8');
+    req.on('data', (d: string) => (s += d));
+    req.on('end', () => {
+      try {
+        resolve(JSON.parse(s || '{}'));
+      } catch (e) {
+        reject(e as Error);
+      }
+    });
+    req.on('error', reject);
+  });
+}

@@ -1,0 +1,80 @@
+// Where a lab keeps its things, and how they are named. Every name a lab creates starts with the
+// lab's name, so `weft down` can find what a crashed `weft up` left behind.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+export const LAB_NAME = /^[a-z][a-z0-9-]{0,23}$/;
+
+export function checkLabName(name: string): void {
+  if (!LAB_NAME.test(name)) throw new Error(`invalid lab name "${name}": use 1-24 lowercase letters, digits and '-', starting with a letter`);
+}
+
+/** Addressing: the same plan in every lab is fine because labs share no namespace. */
+export const NODE_SUBNET = '172.18.0.0/24';
+export const FABRIC_IP = '172.18.0.1';
+export const nodeIP = (i: number) => `172.18.0.${i + 2}`;
+export const podCIDR = (i: number) => `10.244.${i}.0/24`;
+export const podGateway = (i: number) => `10.244.${i}.1`;
+export const SERVICE_CIDR = '10.96.0.0/16';
+export const CLUSTER_DOMAIN = 'cluster.local';
+export const MAX_NODES = 16;
+
+export class LabLayout {
+  constructor(readonly name: string) {
+    checkLabName(name);
+  }
+  get stateDir() {
+    return join(process.env.WEFT_RUN_DIR ?? '/run/weft', this.name);
+  }
+  get socketPath() {
+    return join(this.stateDir, 'lab.sock');
+  }
+  get pidFile() {
+    return join(this.stateDir, 'daemon.pid');
+  }
+  get daemonLog() {
+    return join(this.stateDir, 'daemon.log');
+  }
+  get logDir() {
+    return join(this.stateDir, 'logs');
+  }
+  podLog(ns: string, pod: string, container: string) {
+    return join(this.logDir, `${ns}_${pod}_${container}.log`);
+  }
+  /** Namespace names: `<lab>.net` (the L2 segment), `<lab>.<node>`, `<lab>.<ns>.<pod>`. */
+  get fabricNetns() {
+    return `${this.name}.net`;
+  }
+  nodeNetns(node: string) {
+    return `${this.name}.${node}`;
+  }
+  podNetns(ns: string, pod: string) {
+    return `${this.name}.${ns}.${pod}`;
+  }
+  netnsPrefix() {
+    return `${this.name}.`;
+  }
+  /** cgroup v2 tree: <root>/weft/<lab>/{daemon,nodes/<node>,pods/<ns>.<pod>} */
+  cgroupRoot(cg2: string) {
+    return join(cg2, 'weft', this.name);
+  }
+  podCgroup(cg2: string, ns: string, pod: string) {
+    return join(this.cgroupRoot(cg2), 'pods', `${ns}.${pod}`);
+  }
+  nodeCgroup(cg2: string, node: string) {
+    return join(this.cgroupRoot(cg2), 'nodes', node);
+  }
+  bpffsDir(bpffs = '/sys/fs/bpf') {
+    return join(bpffs, 'weft', this.name);
+  }
+}
+
+/** The cgroup v2 mount, from mountinfo (hybrid hosts mount it at /sys/fs/cgroup/unified). */
+export function cgroup2Mount(): string {
+  const info = readFileSync('/proc/self/mountinfo', 'utf8');
+  for (const line of info.split('\n')) {
+    const [pre, post] = line.split(' - ');
+    if (post?.startsWith('cgroup2 ')) return pre!.split(' ')[4]!;
+  }
+  throw new Error('cgroup v2 is not mounted (the lab needs a cgroup2 mount for pod cgroups)');
+}
