@@ -3,12 +3,11 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 NODE_ADDON := build/Release/weft_native.node
 
-.PHONY: help setup deps build bpf native test typecheck lint unit demo bench clean
+.PHONY: help setup build bpf native test typecheck lint unit demo clean
 
 help:
 	@echo "make demo   - build everything and run a 2-node lab with a sample app"
 	@echo "make test   - build everything, typecheck, lint and run all tests (root)"
-	@echo "make bench  - data-path benchmarks (see BENCHMARKS.md)"
 
 # Debian packages (only what is missing) and node modules (only when the lockfile changed).
 setup: .cache/apt.stamp node_modules/.weft-stamp
@@ -45,9 +44,6 @@ test: build typecheck lint unit
 
 demo: build
 	@bash scripts/demo.sh
-
-bench: build
-	@bash scripts/bench.sh
 
 clean:
 	rm -rf build .cache

@@ -386,7 +386,9 @@ export class Cluster extends EventEmitter {
         } as Pod['status'],
       });
     }
-    const services = this.services().map((s) => ({ ...s, spec: { ...s.spec, clusterIP: this.clusterIPOf(s) ?? 'None', type: 'ClusterIP' } }));
+    const byName = (x: KObject, y: KObject) => `${x.metadata.namespace}/${x.metadata.name}`.localeCompare(`${y.metadata.namespace}/${y.metadata.name}`);
+    pods.sort(byName);
+    const services = this.services().sort(byName).map((s) => ({ ...s, spec: { ...s.spec, clusterIP: this.clusterIPOf(s) ?? 'None', type: 'ClusterIP' } }));
     const objects = [...this.objects.values()].filter((o) => !['Pod', 'Service'].includes(o.kind));
     return { nodes, pods, services, objects };
   }

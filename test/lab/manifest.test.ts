@@ -1,0 +1,77 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { builtinImage, formatProblem, loadManifests, parseManifestText } from '../../src/lab/manifest.ts';
+
+const pod = (name: string, extra = '') => `apiVersion: v1
+kind: Pod
+metadata: {name: ${name}, namespace: demo}
+spec:
+  containers:
+  - name: c
+    image: weft/echo${extra}
+`;
+
+describe('manifests', () => {
+  it('keeps valid objects and names file, object and field of invalid ones', () => {
+    const text = [
+      pod('good'),
+      `apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: demo}\nspec:\n  ports: [{port: 99999}]\n`,
+      `apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n  replicas: -1\n  selector: {matchLabels: {a: b}}\n  template: {metadata: {labels: {a: b}}, spec: {containers: [{name: c, image: weft/echo}]}}\n`,
+      pod('other'),
+    ].join('---\n');
+    const r = parseManifestText(text, 'app.yaml');
+    expect(r.objects.map((o) => o.metadata.name)).toEqual(['good', 'other']);
+    expect(r.problems.map(formatProblem)).toEqual([
+      'app.yaml: Service demo/web: spec.ports[0].port: must be an integer port 1-65535, got 99999',
+      'app.yaml: Deployment default/d: spec.replicas: must be a non-negative integer, got -1',
+    ]);
+  });
+
+  it('requires a command for images that are not built in, naming the container', () => {
+    const r = parseManifestText(pod('p').replace('weft/echo', 'nginx:1.25'), 'f.yaml');
+    expect(r.problems[0]).toMatchObject({ object: 'Pod demo/p', field: 'spec.containers[0].command' });
+  });
+
+  it('checks that a deployment selector matches its template', () => {
+    const r = parseManifestText(
+      `apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n  selector: {matchLabels: {app: x}}\n  template: {metadata: {labels: {app: y}}, spec: {containers: [{name: c, image: weft/echo}]}}\n`,
+      'd.yaml',
+    );
+    expect(r.problems[0]).toMatchObject({ field: 'spec.template.metadata.labels' });
+  });
+
+  it('reports broken YAML with its line and still reads other documents', () => {
+    const r = parseManifestText(`${pod('a')}---\nkind: Pod\n  bad: [indent\n---\n${pod('b')}`, 'x.yaml');
+    expect(r.objects.map((o) => o.metadata.name)).toEqual(['a', 'b']);
+    expect(r.problems).toHaveLength(1);
+    expect(r.problems[0]!.file).toMatch(/^x\.yaml:\d+$/);
+    expect(r.problems[0]!.reason).toMatch(/invalid YAML/);
+  });
+
+  it('reads Lists, stores kinds it does not run, and reads directories in order', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'weft-manifest-'));
+    writeFileSync(join(dir, '2.yaml'), `apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: ServiceAccount, metadata: {name: sa}}\n- {apiVersion: security.istio.io/v1, kind: AuthorizationPolicy, metadata: {name: p}, spec: {action: DENY}}\n`);
+    writeFileSync(join(dir, '1.yml'), pod('first'));
+    writeFileSync(join(dir, 'notes.txt'), 'ignored');
+    const r = loadManifests([dir]);
+    expect(r.problems).toEqual([]);
+    expect(r.objects.map((o) => `${o.kind}/${o.metadata.namespace}/${o.metadata.name}`)).toEqual([
+      'Pod/demo/first',
+      'ServiceAccount/default/sa',
+      'AuthorizationPolicy/default/p',
+    ]);
+  });
+
+  it('names a missing file', () => {
+    const r = loadManifests(['/nonexistent/weft.yaml']);
+    expect(formatProblem(r.problems[0]!)).toMatch(/\/nonexistent\/weft\.yaml.*ENOENT/);
+  });
+
+  it('recognises built-in images with tags and registries', () => {
+    expect(builtinImage('weft/echo:1.2')).toBe('weft/echo');
+    expect(builtinImage('docker.io/weft/client')).toBe('weft/client');
+    expect(builtinImage('nginx')).toBeUndefined();
+  });
+});
