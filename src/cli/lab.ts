@@ -5,7 +5,8 @@ import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import { labCall, LabNotRunning } from '../lab/client.ts';
 import { runLabDaemon } from '../lab/daemon.ts';
-import { cgroup2Mount, LabLayout } from '../lab/layout.ts';
+import { cgroup2Mount } from '../bpf/mounts.ts';
+import { LabLayout } from '../lab/layout.ts';
 import { formatProblem, loadManifests } from '../lab/manifest.ts';
 import type { KObject, Pod, Service } from '../lab/objects.ts';
 import type { ApplyOutcome } from '../lab/cluster.ts';
@@ -63,19 +64,20 @@ export function registerLabCommands(program: Command): void {
     .option('--nodes <n>', 'number of nodes', (v) => parseInt(v, 10), 2)
     .option('-f, --filename <path...>', 'manifest files or directories', [])
     .option('--timeout <seconds>', 'how long to wait for pods to be ready', (v) => parseInt(v, 10), 180)
-    .action(async (o: { name: string; nodes: number; filename: string[]; timeout: number }) => {
+    .addOption(new Option('--capture <mode>', 'how node agents capture pod traffic (none: no agents)').choices(['ebpf', 'iptables', 'none']).default('ebpf'))
+    .action(async (o: { name: string; nodes: number; filename: string[]; timeout: number; capture: string }) => {
       const layout = new LabLayout(o.name);
       preflight();
       if (labExists(layout)) throw new Error(`lab "${o.name}" already exists (weft down --name ${o.name} removes it)`);
       const { objects, bad } = loadOrReport(o.filename);
       mkdirSync(layout.stateDir, { recursive: true });
       const logFd = openSync(layout.daemonLog, 'a');
-      const child = spawn(process.execPath, [BIN, 'lab-daemon', '--name', o.name, '--nodes', String(o.nodes)], { detached: true, stdio: ['ignore', logFd, logFd] });
+      const child = spawn(process.execPath, [BIN, 'lab-daemon', '--name', o.name, '--nodes', String(o.nodes), '--capture', o.capture], { detached: true, stdio: ['ignore', logFd, logFd] });
       closeSync(logFd);
       let exited = false;
       child.on('exit', () => (exited = true));
       child.unref();
-      console.log(`lab ${o.name}: creating ${o.nodes} node(s)`);
+      console.log(`lab ${o.name}: creating ${o.nodes} node(s)${o.capture === 'none' ? '' : `, node agents capturing with ${o.capture}`}`);
       const deadline = Date.now() + 60_000;
       for (;;) {
         const st = await labCall<{ ready: boolean; initError?: string }>(layout, 'GET', '/v1/status').catch(() => undefined);
@@ -225,7 +227,20 @@ export function registerLabCommands(program: Command): void {
     .command('lab-daemon', { hidden: true })
     .addOption(nameOpt())
     .option('--nodes <n>', 'number of nodes', (v) => parseInt(v, 10), 2)
-    .action(async (o: { name: string; nodes: number }) => runLabDaemon(o.name, o.nodes));
+    .option('--capture <mode>', 'ebpf | iptables | none', 'ebpf')
+    .action(async (o: { name: string; nodes: number; capture: 'ebpf' | 'iptables' | 'none' }) => runLabDaemon(o.name, o.nodes, o.capture));
+
+  program
+    .command('node-agent')
+    .description("kill a node's agent and keep it down, or start it again (what a dead DaemonSet pod looks like)")
+    .addOption(nameOpt())
+    .argument('<action>', 'kill | start')
+    .argument('<node>')
+    .action(async (action: string, node: string, o: { name: string }) => {
+      if (action !== 'kill' && action !== 'start') throw new Error('action must be kill or start');
+      await labCall(new LabLayout(o.name), 'POST', `/v1/agents/${encodeURIComponent(node)}/${action}`);
+      console.log(`agent on ${node}: ${action === 'kill' ? 'killed' : 'running'}`);
+    });
 }
 
 function alive(pid: number): boolean {

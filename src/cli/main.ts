@@ -1,10 +1,12 @@
-// The `weft` command line: lab commands today; `agent`, `control` and `waypoint` join later.
+// The `weft` command line: the lab, the node agent; `control` and `waypoint` join later.
 import { Command } from 'commander';
+import { registerAgentCommand } from './agent.ts';
 import { registerLabCommands } from './lab.ts';
 
 const program = new Command();
 program.name('weft').description('weft: a sidecarless service mesh with eBPF traffic capture').showHelpAfterError();
 registerLabCommands(program);
+registerAgentCommand(program);
 
 program.parseAsync(process.argv).catch((e: Error) => {
   console.error(`weft: ${e.message}`);

@@ -6,10 +6,14 @@ import { EventEmitter } from 'node:events';
 import { mkdirSync } from 'node:fs';
 import { renderHosts, renderResolvConf, type NamedService } from './dns.ts';
 import { renderKubeProxy, type ServiceEndpoints } from './kubeproxy.ts';
-import { cgroup2Mount, type LabLayout, MAX_NODES, nodeIP, podCIDR, podGateway } from './layout.ts';
+import { cgroup2Mount } from '../bpf/mounts.ts';
+import { type LabLayout, MAX_NODES, nodeIP, podCIDR, podGateway } from './layout.ts';
 import { createFabric, createNode, createPodNetwork, deleteNetns, nftApply, routeNodes, writeNetnsEtc } from './network.ts';
 import { isNamespaced, keyOf, matchesSelector, type Deployment, type KObject, type Pod, type Service } from './objects.ts';
 import { PodRuntime } from './pod-runtime.ts';
+import { NodeAgent, type CaptureMode } from './agents.ts';
+import { enrollPod, releasePod } from '../agent/inpod/client.ts';
+import { shouldEnroll } from '../agent/inpod/enrollment.ts';
 
 export interface LabNode {
   name: string;
@@ -30,7 +34,16 @@ interface PodRecord {
   runtime?: PodRuntime;
   specHash: string;
   error?: string;
+  enrolled: boolean;
 }
+
+export interface ClusterOptions {
+  /** Node agents and how they capture; 'none' runs the lab without a mesh. */
+  capture: CaptureMode | 'none';
+}
+
+/** Istio CNI marks pods whose traffic is redirected to the node proxy with this annotation. */
+export const REDIRECTION_ANNOTATION = 'ambient.istio.io/redirection';
 
 export interface ApplyOutcome {
   object: string; // "Kind ns/name"
@@ -46,6 +59,7 @@ const safeString = (bytes: Buffer, n: number) => [...bytes.subarray(0, n)].map((
 
 export class Cluster extends EventEmitter {
   readonly nodes: LabNode[] = [];
+  readonly agents = new Map<string, NodeAgent>();
   private objects = new Map<string, KObject>();
   private pods = new Map<string, PodRecord>();
   private clusterIPs = new Map<string, string>();
@@ -58,7 +72,10 @@ export class Cluster extends EventEmitter {
   private closed = false;
   generation = 0;
 
-  constructor(readonly layout: LabLayout) {
+  constructor(
+    readonly layout: LabLayout,
+    readonly opts: ClusterOptions = { capture: 'none' },
+  ) {
     super();
   }
 
@@ -80,6 +97,14 @@ export class Cluster extends EventEmitter {
       mkdirSync(this.layout.nodeCgroup(this.cg2, name), { recursive: true });
     }
     await routeNodes(this.layout, this.nodes.map((n) => n.name));
+    if (this.opts.capture !== 'none') {
+      for (const n of this.nodes) {
+        const a = new NodeAgent(n.name, this.layout, this.layout.nodeCgroup(this.cg2, n.name), this.opts.capture, (msg) => this.emit('log', { level: 'info', msg }));
+        this.agents.set(n.name, a);
+        a.start();
+      }
+      await Promise.all([...this.agents.values()].map((a) => a.waitReady()));
+    }
     for (const ns of ['default', 'kube-system'])
       this.objects.set(keyOf({ kind: 'Namespace', metadata: { name: ns } }), { apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns, uid: randomUUID() } });
     await this.syncDerived();
@@ -157,6 +182,8 @@ export class Cluster extends EventEmitter {
       } else rec.pod = want; // labels and annotations change in place
     }
     await Promise.all(stops);
+    // Labels on pods or namespaces enroll and release running pods live.
+    for (const rec of this.pods.values()) if (rec.runtime && !rec.error && this.wantsEnrollment(rec.pod) !== rec.enrolled) await this.syncEnrollment(rec);
     for (const [key, pod] of wanted) if (!this.pods.has(key)) await this.startPod(key, pod);
     this.generation++;
     await this.syncDerived();
@@ -245,6 +272,7 @@ export class Cluster extends EventEmitter {
       netns: this.layout.podNetns(ns, pod.metadata.name),
       cgroup: this.layout.podCgroup(this.cg2, ns, pod.metadata.name),
       specHash: hashOf(pod.spec),
+      enrolled: false,
     };
     this.pods.set(key, rec);
     try {
@@ -260,7 +288,10 @@ export class Cluster extends EventEmitter {
         logPath: (c) => this.layout.podLog(ns, pod.metadata.name, c),
       });
       rec.runtime.on('change', () => this.scheduleDerived());
-      this.emit('pod-network', rec); // later parts (enrollment) hook in here, before containers start
+      mkdirSync(rec.cgroup, { recursive: true }); // the runtime makes the pod cgroup before CNI runs
+      // As a CNI plugin would: capture is in place before the first container starts.
+      if (this.wantsEnrollment(pod)) await this.syncEnrollment(rec);
+      if (rec.error) return;
       rec.runtime.start();
     } catch (e) {
       rec.error = (e as Error).message;
@@ -268,7 +299,56 @@ export class Cluster extends EventEmitter {
     }
   }
 
+  private wantsEnrollment(pod: Pod): boolean {
+    if (this.opts.capture === 'none') return false;
+    const ns = this.objects.get(`Namespace//${pod.metadata.namespace}`);
+    return shouldEnroll(ns?.metadata.labels, pod.metadata.labels);
+  }
+
+  /** Enrolls or releases a pod with its node's agent, to match its labels. */
+  private async syncEnrollment(rec: PodRecord): Promise<void> {
+    const agent = this.agents.get(rec.node.name);
+    if (!agent) return;
+    const want = this.wantsEnrollment(rec.pod);
+    try {
+      if (want) {
+        await agent.waitReady();
+        await enrollPod(agent.socket, {
+          uid: rec.pod.metadata.uid!,
+          name: rec.pod.metadata.name,
+          namespace: rec.pod.metadata.namespace!,
+          serviceAccount: rec.pod.spec.serviceAccountName ?? 'default',
+          ips: [rec.ip],
+          netns: `/run/netns/${rec.netns}`,
+          cgroup: rec.cgroup,
+        });
+      } else await releasePod(agent.socket, rec.pod.metadata.uid!);
+      rec.enrolled = want;
+      this.emit('log', { level: 'info', msg: `pod ${rec.key} ${want ? 'enrolled' : 'released'} on ${rec.node.name}` });
+    } catch (e) {
+      // Fail closed: a pod that should be captured but is not does not start.
+      if (want && !rec.runtime?.pids().length) rec.error = `enrollment failed: ${(e as Error).message}`;
+      this.emit('log', { level: 'error', msg: `pod ${rec.key}: ${want ? 'enroll' : 'release'}: ${(e as Error).message}` });
+    }
+  }
+
+  /** Kills a node's agent and keeps it down, or starts it again (the lab's DaemonSet controls). */
+  async agentControl(node: string, action: 'kill' | 'start'): Promise<void> {
+    const a = this.agents.get(node);
+    if (!a) throw new Error(`no agent on node "${node}"`);
+    if (action === 'kill') await a.kill();
+    else {
+      a.start();
+      await a.waitReady();
+    }
+  }
+
   private async teardownPod(rec: PodRecord): Promise<void> {
+    if (rec.enrolled) {
+      rec.enrolled = false;
+      const agent = this.agents.get(rec.node.name);
+      if (agent?.running) await releasePod(agent.socket, rec.pod.metadata.uid!).catch((e: Error) => this.emit('log', { level: 'error', msg: `pod ${rec.key}: release: ${e.message}` }));
+    }
     await rec.runtime?.stop();
     await deleteNetns(rec.netns);
   }
@@ -358,7 +438,14 @@ export class Cluster extends EventEmitter {
     const nodes: KObject[] = this.nodes.map((n) => ({
       apiVersion: 'v1',
       kind: 'Node',
-      metadata: { name: n.name, labels: { 'kubernetes.io/hostname': n.name }, annotations: { 'weft.dev/netns': n.netns } },
+      metadata: {
+        name: n.name,
+        labels: { 'kubernetes.io/hostname': n.name },
+        annotations: {
+          'weft.dev/netns': n.netns,
+          ...(this.agents.has(n.name) ? { 'weft.dev/agent': this.agents.get(n.name)!.running ? 'running' : 'stopped', 'weft.dev/agent-socket': this.agents.get(n.name)!.socket } : {}),
+        },
+      },
       spec: { podCIDR: n.podCIDR, podCIDRs: [n.podCIDR] },
       status: { addresses: [{ type: 'InternalIP', address: n.ip }, { type: 'Hostname', address: n.name }], conditions: [{ type: 'Ready', status: 'True' }] },
     }));
@@ -370,7 +457,14 @@ export class Cluster extends EventEmitter {
       const ready = !!rt && rt.phase === 'Running' && rt.ready;
       pods.push({
         ...(o as Pod),
-        metadata: { ...o.metadata, annotations: { ...(o.metadata.annotations ?? {}), ...(r ? { 'weft.dev/netns': r.netns, 'weft.dev/cgroup': r.cgroup } : {}) } },
+        metadata: {
+          ...o.metadata,
+          annotations: {
+            ...(o.metadata.annotations ?? {}),
+            ...(r ? { 'weft.dev/netns': r.netns, 'weft.dev/cgroup': r.cgroup } : {}),
+            ...(r?.enrolled ? { [REDIRECTION_ANNOTATION]: 'enabled' } : {}),
+          },
+        },
         status: {
           phase: rt?.phase ?? 'Pending',
           ...(r ? { podIP: r.ip, podIPs: [{ ip: r.ip }], hostIP: r.node.ip } : {}),
@@ -405,6 +499,7 @@ export class Cluster extends EventEmitter {
     await this.serial(async () => {
       await Promise.all([...this.pods.values()].map((r) => this.teardownPod(r)));
       this.pods.clear();
+      await Promise.all([...this.agents.values()].map((a) => a.stop()));
     });
   }
 }

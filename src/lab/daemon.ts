@@ -4,11 +4,12 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino from 'pino';
-import { Cluster } from './cluster.ts';
-import { cgroup2Mount, LabLayout } from './layout.ts';
+import { Cluster, type ClusterOptions } from './cluster.ts';
+import { cgroup2Mount } from '../bpf/mounts.ts';
+import { LabLayout } from './layout.ts';
 import type { KObject } from './objects.ts';
 
-export async function runLabDaemon(name: string, nodeCount: number): Promise<void> {
+export async function runLabDaemon(name: string, nodeCount: number, capture: ClusterOptions['capture']): Promise<void> {
   const layout = new LabLayout(name);
   const log = pino({ base: { lab: name } });
   mkdirSync(layout.stateDir, { recursive: true });
@@ -18,7 +19,7 @@ export async function runLabDaemon(name: string, nodeCount: number): Promise<voi
   mkdirSync(daemonCg, { recursive: true });
   writeFileSync(join(daemonCg, 'cgroup.procs'), String(process.pid));
 
-  const cluster = new Cluster(layout);
+  const cluster = new Cluster(layout, { capture });
   cluster.on('log', (l: { level: 'error' | 'info'; msg: string }) => log[l.level](l.msg));
   let ready = false;
   let initError: string | undefined;
@@ -47,6 +48,11 @@ export async function runLabDaemon(name: string, nodeCount: number): Promise<voi
       const body = (await readJson(req)) as { objects: KObject[] };
       return reply(res, 200, { results: await cluster.delete(body.objects) });
     }
+    const agent = /^\/v1\/agents\/([^/]+)\/(kill|start)$/.exec(url.pathname);
+    if (req.method === 'POST' && agent) {
+      await cluster.agentControl(agent[1]!, agent[2] as 'kill' | 'start');
+      return reply(res, 200, { ok: true });
+    }
     if (req.method === 'POST' && url.pathname === '/v1/shutdown') {
       reply(res, 200, { ok: true });
       void stop('shutdown requested');
@@ -69,7 +75,7 @@ export async function runLabDaemon(name: string, nodeCount: number): Promise<voi
 
   rmSync(layout.socketPath, { force: true });
   await new Promise<void>((r) => server.listen(layout.socketPath, r));
-  log.info({ nodes: nodeCount }, 'lab starting');
+  log.info({ nodes: nodeCount, capture }, 'lab starting');
   try {
     await cluster.init(nodeCount);
     ready = true;

@@ -1,6 +1,5 @@
 // Where a lab keeps its things, and how they are named. Every name a lab creates starts with the
 // lab's name, so `weft down` can find what a crashed `weft up` left behind.
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 export const LAB_NAME = /^[a-z][a-z0-9-]{0,23}$/;
@@ -64,17 +63,7 @@ export class LabLayout {
   nodeCgroup(cg2: string, node: string) {
     return join(this.cgroupRoot(cg2), 'nodes', node);
   }
-  bpffsDir(bpffs = '/sys/fs/bpf') {
+  bpffsDir(bpffs: string) {
     return join(bpffs, 'weft', this.name);
   }
-}
-
-/** The cgroup v2 mount, from mountinfo (hybrid hosts mount it at /sys/fs/cgroup/unified). */
-export function cgroup2Mount(): string {
-  const info = readFileSync('/proc/self/mountinfo', 'utf8');
-  for (const line of info.split('\n')) {
-    const [pre, post] = line.split(' - ');
-    if (post?.startsWith('cgroup2 ')) return pre!.split(' ')[4]!;
-  }
-  throw new Error('cgroup v2 is not mounted (the lab needs a cgroup2 mount for pod cgroups)');
 }

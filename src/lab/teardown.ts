@@ -4,7 +4,8 @@
 import { existsSync, readdirSync, rmSync, rmdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { runSync } from '../util/exec.ts';
-import { cgroup2Mount, type LabLayout } from './layout.ts';
+import { cgroup2Mount, findBpffsMount } from '../bpf/mounts.ts';
+import type { LabLayout } from './layout.ts';
 import { listNetns } from './network.ts';
 import { cgroupPids } from './pod-runtime.ts';
 
@@ -82,7 +83,7 @@ export function teardownLab(layout: LabLayout): TeardownReport {
       rmdirSync(join(cg2, 'weft'));
     } catch {}
   // 5. bpffs pins and the state directory.
-  const pins = layout.bpffsDir();
+  const pins = layout.bpffsDir(findBpffsMount() ?? '/sys/fs/bpf');
   if (existsSync(pins)) rmSync(pins, { recursive: true, force: true });
   try {
     rmdirSync(join(pins, '..'));

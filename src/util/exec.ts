@@ -18,8 +18,8 @@ export function run(argv: string[], opts: { input?: string; allowFail?: boolean 
     const child = spawn(cmd!, args, { stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
     child.on('error', (e) => reject(new CommandError(argv, null, e.message)));
     child.on('close', (code) => {
       if (code === 0 || opts.allowFail) resolve(out);

@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cgroup2Mount } from '../../src/lab/layout.ts';
+import { cgroup2Mount } from '../../src/bpf/mounts.ts';
 
 export const BIN = fileURLToPath(new URL('../../bin/weft.js', import.meta.url));
 

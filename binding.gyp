@@ -1,0 +1,33 @@
+# weft_native: the thin native addon (bpf via Debian's libbpf, setns sockets). Built by
+# `npm run build:native` (node-gyp rebuild) into build/Release/weft_native.node.
+# `node-gyp rebuild` deletes all of build/, including build/bpf, so the weft_bpf target re-runs
+# `make -C bpf` (incremental, cheap) to put the BPF objects back.
+{
+  "targets": [
+    {
+      "target_name": "weft_native",
+      "dependencies": ["weft_bpf"],
+      "sources": ["native/addon.cc", "native/bpf.cc", "native/net.cc"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-Wall", "-Wextra", "-Wno-missing-field-initializers",
+                    "<!@(pkg-config --cflags libbpf)"],
+      "ldflags": ["-pthread"],
+      "libraries": ["<!@(pkg-config --libs libbpf)"]
+    },
+    {
+      "target_name": "weft_bpf",
+      "type": "none",
+      "actions": [
+        {
+          "action_name": "bpf_objects",
+          "inputs": ["<!@(ls bpf/*.bpf.c bpf/include/*.h bpf/Makefile)"],
+          "outputs": ["<(PRODUCT_DIR)/../bpf/.stamp"],
+          "action": ["sh", "-c", "make --no-print-directory -s -C bpf && touch build/bpf/.stamp"]
+        }
+      ]
+    }
+  ]
+}

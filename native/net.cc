@@ -1,0 +1,285 @@
+// Sockets inside another network namespace, socket facts BPF maps are keyed by (netns cookie,
+// addresses), cgroup ids, and mounting bpffs.
+//
+// A socket belongs to the netns of the thread that created it, for its whole life, and its fd is
+// valid process-wide. So a short-lived std::thread setns()es into the pod netns, creates and
+// configures the socket, and exits; the Node main thread never changes namespace.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <thread>
+
+#include "common.h"
+
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+
+namespace weft {
+namespace {
+
+struct SockAddr {
+  sockaddr_storage ss;
+  socklen_t len;
+};
+
+// Parses "a.b.c.d" or an IPv6 literal for the given family (4 or 6).
+bool ParseAddr(int family, const std::string& addr, uint16_t port, SockAddr* out) {
+  memset(out, 0, sizeof(*out));
+  if (family == 4) {
+    auto* sin = reinterpret_cast<sockaddr_in*>(&out->ss);
+    sin->sin_family = AF_INET;
+    sin->sin_port = htons(port);
+    out->len = sizeof(*sin);
+    return inet_pton(AF_INET, addr.c_str(), &sin->sin_addr) == 1;
+  }
+  auto* sin6 = reinterpret_cast<sockaddr_in6*>(&out->ss);
+  sin6->sin6_family = AF_INET6;
+  sin6->sin6_port = htons(port);
+  out->len = sizeof(*sin6);
+  return inet_pton(AF_INET6, addr.c_str(), &sin6->sin6_addr) == 1;
+}
+
+struct SocketSpec {
+  int netnsFd = -1;  // -1: the current netns
+  int family = 4;
+  bool udp = false;
+  bool nonblock = true;
+  int64_t mark = -1;
+  bool transparent = false, reuseAddr = false, reusePort = false, freebind = false;
+  int v6Only = -1;
+  bool bind = false;
+  SockAddr bindAddr{};
+  int backlog = -1;  // >= 0: listen()
+};
+
+struct SocketResult {
+  int fd = -1;
+  int err = 0;
+  std::string step;
+};
+
+void MakeSocket(const SocketSpec& s, SocketResult* r) {
+  auto failed = [&](const std::string& step) {
+    r->err = errno;
+    r->step = step;
+    if (r->fd >= 0) close(r->fd);
+    r->fd = -1;
+  };
+  if (s.netnsFd >= 0 && setns(s.netnsFd, CLONE_NEWNET) != 0) return failed("setns(CLONE_NEWNET)");
+  int type = (s.udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC | (s.nonblock ? SOCK_NONBLOCK : 0);
+  r->fd = socket(s.family == 6 ? AF_INET6 : AF_INET, type, 0);
+  if (r->fd < 0) return failed("socket");
+  int one = 1;
+  if (s.mark >= 0) {
+    uint32_t m = static_cast<uint32_t>(s.mark);
+    if (setsockopt(r->fd, SOL_SOCKET, SO_MARK, &m, sizeof(m)) != 0) return failed("setsockopt(SO_MARK)");
+  }
+  if (s.reuseAddr && setsockopt(r->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0)
+    return failed("setsockopt(SO_REUSEADDR)");
+  if (s.reusePort && setsockopt(r->fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
+    return failed("setsockopt(SO_REUSEPORT)");
+  if (s.transparent) {
+    int rc = s.family == 6 ? setsockopt(r->fd, SOL_IPV6, IPV6_TRANSPARENT, &one, sizeof(one))
+                           : setsockopt(r->fd, SOL_IP, IP_TRANSPARENT, &one, sizeof(one));
+    if (rc != 0) return failed("setsockopt(IP_TRANSPARENT)");
+  }
+  if (s.freebind && setsockopt(r->fd, SOL_IP, IP_FREEBIND, &one, sizeof(one)) != 0)
+    return failed("setsockopt(IP_FREEBIND)");
+  if (s.family == 6 && s.v6Only >= 0 &&
+      setsockopt(r->fd, IPPROTO_IPV6, IPV6_V6ONLY, &s.v6Only, sizeof(s.v6Only)) != 0)
+    return failed("setsockopt(IPV6_V6ONLY)");
+  if (s.bind && ::bind(r->fd, reinterpret_cast<const sockaddr*>(&s.bindAddr.ss), s.bindAddr.len) != 0)
+    return failed("bind");
+  if (s.backlog >= 0 && listen(r->fd, s.backlog) != 0) return failed("listen");
+}
+
+// socketInNetns(netnsFd | -1, { family: 4|6, udp?, nonblock? (default true), mark?, transparent?,
+//   reuseAddr?, reusePort?, freebind?, v6Only?, bind?: {address, port}, listen?: backlog }) -> fd
+Napi::Value SocketInNetns(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  SocketSpec s;
+  if (!(info[0].IsNumber() && info[0].As<Napi::Number>().Int32Value() == -1))
+    s.netnsFd = FdArg(info[0], "netnsFd");
+  Napi::Object o = info[1].IsObject() ? info[1].As<Napi::Object>() : Napi::Object::New(env);
+  auto flag = [&](const char* k) { return o.Has(k) && o.Get(k).ToBoolean().Value(); };
+  auto num = [&](const char* k, int64_t def) {
+    return o.Has(k) && o.Get(k).IsNumber() ? o.Get(k).As<Napi::Number>().Int64Value() : def;
+  };
+  s.family = static_cast<int>(num("family", 4));
+  if (s.family != 4 && s.family != 6) throw Napi::TypeError::New(env, "family must be 4 or 6");
+  s.udp = flag("udp");
+  s.nonblock = !o.Has("nonblock") || flag("nonblock");
+  s.mark = num("mark", -1);
+  s.transparent = flag("transparent");
+  s.reuseAddr = flag("reuseAddr");
+  s.reusePort = flag("reusePort");
+  s.freebind = flag("freebind");
+  if (o.Has("v6Only") && !o.Get("v6Only").IsUndefined()) s.v6Only = flag("v6Only") ? 1 : 0;
+  s.backlog = static_cast<int>(num("listen", -1));
+  if (o.Has("bind") && o.Get("bind").IsObject()) {
+    Napi::Object b = o.Get("bind").As<Napi::Object>();
+    std::string addr = b.Has("address") && b.Get("address").IsString()
+                           ? b.Get("address").As<Napi::String>().Utf8Value()
+                           : (s.family == 6 ? "::" : "0.0.0.0");
+    int64_t port = b.Has("port") && b.Get("port").IsNumber() ? b.Get("port").As<Napi::Number>().Int64Value() : 0;
+    if (port < 0 || port > 65535) throw Napi::RangeError::New(env, "bind.port must be 0..65535");
+    if (!ParseAddr(s.family, addr, static_cast<uint16_t>(port), &s.bindAddr))
+      throw Napi::TypeError::New(env, "bind.address '" + addr + "' is not an IPv" + std::to_string(s.family) + " address");
+    s.bind = true;
+  }
+  SocketResult r;
+  if (s.netnsFd >= 0) {
+    std::thread t(MakeSocket, std::cref(s), &r);  // setns affects only this thread
+    t.join();
+  } else {
+    MakeSocket(s, &r);
+  }
+  if (r.fd < 0) {
+    std::string hint;
+    if (r.err == EINVAL && r.step.rfind("setns", 0) == 0) hint = "netnsFd is not a network namespace";
+    if (r.err == EADDRINUSE) hint = "the address is in use in that netns (set reuseAddr, or close the old listener)";
+    if (r.err == EADDRNOTAVAIL) hint = "no such local address in that netns (or use freebind/transparent)";
+    throw ErrnoError(env, r.err, "socketInNetns: " + r.step, hint);
+  }
+  return Napi::Number::New(env, r.fd);
+}
+
+// netnsCookieOfSocket(fd) -> bigint: SO_NETNS_COOKIE, the id BPF programs see as
+// bpf_get_netns_cookie() for that namespace.
+Napi::Value SocketNetnsCookie(const Napi::CallbackInfo& info) {
+  uint64_t cookie = 0;
+  socklen_t len = sizeof(cookie);
+  if (getsockopt(FdArg(info[0], "fd"), SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) != 0)
+    throw ErrnoError(info.Env(), errno, "getsockopt(SO_NETNS_COOKIE)");
+  return Napi::BigInt::New(info.Env(), cookie);
+}
+
+Napi::Object AddrToJs(Napi::Env env, const sockaddr_storage& ss) {
+  Napi::Object o = Napi::Object::New(env);
+  char buf[INET6_ADDRSTRLEN] = "";
+  if (ss.ss_family == AF_INET) {
+    auto* sin = reinterpret_cast<const sockaddr_in*>(&ss);
+    inet_ntop(AF_INET, &sin->sin_addr, buf, sizeof(buf));
+    o.Set("family", 4);
+    o.Set("port", ntohs(sin->sin_port));
+  } else if (ss.ss_family == AF_INET6) {
+    auto* sin6 = reinterpret_cast<const sockaddr_in6*>(&ss);
+    inet_ntop(AF_INET6, &sin6->sin6_addr, buf, sizeof(buf));
+    o.Set("family", 6);
+    o.Set("port", ntohs(sin6->sin6_port));
+  } else {
+    o.Set("family", ss.ss_family);
+    o.Set("port", 0);
+  }
+  o.Set("address", buf);
+  return o;
+}
+
+// sockName(fd, peer) -> {family, address, port}: getsockname, or getpeername when peer is true.
+Napi::Value SockName(const Napi::CallbackInfo& info) {
+  int fd = FdArg(info[0], "fd");
+  bool peer = info[1].ToBoolean();
+  sockaddr_storage ss;
+  socklen_t len = sizeof(ss);
+  memset(&ss, 0, sizeof(ss));
+  int rc = peer ? getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len)
+                : getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
+  if (rc != 0) throw ErrnoError(info.Env(), errno, peer ? "getpeername" : "getsockname");
+  return AddrToJs(info.Env(), ss);
+}
+
+// connectFd(fd, address, port) -> true if connected now, false if in progress (EINPROGRESS).
+// Node can wrap our unconnected sockets and connect them itself (net.Socket({fd}).connect);
+// this exists for callers that must connect before handing the fd to Node.
+Napi::Value ConnectFd(const Napi::CallbackInfo& info) {
+  int fd = FdArg(info[0], "fd");
+  std::string addr = StringArg(info[1], "address");
+  int64_t port = info[2].IsNumber() ? info[2].As<Napi::Number>().Int64Value() : -1;
+  if (port < 0 || port > 65535) throw Napi::RangeError::New(info.Env(), "port must be 0..65535");
+  SockAddr sa;
+  if (!ParseAddr(4, addr, static_cast<uint16_t>(port), &sa) &&
+      !ParseAddr(6, addr, static_cast<uint16_t>(port), &sa))
+    throw Napi::TypeError::New(info.Env(), "address '" + addr + "' is not an IP address");
+  if (connect(fd, reinterpret_cast<const sockaddr*>(&sa.ss), sa.len) == 0)
+    return Napi::Boolean::New(info.Env(), true);
+  if (errno == EINPROGRESS) return Napi::Boolean::New(info.Env(), false);
+  throw ErrnoError(info.Env(), errno, "connect " + addr + ":" + std::to_string(port));
+}
+
+// originalDstSockopt(fd) -> {family, address, port} | null: conntrack's pre-NAT destination
+// (SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST) of a connection accepted after an iptables REDIRECT.
+// null: conntrack has no entry; a tracked but un-NATed connection reports its own local address.
+// Only for weft's iptables capture baseline; eBPF capture
+// uses NodeCapture.originalDst.
+Napi::Value OriginalDstSockopt(const Napi::CallbackInfo& info) {
+  constexpr int kSoOriginalDst = 80;  // SO_ORIGINAL_DST == IP6T_SO_ORIGINAL_DST
+  int fd = FdArg(info[0], "fd");
+  sockaddr_storage local;
+  socklen_t len = sizeof(local);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) != 0)
+    throw ErrnoError(info.Env(), errno, "getsockname");
+  bool v6 = local.ss_family == AF_INET6 &&
+            !IN6_IS_ADDR_V4MAPPED(&reinterpret_cast<sockaddr_in6*>(&local)->sin6_addr);
+  sockaddr_storage ss;
+  memset(&ss, 0, sizeof(ss));
+  len = v6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+  if (getsockopt(fd, v6 ? SOL_IPV6 : SOL_IP, kSoOriginalDst, &ss, &len) != 0) {
+    int err = errno;
+    if (err == ENOENT) return info.Env().Null();
+    throw ErrnoError(info.Env(), err, v6 ? "getsockopt(IP6T_SO_ORIGINAL_DST)" : "getsockopt(SO_ORIGINAL_DST)",
+                     err == ENOPROTOOPT ? "conntrack/NAT modules are not loaded" : "");
+  }
+  return AddrToJs(info.Env(), ss);
+}
+
+// cgroupId(path) -> bigint: the id bpf_get_current_cgroup_id() returns for tasks in that cgroup
+// (the cgroup2 file handle, which is the kernfs node id).
+Napi::Value CgroupId(const Napi::CallbackInfo& info) {
+  std::string path = StringArg(info[0], "path");
+  struct {
+    struct file_handle fh;
+    unsigned char bytes[MAX_HANDLE_SZ];
+  } h;
+  h.fh.handle_bytes = MAX_HANDLE_SZ;
+  int mount_id = 0;
+  if (name_to_handle_at(AT_FDCWD, path.c_str(), &h.fh, &mount_id, 0) != 0) {
+    int err = errno;
+    throw ErrnoError(info.Env(), err, "name_to_handle_at " + path,
+                     err == ENOENT ? "no such cgroup directory" : "");
+  }
+  if (h.fh.handle_bytes < 8)
+    throw ErrnoError(info.Env(), EINVAL, "cgroupId " + path, "not a cgroup v2 directory");
+  uint64_t id;
+  memcpy(&id, h.fh.f_handle, sizeof(id));
+  return Napi::BigInt::New(info.Env(), id);
+}
+
+// mountBpffs(path): mount -t bpf bpf <path> (mode 0700).
+Napi::Value MountBpffs(const Napi::CallbackInfo& info) {
+  std::string path = StringArg(info[0], "path");
+  if (mount("bpf", path.c_str(), "bpf", 0, "mode=0700") != 0)
+    throw ErrnoError(info.Env(), errno, "mount bpffs at " + path);
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void InitNet(Napi::Env env, Napi::Object exports) {
+  exports.Set("socketInNetns", Napi::Function::New(env, SocketInNetns));
+  exports.Set("socketNetnsCookie", Napi::Function::New(env, SocketNetnsCookie));
+  exports.Set("sockName", Napi::Function::New(env, SockName));
+  exports.Set("connectFd", Napi::Function::New(env, ConnectFd));
+  exports.Set("originalDstSockopt", Napi::Function::New(env, OriginalDstSockopt));
+  exports.Set("cgroupId", Napi::Function::New(env, CgroupId));
+  exports.Set("mountBpffs", Napi::Function::New(env, MountBpffs));
+}
+
+}  // namespace weft

@@ -1,0 +1,38 @@
+// How the agent captures a pod's traffic. Two backends share this shape: eBPF (cgroup hooks and
+// sk_lookup scoped to the pod) and in-pod iptables REDIRECT (Istio's way, the benchmark baseline).
+import type { Socket } from 'node:net';
+import type { PodInfo } from '../inpod/enrollment.ts';
+
+export interface Endpoint {
+  address: string;
+  port: number;
+}
+
+export interface PodCaptureHandle {
+  /** Hands the pod's inbound plaintext listener (15006) to the capture, where it needs it. */
+  setInboundListener(fd: number): void;
+  /** Where a connection accepted on 15001 was going. undefined: not a captured connection. */
+  outboundOriginalDst(sock: Socket): Endpoint | undefined;
+  /** Where a connection accepted on 15006 was going. */
+  inboundOriginalDst(sock: Socket): Endpoint | undefined;
+  /** Connections captured so far, by direction. */
+  counters(): { outbound: number; inbound: number };
+  /** Stops capturing and removes every trace of the pod (links, map entries, rules, pins). */
+  release(): Promise<void>;
+  /** Closes the agent's handles only; capture stays in place (agent restart). */
+  close(): void;
+}
+
+export interface CaptureBackend {
+  readonly mode: 'ebpf' | 'iptables';
+  /**
+   * Where the inbound plaintext listener binds: eBPF hands it connections whatever their address,
+   * so it stays on loopback (unreachable from outside); REDIRECT needs the pod's own address.
+   */
+  readonly inboundBindAddress: string;
+  /** Captures a pod; adopts what an earlier agent process left in place. */
+  enroll(pod: PodInfo): Promise<PodCaptureHandle>;
+  /** Removes capture left behind for pods that are no longer enrolled (by uid). */
+  forgetExcept(uids: Set<string>): Promise<void>;
+  close(): void;
+}

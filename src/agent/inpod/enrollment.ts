@@ -1,0 +1,34 @@
+// Which pods the mesh captures: Istio's ambient labels. A namespace (or the pod itself) labelled
+// istio.io/dataplane-mode=ambient enrolls; the pod label istio.io/dataplane-mode=none opts out.
+export const DATAPLANE_MODE = 'istio.io/dataplane-mode';
+
+export function shouldEnroll(namespaceLabels: Record<string, string> | undefined, podLabels: Record<string, string> | undefined): boolean {
+  const pod = podLabels?.[DATAPLANE_MODE];
+  if (pod === 'none') return false;
+  if (pod === 'ambient') return true;
+  return namespaceLabels?.[DATAPLANE_MODE] === 'ambient';
+}
+
+/** What the enroller (the lab, or a CNI plugin) tells the agent about a pod. */
+export interface PodInfo {
+  uid: string;
+  name: string;
+  namespace: string;
+  serviceAccount: string;
+  ips: string[];
+  /** Path of the pod's network namespace, e.g. /run/netns/NAME or /proc/PID/ns/net. */
+  netns: string;
+  /** The pod's cgroup v2 directory. */
+  cgroup: string;
+}
+
+export function validatePodInfo(v: unknown): PodInfo {
+  const o = v as Partial<PodInfo> | null;
+  const str = (k: keyof PodInfo) => {
+    if (typeof o?.[k] !== 'string' || !(o[k] as string)) throw new Error(`enrollment request: field "${k}" is required`);
+    return o[k] as string;
+  };
+  if (!Array.isArray(o?.ips) || o.ips.some((ip) => typeof ip !== 'string')) throw new Error('enrollment request: field "ips" must be a list of addresses');
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(str('uid'))) throw new Error('enrollment request: field "uid" has invalid characters');
+  return { uid: str('uid'), name: str('name'), namespace: str('namespace'), serviceAccount: str('serviceAccount'), ips: o.ips, netns: str('netns'), cgroup: str('cgroup') };
+}

@@ -1,0 +1,177 @@
+// The agent's enrolled pods (ztunnel's inpod state manager): for each, its capture and the
+// listeners the agent runs inside the pod's netns. The list is persisted so a restarted agent
+// re-adopts its pods (their pinned capture kept working; only listeners are re-opened).
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import type { Server } from 'node:net';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { WEFT } from '../../bpf/index.ts';
+import type { CaptureBackend, PodCaptureHandle } from '../capture/backend.ts';
+import type { AgentMetrics } from '../metrics/metrics.ts';
+import { handleCaptured, type ProxyPod } from '../proxy/passthrough.ts';
+import { listenInPod } from '../proxy/pod-sockets.ts';
+import type { PodInfo } from './enrollment.ts';
+
+interface EnrolledPod extends ProxyPod {
+  info: PodInfo;
+  servers: Server[];
+  enrolledAt: string;
+}
+
+export class PodManager {
+  private readonly pods = new Map<string, EnrolledPod>();
+  private readonly stateFile: string;
+  /** One operation at a time: enroll and release of the same pod never interleave. */
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly backend: CaptureBackend,
+    private readonly log: Logger,
+    private readonly metrics: AgentMetrics,
+    stateDir: string,
+  ) {
+    mkdirSync(stateDir, { recursive: true });
+    this.stateFile = join(stateDir, 'pods.json');
+  }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(fn, fn);
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  list(): { info: PodInfo; enrolledAt: string; counters: { outbound: number; inbound: number } }[] {
+    return [...this.pods.values()].map((p) => ({ info: p.info, enrolledAt: p.enrolledAt, counters: safeCounters(p.capture) }));
+  }
+
+  counters() {
+    return [...this.pods.values()].map((p) => ({ namespace: p.info.namespace, pod: p.info.name, ...safeCounters(p.capture) }));
+  }
+
+  /** Captures a pod and opens its listeners; acknowledged only when both are in place. */
+  enroll(info: PodInfo): Promise<void> {
+    return this.serial(async () => {
+      const have = this.pods.get(info.uid);
+      if (have && have.info.netns === info.netns) return;
+      if (have) await this.releaseNow(info.uid);
+      try {
+        await this.enrollNow(info);
+        this.metrics.enrollments.inc({ operation: 'enroll', result: 'success' });
+        this.log.info({ pod: `${info.namespace}/${info.name}`, uid: info.uid, mode: this.backend.mode }, 'pod enrolled');
+      } catch (e) {
+        this.metrics.enrollments.inc({ operation: 'enroll', result: 'failure' });
+        this.log.error({ pod: `${info.namespace}/${info.name}`, err: (e as Error).message }, 'pod enrollment failed');
+        throw e;
+      } finally {
+        this.persist();
+      }
+    });
+  }
+
+  private async enrollNow(info: PodInfo): Promise<void> {
+    let netnsFd: number;
+    try {
+      netnsFd = openSync(info.netns, 'r');
+    } catch (e) {
+      throw new Error(`pod ${info.namespace}/${info.name}: cannot open network namespace ${info.netns}: ${(e as Error).message}`, { cause: e });
+    }
+    let capture: PodCaptureHandle | undefined;
+    const servers: Server[] = [];
+    try {
+      capture = await this.backend.enroll(info);
+      const pod: EnrolledPod = { namespace: info.namespace, name: info.name, netnsFd, capture, info, servers, enrolledAt: new Date().toISOString() };
+      const ctx = { log: this.log, metrics: this.metrics };
+      const out = await listenInPod(netnsFd, '127.0.0.1', WEFT.PORT_OUTBOUND, (s) => void handleCaptured(ctx, pod, 'outbound', s));
+      servers.push(out.server);
+      const inb = await listenInPod(netnsFd, this.backend.inboundBindAddress, WEFT.PORT_INBOUND, (s) => void handleCaptured(ctx, pod, 'inbound', s));
+      servers.push(inb.server);
+      capture.setInboundListener(inb.fd);
+      this.pods.set(info.uid, pod);
+      this.metrics.enrolledPods.set(this.pods.size);
+    } catch (e) {
+      for (const s of servers) s.close();
+      await capture?.release().catch(() => undefined);
+      closeSync(netnsFd);
+      throw e;
+    }
+  }
+
+  release(uid: string): Promise<boolean> {
+    return this.serial(async () => {
+      const ok = await this.releaseNow(uid);
+      this.persist();
+      return ok;
+    });
+  }
+
+  private async releaseNow(uid: string): Promise<boolean> {
+    const pod = this.pods.get(uid);
+    if (!pod) {
+      await this.backend.forgetExcept(new Set(this.pods.keys())); // pins of a pod this process never saw
+      return false;
+    }
+    this.pods.delete(uid);
+    this.metrics.enrolledPods.set(this.pods.size);
+    // Stop accepting; connections already relayed run to completion on their own sockets.
+    for (const s of pod.servers) s.close();
+    try {
+      await pod.capture.release();
+      this.metrics.enrollments.inc({ operation: 'release', result: 'success' });
+    } catch (e) {
+      this.metrics.enrollments.inc({ operation: 'release', result: 'failure' });
+      this.log.error({ pod: `${pod.namespace}/${pod.name}`, err: (e as Error).message }, 'pod release failed');
+      throw e;
+    } finally {
+      closeSync(pod.netnsFd);
+    }
+    this.log.info({ pod: `${pod.namespace}/${pod.name}`, uid }, 'pod released');
+    return true;
+  }
+
+  /** After a restart: re-adopt persisted pods whose netns still exists, forget the rest. */
+  adopt(): Promise<void> {
+    return this.serial(async () => {
+      let saved: PodInfo[] = [];
+      try {
+        saved = JSON.parse(readFileSync(this.stateFile, 'utf8')) as PodInfo[];
+      } catch {}
+      for (const info of saved) {
+        if (!existsSync(info.netns) || !existsSync(info.cgroup)) continue;
+        try {
+          await this.enrollNow(info);
+          this.metrics.enrollments.inc({ operation: 'adopt', result: 'success' });
+          this.log.info({ pod: `${info.namespace}/${info.name}` }, 'pod re-adopted');
+        } catch (e) {
+          this.metrics.enrollments.inc({ operation: 'adopt', result: 'failure' });
+          this.log.error({ pod: `${info.namespace}/${info.name}`, err: (e as Error).message }, 'pod re-adoption failed');
+        }
+      }
+      await this.backend.forgetExcept(new Set(this.pods.keys()));
+      this.persist();
+    });
+  }
+
+  private persist(): void {
+    const tmp = `${this.stateFile}.tmp`;
+    writeFileSync(tmp, JSON.stringify([...this.pods.values()].map((p) => p.info), null, 1));
+    renameSync(tmp, this.stateFile);
+  }
+
+  /** Agent shutdown: close listeners and handles; capture stays pinned (new connections fail). */
+  close(): void {
+    for (const p of this.pods.values()) {
+      for (const s of p.servers) s.close();
+      p.capture.close();
+      closeSync(p.netnsFd);
+    }
+    this.pods.clear();
+  }
+}
+
+function safeCounters(c: PodCaptureHandle) {
+  try {
+    return c.counters();
+  } catch {
+    return { outbound: 0, inbound: 0 };
+  }
+}

@@ -1,0 +1,64 @@
+// The enrollment API on a Unix socket, as istio-cni talks to ztunnel: the enroller (the lab, or a
+// CNI plugin on a real node) sends a pod's identity, netns and cgroup; the reply comes only once
+// capture and listeners are in place, so the pod's first packet is already captured.
+//   PUT /v1/pods/<uid>  body: PodInfo   -> 200 {enrolled: true}
+//   DELETE /v1/pods/<uid>               -> 200 {released: bool}
+//   GET /v1/pods, GET /healthz
+import { chmodSync, rmSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Logger } from 'pino';
+import { validatePodInfo } from './enrollment.ts';
+import type { PodManager } from './pod-manager.ts';
+
+export function serveEnrollment(socketPath: string, pods: PodManager, log: Logger): Promise<Server> {
+  const server = createServer((req, res) => {
+    handle(req, res).catch((e: Error) => reply(res, 500, { error: e.message }));
+  });
+  async function handle(req: IncomingMessage, res: ServerResponse) {
+    const path = new URL(req.url ?? '/', 'http://agent').pathname;
+    const m = /^\/v1\/pods\/([^/]+)$/.exec(path);
+    if (req.method === 'GET' && path === '/healthz') return reply(res, 200, { ok: true });
+    if (req.method === 'GET' && path === '/v1/pods') return reply(res, 200, { pods: pods.list() });
+    if (req.method === 'PUT' && m) {
+      let info;
+      try {
+        info = validatePodInfo(JSON.parse(await body(req)));
+      } catch (e) {
+        log.warn({ err: (e as Error).message }, 'bad enrollment request');
+        return reply(res, 400, { error: (e as Error).message });
+      }
+      if (info.uid !== decodeURIComponent(m[1]!)) return reply(res, 400, { error: 'uid in path and body differ' });
+      await pods.enroll(info);
+      return reply(res, 200, { enrolled: true });
+    }
+    if (req.method === 'DELETE' && m) return reply(res, 200, { released: await pods.release(decodeURIComponent(m[1]!)) });
+    reply(res, 404, { error: `no route ${req.method} ${path}` });
+  }
+  rmSync(socketPath, { force: true });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(socketPath, () => {
+      chmodSync(socketPath, 0o600); // only root may enroll pods
+      resolve(server);
+    });
+  });
+}
+
+function body(req: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let s = '';
+    req.setEncoding('utf8');
+    req.on('data', (d: string) => {
+      s += d;
+      if (s.length > 1 << 20) req.destroy(new Error('request too large'));
+    });
+    req.on('end', () => resolve(s));
+    req.on('error', reject);
+  });
+}
+
+function reply(res: ServerResponse, code: number, v: unknown) {
+  const s = JSON.stringify(v);
+  res.writeHead(code, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(s) });
+  res.end(s);
+}

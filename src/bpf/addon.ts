@@ -1,0 +1,124 @@
+// Typed access to build/Release/weft_native.node, the thin native layer (bpf syscalls through
+// libbpf, setns sockets). Loaded lazily so importing src/bpf never fails on a machine without the
+// build; the first call says how to fix that. Everything here deals in plain fds: close them with
+// fs.closeSync.
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** Repository root (src/bpf/../..): build outputs are found relative to it. */
+export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+export interface LoadedProgram {
+  fd: number;
+  type: number;
+  typeName: string;
+  /** Expected attach type from the SEC() name; pass it to linkCreate. */
+  attachType: number;
+  attachTypeName: string;
+  section: string;
+}
+
+export interface LoadedMap {
+  fd: number;
+  type: number;
+  typeName: string;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  pinPath?: string;
+}
+
+export interface LoadedObject {
+  programs: Record<string, LoadedProgram>;
+  maps: Record<string, LoadedMap>;
+  /** libbpf messages printed while loading (warnings; debug too with {debug: true}). */
+  log: string;
+}
+
+export interface SockName {
+  family: 4 | 6;
+  address: string;
+  port: number;
+}
+
+export interface NativeSocketSpec {
+  family?: 4 | 6;
+  udp?: boolean;
+  nonblock?: boolean;
+  mark?: number;
+  transparent?: boolean;
+  reuseAddr?: boolean;
+  reusePort?: boolean;
+  freebind?: boolean;
+  v6Only?: boolean;
+  bind?: { address?: string; port?: number };
+  listen?: number;
+}
+
+export interface NativeProbe {
+  progTypes: Record<string, boolean>;
+  mapTypes: Record<string, boolean>;
+  linkAttachTypes: Record<string, boolean>;
+  helpers: Record<string, boolean>;
+}
+
+/** The native functions, one per syscall-level operation (see native/*.cc). */
+export interface NativeAddon {
+  loadObject(file: string, opts?: { pinRoot?: string; reuseMaps?: Record<string, number>; debug?: boolean }): LoadedObject;
+  linkCreate(progFd: number, targetFd: number, attachType: number): number;
+  linkDetach(linkFd: number): void;
+  objPin(fd: number, pinPath: string): void;
+  objGet(pinPath: string): number;
+  mapInfo(fd: number): { id: number; name: string; type: number; typeName: string; keySize: number; valueSize: number; maxEntries: number; flags: number };
+  progInfo(fd: number): { id: number; name: string; type: number; typeName: string };
+  linkInfo(fd: number): { id: number; type: number; typeName: string; progId: number; cgroupId?: bigint; netnsIno?: number; attachType?: number };
+  /** With del=true: BPF_MAP_LOOKUP_AND_DELETE_ELEM. Returns null for a missing key. */
+  mapLookup(fd: number, key: Buffer, valueSize: number, del?: boolean): Buffer | null;
+  mapUpdate(fd: number, key: Buffer, value: Buffer, flags?: number): void;
+  mapDelete(fd: number, key: Buffer): boolean;
+  mapNextKey(fd: number, key: Buffer | null, keySize: number): Buffer | null;
+  numPossibleCpus(): number;
+  probe(): NativeProbe;
+  /** netnsFd -1 means the caller's netns. */
+  socketInNetns(netnsFd: number, spec: NativeSocketSpec): number;
+  socketNetnsCookie(fd: number): bigint;
+  sockName(fd: number, peer: boolean): SockName;
+  connectFd(fd: number, address: string, port: number): boolean;
+  originalDstSockopt(fd: number): SockName | null;
+  cgroupId(cgroupPath: string): bigint;
+  mountBpffs(mountPoint: string): void;
+}
+
+/** Errors thrown by the addon: errno and code always, verifierLog for load failures. */
+export interface BpfError extends Error {
+  errno: number;
+  code: string;
+  syscall?: string;
+  verifierLog?: string;
+}
+
+export function isBpfError(e: unknown): e is BpfError {
+  return e instanceof Error && typeof (e as Partial<BpfError>).errno === 'number' && typeof (e as Partial<BpfError>).code === 'string';
+}
+
+export const addonPath = path.join(repoRoot, 'build', 'Release', 'weft_native.node');
+
+let loaded: NativeAddon | undefined;
+
+/** The native addon; throws an actionable error if it has not been built. */
+export function native(): NativeAddon {
+  if (!loaded) {
+    try {
+      loaded = createRequire(import.meta.url)(addonPath) as NativeAddon;
+    } catch (e) {
+      throw new Error(`weft native addon not available at ${addonPath}: run make build (${(e as Error).message})`, { cause: e });
+    }
+  }
+  return loaded;
+}
+
+/** Path of a compiled BPF object (build/bpf/<name>.bpf.o). */
+export function bpfObjectPath(name: string, objDir = path.join(repoRoot, 'build', 'bpf')): string {
+  return path.join(objDir, `${name}.bpf.o`);
+}
