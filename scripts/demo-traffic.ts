@@ -27,4 +27,15 @@ for (const url of targets) {
   for (const [pod, n] of [...by].sort()) console.log(`   ${String(n).padStart(3)}  ${pod}${nodeOf.has(pod) ? ` (${nodeOf.get(pod)})` : ''}`);
 }
 console.log(failures ? `${failures} request(s) failed` : 'every request was answered; replicas on both nodes shared the load');
+
+// What the node agents saw: per-pod capture counters from their BPF maps, on each node's :15020.
+const nodes = (JSON.parse(weft('get', 'nodes', '-o', 'json', '--name', lab).stdout) as { items: { metadata: { name: string; annotations: Record<string, string> } }[] }).items;
+for (const n of nodes) {
+  const text = spawnSync('nsenter', [`--net=/run/netns/${n.metadata.annotations['weft.dev/netns']}`, 'curl', '-s', '-m', '3', 'http://127.0.0.1:15020/metrics'], { encoding: 'utf8' }).stdout;
+  const sum = (dir: string) =>
+    [...text.matchAll(new RegExp(`^weft_pod_captured_connections_total\\{[^}]*direction="${dir}"\\} (\\d+)$`, 'gm'))].reduce((a, m) => a + Number(m[1]), 0);
+  const mode = /capture_mode="(\w+)"/.exec(text)?.[1] ?? '?';
+  const pods = /^weft_agent_enrolled_pods (\d+)$/m.exec(text)?.[1] ?? '0';
+  console.log(`agent on ${n.metadata.name} (${mode}): ${pods} pods enrolled, captured ${sum('outbound')} outbound and ${sum('inbound')} inbound connections`);
+}
 process.exitCode = failures ? 1 : 0;

@@ -24,6 +24,8 @@ Look around:
   node bin/weft.js get pods -A -o wide          # where every pod runs
   node bin/weft.js exec frontend/loadgen -- curl -s http://checkout.backend/
   node bin/weft.js logs frontend/loadgen        # the traffic client's log
+  tail /run/weft/$LAB/logs/agent_node-0.log     # the node agent: one line per captured connection
+  bpftool cgroup tree $(findmnt -t cgroup2 -n -o TARGET | head -1)/weft/$LAB   # per-pod capture programs
   ip netns list | grep '^$LAB\.'                # nodes and pods are network namespaces
 Tear down:
   node bin/weft.js down
