@@ -40,7 +40,16 @@ export function expandPaths(paths: string[]): string[] {
   return out;
 }
 
-export function loadManifests(paths: string[], defaultNamespace = 'default'): LoadResult {
+/**
+ * `runnable`: pods must be runnable by the lab (a command or a built-in image). The control plane
+ * reads pods that run elsewhere and turns that off.
+ */
+export interface LoadOptions {
+  defaultNamespace?: string;
+  runnable?: boolean;
+}
+
+export function loadManifests(paths: string[], opts: LoadOptions = {}): LoadResult {
   const res: LoadResult = { objects: [], problems: [] };
   let files: string[];
   try {
@@ -50,14 +59,14 @@ export function loadManifests(paths: string[], defaultNamespace = 'default'): Lo
     return res;
   }
   for (const file of files) {
-    const r = parseManifestText(readFileSync(file, 'utf8'), file, defaultNamespace);
+    const r = parseManifestText(readFileSync(file, 'utf8'), file, opts);
     res.objects.push(...r.objects);
     res.problems.push(...r.problems);
   }
   return res;
 }
 
-export function parseManifestText(text: string, file: string, defaultNamespace = 'default'): LoadResult {
+export function parseManifestText(text: string, file: string, opts: LoadOptions = {}): LoadResult {
   const res: LoadResult = { objects: [], problems: [] };
   const docs = parseAllDocuments(text);
   const list = Array.isArray(docs) ? docs : [docs];
@@ -73,7 +82,7 @@ export function parseManifestText(text: string, file: string, defaultNamespace =
     if (value === null || value === undefined) return; // empty document
     const items = isRecord(value) && value.kind === 'List' && Array.isArray(value.items) ? value.items : [value];
     items.forEach((item: unknown, j: number) => {
-      const obj = validateObject(item, defaultNamespace);
+      const obj = validateObject(item, opts);
       const label = items.length > 1 ? `${where} item ${j + 1}` : where;
       if ('problem' in obj) res.problems.push({ file, object: obj.object ?? label, field: obj.field, reason: obj.problem });
       else res.objects.push(Object.assign(obj.object, { __source: file }));
@@ -127,7 +136,9 @@ function stringList(v: unknown, field: string): string[] | undefined {
   return (v as unknown[]).map(String);
 }
 
-export function validateObject(raw: unknown, defaultNamespace = 'default'): Validated {
+export function validateObject(raw: unknown, opts: LoadOptions = {}): Validated {
+  const defaultNamespace = opts.defaultNamespace ?? 'default';
+  const runnable = opts.runnable ?? true;
   if (!isRecord(raw)) return { field: '', problem: 'not an object' };
   const kind = raw.kind;
   const meta = raw.metadata;
@@ -153,11 +164,11 @@ export function validateObject(raw: unknown, defaultNamespace = 'default'): Vali
         if (!DNS1123_LABEL.test(meta.name) || meta.name.length > 63) fail('metadata.name', `"${meta.name}" is not a valid namespace name`);
         break;
       case 'Pod':
-        validatePodSpec(raw.spec, 'spec');
+        validatePodSpec(raw.spec, 'spec', runnable);
         if (!DNS1123_LABEL.test(meta.name.replace(/\./g, '-')) || meta.name.length > 63) fail('metadata.name', 'pod names must be at most 63 characters');
         break;
       case 'Deployment':
-        validateDeployment(raw.spec, labels);
+        validateDeployment(raw.spec, runnable);
         break;
       case 'Service':
         validateService(raw.spec);
@@ -176,12 +187,12 @@ export function validateObject(raw: unknown, defaultNamespace = 'default'): Vali
   }
 }
 
-function validatePodSpec(spec: unknown, at: string): void {
+function validatePodSpec(spec: unknown, at: string, runnable: boolean): void {
   if (!isRecord(spec)) fail(at, 'required');
   const cs = spec.containers;
   if (!Array.isArray(cs) || cs.length === 0) fail(`${at}.containers`, 'at least one container is required');
   const names = new Set<string>();
-  cs.forEach((c: unknown, i: number) => validateContainer(c, `${at}.containers[${i}]`, names));
+  cs.forEach((c: unknown, i: number) => validateContainer(c, `${at}.containers[${i}]`, names, runnable));
   if (spec.nodeName !== undefined && typeof spec.nodeName !== 'string') fail(`${at}.nodeName`, 'must be a string');
   if (spec.serviceAccountName !== undefined && (typeof spec.serviceAccountName !== 'string' || !DNS1123_SUBDOMAIN.test(spec.serviceAccountName)))
     fail(`${at}.serviceAccountName`, 'must be a valid name');
@@ -191,7 +202,7 @@ function validatePodSpec(spec: unknown, at: string): void {
     fail(`${at}.terminationGracePeriodSeconds`, 'must be a non-negative number');
 }
 
-function validateContainer(c: unknown, at: string, names: Set<string>): void {
+function validateContainer(c: unknown, at: string, names: Set<string>, runnable: boolean): void {
   if (!isRecord(c)) fail(at, 'must be an object');
   const ct = c as unknown as Container;
   if (typeof c.name !== 'string' || !DNS1123_LABEL.test(c.name)) fail(`${at}.name`, 'required, a DNS label');
@@ -201,7 +212,7 @@ function validateContainer(c: unknown, at: string, names: Set<string>): void {
   stringList(c.args, `${at}.args`);
   if (c.image !== undefined && typeof c.image !== 'string') fail(`${at}.image`, 'must be a string');
   if (c.workingDir !== undefined && (typeof c.workingDir !== 'string' || !c.workingDir.startsWith('/'))) fail(`${at}.workingDir`, 'must be an absolute path');
-  if (!ct.command?.length && !builtinImageKnown(ct.image))
+  if (runnable && !ct.command?.length && !builtinImageKnown(ct.image))
     fail(`${at}.command`, `required: the lab runs containers as local processes and "${ct.image ?? ''}" is not a built-in image (weft/echo, weft/client, weft/sleep)`);
   if (c.env !== undefined) {
     if (!Array.isArray(c.env)) fail(`${at}.env`, 'must be a list');
@@ -236,7 +247,7 @@ function validateContainer(c: unknown, at: string, names: Set<string>): void {
 
 export const FIELD_PATHS = new Set(['metadata.name', 'metadata.namespace', 'metadata.uid', 'spec.nodeName', 'spec.serviceAccountName', 'status.podIP', 'status.hostIP']);
 
-function validateDeployment(spec: unknown, _labels: Record<string, string> | undefined): void {
+function validateDeployment(spec: unknown, runnable: boolean): void {
   if (!isRecord(spec)) fail('spec', 'required');
   if (spec.replicas !== undefined && (typeof spec.replicas !== 'number' || !Number.isInteger(spec.replicas) || spec.replicas < 0))
     fail('spec.replicas', `must be a non-negative integer, got ${JSON.stringify(spec.replicas)}`);
@@ -245,7 +256,7 @@ function validateDeployment(spec: unknown, _labels: Record<string, string> | und
   if (!isRecord(spec.template)) fail('spec.template', 'required');
   const tl = isRecord(spec.template.metadata) ? stringMap(spec.template.metadata.labels, 'spec.template.metadata.labels') : undefined;
   for (const [k, v] of Object.entries(sel)) if (tl?.[k] !== v) fail('spec.template.metadata.labels', `must match spec.selector.matchLabels (${k}=${v})`);
-  validatePodSpec(spec.template.spec, 'spec.template.spec');
+  validatePodSpec(spec.template.spec, 'spec.template.spec', runnable);
 }
 
 function validateService(spec: unknown): void {

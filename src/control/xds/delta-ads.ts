@@ -1,0 +1,149 @@
+// Delta ADS (envoy.service.discovery.v3 DeltaAggregatedResources) over the resource store.
+// Per stream and type: what the client subscribed to (wildcard or names), which version of each
+// resource it holds (from our sends, or its initial_resource_versions after a reconnect), and the
+// nonces still awaiting ACK. A NACK keeps the client on what it had; it is logged and counted.
+import { randomUUID } from 'node:crypto';
+import type * as grpc from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import type { ResourceStore } from './resources.ts';
+
+interface DeltaRequest {
+  node?: { id?: string; cluster?: string; metadata?: unknown };
+  typeUrl: string;
+  resourceNamesSubscribe: string[];
+  resourceNamesUnsubscribe: string[];
+  initialResourceVersions: Record<string, string>;
+  responseNonce: string;
+  errorDetail?: { code: number; message: string } | null;
+}
+
+interface TypeState {
+  wildcard: boolean;
+  names: Set<string>;
+  /** name -> version the client holds */
+  held: Map<string, string>;
+  pending: Set<string>;
+}
+
+export interface DeltaAdsEvents {
+  onAck?: (typeUrl: string, node: string) => void;
+  onNack?: (typeUrl: string, node: string, reason: string) => void;
+  onConnect?: (node: string, connected: number) => void;
+}
+
+export class DeltaAdsServer {
+  private readonly streams = new Set<Stream>();
+
+  constructor(
+    private readonly store: ResourceStore,
+    private readonly log: Logger,
+    private readonly events: DeltaAdsEvents = {},
+  ) {
+    store.on('change', (typeUrl: string) => {
+      for (const s of this.streams) s.push(typeUrl);
+    });
+  }
+
+  get connected(): number {
+    return this.streams.size;
+  }
+
+  /** Node ids of connected clients and what they hold, for config_dump and tests. */
+  clients(): { node: string; types: Record<string, number> }[] {
+    return [...this.streams].map((s) => ({ node: s.node, types: Object.fromEntries([...s.types].map(([t, st]) => [t, st.held.size])) }));
+  }
+
+  /** The grpc handler for DeltaAggregatedResources. `authorize` may reject a stream before use. */
+  handler(authorize?: (call: grpc.ServerDuplexStream<DeltaRequest, unknown>) => Promise<string | undefined>) {
+    return (call: grpc.ServerDuplexStream<DeltaRequest, unknown>) => {
+      const stream = new Stream(call, this.store, this.log, this.events);
+      const ready = authorize ? authorize(call) : Promise.resolve('');
+      ready.then(
+        (who) => {
+          if (who === undefined) return; // authorize already ended the call
+          stream.authenticated = who;
+          this.streams.add(stream);
+          this.events.onConnect?.(stream.node, this.streams.size);
+          call.on('data', (req: DeltaRequest) => stream.onRequest(req));
+        },
+        () => call.end(),
+      );
+      const done = () => {
+        if (this.streams.delete(stream)) this.events.onConnect?.(stream.node, this.streams.size);
+      };
+      call.on('end', () => {
+        done();
+        call.end();
+      });
+      call.on('error', done);
+      call.on('cancelled', done);
+    };
+  }
+}
+
+class Stream {
+  readonly types = new Map<string, TypeState>();
+  node = 'unknown';
+  authenticated = '';
+
+  constructor(
+    private readonly call: grpc.ServerDuplexStream<DeltaRequest, unknown>,
+    private readonly store: ResourceStore,
+    private readonly log: Logger,
+    private readonly events: DeltaAdsEvents,
+  ) {}
+
+  onRequest(req: DeltaRequest): void {
+    if (req.node?.id) this.node = req.node.id;
+    const typeUrl = req.typeUrl;
+    let st = this.types.get(typeUrl);
+    if (req.responseNonce) {
+      if (!st?.pending.delete(req.responseNonce)) return; // stale nonce: superseded response
+      if (req.errorDetail && req.errorDetail.message) {
+        this.log.warn({ node: this.node, typeUrl, reason: req.errorDetail.message }, 'xds NACK');
+        this.events.onNack?.(typeUrl, this.node, req.errorDetail.message);
+      } else this.events.onAck?.(typeUrl, this.node);
+      if (!req.resourceNamesSubscribe.length && !req.resourceNamesUnsubscribe.length) return;
+    }
+    if (!st) {
+      // First request for a type: an empty subscription (or "*") is the wildcard.
+      st = { wildcard: req.resourceNamesSubscribe.length === 0, names: new Set(), held: new Map(), pending: new Set() };
+      this.types.set(typeUrl, st);
+      for (const [name, version] of Object.entries(req.initialResourceVersions ?? {})) st.held.set(name, version);
+    }
+    for (const n of req.resourceNamesSubscribe) {
+      if (n === '*') st.wildcard = true;
+      else st.names.add(n);
+    }
+    for (const n of req.resourceNamesUnsubscribe) {
+      if (n === '*') st.wildcard = false;
+      else st.names.delete(n);
+    }
+    this.push(typeUrl, true);
+  }
+
+  /** Sends what this client lacks or holds in an old version, and what it should drop. */
+  push(typeUrl: string, always = false): void {
+    const st = this.types.get(typeUrl);
+    if (!st) return;
+    const all = this.store.get(typeUrl);
+    const wanted = (n: string) => st.wildcard || st.names.has(n);
+    const resources = [];
+    for (const r of all.values()) if (wanted(r.name) && st.held.get(r.name) !== r.version) resources.push(r);
+    const removed = [...st.held.keys()].filter((n) => !all.has(n) || !wanted(n));
+    // Names asked for explicitly that do not exist yet are reported removed, so the client knows.
+    for (const n of st.names) if (!all.has(n) && !st.held.has(n) && always) removed.push(n);
+    if (!resources.length && !removed.length && !always) return;
+    const nonce = randomUUID();
+    st.pending.add(nonce);
+    for (const r of resources) st.held.set(r.name, r.version);
+    for (const n of removed) st.held.delete(n);
+    this.call.write({
+      systemVersionInfo: String(this.store.generation),
+      typeUrl,
+      nonce,
+      removedResources: removed,
+      resources: resources.map((r) => ({ name: r.name, version: r.version, resource: { typeUrl, value: Buffer.from(r.body) } })),
+    });
+  }
+}

@@ -1,0 +1,100 @@
+// Delta ADS between the control plane's server and the agent's client, over real gRPC.
+import * as grpc from '@grpc/grpc-js';
+import pino from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { encodeService, encodeWorkload, TYPE_ADDRESS, TYPE_AUTHORIZATION } from '../../../src/api/codec.ts';
+import type { Workload } from '../../../src/api/mesh.ts';
+import { adsService } from '../../../src/api/protos.ts';
+import { DeltaXdsClient } from '../../../src/agent/xds/delta-client.ts';
+import { DeltaAdsServer } from '../../../src/control/xds/delta-ads.ts';
+import { ResourceStore } from '../../../src/control/xds/resources.ts';
+
+const log = pino({ level: 'silent' });
+const wl = (name: string, ip: string): Workload => ({
+  uid: `Kubernetes//Pod/ns/${name}`, name, namespace: 'ns', addresses: [ip], network: '', tunnelProtocol: 'HBONE', trustDomain: 'cluster.local',
+  serviceAccount: 'default', node: 'node-0', canonicalName: name, canonicalRevision: 'latest', workloadType: 'POD', workloadName: name,
+  services: { 'ns/echo.ns.svc.cluster.local': [{ servicePort: 80, targetPort: 8080 }] }, authorizationPolicies: [], status: 'HEALTHY', clusterId: 'Kubernetes',
+});
+const until = async (f: () => boolean, ms = 5000) => {
+  const end = Date.now() + ms;
+  while (!f()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+};
+
+describe('Delta ADS', () => {
+  const cleanup: (() => void)[] = [];
+  afterEach(() => cleanup.splice(0).forEach((f) => f()));
+
+  async function serve(store: ResourceStore, events = {}) {
+    const server = new grpc.Server();
+    const ads = new DeltaAdsServer(store, log, events);
+    server.addService(adsService().service, { DeltaAggregatedResources: ads.handler(), StreamAggregatedResources: (c: grpc.ServerDuplexStream<unknown, unknown>) => c.end() });
+    const port = await new Promise<number>((res, rej) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
+    cleanup.push(() => server.forceShutdown());
+    return { server, ads, port };
+  }
+
+  it('syncs workloads and services, then sends only changes and removals', async () => {
+    const store = new ResourceStore();
+    store.replace(TYPE_ADDRESS, new Map([[wl('a', '10.0.0.1').uid, encodeWorkload(wl('a', '10.0.0.1'))], ['ns/echo.ns.svc.cluster.local', encodeService({ name: 'echo', namespace: 'ns', hostname: 'echo.ns.svc.cluster.local', addresses: ['10.96.0.10'], ports: [{ servicePort: 80, targetPort: 8080 }], subjectAltNames: [] })]]));
+    store.replace(TYPE_AUTHORIZATION, new Map());
+    const { port } = await serve(store);
+    const client = new DeltaXdsClient({ address: `127.0.0.1:${port}`, nodeId: 'node-0', log });
+    cleanup.push(() => client.close());
+    client.start();
+    await client.whenSynced();
+    expect(client.state.workloadsByIp.get('10.0.0.1')?.name).toBe('a');
+    expect(client.state.servicesByVip.get('10.96.0.10')?.hostname).toBe('echo.ns.svc.cluster.local');
+    expect(client.state.endpoints.get('ns/echo.ns.svc.cluster.local')?.map((w) => w.name)).toEqual(['a']);
+    let updates = 0;
+    client.on('update', () => updates++);
+    store.replace(TYPE_ADDRESS, new Map([[wl('b', '10.0.0.2').uid, encodeWorkload(wl('b', '10.0.0.2'))]]));
+    await until(() => client.state.workloadsByIp.has('10.0.0.2'));
+    expect(client.state.workloadsByIp.has('10.0.0.1')).toBe(false);
+    expect(client.state.services.size).toBe(0);
+    expect(updates).toBe(1);
+  });
+
+  it('NACKs a resource it cannot decode and keeps the last good state; the server counts it', async () => {
+    const store = new ResourceStore();
+    store.replace(TYPE_ADDRESS, new Map([[wl('a', '10.0.0.1').uid, encodeWorkload(wl('a', '10.0.0.1'))]]));
+    store.replace(TYPE_AUTHORIZATION, new Map());
+    const nacks: string[] = [];
+    const { port } = await serve(store, { onNack: (_t: string, _n: string, reason: string) => nacks.push(reason) });
+    const client = new DeltaXdsClient({ address: `127.0.0.1:${port}`, nodeId: 'node-0', log });
+    cleanup.push(() => client.close());
+    client.start();
+    await client.whenSynced();
+    store.replace(TYPE_ADDRESS, new Map([[wl('a', '10.0.0.1').uid, encodeWorkload(wl('a', '10.0.0.1'))], ['broken', Buffer.from([0xff, 0xff, 0xff])]]));
+    await until(() => nacks.length > 0);
+    expect(client.nacks).toBe(1);
+    expect(client.state.workloadsByIp.get('10.0.0.1')?.name).toBe('a');
+    expect(client.state.workloads.has('broken')).toBe(false);
+  });
+
+  it('resumes after a reconnect from the versions it holds, serving its last state meanwhile', async () => {
+    const store = new ResourceStore();
+    store.replace(TYPE_ADDRESS, new Map([[wl('a', '10.0.0.1').uid, encodeWorkload(wl('a', '10.0.0.1'))]]));
+    store.replace(TYPE_AUTHORIZATION, new Map());
+    const first = await serve(store);
+    const client = new DeltaXdsClient({ address: `127.0.0.1:${first.port}`, nodeId: 'node-0', log });
+    cleanup.push(() => client.close());
+    client.start();
+    await client.whenSynced();
+    first.server.forceShutdown();
+    await until(() => !client.connected);
+    expect(client.state.workloadsByIp.get('10.0.0.1')?.name).toBe('a'); // last good state
+    // The control plane comes back on the same port with one more workload.
+    store.replace(TYPE_ADDRESS, new Map([[wl('a', '10.0.0.1').uid, encodeWorkload(wl('a', '10.0.0.1'))], [wl('c', '10.0.0.3').uid, encodeWorkload(wl('c', '10.0.0.3'))]]));
+    const server = new grpc.Server();
+    const ads = new DeltaAdsServer(store, log);
+    server.addService(adsService().service, { DeltaAggregatedResources: ads.handler(), StreamAggregatedResources: (c: grpc.ServerDuplexStream<unknown, unknown>) => c.end() });
+    await new Promise<number>((res, rej) => server.bindAsync(`127.0.0.1:${first.port}`, grpc.ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
+    cleanup.push(() => server.forceShutdown());
+    await until(() => client.state.workloadsByIp.has('10.0.0.3'), 40_000);
+    expect(client.state.workloadsByIp.get('10.0.0.1')?.name).toBe('a');
+    expect(ads.clients()[0]!.types[TYPE_ADDRESS]).toBe(2);
+  }, 60_000);
+});
