@@ -1,0 +1,28 @@
+// HTTP/2 PING keepalive: a peer that stops answering (a dead node, a silently dropped path) is
+// detected within interval + timeout and its session destroyed, so pooled streams fail fast.
+import type { Http2Session } from 'node:http2';
+
+export function keepAlive(session: Http2Session, intervalMs: number, timeoutMs: number): void {
+  let deadline: NodeJS.Timeout | undefined;
+  const tick = setInterval(() => {
+    if (deadline || session.destroyed) return; // one ping in flight at a time
+    deadline = setTimeout(() => session.destroy(new Error(`HTTP/2 ping unanswered for ${timeoutMs} ms`)), timeoutMs);
+    deadline.unref();
+    let sent = false;
+    try {
+      sent = session.ping(() => {
+        clearTimeout(deadline);
+        deadline = undefined;
+      });
+    } catch {} // the session closed under us: its close handler stops the timers
+    if (!sent) {
+      clearTimeout(deadline);
+      deadline = undefined;
+    }
+  }, intervalMs);
+  tick.unref();
+  session.once('close', () => {
+    clearInterval(tick);
+    clearTimeout(deadline);
+  });
+}

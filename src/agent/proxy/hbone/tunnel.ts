@@ -1,0 +1,46 @@
+// Copies bytes both ways between an HBONE stream and a TCP socket, honouring half-close
+// (END_STREAM <-> FIN) and mapping failures the way RFC 9113 §8.5 asks of a CONNECT proxy:
+// a TCP error resets the stream with CONNECT_ERROR, a stream reset resets the TCP connection.
+// Bytes are counted by the socket at the end, never per chunk.
+import { constants, type Http2Stream } from 'node:http2';
+import type { Socket } from 'node:net';
+
+export interface TunnelResult {
+  /** Bytes written to the socket (arrived over the stream) and read from it (sent over the stream). */
+  written: number;
+  read: number;
+  error?: string;
+}
+
+export function tunnel(stream: Http2Stream, socket: Socket): Promise<TunnelResult> {
+  return new Promise((resolve) => {
+    let error: string | undefined;
+    let open = 2;
+    const done = () => {
+      if (--open === 0) resolve({ written: socket.bytesWritten, read: socket.bytesRead, error });
+    };
+    socket.on('error', (e: NodeJS.ErrnoException) => {
+      error ??= `tcp: ${e.code ?? e.message}`;
+      if (!stream.destroyed) stream.close(constants.NGHTTP2_CONNECT_ERROR);
+    });
+    stream.on('error', (e: NodeJS.ErrnoException) => {
+      error ??= `stream: ${e.code ?? e.message}`;
+    });
+    stream.on('close', () => {
+      const code = stream.rstCode ?? constants.NGHTTP2_NO_ERROR;
+      if (code !== constants.NGHTTP2_NO_ERROR) {
+        error ??= `stream reset (code ${code})`;
+        socket.resetAndDestroy();
+      } else if (!socket.destroyed && !socket.readableEnded) {
+        // Stopped with NO_ERROR while the socket still sends: nothing more can flow, so deliver what
+        // arrived, then close rather than leave a half-open socket hanging.
+        socket.end(() => socket.destroy());
+      }
+      done();
+    });
+    socket.on('close', done);
+    stream.pipe(socket);
+    socket.pipe(stream);
+    socket.resume();
+  });
+}

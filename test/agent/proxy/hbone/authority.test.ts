@@ -1,0 +1,15 @@
+import { describe, expect, it } from 'vitest';
+import { formatAuthority, parseAuthority } from '../../../../src/agent/proxy/hbone/authority.ts';
+
+describe('CONNECT authority', () => {
+  it('accepts literal ip:port only', () => {
+    expect(parseAuthority('10.1.2.3:8080')).toEqual({ address: '10.1.2.3', port: 8080 });
+    expect(parseAuthority('[fd00::1]:443')).toEqual({ address: 'fd00::1', port: 443 });
+    for (const bad of [undefined, '', '10.1.2.3', '10.1.2.3:0', '10.1.2.3:65536', 'fd00::1:443', '[10.1.2.3]:80', 'cart.shop.svc:80', '[fd00::1]', '10.1.2.3:80x', ' 10.1.2.3:80']) {
+      expect(parseAuthority(bad), String(bad)).toBeUndefined();
+    }
+  });
+  it('round-trips through formatAuthority', () => {
+    for (const a of ['10.1.2.3:8080', '[fd00::1]:443']) expect(formatAuthority(parseAuthority(a)!)).toBe(a);
+  });
+});
