@@ -3,7 +3,7 @@
 # installed, and `apt-get update` runs only when something is missing.
 set -euo pipefail
 pkgs=(clang llvm libbpf-dev bpftool iproute2 nftables iptables iperf3 haproxy tcpdump curl openssl
-      python3 make g++ procps psmisc)
+      python3 make g++ procps psmisc util-linux prometheus)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

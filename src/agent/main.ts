@@ -1,6 +1,6 @@
 // `weft agent`: one per node. Captures enrolled pods' traffic inside each pod (cgroup hooks and
 // sk_lookup, or in-pod iptables), relays it, and exports metrics.
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino from 'pino';
 import { assertKernelReady } from '../bpf/index.ts';
@@ -11,6 +11,14 @@ import { IptablesCapture } from './capture/iptables.ts';
 import { PodManager } from './inpod/pod-manager.ts';
 import { serveEnrollment } from './inpod/server.ts';
 import { AgentMetrics } from './metrics/metrics.ts';
+import { IstioTcpMetrics } from './metrics/istio.ts';
+import { CertManager } from './identity/index.ts';
+import { engineCache, type ProxyContext } from './proxy/context.ts';
+import { HbonePool } from './proxy/hbone/index.ts';
+import { MeshState } from './state/mesh-state.ts';
+import { DeltaXdsClient } from './xds/delta-client.ts';
+
+const EMPTY = MeshState.empty();
 
 export interface AgentOptions {
   node: string;
@@ -22,6 +30,14 @@ export interface AgentOptions {
   metricsPort: number;
   readinessPort: number;
   adminPort: number;
+  trustDomain: string;
+  rootNamespace: string;
+  /** The control plane (xDS and CA); without it the agent only relays in plaintext. */
+  xdsAddress?: string;
+  rootCert?: string;
+  tokenFile?: string;
+  controlServerName: string;
+  certTtl: number;
 }
 
 export async function runAgent(o: AgentOptions): Promise<void> {
@@ -34,16 +50,53 @@ export async function runAgent(o: AgentOptions): Promise<void> {
   } else backend = await IptablesCapture.open();
   let ready = false;
   const metrics = new AgentMetrics(o.capture);
-  const pods = new PodManager(backend, log, metrics, join(o.stateDir, 'inpod'));
+  const istio = new IstioTcpMetrics(metrics.registry);
+  let xds: DeltaXdsClient | undefined;
+  let certs: CertManager | undefined;
+  if (o.xdsAddress) {
+    if (!o.rootCert || !o.tokenFile) throw new Error('--xds-address needs --root-cert and --token-file');
+    const rootPem = readFileSync(o.rootCert, 'utf8');
+    const token = () => readFileSync(o.tokenFile!, 'utf8').trim();
+    xds = new DeltaXdsClient({ address: o.xdsAddress, nodeId: o.node, tls: { rootPem, serverName: o.controlServerName }, token: token(), log });
+    xds.start();
+    certs = new CertManager({ address: o.xdsAddress, rootPem, serverName: o.controlServerName, nodeToken: token, ttlSeconds: o.certTtl, log });
+    certs.on('fetchFailed', () => {}); // logged by the manager; retried with backoff
+  }
+  const ctx: ProxyContext = {
+    log,
+    metrics,
+    istio,
+    trustDomain: o.trustDomain,
+    rootNamespace: o.rootNamespace,
+    state: () => xds?.state ?? EMPTY,
+    engine: engineCache(o.rootNamespace),
+    certs,
+    pool: new HbonePool(),
+  };
+  const pods = new PodManager(backend, log, metrics, join(o.stateDir, 'inpod'), ctx);
   metrics.captureCounters = () => pods.counters();
   await pods.adopt();
   const admin = await serveAdmin({
     ...o,
     metrics,
-    ready: () => ready,
-    configDump: () => ({ node: o.node, captureMode: o.capture, pods: pods.list() }),
+    // Ready once the first xDS state arrived (or at once without a control plane).
+    ready: () => ready && (!xds || xds.synced),
+    configDump: () => {
+      const s = ctx.state();
+      return {
+        node: o.node,
+        captureMode: o.capture,
+        xds: xds && { connected: xds.connected, nacks: xds.nacks, version: s.version },
+        workloads: [...s.workloads.values()],
+        services: [...s.services.values()],
+        policies: [...s.policies.values()],
+        certificates: certs?.snapshot() ?? [],
+        pods: pods.list(),
+        hbonePool: ctx.pool.stats(),
+      };
+    },
   });
-  const enroll = await serveEnrollment(o.socket, pods, log);
+  const enroll = await serveEnrollment(o.socket, pods, log, () => [...ctx.state().workloads.values()].map((w) => ({ namespace: w.namespace, name: w.name, status: w.status })));
   ready = true;
   log.info({ capture: o.capture, socket: o.socket, pods: pods.list().length }, 'agent ready');
 
@@ -51,6 +104,9 @@ export async function runAgent(o: AgentOptions): Promise<void> {
     log.info({ sig }, 'agent stopping; pods stay captured and new connections fail until it returns');
     ready = false;
     enroll.close();
+    xds?.close();
+    certs?.close();
+    ctx.pool.close(true);
     admin.forEach((s) => s.close());
     pods.close();
     backend.close();

@@ -15,5 +15,12 @@ export function registerAgentCommand(program: Command): void {
     .option('--metrics-port <port>', 'metrics port', (v) => parseInt(v, 10), 15020)
     .option('--readiness-port <port>', 'readiness port', (v) => parseInt(v, 10), 15021)
     .option('--admin-port <port>', 'admin port (localhost)', (v) => parseInt(v, 10), 15000)
+    .option('--trust-domain <td>', 'SPIFFE trust domain', 'cluster.local')
+    .option('--root-namespace <ns>', 'mesh root namespace (mesh-wide policies)', 'istio-system')
+    .option('--xds-address <host:port>', 'control plane (TLS xDS and CA); without it captured traffic is relayed in plaintext')
+    .option('--root-cert <file>', 'mesh root certificate (PEM)')
+    .option('--token-file <file>', 'node credential for the control plane')
+    .option('--control-server-name <name>', "name in the control plane's certificate", 'weft-control.istio-system.svc')
+    .option('--cert-ttl <seconds>', 'workload certificate lifetime to request', (v) => parseInt(v, 10), 86_400)
     .action(async (o) => runAgent(o as Parameters<typeof runAgent>[0]));
 }

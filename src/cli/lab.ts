@@ -64,15 +64,16 @@ export function registerLabCommands(program: Command): void {
     .option('--nodes <n>', 'number of nodes', (v) => parseInt(v, 10), 2)
     .option('-f, --filename <path...>', 'manifest files or directories', [])
     .option('--timeout <seconds>', 'how long to wait for pods to be ready', (v) => parseInt(v, 10), 180)
-    .addOption(new Option('--capture <mode>', 'how node agents capture pod traffic (none: no agents)').choices(['ebpf', 'iptables', 'none']).default('ebpf'))
-    .action(async (o: { name: string; nodes: number; filename: string[]; timeout: number; capture: string }) => {
+    .addOption(new Option('--capture <mode>', 'how node agents capture pod traffic (none: no mesh)').choices(['ebpf', 'iptables', 'none']).default('ebpf'))
+    .option('--cert-ttl <seconds>', 'workload certificate lifetime (default 24h; short values show rotation)', (v) => parseInt(v, 10))
+    .action(async (o: { name: string; nodes: number; filename: string[]; timeout: number; capture: string; certTtl?: number }) => {
       const layout = new LabLayout(o.name);
       preflight();
       if (labExists(layout)) throw new Error(`lab "${o.name}" already exists (weft down --name ${o.name} removes it)`);
       const { objects, bad } = loadOrReport(o.filename);
       mkdirSync(layout.stateDir, { recursive: true });
       const logFd = openSync(layout.daemonLog, 'a');
-      const child = spawn(process.execPath, [BIN, 'lab-daemon', '--name', o.name, '--nodes', String(o.nodes), '--capture', o.capture], { detached: true, stdio: ['ignore', logFd, logFd] });
+      const child = spawn(process.execPath, [BIN, 'lab-daemon', '--name', o.name, '--nodes', String(o.nodes), '--capture', o.capture, ...(o.certTtl ? ['--cert-ttl', String(o.certTtl)] : [])], { detached: true, stdio: ['ignore', logFd, logFd] });
       closeSync(logFd);
       let exited = false;
       child.on('exit', () => (exited = true));
@@ -228,7 +229,19 @@ export function registerLabCommands(program: Command): void {
     .addOption(nameOpt())
     .option('--nodes <n>', 'number of nodes', (v) => parseInt(v, 10), 2)
     .option('--capture <mode>', 'ebpf | iptables | none', 'ebpf')
-    .action(async (o: { name: string; nodes: number; capture: 'ebpf' | 'iptables' | 'none' }) => runLabDaemon(o.name, o.nodes, o.capture));
+    .option('--cert-ttl <seconds>', 'workload certificate lifetime', (v) => parseInt(v, 10))
+    .action(async (o: { name: string; nodes: number; capture: 'ebpf' | 'iptables' | 'none'; certTtl?: number }) => runLabDaemon(o.name, o.nodes, o.capture, o.certTtl));
+
+  program
+    .command('control-plane')
+    .description('kill the control plane and keep it down, or start it again')
+    .addOption(nameOpt())
+    .argument('<action>', 'kill | start')
+    .action(async (action: string, o: { name: string }) => {
+      if (action !== 'kill' && action !== 'start') throw new Error('action must be kill or start');
+      await labCall(new LabLayout(o.name), 'POST', `/v1/control/${action}`);
+      console.log(`control plane: ${action === 'kill' ? 'killed' : 'running'}`);
+    });
 
   program
     .command('node-agent')
@@ -272,7 +285,13 @@ async function waitForPods(layout: LabLayout, timeoutMs: number): Promise<boolea
     const line = `  pods ready ${done}/${st.pods.length}`;
     if (line !== last) console.log(line);
     last = line;
-    if (done === st.pods.length) return true;
+    if (done === st.pods.length) {
+      // Ready pods are endpoints only once every node agent's mesh state says so.
+      const sync = await labCall<{ converged: boolean }>(layout, 'GET', '/v1/mesh-sync');
+      if (sync.converged) return true;
+      if (last !== 'mesh') console.log('  waiting for node agents to receive the mesh state');
+      last = 'mesh';
+    }
     if (Date.now() > deadline) {
       for (const p of st.pods.filter((x) => !podDone(x)))
         console.error(`  not ready: ${p.metadata.namespace}/${p.metadata.name} (${p.status?.phase ?? 'Pending'}${(p.status as { message?: string })?.message ? ': ' + (p.status as { message?: string }).message : ''})`);

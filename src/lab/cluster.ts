@@ -4,6 +4,7 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { renderHosts, renderResolvConf, type NamedService } from './dns.ts';
 import { renderKubeProxy, type ServiceEndpoints } from './kubeproxy.ts';
 import { cgroup2Mount } from '../bpf/mounts.ts';
@@ -12,7 +13,9 @@ import { createFabric, createNode, createPodNetwork, deleteNetns, nftApply, rout
 import { isNamespaced, keyOf, matchesSelector, type Deployment, type KObject, type Pod, type Service } from './objects.ts';
 import { PodRuntime } from './pod-runtime.ts';
 import { NodeAgent, type CaptureMode } from './agents.ts';
-import { enrollPod, releasePod } from '../agent/inpod/client.ts';
+import { ConfigMirror } from './config-mirror.ts';
+import { LabControlPlane } from './control-plane.ts';
+import { agentCall, enrollPod, releasePod } from '../agent/inpod/client.ts';
 import { shouldEnroll } from '../agent/inpod/enrollment.ts';
 
 export interface LabNode {
@@ -40,6 +43,8 @@ interface PodRecord {
 export interface ClusterOptions {
   /** Node agents and how they capture; 'none' runs the lab without a mesh. */
   capture: CaptureMode | 'none';
+  /** Workload certificate lifetime agents ask for (seconds); short values exercise rotation. */
+  certTtl?: number;
 }
 
 /** Istio CNI marks pods whose traffic is redirected to the node proxy with this annotation. */
@@ -60,6 +65,8 @@ const safeString = (bytes: Buffer, n: number) => [...bytes.subarray(0, n)].map((
 export class Cluster extends EventEmitter {
   readonly nodes: LabNode[] = [];
   readonly agents = new Map<string, NodeAgent>();
+  control?: LabControlPlane;
+  private readonly mirror: ConfigMirror;
   private objects = new Map<string, KObject>();
   private pods = new Map<string, PodRecord>();
   private clusterIPs = new Map<string, string>();
@@ -77,6 +84,7 @@ export class Cluster extends EventEmitter {
     readonly opts: ClusterOptions = { capture: 'none' },
   ) {
     super();
+    this.mirror = new ConfigMirror(join(layout.stateDir, 'config'));
   }
 
   /** Serializes every mutation: reconcile never runs twice at once. */
@@ -97,17 +105,22 @@ export class Cluster extends EventEmitter {
       mkdirSync(this.layout.nodeCgroup(this.cg2, name), { recursive: true });
     }
     await routeNodes(this.layout, this.nodes.map((n) => n.name));
+    for (const ns of ['default', 'kube-system', 'istio-system'])
+      this.objects.set(keyOf({ kind: 'Namespace', metadata: { name: ns } }), { apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns, uid: randomUUID() } });
+    await this.syncDerived();
     if (this.opts.capture !== 'none') {
+      const onLog = (msg: string) => this.emit('log', { level: 'info', msg });
+      this.control = new LabControlPlane(this.layout, join(this.layout.cgroupRoot(this.cg2), 'control'), onLog);
+      this.control.start();
+      await this.control.waitReady();
       for (const n of this.nodes) {
-        const a = new NodeAgent(n.name, this.layout, this.layout.nodeCgroup(this.cg2, n.name), this.opts.capture, (msg) => this.emit('log', { level: 'info', msg }));
+        const args = [...this.control.agentArgs(this.control.nodeToken(n.name)), ...(this.opts.certTtl ? ['--cert-ttl', String(this.opts.certTtl)] : [])];
+        const a = new NodeAgent(n.name, this.layout, this.layout.nodeCgroup(this.cg2, n.name), this.opts.capture, onLog, args);
         this.agents.set(n.name, a);
         a.start();
       }
-      await Promise.all([...this.agents.values()].map((a) => a.waitReady()));
+      await Promise.all([...this.agents.values()].map((a) => a.waitReady(60_000)));
     }
-    for (const ns of ['default', 'kube-system'])
-      this.objects.set(keyOf({ kind: 'Namespace', metadata: { name: ns } }), { apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns, uid: randomUUID() } });
-    await this.syncDerived();
   }
 
   apply(objs: KObject[]): Promise<ApplyOutcome[]> {
@@ -289,8 +302,12 @@ export class Cluster extends EventEmitter {
       });
       rec.runtime.on('change', () => this.scheduleDerived());
       mkdirSync(rec.cgroup, { recursive: true }); // the runtime makes the pod cgroup before CNI runs
-      // As a CNI plugin would: capture is in place before the first container starts.
-      if (this.wantsEnrollment(pod)) await this.syncEnrollment(rec);
+      // As a CNI plugin would: capture is in place before the first container starts. The
+      // control plane learns of the pod first, so its certificate can be issued to this node.
+      if (this.wantsEnrollment(pod)) {
+        this.mirrorNow();
+        await this.syncEnrollment(rec);
+      }
       if (rec.error) return;
       rec.runtime.start();
     } catch (e) {
@@ -340,6 +357,30 @@ export class Cluster extends EventEmitter {
     else {
       a.start();
       await a.waitReady();
+    }
+  }
+
+  /** True when every running agent's mesh state shows every ready pod as a healthy workload. */
+  async meshConverged(): Promise<boolean> {
+    if (this.agents.size === 0) return true;
+    const ready = this.snapshot().pods.filter((p) => p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'));
+    for (const a of this.agents.values()) {
+      if (!a.running) continue;
+      const r = await agentCall<{ workloads: { namespace: string; name: string; status: string }[] }>(a.socket, 'GET', '/v1/workloads', undefined, 2000).catch(() => undefined);
+      if (!r) return false;
+      const healthy = new Set(r.workloads.filter((w) => w.status === 'HEALTHY').map((w) => `${w.namespace}/${w.name}`));
+      if (ready.some((p) => !healthy.has(`${p.metadata.namespace}/${p.metadata.name}`))) return false;
+    }
+    return true;
+  }
+
+  /** Kills the control plane and keeps it down, or starts it again. */
+  async controlPlaneControl(action: 'kill' | 'start'): Promise<void> {
+    if (!this.control) throw new Error('this lab runs no control plane (--capture none)');
+    if (action === 'kill') await this.control.kill();
+    else {
+      this.control.start();
+      await this.control.waitReady();
     }
   }
 
@@ -430,7 +471,14 @@ export class Cluster extends EventEmitter {
       }
     }
     for (const r of this.pods.values()) if (r.runtime) this.writePodEtc(r);
+    this.mirrorNow();
     this.emit('change');
+  }
+
+  /** Writes the cluster's objects, with status, to the control plane's config directory. */
+  private mirrorNow(): void {
+    const snap = this.snapshot();
+    this.mirror.sync([...snap.nodes, ...snap.objects, ...snap.services, ...snap.pods]);
   }
 
   /** Kubernetes-shaped views of everything, for `weft get` and (later) the control plane. */
@@ -500,6 +548,7 @@ export class Cluster extends EventEmitter {
       await Promise.all([...this.pods.values()].map((r) => this.teardownPod(r)));
       this.pods.clear();
       await Promise.all([...this.agents.values()].map((a) => a.stop()));
+      await this.control?.stop();
     });
   }
 }

@@ -9,7 +9,7 @@ import { cgroup2Mount } from '../bpf/mounts.ts';
 import { LabLayout } from './layout.ts';
 import type { KObject } from './objects.ts';
 
-export async function runLabDaemon(name: string, nodeCount: number, capture: ClusterOptions['capture']): Promise<void> {
+export async function runLabDaemon(name: string, nodeCount: number, capture: ClusterOptions['capture'], certTtl?: number): Promise<void> {
   const layout = new LabLayout(name);
   const log = pino({ base: { lab: name } });
   mkdirSync(layout.stateDir, { recursive: true });
@@ -19,7 +19,7 @@ export async function runLabDaemon(name: string, nodeCount: number, capture: Clu
   mkdirSync(daemonCg, { recursive: true });
   writeFileSync(join(daemonCg, 'cgroup.procs'), String(process.pid));
 
-  const cluster = new Cluster(layout, { capture });
+  const cluster = new Cluster(layout, { capture, certTtl });
   cluster.on('log', (l: { level: 'error' | 'info'; msg: string }) => log[l.level](l.msg));
   let ready = false;
   let initError: string | undefined;
@@ -34,6 +34,7 @@ export async function runLabDaemon(name: string, nodeCount: number, capture: Clu
     if (req.method === 'GET' && url.pathname === '/v1/status') return reply(res, 200, { ready, initError, nodes: cluster.nodes.length, generation: cluster.generation });
     if (!ready) return reply(res, 503, { error: initError ?? 'lab is starting' });
     if (req.method === 'GET' && url.pathname === '/v1/state') return reply(res, 200, cluster.snapshot());
+    if (req.method === 'GET' && url.pathname === '/v1/mesh-sync') return reply(res, 200, { converged: await cluster.meshConverged() });
     if (req.method === 'GET' && url.pathname === '/v1/pod') {
       const p = cluster.podPlacement(url.searchParams.get('namespace') ?? 'default', url.searchParams.get('name') ?? '');
       return p ? reply(res, 200, p) : reply(res, 404, { error: 'pod not found' });
@@ -51,6 +52,11 @@ export async function runLabDaemon(name: string, nodeCount: number, capture: Clu
     const agent = /^\/v1\/agents\/([^/]+)\/(kill|start)$/.exec(url.pathname);
     if (req.method === 'POST' && agent) {
       await cluster.agentControl(agent[1]!, agent[2] as 'kill' | 'start');
+      return reply(res, 200, { ok: true });
+    }
+    const cp = /^\/v1\/control\/(kill|start)$/.exec(url.pathname);
+    if (req.method === 'POST' && cp) {
+      await cluster.controlPlaneControl(cp[1] as 'kill' | 'start');
       return reply(res, 200, { ok: true });
     }
     if (req.method === 'POST' && url.pathname === '/v1/shutdown') {

@@ -8,13 +8,23 @@ import type { Logger } from 'pino';
 import { WEFT } from '../../bpf/index.ts';
 import type { CaptureBackend, PodCaptureHandle } from '../capture/backend.ts';
 import type { AgentMetrics } from '../metrics/metrics.ts';
-import { handleCaptured, type ProxyPod } from '../proxy/passthrough.ts';
-import { listenInPod } from '../proxy/pod-sockets.ts';
+import { podIdentity, type ProxyContext } from '../proxy/context.ts';
+import { createHboneServer, type Credentials, type HboneServer } from '../proxy/hbone/index.ts';
+import { handleInboundPlaintext, hboneHandlers } from '../proxy/inbound.ts';
+import { handleOutbound, type ProxyPod } from '../proxy/outbound.ts';
+import { AGENT_MARK, listenInPod } from '../proxy/pod-sockets.ts';
+import { formatSpiffe } from '../../api/spiffe.ts';
+import { listenerInNetns } from '../../bpf/index.ts';
 import type { PodInfo } from './enrollment.ts';
 
 interface EnrolledPod extends ProxyPod {
   info: PodInfo;
   servers: Server[];
+  /** The pod's HBONE server on 15008, once its certificate is there. */
+  hbone?: HboneServer;
+  hboneFd?: number;
+  credentials?: Credentials;
+  released?: boolean;
   enrolledAt: string;
 }
 
@@ -29,7 +39,16 @@ export class PodManager {
     private readonly log: Logger,
     private readonly metrics: AgentMetrics,
     stateDir: string,
+    private readonly ctx: ProxyContext,
   ) {
+    // Certificates rotate under open connections: new HBONE handshakes get the new one.
+    ctx.certs?.on('rotated', (id: { namespace: string; serviceAccount: string }, cert: { keyPem: string; certChainPem: string; rootPem: string }) => {
+      for (const p of this.pods.values())
+        if (p.hbone && p.namespace === id.namespace && p.serviceAccount === id.serviceAccount) {
+          p.credentials = { key: cert.keyPem, certChain: cert.certChainPem, root: cert.rootPem };
+          p.hbone.updateCredentials();
+        }
+    });
     mkdirSync(stateDir, { recursive: true });
     this.stateFile = join(stateDir, 'pods.json');
   }
@@ -77,22 +96,53 @@ export class PodManager {
     }
     let capture: PodCaptureHandle | undefined;
     const servers: Server[] = [];
+    let hboneFd: number | undefined;
     try {
       capture = await this.backend.enroll(info);
-      const pod: EnrolledPod = { namespace: info.namespace, name: info.name, netnsFd, capture, info, servers, enrolledAt: new Date().toISOString() };
-      const ctx = { log: this.log, metrics: this.metrics };
-      const out = await listenInPod(netnsFd, '127.0.0.1', WEFT.PORT_OUTBOUND, (s) => void handleCaptured(ctx, pod, 'outbound', s));
+      const pod: EnrolledPod = {
+        uid: info.uid, namespace: info.namespace, name: info.name, serviceAccount: info.serviceAccount, ips: info.ips,
+        netnsFd, capture, info, servers, enrolledAt: new Date().toISOString(),
+      };
+      const out = await listenInPod(netnsFd, '127.0.0.1', WEFT.PORT_OUTBOUND, (s) => void handleOutbound(this.ctx, pod, s));
       servers.push(out.server);
-      const inb = await listenInPod(netnsFd, this.backend.inboundBindAddress, WEFT.PORT_INBOUND, (s) => void handleCaptured(ctx, pod, 'inbound', s));
+      const inb = await listenInPod(netnsFd, this.backend.inboundBindAddress, WEFT.PORT_INBOUND, (s) => void handleInboundPlaintext(this.ctx, pod, s));
       servers.push(inb.server);
       capture.setInboundListener(inb.fd);
+      if (this.ctx.certs) {
+        // Listening now means HBONE peers queue in the backlog instead of being refused while
+        // the pod's certificate is fetched; the TLS server takes the socket over once it is here.
+        hboneFd = listenerInNetns(netnsFd, '0.0.0.0', WEFT.PORT_HBONE, { mark: AGENT_MARK });
+        pod.hboneFd = hboneFd;
+        void this.startHbone(pod);
+      }
       this.pods.set(info.uid, pod);
       this.metrics.enrolledPods.set(this.pods.size);
     } catch (e) {
       for (const s of servers) s.close();
+      if (hboneFd !== undefined) closeSync(hboneFd);
       await capture?.release().catch(() => undefined);
       closeSync(netnsFd);
       throw e;
+    }
+  }
+
+  /** Fetches the pod's certificate (retrying while the pod stays enrolled), then serves HBONE. */
+  private async startHbone(pod: EnrolledPod): Promise<void> {
+    const id = podIdentity(this.ctx, pod);
+    for (let attempt = 0; !pod.released; attempt++) {
+      try {
+        const cert = await this.ctx.certs!.get(id);
+        if (pod.released) return;
+        pod.credentials = { key: cert.keyPem, certChain: cert.certChainPem, root: cert.rootPem };
+        pod.hbone = createHboneServer({ credentials: () => pod.credentials!, trustDomain: this.ctx.trustDomain, ...hboneHandlers(this.ctx, pod) });
+        await pod.hbone.listen({ fd: pod.hboneFd! });
+        pod.hboneFd = undefined; // owned by the server now
+        this.log.info({ pod: `${pod.namespace}/${pod.name}`, identity: formatSpiffe(id) }, 'hbone ready');
+        return;
+      } catch (e) {
+        this.log.warn({ pod: `${pod.namespace}/${pod.name}`, err: (e as Error).message, attempt }, 'no certificate yet for the pod; HBONE waits');
+        await new Promise((r) => setTimeout(r, Math.min(500 * 2 ** attempt, 10_000)));
+      }
     }
   }
 
@@ -113,7 +163,10 @@ export class PodManager {
     this.pods.delete(uid);
     this.metrics.enrolledPods.set(this.pods.size);
     // Stop accepting; connections already relayed run to completion on their own sockets.
+    pod.released = true;
     for (const s of pod.servers) s.close();
+    if (pod.hbone) void pod.hbone.drain();
+    if (pod.hboneFd !== undefined) closeSync(pod.hboneFd);
     try {
       await pod.capture.release();
       this.metrics.enrollments.inc({ operation: 'release', result: 'success' });
@@ -160,7 +213,10 @@ export class PodManager {
   /** Agent shutdown: close listeners and handles; capture stays pinned (new connections fail). */
   close(): void {
     for (const p of this.pods.values()) {
+      p.released = true;
       for (const s of p.servers) s.close();
+      p.hbone?.tls.close();
+      if (p.hboneFd !== undefined) closeSync(p.hboneFd);
       p.capture.close();
       closeSync(p.netnsFd);
     }

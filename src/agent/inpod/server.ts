@@ -3,14 +3,17 @@
 // capture and listeners are in place, so the pod's first packet is already captured.
 //   PUT /v1/pods/<uid>  body: PodInfo   -> 200 {enrolled: true}
 //   DELETE /v1/pods/<uid>               -> 200 {released: bool}
-//   GET /v1/pods, GET /healthz
+//   GET /v1/pods, GET /v1/workloads (the agent's view of the mesh), GET /healthz
 import { chmodSync, rmSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { validatePodInfo } from './enrollment.ts';
 import type { PodManager } from './pod-manager.ts';
 
-export function serveEnrollment(socketPath: string, pods: PodManager, log: Logger): Promise<Server> {
+/** What the agent's mesh state says about workloads, for enrollers that wait for convergence. */
+export type WorkloadSummary = () => { namespace: string; name: string; status: string }[];
+
+export function serveEnrollment(socketPath: string, pods: PodManager, log: Logger, workloads: WorkloadSummary = () => []): Promise<Server> {
   const server = createServer((req, res) => {
     handle(req, res).catch((e: Error) => reply(res, 500, { error: e.message }));
   });
@@ -19,6 +22,7 @@ export function serveEnrollment(socketPath: string, pods: PodManager, log: Logge
     const m = /^\/v1\/pods\/([^/]+)$/.exec(path);
     if (req.method === 'GET' && path === '/healthz') return reply(res, 200, { ok: true });
     if (req.method === 'GET' && path === '/v1/pods') return reply(res, 200, { pods: pods.list() });
+    if (req.method === 'GET' && path === '/v1/workloads') return reply(res, 200, { workloads: workloads() });
     if (req.method === 'PUT' && m) {
       let info;
       try {

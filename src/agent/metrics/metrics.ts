@@ -1,6 +1,7 @@
 // The agent's Prometheus metrics (prom-client), served on :15020/metrics. Capture counters live in
 // BPF maps (or iptables rule counters) and are read at scrape time, never on the data path.
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
+import { registerHealthMetrics } from '../../util/metrics.ts';
 
 export type Direction = 'outbound' | 'inbound';
 
@@ -13,18 +14,6 @@ export class AgentMetrics {
     labelNames: ['operation', 'result'] as const,
     registers: [this.registry],
   });
-  readonly proxied = new Counter({
-    name: 'weft_agent_connections_total',
-    help: 'Connections the agent proxied, by direction and result',
-    labelNames: ['direction', 'result'] as const,
-    registers: [this.registry],
-  });
-  readonly proxiedBytes = new Counter({
-    name: 'weft_agent_connection_bytes_total',
-    help: 'Bytes the agent proxied, by direction of the connection and of the bytes',
-    labelNames: ['direction', 'flow'] as const,
-    registers: [this.registry],
-  });
   readonly active = new Gauge({ name: 'weft_agent_active_connections', help: 'Connections open through the agent', labelNames: ['direction'] as const, registers: [this.registry] });
 
   /** Read at scrape time: the capture counters of every enrolled pod. */
@@ -32,7 +21,7 @@ export class AgentMetrics {
 
   constructor(mode: string) {
     const counters = () => this.captureCounters();
-    collectDefaultMetrics({ register: this.registry });
+    registerHealthMetrics(this.registry);
     new Gauge({ name: 'weft_agent_info', help: 'Agent build and capture mode', labelNames: ['capture_mode'] as const, registers: [this.registry] }).set({ capture_mode: mode }, 1);
     new Counter({
       name: 'weft_pod_captured_connections_total',

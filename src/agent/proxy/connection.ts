@@ -1,52 +1,87 @@
-// One object per proxied connection: opened when accepted, closed by a single guard on every exit
-// path, so failures are counted and logged exactly like successes (one access-log line each).
-import type { Logger } from 'pino';
+// One record per proxied connection: Istio's connection metrics are opened when it starts and
+// closed by a single guard on every exit path, so denials and failures are counted exactly like
+// successes; one access-log line is written when it ends.
 import type { Socket } from 'node:net';
+import type { Service, Workload } from '../../api/mesh.ts';
 import type { Endpoint } from '../capture/backend.ts';
-import type { AgentMetrics, Direction } from '../metrics/metrics.ts';
+import { tcpLabels, type ConnectionFacts } from '../metrics/istio.ts';
+import type { Direction } from '../metrics/metrics.ts';
+import type { ProxyContext } from './context.ts';
 
-export interface ConnContext {
-  log: Logger;
-  metrics: AgentMetrics;
+export interface Outcome {
+  /** Bytes from the client toward the destination, and back. */
+  sent: number;
+  received: number;
+  error?: string;
+  /** Istio response flag: DENY, CONNECT (upstream connect failure), TLS_FAILURE, NR (no route). */
+  flag?: string;
+  policy?: string;
+  audit?: string[];
 }
 
 export class Connection {
   private readonly start = process.hrtime.bigint();
   private done = false;
-  /** Read at accept: a closed socket no longer knows its peer. */
-  private readonly src: string;
+  private opened = false;
+  readonly src: string;
   dst?: Endpoint;
+  hboneAddr?: string;
+  facts: ConnectionFacts;
 
   constructor(
-    private readonly ctx: ConnContext,
+    private readonly ctx: ProxyContext,
     readonly direction: Direction,
     readonly pod: { namespace: string; name: string },
-    readonly client: Socket,
+    src: Socket | string,
   ) {
-    this.src = `${client.remoteAddress}:${client.remotePort}`;
+    this.src = typeof src === 'string' ? src : `${src.remoteAddress}:${src.remotePort}`;
+    this.facts = { reporter: direction === 'outbound' ? 'source' : 'destination', mtls: false };
     ctx.metrics.active.inc({ direction });
   }
 
-  /** The guard: call on every exit path; only the first call counts. */
-  finish(result: { sent: number; received: number; error?: string }): void {
+  /** What the decision found; metrics count the connection as opened from here on. */
+  decided(f: { src?: Workload; dst?: Workload; service?: Service; srcPrincipal?: string; dstPrincipal?: string; mtls?: boolean }): void {
+    Object.assign(this.facts, f);
+    if (!this.opened) {
+      this.opened = true;
+      this.ctx.istio.opened.inc(tcpLabels(this.facts));
+    }
+  }
+
+  finish(o: Outcome): void {
     if (this.done) return;
     this.done = true;
-    const { metrics, log } = this.ctx;
-    metrics.active.dec({ direction: this.direction });
-    metrics.proxied.inc({ direction: this.direction, result: result.error ? 'error' : 'ok' });
-    metrics.proxiedBytes.inc({ direction: this.direction, flow: 'sent' }, result.sent);
-    metrics.proxiedBytes.inc({ direction: this.direction, flow: 'received' }, result.received);
+    const { ctx } = this;
+    ctx.metrics.active.dec({ direction: this.direction });
+    if (!this.opened) this.decided({});
+    const labels = tcpLabels(this.facts, o.flag ?? '-');
+    ctx.istio.closed.inc(labels);
+    // Istio's sense: received = request bytes (from the client), sent = response bytes.
+    ctx.istio.received.inc(labels, o.sent);
+    ctx.istio.sent.inc(labels, o.received);
+    const f = this.facts;
     const entry = {
       direction: this.direction,
+      pod: `${this.pod.namespace}/${this.pod.name}`,
       'src.addr': this.src,
+      'src.workload': f.src?.name,
+      'src.namespace': f.src?.namespace,
+      'src.identity': labels.source_principal !== 'unknown' ? labels.source_principal : undefined,
       'dst.addr': this.dst ? `${this.dst.address}:${this.dst.port}` : undefined,
-      'pod': `${this.pod.namespace}/${this.pod.name}`,
-      bytes_sent: result.sent,
-      bytes_recv: result.received,
-      duration_ms: Number(process.hrtime.bigint() - this.start) / 1e6,
-      ...(result.error ? { error: result.error } : {}),
+      'dst.hbone_addr': this.hboneAddr,
+      'dst.service': f.service?.hostname,
+      'dst.workload': f.dst?.name,
+      'dst.namespace': f.dst?.namespace,
+      'dst.identity': labels.destination_principal !== 'unknown' ? labels.destination_principal : undefined,
+      protocol: f.mtls ? 'HBONE' : 'TCP',
+      bytes_sent: o.sent,
+      bytes_recv: o.received,
+      duration_ms: Math.round(Number(process.hrtime.bigint() - this.start) / 1e4) / 100,
+      ...(o.error ? { error: o.error, response_flags: o.flag } : {}),
+      ...(o.policy ? { policy: o.policy } : {}),
+      ...(o.audit?.length ? { audit: o.audit } : {}),
     };
-    if (result.error) log.warn(entry, 'connection failed');
-    else log.info(entry, 'connection complete');
+    if (o.error) ctx.log.warn(entry, 'connection failed');
+    else ctx.log.info(entry, 'connection complete');
   }
 }

@@ -35,7 +35,7 @@ export class DeltaXdsClient extends EventEmitter {
     [TYPE_ADDRESS, new Map()],
     [TYPE_AUTHORIZATION, new Map()],
   ]);
-  private synced = new Set<string>();
+  private synced_ = new Set<string>();
   private backoff = 500;
   private closed = false;
   connected = false;
@@ -50,8 +50,12 @@ export class DeltaXdsClient extends EventEmitter {
   }
 
   /** Resolves once the first response of every type arrived (bounded by the caller). */
+  get synced(): boolean {
+    return this.synced_.size === this.held.size;
+  }
+
   whenSynced(): Promise<void> {
-    if (this.synced.size === this.held.size) return Promise.resolve();
+    if (this.synced_.size === this.held.size) return Promise.resolve();
     return new Promise((resolve) => this.once('synced', resolve));
   }
 
@@ -101,9 +105,9 @@ export class DeltaXdsClient extends EventEmitter {
       this.o.log.error({ typeUrl: r.typeUrl, err: (e as Error).message }, 'xds NACK: keeping the previous state');
       call.write({ typeUrl: r.typeUrl, responseNonce: r.nonce, errorDetail: { code: 3, message: (e as Error).message } });
     }
-    if (!this.synced.has(r.typeUrl)) {
-      this.synced.add(r.typeUrl);
-      if (this.synced.size === this.held.size) this.emit('synced');
+    if (!this.synced_.has(r.typeUrl)) {
+      this.synced_.add(r.typeUrl);
+      if (this.synced_.size === this.held.size) this.emit('synced');
     }
   }
 

@@ -2,7 +2,8 @@
 // every file; an object whose new version is invalid (or whose file no longer parses) keeps its
 // last good version in force, so a bad edit never takes anything away.
 import { EventEmitter } from 'node:events';
-import { existsSync, watch, type FSWatcher } from 'node:fs';
+import { existsSync, readdirSync, watch, type FSWatcher } from 'node:fs';
+import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { formatProblem, loadManifests, type ManifestProblem } from '../../lab/manifest.ts';
 import { isNamespaced, keyOf, type KObject } from '../../lab/objects.ts';
@@ -16,7 +17,7 @@ export interface ConfigSnapshot {
 const labelOf = (o: KObject) => (isNamespaced(o.kind) ? `${o.kind} ${o.metadata.namespace}/${o.metadata.name}` : `${o.kind} ${o.metadata.name}`);
 
 export class DirSource extends EventEmitter {
-  private watcher?: FSWatcher;
+  private watchers = new Map<string, FSWatcher>();
   private timer?: NodeJS.Timeout;
   private firstChangeAt = 0;
   private lastGood = new Map<string, { object: KObject; file: string }>();
@@ -34,8 +35,25 @@ export class DirSource extends EventEmitter {
   start(): ConfigSnapshot {
     if (!existsSync(this.dir)) throw new Error(`config directory ${this.dir} does not exist`);
     this.reload();
-    this.watcher = watch(this.dir, { recursive: true }, () => this.changed());
     return this.snapshot;
+  }
+
+  /** One non-recursive watcher per directory (recursive fs.watch misses renames on Node 20). */
+  private watchTree(): void {
+    const dirs = new Set<string>();
+    const walk = (d: string) => {
+      dirs.add(d);
+      for (const e of readdirSync(d, { withFileTypes: true })) if (e.isDirectory() && !e.name.startsWith('.')) walk(join(d, e.name));
+    };
+    try {
+      walk(this.dir);
+    } catch {}
+    for (const [d, w] of this.watchers)
+      if (!dirs.has(d)) {
+        w.close();
+        this.watchers.delete(d);
+      }
+    for (const d of dirs) if (!this.watchers.has(d)) this.watchers.set(d, watch(d, () => this.changed()));
   }
 
   private changed(): void {
@@ -50,6 +68,7 @@ export class DirSource extends EventEmitter {
   }
 
   reload(): void {
+    this.watchTree();
     const { objects, problems } = loadManifests([this.dir], { runnable: false });
     const next = new Map<string, { object: KObject; file: string }>();
     for (const o of objects) next.set(keyOf(o), { object: o, file: (o as { __source?: string }).__source ?? '' });
@@ -66,6 +85,6 @@ export class DirSource extends EventEmitter {
 
   close(): void {
     clearTimeout(this.timer);
-    this.watcher?.close();
+    for (const w of this.watchers.values()) w.close();
   }
 }

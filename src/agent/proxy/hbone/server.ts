@@ -34,6 +34,8 @@ export type ConnectDecision =
 
 /** One per stream, on every exit path, for the access log and metrics. */
 export interface HboneOutcome {
+  /** The stream onConnect saw, to pair the outcome with what the agent decided for it. */
+  stream: ServerHttp2Stream;
   peer: SpiffeId;
   peerAddress: string;
   authority?: Authority;
@@ -105,10 +107,10 @@ export class HboneServer {
   }
 
   /** Listen on a port, a path, or an fd made inside the pod netns (`{ fd }`). */
-  listen(options: ListenOptions): Promise<void> {
+  listen(options: ListenOptions | { fd: number }): Promise<void> {
     return new Promise((resolve, reject) => {
       this.tls.once('error', reject);
-      this.tls.listen(options, () => {
+      this.tls.listen(options as ListenOptions, () => {
         this.tls.off('error', reject);
         resolve();
       });
@@ -184,7 +186,7 @@ export class HboneServer {
     const authority = headers[':method'] === 'CONNECT' ? parseAuthority(headers[':authority']) : undefined;
     const report = (o: Partial<HboneOutcome> & { status: number }) =>
       this.opts.onComplete?.({
-        peer, peerAddress, authority, headers, sent: 0, received: 0,
+        stream, peer, peerAddress, authority, headers, sent: 0, received: 0,
         durationMs: Number(process.hrtime.bigint() - start) / 1e6, ...o,
       });
 

@@ -1,0 +1,91 @@
+// Istio's L4 telemetry, with Istio's names and labels, so dashboards and alerts written for
+// ztunnel work unchanged.
+import { Counter, type Registry } from 'prom-client';
+import { formatSpiffe } from '../../api/spiffe.ts';
+import type { Service, Workload } from '../../api/mesh.ts';
+
+export const TCP_LABELS = [
+  'reporter',
+  'source_workload',
+  'source_workload_namespace',
+  'source_principal',
+  'source_app',
+  'source_version',
+  'source_canonical_service',
+  'source_canonical_revision',
+  'source_cluster',
+  'destination_service',
+  'destination_service_namespace',
+  'destination_service_name',
+  'destination_workload',
+  'destination_workload_namespace',
+  'destination_principal',
+  'destination_app',
+  'destination_version',
+  'destination_canonical_service',
+  'destination_canonical_revision',
+  'destination_cluster',
+  'request_protocol',
+  'response_flags',
+  'connection_security_policy',
+] as const;
+
+export type TcpLabels = Record<(typeof TCP_LABELS)[number], string>;
+
+export interface ConnectionFacts {
+  reporter: 'source' | 'destination';
+  src?: Workload;
+  /** The authenticated peer (inbound HBONE) or our own identity (outbound). */
+  srcPrincipal?: string;
+  dst?: Workload;
+  dstPrincipal?: string;
+  service?: Service;
+  mtls: boolean;
+}
+
+const U = 'unknown';
+
+export function tcpLabels(f: ConnectionFacts, responseFlags = '-'): TcpLabels {
+  const principal = (w?: Workload) => (w ? formatSpiffe({ trustDomain: w.trustDomain, namespace: w.namespace, serviceAccount: w.serviceAccount }) : U);
+  return {
+    reporter: f.reporter,
+    source_workload: f.src?.workloadName || U,
+    source_workload_namespace: f.src?.namespace || U,
+    source_principal: f.srcPrincipal ?? (f.mtls ? principal(f.src) : U),
+    source_app: f.src?.canonicalName || U,
+    source_version: f.src?.canonicalRevision || U,
+    source_canonical_service: f.src?.canonicalName || U,
+    source_canonical_revision: f.src?.canonicalRevision || U,
+    source_cluster: f.src?.clusterId || U,
+    destination_service: f.service?.hostname ?? (f.dst ? (Object.keys(f.dst.services)[0]?.split('/')[1] ?? U) : U),
+    destination_service_namespace: f.service?.namespace ?? f.dst?.namespace ?? U,
+    destination_service_name: f.service?.name ?? (f.dst ? (Object.keys(f.dst.services)[0]?.split('/')[1]?.split('.')[0] ?? U) : U),
+    destination_workload: f.dst?.workloadName || U,
+    destination_workload_namespace: f.dst?.namespace || U,
+    destination_principal: f.dstPrincipal ?? (f.mtls ? principal(f.dst) : U),
+    destination_app: f.dst?.canonicalName || U,
+    destination_version: f.dst?.canonicalRevision || U,
+    destination_canonical_service: f.dst?.canonicalName || U,
+    destination_canonical_revision: f.dst?.canonicalRevision || U,
+    destination_cluster: f.dst?.clusterId || U,
+    request_protocol: 'tcp',
+    response_flags: responseFlags,
+    connection_security_policy: f.mtls ? 'mutual_tls' : 'unknown',
+  };
+}
+
+export class IstioTcpMetrics {
+  readonly opened: Counter<(typeof TCP_LABELS)[number]>;
+  readonly closed: Counter<(typeof TCP_LABELS)[number]>;
+  readonly sent: Counter<(typeof TCP_LABELS)[number]>;
+  readonly received: Counter<(typeof TCP_LABELS)[number]>;
+
+  constructor(registry: Registry) {
+    const c = (name: string, help: string) => new Counter({ name, help, labelNames: TCP_LABELS, registers: [registry] });
+    this.opened = c('istio_tcp_connections_opened_total', 'TCP connections opened');
+    this.closed = c('istio_tcp_connections_closed_total', 'TCP connections closed');
+    // Istio's sense: "sent" is the response direction (toward the client), "received" the request.
+    this.sent = c('istio_tcp_sent_bytes_total', 'Bytes sent during response in TCP connections');
+    this.received = c('istio_tcp_received_bytes_total', 'Bytes received during request in TCP connections');
+  }
+}

@@ -1,0 +1,39 @@
+// What every proxied connection needs from the agent: current mesh state (a snapshot taken per
+// connection), the authorization engine for that snapshot, certificates, the HBONE pool, and the
+// telemetry sinks.
+import type { Logger } from 'pino';
+import type { SpiffeId } from '../../api/spiffe.ts';
+import type { CertManager } from '../identity/index.ts';
+import type { AgentMetrics } from '../metrics/metrics.ts';
+import type { IstioTcpMetrics } from '../metrics/istio.ts';
+import { AuthorizationEngine } from '../rbac/engine.ts';
+import type { MeshState } from '../state/mesh-state.ts';
+import type { HbonePool } from './hbone/index.ts';
+
+export interface ProxyContext {
+  log: Logger;
+  metrics: AgentMetrics;
+  istio: IstioTcpMetrics;
+  trustDomain: string;
+  rootNamespace: string;
+  state: () => MeshState;
+  engine: (state: MeshState) => AuthorizationEngine;
+  /** undefined when the agent runs without a control plane (plaintext passthrough only). */
+  certs?: CertManager;
+  pool: HbonePool;
+}
+
+/** One engine per state snapshot: policies compile once, not per connection. */
+export function engineCache(rootNamespace: string): (s: MeshState) => AuthorizationEngine {
+  let last: { state: MeshState; engine: AuthorizationEngine } | undefined;
+  return (state) => {
+    if (last?.state !== state) last = { state, engine: new AuthorizationEngine(new Map(state.policies), rootNamespace) };
+    return last.engine;
+  };
+}
+
+export const podIdentity = (ctx: ProxyContext, pod: { namespace: string; serviceAccount: string }): SpiffeId => ({
+  trustDomain: ctx.trustDomain,
+  namespace: pod.namespace,
+  serviceAccount: pod.serviceAccount,
+});

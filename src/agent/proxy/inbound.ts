@@ -1,0 +1,94 @@
+// Inbound: mirrors outbound. Parse (HBONE CONNECT, or a plaintext connection captured on 15006),
+// look up the destination workload, authorize, dial the app from inside the pod, copy.
+import type { Socket } from 'node:net';
+import { formatSpiffe, type SpiffeId } from '../../api/spiffe.ts';
+import type { Workload } from '../../api/mesh.ts';
+import type { Endpoint } from '../capture/backend.ts';
+import { Connection } from './connection.ts';
+import type { ProxyContext } from './context.ts';
+import type { HboneServerOptions } from './hbone/index.ts';
+import type { ProxyPod } from './outbound.ts';
+import { dialFromPod } from './pod-sockets.ts';
+import { relay } from './relay.ts';
+
+type Verdict = { ok: true; dst: Workload; audit: string[] } | { ok: false; reason: string; policy?: string; dst?: Workload };
+
+/** Who may reach this pod at `dst`: the destination must be this pod and known to the mesh state. */
+function authorize(ctx: ProxyContext, pod: ProxyPod, dst: Endpoint, src: { identity?: SpiffeId; ip: string }): Verdict {
+  if (!pod.ips.includes(dst.address)) return { ok: false, reason: `destination ${dst.address} is not pod ${pod.namespace}/${pod.name}` };
+  const state = ctx.state();
+  const w = state.workloadsByIp.get(dst.address);
+  if (!w) return { ok: false, reason: `destination ${dst.address} is not (yet) in the mesh state` };
+  const d = ctx.engine(state).evaluate({ srcIdentity: src.identity, srcIp: src.ip, dstIp: dst.address, dstPort: dst.port }, w);
+  return d.allowed ? { ok: true, dst: w, audit: d.audit } : { ok: false, reason: 'denied by authorization policy', policy: d.policy, dst: w };
+}
+
+const ipOf = (hostPort: string) => hostPort.replace(/^\[?([^\]]*)\]?:\d+$/, '$1').replace(/^::ffff:/, '');
+
+/** Plaintext arriving on 15006: allowed only where PeerAuthentication permits (PERMISSIVE). */
+export async function handleInboundPlaintext(ctx: ProxyContext, pod: ProxyPod, client: Socket): Promise<void> {
+  const conn = new Connection(ctx, 'inbound', pod, client);
+  client.on('error', () => {});
+  const fail = (error: string, flag: string, policy?: string) => {
+    client.resetAndDestroy();
+    conn.finish({ sent: 0, received: 0, error, flag, policy });
+  };
+  let dst;
+  try {
+    dst = pod.capture.inboundOriginalDst(client);
+  } catch (e) {
+    return fail(`original destination: ${(e as Error).message}`, 'NR');
+  }
+  if (!dst) return fail('no original destination', 'NR');
+  conn.dst = dst;
+  const srcIp = ipOf(conn.src);
+  const v = authorize(ctx, pod, dst, { ip: srcIp });
+  conn.decided({ src: ctx.state().workloadsByIp.get(srcIp), dst: v.dst });
+  if (!v.ok) return fail(v.reason, v.policy ? 'DENY' : 'NR', v.policy);
+  let upstream: Socket;
+  try {
+    upstream = await dialFromPod(pod.netnsFd, dst);
+  } catch (e) {
+    return fail(`connect ${dst.address}:${dst.port}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'CONNECT');
+  }
+  conn.finish({ ...(await relay(client, upstream)), audit: v.audit });
+}
+
+/** The HBONE server's callbacks for one pod: authorize each CONNECT, then dial the app. */
+export function hboneHandlers(ctx: ProxyContext, pod: ProxyPod): Pick<HboneServerOptions, 'onConnect' | 'onComplete'> {
+  const pending = new WeakMap<object, { conn: Connection; audit: string[]; policy?: string; flag?: string }>();
+  return {
+    async onConnect(req) {
+      const conn = new Connection(ctx, 'inbound', pod, req.peerAddress);
+      conn.dst = req.authority;
+      const srcIp = ipOf(req.peerAddress);
+      const v = authorize(ctx, pod, req.authority, { identity: req.peer, ip: srcIp });
+      conn.decided({ src: ctx.state().workloadsByIp.get(srcIp), dst: v.dst, srcPrincipal: formatSpiffe(req.peer), mtls: true });
+      const rec = { conn, audit: v.ok ? v.audit : [], policy: v.ok ? undefined : v.policy, flag: undefined as string | undefined };
+      pending.set(req.stream, rec);
+      if (!v.ok) {
+        rec.flag = v.policy ? 'DENY' : 'NR';
+        return { status: v.policy ? 401 : 400, reason: v.reason };
+      }
+      try {
+        return { status: 200, upstream: await dialFromPod(pod.netnsFd, req.authority) };
+      } catch (e) {
+        rec.flag = 'CONNECT';
+        return { status: 503, reason: `connect ${req.authority.address}:${req.authority.port}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` };
+      }
+    },
+    onComplete(o) {
+      const rec = pending.get(o.stream);
+      const conn = rec?.conn ?? new Connection(ctx, 'inbound', pod, o.peerAddress);
+      const failed = o.status !== 200 || !!o.error;
+      conn.finish({
+        sent: o.sent,
+        received: o.received,
+        error: failed ? (o.reason ?? o.error ?? `HTTP ${o.status}`) : undefined,
+        flag: failed ? (rec?.flag ?? 'CONNECT') : undefined,
+        policy: rec?.policy,
+        audit: rec?.audit,
+      });
+    },
+  };
+}

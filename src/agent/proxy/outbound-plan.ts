@@ -1,0 +1,42 @@
+// Decide, then act: where a captured outbound connection goes, as a pure function of the mesh
+// state and the original destination. A ClusterIP is load-balanced here over healthy endpoints;
+// a mesh workload (tunnel protocol HBONE) is reached through HBONE at <pod ip>:15008; anything
+// else is passed through in plaintext.
+import { WEFT } from '../../bpf/consts.ts';
+import { formatSpiffe } from '../../api/spiffe.ts';
+import type { Service, Workload } from '../../api/mesh.ts';
+import type { Endpoint } from '../capture/backend.ts';
+import type { MeshState } from '../state/mesh-state.ts';
+
+
+
+export type OutboundPlan =
+  | { kind: 'hbone'; dst: Workload; dstIdentity: string; hbone: Endpoint; authority: string; service?: Service }
+  | { kind: 'passthrough'; target: Endpoint; dst?: Workload; service?: Service }
+  | { kind: 'refuse'; reason: string; service?: Service };
+
+const hostPort = (e: Endpoint) => (e.address.includes(':') ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`);
+export const identityOf = (w: Workload) => formatSpiffe({ trustDomain: w.trustDomain, namespace: w.namespace, serviceAccount: w.serviceAccount });
+
+function toWorkload(w: Workload, port: number, service?: Service): OutboundPlan {
+  const address = w.addresses[0]!;
+  if (w.tunnelProtocol === 'HBONE')
+    return { kind: 'hbone', dst: w, dstIdentity: identityOf(w), hbone: { address, port: WEFT.PORT_HBONE }, authority: hostPort({ address, port }), service };
+  return { kind: 'passthrough', target: { address, port }, dst: w, service };
+}
+
+export function planOutbound(state: MeshState, orig: Endpoint, pick: (n: number) => number = (n) => Math.floor(Math.random() * n)): OutboundPlan {
+  const svc = state.servicesByVip.get(orig.address);
+  if (svc) {
+    const key = `${svc.namespace}/${svc.hostname}`;
+    if (!svc.ports.some((p) => p.servicePort === orig.port)) return { kind: 'passthrough', target: orig, service: svc };
+    const candidates = (state.endpoints.get(key) ?? []).filter((w) => w.status === 'HEALTHY' && w.addresses.length > 0 && w.services[key]?.some((p) => p.servicePort === orig.port));
+    if (candidates.length === 0) return { kind: 'refuse', reason: `no healthy endpoint for ${svc.hostname}:${orig.port}`, service: svc };
+    const ep = candidates[pick(candidates.length)]!;
+    const target = ep.services[key]!.find((p) => p.servicePort === orig.port)!.targetPort || orig.port;
+    return toWorkload(ep, target, svc);
+  }
+  const w = state.workloadsByIp.get(orig.address);
+  if (w) return toWorkload(w, orig.port);
+  return { kind: 'passthrough', target: orig };
+}

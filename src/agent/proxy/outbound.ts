@@ -1,0 +1,87 @@
+// A connection captured on 15001: decide with planOutbound, then act — HBONE to a mesh
+// workload, plaintext to anything else, a reset when there is nowhere to go.
+import { randomBytes } from 'node:crypto';
+import type { Socket } from 'node:net';
+import { formatSpiffe } from '../../api/spiffe.ts';
+import { WEFT } from '../../bpf/consts.ts';
+import type { PodCaptureHandle } from '../capture/backend.ts';
+import { Connection } from './connection.ts';
+import { podIdentity, type ProxyContext } from './context.ts';
+import { HboneError, tunnel } from './hbone/index.ts';
+import { planOutbound } from './outbound-plan.ts';
+import { dialFromPod } from './pod-sockets.ts';
+import { relay } from './relay.ts';
+
+export interface ProxyPod {
+  uid: string;
+  namespace: string;
+  name: string;
+  serviceAccount: string;
+  ips: string[];
+  netnsFd: number;
+  capture: PodCaptureHandle;
+}
+
+const isAgentPort = (p: number) => p === WEFT.PORT_OUTBOUND || p === WEFT.PORT_INBOUND;
+
+export async function handleOutbound(ctx: ProxyContext, pod: ProxyPod, client: Socket): Promise<void> {
+  // The app connected from inside the pod to 127.0.0.1:15001; its real source is the pod IP.
+  const conn = new Connection(ctx, 'outbound', pod, `${pod.ips[0]}:${client.remotePort}`);
+  client.on('error', () => {});
+  const fail = (error: string, flag: string) => {
+    client.resetAndDestroy(); // the app sees what it would without a mesh: a reset
+    conn.finish({ sent: 0, received: 0, error, flag });
+  };
+  let orig;
+  try {
+    orig = pod.capture.outboundOriginalDst(client);
+  } catch (e) {
+    return fail(`original destination: ${(e as Error).message}`, 'NR');
+  }
+  if (!orig) return fail('no original destination (connection was not captured)', 'NR');
+  if (isAgentPort(orig.port)) return fail(`connection to the agent's own port ${orig.port} refused`, 'NR');
+  conn.dst = orig;
+  const state = ctx.state();
+  const src = pod.ips.map((ip) => state.workloadsByIp.get(ip)).find(Boolean);
+  const plan = planOutbound(state, orig);
+  if (plan.kind === 'refuse') {
+    conn.decided({ src, service: plan.service });
+    return fail(plan.reason, 'NR');
+  }
+  if (plan.kind === 'passthrough') {
+    conn.decided({ src, dst: plan.dst, service: plan.service });
+    let upstream: Socket;
+    try {
+      upstream = await dialFromPod(pod.netnsFd, plan.target);
+    } catch (e) {
+      return fail(`connect ${plan.target.address}:${plan.target.port}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'CONNECT');
+    }
+    return conn.finish(await relay(client, upstream));
+  }
+  // HBONE: mutual TLS to the destination's node agent, identity checked against workload state.
+  const srcId = podIdentity(ctx, pod);
+  conn.hboneAddr = `${plan.hbone.address}:${plan.hbone.port}`;
+  conn.decided({ src, dst: plan.dst, service: plan.service, srcPrincipal: formatSpiffe(srcId), dstPrincipal: plan.dstIdentity, mtls: true });
+  if (!ctx.certs) return fail('no certificate source: the agent runs without a control plane', 'TLS_FAILURE');
+  try {
+    const cert = await ctx.certs.get(srcId);
+    const { stream } = await ctx.pool.connect({
+      key: { scope: pod.uid, srcIdentity: formatSpiffe(srcId), dstIdentity: plan.dstIdentity, dstAddress: plan.hbone.address },
+      port: plan.hbone.port,
+      authority: plan.authority,
+      headers: {
+        forwarded: `for="${pod.ips[0]}:${client.remotePort}"${plan.service ? `;host=${plan.service.hostname}` : ''}`,
+        baggage: `k8s.cluster.name=${src?.clusterId ?? 'Kubernetes'},k8s.namespace.name=${pod.namespace},k8s.pod.name=${pod.name},service.name=${src?.canonicalName ?? pod.name},service.version=${src?.canonicalRevision ?? 'latest'}`,
+        traceparent: `00-${randomBytes(16).toString('hex')}-${randomBytes(8).toString('hex')}-01`,
+      },
+      credentials: { key: cert.keyPem, certChain: cert.certChainPem, root: cert.rootPem },
+      dial: () => dialFromPod(pod.netnsFd, plan.hbone),
+    });
+    const r = await tunnel(stream, client);
+    conn.finish({ sent: r.read, received: r.written, error: r.error });
+  } catch (e) {
+    const err = e as HboneError & NodeJS.ErrnoException;
+    const flag = err.status === 401 ? 'DENY' : err.kind === 'tls' ? 'TLS_FAILURE' : 'CONNECT';
+    fail(`hbone ${conn.hboneAddr} (${plan.authority}): ${err.status ? `HTTP ${err.status}: ` : ''}${err.message}`, flag);
+  }
+}

@@ -1,0 +1,25 @@
+// `weft control`: the control plane (a Deployment in Kubernetes; one process per lab).
+import type { Command } from 'commander';
+import { runControl } from '../control/main.ts';
+
+const list = (v: string, prev: string[] = []) => [...prev, v];
+
+export function registerControlCommand(program: Command): void {
+  program
+    .command('control')
+    .description('run the control plane: configuration -> xDS for agents, and the mesh CA')
+    .requiredOption('--config-dir <dir>', 'directory of Kubernetes YAML to watch')
+    .option('--ca-dir <dir>', "CA material: Istio cacerts files (plugged-in CA) or where the self-signed root is kept")
+    .option('--trust-domain <td>', 'SPIFFE trust domain', 'cluster.local')
+    .requiredOption('--node-tokens <file>', 'JSON {token: node} of node credentials')
+    .option('--plain-address <addr>', 'plaintext xDS', '0.0.0.0:15010')
+    .option('--tls-address <addr>', 'TLS xDS and CA', '0.0.0.0:15012')
+    .option('--metrics-address <addr>', 'metrics and debug', '0.0.0.0:15014')
+    .option('--server-name <dns>', 'DNS SAN of the control plane certificate (repeatable)', list, [])
+    .option('--server-ip <ip>', 'IP SAN of the control plane certificate (repeatable)', list, [])
+    .option('--root-cert-out <file>', 'write the mesh root certificate here')
+    .action(async (o: Omit<Parameters<typeof runControl>[0], 'serverNames' | 'serverIps'> & { serverName: string[]; serverIp: string[] }) => {
+      const { serverName, serverIp, ...rest } = o;
+      await runControl({ ...rest, serverNames: serverName.length ? serverName : ['weft-control.istio-system.svc'], serverIps: serverIp });
+    });
+}

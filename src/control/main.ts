@@ -1,0 +1,124 @@
+// `weft control`: weft's istiod. Configuration (a watched directory of Kubernetes YAML) becomes
+// the mesh model, served to agents over Delta ADS; it is also the mesh CA. Ports as istiod:
+// 15010 plaintext xDS (local debugging), 15012 TLS xDS + CA (agents authenticate), 15014 metrics.
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { dirname, join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import pino from 'pino';
+import { Counter, Gauge, Registry } from 'prom-client';
+import { registerHealthMetrics } from '../util/metrics.ts';
+import { encodeAuthorization, encodeService, encodeWorkload, TYPE_ADDRESS, TYPE_AUTHORIZATION } from '../api/codec.ts';
+import { policyKey } from '../api/mesh.ts';
+import { adsService } from '../api/protos.ts';
+import { CACERTS_FILES, CertificateAuthority, StaticTokenAuthenticator, caServerCredentials, registerCAService } from './ca/index.ts';
+import { DirSource, type ConfigSnapshot } from './config/dir-source.ts';
+import { buildMeshModel, type MeshModel } from './model/mesh-model.ts';
+import { DEFAULT_MESH, type MeshOptions } from './model/workloads.ts';
+import { DeltaAdsServer } from './xds/delta-ads.ts';
+import { ResourceStore } from './xds/resources.ts';
+
+export interface ControlOptions {
+  configDir: string;
+  caDir?: string;
+  trustDomain: string;
+  nodeTokens: string;
+  plainAddress: string;
+  tlsAddress: string;
+  metricsAddress: string;
+  serverNames: string[];
+  serverIps: string[];
+  rootCertOut?: string;
+}
+
+const bind = (server: grpc.Server, address: string, creds: grpc.ServerCredentials) =>
+  new Promise<number>((resolve, reject) => server.bindAsync(address, creds, (e, port) => (e ? reject(new Error(`cannot listen on ${address}: ${e.message}`)) : resolve(port))));
+
+export async function runControl(o: ControlOptions): Promise<void> {
+  const log = pino({ base: { component: 'control' } });
+  const mesh: MeshOptions = { ...DEFAULT_MESH, trustDomain: o.trustDomain };
+  const plugged = o.caDir && CACERTS_FILES.every((f) => existsSync(join(o.caDir!, f)));
+  const ca = await CertificateAuthority.create({ trustDomain: o.trustDomain, source: plugged ? { type: 'plugged', dir: o.caDir! } : { type: 'self-signed', dir: o.caDir } });
+  if (o.rootCertOut) {
+    mkdirSync(dirname(o.rootCertOut), { recursive: true });
+    writeFileSync(o.rootCertOut, ca.rootPem); // the lab's istio-ca-root-cert ConfigMap
+  }
+
+  const registry = new Registry();
+  registerHealthMetrics(registry);
+  const problemsGauge = new Gauge({ name: 'weft_control_config_problems', help: 'Invalid configuration objects skipped', registers: [registry] });
+  const pushes = new Counter({ name: 'weft_control_xds_model_builds_total', help: 'Mesh model rebuilds', registers: [registry] });
+  const nacks = new Counter({ name: 'weft_control_xds_nacks_total', help: 'xDS NACKs from clients', labelNames: ['type_url'] as const, registers: [registry] });
+  const clients = new Gauge({ name: 'weft_control_xds_clients', help: 'Connected xDS clients', registers: [registry] });
+  const caResults = new Counter({ name: 'weft_control_ca_requests_total', help: 'Certificate requests by result', labelNames: ['result'] as const, registers: [registry] });
+
+  const store = new ResourceStore();
+  let model: MeshModel | undefined;
+  const rebuild = (snap: ConfigSnapshot) => {
+    model = buildMeshModel(snap.objects, mesh);
+    for (const p of model.problems) log.warn({ kind: p.kind, namespace: p.namespace, name: p.name, field: p.field, reason: p.reason }, 'policy problem');
+    problemsGauge.set(snap.problems.length + model.problems.length);
+    store.replace(TYPE_ADDRESS, new Map([...model.workloads.map((w) => [w.uid, encodeWorkload(w)] as const), ...model.services.map((s) => [`${s.namespace}/${s.hostname}`, encodeService(s)] as const)]));
+    store.replace(TYPE_AUTHORIZATION, new Map(model.policies.map((p) => [policyKey(p), encodeAuthorization(p)])));
+    pushes.inc();
+  };
+  const source = new DirSource(o.configDir, log);
+  source.on('update', rebuild);
+  source.start();
+
+  const ads = new DeltaAdsServer(store, log, {
+    onNack: (t) => nacks.inc({ type_url: t }),
+    onConnect: (_n, count) => clients.set(count),
+  });
+  const authenticator = new StaticTokenAuthenticator(o.nodeTokens);
+  const unimplemented = (call: grpc.ServerDuplexStream<unknown, unknown>) => call.destroy(Object.assign(new Error('SotW ADS is not served yet'), { code: grpc.status.UNIMPLEMENTED }));
+
+  // 15010: plaintext, unauthenticated, for local debugging (as istiod).
+  const plain = new grpc.Server();
+  plain.addService(adsService().service, { DeltaAggregatedResources: ads.handler(), StreamAggregatedResources: unimplemented });
+  await bind(plain, o.plainAddress, grpc.ServerCredentials.createInsecure());
+
+  // 15012: TLS with a server certificate from the mesh CA; agents present their node token.
+  const tls = new grpc.Server();
+  const serverCert = await ca.issueServerCert({ dnsNames: o.serverNames, ipAddresses: o.serverIps });
+  const authorize = async (call: grpc.ServerDuplexStream<unknown, unknown>) => {
+    const auth = call.metadata.get('authorization')[0];
+    const token = typeof auth === 'string' ? /^Bearer (.+)$/.exec(auth)?.[1] : undefined;
+    const node = token ? await authenticator.authenticate(token).catch(() => undefined) : undefined;
+    if (!node) {
+      log.warn({ peer: call.getPeer() }, 'xds client refused: no valid node credential');
+      call.destroy(Object.assign(new Error('node credential required'), { code: grpc.status.UNAUTHENTICATED }));
+      return undefined;
+    }
+    return node;
+  };
+  tls.addService(adsService().service, { DeltaAggregatedResources: ads.handler(authorize), StreamAggregatedResources: unimplemented });
+  registerCAService(tls, {
+    ca,
+    authenticator,
+    canIssue: (node, id) => model?.canIssue(node, id) ?? false,
+    log,
+    onResult: (r) => caResults.inc({ result: r.code === grpc.status.OK ? 'issued' : grpc.status[r.code] ?? String(r.code) }),
+  });
+  await bind(tls, o.tlsAddress, caServerCredentials(serverCert));
+
+  const [mHost, mPort] = o.metricsAddress.split(/:(?=\d+$)/);
+  const metrics = createServer((req, res) => {
+    if (req.url === '/metrics') void registry.metrics().then((t) => res.writeHead(200, { 'content-type': registry.contentType }).end(t));
+    else if (req.url === '/debug/config_dump') res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ clients: ads.clients(), problems: source.snapshot.problems, model: model && { ...model, canIssue: undefined } }, null, 2));
+    else if (req.url === '/ready') res.writeHead(model ? 200 : 503).end();
+    else res.writeHead(404).end();
+  });
+  await new Promise<void>((r) => metrics.listen(Number(mPort), mHost, r));
+  log.info({ configDir: o.configDir, plain: o.plainAddress, tls: o.tlsAddress, ca: plugged ? 'plugged' : 'self-signed', trustDomain: o.trustDomain }, 'control plane ready');
+
+  const stop = () => {
+    source.close();
+    plain.forceShutdown();
+    tls.forceShutdown();
+    metrics.close();
+    process.exit(0);
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
