@@ -69,6 +69,17 @@ describe('zero-trust L4', () => {
     for (const f of flows) expect(f).toMatch(new RegExp(`${echo.replace(/\./g, '\\.')}\\.15008[ :]`));
   });
 
+  it('refuses plaintext from outside the mesh under PeerAuthentication STRICT, allows it under PERMISSIVE', async () => {
+    const direct = `http://${podIP('shop', 'echo')}:8080/`;
+    expect(curlCode('plain/outsider', direct)).toBe(0); // PERMISSIVE by default
+    writeFileSync(join(tmp, 'strict.yaml'), `apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: strict, namespace: shop}\nspec:\n  mtls: {mode: STRICT}\n`);
+    expect(weft(['apply', '--name', lab, '-f', join(tmp, 'strict.yaml')]).code).toBe(0);
+    await until(() => curlCode('plain/outsider', direct) !== 0, 15_000, 'STRICT to take effect');
+    expect(curlFrom(lab, 'shop/buyer', 'http://echo.shop/').pod).toBe('echo'); // mTLS still fine
+    expect(weft(['delete', '--name', lab, '-f', join(tmp, 'strict.yaml')]).code).toBe(0);
+    await until(() => curlCode('plain/outsider', direct) === 0, 15_000, 'PERMISSIVE again');
+  });
+
   it('lets only namespace shop reach the echo service once a policy says so', async () => {
     expect(curlCode('rival/spy', 'http://echo.shop/')).toBe(0); // no policy yet: allowed
     writeFileSync(
