@@ -36,6 +36,7 @@ for (const n of nodes) {
     [...text.matchAll(new RegExp(`^weft_pod_captured_connections_total\\{[^}]*direction="${dir}"\\} (\\d+)$`, 'gm'))].reduce((a, m) => a + Number(m[1]), 0);
   const mode = /capture_mode="(\w+)"/.exec(text)?.[1] ?? '?';
   const pods = /^weft_agent_enrolled_pods (\d+)$/m.exec(text)?.[1] ?? '0';
-  console.log(`agent on ${n.metadata.name} (${mode}): ${pods} pods enrolled, captured ${sum('outbound')} outbound and ${sum('inbound')} inbound connections`);
+  const mtls = [...text.matchAll(/^istio_tcp_connections_opened_total\{reporter="source",[^}]*connection_security_policy="mutual_tls"\} (\d+)$/gm)].reduce((a, m) => a + Number(m[1]), 0);
+  console.log(`agent on ${n.metadata.name} (${mode}): ${pods} pods enrolled, captured ${sum('outbound')} outbound and ${sum('inbound')} inbound connections; ${mtls} left the pod as mutual TLS (HBONE)`);
 }
 process.exitCode = failures ? 1 : 0;
