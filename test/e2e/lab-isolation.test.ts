@@ -39,6 +39,13 @@ describe('lab isolation and recovery', () => {
     expect(namesB.has(curlFrom(b, 'other/remote', 'http://echo.demo/').pod)).toBe(true);
   });
 
+  it('says that it needs root instead of failing half-way', () => {
+    const r = spawnSync('setpriv', ['--reuid', '65534', '--regid', '65534', '--clear-groups', 'env', 'HOME=/tmp', process.execPath, new URL('../../bin/weft.js', import.meta.url).pathname, 'up', '--name', `${a}-x`], { encoding: 'utf8' });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain('the lab needs root');
+    expect(leftovers(`${a}-x`)).toEqual([]);
+  });
+
   it('cleans up after the lab daemon is killed', () => {
     const pid = Number(readFileSync(`/run/weft/${b}/daemon.pid`, 'utf8'));
     process.kill(pid, 'SIGKILL');
