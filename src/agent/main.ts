@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { assertKernelReady } from '../bpf/index.ts';
 import { serveAdmin } from './admin/servers.ts';
-import type { CaptureBackend } from './capture/backend.ts';
+import type { CaptureBackends } from './capture/backend.ts';
 import { EbpfCapture } from './capture/ebpf.ts';
 import { IptablesCapture } from './capture/iptables.ts';
 import { PodManager } from './inpod/pod-manager.ts';
@@ -43,11 +43,15 @@ export interface AgentOptions {
 export async function runAgent(o: AgentOptions): Promise<void> {
   const log = pino({ base: { node: o.node, component: 'agent' } });
   mkdirSync(o.stateDir, { recursive: true });
-  let backend: CaptureBackend;
-  if (o.capture === 'ebpf') {
+  // Both modes can serve pods side by side; the flag picks the default. eBPF needs the kernel.
+  const backends: CaptureBackends = { default: o.capture, iptables: await IptablesCapture.open() };
+  try {
     assertKernelReady(); // names the missing program type, helper or mount
-    backend = EbpfCapture.open(o.pinRoot);
-  } else backend = await IptablesCapture.open();
+    backends.ebpf = EbpfCapture.open(o.pinRoot);
+  } catch (e) {
+    if (o.capture === 'ebpf') throw e;
+    log.warn({ err: (e as Error).message }, 'eBPF capture unavailable; iptables only');
+  }
   let ready = false;
   const metrics = new AgentMetrics(o.capture);
   const istio = new IstioTcpMetrics(metrics.registry);
@@ -73,7 +77,7 @@ export async function runAgent(o: AgentOptions): Promise<void> {
     certs,
     pool: new HbonePool(),
   };
-  const pods = new PodManager(backend, log, metrics, join(o.stateDir, 'inpod'), ctx);
+  const pods = new PodManager(backends, log, metrics, join(o.stateDir, 'inpod'), ctx);
   metrics.captureCounters = () => pods.counters();
   await pods.adopt();
   const admin = await serveAdmin({
@@ -109,7 +113,8 @@ export async function runAgent(o: AgentOptions): Promise<void> {
     ctx.pool.close(true);
     admin.forEach((s) => s.close());
     pods.close();
-    backend.close();
+    backends.ebpf?.close();
+    backends.iptables?.close();
     process.exit(0);
   };
   process.on('SIGTERM', () => stop('SIGTERM'));

@@ -29,7 +29,8 @@ export class NodeAgent extends SupervisedProcess {
       logPath: join(layout.logDir, `agent_${node}.log`),
       onLog,
       argv: [
-        process.execPath, BIN, 'agent', '--node', node, '--socket', join(dir, 'agent.sock'), '--state-dir', dir,
+        // WEFT_AGENT_NODE_ARGS: extra Node flags for agents, e.g. --cpu-prof for `make bench`.
+        process.execPath, ...(process.env.WEFT_AGENT_NODE_ARGS?.split(' ').filter(Boolean) ?? []), BIN, 'agent', '--node', node, '--socket', join(dir, 'agent.sock'), '--state-dir', dir,
         '--pin-root', join(layout.bpffsDir(ensureBpffs()), node), '--capture', capture, ...extraArgs,
       ],
     });

@@ -338,6 +338,7 @@ export class Cluster extends EventEmitter {
           ips: [rec.ip],
           netns: `/run/netns/${rec.netns}`,
           cgroup: rec.cgroup,
+          ...captureAnnotation(rec.pod),
         });
       } else await releasePod(agent.socket, rec.pod.metadata.uid!);
       rec.enrolled = want;
@@ -491,7 +492,13 @@ export class Cluster extends EventEmitter {
         labels: { 'kubernetes.io/hostname': n.name },
         annotations: {
           'weft.dev/netns': n.netns,
-          ...(this.agents.has(n.name) ? { 'weft.dev/agent': this.agents.get(n.name)!.running ? 'running' : 'stopped', 'weft.dev/agent-socket': this.agents.get(n.name)!.socket } : {}),
+          ...(this.agents.has(n.name)
+            ? {
+                'weft.dev/agent': this.agents.get(n.name)!.running ? 'running' : 'stopped',
+                'weft.dev/agent-socket': this.agents.get(n.name)!.socket,
+                'weft.dev/agent-pid': String(this.agents.get(n.name)!.pid ?? ''),
+              }
+            : {}),
         },
       },
       spec: { podCIDR: n.podCIDR, podCIDRs: [n.podCIDR] },
@@ -551,6 +558,12 @@ export class Cluster extends EventEmitter {
       await this.control?.stop();
     });
   }
+}
+
+/** `weft.dev/capture: iptables|ebpf` on a pod picks its capture mode (benchmarks use both). */
+function captureAnnotation(pod: Pod): { capture?: 'ebpf' | 'iptables' } {
+  const v = pod.metadata.annotations?.['weft.dev/capture'];
+  return v === 'ebpf' || v === 'iptables' ? { capture: v } : {};
 }
 
 /** What makes two versions of an object different for `apply` (server-set fields excluded). */

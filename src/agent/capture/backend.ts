@@ -36,3 +36,10 @@ export interface CaptureBackend {
   forgetExcept(uids: Set<string>): Promise<void>;
   close(): void;
 }
+
+/** The capture modes an agent offers, and the one pods get unless they ask. */
+export interface CaptureBackends {
+  default: 'ebpf' | 'iptables';
+  ebpf?: CaptureBackend;
+  iptables?: CaptureBackend;
+}

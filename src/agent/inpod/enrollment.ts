@@ -20,6 +20,8 @@ export interface PodInfo {
   netns: string;
   /** The pod's cgroup v2 directory. */
   cgroup: string;
+  /** Capture mode for this pod, if not the agent's default (annotation weft.dev/capture). */
+  capture?: 'ebpf' | 'iptables';
 }
 
 export function validatePodInfo(v: unknown): PodInfo {
@@ -30,5 +32,6 @@ export function validatePodInfo(v: unknown): PodInfo {
   };
   if (!Array.isArray(o?.ips) || o.ips.some((ip) => typeof ip !== 'string')) throw new Error('enrollment request: field "ips" must be a list of addresses');
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(str('uid'))) throw new Error('enrollment request: field "uid" has invalid characters');
-  return { uid: str('uid'), name: str('name'), namespace: str('namespace'), serviceAccount: str('serviceAccount'), ips: o.ips, netns: str('netns'), cgroup: str('cgroup') };
+  if (o.capture !== undefined && o.capture !== 'ebpf' && o.capture !== 'iptables') throw new Error('enrollment request: field "capture" must be ebpf or iptables');
+  return { uid: str('uid'), name: str('name'), namespace: str('namespace'), serviceAccount: str('serviceAccount'), ips: o.ips, netns: str('netns'), cgroup: str('cgroup'), ...(o.capture ? { capture: o.capture } : {}) };
 }

@@ -6,7 +6,7 @@ import type { Server } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { WEFT } from '../../bpf/index.ts';
-import type { CaptureBackend, PodCaptureHandle } from '../capture/backend.ts';
+import type { CaptureBackend, CaptureBackends, PodCaptureHandle } from '../capture/backend.ts';
 import type { AgentMetrics } from '../metrics/metrics.ts';
 import { podIdentity, type ProxyContext } from '../proxy/context.ts';
 import { createHboneServer, type Credentials, type HboneServer } from '../proxy/hbone/index.ts';
@@ -35,7 +35,7 @@ export class PodManager {
   private queue: Promise<unknown> = Promise.resolve();
 
   constructor(
-    private readonly backend: CaptureBackend,
+    private readonly backends: CaptureBackends,
     private readonly log: Logger,
     private readonly metrics: AgentMetrics,
     stateDir: string,
@@ -51,6 +51,19 @@ export class PodManager {
     });
     mkdirSync(stateDir, { recursive: true });
     this.stateFile = join(stateDir, 'pods.json');
+  }
+
+  /** A pod may ask for a capture mode (benchmarks compare both on one node); else the default. */
+  private backendFor(info: PodInfo): CaptureBackend {
+    const mode = info.capture ?? this.backends.default;
+    const b = this.backends[mode];
+    if (!b) throw new Error(`pod ${info.namespace}/${info.name}: capture mode ${mode} is not available on this node`);
+    return b;
+  }
+
+  private async forgetOthers(): Promise<void> {
+    const keep = new Set(this.pods.keys());
+    for (const b of [this.backends.ebpf, this.backends.iptables]) await b?.forgetExcept(keep);
   }
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
@@ -76,7 +89,7 @@ export class PodManager {
       try {
         await this.enrollNow(info);
         this.metrics.enrollments.inc({ operation: 'enroll', result: 'success' });
-        this.log.info({ pod: `${info.namespace}/${info.name}`, uid: info.uid, mode: this.backend.mode }, 'pod enrolled');
+        this.log.info({ pod: `${info.namespace}/${info.name}`, uid: info.uid, mode: this.backendFor(info).mode }, 'pod enrolled');
       } catch (e) {
         this.metrics.enrollments.inc({ operation: 'enroll', result: 'failure' });
         this.log.error({ pod: `${info.namespace}/${info.name}`, err: (e as Error).message }, 'pod enrollment failed');
@@ -98,14 +111,14 @@ export class PodManager {
     const servers: Server[] = [];
     let hboneFd: number | undefined;
     try {
-      capture = await this.backend.enroll(info);
+      capture = await this.backendFor(info).enroll(info);
       const pod: EnrolledPod = {
         uid: info.uid, namespace: info.namespace, name: info.name, serviceAccount: info.serviceAccount, ips: info.ips,
         netnsFd, capture, info, servers, enrolledAt: new Date().toISOString(),
       };
       const out = await listenInPod(netnsFd, '127.0.0.1', WEFT.PORT_OUTBOUND, (s) => void handleOutbound(this.ctx, pod, s));
       servers.push(out.server);
-      const inb = await listenInPod(netnsFd, this.backend.inboundBindAddress, WEFT.PORT_INBOUND, (s) => void handleInboundPlaintext(this.ctx, pod, s));
+      const inb = await listenInPod(netnsFd, this.backendFor(info).inboundBindAddress, WEFT.PORT_INBOUND, (s) => void handleInboundPlaintext(this.ctx, pod, s));
       servers.push(inb.server);
       capture.setInboundListener(inb.fd);
       if (this.ctx.certs) {
@@ -157,7 +170,7 @@ export class PodManager {
   private async releaseNow(uid: string): Promise<boolean> {
     const pod = this.pods.get(uid);
     if (!pod) {
-      await this.backend.forgetExcept(new Set(this.pods.keys())); // pins of a pod this process never saw
+      await this.forgetOthers(); // pins of a pod this process never saw
       return false;
     }
     this.pods.delete(uid);
@@ -199,7 +212,7 @@ export class PodManager {
           this.log.error({ pod: `${info.namespace}/${info.name}`, err: (e as Error).message }, 'pod re-adoption failed');
         }
       }
-      await this.backend.forgetExcept(new Set(this.pods.keys()));
+      await this.forgetOthers();
       this.persist();
     });
   }
