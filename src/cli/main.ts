@@ -9,6 +9,7 @@ program.name('weft').description('weft: a sidecarless service mesh with eBPF tra
 registerLabCommands(program);
 registerAgentCommand(program);
 registerControlCommand(program);
+(await import('./install.ts')).registerInstallCommands(program); // install, cni-install, cni-plugin
 
 program.parseAsync(process.argv).catch((e: Error) => {
   console.error(`weft: ${e.message}`);

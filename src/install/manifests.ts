@@ -1,0 +1,366 @@
+// weft on a Kubernetes cluster, as data: the namespace, the control plane (Deployment, Service,
+// RBAC), the node agent DaemonSet with its CNI installer, the Istio CRDs and a waypoint template.
+// Objects are plain values typed by kubernetes-models (types only, nothing of it runs here);
+// render.ts turns them into files. Every path and port the agent and the CNI plugin agree on is
+// a constant below, passed on the command line, never assumed on both sides.
+import type { IGateway } from '@kubernetes-models/gateway-api/gateway.networking.k8s.io/v1/Gateway';
+import type { IDaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
+import type { IDeployment } from 'kubernetes-models/apps/v1/Deployment';
+import type { ICustomResourceDefinition } from 'kubernetes-models/apiextensions.k8s.io/v1/CustomResourceDefinition';
+import type { IClusterRole } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRole';
+import type { IClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRoleBinding';
+import type { IRole } from 'kubernetes-models/rbac.authorization.k8s.io/v1/Role';
+import type { IRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/RoleBinding';
+import type { INamespace } from 'kubernetes-models/v1/Namespace';
+import type { IService } from 'kubernetes-models/v1/Service';
+import type { IServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
+import type { IVolume } from 'kubernetes-models/v1/Volume';
+import { istioCrds } from './crds.ts';
+import type { InstallOptions } from './options.ts';
+
+export type K8sObject = { apiVersion: string; kind: string; metadata?: { name?: string; namespace?: string } };
+
+export const CONTROL = 'weft-control';
+export const AGENT = 'weft-agent';
+/** Audience of the agents' projected token, as Istio's (the control plane reviews it). */
+export const TOKEN_AUDIENCE = 'istio-ca';
+/** Istio's name for the ConfigMap holding the mesh root certificate. */
+export const ROOT_CERT_CONFIGMAP = 'istio-ca-root-cert';
+
+/** Host paths shared by the agent, the CNI installer and the CNI plugin (which runs on the host). */
+export const HOST = {
+  weftRun: '/var/run/weft',
+  socket: '/var/run/weft/agent.sock',
+  agentState: '/var/run/weft/agent',
+  cniRuntime: '/var/lib/weft/cni',
+  netns: '/var/run/netns',
+  cgroup: '/sys/fs/cgroup',
+  bpffs: '/sys/fs/bpf',
+} as const;
+
+const PORTS = { xds: 15010, xdsTls: 15012, monitoring: 15014, metrics: 15020, readiness: 15021 } as const;
+
+const partOf = { 'app.kubernetes.io/part-of': 'weft' };
+const labels = (app: string, component: string) => ({ app, 'app.kubernetes.io/name': app, 'app.kubernetes.io/component': component, ...partOf });
+
+export const controlHost = (o: InstallOptions) => `${CONTROL}.${o.namespace}.svc`;
+
+export function namespace(o: InstallOptions): INamespace {
+  return { apiVersion: 'v1', kind: 'Namespace', metadata: { name: o.namespace, labels: { ...partOf } } };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Control plane
+
+export function controlPlane(o: InstallOptions): [IServiceAccount, IClusterRole, IClusterRoleBinding, IRole, IRoleBinding, IService, IDeployment] {
+  const meta = { name: CONTROL, namespace: o.namespace, labels: labels(CONTROL, 'control-plane') };
+  const read = ['get', 'list', 'watch'];
+  const clusterName = `${CONTROL}-${o.namespace}`;
+  const caDir = o.caSource === 'plugged' ? '/etc/cacerts' : '/var/lib/weft/ca';
+  const caVolume: IVolume =
+    o.caSource === 'plugged'
+      ? { name: 'cacerts', secret: { secretName: o.cacertsSecret, optional: false, defaultMode: 0o400 } }
+      : { name: 'cacerts', emptyDir: {} };
+  return [
+    { apiVersion: 'v1', kind: 'ServiceAccount', metadata: meta },
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'ClusterRole',
+      metadata: { name: clusterName, labels: meta.labels },
+      // Read only, the kinds the mesh model is built from (src/control/config/kube-api.ts:
+      // KUBE_RESOURCES); plus reviewing agents' tokens.
+      rules: [
+        { apiGroups: [''], resources: ['namespaces', 'pods', 'services', 'serviceaccounts', 'nodes'], verbs: read },
+        { apiGroups: ['discovery.k8s.io'], resources: ['endpointslices'], verbs: read },
+        { apiGroups: ['security.istio.io'], resources: ['authorizationpolicies', 'peerauthentications', 'requestauthentications'], verbs: read },
+        { apiGroups: ['networking.istio.io'], resources: ['serviceentries', 'workloadentries', 'destinationrules', 'virtualservices'], verbs: read },
+        { apiGroups: ['gateway.networking.k8s.io'], resources: ['gateways', 'httproutes', 'grpcroutes'], verbs: read },
+        { apiGroups: ['authentication.k8s.io'], resources: ['tokenreviews'], verbs: ['create'] },
+      ],
+    },
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'ClusterRoleBinding',
+      metadata: { name: clusterName, labels: meta.labels },
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: clusterName },
+      subjects: [{ kind: 'ServiceAccount', name: CONTROL, namespace: o.namespace }],
+    },
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'Role',
+      metadata: meta,
+      // Publishing the mesh root certificate for the agents, in this namespace only.
+      rules: [
+        { apiGroups: [''], resources: ['configmaps'], verbs: ['create'] },
+        { apiGroups: [''], resources: ['configmaps'], resourceNames: [ROOT_CERT_CONFIGMAP], verbs: ['get', 'update'] },
+      ],
+    },
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'RoleBinding',
+      metadata: meta,
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: CONTROL },
+      subjects: [{ kind: 'ServiceAccount', name: CONTROL, namespace: o.namespace }],
+    },
+    {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: meta,
+      spec: {
+        type: 'ClusterIP',
+        selector: { app: CONTROL },
+        ports: [
+          { name: 'grpc-xds', port: PORTS.xds, targetPort: PORTS.xds, protocol: 'TCP' },
+          { name: 'grpc-xds-tls', port: PORTS.xdsTls, targetPort: PORTS.xdsTls, protocol: 'TCP' },
+          { name: 'http-monitoring', port: PORTS.monitoring, targetPort: PORTS.monitoring, protocol: 'TCP' },
+        ],
+      },
+    },
+    {
+      apiVersion: 'apps/v1',
+      kind: 'Deployment',
+      metadata: meta,
+      spec: {
+        replicas: 1,
+        selector: { matchLabels: { app: CONTROL } },
+        template: {
+          metadata: {
+            labels: labels(CONTROL, 'control-plane'),
+            annotations: { 'prometheus.io/scrape': 'true', 'prometheus.io/port': String(PORTS.monitoring), 'prometheus.io/path': '/metrics' },
+          },
+          spec: {
+            serviceAccountName: CONTROL,
+            securityContext: { runAsNonRoot: true, runAsUser: 1337, runAsGroup: 1337, fsGroup: 1337, seccompProfile: { type: 'RuntimeDefault' } },
+            containers: [
+              {
+                name: 'control',
+                image: o.image,
+                imagePullPolicy: o.imagePullPolicy,
+                args: [
+                  'control',
+                  '--in-cluster',
+                  '--ca-dir', caDir,
+                  '--trust-domain', o.trustDomain,
+                  '--node-tokens', '/etc/weft/node-tokens/tokens.json',
+                  '--server-name', controlHost(o),
+                  '--plain-address', `0.0.0.0:${PORTS.xds}`,
+                  '--tls-address', `0.0.0.0:${PORTS.xdsTls}`,
+                  '--metrics-address', `0.0.0.0:${PORTS.monitoring}`,
+                ],
+                ports: [
+                  { name: 'grpc-xds', containerPort: PORTS.xds, protocol: 'TCP' },
+                  { name: 'grpc-xds-tls', containerPort: PORTS.xdsTls, protocol: 'TCP' },
+                  { name: 'http-monitoring', containerPort: PORTS.monitoring, protocol: 'TCP' },
+                ],
+                readinessProbe: { httpGet: { path: '/ready', port: PORTS.monitoring }, periodSeconds: 5, failureThreshold: 3 },
+                resources: { requests: { cpu: '200m', memory: '256Mi' }, limits: { memory: '2Gi' } },
+                securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } },
+                volumeMounts: [
+                  { name: 'cacerts', mountPath: caDir, readOnly: o.caSource === 'plugged' },
+                  { name: 'node-tokens', mountPath: '/etc/weft/node-tokens', readOnly: true },
+                  { name: 'tmp', mountPath: '/tmp' },
+                ],
+              },
+            ],
+            volumes: [
+              caVolume,
+              { name: 'node-tokens', secret: { secretName: 'weft-node-tokens', optional: true, defaultMode: 0o400 } },
+              { name: 'tmp', emptyDir: {} },
+            ],
+          },
+        },
+      },
+    },
+  ];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Node agent and CNI installer
+
+export function agent(o: InstallOptions): [IServiceAccount, IClusterRole, IClusterRoleBinding, IDaemonSet] {
+  const meta = { name: AGENT, namespace: o.namespace, labels: labels(AGENT, 'node-agent') };
+  const clusterName = `${AGENT}-${o.namespace}`;
+  const hostPath = (name: string, path: string, type: 'Directory' | 'DirectoryOrCreate'): IVolume => ({ name, hostPath: { path, type } });
+  return [
+    { apiVersion: 'v1', kind: 'ServiceAccount', metadata: meta, automountServiceAccountToken: false },
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'ClusterRole',
+      metadata: { name: clusterName, labels: meta.labels },
+      // The CNI plugin (on the host, with this account's token) reads a new pod's and its
+      // namespace's labels to decide whether to enroll it. Nothing else.
+      rules: [{ apiGroups: [''], resources: ['pods', 'namespaces'], verbs: ['get'] }],
+    },
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'ClusterRoleBinding',
+      metadata: { name: clusterName, labels: meta.labels },
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: clusterName },
+      subjects: [{ kind: 'ServiceAccount', name: AGENT, namespace: o.namespace }],
+    },
+    {
+      apiVersion: 'apps/v1',
+      kind: 'DaemonSet',
+      metadata: meta,
+      spec: {
+        selector: { matchLabels: { app: AGENT } },
+        updateStrategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 1 } },
+        template: {
+          metadata: {
+            labels: labels(AGENT, 'node-agent'),
+            annotations: { 'prometheus.io/scrape': 'true', 'prometheus.io/port': String(PORTS.metrics), 'prometheus.io/path': '/metrics' },
+          },
+          spec: {
+            serviceAccountName: AGENT,
+            // Only the CNI installer gets an API token (kube-api-access below); the agent has its
+            // own, audience-bound token for the control plane.
+            automountServiceAccountToken: false,
+            // Pod network namespaces may be given as /proc/<pid>/ns/net (dockershim-style runtimes).
+            hostPID: true,
+            priorityClassName: 'system-node-critical',
+            // Every node, whatever its taints: a node without an agent cannot start ambient pods.
+            tolerations: [{ operator: 'Exists' }],
+            terminationGracePeriodSeconds: 30,
+            initContainers: [
+              {
+                // Pins must outlive the agent container: bpffs mounted on the host, not in here.
+                name: 'mount-bpffs',
+                image: o.image,
+                imagePullPolicy: o.imagePullPolicy,
+                command: ['sh', '-c', `mountpoint -q ${HOST.bpffs} || mount -t bpf bpf ${HOST.bpffs}`],
+                securityContext: { privileged: true },
+                resources: { requests: { cpu: '10m', memory: '16Mi' }, limits: { memory: '64Mi' } },
+                volumeMounts: [{ name: 'bpffs', mountPath: HOST.bpffs, mountPropagation: 'Bidirectional' }],
+              },
+            ],
+            containers: [
+              {
+                name: 'agent',
+                image: o.image,
+                imagePullPolicy: o.imagePullPolicy,
+                args: [
+                  'agent',
+                  '--node', '$(NODE_NAME)',
+                  '--xds-address', `${controlHost(o)}:${PORTS.xdsTls}`,
+                  '--control-server-name', controlHost(o),
+                  '--root-cert', '/var/run/secrets/istio/root-cert.pem',
+                  '--token-file', '/var/run/secrets/tokens/istio-token',
+                  '--trust-domain', o.trustDomain,
+                  '--root-namespace', o.namespace,
+                  '--socket', HOST.socket,
+                  '--state-dir', HOST.agentState,
+                  '--pin-root', `${HOST.bpffs}/weft`,
+                  '--metrics-port', String(PORTS.metrics),
+                  '--readiness-port', String(PORTS.readiness),
+                ],
+                env: [{ name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } }],
+                ports: [
+                  { name: 'http-metrics', containerPort: PORTS.metrics, protocol: 'TCP' },
+                  { name: 'http-ready', containerPort: PORTS.readiness, protocol: 'TCP' },
+                ],
+                readinessProbe: { httpGet: { path: '/healthz/ready', port: PORTS.readiness }, periodSeconds: 5, failureThreshold: 3 },
+                resources: { requests: { cpu: '100m', memory: '128Mi' }, limits: { memory: '1Gi' } },
+                securityContext: {
+                  // Not privileged: the capabilities BPF loading, netns entry and cgroup work need.
+                  // allowPrivilegeEscalation stays unset: the API rejects false with SYS_ADMIN.
+                  privileged: false,
+                  runAsUser: 0,
+                  runAsNonRoot: false,
+                  capabilities: {
+                    drop: ['ALL'],
+                    add: [
+                      'BPF', // load programs, create maps
+                      'PERFMON', // pointer-carrying programs (sockops, sk_lookup)
+                      'NET_ADMIN', // attach to cgroups and netns, in-pod iptables, socket marks
+                      'NET_RAW', // raw sockets for iptables mode
+                      'SYS_ADMIN', // setns into pod network namespaces, bpffs pins
+                      'SYS_PTRACE', // open /proc/<pid>/ns/net of other users' processes
+                      'SYS_RESOURCE', // memlock for maps on older kernels
+                    ],
+                  },
+                  seccompProfile: { type: 'Unconfined' }, // bpf(2) and setns(2)
+                  appArmorProfile: { type: 'Unconfined' },
+                  seLinuxOptions: { type: 'spc_t' },
+                },
+                volumeMounts: [
+                  { name: 'weft-run', mountPath: HOST.weftRun },
+                  { name: 'netns', mountPath: HOST.netns, mountPropagation: 'HostToContainer' },
+                  { name: 'cgroup', mountPath: HOST.cgroup, mountPropagation: 'HostToContainer' },
+                  { name: 'bpffs', mountPath: HOST.bpffs, mountPropagation: 'HostToContainer' },
+                  { name: 'istio-ca-root-cert', mountPath: '/var/run/secrets/istio', readOnly: true },
+                  { name: 'weft-token', mountPath: '/var/run/secrets/tokens', readOnly: true },
+                ],
+              },
+              {
+                // Installs the CNI plugin on the node and chains it into the primary network's
+                // conflist, keeps it there, and takes it out again when stopped.
+                name: 'cni-install',
+                image: o.image,
+                imagePullPolicy: o.imagePullPolicy,
+                args: [
+                  'cni-install',
+                  '--cni-bin-dir', '/host/opt/cni/bin',
+                  '--cni-conf-dir', '/host/etc/cni/net.d',
+                  '--install-dir', `/host${HOST.cniRuntime}`,
+                  '--host-install-dir', HOST.cniRuntime,
+                  '--agent-socket', HOST.socket,
+                  '--exclude-namespace', 'kube-system',
+                  '--exclude-namespace', o.namespace,
+                ],
+                resources: { requests: { cpu: '10m', memory: '64Mi' }, limits: { memory: '256Mi' } },
+                securityContext: { runAsUser: 0, runAsNonRoot: false, allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] }, seLinuxOptions: { type: 'spc_t' } },
+                volumeMounts: [
+                  { name: 'cni-bin', mountPath: '/host/opt/cni/bin' },
+                  { name: 'cni-conf', mountPath: '/host/etc/cni/net.d' },
+                  { name: 'cni-runtime', mountPath: `/host${HOST.cniRuntime}` },
+                  { name: 'kube-api-access', mountPath: '/var/run/secrets/kubernetes.io/serviceaccount', readOnly: true },
+                  { name: 'tmp', mountPath: '/tmp' },
+                ],
+              },
+            ],
+            volumes: [
+              hostPath('weft-run', HOST.weftRun, 'DirectoryOrCreate'),
+              hostPath('netns', HOST.netns, 'DirectoryOrCreate'),
+              hostPath('cgroup', HOST.cgroup, 'Directory'),
+              hostPath('bpffs', HOST.bpffs, 'DirectoryOrCreate'),
+              hostPath('cni-bin', o.cniBinDir, 'DirectoryOrCreate'),
+              hostPath('cni-conf', o.cniConfDir, 'DirectoryOrCreate'),
+              hostPath('cni-runtime', HOST.cniRuntime, 'DirectoryOrCreate'),
+              // The agent waits for the control plane to publish the root (the pod stays pending).
+              { name: 'istio-ca-root-cert', configMap: { name: ROOT_CERT_CONFIGMAP, optional: false } },
+              { name: 'weft-token', projected: { sources: [{ serviceAccountToken: { audience: TOKEN_AUDIENCE, expirationSeconds: 43_200, path: 'istio-token' } }] } },
+              {
+                name: 'kube-api-access',
+                projected: {
+                  sources: [
+                    { serviceAccountToken: { expirationSeconds: 3_607, path: 'token' } },
+                    { configMap: { name: 'kube-root-ca.crt', items: [{ key: 'ca.crt', path: 'ca.crt' }] } },
+                    { downwardAPI: { items: [{ path: 'namespace', fieldRef: { apiVersion: 'v1', fieldPath: 'metadata.namespace' } }] } },
+                  ],
+                },
+              },
+              { name: 'tmp', emptyDir: {} },
+            ],
+          },
+        },
+      },
+    },
+  ];
+}
+
+export function crds(): ICustomResourceDefinition[] {
+  return istioCrds();
+}
+
+/** A waypoint for a namespace: apply it there, then label what should use it. */
+export function waypoint(): IGateway {
+  return {
+    apiVersion: 'gateway.networking.k8s.io/v1',
+    kind: 'Gateway',
+    metadata: { name: 'waypoint', labels: { 'istio.io/waypoint-for': 'service' } },
+    spec: {
+      gatewayClassName: 'istio-waypoint',
+      listeners: [{ name: 'mesh', port: 15008, protocol: 'HBONE' }],
+    },
+  };
+}
