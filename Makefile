@@ -3,11 +3,12 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 NODE_ADDON := build/Release/weft_native.node
 
-.PHONY: help setup build bpf native test typecheck lint unit demo clean
+.PHONY: help setup build bpf native test typecheck lint unit demo bench clean
 
 help:
 	@echo "make demo   - build everything and run a 2-node lab with a sample app"
 	@echo "make test   - build everything, typecheck, lint and run all tests (root)"
+	@echo "make bench  - data-path benchmarks, results in BENCHMARKS.md (root)"
 
 # Debian packages (only what is missing) and node modules (only when the lockfile changed).
 setup: .cache/apt.stamp node_modules/.weft-stamp
@@ -44,6 +45,9 @@ test: build typecheck lint unit
 
 demo: build
 	@bash scripts/demo.sh
+
+bench: build
+	@bash scripts/bench.sh
 
 clean:
 	rm -rf build .cache

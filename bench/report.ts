@@ -1,0 +1,57 @@
+// The benchmark's outputs: a markdown table and an SVG chart of latency by rate for every path.
+import type { PathName } from './setup.ts';
+import type { Latency } from './measure.ts';
+
+export interface PathResult {
+  throughput_gbps: number;
+  latency_us: Record<string, Pick<Latency, 'p50' | 'p90' | 'p99' | 'p999'>>;
+  conn_per_s: number;
+  agent_cpu_per_krps?: number;
+  agent_rss_mb?: number;
+}
+
+export const RATES = [500, 1000, 2000];
+
+export function markdownTable(paths: Partial<Record<PathName, PathResult>>): string {
+  const rows = ['| path | throughput Gbit/s | p50 / p99 µs @500 | p50 / p90 / p99 / p99.9 µs @1000 | p50 / p99 µs @2000 | new conn/s | agent vCPU per 1000 rps | agent RSS MB |', '|---|---|---|---|---|---|---|---|'];
+  for (const [name, r] of Object.entries(paths)) {
+    const l = (rate: number) => r.latency_us[String(rate)]!;
+    rows.push(
+      `| ${name} | ${r.throughput_gbps} | ${l(500).p50} / ${l(500).p99} | ${l(1000).p50} / ${l(1000).p90} / ${l(1000).p99} / ${l(1000).p999} | ${l(2000).p50} / ${l(2000).p99} | ${r.conn_per_s} | ${r.agent_cpu_per_krps ?? '—'} | ${r.agent_rss_mb ?? '—'} |`,
+    );
+  }
+  return rows.join('\n');
+}
+
+const COLORS = ['#444', '#1b7f3b', '#2e86de', '#d35400', '#8e44ad'];
+
+/** Latency (p50 solid, p99 dashed) against request rate, one colour per path, log-scale y. */
+export function latencyChart(paths: Partial<Record<PathName, PathResult>>): string {
+  const W = 720;
+  const H = 400;
+  const m = { l: 70, r: 190, t: 30, b: 50 };
+  const all = Object.values(paths).flatMap((r) => RATES.flatMap((x) => [r.latency_us[String(x)]!.p50, r.latency_us[String(x)]!.p99]));
+  const lo = Math.log10(Math.max(1, Math.min(...all) * 0.8));
+  const hi = Math.log10(Math.max(...all) * 1.2);
+  const X = (i: number) => m.l + (i / (RATES.length - 1)) * (W - m.l - m.r);
+  const Y = (v: number) => m.t + (1 - (Math.log10(v) - lo) / (hi - lo)) * (H - m.t - m.b);
+  const out = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`, `<rect width="${W}" height="${H}" fill="white"/>`];
+  out.push(`<text x="${m.l}" y="18" font-size="14">Request latency by rate (1 KB request/response, 4 connections): p50 solid, p99 dashed</text>`);
+  for (let e = Math.ceil(lo); e <= Math.floor(hi); e++)
+    for (const k of [1, 2, 5]) {
+      const v = k * 10 ** e;
+      if (Math.log10(v) < lo || Math.log10(v) > hi) continue;
+      out.push(`<line x1="${m.l}" x2="${W - m.r}" y1="${Y(v)}" y2="${Y(v)}" stroke="#eee"/><text x="${m.l - 6}" y="${Y(v) + 4}" text-anchor="end">${v >= 1000 ? `${v / 1000} ms` : `${v} µs`}</text>`);
+    }
+  RATES.forEach((r, i) => out.push(`<text x="${X(i)}" y="${H - m.b + 18}" text-anchor="middle">${r} req/s</text>`));
+  Object.entries(paths).forEach(([name, r], k) => {
+    const c = COLORS[k % COLORS.length];
+    for (const [q, dash] of [['p50', ''], ['p99', ' stroke-dasharray="5,4"']] as const) {
+      const pts = RATES.map((x, i) => `${X(i)},${Y(r.latency_us[String(x)]![q])}`).join(' ');
+      out.push(`<polyline points="${pts}" fill="none" stroke="${c}" stroke-width="2"${dash}/>`);
+    }
+    out.push(`<rect x="${W - m.r + 15}" y="${m.t + k * 20}" width="12" height="12" fill="${c}"/><text x="${W - m.r + 32}" y="${m.t + k * 20 + 10}">${name}</text>`);
+  });
+  out.push('</svg>');
+  return out.join('\n');
+}

@@ -1,0 +1,157 @@
+// make bench: one 2-node lab, the same client and server pods for five paths (direct, weft with
+// eBPF capture across nodes and on one node, weft with in-pod iptables capture, HAProxy mutual
+// TLS), measured in one run. Writes bench/results/<timestamp>.json, a table and a chart, and
+// the results section of BENCHMARKS.md. BENCH_SECONDS sets the length of each latency run.
+import { spawnSync } from 'node:child_process';
+import { cpus, release } from 'node:os';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connRate, cpuSeconds, latency, rssMb, throughputGbps, weft, type Latency } from './measure.ts';
+import { hotFunctions } from './profile.ts';
+import { latencyChart, markdownTable, RATES, type PathResult } from './report.ts';
+import { haproxyClientConfig, scalePods, writeBenchConfig, type PathName } from './setup.ts';
+
+const LAB = 'weft-bench';
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
+const IPERF_SECONDS = Number(process.env.BENCH_IPERF_SECONDS ?? 5);
+const SCALE_PODS = Number(process.env.BENCH_SCALE_PODS ?? 100);
+const root = join(import.meta.dirname, '..');
+const dir = mkdtempSync(join(tmpdir(), 'weft-bench-'));
+const profDir = join(dir, 'prof');
+mkdirSync(profDir);
+const log = (s: string) => console.log(`[bench ${new Date().toISOString().slice(11, 19)}] ${s}`);
+
+type PodJ = { metadata: { name: string; namespace: string }; status: { podIP: string; phase: string; conditions?: { type: string; status: string }[] } };
+const pods = (ns = '-A') => (JSON.parse(weft(LAB, ['get', 'pods', ...(ns === '-A' ? ['-A'] : ['-n', ns]), '-o', 'json'])) as { items: PodJ[] }).items;
+const ip = (ns: string, name: string) => pods(ns).find((p) => p.metadata.name === name)!.status.podIP;
+const agentPids = () =>
+  (JSON.parse(weft(LAB, ['get', 'nodes', '-o', 'json'])) as { items: { metadata: { annotations: Record<string, string> } }[] }).items.map((n) => Number(n.metadata.annotations['weft.dev/agent-pid']));
+
+interface Target {
+  pod: string;
+  host: string;
+  mesh: boolean;
+}
+
+const machine = {
+  cpu: cpus()[0]?.model ?? 'unknown',
+  cores: cpus().length,
+  kernel: release(),
+  node: process.version,
+};
+
+spawnSync(process.execPath, [join(root, 'bin/weft.js'), 'down', '--name', LAB], { stdio: 'ignore' });
+writeBenchConfig(dir);
+process.env.WEFT_AGENT_NODE_ARGS = `--cpu-prof --cpu-prof-dir=${profDir}`;
+const t0 = Date.now();
+log(`lab up (manifests in ${dir})`);
+weft(LAB, ['up', '--nodes', '2', '-f', join(dir, 'bench.yaml'), '--timeout', '300'], 400_000);
+const results: Partial<Record<PathName, PathResult>> = {};
+let noise = { p50Pct: 0, p99Pct: 0 };
+try {
+  const hap = haproxyClientConfig(dir, ip('bench-haproxy', 'server'));
+  weft(LAB, ['exec', 'bench-haproxy/client', '--', 'haproxy', '-D', '-f', hap]);
+  const targets: Record<PathName, Target> = {
+    direct: { pod: 'bench-direct/client', host: ip('bench-direct', 'server'), mesh: false },
+    'weft-ebpf': { pod: 'bench-ebpf/client', host: ip('bench-ebpf', 'server'), mesh: true },
+    'weft-ebpf-same-node': { pod: 'bench-ebpf/client-local', host: ip('bench-ebpf', 'server'), mesh: true },
+    'weft-iptables': { pod: 'bench-ipt/client', host: ip('bench-ipt', 'server'), mesh: true },
+    'haproxy-mtls': { pod: 'bench-haproxy/client', host: '127.0.0.1', mesh: false },
+  };
+  let firstDirect: Latency | undefined;
+  for (const [name, t] of Object.entries(targets) as [PathName, Target][]) {
+    log(`${name}: warm-up`);
+    latency(LAB, t.pod, t.host, 7000, 200, 1); // connections, certificates and pools in place
+    log(`${name}: throughput`);
+    const throughput = throughputGbps(LAB, t.pod, t.host, IPERF_SECONDS);
+    const lat: PathResult['latency_us'] = {};
+    let cpuPerKrps: number | undefined;
+    for (const rate of RATES) {
+      log(`${name}: latency at ${rate} req/s`);
+      const pids = agentPids();
+      const before = pids.map(cpuSeconds);
+      const start = process.hrtime.bigint();
+      const l = latency(LAB, t.pod, t.host, 7000, rate, SECONDS);
+      const secs = Number(process.hrtime.bigint() - start) / 1e9;
+      if (l.lost > 0) log(`  ${l.lost} responses missing`);
+      lat[String(rate)] = { p50: l.p50, p90: l.p90, p99: l.p99, p999: l.p999 };
+      if (name === 'direct' && rate === 1000) firstDirect = l;
+      if (t.mesh && rate === 1000) {
+        // Both agents work on every request across nodes (one on same-node); charge the busier.
+        const used = pids.map((p, i) => cpuSeconds(p) - before[i]!);
+        cpuPerKrps = Math.round((Math.max(...used) / secs) * 1000) / 1000;
+      }
+    }
+    log(`${name}: new connections`);
+    const cps = connRate(LAB, t.pod, t.host, 7000, 5);
+    results[name] = { throughput_gbps: throughput, latency_us: lat, conn_per_s: cps, ...(cpuPerKrps !== undefined ? { agent_cpu_per_krps: cpuPerKrps } : {}) };
+    log(`${name}: ${JSON.stringify(results[name])}`);
+  }
+  // Noise: the direct path at 1000 req/s again, at the end of the run.
+  const again = latency(LAB, targets.direct.pod, targets.direct.host, 7000, 1000, SECONDS);
+  if (firstDirect) noise = { p50Pct: Math.round((Math.abs(again.p50 - firstDirect.p50) / firstDirect.p50) * 100), p99Pct: Math.round((Math.abs(again.p99 - firstDirect.p99) / firstDirect.p99) * 100) };
+  log(`memory: ${SCALE_PODS} more enrolled pods on node-0`);
+  writeFileSync(join(dir, 'scale.yaml'), scalePods(SCALE_PODS));
+  weft(LAB, ['apply', '-f', join(dir, 'scale.yaml')]);
+  const deadline = Date.now() + 300_000;
+  while (pods('bench-scale').filter((p) => p.status.phase === 'Running').length < SCALE_PODS && Date.now() < deadline) await new Promise((r) => setTimeout(r, 1000));
+  await new Promise((r) => setTimeout(r, 3000));
+  const rss = rssMb(agentPids()[0]!);
+  for (const n of ['weft-ebpf', 'weft-iptables'] as const) if (results[n]) results[n]!.agent_rss_mb = rss;
+} finally {
+  log('lab down');
+  spawnSync(process.execPath, [join(root, 'bin/weft.js'), 'down', '--name', LAB], { stdio: 'ignore' });
+}
+
+const r = (a: number, b: number) => Math.round((a / b) * 100) / 100;
+const d = results.direct!;
+const e = results['weft-ebpf']!;
+const h = results['haproxy-mtls']!;
+const added = (p: PathResult, q: 'p50' | 'p99') => p.latency_us['1000']![q] - d.latency_us['1000']![q];
+const ratios = {
+  weft_over_direct_throughput: r(e.throughput_gbps, d.throughput_gbps),
+  weft_over_haproxy_throughput: r(e.throughput_gbps, h.throughput_gbps),
+  added_latency_1000_us: { 'weft-ebpf': { p50: added(e, 'p50'), p99: added(e, 'p99') }, 'haproxy-mtls': { p50: added(h, 'p50'), p99: added(h, 'p99') } },
+  ebpf_over_iptables_conn_per_s: r(e.conn_per_s, results['weft-iptables']!.conn_per_s),
+};
+const targets = [
+  { target: 'weft-ebpf throughput ≥ 1.0 × haproxy-mtls', met: ratios.weft_over_haproxy_throughput >= 1, value: `${ratios.weft_over_haproxy_throughput} ×` },
+  { target: 'latency added at 1000 req/s, p50 ≤ haproxy-mtls', met: added(e, 'p50') <= added(h, 'p50'), value: `${added(e, 'p50')} µs vs ${added(h, 'p50')} µs` },
+  { target: 'latency added at 1000 req/s, p99 ≤ haproxy-mtls', met: added(e, 'p99') <= added(h, 'p99'), value: `${added(e, 'p99')} µs vs ${added(h, 'p99')} µs` },
+  { target: 'agent ≤ 0.06 vCPU per 1000 req/s', met: (e.agent_cpu_per_krps ?? 9) <= 0.06, value: `${e.agent_cpu_per_krps} vCPU` },
+  { target: `agent ≤ 60 MB RSS with ${SCALE_PODS} enrolled pods`, met: (e.agent_rss_mb ?? 999) <= 60, value: `${e.agent_rss_mb} MB` },
+  { target: 'weft-ebpf beats weft-iptables on new connections/s', met: ratios.ebpf_over_iptables_conn_per_s > 1, value: `${ratios.ebpf_over_iptables_conn_per_s} ×` },
+];
+const hot = hotFunctions(profDir);
+const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+const out = { machine, command: 'make bench', seconds_per_latency_run: SECONDS, duration_s: Math.round((Date.now() - t0) / 1000), noise_pct: noise, paths: results, ratios, targets, agent_profile_top: hot };
+mkdirSync(join(root, 'bench/results'), { recursive: true });
+writeFileSync(join(root, `bench/results/${stamp}.json`), JSON.stringify(out, null, 2) + '\n');
+writeFileSync(join(root, 'bench/results/latest.json'), JSON.stringify(out, null, 2) + '\n');
+writeFileSync(join(root, 'bench/results/latency.svg'), latencyChart(results));
+
+const md = [
+  `Machine: ${machine.cpu}, ${machine.cores} cores, Linux ${machine.kernel}, Node ${machine.node}. Run: ${new Date().toISOString().slice(0, 16)}Z, ${out.duration_s} s, latency runs of ${SECONDS} s.`,
+  '',
+  markdownTable(results),
+  '',
+  '![latency by rate](bench/results/latency.svg)',
+  '',
+  `Ratios: weft-ebpf/direct throughput ${ratios.weft_over_direct_throughput}, weft-ebpf/haproxy-mtls throughput ${ratios.weft_over_haproxy_throughput}; latency added over direct at 1000 req/s: weft-ebpf p50 ${added(e, 'p50')} µs, p99 ${added(e, 'p99')} µs; haproxy-mtls p50 ${added(h, 'p50')} µs, p99 ${added(h, 'p99')} µs. Noise (direct path at 1000 req/s, start vs end of run): p50 ${noise.p50Pct} %, p99 ${noise.p99Pct} %.`,
+  '',
+  '| target | met | measured |',
+  '|---|---|---|',
+  ...targets.map((t) => `| ${t.target} | ${t.met ? 'yes' : '**no**'} | ${t.value} |`),
+  '',
+  'Agent profile (self time, both agents, whole run):',
+  '',
+  ...hot.map((x) => `- ${x.selfPct} % ${x.fn}`),
+].join('\n');
+writeFileSync(join(root, 'bench/results/latest.md'), md + '\n');
+const bm = join(root, 'BENCHMARKS.md');
+const text = readFileSync(bm, 'utf8');
+const begin = '<!-- results:begin -->';
+const end = '<!-- results:end -->';
+writeFileSync(bm, text.slice(0, text.indexOf(begin) + begin.length) + '\n' + md + '\n' + text.slice(text.indexOf(end)));
+console.log(md);
