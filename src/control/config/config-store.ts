@@ -1,0 +1,102 @@
+// What every configuration source shares: the snapshot it emits, the rule that an object whose new
+// version is invalid keeps its last good version in force, and the debounce before a push.
+import type { EventEmitter } from 'node:events';
+import { validateObject, type ManifestProblem } from '../../lab/manifest.ts';
+import { isNamespaced, keyOf, type KObject } from '../../lab/objects.ts';
+
+export interface ConfigSnapshot {
+  objects: KObject[];
+  problems: ManifestProblem[];
+}
+
+/** A directory or the Kubernetes API: emits 'update' with each new snapshot. */
+export interface ConfigSource extends EventEmitter {
+  readonly snapshot: ConfigSnapshot;
+  start(): ConfigSnapshot | Promise<ConfigSnapshot>;
+  close(): void;
+}
+
+/** "Kind ns/name", as problems name objects. */
+export const labelOf = (o: { kind: string; metadata: { name: string; namespace?: string } }) =>
+  isNamespaced(o.kind) ? `${o.kind} ${o.metadata.namespace}/${o.metadata.name}` : `${o.kind} ${o.metadata.name}`;
+
+/** The objects in force, by key; each update replaces them but never lets a bad edit take one away. */
+export class LastGoodStore {
+  private good = new Map<string, KObject>();
+
+  /**
+   * `valid`: every object that validates now. A previously good object missing from it stays in
+   * force when `broken(prev)` says it is still there, only invalid; otherwise it was deleted.
+   */
+  update(valid: KObject[], problems: ManifestProblem[], broken: (prev: KObject) => boolean): ConfigSnapshot {
+    const next = new Map<string, KObject>();
+    for (const o of valid) next.set(keyOf(o), o);
+    for (const [key, prev] of this.good) if (!next.has(key) && broken(prev)) next.set(key, prev);
+    this.good = next;
+    return { objects: [...next.values()], problems };
+  }
+}
+
+export interface ApiObject {
+  raw: unknown;
+  /** Where it came from, the problem's "file" (for the API: the object's path). */
+  origin: string;
+}
+
+export type Validate = (raw: unknown) => ReturnType<typeof validateObject>;
+
+/** Pods here run elsewhere, so the lab's "runnable" checks do not apply. */
+export const validateForControl: Validate = (raw) => validateObject(raw, { runnable: false });
+
+/** Validates objects that arrive one by one (not in files); `invalid` holds the keys of those that failed. */
+export function validateEach(items: ApiObject[], validate: Validate = validateForControl) {
+  const valid: KObject[] = [];
+  const problems: ManifestProblem[] = [];
+  const invalid = new Set<string>();
+  for (const { raw, origin } of items) {
+    const r = validate(raw);
+    if (!('problem' in r)) {
+      valid.push(r.object);
+      continue;
+    }
+    const o = raw as Partial<KObject>;
+    const named = typeof o.kind === 'string' && typeof o.metadata?.name === 'string';
+    if (named) invalid.add(keyOf(o as KObject));
+    problems.push({ file: origin, object: r.object ?? (named ? labelOf(o as KObject) : '-'), field: r.field, reason: r.problem });
+  }
+  return { valid, problems, invalid };
+}
+
+export interface DebounceOptions {
+  quietMs: number;
+  maxDelayMs: number;
+}
+
+/** Istio's push debounce: run after `quietMs` without changes, and at most `maxDelayMs` after the first. */
+export const DEFAULT_DEBOUNCE: DebounceOptions = { quietMs: 100, maxDelayMs: 10_000 };
+
+export class Debouncer {
+  private timer?: NodeJS.Timeout;
+  private firstChangeAt = 0;
+
+  constructor(
+    private readonly fn: () => void,
+    private readonly opts: DebounceOptions = DEFAULT_DEBOUNCE,
+  ) {}
+
+  trigger(): void {
+    const now = Date.now();
+    if (!this.timer) this.firstChangeAt = now;
+    clearTimeout(this.timer);
+    const wait = Math.max(0, Math.min(this.opts.quietMs, this.firstChangeAt + this.opts.maxDelayMs - now));
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.fn();
+    }, wait);
+  }
+
+  cancel(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+}

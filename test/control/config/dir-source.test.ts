@@ -1,0 +1,54 @@
+// DirSource after the shared store was extracted: last good versions by object and by file,
+// deletes, and new subdirectories.
+import { mkdirSync, mkdtempSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { afterAll, describe, expect, it } from 'vitest';
+import { DirSource } from '../../../src/control/config/dir-source.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'weft-dir-source-'));
+const source = new DirSource(dir, pino({ level: 'silent' }), { quietMs: 20, maxDelayMs: 1000 });
+afterAll(() => {
+  source.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const service = (name: string, port: number) =>
+  `apiVersion: v1\nkind: Service\nmetadata: {name: ${name}, namespace: default}\nspec: {selector: {app: ${name}}, ports: [{port: ${port}}]}\n`;
+const portOf = (name: string) => (source.snapshot.objects.find((o) => o.metadata.name === name)?.spec as { ports: { port: number }[] } | undefined)?.ports[0]?.port;
+
+async function until(what: string, fn: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!fn()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+describe('DirSource', () => {
+  it('keeps last good versions through bad edits and broken files, and follows deletes and new directories', async () => {
+    writeFileSync(join(dir, 'web.yaml'), service('web', 80));
+    writeFileSync(join(dir, 'api.yaml'), service('api', 81));
+    expect(source.start().objects).toHaveLength(2);
+
+    writeFileSync(join(dir, 'web.yaml'), service('web', 70000));
+    await until('invalid port reported', () => source.snapshot.problems.some((p) => p.field === 'spec.ports[0].port'));
+    expect(source.snapshot.problems[0]).toMatchObject({ file: join(dir, 'web.yaml'), object: 'Service default/web' });
+    expect(portOf('web')).toBe(80);
+
+    writeFileSync(join(dir, 'api.yaml'), 'kind: [unclosed\n');
+    await until('broken file reported', () => source.snapshot.problems.some((p) => p.object === 'document 1'));
+    expect(portOf('api')).toBe(81);
+
+    writeFileSync(join(dir, 'web.yaml'), service('web', 8080));
+    unlinkSync(join(dir, 'api.yaml'));
+    await until('fixed and deleted', () => portOf('web') === 8080 && portOf('api') === undefined);
+    expect(source.snapshot.problems).toEqual([]);
+
+    mkdirSync(join(dir, 'more'));
+    await new Promise((r) => setTimeout(r, 100)); // the reload after mkdir watches the new directory
+    writeFileSync(join(dir, 'more', 'db.yaml'), service('db', 5432));
+    await until('file in a new directory', () => portOf('db') === 5432);
+  });
+});
