@@ -40,3 +40,9 @@ export function meshTypes(): { Address: protobuf.Type; Authorization: protobuf.T
   }
   return { Address: messages.lookupType('istio.workload.Address'), Authorization: messages.lookupType('istio.security.Authorization') };
 }
+
+/**
+ * A google.protobuf.Any for messages serialized by the loaded ADS service. protobufjs's Any
+ * wrapper reads `type_url` whatever the loader's keepCase says; `typeUrl` would be dropped.
+ */
+export const anyMessage = (typeUrl: string, body: Uint8Array) => ({ type_url: typeUrl, value: Buffer.from(body) });

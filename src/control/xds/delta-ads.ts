@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import type * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
+import { anyMessage } from '../../api/protos.ts';
 import type { ResourceStore } from './resources.ts';
 
 interface DeltaRequest {
@@ -143,7 +144,7 @@ class Stream {
       typeUrl,
       nonce,
       removedResources: removed,
-      resources: resources.map((r) => ({ name: r.name, version: r.version, resource: { typeUrl, value: Buffer.from(r.body) } })),
+      resources: resources.map((r) => ({ name: r.name, version: r.version, resource: anyMessage(typeUrl, r.body) })),
     });
   }
 }

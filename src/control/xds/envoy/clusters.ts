@@ -1,0 +1,85 @@
+// Cluster and ClusterLoadAssignment for one (host, port, subset), from the DestinationRule policy.
+import type { OutlierPolicy, TrafficPolicy } from '../../model/networking-destination-rule.ts';
+import { ADS_SOURCE, any, duration, encode } from './messages.ts';
+import type { MeshEndpoint } from './services.ts';
+
+const CONNECT_TIMEOUT_MS = 10_000; // Istio's default
+
+export function buildCluster(name: string, policy: TrafficPolicy, dns?: { address: string; port: number }): Uint8Array {
+  const c: Record<string, unknown> = { name, connectTimeout: duration(policy.pool?.connectTimeoutMs ?? CONNECT_TIMEOUT_MS) };
+  if (dns) {
+    c.type = 'LOGICAL_DNS';
+    c.loadAssignment = { clusterName: name, endpoints: [locality([{ address: dns.address, port: dns.port, labels: {} }])] };
+  } else {
+    c.type = 'EDS';
+    c.edsClusterConfig = { edsConfig: ADS_SOURCE, serviceName: name };
+  }
+  Object.assign(c, loadBalancing(policy.lb));
+  if (policy.outlier) c.outlierDetection = outlierDetection(policy.outlier);
+  const p = policy.pool;
+  if (p && (p.maxConnections ?? p.maxRequests ?? p.maxPendingRequests ?? p.maxRetries) !== undefined) {
+    const t: Record<string, unknown> = { priority: 'DEFAULT' };
+    if (p.maxConnections !== undefined) t.maxConnections = { value: p.maxConnections };
+    if (p.maxPendingRequests !== undefined) t.maxPendingRequests = { value: p.maxPendingRequests };
+    if (p.maxRequests !== undefined) t.maxRequests = { value: p.maxRequests };
+    if (p.maxRetries !== undefined) t.maxRetries = { value: p.maxRetries };
+    c.circuitBreakers = { thresholds: [t] };
+  }
+  return encode('envoy.config.cluster.v3.Cluster', c);
+}
+
+/**
+ * ROUND_ROBIN stays the classic enum every client knows. Other policies use the typed list, whose
+ * clients take the first entry they implement, so gRPC (no least_request/random) falls back to
+ * round_robin while Envoy uses the requested one.
+ */
+function loadBalancing(lb: TrafficPolicy['lb']): Record<string, unknown> {
+  if (!lb || lb === 'ROUND_ROBIN') return { lbPolicy: 'ROUND_ROBIN' };
+  const ext = (name: string, type: string) => ({ typedExtensionConfig: { name, typedConfig: any(type) } });
+  const first = lb === 'LEAST_REQUEST'
+    ? ext('envoy.load_balancing_policies.least_request', 'envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest')
+    : ext('envoy.load_balancing_policies.random', 'envoy.extensions.load_balancing_policies.random.v3.Random');
+  return { loadBalancingPolicy: { policies: [first, ext('envoy.load_balancing_policies.round_robin', 'envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin')] } };
+}
+
+/**
+ * Istio's consecutive-error ejection, for Envoy. Proxyless gRPC implements only the statistical
+ * detectors (gRFC A50), so the same intent is also expressed as failure-percentage ejection: an
+ * endpoint failing more than half of at least N requests in an interval is ejected. Success-rate
+ * ejection, on by default in Envoy, is turned off as Istio does.
+ */
+function outlierDetection(o: OutlierPolicy): Record<string, unknown> {
+  const od: Record<string, unknown> = { enforcingSuccessRate: { value: 0 } };
+  const consecutive = o.consecutive5xxErrors ?? o.consecutiveGatewayErrors;
+  if (o.consecutive5xxErrors !== undefined) {
+    od.consecutive_5xx = { value: o.consecutive5xxErrors };
+    od.enforcingConsecutive_5xx = { value: o.consecutive5xxErrors > 0 ? 100 : 0 };
+  }
+  if (o.consecutiveGatewayErrors !== undefined) {
+    od.consecutiveGatewayFailure = { value: o.consecutiveGatewayErrors };
+    od.enforcingConsecutiveGatewayFailure = { value: o.consecutiveGatewayErrors > 0 ? 100 : 0 };
+  }
+  if (consecutive) {
+    od.enforcingFailurePercentage = { value: 100 };
+    od.failurePercentageThreshold = { value: 50 };
+    od.failurePercentageRequestVolume = { value: consecutive };
+    od.failurePercentageMinimumHosts = { value: 1 };
+  }
+  if (o.intervalMs !== undefined) od.interval = duration(o.intervalMs);
+  if (o.baseEjectionTimeMs !== undefined) od.baseEjectionTime = duration(o.baseEjectionTimeMs);
+  if (o.maxEjectionPercent !== undefined) od.maxEjectionPercent = { value: o.maxEjectionPercent };
+  return od;
+}
+
+function locality(endpoints: MeshEndpoint[]) {
+  return {
+    locality: {},
+    // A zero-weight locality is ignored by clients (gRFC A27), so every locality weighs 1.
+    loadBalancingWeight: { value: 1 },
+    lbEndpoints: endpoints.map((e) => ({ endpoint: { address: { socketAddress: { address: e.address, portValue: e.port } } }, healthStatus: 'HEALTHY', loadBalancingWeight: { value: 1 } })),
+  };
+}
+
+export function buildLoadAssignment(name: string, endpoints: MeshEndpoint[]): Uint8Array {
+  return encode('envoy.config.endpoint.v3.ClusterLoadAssignment', { clusterName: name, endpoints: endpoints.length ? [locality(endpoints)] : [] });
+}
