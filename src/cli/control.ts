@@ -1,14 +1,19 @@
 // `weft control`: the control plane (a Deployment in Kubernetes; one process per lab).
 import type { Command } from 'commander';
 import { runControl } from '../control/main.ts';
+import { analyze } from '../control/analyze.ts';
+import { DEFAULT_MESH } from '../control/model/workloads.ts';
+import { loadManifests } from '../lab/manifest.ts';
 
 const list = (v: string, prev: string[] = []) => [...prev, v];
 
 export function registerControlCommand(program: Command): void {
   program
     .command('control')
-    .description('run the control plane: configuration -> xDS for agents, and the mesh CA')
-    .requiredOption('--config-dir <dir>', 'directory of Kubernetes YAML to watch')
+    .description('run the control plane: configuration -> xDS for agents, and the mesh CA (one of --config-dir, --kubeconfig, --in-cluster)')
+    .option('--config-dir <dir>', 'directory of Kubernetes YAML to watch')
+    .option('--kubeconfig <file>', 'read configuration from the Kubernetes API with this kubeconfig')
+    .option('--in-cluster', "read configuration from the Kubernetes API as the pod's service account")
     .option('--ca-dir <dir>', "CA material: Istio cacerts files (plugged-in CA) or where the self-signed root is kept")
     .option('--trust-domain <td>', 'SPIFFE trust domain', 'cluster.local')
     .requiredOption('--node-tokens <file>', 'JSON {token: node} of node credentials')
@@ -21,5 +26,21 @@ export function registerControlCommand(program: Command): void {
     .action(async (o: Omit<Parameters<typeof runControl>[0], 'serverNames' | 'serverIps'> & { serverName: string[]; serverIp: string[] }) => {
       const { serverName, serverIp, ...rest } = o;
       await runControl({ ...rest, serverNames: serverName.length ? serverName : ['weft-control.istio-system.svc'], serverIps: serverIp });
+    });
+}
+
+/** `weft analyze`: what the control plane would report for a configuration, without running it. */
+export function registerAnalyzeCommand(program: Command): void {
+  program
+    .command('analyze')
+    .description('check a directory of Kubernetes YAML the way the control plane does, and print every problem')
+    .argument('[paths...]', 'files or directories', ['.'])
+    .option('--trust-domain <td>', 'SPIFFE trust domain', 'cluster.local')
+    .action((paths: string[], o: { trustDomain: string }) => {
+      const snap = loadManifests(paths, { runnable: false });
+      const { problems } = analyze(snap, { ...DEFAULT_MESH, trustDomain: o.trustDomain });
+      for (const p of problems) console.log(p);
+      console.error(`${problems.length} problem(s); ${snap.objects.length} valid object(s)`);
+      if (problems.length) process.exitCode = 1;
     });
 }

@@ -1,6 +1,7 @@
-// `weft control`: weft's istiod. Configuration (a watched directory of Kubernetes YAML) becomes
-// the mesh model, served to agents over Delta ADS; it is also the mesh CA. Ports as istiod:
-// 15010 plaintext xDS (local debugging), 15012 TLS xDS + CA (agents authenticate), 15014 metrics.
+// `weft control`: weft's istiod. Configuration (a watched directory of Kubernetes YAML, or the
+// Kubernetes API) becomes the mesh model, served to agents over Delta ADS; it is also the mesh CA.
+// Ports as istiod: 15010 plaintext xDS (local debugging), 15012 TLS xDS + CA (agents
+// authenticate), 15014 metrics.
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { dirname, join } from 'node:path';
@@ -12,14 +13,17 @@ import { encodeAuthorization, encodeService, encodeWorkload, TYPE_ADDRESS, TYPE_
 import { policyKey } from '../api/mesh.ts';
 import { adsService } from '../api/protos.ts';
 import { CACERTS_FILES, CertificateAuthority, StaticTokenAuthenticator, caServerCredentials, registerCAService } from './ca/index.ts';
-import { DirSource, type ConfigSnapshot } from './config/dir-source.ts';
-import { buildMeshModel, type MeshModel } from './model/mesh-model.ts';
+import type { ConfigSnapshot } from './config/config-store.ts';
+import { openConfigSource, type SourceOptions } from './config/source.ts';
+import type { MeshModel } from './model/mesh-model.ts';
 import { DEFAULT_MESH, type MeshOptions } from './model/workloads.ts';
 import { DeltaAdsServer } from './xds/delta-ads.ts';
+import { publishEnvoyResources } from './xds/envoy/build.ts';
+import { analyze } from './analyze.ts';
+import { SotwAdsServer } from './xds/envoy/sotw-ads.ts';
 import { ResourceStore } from './xds/resources.ts';
 
-export interface ControlOptions {
-  configDir: string;
+export interface ControlOptions extends SourceOptions {
   caDir?: string;
   trustDomain: string;
   nodeTokens: string;
@@ -54,28 +58,37 @@ export async function runControl(o: ControlOptions): Promise<void> {
 
   const store = new ResourceStore();
   let model: MeshModel | undefined;
+  let reported = new Set<string>();
   const rebuild = (snap: ConfigSnapshot) => {
-    model = buildMeshModel(snap.objects, mesh);
-    for (const p of model.problems) log.warn({ kind: p.kind, namespace: p.namespace, name: p.name, field: p.field, reason: p.reason }, 'policy problem');
-    problemsGauge.set(snap.problems.length + model.problems.length);
+    const a = analyze(snap, mesh);
+    model = a.model;
+    // Log each problem when it appears, not on every push (pods change constantly).
+    for (const p of a.problems) if (!reported.has(p)) log.warn({ problem: p }, 'invalid configuration skipped');
+    reported = new Set(a.problems);
+    problemsGauge.set(a.problems.length);
     store.replace(TYPE_ADDRESS, new Map([...model.workloads.map((w) => [w.uid, encodeWorkload(w)] as const), ...model.services.map((s) => [`${s.namespace}/${s.hostname}`, encodeService(s)] as const)]));
     store.replace(TYPE_AUTHORIZATION, new Map(model.policies.map((p) => [policyKey(p), encodeAuthorization(p)])));
+    // Envoy v3 resources for proxyless gRPC (and waypoints), in the warming order CDS, EDS, LDS, RDS.
+    publishEnvoyResources(store, a.envoy);
     pushes.inc();
   };
-  const source = new DirSource(o.configDir, log);
+  const source = openConfigSource(o, log, registry);
   source.on('update', rebuild);
-  source.start();
+  await source.start();
 
   const ads = new DeltaAdsServer(store, log, {
     onNack: (t) => nacks.inc({ type_url: t }),
-    onConnect: (_n, count) => clients.set(count),
+    onConnect: () => clients.set(ads.connected + sotw.connected),
+  });
+  const sotw: SotwAdsServer = new SotwAdsServer(store, log, {
+    onNack: (t) => nacks.inc({ type_url: t }),
+    onConnect: () => clients.set(ads.connected + sotw.connected),
   });
   const authenticator = new StaticTokenAuthenticator(o.nodeTokens);
-  const unimplemented = (call: grpc.ServerDuplexStream<unknown, unknown>) => call.destroy(Object.assign(new Error('SotW ADS is not served yet'), { code: grpc.status.UNIMPLEMENTED }));
 
   // 15010: plaintext, unauthenticated, for local debugging (as istiod).
   const plain = new grpc.Server();
-  plain.addService(adsService().service, { DeltaAggregatedResources: ads.handler(), StreamAggregatedResources: unimplemented });
+  plain.addService(adsService().service, { DeltaAggregatedResources: ads.handler(), StreamAggregatedResources: sotw.handler() });
   await bind(plain, o.plainAddress, grpc.ServerCredentials.createInsecure());
 
   // 15012: TLS with a server certificate from the mesh CA; agents present their node token.
@@ -92,7 +105,7 @@ export async function runControl(o: ControlOptions): Promise<void> {
     }
     return node;
   };
-  tls.addService(adsService().service, { DeltaAggregatedResources: ads.handler(authorize), StreamAggregatedResources: unimplemented });
+  tls.addService(adsService().service, { DeltaAggregatedResources: ads.handler(authorize), StreamAggregatedResources: sotw.handler(authorize) });
   registerCAService(tls, {
     ca,
     authenticator,
@@ -105,12 +118,12 @@ export async function runControl(o: ControlOptions): Promise<void> {
   const [mHost, mPort] = o.metricsAddress.split(/:(?=\d+$)/);
   const metrics = createServer((req, res) => {
     if (req.url === '/metrics') void registry.metrics().then((t) => res.writeHead(200, { 'content-type': registry.contentType }).end(t));
-    else if (req.url === '/debug/config_dump') res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ clients: ads.clients(), problems: source.snapshot.problems, model: model && { ...model, canIssue: undefined } }, null, 2));
+    else if (req.url === '/debug/config_dump') res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ clients: ads.clients(), sotwClients: sotw.clients(), problems: [...reported], model: model && { ...model, canIssue: undefined } }, null, 2));
     else if (req.url === '/ready') res.writeHead(model ? 200 : 503).end();
     else res.writeHead(404).end();
   });
   await new Promise<void>((r) => metrics.listen(Number(mPort), mHost, r));
-  log.info({ configDir: o.configDir, plain: o.plainAddress, tls: o.tlsAddress, ca: plugged ? 'plugged' : 'self-signed', trustDomain: o.trustDomain }, 'control plane ready');
+  log.info({ configDir: o.configDir, kubeconfig: o.kubeconfig, inCluster: o.inCluster, plain: o.plainAddress, tls: o.tlsAddress, ca: plugged ? 'plugged' : 'self-signed', trustDomain: o.trustDomain }, 'control plane ready');
 
   const stop = () => {
     source.close();

@@ -41,15 +41,22 @@ export function expandPaths(paths: string[]): string[] {
 }
 
 /**
- * `runnable`: pods must be runnable by the lab (a command or a built-in image). The control plane
- * reads pods that run elsewhere and turns that off.
+ * `runnable`: the lab will run these objects, so its own limits apply (a command or a built-in
+ * image, TCP ClusterIP services, the env and probe forms it implements). The control plane reads
+ * objects that run elsewhere (a cluster's API server admitted them) and turns that off.
  */
 export interface LoadOptions {
   defaultNamespace?: string;
   runnable?: boolean;
 }
 
-export function loadManifests(paths: string[], opts: LoadOptions = {}): LoadResult {
+/**
+ * Parsed files by path, reused while a file's size and mtime are unchanged: a watcher that
+ * reloads a large directory on every change then parses only what changed.
+ */
+export type ParseCache = Map<string, { mtimeMs: number; size: number; result: LoadResult }>;
+
+export function loadManifests(paths: string[], opts: LoadOptions = {}, cache?: ParseCache): LoadResult {
   const res: LoadResult = { objects: [], problems: [] };
   let files: string[];
   try {
@@ -58,11 +65,21 @@ export function loadManifests(paths: string[], opts: LoadOptions = {}): LoadResu
     res.problems.push({ file: (e as { path?: string }).path ?? paths.join(','), object: '-', field: '', reason: (e as Error).message });
     return res;
   }
+  const seen = new Set<string>();
   for (const file of files) {
-    const r = parseManifestText(readFileSync(file, 'utf8'), file, opts);
+    let r: LoadResult;
+    const st = cache ? statSync(file, { throwIfNoEntry: false }) : undefined;
+    const hit = st && cache?.get(file);
+    if (st && hit && hit.mtimeMs === st.mtimeMs && hit.size === st.size) r = hit.result;
+    else {
+      r = parseManifestText(readFileSync(file, 'utf8'), file, opts);
+      if (st) cache?.set(file, { mtimeMs: st.mtimeMs, size: st.size, result: r });
+    }
+    seen.add(file);
     res.objects.push(...r.objects);
     res.problems.push(...r.problems);
   }
+  if (cache) for (const f of cache.keys()) if (!seen.has(f)) cache.delete(f);
   return res;
 }
 
@@ -171,7 +188,7 @@ export function validateObject(raw: unknown, opts: LoadOptions = {}): Validated 
         validateDeployment(raw.spec, runnable);
         break;
       case 'Service':
-        validateService(raw.spec);
+        validateService(raw.spec, runnable);
         if (!DNS1123_LABEL.test(meta.name) || meta.name.length > 63) fail('metadata.name', `"${meta.name}" is not a valid service name (a DNS label)`);
         break;
       case 'ServiceAccount':
@@ -219,7 +236,7 @@ function validateContainer(c: unknown, at: string, names: Set<string>, runnable:
     c.env.forEach((e: unknown, i: number) => {
       if (!isRecord(e) || typeof e.name !== 'string' || !e.name) fail(`${at}.env[${i}].name`, 'required');
       if (e.value !== undefined && typeof e.value !== 'string') fail(`${at}.env[${i}].value`, `must be a string (quote numbers), got ${JSON.stringify(e.value)}`);
-      if (e.valueFrom !== undefined) {
+      if (runnable && e.valueFrom !== undefined) {
         const fp = isRecord(e.valueFrom) && isRecord(e.valueFrom.fieldRef) ? e.valueFrom.fieldRef.fieldPath : undefined;
         if (typeof fp !== 'string' || !FIELD_PATHS.has(fp)) fail(`${at}.env[${i}].valueFrom.fieldRef.fieldPath`, `supported: ${[...FIELD_PATHS].join(', ')}`);
       }
@@ -233,7 +250,7 @@ function validateContainer(c: unknown, at: string, names: Set<string>, runnable:
       if (p.name !== undefined) intOrName(p.name, `${at}.ports[${i}].name`);
     });
   }
-  if (c.readinessProbe !== undefined) {
+  if (runnable && c.readinessProbe !== undefined) {
     const p = c.readinessProbe;
     const pat = `${at}.readinessProbe`;
     if (!isRecord(p)) fail(pat, 'must be an object');
@@ -259,10 +276,10 @@ function validateDeployment(spec: unknown, runnable: boolean): void {
   validatePodSpec(spec.template.spec, 'spec.template.spec', runnable);
 }
 
-function validateService(spec: unknown): void {
+function validateService(spec: unknown, runnable: boolean): void {
   if (!isRecord(spec)) fail('spec', 'required');
   stringMap(spec.selector, 'spec.selector');
-  if (spec.type !== undefined && spec.type !== 'ClusterIP') fail('spec.type', `only ClusterIP is supported in the lab, got ${JSON.stringify(spec.type)}`);
+  if (runnable && spec.type !== undefined && spec.type !== 'ClusterIP') fail('spec.type', `only ClusterIP is supported in the lab, got ${JSON.stringify(spec.type)}`);
   if (spec.clusterIP !== undefined && spec.clusterIP !== 'None' && typeof spec.clusterIP !== 'string') fail('spec.clusterIP', 'must be a string');
   if (!Array.isArray(spec.ports) || spec.ports.length === 0) fail('spec.ports', 'at least one port is required');
   const names = new Set<string>();
@@ -271,7 +288,7 @@ function validateService(spec: unknown): void {
     if (!isRecord(p)) fail(at, 'must be an object');
     port(p.port, `${at}.port`);
     if (p.targetPort !== undefined) intOrName(p.targetPort, `${at}.targetPort`);
-    if (p.protocol !== undefined && p.protocol !== 'TCP') fail(`${at}.protocol`, `only TCP is supported, got ${JSON.stringify(p.protocol)}`);
+    if (runnable && p.protocol !== undefined && p.protocol !== 'TCP') fail(`${at}.protocol`, `only TCP is supported, got ${JSON.stringify(p.protocol)}`);
     if ((spec.ports as unknown[]).length > 1 && typeof p.name !== 'string') fail(`${at}.name`, 'required when a service has more than one port');
     if (typeof p.name === 'string') {
       if (names.has(p.name)) fail(`${at}.name`, `duplicate port name "${p.name}"`);

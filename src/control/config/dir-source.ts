@@ -1,35 +1,33 @@
-// Configuration from a directory of Kubernetes YAML, watched for changes. Each reload re-reads
-// every file; an object whose new version is invalid (or whose file no longer parses) keeps its
+// Configuration from a directory of Kubernetes YAML, watched for changes. Each reload re-parses
+// the files that changed (size or mtime); an object whose new version is invalid (or whose file no longer parses) keeps its
 // last good version in force, so a bad edit never takes anything away.
 import { EventEmitter } from 'node:events';
 import { existsSync, readdirSync, watch, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { formatProblem, loadManifests, type ManifestProblem } from '../../lab/manifest.ts';
-import { isNamespaced, keyOf, type KObject } from '../../lab/objects.ts';
+import { loadManifests, type ParseCache } from '../../lab/manifest.ts';
+import type { KObject } from '../../lab/objects.ts';
+import { DEFAULT_DEBOUNCE, Debouncer, LastGoodStore, labelOf, type ConfigSnapshot, type DebounceOptions } from './config-store.ts';
 
-export interface ConfigSnapshot {
-  objects: KObject[];
-  problems: ManifestProblem[];
-}
+export type { ConfigSnapshot } from './config-store.ts';
 
-/** "Kind ns/name" as problems name objects, to match a problem to the last good version. */
-const labelOf = (o: KObject) => (isNamespaced(o.kind) ? `${o.kind} ${o.metadata.namespace}/${o.metadata.name}` : `${o.kind} ${o.metadata.name}`);
+const sourceOf = (o: KObject) => (o as { __source?: string }).__source ?? '';
 
 export class DirSource extends EventEmitter {
   private watchers = new Map<string, FSWatcher>();
-  private timer?: NodeJS.Timeout;
-  private firstChangeAt = 0;
-  private lastGood = new Map<string, { object: KObject; file: string }>();
+  private readonly debouncer: Debouncer;
+  private readonly store = new LastGoodStore();
+  private readonly parsed: ParseCache = new Map();
   snapshot: ConfigSnapshot = { objects: [], problems: [] };
 
   constructor(
     readonly dir: string,
     private readonly log: Logger,
     /** Push after this much quiet, and at most this late under constant churn (Istio: 100 ms, 10 s). */
-    private readonly debounce = { quietMs: 100, maxDelayMs: 10_000 },
+    debounce: DebounceOptions = DEFAULT_DEBOUNCE,
   ) {
     super();
+    this.debouncer = new Debouncer(() => this.reload(), debounce);
   }
 
   start(): ConfigSnapshot {
@@ -53,38 +51,21 @@ export class DirSource extends EventEmitter {
         w.close();
         this.watchers.delete(d);
       }
-    for (const d of dirs) if (!this.watchers.has(d)) this.watchers.set(d, watch(d, () => this.changed()));
-  }
-
-  private changed(): void {
-    const now = Date.now();
-    if (!this.timer) this.firstChangeAt = now;
-    clearTimeout(this.timer);
-    const wait = Math.max(0, Math.min(this.debounce.quietMs, this.firstChangeAt + this.debounce.maxDelayMs - now));
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.reload();
-    }, wait);
+    for (const d of dirs) if (!this.watchers.has(d)) this.watchers.set(d, watch(d, () => this.debouncer.trigger()));
   }
 
   reload(): void {
     this.watchTree();
-    const { objects, problems } = loadManifests([this.dir], { runnable: false });
-    const next = new Map<string, { object: KObject; file: string }>();
-    for (const o of objects) next.set(keyOf(o), { object: o, file: (o as { __source?: string }).__source ?? '' });
-    // Keep the last good version of objects that are now invalid or in a file that broke.
+    const { objects, problems } = loadManifests([this.dir], { runnable: false }, this.parsed);
+    // An object missing now stays if its new version is invalid or its file no longer parses.
     const brokenFiles = new Set(problems.filter((p) => p.object.startsWith('document')).map((p) => p.file.replace(/:\d+$/, '')));
     const invalid = new Set(problems.map((p) => p.object));
-    for (const [key, prev] of this.lastGood)
-      if (!next.has(key) && (invalid.has(labelOf(prev.object)) || brokenFiles.has(prev.file))) next.set(key, prev);
-    this.lastGood = next;
-    for (const p of problems) this.log.warn({ problem: formatProblem(p) }, 'invalid configuration skipped');
-    this.snapshot = { objects: [...next.values()].map((v) => v.object), problems };
+    this.snapshot = this.store.update(objects, problems, (prev) => invalid.has(labelOf(prev)) || brokenFiles.has(sourceOf(prev)));
     this.emit('update', this.snapshot);
   }
 
   close(): void {
-    clearTimeout(this.timer);
+    this.debouncer.cancel();
     for (const w of this.watchers.values()) w.close();
   }
 }
