@@ -1,0 +1,131 @@
+// Control-plane scale: 10,000 workloads, 1,000 services and 500 policies in a config directory;
+// the control plane's memory, a new agent's first full sync, and how long one pod change takes
+// to reach 100 connected agents (Delta ADS clients, the agents' own xDS client code).
+//   node --import tsx bench/control-scale.ts   (BENCH_SCALE_NS=100 namespaces of 100 pods)
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { stringify } from 'yaml';
+import { DeltaXdsClient } from '../src/agent/xds/delta-client.ts';
+
+const NS = Number(process.env.BENCH_SCALE_NS ?? 100);
+const PODS = 100;
+const SVCS = 10;
+const POLICIES = 5;
+const AGENTS = Number(process.env.BENCH_SCALE_AGENTS ?? 100);
+const log = pino({ level: 'silent' });
+const dir = mkdtempSync(join(tmpdir(), 'weft-scale-'));
+const cfg = join(dir, 'config');
+const say = (s: string) => console.log(`[scale] ${s}`);
+
+function nsObjects(n: number, readyFlip = -1): unknown[] {
+  const ns = `team-${n}`;
+  const out: unknown[] = [{ apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns, labels: { 'istio.io/dataplane-mode': 'ambient' } } }];
+  for (let s = 0; s < SVCS; s++)
+    out.push({ apiVersion: 'v1', kind: 'Service', metadata: { name: `svc-${s}`, namespace: ns }, spec: { clusterIP: `10.96.${n}.${s + 1}`, selector: { app: `svc-${s}` }, ports: [{ name: 'http', port: 80, targetPort: 8080 }] } });
+  for (let p = 0; p < PODS; p++) {
+    const ready = p === readyFlip ? 'False' : 'True';
+    out.push({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: `pod-${p}`, namespace: ns, labels: { app: `svc-${p % SVCS}` }, annotations: { 'ambient.istio.io/redirection': 'enabled' } },
+      spec: { nodeName: `node-${p % 50}`, containers: [{ name: 'app', image: 'app', ports: [{ containerPort: 8080 }] }] },
+      status: { phase: 'Running', podIP: `10.${100 + Math.floor(n / 2)}.${(n % 2) * 128 + Math.floor(p / 2)}.${(p % 2) + 2}`, conditions: [{ type: 'Ready', status: ready }] },
+    });
+  }
+  for (let a = 0; a < POLICIES; a++)
+    out.push({
+      apiVersion: 'security.istio.io/v1',
+      kind: 'AuthorizationPolicy',
+      metadata: { name: `allow-${a}`, namespace: ns },
+      spec: { selector: { matchLabels: { app: `svc-${a}` } }, action: 'ALLOW', rules: [{ from: [{ source: { namespaces: [ns, `team-${(n + 1) % NS}`] } }], to: [{ operation: { ports: ['8080'] } }] }] },
+    });
+  return out;
+}
+
+const writeNs = (n: number, readyFlip = -1) => writeFileSync(join(cfg, `team-${n}.yaml`), nsObjects(n, readyFlip).map((o) => stringify(o)).join('---\n'));
+mkdirSync(cfg);
+for (let n = 0; n < NS; n++) writeNs(n);
+writeFileSync(join(dir, 'tokens.json'), '{}');
+say(`${NS * PODS} pods, ${NS * SVCS} services, ${NS * POLICIES} policies in ${cfg}`);
+
+const port = 31000 + Math.floor(Math.random() * 20000);
+const t0 = Date.now();
+const cp = spawn(process.execPath, [join(import.meta.dirname, '..', 'bin/weft.js'), 'control', '--config-dir', cfg, '--node-tokens', join(dir, 'tokens.json'), '--plain-address', `127.0.0.1:${port}`, '--tls-address', `127.0.0.1:${port + 1}`, '--metrics-address', `127.0.0.1:${port + 2}`], { stdio: ['ignore', 'pipe', 'inherit'] });
+let out = '';
+cp.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+const rss = () => Math.round(Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${cp.pid}/status`, 'utf8'))![1]) / 1024);
+try {
+  while (!out.includes('control plane ready')) {
+    if (Date.now() - t0 > 120_000) throw new Error('control plane did not start');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  say(`control plane ready in ${Date.now() - t0} ms, RSS ${rss()} MB`);
+  const client = (i: number) => new DeltaXdsClient({ address: `127.0.0.1:${port}`, nodeId: `node-${i}`, log });
+  const first = client(0);
+  const s0 = process.hrtime.bigint();
+  first.start();
+  await first.whenSynced();
+  const firstSyncMs = Number(process.hrtime.bigint() - s0) / 1e6;
+  say(`first full sync of a new agent: ${firstSyncMs.toFixed(0)} ms (${first.state.workloads.size} workloads, ${first.state.services.size} services, ${first.state.policies.size} policies)`);
+  const agents = [first, ...Array.from({ length: AGENTS - 1 }, (_, i) => client(i + 1))];
+  const a0 = Date.now();
+  for (const a of agents.slice(1)) a.start();
+  await Promise.all(agents.map((a) => a.whenSynced()));
+  say(`${AGENTS} agents synced in ${Date.now() - a0} ms; control plane RSS ${rss()} MB`);
+  const uid = 'Kubernetes//Pod/team-7/pod-3';
+  const samples: number[] = [];
+  for (let round = 0; round < 5; round++) {
+    const want = round % 2 === 0 ? 'UNHEALTHY' : 'HEALTHY';
+    const start = process.hrtime.bigint();
+    writeNs(7, want === 'UNHEALTHY' ? 3 : -1);
+    const seen = agents.map(() => 0);
+    await new Promise<void>((resolve, reject) => {
+      const deadline = setTimeout(() => reject(new Error('change did not reach every agent in 30 s')), 30_000);
+      const check = () => {
+        agents.forEach((a, i) => {
+          if (!seen[i] && a.state.workloads.get(uid)?.status === want) seen[i] = Number(process.hrtime.bigint() - start) / 1e6;
+        });
+        if (seen.every(Boolean)) {
+          clearTimeout(deadline);
+          resolve();
+        } else setTimeout(check, 1);
+      };
+      check();
+    });
+    samples.push(Math.max(...seen));
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  const sorted = [...samples].sort((a, b) => a - b);
+  const result = {
+    workloads: NS * PODS,
+    services: NS * SVCS,
+    policies: NS * POLICIES,
+    agents: AGENTS,
+    control_rss_mb: rss(),
+    first_sync_ms: Math.round(firstSyncMs),
+    change_to_all_agents_ms: { median: Math.round(sorted[2]!), max: Math.round(sorted[4]!), debounce_ms: 100 },
+  };
+  say(JSON.stringify(result));
+  mkdirSync(join(import.meta.dirname, 'results'), { recursive: true });
+  writeFileSync(join(import.meta.dirname, 'results', 'control-scale.json'), JSON.stringify(result, null, 2) + '\n');
+  const md = [
+    `Run: ${new Date().toISOString().slice(0, 16)}Z, \`node --import tsx bench/control-scale.ts\` (part of \`make bench\`).`,
+    '',
+    '| workloads | services | policies | agents | control-plane RSS | first full sync (new agent) | one pod change → all agents (median / max, incl. 100 ms debounce) |',
+    '|---|---|---|---|---|---|---|',
+    `| ${result.workloads} | ${result.services} | ${result.policies} | ${result.agents} | ${result.control_rss_mb} MB | ${result.first_sync_ms} ms | ${result.change_to_all_agents_ms.median} / ${result.change_to_all_agents_ms.max} ms |`,
+    '',
+    `Targets: RSS ≤ 300 MB — ${result.control_rss_mb <= 300 ? 'met' : '**missed**'}; a change reaches all agents ≤ 150 ms after the debounce — ${result.change_to_all_agents_ms.max - 100 <= 150 ? 'met' : `**missed** (${result.change_to_all_agents_ms.max - 100} ms after it, worst of 5)`}.`,
+  ].join('\n');
+  const bm = join(import.meta.dirname, '..', 'BENCHMARKS.md');
+  const text = readFileSync(bm, 'utf8');
+  const b = '<!-- scale:begin -->';
+  const e = '<!-- scale:end -->';
+  writeFileSync(bm, text.slice(0, text.indexOf(b) + b.length) + '\n' + md + '\n' + text.slice(text.indexOf(e)));
+  for (const a of agents) a.close();
+} finally {
+  cp.kill('SIGTERM');
+}
