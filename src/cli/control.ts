@@ -16,17 +16,34 @@ export function registerControlCommand(program: Command): void {
     .option('--in-cluster', "read configuration from the Kubernetes API as the pod's service account")
     .option('--ca-dir <dir>', "CA material: Istio cacerts files (plugged-in CA) or where the self-signed root is kept")
     .option('--trust-domain <td>', 'SPIFFE trust domain', 'cluster.local')
-    .requiredOption('--node-tokens <file>', 'JSON {token: node} of node credentials')
+    .option('--node-tokens <file>', 'JSON {token: node} of node credentials (the lab); default on Kubernetes: TokenReview')
+    .option('--agent-service-account <ns/name>', 'ServiceAccount node agents run as (TokenReview; repeatable)', list, [])
+    .option('--token-audience <aud>', 'audience of the agents\' tokens (TokenReview)', 'istio-ca')
     .option('--plain-address <addr>', 'plaintext xDS', '0.0.0.0:15010')
     .option('--tls-address <addr>', 'TLS xDS and CA', '0.0.0.0:15012')
     .option('--metrics-address <addr>', 'metrics and debug', '0.0.0.0:15014')
     .option('--server-name <dns>', 'DNS SAN of the control plane certificate (repeatable)', list, [])
     .option('--server-ip <ip>', 'IP SAN of the control plane certificate (repeatable)', list, [])
     .option('--root-cert-out <file>', 'write the mesh root certificate here')
-    .action(async (o: Omit<Parameters<typeof runControl>[0], 'serverNames' | 'serverIps'> & { serverName: string[]; serverIp: string[] }) => {
-      const { serverName, serverIp, ...rest } = o;
-      await runControl({ ...rest, serverNames: serverName.length ? serverName : ['weft-control.istio-system.svc'], serverIps: serverIp });
-    });
+    .action(
+      async (
+        o: Omit<Parameters<typeof runControl>[0], 'serverNames' | 'serverIps' | 'agentServiceAccounts' | 'tokenAudiences'> & {
+          serverName: string[];
+          serverIp: string[];
+          agentServiceAccount: string[];
+          tokenAudience: string;
+        },
+      ) => {
+        const { serverName, serverIp, agentServiceAccount, tokenAudience, ...rest } = o;
+        await runControl({
+          ...rest,
+          serverNames: serverName.length ? serverName : ['weft-control.istio-system.svc'],
+          serverIps: serverIp,
+          agentServiceAccounts: agentServiceAccount.length ? agentServiceAccount : ['istio-system/weft-agent'],
+          tokenAudiences: [tokenAudience],
+        });
+      },
+    );
 }
 
 /** `weft analyze`: what the control plane would report for a configuration, without running it. */

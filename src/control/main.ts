@@ -12,7 +12,9 @@ import { registerHealthMetrics } from '../util/metrics.ts';
 import { encodeAuthorization, encodeService, encodeWorkload, TYPE_ADDRESS, TYPE_AUTHORIZATION } from '../api/codec.ts';
 import { policyKey } from '../api/mesh.ts';
 import { adsService } from '../api/protos.ts';
-import { CACERTS_FILES, CertificateAuthority, StaticTokenAuthenticator, caServerCredentials, registerCAService } from './ca/index.ts';
+import { CACERTS_FILES, CertificateAuthority, StaticTokenAuthenticator, caServerCredentials, registerCAService, type NodeAuthenticator } from './ca/index.ts';
+import { TokenReviewAuthenticator } from './ca/token-review.ts';
+import { loadKubeConfig } from './config/kube-api.ts';
 import type { ConfigSnapshot } from './config/config-store.ts';
 import { openConfigSource, type SourceOptions } from './config/source.ts';
 import type { MeshModel } from './model/mesh-model.ts';
@@ -26,13 +28,23 @@ import { ResourceStore } from './xds/resources.ts';
 export interface ControlOptions extends SourceOptions {
   caDir?: string;
   trustDomain: string;
-  nodeTokens: string;
+  /** Static node credentials (the lab); without them, TokenReview against the Kubernetes API. */
+  nodeTokens?: string;
+  agentServiceAccounts: string[];
+  tokenAudiences: string[];
   plainAddress: string;
   tlsAddress: string;
   metricsAddress: string;
   serverNames: string[];
   serverIps: string[];
   rootCertOut?: string;
+}
+
+/** Lab: a token file. Kubernetes: the agents' bound ServiceAccount tokens, checked by TokenReview. */
+function nodeAuthenticator(o: ControlOptions): NodeAuthenticator {
+  if (o.nodeTokens) return new StaticTokenAuthenticator(o.nodeTokens);
+  if (o.configDir !== undefined) throw new Error('--config-dir needs --node-tokens (TokenReview needs the Kubernetes API)');
+  return new TokenReviewAuthenticator(loadKubeConfig(o), { agentServiceAccounts: o.agentServiceAccounts, audiences: o.tokenAudiences });
 }
 
 const bind = (server: grpc.Server, address: string, creds: grpc.ServerCredentials) =>
@@ -84,7 +96,7 @@ export async function runControl(o: ControlOptions): Promise<void> {
     onNack: (t) => nacks.inc({ type_url: t }),
     onConnect: () => clients.set(ads.connected + sotw.connected),
   });
-  const authenticator = new StaticTokenAuthenticator(o.nodeTokens);
+  const authenticator = nodeAuthenticator(o);
 
   // 15010: plaintext, unauthenticated, for local debugging (as istiod).
   const plain = new grpc.Server();

@@ -57,31 +57,39 @@ export function loadKubeConfig(o: { kubeconfig?: string; inCluster?: boolean }):
 export type HttpError = Error & { statusCode?: number };
 
 /** GET a path as JSON with the kubeconfig's credentials; a non-200 answer rejects with its statusCode. */
-export async function getJson(kc: KubeConfig, path: string, signal?: AbortSignal, timeoutMs = 60_000): Promise<unknown> {
+export function getJson(kc: KubeConfig, path: string, signal?: AbortSignal, timeoutMs = 60_000): Promise<unknown> {
+  return requestJson(kc, 'GET', path, undefined, signal, timeoutMs);
+}
+
+/** A JSON request with the kubeconfig's credentials; a 2xx answer resolves with its body. */
+export async function requestJson(kc: KubeConfig, method: 'GET' | 'POST', path: string, body?: unknown, signal?: AbortSignal, timeoutMs = 60_000): Promise<unknown> {
   const server = kc.getCurrentCluster()?.server;
   if (!server) throw new Error('kubeconfig has no current cluster');
   const opts: https.RequestOptions = {};
   await kc.applyToHTTPSOptions(opts); // agent (TLS material), Authorization header
   const url = new URL(server.replace(/\/+$/, '') + path);
   const request = url.protocol === 'https:' ? https.request : http.request;
+  const data = body === undefined ? undefined : JSON.stringify(body);
   return new Promise((resolve, reject) => {
-    const req = request(url, { ...opts, method: 'GET', signal, timeout: timeoutMs, headers: { ...opts.headers, accept: 'application/json' } }, (res) => {
+    const headers = { ...opts.headers, accept: 'application/json', ...(data ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } : {}) };
+    const req = request(url, { ...opts, method, signal, timeout: timeoutMs, headers }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('error', reject);
       res.on('end', () => {
-        let body: unknown;
+        let parsed: unknown;
         try {
-          body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+          parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'));
         } catch {}
-        if (res.statusCode === 200 && body !== undefined) return resolve(body);
-        const message = (body as { message?: string } | undefined)?.message ?? res.statusMessage;
-        reject(Object.assign(new Error(`GET ${path}: ${res.statusCode} ${message}`), { statusCode: res.statusCode }) as HttpError);
+        const code = res.statusCode ?? 0;
+        if (code >= 200 && code < 300 && parsed !== undefined) return resolve(parsed);
+        const message = (parsed as { message?: string } | undefined)?.message ?? res.statusMessage;
+        reject(Object.assign(new Error(`${method} ${path}: ${code} ${message}`), { statusCode: code }) as HttpError);
       });
     });
-    req.on('timeout', () => req.destroy(new Error(`GET ${path}: no answer in ${timeoutMs} ms`)));
+    req.on('timeout', () => req.destroy(new Error(`${method} ${path}: no answer in ${timeoutMs} ms`)));
     req.on('error', reject);
-    req.end();
+    req.end(data);
   });
 }
 
