@@ -7,6 +7,7 @@ import type * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { anyMessage } from '../../api/protos.ts';
 import type { ResourceStore } from './resources.ts';
+import { StreamSet, type Authorize } from './streams.ts';
 
 interface DeltaRequest {
   node?: { id?: string; cluster?: string; metadata?: unknown };
@@ -33,13 +34,17 @@ export interface DeltaAdsEvents {
 }
 
 export class DeltaAdsServer {
-  private readonly streams = new Set<Stream>();
+  private readonly set: StreamSet<Stream, DeltaRequest>;
+  private get streams() {
+    return this.set.streams;
+  }
 
   constructor(
     private readonly store: ResourceStore,
     private readonly log: Logger,
     private readonly events: DeltaAdsEvents = {},
   ) {
+    this.set = new StreamSet(events.onConnect);
     store.on('change', (typeUrl: string) => {
       for (const s of this.streams) s.push(typeUrl);
     });
@@ -55,37 +60,14 @@ export class DeltaAdsServer {
   }
 
   /** The grpc handler for DeltaAggregatedResources. `authorize` may reject a stream before use. */
-  handler(authorize?: (call: grpc.ServerDuplexStream<DeltaRequest, unknown>) => Promise<string | undefined>) {
-    return (call: grpc.ServerDuplexStream<DeltaRequest, unknown>) => {
-      const stream = new Stream(call, this.store, this.log, this.events);
-      const ready = authorize ? authorize(call) : Promise.resolve('');
-      ready.then(
-        (who) => {
-          if (who === undefined) return; // authorize already ended the call
-          stream.authenticated = who;
-          this.streams.add(stream);
-          this.events.onConnect?.(stream.node, this.streams.size);
-          call.on('data', (req: DeltaRequest) => stream.onRequest(req));
-        },
-        () => call.end(),
-      );
-      const done = () => {
-        if (this.streams.delete(stream)) this.events.onConnect?.(stream.node, this.streams.size);
-      };
-      call.on('end', () => {
-        done();
-        call.end();
-      });
-      call.on('error', done);
-      call.on('cancelled', done);
-    };
+  handler(authorize?: Authorize) {
+    return this.set.handler((call) => new Stream(call, this.store, this.log, this.events), authorize);
   }
 }
 
 class Stream {
   readonly types = new Map<string, TypeState>();
   node = 'unknown';
-  authenticated = '';
 
   constructor(
     private readonly call: grpc.ServerDuplexStream<DeltaRequest, unknown>,

@@ -14,6 +14,7 @@ import type { Logger } from 'pino';
 import { anyMessage } from '../../../api/protos.ts';
 import type { DeltaAdsEvents } from '../delta-ads.ts';
 import type { Resource, ResourceStore } from '../resources.ts';
+import { StreamSet, type Authorize } from '../streams.ts';
 import { TYPE_ENDPOINT, TYPE_ROUTE } from './messages.ts';
 
 interface SotwRequest {
@@ -46,7 +47,10 @@ interface TypeState {
 export type SotwAdsEvents = DeltaAdsEvents;
 
 export class SotwAdsServer {
-  private readonly streams = new Set<SotwStream>();
+  private readonly set: StreamSet<SotwStream, SotwRequest>;
+  private get streams() {
+    return this.set.streams;
+  }
   /** NACKs received since start, for tests and config dumps. */
   nacks = 0;
 
@@ -55,6 +59,7 @@ export class SotwAdsServer {
     private readonly log: Logger,
     private readonly events: SotwAdsEvents = {},
   ) {
+    this.set = new StreamSet(events.onConnect);
     store.on('change', (typeUrl: string) => {
       for (const s of this.streams) s.push(typeUrl, false);
     });
@@ -84,35 +89,15 @@ export class SotwAdsServer {
   }
 
   /** The grpc handler for StreamAggregatedResources. `authorize` may reject a stream before use. */
-  handler(authorize?: (call: grpc.ServerDuplexStream<SotwRequest, unknown>) => Promise<string | undefined>) {
-    return (call: grpc.ServerDuplexStream<SotwRequest, unknown>) => {
-      const stream = new SotwStream(call, this.store, this.log, {
-        ...this.events,
-        onNack: (t, n, r) => {
-          this.nacks++;
-          this.events.onNack?.(t, n, r);
-        },
-      });
-      const ready = authorize ? authorize(call) : Promise.resolve('');
-      ready.then(
-        (who) => {
-          if (who === undefined) return; // authorize already ended the call
-          this.streams.add(stream);
-          this.events.onConnect?.(stream.node, this.streams.size);
-          call.on('data', (req: SotwRequest) => stream.onRequest(req));
-        },
-        () => call.end(),
-      );
-      const done = () => {
-        if (this.streams.delete(stream)) this.events.onConnect?.(stream.node, this.streams.size);
-      };
-      call.on('end', () => {
-        done();
-        call.end();
-      });
-      call.on('error', done);
-      call.on('cancelled', done);
+  handler(authorize?: Authorize) {
+    const events: SotwAdsEvents = {
+      ...this.events,
+      onNack: (t, n, r) => {
+        this.nacks++;
+        this.events.onNack?.(t, n, r);
+      },
     };
+    return this.set.handler((call: grpc.ServerDuplexStream<SotwRequest, unknown>) => new SotwStream(call, this.store, this.log, events), authorize);
   }
 }
 
