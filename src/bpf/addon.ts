@@ -4,10 +4,10 @@
 // fs.closeSync.
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { repoRoot } from '../util/paths.ts';
 
-/** Repository root (src/bpf/../..): build outputs are found relative to it. */
-export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+/** Repository root: build outputs are found relative to it. */
+export { repoRoot };
 
 export interface LoadedProgram {
   fd: number;

@@ -1,7 +1,6 @@
 // Lab commands: up, down, apply, delete, get, exec, logs (and the hidden lab-daemon).
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import { labCall, LabNotRunning } from '../lab/client.ts';
 import { runLabDaemon } from '../lab/daemon.ts';
@@ -13,10 +12,11 @@ import type { ApplyOutcome } from '../lab/cluster.ts';
 import { containerEnv, launchArgv } from '../lab/pod-runtime.ts';
 import { labExists, teardownLab } from '../lab/teardown.ts';
 import { hasCommand } from '../util/exec.ts';
+import { weftBin } from '../util/paths.ts';
 import { sleep } from '../util/sleep.ts';
 import { age, table } from './table.ts';
 
-const BIN = fileURLToPath(new URL('../../bin/weft.js', import.meta.url));
+const BIN = weftBin;
 const nameOpt = () => new Option('--name <name>', 'lab name').default('weft');
 
 interface State {

@@ -7,8 +7,8 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { basename, dirname, join, relative, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { basename, dirname, join, relative } from 'node:path';
+import { repoRoot } from '../util/paths.ts';
 import { installInto, PLUGIN_TYPE, removeFromDir } from './conflist.ts';
 
 export interface CniInstallOptions {
@@ -28,8 +28,8 @@ export interface CniInstallOptions {
   cgroupRoot?: string;
 }
 
-/** The repository (or image) root: src/cni/../.. */
-export const appRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+/** The repository (or image) root: what the plugin's runtime is copied from. */
+export const appRoot = repoRoot;
 /** Packages the plugin loads at run time (with their dependencies). */
 const RUNTIME_PACKAGES = ['tsx', 'yaml'];
 const ENTRY = 'cni-entry.mjs';

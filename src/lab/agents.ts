@@ -1,14 +1,14 @@
 // The lab plays DaemonSet for the node agent: one `weft agent` per node, in the node's netns and
 // cgroup, restarted when it exits unless a test stopped it on purpose.
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { agentCall } from '../agent/inpod/client.ts';
 import { ensureBpffs } from '../bpf/mounts.ts';
+import { weftBin } from '../util/paths.ts';
 import { sleep } from '../util/sleep.ts';
 import type { LabLayout } from './layout.ts';
 import { SupervisedProcess } from './supervisor.ts';
 
-export const BIN = fileURLToPath(new URL('../../bin/weft.js', import.meta.url));
+export const BIN = weftBin;
 
 export type CaptureMode = 'ebpf' | 'iptables';
 

@@ -1,9 +1,9 @@
 // Loads proto/istio/ca/ca.proto: the IstioCertificateService definition for servers and clients.
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { fileURLToPath } from 'node:url';
+import { rootPath } from '../../util/paths.ts';
 
-const PROTO = fileURLToPath(new URL('../../../proto/istio/ca/ca.proto', import.meta.url));
+const PROTO = rootPath('proto', 'istio', 'ca', 'ca.proto');
 
 export interface StructValue {
   stringValue?: string;
