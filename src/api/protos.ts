@@ -3,24 +3,71 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
 import protobuf from 'protobufjs';
+import { rootPath } from '../util/paths.ts';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const deps = join(dirname(createRequire(import.meta.url).resolve('@grpc/grpc-js-xds/package.json')), 'deps');
-export const PROTO_DIRS = [join(root, 'proto'), join(deps, 'envoy-api'), join(deps, 'xds'), join(deps, 'googleapis'), join(deps, 'protoc-gen-validate')];
+export const PROTO_DIRS = [rootPath('proto'), join(deps, 'envoy-api'), join(deps, 'xds'), join(deps, 'googleapis'), join(deps, 'protoc-gen-validate')];
 
 export const TYPE_ADDRESS = 'type.googleapis.com/istio.workload.Address';
 export const TYPE_AUTHORIZATION = 'type.googleapis.com/istio.security.Authorization';
 
-const LOADER_OPTS: protoLoader.Options = { keepCase: false, longs: String, enums: String, defaults: true, oneofs: true, includeDirs: PROTO_DIRS };
+const ADS_SERVICE = 'envoy.service.discovery.v3.AggregatedDiscoveryService';
+/** How messages of the ADS service are turned into objects (what @grpc/proto-loader was given). */
+const ADS_OBJECTS: protobuf.IConversionOptions = { longs: String, enums: String, defaults: true, oneofs: true };
+/**
+ * Imports that only declare custom options (validation rules, versioning and status annotations)
+ * and the descriptor.proto they extend. protobufjs keeps such options unresolved, and nothing
+ * reads them, so they are not loaded.
+ */
+const OPTION_ONLY = /^(?:validate|udpa\/annotations|xds\/annotations|envoy\/annotations)\/|^google\/protobuf\/descriptor\.proto$/;
+
+/**
+ * ads.proto and the files it needs: discovery.proto, envoy/config/core/v3/base.proto (Node) with
+ * its imports, google/rpc/status.proto (about a dozen files, no descriptor set). Imports resolve
+ * against the proto directories; google/protobuf/* are protobufjs built-ins.
+ */
+function loadAdsRoot(): protobuf.Root {
+  const root = new protobuf.Root();
+  root.resolvePath = (_origin, target) => (OPTION_ONLY.test(target) ? null : PROTO_DIRS.map((d) => join(d, target)).find((p) => existsSync(p)) ?? target) as string;
+  root.loadSync('envoy/service/discovery/v3/ads.proto', { keepCase: false });
+  root.resolveAll();
+  return root;
+}
+
+/** A gRPC method definition that serializes like @grpc/proto-loader's (fromObject/encode, decode/toObject). */
+function methodDefinition(service: string, method: protobuf.Method): grpc.MethodDefinition<object, object> {
+  const serialize = (t: protobuf.Type) => (obj: object) => {
+    const out = t.encode(t.fromObject(obj)).finish(); // a Buffer on Node
+    return Buffer.isBuffer(out) ? out : Buffer.from(out.buffer, out.byteOffset, out.byteLength);
+  };
+  const deserialize = (t: protobuf.Type) => (buf: Buffer) => t.toObject(t.decode(buf), ADS_OBJECTS);
+  const req = method.resolvedRequestType!;
+  const res = method.resolvedResponseType!;
+  return {
+    path: `/${service}/${method.name}`,
+    requestStream: !!method.requestStream,
+    responseStream: !!method.responseStream,
+    requestSerialize: serialize(req),
+    requestDeserialize: deserialize(req),
+    responseSerialize: serialize(res),
+    responseDeserialize: deserialize(res),
+    originalName: method.name.charAt(0).toLowerCase() + method.name.slice(1),
+  };
+}
 
 let ads: grpc.GrpcObject | undefined;
-/** The envoy.service.discovery.v3 package (AggregatedDiscoveryService), loaded once. */
+/**
+ * The envoy.service.discovery.v3 package, loaded once. It holds the AggregatedDiscoveryService
+ * (DeltaAggregatedResources, StreamAggregatedResources) and no message type definitions.
+ */
 export function adsPackage(): grpc.GrpcObject {
-  ads ??= grpc.loadPackageDefinition(protoLoader.loadSync('envoy/service/discovery/v3/ads.proto', LOADER_OPTS));
+  if (!ads) {
+    const service = loadAdsRoot().lookupService(ADS_SERVICE);
+    const def: grpc.ServiceDefinition = Object.fromEntries(service.methodsArray.map((m) => [m.name, methodDefinition(ADS_SERVICE, m)]));
+    ads = grpc.loadPackageDefinition({ [ADS_SERVICE]: def });
+  }
   return ads;
 }
 
