@@ -53,7 +53,9 @@ say(`${NS * PODS} pods, ${NS * SVCS} services, ${NS * POLICIES} policies in ${cf
 
 const port = 31000 + Math.floor(Math.random() * 20000);
 const t0 = Date.now();
-const cp = spawn(process.execPath, [join(import.meta.dirname, '..', 'bin/weft.js'), 'control', '--config-dir', cfg, '--node-tokens', join(dir, 'tokens.json'), '--plain-address', `127.0.0.1:${port}`, '--tls-address', `127.0.0.1:${port + 1}`, '--metrics-address', `127.0.0.1:${port + 2}`], { stdio: ['ignore', 'pipe', 'inherit'] });
+// BENCH_CONTROL_NODE_ARGS: extra node flags for the control plane, e.g. --cpu-prof.
+const nodeArgs = (process.env.BENCH_CONTROL_NODE_ARGS ?? '').split(' ').filter(Boolean);
+const cp = spawn(process.execPath, [...nodeArgs, join(import.meta.dirname, '..', 'bin/weft.js'), 'control', '--config-dir', cfg, '--node-tokens', join(dir, 'tokens.json'), '--plain-address', `127.0.0.1:${port}`, '--tls-address', `127.0.0.1:${port + 1}`, '--metrics-address', `127.0.0.1:${port + 2}`], { stdio: ['ignore', 'pipe', 'inherit'] });
 let out = '';
 cp.stdout!.on('data', (d: Buffer) => (out += d.toString()));
 const rss = () => Math.round(Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${cp.pid}/status`, 'utf8'))![1]) / 1024);

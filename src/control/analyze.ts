@@ -5,9 +5,9 @@
 import type { ConfigSnapshot } from './config/config-store.ts';
 import { formatProblem } from '../lab/manifest.ts';
 import type { KObject } from '../lab/objects.ts';
-import { buildMeshModel, type MeshModel } from './model/mesh-model.ts';
+import { MeshModelBuilder, type MeshModel, type ModelProblem } from './model/mesh-model.ts';
 import type { MeshOptions } from './model/workloads.ts';
-import { buildEnvoyResources, type EnvoyResources } from './xds/envoy/build.ts';
+import { EnvoyBuilder, type EnvoyResources } from './xds/envoy/build.ts';
 
 export interface Analysis {
   model: MeshModel;
@@ -16,11 +16,35 @@ export interface Analysis {
   problems: string[];
 }
 
+/** Analyses successive snapshots, reusing what unchanged objects produced last time. */
+export class Analyzer {
+  private readonly model: MeshModelBuilder;
+  private readonly envoy: EnvoyBuilder;
+
+  constructor(mesh: MeshOptions) {
+    this.model = new MeshModelBuilder(mesh);
+    this.envoy = new EnvoyBuilder(mesh);
+  }
+
+  run(snap: ConfigSnapshot): Analysis {
+    const model = this.model.build(snap.objects);
+    const envoy = this.envoy.build(snap.objects);
+    const semantic = [...model.problems, ...envoy.problems];
+    return { model, envoy, problems: [...snap.problems.map(formatProblem), ...formatSemantic(semantic, snap.objects)].sort() };
+  }
+}
+
 export function analyze(snap: ConfigSnapshot, mesh: MeshOptions): Analysis {
-  const model = buildMeshModel(snap.objects, mesh);
-  const envoy = buildEnvoyResources(snap.objects, mesh);
-  const sourceOf = new Map(snap.objects.map((o) => [`${o.kind}/${o.metadata.namespace ?? ''}/${o.metadata.name}`, (o as KObject & { __source?: string }).__source ?? 'config']));
-  const semantic = [...model.problems, ...envoy.problems].map((p) =>
+  return new Analyzer(mesh).run(snap);
+}
+
+/** Names each problem's file; only objects of a kind with problems are looked at. */
+function formatSemantic(problems: ModelProblem[], objects: readonly KObject[]): string[] {
+  if (!problems.length) return [];
+  const kinds = new Set(problems.map((p) => p.kind));
+  const sourceOf = new Map<string, string>();
+  for (const o of objects) if (kinds.has(o.kind)) sourceOf.set(`${o.kind}/${o.metadata.namespace ?? ''}/${o.metadata.name}`, (o as KObject & { __source?: string }).__source ?? 'config');
+  return problems.map((p) =>
     formatProblem({
       file: sourceOf.get(`${p.kind}/${p.namespace}/${p.name}`) ?? 'config',
       object: p.namespace ? `${p.kind} ${p.namespace}/${p.name}` : `${p.kind} ${p.name}`,
@@ -28,5 +52,4 @@ export function analyze(snap: ConfigSnapshot, mesh: MeshOptions): Analysis {
       reason: p.reason,
     }),
   );
-  return { model, envoy, problems: [...snap.problems.map(formatProblem), ...semantic].sort() };
 }

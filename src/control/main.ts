@@ -9,8 +9,6 @@ import * as grpc from '@grpc/grpc-js';
 import pino from 'pino';
 import { Counter, Gauge, Registry } from 'prom-client';
 import { registerHealthMetrics } from '../util/metrics.ts';
-import { encodeAuthorization, encodeService, encodeWorkload, TYPE_ADDRESS, TYPE_AUTHORIZATION } from '../api/codec.ts';
-import { policyKey } from '../api/mesh.ts';
 import { adsService } from '../api/protos.ts';
 import { CACERTS_FILES, CertificateAuthority, StaticTokenAuthenticator, caServerCredentials, registerCAService, type NodeAuthenticator } from './ca/index.ts';
 import { TokenReviewAuthenticator } from './ca/token-review.ts';
@@ -21,9 +19,10 @@ import type { MeshModel } from './model/mesh-model.ts';
 import { DEFAULT_MESH, type MeshOptions } from './model/workloads.ts';
 import { DeltaAdsServer } from './xds/delta-ads.ts';
 import { publishEnvoyResources } from './xds/envoy/build.ts';
-import { analyze } from './analyze.ts';
+import { Analyzer } from './analyze.ts';
 import { SotwAdsServer } from './xds/envoy/sotw-ads.ts';
 import { ResourceStore } from './xds/resources.ts';
+import { WorkloadApiPublisher } from './xds/workload-api.ts';
 
 export interface ControlOptions extends SourceOptions {
   caDir?: string;
@@ -69,17 +68,18 @@ export async function runControl(o: ControlOptions): Promise<void> {
   const caResults = new Counter({ name: 'weft_control_ca_requests_total', help: 'Certificate requests by result', labelNames: ['result'] as const, registers: [registry] });
 
   const store = new ResourceStore();
+  const workloadApi = new WorkloadApiPublisher(store);
+  const analyzer = new Analyzer(mesh);
   let model: MeshModel | undefined;
   let reported = new Set<string>();
   const rebuild = (snap: ConfigSnapshot) => {
-    const a = analyze(snap, mesh);
+    const a = analyzer.run(snap);
     model = a.model;
     // Log each problem when it appears, not on every push (pods change constantly).
     for (const p of a.problems) if (!reported.has(p)) log.warn({ problem: p }, 'invalid configuration skipped');
     reported = new Set(a.problems);
     problemsGauge.set(a.problems.length);
-    store.replace(TYPE_ADDRESS, new Map([...model.workloads.map((w) => [w.uid, encodeWorkload(w)] as const), ...model.services.map((s) => [`${s.namespace}/${s.hostname}`, encodeService(s)] as const)]));
-    store.replace(TYPE_AUTHORIZATION, new Map(model.policies.map((p) => [policyKey(p), encodeAuthorization(p)])));
+    workloadApi.publish(model);
     // Envoy v3 resources for proxyless gRPC (and waypoints), in the warming order CDS, EDS, LDS, RDS.
     publishEnvoyResources(store, a.envoy);
     pushes.inc();

@@ -1,6 +1,7 @@
 // What every configuration source shares: the snapshot it emits, the rule that an object whose new
 // version is invalid keeps its last good version in force, and the debounce before a push.
 import type { EventEmitter } from 'node:events';
+import { isDeepStrictEqual } from 'node:util';
 import { validateObject, type ManifestProblem } from '../../lab/manifest.ts';
 import { isNamespaced, keyOf, type KObject } from '../../lab/objects.ts';
 
@@ -20,7 +21,11 @@ export interface ConfigSource extends EventEmitter {
 export const labelOf = (o: { kind: string; metadata: { name: string; namespace?: string } }) =>
   isNamespaced(o.kind) ? `${o.kind} ${o.metadata.namespace}/${o.metadata.name}` : `${o.kind} ${o.metadata.name}`;
 
-/** The objects in force, by key; each update replaces them but never lets a bad edit take one away. */
+/**
+ * The objects in force, by key; each update replaces them but never lets a bad edit take one away.
+ * An object equal to the one in force is replaced by it, so an unchanged resource stays the same
+ * object from one snapshot to the next and the model can reuse what it built from it.
+ */
 export class LastGoodStore {
   private good = new Map<string, KObject>();
 
@@ -30,7 +35,11 @@ export class LastGoodStore {
    */
   update(valid: KObject[], problems: ManifestProblem[], broken: (prev: KObject) => boolean): ConfigSnapshot {
     const next = new Map<string, KObject>();
-    for (const o of valid) next.set(keyOf(o), o);
+    for (const o of valid) {
+      const key = keyOf(o);
+      const prev = this.good.get(key);
+      next.set(key, prev && prev !== o && isDeepStrictEqual(prev, o) ? prev : o);
+    }
     for (const [key, prev] of this.good) if (!next.has(key) && broken(prev)) next.set(key, prev);
     this.good = next;
     return { objects: [...next.values()], problems };
@@ -38,9 +47,12 @@ export class LastGoodStore {
 }
 
 export interface ApiObject {
-  raw: unknown;
+  /** The object, or a function giving it (skipped when `ref` was validated before). */
+  raw: unknown | (() => unknown);
   /** Where it came from, the problem's "file" (for the API: the object's path). */
   origin: string;
+  /** The informer's object: while it is the same object, its validation is not repeated. */
+  ref?: object;
 }
 
 export type Validate = (raw: unknown) => ReturnType<typeof validateObject>;
@@ -48,21 +60,34 @@ export type Validate = (raw: unknown) => ReturnType<typeof validateObject>;
 /** Pods here run elsewhere, so the lab's "runnable" checks do not apply. */
 export const validateForControl: Validate = (raw) => validateObject(raw, { runnable: false });
 
+/** One object's validation: the object, or its problem and (when it names one) its key. */
+export type Checked = { object: KObject } | { problem: ManifestProblem; key?: string };
+export type ValidationCache = WeakMap<object, Checked>;
+
+function check(raw: unknown, origin: string, validate: Validate): Checked {
+  const r = validate(raw);
+  if (!('problem' in r)) return { object: r.object };
+  const o = raw as Partial<KObject>;
+  const named = typeof o?.kind === 'string' && typeof o.metadata?.name === 'string';
+  return { problem: { file: origin, object: r.object ?? (named ? labelOf(o as KObject) : '-'), field: r.field, reason: r.problem }, key: named ? keyOf(o as KObject) : undefined };
+}
+
 /** Validates objects that arrive one by one (not in files); `invalid` holds the keys of those that failed. */
-export function validateEach(items: ApiObject[], validate: Validate = validateForControl) {
+export function validateEach(items: ApiObject[], validate: Validate = validateForControl, cache?: ValidationCache) {
   const valid: KObject[] = [];
   const problems: ManifestProblem[] = [];
   const invalid = new Set<string>();
-  for (const { raw, origin } of items) {
-    const r = validate(raw);
-    if (!('problem' in r)) {
-      valid.push(r.object);
-      continue;
+  for (const { raw, origin, ref } of items) {
+    let r = ref && cache?.get(ref);
+    if (!r) {
+      r = check(typeof raw === 'function' ? (raw as () => unknown)() : raw, origin, validate);
+      if (ref) cache?.set(ref, r);
     }
-    const o = raw as Partial<KObject>;
-    const named = typeof o.kind === 'string' && typeof o.metadata?.name === 'string';
-    if (named) invalid.add(keyOf(o as KObject));
-    problems.push({ file: origin, object: r.object ?? (named ? labelOf(o as KObject) : '-'), field: r.field, reason: r.problem });
+    if ('object' in r) valid.push(r.object);
+    else {
+      if (r.key) invalid.add(r.key);
+      problems.push(r.problem);
+    }
   }
   return { valid, problems, invalid };
 }

@@ -4,7 +4,6 @@
 import { EventEmitter } from 'node:events';
 import { existsSync, readdirSync, watch, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
-import type { Logger } from 'pino';
 import { loadManifests, type ParseCache } from '../../lab/manifest.ts';
 import type { KObject } from '../../lab/objects.ts';
 import { DEFAULT_DEBOUNCE, Debouncer, LastGoodStore, labelOf, type ConfigSnapshot, type DebounceOptions } from './config-store.ts';
@@ -22,7 +21,6 @@ export class DirSource extends EventEmitter {
 
   constructor(
     readonly dir: string,
-    private readonly log: Logger,
     /** Push after this much quiet, and at most this late under constant churn (Istio: 100 ms, 10 s). */
     debounce: DebounceOptions = DEFAULT_DEBOUNCE,
   ) {

@@ -7,7 +7,7 @@ import { EventEmitter, setMaxListeners } from 'node:events';
 import { ListWatch, type KubeConfig, type KubernetesListObject, type KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { keyOf } from '../../lab/objects.ts';
-import { DEFAULT_DEBOUNCE, Debouncer, LastGoodStore, validateEach, validateForControl, type ApiObject, type ConfigSnapshot, type DebounceOptions, type Validate } from './config-store.ts';
+import { DEFAULT_DEBOUNCE, Debouncer, LastGoodStore, validateEach, validateForControl, type ApiObject, type ConfigSnapshot, type DebounceOptions, type Validate, type ValidationCache } from './config-store.ts';
 import { collectionPath, getJson, KUBE_RESOURCES, ManagedWatch, objectPath, type HttpError, type KubeResource } from './kube-api.ts';
 
 export interface KubeSourceOptions {
@@ -39,6 +39,8 @@ export class KubeSource extends EventEmitter {
   private readonly debouncer: Debouncer;
   private readonly abort = new AbortController();
   private readonly validate: Validate;
+  /** Validation per informer object: an object the informer did not replace is not checked again. */
+  private readonly validated: ValidationCache = new WeakMap();
   private started = false;
   private closed = false;
   private settle?: () => void;
@@ -158,9 +160,9 @@ export class KubeSource extends EventEmitter {
     for (const w of this.watched) {
       if (w.missing) continue;
       // List items carry no apiVersion/kind; the model needs them.
-      for (const o of w.informer.list()) items.push({ raw: { ...o, apiVersion: w.res.apiVersion, kind: w.res.kind }, origin: objectPath(w.res, o) });
+      for (const o of w.informer.list()) items.push({ raw: () => ({ ...o, apiVersion: w.res.apiVersion, kind: w.res.kind }), origin: objectPath(w.res, o), ref: o });
     }
-    const { valid, problems, invalid } = validateEach(items, this.validate);
+    const { valid, problems, invalid } = validateEach(items, this.validate, this.validated);
     this.snapshot = this.store.update(valid, problems, (prev) => invalid.has(keyOf(prev)));
     // Problems travel in the snapshot; the control plane logs them once, with the semantic ones.
     this.emit('update', this.snapshot);

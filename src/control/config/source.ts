@@ -15,7 +15,7 @@ export interface SourceOptions {
 export function openConfigSource(o: SourceOptions, log: Logger, registry: Registry): ConfigSource {
   const given = [o.configDir !== undefined, o.kubeconfig !== undefined, !!o.inCluster].filter(Boolean).length;
   if (given !== 1) throw new Error('give exactly one of --config-dir, --kubeconfig, --in-cluster');
-  if (o.configDir !== undefined) return new DirSource(o.configDir, log);
+  if (o.configDir !== undefined) return new DirSource(o.configDir);
   const source = new KubeSource(loadKubeConfig(o), log);
   registerKubeSourceMetrics(source, registry);
   return source;

@@ -1,12 +1,18 @@
-// The whole mesh model from the configuration objects: workloads, services and the L4 policies
-// agents enforce, plus every problem found. Rebuilt in full on each change (it is cheap at lab
-// scale; the resource store turns it into deltas), so no incremental bookkeeping can drift.
+// The mesh model from the configuration objects: workloads, services and the L4 policies agents
+// enforce, plus every problem found.
+//
+// A builder keeps what it built last time and reuses it where the inputs are the same objects
+// (sources hand back the same object for an unchanged resource): a pod's Workload depends only on
+// the pod and its namespace's context (its Services, the selector policies and
+// PeerAuthentications of its namespace and the root namespace), so one pod change rebuilds one
+// Workload, and a Service change rebuilds its namespace. Reused Workloads are the same objects, so
+// their encodings are reused too. `buildMeshModel` is the one-shot form; both give the same model.
 import { policyKey, type AuthorizationPolicy, type Service, type Workload } from '../../api/mesh.ts';
 import type { SpiffeId } from '../../api/spiffe.ts';
-import type { KObject, Pod } from '../../lab/objects.ts';
+import type { KObject, Pod, Service as KService } from '../../lab/objects.ts';
 import { translateAuthorizationPolicy } from './authorization.ts';
 import { effectivePeerAuthn, translatePeerAuthentication, type PeerAuthn } from './peer-authentication.ts';
-import { buildService, buildWorkload, isPod, isService, type MeshOptions } from './workloads.ts';
+import { buildService, buildWorkload, isPod, isService, type MeshOptions, type SelectorPolicy } from './workloads.ts';
 
 export interface ModelProblem {
   kind: string;
@@ -28,60 +34,147 @@ export interface MeshModel {
 const AUTHZ_KINDS = new Set(['AuthorizationPolicy', 'PeerAuthentication']);
 const SECURITY_GROUP = /^security\.istio\.io\/v1(beta1)?$/;
 
-export function buildMeshModel(objects: KObject[], o: MeshOptions): MeshModel {
-  const problems: ModelProblem[] = [];
-  const problem = (obj: KObject, field: string, reason: string) =>
-    problems.push({ kind: obj.kind, namespace: obj.metadata.namespace ?? '', name: obj.metadata.name, field, reason });
+/** One security object, translated: what it contributes and what is wrong with it. */
+interface Translated {
+  policy?: AuthorizationPolicy;
+  selectorPolicy?: SelectorPolicy;
+  peerAuthn?: PeerAuthn;
+  problems: ModelProblem[];
+}
 
-  const policies = new Map<string, AuthorizationPolicy>();
-  const selectorPolicies: { key: string; namespace: string; selector: Record<string, string> }[] = [];
-  const peerAuthns: PeerAuthn[] = [];
-  for (const obj of objects) {
-    if (!AUTHZ_KINDS.has(obj.kind)) continue;
-    if (!SECURITY_GROUP.test(obj.apiVersion)) {
-      problem(obj, 'apiVersion', `unsupported version ${obj.apiVersion} (security.istio.io/v1 or v1beta1)`);
-      continue;
+/** Everything besides the pod itself that a pod's Workload depends on. */
+interface NsContext {
+  services: KService[];
+  selectorPolicies: SelectorPolicy[];
+  peerAuthns: PeerAuthn[];
+}
+
+interface PodEntry {
+  ctx: NsContext;
+  workload?: Workload;
+  /** The PeerAuthentication-derived DENY policy, if any. */
+  paPolicy?: AuthorizationPolicy;
+}
+
+const sameList = <T>(a: readonly T[], b: readonly T[]) => a.length === b.length && a.every((x, i) => x === b[i]);
+
+export class MeshModelBuilder {
+  private readonly translated = new WeakMap<KObject, Translated>();
+  private readonly services = new WeakMap<KService, Service | undefined>();
+  private contexts = new Map<string, NsContext>();
+  private pods = new Map<Pod, PodEntry>();
+
+  constructor(private readonly o: MeshOptions) {}
+
+  build(objects: readonly KObject[]): MeshModel {
+    const o = this.o;
+    const problems: ModelProblem[] = [];
+    const policies = new Map<string, AuthorizationPolicy>();
+    const selectorPolicies: SelectorPolicy[] = [];
+    const peerAuthns: PeerAuthn[] = [];
+    const kServices: KService[] = [];
+    const servicesByNs = new Map<string, KService[]>();
+    const pods: Pod[] = [];
+    for (const obj of objects) {
+      if (isPod(obj)) pods.push(obj);
+      else if (isService(obj)) {
+        kServices.push(obj);
+        const ns = obj.metadata.namespace ?? 'default';
+        const list = servicesByNs.get(ns);
+        if (list) list.push(obj);
+        else servicesByNs.set(ns, [obj]);
+      } else if (AUTHZ_KINDS.has(obj.kind)) {
+        const t = this.translate(obj);
+        problems.push(...t.problems);
+        if (t.policy) policies.set(policyKey(t.policy), t.policy);
+        if (t.selectorPolicy) selectorPolicies.push(t.selectorPolicy);
+        if (t.peerAuthn) peerAuthns.push(t.peerAuthn);
+      }
     }
-    if (obj.kind === 'AuthorizationPolicy') {
-      const t = translateAuthorizationPolicy(obj, { rootNamespace: o.rootNamespace, trustDomain: o.trustDomain });
-      for (const p of t.problems) problem(obj, p.field, p.reason);
-      if (!t.policy) continue;
-      policies.set(policyKey(t.policy), t.policy);
-      if (t.policy.scope === 'WORKLOAD_SELECTOR' && t.selector) selectorPolicies.push({ key: policyKey(t.policy), namespace: t.policy.namespace, selector: t.selector });
-    } else {
-      const t = translatePeerAuthentication(obj, { rootNamespace: o.rootNamespace, trustDomain: o.trustDomain });
-      for (const p of t.problems) problem(obj, p.field, p.reason);
-      if (t.peerAuthn) peerAuthns.push(t.peerAuthn);
+
+    // Per namespace, the context its pods see; the previous one is kept when nothing in it changed.
+    const contexts = new Map<string, NsContext>();
+    const contextOf = (ns: string): NsContext => {
+      let ctx = contexts.get(ns);
+      if (ctx) return ctx;
+      const inScope = (p: { namespace: string }) => p.namespace === ns || p.namespace === o.rootNamespace;
+      const next: NsContext = { services: servicesByNs.get(ns) ?? [], selectorPolicies: selectorPolicies.filter(inScope), peerAuthns: peerAuthns.filter(inScope) };
+      const prev = this.contexts.get(ns);
+      ctx = prev && sameList(prev.services, next.services) && sameList(prev.selectorPolicies, next.selectorPolicies) && sameList(prev.peerAuthns, next.peerAuthns) ? prev : next;
+      contexts.set(ns, ctx);
+      return ctx;
+    };
+
+    const entries = new Map<Pod, PodEntry>();
+    const workloads: Workload[] = [];
+    const identitiesByNode = new Map<string, Set<string>>();
+    for (const pod of pods) {
+      const ns = pod.metadata.namespace ?? 'default';
+      const ctx = contextOf(ns);
+      let e = this.pods.get(pod);
+      if (!e || e.ctx !== ctx) e = this.buildPod(pod, ns, ctx);
+      entries.set(pod, e);
+      if (e.workload) workloads.push(e.workload);
+      if (e.paPolicy) policies.set(policyKey(e.paPolicy), e.paPolicy);
+      addIdentity(identitiesByNode, pod);
     }
+    this.pods = entries;
+    this.contexts = contexts;
+
+    const services: Service[] = [];
+    for (const s of kServices) {
+      let svc = this.services.get(s);
+      if (!this.services.has(s)) this.services.set(s, (svc = buildService(s, o)));
+      if (svc) services.push(svc);
+    }
+    return {
+      workloads,
+      services,
+      policies: [...policies.values()],
+      problems,
+      canIssue: (node, id) => id.trustDomain === o.trustDomain && !!identitiesByNode.get(node)?.has(`${id.namespace}/${id.serviceAccount}`),
+    };
   }
 
-  const kServices = objects.filter(isService);
-  const pods = objects.filter(isPod);
-  const workloads: Workload[] = [];
-  const identitiesByNode = new Map<string, Set<string>>();
-  for (const pod of pods) {
-    const w = buildWorkload(pod, kServices, selectorPolicies, o);
-    if (!w) continue;
+  private buildPod(pod: Pod, ns: string, ctx: NsContext): PodEntry {
+    const w = buildWorkload(pod, ctx.services, ctx.selectorPolicies, this.o);
+    if (!w) return { ctx };
     // PeerAuthentication resolves per workload into at most one DENY policy it names.
-    const pa = effectivePeerAuthn({ namespace: w.namespace, labels: pod.metadata.labels ?? {} }, peerAuthns, o.rootNamespace);
-    if (pa.policy) {
-      policies.set(policyKey(pa.policy), pa.policy);
-      w.authorizationPolicies = [...w.authorizationPolicies, policyKey(pa.policy)].sort();
-    }
-    workloads.push(w);
+    const pa = effectivePeerAuthn({ namespace: ns, labels: pod.metadata.labels ?? {} }, ctx.peerAuthns, this.o.rootNamespace);
+    if (pa.policy) w.authorizationPolicies = [...w.authorizationPolicies, policyKey(pa.policy)].sort();
+    return { ctx, workload: w, paPolicy: pa.policy };
   }
-  for (const pod of pods) addIdentity(identitiesByNode, pod, o);
-  return {
-    workloads,
-    services: kServices.flatMap((s) => buildService(s, o) ?? []),
-    policies: [...policies.values()],
-    problems,
-    canIssue: (node, id) => id.trustDomain === o.trustDomain && !!identitiesByNode.get(node)?.has(`${id.namespace}/${id.serviceAccount}`),
-  };
+
+  private translate(obj: KObject): Translated {
+    const hit = this.translated.get(obj);
+    if (hit) return hit;
+    const t: Translated = { problems: [] };
+    const problem = (field: string, reason: string) => t.problems.push({ kind: obj.kind, namespace: obj.metadata.namespace ?? '', name: obj.metadata.name, field, reason });
+    const opts = { rootNamespace: this.o.rootNamespace, trustDomain: this.o.trustDomain };
+    if (!SECURITY_GROUP.test(obj.apiVersion)) problem('apiVersion', `unsupported version ${obj.apiVersion} (security.istio.io/v1 or v1beta1)`);
+    else if (obj.kind === 'AuthorizationPolicy') {
+      const r = translateAuthorizationPolicy(obj, opts);
+      for (const p of r.problems) problem(p.field, p.reason);
+      if (r.policy) {
+        t.policy = r.policy;
+        if (r.policy.scope === 'WORKLOAD_SELECTOR' && r.selector) t.selectorPolicy = { key: policyKey(r.policy), namespace: r.policy.namespace, selector: r.selector };
+      }
+    } else {
+      const r = translatePeerAuthentication(obj, opts);
+      for (const p of r.problems) problem(p.field, p.reason);
+      t.peerAuthn = r.peerAuthn;
+    }
+    this.translated.set(obj, t);
+    return t;
+  }
+}
+
+export function buildMeshModel(objects: readonly KObject[], o: MeshOptions): MeshModel {
+  return new MeshModelBuilder(o).build(objects);
 }
 
 /** Identities a node may obtain: those of pods scheduled there (running or starting). */
-function addIdentity(m: Map<string, Set<string>>, pod: Pod, _o: MeshOptions) {
+function addIdentity(m: Map<string, Set<string>>, pod: Pod) {
   const node = pod.spec.nodeName;
   if (!node || pod.status?.phase === 'Succeeded' || pod.status?.phase === 'Failed') return;
   const set = m.get(node) ?? new Set<string>();

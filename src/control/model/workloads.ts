@@ -1,5 +1,5 @@
 // Kubernetes objects -> the workload API: a Workload per running pod, a Service per ClusterIP
-// service. Pure functions of the object set, so the whole model can be rebuilt and diffed.
+// service. Pure functions of their inputs, so the model builder can reuse what did not change.
 import type { PortMapping, Service, Workload } from '../../api/mesh.ts';
 import type { KObject, Pod, Service as KService } from '../../lab/objects.ts';
 import { matchesSelector } from '../../lab/objects.ts';
@@ -39,7 +39,14 @@ export function targetPortFor(pod: Pod, port: KService['spec']['ports'][number])
 
 const isReady = (p: Pod) => p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
 
-export function buildWorkload(pod: Pod, services: KService[], selectorPolicies: { key: string; namespace: string; selector: Record<string, string> }[], o: MeshOptions): Workload | undefined {
+/** A WORKLOAD_SELECTOR AuthorizationPolicy: listed on the workloads its selector matches. */
+export interface SelectorPolicy {
+  key: string;
+  namespace: string;
+  selector: Record<string, string>;
+}
+
+export function buildWorkload(pod: Pod, services: readonly KService[], selectorPolicies: readonly SelectorPolicy[], o: MeshOptions): Workload | undefined {
   const ip = pod.status?.podIP;
   if (!ip || pod.status?.phase !== 'Running') return undefined;
   const ns = pod.metadata.namespace ?? 'default';

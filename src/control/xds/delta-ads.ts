@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import type * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { anyMessage } from '../../api/protos.ts';
-import type { ResourceStore } from './resources.ts';
+import type { Resource, ResourceStore } from './resources.ts';
 import { StreamSet, type Authorize } from './streams.ts';
 
 interface DeltaRequest {
@@ -45,8 +45,8 @@ export class DeltaAdsServer {
     private readonly events: DeltaAdsEvents = {},
   ) {
     this.set = new StreamSet(events.onConnect);
-    store.on('change', (typeUrl: string) => {
-      for (const s of this.streams) s.push(typeUrl);
+    store.on('change', (typeUrl: string, changed: string[], removed: string[]) => {
+      for (const s of this.streams) s.pushChanges(typeUrl, changed, removed);
     });
   }
 
@@ -117,6 +117,27 @@ class Stream {
     // Names asked for explicitly that do not exist yet are reported removed, so the client knows.
     for (const n of st.names) if (!all.has(n) && !st.held.has(n) && always) removed.push(n);
     if (!resources.length && !removed.length && !always) return;
+    this.send(typeUrl, st, resources, removed);
+  }
+
+  /**
+   * After a store change: looks only at the names that changed. `held` always records what this
+   * client was sent, so this is the full comparison restricted to what can differ.
+   */
+  pushChanges(typeUrl: string, changed: readonly string[], removedNames: readonly string[]): void {
+    const st = this.types.get(typeUrl);
+    if (!st) return;
+    const all = this.store.get(typeUrl);
+    const resources = [];
+    for (const n of changed) {
+      const r = all.get(n);
+      if (r && (st.wildcard || st.names.has(n)) && st.held.get(n) !== r.version) resources.push(r);
+    }
+    const removed = removedNames.filter((n) => st.held.has(n));
+    if (resources.length || removed.length) this.send(typeUrl, st, resources, removed);
+  }
+
+  private send(typeUrl: string, st: TypeState, resources: Resource[], removed: string[]): void {
     const nonce = randomUUID();
     st.pending.add(nonce);
     for (const r of resources) st.held.set(r.name, r.version);

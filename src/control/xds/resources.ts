@@ -1,6 +1,7 @@
 // The control plane's current resources per type URL, each with a content version, replaced as
-// a whole on every model rebuild. Replacing reports exactly what changed, which is what Delta
-// xDS sends.
+// a whole on every model build. Replacing reports exactly what changed, which is what Delta xDS
+// sends. A body that is the same Uint8Array as before is the same resource (builders reuse the
+// encodings of what did not change), so only new bodies are hashed.
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 
@@ -25,8 +26,12 @@ export class ResourceStore extends EventEmitter {
     const next = new Map<string, Resource>();
     const changed: string[] = [];
     for (const [name, body] of bodies) {
-      const version = createHash('sha256').update(body).digest('base64url').slice(0, 16);
       const old = prev.get(name);
+      if (old?.body === body) {
+        next.set(name, old);
+        continue;
+      }
+      const version = createHash('sha256').update(body).digest('base64url').slice(0, 16);
       next.set(name, old?.version === version ? old : { name, version, body });
       if (old?.version !== version) changed.push(name);
     }

@@ -3,12 +3,11 @@
 import { mkdirSync, mkdtempSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pino from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DirSource } from '../../../src/control/config/dir-source.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'weft-dir-source-'));
-const source = new DirSource(dir, pino({ level: 'silent' }), { quietMs: 20, maxDelayMs: 1000 });
+const source = new DirSource(dir, { quietMs: 20, maxDelayMs: 1000 });
 afterAll(() => {
   source.close();
   rmSync(dir, { recursive: true, force: true });

@@ -27,7 +27,7 @@ const isReady = (p: Pod) => !!p.status?.podIP && (p.status.phase === undefined |
 class PodIndex {
   private readonly byLabel = new Map<string, Pod[]>();
 
-  constructor(pods: Pod[]) {
+  constructor(pods: readonly Pod[]) {
     for (const p of pods) {
       if (!isReady(p)) continue;
       for (const [k, v] of Object.entries(p.metadata.labels ?? {})) {
@@ -53,20 +53,44 @@ class PodIndex {
   }
 }
 
-export function indexServices(objects: KObject[], entries: ServiceEntryModel[], o: MeshOptions): Map<string, MeshService> {
-  const pods = new PodIndex(objects.filter(isPod));
+export function indexServices(objects: readonly KObject[], entries: ServiceEntryModel[], o: MeshOptions): Map<string, MeshService> {
+  const services = objects.filter(isService);
   const out = new Map<string, MeshService>();
-  for (const s of objects.filter(isService)) {
+  for (const s of meshServices(objects.filter(isPod), services, ownedEntries(services, entries, o), o)) out.set(s.host, s);
+  return out;
+}
+
+/**
+ * Which ServiceEntry serves each host: a Kubernetes Service of the same name wins, as in Istio,
+ * then the first entry naming the host. Returns the (entry, hosts it owns) pairs.
+ */
+export function ownedEntries(services: readonly KService[], entries: readonly ServiceEntryModel[], o: MeshOptions): { entry: ServiceEntryModel; hosts: string[] }[] {
+  const taken = new Set(services.map((s) => serviceHostname(s, o)));
+  return entries.map((entry) => ({
+    entry,
+    // A passthrough entry (resolution NONE) has nothing a client could balance over: no host of its own.
+    hosts: entry.resolution === 'NONE' ? [] : entry.hosts.filter((h) => {
+      if (taken.has(h)) return false;
+      taken.add(h);
+      return true;
+    }),
+  }));
+}
+
+/** The hosts of some Services and ServiceEntries, with endpoints from `pods` (which may be one namespace's). */
+export function meshServices(pods: readonly Pod[], services: readonly KService[], entries: readonly { entry: ServiceEntryModel; hosts: string[] }[], o: MeshOptions): MeshService[] {
+  const index = new PodIndex(pods);
+  const out: MeshService[] = [];
+  for (const s of services) {
     const ns = s.metadata.namespace ?? 'default';
-    const selected = pods.select(ns, s.spec.selector);
+    const selected = index.select(ns, s.spec.selector);
     const endpoints = new Map<number, MeshEndpoint[]>();
     for (const port of s.spec.ports) endpoints.set(port.port, podEndpoints(selected, port));
-    out.set(serviceHostname(s, o), { host: serviceHostname(s, o), namespace: ns, ports: s.spec.ports.map((p) => p.port), endpoints });
+    out.push({ host: serviceHostname(s, o), namespace: ns, ports: s.spec.ports.map((p) => p.port), endpoints });
   }
-  for (const e of entries) {
-    const svc = serviceEntryService(e, pods);
-    // A Kubernetes Service of the same name wins, as in Istio.
-    if (svc) for (const host of e.hosts) if (!out.has(host)) out.set(host, { ...svc, host });
+  for (const { entry, hosts } of entries) {
+    const svc = hosts.length ? serviceEntryService(entry, index) : undefined;
+    if (svc) for (const host of hosts) out.push({ ...svc, host });
   }
   return out;
 }
