@@ -2,8 +2,9 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 NODE_ADDON := build/Release/weft_native.node
+JS_BUNDLE := lib/cli/main.js
 
-.PHONY: help setup build bpf native test typecheck lint unit demo bench clean
+.PHONY: help setup build bpf native js test typecheck lint unit demo bench clean
 
 help:
 	@echo "make demo   - build everything and run a 2-node lab with a sample app"
@@ -21,7 +22,7 @@ node_modules/.weft-stamp: package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-build: setup bpf native
+build: setup bpf native js
 
 bpf: .cache/apt.stamp
 	@$(MAKE) --no-print-directory -C bpf
@@ -31,6 +32,13 @@ native: $(NODE_ADDON)
 $(NODE_ADDON): binding.gyp $(wildcard native/*.cc native/*.h) node_modules/.weft-stamp .cache/apt.stamp
 	npm run --silent build:native -- --loglevel=error >/dev/null
 	@touch $@
+
+# src/ bundled into lib/cli/main.js, which bin/weft.js runs instead of the sources (through tsx) when
+# it is newer than everything under src/: files and directories (a removed file), as checked here.
+js: $(JS_BUNDLE)
+
+$(JS_BUNDLE): $(shell find src) scripts/build-js.mjs tsconfig.json node_modules/.weft-stamp
+	@node scripts/build-js.mjs
 
 typecheck: setup
 	npx tsc --noEmit
@@ -50,5 +58,5 @@ bench: build
 	@bash scripts/bench.sh
 
 clean:
-	rm -rf build .cache
+	rm -rf build lib .cache
 	@$(MAKE) --no-print-directory -C bpf clean
