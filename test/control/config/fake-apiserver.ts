@@ -1,6 +1,10 @@
-// A Kubernetes API server double, enough for informers: list and watch of cluster-wide
-// collections, one resourceVersion counter across all of them (as etcd), bookmarks, a compacted
+// A Kubernetes API server double, enough for informers and simple controllers: list and watch of
+// collections (cluster-wide or in one namespace, with metadata.name/metadata.namespace field
+// selectors), one resourceVersion counter across all of them (as etcd), bookmarks, a compacted
 // history answering too-old watches with a 410 ERROR event, and 404 for resources not installed.
+// Writes as the real server answers them: GET of one object, POST (201; 409 AlreadyExists; 404 or
+// 403 NamespaceTerminating for a missing or terminating namespace) and PUT (409 Conflict on a stale
+// resourceVersion, 404 for a missing object).
 import { randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -26,15 +30,37 @@ interface Watcher {
   path: string;
   res: ServerResponse;
   bookmarks: boolean;
+  matches: (o: FakeObject) => boolean;
+}
+
+/** A request as the fault hook sees it. */
+export interface FakeRequest {
+  method: string;
+  path: string;
+  query: URLSearchParams;
 }
 
 type EventType = 'ADDED' | 'MODIFIED' | 'DELETED';
 
-const status = (code: number, reason: string, message: string) => ({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code });
+const status = (code: number, reason: string, message: string, details?: unknown) => ({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, ...(details ? { details } : {}), code });
+
+/** `metadata.name=x,metadata.namespace=y` (= or ==) as a predicate; anything else is unsupported. */
+function fieldFilter(selector: string | null): ((o: FakeObject) => boolean) | string {
+  const tests: ((o: FakeObject) => boolean)[] = [];
+  for (const term of (selector ?? '').split(',').filter(Boolean)) {
+    const m = /^metadata\.(name|namespace)(==?|!=)(.*)$/.exec(term);
+    if (!m) return `field selector not supported by the fake: ${term}`;
+    const [, field, op, value] = m as unknown as [string, 'name' | 'namespace', string, string];
+    tests.push((o) => ((o.metadata[field] ?? '') === value) === (op !== '!='));
+  }
+  return (o) => tests.every((t) => t(o));
+}
 
 export class FakeApiServer {
   /** Every request, to check what the client asked for. */
-  readonly requests: { path: string; query: URLSearchParams; authorization?: string }[] = [];
+  readonly requests: { method: string; path: string; query: URLSearchParams; authorization?: string }[] = [];
+  /** Called for every request before it is served; a status code returned is answered instead. */
+  fault?: (r: FakeRequest) => number | undefined;
   /** Watches answered with 410 Gone. */
   gone = 0;
   /** While set, new watches fail with 503 (a broken connection the client must retry). */
@@ -80,13 +106,18 @@ export class FakeApiServer {
   /** Creates or replaces an object (by kind/namespace/name), bumping the resourceVersion. */
   apply(obj: FakeObject): FakeObject {
     const [path, c] = this.collectionOf(obj.kind);
-    const key = `${obj.metadata.namespace ?? ''}/${obj.metadata.name}`;
-    const prev = c.objects.get(key);
-    const stored: FakeObject = structuredClone(obj);
-    stored.metadata = { ...stored.metadata, uid: prev?.metadata.uid ?? randomUUID(), resourceVersion: String(++this.rv) };
-    c.objects.set(key, stored);
-    this.record(path, prev ? 'MODIFIED' : 'ADDED', stored);
-    return stored;
+    return this.store(path, c, obj);
+  }
+
+  /** The stored object, or undefined. */
+  get(kind: string, namespace: string | undefined, name: string): FakeObject | undefined {
+    const o = this.collectionOf(kind)[1].objects.get(`${namespace ?? ''}/${name}`);
+    return o && structuredClone(o);
+  }
+
+  /** Every stored object of a kind. */
+  list(kind: string): FakeObject[] {
+    return [...this.collectionOf(kind)[1].objects.values()].map((o) => structuredClone(o));
   }
 
   remove(kind: string, namespace: string | undefined, name: string): void {
@@ -150,9 +181,26 @@ export class FakeApiServer {
     throw new Error(`fake API server does not serve ${kind}`);
   }
 
+  private store(path: string, c: Collection, obj: FakeObject): FakeObject {
+    const key = `${obj.metadata.namespace ?? ''}/${obj.metadata.name}`;
+    const prev = c.objects.get(key);
+    const stored: FakeObject = structuredClone(obj);
+    stored.apiVersion = c.apiVersion;
+    stored.kind = c.kind;
+    stored.metadata = {
+      ...stored.metadata,
+      uid: prev?.metadata.uid ?? randomUUID(),
+      creationTimestamp: prev?.metadata.creationTimestamp ?? new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
+      resourceVersion: String(++this.rv),
+    };
+    c.objects.set(key, stored);
+    this.record(path, prev ? 'MODIFIED' : 'ADDED', stored);
+    return stored;
+  }
+
   private record(path: string, type: EventType, object: FakeObject): void {
     this.history.push({ rv: this.rv, path, type, object });
-    for (const w of this.watchers) if (w.path === path) this.send(w.res, type, object);
+    for (const w of this.watchers) if (w.path === path && w.matches(object)) this.send(w.res, type, object);
   }
 
   private send(res: ServerResponse, type: string, object: unknown): void {
@@ -161,14 +209,38 @@ export class FakeApiServer {
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
     const url = new URL(req.url ?? '/', this.url);
-    this.requests.push({ path: url.pathname, query: url.searchParams, authorization: req.headers.authorization });
+    const method = req.method ?? 'GET';
+    this.requests.push({ method, path: url.pathname, query: url.searchParams, authorization: req.headers.authorization });
     const json = (code: number, body: unknown) => void res.writeHead(code, { 'content-type': 'application/json' }).end(JSON.stringify(body));
-    const c = this.collections.get(url.pathname);
-    if (req.method !== 'GET') return json(405, status(405, 'MethodNotAllowed', 'read-only'));
+    const injected = this.fault?.({ method, path: url.pathname, query: url.searchParams });
+    if (injected !== undefined) return json(injected, status(injected, 'InternalError', `fault injected by the test: ${injected}`));
+
+    // /api/v1/namespaces/NS/PLURAL[/NAME], /apis/G/V/namespaces/NS/PLURAL[/NAME], or PREFIX/PLURAL[/NAME].
+    const m =
+      /^(\/api\/v1|\/apis\/[^/]+\/[^/]+)\/namespaces\/([^/]+)\/([^/]+)(?:\/([^/]+))?$/.exec(url.pathname) ??
+      /^(\/api\/v1|\/apis\/[^/]+\/[^/]+)()\/([^/]+)(?:\/([^/]+))?$/.exec(url.pathname);
+    const path = m ? `${m[1]}/${m[3]}` : url.pathname;
+    const namespace = m?.[2] ? decodeURIComponent(m[2]) : undefined;
+    const name = m?.[4] ? decodeURIComponent(m[4]) : undefined;
+    const c = this.collections.get(path);
     if (!c || !c.installed) return json(404, status(404, 'NotFound', 'the server could not find the requested resource'));
+    const plural = path.slice(path.lastIndexOf('/') + 1);
+    const key = `${namespace ?? ''}/${name}`;
+
+    if (method === 'GET' && name !== undefined) {
+      const o = c.objects.get(key);
+      return o ? json(200, o) : json(404, status(404, 'NotFound', `${plural} "${name}" not found`));
+    }
+    if (method === 'POST' && name === undefined && namespace !== undefined) return this.readBody(req, json, (body) => this.create(c, path, namespace, body, json));
+    if (method === 'PUT' && name !== undefined) return this.readBody(req, json, (body) => this.update(c, path, namespace, name, body, json));
+    if (method !== 'GET') return json(405, status(405, 'MethodNotAllowed', `${method} ${url.pathname} is not supported by the fake`));
+
+    const filter = fieldFilter(url.searchParams.get('fieldSelector'));
+    if (typeof filter === 'string') return json(400, status(400, 'BadRequest', filter));
+    const matches = (o: FakeObject) => (namespace === undefined || o.metadata.namespace === namespace) && filter(o);
     if (url.searchParams.get('watch') !== 'true') {
       // List items carry no apiVersion/kind, as from the real server.
-      const items = [...c.objects.values()].map(({ apiVersion: _a, kind: _k, ...rest }) => rest);
+      const items = [...c.objects.values()].filter(matches).map(({ apiVersion: _a, kind: _k, ...rest }) => rest);
       return json(200, { kind: `${c.kind}List`, apiVersion: c.apiVersion, metadata: { resourceVersion: String(this.rv) }, items });
     }
     if (this.refuseWatches) return json(503, status(503, 'ServiceUnavailable', 'watches refused for the test'));
@@ -181,10 +253,66 @@ export class FakeApiServer {
       this.send(res, 'ERROR', status(410, 'Expired', `too old resource version: ${from} (${this.compactedRv})`));
       return void res.end();
     }
-    if (from === 0) for (const o of c.objects.values()) this.send(res, 'ADDED', o);
-    else for (const e of this.history) if (e.path === url.pathname && e.rv > from) this.send(res, e.type, e.object);
-    const w: Watcher = { path: url.pathname, res, bookmarks: url.searchParams.get('allowWatchBookmarks') === 'true' };
+    if (from === 0) {
+      for (const o of c.objects.values()) if (matches(o)) this.send(res, 'ADDED', o);
+    } else {
+      for (const e of this.history) if (e.path === path && e.rv > from && matches(e.object)) this.send(res, e.type, e.object);
+    }
+    const w: Watcher = { path, res, bookmarks: url.searchParams.get('allowWatchBookmarks') === 'true', matches };
     this.watchers.add(w);
     res.on('close', () => this.watchers.delete(w));
+  }
+
+  private readBody(req: IncomingMessage, json: (code: number, body: unknown) => void, then: (body: FakeObject) => void): void {
+    const chunks: Buffer[] = [];
+    req.on('data', (d: Buffer) => chunks.push(d));
+    req.on('end', () => {
+      let body: FakeObject;
+      try {
+        body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as FakeObject;
+      } catch {
+        return json(400, status(400, 'BadRequest', 'the body is not JSON'));
+      }
+      if (typeof body?.metadata !== 'object' || body.metadata === null) return json(400, status(400, 'BadRequest', 'metadata is required'));
+      then(body);
+    });
+  }
+
+  private create(c: Collection, path: string, namespace: string, body: FakeObject, json: (code: number, body: unknown) => void): void {
+    const plural = path.slice(path.lastIndexOf('/') + 1);
+    const { name } = body.metadata;
+    if (!name) return json(422, status(422, 'Invalid', `${c.kind} is invalid: metadata.name: Required value`));
+    if (body.metadata.namespace !== undefined && body.metadata.namespace !== namespace)
+      return json(400, status(400, 'BadRequest', 'the namespace of the provided object does not match the namespace sent on the request'));
+    const namespaces = [...this.collections.values()].find((n) => n.kind === 'Namespace');
+    if (namespaces) {
+      const ns = namespaces.objects.get(`/${namespace}`);
+      if (!ns) return json(404, status(404, 'NotFound', `namespaces "${namespace}" not found`));
+      if ((ns.status as { phase?: string } | undefined)?.phase === 'Terminating')
+        return json(
+          403,
+          status(403, 'Forbidden', `${plural} "${name}" is forbidden: unable to create new content in namespace ${namespace} because it is being terminated`, {
+            name,
+            kind: plural,
+            causes: [{ reason: 'NamespaceTerminating', message: `namespace ${namespace} is being terminated`, field: 'metadata.namespace' }],
+          }),
+        );
+    }
+    if (c.objects.has(`${namespace}/${name}`)) return json(409, status(409, 'AlreadyExists', `${plural} "${name}" already exists`));
+    const { resourceVersion: _rv, uid: _uid, ...metadata } = body.metadata;
+    json(201, this.store(path, c, { ...body, metadata: { ...metadata, name, namespace } }));
+  }
+
+  private update(c: Collection, path: string, namespace: string | undefined, name: string, body: FakeObject, json: (code: number, body: unknown) => void): void {
+    const plural = path.slice(path.lastIndexOf('/') + 1);
+    if (body.metadata.name !== name) return json(400, status(400, 'BadRequest', 'the name of the object does not match the name on the URL'));
+    if (body.metadata.namespace !== undefined && body.metadata.namespace !== namespace)
+      return json(400, status(400, 'BadRequest', 'the namespace of the provided object does not match the namespace sent on the request'));
+    const prev = c.objects.get(`${namespace ?? ''}/${name}`);
+    if (!prev) return json(404, status(404, 'NotFound', `${plural} "${name}" not found`));
+    // Without a resourceVersion the update is unconditional (as for ConfigMaps); with one it must be current.
+    if (body.metadata.resourceVersion && body.metadata.resourceVersion !== prev.metadata.resourceVersion)
+      return json(409, status(409, 'Conflict', `Operation cannot be fulfilled on ${plural} "${name}": the object has been modified; please apply your changes to the latest version and try again`));
+    json(200, this.store(path, c, { ...body, metadata: { ...body.metadata, namespace } }));
   }
 }
