@@ -9,8 +9,6 @@ import type { IDeployment } from 'kubernetes-models/apps/v1/Deployment';
 import type { ICustomResourceDefinition } from 'kubernetes-models/apiextensions.k8s.io/v1/CustomResourceDefinition';
 import type { IClusterRole } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRole';
 import type { IClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRoleBinding';
-import type { IRole } from 'kubernetes-models/rbac.authorization.k8s.io/v1/Role';
-import type { IRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/RoleBinding';
 import type { INamespace } from 'kubernetes-models/v1/Namespace';
 import type { IService } from 'kubernetes-models/v1/Service';
 import type { IServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
@@ -52,10 +50,11 @@ export function namespace(o: InstallOptions): INamespace {
 // ---------------------------------------------------------------------------------------------
 // Control plane
 
-export function controlPlane(o: InstallOptions): [IServiceAccount, IClusterRole, IClusterRoleBinding, IRole, IRoleBinding, IService, IDeployment] {
+export function controlPlane(o: InstallOptions): [IServiceAccount, IClusterRole, IClusterRoleBinding, IClusterRole, IClusterRoleBinding, IService, IDeployment] {
   const meta = { name: CONTROL, namespace: o.namespace, labels: labels(CONTROL, 'control-plane') };
   const read = ['get', 'list', 'watch'];
   const clusterName = `${CONTROL}-${o.namespace}`;
+  const publisherName = `${CONTROL}-root-cert-${o.namespace}`;
   const caDir = o.caSource === 'plugged' ? '/etc/cacerts' : '/var/lib/weft/ca';
   const caVolume: IVolume =
     o.caSource === 'plugged'
@@ -87,19 +86,22 @@ export function controlPlane(o: InstallOptions): [IServiceAccount, IClusterRole,
     },
     {
       apiVersion: 'rbac.authorization.k8s.io/v1',
-      kind: 'Role',
-      metadata: meta,
-      // Publishing the mesh root certificate for the agents, in this namespace only.
+      kind: 'ClusterRole',
+      metadata: { name: publisherName, labels: meta.labels },
+      // Publishing the mesh root certificate in every namespace, as istiod does
+      // (src/control/ca/root-cert-configmap.ts), kept apart from the read-only role above. Only
+      // that ConfigMap: list and watch ask for it by field selector (metadata.name), which is what
+      // lets resourceNames limit them; create cannot be limited by name.
       rules: [
         { apiGroups: [''], resources: ['configmaps'], verbs: ['create'] },
-        { apiGroups: [''], resources: ['configmaps'], resourceNames: [ROOT_CERT_CONFIGMAP], verbs: ['get', 'update'] },
+        { apiGroups: [''], resources: ['configmaps'], resourceNames: [ROOT_CERT_CONFIGMAP], verbs: ['get', 'list', 'watch', 'update'] },
       ],
     },
     {
       apiVersion: 'rbac.authorization.k8s.io/v1',
-      kind: 'RoleBinding',
-      metadata: meta,
-      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: CONTROL },
+      kind: 'ClusterRoleBinding',
+      metadata: { name: publisherName, labels: meta.labels },
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: publisherName },
       subjects: [{ kind: 'ServiceAccount', name: CONTROL, namespace: o.namespace }],
     },
     {
