@@ -2,6 +2,15 @@
 // eBPF capture across nodes and on one node, weft with in-pod iptables capture, HAProxy mutual
 // TLS), measured in one run. Writes bench/results/<timestamp>.json, a table and a chart, and
 // the results section of BENCHMARKS.md. BENCH_SECONDS sets the length of each latency run.
+//
+// A quicker subset, for iterating on the data path (1-2 minutes instead of 8):
+//   BENCH_PATHS=direct,weft-ebpf,haproxy-mtls   only these paths (default: all five)
+//   BENCH_FIGURES=throughput,latency,connrate,cpu,rss,noise   only these figures (default: all;
+//                 cpu is measured during the 1000 req/s latency run, so it implies that run)
+//   BENCH_RATES=1000                          latency rates (default 500,1000,2000)
+//   BENCH_PROFILE=0                           agents without --cpu-prof
+// A subset run prints its table and ratios and writes its JSON only to its temporary directory:
+// bench/results and BENCHMARKS.md are written by a full run alone.
 import { spawnSync } from 'node:child_process';
 import { cpus, release } from 'node:os';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -10,9 +19,21 @@ import { join } from 'node:path';
 import { connRate, cpuSeconds, latency, rssMb, throughputGbps, weft, type Latency } from './measure.ts';
 import { hotFunctions } from './profile.ts';
 import { latencyChart, markdownTable, RATES, type PathResult } from './report.ts';
-import { haproxyClientConfig, scalePods, writeBenchConfig, type PathName } from './setup.ts';
+import { haproxyClientConfig, PATHS, scalePods, writeBenchConfig, type PathName } from './setup.ts';
 
-const LAB = 'weft-bench';
+const LAB = process.env.BENCH_LAB ?? 'weft-bench';
+const FIGURES = ['throughput', 'latency', 'connrate', 'cpu', 'rss', 'noise'] as const;
+type Figure = (typeof FIGURES)[number];
+const list = (v: string | undefined) => v?.split(',').map((x) => x.trim()).filter(Boolean);
+const selPaths = list(process.env.BENCH_PATHS) ?? [...PATHS];
+const selFigures = list(process.env.BENCH_FIGURES) ?? [...FIGURES];
+const selRates = (list(process.env.BENCH_RATES) ?? RATES.map(String)).map(Number);
+for (const x of selPaths) if (!(PATHS as readonly string[]).includes(x)) throw new Error(`BENCH_PATHS: unknown path ${x} (${PATHS.join(', ')})`);
+for (const x of selFigures) if (!(FIGURES as readonly string[]).includes(x)) throw new Error(`BENCH_FIGURES: unknown figure ${x} (${FIGURES.join(', ')})`);
+const want = (f: Figure) => selFigures.includes(f);
+if (want('cpu') && !selRates.includes(1000)) selRates.push(1000);
+const FULL = selPaths.length === PATHS.length && FIGURES.every(want) && RATES.every((x) => selRates.includes(x));
+const PROFILE = process.env.BENCH_PROFILE !== '0';
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const IPERF_SECONDS = Number(process.env.BENCH_IPERF_SECONDS ?? 5);
 const SCALE_PODS = Number(process.env.BENCH_SCALE_PODS ?? 100);
@@ -43,7 +64,8 @@ const machine = {
 
 spawnSync(process.execPath, [join(root, 'bin/weft.js'), 'down', '--name', LAB], { stdio: 'ignore' });
 writeBenchConfig(dir);
-process.env.WEFT_AGENT_NODE_ARGS = `--cpu-prof --cpu-prof-dir=${profDir}`;
+if (PROFILE) process.env.WEFT_AGENT_NODE_ARGS = `--cpu-prof --cpu-prof-dir=${profDir}`;
+if (!FULL) log(`subset run: paths ${selPaths.join(',')}; figures ${selFigures.join(',')}; rates ${selRates.join(',')}`);
 const t0 = Date.now();
 log(`lab up (manifests in ${dir})`);
 weft(LAB, ['up', '--nodes', '2', '-f', join(dir, 'bench.yaml'), '--timeout', '300'], 400_000);
@@ -61,13 +83,15 @@ try {
   };
   let firstDirect: Latency | undefined;
   for (const [name, t] of Object.entries(targets) as [PathName, Target][]) {
+    if (!selPaths.includes(name)) continue;
     log(`${name}: warm-up`);
     latency(LAB, t.pod, t.host, 7000, 200, 1); // connections, certificates and pools in place
     log(`${name}: throughput`);
-    const throughput = throughputGbps(LAB, t.pod, t.host, IPERF_SECONDS);
+    const throughput = want('throughput') ? throughputGbps(LAB, t.pod, t.host, IPERF_SECONDS) : NaN;
     const lat: PathResult['latency_us'] = {};
     let cpuPerKrps: number | undefined;
-    for (const rate of RATES) {
+    for (const rate of want('latency') || want('cpu') ? RATES.concat(selRates.filter((x) => !RATES.includes(x))) : []) {
+      if (!selRates.includes(rate) || (!want('latency') && rate !== 1000)) continue;
       log(`${name}: latency at ${rate} req/s`);
       const pids = agentPids();
       const before = pids.map(cpuSeconds);
@@ -83,25 +107,55 @@ try {
         cpuPerKrps = Math.round((Math.max(...used) / secs) * 1000) / 1000;
       }
     }
-    log(`${name}: new connections`);
-    const cps = connRate(LAB, t.pod, t.host, 7000, 5);
+    if (want('connrate')) log(`${name}: new connections`);
+    const cps = want('connrate') ? connRate(LAB, t.pod, t.host, 7000, 5) : NaN;
     results[name] = { throughput_gbps: throughput, latency_us: lat, conn_per_s: cps, ...(cpuPerKrps !== undefined ? { agent_cpu_per_krps: cpuPerKrps } : {}) };
     log(`${name}: ${JSON.stringify(results[name])}`);
   }
   // Noise: the direct path at 1000 req/s again, at the end of the run.
-  const again = latency(LAB, targets.direct.pod, targets.direct.host, 7000, 1000, SECONDS);
-  if (firstDirect) noise = { p50Pct: Math.round((Math.abs(again.p50 - firstDirect.p50) / firstDirect.p50) * 100), p99Pct: Math.round((Math.abs(again.p99 - firstDirect.p99) / firstDirect.p99) * 100) };
-  log(`memory: ${SCALE_PODS} more enrolled pods on node-0`);
-  writeFileSync(join(dir, 'scale.yaml'), scalePods(SCALE_PODS));
-  weft(LAB, ['apply', '-f', join(dir, 'scale.yaml')]);
-  const deadline = Date.now() + 300_000;
-  while (pods('bench-scale').filter((p) => p.status.phase === 'Running').length < SCALE_PODS && Date.now() < deadline) await new Promise((r) => setTimeout(r, 1000));
-  await new Promise((r) => setTimeout(r, 3000));
-  const rss = rssMb(agentPids()[0]!);
-  for (const n of ['weft-ebpf', 'weft-iptables'] as const) if (results[n]) results[n]!.agent_rss_mb = rss;
+  const again = firstDirect && want('noise') ? latency(LAB, targets.direct.pod, targets.direct.host, 7000, 1000, SECONDS) : undefined;
+  if (firstDirect && again) noise = { p50Pct: Math.round((Math.abs(again.p50 - firstDirect.p50) / firstDirect.p50) * 100), p99Pct: Math.round((Math.abs(again.p99 - firstDirect.p99) / firstDirect.p99) * 100) };
+  if (want('rss')) {
+    log(`memory: ${SCALE_PODS} more enrolled pods on node-0`);
+    writeFileSync(join(dir, 'scale.yaml'), scalePods(SCALE_PODS));
+    weft(LAB, ['apply', '-f', join(dir, 'scale.yaml')]);
+    const deadline = Date.now() + 300_000;
+    while (pods('bench-scale').filter((p) => p.status.phase === 'Running').length < SCALE_PODS && Date.now() < deadline) await new Promise((r) => setTimeout(r, 1000));
+    await new Promise((r) => setTimeout(r, 3000));
+    const rss = rssMb(agentPids()[0]!);
+    for (const n of ['weft-ebpf', 'weft-iptables'] as const) if (results[n]) results[n]!.agent_rss_mb = rss;
+  }
 } finally {
   log('lab down');
   spawnSync(process.execPath, [join(root, 'bin/weft.js'), 'down', '--name', LAB], { stdio: 'ignore' });
+}
+
+if (!FULL) {
+  // A subset: what was measured, and the ratios it allows; nothing under bench/results.
+  const r = (a: number, b: number) => Math.round((a / b) * 100) / 100;
+  const lat = (p: PathName, q: 'p50' | 'p99') => results[p]?.latency_us['1000']?.[q];
+  const added = (p: PathName, q: 'p50' | 'p99') => {
+    const a = lat(p, q);
+    const b = lat('direct', q);
+    return a !== undefined && b !== undefined ? a - b : undefined;
+  };
+  const e = results['weft-ebpf'];
+  const h = results['haproxy-mtls'];
+  const ipt = results['weft-iptables'];
+  const ratios = {
+    weft_over_haproxy_throughput: e && h ? r(e.throughput_gbps, h.throughput_gbps) : undefined,
+    added_latency_1000_us: { 'weft-ebpf': { p50: added('weft-ebpf', 'p50'), p99: added('weft-ebpf', 'p99') }, 'haproxy-mtls': { p50: added('haproxy-mtls', 'p50'), p99: added('haproxy-mtls', 'p99') } },
+    ebpf_over_iptables_conn_per_s: e && ipt ? r(e.conn_per_s, ipt.conn_per_s) : undefined,
+    agent_cpu_per_krps: Object.fromEntries(Object.entries(results).filter(([, x]) => x.agent_cpu_per_krps !== undefined).map(([k, x]) => [k, x.agent_cpu_per_krps])),
+  };
+  const hot = PROFILE ? hotFunctions(profDir, 25) : [];
+  const out = { subset: { paths: selPaths, figures: selFigures, rates: selRates }, machine, seconds_per_latency_run: SECONDS, duration_s: Math.round((Date.now() - t0) / 1000), noise_pct: noise, paths: results, ratios, agent_profile_top: hot };
+  writeFileSync(join(dir, 'subset.json'), JSON.stringify(out, null, 2) + '\n');
+  console.log(JSON.stringify(out.paths, null, 1));
+  console.log(JSON.stringify(ratios, null, 1));
+  for (const x of hot) console.log(`  ${x.selfPct} % ${x.fn}`);
+  log(`subset results in ${join(dir, 'subset.json')} (not recorded in bench/results or BENCHMARKS.md)`);
+  process.exit(0);
 }
 
 const r = (a: number, b: number) => Math.round((a / b) * 100) / 100;
