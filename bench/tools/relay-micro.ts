@@ -1,0 +1,164 @@
+// The agent's data path without a lab, for iterating on it in seconds: two processes on loopback
+// playing the client-side agent (plain TCP in → HBONE pool → tunnel) and the server-side agent
+// (HboneServer → dial the app → tunnel), with iperf3 and the 1 KB request/response load generator
+// of `make bench` in front. Prints throughput, latency at a fixed rate, connections/s, and the CPU
+// each agent process used per 1000 requests/s. Not a substitute for `make bench` (no eBPF capture,
+// no netns, one machine's loopback): a quick A/B for relay changes. Root (SO_MARK on dials).
+//   node --import tsx bench/tools/relay-micro.ts [--prof DIR | --perf FILE|strace] [--rate 1000]
+//     [--seconds 5] [--phases throughput,latency,connrate]
+//   (internal roles: relay-micro.ts server|client PORT ...)
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { HbonePool, createHboneServer, tunnel, type Credentials } from '../../src/agent/proxy/hbone/index.ts';
+import { dialFromPod, podDialSockets } from '../../src/agent/proxy/pod-sockets.ts';
+
+const TD = 'cluster.local';
+const SELF = import.meta.filename;
+const TOOLS = import.meta.dirname;
+// Dials go through the same setns path as in a pod: an fd of our own netns.
+const HERE_NETNS = podDialSockets(openSync('/proc/self/ns/net', 'r'));
+
+function creds(dir: string, who: string): Credentials {
+  const r = (f: string) => readFileSync(join(dir, f), 'utf8');
+  return { key: r(`${who}.key`), certChain: r(`${who}.crt`), root: r('ca.pem') };
+}
+
+function makePki(dir: string): void {
+  const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
+  ssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=micro-ca');
+  for (const who of ['server', 'client']) {
+    ssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${who}.key`, '-out', `${who}.csr`, '-subj', `/O=${TD}`);
+    writeFileSync(join(dir, `${who}.ext`), `subjectAltName=critical,URI:spiffe://${TD}/ns/micro/sa/${who}\nextendedKeyUsage=serverAuth,clientAuth\n`);
+    ssl('x509', '-req', '-in', `${who}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${who}.crt`, '-days', '2', '-extfile', `${who}.ext`);
+  }
+}
+
+async function serverRole(port: number, pki: string): Promise<void> {
+  const c = creds(pki, 'server');
+  const hb = createHboneServer({
+    credentials: () => c,
+    trustDomain: TD,
+    onConnect: async (req) => ({ status: 200, upstream: await dialFromPod(HERE_NETNS, req.authority) }),
+  });
+  await hb.listen({ port, host: '127.0.0.1' });
+  console.log('ready');
+}
+
+async function clientRole(hbonePort: number, pki: string, routes: string[]): Promise<void> {
+  const c = creds(pki, 'client');
+  const pool = new HbonePool();
+  for (const route of routes) {
+    const [listen, target] = route.split('=') as [string, string];
+    const srv = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (client: Socket) => {
+      client.on('error', () => {});
+      void (async () => {
+        try {
+          const { stream } = await pool.connect({
+            key: { scope: 'micro', srcIdentity: `spiffe://${TD}/ns/micro/sa/client`, dstIdentity: `spiffe://${TD}/ns/micro/sa/server`, dstAddress: '127.0.0.1' },
+            port: hbonePort,
+            authority: target,
+            headers: { forwarded: `for="127.0.0.1:${client.remotePort}"` },
+            credentials: c,
+            dial: () => dialFromPod(HERE_NETNS, { address: '127.0.0.1', port: hbonePort }),
+          });
+          await tunnel(stream, client);
+        } catch {
+          client.resetAndDestroy();
+        }
+      })();
+    });
+    await new Promise<void>((r) => srv.listen(Number(listen), '127.0.0.1', r));
+  }
+  console.log('ready');
+}
+
+/** CPU seconds (user + system) a process has used so far; `sys` alone with kind 'sys'. */
+function cpuSeconds(pid: number, kind: 'all' | 'sys' = 'all'): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const x = f.slice(f.lastIndexOf(')') + 2).split(' ');
+  return ((kind === 'all' ? Number(x[11]) : 0) + Number(x[12])) / 100;
+}
+
+function start(args: string[], nodeArgs: string[]): Promise<ChildProcess> {
+  const p = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', SELF, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((resolve, reject) => {
+    p.stdout!.on('data', (d: Buffer) => d.toString().includes('ready') && resolve(p));
+    p.once('exit', (code) => reject(new Error(`${args[0]} exited ${code}`)));
+  });
+}
+
+async function orchestrate(): Promise<void> {
+  const arg = (name: string, def: string) => {
+    const i = process.argv.indexOf(name);
+    return i > 0 ? process.argv[i + 1]! : def;
+  };
+  const prof = arg('--prof', '');
+  const perf = arg('--perf', ''); // perf record the two agents during the measured phases
+  const rate = arg('--rate', '1000');
+  const seconds = Number(arg('--seconds', '5'));
+  const phases = arg('--phases', 'throughput,latency,connrate').split(',');
+  const dir = mkdtempSync(join(tmpdir(), 'weft-micro-'));
+  makePki(dir);
+  const base = 20000 + Math.floor(Math.random() * 20000);
+  const [iperfPort, echoPort, hbonePort, iperfIn, echoIn] = [base, base + 1, base + 2, base + 3, base + 4];
+  const children: ChildProcess[] = [];
+  try {
+    children.push(spawn('iperf3', ['-s', '-p', String(iperfPort), '-B', '127.0.0.1'], { stdio: 'ignore' }));
+    children.push(spawn(process.execPath, ['--import', 'tsx', join(TOOLS, 'tcp-echo.ts'), String(echoPort), '1024'], { stdio: 'ignore' }));
+    const nodeArgs = prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : perf ? ['--perf-basic-prof-only-functions'] : [];
+    const srv = await start(['server', String(hbonePort), dir], nodeArgs);
+    children.push(srv);
+    const cli = await start(['client', String(hbonePort), dir, `${iperfIn}=127.0.0.1:${iperfPort}`, `${echoIn}=127.0.0.1:${echoPort}`], nodeArgs);
+    children.push(cli);
+    const out: Record<string, unknown> = {};
+    const node = (tool: string, ...a: string[]) => {
+      const r = spawnSync(process.execPath, ['--import', 'tsx', join(TOOLS, tool), ...a], { encoding: 'utf8' });
+      return JSON.parse(r.stdout.trim().split('\n').at(-1)!) as Record<string, number>;
+    };
+    node('loadgen.ts', '127.0.0.1', String(echoIn), '200', '4', '1', '1024', '0'); // warm: session, certs
+    // --perf FILE: perf record -g of both agents; --perf strace: syscall counts in /tmp/weft-micro-strace.txt.
+    const rec = perf === 'strace'
+      ? spawn('strace', ['-c', '-f', '-o', '/tmp/weft-micro-strace.txt', '-p', String(srv.pid), '-p', String(cli.pid)], { stdio: 'ignore' })
+      : perf
+        ? spawn('perf', ['record', '-g', '-o', perf, '-p', `${srv.pid},${cli.pid}`], { stdio: 'ignore' })
+        : undefined;
+    if (phases.includes('throughput')) {
+      const cpu0 = cpuSeconds(srv.pid!) + cpuSeconds(cli.pid!);
+      const iperf = spawnSync('iperf3', ['-c', '127.0.0.1', '-p', String(iperfIn), '-t', String(seconds), '-J'], { encoding: 'utf8' });
+      const end = JSON.parse(iperf.stdout).end;
+      out.throughput_gbps = Math.round((end.sum_received.bits_per_second / 1e9) * 100) / 100;
+      // Less sensitive to a busy machine than Gbit/s: bytes relayed per CPU-second of both agents.
+      out.gbit_per_agent_cpu_s = Math.round(((end.sum_received.bytes * 8) / 1e9 / (cpuSeconds(srv.pid!) + cpuSeconds(cli.pid!) - cpu0)) * 100) / 100;
+    }
+    if (phases.includes('latency')) {
+      const before = [srv.pid!, cli.pid!].map((p) => cpuSeconds(p));
+      const beforeSys = [srv.pid!, cli.pid!].map((p) => cpuSeconds(p, 'sys'));
+      const t = Date.now();
+      const l = node('loadgen.ts', '127.0.0.1', String(echoIn), rate, '4', String(seconds), '1024', '1');
+      const secs = (Date.now() - t) / 1000;
+      const used = [srv.pid!, cli.pid!].map((p, i) => cpuSeconds(p) - before[i]!);
+      const sys = [srv.pid!, cli.pid!].map((p, i) => cpuSeconds(p, 'sys') - beforeSys[i]!);
+      out.sys_share = sys.map((x, i) => Math.round((x / Math.max(0.01, used[i]!)) * 100) / 100);
+      out.latency = { p50: l.p50, p90: l.p90, p99: l.p99, p999: l.p999, lost: l.lost };
+      out.cpu_per_krps = { server: Math.round((used[0]! / secs / (Number(rate) / 1000)) * 1000) / 1000, client: Math.round((used[1]! / secs / (Number(rate) / 1000)) * 1000) / 1000 };
+    }
+    if (phases.includes('connrate')) out.conn_per_s = node('connrate.ts', '127.0.0.1', String(echoIn), '8', String(seconds), '1024').conn_per_s;
+    if (rec) {
+      rec.kill('SIGINT');
+      await new Promise((r) => rec.once('exit', r));
+    }
+    console.log(JSON.stringify(out));
+  } finally {
+    for (const c of children.reverse()) c.kill('SIGINT');
+    await new Promise((r) => setTimeout(r, 1500)); // --cpu-prof writes on exit
+  }
+}
+
+const role = process.argv[2];
+if (role === 'server' || role === 'client') process.on('SIGINT', () => process.exit(0)); // lets --cpu-prof write
+if (role === 'server') await serverRole(Number(process.argv[3]), process.argv[4]!);
+else if (role === 'client') await clientRole(Number(process.argv[3]), process.argv[4]!, process.argv.slice(5));
+else await orchestrate();
