@@ -3,7 +3,8 @@
 //
 // A socket belongs to the netns of the thread that created it, for its whole life, and its fd is
 // valid process-wide. So a short-lived std::thread setns()es into the pod netns, creates and
-// configures the socket, and exits; the Node main thread never changes namespace.
+// configures the socket (or a batch of them: socketsInNetns), and exits; the Node main thread
+// never changes namespace.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -15,6 +16,7 @@
 #include <cerrno>
 #include <cstring>
 #include <thread>
+#include <vector>
 
 #include "common.h"
 
@@ -66,14 +68,14 @@ struct SocketResult {
   std::string step;
 };
 
-void MakeSocket(const SocketSpec& s, SocketResult* r) {
+// Creates and configures one socket in the calling thread's netns.
+void CreateSocket(const SocketSpec& s, SocketResult* r) {
   auto failed = [&](const std::string& step) {
     r->err = errno;
     r->step = step;
     if (r->fd >= 0) close(r->fd);
     r->fd = -1;
   };
-  if (s.netnsFd >= 0 && setns(s.netnsFd, CLONE_NEWNET) != 0) return failed("setns(CLONE_NEWNET)");
   int type = (s.udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC | (s.nonblock ? SOCK_NONBLOCK : 0);
   r->fd = socket(s.family == 6 ? AF_INET6 : AF_INET, type, 0);
   if (r->fd < 0) return failed("socket");
@@ -101,9 +103,27 @@ void MakeSocket(const SocketSpec& s, SocketResult* r) {
   if (s.backlog >= 0 && listen(r->fd, s.backlog) != 0) return failed("listen");
 }
 
-// socketInNetns(netnsFd | -1, { family: 4|6, udp?, nonblock? (default true), mark?, transparent?,
-//   reuseAddr?, reusePort?, freebind?, v6Only?, bind?: {address, port}, listen?: backlog }) -> fd
-Napi::Value SocketInNetns(const Napi::CallbackInfo& info) {
+// Enters s.netnsFd (if set) and creates `count` sockets there; on failure closes what it made and
+// leaves the error in *r. Runs on a thread of its own when a netns is given.
+void MakeSockets(const SocketSpec& s, int count, std::vector<int>* fds, SocketResult* r) {
+  if (s.netnsFd >= 0 && setns(s.netnsFd, CLONE_NEWNET) != 0) {
+    r->err = errno;
+    r->step = "setns(CLONE_NEWNET)";
+    r->fd = -1;
+    return;
+  }
+  for (int i = 0; i < count; i++) {
+    CreateSocket(s, r);
+    if (r->fd < 0) {
+      for (int fd : *fds) close(fd);
+      fds->clear();
+      return;
+    }
+    fds->push_back(r->fd);
+  }
+}
+
+SocketSpec ParseSpec(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   SocketSpec s;
   if (!(info[0].IsNumber() && info[0].As<Napi::Number>().Int32Value() == -1))
@@ -135,21 +155,50 @@ Napi::Value SocketInNetns(const Napi::CallbackInfo& info) {
       throw Napi::TypeError::New(env, "bind.address '" + addr + "' is not an IPv" + std::to_string(s.family) + " address");
     s.bind = true;
   }
+  return s;
+}
+
+// Runs MakeSockets, on a short-lived thread when the sockets belong to another netns (setns
+// affects only the calling thread), and throws what it failed on.
+std::vector<int> Sockets(Napi::Env env, const SocketSpec& s, int count, const char* fn) {
+  std::vector<int> fds;
   SocketResult r;
   if (s.netnsFd >= 0) {
-    std::thread t(MakeSocket, std::cref(s), &r);  // setns affects only this thread
+    std::thread t(MakeSockets, std::cref(s), count, &fds, &r);
     t.join();
   } else {
-    MakeSocket(s, &r);
+    MakeSockets(s, count, &fds, &r);
   }
-  if (r.fd < 0) {
+  if (static_cast<int>(fds.size()) != count) {
     std::string hint;
     if (r.err == EINVAL && r.step.rfind("setns", 0) == 0) hint = "netnsFd is not a network namespace";
     if (r.err == EADDRINUSE) hint = "the address is in use in that netns (set reuseAddr, or close the old listener)";
     if (r.err == EADDRNOTAVAIL) hint = "no such local address in that netns (or use freebind/transparent)";
-    throw ErrnoError(env, r.err, "socketInNetns: " + r.step, hint);
+    throw ErrnoError(env, r.err, std::string(fn) + ": " + r.step, hint);
   }
-  return Napi::Number::New(env, r.fd);
+  return fds;
+}
+
+// socketInNetns(netnsFd | -1, { family: 4|6, udp?, nonblock? (default true), mark?, transparent?,
+//   reuseAddr?, reusePort?, freebind?, v6Only?, bind?: {address, port}, listen?: backlog }) -> fd
+Napi::Value SocketInNetns(const Napi::CallbackInfo& info) {
+  SocketSpec s = ParseSpec(info);
+  return Napi::Number::New(info.Env(), Sockets(info.Env(), s, 1, "socketInNetns")[0]);
+}
+
+// socketsInNetns(netnsFd | -1, spec, count) -> fd[]: `count` identical sockets made by one thread,
+// so a caller that needs many (upstream dials from a pod) pays for one thread, not one each.
+// All or nothing: on failure none stays open. Sockets that bind are refused (they would collide).
+Napi::Value SocketsInNetns(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  SocketSpec s = ParseSpec(info);
+  if (s.bind || s.backlog >= 0) throw Napi::TypeError::New(env, "socketsInNetns makes unbound sockets only (no bind, no listen)");
+  int64_t count = info[2].IsNumber() ? info[2].As<Napi::Number>().Int64Value() : -1;
+  if (count < 1 || count > 1024) throw Napi::RangeError::New(env, "count must be 1..1024");
+  std::vector<int> fds = Sockets(env, s, static_cast<int>(count), "socketsInNetns");
+  Napi::Array out = Napi::Array::New(env, fds.size());
+  for (size_t i = 0; i < fds.size(); i++) out.Set(static_cast<uint32_t>(i), Napi::Number::New(env, fds[i]));
+  return out;
 }
 
 // netnsCookieOfSocket(fd) -> bigint: SO_NETNS_COOKIE, the id BPF programs see as
@@ -274,6 +323,7 @@ Napi::Value MountBpffs(const Napi::CallbackInfo& info) {
 
 void InitNet(Napi::Env env, Napi::Object exports) {
   exports.Set("socketInNetns", Napi::Function::New(env, SocketInNetns));
+  exports.Set("socketsInNetns", Napi::Function::New(env, SocketsInNetns));
   exports.Set("socketNetnsCookie", Napi::Function::New(env, SocketNetnsCookie));
   exports.Set("sockName", Napi::Function::New(env, SockName));
   exports.Set("connectFd", Napi::Function::New(env, ConnectFd));

@@ -5,7 +5,10 @@
 //   new net.Socket({ fd }).connect(port, host)        outbound dials from the pod netns
 // (Node 20 wraps an unconnected TCP fd and connects it itself; connectFd is there if not.)
 import fs from 'node:fs';
-import { native, type NativeSocketSpec } from './addon.ts';
+import { native, type NativeAddon, type NativeSocketSpec } from './addon.ts';
+
+/** The addon's batch call (native/net.cc); typed here, where its only caller lives. */
+const batchAddon = () => native() as NativeAddon & { socketsInNetns(netnsFd: number, spec: NativeSocketSpec, count: number): number[] };
 
 /** A network namespace: a path such as /run/netns/NAME or /proc/PID/ns/net, or an open fd. */
 export type NetnsRef = string | number;
@@ -32,6 +35,56 @@ export function withNetnsFd<T>(netns: NetnsRef, fn: (fd: number) => T): T {
 export function socketInNetns(netns: NetnsRef | null, opts: SocketOptions = {}): number {
   if (netns === null) return native().socketInNetns(-1, opts);
   return withNetnsFd(netns, (fd) => native().socketInNetns(fd, opts));
+}
+
+/** `count` identical unbound sockets in `netns`, made by one native thread (no bind, no listen). */
+export function socketsInNetns(netns: NetnsRef | null, opts: Omit<SocketOptions, 'bind' | 'listen'>, count: number): number[] {
+  if (netns === null) return batchAddon().socketsInNetns(-1, opts, count);
+  return withNetnsFd(netns, (fd) => batchAddon().socketsInNetns(fd, opts, count));
+}
+
+/**
+ * Unconnected sockets made ahead of time in one netns, for dials (`new net.Socket({ fd })`):
+ * making a socket in another netns needs a thread that enters it, and a thread per dial was the
+ * largest fixed cost of a new proxied connection. Refilled in batches (one thread per batch) that
+ * grow from 4 to `maxBatch` while the netns keeps dialling, so an idle pod holds a few fds only.
+ * The owner closes the pool with the netns fd it was made from.
+ */
+export class NetnsSocketPool {
+  private readonly free: Record<4 | 6, number[]> = { 4: [], 6: [] };
+  private readonly batch: Record<4 | 6, number> = { 4: 0, 6: 0 };
+  private closed = false;
+
+  constructor(
+    private readonly netnsFd: number,
+    private readonly opts: Omit<SocketOptions, 'bind' | 'listen' | 'family'> = {},
+    private readonly maxBatch = 32,
+    private readonly minBatch = 4,
+  ) {}
+
+  /** An fd of a fresh socket of `family`; the caller owns it (hand it to net.Socket or close it). */
+  take(family: 4 | 6): number {
+    if (this.closed) throw new Error('socket pool is closed');
+    const free = this.free[family];
+    if (free.length === 0) {
+      this.batch[family] = Math.min(this.maxBatch, Math.max(this.minBatch, this.batch[family] * 2));
+      free.push(...socketsInNetns(this.netnsFd, { ...this.opts, family }, this.batch[family]).reverse());
+    }
+    return free.pop()!;
+  }
+
+  /** Sockets made and not yet taken. */
+  get size(): number {
+    return this.free[4].length + this.free[6].length;
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const f of [4, 6] as const) {
+      for (const fd of this.free[f].splice(0)) fs.closeSync(fd);
+      this.batch[f] = 0;
+    }
+  }
 }
 
 /** A listening TCP socket in `netns`, ready for net.createServer().listen({ fd }). */

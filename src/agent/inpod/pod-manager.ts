@@ -12,12 +12,13 @@ import { podIdentity, type ProxyContext } from '../proxy/context.ts';
 import { createHboneServer, type Credentials, type HboneServer } from '../proxy/hbone/index.ts';
 import { handleInboundPlaintext, hboneHandlers } from '../proxy/inbound.ts';
 import { handleOutbound, type ProxyPod } from '../proxy/outbound.ts';
-import { AGENT_MARK, listenInPod } from '../proxy/pod-sockets.ts';
+import { AGENT_MARK, listenInPod, podDialSockets } from '../proxy/pod-sockets.ts';
 import { formatSpiffe } from '../../api/spiffe.ts';
 import { listenerInNetns } from '../../bpf/index.ts';
 import type { PodInfo } from './enrollment.ts';
 
 interface EnrolledPod extends ProxyPod {
+  sockets: ReturnType<typeof podDialSockets>;
   info: PodInfo;
   servers: Server[];
   /** The pod's HBONE server on 15008, once its certificate is there. */
@@ -110,12 +111,14 @@ export class PodManager {
     let capture: PodCaptureHandle | undefined;
     const servers: Server[] = [];
     let hboneFd: number | undefined;
+    let dials: EnrolledPod['sockets'] | undefined;
     try {
       capture = await this.backendFor(info).enroll(info);
       const pod: EnrolledPod = {
         uid: info.uid, namespace: info.namespace, name: info.name, serviceAccount: info.serviceAccount, ips: info.ips,
-        netnsFd, capture, info, servers, enrolledAt: new Date().toISOString(),
+        netnsFd, sockets: podDialSockets(netnsFd), capture, info, servers, enrolledAt: new Date().toISOString(),
       };
+      dials = pod.sockets;
       const out = await listenInPod(netnsFd, '127.0.0.1', WEFT.PORT_OUTBOUND, (s) => void handleOutbound(this.ctx, pod, s));
       servers.push(out.server);
       const inb = await listenInPod(netnsFd, this.backendFor(info).inboundBindAddress, WEFT.PORT_INBOUND, (s) => void handleInboundPlaintext(this.ctx, pod, s));
@@ -133,6 +136,7 @@ export class PodManager {
     } catch (e) {
       for (const s of servers) s.close();
       if (hboneFd !== undefined) closeSync(hboneFd);
+      dials?.close();
       await capture?.release().catch(() => undefined);
       closeSync(netnsFd);
       throw e;
@@ -188,6 +192,7 @@ export class PodManager {
       this.log.error({ pod: `${pod.namespace}/${pod.name}`, err: (e as Error).message }, 'pod release failed');
       throw e;
     } finally {
+      pod.sockets.close();
       closeSync(pod.netnsFd);
     }
     this.log.info({ pod: `${pod.namespace}/${pod.name}`, uid }, 'pod released');
@@ -231,6 +236,7 @@ export class PodManager {
       p.hbone?.tls.close();
       if (p.hboneFd !== undefined) closeSync(p.hboneFd);
       p.capture.close();
+      p.sockets.close();
       closeSync(p.netnsFd);
     }
     this.pods.clear();

@@ -47,7 +47,7 @@ export async function handleInboundPlaintext(ctx: ProxyContext, pod: ProxyPod, c
   if (!v.ok) return fail(v.reason, v.policy ? 'DENY' : 'NR', v.policy);
   let upstream: Socket;
   try {
-    upstream = await dialFromPod(pod.netnsFd, dst);
+    upstream = await dialFromPod(pod.sockets, dst);
   } catch (e) {
     return fail(`connect ${dst.address}:${dst.port}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'CONNECT');
   }
@@ -71,7 +71,7 @@ export function hboneHandlers(ctx: ProxyContext, pod: ProxyPod): Pick<HboneServe
         return { status: v.policy ? 401 : 400, reason: v.reason };
       }
       try {
-        return { status: 200, upstream: await dialFromPod(pod.netnsFd, req.authority) };
+        return { status: 200, upstream: await dialFromPod(pod.sockets, req.authority) };
       } catch (e) {
         rec.flag = 'CONNECT';
         return { status: 503, reason: `connect ${req.authority.address}:${req.authority.port}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` };

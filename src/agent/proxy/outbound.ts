@@ -9,7 +9,7 @@ import { Connection } from './connection.ts';
 import { podIdentity, type ProxyContext } from './context.ts';
 import { HboneError, tunnel } from './hbone/index.ts';
 import { planOutbound } from './outbound-plan.ts';
-import { dialFromPod } from './pod-sockets.ts';
+import { dialFromPod, type DialSockets } from './pod-sockets.ts';
 import { relay } from './relay.ts';
 
 export interface ProxyPod {
@@ -19,6 +19,8 @@ export interface ProxyPod {
   serviceAccount: string;
   ips: string[];
   netnsFd: number;
+  /** Dial sockets made in the pod netns (pod-sockets.ts). */
+  sockets: DialSockets;
   capture: PodCaptureHandle;
 }
 
@@ -52,7 +54,7 @@ export async function handleOutbound(ctx: ProxyContext, pod: ProxyPod, client: S
     conn.decided({ src, dst: plan.dst, service: plan.service });
     let upstream: Socket;
     try {
-      upstream = await dialFromPod(pod.netnsFd, plan.target);
+      upstream = await dialFromPod(pod.sockets, plan.target);
     } catch (e) {
       return fail(`connect ${plan.target.address}:${plan.target.port}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'CONNECT');
     }
@@ -75,7 +77,7 @@ export async function handleOutbound(ctx: ProxyContext, pod: ProxyPod, client: S
         traceparent: `00-${randomBytes(16).toString('hex')}-${randomBytes(8).toString('hex')}-01`,
       },
       credentials: { key: cert.keyPem, certChain: cert.certChainPem, root: cert.rootPem },
-      dial: () => dialFromPod(pod.netnsFd, plan.hbone),
+      dial: () => dialFromPod(pod.sockets, plan.hbone),
     });
     const r = await tunnel(stream, client);
     conn.finish({ sent: r.read, received: r.written, error: r.error });

@@ -1,11 +1,22 @@
 // Sockets the agent opens inside a pod's network namespace (the in-pod model): listeners on the
 // capture ports, and upstream dials that leave from the pod's own addresses. Dials carry the agent
-// mark so no capture rule in the pod ever takes them back to the agent.
+// mark so no capture rule in the pod ever takes them back to the agent. Dial sockets come from a
+// per-pod pool made ahead of time in the pod netns (NetnsSocketPool): a thread per dial was the
+// largest fixed cost of a new connection.
 import { Socket, createServer, type Server } from 'node:net';
-import { WEFT, listenerInNetns, socketInNetns } from '../../bpf/index.ts';
+import { WEFT, listenerInNetns } from '../../bpf/index.ts';
+import { NetnsSocketPool } from '../../bpf/netns.ts';
 import type { Endpoint } from '../capture/backend.ts';
 
 export const AGENT_MARK = WEFT.AGENT_MARK;
+
+/** Where dial sockets come from: a pool in the pod netns, or anything that hands out fresh fds. */
+export interface DialSockets {
+  take(family: 4 | 6): number;
+}
+
+/** The pod's dial sockets: nonblocking, carrying the agent mark. Close it with the netns fd. */
+export const podDialSockets = (netnsFd: number) => new NetnsSocketPool(netnsFd, { mark: AGENT_MARK, nonblock: true });
 
 /** A listening server in the pod netns; the handler gets paused sockets and their fds. */
 export function listenInPod(netnsFd: number, address: string, port: number, onConn: (s: Socket) => void): Promise<{ server: Server; fd: number }> {
@@ -21,9 +32,14 @@ export function listenInPod(netnsFd: number, address: string, port: number, onCo
 }
 
 /** Connects from inside the pod netns; resolves once connected, rejects with the socket error. */
-export function dialFromPod(netnsFd: number, dst: Endpoint, timeoutMs = 10_000): Promise<Socket> {
+export function dialFromPod(sockets: DialSockets, dst: Endpoint, timeoutMs = 10_000): Promise<Socket> {
   const family = dst.address.includes(':') ? 6 : 4;
-  const fd = socketInNetns(netnsFd, { family, mark: AGENT_MARK, nonblock: true });
+  let fd: number;
+  try {
+    fd = sockets.take(family);
+  } catch (e) {
+    return Promise.reject(e as Error);
+  }
   const s = new Socket({ fd, allowHalfOpen: true, readable: true, writable: true });
   s.setNoDelay(true);
   return new Promise((resolve, reject) => {
