@@ -1,6 +1,7 @@
 // Copies bytes both ways between two sockets until both directions are done, honouring half-close.
 // Byte counts come from the sockets' own counters at the end: nothing is done per chunk.
 import type { Socket } from 'node:net';
+import { RELAY_BUFFER, forward, setHighWaterMark } from './hbone/forward.ts';
 
 export interface RelayResult {
   /** Bytes from the downstream (client) side to upstream, and back. */
@@ -26,8 +27,10 @@ export function relay(down: Socket, up: Socket): Promise<RelayResult> {
     up.on('error', onError('upstream'));
     down.on('close', onClose);
     up.on('close', onClose);
-    down.pipe(up);
-    up.pipe(down);
+    setHighWaterMark(down, RELAY_BUFFER);
+    setHighWaterMark(up, RELAY_BUFFER);
+    forward(down, up);
+    forward(up, down);
     down.resume();
   });
 }

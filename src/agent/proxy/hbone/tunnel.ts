@@ -1,9 +1,10 @@
 // Copies bytes both ways between an HBONE stream and a TCP socket, honouring half-close
 // (END_STREAM <-> FIN) and mapping failures the way RFC 9113 §8.5 asks of a CONNECT proxy:
 // a TCP error resets the stream with CONNECT_ERROR, a stream reset resets the TCP connection.
-// Bytes are counted by the socket at the end, never per chunk.
+// Bytes are counted by the socket at the end, never per chunk; forward.ts does the copying.
 import { constants, type Http2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
+import { RELAY_BUFFER, forward, setHighWaterMark } from './forward.ts';
 
 export interface TunnelResult {
   /** Bytes written to the socket (arrived over the stream) and read from it (sent over the stream). */
@@ -39,8 +40,10 @@ export function tunnel(stream: Http2Stream, socket: Socket): Promise<TunnelResul
       done();
     });
     socket.on('close', done);
-    stream.pipe(socket);
-    socket.pipe(stream);
+    setHighWaterMark(stream, RELAY_BUFFER);
+    setHighWaterMark(socket, RELAY_BUFFER);
+    forward(stream, socket);
+    forward(socket, stream);
     socket.resume();
   });
 }
