@@ -10,7 +10,7 @@ import pino from 'pino';
 import { Counter, Gauge, Registry } from 'prom-client';
 import { registerHealthMetrics } from '../util/metrics.ts';
 import { adsService } from '../api/protos.ts';
-import { CACERTS_FILES, CertificateAuthority, StaticTokenAuthenticator, caServerCredentials, registerCAService, type NodeAuthenticator } from './ca/index.ts';
+import { CACERTS_FILES, CertificateAuthority, StaticTokenAuthenticator, caServerCredentials, registerCAService, startRootCertPublisher, type NodeAuthenticator } from './ca/index.ts';
 import { TokenReviewAuthenticator } from './ca/token-review.ts';
 import { loadKubeConfig } from './config/kube-api.ts';
 import type { ConfigSnapshot } from './config/config-store.ts';
@@ -87,6 +87,8 @@ export async function runControl(o: ControlOptions): Promise<void> {
   const source = openConfigSource(o, log, registry);
   source.on('update', rebuild);
   await source.start();
+  // On Kubernetes, istio-ca-root-cert in every namespace (the agent DaemonSet mounts it); the lab gets a file.
+  const rootCerts = o.configDir === undefined ? startRootCertPublisher(loadKubeConfig(o), ca.rootPem, log) : undefined;
 
   const ads = new DeltaAdsServer(store, log, {
     onNack: (t) => nacks.inc({ type_url: t }),
@@ -139,6 +141,7 @@ export async function runControl(o: ControlOptions): Promise<void> {
 
   const stop = () => {
     source.close();
+    rootCerts?.close();
     plain.forceShutdown();
     tls.forceShutdown();
     metrics.close();

@@ -81,8 +81,7 @@ const FIELD_SELECTOR = `metadata.name=${ROOT_CERT_CONFIGMAP}`;
 /** Conflicts answered by re-reading within one attempt; more means a fight with another writer. */
 const MAX_CONFLICTS = 5;
 
-// requestJson does not depend on the method; its type lists only the ones other callers use.
-const request = requestJson as (kc: KubeConfig, method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown, signal?: AbortSignal, timeoutMs?: number) => Promise<unknown>;
+const request = requestJson;
 
 const statusOf = (err: unknown) => (err as HttpError).statusCode;
 const messageOf = (err: unknown) => (err instanceof Error ? err.message : String(err));

@@ -62,7 +62,7 @@ export function getJson(kc: KubeConfig, path: string, signal?: AbortSignal, time
 }
 
 /** A JSON request with the kubeconfig's credentials; a 2xx answer resolves with its body. */
-export async function requestJson(kc: KubeConfig, method: 'GET' | 'POST', path: string, body?: unknown, signal?: AbortSignal, timeoutMs = 60_000): Promise<unknown> {
+export async function requestJson(kc: KubeConfig, method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown, signal?: AbortSignal, timeoutMs = 60_000): Promise<unknown> {
   const server = kc.getCurrentCluster()?.server;
   if (!server) throw new Error('kubeconfig has no current cluster');
   const opts: https.RequestOptions = {};
