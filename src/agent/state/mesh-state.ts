@@ -1,50 +1,95 @@
 // An immutable snapshot of what the control plane told the agent: workloads by uid and address,
 // services by hostname and VIP, authorization policies. Proxies take the current snapshot when a
 // connection starts, so an update is never seen half-applied.
+//
+// Snapshots are persistent maps (Immutable.js): a new snapshot shares everything an update did not
+// touch, so one changed workload costs O(log n), not a copy of 10,000 entries and their indexes.
+import { Map as PMap } from 'immutable';
 import type { AuthorizationPolicy, Service, Workload } from '../../api/mesh.ts';
 
-export class MeshState {
-  readonly workloadsByIp = new Map<string, Workload>();
-  readonly servicesByVip = new Map<string, Service>();
-  /** "namespace/hostname" -> workloads backing it. */
-  readonly endpoints = new Map<string, Workload[]>();
+type Change<T> = [string, T | undefined][];
 
-  constructor(
-    readonly workloads: ReadonlyMap<string, Workload>,
-    readonly services: ReadonlyMap<string, Service>,
-    readonly policies: ReadonlyMap<string, AuthorizationPolicy>,
-    readonly version = 0,
-  ) {
-    for (const w of workloads.values()) {
-      for (const a of w.addresses) this.workloadsByIp.set(a, w);
-      for (const key of Object.keys(w.services)) {
-        const list = this.endpoints.get(key) ?? [];
-        list.push(w);
-        this.endpoints.set(key, list);
-      }
-    }
-    for (const s of services.values()) for (const a of s.addresses) this.servicesByVip.set(a, s);
-  }
+export class MeshState {
+  private constructor(
+    readonly workloads: PMap<string, Workload>,
+    readonly services: PMap<string, Service>,
+    readonly policies: PMap<string, AuthorizationPolicy>,
+    readonly workloadsByIp: PMap<string, Workload>,
+    readonly servicesByVip: PMap<string, Service>,
+    /** "namespace/hostname" -> workloads backing it. */
+    readonly endpoints: PMap<string, readonly Workload[]>,
+    readonly version: number,
+  ) {}
 
   static empty(): MeshState {
-    return new MeshState(new Map(), new Map(), new Map());
+    return new MeshState(PMap(), PMap(), PMap(), PMap(), PMap(), PMap(), 0);
   }
 
-  /** A copy with some resources replaced or removed. */
-  with(changes: {
-    workloads?: [string, Workload | undefined][];
-    services?: [string, Service | undefined][];
-    policies?: [string, AuthorizationPolicy | undefined][];
-  }): MeshState {
-    const apply = <T>(base: ReadonlyMap<string, T>, ch?: [string, T | undefined][]) => {
-      if (!ch?.length) return base;
-      const m = new Map(base);
-      for (const [k, v] of ch) {
-        if (v === undefined) m.delete(k);
-        else m.set(k, v);
+  /** A new snapshot with some resources replaced (value) or removed (undefined). */
+  with(changes: { workloads?: Change<Workload>; services?: Change<Service>; policies?: Change<AuthorizationPolicy> }): MeshState {
+    let { workloads, workloadsByIp, endpoints, services, servicesByVip, policies } = this;
+    if (changes.workloads?.length) {
+      const w = workloads.asMutable();
+      const byIp = workloadsByIp.asMutable();
+      const eps = endpoints.asMutable();
+      for (const [uid, next] of changes.workloads) {
+        const prev = w.get(uid);
+        if (next) w.set(uid, next);
+        else w.delete(uid);
+        if (next) for (const a of next.addresses) byIp.set(a, next);
+        if (prev) for (const a of prev.addresses) if (byIp.get(a) === prev) reassign(byIp, a, w);
+        updateEndpoints(eps, prev, next);
       }
-      return m;
-    };
-    return new MeshState(apply(this.workloads, changes.workloads), apply(this.services, changes.services), apply(this.policies, changes.policies), this.version + 1);
+      [workloads, workloadsByIp, endpoints] = [w.asImmutable(), byIp.asImmutable(), eps.asImmutable()];
+    }
+    if (changes.services?.length) {
+      const s = services.asMutable();
+      const byVip = servicesByVip.asMutable();
+      for (const [key, next] of changes.services) {
+        const prev = s.get(key);
+        if (next) s.set(key, next);
+        else s.delete(key);
+        if (next) for (const a of next.addresses) byVip.set(a, next);
+        if (prev) for (const a of prev.addresses) if (byVip.get(a) === prev) reassign(byVip, a, s);
+      }
+      [services, servicesByVip] = [s.asImmutable(), byVip.asImmutable()];
+    }
+    if (changes.policies?.length) {
+      policies = policies.withMutations((p) => {
+        for (const [key, next] of changes.policies!) {
+          if (next) p.set(key, next);
+          else p.delete(key);
+        }
+      });
+    }
+    return new MeshState(workloads, services, policies, workloadsByIp, servicesByVip, endpoints, this.version + 1);
   }
+}
+
+/**
+ * An address its owner gave up goes to another resource that still has it (host-network pods
+ * share the node's address), else leaves the index. Rare, so a scan is fine.
+ */
+function reassign<T extends { addresses: string[] }>(index: PMap<string, T>, address: string, all: PMap<string, T>): void {
+  const other = all.find((x) => x.addresses.includes(address));
+  if (other) index.set(address, other);
+  else index.delete(address);
+}
+
+/** A workload keeps its place in each service's endpoint list; it joins at the end and leaves cleanly. */
+function updateEndpoints(eps: PMap<string, readonly Workload[]>, prev: Workload | undefined, next: Workload | undefined): void {
+  const before = new Set(prev ? Object.keys(prev.services) : []);
+  const after = new Set(next ? Object.keys(next.services) : []);
+  for (const key of before) {
+    const list = eps.get(key) ?? [];
+    if (after.has(key)) {
+      const i = list.indexOf(prev!);
+      eps.set(key, i < 0 ? [...list, next!] : list.map((x, j) => (j === i ? next! : x)));
+    } else {
+      const rest = list.filter((x) => x !== prev);
+      if (rest.length) eps.set(key, rest);
+      else eps.delete(key);
+    }
+  }
+  for (const key of after) if (!before.has(key)) eps.set(key, [...(eps.get(key) ?? []), next!]);
 }
