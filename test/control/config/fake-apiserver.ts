@@ -4,7 +4,7 @@
 // history answering too-old watches with a 410 ERROR event, and 404 for resources not installed.
 // Writes as the real server answers them: GET of one object, POST (201; 409 AlreadyExists; 404 or
 // 403 NamespaceTerminating for a missing or terminating namespace) and PUT (409 Conflict on a stale
-// resourceVersion, 404 for a missing object).
+// resourceVersion, 404 for a missing object). TokenReview (POST, 201) when a test sets tokenReview.
 import { randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -40,7 +40,15 @@ export interface FakeRequest {
   query: URLSearchParams;
 }
 
+/** The spec of a TokenReview, as the client sent it. */
+export interface FakeTokenReviewSpec {
+  token?: string;
+  audiences?: string[];
+}
+
 type EventType = 'ADDED' | 'MODIFIED' | 'DELETED';
+
+const TOKEN_REVIEWS = '/apis/authentication.k8s.io/v1/tokenreviews';
 
 const status = (code: number, reason: string, message: string, details?: unknown) => ({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, ...(details ? { details } : {}), code });
 
@@ -65,6 +73,8 @@ export class FakeApiServer {
   gone = 0;
   /** While set, new watches fail with 503 (a broken connection the client must retry). */
   refuseWatches = false;
+  /** While set, POST tokenreviews is answered with the status it returns; unset, 404 (not served). */
+  tokenReview?: (spec: FakeTokenReviewSpec) => { authenticated: boolean; [k: string]: unknown };
   private rv = 1000;
   private compactedRv = 0;
   private history: { rv: number; path: string; type: EventType; object: FakeObject }[] = [];
@@ -214,6 +224,10 @@ export class FakeApiServer {
     const json = (code: number, body: unknown) => void res.writeHead(code, { 'content-type': 'application/json' }).end(JSON.stringify(body));
     const injected = this.fault?.({ method, path: url.pathname, query: url.searchParams });
     if (injected !== undefined) return json(injected, status(injected, 'InternalError', `fault injected by the test: ${injected}`));
+    const review = this.tokenReview;
+    if (review && method === 'POST' && url.pathname === TOKEN_REVIEWS)
+      // A create that is never stored (no metadata needed): the spec comes back with the status.
+      return this.readBody(req, json, (body) => json(201, { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', metadata: {}, spec: body?.spec, status: review((body?.spec ?? {}) as FakeTokenReviewSpec) }), false);
 
     // /api/v1/namespaces/NS/PLURAL[/NAME], /apis/G/V/namespaces/NS/PLURAL[/NAME], or PREFIX/PLURAL[/NAME].
     const m =
@@ -263,7 +277,7 @@ export class FakeApiServer {
     res.on('close', () => this.watchers.delete(w));
   }
 
-  private readBody(req: IncomingMessage, json: (code: number, body: unknown) => void, then: (body: FakeObject) => void): void {
+  private readBody(req: IncomingMessage, json: (code: number, body: unknown) => void, then: (body: FakeObject) => void, needsMetadata = true): void {
     const chunks: Buffer[] = [];
     req.on('data', (d: Buffer) => chunks.push(d));
     req.on('end', () => {
@@ -273,7 +287,7 @@ export class FakeApiServer {
       } catch {
         return json(400, status(400, 'BadRequest', 'the body is not JSON'));
       }
-      if (typeof body?.metadata !== 'object' || body.metadata === null) return json(400, status(400, 'BadRequest', 'metadata is required'));
+      if (needsMetadata && (typeof body?.metadata !== 'object' || body.metadata === null)) return json(400, status(400, 'BadRequest', 'metadata is required'));
       then(body);
     });
   }

@@ -1,0 +1,167 @@
+// `weft control --kubeconfig` as a process, against the fake API server (the one part that is a
+// double): it publishes istio-ca-root-cert in every namespace with the root its CA signs with,
+// serves the pods, services and policies it reads to a Delta xDS client (the agent's own), and
+// follows pod changes (not Ready → UNHEALTHY, deleted → removed) from the API's watches.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { describe, expect, it } from 'vitest';
+import { formatSpiffe } from '../../src/api/spiffe.ts';
+import { CAClient } from '../../src/agent/identity/ca-client.ts';
+import { createKeyAndCsr } from '../../src/agent/identity/csr.ts';
+import { DeltaXdsClient } from '../../src/agent/xds/delta-client.ts';
+import { ROOT_CERT_CONFIGMAP, ROOT_CERT_KEY } from '../../src/control/ca/index.ts';
+import { NODE_NAME_EXTRA } from '../../src/control/ca/token-review.ts';
+import { KUBE_RESOURCES } from '../../src/control/config/kube-api.ts';
+import { FakeApiServer, type FakeObject } from './config/fake-apiserver.ts';
+
+const BIN = new URL('../../bin/weft.js', import.meta.url).pathname;
+const SERVER_NAME = 'weft-control.istio-system.svc';
+const AGENT_SA = 'istio-system/weft-agent';
+const AGENT_TOKEN = 'agent-token-node-1'; // what the agent on node-1 presents; TokenReview names the node
+const NAMESPACES = ['istio-system', 'shop', 'other'];
+const WEB_1 = 'Kubernetes//Pod/shop/web-1';
+const WEB_2 = 'Kubernetes//Pod/shop/web-2';
+
+/** Polls until `fn` holds; a bounded wait whose failure says what it waited for. */
+async function until(what: string, fn: () => boolean, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!fn()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** A port nothing listens on now (the kernel's choice, released at once). */
+const freePort = () =>
+  new Promise<number>((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+
+const namespace = (name: string, labels: Record<string, string> = {}): FakeObject => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels }, status: { phase: 'Active' } });
+const pod = (name: string, node: string, ip: string, ready = true): FakeObject => ({
+  apiVersion: 'v1',
+  kind: 'Pod',
+  metadata: { name, namespace: 'shop', labels: { app: 'web' }, annotations: { 'ambient.istio.io/redirection': 'enabled' } },
+  spec: { nodeName: node, serviceAccountName: 'web', containers: [{ name: 'app', image: 'web', ports: [{ containerPort: 8080 }] }] },
+  status: { phase: 'Running', podIP: ip, conditions: [{ type: 'Ready', status: ready ? 'True' : 'False' }] },
+});
+const OBJECTS: FakeObject[] = [
+  namespace('istio-system'),
+  namespace('shop', { 'istio.io/dataplane-mode': 'ambient' }),
+  namespace('other'),
+  { apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: 'shop' }, spec: { clusterIP: '10.96.0.10', selector: { app: 'web' }, ports: [{ name: 'http', port: 80, targetPort: 8080 }] } },
+  pod('web-1', 'node-1', '10.244.1.5'),
+  pod('web-2', 'node-2', '10.244.2.5'),
+  {
+    apiVersion: 'security.istio.io/v1',
+    kind: 'AuthorizationPolicy',
+    metadata: { name: 'allow-shop', namespace: 'shop' },
+    spec: { selector: { matchLabels: { app: 'web' } }, action: 'ALLOW', rules: [{ from: [{ source: { namespaces: ['shop'] } }], to: [{ operation: { ports: ['8080'] } }] }] },
+  },
+];
+
+/** Waits for the process to exit (SIGKILL after 5 s), so no port stays bound. */
+async function stop(cp: ChildProcess): Promise<void> {
+  if (cp.exitCode !== null || cp.signalCode !== null) return;
+  const exited = new Promise<void>((r) => cp.once('exit', () => r()));
+  cp.kill('SIGTERM');
+  const timer = setTimeout(() => cp.kill('SIGKILL'), 5000);
+  await exited;
+  clearTimeout(timer);
+}
+
+describe('weft control --kubeconfig', () => {
+  it('publishes the CA root in every namespace and serves pods, services and policies from the API, following pod changes', async () => {
+    const tmp = mkdtempSync(join(tmpdir(), 'weft-main-kube-'));
+    const server = await FakeApiServer.start();
+    for (const r of KUBE_RESOURCES) server.serve(r);
+    server.serve({ kind: 'ConfigMap', apiVersion: 'v1', plural: 'configmaps' });
+    for (const o of OBJECTS) server.apply(o);
+    // Node authentication as on a cluster: without --node-tokens, `weft control` checks the agents'
+    // tokens with TokenReview through the same kubeconfig, so the fake answers TokenReview rather
+    // than the test taking the lab's token-file path (which main.ts would also accept here). One
+    // token: the agent ServiceAccount's, bound to node-1.
+    server.tokenReview = (spec) =>
+      spec.token === AGENT_TOKEN
+        ? { authenticated: true, audiences: spec.audiences ?? [], user: { username: 'system:serviceaccount:istio-system:weft-agent', extra: { [NODE_NAME_EXTRA]: ['node-1'] } } }
+        : { authenticated: false, error: 'invalid bearer token' };
+    const kubeconfig = server.writeKubeconfig(tmp);
+
+    const [plain, tls, metrics] = [await freePort(), await freePort(), await freePort()];
+    const args = ['control', '--kubeconfig', kubeconfig, '--agent-service-account', AGENT_SA, '--server-name', SERVER_NAME, '--server-ip', '127.0.0.1'];
+    args.push('--plain-address', `127.0.0.1:${plain}`, '--tls-address', `127.0.0.1:${tls}`, '--metrics-address', `127.0.0.1:${metrics}`);
+    const cp = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    cp.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    cp.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    const log = pino({ level: 'silent' });
+    let xds: DeltaXdsClient | undefined;
+    let ca: CAClient | undefined;
+    try {
+      await until('control plane ready', () => {
+        if (cp.exitCode !== null) throw new Error(`weft control exited with ${cp.exitCode}:\n${out}`);
+        return out.includes('control plane ready');
+      });
+
+      // istio-ca-root-cert in every namespace, all with one root.
+      const rootIn = (ns: string) => (server.get('ConfigMap', ns, ROOT_CERT_CONFIGMAP) as { data?: Record<string, string> } | undefined)?.data?.[ROOT_CERT_KEY];
+      await until('istio-ca-root-cert in every namespace', () => NAMESPACES.every((ns) => rootIn(ns) !== undefined));
+      const root = rootIn('shop')!;
+      expect(root).toMatch(/^-----BEGIN CERTIFICATE-----\n[^]+-----END CERTIFICATE-----\n?$/);
+      for (const ns of NAMESPACES) expect(server.get('ConfigMap', ns, ROOT_CERT_CONFIGMAP)).toMatchObject({ metadata: { labels: { 'istio.io/config': 'true' } }, data: { [ROOT_CERT_KEY]: root } });
+
+      // That root is the CA's: an agent trusting only it reaches the TLS port (the server
+      // certificate verifies against it), TokenReview names node-1, web-1's identity is scheduled
+      // there, and the chain issued ends in the same root.
+      ca = new CAClient({ address: `127.0.0.1:${tls}`, rootPem: root, serverName: SERVER_NAME, nodeToken: AGENT_TOKEN });
+      const identity = formatSpiffe({ trustDomain: 'cluster.local', namespace: 'shop', serviceAccount: 'web' });
+      const chain = await ca.createCertificate((await createKeyAndCsr({ trustDomain: 'cluster.local', namespace: 'shop', serviceAccount: 'web' })).csrPem, identity, 3600);
+      expect(chain.length).toBeGreaterThanOrEqual(2);
+      expect(chain.at(-1)!.trim()).toBe(root.trim());
+      const reviews = server.requests.filter((r) => r.method === 'POST' && r.path === '/apis/authentication.k8s.io/v1/tokenreviews');
+      expect(reviews.length).toBe(1);
+      expect(reviews[0]!.authorization).toBe('Bearer fake-token'); // asked with the control plane's own credential
+
+      // The agent's Delta xDS client on the plaintext port: both workloads, the service, the policy.
+      xds = new DeltaXdsClient({ address: `127.0.0.1:${plain}`, nodeId: 'node-1', log });
+      xds.start();
+      const client = xds;
+      await until('xDS: two workloads, the service and the policy', () => client.synced && client.state.workloads.size === 2 && client.state.services.size === 1 && client.state.policies.size === 1);
+      const state = client.state;
+      expect(state.workloads.get(WEB_1)).toMatchObject({ name: 'web-1', namespace: 'shop', addresses: ['10.244.1.5'], node: 'node-1', serviceAccount: 'web', tunnelProtocol: 'HBONE', status: 'HEALTHY', authorizationPolicies: ['shop/allow-shop'] });
+      expect(state.workloads.get(WEB_2)).toMatchObject({ name: 'web-2', addresses: ['10.244.2.5'], node: 'node-2', tunnelProtocol: 'HBONE', status: 'HEALTHY' });
+      expect(state.workloads.get(WEB_1)!.services).toEqual({ 'shop/web.shop.svc.cluster.local': [{ servicePort: 80, targetPort: 8080 }] });
+      expect([...state.services.values()]).toMatchObject([{ name: 'web', namespace: 'shop', hostname: 'web.shop.svc.cluster.local', addresses: ['10.96.0.10'] }]);
+      expect([...state.policies.values()]).toMatchObject([{ name: 'allow-shop', namespace: 'shop', action: 'ALLOW' }]);
+
+      // A pod that stops being Ready, then a deleted pod, as the API server's watches report them.
+      server.apply(pod('web-2', 'node-2', '10.244.2.5', false));
+      await until('web-2 UNHEALTHY', () => client.state.workloads.get(WEB_2)?.status === 'UNHEALTHY');
+      expect(client.state.workloads.get(WEB_1)?.status).toBe('HEALTHY');
+      server.remove('Pod', 'shop', 'web-2');
+      await until('web-2 removed', () => !client.state.workloads.has(WEB_2));
+      expect([...client.state.workloads.keys()]).toEqual([WEB_1]);
+      expect(client.state.services.size).toBe(1);
+      expect(client.nacks).toBe(0);
+    } catch (e) {
+      // The control plane's log says why, when it is the process that failed.
+      (e as Error).message += `\n--- weft control output ---\n${out.slice(-8000)}`;
+      throw e;
+    } finally {
+      xds?.close();
+      ca?.close();
+      await stop(cp);
+      await server.close();
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+});
