@@ -38,7 +38,9 @@ function loadAdsRoot(): protobuf.Root {
 
 /** A gRPC method definition that serializes like @grpc/proto-loader's (fromObject/encode, decode/toObject). */
 function methodDefinition(service: string, method: protobuf.Method): grpc.MethodDefinition<object, object> {
+  // A Buffer is a message already encoded (the Delta server writes its responses from cached bytes).
   const serialize = (t: protobuf.Type) => (obj: object) => {
+    if (Buffer.isBuffer(obj)) return obj;
     const out = t.encode(t.fromObject(obj)).finish(); // a Buffer on Node
     return Buffer.isBuffer(out) ? out : Buffer.from(out.buffer, out.byteOffset, out.byteLength);
   };

@@ -5,8 +5,9 @@
 import { randomUUID } from 'node:crypto';
 import type * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { anyMessage } from '../../api/protos.ts';
+import { deltaResponse } from './delta-wire.ts';
 import type { Resource, ResourceStore } from './resources.ts';
+import { SendGate } from './send-gate.ts';
 import { StreamSet, type Authorize } from './streams.ts';
 
 interface DeltaRequest {
@@ -35,6 +36,7 @@ export interface DeltaAdsEvents {
 
 export class DeltaAdsServer {
   private readonly set: StreamSet<Stream, DeltaRequest>;
+  private readonly gate = new SendGate();
   private get streams() {
     return this.set.streams;
   }
@@ -61,19 +63,23 @@ export class DeltaAdsServer {
 
   /** The grpc handler for DeltaAggregatedResources. `authorize` may reject a stream before use. */
   handler(authorize?: Authorize) {
-    return this.set.handler((call) => new Stream(call, this.store, this.log, this.events), authorize);
+    return this.set.handler((call) => new Stream(call, this.store, this.log, this.events, this.gate), authorize);
   }
 }
 
 class Stream {
   readonly types = new Map<string, TypeState>();
   node = 'unknown';
+  private readonly outbox: Buffer[] = [];
+  /** A response is waiting for the send gate; later ones queue behind it. */
+  private waiting = false;
 
   constructor(
     private readonly call: grpc.ServerDuplexStream<DeltaRequest, unknown>,
     private readonly store: ResourceStore,
     private readonly log: Logger,
     private readonly events: DeltaAdsEvents,
+    private readonly gate: SendGate,
   ) {}
 
   onRequest(req: DeltaRequest): void {
@@ -140,14 +146,23 @@ class Stream {
   private send(typeUrl: string, st: TypeState, resources: Resource[], removed: string[]): void {
     const nonce = randomUUID();
     st.pending.add(nonce);
+    // `held` is what the client will have once the responses queued so far arrive, in order.
     for (const r of resources) st.held.set(r.name, r.version);
     for (const n of removed) st.held.delete(n);
-    this.call.write({
-      systemVersionInfo: String(this.store.generation),
-      typeUrl,
-      nonce,
-      removedResources: removed,
-      resources: resources.map((r) => ({ name: r.name, version: r.version, resource: anyMessage(typeUrl, r.body) })),
-    });
+    this.outbox.push(deltaResponse({ systemVersionInfo: String(this.store.generation), typeUrl, nonce, resources, removed }));
+    this.flush();
+  }
+
+  /** Writes queued responses in order; a large one may wait for the gate, and the rest behind it. */
+  private flush(): void {
+    while (!this.waiting && this.outbox.length) {
+      const msg = this.outbox.shift()!;
+      this.waiting = true;
+      this.gate.run(msg.length, (done) => {
+        this.waiting = false;
+        this.call.write(msg, done);
+        this.flush();
+      });
+    }
   }
 }

@@ -9,6 +9,8 @@ export interface Resource {
   name: string;
   version: string;
   body: Uint8Array;
+  /** Its Delta xDS wire form, encoded on first use (delta-wire.ts). */
+  wire?: Uint8Array;
 }
 
 export class ResourceStore extends EventEmitter {
