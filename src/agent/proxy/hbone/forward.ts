@@ -1,16 +1,25 @@
 // One direction of a relay: bytes from a readable to a writable with backpressure — the part of
 // stream.pipe() a proxy needs (the caller owns errors, resets and close) — tuned for the agent's
-// two costs per chunk, a JS write and a syscall:
+// costs per chunk (a JS callback, a write, a syscall, and garbage):
 // - buffers of 256 KiB on both streams instead of Node's 16 KiB, so a 64 KiB socket read no longer
 //   fills the HTTP/2 stream's buffer at once and pauses the socket (readStop/readStart) every chunk;
 // - bulk data is corked and flushed once per event-loop turn (setImmediate), so the 16 KiB pieces
 //   TLS and HTTP/2 deliver leave in one writev instead of a write each. Small chunks (requests,
-//   responses) are written at once, adding no delay.
+//   responses) are written at once, adding no delay;
+// - a TCP socket is read into 64 KiB buffers from a process-wide free list (net.Socket's `onread`
+//   mode), handed to the writer as views and returned once written. Node would otherwise allocate
+//   a fresh buffer per read: at a gigabit that is ~100 MB/s of ArrayBuffers, which V8 counts as
+//   external memory and answers with a major GC every few hundred ms in the agent.
+import { Socket } from 'node:net';
 import type { Duplex, Readable, Writable } from 'node:stream';
 
 export const RELAY_BUFFER = 256 * 1024;
 /** Chunks at least this large mark bulk transfer and are batched. */
 export const BULK_CHUNK = 4096;
+/** One socket read (Node's own read size). */
+export const READ_BUFFER = 64 * 1024;
+/** Free read buffers kept for reuse, process-wide (2 MiB). */
+const POOL_MAX = 32;
 
 type State = { highWaterMark: number };
 
@@ -22,20 +31,84 @@ export function setHighWaterMark(s: Duplex, bytes: number): void {
   if (w) w.highWaterMark = bytes;
 }
 
+const pool: Buffer[] = [];
+const getBuffer = () => pool.pop() ?? Buffer.allocUnsafeSlow(READ_BUFFER);
+const putBuffer = (b: Buffer) => void (pool.length < POOL_MAX && pool.push(b));
+
+/** Buffers waiting for reuse (for tests). */
+export const pooledReadBuffers = () => pool.length;
+
+// net.Socket keeps its `onread` settings under these symbols (Node 18-22), and an accepted
+// socket can only get them after construction. Found by description on a probe socket; without
+// them (another Node), forward() uses 'data' events.
+interface OnreadSymbols {
+  buffer: symbol;
+  cb: symbol;
+  gen: symbol;
+}
+let symbols: OnreadSymbols | null | undefined;
+function onreadSymbols(): OnreadSymbols | null {
+  if (symbols !== undefined) return symbols;
+  const buffer = Buffer.alloc(1);
+  const callback = () => {};
+  const probe = new Socket({ onread: { buffer, callback } } as unknown as ConstructorParameters<typeof Socket>[0]);
+  const own = Object.getOwnPropertySymbols(probe);
+  const rec = probe as unknown as Record<symbol, unknown>;
+  const by = (d: string) => own.find((x) => x.description === d);
+  const [b, c, g] = [by('kBuffer'), by('kBufferCb'), by('kBufferGen')];
+  symbols = b && c && g && rec[b] === buffer && rec[c] === callback && rec[g] === null ? { buffer: b, cb: c, gen: g } : null;
+  probe.destroy();
+  return symbols;
+}
+
+interface Handle {
+  reading: boolean;
+  readStart(): number;
+  useUserBuffer(b: Uint8Array): void;
+}
+
 export function forward(src: Readable, dst: Writable): void {
   let corked = false;
   const flush = () => {
     corked = false;
     dst.uncork();
   };
-  src.on('data', (chunk: Buffer) => {
+  const write = (chunk: Buffer, done?: (e?: Error | null) => void): boolean => {
     if (!corked && chunk.length >= BULK_CHUNK && !dst.writableEnded) {
       corked = true;
       dst.cork();
       setImmediate(flush);
     }
-    if (!dst.write(chunk)) src.pause();
+    return dst.write(chunk, done);
+  };
+  src.once('end', () => dst.end());
+  if (useReadBuffers(src, write, dst)) return;
+  src.on('data', (chunk: Buffer) => {
+    if (!write(chunk)) src.pause();
   });
   dst.on('drain', () => src.resume());
-  src.once('end', () => dst.end());
+}
+
+/** Switches a paused TCP socket to reading into pooled buffers; false if it cannot be. */
+function useReadBuffers(src: Readable, write: (chunk: Buffer, done: (e?: Error | null) => void) => boolean, dst: Writable): boolean {
+  if (!(src instanceof Socket) || (src as Socket & { encrypted?: boolean }).encrypted) return false;
+  const sym = onreadSymbols();
+  const handle = (src as unknown as { _handle?: Partial<Handle> | null })._handle;
+  if (!sym || !handle || typeof handle.useUserBuffer !== 'function' || typeof handle.readStart !== 'function') return false;
+  if (src.readableLength > 0 || src.readableEnded || src.readableFlowing === true || src.listenerCount('data') > 0) return false;
+  const s = src as unknown as Record<symbol, unknown>;
+  const first = getBuffer();
+  s[sym.buffer] = first;
+  s[sym.gen] = getBuffer;
+  s[sym.cb] = (n: number, buf: Buffer) => write(buf.subarray(0, n), (e) => !e && putBuffer(buf));
+  (handle as Handle).useUserBuffer(first);
+  dst.on('drain', () => {
+    const h = (src as unknown as { _handle?: Handle | null })._handle;
+    if (h && !h.reading && !src.destroyed && !src.readableEnded) {
+      h.reading = true;
+      h.readStart();
+    }
+  });
+  src.resume(); // as pipe() would: reading starts (or goes on) into the pooled buffers
+  return true;
 }

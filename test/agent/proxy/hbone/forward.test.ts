@@ -67,3 +67,43 @@ it('raises both buffer limits of a duplex', () => {
   expect(d.readableHighWaterMark).toBe(RELAY_BUFFER);
   expect(d.writableHighWaterMark).toBe(RELAY_BUFFER);
 });
+
+it('relays a TCP socket through pooled read buffers, big and small, honouring half-close', async () => {
+  const net = await import('node:net');
+  const { pooledReadBuffers } = await import('../../../../src/agent/proxy/hbone/forward.ts');
+  // upstream: counts what arrives, answers "n" when the client half-closes.
+  const upstream = net.createServer({ allowHalfOpen: true }, (s) => {
+    let n = 0;
+    s.on('data', (d: Buffer) => (n += d.length));
+    s.on('end', () => s.end(String(n)));
+  });
+  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+  const upPort = (upstream.address() as { port: number }).port;
+  // the relay under test: accepted (paused) socket → forward → dialled socket, and back.
+  const relay = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (down) => {
+    const up = net.connect({ port: upPort, host: '127.0.0.1', allowHalfOpen: true }, () => {
+      forward(down, up);
+      forward(up, down);
+    });
+  });
+  await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
+  const relayPort = (relay.address() as { port: number }).port;
+  try {
+    const total = 8 * 1024 * 1024 + 5;
+    const reply = await new Promise<string>((resolve, reject) => {
+      const c = net.connect({ port: relayPort, host: '127.0.0.1', allowHalfOpen: true }, () => {
+        c.write(Buffer.alloc(5, 1));
+        c.end(Buffer.alloc(total - 5, 2));
+      });
+      let got = '';
+      c.on('data', (d: Buffer) => (got += String(d)));
+      c.on('end', () => resolve(got));
+      c.on('error', reject);
+    });
+    expect(reply).toBe(String(total));
+    expect(pooledReadBuffers()).toBeGreaterThan(0); // read buffers came back for reuse
+  } finally {
+    relay.close();
+    upstream.close();
+  }
+});
