@@ -44,7 +44,7 @@ async function serverRole(port: number, pki: string): Promise<void> {
     onConnect: async (req) => ({ status: 200, upstream: await dialFromPod(HERE_NETNS, req.authority) }),
   });
   await hb.listen({ port, host: '127.0.0.1' });
-  console.log('ready');
+  console.log('ready', ballast.length);
 }
 
 async function clientRole(hbonePort: number, pki: string, routes: string[]): Promise<void> {
@@ -72,7 +72,7 @@ async function clientRole(hbonePort: number, pki: string, routes: string[]): Pro
     });
     await new Promise<void>((r) => srv.listen(Number(listen), '127.0.0.1', r));
   }
-  console.log('ready');
+  console.log('ready', ballast.length);
 }
 
 /** CPU seconds (user + system) a process has used so far; `sys` alone with kind 'sys'. */
@@ -84,6 +84,7 @@ function cpuSeconds(pid: number, kind: 'all' | 'sys' = 'all'): number {
 
 function start(args: string[], nodeArgs: string[]): Promise<ChildProcess> {
   const p = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', SELF, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  p.stdout!.on('data', (d: Buffer) => process.env.MICRO_VERBOSE && process.stderr.write(`[${args[0]}] ${d}`));
   return new Promise((resolve, reject) => {
     p.stdout!.on('data', (d: Buffer) => d.toString().includes('ready') && resolve(p));
     p.once('exit', (code) => reject(new Error(`${args[0]} exited ${code}`)));
@@ -109,6 +110,7 @@ async function orchestrate(): Promise<void> {
     children.push(spawn('iperf3', ['-s', '-p', String(iperfPort), '-B', '127.0.0.1'], { stdio: 'ignore' }));
     children.push(spawn(process.execPath, ['--import', 'tsx', join(TOOLS, 'tcp-echo.ts'), String(echoPort), '1024'], { stdio: 'ignore' }));
     const nodeArgs = prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : perf ? ['--perf-basic-prof-only-functions'] : [];
+    nodeArgs.push(...(process.env.MICRO_NODE_ARGS ?? '').split(' ').filter(Boolean));
     const srv = await start(['server', String(hbonePort), dir], nodeArgs);
     children.push(srv);
     const cli = await start(['client', String(hbonePort), dir, `${iperfIn}=127.0.0.1:${iperfPort}`, `${echoIn}=127.0.0.1:${echoPort}`], nodeArgs);
@@ -157,6 +159,9 @@ async function orchestrate(): Promise<void> {
   }
 }
 
+// The lab agent's old generation is ~50 MB (loader, protos, mesh state), which makes every major
+// GC expensive; MICRO_HEAP_MB=50 gives the roles a retained heap of that size to match.
+const ballast = Array.from({ length: Number(process.env.MICRO_HEAP_MB ?? 0) * 1024 }, (_, i) => ({ i, s: `x${i}`.repeat(30), a: [i, i + 1] }));
 const role = process.argv[2];
 if (role === 'server' || role === 'client') process.on('SIGINT', () => process.exit(0)); // lets --cpu-prof write
 if (role === 'server') await serverRole(Number(process.argv[3]), process.argv[4]!);
