@@ -70,7 +70,9 @@ export class DeltaAdsServer {
 class Stream {
   readonly types = new Map<string, TypeState>();
   node = 'unknown';
-  private readonly outbox: Buffer[] = [];
+  private readonly outbox: { nonce: string; msg: Buffer }[] = [];
+  /** Gate releases of responses awaiting the client's ACK or NACK, by nonce. */
+  private readonly unacked = new Map<string, () => void>();
   /** A response is waiting for the send gate; later ones queue behind it. */
   private waiting = false;
 
@@ -87,6 +89,8 @@ class Stream {
     const typeUrl = req.typeUrl;
     let st = this.types.get(typeUrl);
     if (req.responseNonce) {
+      this.unacked.get(req.responseNonce)?.();
+      this.unacked.delete(req.responseNonce);
       if (!st?.pending.delete(req.responseNonce)) return; // stale nonce: superseded response
       if (req.errorDetail && req.errorDetail.message) {
         this.log.warn({ node: this.node, typeUrl, reason: req.errorDetail.message }, 'xds NACK');
@@ -149,20 +153,31 @@ class Stream {
     // `held` is what the client will have once the responses queued so far arrive, in order.
     for (const r of resources) st.held.set(r.name, r.version);
     for (const n of removed) st.held.delete(n);
-    this.outbox.push(deltaResponse({ systemVersionInfo: String(this.store.generation), typeUrl, nonce, resources, removed }));
+    this.outbox.push({ nonce, msg: deltaResponse({ systemVersionInfo: String(this.store.generation), typeUrl, nonce, resources, removed }) });
     this.flush();
   }
 
-  /** Writes queued responses in order; a large one may wait for the gate, and the rest behind it. */
+  /**
+   * Writes queued responses in order; a large one may wait for the gate, and the rest behind it.
+   * A large one holds its slot until the client ACKs or NACKs it: only then has it surely left
+   * this process (a write completes as soon as HTTP/2 has buffered it).
+   */
   private flush(): void {
     while (!this.waiting && this.outbox.length) {
-      const msg = this.outbox.shift()!;
+      const { nonce, msg } = this.outbox.shift()!;
       this.waiting = true;
       this.gate.run(msg.length, (done) => {
         this.waiting = false;
-        this.call.write(msg, done);
+        this.unacked.set(nonce, done);
+        this.call.write(msg);
         this.flush();
       });
     }
+  }
+
+  /** The stream ended: nothing it sent will be acknowledged. */
+  onClose(): void {
+    for (const done of this.unacked.values()) done();
+    this.unacked.clear();
   }
 }

@@ -1,7 +1,7 @@
 // A new agent's first full sync is megabytes. When a hundred agents connect at once (a control
 // plane restart), writing all of them at once holds a hundred full copies in HTTP/2 buffers until
 // each client reads its copy. Large responses therefore wait for one of a few slots; a slot frees
-// when the write completes (the bytes have left for the client), or after a timeout, so a stuck
+// when the client has the response (its ACK or NACK), or after a timeout, so a stuck
 // client cannot stall the others. Small responses (the usual deltas) never wait.
 export class SendGate {
   private active = 0;
@@ -13,7 +13,7 @@ export class SendGate {
     readonly holdMs = 10_000,
   ) {}
 
-  /** Calls `write(done)` once allowed; the writer calls `done` when the bytes have left. */
+  /** Calls `write(done)` once allowed; the writer calls `done` when the client has the response. */
   run(size: number, write: (done: () => void) => void): void {
     if (size < this.largeBytes) return write(() => {});
     const start = () => {

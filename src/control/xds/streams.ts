@@ -6,6 +6,8 @@ import type * as grpc from '@grpc/grpc-js';
 export interface AdsStream<Req> {
   node: string;
   onRequest(req: Req): void;
+  /** The call ended (cleanly, with an error or cancelled); called once. */
+  onClose?(): void;
 }
 
 /** Resolves to who the caller is, or undefined after ending the call itself. */
@@ -30,8 +32,11 @@ export class StreamSet<S extends AdsStream<Req>, Req> {
         },
         () => call.end(),
       );
+      let closed = false;
       const done = () => {
         if (this.streams.delete(stream)) this.onConnect?.(stream.node, this.streams.size);
+        if (!closed) stream.onClose?.();
+        closed = true;
       };
       call.on('end', () => {
         done();
