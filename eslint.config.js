@@ -4,7 +4,7 @@ import tseslint from 'typescript-eslint';
 import globals from 'globals';
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', 'build/**', 'bpf/**', 'native/**', '.cache/**'] },
+  { ignores: ['node_modules/**', 'build/**', 'lib/**', 'bpf/**', 'native/**', '.cache/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   { languageOptions: { globals: globals.node } },

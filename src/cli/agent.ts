@@ -1,6 +1,6 @@
 // `weft agent`: the node agent (a DaemonSet pod in Kubernetes; one process per node in the lab).
 import { Command, Option } from 'commander';
-import { runAgent } from '../agent/main.ts';
+import type { runAgent } from '../agent/main.ts';
 
 export function registerAgentCommand(program: Command): void {
   program
@@ -22,5 +22,6 @@ export function registerAgentCommand(program: Command): void {
     .option('--token-file <file>', 'node credential for the control plane')
     .option('--control-server-name <name>', "name in the control plane's certificate", 'weft-control.istio-system.svc')
     .option('--cert-ttl <seconds>', 'workload certificate lifetime to request', (v) => parseInt(v, 10), 86_400)
-    .action(async (o) => runAgent(o as Parameters<typeof runAgent>[0]));
+    // Loaded when run, so other commands do not carry the agent (and the agent not the rest).
+    .action(async (o) => (await import('../agent/main.ts')).runAgent(o as Parameters<typeof runAgent>[0]));
 }

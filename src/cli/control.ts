@@ -1,6 +1,6 @@
 // `weft control`: the control plane (a Deployment in Kubernetes; one process per lab).
 import type { Command } from 'commander';
-import { runControl } from '../control/main.ts';
+import type { runControl } from '../control/main.ts';
 import { analyze } from '../control/analyze.ts';
 import { DEFAULT_MESH } from '../control/model/workloads.ts';
 import { loadManifests } from '../lab/manifest.ts';
@@ -35,6 +35,7 @@ export function registerControlCommand(program: Command): void {
         },
       ) => {
         const { serverName, serverIp, agentServiceAccount, tokenAudience, ...rest } = o;
+        const { runControl } = await import('../control/main.ts'); // loaded only when run
         await runControl({
           ...rest,
           serverNames: serverName.length ? serverName : ['weft-control.istio-system.svc'],

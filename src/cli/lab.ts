@@ -3,7 +3,6 @@ import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { labCall, LabNotRunning } from '../lab/client.ts';
-import { runLabDaemon } from '../lab/daemon.ts';
 import { cgroup2Mount } from '../bpf/mounts.ts';
 import { LabLayout } from '../lab/layout.ts';
 import { formatProblem, loadManifests } from '../lab/manifest.ts';
@@ -230,7 +229,7 @@ export function registerLabCommands(program: Command): void {
     .option('--nodes <n>', 'number of nodes', (v) => parseInt(v, 10), 2)
     .option('--capture <mode>', 'ebpf | iptables | none', 'ebpf')
     .option('--cert-ttl <seconds>', 'workload certificate lifetime', (v) => parseInt(v, 10))
-    .action(async (o: { name: string; nodes: number; capture: 'ebpf' | 'iptables' | 'none'; certTtl?: number }) => runLabDaemon(o.name, o.nodes, o.capture, o.certTtl));
+    .action(async (o: { name: string; nodes: number; capture: 'ebpf' | 'iptables' | 'none'; certTtl?: number }) => (await import('../lab/daemon.ts')).runLabDaemon(o.name, o.nodes, o.capture, o.certTtl));
 
   program
     .command('control-plane')

@@ -6,13 +6,11 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { dirname, join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import pino from 'pino';
-import { Counter, Gauge, Registry } from 'prom-client';
+import pino, { type Logger } from 'pino';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { registerHealthMetrics } from '../util/metrics.ts';
 import { adsService } from '../api/protos.ts';
-import { CACERTS_FILES, CertificateAuthority, StaticTokenAuthenticator, caServerCredentials, registerCAService, startRootCertPublisher, type NodeAuthenticator } from './ca/index.ts';
-import { TokenReviewAuthenticator } from './ca/token-review.ts';
-import { loadKubeConfig } from './config/kube-api.ts';
+import { CACERTS_FILES, CertificateAuthority, StaticTokenAuthenticator, caServerCredentials, registerCAService, type NodeAuthenticator } from './ca/index.ts';
 import type { ConfigSnapshot } from './config/config-store.ts';
 import { openConfigSource, type SourceOptions } from './config/source.ts';
 import type { MeshModel } from './model/mesh-model.ts';
@@ -40,10 +38,18 @@ export interface ControlOptions extends SourceOptions {
 }
 
 /** Lab: a token file. Kubernetes: the agents' bound ServiceAccount tokens, checked by TokenReview. */
-function nodeAuthenticator(o: ControlOptions): NodeAuthenticator {
+async function nodeAuthenticator(o: ControlOptions): Promise<NodeAuthenticator> {
   if (o.nodeTokens) return new StaticTokenAuthenticator(o.nodeTokens);
   if (o.configDir !== undefined) throw new Error('--config-dir needs --node-tokens (TokenReview needs the Kubernetes API)');
+  const [{ loadKubeConfig }, { TokenReviewAuthenticator }] = await Promise.all([import('./config/kube-api.ts'), import('./ca/token-review.ts')]);
   return new TokenReviewAuthenticator(loadKubeConfig(o), { agentServiceAccounts: o.agentServiceAccounts, audiences: o.tokenAudiences });
+}
+
+/** On Kubernetes, istio-ca-root-cert in every namespace (the agent DaemonSet mounts it); the lab gets a file. */
+async function publishRootCert(o: ControlOptions, rootPem: string, log: Logger): Promise<{ close(): void } | undefined> {
+  if (o.configDir !== undefined) return undefined;
+  const [{ loadKubeConfig }, { startRootCertPublisher }] = await Promise.all([import('./config/kube-api.ts'), import('./ca/root-cert-configmap.ts')]);
+  return startRootCertPublisher(loadKubeConfig(o), rootPem, log);
 }
 
 const bind = (server: grpc.Server, address: string, creds: grpc.ServerCredentials) =>
@@ -62,7 +68,8 @@ export async function runControl(o: ControlOptions): Promise<void> {
   const registry = new Registry();
   registerHealthMetrics(registry);
   const problemsGauge = new Gauge({ name: 'weft_control_config_problems', help: 'Invalid configuration objects skipped', registers: [registry] });
-  const pushes = new Counter({ name: 'weft_control_xds_model_builds_total', help: 'Mesh model rebuilds', registers: [registry] });
+  // A build: snapshot -> model -> encoded resources -> deltas written to every stream.
+  const builds = new Histogram({ name: 'weft_control_model_build_seconds', help: 'Time from a configuration snapshot to its changes written to every xDS stream', buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers: [registry] });
   const nacks = new Counter({ name: 'weft_control_xds_nacks_total', help: 'xDS NACKs from clients', labelNames: ['type_url'] as const, registers: [registry] });
   const clients = new Gauge({ name: 'weft_control_xds_clients', help: 'Connected xDS clients', registers: [registry] });
   const caResults = new Counter({ name: 'weft_control_ca_requests_total', help: 'Certificate requests by result', labelNames: ['result'] as const, registers: [registry] });
@@ -73,6 +80,7 @@ export async function runControl(o: ControlOptions): Promise<void> {
   let model: MeshModel | undefined;
   let reported = new Set<string>();
   const rebuild = (snap: ConfigSnapshot) => {
+    const end = builds.startTimer();
     const a = analyzer.run(snap);
     model = a.model;
     // Log each problem when it appears, not on every push (pods change constantly).
@@ -82,13 +90,12 @@ export async function runControl(o: ControlOptions): Promise<void> {
     workloadApi.publish(model);
     // Envoy v3 resources for proxyless gRPC (and waypoints), in the warming order CDS, EDS, LDS, RDS.
     publishEnvoyResources(store, a.envoy);
-    pushes.inc();
+    end();
   };
-  const source = openConfigSource(o, log, registry);
+  const source = await openConfigSource(o, log, registry);
   source.on('update', rebuild);
   await source.start();
-  // On Kubernetes, istio-ca-root-cert in every namespace (the agent DaemonSet mounts it); the lab gets a file.
-  const rootCerts = o.configDir === undefined ? startRootCertPublisher(loadKubeConfig(o), ca.rootPem, log) : undefined;
+  const rootCerts = await publishRootCert(o, ca.rootPem, log);
 
   const ads = new DeltaAdsServer(store, log, {
     onNack: (t) => nacks.inc({ type_url: t }),
@@ -98,7 +105,7 @@ export async function runControl(o: ControlOptions): Promise<void> {
     onNack: (t) => nacks.inc({ type_url: t }),
     onConnect: () => clients.set(ads.connected + sotw.connected),
   });
-  const authenticator = nodeAuthenticator(o);
+  const authenticator = await nodeAuthenticator(o);
 
   // 15010: plaintext, unauthenticated, for local debugging (as istiod).
   const plain = new grpc.Server();

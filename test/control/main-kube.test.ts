@@ -13,7 +13,7 @@ import { formatSpiffe } from '../../src/api/spiffe.ts';
 import { CAClient } from '../../src/agent/identity/ca-client.ts';
 import { createKeyAndCsr } from '../../src/agent/identity/csr.ts';
 import { DeltaXdsClient } from '../../src/agent/xds/delta-client.ts';
-import { ROOT_CERT_CONFIGMAP, ROOT_CERT_KEY } from '../../src/control/ca/index.ts';
+import { ROOT_CERT_CONFIGMAP, ROOT_CERT_KEY } from '../../src/control/ca/root-cert-configmap.ts';
 import { NODE_NAME_EXTRA } from '../../src/control/ca/token-review.ts';
 import { KUBE_RESOURCES } from '../../src/control/config/kube-api.ts';
 import { FakeApiServer, type FakeObject } from './config/fake-apiserver.ts';

@@ -3,4 +3,3 @@ export { StaticTokenAuthenticator, type NodeAuthenticator } from './authenticato
 export { CertificateAuthority, CsrError, type CAOptions, type IssuedKeyPair, type ServerCertOptions } from './authority.ts';
 export { CACERTS_FILES } from './plugged.ts';
 export { caServerCredentials, registerCAService, type CACounters, type CAResult, type CAServiceOptions } from './service.ts';
-export { ROOT_CERT_CONFIGMAP, ROOT_CERT_KEY, startRootCertPublisher, type RootCertPublisher, type RootCertPublisherOptions } from './root-cert-configmap.ts';

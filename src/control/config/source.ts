@@ -3,8 +3,7 @@ import type { Logger } from 'pino';
 import { Counter, type Registry } from 'prom-client';
 import type { ConfigSource } from './config-store.ts';
 import { DirSource } from './dir-source.ts';
-import { loadKubeConfig } from './kube-api.ts';
-import { KubeSource } from './kube-source.ts';
+import type { KubeSource } from './kube-source.ts';
 
 export interface SourceOptions {
   configDir?: string;
@@ -12,10 +11,12 @@ export interface SourceOptions {
   inCluster?: boolean;
 }
 
-export function openConfigSource(o: SourceOptions, log: Logger, registry: Registry): ConfigSource {
+/** The Kubernetes client loads only when the API is the source: a directory needs none of it. */
+export async function openConfigSource(o: SourceOptions, log: Logger, registry: Registry): Promise<ConfigSource> {
   const given = [o.configDir !== undefined, o.kubeconfig !== undefined, !!o.inCluster].filter(Boolean).length;
   if (given !== 1) throw new Error('give exactly one of --config-dir, --kubeconfig, --in-cluster');
   if (o.configDir !== undefined) return new DirSource(o.configDir);
+  const [{ loadKubeConfig }, { KubeSource }] = await Promise.all([import('./kube-api.ts'), import('./kube-source.ts')]);
   const source = new KubeSource(loadKubeConfig(o), log);
   registerKubeSourceMetrics(source, registry);
   return source;

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { CertificateAuthority } from '../../../src/control/ca/authority.ts';
-import { ROOT_CERT_CONFIGMAP, ROOT_CERT_KEY, startRootCertPublisher, type RootCertPublisher, type RootCertPublisherOptions } from '../../../src/control/ca/index.ts';
+import { ROOT_CERT_CONFIGMAP, ROOT_CERT_KEY, startRootCertPublisher, type RootCertPublisher, type RootCertPublisherOptions } from '../../../src/control/ca/root-cert-configmap.ts';
 import { loadKubeConfig } from '../../../src/control/config/kube-api.ts';
 import { ROOT_CERT_CONFIGMAP as INSTALL_ROOT_CERT_CONFIGMAP } from '../../../src/install/manifests.ts';
 import { resolveOptions } from '../../../src/install/options.ts';
