@@ -15,6 +15,7 @@ import type { IServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
 import type { IVolume } from 'kubernetes-models/v1/Volume';
 import { istioCrds } from './crds.ts';
 import type { InstallOptions } from './options.ts';
+import { CONTROL_PLANE_ENV } from '../control/process-env.ts';
 
 export type K8sObject = { apiVersion: string; kind: string; metadata?: { name?: string; namespace?: string } };
 
@@ -151,6 +152,7 @@ export function controlPlane(o: InstallOptions): [IServiceAccount, IClusterRole,
                   '--tls-address', `0.0.0.0:${PORTS.xdsTls}`,
                   '--metrics-address', `0.0.0.0:${PORTS.monitoring}`,
                 ],
+                env: Object.entries(CONTROL_PLANE_ENV).map(([name, value]) => ({ name, value })),
                 ports: [
                   { name: 'grpc-xds', containerPort: PORTS.xds, protocol: 'TCP' },
                   { name: 'grpc-xds-tls', containerPort: PORTS.xdsTls, protocol: 'TCP' },

@@ -5,6 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { CONTROL_PLANE_ENV } from '../control/process-env.ts';
 import { sleep } from '../util/sleep.ts';
 import { BIN } from './agents.ts';
 import { FABRIC_IP, type LabLayout } from './layout.ts';
@@ -34,6 +35,7 @@ export class LabControlPlane extends SupervisedProcess {
         '--node-tokens', join(dir, 'node-tokens.json'), '--root-cert-out', join(dir, 'root-cert.pem'),
         '--server-name', CONTROL_SERVER_NAME, '--server-ip', FABRIC_IP,
       ],
+      env: CONTROL_PLANE_ENV,
     });
     mkdirSync(join(dir, 'ca'), { recursive: true });
     this.rootCert = join(dir, 'root-cert.pem');

@@ -10,6 +10,8 @@ export interface ProcessSpec {
   netns: string;
   cgroup: string;
   argv: string[];
+  /** Added to the daemon's environment. */
+  env?: Readonly<Record<string, string>>;
   logPath: string;
   onLog: (msg: string) => void;
 }
@@ -43,6 +45,7 @@ export class SupervisedProcess {
     const p = spawn('sh', ['-c', 'cg=$1; ns=$2; shift 2; echo $$ > "$cg/cgroup.procs" && exec nsenter --net="/run/netns/$ns" "$@"', 'sh', s.cgroup, s.netns, ...s.argv], {
       stdio: ['ignore', log, log],
       detached: true,
+      env: s.env ? { ...process.env, ...s.env } : process.env,
     });
     closeSync(log);
     this.proc = p;
