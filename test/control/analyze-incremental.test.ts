@@ -47,6 +47,8 @@ function comparable(a: ReturnType<typeof analyze>) {
     services: a.model.services,
     policies: a.model.policies,
     problems: a.problems,
+    // Which identities each node may obtain from the CA.
+    issuable: ['node-0', 'node-1'].flatMap((node) => ['shop/web', 'shop/db', 'bank/ledger', 'bank/audit'].map((sa) => `${node} ${sa} ${a.model.canIssue(node, { trustDomain: 'cluster.local', namespace: sa.split('/')[0]!, serviceAccount: sa.split('/')[1]! })}`)),
     envoy: Object.fromEntries([...a.envoy.resources].map(([t, m]) => [t, Object.fromEntries([...m].sort(([x], [y]) => (x < y ? -1 : 1)).map(([n, b]) => [n, Buffer.from(b).toString('base64')]))])),
   };
 }

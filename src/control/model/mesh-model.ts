@@ -51,6 +51,8 @@ interface NsContext {
 
 interface PodEntry {
   ctx: NsContext;
+  /** [node, "namespace/serviceAccount"] when the pod's node may obtain its identity. */
+  identity?: [string, string];
   workload?: Workload;
   /** The PeerAuthentication-derived DENY policy, if any. */
   paPolicy?: AuthorizationPolicy;
@@ -116,7 +118,12 @@ export class MeshModelBuilder {
       entries.set(pod, e);
       if (e.workload) workloads.push(e.workload);
       if (e.paPolicy) policies.set(policyKey(e.paPolicy), e.paPolicy);
-      addIdentity(identitiesByNode, pod);
+      if (e.identity) {
+        const [node, id] = e.identity;
+        const set = identitiesByNode.get(node);
+        if (set) set.add(id);
+        else identitiesByNode.set(node, new Set([id]));
+      }
     }
     this.pods = entries;
     this.contexts = contexts;
@@ -137,12 +144,13 @@ export class MeshModelBuilder {
   }
 
   private buildPod(pod: Pod, ns: string, ctx: NsContext): PodEntry {
+    const identity = podIdentity(pod);
     const w = buildWorkload(pod, ctx.services, ctx.selectorPolicies, this.o);
-    if (!w) return { ctx };
+    if (!w) return { ctx, identity };
     // PeerAuthentication resolves per workload into at most one DENY policy it names.
     const pa = effectivePeerAuthn({ namespace: ns, labels: pod.metadata.labels ?? {} }, ctx.peerAuthns, this.o.rootNamespace);
     if (pa.policy) w.authorizationPolicies = [...w.authorizationPolicies, policyKey(pa.policy)].sort();
-    return { ctx, workload: w, paPolicy: pa.policy };
+    return { ctx, identity, workload: w, paPolicy: pa.policy };
   }
 
   private translate(obj: KObject): Translated {
@@ -173,11 +181,9 @@ export function buildMeshModel(objects: readonly KObject[], o: MeshOptions): Mes
   return new MeshModelBuilder(o).build(objects);
 }
 
-/** Identities a node may obtain: those of pods scheduled there (running or starting). */
-function addIdentity(m: Map<string, Set<string>>, pod: Pod) {
+/** A node may obtain the identities of pods scheduled there (running or starting). */
+function podIdentity(pod: Pod): [string, string] | undefined {
   const node = pod.spec.nodeName;
-  if (!node || pod.status?.phase === 'Succeeded' || pod.status?.phase === 'Failed') return;
-  const set = m.get(node) ?? new Set<string>();
-  set.add(`${pod.metadata.namespace ?? 'default'}/${pod.spec.serviceAccountName ?? 'default'}`);
-  m.set(node, set);
+  if (!node || pod.status?.phase === 'Succeeded' || pod.status?.phase === 'Failed') return undefined;
+  return [node, `${pod.metadata.namespace ?? 'default'}/${pod.spec.serviceAccountName ?? 'default'}`];
 }
