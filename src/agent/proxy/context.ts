@@ -23,11 +23,15 @@ export interface ProxyContext {
   pool: HbonePool;
 }
 
-/** One engine per state snapshot: policies compile once, not per connection. */
+/**
+ * One engine per policy set: policies compile once, not per connection, and a snapshot that
+ * changed only workloads shares its policy map with the one before (persistent maps), so it
+ * keeps the engine.
+ */
 export function engineCache(rootNamespace: string): (s: MeshState) => AuthorizationEngine {
-  let last: { state: MeshState; engine: AuthorizationEngine } | undefined;
+  let last: { policies: MeshState['policies']; engine: AuthorizationEngine } | undefined;
   return (state) => {
-    if (last?.state !== state) last = { state, engine: new AuthorizationEngine(new Map(state.policies), rootNamespace) };
+    if (last?.policies !== state.policies) last = { policies: state.policies, engine: new AuthorizationEngine(new Map(state.policies), rootNamespace) };
     return last.engine;
   };
 }
