@@ -37,6 +37,16 @@ for (const mode of ['ebpf', 'iptables'] as const) {
         .filter((l) => l.startsWith('{'))
         .map((l) => JSON.parse(l) as LogLine);
     const conns = (node: string, direction: string, dst: string) => agentLog(node).filter((l) => l.msg === 'connection complete' && l.direction === direction && l['dst.addr'] === dst);
+    /** The access log line comes when the agent has seen both sides close, just after curl returns. */
+    const connsAtLeast = (node: string, direction: string, dst: string, n: number) => {
+      const end = Date.now() + 5000;
+      let lines = conns(node, direction, dst);
+      while (lines.length < n && Date.now() < end) {
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+        lines = conns(node, direction, dst);
+      }
+      return lines;
+    };
     const metrics = (node: string) => spawnSync('nsenter', [`--net=/run/netns/${lab}.${node}`, 'curl', '-s', '-m', '5', 'http://127.0.0.1:15020/metrics'], { encoding: 'utf8' }).stdout;
     const captured = (node: string, ns: string, name: string, dir: string) => {
       const m = new RegExp(`^weft_pod_captured_connections_total\\{namespace="${ns}",pod="${name}",direction="${dir}"\\} (\\d+)$`, 'm').exec(metrics(node));
@@ -78,12 +88,12 @@ for (const mode of ['ebpf', 'iptables'] as const) {
       const dst = `${echoB.status.podIP}:8080`;
       const before = conns('node-0', 'outbound', dst).length;
       expect(curlFrom(lab, 'mesh/client', `http://${dst}/`).pod).toBe('echo-b');
-      const after = conns('node-0', 'outbound', dst);
+      const after = connsAtLeast('node-0', 'outbound', dst, before + 1);
       expect(after.length).toBe(before + 1);
       expect(after.at(-1)!.pod).toBe('mesh/client');
       const svcIP = getJson<{ spec: { clusterIP: string } }>(lab, 'services', 'mesh')[0]!.spec.clusterIP;
       expect(['echo-a', 'echo-b']).toContain(curlFrom(lab, 'mesh/client', 'http://echo/').pod);
-      expect(conns('node-0', 'outbound', `${svcIP}:80`).length).toBeGreaterThan(0);
+      expect(connsAtLeast('node-0', 'outbound', `${svcIP}:80`, 1).length).toBeGreaterThan(0);
       expect(captured('node-0', 'mesh', 'client', 'outbound')).toBeGreaterThanOrEqual(2);
       // Loopback stays inside the pod.
       expect(podExec(lab, 'mesh/echo-a', ['curl', '-sf', 'http://127.0.0.1:8080/'])).toContain('"client":"127.0.0.1');
@@ -95,7 +105,7 @@ for (const mode of ['ebpf', 'iptables'] as const) {
       const dst = `${echoB.status.podIP}:8080`;
       const before = conns('node-1', 'inbound', dst).length;
       expect(curlFrom(lab, 'plain/outsider', `http://${dst}/`).pod).toBe('echo-b');
-      const lines = conns('node-1', 'inbound', dst);
+      const lines = connsAtLeast('node-1', 'inbound', dst, before + 1);
       expect(lines.length).toBe(before + 1);
       expect(lines.at(-1)!['src.addr']!.split(':')[0]).toBe(outsider.status.podIP);
       expect(captured('node-1', 'mesh', 'echo-b', 'inbound')).toBeGreaterThanOrEqual(1);
