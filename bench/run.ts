@@ -34,6 +34,15 @@ const want = (f: Figure) => selFigures.includes(f);
 if (want('cpu') && !selRates.includes(1000)) selRates.push(1000);
 const FULL = selPaths.length === PATHS.length && FIGURES.every(want) && RATES.every((x) => selRates.includes(x));
 const PROFILE = process.env.BENCH_PROFILE !== '0';
+const IDLE_SECONDS = 4;
+const idleVcpu: Record<string, number[]> = {};
+async function idleCpu(pids: number[], seconds: number): Promise<number[]> {
+  const b = pids.map(cpuSeconds);
+  const t = process.hrtime.bigint();
+  await new Promise((r) => setTimeout(r, seconds * 1000));
+  const secs = Number(process.hrtime.bigint() - t) / 1e9;
+  return pids.map((p, i) => (cpuSeconds(p) - b[i]!) / secs);
+}
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const IPERF_SECONDS = Number(process.env.BENCH_IPERF_SECONDS ?? 5);
 const SCALE_PODS = Number(process.env.BENCH_SCALE_PODS ?? 100);
@@ -64,7 +73,9 @@ const machine = {
 
 spawnSync(process.execPath, [join(root, 'bin/weft.js'), 'down', '--name', LAB], { stdio: 'ignore' });
 writeBenchConfig(dir);
-if (PROFILE) process.env.WEFT_AGENT_NODE_ARGS = `--cpu-prof --cpu-prof-dir=${profDir}`;
+// A 10 ms sampling interval: at Node's default 1 ms the profiler alone keeps an idle agent at
+// ~0.08 vCPU (measured in a lab: 0.006 without it) and interrupts every agent's event loop.
+if (PROFILE) process.env.WEFT_AGENT_NODE_ARGS = `--cpu-prof --cpu-prof-interval=10000 --cpu-prof-dir=${profDir}`;
 if (!FULL) log(`subset run: paths ${selPaths.join(',')}; figures ${selFigures.join(',')}; rates ${selRates.join(',')}`);
 const t0 = Date.now();
 log(`lab up (manifests in ${dir})`);
@@ -94,6 +105,9 @@ try {
       if (!selRates.includes(rate) || (!want('latency') && rate !== 1000)) continue;
       log(`${name}: latency at ${rate} req/s`);
       const pids = agentPids();
+      // The agents' own CPU with no traffic (timers, xDS and, above all, the sampling profiler of
+      // this run), measured just before and taken out: the figure is what the traffic costs.
+      const idle = t.mesh && rate === 1000 ? await idleCpu(pids, IDLE_SECONDS) : pids.map(() => 0);
       const before = pids.map(cpuSeconds);
       const start = process.hrtime.bigint();
       const l = latency(LAB, t.pod, t.host, 7000, rate, SECONDS);
@@ -103,8 +117,12 @@ try {
       if (name === 'direct' && rate === 1000) firstDirect = l;
       if (t.mesh && rate === 1000) {
         // Both agents work on every request across nodes (one on same-node); charge the busier.
-        const used = pids.map((p, i) => cpuSeconds(p) - before[i]!);
-        cpuPerKrps = Math.round((Math.max(...used) / secs) * 1000) / 1000;
+        // vCPU per 1000 req/s = CPU-seconds per 1000 requests; counted over the requests sent
+        // (warm-up second included), so the load generator's start-up inside the pod is not.
+        const sent = Math.round(rate * (SECONDS + 1));
+        const used = pids.map((p, i) => cpuSeconds(p) - before[i]! - idle[i]! * secs);
+        cpuPerKrps = Math.round((Math.max(0, ...used) / (sent / 1000)) * 1000) / 1000;
+        idleVcpu[name] = idle.map((x) => Math.round(x * 1000) / 1000);
       }
     }
     if (want('connrate')) log(`${name}: new connections`);
@@ -149,7 +167,7 @@ if (!FULL) {
     agent_cpu_per_krps: Object.fromEntries(Object.entries(results).filter(([, x]) => x.agent_cpu_per_krps !== undefined).map(([k, x]) => [k, x.agent_cpu_per_krps])),
   };
   const hot = PROFILE ? hotFunctions(profDir, 25) : [];
-  const out = { subset: { paths: selPaths, figures: selFigures, rates: selRates }, machine, seconds_per_latency_run: SECONDS, duration_s: Math.round((Date.now() - t0) / 1000), noise_pct: noise, paths: results, ratios, agent_profile_top: hot };
+  const out = { subset: { paths: selPaths, figures: selFigures, rates: selRates }, machine, seconds_per_latency_run: SECONDS, duration_s: Math.round((Date.now() - t0) / 1000), noise_pct: noise, paths: results, agent_idle_vcpu: idleVcpu, ratios, agent_profile_top: hot };
   writeFileSync(join(dir, 'subset.json'), JSON.stringify(out, null, 2) + '\n');
   console.log(JSON.stringify(out.paths, null, 1));
   console.log(JSON.stringify(ratios, null, 1));
@@ -179,7 +197,7 @@ const targets = [
 ];
 const hot = hotFunctions(profDir);
 const stamp = new Date().toISOString().replace(/[:.]/g, '-');
-const out = { machine, command: 'make bench', seconds_per_latency_run: SECONDS, duration_s: Math.round((Date.now() - t0) / 1000), noise_pct: noise, paths: results, ratios, targets, agent_profile_top: hot };
+const out = { machine, command: 'make bench', seconds_per_latency_run: SECONDS, duration_s: Math.round((Date.now() - t0) / 1000), noise_pct: noise, paths: results, agent_idle_vcpu: idleVcpu, ratios, targets, agent_profile_top: hot };
 mkdirSync(join(root, 'bench/results'), { recursive: true });
 writeFileSync(join(root, `bench/results/${stamp}.json`), JSON.stringify(out, null, 2) + '\n');
 writeFileSync(join(root, 'bench/results/latest.json'), JSON.stringify(out, null, 2) + '\n');
@@ -193,6 +211,8 @@ const md = [
   '![latency by rate](bench/results/latency.svg)',
   '',
   `Ratios: weft-ebpf/direct throughput ${ratios.weft_over_direct_throughput}, weft-ebpf/haproxy-mtls throughput ${ratios.weft_over_haproxy_throughput}; latency added over direct at 1000 req/s: weft-ebpf p50 ${added(e, 'p50')} µs, p99 ${added(e, 'p99')} µs; haproxy-mtls p50 ${added(h, 'p50')} µs, p99 ${added(h, 'p99')} µs. Noise (direct path at 1000 req/s, start vs end of run): p50 ${noise.p50Pct} %, p99 ${noise.p99Pct} %.`,
+  '',
+  `Agent CPU is what the 1000 req/s traffic costs the busier agent: CPU-seconds per 1000 requests, after taking out the agents' idle CPU measured for ${IDLE_SECONDS} s just before (agents run under a 10 ms sampling profiler; idle vCPU per agent: ${Object.entries(idleVcpu).map(([k, v]) => `${k} ${v.join(' / ')}`).join(', ')}).`,
   '',
   '| target | met | measured |',
   '|---|---|---|',
