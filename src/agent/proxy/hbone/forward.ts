@@ -6,20 +6,21 @@
 // - bulk data is corked and flushed once per event-loop turn (setImmediate), so the 16 KiB pieces
 //   TLS and HTTP/2 deliver leave in one writev instead of a write each. Small chunks (requests,
 //   responses) are written at once, adding no delay;
-// - a TCP socket is read into 64 KiB buffers from a process-wide free list (net.Socket's `onread`
-//   mode), handed to the writer as views and returned once written. Node would otherwise allocate
-//   a fresh buffer per read: at a gigabit that is ~100 MB/s of ArrayBuffers, which V8 counts as
-//   external memory and answers with a major GC every few hundred ms in the agent.
+// - a TCP socket is read into buffers from process-wide free lists (net.Socket's `onread` mode),
+//   handed to the writer as views and returned once written. Node would otherwise allocate a fresh
+//   64 KiB buffer per read: at a gigabit that is ~100 MB/s of ArrayBuffers, which V8 counts as
+//   external memory and answers with a major GC every few hundred ms in the agent. A socket holds
+//   its next read buffer while idle, so reads start at 4 KiB and move to 64 KiB only while they
+//   fill the buffer (bulk transfer); the held buffer goes back to its list when the socket closes.
 import { Socket } from 'node:net';
 import type { Duplex, Readable, Writable } from 'node:stream';
 
 export const RELAY_BUFFER = 256 * 1024;
 /** Chunks at least this large mark bulk transfer and are batched. */
 export const BULK_CHUNK = 4096;
-/** One socket read (Node's own read size). */
+/** A bulk read (Node's own read size), and the read size of a socket that is not in bulk. */
 export const READ_BUFFER = 64 * 1024;
-/** Free read buffers kept for reuse, process-wide (2 MiB). */
-const POOL_MAX = 32;
+export const SMALL_READ_BUFFER = 4 * 1024;
 
 type State = { highWaterMark: number };
 
@@ -31,12 +32,22 @@ export function setHighWaterMark(s: Duplex, bytes: number): void {
   if (w) w.highWaterMark = bytes;
 }
 
-const pool: Buffer[] = [];
-const getBuffer = () => pool.pop() ?? Buffer.allocUnsafeSlow(READ_BUFFER);
-const putBuffer = (b: Buffer) => void (pool.length < POOL_MAX && pool.push(b));
+/** Free read buffers of one size, process-wide, at most `max` kept. */
+class BufferList {
+  private readonly free: Buffer[] = [];
+  constructor(readonly size: number, private readonly max: number) {}
+  get = () => this.free.pop() ?? Buffer.allocUnsafeSlow(this.size);
+  put = (b: Buffer) => void (b.length === this.size && this.free.length < this.max && this.free.push(b));
+  get length() {
+    return this.free.length;
+  }
+}
+const big = new BufferList(READ_BUFFER, 32); // 2 MiB
+const small = new BufferList(SMALL_READ_BUFFER, 256); // 1 MiB
+const putBuffer = (b: Buffer) => (b.length === READ_BUFFER ? big.put(b) : small.put(b));
 
 /** Buffers waiting for reuse (for tests). */
-export const pooledReadBuffers = () => pool.length;
+export const pooledReadBuffers = () => big.length + small.length;
 
 // net.Socket keeps its `onread` settings under these symbols (Node 18-22), and an accepted
 // socket can only get them after construction. Found by description on a probe socket; without
@@ -97,11 +108,21 @@ function useReadBuffers(src: Readable, write: (chunk: Buffer, done: (e?: Error |
   if (!sym || !handle || typeof handle.useUserBuffer !== 'function' || typeof handle.readStart !== 'function') return false;
   if (src.readableLength > 0 || src.readableEnded || src.readableFlowing === true || src.listenerCount('data') > 0) return false;
   const s = src as unknown as Record<symbol, unknown>;
-  const first = getBuffer();
+  const first = small.get();
+  let filled = false; // the last read filled its buffer: more is waiting, read big
   s[sym.buffer] = first;
-  s[sym.gen] = getBuffer;
-  s[sym.cb] = (n: number, buf: Buffer) => write(buf.subarray(0, n), (e) => !e && putBuffer(buf));
+  s[sym.gen] = () => (filled ? big.get() : small.get());
+  s[sym.cb] = (n: number, buf: Buffer) => {
+    filled = n === buf.length;
+    return write(buf.subarray(0, n), (e) => !e && putBuffer(buf));
+  };
   (handle as Handle).useUserBuffer(first);
+  src.once('close', () => {
+    // The buffer a closed socket held for its next read was never handed to a writer.
+    const held = s[sym.buffer];
+    s[sym.buffer] = null;
+    if (Buffer.isBuffer(held)) putBuffer(held);
+  });
   dst.on('drain', () => {
     const h = (src as unknown as { _handle?: Handle | null })._handle;
     if (h && !h.reading && !src.destroyed && !src.readableEnded) {
