@@ -21,6 +21,17 @@ export interface ConfigSource extends EventEmitter {
 export const labelOf = (o: { kind: string; metadata: { name: string; namespace?: string } }) =>
   isNamespaced(o.kind) ? `${o.kind} ${o.metadata.namespace}/${o.metadata.name}` : `${o.kind} ${o.metadata.name}`;
 
+const KEY = Symbol('weft.storeKey');
+/**
+ * An object's key, kept on the object: every update looks up every object, and a key string built
+ * once also keeps its hash, so 16,000 unchanged objects cost lookups, not string building.
+ */
+function storeKey(o: KObject): string {
+  const tagged = o as KObject & { [KEY]?: string };
+  if (tagged[KEY] === undefined) Object.defineProperty(tagged, KEY, { value: keyOf(o) }); // not enumerable: invisible to comparisons
+  return tagged[KEY]!;
+}
+
 /**
  * The objects in force, by key; each update replaces them but never lets a bad edit take one away.
  * An object equal to the one in force is replaced by it, so an unchanged resource stays the same
@@ -36,7 +47,7 @@ export class LastGoodStore {
   update(valid: KObject[], problems: ManifestProblem[], broken: (prev: KObject) => boolean): ConfigSnapshot {
     const next = new Map<string, KObject>();
     for (const o of valid) {
-      const key = keyOf(o);
+      const key = storeKey(o);
       const prev = this.good.get(key);
       next.set(key, prev && prev !== o && isDeepStrictEqual(prev, o) ? prev : o);
     }

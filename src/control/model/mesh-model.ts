@@ -49,9 +49,20 @@ interface NsContext {
   peerAuthns: PeerAuthn[];
 }
 
+/** One namespace's pods and what they produced; reused whole while the pods and context are the same. */
+interface NsPods {
+  pods: Pod[];
+  ctx: NsContext;
+  entries: Map<Pod, PodEntry>;
+  workloads: Workload[];
+  paPolicies: AuthorizationPolicy[];
+  /** node -> service accounts of this namespace it may obtain */
+  identities: Map<string, Set<string>>;
+}
+
 interface PodEntry {
   ctx: NsContext;
-  /** [node, "namespace/serviceAccount"] when the pod's node may obtain its identity. */
+  /** [node, service account] when the pod's node may obtain its identity. */
   identity?: [string, string];
   workload?: Workload;
   /** The PeerAuthentication-derived DENY policy, if any. */
@@ -64,7 +75,7 @@ export class MeshModelBuilder {
   private readonly translated = new WeakMap<KObject, Translated>();
   private readonly services = new WeakMap<KService, Service | undefined>();
   private contexts = new Map<string, NsContext>();
-  private pods = new Map<Pod, PodEntry>();
+  private namespaces = new Map<string, NsPods>();
 
   constructor(private readonly o: MeshOptions) {}
 
@@ -76,10 +87,14 @@ export class MeshModelBuilder {
     const peerAuthns: PeerAuthn[] = [];
     const kServices: KService[] = [];
     const servicesByNs = new Map<string, KService[]>();
-    const pods: Pod[] = [];
+    const podsByNs = new Map<string, Pod[]>();
     for (const obj of objects) {
-      if (isPod(obj)) pods.push(obj);
-      else if (isService(obj)) {
+      if (isPod(obj)) {
+        const ns = obj.metadata.namespace ?? 'default';
+        const list = podsByNs.get(ns);
+        if (list) list.push(obj);
+        else podsByNs.set(ns, [obj]);
+      } else if (isService(obj)) {
         kServices.push(obj);
         const ns = obj.metadata.namespace ?? 'default';
         const list = servicesByNs.get(ns);
@@ -107,25 +122,17 @@ export class MeshModelBuilder {
       return ctx;
     };
 
-    const entries = new Map<Pod, PodEntry>();
+    const namespaces = new Map<string, NsPods>();
     const workloads: Workload[] = [];
-    const identitiesByNode = new Map<string, Set<string>>();
-    for (const pod of pods) {
-      const ns = pod.metadata.namespace ?? 'default';
+    for (const [ns, pods] of podsByNs) {
       const ctx = contextOf(ns);
-      let e = this.pods.get(pod);
-      if (!e || e.ctx !== ctx) e = this.buildPod(pod, ns, ctx);
-      entries.set(pod, e);
-      if (e.workload) workloads.push(e.workload);
-      if (e.paPolicy) policies.set(policyKey(e.paPolicy), e.paPolicy);
-      if (e.identity) {
-        const [node, id] = e.identity;
-        const set = identitiesByNode.get(node);
-        if (set) set.add(id);
-        else identitiesByNode.set(node, new Set([id]));
-      }
+      const prev = this.namespaces.get(ns);
+      const out = prev && prev.ctx === ctx && sameList(prev.pods, pods) ? prev : this.buildNamespace(ns, pods, ctx, prev);
+      namespaces.set(ns, out);
+      for (const w of out.workloads) workloads.push(w);
+      for (const p of out.paPolicies) policies.set(policyKey(p), p);
     }
-    this.pods = entries;
+    this.namespaces = namespaces;
     this.contexts = contexts;
 
     const services: Service[] = [];
@@ -139,8 +146,27 @@ export class MeshModelBuilder {
       services,
       policies: [...policies.values()],
       problems,
-      canIssue: (node, id) => id.trustDomain === o.trustDomain && !!identitiesByNode.get(node)?.has(`${id.namespace}/${id.serviceAccount}`),
+      canIssue: (node, id) => id.trustDomain === o.trustDomain && !!namespaces.get(id.namespace)?.identities.get(node)?.has(id.serviceAccount),
     };
+  }
+
+  /** A namespace whose pods or context changed; pods that are the same objects under the same context are reused. */
+  private buildNamespace(ns: string, pods: Pod[], ctx: NsContext, prev: NsPods | undefined): NsPods {
+    const out: NsPods = { pods, ctx, entries: new Map(), workloads: [], paPolicies: [], identities: new Map() };
+    for (const pod of pods) {
+      let e = prev?.entries.get(pod);
+      if (!e || e.ctx !== ctx) e = this.buildPod(pod, ns, ctx);
+      out.entries.set(pod, e);
+      if (e.workload) out.workloads.push(e.workload);
+      if (e.paPolicy) out.paPolicies.push(e.paPolicy);
+      if (e.identity) {
+        const [node, sa] = e.identity;
+        const set = out.identities.get(node);
+        if (set) set.add(sa);
+        else out.identities.set(node, new Set([sa]));
+      }
+    }
+    return out;
   }
 
   private buildPod(pod: Pod, ns: string, ctx: NsContext): PodEntry {
@@ -185,5 +211,5 @@ export function buildMeshModel(objects: readonly KObject[], o: MeshOptions): Mes
 function podIdentity(pod: Pod): [string, string] | undefined {
   const node = pod.spec.nodeName;
   if (!node || pod.status?.phase === 'Succeeded' || pod.status?.phase === 'Failed') return undefined;
-  return [node, `${pod.metadata.namespace ?? 'default'}/${pod.spec.serviceAccountName ?? 'default'}`];
+  return [node, pod.spec.serviceAccountName ?? 'default'];
 }
