@@ -1,21 +1,27 @@
-// Control-plane scale: 10,000 workloads, 1,000 services and 500 policies in a config directory;
-// the control plane's memory, a new agent's first full sync, and how long one pod change takes
-// to reach 100 connected agents (Delta ADS clients, the agents' own xDS client code).
+// Control-plane scale: 10,000 workloads, 1,000 services and 500 policies; the control plane's
+// memory, a new agent's first full sync, and how long one pod change takes to reach 100 connected
+// agents (Delta ADS clients, the agents' own xDS client code).
 //   node --import tsx bench/control-scale.ts   (BENCH_SCALE_NS=100 namespaces of 100 pods)
+// The configuration comes from a directory of YAML (what the lab uses), one file per namespace, so
+// a pod change re-parses its namespace's file. BENCH_SCALE_SOURCE=kube reads it from the
+// Kubernetes API instead: the fake API server the tests use (list and watch), in this process.
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { stringify } from 'yaml';
 import { DeltaXdsClient } from '../src/agent/xds/delta-client.ts';
+import { KUBE_RESOURCES } from '../src/control/config/kube-api.ts';
 import { CONTROL_PLANE_ENV } from '../src/control/process-env.ts';
+import { FakeApiServer, type FakeObject } from '../test/control/config/fake-apiserver.ts';
 
 const NS = Number(process.env.BENCH_SCALE_NS ?? 100);
 const PODS = 100;
 const SVCS = 10;
 const POLICIES = 5;
 const AGENTS = Number(process.env.BENCH_SCALE_AGENTS ?? 100);
+const SOURCE = process.env.BENCH_SCALE_SOURCE === 'kube' ? 'kube' : 'dir';
 const log = pino({ level: 'silent' });
 const dir = mkdtempSync(join(tmpdir(), 'weft-scale-'));
 const cfg = join(dir, 'config');
@@ -48,16 +54,37 @@ function nsObjects(n: number, readyFlip = -1): unknown[] {
 
 const nsYaml = (n: number, readyFlip = -1) => nsObjects(n, readyFlip).map((o) => stringify(o)).join('---\n');
 const writeNs = (n: number, readyFlip = -1, text = nsYaml(n, readyFlip)) => writeFileSync(join(cfg, `team-${n}.yaml`), text);
-mkdirSync(cfg);
-for (let n = 0; n < NS; n++) writeNs(n);
 writeFileSync(join(dir, 'tokens.json'), '{}');
-say(`${NS * PODS} pods, ${NS * SVCS} services, ${NS * POLICIES} policies in ${cfg}`);
+let api: FakeApiServer | undefined;
+let sourceArgs: string[];
+if (SOURCE === 'dir') {
+  mkdirSync(cfg);
+  for (let n = 0; n < NS; n++) writeNs(n);
+  sourceArgs = ['--config-dir', cfg];
+} else {
+  api = await FakeApiServer.start();
+  for (const r of KUBE_RESOURCES) api.serve(r);
+  api.serve({ kind: 'ConfigMap', apiVersion: 'v1', plural: 'configmaps' }); // istio-ca-root-cert
+  for (let n = 0; n < NS; n++) for (const o of nsObjects(n)) api.apply(o as FakeObject);
+  sourceArgs = ['--kubeconfig', api.writeKubeconfig(dir)];
+}
+say(`${NS * PODS} pods, ${NS * SVCS} services, ${NS * POLICIES} policies from ${SOURCE === 'dir' ? cfg : `the Kubernetes API (fake, ${api!.url})`}`);
+
+/** One pod's readiness flipped, prepared before the clock starts; `make()` is the change itself. */
+function podChange(ready: boolean): () => void {
+  if (SOURCE === 'dir') {
+    const text = nsYaml(7, ready ? -1 : 3);
+    return () => writeNs(7, -1, text);
+  }
+  const pod = (nsObjects(7, ready ? -1 : 3) as FakeObject[]).find((o) => o.kind === 'Pod' && o.metadata.name === 'pod-3')!;
+  return () => api!.apply(pod);
+}
 
 const port = 31000 + Math.floor(Math.random() * 20000);
 const t0 = Date.now();
 // BENCH_CONTROL_NODE_ARGS: extra node flags for the control plane, e.g. --cpu-prof.
 const nodeArgs = (process.env.BENCH_CONTROL_NODE_ARGS ?? '').split(' ').filter(Boolean);
-const cp = spawn(process.execPath, [...nodeArgs, join(import.meta.dirname, '..', 'bin/weft.js'), 'control', '--config-dir', cfg, '--node-tokens', join(dir, 'tokens.json'), '--plain-address', `127.0.0.1:${port}`, '--tls-address', `127.0.0.1:${port + 1}`, '--metrics-address', `127.0.0.1:${port + 2}`], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...CONTROL_PLANE_ENV } });
+const cp = spawn(process.execPath, [...nodeArgs, join(import.meta.dirname, '..', 'bin/weft.js'), 'control', ...sourceArgs, '--node-tokens', join(dir, 'tokens.json'), '--plain-address', `127.0.0.1:${port}`, '--tls-address', `127.0.0.1:${port + 1}`, '--metrics-address', `127.0.0.1:${port + 2}`], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...CONTROL_PLANE_ENV } });
 let out = '';
 cp.stdout!.on('data', (d: Buffer) => (out += d.toString()));
 const rss = () => Math.round(Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${cp.pid}/status`, 'utf8'))![1]) / 1024);
@@ -97,9 +124,9 @@ try {
   const buildsBefore = await buildStats();
   for (let round = 0; round < 5; round++) {
     const want = round % 2 === 0 ? 'UNHEALTHY' : 'HEALTHY';
-    const text = nsYaml(7, want === 'UNHEALTHY' ? 3 : -1); // the bench's own work, not timed
+    const change = podChange(want === 'HEALTHY'); // the bench's own work, not timed
     const start = process.hrtime.bigint();
-    writeNs(7, -1, text);
+    change();
     const seen = agents.map(() => 0);
     await new Promise<void>((resolve, reject) => {
       const deadline = setTimeout(() => reject(new Error('change did not reach every agent in 30 s')), 30_000);
@@ -126,6 +153,7 @@ try {
     services: NS * SVCS,
     policies: NS * POLICIES,
     agents: AGENTS,
+    source: SOURCE,
     // The larger of: right after 100 agents synced at once, and at the end.
     control_rss_mb: Math.max(peakRss, rss()),
     control_rss_after_sync_mb: peakRss,
@@ -137,7 +165,7 @@ try {
   mkdirSync(join(import.meta.dirname, 'results'), { recursive: true });
   writeFileSync(join(import.meta.dirname, 'results', 'control-scale.json'), JSON.stringify(result, null, 2) + '\n');
   const md = [
-    `Run: ${new Date().toISOString().slice(0, 16)}Z, \`node --import tsx bench/control-scale.ts\` (part of \`make bench\`).`,
+    `Run: ${new Date().toISOString().slice(0, 16)}Z, \`node --import tsx bench/control-scale.ts\` (part of \`make bench\`). Source: ${SOURCE === 'kube' ? 'the Kubernetes API (list/watch against the fake API server the tests use; a change is one watch event)' : 'a directory of YAML, one file per namespace'}.`,
     '',
     '| workloads | services | policies | agents | control-plane RSS (max) | first full sync (new agent) | one pod change → all agents (median / max, incl. 100 ms debounce) | of which control-plane build (mean) |',
     '|---|---|---|---|---|---|---|---|',
@@ -155,4 +183,7 @@ try {
   for (const a of agents) a.close();
 } finally {
   cp.kill('SIGTERM');
+  await new Promise((r) => (cp.exitCode !== null ? r(undefined) : cp.once('exit', r)));
+  await api?.close();
+  rmSync(dir, { recursive: true, force: true });
 }

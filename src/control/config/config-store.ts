@@ -60,8 +60,8 @@ export class LastGoodStore {
 export interface ApiObject {
   /** The object, or a function giving it (skipped when `ref` was validated before). */
   raw: unknown | (() => unknown);
-  /** Where it came from, the problem's "file" (for the API: the object's path). */
-  origin: string;
+  /** Where it came from, the problem's "file" (for the API: the object's path); a function is called only for a problem. */
+  origin: string | (() => string);
   /** The informer's object: while it is the same object, its validation is not repeated. */
   ref?: object;
 }
@@ -75,12 +75,12 @@ export const validateForControl: Validate = (raw) => validateObject(raw, { runna
 export type Checked = { object: KObject } | { problem: ManifestProblem; key?: string };
 export type ValidationCache = WeakMap<object, Checked>;
 
-function check(raw: unknown, origin: string, validate: Validate): Checked {
+function check(raw: unknown, origin: string | (() => string), validate: Validate): Checked {
   const r = validate(raw);
   if (!('problem' in r)) return { object: r.object };
   const o = raw as Partial<KObject>;
   const named = typeof o?.kind === 'string' && typeof o.metadata?.name === 'string';
-  return { problem: { file: origin, object: r.object ?? (named ? labelOf(o as KObject) : '-'), field: r.field, reason: r.problem }, key: named ? keyOf(o as KObject) : undefined };
+  return { problem: { file: typeof origin === 'function' ? origin() : origin, object: r.object ?? (named ? labelOf(o as KObject) : '-'), field: r.field, reason: r.problem }, key: named ? keyOf(o as KObject) : undefined };
 }
 
 /** Validates objects that arrive one by one (not in files); `invalid` holds the keys of those that failed. */

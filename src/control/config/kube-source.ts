@@ -160,7 +160,7 @@ export class KubeSource extends EventEmitter {
     for (const w of this.watched) {
       if (w.missing) continue;
       // List items carry no apiVersion/kind; the model needs them.
-      for (const o of w.informer.list()) items.push({ raw: () => ({ ...o, apiVersion: w.res.apiVersion, kind: w.res.kind }), origin: objectPath(w.res, o), ref: o });
+      for (const o of w.informer.list()) items.push({ raw: () => ({ ...o, apiVersion: w.res.apiVersion, kind: w.res.kind }), origin: () => objectPath(w.res, o), ref: o });
     }
     const { valid, problems, invalid } = validateEach(items, this.validate, this.validated);
     this.snapshot = this.store.update(valid, problems, (prev) => invalid.has(keyOf(prev)));
