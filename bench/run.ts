@@ -13,7 +13,7 @@
 // bench/results and BENCHMARKS.md are written by a full run alone.
 import { spawnSync } from 'node:child_process';
 import { cpus, release } from 'node:os';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connRate, cpuSeconds, latency, rssMb, throughputGbps, weft, type Latency } from './measure.ts';
@@ -229,3 +229,4 @@ const begin = '<!-- results:begin -->';
 const end = '<!-- results:end -->';
 writeFileSync(bm, text.slice(0, text.indexOf(begin) + begin.length) + '\n' + md + '\n' + text.slice(text.indexOf(end)));
 console.log(md);
+rmSync(dir, { recursive: true, force: true }); // pod manifests and profiles: all recorded above

@@ -8,7 +8,7 @@
 //     [--seconds 5] [--phases throughput,latency,connrate]
 //   (internal roles: relay-micro.ts server|client PORT ...)
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -156,6 +156,7 @@ async function orchestrate(): Promise<void> {
   } finally {
     for (const c of children.reverse()) c.kill('SIGINT');
     await new Promise((r) => setTimeout(r, 1500)); // --cpu-prof writes on exit
+    if (!prof && !perf) rmSync(dir, { recursive: true, force: true }); // kept when it holds a profile
   }
 }
 

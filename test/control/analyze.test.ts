@@ -1,7 +1,7 @@
 // `weft analyze` reports exactly the problems the running control plane logs for the same
 // configuration, and everything valid still reaches the model.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -34,6 +34,7 @@ describe('weft analyze', () => {
       expect(out).toContain('control plane ready');
     } finally {
       cp.kill('SIGTERM');
+      rmSync(tmp, { recursive: true, force: true });
     }
     const logged = out
       .split('\n')

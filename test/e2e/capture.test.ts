@@ -2,7 +2,7 @@
 // through their node's agent with the original destination; plain pods are untouched; labels
 // take effect live; a dead agent means refused connections, never a bypass.
 import { spawnSync } from 'node:child_process';
-import { readFileSync, statSync, writeFileSync, mkdtempSync, existsSync } from 'node:fs';
+import { readFileSync, rmSync, statSync, writeFileSync, mkdtempSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -71,6 +71,7 @@ for (const mode of ['ebpf', 'iptables'] as const) {
     });
     afterAll(() => {
       weft(['down', '--name', lab]);
+      rmSync(tmp, { recursive: true, force: true });
     });
 
     it('enrolls pods of ambient namespaces only, honouring the opt-out label', () => {

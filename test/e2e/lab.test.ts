@@ -1,6 +1,6 @@
 // The lab as a small real cluster: 2 nodes, pods on both, services, a spread Deployment, scaling,
 // bad input, and a teardown that leaves nothing behind.
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -29,6 +29,7 @@ describe('lab: two-node cluster', () => {
   });
   afterAll(() => {
     weft(['down', '--name', lab]);
+    rmSync(tmp, { recursive: true, force: true });
   });
 
   it('shows nodes with their addresses and namespaces, pods with IPs and phases', () => {

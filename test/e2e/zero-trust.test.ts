@@ -2,7 +2,7 @@
 // authorization decides who may connect, certificates rotate under open connections, and the
 // data path keeps working on cached state while the control plane is down.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync, chmodSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -44,6 +44,7 @@ describe('zero-trust L4', () => {
   });
   afterAll(() => {
     weft(['down', '--name', lab]);
+    rmSync(tmp, { recursive: true, force: true });
   });
 
   it('carries mesh traffic between nodes only as TLS on port 15008', async () => {

@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -56,6 +56,7 @@ describe('manifests', () => {
     writeFileSync(join(dir, '1.yml'), pod('first'));
     writeFileSync(join(dir, 'notes.txt'), 'ignored');
     const r = loadManifests([dir]);
+    rmSync(dir, { recursive: true, force: true });
     expect(r.problems).toEqual([]);
     expect(r.objects.map((o) => `${o.kind}/${o.metadata.namespace}/${o.metadata.name}`)).toEqual([
       'Pod/demo/first',

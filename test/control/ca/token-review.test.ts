@@ -1,7 +1,7 @@
 // Node authentication on Kubernetes through TokenReview, against an API-server double (the one
 // part weft may fake: no cluster runs here).
 import { createServer, type Server } from 'node:http';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -51,6 +51,7 @@ describe('TokenReview node authentication', () => {
       }),
     );
     auth = new TokenReviewAuthenticator(loadKubeConfig({ kubeconfig }), { agentServiceAccounts: ['istio-system/weft-agent'], audiences: ['istio-ca'] });
+    rmSync(dir, { recursive: true, force: true }); // the kubeconfig is read by now
   });
   afterAll(() => server.close());
 
