@@ -42,6 +42,20 @@ const PORTS = { xds: 15010, xdsTls: 15012, monitoring: 15014, metrics: 15020, re
 const partOf = { 'app.kubernetes.io/part-of': 'weft' };
 const labels = (app: string, component: string) => ({ app, 'app.kubernetes.io/name': app, 'app.kubernetes.io/component': component, ...partOf });
 
+/** A ClusterRole and the binding that grants it to one ServiceAccount (same name, same labels). */
+function clusterRole(name: string, objLabels: Record<string, string>, rules: IClusterRole['rules'], account: { name: string; namespace: string }): [IClusterRole, IClusterRoleBinding] {
+  return [
+    { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRole', metadata: { name, labels: objLabels }, rules },
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'ClusterRoleBinding',
+      metadata: { name, labels: objLabels },
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name },
+      subjects: [{ kind: 'ServiceAccount', ...account }],
+    },
+  ];
+}
+
 export const controlHost = (o: InstallOptions) => `${CONTROL}.${o.namespace}.svc`;
 
 export function namespace(o: InstallOptions): INamespace {
@@ -63,13 +77,12 @@ export function controlPlane(o: InstallOptions): [IServiceAccount, IClusterRole,
       : { name: 'cacerts', emptyDir: {} };
   return [
     { apiVersion: 'v1', kind: 'ServiceAccount', metadata: meta },
-    {
-      apiVersion: 'rbac.authorization.k8s.io/v1',
-      kind: 'ClusterRole',
-      metadata: { name: clusterName, labels: meta.labels },
-      // Read only, the kinds the mesh model is built from (src/control/config/kube-api.ts:
-      // KUBE_RESOURCES); plus reviewing agents' tokens.
-      rules: [
+    // Read only, the kinds the mesh model is built from (src/control/config/kube-api.ts:
+    // KUBE_RESOURCES); plus reviewing agents' tokens.
+    ...clusterRole(
+      clusterName,
+      meta.labels,
+      [
         { apiGroups: [''], resources: ['namespaces', 'pods', 'services', 'serviceaccounts', 'nodes'], verbs: read },
         { apiGroups: ['discovery.k8s.io'], resources: ['endpointslices'], verbs: read },
         { apiGroups: ['security.istio.io'], resources: ['authorizationpolicies', 'peerauthentications', 'requestauthentications'], verbs: read },
@@ -77,34 +90,21 @@ export function controlPlane(o: InstallOptions): [IServiceAccount, IClusterRole,
         { apiGroups: ['gateway.networking.k8s.io'], resources: ['gateways', 'httproutes', 'grpcroutes'], verbs: read },
         { apiGroups: ['authentication.k8s.io'], resources: ['tokenreviews'], verbs: ['create'] },
       ],
-    },
-    {
-      apiVersion: 'rbac.authorization.k8s.io/v1',
-      kind: 'ClusterRoleBinding',
-      metadata: { name: clusterName, labels: meta.labels },
-      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: clusterName },
-      subjects: [{ kind: 'ServiceAccount', name: CONTROL, namespace: o.namespace }],
-    },
-    {
-      apiVersion: 'rbac.authorization.k8s.io/v1',
-      kind: 'ClusterRole',
-      metadata: { name: publisherName, labels: meta.labels },
-      // Publishing the mesh root certificate in every namespace, as istiod does
-      // (src/control/ca/root-cert-configmap.ts), kept apart from the read-only role above. Only
-      // that ConfigMap: list and watch ask for it by field selector (metadata.name), which is what
-      // lets resourceNames limit them; create cannot be limited by name.
-      rules: [
+      { name: CONTROL, namespace: o.namespace },
+    ),
+    // Publishing the mesh root certificate in every namespace, as istiod does
+    // (src/control/ca/root-cert-configmap.ts), kept apart from the read-only role above. Only
+    // that ConfigMap: list and watch ask for it by field selector (metadata.name), which is what
+    // lets resourceNames limit them; create cannot be limited by name.
+    ...clusterRole(
+      publisherName,
+      meta.labels,
+      [
         { apiGroups: [''], resources: ['configmaps'], verbs: ['create'] },
         { apiGroups: [''], resources: ['configmaps'], resourceNames: [ROOT_CERT_CONFIGMAP], verbs: ['get', 'list', 'watch', 'update'] },
       ],
-    },
-    {
-      apiVersion: 'rbac.authorization.k8s.io/v1',
-      kind: 'ClusterRoleBinding',
-      metadata: { name: publisherName, labels: meta.labels },
-      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: publisherName },
-      subjects: [{ kind: 'ServiceAccount', name: CONTROL, namespace: o.namespace }],
-    },
+      { name: CONTROL, namespace: o.namespace },
+    ),
     {
       apiVersion: 'v1',
       kind: 'Service',
@@ -187,21 +187,9 @@ export function agent(o: InstallOptions): [IServiceAccount, IClusterRole, IClust
   const hostPath = (name: string, path: string, type: 'Directory' | 'DirectoryOrCreate'): IVolume => ({ name, hostPath: { path, type } });
   return [
     { apiVersion: 'v1', kind: 'ServiceAccount', metadata: meta, automountServiceAccountToken: false },
-    {
-      apiVersion: 'rbac.authorization.k8s.io/v1',
-      kind: 'ClusterRole',
-      metadata: { name: clusterName, labels: meta.labels },
-      // The CNI plugin (on the host, with this account's token) reads a new pod's and its
-      // namespace's labels to decide whether to enroll it. Nothing else.
-      rules: [{ apiGroups: [''], resources: ['pods', 'namespaces'], verbs: ['get'] }],
-    },
-    {
-      apiVersion: 'rbac.authorization.k8s.io/v1',
-      kind: 'ClusterRoleBinding',
-      metadata: { name: clusterName, labels: meta.labels },
-      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: clusterName },
-      subjects: [{ kind: 'ServiceAccount', name: AGENT, namespace: o.namespace }],
-    },
+    // The CNI plugin (on the host, with this account's token) reads a new pod's and its
+    // namespace's labels to decide whether to enroll it. Nothing else.
+    ...clusterRole(clusterName, meta.labels, [{ apiGroups: [''], resources: ['pods', 'namespaces'], verbs: ['get'] }], { name: AGENT, namespace: o.namespace }),
     {
       apiVersion: 'apps/v1',
       kind: 'DaemonSet',
