@@ -17,6 +17,7 @@ import { ROOT_CERT_CONFIGMAP, ROOT_CERT_KEY } from '../../src/control/ca/root-ce
 import { NODE_NAME_EXTRA } from '../../src/control/ca/token-review.ts';
 import { KUBE_RESOURCES } from '../../src/control/config/kube-api.ts';
 import { FakeApiServer, type FakeObject } from './config/fake-apiserver.ts';
+import { until as waitUntil } from '../util/until.ts';
 
 const BIN = new URL('../../bin/weft.js', import.meta.url).pathname;
 const SERVER_NAME = 'weft-control.istio-system.svc';
@@ -26,14 +27,7 @@ const NAMESPACES = ['istio-system', 'shop', 'other'];
 const WEB_1 = 'Kubernetes//Pod/shop/web-1';
 const WEB_2 = 'Kubernetes//Pod/shop/web-2';
 
-/** Polls until `fn` holds; a bounded wait whose failure says what it waited for. */
-async function until(what: string, fn: () => boolean, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!fn()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+const until = (what: string, fn: () => boolean, timeoutMs = 30_000) => waitUntil(what, fn, timeoutMs, 20);
 
 /** A port nothing listens on now (the kernel's choice, released at once). */
 const freePort = () =>

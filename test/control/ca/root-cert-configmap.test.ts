@@ -15,6 +15,8 @@ import { ROOT_CERT_CONFIGMAP as INSTALL_ROOT_CERT_CONFIGMAP } from '../../../src
 import { resolveOptions } from '../../../src/install/options.ts';
 import { renderFiles } from '../../../src/install/render.ts';
 import { FakeApiServer, type FakeObject, type FakeRequest } from '../config/fake-apiserver.ts';
+import { until } from '../../util/until.ts';
+import { sleep } from '../../../src/util/sleep.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'weft-root-cert-'));
 const cleanups: (() => unknown)[] = [];
@@ -23,15 +25,6 @@ afterEach(async () => {
 });
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-/** Polls until `fn` holds; a bounded wait whose failure says what it waited for. */
-async function until(what: string, fn: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!fn()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const rootOf = async () => (await CertificateAuthority.create({ trustDomain: 'cluster.local', source: { type: 'self-signed' } })).rootPem;
 const ROOT = await rootOf();

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DirSource } from '../../../src/control/config/dir-source.ts';
+import { until } from '../../util/until.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'weft-dir-source-'));
 const source = new DirSource(dir, { quietMs: 20, maxDelayMs: 1000 });
@@ -17,13 +18,6 @@ const service = (name: string, port: number) =>
   `apiVersion: v1\nkind: Service\nmetadata: {name: ${name}, namespace: default}\nspec: {selector: {app: ${name}}, ports: [{port: ${port}}]}\n`;
 const portOf = (name: string) => (source.snapshot.objects.find((o) => o.metadata.name === name)?.spec as { ports: { port: number }[] } | undefined)?.ports[0]?.port;
 
-async function until(what: string, fn: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!fn()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 describe('DirSource', () => {
   it('keeps last good versions through bad edits and broken files, and follows deletes and new directories', async () => {

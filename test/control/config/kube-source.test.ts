@@ -10,6 +10,8 @@ import { KUBE_RESOURCES, loadKubeConfig } from '../../../src/control/config/kube
 import { KubeSource } from '../../../src/control/config/kube-source.ts';
 import type { KObject } from '../../../src/lab/objects.ts';
 import { FakeApiServer, type FakeObject } from './fake-apiserver.ts';
+import { until } from '../../util/until.ts';
+import { sleep } from '../../../src/util/sleep.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'weft-kube-source-'));
 const cleanups: (() => unknown)[] = [];
@@ -45,15 +47,6 @@ const httpRoute = (name: string): FakeObject => ({
   spec: { parentRefs: [{ name: 'web', kind: 'Service', group: '' }] },
 });
 
-/** Polls until `fn` holds; a bounded wait whose failure says what it waited for. */
-async function until(what: string, fn: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!fn()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const find = (snap: ConfigSnapshot, kind: string, name: string) => snap.objects.find((o) => o.kind === kind && o.metadata.name === name);
 const portOf = (o: KObject | undefined) => (o?.spec as { ports: { port: number }[] } | undefined)?.ports[0]?.port;
