@@ -166,12 +166,14 @@ class Stream {
     while (!this.waiting && this.outbox.length) {
       const { nonce, msg } = this.outbox.shift()!;
       this.waiting = true;
+      let later = false; // the gate called back after a wait: resume the queue from there
       this.gate.run(msg.length, (done) => {
         this.waiting = false;
         this.unacked.set(nonce, done);
         this.call.write(msg);
-        this.flush();
+        if (later) this.flush();
       });
+      later = true;
     }
   }
 

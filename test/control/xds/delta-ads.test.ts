@@ -57,6 +57,25 @@ describe('Delta ADS', () => {
     expect(updates).toBe(1);
   });
 
+  it('sends large first syncs a few at a time, and a change queued behind one arrives after it', async () => {
+    // ~3,000 workloads: each first response is over the gate's 256 KiB, so with 6 agents at once
+    // two wait for an ACK before theirs is written.
+    const many = (status: Workload['status']) => new Map(Array.from({ length: 3000 }, (_, i) => { const w = { ...wl(`w${i}`, `10.1.${i >> 8}.${i & 255}`), status }; return [w.uid, encodeWorkload(w)] as const; }));
+    const store = new ResourceStore();
+    store.replace(TYPE_ADDRESS, many('HEALTHY'));
+    store.replace(TYPE_AUTHORIZATION, new Map());
+    const { port } = await serve(store);
+    const clients = Array.from({ length: 6 }, (_, i) => new DeltaXdsClient({ address: `127.0.0.1:${port}`, nodeId: `node-${i}`, log }));
+    for (const c of clients) {
+      cleanup.push(() => c.close());
+      c.start();
+    }
+    // Once the first agent holds its sync, others are still queued at the gate: change everything.
+    await until(() => clients.some((c) => c.state.workloads.size > 0));
+    store.replace(TYPE_ADDRESS, many('UNHEALTHY'));
+    await until(() => clients.every((c) => c.state.workloads.size === 3000 && [...c.state.workloads.values()].every((w) => w.status === 'UNHEALTHY')), 20_000);
+  });
+
   it('NACKs a resource it cannot decode and keeps the last good state; the server counts it', async () => {
     const store = new ResourceStore();
     store.replace(TYPE_ADDRESS, new Map([[wl('a', '10.0.0.1').uid, encodeWorkload(wl('a', '10.0.0.1'))]]));
