@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import type { runControl } from '../control/main.ts';
 import { analyze } from '../control/analyze.ts';
+import { ConfigSnapshot } from '../control/config/config-store.ts';
 import { DEFAULT_MESH } from '../control/model/workloads.ts';
 import { loadManifests } from '../lab/manifest.ts';
 
@@ -55,7 +56,8 @@ export function registerAnalyzeCommand(program: Command): void {
     .argument('[paths...]', 'files or directories', ['.'])
     .option('--trust-domain <td>', 'SPIFFE trust domain', 'cluster.local')
     .action((paths: string[], o: { trustDomain: string }) => {
-      const snap = loadManifests(paths, { runnable: false });
+      const loaded = loadManifests(paths, { runnable: false });
+      const snap = ConfigSnapshot.of(loaded.objects, loaded.problems);
       const { problems } = analyze(snap, { ...DEFAULT_MESH, trustDomain: o.trustDomain });
       for (const p of problems) console.log(p);
       console.error(`${problems.length} problem(s); ${snap.objects.length} valid object(s)`);

@@ -2,9 +2,8 @@
 // manifest checks (schema), the policy translation (AuthorizationPolicy, PeerAuthentication) and
 // the networking model (routes, DestinationRules, ServiceEntries). The server logs exactly these;
 // `weft analyze` prints them.
-import type { ConfigSnapshot } from './config/config-store.ts';
+import { ofKind, type ConfigSnapshot } from './config/config-store.ts';
 import { formatProblem } from '../lab/manifest.ts';
-import type { KObject } from '../lab/objects.ts';
 import { MeshModelBuilder, type MeshModel, type ModelProblem } from './model/mesh-model.ts';
 import type { MeshOptions } from './model/workloads.ts';
 import { EnvoyBuilder, type EnvoyResources } from './xds/envoy/build.ts';
@@ -27,10 +26,10 @@ export class Analyzer {
   }
 
   run(snap: ConfigSnapshot): Analysis {
-    const model = this.model.build(snap.objects);
-    const envoy = this.envoy.build(snap.objects);
+    const model = this.model.build(snap);
+    const envoy = this.envoy.build(snap);
     const semantic = [...model.problems, ...envoy.problems];
-    return { model, envoy, problems: [...snap.problems.map(formatProblem), ...formatSemantic(semantic, snap.objects)].sort() };
+    return { model, envoy, problems: [...snap.problems.map(formatProblem), ...formatSemantic(semantic, snap)].sort() };
   }
 }
 
@@ -38,18 +37,15 @@ export function analyze(snap: ConfigSnapshot, mesh: MeshOptions): Analysis {
   return new Analyzer(mesh).run(snap);
 }
 
-/** Names each problem's file; only objects of a kind with problems are looked at. */
-function formatSemantic(problems: ModelProblem[], objects: readonly KObject[]): string[] {
-  if (!problems.length) return [];
-  const kinds = new Set(problems.map((p) => p.kind));
-  const sourceOf = new Map<string, string>();
-  for (const o of objects) if (kinds.has(o.kind)) sourceOf.set(`${o.kind}/${o.metadata.namespace ?? ''}/${o.metadata.name}`, (o as KObject & { __source?: string }).__source ?? 'config');
-  return problems.map((p) =>
-    formatProblem({
-      file: sourceOf.get(`${p.kind}/${p.namespace}/${p.name}`) ?? 'config',
+/** Names each problem's file, looking the object up in its namespace. */
+function formatSemantic(problems: ModelProblem[], snap: ConfigSnapshot): string[] {
+  return problems.map((p) => {
+    const o = ofKind(snap.namespaces.get(p.namespace), p.kind).find((x) => x.metadata.name === p.name) as { __source?: string } | undefined;
+    return formatProblem({
+      file: o?.__source ?? 'config',
       object: p.namespace ? `${p.kind} ${p.namespace}/${p.name}` : `${p.kind} ${p.name}`,
       field: p.field,
       reason: p.reason,
-    }),
-  );
+    });
+  });
 }

@@ -16,7 +16,7 @@ import { openConfigSource, type SourceOptions } from './config/source.ts';
 import type { MeshModel } from './model/mesh-model.ts';
 import { DEFAULT_MESH, type MeshOptions } from './model/workloads.ts';
 import { DeltaAdsServer } from './xds/delta-ads.ts';
-import { publishEnvoyResources } from './xds/envoy/build.ts';
+import { EnvoyPublisher } from './xds/envoy/build.ts';
 import { Analyzer } from './analyze.ts';
 import { SotwAdsServer } from './xds/envoy/sotw-ads.ts';
 import { ResourceStore } from './xds/resources.ts';
@@ -76,6 +76,7 @@ export async function runControl(o: ControlOptions): Promise<void> {
 
   const store = new ResourceStore();
   const workloadApi = new WorkloadApiPublisher(store);
+  const envoyApi = new EnvoyPublisher(store);
   const analyzer = new Analyzer(mesh);
   let model: MeshModel | undefined;
   let reported = new Set<string>();
@@ -89,7 +90,7 @@ export async function runControl(o: ControlOptions): Promise<void> {
     problemsGauge.set(a.problems.length);
     workloadApi.publish(model);
     // Envoy v3 resources for proxyless gRPC (and waypoints), in the warming order CDS, EDS, LDS, RDS.
-    publishEnvoyResources(store, a.envoy);
+    envoyApi.publish(a.envoy);
     end();
   };
   const source = await openConfigSource(o, log, registry);
@@ -139,7 +140,7 @@ export async function runControl(o: ControlOptions): Promise<void> {
   const [mHost, mPort] = o.metricsAddress.split(/:(?=\d+$)/);
   const metrics = createServer((req, res) => {
     if (req.url === '/metrics') void registry.metrics().then((t) => res.writeHead(200, { 'content-type': registry.contentType }).end(t));
-    else if (req.url === '/debug/config_dump') res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ clients: ads.clients(), sotwClients: sotw.clients(), problems: [...reported], model: model && { ...model, canIssue: undefined } }, null, 2));
+    else if (req.url === '/debug/config_dump') res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ clients: ads.clients(), sotwClients: sotw.clients(), problems: [...reported], model: model && { workloads: model.workloads, services: model.services, policies: model.policies } }, null, 2));
     else if (req.url === '/ready') res.writeHead(model ? 200 : 503).end();
     else res.writeHead(404).end();
   });

@@ -50,13 +50,7 @@ export interface LoadOptions {
   runnable?: boolean;
 }
 
-/**
- * Parsed files by path, reused while a file's size and mtime are unchanged: a watcher that
- * reloads a large directory on every change then parses only what changed.
- */
-export type ParseCache = Map<string, { mtimeMs: number; size: number; result: LoadResult }>;
-
-export function loadManifests(paths: string[], opts: LoadOptions = {}, cache?: ParseCache): LoadResult {
+export function loadManifests(paths: string[], opts: LoadOptions = {}): LoadResult {
   const res: LoadResult = { objects: [], problems: [] };
   let files: string[];
   try {
@@ -65,46 +59,85 @@ export function loadManifests(paths: string[], opts: LoadOptions = {}, cache?: P
     res.problems.push({ file: (e as { path?: string }).path ?? paths.join(','), object: '-', field: '', reason: (e as Error).message });
     return res;
   }
-  const seen = new Set<string>();
   for (const file of files) {
-    let r: LoadResult;
-    const st = cache ? statSync(file, { throwIfNoEntry: false }) : undefined;
-    const hit = st && cache?.get(file);
-    if (st && hit && hit.mtimeMs === st.mtimeMs && hit.size === st.size) r = hit.result;
-    else {
-      r = parseManifestText(readFileSync(file, 'utf8'), file, opts);
-      if (st) cache?.set(file, { mtimeMs: st.mtimeMs, size: st.size, result: r });
-    }
-    seen.add(file);
+    const r = parseManifestText(readFileSync(file, 'utf8'), file, opts);
     res.objects.push(...r.objects);
     res.problems.push(...r.problems);
   }
-  if (cache) for (const f of cache.keys()) if (!seen.has(f)) cache.delete(f);
   return res;
 }
 
-export function parseManifestText(text: string, file: string, opts: LoadOptions = {}): LoadResult {
-  const res: LoadResult = { objects: [], problems: [] };
+/**
+ * Parsed documents by their text, for one file: a file edited in one document parses that
+ * document again and hands back the very objects it produced before for the others.
+ */
+export type DocCache = Map<string, ParsedDoc[]>;
+interface ParsedDoc {
+  /** A YAML error, with its line counted from the start of its chunk. */
+  error?: { line?: number; message: string };
+  items: Validated[];
+}
+
+/**
+ * Splits a stream at its document markers ("---" at the start of a line, which YAML does not
+ * allow inside any scalar); each piece parses to the documents it held in the whole stream.
+ * Directives ("%YAML") belong to the next document, so a stream with any is parsed whole.
+ */
+function splitDocuments(text: string): { text: string; line: number }[] {
+  if (/^%/m.test(text)) return [{ text, line: 1 }];
+  const out: { text: string; line: number }[] = [];
+  let start = 0;
+  let line = 1;
+  let startLine = 1;
+  let counted = 0;
+  for (const m of text.matchAll(/^---(?=[ \t\r\n]|$)/gm)) {
+    for (let i = text.indexOf('\n', counted); i !== -1 && i < m.index; i = text.indexOf('\n', i + 1)) line++;
+    counted = m.index;
+    if (m.index > start) out.push({ text: text.slice(start, m.index), line: startLine });
+    start = m.index;
+    startLine = line;
+  }
+  if (start < text.length || !out.length) out.push({ text: text.slice(start), line: startLine });
+  return out;
+}
+
+function parseChunk(text: string, opts: LoadOptions): ParsedDoc[] {
   const docs = parseAllDocuments(text);
-  const list = Array.isArray(docs) ? docs : [docs];
-  list.forEach((doc, i) => {
-    const where = `document ${i + 1}`;
+  return (Array.isArray(docs) ? docs : [docs]).map((doc) => {
     if (doc.errors.length > 0) {
       const e = doc.errors[0]!;
-      const line = e.linePos?.[0]?.line;
-      res.problems.push({ file: line ? `${file}:${line}` : file, object: where, field: '', reason: `invalid YAML: ${e.message.split('\n')[0]}` });
-      return;
+      return { error: { line: e.linePos?.[0]?.line, message: e.message.split('\n')[0]! }, items: [] };
     }
     const value: unknown = doc.toJS();
-    if (value === null || value === undefined) return; // empty document
+    if (value === null || value === undefined) return { items: [] }; // empty document
     const items = isRecord(value) && value.kind === 'List' && Array.isArray(value.items) ? value.items : [value];
-    items.forEach((item: unknown, j: number) => {
-      const obj = validateObject(item, opts);
-      const label = items.length > 1 ? `${where} item ${j + 1}` : where;
-      if ('problem' in obj) res.problems.push({ file, object: obj.object ?? label, field: obj.field, reason: obj.problem });
-      else res.objects.push(Object.assign(obj.object, { __source: file }));
-    });
+    return { items: items.map((item: unknown) => validateObject(item, opts)) };
   });
+}
+
+export function parseManifestText(text: string, file: string, opts: LoadOptions = {}, cache?: DocCache): LoadResult {
+  const res: LoadResult = { objects: [], problems: [] };
+  const previous = cache && new Map(cache);
+  cache?.clear();
+  let n = 0;
+  for (const chunk of splitDocuments(text)) {
+    let docs = previous?.get(chunk.text);
+    if (!docs) docs = parseChunk(chunk.text, opts);
+    cache?.set(chunk.text, docs);
+    for (const doc of docs) {
+      const where = `document ${++n}`;
+      if (doc.error) {
+        const line = doc.error.line && doc.error.line + chunk.line - 1;
+        res.problems.push({ file: line ? `${file}:${line}` : file, object: where, field: '', reason: `invalid YAML: ${doc.error.message}` });
+        continue;
+      }
+      doc.items.forEach((obj, j) => {
+        const label = doc.items.length > 1 ? `${where} item ${j + 1}` : where;
+        if ('problem' in obj) res.problems.push({ file, object: obj.object ?? label, field: obj.field, reason: obj.problem });
+        else res.objects.push(Object.assign(obj.object, { __source: file }));
+      });
+    }
+  }
   return res;
 }
 

@@ -5,7 +5,11 @@
 // must be reused, not rebuilt.
 import { describe, expect, it } from 'vitest';
 import { Analyzer, analyze } from '../../src/control/analyze.ts';
+import { ConfigSnapshot, LastGoodStore } from '../../src/control/config/config-store.ts';
 import { DEFAULT_MESH } from '../../src/control/model/workloads.ts';
+import { EnvoyPublisher } from '../../src/control/xds/envoy/build.ts';
+import { ResourceStore } from '../../src/control/xds/resources.ts';
+import { WorkloadApiPublisher } from '../../src/control/xds/workload-api.ts';
 import { keyOf, type KObject } from '../../src/lab/objects.ts';
 
 const pod = (ns: string, name: string, app: string, o: { ready?: boolean; node?: string; sa?: string; ip: string }): KObject =>
@@ -23,29 +27,33 @@ const istio = (group: string, kind: string, ns: string, name: string, spec: unkn
 
 /** A config as sources hand it over: edited objects are new objects, the others the same ones. */
 class Config {
-  private objects = new Map<string, KObject>();
+  private readonly store = new LastGoodStore();
   constructor(list: KObject[]) {
     for (const o of list) this.put(o);
   }
   put(o: KObject) {
-    this.objects.set(keyOf(o), o);
+    this.store.put(o);
   }
   remove(kind: string, ns: string, name: string) {
-    this.objects.delete(`${kind}/${ns}/${name}`);
+    this.store.remove(keyOf({ kind, metadata: { name, namespace: ns } }));
   }
-  get list() {
-    return [...this.objects.values()];
+  snapshot() {
+    return this.store.snapshot([]);
+  }
+  /** The same configuration as new objects, for a build from scratch that can share nothing. */
+  fresh() {
+    return ConfigSnapshot.of(structuredClone([...this.snapshot().objects]));
   }
 }
 
-const snapshot = (objects: KObject[]) => ({ objects, problems: [] });
+const byName = <T>(list: readonly T[], name: (x: T) => string) => [...list].sort((a, b) => (name(a) < name(b) ? -1 : 1));
 
 /** The parts of an analysis two builds must agree on (Envoy bodies as bytes). */
 function comparable(a: ReturnType<typeof analyze>) {
   return {
-    workloads: a.model.workloads,
-    services: a.model.services,
-    policies: a.model.policies,
+    workloads: byName(a.model.workloads, (w) => w.uid),
+    services: byName(a.model.services, (x) => x.hostname),
+    policies: byName(a.model.policies, (p) => `${p.namespace}/${p.name}`),
     problems: a.problems,
     // Which identities each node may obtain from the CA.
     issuable: ['node-0', 'node-1'].flatMap((node) => ['shop/web', 'shop/db', 'bank/ledger', 'bank/audit'].map((sa) => `${node} ${sa} ${a.model.canIssue(node, { trustDomain: 'cluster.local', namespace: sa.split('/')[0]!, serviceAccount: sa.split('/')[1]! })}`)),
@@ -65,6 +73,10 @@ describe('incremental analysis', () => {
       istio('security', 'AuthorizationPolicy', 'shop', 'db-from-web', { selector: { matchLabels: { app: 'db' } }, action: 'ALLOW', rules: [{ from: [{ source: { principals: ['cluster.local/ns/shop/sa/web'] } }] }] }),
     ]);
     const incremental = new Analyzer(DEFAULT_MESH);
+    // What xDS serves: the incremental builds published as patches, against a fresh store.
+    const store = new ResourceStore();
+    const publishers = [new WorkloadApiPublisher(store), new EnvoyPublisher(store)] as const;
+    const served = (st: ResourceStore) => Object.fromEntries(st.types().map((t) => [t, Object.fromEntries([...st.get(t)].map(([n, r]) => [n, r.version]).sort(([x], [y]) => (x! < y! ? -1 : 1)))]));
     const edits: [string, () => void][] = [
       ['initial', () => {}],
       ['a pod relabelled', () => cfg.put({ ...pod('shop', 'web-1', 'web', { ip: '10.244.0.11' }), metadata: { name: 'web-1', namespace: 'shop', labels: { app: 'web', version: 'v2' } } } as KObject)],
@@ -95,19 +107,25 @@ describe('incremental analysis', () => {
     ];
     for (const [what, edit] of edits) {
       edit();
-      const got = comparable(incremental.run(snapshot(cfg.list)));
+      const a = incremental.run(cfg.snapshot());
       // From scratch, on copies, so nothing can be shared with the incremental builder.
-      const want = comparable(analyze(snapshot(structuredClone(cfg.list)), DEFAULT_MESH));
-      expect(got, what).toEqual(want);
+      const scratch = analyze(cfg.fresh(), DEFAULT_MESH);
+      expect(comparable(a), what).toEqual(comparable(scratch));
+      publishers[0].publish(a.model);
+      publishers[1].publish(a.envoy);
+      const fresh = new ResourceStore();
+      new WorkloadApiPublisher(fresh).publish(scratch.model);
+      new EnvoyPublisher(fresh).publish(scratch.envoy);
+      expect(served(store), what).toEqual(served(fresh));
     }
   });
 
   it('rebuilds only what an edit touches', () => {
     const cfg = new Config([service('a', 'web'), service('b', 'api'), ...[0, 1].flatMap((i) => [pod('a', `web-${i}`, 'web', { ip: `10.0.0.${i + 1}` }), pod('b', `api-${i}`, 'api', { ip: `10.0.1.${i + 1}` })])]);
     const analyzer = new Analyzer(DEFAULT_MESH);
-    const before = analyzer.run(snapshot(cfg.list));
+    const before = analyzer.run(cfg.snapshot());
     cfg.put(pod('a', 'web-0', 'web', { ip: '10.0.0.1', ready: false }));
-    const after = analyzer.run(snapshot(cfg.list));
+    const after = analyzer.run(cfg.snapshot());
 
     const byUid = (a: typeof before) => new Map(a.model.workloads.map((w) => [w.name, w]));
     const [w0, w1] = [byUid(before), byUid(after)];
@@ -115,6 +133,10 @@ describe('incremental analysis', () => {
     expect(w1.get('web-0')!.status).toBe('UNHEALTHY');
     for (const name of ['web-1', 'api-0', 'api-1']) expect(w1.get(name), name).toBe(w0.get(name));
     expect(after.model.services[0]).toBe(before.model.services[0]);
+    // Whole namespaces are the same objects: consumers skip them by identity.
+    expect(after.model.namespaces.get('b')).toBe(before.model.namespaces.get('b'));
+    expect(after.model.namespaces.get('a')).not.toBe(before.model.namespaces.get('a'));
+    expect(after.envoy.namespaces.get('b')).toBe(before.envoy.namespaces.get('b'));
 
     // Namespace b's Envoy resources are the very same encodings; a's endpoints were rebuilt.
     for (const [type, m] of after.envoy.resources)

@@ -2,7 +2,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { builtinImage, formatProblem, loadManifests, parseManifestText } from '../../src/lab/manifest.ts';
+import { parseAllDocuments } from 'yaml';
+import { builtinImage, formatProblem, loadManifests, parseManifestText, type DocCache } from '../../src/lab/manifest.ts';
 
 const pod = (name: string, extra = '') => `apiVersion: v1
 kind: Pod
@@ -48,6 +49,45 @@ describe('manifests', () => {
     expect(r.problems).toHaveLength(1);
     expect(r.problems[0]!.file).toMatch(/^x\.yaml:\d+$/);
     expect(r.problems[0]!.reason).toMatch(/invalid YAML/);
+  });
+
+  it('parses a stream document by document as the whole stream parses, reusing unchanged documents', () => {
+    const streams = [
+      `${pod('a')}---\n${pod('b')}`,
+      `---\n${pod('a')}`,
+      `# leading comment\n---\n${pod('a')}---\n`,
+      `${pod('a')}...\n---\n${pod('b')}`,
+      `a: |\n  x\n---\n${pod('b')}`,
+      `%YAML 1.2\n---\n${pod('a')}`,
+      `${pod('a')}--- \n${pod('b')}---\nkind: Pod\n  bad: [indent\n`,
+      `---\n---\n`,
+      '',
+      `--- {apiVersion: v1, kind: Namespace, metadata: {name: n}}\n`,
+    ];
+    // The reference: the stream parsed whole, as one YAML stream.
+    const whole = (text: string) => {
+      const docs = parseAllDocuments(text);
+      return (Array.isArray(docs) ? docs : []).map((d, i) => (d.errors.length ? `document ${i + 1}: error at line ${d.errors[0]!.linePos?.[0]?.line}` : JSON.stringify(d.toJS())));
+    };
+    for (const text of streams) {
+      const got = parseManifestText(text, 'f.yaml', { runnable: false }, new Map());
+      const ref = whole(text);
+      const objects = ref.filter((d) => d.startsWith('{"apiVersion"'));
+      expect(got.objects.map((o) => o.metadata.name), text).toEqual(objects.map((d) => JSON.parse(d).metadata.name));
+      const yamlErrors = got.problems.filter((p) => /invalid YAML/.test(p.reason)).map((p) => `${p.object}: error at line ${p.file.split(':')[1]}`);
+      expect(yamlErrors, text).toEqual(ref.filter((d) => d.includes('error at line')));
+      // Other documents are not objects: counted, so the numbering after them agrees.
+      const others = got.problems.filter((p) => !/invalid YAML/.test(p.reason)).map((p) => p.object);
+      expect(others, text).toEqual(ref.flatMap((d, i) => (d.startsWith('{"a"') ? [`document ${i + 1}`] : [])));
+    }
+
+    const cache: DocCache = new Map();
+    const before = parseManifestText(`${pod('a')}---\n${pod('b')}---\n${pod('c')}`, 'f.yaml', {}, cache);
+    const after = parseManifestText(`${pod('a')}---\n${pod('b', ':2')}---\n${pod('c')}`, 'f.yaml', {}, cache);
+    expect(after.objects[0]).toBe(before.objects[0]);
+    expect(after.objects[2]).toBe(before.objects[2]);
+    expect(after.objects[1]).not.toBe(before.objects[1]);
+    expect(cache.size).toBe(3); // only the documents of the current text are kept
   });
 
   it('reads Lists, stores kinds it does not run, and reads directories in order', () => {

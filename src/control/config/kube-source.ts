@@ -1,13 +1,15 @@
 // Configuration from the Kubernetes API: one informer (list, then watch) per resource, the caches
-// merged into the same snapshot DirSource emits. An object whose new version is invalid keeps its
-// last good version in force. A resource the server does not serve (a CRD not installed) is
+// merged into the same snapshot DirSource emits. Watch events are applied one object at a time;
+// a list (the first, a relist after 410 Gone, a resource appearing or vanishing) compares
+// everything. An object whose new version is invalid keeps its last good version in force. A resource the server does not serve (a CRD not installed) is
 // skipped and retried; any other failure blocks the first snapshot, since a partial one could
 // lack AuthorizationPolicies and open traffic that should be denied.
 import { EventEmitter, setMaxListeners } from 'node:events';
 import { ListWatch, type KubeConfig, type KubernetesListObject, type KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { keyOf } from '../../lab/objects.ts';
-import { DEFAULT_DEBOUNCE, Debouncer, LastGoodStore, validateEach, validateForControl, type ApiObject, type ConfigSnapshot, type DebounceOptions, type Validate, type ValidationCache } from './config-store.ts';
+import type { ManifestProblem } from '../../lab/manifest.ts';
+import { isNamespaced, keyOf } from '../../lab/objects.ts';
+import { checkObject, DEFAULT_DEBOUNCE, Debouncer, EMPTY_SNAPSHOT, LastGoodStore, validateForControl, type Checked, type ConfigSnapshot, type DebounceOptions, type Validate } from './config-store.ts';
 import { collectionPath, getJson, KUBE_RESOURCES, ManagedWatch, objectPath, type HttpError, type KubeResource } from './kube-api.ts';
 
 export interface KubeSourceOptions {
@@ -31,7 +33,7 @@ interface Watched {
 }
 
 export class KubeSource extends EventEmitter {
-  snapshot: ConfigSnapshot = { objects: [], problems: [] };
+  snapshot: ConfigSnapshot = EMPTY_SNAPSHOT;
   /** For metrics: watch events applied, lists after the first (a 410 or a reconnect), failures. */
   readonly counters = { events: 0, relists: 0, errors: 0 };
   private readonly watched: Watched[];
@@ -40,7 +42,13 @@ export class KubeSource extends EventEmitter {
   private readonly abort = new AbortController();
   private readonly validate: Validate;
   /** Validation per informer object: an object the informer did not replace is not checked again. */
-  private readonly validated: ValidationCache = new WeakMap();
+  private readonly validated = new WeakMap<KubernetesObject, Checked>();
+  /** Objects changed by watch events since the last snapshot, by key (none: deleted). */
+  private readonly pending = new Map<string, { w: Watched; obj?: KubernetesObject }>();
+  /** The next snapshot compares every object (a list replaced a cache, or a resource came or went). */
+  private resync = true;
+  /** Invalid objects by key (their last good version, if any, stays in force). */
+  private readonly problems = new Map<string, ManifestProblem>();
   private started = false;
   private closed = false;
   private settle?: () => void;
@@ -57,13 +65,15 @@ export class KubeSource extends EventEmitter {
     this.watched = (opts.resources ?? KUBE_RESOURCES).map((res) => {
       const watch = new ManagedWatch(kc, () => this.served(w));
       const w: Watched = { res, watch, informer: new ListWatch(collectionPath(res), watch, () => this.list(w), false), synced: false, missing: false, failures: 0 };
-      const changed = () => {
+      const changed = (obj: KubernetesObject, deleted: boolean) => {
         this.counters.events++;
+        if (!this.started) return; // the first snapshot reads the caches whole
+        this.pending.set(keyOfItem(w.res, obj), { w, obj: deleted ? undefined : obj });
         this.changed();
       };
-      w.informer.on('add', changed);
-      w.informer.on('update', changed);
-      w.informer.on('delete', changed);
+      w.informer.on('add', (o) => changed(o, false));
+      w.informer.on('update', (o) => changed(o, false));
+      w.informer.on('delete', (o) => changed(o, true));
       w.informer.on('error', (err: unknown) => this.failed(w, err as HttpError));
       return w;
     });
@@ -106,7 +116,10 @@ export class KubeSource extends EventEmitter {
 
   private async list(w: Watched): Promise<KubernetesListObject<KubernetesObject>> {
     if (this.closed) throw new Error('closed');
-    if (w.synced) this.counters.relists++;
+    if (w.synced) {
+      this.counters.relists++;
+      this.resync = true;
+    }
     const body = (await getJson(this.kc, collectionPath(w.res), this.abort.signal)) as KubernetesListObject<KubernetesObject>;
     if (!Array.isArray(body?.items)) throw new Error(`GET ${collectionPath(w.res)}: not a list`);
     w.synced = true;
@@ -122,6 +135,7 @@ export class KubeSource extends EventEmitter {
     if (!w.missing) return;
     this.log.info({ kind: w.res.kind }, 'kubernetes resource now served');
     w.missing = false;
+    this.resync = true;
     this.changed();
   }
 
@@ -132,7 +146,8 @@ export class KubeSource extends EventEmitter {
       if (!w.missing) {
         this.log.warn({ kind: w.res.kind, path: collectionPath(w.res) }, 'kubernetes resource not served (CRD not installed?); skipped, will retry');
         w.missing = true;
-        this.changed(); // its objects leave the snapshot
+        this.resync = true; // its objects leave the snapshot
+        this.changed();
       }
       w.retry = setTimeout(() => this.run(w), this.opts.missingRetryMs ?? 30_000);
     } else {
@@ -156,15 +171,51 @@ export class KubeSource extends EventEmitter {
   }
 
   private flush(): void {
-    const items: ApiObject[] = [];
-    for (const w of this.watched) {
-      if (w.missing) continue;
-      // List items carry no apiVersion/kind; the model needs them.
-      for (const o of w.informer.list()) items.push({ raw: () => ({ ...o, apiVersion: w.res.apiVersion, kind: w.res.kind }), origin: () => objectPath(w.res, o), ref: o });
+    if (this.resync) {
+      this.resync = false;
+      this.pending.clear();
+      const seen = new Set<string>();
+      for (const w of this.watched) {
+        if (w.missing) continue;
+        for (const o of w.informer.list()) {
+          const key = keyOfItem(w.res, o);
+          seen.add(key);
+          this.apply(key, w, o);
+        }
+      }
+      for (const key of [...this.store.keys()]) if (!seen.has(key)) this.remove(key);
+      for (const key of [...this.problems.keys()]) if (!seen.has(key)) this.problems.delete(key);
+    } else {
+      for (const [key, { w, obj }] of this.pending) {
+        if (obj) this.apply(key, w, obj);
+        else this.remove(key);
+      }
+      this.pending.clear();
     }
-    const { valid, problems, invalid } = validateEach(items, this.validate, this.validated);
-    this.snapshot = this.store.update(valid, problems, (prev) => invalid.has(keyOf(prev)));
     // Problems travel in the snapshot; the control plane logs them once, with the semantic ones.
+    this.snapshot = this.store.snapshot([...this.problems.values()]);
     this.emit('update', this.snapshot);
   }
+
+  private apply(key: string, w: Watched, o: KubernetesObject): void {
+    let r = this.validated.get(o);
+    if (!r) {
+      // List items carry no apiVersion/kind; the model needs them.
+      r = checkObject({ ...o, apiVersion: w.res.apiVersion, kind: w.res.kind }, () => objectPath(w.res, o), this.validate);
+      this.validated.set(o, r);
+    }
+    if ('object' in r) {
+      this.store.put(r.object);
+      this.problems.delete(key);
+    } else this.problems.set(key, r.problem); // the last good version, if any, stays
+  }
+
+  private remove(key: string): void {
+    this.store.remove(key);
+    this.problems.delete(key);
+  }
 }
+
+/** The store key of an informer object (informer items lack kind), as validation would name it. */
+const keyOfItem = (res: KubeResource, o: KubernetesObject) =>
+  keyOf({ kind: res.kind, metadata: { name: o.metadata?.name ?? '', namespace: isNamespaced(res.kind) ? o.metadata?.namespace || 'default' : undefined } });

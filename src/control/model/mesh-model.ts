@@ -1,18 +1,21 @@
 // The mesh model from the configuration objects: workloads, services and the L4 policies agents
 // enforce, plus every problem found.
 //
-// A builder keeps what it built last time and reuses it where the inputs are the same objects
-// (sources hand back the same object for an unchanged resource): a pod's Workload depends only on
-// the pod and its namespace's context (its Services, the selector policies and
-// PeerAuthentications of its namespace and the root namespace), so one pod change rebuilds one
-// Workload, and a Service change rebuilds its namespace. Reused Workloads are the same objects, so
-// their encodings are reused too. `buildMeshModel` is the one-shot form; both give the same model.
+// A builder keeps what it built last time and reuses it where the inputs are the same: snapshots
+// keep a namespace's list of each kind as the same array while none of its objects changed, and an
+// unchanged object as the same object. A pod's Workload depends only on the pod and its
+// namespace's context (its Services, the selector policies and PeerAuthentications of its
+// namespace and the root namespace), so one pod change rebuilds one Workload, and the work of a
+// build is the number of namespaces plus what changed. The model is kept per namespace, and a
+// namespace nothing changed in is the same object, which is how the publisher finds what to send.
+// `buildMeshModel` is the one-shot form; both give the same model.
 import { policyKey, type AuthorizationPolicy, type Service, type Workload } from '../../api/mesh.ts';
 import type { SpiffeId } from '../../api/spiffe.ts';
 import type { KObject, Pod, Service as KService } from '../../lab/objects.ts';
+import { ConfigSnapshot, ofKind } from '../config/config-store.ts';
 import { translateAuthorizationPolicy } from './authorization.ts';
 import { effectivePeerAuthn, translatePeerAuthentication, type PeerAuthn } from './peer-authentication.ts';
-import { buildService, buildWorkload, isPod, isService, type MeshOptions, type SelectorPolicy } from './workloads.ts';
+import { buildService, buildWorkload, type MeshOptions, type SelectorPolicy } from './workloads.ts';
 
 export interface ModelProblem {
   kind: string;
@@ -22,16 +25,27 @@ export interface ModelProblem {
   reason: string;
 }
 
+/** What one namespace contributes; the same object while nothing it was built from changed. */
+export interface NsModel {
+  workloads: readonly Workload[];
+  services: readonly Service[];
+  /** Its AuthorizationPolicies, and the PeerAuthentication DENY policies its workloads name (keys may repeat across namespaces). */
+  policies: readonly AuthorizationPolicy[];
+  problems: readonly ModelProblem[];
+}
+
 export interface MeshModel {
-  workloads: Workload[];
-  services: Service[];
-  policies: AuthorizationPolicy[];
-  problems: ModelProblem[];
+  /** By namespace: consumers compare these by identity to find what changed. */
+  namespaces: ReadonlyMap<string, NsModel>;
+  /** Everything, flattened on first use. */
+  readonly workloads: Workload[];
+  readonly services: Service[];
+  readonly policies: AuthorizationPolicy[];
+  readonly problems: ModelProblem[];
   /** Node authorization for the CA: may this node obtain this identity? */
   canIssue(node: string, id: SpiffeId): boolean;
 }
 
-const AUTHZ_KINDS = new Set(['AuthorizationPolicy', 'PeerAuthentication']);
 const SECURITY_GROUP = /^security\.istio\.io\/v1(beta1)?$/;
 
 /** One security object, translated: what it contributes and what is wrong with it. */
@@ -42,22 +56,35 @@ interface Translated {
   problems: ModelProblem[];
 }
 
+/** A namespace's security objects, translated; reused while both lists are the same arrays. */
+interface NsSecurity {
+  aps: readonly KObject[];
+  pas: readonly KObject[];
+  policies: AuthorizationPolicy[];
+  selectorPolicies: SelectorPolicy[];
+  peerAuthns: PeerAuthn[];
+  problems: ModelProblem[];
+}
+
 /** Everything besides the pod itself that a pod's Workload depends on. */
 interface NsContext {
-  services: KService[];
+  services: readonly KService[];
+  own?: NsSecurity;
+  root?: NsSecurity;
+  /** The namespace's and the root namespace's */
   selectorPolicies: SelectorPolicy[];
   peerAuthns: PeerAuthn[];
 }
 
-/** One namespace's pods and what they produced; reused whole while the pods and context are the same. */
-interface NsPods {
-  pods: Pod[];
+/** One namespace as built: reused whole while its pods, Services and context are the same. */
+interface NsBuilt {
+  pods: readonly Pod[];
   ctx: NsContext;
   entries: Map<Pod, PodEntry>;
-  workloads: Workload[];
   paPolicies: AuthorizationPolicy[];
   /** node -> service accounts of this namespace it may obtain */
   identities: Map<string, Set<string>>;
+  model: NsModel;
 }
 
 interface PodEntry {
@@ -69,96 +96,60 @@ interface PodEntry {
   paPolicy?: AuthorizationPolicy;
 }
 
-const sameList = <T>(a: readonly T[], b: readonly T[]) => a.length === b.length && a.every((x, i) => x === b[i]);
+const NO_PODS: readonly Pod[] = [];
 
 export class MeshModelBuilder {
   private readonly translated = new WeakMap<KObject, Translated>();
-  private readonly services = new WeakMap<KService, Service | undefined>();
-  private contexts = new Map<string, NsContext>();
-  private namespaces = new Map<string, NsPods>();
+  private readonly services = new WeakMap<readonly KService[], Service[]>();
+  private security = new Map<string, NsSecurity>();
+  private built = new Map<string, NsBuilt>();
 
   constructor(private readonly o: MeshOptions) {}
 
-  build(objects: readonly KObject[]): MeshModel {
+  build(snap: ConfigSnapshot): MeshModel {
     const o = this.o;
-    const problems: ModelProblem[] = [];
-    const policies = new Map<string, AuthorizationPolicy>();
-    const selectorPolicies: SelectorPolicy[] = [];
-    const peerAuthns: PeerAuthn[] = [];
-    const kServices: KService[] = [];
-    const servicesByNs = new Map<string, KService[]>();
-    const podsByNs = new Map<string, Pod[]>();
-    for (const obj of objects) {
-      if (isPod(obj)) {
-        const ns = obj.metadata.namespace ?? 'default';
-        const list = podsByNs.get(ns);
-        if (list) list.push(obj);
-        else podsByNs.set(ns, [obj]);
-      } else if (isService(obj)) {
-        kServices.push(obj);
-        const ns = obj.metadata.namespace ?? 'default';
-        const list = servicesByNs.get(ns);
-        if (list) list.push(obj);
-        else servicesByNs.set(ns, [obj]);
-      } else if (AUTHZ_KINDS.has(obj.kind)) {
-        const t = this.translate(obj);
-        problems.push(...t.problems);
-        if (t.policy) policies.set(policyKey(t.policy), t.policy);
-        if (t.selectorPolicy) selectorPolicies.push(t.selectorPolicy);
-        if (t.peerAuthn) peerAuthns.push(t.peerAuthn);
-      }
+    const security = new Map<string, NsSecurity>();
+    for (const [ns, g] of snap.namespaces) {
+      const aps = ofKind(g, 'AuthorizationPolicy');
+      const pas = ofKind(g, 'PeerAuthentication');
+      if (!aps.length && !pas.length) continue;
+      const prev = this.security.get(ns);
+      security.set(ns, prev && prev.aps === aps && prev.pas === pas ? prev : this.translateNs(aps, pas));
     }
+    const root = security.get(o.rootNamespace);
 
-    // Per namespace, the context its pods see; the previous one is kept when nothing in it changed.
-    const contexts = new Map<string, NsContext>();
-    const contextOf = (ns: string): NsContext => {
-      let ctx = contexts.get(ns);
-      if (ctx) return ctx;
-      const inScope = (p: { namespace: string }) => p.namespace === ns || p.namespace === o.rootNamespace;
-      const next: NsContext = { services: servicesByNs.get(ns) ?? [], selectorPolicies: selectorPolicies.filter(inScope), peerAuthns: peerAuthns.filter(inScope) };
-      const prev = this.contexts.get(ns);
-      ctx = prev && sameList(prev.services, next.services) && sameList(prev.selectorPolicies, next.selectorPolicies) && sameList(prev.peerAuthns, next.peerAuthns) ? prev : next;
-      contexts.set(ns, ctx);
-      return ctx;
-    };
-
-    const namespaces = new Map<string, NsPods>();
-    const workloads: Workload[] = [];
-    for (const [ns, pods] of podsByNs) {
-      const ctx = contextOf(ns);
-      const prev = this.namespaces.get(ns);
-      const out = prev && prev.ctx === ctx && sameList(prev.pods, pods) ? prev : this.buildNamespace(ns, pods, ctx, prev);
-      namespaces.set(ns, out);
-      for (const w of out.workloads) workloads.push(w);
-      for (const p of out.paPolicies) policies.set(policyKey(p), p);
+    const built = new Map<string, NsBuilt>();
+    const namespaces = new Map<string, NsModel>();
+    for (const [ns, g] of snap.namespaces) {
+      if (ns === '') continue; // cluster-scoped objects
+      const prev = this.built.get(ns);
+      const services = ofKind<KService>(g, 'Service');
+      const own = security.get(ns);
+      const ctx: NsContext =
+        prev && prev.ctx.services === services && prev.ctx.own === own && prev.ctx.root === root
+          ? prev.ctx
+          : { services, own, root, selectorPolicies: [...(own?.selectorPolicies ?? []), ...(ns !== o.rootNamespace ? root?.selectorPolicies ?? [] : [])], peerAuthns: [...(own?.peerAuthns ?? []), ...(ns !== o.rootNamespace ? root?.peerAuthns ?? [] : [])] };
+      const pods = ofKind<Pod>(g, 'Pod');
+      const out = prev && prev.ctx === ctx && prev.pods === pods ? prev : this.buildNamespace(ns, pods.length ? pods : NO_PODS, ctx, prev);
+      built.set(ns, out);
+      namespaces.set(ns, out.model);
     }
-    this.namespaces = namespaces;
-    this.contexts = contexts;
-
-    const services: Service[] = [];
-    for (const s of kServices) {
-      let svc = this.services.get(s);
-      if (!this.services.has(s)) this.services.set(s, (svc = buildService(s, o)));
-      if (svc) services.push(svc);
-    }
-    return {
-      workloads,
-      services,
-      policies: [...policies.values()],
-      problems,
-      canIssue: (node, id) => id.trustDomain === o.trustDomain && !!namespaces.get(id.namespace)?.identities.get(node)?.has(id.serviceAccount),
-    };
+    this.security = security;
+    this.built = built;
+    return meshModel(namespaces, (node, id) => id.trustDomain === o.trustDomain && !!built.get(id.namespace)?.identities.get(node)?.has(id.serviceAccount));
   }
 
-  /** A namespace whose pods or context changed; pods that are the same objects under the same context are reused. */
-  private buildNamespace(ns: string, pods: Pod[], ctx: NsContext, prev: NsPods | undefined): NsPods {
-    const out: NsPods = { pods, ctx, entries: new Map(), workloads: [], paPolicies: [], identities: new Map() };
+  /** A namespace whose pods, Services or context changed; pods that are the same objects under the same context are reused. */
+  private buildNamespace(ns: string, pods: readonly Pod[], ctx: NsContext, prev: NsBuilt | undefined): NsBuilt {
+    const out: NsBuilt = { pods, ctx, entries: new Map(), paPolicies: [], identities: new Map(), model: undefined! };
+    const workloads: Workload[] = [];
+    const paPolicies = new Map<string, AuthorizationPolicy>();
     for (const pod of pods) {
       let e = prev?.entries.get(pod);
       if (!e || e.ctx !== ctx) e = this.buildPod(pod, ns, ctx);
       out.entries.set(pod, e);
-      if (e.workload) out.workloads.push(e.workload);
-      if (e.paPolicy) out.paPolicies.push(e.paPolicy);
+      if (e.workload) workloads.push(e.workload);
+      if (e.paPolicy) paPolicies.set(policyKey(e.paPolicy), e.paPolicy);
       if (e.identity) {
         const [node, sa] = e.identity;
         const set = out.identities.get(node);
@@ -166,6 +157,9 @@ export class MeshModelBuilder {
         else out.identities.set(node, new Set([sa]));
       }
     }
+    let services = this.services.get(ctx.services);
+    if (!services) this.services.set(ctx.services, (services = ctx.services.map((s) => buildService(s, this.o)).filter((s): s is Service => !!s)));
+    out.model = { workloads, services, policies: [...(ctx.own?.policies ?? []), ...paPolicies.values()], problems: ctx.own?.problems ?? [] };
     return out;
   }
 
@@ -177,6 +171,18 @@ export class MeshModelBuilder {
     const pa = effectivePeerAuthn({ namespace: ns, labels: pod.metadata.labels ?? {} }, ctx.peerAuthns, this.o.rootNamespace);
     if (pa.policy) w.authorizationPolicies = [...w.authorizationPolicies, policyKey(pa.policy)].sort();
     return { ctx, identity, workload: w, paPolicy: pa.policy };
+  }
+
+  private translateNs(aps: readonly KObject[], pas: readonly KObject[]): NsSecurity {
+    const sec: NsSecurity = { aps, pas, policies: [], selectorPolicies: [], peerAuthns: [], problems: [] };
+    for (const obj of [...aps, ...pas]) {
+      const t = this.translate(obj);
+      sec.problems.push(...t.problems);
+      if (t.policy) sec.policies.push(t.policy);
+      if (t.selectorPolicy) sec.selectorPolicies.push(t.selectorPolicy);
+      if (t.peerAuthn) sec.peerAuthns.push(t.peerAuthn);
+    }
+    return sec;
   }
 
   private translate(obj: KObject): Translated {
@@ -203,8 +209,30 @@ export class MeshModelBuilder {
   }
 }
 
+/** The model over its namespaces; the flat lists are built on first use (policies once per key). */
+function meshModel(namespaces: ReadonlyMap<string, NsModel>, canIssue: MeshModel['canIssue']): MeshModel {
+  const memo: Partial<Record<'workloads' | 'services' | 'policies' | 'problems', unknown[]>> = {};
+  const flat = <T>(name: keyof typeof memo, pick: (m: NsModel) => readonly T[]): T[] => (memo[name] ??= [...namespaces.values()].flatMap(pick)) as T[];
+  return {
+    namespaces,
+    get workloads() {
+      return flat('workloads', (m) => m.workloads);
+    },
+    get services() {
+      return flat('services', (m) => m.services);
+    },
+    get policies() {
+      return (memo.policies ??= [...new Map([...namespaces.values()].flatMap((m) => m.policies.map((p) => [policyKey(p), p] as const))).values()]) as AuthorizationPolicy[];
+    },
+    get problems() {
+      return flat('problems', (m) => m.problems);
+    },
+    canIssue,
+  };
+}
+
 export function buildMeshModel(objects: readonly KObject[], o: MeshOptions): MeshModel {
-  return new MeshModelBuilder(o).build(objects);
+  return new MeshModelBuilder(o).build(ConfigSnapshot.of(objects));
 }
 
 /** A node may obtain the identities of pods scheduled there (running or starting). */

@@ -1,7 +1,7 @@
-// The control plane's current resources per type URL, each with a content version, replaced as
-// a whole on every model build. Replacing reports exactly what changed, which is what Delta xDS
-// sends. A body that is the same Uint8Array as before is the same resource (builders reuse the
-// encodings of what did not change), so only new bodies are hashed.
+// The control plane's current resources per type URL, each with a content version. Publishers
+// patch them with what a build changed (or replace a type whole); either reports exactly what
+// changed, which is what Delta xDS sends. A body that is the same Uint8Array as before is the same
+// resource (builders reuse the encodings of what did not change), so only new bodies are hashed.
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 
@@ -14,31 +14,41 @@ export interface Resource {
 }
 
 export class ResourceStore extends EventEmitter {
-  private readonly types = new Map<string, Map<string, Resource>>();
+  private readonly byType = new Map<string, Map<string, Resource>>();
   /** Bumped on every change; sent as system_version_info. */
   generation = 0;
 
+  /** The type URLs that hold resources. */
+  types(): string[] {
+    return [...this.byType].filter(([, m]) => m.size).map(([t]) => t);
+  }
+
   get(typeUrl: string): ReadonlyMap<string, Resource> {
-    return this.types.get(typeUrl) ?? new Map();
+    return this.byType.get(typeUrl) ?? new Map();
   }
 
   /** Replaces all resources of a type; emits 'change' (typeUrl, changed names, removed names). */
-  replace(typeUrl: string, bodies: Map<string, Uint8Array>): { changed: string[]; removed: string[] } {
-    const prev = this.types.get(typeUrl) ?? new Map<string, Resource>();
-    const next = new Map<string, Resource>();
+  replace(typeUrl: string, bodies: ReadonlyMap<string, Uint8Array>): { changed: string[]; removed: string[] } {
+    const removed: string[] = [];
+    for (const name of this.get(typeUrl).keys()) if (!bodies.has(name)) removed.push(name);
+    return this.patch(typeUrl, bodies, removed);
+  }
+
+  /** Sets some resources of a type and removes others; emits 'change' when anything differs. */
+  patch(typeUrl: string, set: ReadonlyMap<string, Uint8Array>, remove: readonly string[]): { changed: string[]; removed: string[] } {
+    let current = this.byType.get(typeUrl);
+    if (!current) this.byType.set(typeUrl, (current = new Map()));
     const changed: string[] = [];
-    for (const [name, body] of bodies) {
-      const old = prev.get(name);
-      if (old?.body === body) {
-        next.set(name, old);
-        continue;
-      }
+    const removed: string[] = [];
+    for (const [name, body] of set) {
+      const old = current.get(name);
+      if (old?.body === body) continue;
       const version = createHash('sha256').update(body).digest('base64url').slice(0, 16);
-      next.set(name, old?.version === version ? old : { name, version, body });
-      if (old?.version !== version) changed.push(name);
+      if (old?.version === version) continue;
+      current.set(name, { name, version, body });
+      changed.push(name);
     }
-    const removed = [...prev.keys()].filter((n) => !next.has(n));
-    this.types.set(typeUrl, next);
+    for (const name of remove) if (!set.has(name) && current.delete(name)) removed.push(name);
     if (changed.length || removed.length) {
       this.generation++;
       this.emit('change', typeUrl, changed, removed);

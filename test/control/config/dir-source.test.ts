@@ -45,3 +45,38 @@ describe('DirSource', () => {
     await until('file in a new directory', () => portOf('db') === 5432);
   });
 });
+
+describe('DirSource reloads', () => {
+  it('reads only what changed: other objects and namespaces stay the same objects, and a key two files hold survives one of them', () => {
+    const d = mkdtempSync(join(tmpdir(), 'weft-dir-source-'));
+    const src = new DirSource(d, { quietMs: 1000, maxDelayMs: 1000 });
+    try {
+      const svc = (ns: string, name: string, port: number) => `apiVersion: v1\nkind: Service\nmetadata: {name: ${name}, namespace: ${ns}}\nspec: {selector: {app: ${name}}, ports: [{port: ${port}}]}\n`;
+      writeFileSync(join(d, 'a.yaml'), [svc('a', 'one', 80), svc('a', 'two', 81)].join('---\n'));
+      writeFileSync(join(d, 'b.yaml'), svc('b', 'three', 82));
+      const first = src.start();
+      const find = (s: typeof first, ns: string, name: string) => s.namespaces.get(ns)?.kinds.get('Service')?.find((o) => o.metadata.name === name);
+
+      writeFileSync(join(d, 'a.yaml'), [svc('a', 'one', 80), svc('a', 'two', 9081)].join('---\n'));
+      src.reload();
+      const second = src.snapshot;
+      expect(find(second, 'a', 'one')).toBe(find(first, 'a', 'one'));
+      expect(find(second, 'a', 'two')).not.toBe(find(first, 'a', 'two'));
+      expect(second.namespaces.get('b')).toBe(first.namespaces.get('b'));
+
+      // The same Service in a second file: deleting one file leaves the other's version.
+      writeFileSync(join(d, 'c.yaml'), svc('b', 'three', 83));
+      src.reload();
+      unlinkSync(join(d, 'c.yaml'));
+      src.reload();
+      expect((find(src.snapshot, 'b', 'three')?.spec as { ports: { port: number }[] }).ports[0]!.port).toBe(82);
+      unlinkSync(join(d, 'b.yaml'));
+      src.reload();
+      expect(find(src.snapshot, 'b', 'three')).toBeUndefined();
+      expect(src.snapshot.namespaces.has('b')).toBe(false);
+    } finally {
+      src.close();
+      rmSync(d, { recursive: true, force: true });
+    }
+  });
+});

@@ -11,7 +11,9 @@ import { keyOf, type KObject, type Pod, type Service as KService } from '../../.
 import type { NetworkingProblem } from '../../model/networking-common.ts';
 import { NETWORKING_KINDS, parseNetworking, type NetworkingConfig } from '../../model/networking-config.ts';
 import type { ServiceEntryModel } from '../../model/networking-service-entry.ts';
-import { isPod, isService, serviceHostname, type MeshOptions } from '../../model/workloads.ts';
+import { serviceHostname, type MeshOptions } from '../../model/workloads.ts';
+import { ConfigSnapshot, ofKind } from '../../config/config-store.ts';
+import { GroupedResources } from '../grouped.ts';
 import type { ResourceStore } from '../resources.ts';
 import { buildCluster, buildLoadAssignment } from './clusters.ts';
 import { buildListener } from './listeners.ts';
@@ -20,25 +22,26 @@ import { clusterName, listenerName } from './names.ts';
 import { buildRouteConfiguration } from './routes.ts';
 import { meshServices, ownedEntries, type MeshEndpoint, type MeshService } from './services.ts';
 
-export interface EnvoyResources {
+export type TypedBodies = Map<string, Map<string, Uint8Array>>;
+
+/** What one namespace contributes: its hosts and their resources; the same object while unchanged. */
+export interface NsEnvoy {
   /** type URL -> resource name -> encoded resource */
-  resources: Map<string, Map<string, Uint8Array>>;
+  resources: TypedBodies;
   problems: NetworkingProblem[];
 }
 
-/** What one namespace contributes: its hosts and their resources. */
-interface NsOutput {
-  inputs: KObject[];
-  services: MeshService[];
-  resources: Map<string, Map<string, Uint8Array>>;
-  problems: NetworkingProblem[];
+export interface EnvoyResources {
+  namespaces: ReadonlyMap<string, NsEnvoy>;
+  /** Every resource by type, merged on first use. */
+  readonly resources: TypedBodies;
+  readonly problems: NetworkingProblem[];
 }
 
-interface NsInputs {
-  pods: Pod[];
-  services: KService[];
-  /** pods and services in object order: the namespace is unchanged when these are the same objects */
-  all: KObject[];
+interface NsOutput extends NsEnvoy {
+  pods: readonly Pod[];
+  services: readonly KService[];
+  hosts: MeshService[];
 }
 
 const matches = (labels: Record<string, string>, want: Record<string, string>) => Object.entries(want).every(([k, v]) => labels[k] === v);
@@ -49,8 +52,10 @@ const problemAt = (problems: NetworkingProblem[], source: string, field: string,
 };
 
 export class EnvoyBuilder {
-  private netObjects: KObject[] = [];
-  private serviceKeys = '';
+  /** Each namespace's routing objects, kind by kind: any new list means routing is parsed again. */
+  private netLists: (readonly KObject[])[] = [];
+  /** Each namespace's Services, and their keys: a change to the set of Services rebuilds everything. */
+  private serviceLists = new Map<string, { list: readonly KService[]; keys: string }>();
   private net?: NetworkingConfig;
   private entriesByNs = new Map<string, { entry: ServiceEntryModel; hosts: string[] }[]>();
   private globalProblems: NetworkingProblem[] = [];
@@ -58,75 +63,64 @@ export class EnvoyBuilder {
 
   constructor(private readonly o: MeshOptions) {}
 
-  build(objects: readonly KObject[]): EnvoyResources {
-    const netObjects: KObject[] = [];
-    const services: KService[] = [];
-    const byNs = new Map<string, NsInputs>();
-    const nsOf = (ns: string) => {
-      let e = byNs.get(ns);
-      if (!e) byNs.set(ns, (e = { pods: [], services: [], all: [] }));
-      return e;
-    };
-    for (const obj of objects) {
-      if (isPod(obj)) {
-        const e = nsOf(obj.metadata.namespace ?? 'default');
-        e.pods.push(obj);
-        e.all.push(obj);
-      } else if (isService(obj)) {
-        const e = nsOf(obj.metadata.namespace ?? 'default');
-        e.services.push(obj);
-        e.all.push(obj);
-        services.push(obj);
-      } else if (NETWORKING_KINDS.has(obj.kind)) netObjects.push(obj);
+  build(snap: ConfigSnapshot): EnvoyResources {
+    const netLists: (readonly KObject[])[] = [];
+    for (const g of snap.namespaces.values())
+      for (const kind of NETWORKING_KINDS) {
+        const list = ofKind(g, kind);
+        if (list.length) netLists.push(list);
+      }
+    const serviceLists = new Map<string, { list: readonly KService[]; keys: string }>();
+    let servicesChanged = false;
+    for (const [ns, g] of snap.namespaces) {
+      const list = ofKind<KService>(g, 'Service');
+      if (!list.length) continue;
+      const prev = this.serviceLists.get(ns);
+      const entry = prev?.list === list ? prev : { list, keys: list.map(keyOf).join('\n') };
+      if (entry.keys !== prev?.keys) servicesChanged = true;
+      serviceLists.set(ns, entry);
     }
-    const serviceKeys = services.map(keyOf).join('\n');
-    const full = !this.net || !sameList(this.netObjects, netObjects) || serviceKeys !== this.serviceKeys;
-    if (full) this.rebuildRouting(netObjects, services, serviceKeys);
+    if (serviceLists.size !== this.serviceLists.size) servicesChanged = true;
+    this.serviceLists = serviceLists;
+    const full = !this.net || servicesChanged || !sameList(this.netLists, netLists);
+    if (full) this.rebuildRouting(netLists.flat(), [...serviceLists.values()].flatMap((e) => e.list));
+    this.netLists = netLists;
     const net = this.net!;
 
     // Hosts of other namespaces as last built: routes look up their ports.
     const hosts = new Map<string, MeshService>();
-    const namespaces = new Set([...byNs.keys(), ...this.entriesByNs.keys()]);
+    const namespaces = new Set([...snap.namespaces.keys(), ...this.entriesByNs.keys()]);
+    namespaces.delete('');
     const dirty: string[] = [];
     const next = new Map<string, NsOutput>();
     for (const ns of namespaces) {
       const prev = this.out.get(ns);
-      const inputs = byNs.get(ns)?.all ?? [];
-      if (!full && prev && sameList(prev.inputs, inputs)) {
+      const g = snap.namespaces.get(ns);
+      if (!full && prev && prev.pods === ofKind(g, 'Pod') && prev.services === ofKind(g, 'Service')) {
         next.set(ns, prev);
-        for (const s of prev.services) hosts.set(s.host, s);
+        for (const s of prev.hosts) hosts.set(s.host, s);
       } else dirty.push(ns);
     }
     for (const ns of dirty) {
-      const inputs = byNs.get(ns) ?? { pods: [], services: [], all: [] };
-      const svcs = meshServices(inputs.pods, inputs.services, this.entriesByNs.get(ns) ?? [], this.o);
+      const g = snap.namespaces.get(ns);
+      const pods = ofKind<Pod>(g, 'Pod');
+      const services = ofKind<KService>(g, 'Service');
+      const svcs = meshServices(pods, services, this.entriesByNs.get(ns) ?? [], this.o);
       for (const s of svcs) hosts.set(s.host, s);
-      next.set(ns, { inputs: inputs.all, services: svcs, resources: new Map(), problems: [] });
+      next.set(ns, { pods, services, hosts: svcs, resources: new Map(), problems: [] });
     }
     for (const ns of dirty) {
       const e = next.get(ns)!;
-      for (const svc of e.services) this.buildHost(svc, net, hosts, e);
+      for (const svc of e.hosts) this.buildHost(svc, net, hosts, e);
     }
     this.out = next;
-
-    const resources = new Map<string, Map<string, Uint8Array>>(ENVOY_TYPES.map((t) => [t, new Map()]));
-    const problems = [...this.globalProblems];
-    for (const e of next.values()) {
-      for (const [t, m] of e.resources) {
-        const all = resources.get(t)!;
-        for (const [name, body] of m) all.set(name, body);
-      }
-      problems.push(...e.problems);
-    }
-    return { resources, problems };
+    return envoyResources(next, this.globalProblems);
   }
 
   /** Routing objects or the set of Services changed: parse routing again, and every namespace is rebuilt. */
-  private rebuildRouting(netObjects: KObject[], services: KService[], serviceKeys: string): void {
+  private rebuildRouting(netObjects: KObject[], services: KService[]): void {
     const net = parseNetworking(netObjects, this.o);
     this.net = net;
-    this.netObjects = netObjects;
-    this.serviceKeys = serviceKeys;
     this.entriesByNs = new Map();
     const owned = ownedEntries(services, net.serviceEntries, this.o);
     for (const e of owned) {
@@ -170,11 +164,52 @@ export class EnvoyBuilder {
   }
 }
 
+/** The resources over their namespaces; the merged views are built on first use. */
+function envoyResources(namespaces: ReadonlyMap<string, NsEnvoy>, global: NetworkingProblem[]): EnvoyResources {
+  let resources: TypedBodies | undefined;
+  let problems: NetworkingProblem[] | undefined;
+  return {
+    namespaces,
+    get resources() {
+      if (!resources) {
+        resources = new Map(ENVOY_TYPES.map((t) => [t, new Map()]));
+        for (const e of namespaces.values())
+          for (const [t, m] of e.resources) {
+            const all = resources.get(t)!;
+            for (const [name, body] of m) all.set(name, body);
+          }
+      }
+      return resources;
+    },
+    get problems() {
+      return (problems ??= [...global, ...[...namespaces.values()].flatMap((e) => e.problems)]);
+    },
+  };
+}
+
 export function buildEnvoyResources(objects: readonly KObject[], o: MeshOptions): EnvoyResources {
-  return new EnvoyBuilder(o).build(objects);
+  return new EnvoyBuilder(o).build(ConfigSnapshot.of(objects));
 }
 
 /** Replaces the Envoy types in the store, clusters first so no route names a cluster a client lacks. */
 export function publishEnvoyResources(store: ResourceStore, built: EnvoyResources): void {
   for (const t of ENVOY_TYPES) store.replace(t, built.resources.get(t) ?? new Map());
+}
+
+/** Publishes successive builds: only namespaces whose output changed are compared, type by type in warming order. */
+export class EnvoyPublisher {
+  private readonly types: GroupedResources[];
+  private static readonly NONE = new Map<string, Uint8Array>();
+
+  constructor(store: ResourceStore) {
+    this.types = ENVOY_TYPES.map((t) => new GroupedResources(store, t));
+  }
+
+  publish(built: EnvoyResources): void {
+    for (const type of this.types) {
+      const groups = new Map<string, ReadonlyMap<string, Uint8Array>>();
+      for (const [ns, e] of built.namespaces) groups.set(ns, e.resources.get(type.typeUrl) ?? EnvoyPublisher.NONE);
+      type.publish(groups);
+    }
+  }
 }
