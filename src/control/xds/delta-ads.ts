@@ -4,6 +4,7 @@
 // nonces still awaiting ACK. A NACK keeps the client on what it had; it is logged and counted.
 import { randomUUID } from 'node:crypto';
 import type * as grpc from '@grpc/grpc-js';
+import { Map as PMap } from 'immutable';
 import type { Logger } from 'pino';
 import { deltaResponse } from './delta-wire.ts';
 import type { Resource, ResourceStore } from './resources.ts';
@@ -23,8 +24,12 @@ interface DeltaRequest {
 interface TypeState {
   wildcard: boolean;
   names: Set<string>;
-  /** name -> version the client holds */
-  held: Map<string, string>;
+  /**
+   * name -> version the client holds once what was queued arrives. A persistent map: for a
+   * wildcard subscriber every push leaves it equal to the store's, so it is the store's own map,
+   * shared by all such streams rather than a copy per agent.
+   */
+  held: PMap<string, string>;
   pending: Set<string>;
 }
 
@@ -100,9 +105,8 @@ class Stream {
     }
     if (!st) {
       // First request for a type: an empty subscription (or "*") is the wildcard.
-      st = { wildcard: req.resourceNamesSubscribe.length === 0, names: new Set(), held: new Map(), pending: new Set() };
+      st = { wildcard: req.resourceNamesSubscribe.length === 0, names: new Set(), held: PMap(Object.entries(req.initialResourceVersions ?? {})), pending: new Set() };
       this.types.set(typeUrl, st);
-      for (const [name, version] of Object.entries(req.initialResourceVersions ?? {})) st.held.set(name, version);
     }
     for (const n of req.resourceNamesSubscribe) {
       if (n === '*') st.wildcard = true;
@@ -145,14 +149,21 @@ class Stream {
     }
     const removed = removedNames.filter((n) => st.held.has(n));
     if (resources.length || removed.length) this.send(typeUrl, st, resources, removed);
+    else if (st.wildcard) st.held = this.store.versions(typeUrl); // equal already; share the store's
   }
 
   private send(typeUrl: string, st: TypeState, resources: Resource[], removed: string[]): void {
     const nonce = randomUUID();
     st.pending.add(nonce);
-    // `held` is what the client will have once the responses queued so far arrive, in order.
-    for (const r of resources) st.held.set(r.name, r.version);
-    for (const n of removed) st.held.delete(n);
+    // `held` is what the client will have once the responses queued so far arrive, in order. A
+    // wildcard stream is sent every difference from the store (push), and from then on every
+    // change (pushChanges), so it then holds exactly the store's versions.
+    if (st.wildcard) st.held = this.store.versions(typeUrl);
+    else
+      st.held = st.held.withMutations((m) => {
+        for (const r of resources) m.set(r.name, r.version);
+        for (const n of removed) m.delete(n);
+      });
     this.outbox.push({ nonce, msg: deltaResponse({ systemVersionInfo: String(this.store.generation), typeUrl, nonce, resources, removed }) });
     this.flush();
   }

@@ -4,6 +4,7 @@
 // resource (builders reuse the encodings of what did not change), so only new bodies are hashed.
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import { Map as PMap } from 'immutable';
 
 export interface Resource {
   name: string;
@@ -15,8 +16,15 @@ export interface Resource {
 
 export class ResourceStore extends EventEmitter {
   private readonly byType = new Map<string, Map<string, Resource>>();
+  /** name -> version per type, persistent: streams that hold exactly this share it instead of a copy each. */
+  private readonly versionMaps = new Map<string, PMap<string, string>>();
   /** Bumped on every change; sent as system_version_info. */
   generation = 0;
+
+  /** The current name -> version map of a type (an immutable value). */
+  versions(typeUrl: string): PMap<string, string> {
+    return this.versionMaps.get(typeUrl) ?? PMap();
+  }
 
   /** The type URLs that hold resources. */
   types(): string[] {
@@ -50,6 +58,13 @@ export class ResourceStore extends EventEmitter {
     }
     for (const name of remove) if (!set.has(name) && current.delete(name)) removed.push(name);
     if (changed.length || removed.length) {
+      this.versionMaps.set(
+        typeUrl,
+        this.versions(typeUrl).withMutations((m) => {
+          for (const name of changed) m.set(name, current.get(name)!.version);
+          for (const name of removed) m.delete(name);
+        }),
+      );
       this.generation++;
       this.emit('change', typeUrl, changed, removed);
     }

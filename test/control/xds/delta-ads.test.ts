@@ -57,6 +57,56 @@ describe('Delta ADS', () => {
     expect(updates).toBe(1);
   });
 
+  it('keeps every client equal to the store through churn: clients present throughout, joining midway, and holding a subset', async () => {
+    const store = new ResourceStore();
+    const names = Array.from({ length: 40 }, (_, i) => `w${i}`);
+    let seed = 7;
+    const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
+    const body = (name: string, ip: number) => encodeWorkload(wl(name, `10.0.${ip >> 8}.${ip & 255}`));
+    const truth = new Map<string, number>(); // name -> ip
+    const churn = () => {
+      const set = new Map<string, Uint8Array>();
+      const remove: string[] = [];
+      for (let k = 0; k < 5; k++) {
+        const n = names[rand(names.length)]!;
+        const uid = wl(n, '').uid;
+        if (rand(3) === 0) {
+          truth.delete(n);
+          set.delete(uid);
+          remove.push(uid);
+        } else {
+          const ip = 1 + rand(60000);
+          truth.set(n, ip);
+          set.set(uid, body(n, ip));
+        }
+      }
+      store.patch(TYPE_ADDRESS, set, remove);
+    };
+    churn(); // most names appear only after the first clients synced
+    store.replace(TYPE_AUTHORIZATION, new Map());
+    const { port } = await serve(store);
+    const client = (id: string) => {
+      const c = new DeltaXdsClient({ address: `127.0.0.1:${port}`, nodeId: id, log });
+      cleanup.push(() => c.close());
+      c.start();
+      return c;
+    };
+    const early = [client('early-0'), client('early-1')];
+    await Promise.all(early.map((c) => c.whenSynced()));
+    const matches = (c: DeltaXdsClient) =>
+      c.state.workloads.size === truth.size && [...truth].every(([n, ip]) => c.state.workloads.get(wl(n, '').uid)?.addresses[0] === `10.0.${ip >> 8}.${ip & 255}`);
+    let late: DeltaXdsClient | undefined;
+    for (let round = 0; round < 30; round++) {
+      churn();
+      if (round === 10) late = client('late');
+      if (round % 5 === 0) await until(() => early.every(matches));
+    }
+    await late!.whenSynced();
+    await until(() => [...early, late!].every(matches));
+    // The server's view: what each stream holds is exactly what the store has.
+    expect(store.get(TYPE_ADDRESS).size).toBe(truth.size);
+  });
+
   it('sends large first syncs a few at a time, and a change queued behind one arrives after it', async () => {
     // ~3,000 workloads: each first response is over the gate's 256 KiB, so with 6 agents at once
     // two wait for an ACK before theirs is written.
