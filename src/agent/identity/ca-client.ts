@@ -1,11 +1,35 @@
 // The node agent's client for IstioCertificateService over TLS, authenticated by the node token.
+//
+// The one method is defined with protobufjs, which the agent already carries for xDS
+// (src/api/protos.ts), not with @grpc/proto-loader as the control plane's server is: the loader
+// brings its own second copy of protobufjs with the .proto parser, ~1 MB of heap the agent would
+// keep for one call a day per identity. Nothing at run time comes from ../../control/ca/proto.ts.
 import * as grpc from '@grpc/grpc-js';
-import {
-  IMPERSONATED_IDENTITY,
-  caServiceClient,
-  type IstioCertificateRequest,
-  type IstioCertificateResponse,
-} from '../../control/ca/proto.ts';
+import protobuf from 'protobufjs';
+import type { IstioCertificateRequest, IstioCertificateResponse } from '../../control/ca/proto.ts';
+import { rootPath } from '../../util/paths.ts';
+
+/** The metadata key naming the identity asked for (ztunnel's; IMPERSONATED_IDENTITY in control/ca/proto.ts). */
+export const IMPERSONATED_IDENTITY = 'ImpersonatedIdentity';
+const METHOD = '/istio.v1.auth.IstioCertificateService/CreateCertificate';
+
+let codec: { serialize: (r: IstioCertificateRequest) => Buffer; deserialize: (b: Buffer) => IstioCertificateResponse } | undefined;
+/** Request and response codecs from proto/istio/ca/ca.proto, as proto-loader would convert them. */
+function createCertificateCodec(): NonNullable<typeof codec> {
+  if (!codec) {
+    const root = new protobuf.Root().loadSync(rootPath('proto', 'istio', 'ca', 'ca.proto'), { keepCase: true });
+    const req = root.lookupType('istio.v1.auth.IstioCertificateRequest');
+    const res = root.lookupType('istio.v1.auth.IstioCertificateResponse');
+    codec = {
+      serialize: (r) => {
+        const out = req.encode(req.fromObject(r)).finish();
+        return Buffer.from(out.buffer, out.byteOffset, out.byteLength);
+      },
+      deserialize: (b) => res.toObject(res.decode(b), { longs: Number, defaults: true, oneofs: true }) as IstioCertificateResponse,
+    };
+  }
+  return codec;
+}
 
 export interface CAClientOptions {
   /** host:port of the control plane's TLS port (15012). */
@@ -19,24 +43,14 @@ export interface CAClientOptions {
   timeoutMs?: number;
 }
 
-interface RawClient extends grpc.Client {
-  CreateCertificate(
-    req: IstioCertificateRequest,
-    md: grpc.Metadata,
-    opts: grpc.CallOptions,
-    cb: (err: grpc.ServiceError | null, res?: IstioCertificateResponse) => void,
-  ): grpc.ClientUnaryCall;
-}
-
 export class CAClient {
-  private readonly client: RawClient;
+  private readonly client: grpc.Client;
 
   constructor(private readonly o: CAClientOptions) {
-    const Client = caServiceClient();
-    this.client = new Client(o.address, grpc.credentials.createSsl(Buffer.from(o.rootPem)), {
+    this.client = new grpc.Client(o.address, grpc.credentials.createSsl(Buffer.from(o.rootPem)), {
       'grpc.ssl_target_name_override': o.serverName,
       'grpc.default_authority': o.serverName,
-    }) as unknown as RawClient;
+    });
   }
 
   /** The PEM chain the CA returned (leaf first), unverified. */
@@ -51,7 +65,8 @@ export class CAClient {
     };
     const deadline = Date.now() + (this.o.timeoutMs ?? 10_000);
     return new Promise((resolve, reject) => {
-      this.client.CreateCertificate(req, md, { deadline }, (err, res) => {
+      const { serialize, deserialize } = createCertificateCodec();
+      this.client.makeUnaryRequest(METHOD, serialize, deserialize, req, md, { deadline }, (err, res) => {
         if (err) reject(err);
         else resolve(res?.cert_chain ?? []);
       });
