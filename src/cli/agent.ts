@@ -23,5 +23,13 @@ export function registerAgentCommand(program: Command): void {
     .option('--control-server-name <name>', "name in the control plane's certificate", 'weft-control.istio-system.svc')
     .option('--cert-ttl <seconds>', 'workload certificate lifetime to request', (v) => parseInt(v, 10), 86_400)
     // Loaded when run, so other commands do not carry the agent (and the agent not the rest).
-    .action(async (o) => (await import('../agent/main.ts')).runAgent(o as Parameters<typeof runAgent>[0]));
+    .action(async (o) => {
+      // No source maps in the agent (bin/weft.js enables them for every command): Node would
+      // keep the map of every module loaded from here on, the packages' too (@grpc/grpc-js ships
+      // one per file), and decode them whole into arrays the first time an error's stack is read,
+      // which grpc-js does for every failed call: ~3.7 MB of heap for the agent's lifetime.
+      // Stack traces name lib/ bundle lines instead (unminified, with the functions' names).
+      process.setSourceMapsEnabled(false);
+      return (await import('../agent/main.ts')).runAgent(o as Parameters<typeof runAgent>[0]);
+    });
 }

@@ -1,16 +1,21 @@
 // The `weft` command line: the lab, the node agent and the control plane; `waypoint` joins later.
 import { Command } from 'commander';
 import { registerAgentCommand } from './agent.ts';
-import { registerAnalyzeCommand, registerControlCommand } from './control.ts';
-import { registerLabCommands } from './lab.ts';
 
 const program = new Command();
 program.name('weft').description('weft: a sidecarless service mesh with eBPF traffic capture').showHelpAfterError();
-registerLabCommands(program);
+// `weft agent` runs on every node for as long as the node lives: it registers its own command
+// only. The other commands' modules (the lab, the control plane's analyzer, the manifests and
+// their YAML parser, install) would stay in its heap unused (issue #6).
+const agentOnly = process.argv[2] === 'agent';
+if (!agentOnly) (await import('./lab.ts')).registerLabCommands(program);
 registerAgentCommand(program);
-registerControlCommand(program);
-registerAnalyzeCommand(program);
-(await import('./install.ts')).registerInstallCommands(program); // install, cni-install, cni-plugin
+if (!agentOnly) {
+  const { registerAnalyzeCommand, registerControlCommand } = await import('./control.ts');
+  registerControlCommand(program);
+  registerAnalyzeCommand(program);
+  (await import('./install.ts')).registerInstallCommands(program); // install, cni-install, cni-plugin
+}
 
 program.parseAsync(process.argv).catch((e: Error) => {
   console.error(`weft: ${e.message}`);
