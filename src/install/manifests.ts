@@ -16,6 +16,7 @@ import type { IVolume } from 'kubernetes-models/v1/Volume';
 import { istioCrds } from './crds.ts';
 import type { InstallOptions } from './options.ts';
 import { CONTROL_PLANE_ENV } from '../control/process-env.ts';
+import { agentEnv } from '../agent/process-env.ts';
 
 export type K8sObject = { apiVersion: string; kind: string; metadata?: { name?: string; namespace?: string } };
 
@@ -245,7 +246,10 @@ export function agent(o: InstallOptions): [IServiceAccount, IClusterRole, IClust
                   '--metrics-port', String(PORTS.metrics),
                   '--readiness-port', String(PORTS.readiness),
                 ],
-                env: [{ name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } }],
+                env: [
+                  { name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } },
+                  ...Object.entries(agentEnv()).map(([name, value]) => ({ name, value })),
+                ],
                 ports: [
                   { name: 'http-metrics', containerPort: PORTS.metrics, protocol: 'TCP' },
                   { name: 'http-ready', containerPort: PORTS.readiness, protocol: 'TCP' },

@@ -2,6 +2,7 @@
 // cgroup, restarted when it exits unless a test stopped it on purpose.
 import { join } from 'node:path';
 import { agentCall } from '../agent/inpod/client.ts';
+import { agentEnv } from '../agent/process-env.ts';
 import { ensureBpffs } from '../bpf/mounts.ts';
 import { weftBin } from '../util/paths.ts';
 import { sleep } from '../util/sleep.ts';
@@ -28,6 +29,7 @@ export class NodeAgent extends SupervisedProcess {
       cgroup,
       logPath: join(layout.logDir, `agent_${node}.log`),
       onLog,
+      env: agentEnv(process.env),
       argv: [
         // WEFT_AGENT_NODE_ARGS: extra Node flags for agents, e.g. --cpu-prof for `make bench`.
         process.execPath, ...(process.env.WEFT_AGENT_NODE_ARGS?.split(' ').filter(Boolean) ?? []), BIN, 'agent', '--node', node, '--socket', join(dir, 'agent.sock'), '--state-dir', dir,

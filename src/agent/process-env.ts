@@ -1,0 +1,16 @@
+// Environment for a `weft agent` process, set by everything that launches one (the lab, the
+// DaemonSet).
+//
+// V8 sizes its young generation (the semi-spaces that new objects are allocated in) by how much
+// survives each scavenge, up to 16 MB per semi-space on 64-bit. A burst of enrollments (a hundred
+// pods, their listeners, certificates and log lines) grew it to 32 MB, of which ~20 MB stayed
+// resident while the agent idled: a fifth of its RSS in `make bench`, and it varied from run to
+// run with GC timing. 2 MB semi-spaces bound it; the relay's per-chunk data lives outside the
+// heap (pooled read buffers, src/agent/proxy/hbone/forward.ts), so the data path's scavenges stay
+// short. Measured in `make bench` (agent RSS with 100 enrolled pods; throughput and latency).
+export const AGENT_NODE_OPTIONS = '--max-semi-space-size=2';
+
+/** The agent's environment on top of `env`: its Node options after any already there. */
+export function agentEnv(env: Readonly<Record<string, string | undefined>> = {}): Record<string, string> {
+  return { NODE_OPTIONS: [env.NODE_OPTIONS, AGENT_NODE_OPTIONS].filter(Boolean).join(' ') };
+}
