@@ -2,7 +2,6 @@
 // sk_lookup, or in-pod iptables), relays it, and exports metrics.
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import pino from 'pino';
 import { assertKernelReady } from '../bpf/index.ts';
 import { serveAdmin } from './admin/servers.ts';
 import type { CaptureBackends } from './capture/backend.ts';
@@ -12,6 +11,7 @@ import { PodManager } from './inpod/pod-manager.ts';
 import { serveEnrollment } from './inpod/server.ts';
 import { AgentMetrics } from './metrics/metrics.ts';
 import { IstioTcpMetrics } from './metrics/istio.ts';
+import { agentLogger } from './log.ts';
 import { CertManager } from './identity/index.ts';
 import { engineCache, type ProxyContext } from './proxy/context.ts';
 import { HbonePool } from './proxy/hbone/index.ts';
@@ -41,7 +41,7 @@ export interface AgentOptions {
 }
 
 export async function runAgent(o: AgentOptions): Promise<void> {
-  const log = pino({ base: { node: o.node, component: 'agent' } });
+  const log = agentLogger({ node: o.node, component: 'agent' });
   mkdirSync(o.stateDir, { recursive: true });
   // Both modes can serve pods side by side; the flag picks the default. eBPF needs the kernel.
   const backends: CaptureBackends = { default: o.capture, iptables: await IptablesCapture.open() };

@@ -74,18 +74,69 @@ export function tcpLabels(f: ConnectionFacts, responseFlags = '-'): TcpLabels {
   };
 }
 
+/** One label set's counts since the last scrape; scrapes hand them to prom-client. */
+export class TcpSeries {
+  opened = 0;
+  closed = 0;
+  sent = 0;
+  received = 0;
+  constructor(readonly labels: TcpLabels) {}
+}
+
+type Field = 'opened' | 'closed' | 'sent' | 'received';
+const labelKey = (l: TcpLabels) => TCP_LABELS.map((n) => l[n]).join('\0');
+/** Facts cache bound: more distinct connections than this between clears only costs recomputing labels. */
+const MAX_FACTS = 10_000;
+
+/**
+ * Istio's four TCP counters. A connection counts into its series with plain additions: the 23
+ * labels are built and hashed once per (source, destination, service, identities, flag), not on
+ * every increment (prom-client builds a string of all labels each time), and a scrape passes the
+ * counts on.
+ */
 export class IstioTcpMetrics {
   readonly opened: Counter<(typeof TCP_LABELS)[number]>;
   readonly closed: Counter<(typeof TCP_LABELS)[number]>;
   readonly sent: Counter<(typeof TCP_LABELS)[number]>;
   readonly received: Counter<(typeof TCP_LABELS)[number]>;
+  private readonly byLabels = new Map<string, TcpSeries>();
+  /** facts key -> the series, with the model objects it was computed from (a changed workload is a new object). */
+  private readonly byFacts = new Map<string, { f: Pick<ConnectionFacts, 'src' | 'dst' | 'service'>; series: TcpSeries }>();
 
   constructor(registry: Registry) {
-    const c = (name: string, help: string) => new Counter({ name, help, labelNames: TCP_LABELS, registers: [registry] });
-    this.opened = c('istio_tcp_connections_opened_total', 'TCP connections opened');
-    this.closed = c('istio_tcp_connections_closed_total', 'TCP connections closed');
+    const series = this.byLabels;
+    const c = (name: string, help: string, field: Field) =>
+      new Counter({
+        name,
+        help,
+        labelNames: TCP_LABELS,
+        registers: [registry],
+        collect() {
+          for (const s of series.values())
+            if (s[field]) {
+              this.inc(s.labels, s[field]);
+              s[field] = 0;
+            }
+        },
+      });
+    this.opened = c('istio_tcp_connections_opened_total', 'TCP connections opened', 'opened');
+    this.closed = c('istio_tcp_connections_closed_total', 'TCP connections closed', 'closed');
     // Istio's sense: "sent" is the response direction (toward the client), "received" the request.
-    this.sent = c('istio_tcp_sent_bytes_total', 'Bytes sent during response in TCP connections');
-    this.received = c('istio_tcp_received_bytes_total', 'Bytes received during request in TCP connections');
+    this.sent = c('istio_tcp_sent_bytes_total', 'Bytes sent during response in TCP connections', 'sent');
+    this.received = c('istio_tcp_received_bytes_total', 'Bytes received during request in TCP connections', 'received');
+  }
+
+  /** The series a connection with these facts (and response flag) counts into. */
+  series(f: ConnectionFacts, responseFlags = '-'): TcpSeries {
+    const key = `${f.reporter}|${f.src?.uid ?? ''}|${f.dst?.uid ?? ''}|${f.service ? `${f.service.namespace}/${f.service.hostname}` : ''}|${f.srcPrincipal ?? ''}|${f.dstPrincipal ?? ''}|${f.mtls ? 1 : 0}|${responseFlags}`;
+    const hit = this.byFacts.get(key);
+    if (hit && hit.f.src === f.src && hit.f.dst === f.dst && hit.f.service === f.service) return hit.series;
+    const labels = tcpLabels(f, responseFlags);
+    const lk = labelKey(labels);
+    let series = this.byLabels.get(lk);
+    if (!series) this.byLabels.set(lk, (series = new TcpSeries(labels)));
+    if (this.byFacts.size >= MAX_FACTS) this.byFacts.clear();
+    this.byFacts.set(key, { f: { src: f.src, dst: f.dst, service: f.service }, series });
+    return series;
   }
 }

@@ -4,7 +4,7 @@
 import type { Socket } from 'node:net';
 import type { Service, Workload } from '../../api/mesh.ts';
 import type { Endpoint } from '../capture/backend.ts';
-import { tcpLabels, type ConnectionFacts } from '../metrics/istio.ts';
+import type { ConnectionFacts } from '../metrics/istio.ts';
 import type { Direction } from '../metrics/metrics.ts';
 import type { ProxyContext } from './context.ts';
 
@@ -44,7 +44,7 @@ export class Connection {
     Object.assign(this.facts, f);
     if (!this.opened) {
       this.opened = true;
-      this.ctx.istio.opened.inc(tcpLabels(this.facts));
+      this.ctx.istio.series(this.facts).opened++;
     }
   }
 
@@ -54,11 +54,12 @@ export class Connection {
     const { ctx } = this;
     ctx.metrics.active.dec({ direction: this.direction });
     if (!this.opened) this.decided({});
-    const labels = tcpLabels(this.facts, o.flag ?? '-');
-    ctx.istio.closed.inc(labels);
+    const series = ctx.istio.series(this.facts, o.flag ?? '-');
+    const labels = series.labels;
+    series.closed++;
     // Istio's sense: received = request bytes (from the client), sent = response bytes.
-    ctx.istio.received.inc(labels, o.sent);
-    ctx.istio.sent.inc(labels, o.received);
+    series.received += o.sent;
+    series.sent += o.received;
     const f = this.facts;
     const entry = {
       direction: this.direction,

@@ -1,6 +1,5 @@
 // A connection captured on 15001: decide with planOutbound, then act — HBONE to a mesh
 // workload, plaintext to anything else, a reset when there is nowhere to go.
-import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { formatSpiffe } from '../../api/spiffe.ts';
 import { WEFT } from '../../bpf/consts.ts';
@@ -11,6 +10,7 @@ import { HboneError, tunnel } from './hbone/index.ts';
 import { planOutbound } from './outbound-plan.ts';
 import { dialFromPod, type DialSockets } from './pod-sockets.ts';
 import { relay } from './relay.ts';
+import { traceparent } from './traceparent.ts';
 
 export interface ProxyPod {
   uid: string;
@@ -74,7 +74,7 @@ export async function handleOutbound(ctx: ProxyContext, pod: ProxyPod, client: S
       headers: {
         forwarded: `for="${pod.ips[0]}:${client.remotePort}"${plan.service ? `;host=${plan.service.hostname}` : ''}`,
         baggage: `k8s.cluster.name=${src?.clusterId ?? 'Kubernetes'},k8s.namespace.name=${pod.namespace},k8s.pod.name=${pod.name},service.name=${src?.canonicalName ?? pod.name},service.version=${src?.canonicalRevision ?? 'latest'}`,
-        traceparent: `00-${randomBytes(16).toString('hex')}-${randomBytes(8).toString('hex')}-01`,
+        traceparent: traceparent(),
       },
       credentials: { key: cert.keyPem, certChain: cert.certChainPem, root: cert.rootPem },
       dial: () => dialFromPod(pod.sockets, plan.hbone),

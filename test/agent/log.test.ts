@@ -1,0 +1,34 @@
+// The agent's log is batched: a quiet agent's lines must still appear promptly, and nothing may
+// be lost when the process exits with lines pending.
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+const script = `
+import { agentLogger } from ${JSON.stringify(join(import.meta.dirname, '../../src/agent/log.ts'))};
+const log = agentLogger({ component: 'test' });
+log.info('first');
+process.stdin.once('data', () => {
+  for (let i = 0; i < 50; i++) log.info({ i }, 'burst');
+  process.exit(0);
+});
+`;
+
+describe('agent log', () => {
+  it('writes a lone line within the flush interval and flushes the rest at exit', async () => {
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['pipe', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    try {
+      const deadline = Date.now() + 10_000;
+      while (!out.includes('"first"') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      expect(out).toContain('"msg":"first"'); // far below the 4 KiB batch, yet written
+      child.stdin.write('go\n');
+      await new Promise((r) => child.once('exit', r));
+      const lines = out.trim().split('\n').map((l) => JSON.parse(l) as { msg: string; i?: number });
+      expect(lines.filter((l) => l.msg === 'burst').map((l) => l.i)).toEqual(Array.from({ length: 50 }, (_, i) => i));
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
+});
