@@ -121,7 +121,7 @@ describe('incremental analysis', () => {
   });
 
   it('rebuilds only what an edit touches', () => {
-    const cfg = new Config([service('a', 'web'), service('b', 'api'), ...[0, 1].flatMap((i) => [pod('a', `web-${i}`, 'web', { ip: `10.0.0.${i + 1}` }), pod('b', `api-${i}`, 'api', { ip: `10.0.1.${i + 1}` })])]);
+    const cfg = new Config([service('a', 'web'), service('b', 'api'), service('c', 'idle'), ...[0, 1].flatMap((i) => [pod('a', `web-${i}`, 'web', { ip: `10.0.0.${i + 1}` }), pod('b', `api-${i}`, 'api', { ip: `10.0.1.${i + 1}` })])]);
     const analyzer = new Analyzer(DEFAULT_MESH);
     const before = analyzer.run(cfg.snapshot());
     cfg.put(pod('a', 'web-0', 'web', { ip: '10.0.0.1', ready: false }));
@@ -135,6 +135,7 @@ describe('incremental analysis', () => {
     expect(after.model.services[0]).toBe(before.model.services[0]);
     // Whole namespaces are the same objects: consumers skip them by identity.
     expect(after.model.namespaces.get('b')).toBe(before.model.namespaces.get('b'));
+    expect(after.model.namespaces.get('c')).toBe(before.model.namespaces.get('c')); // a namespace without pods too
     expect(after.model.namespaces.get('a')).not.toBe(before.model.namespaces.get('a'));
     expect(after.envoy.namespaces.get('b')).toBe(before.envoy.namespaces.get('b'));
 

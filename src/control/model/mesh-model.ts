@@ -96,7 +96,6 @@ interface PodEntry {
   paPolicy?: AuthorizationPolicy;
 }
 
-const NO_PODS: readonly Pod[] = [];
 
 export class MeshModelBuilder {
   private readonly translated = new WeakMap<KObject, Translated>();
@@ -130,7 +129,7 @@ export class MeshModelBuilder {
           ? prev.ctx
           : { services, own, root, selectorPolicies: [...(own?.selectorPolicies ?? []), ...(ns !== o.rootNamespace ? root?.selectorPolicies ?? [] : [])], peerAuthns: [...(own?.peerAuthns ?? []), ...(ns !== o.rootNamespace ? root?.peerAuthns ?? [] : [])] };
       const pods = ofKind<Pod>(g, 'Pod');
-      const out = prev && prev.ctx === ctx && prev.pods === pods ? prev : this.buildNamespace(ns, pods.length ? pods : NO_PODS, ctx, prev);
+      const out = prev && prev.ctx === ctx && prev.pods === pods ? prev : this.buildNamespace(ns, pods, ctx, prev);
       built.set(ns, out);
       namespaces.set(ns, out.model);
     }
