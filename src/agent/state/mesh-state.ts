@@ -29,31 +29,11 @@ export class MeshState {
   with(changes: { workloads?: Change<Workload>; services?: Change<Service>; policies?: Change<AuthorizationPolicy> }): MeshState {
     let { workloads, workloadsByIp, endpoints, services, servicesByVip, policies } = this;
     if (changes.workloads?.length) {
-      const w = workloads.asMutable();
-      const byIp = workloadsByIp.asMutable();
       const eps = endpoints.asMutable();
-      for (const [uid, next] of changes.workloads) {
-        const prev = w.get(uid);
-        if (next) w.set(uid, next);
-        else w.delete(uid);
-        if (next) for (const a of next.addresses) byIp.set(a, next);
-        if (prev) for (const a of prev.addresses) if (byIp.get(a) === prev) reassign(byIp, a, w);
-        updateEndpoints(eps, prev, next);
-      }
-      [workloads, workloadsByIp, endpoints] = [w.asImmutable(), byIp.asImmutable(), eps.asImmutable()];
+      [workloads, workloadsByIp] = applyAddressed(workloads, workloadsByIp, changes.workloads, (prev, next) => updateEndpoints(eps, prev, next));
+      endpoints = eps.asImmutable();
     }
-    if (changes.services?.length) {
-      const s = services.asMutable();
-      const byVip = servicesByVip.asMutable();
-      for (const [key, next] of changes.services) {
-        const prev = s.get(key);
-        if (next) s.set(key, next);
-        else s.delete(key);
-        if (next) for (const a of next.addresses) byVip.set(a, next);
-        if (prev) for (const a of prev.addresses) if (byVip.get(a) === prev) reassign(byVip, a, s);
-      }
-      [services, servicesByVip] = [s.asImmutable(), byVip.asImmutable()];
-    }
+    if (changes.services?.length) [services, servicesByVip] = applyAddressed(services, servicesByVip, changes.services);
     if (changes.policies?.length) {
       policies = policies.withMutations((p) => {
         for (const [key, next] of changes.policies!) {
@@ -64,6 +44,21 @@ export class MeshState {
     }
     return new MeshState(workloads, services, policies, workloadsByIp, servicesByVip, endpoints, this.version + 1);
   }
+}
+
+/** Applies changes to a map and its index by address; `each` sees every (previous, next) pair. */
+function applyAddressed<T extends { addresses: string[] }>(all: PMap<string, T>, byAddress: PMap<string, T>, changes: Change<T>, each?: (prev: T | undefined, next: T | undefined) => void): [PMap<string, T>, PMap<string, T>] {
+  const m = all.asMutable();
+  const index = byAddress.asMutable();
+  for (const [key, next] of changes) {
+    const prev = m.get(key);
+    if (next) m.set(key, next);
+    else m.delete(key);
+    if (next) for (const a of next.addresses) index.set(a, next);
+    if (prev) for (const a of prev.addresses) if (index.get(a) === prev) reassign(index, a, m);
+    each?.(prev, next);
+  }
+  return [m.asImmutable(), index.asImmutable()];
 }
 
 /**
