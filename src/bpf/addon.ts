@@ -6,9 +6,6 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { repoRoot } from '../util/paths.ts';
 
-/** Repository root: build outputs are found relative to it. */
-export { repoRoot };
-
 export interface LoadedProgram {
   fd: number;
   type: number;

@@ -15,7 +15,6 @@ import { weftBin } from '../util/paths.ts';
 import { sleep } from '../util/sleep.ts';
 import { age, table } from './table.ts';
 
-const BIN = weftBin;
 const nameOpt = () => new Option('--name <name>', 'lab name').default('weft');
 
 interface State {
@@ -72,7 +71,7 @@ export function registerLabCommands(program: Command): void {
       const { objects, bad } = loadOrReport(o.filename);
       mkdirSync(layout.stateDir, { recursive: true });
       const logFd = openSync(layout.daemonLog, 'a');
-      const child = spawn(process.execPath, [BIN, 'lab-daemon', '--name', o.name, '--nodes', String(o.nodes), '--capture', o.capture, ...(o.certTtl ? ['--cert-ttl', String(o.certTtl)] : [])], { detached: true, stdio: ['ignore', logFd, logFd] });
+      const child = spawn(process.execPath, [weftBin, 'lab-daemon', '--name', o.name, '--nodes', String(o.nodes), '--capture', o.capture, ...(o.certTtl ? ['--cert-ttl', String(o.certTtl)] : [])], { detached: true, stdio: ['ignore', logFd, logFd] });
       closeSync(logFd);
       let exited = false;
       child.on('exit', () => (exited = true));

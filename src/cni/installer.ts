@@ -28,8 +28,6 @@ export interface CniInstallOptions {
   cgroupRoot?: string;
 }
 
-/** The repository (or image) root: what the plugin's runtime is copied from. */
-export const appRoot = repoRoot;
 /** Packages the plugin loads at run time (with their dependencies). */
 const RUNTIME_PACKAGES = ['tsx', 'yaml'];
 const ENTRY = 'cni-entry.mjs';
@@ -79,7 +77,7 @@ function walkFiles(dir: string, out: string[] = []): string[] {
  * Copies what the plugin runs on into installDir/rt-<hash> (skipped when that exists) and returns
  * the wrapper script that runs it, as seen from the host.
  */
-export function installRuntime(installDir: string, hostInstallDir: string, root = appRoot): { dir: string; wrapper: string } {
+export function installRuntime(installDir: string, hostInstallDir: string, root = repoRoot): { dir: string; wrapper: string } {
   const packages = packageClosure(root, RUNTIME_PACKAGES);
   const sources = ['package.json', 'src', ...packages.map((p) => join('node_modules', p))];
   const { loader, libs } = sharedLibraries(process.execPath);

@@ -9,8 +9,6 @@ import { sleep } from '../util/sleep.ts';
 import type { LabLayout } from './layout.ts';
 import { SupervisedProcess } from './supervisor.ts';
 
-export const BIN = weftBin;
-
 export type CaptureMode = 'ebpf' | 'iptables';
 
 export class NodeAgent extends SupervisedProcess {
@@ -32,7 +30,7 @@ export class NodeAgent extends SupervisedProcess {
       env: agentEnv(process.env),
       argv: [
         // WEFT_AGENT_NODE_ARGS: extra Node flags for agents, e.g. --cpu-prof for `make bench`.
-        process.execPath, ...(process.env.WEFT_AGENT_NODE_ARGS?.split(' ').filter(Boolean) ?? []), BIN, 'agent', '--node', node, '--socket', join(dir, 'agent.sock'), '--state-dir', dir,
+        process.execPath, ...(process.env.WEFT_AGENT_NODE_ARGS?.split(' ').filter(Boolean) ?? []), weftBin, 'agent', '--node', node, '--socket', join(dir, 'agent.sock'), '--state-dir', dir,
         '--pin-root', join(layout.bpffsDir(ensureBpffs()), node), '--capture', capture, ...extraArgs,
       ],
     });

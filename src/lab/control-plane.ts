@@ -6,8 +6,8 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CONTROL_PLANE_ENV } from '../control/process-env.ts';
+import { weftBin } from '../util/paths.ts';
 import { sleep } from '../util/sleep.ts';
-import { BIN } from './agents.ts';
 import { FABRIC_IP, type LabLayout } from './layout.ts';
 import { SupervisedProcess } from './supervisor.ts';
 
@@ -31,7 +31,7 @@ export class LabControlPlane extends SupervisedProcess {
       logPath: join(layout.logDir, 'control.log'),
       onLog,
       argv: [
-        process.execPath, BIN, 'control', '--config-dir', join(layout.stateDir, 'config'), '--ca-dir', join(dir, 'ca'),
+        process.execPath, weftBin, 'control', '--config-dir', join(layout.stateDir, 'config'), '--ca-dir', join(dir, 'ca'),
         '--node-tokens', join(dir, 'node-tokens.json'), '--root-cert-out', join(dir, 'root-cert.pem'),
         '--server-name', CONTROL_SERVER_NAME, '--server-ip', FABRIC_IP,
       ],
