@@ -3,6 +3,7 @@
 // (no coordinated omission). Prints one JSON line: percentiles in microseconds.
 //   loadgen.ts HOST PORT RATE CONNECTIONS SECONDS [SIZE=1024] [WARMUP_SECONDS=1]
 import { connect, type Socket } from 'node:net';
+import { Worker } from 'node:worker_threads';
 import * as hdr from 'hdr-histogram-js';
 
 const [host, portS, rateS, connsS, secsS, sizeS, warmS] = process.argv.slice(2);
@@ -49,26 +50,41 @@ for (const c of all) {
   c.sock.on('error', () => errors++);
 }
 
-// Schedule: request i is due at start + i/rate, on connection i % conns. A timer that fires late
-// sends every overdue request at once, each still timed from its own due time.
+// Schedule: request i is due at start + i/rate, on connection i % conns. Node's timers have
+// millisecond resolution and fire up to a millisecond late, which put ~0.9 ms of lateness into
+// every path's p50 and sent requests in bursts. A worker thread keeps the clock instead: it
+// sleeps in Atomics.wait (a futex with a sub-millisecond timeout, no spinning) until the next due
+// time and wakes this thread with a message, which sends every request due by then, each still
+// timed from its own due time.
 const total = Math.round(rate * (seconds + warmup));
 const intervalNs = 1e9 / rate;
+const due = (i: number) => start + BigInt(Math.round(i * intervalNs));
+const pacer = new Worker(
+  `const { parentPort, workerData: w } = require('node:worker_threads');
+   const nap = new Int32Array(new SharedArrayBuffer(4));
+   const start = BigInt(w.start);
+   for (let i = 0; i < w.total; i++) {
+     const wait = Number(start + BigInt(Math.round(i * w.intervalNs)) - process.hrtime.bigint()) / 1e6;
+     if (wait > 0.02) Atomics.wait(nap, 0, 0, wait);
+     parentPort.postMessage(i);
+   }`,
+  { eval: true, workerData: { start: String(start), total, intervalNs } },
+);
 let next = 0;
-await new Promise<void>((resolve) => {
-  const tick = () => {
+await new Promise<void>((resolve, reject) => {
+  pacer.on('error', reject);
+  pacer.on('message', () => {
     const now = process.hrtime.bigint();
-    while (next < total && start + BigInt(Math.round(next * intervalNs)) <= now) {
+    while (next < total && due(next) <= now) {
       const c = all[next % conns]!;
-      c.queue.push(start + BigInt(Math.round(next * intervalNs)));
+      c.queue.push(due(next));
       c.sock.write(payload);
       next++;
     }
-    if (next >= total) return resolve();
-    const dueIn = Number(start + BigInt(Math.round(next * intervalNs)) - process.hrtime.bigint()) / 1e6;
-    setTimeout(tick, Math.max(0, dueIn - 0.2));
-  };
-  tick();
+    if (next >= total) resolve();
+  });
 });
+await pacer.terminate();
 // Drain: wait for outstanding responses (bounded).
 const deadline = Date.now() + 10_000;
 while (all.some((c) => c.queue.length > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
