@@ -32,9 +32,17 @@ export const latency = (lab: string, pod: string, host: string, port: number, ra
 export const connRate = (lab: string, pod: string, host: string, port: number, seconds: number) =>
   execJson<{ conn_per_s: number; errors: number }>(lab, pod, tsx('connrate.ts', host, String(port), '8', String(seconds), '1024')).conn_per_s;
 
-export function throughputGbps(lab: string, pod: string, host: string, seconds: number): number {
-  const r = execJson<{ end: { sum_received: { bits_per_second: number } } }>(lab, pod, ['sh', '-c', `iperf3 -c ${host} -p 5201 -t ${seconds} -J | tr -d '\\n'; echo`]);
-  return Math.round((r.end.sum_received.bits_per_second / 1e9) * 100) / 100;
+/** iperf3's average, and the spread of its 1-second intervals ((max - min) / median, percent). */
+export function throughput(lab: string, pod: string, host: string, seconds: number): { gbps: number; spreadPct: number } {
+  type Iperf = { end: { sum_received: { bits_per_second: number } }; intervals: { sum: { bits_per_second: number; seconds: number; omitted?: boolean } }[] };
+  const r = execJson<Iperf>(lab, pod, ['sh', '-c', `iperf3 -c ${host} -p 5201 -t ${seconds} -O 1 -J | tr -d '\\n'; echo`]);
+  // Whole seconds only (iperf ends with a sliver of an interval); -O 1 leaves out the first second's slow start.
+  const per = r.intervals.filter((i) => i.sum.seconds > 0.9 && !i.sum.omitted).map((i) => i.sum.bits_per_second).sort((a, b) => a - b);
+  const median = per[per.length >> 1] ?? 0;
+  return {
+    gbps: Math.round((r.end.sum_received.bits_per_second / 1e9) * 100) / 100,
+    spreadPct: median > 0 ? Math.round(((per.at(-1)! - per[0]!) / median) * 100) : 0,
+  };
 }
 
 /** CPU seconds (user + system) a process has used so far. */
@@ -44,7 +52,32 @@ export function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
 }
 
-export function rssMb(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+export function rssMb(pid: number, field: 'VmRSS' | 'RssAnon' | 'RssFile' = 'VmRSS'): number {
+  const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return Math.round((Number(m?.[1] ?? 0) / 1024) * 10) / 10;
+}
+
+/** Busy and total CPU time of the whole machine so far (/proc/stat, in clock ticks). */
+function machineTicks(): { busy: number; total: number } {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const total = f.reduce((a, b) => a + b, 0);
+  return { busy: total - f[3]! - f[4]!, total }; // idle and iowait are not busy
+}
+
+/**
+ * Waits until the machine has been quiet for a second (busy below `threshold` of all cores), at
+ * most `maxSeconds`. The lab's pods and agents start with seconds of module loading and
+ * compilation: measured then, the direct path's p99 was 2-3 times its value at the end of the run.
+ * Returns the last second's busy fraction and the seconds waited.
+ */
+export async function settle(threshold = 0.1, maxSeconds = 30): Promise<{ busy: number; waitedS: number }> {
+  const t0 = Date.now();
+  for (;;) {
+    const a = machineTicks();
+    await new Promise((r) => setTimeout(r, 1000));
+    const b = machineTicks();
+    const busy = (b.busy - a.busy) / Math.max(1, b.total - a.total);
+    const waitedS = Math.round((Date.now() - t0) / 1000);
+    if (busy < threshold || waitedS >= maxSeconds) return { busy: Math.round(busy * 100) / 100, waitedS };
+  }
 }

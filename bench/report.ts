@@ -8,6 +8,14 @@ export interface PathResult {
   conn_per_s: number;
   agent_cpu_per_krps?: number;
   agent_rss_mb?: number;
+  /** The RSS split: anonymous memory (heaps), and file pages (mostly the node binary's code). */
+  agent_rss_anon_mb?: number;
+  agent_rss_file_mb?: number;
+  /** haproxy-mtls: the same CPU figure for the busier HAProxy instance, and its RSS. */
+  proxy_cpu_per_krps?: number;
+  proxy_rss_mb?: number;
+  /** This path's own noise in the run: the spread of iperf's 1-second intervals, and between its two connection-rate rounds (percent). */
+  noise_pct?: { throughput?: number; conn?: number };
 }
 
 export const RATES = [500, 1000, 2000];
@@ -17,7 +25,7 @@ export function markdownTable(paths: Partial<Record<PathName, PathResult>>): str
   for (const [name, r] of Object.entries(paths)) {
     const l = (rate: number) => r.latency_us[String(rate)]!;
     rows.push(
-      `| ${name} | ${r.throughput_gbps} | ${l(500).p50} / ${l(500).p99} | ${l(1000).p50} / ${l(1000).p90} / ${l(1000).p99} / ${l(1000).p999} | ${l(2000).p50} / ${l(2000).p99} | ${r.conn_per_s} | ${r.agent_cpu_per_krps ?? '—'} | ${r.agent_rss_mb ?? '—'} |`,
+      `| ${name} | ${r.throughput_gbps} | ${l(500).p50} / ${l(500).p99} | ${l(1000).p50} / ${l(1000).p90} / ${l(1000).p99} / ${l(1000).p999} | ${l(2000).p50} / ${l(2000).p99} | ${r.conn_per_s} | ${r.agent_cpu_per_krps ?? (r.proxy_cpu_per_krps !== undefined ? `(HAProxy ${r.proxy_cpu_per_krps})` : '—')} | ${r.agent_rss_mb ?? '—'} |`,
     );
   }
   return rows.join('\n');

@@ -13,10 +13,11 @@
 // bench/results and BENCHMARKS.md are written by a full run alone.
 import { spawnSync } from 'node:child_process';
 import { cpus, release } from 'node:os';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connRate, cpuSeconds, latency, rssMb, throughputGbps, weft, type Latency } from './measure.ts';
+import { repeatabilityTable, type Noise, type RunSummary } from './compare.ts';
+import { connRate, cpuSeconds, latency, rssMb, settle, throughput as measureThroughput, weft, type Latency } from './measure.ts';
 import { hotFunctions } from './profile.ts';
 import { latencyChart, markdownTable, RATES, type PathResult } from './report.ts';
 import { haproxyClientConfig, PATHS, scalePods, writeBenchConfig, type PathName } from './setup.ts';
@@ -55,6 +56,14 @@ const log = (s: string) => console.log(`[bench ${new Date().toISOString().slice(
 type PodJ = { metadata: { name: string; namespace: string }; status: { podIP: string; phase: string; conditions?: { type: string; status: string }[] } };
 const pods = (ns = '-A') => (JSON.parse(weft(LAB, ['get', 'pods', ...(ns === '-A' ? ['-A'] : ['-n', ns]), '-o', 'json'])) as { items: PodJ[] }).items;
 const ip = (ns: string, name: string) => pods(ns).find((p) => p.metadata.name === name)!.status.podIP;
+// The two HAProxy instances (client pod, server pod), found by their configs in this run's directory.
+const haproxyPids = () =>
+  ['haproxy-client.cfg', 'haproxy-server.cfg'].map((cfg) => {
+    const r = spawnSync('pgrep', ['-f', '-o', join(dir, cfg)], { encoding: 'utf8' });
+    const pid = Number(r.stdout.trim().split('\n')[0]);
+    if (!pid) throw new Error(`no HAProxy process with ${cfg}`);
+    return pid;
+  });
 const agentPids = () =>
   (JSON.parse(weft(LAB, ['get', 'nodes', '-o', 'json'])) as { items: { metadata: { annotations: Record<string, string> } }[] }).items.map((n) => Number(n.metadata.annotations['weft.dev/agent-pid']));
 
@@ -62,6 +71,8 @@ interface Target {
   pod: string;
   host: string;
   mesh: boolean;
+  /** HAProxy's two instances, measured like the agents: what a C proxy costs on this machine. */
+  haproxy?: boolean;
 }
 
 const machine = {
@@ -81,7 +92,7 @@ const t0 = Date.now();
 log(`lab up (manifests in ${dir})`);
 weft(LAB, ['up', '--nodes', '2', '-f', join(dir, 'bench.yaml'), '--timeout', '300'], 400_000);
 const results: Partial<Record<PathName, PathResult>> = {};
-let noise = { p50Pct: 0, p99Pct: 0 };
+let noise: Noise = { p50Pct: 0, p99Pct: 0 };
 try {
   const hap = haproxyClientConfig(dir, ip('bench-haproxy', 'server'));
   weft(LAB, ['exec', 'bench-haproxy/client', '--', 'haproxy', '-D', '-f', hap]);
@@ -90,24 +101,28 @@ try {
     'weft-ebpf': { pod: 'bench-ebpf/client', host: ip('bench-ebpf', 'server'), mesh: true },
     'weft-ebpf-same-node': { pod: 'bench-ebpf/client-local', host: ip('bench-ebpf', 'server'), mesh: true },
     'weft-iptables': { pod: 'bench-ipt/client', host: ip('bench-ipt', 'server'), mesh: true },
-    'haproxy-mtls': { pod: 'bench-haproxy/client', host: '127.0.0.1', mesh: false },
+    'haproxy-mtls': { pod: 'bench-haproxy/client', host: '127.0.0.1', mesh: false, haproxy: true },
   };
   let firstDirect: Latency | undefined;
   for (const [name, t] of Object.entries(targets) as [PathName, Target][]) {
     if (!selPaths.includes(name)) continue;
-    log(`${name}: warm-up`);
+    const quiet = await settle(0.1, name === 'direct' ? 60 : 20);
+    log(`${name}: machine ${Math.round(quiet.busy * 100)} % busy after ${quiet.waitedS} s of waiting; warm-up`);
     latency(LAB, t.pod, t.host, 7000, 200, 1); // connections, certificates and pools in place
     log(`${name}: throughput`);
-    const throughput = want('throughput') ? throughputGbps(LAB, t.pod, t.host, IPERF_SECONDS) : NaN;
+    const tp = want('throughput') ? measureThroughput(LAB, t.pod, t.host, IPERF_SECONDS) : undefined;
+    const throughput = tp?.gbps ?? NaN;
     const lat: PathResult['latency_us'] = {};
     let cpuPerKrps: number | undefined;
+    let rss: number | undefined;
     for (const rate of want('latency') || want('cpu') ? RATES.concat(selRates.filter((x) => !RATES.includes(x))) : []) {
       if (!selRates.includes(rate) || (!want('latency') && rate !== 1000)) continue;
       log(`${name}: latency at ${rate} req/s`);
-      const pids = agentPids();
+      const measured = rate === 1000 && (t.mesh || t.haproxy);
+      const pids = t.haproxy ? haproxyPids() : agentPids();
       // The agents' own CPU with no traffic (timers, xDS and, above all, the sampling profiler of
       // this run), measured just before and taken out: the figure is what the traffic costs.
-      const idle = t.mesh && rate === 1000 ? await idleCpu(pids, IDLE_SECONDS) : pids.map(() => 0);
+      const idle = measured ? await idleCpu(pids, IDLE_SECONDS) : pids.map(() => 0);
       const before = pids.map(cpuSeconds);
       const start = process.hrtime.bigint();
       const l = latency(LAB, t.pod, t.host, 7000, rate, SECONDS);
@@ -115,7 +130,7 @@ try {
       if (l.lost > 0) log(`  ${l.lost} responses missing`);
       lat[String(rate)] = { p50: l.p50, p90: l.p90, p99: l.p99, p999: l.p999 };
       if (name === 'direct' && rate === 1000) firstDirect = l;
-      if (t.mesh && rate === 1000) {
+      if (measured) {
         // Both agents work on every request across nodes (one on same-node); charge the busier.
         // vCPU per 1000 req/s = CPU-seconds per 1000 requests; counted over the requests sent
         // (warm-up second included), so the load generator's start-up inside the pod is not.
@@ -123,9 +138,16 @@ try {
         const used = pids.map((p, i) => cpuSeconds(p) - before[i]! - idle[i]! * secs);
         cpuPerKrps = Math.round((Math.max(0, ...used) / (sent / 1000)) * 1000) / 1000;
         idleVcpu[name] = idle.map((x) => Math.round(x * 1000) / 1000);
+        if (t.haproxy) rss = Math.max(...pids.map((p) => rssMb(p)));
       }
     }
-    results[name] = { throughput_gbps: throughput, latency_us: lat, conn_per_s: NaN, ...(cpuPerKrps !== undefined ? { agent_cpu_per_krps: cpuPerKrps } : {}) };
+    const cpuField = t.haproxy ? 'proxy_cpu_per_krps' : 'agent_cpu_per_krps';
+    results[name] = {
+      throughput_gbps: throughput, latency_us: lat, conn_per_s: NaN,
+      ...(cpuPerKrps !== undefined ? { [cpuField]: cpuPerKrps } : {}),
+      ...(rss !== undefined ? { proxy_rss_mb: rss } : {}),
+      ...(tp ? { noise_pct: { throughput: tp.spreadPct } } : {}),
+    };
     if (!want('connrate')) log(`${name}: ${JSON.stringify(results[name])}`);
   }
   // New connections per second: a warm-up round, then two rounds, the second in reverse order,
@@ -144,10 +166,12 @@ try {
     for (const name of order) {
       const r = rates.get(name)!;
       results[name]!.conn_per_s = Math.round(r.reduce((a, b) => a + b, 0) / r.length);
+      results[name]!.noise_pct = { ...results[name]!.noise_pct, conn: Math.round((Math.abs(r[0]! - r[1]!) / results[name]!.conn_per_s) * 100) };
       log(`${name}: ${JSON.stringify(results[name])} (connections/s by round: ${r.join(', ')})`);
     }
   }
   // Noise: the direct path at 1000 req/s again, at the end of the run.
+  if (firstDirect && want('noise')) await settle(0.1, 20);
   const again = firstDirect && want('noise') ? latency(LAB, targets.direct.pod, targets.direct.host, 7000, 1000, SECONDS) : undefined;
   if (firstDirect && again) noise = { p50Pct: Math.round((Math.abs(again.p50 - firstDirect.p50) / firstDirect.p50) * 100), p99Pct: Math.round((Math.abs(again.p99 - firstDirect.p99) / firstDirect.p99) * 100) };
   if (want('rss')) {
@@ -157,12 +181,26 @@ try {
     const deadline = Date.now() + 300_000;
     while (pods('bench-scale').filter((p) => p.status.phase === 'Running').length < SCALE_PODS && Date.now() < deadline) await new Promise((r) => setTimeout(r, 1000));
     await new Promise((r) => setTimeout(r, 3000));
-    const rss = rssMb(agentPids()[0]!);
-    for (const n of ['weft-ebpf', 'weft-iptables'] as const) if (results[n]) results[n]!.agent_rss_mb = rss;
+    const pid = agentPids()[0]!;
+    const rss = { agent_rss_mb: rssMb(pid), agent_rss_anon_mb: rssMb(pid, 'RssAnon'), agent_rss_file_mb: rssMb(pid, 'RssFile') };
+    for (const n of ['weft-ebpf', 'weft-iptables'] as const) if (results[n]) Object.assign(results[n]!, rss);
   }
 } finally {
   log('lab down');
   spawnSync(process.execPath, [join(root, 'bin/weft.js'), 'down', '--name', LAB], { stdio: 'ignore' });
+}
+
+// Calibration, after the lab is gone: what one plain relay hop (no TLS, no HTTP/2) costs a C proxy
+// and a Node relay on this machine, per 1000 req/s (bench/tools/relay-floor.ts, on loopback).
+let floor: Record<string, number> | undefined;
+if (want('cpu')) {
+  log('calibration: plain relay hops on loopback');
+  const r = spawnSync(process.execPath, ['--import', 'tsx', join(root, 'bench/tools/relay-floor.ts')], { encoding: 'utf8', timeout: 120_000 });
+  try {
+    floor = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as Record<string, number>;
+  } catch {
+    log(`calibration failed: ${r.stderr.slice(-300)}`);
+  }
 }
 
 if (!FULL) {
@@ -181,10 +219,10 @@ if (!FULL) {
     weft_over_haproxy_throughput: e && h ? r(e.throughput_gbps, h.throughput_gbps) : undefined,
     added_latency_1000_us: { 'weft-ebpf': { p50: added('weft-ebpf', 'p50'), p99: added('weft-ebpf', 'p99') }, 'haproxy-mtls': { p50: added('haproxy-mtls', 'p50'), p99: added('haproxy-mtls', 'p99') } },
     ebpf_over_iptables_conn_per_s: e && ipt ? r(e.conn_per_s, ipt.conn_per_s) : undefined,
-    agent_cpu_per_krps: Object.fromEntries(Object.entries(results).filter(([, x]) => x.agent_cpu_per_krps !== undefined).map(([k, x]) => [k, x.agent_cpu_per_krps])),
+    cpu_per_krps: Object.fromEntries(Object.entries(results).filter(([, x]) => (x.agent_cpu_per_krps ?? x.proxy_cpu_per_krps) !== undefined).map(([k, x]) => [k, x.agent_cpu_per_krps ?? x.proxy_cpu_per_krps])),
   };
   const hot = PROFILE ? hotFunctions(profDir, 25) : [];
-  const out = { subset: { paths: selPaths, figures: selFigures, rates: selRates }, machine, seconds_per_latency_run: SECONDS, duration_s: Math.round((Date.now() - t0) / 1000), noise_pct: noise, paths: results, agent_idle_vcpu: idleVcpu, ratios, agent_profile_top: hot };
+  const out = { subset: { paths: selPaths, figures: selFigures, rates: selRates }, machine, seconds_per_latency_run: SECONDS, duration_s: Math.round((Date.now() - t0) / 1000), noise_pct: noise, paths: results, agent_idle_vcpu: idleVcpu, relay_floor: floor, ratios, agent_profile_top: hot };
   writeFileSync(join(dir, 'subset.json'), JSON.stringify(out, null, 2) + '\n');
   console.log(JSON.stringify(out.paths, null, 1));
   console.log(JSON.stringify(ratios, null, 1));
@@ -208,16 +246,20 @@ const targets = [
   { target: 'weft-ebpf throughput ≥ 1.0 × haproxy-mtls', met: ratios.weft_over_haproxy_throughput >= 1, value: `${ratios.weft_over_haproxy_throughput} ×` },
   { target: 'latency added at 1000 req/s, p50 ≤ haproxy-mtls', met: added(e, 'p50') <= added(h, 'p50'), value: `${added(e, 'p50')} µs vs ${added(h, 'p50')} µs` },
   { target: 'latency added at 1000 req/s, p99 ≤ haproxy-mtls', met: added(e, 'p99') <= added(h, 'p99'), value: `${added(e, 'p99')} µs vs ${added(h, 'p99')} µs` },
-  { target: 'agent ≤ 0.06 vCPU per 1000 req/s', met: (e.agent_cpu_per_krps ?? 9) <= 0.06, value: `${e.agent_cpu_per_krps} vCPU` },
-  { target: `agent ≤ 60 MB RSS with ${SCALE_PODS} enrolled pods`, met: (e.agent_rss_mb ?? 999) <= 60, value: `${e.agent_rss_mb} MB` },
+  { target: 'agent ≤ 0.06 vCPU per 1000 req/s', met: (e.agent_cpu_per_krps ?? 9) <= 0.06, value: `${e.agent_cpu_per_krps} vCPU (HAProxy, busier instance: ${h.proxy_cpu_per_krps} vCPU)` },
+  { target: `agent ≤ 60 MB RSS with ${SCALE_PODS} enrolled pods`, met: (e.agent_rss_mb ?? 999) <= 60, value: `${e.agent_rss_mb} MB (anonymous ${e.agent_rss_anon_mb} MB, file pages ${e.agent_rss_file_mb} MB)` },
   { target: 'weft-ebpf beats weft-iptables on new connections/s', met: ratios.ebpf_over_iptables_conn_per_s > 1, value: `${ratios.ebpf_over_iptables_conn_per_s} ×` },
 ];
 const hot = hotFunctions(profDir);
-const stamp = new Date().toISOString().replace(/[:.]/g, '-');
-const out = { machine, command: 'make bench', seconds_per_latency_run: SECONDS, duration_s: Math.round((Date.now() - t0) / 1000), noise_pct: noise, paths: results, agent_idle_vcpu: idleVcpu, ratios, targets, agent_profile_top: hot };
+const runAt = new Date().toISOString();
+const stamp = runAt.replace(/[:.]/g, '-');
+// The previous recorded run, read before it is overwritten: repeated runs should agree within the noise.
+const latestJson = join(root, 'bench/results/latest.json');
+const previous = existsSync(latestJson) ? (JSON.parse(readFileSync(latestJson, 'utf8')) as RunSummary & { run_at?: string }) : undefined;
+const out = { run_at: runAt, machine, command: 'make bench', seconds_per_latency_run: SECONDS, duration_s: Math.round((Date.now() - t0) / 1000), noise_pct: noise, paths: results, agent_idle_vcpu: idleVcpu, relay_floor: floor, ratios, targets, agent_profile_top: hot };
 mkdirSync(join(root, 'bench/results'), { recursive: true });
 writeFileSync(join(root, `bench/results/${stamp}.json`), JSON.stringify(out, null, 2) + '\n');
-writeFileSync(join(root, 'bench/results/latest.json'), JSON.stringify(out, null, 2) + '\n');
+writeFileSync(latestJson, JSON.stringify(out, null, 2) + '\n');
 writeFileSync(join(root, 'bench/results/latency.svg'), latencyChart(results));
 
 const md = [
@@ -227,14 +269,15 @@ const md = [
   '',
   '![latency by rate](bench/results/latency.svg)',
   '',
-  `Ratios: weft-ebpf/direct throughput ${ratios.weft_over_direct_throughput}, weft-ebpf/haproxy-mtls throughput ${ratios.weft_over_haproxy_throughput}; latency added over direct at 1000 req/s: weft-ebpf p50 ${added(e, 'p50')} µs, p99 ${added(e, 'p99')} µs; haproxy-mtls p50 ${added(h, 'p50')} µs, p99 ${added(h, 'p99')} µs. Noise (direct path at 1000 req/s, start vs end of run): p50 ${noise.p50Pct} %, p99 ${noise.p99Pct} %.`,
+  `Ratios: weft-ebpf/direct throughput ${ratios.weft_over_direct_throughput}, weft-ebpf/haproxy-mtls throughput ${ratios.weft_over_haproxy_throughput}; latency added over direct at 1000 req/s: weft-ebpf p50 ${added(e, 'p50')} µs, p99 ${added(e, 'p99')} µs; haproxy-mtls p50 ${added(h, 'p50')} µs, p99 ${added(h, 'p99')} µs. Noise within this run: latency p50 ${noise.p50Pct} %, p99 ${noise.p99Pct} % (the direct path at 1000 req/s, start vs end of run); each path's throughput and new connections/s by its own spread in the run (iperf's 1-second intervals, (max − min) / median; the two rounds), ${Object.entries(results).map(([k, v]) => `${k} ${v.noise_pct?.throughput ?? '—'} / ${v.noise_pct?.conn ?? '—'} %`).join(', ')}. Compare ratios within one run: the machine is shared, and its speed moves between runs.`,
   '',
-  `Agent CPU is what the 1000 req/s traffic costs the busier agent: CPU-seconds per 1000 requests, after taking out the agents' idle CPU measured for ${IDLE_SECONDS} s just before (agents run under a 10 ms sampling profiler; idle vCPU per agent: ${Object.entries(idleVcpu).map(([k, v]) => `${k} ${v.join(' / ')}`).join(', ')}).`,
+  `Agent CPU is what the 1000 req/s traffic costs the busier agent: CPU-seconds per 1000 requests, after taking out the agents' idle CPU measured for ${IDLE_SECONDS} s just before (agents run under a 10 ms sampling profiler; idle vCPU per agent: ${Object.entries(idleVcpu).map(([k, v]) => `${k} ${v.join(' / ')}`).join(', ')}). HAProxy's figure is measured the same way on its busier instance, for scale: it is what a C proxy doing the same TLS relay costs on this machine (its RSS: ${h.proxy_rss_mb} MB per instance).${floor ? ` Without TLS, one plain relay hop at 1000 req/s costs HAProxy (one thread) ${floor.haproxy_relay_cpu_per_krps} vCPU and a Node relay (the agent's forward(), both ways) ${floor.node_relay_cpu_per_krps} vCPU per 1000 req/s here (\`bench/tools/relay-floor.ts\`, loopback).` : ''}`,
   '',
   '| target | met | measured |',
   '|---|---|---|',
   ...targets.map((t) => `| ${t.target} | ${t.met ? 'yes' : '**no**'} | ${t.value} |`),
   '',
+  ...(previous ? [repeatabilityTable(previous, previous.run_at ?? 'the previous recorded run', out), ''] : []),
   'Agent profile (self time, both agents, whole run):',
   '',
   ...hot.map((x) => `- ${x.selfPct} % ${x.fn}`),
