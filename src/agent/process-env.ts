@@ -10,13 +10,13 @@
 // short. Measured in `make bench` (agent RSS with 100 enrolled pods; throughput and latency).
 export const AGENT_NODE_OPTIONS = '--max-semi-space-size=2';
 
-/** The agent's environment on top of `env`: its Node options after any already there. */
 // glibc raises its mmap threshold (and with it the heap's trim threshold, to twice that) each time
-// a large block is freed, up to 32 MB; after a bulk transfer the receiving agent's heap then kept
-// ~27 MB of freed TLS and HTTP/2 buffers. A fixed threshold keeps trimming on, as for the control
-// plane (src/control/process-env.ts): 98 -> 89 MB on that agent after the same traffic.
+// a large block is freed, up to 32 MB, so freed memory stays in the heap. After a bulk transfer the
+// receiving agent's heap stood at 27 MB. A fixed threshold keeps trimming on, as for the control
+// plane (src/control/process-env.ts): heap 23 MB, RSS 98 -> 89 MB after the same traffic.
 export const AGENT_GLIBC_TUNABLES = 'glibc.malloc.mmap_threshold=131072';
 
+/** The agent's environment on top of `env`: its Node options and glibc tunables after any already there. */
 export function agentEnv(env: Readonly<Record<string, string | undefined>> = {}): Record<string, string> {
   return {
     NODE_OPTIONS: [env.NODE_OPTIONS, AGENT_NODE_OPTIONS].filter(Boolean).join(' '),
