@@ -4,7 +4,7 @@ import type { PathResult } from './report.ts';
 
 /** Spread measured within one run, in percent of the figure. */
 export interface Noise {
-  /** The direct path at 1000 req/s, at the start and at the end of the run. */
+  /** The direct path's two 1000 req/s rounds: the run's first and last latency runs. */
   p50Pct: number;
   p99Pct: number;
 }
@@ -47,18 +47,19 @@ export function changes(prev: RunSummary, cur: RunSummary): Change[] {
 }
 
 /**
- * The noise in this run a change is judged against: latency by the direct path's start-to-end
- * difference, throughput and connections/s by the path's own spread, CPU by the larger of the
- * latency and connection noise (it is measured during the latency run, per request).
+ * The noise in this run a change is judged against: each figure by the path's own spread in the
+ * run (two latency rounds, iperf's intervals, two connection rounds), latency by the direct path's
+ * when the path has none recorded, CPU by the larger of its latency and connection noise (it is
+ * measured during the latency runs, per request).
  */
 export function noiseFor(c: Pick<Change, 'kind' | 'path'>, run: RunSummary): number | undefined {
   const own = run.paths[c.path]?.noise_pct;
   switch (c.kind) {
     case 'throughput': return own?.throughput;
-    case 'p50': return run.noise_pct.p50Pct;
-    case 'p99': return run.noise_pct.p99Pct;
+    case 'p50': return own?.p50 ?? run.noise_pct.p50Pct;
+    case 'p99': return own?.p99 ?? run.noise_pct.p99Pct;
     case 'conn': return own?.conn;
-    case 'cpu': return Math.max(run.noise_pct.p50Pct, own?.conn ?? 0);
+    case 'cpu': return Math.max(own?.p50 ?? run.noise_pct.p50Pct, own?.conn ?? 0);
   }
 }
 

@@ -14,8 +14,11 @@ export interface PathResult {
   /** haproxy-mtls: the same CPU figure for the busier HAProxy instance, and its RSS. */
   proxy_cpu_per_krps?: number;
   proxy_rss_mb?: number;
-  /** This path's own noise in the run: the spread of iperf's 1-second intervals, and between its two connection-rate rounds (percent). */
-  noise_pct?: { throughput?: number; conn?: number };
+  /**
+   * This path's own noise in the run, in percent: the spread of iperf's 1-second intervals, and
+   * the difference between its two connection-rate rounds and its two 1000 req/s latency rounds.
+   */
+  noise_pct?: { throughput?: number; conn?: number; p50?: number; p99?: number };
 }
 
 export const RATES = [500, 1000, 2000];

@@ -5,7 +5,7 @@
 //
 // A quicker subset, for iterating on the data path (1-2 minutes instead of 8):
 //   BENCH_PATHS=direct,weft-ebpf,haproxy-mtls   only these paths (default: all five)
-//   BENCH_FIGURES=throughput,latency,connrate,cpu,rss,noise   only these figures (default: all;
+//   BENCH_FIGURES=throughput,latency,connrate,cpu,rss   only these figures (default: all;
 //                 cpu is measured during the 1000 req/s latency run, so it implies that run)
 //   BENCH_RATES=1000                          latency rates (default 500,1000,2000)
 //   BENCH_PROFILE=0                           agents without --cpu-prof
@@ -17,13 +17,13 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repeatabilityTable, type Noise, type RunSummary } from './compare.ts';
-import { connRate, cpuSeconds, latency, rssMb, settle, throughput as measureThroughput, weft, type Latency } from './measure.ts';
+import { connRate, cpuSeconds, latency, rssMb, settle, throughput as measureThroughput, weft } from './measure.ts';
 import { hotFunctions } from './profile.ts';
 import { latencyChart, markdownTable, RATES, type PathResult } from './report.ts';
 import { haproxyClientConfig, PATHS, scalePods, writeBenchConfig, type PathName } from './setup.ts';
 
 const LAB = process.env.BENCH_LAB ?? 'weft-bench';
-const FIGURES = ['throughput', 'latency', 'connrate', 'cpu', 'rss', 'noise'] as const;
+const FIGURES = ['throughput', 'latency', 'connrate', 'cpu', 'rss'] as const;
 type Figure = (typeof FIGURES)[number];
 const list = (v: string | undefined) => v?.split(',').map((x) => x.trim()).filter(Boolean);
 const selPaths = list(process.env.BENCH_PATHS) ?? [...PATHS];
@@ -103,7 +103,33 @@ try {
     'weft-iptables': { pod: 'bench-ipt/client', host: ip('bench-ipt', 'server'), mesh: true },
     'haproxy-mtls': { pod: 'bench-haproxy/client', host: '127.0.0.1', mesh: false, haproxy: true },
   };
-  let firstDirect: Latency | undefined;
+  // One latency run of a path at a rate, with the CPU of the path's proxies at 1000 req/s.
+  const latencyRun = async (name: PathName, t: Target, rate: number) => {
+    log(`${name}: latency at ${rate} req/s`);
+    const measured = rate === 1000 && (t.mesh || t.haproxy);
+    const pids = t.haproxy ? haproxyPids() : agentPids();
+    // The agents' own CPU with no traffic (timers, xDS and, above all, the sampling profiler of
+    // this run), measured just before and taken out: the figure is what the traffic costs.
+    const idle = measured ? await idleCpu(pids, IDLE_SECONDS) : pids.map(() => 0);
+    const before = pids.map(cpuSeconds);
+    const start = process.hrtime.bigint();
+    const l = latency(LAB, t.pod, t.host, 7000, rate, SECONDS);
+    const secs = Number(process.hrtime.bigint() - start) / 1e9;
+    if (l.lost > 0) log(`  ${l.lost} responses missing`);
+    if (!measured) return { l };
+    // Both agents work on every request across nodes (one on same-node); charge the busier.
+    // vCPU per 1000 req/s = CPU-seconds per 1000 requests; counted over the requests sent
+    // (warm-up second included), so the load generator's start-up inside the pod is not.
+    const sent = Math.round(rate * (SECONDS + 1));
+    const used = pids.map((p, i) => cpuSeconds(p) - before[i]! - idle[i]! * secs);
+    idleVcpu[name] = idle.map((x) => Math.round(x * 1000) / 1000);
+    return {
+      l,
+      cpu: Math.round((Math.max(0, ...used) / (sent / 1000)) * 1000) / 1000,
+      rss: t.haproxy ? Math.max(...pids.map((p) => rssMb(p))) : undefined,
+    };
+  };
+  const first = new Map<PathName, Awaited<ReturnType<typeof latencyRun>>>();
   for (const [name, t] of Object.entries(targets) as [PathName, Target][]) {
     if (!selPaths.includes(name)) continue;
     const quiet = await settle(0.1, name === 'direct' ? 60 : 20);
@@ -111,69 +137,57 @@ try {
     latency(LAB, t.pod, t.host, 7000, 200, 1); // connections, certificates and pools in place
     log(`${name}: throughput`);
     const tp = want('throughput') ? measureThroughput(LAB, t.pod, t.host, IPERF_SECONDS) : undefined;
-    const throughput = tp?.gbps ?? NaN;
     const lat: PathResult['latency_us'] = {};
-    let cpuPerKrps: number | undefined;
-    let rss: number | undefined;
     for (const rate of want('latency') || want('cpu') ? RATES.concat(selRates.filter((x) => !RATES.includes(x))) : []) {
       if (!selRates.includes(rate) || (!want('latency') && rate !== 1000)) continue;
-      log(`${name}: latency at ${rate} req/s`);
-      const measured = rate === 1000 && (t.mesh || t.haproxy);
-      const pids = t.haproxy ? haproxyPids() : agentPids();
-      // The agents' own CPU with no traffic (timers, xDS and, above all, the sampling profiler of
-      // this run), measured just before and taken out: the figure is what the traffic costs.
-      const idle = measured ? await idleCpu(pids, IDLE_SECONDS) : pids.map(() => 0);
-      const before = pids.map(cpuSeconds);
-      const start = process.hrtime.bigint();
-      const l = latency(LAB, t.pod, t.host, 7000, rate, SECONDS);
-      const secs = Number(process.hrtime.bigint() - start) / 1e9;
-      if (l.lost > 0) log(`  ${l.lost} responses missing`);
-      lat[String(rate)] = { p50: l.p50, p90: l.p90, p99: l.p99, p999: l.p999 };
-      if (name === 'direct' && rate === 1000) firstDirect = l;
-      if (measured) {
-        // Both agents work on every request across nodes (one on same-node); charge the busier.
-        // vCPU per 1000 req/s = CPU-seconds per 1000 requests; counted over the requests sent
-        // (warm-up second included), so the load generator's start-up inside the pod is not.
-        const sent = Math.round(rate * (SECONDS + 1));
-        const used = pids.map((p, i) => cpuSeconds(p) - before[i]! - idle[i]! * secs);
-        cpuPerKrps = Math.round((Math.max(0, ...used) / (sent / 1000)) * 1000) / 1000;
-        idleVcpu[name] = idle.map((x) => Math.round(x * 1000) / 1000);
-        if (t.haproxy) rss = Math.max(...pids.map((p) => rssMb(p)));
-      }
+      const r = await latencyRun(name, t, rate);
+      lat[String(rate)] = { p50: r.l.p50, p90: r.l.p90, p99: r.l.p99, p999: r.l.p999 };
+      if (rate === 1000) first.set(name, r);
     }
-    const cpuField = t.haproxy ? 'proxy_cpu_per_krps' : 'agent_cpu_per_krps';
     results[name] = {
-      throughput_gbps: throughput, latency_us: lat, conn_per_s: NaN,
-      ...(cpuPerKrps !== undefined ? { [cpuField]: cpuPerKrps } : {}),
-      ...(rss !== undefined ? { proxy_rss_mb: rss } : {}),
+      throughput_gbps: tp?.gbps ?? NaN, latency_us: lat, conn_per_s: NaN,
       ...(tp ? { noise_pct: { throughput: tp.spreadPct } } : {}),
     };
-    if (!want('connrate')) log(`${name}: ${JSON.stringify(results[name])}`);
+  }
+  // 1000 req/s, the rate the targets compare, a second time: every path again in reverse order,
+  // so a disturbed stretch of the run weighs on no path alone. Figures are the mean of the two
+  // rounds; their difference is each path's latency noise, and the direct path's (its rounds are
+  // the run's first and last latency runs) the run's.
+  const order = (Object.keys(targets) as PathName[]).filter((n) => selPaths.includes(n) && first.has(n));
+  for (const name of [...order].reverse()) {
+    await settle(0.1, 20);
+    const a = first.get(name)!;
+    const b = await latencyRun(name, targets[name], 1000);
+    const mean = (x: number, y: number) => Math.round((x + y) / 2);
+    const diff = (x: number, y: number) => Math.round((Math.abs(x - y) / ((x + y) / 2)) * 100);
+    const res = results[name]!;
+    res.latency_us['1000'] = { p50: mean(a.l.p50, b.l.p50), p90: mean(a.l.p90, b.l.p90), p99: mean(a.l.p99, b.l.p99), p999: mean(a.l.p999, b.l.p999) };
+    res.noise_pct = { ...res.noise_pct, p50: diff(a.l.p50, b.l.p50), p99: diff(a.l.p99, b.l.p99) };
+    if (a.cpu !== undefined && b.cpu !== undefined) res[targets[name].haproxy ? 'proxy_cpu_per_krps' : 'agent_cpu_per_krps'] = Math.round(((a.cpu + b.cpu) / 2) * 1000) / 1000;
+    if (b.rss !== undefined) res.proxy_rss_mb = b.rss;
+    if (name === 'direct') noise = { p50Pct: diff(a.l.p50, b.l.p50), p99Pct: diff(a.l.p99, b.l.p99) };
+    log(`${name}: ${JSON.stringify(res)} (at 1000 req/s by round: p50 ${a.l.p50} / ${b.l.p50} µs, p99 ${a.l.p99} / ${b.l.p99} µs${a.cpu !== undefined ? `, vCPU ${a.cpu} / ${b.cpu}` : ''})`);
   }
   // New connections per second: a warm-up round, then two rounds, the second in reverse order,
   // averaged. Measured path after path, whichever mesh path came second was 10-20 % faster
   // whatever its capture (the agents are shared and their connection path still warming up),
   // which decided eBPF against iptables by order.
   if (want('connrate')) {
-    const order = (Object.keys(targets) as PathName[]).filter((n) => selPaths.includes(n));
-    for (const name of order) connRate(LAB, targets[name].pod, targets[name].host, 7000, 3);
-    const rates = new Map<PathName, number[]>(order.map((n) => [n, []]));
-    for (const round of [order, [...order].reverse()])
+    const paths = (Object.keys(targets) as PathName[]).filter((n) => selPaths.includes(n));
+    for (const name of paths) connRate(LAB, targets[name].pod, targets[name].host, 7000, 3);
+    const rates = new Map<PathName, number[]>(paths.map((n) => [n, []]));
+    for (const round of [paths, [...paths].reverse()])
       for (const name of round) {
         log(`${name}: new connections`);
         rates.get(name)!.push(connRate(LAB, targets[name].pod, targets[name].host, 7000, 5));
       }
-    for (const name of order) {
+    for (const name of paths) {
       const r = rates.get(name)!;
       results[name]!.conn_per_s = Math.round(r.reduce((a, b) => a + b, 0) / r.length);
       results[name]!.noise_pct = { ...results[name]!.noise_pct, conn: Math.round((Math.abs(r[0]! - r[1]!) / results[name]!.conn_per_s) * 100) };
       log(`${name}: ${JSON.stringify(results[name])} (connections/s by round: ${r.join(', ')})`);
     }
   }
-  // Noise: the direct path at 1000 req/s again, at the end of the run.
-  if (firstDirect && want('noise')) await settle(0.1, 20);
-  const again = firstDirect && want('noise') ? latency(LAB, targets.direct.pod, targets.direct.host, 7000, 1000, SECONDS) : undefined;
-  if (firstDirect && again) noise = { p50Pct: Math.round((Math.abs(again.p50 - firstDirect.p50) / firstDirect.p50) * 100), p99Pct: Math.round((Math.abs(again.p99 - firstDirect.p99) / firstDirect.p99) * 100) };
   if (want('rss')) {
     log(`memory: ${SCALE_PODS} more enrolled pods on node-0`);
     writeFileSync(join(dir, 'scale.yaml'), scalePods(SCALE_PODS));
@@ -269,7 +283,7 @@ const md = [
   '',
   '![latency by rate](bench/results/latency.svg)',
   '',
-  `Ratios: weft-ebpf/direct throughput ${ratios.weft_over_direct_throughput}, weft-ebpf/haproxy-mtls throughput ${ratios.weft_over_haproxy_throughput}; latency added over direct at 1000 req/s: weft-ebpf p50 ${added(e, 'p50')} µs, p99 ${added(e, 'p99')} µs; haproxy-mtls p50 ${added(h, 'p50')} µs, p99 ${added(h, 'p99')} µs. Noise within this run: latency p50 ${noise.p50Pct} %, p99 ${noise.p99Pct} % (the direct path at 1000 req/s, start vs end of run); each path's throughput and new connections/s by its own spread in the run (iperf's 1-second intervals, (max − min) / median; the two rounds), ${Object.entries(results).map(([k, v]) => `${k} ${v.noise_pct?.throughput ?? '—'} / ${v.noise_pct?.conn ?? '—'} %`).join(', ')}. Compare ratios within one run: the machine is shared, and its speed moves between runs.`,
+  `Ratios: weft-ebpf/direct throughput ${ratios.weft_over_direct_throughput}, weft-ebpf/haproxy-mtls throughput ${ratios.weft_over_haproxy_throughput}; latency added over direct at 1000 req/s: weft-ebpf p50 ${added(e, 'p50')} µs, p99 ${added(e, 'p99')} µs; haproxy-mtls p50 ${added(h, 'p50')} µs, p99 ${added(h, 'p99')} µs. Latency at 1000 req/s and CPU are the mean of two rounds (all paths, then all again in reverse order). Noise within this run, each path by its own spread, in percent: p50 / p99 (the two 1000 req/s rounds), throughput (iperf's 1-second intervals, (max − min) / median), new connections/s (the two rounds): ${Object.entries(results).map(([k, v]) => `${k} ${v.noise_pct?.p50 ?? '—'} / ${v.noise_pct?.p99 ?? '—'}, ${v.noise_pct?.throughput ?? '—'}, ${v.noise_pct?.conn ?? '—'}`).join('; ')}. Compare ratios within one run: the machine is shared, and its speed moves between runs.`,
   '',
   `Agent CPU is what the 1000 req/s traffic costs the busier agent: CPU-seconds per 1000 requests, after taking out the agents' idle CPU measured for ${IDLE_SECONDS} s just before (agents run under a 10 ms sampling profiler; idle vCPU per agent: ${Object.entries(idleVcpu).map(([k, v]) => `${k} ${v.join(' / ')}`).join(', ')}). HAProxy's figure is measured the same way on its busier instance, for scale: it is what a C proxy doing the same TLS relay costs on this machine (its RSS: ${h.proxy_rss_mb} MB per instance).${floor ? ` Without TLS, one plain relay hop at 1000 req/s costs HAProxy (one thread) ${floor.haproxy_relay_cpu_per_krps} vCPU and a Node relay (the agent's forward(), both ways) ${floor.node_relay_cpu_per_krps} vCPU per 1000 req/s here (\`bench/tools/relay-floor.ts\`, loopback).` : ''}`,
   '',

@@ -4,7 +4,7 @@ import { changes, noiseFor, repeatabilityTable, type RunSummary } from '../../be
 const run = (gbps: number, p50: number, conn: number, cpu: number): RunSummary => ({
   paths: {
     direct: { throughput_gbps: gbps * 5, latency_us: { '1000': { p50: 200, p90: 300, p99: 2000, p999: 5000 } }, conn_per_s: conn * 3 },
-    'weft-ebpf': { throughput_gbps: gbps, latency_us: { '1000': { p50, p90: p50 * 2, p99: p50 * 8, p999: p50 * 20 } }, conn_per_s: conn, agent_cpu_per_krps: cpu, noise_pct: { throughput: 10, conn: 8 } },
+    'weft-ebpf': { throughput_gbps: gbps, latency_us: { '1000': { p50, p90: p50 * 2, p99: p50 * 8, p999: p50 * 20 } }, conn_per_s: conn, agent_cpu_per_krps: cpu, noise_pct: { throughput: 10, conn: 8, p99: 40 } },
   },
   ratios: {},
   noise_pct: { p50Pct: 5, p99Pct: 30 },
@@ -23,7 +23,8 @@ describe('bench repeatability', () => {
 
   it('judges each change against the noise of its kind and flags the ones beyond it', () => {
     const cur = run(2.2, 540, 500, 0.21);
-    expect(noiseFor({ kind: 'p99', path: 'weft-ebpf' }, cur)).toBe(30);
+    expect(noiseFor({ kind: 'p99', path: 'weft-ebpf' }, cur)).toBe(40); // the path's own two rounds
+    expect(noiseFor({ kind: 'p99', path: 'direct' }, cur)).toBe(30); // none recorded: the run's
     expect(noiseFor({ kind: 'conn', path: 'weft-ebpf' }, cur)).toBe(8);
     expect(noiseFor({ kind: 'conn', path: 'direct' }, cur)).toBeUndefined(); // no spread recorded for it
     const md = repeatabilityTable(run(2, 600, 500, 0.2), 'then', cur);
