@@ -78,6 +78,7 @@ export async function runAgent(o: AgentOptions): Promise<void> {
     pool: new HbonePool(),
   };
   const pods = new PodManager(backends, log, metrics, join(o.stateDir, 'inpod'), ctx);
+  ctx.localPod = (ip) => pods.podByIp(ip);
   metrics.captureCounters = () => pods.counters();
   await pods.adopt();
   const admin = await serveAdmin({

@@ -97,6 +97,33 @@ describe('zero-trust L4', () => {
     expect(String(denied.at(-1)!.policy)).toContain('shop/allow-shop');
   });
 
+  it('takes the node-local fast path to a pod on the same node, and still applies its policy', async () => {
+    const cashier = podIP('shop', 'cashier');
+    const dst = `${cashier}:8080`;
+    const lines = (direction: string) => agentLog('node-0').filter((l) => l['dst.addr'] === dst && l.direction === direction);
+    expect(curlFrom(lab, 'shop/buyer', `http://${dst}/`).pod).toBe('cashier');
+    await until(() => lines('outbound').length > 0 && lines('inbound').length > 0, 5_000, 'both access-log lines');
+    // One agent did both halves: no HBONE session, the destination's own inbound record.
+    expect(lines('outbound').at(-1)).toMatchObject({ pod: 'shop/buyer', node_local: true, protocol: 'node-local', 'dst.workload': 'cashier', 'dst.identity': 'spiffe://cluster.local/ns/shop/sa/default' });
+    expect(lines('outbound').at(-1)!['dst.hbone_addr']).toBeUndefined();
+    expect(lines('inbound').at(-1)).toMatchObject({ pod: 'shop/cashier', node_local: true, 'src.workload': 'buyer', 'src.identity': 'spiffe://cluster.local/ns/shop/sa/default' });
+    expect(JSON.stringify((configDump('node-0') as unknown as { hbonePool: unknown }).hbonePool)).not.toContain(cashier);
+    expect(metrics('node-0')).toMatch(/istio_tcp_connections_opened_total\{reporter="destination",source_workload="buyer",[^}]*destination_workload="cashier",[^}]*connection_security_policy="mutual_tls"/);
+    // The destination's AuthorizationPolicy decides, with the source pod's identity.
+    expect(curlCode('rival/spy', `http://${dst}/`)).toBe(0);
+    writeFileSync(
+      join(tmp, 'cashier-policy.yaml'),
+      `apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: cashier-shop-only, namespace: shop}\nspec:\n  selector: {matchLabels: {app: cashier}}\n  action: ALLOW\n  rules:\n  - from:\n    - source: {principals: [cluster.local/ns/shop/sa/default]}\n`,
+    );
+    expect(weft(['apply', '--name', lab, '-f', join(tmp, 'cashier-policy.yaml')]).code).toBe(0);
+    await until(() => curlCode('rival/spy', `http://${dst}/`) !== 0, 15_000, 'the policy to take effect');
+    expect(curlFrom(lab, 'shop/buyer', `http://${dst}/`).pod).toBe('cashier');
+    await until(() => lines('inbound').some((l) => l.response_flags === 'DENY'), 5_000, 'the denial in the access log');
+    const denied = lines('inbound').filter((l) => l.response_flags === 'DENY').at(-1)!;
+    expect(denied).toMatchObject({ node_local: true, 'src.identity': 'spiffe://cluster.local/ns/rival/sa/default' });
+    expect(String(denied.policy)).toContain('shop/cashier-shop-only');
+  });
+
   it('refuses HBONE handshakes without a mesh certificate, and identities the policy does not allow', async () => {
     const echo = podIP('shop', 'echo');
     const probe = (args: string[]) => JSON.parse(podExec(lab, 'plain/outsider', [process.execPath, PROBE, echo, `${echo}:8080`, ...args])) as { status?: number; error?: string };

@@ -31,6 +31,8 @@ interface EnrolledPod extends ProxyPod {
 
 export class PodManager {
   private readonly pods = new Map<string, EnrolledPod>();
+  /** Enrolled pods by IP, for the node-local fast path (proxy/node-local.ts). */
+  private readonly byIp = new Map<string, EnrolledPod>();
   private readonly stateFile: string;
   /** One operation at a time: enroll and release of the same pod never interleave. */
   private queue: Promise<unknown> = Promise.resolve();
@@ -132,6 +134,7 @@ export class PodManager {
         void this.startHbone(pod);
       }
       this.pods.set(info.uid, pod);
+      for (const ip of pod.ips) this.byIp.set(ip, pod);
       this.metrics.enrolledPods.set(this.pods.size);
     } catch (e) {
       for (const s of servers) s.close();
@@ -178,6 +181,7 @@ export class PodManager {
       return false;
     }
     this.pods.delete(uid);
+    for (const ip of pod.ips) if (this.byIp.get(ip) === pod) this.byIp.delete(ip);
     this.metrics.enrolledPods.set(this.pods.size);
     // Stop accepting; connections already relayed run to completion on their own sockets.
     pod.released = true;
@@ -228,8 +232,15 @@ export class PodManager {
     renameSync(tmp, this.stateFile);
   }
 
+  /** The enrolled pod that holds `ip` on this node, if any. */
+  podByIp(ip: string): ProxyPod | undefined {
+    const p = this.byIp.get(ip);
+    return p && !p.released ? p : undefined;
+  }
+
   /** Agent shutdown: close listeners and handles; capture stays pinned (new connections fail). */
   close(): void {
+    this.byIp.clear();
     for (const p of this.pods.values()) {
       p.released = true;
       for (const s of p.servers) s.close();

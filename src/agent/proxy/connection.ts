@@ -26,6 +26,8 @@ export class Connection {
   readonly src: string;
   dst?: Endpoint;
   hboneAddr?: string;
+  /** Carried by the node-local fast path: both pods on this node, no HBONE. */
+  nodeLocal = false;
   facts: ConnectionFacts;
 
   constructor(
@@ -70,11 +72,12 @@ export class Connection {
       'src.identity': labels.source_principal !== 'unknown' ? labels.source_principal : undefined,
       'dst.addr': this.dst ? `${this.dst.address}:${this.dst.port}` : undefined,
       'dst.hbone_addr': this.hboneAddr,
+      ...(this.nodeLocal ? { node_local: true } : {}),
       'dst.service': f.service?.hostname,
       'dst.workload': f.dst?.name,
       'dst.namespace': f.dst?.namespace,
       'dst.identity': labels.destination_principal !== 'unknown' ? labels.destination_principal : undefined,
-      protocol: f.mtls ? 'HBONE' : 'TCP',
+      protocol: this.nodeLocal ? 'node-local' : f.mtls ? 'HBONE' : 'TCP',
       bytes_sent: o.sent,
       bytes_recv: o.received,
       duration_ms: Math.round(Number(process.hrtime.bigint() - this.start) / 1e4) / 100,

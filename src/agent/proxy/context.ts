@@ -9,6 +9,7 @@ import type { IstioTcpMetrics } from '../metrics/istio.ts';
 import { AuthorizationEngine } from '../rbac/engine.ts';
 import type { MeshState } from '../state/mesh-state.ts';
 import type { HbonePool } from './hbone/index.ts';
+import type { ProxyPod } from './outbound.ts';
 
 export interface ProxyContext {
   log: Logger;
@@ -21,6 +22,8 @@ export interface ProxyContext {
   /** undefined when the agent runs without a control plane (plaintext passthrough only). */
   certs?: CertManager;
   pool: HbonePool;
+  /** The pod enrolled on this node that holds an address: its connections take the node-local fast path. */
+  localPod?: (ip: string) => ProxyPod | undefined;
 }
 
 /**

@@ -11,10 +11,10 @@ import type { ProxyPod } from './outbound.ts';
 import { dialFromPod } from './pod-sockets.ts';
 import { relay } from './relay.ts';
 
-type Verdict = { ok: true; dst: Workload; audit: string[] } | { ok: false; reason: string; policy?: string; dst?: Workload };
+export type Verdict = { ok: true; dst: Workload; audit: string[] } | { ok: false; reason: string; policy?: string; dst?: Workload };
 
 /** Who may reach this pod at `dst`: the destination must be this pod and known to the mesh state. */
-function authorize(ctx: ProxyContext, pod: ProxyPod, dst: Endpoint, src: { identity?: SpiffeId; ip: string }): Verdict {
+export function authorize(ctx: ProxyContext, pod: ProxyPod, dst: Endpoint, src: { identity?: SpiffeId; ip: string }): Verdict {
   if (!pod.ips.includes(dst.address)) return { ok: false, reason: `destination ${dst.address} is not pod ${pod.namespace}/${pod.name}` };
   const state = ctx.state();
   const w = state.workloadsByIp.get(dst.address);

@@ -11,7 +11,7 @@ import type { MeshState } from '../state/mesh-state.ts';
 
 
 export type OutboundPlan =
-  | { kind: 'hbone'; dst: Workload; dstIdentity: string; hbone: Endpoint; authority: string; service?: Service }
+  | { kind: 'hbone'; dst: Workload; dstIdentity: string; hbone: Endpoint; target: Endpoint; authority: string; service?: Service }
   | { kind: 'passthrough'; target: Endpoint; dst?: Workload; service?: Service }
   | { kind: 'refuse'; reason: string; service?: Service };
 
@@ -21,7 +21,7 @@ export const identityOf = (w: Workload) => formatSpiffe({ trustDomain: w.trustDo
 function toWorkload(w: Workload, port: number, service?: Service): OutboundPlan {
   const address = w.addresses[0]!;
   if (w.tunnelProtocol === 'HBONE')
-    return { kind: 'hbone', dst: w, dstIdentity: identityOf(w), hbone: { address, port: WEFT.PORT_HBONE }, authority: hostPort({ address, port }), service };
+    return { kind: 'hbone', dst: w, dstIdentity: identityOf(w), hbone: { address, port: WEFT.PORT_HBONE }, target: { address, port }, authority: hostPort({ address, port }), service };
   return { kind: 'passthrough', target: { address, port }, dst: w, service };
 }
 

@@ -1,5 +1,6 @@
 // A connection captured on 15001: decide with planOutbound, then act — HBONE to a mesh
-// workload, plaintext to anything else, a reset when there is nowhere to go.
+// workload (the node-local fast path when it is enrolled on this node), plaintext to anything
+// else, a reset when there is nowhere to go.
 import type { Socket } from 'node:net';
 import { formatSpiffe } from '../../api/spiffe.ts';
 import { WEFT } from '../../bpf/consts.ts';
@@ -7,6 +8,7 @@ import type { PodCaptureHandle } from '../capture/backend.ts';
 import { Connection } from './connection.ts';
 import { podIdentity, type ProxyContext } from './context.ts';
 import { HboneError, tunnel } from './hbone/index.ts';
+import { handleNodeLocal } from './node-local.ts';
 import { planOutbound } from './outbound-plan.ts';
 import { dialFromPod, type DialSockets } from './pod-sockets.ts';
 import { relay } from './relay.ts';
@@ -62,9 +64,11 @@ export async function handleOutbound(ctx: ProxyContext, pod: ProxyPod, client: S
   }
   // HBONE: mutual TLS to the destination's node agent, identity checked against workload state.
   const srcId = podIdentity(ctx, pod);
-  conn.hboneAddr = `${plan.hbone.address}:${plan.hbone.port}`;
   conn.decided({ src, dst: plan.dst, service: plan.service, srcPrincipal: formatSpiffe(srcId), dstPrincipal: plan.dstIdentity, mtls: true });
   if (!ctx.certs) return fail('no certificate source: the agent runs without a control plane', 'TLS_FAILURE');
+  const local = ctx.localPod?.(plan.target.address);
+  if (local) return handleNodeLocal(ctx, { src: pod, srcIdentity: srcId, srcWorkload: src, dst: local, target: plan.target, client, outbound: conn });
+  conn.hboneAddr = `${plan.hbone.address}:${plan.hbone.port}`;
   try {
     const cert = await ctx.certs.get(srcId);
     const { stream } = await ctx.pool.connect({
