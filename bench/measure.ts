@@ -57,12 +57,17 @@ export function rssMb(pid: number, field: 'VmRSS' | 'RssAnon' | 'RssFile' = 'VmR
   return Math.round((Number(m?.[1] ?? 0) / 1024) * 10) / 10;
 }
 
-/** Busy and total CPU time of the whole machine so far (/proc/stat, in clock ticks). */
-function machineTicks(): { busy: number; total: number } {
+/** Busy, stolen and total CPU time of the whole machine so far (/proc/stat, in clock ticks). */
+export function machineTicks(): { busy: number; steal: number; total: number } {
   const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
   const total = f.reduce((a, b) => a + b, 0);
-  return { busy: total - f[3]! - f[4]!, total }; // idle and iowait are not busy
+  // idle and iowait are not busy; steal is time the hypervisor gave to other guests.
+  return { busy: total - f[3]! - f[4]!, steal: f[7] ?? 0, total };
 }
+
+/** The share of CPU time the hypervisor took away between two readings, in percent. */
+export const stealPct = (a: ReturnType<typeof machineTicks>, b: ReturnType<typeof machineTicks>) =>
+  Math.round(((b.steal - a.steal) / Math.max(1, b.total - a.total)) * 1000) / 10;
 
 /**
  * Waits until the machine has been quiet for a second (busy below `threshold` of all cores), at

@@ -17,7 +17,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repeatabilityTable, type Noise, type RunSummary } from './compare.ts';
-import { connRate, cpuSeconds, latency, rssMb, settle, throughput as measureThroughput, weft } from './measure.ts';
+import { connRate, cpuSeconds, latency, machineTicks, rssMb, settle, stealPct, throughput as measureThroughput, weft } from './measure.ts';
 import { hotFunctions } from './profile.ts';
 import { latencyChart, markdownTable, RATES, type PathResult } from './report.ts';
 import { haproxyClientConfig, PATHS, scalePods, writeBenchConfig, type PathName } from './setup.ts';
@@ -89,6 +89,7 @@ writeBenchConfig(dir);
 if (PROFILE) process.env.WEFT_AGENT_NODE_ARGS = `--cpu-prof --cpu-prof-interval=10000 --cpu-prof-dir=${profDir}`;
 if (!FULL) log(`subset run: paths ${selPaths.join(',')}; figures ${selFigures.join(',')}; rates ${selRates.join(',')}`);
 const t0 = Date.now();
+const ticks0 = machineTicks();
 log(`lab up (manifests in ${dir})`);
 weft(LAB, ['up', '--nodes', '2', '-f', join(dir, 'bench.yaml'), '--timeout', '300'], 400_000);
 const results: Partial<Record<PathName, PathResult>> = {};
@@ -204,6 +205,8 @@ try {
   spawnSync(process.execPath, [join(root, 'bin/weft.js'), 'down', '--name', LAB], { stdio: 'ignore' });
 }
 
+// CPU time the hypervisor gave to other guests while the lab ran: a run on a busy host is slower.
+const steal = stealPct(ticks0, machineTicks());
 // Calibration, after the lab is gone: what one plain relay hop (no TLS, no HTTP/2) costs a C proxy
 // and a Node relay on this machine, per 1000 req/s (bench/tools/relay-floor.ts, on loopback).
 let floor: Record<string, number> | undefined;
@@ -236,7 +239,7 @@ if (!FULL) {
     cpu_per_krps: Object.fromEntries(Object.entries(results).filter(([, x]) => (x.agent_cpu_per_krps ?? x.proxy_cpu_per_krps) !== undefined).map(([k, x]) => [k, x.agent_cpu_per_krps ?? x.proxy_cpu_per_krps])),
   };
   const hot = PROFILE ? hotFunctions(profDir, 25) : [];
-  const out = { subset: { paths: selPaths, figures: selFigures, rates: selRates }, machine, seconds_per_latency_run: SECONDS, duration_s: Math.round((Date.now() - t0) / 1000), noise_pct: noise, paths: results, agent_idle_vcpu: idleVcpu, relay_floor: floor, ratios, agent_profile_top: hot };
+  const out = { subset: { paths: selPaths, figures: selFigures, rates: selRates }, machine, seconds_per_latency_run: SECONDS, duration_s: Math.round((Date.now() - t0) / 1000), steal_pct: steal, noise_pct: noise, paths: results, agent_idle_vcpu: idleVcpu, relay_floor: floor, ratios, agent_profile_top: hot };
   writeFileSync(join(dir, 'subset.json'), JSON.stringify(out, null, 2) + '\n');
   console.log(JSON.stringify(out.paths, null, 1));
   console.log(JSON.stringify(ratios, null, 1));
@@ -270,14 +273,14 @@ const stamp = runAt.replace(/[:.]/g, '-');
 // The previous recorded run, read before it is overwritten: repeated runs should agree within the noise.
 const latestJson = join(root, 'bench/results/latest.json');
 const previous = existsSync(latestJson) ? (JSON.parse(readFileSync(latestJson, 'utf8')) as RunSummary & { run_at?: string }) : undefined;
-const out = { run_at: runAt, machine, command: 'make bench', seconds_per_latency_run: SECONDS, duration_s: Math.round((Date.now() - t0) / 1000), noise_pct: noise, paths: results, agent_idle_vcpu: idleVcpu, relay_floor: floor, ratios, targets, agent_profile_top: hot };
+const out = { run_at: runAt, machine, command: 'make bench', seconds_per_latency_run: SECONDS, duration_s: Math.round((Date.now() - t0) / 1000), steal_pct: steal, noise_pct: noise, paths: results, agent_idle_vcpu: idleVcpu, relay_floor: floor, ratios, targets, agent_profile_top: hot };
 mkdirSync(join(root, 'bench/results'), { recursive: true });
 writeFileSync(join(root, `bench/results/${stamp}.json`), JSON.stringify(out, null, 2) + '\n');
 writeFileSync(latestJson, JSON.stringify(out, null, 2) + '\n');
 writeFileSync(join(root, 'bench/results/latency.svg'), latencyChart(results));
 
 const md = [
-  `Machine: ${machine.cpu}, ${machine.cores} cores, Linux ${machine.kernel}, Node ${machine.node}. Run: ${new Date().toISOString().slice(0, 16)}Z, ${out.duration_s} s, latency runs of ${SECONDS} s.`,
+  `Machine: ${machine.cpu}, ${machine.cores} cores, Linux ${machine.kernel}, Node ${machine.node}. Run: ${new Date().toISOString().slice(0, 16)}Z, ${out.duration_s} s, latency runs of ${SECONDS} s; the hypervisor took ${steal} % of the CPU time (steal) while the lab ran.`,
   '',
   markdownTable(results),
   '',
