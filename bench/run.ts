@@ -166,7 +166,7 @@ try {
     res.noise_pct = { ...res.noise_pct, p50: diff(a.l.p50, b.l.p50), p99: diff(a.l.p99, b.l.p99) };
     if (a.cpu !== undefined && b.cpu !== undefined) res[targets[name].haproxy ? 'proxy_cpu_per_krps' : 'agent_cpu_per_krps'] = Math.round(((a.cpu + b.cpu) / 2) * 1000) / 1000;
     if (b.rss !== undefined) res.proxy_rss_mb = b.rss;
-    if (name === 'direct') noise = { p50Pct: diff(a.l.p50, b.l.p50), p99Pct: diff(a.l.p99, b.l.p99) };
+    if (name === 'direct') noise = { p50Pct: res.noise_pct.p50!, p99Pct: res.noise_pct.p99! };
     log(`${name}: ${JSON.stringify(res)} (at 1000 req/s by round: p50 ${a.l.p50} / ${b.l.p50} µs, p99 ${a.l.p99} / ${b.l.p99} µs${a.cpu !== undefined ? `, vCPU ${a.cpu} / ${b.cpu}` : ''})`);
   }
   // New connections per second: a warm-up round, then two rounds, the second in reverse order,

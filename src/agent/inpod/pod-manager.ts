@@ -234,8 +234,7 @@ export class PodManager {
 
   /** The enrolled pod that holds `ip` on this node, if any. */
   podByIp(ip: string): ProxyPod | undefined {
-    const p = this.byIp.get(ip);
-    return p && !p.released ? p : undefined;
+    return this.byIp.get(ip); // a pod leaves it when released
   }
 
   /** Agent shutdown: close listeners and handles; capture stays pinned (new connections fail). */

@@ -11,7 +11,7 @@ import type { ProxyPod } from './outbound.ts';
 import { dialFromPod } from './pod-sockets.ts';
 import { relay } from './relay.ts';
 
-export type Verdict = { ok: true; dst: Workload; audit: string[] } | { ok: false; reason: string; policy?: string; dst?: Workload };
+type Verdict = { ok: true; dst: Workload; audit: string[] } | { ok: false; reason: string; policy?: string; dst?: Workload };
 
 /** Who may reach this pod at `dst`: the destination must be this pod and known to the mesh state. */
 export function authorize(ctx: ProxyContext, pod: ProxyPod, dst: Endpoint, src: { identity?: SpiffeId; ip: string }): Verdict {

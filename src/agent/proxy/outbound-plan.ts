@@ -8,20 +8,17 @@ import type { Service, Workload } from '../../api/mesh.ts';
 import type { Endpoint } from '../capture/backend.ts';
 import type { MeshState } from '../state/mesh-state.ts';
 
-
-
 export type OutboundPlan =
-  | { kind: 'hbone'; dst: Workload; dstIdentity: string; hbone: Endpoint; target: Endpoint; authority: string; service?: Service }
+  | { kind: 'hbone'; dst: Workload; dstIdentity: string; hbone: Endpoint; target: Endpoint; service?: Service }
   | { kind: 'passthrough'; target: Endpoint; dst?: Workload; service?: Service }
   | { kind: 'refuse'; reason: string; service?: Service };
 
-const hostPort = (e: Endpoint) => (e.address.includes(':') ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`);
 export const identityOf = (w: Workload) => formatSpiffe({ trustDomain: w.trustDomain, namespace: w.namespace, serviceAccount: w.serviceAccount });
 
 function toWorkload(w: Workload, port: number, service?: Service): OutboundPlan {
   const address = w.addresses[0]!;
   if (w.tunnelProtocol === 'HBONE')
-    return { kind: 'hbone', dst: w, dstIdentity: identityOf(w), hbone: { address, port: WEFT.PORT_HBONE }, target: { address, port }, authority: hostPort({ address, port }), service };
+    return { kind: 'hbone', dst: w, dstIdentity: identityOf(w), hbone: { address, port: WEFT.PORT_HBONE }, target: { address, port }, service };
   return { kind: 'passthrough', target: { address, port }, dst: w, service };
 }
 

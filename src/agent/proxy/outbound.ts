@@ -7,7 +7,7 @@ import { WEFT } from '../../bpf/consts.ts';
 import type { PodCaptureHandle } from '../capture/backend.ts';
 import { Connection } from './connection.ts';
 import { podIdentity, type ProxyContext } from './context.ts';
-import { HboneError, tunnel } from './hbone/index.ts';
+import { HboneError, formatAuthority, tunnel } from './hbone/index.ts';
 import { handleNodeLocal } from './node-local.ts';
 import { planOutbound } from './outbound-plan.ts';
 import { dialFromPod, type DialSockets } from './pod-sockets.ts';
@@ -68,13 +68,14 @@ export async function handleOutbound(ctx: ProxyContext, pod: ProxyPod, client: S
   if (!ctx.certs) return fail('no certificate source: the agent runs without a control plane', 'TLS_FAILURE');
   const local = ctx.localPod?.(plan.target.address);
   if (local) return handleNodeLocal(ctx, { src: pod, srcIdentity: srcId, srcWorkload: src, dst: local, target: plan.target, client, outbound: conn });
-  conn.hboneAddr = `${plan.hbone.address}:${plan.hbone.port}`;
+  conn.hboneAddr = formatAuthority(plan.hbone);
+  const authority = formatAuthority(plan.target);
   try {
     const cert = await ctx.certs.get(srcId);
     const { stream } = await ctx.pool.connect({
       key: { scope: pod.uid, srcIdentity: formatSpiffe(srcId), dstIdentity: plan.dstIdentity, dstAddress: plan.hbone.address },
       port: plan.hbone.port,
-      authority: plan.authority,
+      authority,
       headers: {
         forwarded: `for="${pod.ips[0]}:${client.remotePort}"${plan.service ? `;host=${plan.service.hostname}` : ''}`,
         baggage: `k8s.cluster.name=${src?.clusterId ?? 'Kubernetes'},k8s.namespace.name=${pod.namespace},k8s.pod.name=${pod.name},service.name=${src?.canonicalName ?? pod.name},service.version=${src?.canonicalRevision ?? 'latest'}`,
@@ -88,6 +89,6 @@ export async function handleOutbound(ctx: ProxyContext, pod: ProxyPod, client: S
   } catch (e) {
     const err = e as HboneError & NodeJS.ErrnoException;
     const flag = err.status === 401 ? 'DENY' : err.kind === 'tls' ? 'TLS_FAILURE' : 'CONNECT';
-    fail(`hbone ${conn.hboneAddr} (${plan.authority}): ${err.status ? `HTTP ${err.status}: ` : ''}${err.message}`, flag);
+    fail(`hbone ${conn.hboneAddr} (${authority}): ${err.status ? `HTTP ${err.status}: ` : ''}${err.message}`, flag);
   }
 }

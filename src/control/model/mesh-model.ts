@@ -96,7 +96,6 @@ interface PodEntry {
   paPolicy?: AuthorizationPolicy;
 }
 
-
 export class MeshModelBuilder {
   private readonly translated = new WeakMap<KObject, Translated>();
   private readonly services = new WeakMap<readonly KService[], Service[]>();
