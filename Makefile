@@ -29,7 +29,7 @@ bpf: .cache/apt.stamp
 
 native: $(NODE_ADDON)
 
-$(NODE_ADDON): binding.gyp $(wildcard native/*.cc native/*.h) node_modules/.weft-stamp .cache/apt.stamp
+$(NODE_ADDON): binding.gyp $(wildcard native/*.cc native/*.h native/relay/*.cc native/relay/*.h) node_modules/.weft-stamp .cache/apt.stamp
 	npm run --silent build:native -- --loglevel=error >/dev/null
 	@touch $@
 

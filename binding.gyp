@@ -1,4 +1,5 @@
-# weft_native: the thin native addon (bpf via Debian's libbpf, setns sockets). Built by
+# weft_native: the thin native addon (bpf via Debian's libbpf, setns sockets); weft_relay: the
+# HBONE data path. Built by
 # `npm run build:native` (node-gyp rebuild) into build/Release/weft_native.node.
 # `node-gyp rebuild` deletes all of build/, including build/bpf, so the weft_bpf target re-runs
 # `make -C bpf` (incremental, cheap) to put the BPF objects back.
@@ -16,6 +17,18 @@
                     "<!@(pkg-config --cflags libbpf)"],
       "ldflags": ["-pthread"],
       "libraries": ["<!@(pkg-config --libs libbpf)"]
+    },
+    {
+      # The HBONE data path (native/relay): OpenSSL and nghttp2 are the ones inside node, which
+      # exports their symbols; only their headers are needed here (node's, and libnghttp2-dev's).
+      "target_name": "weft_relay",
+      "sources": ["native/relay/addon.cc", "native/relay/session.cc", "native/relay/tls.cc"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions"],
+      "cflags_cc": ["-std=c++17", "-O2", "-fexceptions", "-Wall", "-Wextra", "-Wno-missing-field-initializers",
+                    "-Wno-deprecated-declarations"]
     },
     {
       "target_name": "weft_bpf",

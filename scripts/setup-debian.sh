@@ -2,7 +2,7 @@
 # Installs the Debian packages weft builds and runs with. Idempotent: only missing packages are
 # installed, and `apt-get update` runs only when something is missing.
 set -euo pipefail
-pkgs=(clang llvm libbpf-dev bpftool iproute2 nftables iptables iperf3 haproxy tcpdump curl openssl
+pkgs=(clang llvm libbpf-dev bpftool iproute2 nftables iptables iperf3 haproxy tcpdump curl openssl libnghttp2-dev
       python3 make g++ procps psmisc util-linux prometheus)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -15,6 +15,8 @@ import { agentLogger } from './log.ts';
 import { CertManager } from './identity/index.ts';
 import { engineCache, type ProxyContext } from './proxy/context.ts';
 import { HbonePool } from './proxy/hbone/index.ts';
+import { relayAddon } from './proxy/hbone/native/addon.ts';
+import { nativeSessionOpener } from './proxy/hbone/native/client.ts';
 import { MeshState } from './state/mesh-state.ts';
 import { DeltaXdsClient } from './xds/delta-client.ts';
 
@@ -26,6 +28,7 @@ export interface AgentOptions {
   stateDir: string;
   pinRoot: string;
   capture: 'ebpf' | 'iptables';
+  dataPath: 'native' | 'node';
   metricsAddress: string;
   metricsPort: number;
   readinessPort: number;
@@ -66,6 +69,7 @@ export async function runAgent(o: AgentOptions): Promise<void> {
     certs = new CertManager({ address: o.xdsAddress, rootPem, serverName: o.controlServerName, nodeToken: token, ttlSeconds: o.certTtl, log });
     certs.on('fetchFailed', () => {}); // logged by the manager; retried with backoff
   }
+  if (o.dataPath === 'native') relayAddon(); // a missing or broken build fails the start, not the first connection
   const ctx: ProxyContext = {
     log,
     metrics,
@@ -75,7 +79,8 @@ export async function runAgent(o: AgentOptions): Promise<void> {
     state: () => xds?.state ?? EMPTY,
     engine: engineCache(o.rootNamespace),
     certs,
-    pool: new HbonePool(),
+    pool: o.dataPath === 'native' ? new HbonePool({ open: nativeSessionOpener() }) : new HbonePool(),
+    dataPath: o.dataPath,
   };
   const pods = new PodManager(backends, log, metrics, join(o.stateDir, 'inpod'), ctx);
   ctx.localPod = (ip) => pods.podByIp(ip);

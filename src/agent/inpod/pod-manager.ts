@@ -9,7 +9,8 @@ import { WEFT } from '../../bpf/index.ts';
 import type { CaptureBackend, CaptureBackends, PodCaptureHandle } from '../capture/backend.ts';
 import type { AgentMetrics } from '../metrics/metrics.ts';
 import { podIdentity, type ProxyContext } from '../proxy/context.ts';
-import { createHboneServer, type Credentials, type HboneServer } from '../proxy/hbone/index.ts';
+import { createHboneServer, type Credentials, type PodHboneServer } from '../proxy/hbone/index.ts';
+import { NativeHboneServer } from '../proxy/hbone/native/server.ts';
 import { handleInboundPlaintext, hboneHandlers } from '../proxy/inbound.ts';
 import { handleOutbound, type ProxyPod } from '../proxy/outbound.ts';
 import { AGENT_MARK, listenInPod, podDialSockets } from '../proxy/pod-sockets.ts';
@@ -22,7 +23,7 @@ interface EnrolledPod extends ProxyPod {
   info: PodInfo;
   servers: Server[];
   /** The pod's HBONE server on 15008, once its certificate is there. */
-  hbone?: HboneServer;
+  hbone?: PodHboneServer;
   hboneFd?: number;
   credentials?: Credentials;
   released?: boolean;
@@ -154,7 +155,8 @@ export class PodManager {
         const cert = await this.ctx.certs!.get(id);
         if (pod.released) return;
         pod.credentials = { key: cert.keyPem, certChain: cert.certChainPem, root: cert.rootPem };
-        pod.hbone = createHboneServer({ credentials: () => pod.credentials!, trustDomain: this.ctx.trustDomain, ...hboneHandlers(this.ctx, pod) });
+        const opts = { credentials: () => pod.credentials!, trustDomain: this.ctx.trustDomain, ...hboneHandlers(this.ctx, pod) };
+        pod.hbone = this.ctx.dataPath === 'native' ? new NativeHboneServer(opts) : createHboneServer(opts);
         await pod.hbone.listen({ fd: pod.hboneFd! });
         pod.hboneFd = undefined; // owned by the server now
         this.log.info({ pod: `${pod.namespace}/${pod.name}`, identity: formatSpiffe(id) }, 'hbone ready');
@@ -243,7 +245,7 @@ export class PodManager {
     for (const p of this.pods.values()) {
       p.released = true;
       for (const s of p.servers) s.close();
-      p.hbone?.tls.close();
+      p.hbone?.close();
       if (p.hboneFd !== undefined) closeSync(p.hboneFd);
       p.capture.close();
       p.sockets.close();

@@ -8,7 +8,7 @@ import type { AgentMetrics } from '../metrics/metrics.ts';
 import type { IstioTcpMetrics } from '../metrics/istio.ts';
 import { AuthorizationEngine } from '../rbac/engine.ts';
 import type { MeshState } from '../state/mesh-state.ts';
-import type { HbonePool } from './hbone/index.ts';
+import type { HbonePool, HboneTunnel } from './hbone/index.ts';
 import type { ProxyPod } from './outbound.ts';
 
 export interface ProxyContext {
@@ -21,7 +21,9 @@ export interface ProxyContext {
   engine: (state: MeshState) => AuthorizationEngine;
   /** undefined when the agent runs without a control plane (plaintext passthrough only). */
   certs?: CertManager;
-  pool: HbonePool;
+  pool: HbonePool<HboneTunnel>;
+  /** Who carries HBONE: the native relay (C++) or Node's tls and http2. */
+  dataPath: 'native' | 'node';
   /** The pod enrolled on this node that holds an address: its connections take the node-local fast path. */
   localPod?: (ip: string) => ProxyPod | undefined;
 }

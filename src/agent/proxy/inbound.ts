@@ -6,7 +6,7 @@ import type { Workload } from '../../api/mesh.ts';
 import type { Endpoint } from '../capture/backend.ts';
 import { Connection } from './connection.ts';
 import type { ProxyContext } from './context.ts';
-import type { HboneServerOptions } from './hbone/index.ts';
+import type { HboneHandlers } from './hbone/index.ts';
 import type { ProxyPod } from './outbound.ts';
 import { dialFromPod } from './pod-sockets.ts';
 import { relay } from './relay.ts';
@@ -55,7 +55,7 @@ export async function handleInboundPlaintext(ctx: ProxyContext, pod: ProxyPod, c
 }
 
 /** The HBONE server's callbacks for one pod: authorize each CONNECT, then dial the app. */
-export function hboneHandlers(ctx: ProxyContext, pod: ProxyPod): Pick<HboneServerOptions, 'onConnect' | 'onComplete'> {
+export function hboneHandlers(ctx: ProxyContext, pod: ProxyPod): Required<HboneHandlers> {
   const pending = new WeakMap<object, { conn: Connection; audit: string[]; policy?: string; flag?: string }>();
   return {
     async onConnect(req) {

@@ -7,7 +7,7 @@ import { WEFT } from '../../bpf/consts.ts';
 import type { PodCaptureHandle } from '../capture/backend.ts';
 import { Connection } from './connection.ts';
 import { podIdentity, type ProxyContext } from './context.ts';
-import { HboneError, formatAuthority, tunnel } from './hbone/index.ts';
+import { HboneError, formatAuthority } from './hbone/index.ts';
 import { handleNodeLocal } from './node-local.ts';
 import { planOutbound } from './outbound-plan.ts';
 import { dialFromPod, type DialSockets } from './pod-sockets.ts';
@@ -72,7 +72,7 @@ export async function handleOutbound(ctx: ProxyContext, pod: ProxyPod, client: S
   const authority = formatAuthority(plan.target);
   try {
     const cert = await ctx.certs.get(srcId);
-    const { stream } = await ctx.pool.connect({
+    const t = await ctx.pool.connect({
       key: { scope: pod.uid, srcIdentity: formatSpiffe(srcId), dstIdentity: plan.dstIdentity, dstAddress: plan.hbone.address },
       port: plan.hbone.port,
       authority,
@@ -84,7 +84,7 @@ export async function handleOutbound(ctx: ProxyContext, pod: ProxyPod, client: S
       credentials: { key: cert.keyPem, certChain: cert.certChainPem, root: cert.rootPem },
       dial: () => dialFromPod(pod.sockets, plan.hbone),
     });
-    const r = await tunnel(stream, client);
+    const r = await t.relay(client);
     conn.finish({ sent: r.read, received: r.written, error: r.error });
   } catch (e) {
     const err = e as HboneError & NodeJS.ErrnoException;

@@ -2,18 +2,22 @@
 // netns), mutual TLS 1.3 checking the server's SPIFFE identity rather than a hostname, then HTTP/2.
 // The session counts as open only once the server's SETTINGS arrive: in TLS 1.3 the client finishes
 // its handshake before the server has judged our certificate, so a rejection shows up only after.
-import http2, { type ClientHttp2Session } from 'node:http2';
+import http2, { constants, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
 import tls, { type TLSSocket } from 'node:tls';
-import { HboneError } from './errors.ts';
+import { HboneError, StreamRefused } from './errors.ts';
 import { expectSpiffe } from './identity.ts';
 import { keepAlive } from './keepalive.ts';
 import { ALPN, CONNECTION_WINDOW, H2_SETTINGS, MAX_SESSION_MEMORY_MB, secureContextOptions, type Credentials } from './settings.ts';
 import { formatAuthority } from './authority.ts';
+import type { HboneConnectRequest, HboneTunnel, PoolSession } from './pool.ts';
+import { tunnel } from './tunnel.ts';
 
 export interface SessionParams {
   dial: () => Promise<Socket>;
   credentials: Credentials;
+  /** Whose credentials they are (one TLS context per identity in the native relay). */
+  srcIdentity?: string;
   dstIdentity: string;
   dstAddress: string;
   port: number;
@@ -89,3 +93,64 @@ export function openSession(p: SessionParams): Promise<ClientHttp2Session> {
     };
   });
 }
+
+/** A tunnel on Node's HTTP/2: the stream itself, with an 'error' listener attached (failures surface on 'close'). */
+export interface JsTunnel extends HboneTunnel {
+  stream: ClientHttp2Stream;
+}
+
+/** The pool's view of a Node HTTP/2 client session. */
+class JsPoolSession implements PoolSession<JsTunnel> {
+  constructor(private readonly session: ClientHttp2Session) {}
+
+  request(req: HboneConnectRequest, timeoutMs: number, released: () => void): Promise<JsTunnel> {
+    let stream: ClientHttp2Stream;
+    try {
+      stream = this.session.request({ ':method': 'CONNECT', ':authority': req.authority, ...req.headers }, { endStream: false });
+    } catch (e) {
+      released();
+      return Promise.reject(new StreamRefused('stream', `HBONE session unusable: ${(e as Error).message}`, undefined, { cause: e }));
+    }
+    stream.on('error', () => {});
+    stream.once('close', released);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        stream.close(constants.NGHTTP2_CANCEL);
+        reject(new HboneError('timeout', `HBONE CONNECT ${req.authority}: no response in ${timeoutMs} ms`));
+      }, timeoutMs);
+      const onClose = () => {
+        clearTimeout(timer);
+        reject(closedBeforeResponse(req.authority, stream.rstCode ?? constants.NGHTTP2_NO_ERROR));
+      };
+      stream.once('close', onClose);
+      stream.once('response', (headers) => {
+        clearTimeout(timer);
+        stream.off('close', onClose);
+        const status = Number(headers[':status']);
+        if (status === 200) return resolve({ status, stream, relay: (s) => tunnel(stream, s) });
+        stream.close(constants.NGHTTP2_CANCEL);
+        reject(new HboneError('status', `HBONE CONNECT ${req.authority}: ${status}`, status));
+      });
+    });
+  }
+
+  close(): void {
+    this.session.close();
+  }
+
+  destroy(): void {
+    this.session.destroy();
+  }
+
+  once(event: 'goaway' | 'close', listener: () => void): void {
+    this.session.once(event, listener);
+  }
+}
+
+/** A stream that ended before any response: REFUSED_STREAM may be retried on another session. */
+export function closedBeforeResponse(authority: string, code: number): HboneError {
+  const msg = `HBONE CONNECT ${authority}: stream closed before a response (code ${code})`;
+  return code === constants.NGHTTP2_REFUSED_STREAM ? new StreamRefused('stream', msg) : new HboneError('stream', msg);
+}
+
+export const openJsSession = (p: SessionParams): Promise<PoolSession<JsTunnel>> => openSession(p).then((s) => new JsPoolSession(s));

@@ -14,3 +14,6 @@ export class HboneError extends Error {
     super(message, options);
   }
 }
+
+/** A stream the session never started (refused, or the session takes no more): another session may. */
+export class StreamRefused extends HboneError {}

@@ -3,13 +3,13 @@
 // Dialling is handed in and runs only when no session of the key has room; concurrent connects for a
 // key share one pending dial. Sessions leave the pool on GOAWAY, error or close, and after being
 // idle for a while.
-import { constants, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
-import { openSession } from './client-session.ts';
-import { HboneError } from './errors.ts';
+import { openJsSession, type JsTunnel, type SessionParams } from './client-session.ts';
+import { HboneError, StreamRefused } from './errors.ts';
 import {
   CLIENT_MAX_STREAMS, CONNECT_TIMEOUT_MS, IDLE_TIMEOUT_MS, PING_INTERVAL_MS, PING_TIMEOUT_MS, type Credentials,
 } from './settings.ts';
+import type { TunnelResult } from './tunnel.ts';
 
 export interface PoolKey {
   /** Whose netns the sockets are made in, e.g. the source pod uid. */
@@ -32,11 +32,26 @@ export interface HboneConnectRequest {
   dial: () => Promise<Socket>;
 }
 
+/** An established CONNECT tunnel (status 200). */
 export interface HboneTunnel {
   status: 200;
-  /** The tunnel; relay it with tunnel(). An 'error' listener is attached: failures surface on 'close'. */
-  stream: ClientHttp2Stream;
+  /** Carries the tunnel to and from a TCP socket until both are done; the socket is the tunnel's from then on. */
+  relay(socket: Socket): Promise<TunnelResult>;
 }
+
+/**
+ * A client session as the pool sees it: Node's HTTP/2 (client-session.ts) or the native relay
+ * (native/client.ts). request() rejects with StreamRefused when the session took no stream;
+ * `released` runs once the stream, started or not, is gone.
+ */
+export interface PoolSession<T extends HboneTunnel> {
+  request(req: HboneConnectRequest, timeoutMs: number, released: () => void): Promise<T>;
+  close(): void;
+  destroy(): void;
+  once(event: 'goaway' | 'close', listener: () => void): unknown;
+}
+
+export type SessionOpener<T extends HboneTunnel> = (p: SessionParams) => Promise<PoolSession<T>>;
 
 export interface HbonePoolOptions {
   idleTimeoutMs?: number;
@@ -52,30 +67,30 @@ export interface PoolStats {
   keys: Array<PoolKey & { port: number; streams: number[] }>;
 }
 
-interface Pooled {
+interface Pooled<T extends HboneTunnel> {
   id: string;
-  session: ClientHttp2Session;
+  session: PoolSession<T>;
   streams: number;
   usable: boolean;
   idle?: NodeJS.Timeout;
 }
 
-interface Entry {
+interface Entry<T extends HboneTunnel> {
   key: PoolKey;
   port: number;
-  sessions: Pooled[];
+  sessions: Pooled<T>[];
 }
 
-/** A stream refused before it started may be retried once on another session. */
-class Refused extends HboneError {}
-
-export class HbonePool {
-  private readonly entries = new Map<string, Entry>();
-  private readonly dialing = new Map<string, Promise<Pooled>>();
+/** `T`: what a connect yields, which depends on the sessions `open` makes (Node's HTTP/2 by default). */
+export class HbonePool<T extends HboneTunnel = JsTunnel> {
+  private readonly entries = new Map<string, Entry<T>>();
+  private readonly dialing = new Map<string, Promise<Pooled<T>>>();
   private closed = false;
   private readonly o: Required<HbonePoolOptions>;
+  private readonly openSession: SessionOpener<T>;
 
-  constructor(opts: HbonePoolOptions = {}) {
+  constructor(opts: HbonePoolOptions & { open?: SessionOpener<T> } = {}) {
+    this.openSession = opts.open ?? (openJsSession as unknown as SessionOpener<T>);
     this.o = {
       idleTimeoutMs: opts.idleTimeoutMs ?? IDLE_TIMEOUT_MS,
       maxStreamsPerSession: opts.maxStreamsPerSession ?? CLIENT_MAX_STREAMS,
@@ -86,13 +101,15 @@ export class HbonePool {
   }
 
   /** Opens a CONNECT tunnel; throws HboneError (kind dial | tls | timeout | status | stream | closed). */
-  async connect(req: HboneConnectRequest): Promise<HboneTunnel> {
+  async connect(req: HboneConnectRequest): Promise<T> {
     for (let attempt = 0; ; attempt++) {
       const pooled = await this.checkout(req);
       try {
-        return await this.request(pooled, req);
+        return await pooled.session.request(req, this.o.connectTimeoutMs, () => this.release(pooled));
       } catch (e) {
-        if (!(e instanceof Refused) || attempt > 0) throw e;
+        if (!(e instanceof StreamRefused)) throw e;
+        this.retire(pooled); // closing, gone or refusing: no new streams there
+        if (attempt > 0) throw e;
       }
     }
   }
@@ -119,7 +136,7 @@ export class HbonePool {
     }
   }
 
-  private async checkout(req: HboneConnectRequest): Promise<Pooled> {
+  private async checkout(req: HboneConnectRequest): Promise<Pooled<T>> {
     const id = JSON.stringify([req.key.scope, req.key.srcIdentity, req.key.dstIdentity, req.key.dstAddress, req.port]);
     for (;;) {
       if (this.closed) throw new HboneError('closed', 'HBONE pool is closed');
@@ -139,11 +156,12 @@ export class HbonePool {
     }
   }
 
-  private async open(id: string, req: HboneConnectRequest): Promise<Pooled> {
+  private async open(id: string, req: HboneConnectRequest): Promise<Pooled<T>> {
     try {
-      const session = await openSession({
+      const session = await this.openSession({
         dial: req.dial,
         credentials: req.credentials,
+        srcIdentity: req.key.srcIdentity,
         dstIdentity: req.key.dstIdentity,
         dstAddress: req.key.dstAddress,
         port: req.port,
@@ -151,7 +169,7 @@ export class HbonePool {
         pingIntervalMs: this.o.pingIntervalMs,
         pingTimeoutMs: this.o.pingTimeoutMs,
       });
-      const pooled: Pooled = { id, session, streams: 0, usable: true };
+      const pooled: Pooled<T> = { id, session, streams: 0, usable: true };
       let entry = this.entries.get(id);
       if (!entry) this.entries.set(id, (entry = { key: { ...req.key }, port: req.port, sessions: [] }));
       entry.sessions.push(pooled);
@@ -164,41 +182,7 @@ export class HbonePool {
     }
   }
 
-  private request(p: Pooled, req: HboneConnectRequest): Promise<HboneTunnel> {
-    let stream: ClientHttp2Stream;
-    try {
-      stream = p.session.request({ ':method': 'CONNECT', ':authority': req.authority, ...req.headers }, { endStream: false });
-    } catch (e) {
-      this.release(p);
-      this.retire(p); // closing or gone: no new streams here
-      return Promise.reject(new Refused('stream', `HBONE session unusable: ${(e as Error).message}`, undefined, { cause: e }));
-    }
-    stream.on('error', () => {});
-    stream.once('close', () => this.release(p));
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        stream.close(constants.NGHTTP2_CANCEL);
-        reject(new HboneError('timeout', `HBONE CONNECT ${req.authority}: no response in ${this.o.connectTimeoutMs} ms`));
-      }, this.o.connectTimeoutMs);
-      const onClose = () => {
-        clearTimeout(timer);
-        const code = stream.rstCode ?? constants.NGHTTP2_NO_ERROR;
-        const msg = `HBONE CONNECT ${req.authority}: stream closed before a response (code ${code})`;
-        reject(code === constants.NGHTTP2_REFUSED_STREAM ? new Refused('stream', msg) : new HboneError('stream', msg));
-      };
-      stream.once('close', onClose);
-      stream.once('response', (headers) => {
-        clearTimeout(timer);
-        stream.off('close', onClose);
-        const status = Number(headers[':status']);
-        if (status === 200) return resolve({ status, stream });
-        stream.close(constants.NGHTTP2_CANCEL);
-        reject(new HboneError('status', `HBONE CONNECT ${req.authority}: ${status}`, status));
-      });
-    });
-  }
-
-  private release(p: Pooled): void {
+  private release(p: Pooled<T>): void {
     p.streams--;
     if (p.streams > 0) return;
     if (!p.usable) return void p.session.close();
@@ -210,7 +194,7 @@ export class HbonePool {
   }
 
   /** Out of the pool: no new streams; the ones it carries run to their end. */
-  private retire(p: Pooled): void {
+  private retire(p: Pooled<T>): void {
     if (!p.usable) return;
     p.usable = false;
     clearTimeout(p.idle);

@@ -18,13 +18,19 @@ import {
 } from './settings.ts';
 import { tunnel } from './tunnel.ts';
 
-export interface HboneRequest {
+/** A CONNECT request as the agent decides it, from either server (Node's HTTP/2, or the native relay). */
+export interface HboneRequestInfo {
   authority: Authority;
   peer: SpiffeId;
   /** The TCP peer, `ip:port`. */
   peerAddress: string;
   /** All request headers, notably forwarded, baggage and traceparent. */
   headers: IncomingHttpHeaders;
+  /** Identifies the stream: its outcome carries the same object. */
+  stream: object;
+}
+
+export interface HboneRequest extends HboneRequestInfo {
   stream: ServerHttp2Stream;
 }
 
@@ -35,7 +41,7 @@ export type ConnectDecision =
 /** One per stream, on every exit path, for the access log and metrics. */
 export interface HboneOutcome {
   /** The stream onConnect saw, to pair the outcome with what the agent decided for it. */
-  stream: ServerHttp2Stream;
+  stream: object;
   peer: SpiffeId;
   peerAddress: string;
   authority?: Authority;
@@ -50,6 +56,12 @@ export interface HboneOutcome {
   reason?: string;
   /** What broke a tunnel that had been established. */
   error?: string;
+}
+
+/** What the agent supplies per pod to either server: the decision per stream, and its outcome. */
+export interface HboneHandlers {
+  onConnect: (req: HboneRequestInfo) => Promise<ConnectDecision>;
+  onComplete?: (outcome: HboneOutcome) => void;
 }
 
 export interface HboneServerOptions {
@@ -69,7 +81,17 @@ interface Peer {
   peerAddress: string;
 }
 
-export class HboneServer {
+/** What the pod manager needs of a pod's HBONE listener, whichever data path serves it. */
+export interface PodHboneServer {
+  listen(options: { fd: number }): Promise<void>;
+  updateCredentials(): void;
+  stats(): { sessions: number; streams: number };
+  drain(deadlineMs?: number): Promise<void>;
+  /** Stop accepting (agent shutdown); open connections are left to the process exit. */
+  close(): void;
+}
+
+export class HboneServer implements PodHboneServer {
   readonly tls: tls.Server;
   private readonly h2: http2.Http2Server;
   private readonly peers = new WeakMap<Http2Session, Peer>();
@@ -128,6 +150,10 @@ export class HboneServer {
 
   stats(): { sessions: number; streams: number } {
     return { sessions: this.sessions.size, streams: this.streams };
+  }
+
+  close(): void {
+    this.tls.close();
   }
 
   /** Stop accepting, GOAWAY every session so open streams can finish, destroy what is left at the deadline. */
@@ -225,7 +251,7 @@ function refuse(stream: ServerHttp2Stream, status: number): number {
   return status;
 }
 
-function remoteOf(s: Socket): string {
+export function remoteOf(s: Socket): string {
   const ip = (s.remoteAddress ?? '').replace(/^::ffff:(?=\d+\.)/, '');
   return ip ? formatAuthority({ address: ip, port: s.remotePort ?? 0 }) : 'unknown';
 }

@@ -1,7 +1,8 @@
 import type { Server, Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HboneError } from '../../../../src/agent/proxy/hbone/errors.ts';
-import { HbonePool, type HboneConnectRequest, type HboneTunnel, type PoolKey } from '../../../../src/agent/proxy/hbone/pool.ts';
+import { HbonePool, type HboneConnectRequest, type HbonePoolOptions, type PoolKey } from '../../../../src/agent/proxy/hbone/pool.ts';
+import type { JsTunnel } from '../../../../src/agent/proxy/hbone/client-session.ts';
 import type { Credentials } from '../../../../src/agent/proxy/hbone/settings.ts';
 import { connectTo, echo, readAll, spiffe, startHbone, tcpServer, until, type TestServer } from './harness.ts';
 import { createCa } from './pki.ts';
@@ -29,7 +30,7 @@ afterAll(async () => {
   upstream.close();
 });
 
-function newPool(opts: ConstructorParameters<typeof HbonePool>[0] = {}): HbonePool {
+function newPool(opts: HbonePoolOptions = {}): HbonePool {
   const p = new HbonePool(opts);
   pools.push(p);
   return p;
@@ -53,7 +54,7 @@ function counted(key: Partial<PoolKey> = {}) {
   return { req, dials };
 }
 
-async function roundTrip(t: HboneTunnel, text: string): Promise<void> {
+async function roundTrip(t: JsTunnel, text: string): Promise<void> {
   const echoed = readAll(t.stream);
   t.stream.end(text);
   expect(await echoed).toBe(text);

@@ -1,0 +1,800 @@
+// One HBONE connection: a TCP socket, its TLS, its HTTP/2 session and the CONNECT streams on it,
+// driven by uv_poll on the Node loop. Output is framed by nghttp2 into one queue (DATA payloads are
+// copied once, from the stream's read queue, with NGHTTP2_DATA_FLAG_NO_COPY) and handed to
+// SSL_write in large pieces; input is read a socket buffer at a time (read-ahead) and fed to nghttp2.
+//
+// Flow control is end to end: received DATA is acknowledged to the peer (WINDOW_UPDATE) only once
+// written to the plaintext socket, so a slow reader holds at most one stream window here, and a
+// plaintext socket is read only while less than UP_MAX waits to be framed.
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+
+#include "relay.h"
+
+namespace weft::relay {
+namespace {
+
+constexpr size_t kUpMax = 256 * 1024;   // plaintext read, not yet framed, per stream
+constexpr size_t kOutMax = 256 * 1024;  // framed, not yet taken by SSL_write, per session
+constexpr size_t kTlsOutMax = 512 * 1024;  // encrypted, not yet taken by the socket, per session
+constexpr uint64_t kTickMs = 1000;
+
+std::unordered_map<uint32_t, Session*> g_sessions;
+std::vector<Session*> g_dead_sessions;
+std::vector<Stream*> g_dead_streams;
+uint32_t g_next_id = 1;
+size_t g_streams = 0;
+
+void CloseHandle(uv_handle_t* h) {
+  uv_close(h, [](uv_handle_t* x) { free(x); });
+}
+
+std::string ErrName(int err) {
+  const char* n = strerrorname_np(err);
+  return n ? n : "E" + std::to_string(err);
+}
+
+void SetNoDelay(int fd) {
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+// --- nghttp2 callbacks -------------------------------------------------------------------------
+
+Session* S(void* user) { return static_cast<Session*>(user); }
+
+ssize_t OnSend(nghttp2_session*, const uint8_t* data, size_t len, int, void* user) {
+  ByteQueue& out = S(user)->out();
+  if (out.size() >= kOutMax) return NGHTTP2_ERR_WOULDBLOCK;
+  out.append(data, len);
+  return static_cast<ssize_t>(len);
+}
+
+int OnSendData(nghttp2_session*, nghttp2_frame* frame, const uint8_t* framehd, size_t len,
+               nghttp2_data_source* src, void* user) {
+  ByteQueue& out = S(user)->out();
+  if (out.size() >= kOutMax) return NGHTTP2_ERR_WOULDBLOCK;
+  auto* st = static_cast<Stream*>(src->ptr);
+  out.append(framehd, 9);
+  st->up.move_to(out, len);  // no padding is ever asked for
+  (void)frame;
+  st->UpdatePoll();  // room again: read on
+  return 0;
+}
+
+ssize_t ReadUpData(nghttp2_session*, int32_t, uint8_t*, size_t len, uint32_t* flags, nghttp2_data_source* src,
+                   void*) {
+  auto* st = static_cast<Stream*>(src->ptr);
+  size_t n = std::min(len, st->up.size());
+  if (n == 0) {
+    if (st->fd_eof) {
+      *flags |= NGHTTP2_DATA_FLAG_EOF;  // FIN becomes END_STREAM
+      return 0;
+    }
+    return NGHTTP2_ERR_DEFERRED;
+  }
+  *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+  if (st->fd_eof && n == st->up.size()) *flags |= NGHTTP2_DATA_FLAG_EOF;
+  return static_cast<ssize_t>(n);
+}
+
+int OnFrameRecv(nghttp2_session*, const nghttp2_frame* f, void* user) {
+  return S(user)->OnFrame(f) ? 0 : NGHTTP2_ERR_CALLBACK_FAILURE;
+}
+
+// A refused stream must not linger: RST_STREAM(NO_ERROR) once its final response is out. Not
+// before: nghttp2 would drop a response still queued behind the reset.
+int OnFrameSent(nghttp2_session* h2, const nghttp2_frame* f, void* user) {
+  if (f->hd.type == NGHTTP2_HEADERS && (f->hd.flags & NGHTTP2_FLAG_END_STREAM) && S(user)->server)
+    nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_NO_ERROR);
+  return 0;
+}
+
+int OnStreamClose(nghttp2_session*, int32_t id, uint32_t code, void* user) {
+  S(user)->OnStreamClose(id, code);
+  return 0;
+}
+
+int OnHeaderCb(nghttp2_session*, const nghttp2_frame* f, const uint8_t* name, size_t namelen,
+               const uint8_t* value, size_t valuelen, uint8_t, void* user) {
+  nghttp2_nv nv{const_cast<uint8_t*>(name), const_cast<uint8_t*>(value), namelen, valuelen, 0};
+  S(user)->OnHeader(f->hd.stream_id, nv);
+  return 0;
+}
+
+int OnBeginHeadersCb(nghttp2_session*, const nghttp2_frame* f, void* user) {
+  if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) S(user)->OnBeginHeaders(f->hd.stream_id);
+  return 0;
+}
+
+int OnDataChunk(nghttp2_session*, uint8_t, int32_t id, const uint8_t* data, size_t len, void* user) {
+  S(user)->OnData(id, data, len);
+  return 0;
+}
+
+// The write side of every session's TLS: records are appended to the session's queue and leave
+// in large send()s, not one write(2) per 16 KiB record as OpenSSL's socket BIO does.
+BIO_METHOD* QueueBio() {
+  static BIO_METHOD* m = [] {
+    BIO_METHOD* b = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "weft-queue");
+    BIO_meth_set_write(b, [](BIO* bio, const char* data, int len) {
+      static_cast<Session*>(BIO_get_data(bio))->tls_out().append(reinterpret_cast<const uint8_t*>(data),
+                                                                 static_cast<size_t>(len));
+      return len;
+    });
+    BIO_meth_set_ctrl(b, [](BIO*, int cmd, long, void*) -> long { return cmd == BIO_CTRL_FLUSH ? 1 : 0; });
+    BIO_meth_set_create(b, [](BIO* bio) {
+      BIO_set_init(bio, 1);
+      return 1;
+    });
+    return b;
+  }();
+  return m;
+}
+
+nghttp2_session_callbacks* Callbacks() {
+  static nghttp2_session_callbacks* cb = [] {
+    nghttp2_session_callbacks* c;
+    nghttp2_session_callbacks_new(&c);
+    nghttp2_session_callbacks_set_send_callback(c, OnSend);
+    nghttp2_session_callbacks_set_send_data_callback(c, OnSendData);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(c, OnFrameRecv);
+    nghttp2_session_callbacks_set_on_frame_send_callback(c, OnFrameSent);
+    nghttp2_session_callbacks_set_on_stream_close_callback(c, OnStreamClose);
+    nghttp2_session_callbacks_set_on_header_callback(c, OnHeaderCb);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(c, OnBeginHeadersCb);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(c, OnDataChunk);
+    return c;
+  }();
+  return cb;
+}
+
+}  // namespace
+
+uint64_t NowMs() { return uv_hrtime() / 1000000; }
+
+namespace {
+std::vector<uint8_t*> g_free_blocks;
+constexpr size_t kFreeBlocksMax = 64;  // 4 MiB kept for the next burst
+}  // namespace
+
+void ByteQueue::consume(size_t n) {
+  size_ -= n;
+  while (n > 0 || (!blocks_.empty() && blocks_.front().head == blocks_.front().tail)) {
+    Block& b = blocks_.front();
+    size_t k = std::min(n, b.tail - b.head);
+    b.head += k;
+    n -= k;
+    if (b.head < b.tail) break;
+    if (g_free_blocks.size() < kFreeBlocksMax) g_free_blocks.push_back(b.p);
+    else free(b.p);
+    blocks_.erase(blocks_.begin());
+    if (blocks_.empty()) break;
+  }
+}
+
+uint8_t* ByteQueue::tail(size_t* room) {
+  if (blocks_.empty() || blocks_.back().tail == kBlock) {
+    uint8_t* p;
+    if (!g_free_blocks.empty()) {
+      p = g_free_blocks.back();
+      g_free_blocks.pop_back();
+    } else if (!(p = static_cast<uint8_t*>(malloc(kBlock)))) {
+      abort();
+    }
+    blocks_.push_back({p, 0, 0});
+  }
+  *room = kBlock - blocks_.back().tail;
+  return blocks_.back().p + blocks_.back().tail;
+}
+
+void ByteQueue::append(const uint8_t* p, size_t n) {
+  while (n > 0) {
+    size_t room;
+    uint8_t* t = tail(&room);
+    size_t k = std::min(room, n);
+    memcpy(t, p, k);
+    commit(k);
+    p += k;
+    n -= k;
+  }
+}
+
+void ByteQueue::move_to(ByteQueue& dst, size_t n) {
+  while (n > 0) {
+    size_t k = std::min(n, front_len());
+    dst.append(front(), k);
+    consume(k);
+    n -= k;
+  }
+}
+
+ssize_t ByteQueue::send_to(int fd) const {
+  iovec v[16];
+  size_t n = 0;
+  for (const Block& b : blocks_) {
+    if (n == 16) break;
+    v[n++] = {b.p + b.head, b.tail - b.head};
+  }
+  msghdr m{};
+  m.msg_iov = v;
+  m.msg_iovlen = n;
+  return ::sendmsg(fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+// --- streams ---------------------------------------------------------------------------------
+
+void Stream::Attach(int plain_fd) {
+  fd = plain_fd;
+  attached = true;
+  SetNoDelay(fd);
+  poll = static_cast<uv_poll_t*>(calloc(1, sizeof(uv_poll_t)));
+  uv_poll_init(uv_default_loop(), poll, fd);
+  poll->data = this;
+  WriteDown();  // what arrived before the socket did
+  UpdatePoll();
+}
+
+void Stream::UpdatePoll() {
+  if (!attached || fd_closed) return;
+  int ev = 0;
+  if (!fd_eof && !h2_closed && up.size() < kUpMax) ev |= UV_READABLE;
+  if (!down.empty()) ev |= UV_WRITABLE;
+  if (ev == events) return;
+  events = ev;
+  if (ev == 0) {
+    uv_poll_stop(poll);
+    return;
+  }
+  uv_poll_start(poll, ev, [](uv_poll_t* p, int status, int e) {
+    Entry guard(false);
+    auto* st = static_cast<Stream*>(p->data);
+    Session* s = st->s;
+    if (status < 0) {
+      st->FdFailed(-status);
+    } else {
+      if (e & UV_WRITABLE) st->WriteDown();
+      if ((e & UV_READABLE) && !st->fd_closed) st->ReadUp();
+    }
+    if (!s->dead()) s->Flush();
+    if (!st->fd_closed) st->UpdatePoll();
+  });
+}
+
+void Stream::ReadUp() {
+  if (up.size() >= kUpMax) return;
+  size_t room;
+  uint8_t* p = up.tail(&room);
+  ssize_t n = ::read(fd, p, room);
+  if (n > 0) {
+    up.commit(static_cast<size_t>(n));
+    read += static_cast<uint64_t>(n);
+    nghttp2_session_resume_data(s->h2(), id);
+  } else if (n == 0) {
+    up.consume(0);  // gives back the block the read did not fill
+    fd_eof = true;
+    nghttp2_session_resume_data(s->h2(), id);
+  } else {
+    up.consume(0);
+    if (errno != EAGAIN && errno != EINTR) FdFailed(errno);
+  }
+}
+
+void Stream::WriteDown() {
+  if (!attached || fd_closed) return;
+  while (!down.empty()) {
+    ssize_t n = down.send_to(fd);
+    if (n > 0) {
+      down.consume(static_cast<size_t>(n));
+      written += static_cast<uint64_t>(n);
+      s->Consume(this, static_cast<size_t>(n));
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    FdFailed(n < 0 ? errno : EPIPE);
+    return;
+  }
+  if (peer_end && !fd_shut) {
+    fd_shut = true;
+    ::shutdown(fd, SHUT_WR);  // END_STREAM becomes FIN
+  }
+  MaybeFinish();
+}
+
+// RFC 9113 §8.5: a TCP error on a CONNECT tunnel resets the stream with CONNECT_ERROR.
+void Stream::FdFailed(int err) {
+  if (error.empty()) error = "tcp: " + ErrName(err);
+  CloseFd(true);
+  if (!h2_closed && !s->dead()) nghttp2_submit_rst_stream(s->h2(), NGHTTP2_FLAG_NONE, id, NGHTTP2_CONNECT_ERROR);
+  MaybeFinish();
+}
+
+void Stream::CloseFd(bool reset) {
+  if (fd_closed || fd < 0) return;
+  fd_closed = true;
+  if (poll) {
+    uv_poll_stop(poll);
+    CloseHandle(reinterpret_cast<uv_handle_t*>(poll));
+    poll = nullptr;
+  }
+  if (reset) {
+    linger l{1, 0};  // close with RST, as the peer's reset asks
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+  }
+  ::close(fd);
+  if (!down.empty() && !s->dead()) s->Consume(this, down.size());  // never written: give the window back
+  down.consume(down.size());
+  up.consume(up.size());
+}
+
+void Stream::MaybeFinish() {
+  if (done || !h2_closed) return;
+  if (attached && !fd_closed) {
+    // Closed with NO_ERROR: deliver what arrived, then close rather than leave a half-open socket.
+    if (!down.empty()) return;
+    CloseFd(false);
+  }
+  if (!down.empty() && !s->dead()) s->Consume(this, down.size());  // never attached: the window goes back
+  done = true;
+  s->Finished(this);
+}
+
+// --- session ---------------------------------------------------------------------------------
+
+Session::Session(uint32_t sid, int fd, SSL_CTX* ctx, bool srv, std::string identity, const Settings& cfg)
+    : id(sid), server(srv), fd_(fd), identity_(std::move(identity)), cfg_(cfg) {
+  started_ = last_recv_ = NowMs();
+  SetNoDelay(fd_);
+  ssl_ = SSL_new(ctx);
+  BIO* rbio = BIO_new_socket(fd_, BIO_NOCLOSE);
+  BIO* wbio = BIO_new(QueueBio());
+  BIO_set_data(wbio, this);
+  SSL_set_bio(ssl_, rbio, wbio);
+  if (server) SSL_set_accept_state(ssl_);
+  else SSL_set_connect_state(ssl_);
+  poll_ = static_cast<uv_poll_t*>(calloc(1, sizeof(uv_poll_t)));
+  uv_poll_init(uv_default_loop(), poll_, fd_);
+  poll_->data = this;
+  timer_ = static_cast<uv_timer_t*>(calloc(1, sizeof(uv_timer_t)));
+  uv_timer_init(uv_default_loop(), timer_);
+  timer_->data = this;
+  uv_timer_start(
+      timer_,
+      [](uv_timer_t* t) {
+        Entry guard(false);
+        static_cast<Session*>(t->data)->OnTimer();
+      },
+      kTickMs, kTickMs);
+  uv_unref(reinterpret_cast<uv_handle_t*>(timer_));
+}
+
+Session::~Session() {
+  if (h2_) nghttp2_session_del(h2_);
+  SSL_free(ssl_);
+}
+
+void Session::SetTcpEvents(int ev) {
+  if (state_ == kClosed || ev == events_) return;
+  events_ = ev;
+  uv_poll_start(poll_, ev, [](uv_poll_t* p, int status, int e) {
+    Entry guard(false);
+    static_cast<Session*>(p->data)->OnTcp(status, e);
+  });
+}
+
+void Session::OnTcp(int status, int ev) {
+  if (status < 0) return Fail("tcp", uv_err_name(status));
+  if (state_ == kHandshake) return Handshake();
+  if (ev & UV_READABLE) ReadTls();
+  Flush();
+}
+
+// Sends queued TLS records; false when the session failed. Leaves the rest queued on EAGAIN.
+bool Session::SendTls() {
+  while (!tls_out_.empty()) {
+    ssize_t n = tls_out_.send_to(fd_);
+    if (n > 0) {
+      tls_out_.consume(static_cast<size_t>(n));
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return true;
+    Fail(ready_ ? "tcp" : "tls", ErrName(n < 0 ? errno : EPIPE));
+    return false;
+  }
+  return true;
+}
+
+void Session::WriteDirty() {
+  std::vector<Stream*> d;
+  d.swap(dirty_);
+  for (Stream* st : d) {
+    st->WriteDown();
+    if (!st->fd_closed) st->UpdatePoll();
+  }
+}
+
+void Session::Handshake() {
+  ERR_clear_error();
+  int r = SSL_do_handshake(ssl_);
+  int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(ssl_, r);
+  if (!SendTls()) return;
+  if (r == 1) return Established();
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+    return SetTcpEvents(UV_READABLE | (tls_out_.empty() ? 0 : UV_WRITABLE));
+  Fail(server ? "handshake" : "tls", TlsError(ssl_, r));
+}
+
+void Session::Established() {
+  const unsigned char* alpn = nullptr;
+  unsigned int alpn_len = 0;
+  SSL_get0_alpn_selected(ssl_, &alpn, &alpn_len);
+  if (alpn_len != 2 || memcmp(alpn, "h2", 2) != 0)
+    return Fail(server ? "handshake" : "tls", "ALPN " + std::string(reinterpret_cast<const char*>(alpn), alpn_len) +
+                                                  " is not h2");
+  std::vector<std::string> uris = PeerUris(ssl_);
+  if (server) {
+    std::vector<std::string> spiffe;
+    for (auto& u : uris)
+      if (u.rfind("spiffe://", 0) == 0) spiffe.push_back(u);
+    if (spiffe.size() != 1) return Fail("handshake", "peer certificate has no single SPIFFE identity");
+    std::string td = spiffe[0].substr(9, spiffe[0].find('/', 9) - 9);
+    if (td != identity_) return Fail("handshake", "peer trust domain " + td + " is not " + identity_);
+    peer_ = spiffe[0];
+  } else if (std::find(uris.begin(), uris.end(), identity_) == uris.end()) {
+    std::string got;
+    for (auto& u : uris) got += (got.empty() ? "" : ", ") + u;
+    return Fail("tls", "server identity [" + got + "] is not " + identity_);
+  }
+  state_ = kOpen;
+  nghttp2_option* opt;
+  nghttp2_option_new(&opt);
+  nghttp2_option_set_no_auto_window_update(opt, 1);
+  int rv = server ? nghttp2_session_server_new2(&h2_, Callbacks(), this, opt)
+                  : nghttp2_session_client_new2(&h2_, Callbacks(), this, opt);
+  nghttp2_option_del(opt);
+  if (rv != 0) return Fail("h2", nghttp2_strerror(rv));
+  std::vector<nghttp2_settings_entry> iv = {
+      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, cfg_.stream_window},
+      {NGHTTP2_SETTINGS_MAX_FRAME_SIZE, cfg_.max_frame},
+  };
+  if (server) iv.push_back({NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, cfg_.max_streams});
+  else iv.push_back({NGHTTP2_SETTINGS_ENABLE_PUSH, 0});
+  nghttp2_submit_settings(h2_, NGHTTP2_FLAG_NONE, iv.data(), iv.size());
+  nghttp2_session_set_local_window_size(h2_, NGHTTP2_FLAG_NONE, 0, static_cast<int32_t>(cfg_.connection_window));
+  if (server) {
+    ready_ = true;
+    Event ev{"ready", id};
+    ev.text = peer_;
+    Emit(std::move(ev));
+  }
+  last_recv_ = NowMs();
+  SetTcpEvents(UV_READABLE);
+  ReadTls();  // the peer's preface may have come with the handshake
+  Flush();
+}
+
+void Session::ReadTls() {
+  static uint8_t buf[64 * 1024];
+  // Until WANT_READ: with read-ahead, OpenSSL may hold bytes the poll can no longer see.
+  for (;;) {
+    if (state_ != kOpen) return;
+    ERR_clear_error();
+    int n = SSL_read(ssl_, buf, sizeof(buf));
+    if (n > 0) {
+      last_recv_ = NowMs();
+      ssize_t r = nghttp2_session_mem_recv(h2_, buf, static_cast<size_t>(n));
+      if (r < 0) return Fail("h2", nghttp2_strerror(static_cast<int>(r)));
+      continue;
+    }
+    int e = SSL_get_error(ssl_, n);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return WriteDirty();
+    WriteDirty();
+    if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && errno == 0))
+      return Fail(ready_ ? "closed" : "tls", ready_ ? "peer closed the connection"
+                                                    : "peer closed the connection before HTTP/2 settings");
+    return Fail(ready_ ? "tcp" : "tls", TlsError(ssl_, n));
+  }
+}
+
+void Session::Flush() {
+  if (state_ != kOpen) return;
+  for (;;) {
+    if (!SendTls()) return;
+    if (tls_out_.size() >= kTlsOutMax) {
+      write_blocked_ = true;
+      SetTcpEvents(UV_READABLE | UV_WRITABLE);
+      return;
+    }
+    if (!out_.empty()) {
+      ERR_clear_error();
+      int n = SSL_write(ssl_, out_.front(), static_cast<int>(out_.front_len()));
+      if (n <= 0) return Fail("tcp", TlsError(ssl_, n));
+      out_.consume(static_cast<size_t>(n));
+      continue;
+    }
+    write_blocked_ = false;
+    int rv = nghttp2_session_send(h2_);
+    if (rv != 0) return Fail("h2", nghttp2_strerror(rv));
+    if (state_ != kOpen) return;
+    if (out_.empty()) {
+      if (!SendTls()) return;
+      break;
+    }
+  }
+  if (!tls_out_.empty()) {
+    write_blocked_ = true;
+    return SetTcpEvents(UV_READABLE | UV_WRITABLE);
+  }
+  if (!nghttp2_session_want_read(h2_) && !nghttp2_session_want_write(h2_))
+    return Terminate("closed", closing_ ? "closed" : "peer went away", true);
+  SetTcpEvents(UV_READABLE);
+}
+
+void Session::Consume(Stream* st, size_t n) {
+  if (!h2_ || n == 0) return;
+  if (st->h2_closed) nghttp2_session_consume_connection(h2_, n);
+  else nghttp2_session_consume(h2_, st->id, n);
+}
+
+void Session::OnTimer() {
+  if (state_ == kClosed) return;
+  uint64_t now = NowMs();
+  if (!ready_) {
+    if (now - started_ >= cfg_.connect_timeout_ms) Fail("timeout", "HBONE handshake timed out");
+    return;
+  }
+  if (now - last_recv_ >= cfg_.ping_timeout_ms) return Fail("timeout", "no frames from the peer (ping timeout)");
+  if (now - last_recv_ >= cfg_.ping_interval_ms && now - last_ping_ >= cfg_.ping_interval_ms) {
+    last_ping_ = now;
+    nghttp2_submit_ping(h2_, NGHTTP2_FLAG_NONE, nullptr);
+    Flush();
+  }
+}
+
+bool Session::OnFrame(const nghttp2_frame* f) {
+  int32_t sid = f->hd.stream_id;
+  switch (f->hd.type) {
+    case NGHTTP2_SETTINGS:
+      if (!server && !ready_ && !(f->hd.flags & NGHTTP2_FLAG_ACK)) {
+        ready_ = true;
+        Emit({"ready", id});
+      }
+      break;
+    case NGHTTP2_GOAWAY:
+      Emit({"goaway", id, 0, static_cast<double>(f->goaway.error_code)});
+      break;
+    case NGHTTP2_HEADERS: {
+      Stream* st = Find(sid);
+      if (!st) break;
+      if (server && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
+        Event ev{"stream", id, sid};
+        ev.text = peer_;
+        ev.list = std::move(st->headers);
+        st->headers.clear();
+        Emit(std::move(ev));
+      } else if (!server && f->headers.cat == NGHTTP2_HCAT_RESPONSE) {
+        Emit({"response", id, sid, static_cast<double>(st->status)});
+        if (st->status != 200) nghttp2_submit_rst_stream(h2_, NGHTTP2_FLAG_NONE, sid, NGHTTP2_CANCEL);
+      }
+      if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) {
+        st->peer_end = true;
+        st->WriteDown();
+      }
+      break;
+    }
+    case NGHTTP2_DATA:
+      if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) {
+        if (Stream* st = Find(sid)) {
+          st->peer_end = true;
+          st->WriteDown();
+        }
+      }
+      break;
+    default:
+      break;
+  }
+  return true;
+}
+
+void Session::OnBeginHeaders(int32_t sid) {
+  auto* st = new Stream();
+  st->s = this;
+  st->id = sid;
+  streams_[sid] = st;
+  g_streams++;
+}
+
+void Session::OnHeader(int32_t sid, const nghttp2_nv& nv) {
+  Stream* st = Find(sid);
+  if (!st) return;
+  std::string name(reinterpret_cast<const char*>(nv.name), nv.namelen);
+  std::string value(reinterpret_cast<const char*>(nv.value), nv.valuelen);
+  if (!server) {
+    if (name == ":status") st->status = atoi(value.c_str());
+    return;
+  }
+  if (st->headers.size() < 128) {
+    st->headers.push_back(std::move(name));
+    st->headers.push_back(std::move(value));
+  }
+}
+
+void Session::OnData(int32_t sid, const uint8_t* data, size_t len) {
+  Stream* st = Find(sid);
+  if (!st || st->fd_closed || (st->status != 0 && st->status != 200)) {
+    // No tunnel to carry it (refused, or the socket is gone): drop it, but keep the window open.
+    nghttp2_session_consume(h2_, sid, len);
+    return;
+  }
+  // Before the socket is attached (the answer is on its way) it waits here, within the stream window.
+  // Written once this read of the TLS socket is done: one send() for many records.
+  if (st->down.empty() && st->attached) dirty_.push_back(st);
+  st->down.append(data, len);
+}
+
+void Session::OnStreamClose(int32_t sid, uint32_t code) {
+  Stream* st = Find(sid);
+  if (!st) return;
+  st->h2_closed = true;
+  st->rst = code;
+  if (code != NGHTTP2_NO_ERROR) {
+    if (st->attached && st->error.empty()) st->error = "stream reset (code " + std::to_string(code) + ")";
+    st->CloseFd(true);  // a stream reset resets the TCP connection
+  }
+  if (st->attached && !st->fd_closed) st->UpdatePoll();
+  st->MaybeFinish();
+}
+
+Stream* Session::Find(int32_t sid) {
+  auto it = streams_.find(sid);
+  return it == streams_.end() ? nullptr : it->second;
+}
+
+void Session::Finished(Stream* st) {
+  Event ev{"done", id, st->id, static_cast<double>(st->read), static_cast<double>(st->written),
+           static_cast<double>(st->status)};
+  ev.text = st->error;
+  ev.list.push_back(std::to_string(st->rst));
+  Emit(std::move(ev));
+  streams_.erase(st->id);
+  g_streams--;
+  Graveyard(st);
+}
+
+int32_t Session::Request(const std::vector<std::string>& headers) {
+  if (state_ != kOpen || !ready_ || closing_) return -1;
+  std::vector<nghttp2_nv> nva;
+  for (size_t i = 0; i + 1 < headers.size(); i += 2)
+    nva.push_back({reinterpret_cast<uint8_t*>(const_cast<char*>(headers[i].data())),
+                   reinterpret_cast<uint8_t*>(const_cast<char*>(headers[i + 1].data())), headers[i].size(),
+                   headers[i + 1].size(), NGHTTP2_NV_FLAG_NONE});
+  auto* st = new Stream();
+  st->s = this;
+  nghttp2_data_provider dp;
+  dp.source.ptr = st;
+  dp.read_callback = ReadUpData;
+  int32_t sid = nghttp2_submit_request(h2_, nullptr, nva.data(), nva.size(), &dp, st);
+  if (sid < 0) {
+    delete st;
+    return -1;
+  }
+  st->id = sid;
+  streams_[sid] = st;
+  g_streams++;
+  Flush();
+  return sid;
+}
+
+bool Session::Respond(int32_t sid, int status, int fd) {
+  Stream* st = Find(sid);
+  if (state_ != kOpen || !st || st->h2_closed || st->status != 0) return false;
+  st->status = status;
+  std::string code = std::to_string(status);
+  nghttp2_nv nv{reinterpret_cast<uint8_t*>(const_cast<char*>(":status")),
+                reinterpret_cast<uint8_t*>(const_cast<char*>(code.data())), 7, code.size(), NGHTTP2_NV_FLAG_NONE};
+  if (status == 200) {
+    nghttp2_data_provider dp;
+    dp.source.ptr = st;
+    dp.read_callback = ReadUpData;
+    nghttp2_submit_response(h2_, sid, &nv, 1, &dp);
+    st->Attach(fd);
+  } else {
+    // The final response; OnFrameSent resets the stream once it is out.
+    if (!st->down.empty()) Consume(st, st->down.size());
+    st->down.consume(st->down.size());
+    nghttp2_submit_response(h2_, sid, &nv, 1, nullptr);
+  }
+  Flush();
+  return true;
+}
+
+bool Session::Attach(int32_t sid, int fd) {
+  Stream* st = Find(sid);
+  if (state_ != kOpen || !st || st->h2_closed || st->status != 200 || st->attached) return false;
+  st->Attach(fd);
+  Flush();
+  return true;
+}
+
+void Session::Cancel(int32_t sid) {
+  Stream* st = Find(sid);
+  if (state_ != kOpen || !st || st->h2_closed) return;
+  nghttp2_submit_rst_stream(h2_, NGHTTP2_FLAG_NONE, sid, NGHTTP2_CANCEL);
+  Flush();
+}
+
+void Session::Close(bool graceful) {
+  if (state_ == kClosed) return;
+  if (!graceful || state_ != kOpen) return Terminate("closed", "closed", false);
+  if (closing_) return;
+  closing_ = true;
+  nghttp2_submit_goaway(h2_, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(h2_), NGHTTP2_NO_ERROR,
+                        nullptr, 0);
+  Flush();
+}
+
+void Session::Fail(const char* kind, const std::string& reason) { Terminate(kind, reason, false); }
+
+void Session::Terminate(const char* kind, const std::string& reason, bool graceful) {
+  if (state_ == kClosed) return;
+  bool was_open = state_ == kOpen;
+  state_ = kClosed;
+  for (auto& [sid, st] : std::vector<std::pair<int32_t, Stream*>>(streams_.begin(), streams_.end())) {
+    if (st->error.empty() && st->attached && !st->h2_closed) st->error = "session: " + reason;
+    st->CloseFd(!st->h2_closed);
+    st->h2_closed = true;
+    st->MaybeFinish();
+  }
+  if (graceful && was_open) {
+    SSL_shutdown(ssl_);  // close_notify, sent once and best effort: nothing waits for the answer
+    if (!tls_out_.empty()) (void)tls_out_.send_to(fd_);
+  }
+  uv_poll_stop(poll_);
+  CloseHandle(reinterpret_cast<uv_handle_t*>(poll_));
+  uv_timer_stop(timer_);
+  CloseHandle(reinterpret_cast<uv_handle_t*>(timer_));
+  ::close(fd_);
+  Event ev{"close", id};
+  ev.text = reason;
+  ev.list.push_back(kind);
+  Emit(std::move(ev));
+  g_sessions.erase(id);
+  g_dead_sessions.push_back(this);
+}
+
+// --- registry --------------------------------------------------------------------------------
+
+Session* FindSession(uint32_t id) {
+  auto it = g_sessions.find(id);
+  return it == g_sessions.end() ? nullptr : it->second;
+}
+
+uint32_t AddSession(int fd, SSL_CTX* ctx, bool server, const std::string& identity, const Settings& cfg) {
+  uint32_t id = g_next_id++;
+  if (g_next_id == 0) g_next_id = 1;
+  auto* s = new Session(id, fd, ctx, server, identity, cfg);
+  g_sessions[id] = s;
+  s->Handshake();  // registered first: a failure here already reports under this id
+  return id;
+}
+
+void Graveyard(Stream* st) { g_dead_streams.push_back(st); }
+
+void Reap() {
+  for (Stream* st : g_dead_streams) delete st;
+  g_dead_streams.clear();
+  for (Session* s : g_dead_sessions) delete s;
+  g_dead_sessions.clear();
+}
+
+size_t SessionCount() { return g_sessions.size(); }
+size_t StreamCount() { return g_streams; }
+
+}  // namespace weft::relay

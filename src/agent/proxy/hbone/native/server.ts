@@ -1,0 +1,187 @@
+// The inbound HBONE listener of one enrolled pod on the native relay: the same contract as
+// server.ts (Node's TLS and HTTP/2), with the handshake, the peer identity check, HTTP/2 and the
+// relay in C++. Accepted sockets are handed over unread; each CONNECT comes back here to be decided
+// (onConnect) and, when allowed, is answered together with the upstream socket to relay to.
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import type { IncomingHttpHeaders } from 'node:http2';
+import { parseSpiffe, type SpiffeId } from '../../../../api/spiffe.ts';
+import { formatAuthority, parseAuthority, type Authority } from '../authority.ts';
+import { remoteOf, type ConnectDecision, type HboneHandlers, type HboneServerOptions, type PodHboneServer } from '../server.ts';
+import { CONNECT_TIMEOUT_MS, DRAIN_DEADLINE_MS, PING_INTERVAL_MS, PING_TIMEOUT_MS } from '../settings.ts';
+import { openRelaySession, relayAddon, socketFd } from './addon.ts';
+import { relaySettings } from './client.ts';
+import { RelayContexts } from './contexts.ts';
+
+interface PendingStream {
+  token: object;
+  start: bigint;
+  headers: IncomingHttpHeaders;
+  authority?: Authority;
+  status: number;
+  reason?: string;
+  error?: string;
+  /** Decided and answered (or found gone); the outcome waits for both this and the relay's `done`. */
+  answered: boolean;
+  done?: { read: number; written: number; error: string };
+}
+
+interface Peer {
+  peer?: SpiffeId;
+  peerAddress: string;
+}
+
+let serverSeq = 0;
+
+export type NativeHboneServerOptions = Omit<HboneServerOptions, 'onConnect' | 'onComplete'> & HboneHandlers;
+
+export class NativeHboneServer implements PodHboneServer {
+  private readonly server: Server;
+  private readonly contexts = new RelayContexts();
+  private readonly owner = `hbone-server-${++serverSeq}`;
+  private ctx: number;
+  private readonly sessions = new Map<number, Peer>();
+  private readonly streams = new Map<string, PendingStream>();
+  private draining = false;
+
+  constructor(private readonly opts: NativeHboneServerOptions) {
+    this.ctx = this.contexts.get(this.owner, opts.credentials(), true);
+    this.server = createServer({ pauseOnConnect: true, noDelay: true }, (s) => this.accept(s));
+  }
+
+  /** Listen on an fd made inside the pod netns (`{ fd }`), or a port (tests). */
+  listen(options: { fd: number } | { port: number; host?: string }): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(options, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+  }
+
+  address(): AddressInfo {
+    return this.server.address() as AddressInfo;
+  }
+
+  /** New connections present the current credentials; open ones keep the context they started with. */
+  updateCredentials(): void {
+    this.ctx = this.contexts.get(this.owner, this.opts.credentials(), true);
+  }
+
+  stats(): { sessions: number; streams: number } {
+    return { sessions: this.sessions.size, streams: this.streams.size };
+  }
+
+  close(): void {
+    this.server.close();
+  }
+
+  /** Stop accepting, GOAWAY every session so open streams can finish, close what is left at the deadline. */
+  drain(deadlineMs = DRAIN_DEADLINE_MS): Promise<void> {
+    this.draining = true;
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const id of this.sessions.keys()) relayAddon().close(id, true);
+    const deadline = setTimeout(() => {
+      for (const id of this.sessions.keys()) relayAddon().close(id, false);
+    }, deadlineMs);
+    return closed.finally(() => {
+      clearTimeout(deadline);
+      this.contexts.close();
+    });
+  }
+
+  private accept(s: Socket): void {
+    const peerAddress = remoteOf(s);
+    if (this.draining) {
+      this.opts.onHandshakeError?.(peerAddress, 'draining');
+      return void s.destroy();
+    }
+    const rec: Peer = { peerAddress };
+    try {
+      const id = openRelaySession('serve', socketFd(s), this.ctx, this.opts.trustDomain, {
+        ...relaySettings({
+          pingIntervalMs: this.opts.pingIntervalMs ?? PING_INTERVAL_MS,
+          pingTimeoutMs: this.opts.pingTimeoutMs ?? PING_TIMEOUT_MS,
+          timeoutMs: CONNECT_TIMEOUT_MS,
+        }),
+      }, {
+        ready: (uri) => {
+          rec.peer = parseSpiffe(uri);
+          if (!rec.peer) {
+            this.opts.onHandshakeError?.(peerAddress, 'peer certificate has no single SPIFFE identity');
+            relayAddon().close(id, false);
+          }
+        },
+        stream: (stream, _uri, flat) => void this.onStream(id, stream, rec, flat),
+        done: (stream, read, written, _status, error) => this.onDone(id, stream, { read, written, error }),
+        close: (kind, reason) => {
+          this.sessions.delete(id);
+          if (!rec.peer) this.opts.onHandshakeError?.(peerAddress, kind === 'timeout' ? 'handshake timeout' : reason);
+        },
+      });
+      this.sessions.set(id, rec);
+    } catch (e) {
+      this.opts.onHandshakeError?.(peerAddress, (e as Error).message);
+    } finally {
+      s.destroy(); // the relay holds its own descriptor of the connection
+    }
+  }
+
+  private async onStream(session: number, stream: number, rec: Peer, flat: string[]): Promise<void> {
+    const headers: IncomingHttpHeaders = {};
+    for (let i = 0; i + 1 < flat.length; i += 2) headers[flat[i]!] = flat[i + 1]!;
+    const authority = headers[':method'] === 'CONNECT' ? parseAuthority(headers[':authority']) : undefined;
+    const p: PendingStream = { token: {}, start: process.hrtime.bigint(), headers, authority, status: 0, answered: false };
+    this.streams.set(`${session}/${stream}`, p);
+    const answer = (status: number, upstream?: Socket) => {
+      const ok = relayAddon().respond(session, stream, status, upstream ? socketFd(upstream) : -1);
+      upstream?.destroy(); // the relay holds its own descriptor when it took it
+      p.status = ok ? status : 0;
+      if (!ok && status === 200) p.error = 'peer reset the stream before the upstream connected';
+      p.answered = true;
+      this.maybeReport(session, stream, rec);
+    };
+    if (!authority) {
+      p.reason = headers[':method'] !== 'CONNECT' ? `method ${headers[':method']} is not CONNECT` : `bad authority ${headers[':authority']}`;
+      return answer(400);
+    }
+    let decision: ConnectDecision;
+    try {
+      decision = await this.opts.onConnect({ authority, peer: rec.peer!, peerAddress: rec.peerAddress, headers, stream: p.token });
+    } catch (e) {
+      decision = { status: 503, reason: `connect ${formatAuthority(authority)}: ${(e as Error).message}` };
+    }
+    if (decision.status !== 200) {
+      p.reason = decision.reason;
+      return answer(decision.status);
+    }
+    answer(200, decision.upstream);
+  }
+
+  private onDone(session: number, stream: number, r: { read: number; written: number; error: string }): void {
+    const p = this.streams.get(`${session}/${stream}`);
+    if (!p) return;
+    p.done = r;
+    this.maybeReport(session, stream, this.sessions.get(session));
+  }
+
+  private maybeReport(session: number, stream: number, rec: Peer | undefined): void {
+    const p = this.streams.get(`${session}/${stream}`);
+    if (!p || !p.answered || !p.done) return;
+    this.streams.delete(`${session}/${stream}`);
+    this.opts.onComplete?.({
+      stream: p.token,
+      peer: rec?.peer ?? { trustDomain: '', namespace: '', serviceAccount: '' },
+      peerAddress: rec?.peerAddress ?? 'unknown',
+      authority: p.authority,
+      headers: p.headers,
+      status: p.status,
+      // Bytes from the peer to the upstream, and back.
+      sent: p.done.written,
+      received: p.done.read,
+      durationMs: Number(process.hrtime.bigint() - p.start) / 1e6,
+      reason: p.reason,
+      error: p.error ?? (p.done.error || undefined),
+    });
+  }
+}

@@ -1,0 +1,183 @@
+// The native relay (native/relay, weft_relay.node) against Node's own HBONE, both ways and with
+// itself: every pairing of client and server carries bytes both ways with half-close, counts them,
+// passes denials through as the status, and refuses the wrong peer at the TLS layer.
+import { createHash, randomBytes } from 'node:crypto';
+import net, { type AddressInfo, type Server, type Socket } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { HboneError } from '../../../../src/agent/proxy/hbone/errors.ts';
+import { nativeSessionOpener } from '../../../../src/agent/proxy/hbone/native/client.ts';
+import { relayAddon } from '../../../../src/agent/proxy/hbone/native/addon.ts';
+import { NativeHboneServer } from '../../../../src/agent/proxy/hbone/native/server.ts';
+import { HbonePool, type HboneConnectRequest, type HboneTunnel } from '../../../../src/agent/proxy/hbone/pool.ts';
+import type { ConnectDecision, HboneOutcome, HboneRequestInfo } from '../../../../src/agent/proxy/hbone/server.ts';
+import type { Credentials } from '../../../../src/agent/proxy/hbone/settings.ts';
+import { connectTo, echo, spiffe, startHbone, tcpServer, until, type TestServer } from './harness.ts';
+import { createCa } from './pki.ts';
+
+const SERVER_ID = spiffe('shop', 'cart');
+const CLIENT_ID = spiffe('shop', 'web');
+
+let clientCreds: Credentials;
+let strangerCreds: Credentials;
+let serverCreds: Credentials;
+let upstream: Server;
+let echoPort: number;
+let front: Server;
+const accepted: Socket[] = [];
+const waiting: Array<(s: Socket) => void> = [];
+let jsServer: TestServer;
+const native: { server: NativeHboneServer; port: number; outcomes: HboneOutcome[]; handshakeErrors: string[]; decide: (r: HboneRequestInfo) => Promise<ConnectDecision> } = {
+  server: undefined as unknown as NativeHboneServer,
+  port: 0,
+  outcomes: [],
+  handshakeErrors: [],
+  decide: async (req) => ({ status: 200, upstream: await connectTo(req.authority.port) }),
+};
+const pools: HbonePool<HboneTunnel>[] = [];
+
+beforeAll(async () => {
+  const ca = await createCa();
+  serverCreds = await ca.issue('shop', 'cart');
+  clientCreds = await ca.issue('shop', 'web');
+  strangerCreds = await (await createCa('another root')).issue('shop', 'web');
+  jsServer = await startHbone(() => serverCreds);
+  ({ server: upstream, port: echoPort } = await tcpServer(echo));
+  native.server = new NativeHboneServer({
+    credentials: () => serverCreds,
+    trustDomain: 'cluster.local',
+    onConnect: (req) => native.decide(req),
+    onComplete: (o) => native.outcomes.push(o),
+    onHandshakeError: (_r, reason) => native.handshakeErrors.push(reason),
+  });
+  await native.server.listen({ port: 0, host: '127.0.0.1' });
+  native.port = native.server.address().port;
+  // The app side of a tunnel: sockets accepted unread, as the agent's capture listener hands them over.
+  front = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (s) => {
+    const w = waiting.shift();
+    if (w) w(s);
+    else accepted.push(s);
+  });
+  await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));
+});
+
+afterAll(async () => {
+  for (const p of pools) p.close(true);
+  await jsServer.hbone.drain(100);
+  await native.server.drain(100);
+  upstream.close();
+  front.close();
+});
+
+/** An app connection: the app's end, and the agent's end (unread). */
+async function appConnection(): Promise<{ app: Socket; agent: Socket }> {
+  const agent = new Promise<Socket>((r) => waiting.push(r));
+  const app = await connectTo((front.address() as AddressInfo).port);
+  return { app, agent: await agent };
+}
+
+function request(port: number, creds = clientCreds, dstIdentity = SERVER_ID): HboneConnectRequest {
+  return {
+    key: { scope: 'pod-web', srcIdentity: CLIENT_ID, dstIdentity, dstAddress: '127.0.0.1' },
+    port,
+    authority: `127.0.0.1:${echoPort}`,
+    headers: { forwarded: 'for="10.0.0.1:1234"' },
+    credentials: creds,
+    dial: () => connectTo(port),
+  };
+}
+
+/** Sends `data`, half-closes, and reads everything back until the echo half-closes too. */
+function exchange(app: Socket, data: Buffer): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    app.on('data', (c: Buffer) => chunks.push(c));
+    app.once('end', () => resolve(Buffer.concat(chunks)));
+    app.once('error', reject);
+    app.end(data);
+  });
+}
+
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+const clients = {
+  node: () => new HbonePool<HboneTunnel>(),
+  native: () => new HbonePool<HboneTunnel>({ open: nativeSessionOpener() }),
+};
+const servers = { node: () => jsServer.port, native: () => native.port };
+
+describe.each(['node', 'native'] as const)('%s client', (client) => {
+  describe.each(['node', 'native'] as const)('to %s server', (server) => {
+    it('carries 4 MiB both ways with half-close, and counts the bytes', async () => {
+      const pool = clients[client]();
+      pools.push(pool);
+      const outcomes = server === 'node' ? jsServer.outcomes : native.outcomes;
+      const before = outcomes.length;
+      const t = await pool.connect(request(servers[server]()));
+      const { app, agent } = await appConnection();
+      const relayed = t.relay(agent);
+      const data = randomBytes(4 * 1024 * 1024);
+      const back = await exchange(app, data);
+      expect(back.length).toBe(data.length);
+      expect(sha(back)).toBe(sha(data));
+      const r = await relayed;
+      expect(r).toMatchObject({ read: data.length, written: data.length });
+      expect(r.error).toBeUndefined();
+      await until(() => outcomes.length > before, 5000, 'server outcome');
+      expect(outcomes.at(-1)).toMatchObject({ status: 200, sent: data.length, received: data.length, peer: { namespace: 'shop', serviceAccount: 'web' } });
+      expect(outcomes.at(-1)!.headers.forwarded).toBe('for="10.0.0.1:1234"');
+    });
+
+    it('passes a denial through as the status', async () => {
+      const pool = clients[client]();
+      pools.push(pool);
+      const [jsDecide, nativeDecide] = [jsServer.decide, native.decide];
+      const deny = async (_r: HboneRequestInfo): Promise<ConnectDecision> => ({ status: 401, reason: 'denied' });
+      if (server === 'node') jsServer.decide = deny;
+      else native.decide = deny;
+      try {
+        const err = await pool.connect(request(servers[server]())).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(HboneError);
+        expect(err).toMatchObject({ kind: 'status', status: 401 });
+      } finally {
+        [jsServer.decide, native.decide] = [jsDecide, nativeDecide];
+      }
+    });
+
+    it('refuses a server with another identity, and a client from another root', async () => {
+      const pool = clients[client]();
+      pools.push(pool);
+      const wrongId = await pool.connect(request(servers[server](), clientCreds, spiffe('shop', 'other'))).catch((e: unknown) => e);
+      expect(wrongId).toMatchObject({ kind: 'tls' });
+      expect((wrongId as Error).message).toMatch(/is not spiffe:\/\/cluster.local\/ns\/shop\/sa\/other/);
+      const errors = server === 'node' ? jsServer.handshakeErrors : native.handshakeErrors;
+      const before = errors.length;
+      const stranger = await pool.connect(request(servers[server](), strangerCreds)).catch((e: unknown) => e);
+      expect(stranger).toMatchObject({ kind: 'tls' });
+      await until(() => errors.length > before, 5000, 'server handshake error');
+    });
+  });
+});
+
+describe('native relay', () => {
+  it('resets the app connection when the upstream resets, and leaves nothing open', async () => {
+    const pool = clients.native();
+    pools.push(pool);
+    const { server: rst, port } = await tcpServer((s) => s.once('data', () => s.resetAndDestroy()));
+    try {
+      const t = await pool.connect({ ...request(native.port), authority: `127.0.0.1:${port}` });
+      const { app, agent } = await appConnection();
+      const relayed = t.relay(agent);
+      const closed = new Promise<string>((r) => {
+        app.once('error', (e: NodeJS.ErrnoException) => r(e.code ?? e.message));
+        app.once('close', () => r('close'));
+      });
+      app.write('x');
+      expect(await closed).toBe('ECONNRESET');
+      expect((await relayed).error).toMatch(/stream reset|tcp/);
+    } finally {
+      rst.close();
+    }
+    pool.close();
+    await until(() => relayAddon().stats().streams === 0, 5000, 'native streams to close');
+  });
+});
