@@ -5,14 +5,17 @@
 // each agent process used per 1000 requests/s. Not a substitute for `make bench` (no eBPF capture,
 // no netns, one machine's loopback): a quick A/B for relay changes. Root (SO_MARK on dials).
 //   node --import tsx bench/tools/relay-micro.ts [--prof DIR | --perf FILE|strace] [--rate 1000]
-//     [--seconds 5] [--phases throughput,latency,connrate]
+//     [--seconds 5] [--phases throughput,latency,connrate] [--data-path native|node|haproxy]
+//   (haproxy: a pair of HAProxy instances tunnelling plain → mutual TLS → plain, as in `make bench`)
 //   (internal roles: relay-micro.ts server|client PORT ...)
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { HbonePool, createHboneServer, tunnel, type Credentials } from '../../src/agent/proxy/hbone/index.ts';
+import { HbonePool, createHboneServer, type Credentials, type HboneTunnel } from '../../src/agent/proxy/hbone/index.ts';
+import { nativeSessionOpener } from '../../src/agent/proxy/hbone/native/client.ts';
+import { NativeHboneServer } from '../../src/agent/proxy/hbone/native/server.ts';
 import { dialFromPod, podDialSockets } from '../../src/agent/proxy/pod-sockets.ts';
 
 const TD = 'cluster.local';
@@ -20,6 +23,7 @@ const SELF = import.meta.filename;
 const TOOLS = import.meta.dirname;
 // Dials go through the same setns path as in a pod: an fd of our own netns.
 const HERE_NETNS = podDialSockets(openSync('/proc/self/ns/net', 'r'));
+const NATIVE = (process.env.MICRO_DATA_PATH ?? 'native') === 'native';
 
 function creds(dir: string, who: string): Credentials {
   const r = (f: string) => readFileSync(join(dir, f), 'utf8');
@@ -38,25 +42,26 @@ function makePki(dir: string): void {
 
 async function serverRole(port: number, pki: string): Promise<void> {
   const c = creds(pki, 'server');
-  const hb = createHboneServer({
+  const opts = {
     credentials: () => c,
     trustDomain: TD,
-    onConnect: async (req) => ({ status: 200, upstream: await dialFromPod(HERE_NETNS, req.authority) }),
-  });
+    onConnect: async (req: { authority: { address: string; port: number } }) => ({ status: 200 as const, upstream: await dialFromPod(HERE_NETNS, req.authority) }),
+  };
+  const hb = NATIVE ? new NativeHboneServer(opts) : createHboneServer(opts);
   await hb.listen({ port, host: '127.0.0.1' });
   console.log('ready', ballast.length);
 }
 
 async function clientRole(hbonePort: number, pki: string, routes: string[]): Promise<void> {
   const c = creds(pki, 'client');
-  const pool = new HbonePool();
+  const pool = NATIVE ? new HbonePool<HboneTunnel>({ open: nativeSessionOpener() }) : new HbonePool<HboneTunnel>();
   for (const route of routes) {
     const [listen, target] = route.split('=') as [string, string];
     const srv = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (client: Socket) => {
       client.on('error', () => {});
       void (async () => {
         try {
-          const { stream } = await pool.connect({
+          const t = await pool.connect({
             key: { scope: 'micro', srcIdentity: `spiffe://${TD}/ns/micro/sa/client`, dstIdentity: `spiffe://${TD}/ns/micro/sa/server`, dstAddress: '127.0.0.1' },
             port: hbonePort,
             authority: target,
@@ -64,7 +69,7 @@ async function clientRole(hbonePort: number, pki: string, routes: string[]): Pro
             credentials: c,
             dial: () => dialFromPod(HERE_NETNS, { address: '127.0.0.1', port: hbonePort }),
           });
-          await tunnel(stream, client);
+          await t.relay(client);
         } catch {
           client.resetAndDestroy();
         }
@@ -91,6 +96,26 @@ function start(args: string[], nodeArgs: string[]): Promise<ChildProcess> {
   });
 }
 
+/** One HAProxy of the comparison pair: `server` terminates mutual TLS, `client` originates it. */
+async function startHaproxy(dir: string, role: 'server' | 'client', routes: string[]): Promise<ChildProcess> {
+  writeFileSync(join(dir, `${role}.pem`), readFileSync(join(dir, `${role}.crt`), 'utf8') + readFileSync(join(dir, `${role}.key`), 'utf8'));
+  const tls = role === 'server'
+    ? `ssl crt ${dir}/server.pem ca-file ${dir}/ca.pem verify required ssl-min-ver TLSv1.3`
+    : `ssl crt ${dir}/client.pem ca-file ${dir}/ca.pem verify required ssl-min-ver TLSv1.3`;
+  let cfg = 'global\n  maxconn 4096\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 120s\n  timeout server 120s\n';
+  routes.forEach((r, i) => {
+    const [listen, target] = r.split('=') as [string, string];
+    cfg += role === 'server'
+      ? `listen r${i}\n  bind 127.0.0.1:${listen} ${tls}\n  server s ${target}\n`
+      : `listen r${i}\n  bind 127.0.0.1:${listen}\n  server s ${target} ${tls}\n`;
+  });
+  writeFileSync(join(dir, `haproxy-${role}.cfg`), cfg);
+  const p = spawn('haproxy', ['-db', '-f', join(dir, `haproxy-${role}.cfg`)], { stdio: 'ignore' });
+  await new Promise((r) => setTimeout(r, 500));
+  if (p.exitCode !== null) throw new Error(`haproxy ${role} exited ${p.exitCode}`);
+  return p;
+}
+
 async function orchestrate(): Promise<void> {
   const arg = (name: string, def: string) => {
     const i = process.argv.indexOf(name);
@@ -101,6 +126,7 @@ async function orchestrate(): Promise<void> {
   const rate = arg('--rate', '1000');
   const seconds = Number(arg('--seconds', '5'));
   const phases = arg('--phases', 'throughput,latency,connrate').split(',');
+  process.env.MICRO_DATA_PATH = arg('--data-path', 'native');
   const dir = mkdtempSync(join(tmpdir(), 'weft-micro-'));
   makePki(dir);
   const base = 20000 + Math.floor(Math.random() * 20000);
@@ -111,9 +137,13 @@ async function orchestrate(): Promise<void> {
     children.push(spawn(process.execPath, ['--import', 'tsx', join(TOOLS, 'tcp-echo.ts'), String(echoPort), '1024'], { stdio: 'ignore' }));
     const nodeArgs = prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : perf ? ['--perf-basic-prof-only-functions'] : [];
     nodeArgs.push(...(process.env.MICRO_NODE_ARGS ?? '').split(' ').filter(Boolean));
-    const srv = await start(['server', String(hbonePort), dir], nodeArgs);
+    const routes = [`${iperfIn}=127.0.0.1:${iperfPort}`, `${echoIn}=127.0.0.1:${echoPort}`];
+    const haproxy = process.env.MICRO_DATA_PATH === 'haproxy';
+    const srv = haproxy ? await startHaproxy(dir, 'server', routes.map((_, i) => `${hbonePort + 10 + i}=${routes[i]!.split('=')[1]}`)) : await start(['server', String(hbonePort), dir], nodeArgs);
     children.push(srv);
-    const cli = await start(['client', String(hbonePort), dir, `${iperfIn}=127.0.0.1:${iperfPort}`, `${echoIn}=127.0.0.1:${echoPort}`], nodeArgs);
+    const cli = haproxy
+      ? await startHaproxy(dir, 'client', routes.map((r, i) => `${r.split('=')[0]}=127.0.0.1:${hbonePort + 10 + i}`))
+      : await start(['client', String(hbonePort), dir, ...routes], nodeArgs);
     children.push(cli);
     const out: Record<string, unknown> = {};
     const node = (tool: string, ...a: string[]) => {
