@@ -1,49 +1,71 @@
 // weft_relay's JavaScript surface (src/agent/proxy/hbone/native/addon.ts is the typed wrapper).
-// Sessions and contexts are numbers; file descriptors passed in are duplicated, so the caller's
-// socket object can be closed as usual once a call succeeds.
+// Calls check their arguments, duplicate the file descriptors they are given (so the caller's
+// socket object can be closed as usual) and hand the work to the relay thread; they never wait for
+// it. Sessions and client streams get their numbers here, so a call can return one at once.
 #include <fcntl.h>
 #include <unistd.h>
+
+#include <atomic>
+#include <mutex>
+#include <thread>
 
 #include "relay.h"
 
 namespace weft::relay {
 namespace {
 
-napi_env g_env = nullptr;
-Napi::FunctionReference g_dispatch;
-Napi::AsyncContext* g_async = nullptr;
-std::vector<Event> g_events;
-int g_depth = 0;
-bool g_draining = false;
-uv_timer_t* g_drain_timer = nullptr;
-std::unordered_map<uint32_t, SSL_CTX*> g_contexts;
-uint32_t g_next_ctx = 1;
+// Never freed: the relay thread may still be running while the process exits.
+struct Shared {
+  std::mutex mu;
+  std::vector<std::function<void()>> commands;  // to the relay thread
+  std::vector<Event> events;                    // to the JavaScript thread
+  uv_loop_t loop;
+  uv_async_t wake_relay;
+  uv_async_t wake_js;
+};
+Shared* g = nullptr;
 
-void Drain() {
-  if (g_draining || g_events.empty() || !g_env) return;
-  g_draining = true;
+napi_env g_env = nullptr;
+Napi::FunctionReference* g_dispatch = nullptr;
+Napi::AsyncContext* g_async = nullptr;
+int g_depth = 0;  // relay thread only
+std::unordered_map<uint32_t, SSL_CTX*> g_contexts;  // JavaScript thread only
+uint32_t g_next_ctx = 1;
+std::atomic<uint32_t> g_next_session{1}, g_next_stream{1};
+
+void RunCommands(uv_async_t*) {
+  Entry guard;
+  std::vector<std::function<void()>> batch;
+  {
+    std::lock_guard<std::mutex> lock(g->mu);
+    batch.swap(g->commands);
+  }
+  for (auto& fn : batch) fn();
+}
+
+void DeliverEvents(uv_async_t*) {
+  std::vector<Event> batch;
+  {
+    std::lock_guard<std::mutex> lock(g->mu);
+    batch.swap(g->events);
+  }
   Napi::Env env(g_env);
   Napi::HandleScope scope(env);
-  while (!g_events.empty()) {
-    std::vector<Event> batch;
-    batch.swap(g_events);
-    for (Event& e : batch) {
-      Napi::HandleScope inner(env);
-      Napi::Array list = Napi::Array::New(env, e.list.size());
-      for (size_t i = 0; i < e.list.size(); i++) list.Set(i, Napi::String::New(env, e.list[i]));
-      try {
-        g_dispatch.MakeCallback(env.Global(),
-                                {Napi::String::New(env, e.type), Napi::Number::New(env, e.session),
-                                 Napi::Number::New(env, e.stream), Napi::Number::New(env, e.n1),
-                                 Napi::Number::New(env, e.n2), Napi::Number::New(env, e.n3),
-                                 Napi::String::New(env, e.text), list},
-                                *g_async);
-      } catch (const Napi::Error& err) {
-        napi_fatal_exception(g_env, err.Value());
-      }
+  for (Event& e : batch) {
+    Napi::HandleScope inner(env);
+    Napi::Array list = Napi::Array::New(env, e.list.size());
+    for (size_t i = 0; i < e.list.size(); i++) list.Set(i, Napi::String::New(env, e.list[i]));
+    try {
+      g_dispatch->MakeCallback(env.Global(),
+                               {Napi::String::New(env, e.type), Napi::Number::New(env, e.session),
+                                Napi::Number::New(env, e.stream), Napi::Number::New(env, e.n1),
+                                Napi::Number::New(env, e.n2), Napi::Number::New(env, e.n3),
+                                Napi::String::New(env, e.text), list},
+                               *g_async);
+    } catch (const Napi::Error& err) {
+      napi_fatal_exception(g_env, err.Value());
     }
   }
-  g_draining = false;
 }
 
 int DupFd(const Napi::Value& v, const char* name) {
@@ -83,24 +105,36 @@ Settings ParseSettings(const Napi::Value& v) {
   return s;
 }
 
-SSL_CTX* Ctx(const Napi::Value& v) {
-  auto it = g_contexts.find(U32(v, "context"));
-  if (it == g_contexts.end()) throw Napi::Error::New(v.Env(), "unknown TLS context");
-  return it->second;
+void NeedInit(Napi::Env env) {
+  if (!g_dispatch) throw Napi::Error::New(env, "weft relay: init() first");
 }
 
-Session* Sess(const Napi::Value& v) { return FindSession(U32(v, "session")); }
+// Runs fn on the relay thread with the session, if it still exists.
+void WithSession(uint32_t sid, std::function<void(Session*)> fn) {
+  Post([sid, fn = std::move(fn)] {
+    if (Session* s = FindSession(sid)) fn(s);
+  });
+}
 
 Napi::Value Init(const Napi::CallbackInfo& info) {
   if (!info[0].IsFunction()) throw Napi::TypeError::New(info.Env(), "dispatch must be a function");
-  g_env = info.Env();
-  g_dispatch = Napi::Persistent(info[0].As<Napi::Function>());
-  if (!g_async) g_async = new Napi::AsyncContext(info.Env(), "weft.relay");
-  if (!g_drain_timer) {
-    g_drain_timer = static_cast<uv_timer_t*>(calloc(1, sizeof(uv_timer_t)));
-    uv_timer_init(uv_default_loop(), g_drain_timer);
-    uv_unref(reinterpret_cast<uv_handle_t*>(g_drain_timer));
+  if (g_dispatch) {
+    // A module system that loads the wrapper again (test isolation) in the same thread: new dispatcher.
+    if (info.Env() != g_env) throw Napi::Error::New(info.Env(), "weft relay: one JavaScript thread per process");
+    g_dispatch->Reset(info[0].As<Napi::Function>(), 1);
+    return info.Env().Undefined();
   }
+  g_env = info.Env();
+  g_dispatch = new Napi::FunctionReference(Napi::Persistent(info[0].As<Napi::Function>()));
+  g_async = new Napi::AsyncContext(info.Env(), "weft.relay");
+  g = new Shared();
+  uv_loop_t* js_loop;
+  napi_get_uv_event_loop(g_env, &js_loop);
+  uv_async_init(js_loop, &g->wake_js, DeliverEvents);
+  uv_unref(reinterpret_cast<uv_handle_t*>(&g->wake_js));  // sockets and servers keep the process alive, not this
+  uv_loop_init(&g->loop);
+  uv_async_init(&g->loop, &g->wake_relay, RunCommands);
+  std::thread([] { uv_run(&g->loop, UV_RUN_DEFAULT); }).detach();
   return info.Env().Undefined();
 }
 
@@ -124,51 +158,79 @@ Napi::Value FreeContext(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Open(const Napi::CallbackInfo& info, bool server) {
-  Entry guard(true);
-  SSL_CTX* ctx = Ctx(info[1]);
+  NeedInit(info.Env());
+  auto it = g_contexts.find(U32(info[1], "context"));
+  if (it == g_contexts.end()) throw Napi::Error::New(info.Env(), "unknown TLS context");
   std::string identity = Str(info[2], server ? "trustDomain" : "identity");
   Settings cfg = ParseSettings(info[3]);
   int fd = DupFd(info[0], "fd");
-  return Napi::Number::New(info.Env(), AddSession(fd, ctx, server, identity, cfg));
+  SSL_CTX* ctx = it->second;
+  SSL_CTX_up_ref(ctx);  // until the session has made its SSL from it
+  uint32_t id = g_next_session++;
+  Post([=] {
+    AddSession(id, fd, ctx, server, identity, cfg);
+    SSL_CTX_free(ctx);
+  });
+  return Napi::Number::New(info.Env(), id);
 }
 
 Napi::Value Client(const Napi::CallbackInfo& info) { return Open(info, false); }
 Napi::Value Serve(const Napi::CallbackInfo& info) { return Open(info, true); }
 
 Napi::Value Request(const Napi::CallbackInfo& info) {
-  Entry guard(true);
-  Session* s = Sess(info[0]);
+  uint32_t sid = U32(info[0], "session");
   if (!info[1].IsArray()) throw Napi::TypeError::New(info.Env(), "headers must be an array");
   Napi::Array a = info[1].As<Napi::Array>();
   std::vector<std::string> headers;
   for (uint32_t i = 0; i < a.Length(); i++) headers.push_back(a.Get(i).ToString().Utf8Value());
-  return Napi::Number::New(info.Env(), s ? s->Request(headers) : -1);
+  uint32_t handle = g_next_stream++;
+  Post([sid, handle, headers = std::move(headers)] {
+    if (Session* s = FindSession(sid)) {
+      s->Request(handle, headers);
+    } else {
+      Event ev{"done", sid, static_cast<int32_t>(handle)};
+      ev.list.push_back(std::to_string(NGHTTP2_REFUSED_STREAM));
+      Emit(std::move(ev));
+    }
+  });
+  return Napi::Number::New(info.Env(), handle);
 }
 
-Napi::Value WithFd(const Napi::CallbackInfo& info, bool respond) {
-  Entry guard(true);
-  Session* s = Sess(info[0]);
-  int32_t stream = info[1].As<Napi::Number>().Int32Value();
-  int status = respond ? info[2].As<Napi::Number>().Int32Value() : 200;
-  Napi::Value fdv = info[respond ? 3 : 2];
-  int fd = status == 200 ? DupFd(fdv, "fd") : -1;
-  bool ok = s && (respond ? s->Respond(stream, status, fd) : s->Attach(stream, fd));
-  if (!ok && fd >= 0) close(fd);
-  return Napi::Boolean::New(info.Env(), ok);
+Napi::Value Respond(const Napi::CallbackInfo& info) {
+  uint32_t sid = U32(info[0], "session"), stream = U32(info[1], "stream");
+  int status = static_cast<int>(U32(info[2], "status"));
+  int fd = status == 200 ? DupFd(info[3], "fd") : -1;
+  Post([=] {
+    if (Session* s = FindSession(sid)) s->Respond(stream, status, fd);
+    else if (fd >= 0) close(fd);
+  });
+  return info.Env().Undefined();
 }
 
-Napi::Value Respond(const Napi::CallbackInfo& info) { return WithFd(info, true); }
-Napi::Value Attach(const Napi::CallbackInfo& info) { return WithFd(info, false); }
+Napi::Value Attach(const Napi::CallbackInfo& info) {
+  uint32_t sid = U32(info[0], "session"), stream = U32(info[1], "stream");
+  int fd = DupFd(info[2], "fd");
+  Post([=] {
+    if (Session* s = FindSession(sid)) {
+      s->Attach(stream, fd);
+    } else {
+      linger l{1, 0};
+      setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+      close(fd);
+    }
+  });
+  return info.Env().Undefined();
+}
 
 Napi::Value Cancel(const Napi::CallbackInfo& info) {
-  Entry guard(true);
-  if (Session* s = Sess(info[0])) s->Cancel(info[1].As<Napi::Number>().Int32Value());
+  uint32_t stream = U32(info[1], "stream");
+  WithSession(U32(info[0], "session"), [stream](Session* s) { s->Cancel(stream); });
   return info.Env().Undefined();
 }
 
 Napi::Value CloseSession(const Napi::CallbackInfo& info) {
-  Entry guard(true);
-  if (Session* s = Sess(info[0])) s->Close(info[1].ToBoolean().Value());
+  bool graceful = info[1].ToBoolean().Value();
+  WithSession(U32(info[0], "session"), [graceful](Session* s) { s->Close(graceful); });
   return info.Env().Undefined();
 }
 
@@ -182,23 +244,28 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-void Emit(Event e) { g_events.push_back(std::move(e)); }
+uv_loop_t* Loop() { return &g->loop; }
 
-Entry::Entry(bool from_js) : from_js_(from_js) { g_depth++; }
+void Post(std::function<void()> fn) {
+  {
+    std::lock_guard<std::mutex> lock(g->mu);
+    g->commands.push_back(std::move(fn));
+  }
+  uv_async_send(&g->wake_relay);
+}
+
+void Emit(Event e) {
+  {
+    std::lock_guard<std::mutex> lock(g->mu);
+    g->events.push_back(std::move(e));
+  }
+  uv_async_send(&g->wake_js);
+}
+
+Entry::Entry() { g_depth++; }
 
 Entry::~Entry() {
-  if (--g_depth > 0) return;
-  Reap();
-  if (g_events.empty()) return;
-  if (from_js_ || g_draining) {
-    // Never inside a call JavaScript made: it would hear of a stream before it knows the id.
-    uv_timer_start(g_drain_timer, [](uv_timer_t*) {
-      Entry guard(false);
-    }, 0, 0);
-    return;
-  }
-  Drain();
-  Reap();
+  if (--g_depth == 0) Reap();
 }
 
 }  // namespace weft::relay

@@ -1,8 +1,9 @@
-// weft_relay: HBONE (HTTP/2 CONNECT over mutual TLS 1.3) moved off the JavaScript heap. Sessions,
-// streams and the bytes they carry live here, on the Node event loop (uv_poll), so a relayed chunk
-// never becomes a JS callback, a Buffer or a stream event. JavaScript keeps every decision: which
-// session to use, who may connect where, which socket to dial; it hears about sessions and streams
-// through one dispatch function (events, below).
+// weft_relay: HBONE (HTTP/2 CONNECT over mutual TLS 1.3) moved off the JavaScript heap and thread.
+// Sessions, streams and the bytes they carry live on the relay thread's own libuv loop, so a relayed
+// chunk never becomes a JS callback, a Buffer or a stream event, and a GC pause or a busy moment in
+// JavaScript never stalls bytes in flight. JavaScript keeps every decision: which session to use,
+// who may connect where, which socket to dial. It sends commands (Post) and hears about sessions and
+// streams through one dispatch function (Emit), both through queues woken by uv_async.
 //
 // TLS is Node's own OpenSSL and HTTP/2 is Node's own nghttp2: the node binary exports both, so this
 // addon links neither (headers: node's openssl, Debian's libnghttp2-dev).
@@ -16,6 +17,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <sys/types.h>
 #include <string>
 #include <unordered_map>
@@ -70,21 +72,23 @@ struct Event {
   std::string text;
   std::vector<std::string> list;
 };
-// Queued, and delivered when the current native entry (a uv callback) returns: never from inside
-// OpenSSL or nghttp2, and never synchronously inside a call JavaScript made.
+// From the relay thread: queued for the JavaScript thread, which hears it on its next loop turn.
 void Emit(Event e);
 
-// Every uv callback and every call from JavaScript holds one; the outermost delivers the queued
-// events (uv callbacks) or schedules their delivery (calls from JavaScript) and frees what closed.
+// From the JavaScript thread: runs on the relay thread, in order.
+void Post(std::function<void()> fn);
+
+// The relay thread's loop.
+uv_loop_t* Loop();
+
+// Every relay-thread callback holds one; the outermost frees what closed meanwhile, so nothing is
+// freed under OpenSSL, nghttp2 or a caller further up the stack.
 class Entry {
  public:
-  explicit Entry(bool from_js);
+  Entry();
   ~Entry();
   Entry(const Entry&) = delete;
   Entry& operator=(const Entry&) = delete;
-
- private:
-  bool from_js_;
 };
 
 struct Settings {
@@ -109,7 +113,8 @@ class Session;
 
 struct Stream {
   Session* s;
-  int32_t id = -1;
+  int32_t id = -1;      // the HTTP/2 stream id
+  uint32_t handle = 0;  // what JavaScript calls it: its own number for client streams, the id on servers
   int fd = -1;  // the plaintext side; ours once attached
   uv_poll_t* poll = nullptr;
   int events = 0;
@@ -145,11 +150,11 @@ class Session {
   // TLS, then HTTP/2; driven by the socket from here on.
   void Handshake();
 
-  // From JavaScript.
-  int32_t Request(const std::vector<std::string>& headers);
-  bool Respond(int32_t stream, int status, int fd);
-  bool Attach(int32_t stream, int fd);
-  void Cancel(int32_t stream);
+  // Commands from JavaScript. A file descriptor passed in is ours from then on, used or closed.
+  void Request(uint32_t handle, const std::vector<std::string>& headers);
+  void Respond(uint32_t stream, int status, int fd);
+  void Attach(uint32_t handle, int fd);
+  void Cancel(uint32_t handle);
   void Close(bool graceful);
 
   // From streams and nghttp2.
@@ -157,6 +162,7 @@ class Session {
   void Consume(Stream* st, size_t n);
   void Fail(const char* kind, const std::string& reason);
   Stream* Find(int32_t id);
+  Stream* ByHandle(uint32_t handle);
   void Finished(Stream* st);
   nghttp2_session* h2() { return h2_; }
   ByteQueue& out() { return out_; }
@@ -194,12 +200,12 @@ class Session {
   uint64_t started_, last_recv_, last_ping_ = 0;
   std::string peer_;
   std::unordered_map<int32_t, Stream*> streams_;
+  std::unordered_map<uint32_t, Stream*> handles_;  // client streams, by JavaScript's number
 };
 
-// Registry (session.cc).
+// Registry (session.cc), relay thread only; the counts may be read from any thread.
 Session* FindSession(uint32_t id);
-uint32_t AddSession(int fd, SSL_CTX* ctx, bool server, const std::string& identity, const Settings& cfg);
-void ForEachSession(void (*fn)(Session*, void*), void* arg);
+void AddSession(uint32_t id, int fd, SSL_CTX* ctx, bool server, const std::string& identity, const Settings& cfg);
 void Reap();
 void Graveyard(Stream* st);
 size_t SessionCount();

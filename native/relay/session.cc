@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <climits>
 
@@ -26,11 +27,11 @@ constexpr size_t kOutMax = 256 * 1024;  // framed, not yet taken by SSL_write, p
 constexpr size_t kTlsOutMax = 512 * 1024;  // encrypted, not yet taken by the socket, per session
 constexpr uint64_t kTickMs = 1000;
 
-std::unordered_map<uint32_t, Session*> g_sessions;
-std::vector<Session*> g_dead_sessions;
-std::vector<Stream*> g_dead_streams;
-uint32_t g_next_id = 1;
-size_t g_streams = 0;
+// Relay-thread state; allocated once and never freed, so nothing is destroyed under the thread at exit.
+auto& g_sessions = *new std::unordered_map<uint32_t, Session*>();
+auto& g_dead_sessions = *new std::vector<Session*>();
+auto& g_dead_streams = *new std::vector<Stream*>();
+std::atomic<size_t> g_session_count{0}, g_streams{0};
 
 void CloseHandle(uv_handle_t* h) {
   uv_close(h, [](uv_handle_t* x) { free(x); });
@@ -161,7 +162,7 @@ nghttp2_session_callbacks* Callbacks() {
 uint64_t NowMs() { return uv_hrtime() / 1000000; }
 
 namespace {
-std::vector<uint8_t*> g_free_blocks;
+std::vector<uint8_t*>& g_free_blocks = *new std::vector<uint8_t*>();  // relay thread; never destroyed
 constexpr size_t kFreeBlocksMax = 64;  // 4 MiB kept for the next burst
 }  // namespace
 
@@ -236,7 +237,7 @@ void Stream::Attach(int plain_fd) {
   attached = true;
   SetNoDelay(fd);
   poll = static_cast<uv_poll_t*>(calloc(1, sizeof(uv_poll_t)));
-  uv_poll_init(uv_default_loop(), poll, fd);
+  uv_poll_init(Loop(), poll, fd);
   poll->data = this;
   WriteDown();  // what arrived before the socket did
   UpdatePoll();
@@ -254,7 +255,7 @@ void Stream::UpdatePoll() {
     return;
   }
   uv_poll_start(poll, ev, [](uv_poll_t* p, int status, int e) {
-    Entry guard(false);
+    Entry guard;
     auto* st = static_cast<Stream*>(p->data);
     Session* s = st->s;
     if (status < 0) {
@@ -360,15 +361,15 @@ Session::Session(uint32_t sid, int fd, SSL_CTX* ctx, bool srv, std::string ident
   if (server) SSL_set_accept_state(ssl_);
   else SSL_set_connect_state(ssl_);
   poll_ = static_cast<uv_poll_t*>(calloc(1, sizeof(uv_poll_t)));
-  uv_poll_init(uv_default_loop(), poll_, fd_);
+  uv_poll_init(Loop(), poll_, fd_);
   poll_->data = this;
   timer_ = static_cast<uv_timer_t*>(calloc(1, sizeof(uv_timer_t)));
-  uv_timer_init(uv_default_loop(), timer_);
+  uv_timer_init(Loop(), timer_);
   timer_->data = this;
   uv_timer_start(
       timer_,
       [](uv_timer_t* t) {
-        Entry guard(false);
+        Entry guard;
         static_cast<Session*>(t->data)->OnTimer();
       },
       kTickMs, kTickMs);
@@ -384,7 +385,7 @@ void Session::SetTcpEvents(int ev) {
   if (state_ == kClosed || ev == events_) return;
   events_ = ev;
   uv_poll_start(poll_, ev, [](uv_poll_t* p, int status, int e) {
-    Entry guard(false);
+    Entry guard;
     static_cast<Session*>(p->data)->OnTcp(status, e);
   });
 }
@@ -580,7 +581,7 @@ bool Session::OnFrame(const nghttp2_frame* f) {
         st->headers.clear();
         Emit(std::move(ev));
       } else if (!server && f->headers.cat == NGHTTP2_HCAT_RESPONSE) {
-        Emit({"response", id, sid, static_cast<double>(st->status)});
+        Emit({"response", id, static_cast<int32_t>(st->handle), static_cast<double>(st->status)});
         if (st->status != 200) nghttp2_submit_rst_stream(h2_, NGHTTP2_FLAG_NONE, sid, NGHTTP2_CANCEL);
       }
       if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) {
@@ -607,6 +608,7 @@ void Session::OnBeginHeaders(int32_t sid) {
   auto* st = new Stream();
   st->s = this;
   st->id = sid;
+  st->handle = static_cast<uint32_t>(sid);
   streams_[sid] = st;
   g_streams++;
 }
@@ -657,19 +659,32 @@ Stream* Session::Find(int32_t sid) {
   return it == streams_.end() ? nullptr : it->second;
 }
 
+Stream* Session::ByHandle(uint32_t handle) {
+  if (server) return Find(static_cast<int32_t>(handle));
+  auto it = handles_.find(handle);
+  return it == handles_.end() ? nullptr : it->second;
+}
+
 void Session::Finished(Stream* st) {
-  Event ev{"done", id, st->id, static_cast<double>(st->read), static_cast<double>(st->written),
+  Event ev{"done", id, static_cast<int32_t>(st->handle), static_cast<double>(st->read), static_cast<double>(st->written),
            static_cast<double>(st->status)};
   ev.text = st->error;
   ev.list.push_back(std::to_string(st->rst));
   Emit(std::move(ev));
   streams_.erase(st->id);
+  handles_.erase(st->handle);
   g_streams--;
   Graveyard(st);
 }
 
-int32_t Session::Request(const std::vector<std::string>& headers) {
-  if (state_ != kOpen || !ready_ || closing_) return -1;
+void Session::Request(uint32_t handle, const std::vector<std::string>& headers) {
+  auto refuse = [&] {
+    // Never started: JavaScript may try another session (REFUSED_STREAM).
+    Event ev{"done", id, static_cast<int32_t>(handle)};
+    ev.list.push_back(std::to_string(NGHTTP2_REFUSED_STREAM));
+    Emit(std::move(ev));
+  };
+  if (state_ != kOpen || !ready_ || closing_) return refuse();
   std::vector<nghttp2_nv> nva;
   for (size_t i = 0; i + 1 < headers.size(); i += 2)
     nva.push_back({reinterpret_cast<uint8_t*>(const_cast<char*>(headers[i].data())),
@@ -677,24 +692,30 @@ int32_t Session::Request(const std::vector<std::string>& headers) {
                    headers[i + 1].size(), NGHTTP2_NV_FLAG_NONE});
   auto* st = new Stream();
   st->s = this;
+  st->handle = handle;
   nghttp2_data_provider dp;
   dp.source.ptr = st;
   dp.read_callback = ReadUpData;
   int32_t sid = nghttp2_submit_request(h2_, nullptr, nva.data(), nva.size(), &dp, st);
   if (sid < 0) {
     delete st;
-    return -1;
+    return refuse();
   }
   st->id = sid;
   streams_[sid] = st;
+  handles_[handle] = st;
   g_streams++;
   Flush();
-  return sid;
 }
 
-bool Session::Respond(int32_t sid, int status, int fd) {
-  Stream* st = Find(sid);
-  if (state_ != kOpen || !st || st->h2_closed || st->status != 0) return false;
+void Session::Respond(uint32_t handle, int status, int fd) {
+  Stream* st = ByHandle(handle);
+  int32_t sid = st ? st->id : 0;
+  if (state_ != kOpen || !st || st->h2_closed || st->status != 0) {
+    // Gone meanwhile: its `done` (status 0) has been sent or is on its way.
+    if (fd >= 0) ::close(fd);
+    return;
+  }
   st->status = status;
   std::string code = std::to_string(status);
   nghttp2_nv nv{reinterpret_cast<uint8_t*>(const_cast<char*>(":status")),
@@ -712,21 +733,25 @@ bool Session::Respond(int32_t sid, int status, int fd) {
     nghttp2_submit_response(h2_, sid, &nv, 1, nullptr);
   }
   Flush();
-  return true;
 }
 
-bool Session::Attach(int32_t sid, int fd) {
-  Stream* st = Find(sid);
-  if (state_ != kOpen || !st || st->h2_closed || st->status != 200 || st->attached) return false;
+void Session::Attach(uint32_t handle, int fd) {
+  Stream* st = ByHandle(handle);
+  if (state_ != kOpen || !st || st->h2_closed || st->status != 200 || st->attached) {
+    // The tunnel is gone: the app sees what a reset stream gives it, a reset.
+    linger l{1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+    ::close(fd);
+    return;
+  }
   st->Attach(fd);
   Flush();
-  return true;
 }
 
-void Session::Cancel(int32_t sid) {
-  Stream* st = Find(sid);
+void Session::Cancel(uint32_t handle) {
+  Stream* st = ByHandle(handle);
   if (state_ != kOpen || !st || st->h2_closed) return;
-  nghttp2_submit_rst_stream(h2_, NGHTTP2_FLAG_NONE, sid, NGHTTP2_CANCEL);
+  nghttp2_submit_rst_stream(h2_, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
   Flush();
 }
 
@@ -766,6 +791,7 @@ void Session::Terminate(const char* kind, const std::string& reason, bool gracef
   ev.list.push_back(kind);
   Emit(std::move(ev));
   g_sessions.erase(id);
+  g_session_count--;
   g_dead_sessions.push_back(this);
 }
 
@@ -776,13 +802,11 @@ Session* FindSession(uint32_t id) {
   return it == g_sessions.end() ? nullptr : it->second;
 }
 
-uint32_t AddSession(int fd, SSL_CTX* ctx, bool server, const std::string& identity, const Settings& cfg) {
-  uint32_t id = g_next_id++;
-  if (g_next_id == 0) g_next_id = 1;
+void AddSession(uint32_t id, int fd, SSL_CTX* ctx, bool server, const std::string& identity, const Settings& cfg) {
   auto* s = new Session(id, fd, ctx, server, identity, cfg);
   g_sessions[id] = s;
+  g_session_count++;
   s->Handshake();  // registered first: a failure here already reports under this id
-  return id;
 }
 
 void Graveyard(Stream* st) { g_dead_streams.push_back(st); }
@@ -794,7 +818,7 @@ void Reap() {
   g_dead_sessions.clear();
 }
 
-size_t SessionCount() { return g_sessions.size(); }
+size_t SessionCount() { return g_session_count; }
 size_t StreamCount() { return g_streams; }
 
 }  // namespace weft::relay

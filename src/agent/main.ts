@@ -103,6 +103,8 @@ export async function runAgent(o: AgentOptions): Promise<void> {
         certificates: certs?.snapshot() ?? [],
         pods: pods.list(),
         hbonePool: ctx.pool.stats(),
+        dataPath: o.dataPath,
+        relay: o.dataPath === 'native' ? relayAddon().stats() : undefined,
       };
     },
   });

@@ -57,6 +57,10 @@ describe('zero-trust L4', () => {
     const marker = `weft-secret-${Math.random().toString(36).slice(2)}`;
     const body = podExec(lab, 'shop/buyer', ['curl', '-s', '-m', '5', '-H', `x-marker: ${marker}`, '--data', marker, 'http://echo.shop/']);
     expect(body).toContain(marker); // the echo saw it, so it crossed the link
+    // It crossed in the native relay (the agents' default data path), whose session to node-1 stays pooled.
+    const dump0 = configDump('node-0') as unknown as { dataPath: string; relay: { sessions: number } };
+    expect(dump0.dataPath).toBe('native');
+    expect(dump0.relay.sessions).toBeGreaterThanOrEqual(1);
     await new Promise((r) => setTimeout(r, 500)); // let tcpdump drain the kernel's capture buffer
     dump.kill('SIGTERM');
     await new Promise((r) => dump.on('exit', r));

@@ -1,7 +1,7 @@
 // Typed access to build/Release/weft_relay.node, the HBONE data path in C++ (native/relay): TLS,
-// HTTP/2 framing and the relay of every byte stay off the JavaScript heap, on this event loop.
-// Sessions are numbers; what happens to them arrives through one dispatcher, routed here to the
-// handler registered for the session.
+// HTTP/2 framing and the relay of every byte run on the addon's own thread, off the JavaScript heap
+// and thread. Calls hand work over and return at once; sessions and streams are numbers, and what
+// happens to them arrives through one dispatcher, routed here to the handler of the session.
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { repoRoot } from '../../../../util/paths.ts';
@@ -20,13 +20,15 @@ interface RelayAddon {
   init(dispatch: (type: string, session: number, stream: number, n1: number, n2: number, n3: number, text: string, list: string[]) => void): void;
   context(key: string, certChain: string, root: string, server: boolean): number;
   freeContext(ctx: number): void;
-  /** Duplicates fd; the session runs the TLS handshake at once. */
+  /** Duplicates fd; the session runs the TLS handshake on the relay thread. */
   client(fd: number, ctx: number, serverIdentity: string, settings: RelaySettings): number;
   serve(fd: number, ctx: number, trustDomain: string, settings: RelaySettings): number;
-  /** A CONNECT stream's id, or -1 when the session takes no more streams. */
+  /** A CONNECT stream's number. A session that takes no more streams answers `done` with REFUSED_STREAM. */
   request(session: number, headers: string[]): number;
-  respond(session: number, stream: number, status: number, fd: number): boolean;
-  attach(session: number, stream: number, fd: number): boolean;
+  /** Answers a server stream; with 200, fd (duplicated) is the upstream to relay to. */
+  respond(session: number, stream: number, status: number, fd: number): void;
+  /** Starts relaying a client stream that got 200 to fd (duplicated); reset if the stream is gone. */
+  attach(session: number, stream: number, fd: number): void;
   cancel(session: number, stream: number): void;
   close(session: number, graceful: boolean): void;
   stats(): { sessions: number; streams: number; contexts: number };
@@ -41,7 +43,7 @@ export interface SessionEvents {
   stream?(id: number, peer: string, headers: string[]): void;
   /** Client: the CONNECT response. */
   response?(id: number, status: number): void;
-  /** Bytes read from the plaintext socket and written to it; the status; why it broke; the RST code. */
+  /** Bytes read from the plaintext socket and written to it; the status sent or received (0: none); why it broke; the RST code. */
   done?(id: number, read: number, written: number, status: number, error: string, rstCode: number): void;
   close(kind: string, reason: string): void;
 }
@@ -83,7 +85,7 @@ export function relayAddon(): RelayAddon {
 export function openRelaySession(kind: 'client' | 'serve', fd: number, ctx: number, identity: string, settings: RelaySettings, events: SessionEvents): number {
   const addon = relayAddon();
   const id = addon[kind](fd, ctx, identity, settings);
-  // Events are delivered on a later turn of the loop, never inside the call: registering now is in time.
+  // Events arrive on a later turn of this thread's loop, never inside the call: registering now is in time.
   handlers.set(id, events);
   return id;
 }

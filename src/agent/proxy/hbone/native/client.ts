@@ -6,7 +6,7 @@
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import { closedBeforeResponse, type SessionParams } from '../client-session.ts';
-import { HboneError, StreamRefused, type HboneFailure } from '../errors.ts';
+import { HboneError, type HboneFailure } from '../errors.ts';
 import type { HboneConnectRequest, HboneTunnel, PoolSession, SessionOpener } from '../pool.ts';
 import { CONNECTION_WINDOW, MAX_FRAME_SIZE, SERVER_MAX_STREAMS, STREAM_WINDOW } from '../settings.ts';
 import type { TunnelResult } from '../tunnel.ts';
@@ -41,10 +41,6 @@ class NativeSession implements PoolSession<HboneTunnel> {
     const headers = [':method', 'CONNECT', ':authority', req.authority];
     for (const [k, v] of Object.entries(req.headers)) headers.push(k, v);
     const stream = relayAddon().request(this.id, headers);
-    if (stream < 0) {
-      released();
-      return Promise.reject(new StreamRefused('stream', `HBONE session to ${this.target} takes no more streams`));
-    }
     return new Promise((resolve, reject) => {
       let settled = false;
       let finished: { r: TunnelResult } | undefined;
@@ -65,10 +61,11 @@ class NativeSession implements PoolSession<HboneTunnel> {
           return Promise.resolve({ ...finished.r, error: finished.r.error ?? 'stream closed before the tunnel started' });
         }
         const fd = socketFd(socket);
-        if (fd < 0 || !relayAddon().attach(this.id, stream, fd)) {
+        if (fd < 0) {
           socket.resetAndDestroy();
-          return Promise.resolve({ read: 0, written: 0, error: 'stream closed before the tunnel started' });
+          return Promise.resolve({ read: 0, written: 0, error: 'socket closed before the tunnel started' });
         }
+        relayAddon().attach(this.id, stream, fd); // reset by the relay if the stream is gone meanwhile
         socket.destroy(); // the relay holds its own descriptor of the connection
         return new Promise((r) => (relayed = r));
       };

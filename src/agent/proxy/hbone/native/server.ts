@@ -20,9 +20,10 @@ interface PendingStream {
   status: number;
   reason?: string;
   error?: string;
-  /** Decided and answered (or found gone); the outcome waits for both this and the relay's `done`. */
+  /** Decided and answered; the outcome waits for both this and the relay's `done`. */
   answered: boolean;
-  done?: { read: number; written: number; error: string };
+  /** The relay's account: bytes, and the status it sent (0 when the stream was gone before the answer). */
+  done?: { read: number; written: number; status: number; error: string };
 }
 
 interface Peer {
@@ -113,7 +114,7 @@ export class NativeHboneServer implements PodHboneServer {
           }
         },
         stream: (stream, _uri, flat) => void this.onStream(id, stream, rec, flat),
-        done: (stream, read, written, _status, error) => this.onDone(id, stream, { read, written, error }),
+        done: (stream, read, written, status, error) => this.onDone(id, stream, { read, written, status, error }),
         close: (kind, reason) => {
           this.sessions.delete(id);
           if (!rec.peer) this.opts.onHandshakeError?.(peerAddress, kind === 'timeout' ? 'handshake timeout' : reason);
@@ -134,10 +135,10 @@ export class NativeHboneServer implements PodHboneServer {
     const p: PendingStream = { token: {}, start: process.hrtime.bigint(), headers, authority, status: 0, answered: false };
     this.streams.set(`${session}/${stream}`, p);
     const answer = (status: number, upstream?: Socket) => {
-      const ok = relayAddon().respond(session, stream, status, upstream ? socketFd(upstream) : -1);
+      // Sent unless the peer left meanwhile: `done` then says status 0.
+      if (!p.done) relayAddon().respond(session, stream, status, upstream ? socketFd(upstream) : -1);
       upstream?.destroy(); // the relay holds its own descriptor when it took it
-      p.status = ok ? status : 0;
-      if (!ok && status === 200) p.error = 'peer reset the stream before the upstream connected';
+      p.status = status;
       p.answered = true;
       this.maybeReport(session, stream, rec);
     };
@@ -158,7 +159,7 @@ export class NativeHboneServer implements PodHboneServer {
     answer(200, decision.upstream);
   }
 
-  private onDone(session: number, stream: number, r: { read: number; written: number; error: string }): void {
+  private onDone(session: number, stream: number, r: { read: number; written: number; status: number; error: string }): void {
     const p = this.streams.get(`${session}/${stream}`);
     if (!p) return;
     p.done = r;
@@ -169,13 +170,15 @@ export class NativeHboneServer implements PodHboneServer {
     const p = this.streams.get(`${session}/${stream}`);
     if (!p || !p.answered || !p.done) return;
     this.streams.delete(`${session}/${stream}`);
+    const sent = p.done.status;
+    if (sent === 0 && p.status === 200) p.error = 'peer reset the stream before the upstream connected';
     this.opts.onComplete?.({
       stream: p.token,
       peer: rec?.peer ?? { trustDomain: '', namespace: '', serviceAccount: '' },
       peerAddress: rec?.peerAddress ?? 'unknown',
       authority: p.authority,
       headers: p.headers,
-      status: p.status,
+      status: sent,
       // Bytes from the peer to the upstream, and back.
       sent: p.done.written,
       received: p.done.read,
