@@ -270,15 +270,20 @@ void Stream::UpdatePoll() {
 }
 
 void Stream::ReadUp() {
-  if (up.size() >= kUpMax) return;
-  size_t room;
-  uint8_t* p = up.tail(&room);
-  ssize_t n = ::read(fd, p, room);
-  if (n > 0) {
+  // While reads fill their block, more is waiting: take up to kUpMax per wake-up.
+  size_t room = 0;
+  ssize_t n = 0;
+  do {
+    if (up.size() >= kUpMax) return;
+    uint8_t* p = up.tail(&room);
+    n = ::read(fd, p, room);
+    if (n <= 0) break;
     up.commit(static_cast<size_t>(n));
     read += static_cast<uint64_t>(n);
     nghttp2_session_resume_data(s->h2(), id);
-  } else if (n == 0) {
+  } while (static_cast<size_t>(n) == room);
+  if (n > 0) return;
+  if (n == 0) {
     up.consume(0);  // gives back the block the read did not fill
     fd_eof = true;
     nghttp2_session_resume_data(s->h2(), id);
