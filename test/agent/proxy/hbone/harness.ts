@@ -86,3 +86,30 @@ export async function until(cond: () => boolean, ms = 5000, what = 'condition'):
     await new Promise((r) => setTimeout(r, 10));
   }
 }
+
+/** Where app connections enter, as the agent's capture listener hands them over: accepted unread. */
+export async function frontDoor(): Promise<{ connection: () => Promise<{ app: Socket; agent: Socket }>; close: () => void }> {
+  const waiting: Array<(s: Socket) => void> = [];
+  const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (s) => waiting.shift()?.(s));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as AddressInfo).port;
+  return {
+    async connection() {
+      const agent = new Promise<Socket>((r) => waiting.push(r));
+      const app = await connectTo(port);
+      return { app, agent: await agent };
+    },
+    close: () => server.close(),
+  };
+}
+
+/** Sends `data`, half-closes, and reads everything back until the other side half-closes too. */
+export function exchange(app: Socket, data: Buffer | string): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    app.on('data', (c: Buffer) => chunks.push(c));
+    app.once('end', () => resolve(Buffer.concat(chunks)));
+    app.once('error', reject);
+    app.end(data);
+  });
+}

@@ -2,7 +2,7 @@
 // itself: every pairing of client and server carries bytes both ways with half-close, counts them,
 // passes denials through as the status, and refuses the wrong peer at the TLS layer.
 import { createHash, randomBytes } from 'node:crypto';
-import net, { type AddressInfo, type Server, type Socket } from 'node:net';
+import type { Server } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HboneError } from '../../../../src/agent/proxy/hbone/errors.ts';
 import { nativeSessionOpener } from '../../../../src/agent/proxy/hbone/native/client.ts';
@@ -11,7 +11,7 @@ import { NativeHboneServer } from '../../../../src/agent/proxy/hbone/native/serv
 import { HbonePool, type HboneConnectRequest, type HboneTunnel } from '../../../../src/agent/proxy/hbone/pool.ts';
 import type { ConnectDecision, HboneOutcome, HboneRequestInfo } from '../../../../src/agent/proxy/hbone/server.ts';
 import type { Credentials } from '../../../../src/agent/proxy/hbone/settings.ts';
-import { connectTo, echo, spiffe, startHbone, tcpServer, until, type TestServer } from './harness.ts';
+import { connectTo, echo, exchange, frontDoor, spiffe, startHbone, tcpServer, until, type TestServer } from './harness.ts';
 import { createCa } from './pki.ts';
 
 const SERVER_ID = spiffe('shop', 'cart');
@@ -22,9 +22,7 @@ let strangerCreds: Credentials;
 let serverCreds: Credentials;
 let upstream: Server;
 let echoPort: number;
-let front: Server;
-const accepted: Socket[] = [];
-const waiting: Array<(s: Socket) => void> = [];
+let front: Awaited<ReturnType<typeof frontDoor>>;
 let jsServer: TestServer;
 const native: { server: NativeHboneServer; port: number; outcomes: HboneOutcome[]; handshakeErrors: string[]; decide: (r: HboneRequestInfo) => Promise<ConnectDecision> } = {
   server: undefined as unknown as NativeHboneServer,
@@ -51,13 +49,7 @@ beforeAll(async () => {
   });
   await native.server.listen({ port: 0, host: '127.0.0.1' });
   native.port = native.server.address().port;
-  // The app side of a tunnel: sockets accepted unread, as the agent's capture listener hands them over.
-  front = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (s) => {
-    const w = waiting.shift();
-    if (w) w(s);
-    else accepted.push(s);
-  });
-  await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));
+  front = await frontDoor();
 });
 
 afterAll(async () => {
@@ -68,13 +60,6 @@ afterAll(async () => {
   front.close();
 });
 
-/** An app connection: the app's end, and the agent's end (unread). */
-async function appConnection(): Promise<{ app: Socket; agent: Socket }> {
-  const agent = new Promise<Socket>((r) => waiting.push(r));
-  const app = await connectTo((front.address() as AddressInfo).port);
-  return { app, agent: await agent };
-}
-
 function request(port: number, creds = clientCreds, dstIdentity = SERVER_ID): HboneConnectRequest {
   return {
     key: { scope: 'pod-web', srcIdentity: CLIENT_ID, dstIdentity, dstAddress: '127.0.0.1' },
@@ -84,17 +69,6 @@ function request(port: number, creds = clientCreds, dstIdentity = SERVER_ID): Hb
     credentials: creds,
     dial: () => connectTo(port),
   };
-}
-
-/** Sends `data`, half-closes, and reads everything back until the echo half-closes too. */
-function exchange(app: Socket, data: Buffer): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    app.on('data', (c: Buffer) => chunks.push(c));
-    app.once('end', () => resolve(Buffer.concat(chunks)));
-    app.once('error', reject);
-    app.end(data);
-  });
 }
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -113,7 +87,7 @@ describe.each(['node', 'native'] as const)('%s client', (client) => {
       const outcomes = server === 'node' ? jsServer.outcomes : native.outcomes;
       const before = outcomes.length;
       const t = await pool.connect(request(servers[server]()));
-      const { app, agent } = await appConnection();
+      const { app, agent } = await front.connection();
       const relayed = t.relay(agent);
       const data = randomBytes(4 * 1024 * 1024);
       const back = await exchange(app, data);
@@ -165,7 +139,7 @@ describe('native relay', () => {
     const { server: rst, port } = await tcpServer((s) => s.once('data', () => s.resetAndDestroy()));
     try {
       const t = await pool.connect({ ...request(native.port), authority: `127.0.0.1:${port}` });
-      const { app, agent } = await appConnection();
+      const { app, agent } = await front.connection();
       const relayed = t.relay(agent);
       const closed = new Promise<string>((r) => {
         app.once('error', (e: NodeJS.ErrnoException) => r(e.code ?? e.message));

@@ -1,10 +1,10 @@
 import type { Server, Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HboneError } from '../../../../src/agent/proxy/hbone/errors.ts';
-import { HbonePool, type HboneConnectRequest, type HbonePoolOptions, type PoolKey } from '../../../../src/agent/proxy/hbone/pool.ts';
-import type { JsTunnel } from '../../../../src/agent/proxy/hbone/client-session.ts';
+import { nativeSessionOpener } from '../../../../src/agent/proxy/hbone/native/client.ts';
+import { HbonePool, type HboneConnectRequest, type HbonePoolOptions, type HboneTunnel, type PoolKey } from '../../../../src/agent/proxy/hbone/pool.ts';
 import type { Credentials } from '../../../../src/agent/proxy/hbone/settings.ts';
-import { connectTo, echo, readAll, spiffe, startHbone, tcpServer, until, type TestServer } from './harness.ts';
+import { connectTo, echo, exchange, frontDoor, spiffe, startHbone, tcpServer, until, type TestServer } from './harness.ts';
 import { createCa } from './pki.ts';
 
 const SERVER_ID = spiffe('shop', 'cart');
@@ -14,7 +14,8 @@ let clientCreds: Credentials;
 let hb: TestServer;
 let upstream: Server;
 let echoPort: number;
-const pools: HbonePool[] = [];
+let front: Awaited<ReturnType<typeof frontDoor>>;
+const pools: HbonePool<HboneTunnel>[] = [];
 
 beforeAll(async () => {
   const ca = await createCa();
@@ -22,19 +23,15 @@ beforeAll(async () => {
   clientCreds = await ca.issue('shop', 'web');
   hb = await startHbone(() => serverCreds);
   ({ server: upstream, port: echoPort } = await tcpServer(echo));
+  front = await frontDoor();
 });
 
 afterAll(async () => {
   for (const p of pools) p.close(true);
   await hb.hbone.drain(100);
   upstream.close();
+  front.close();
 });
-
-function newPool(opts: HbonePoolOptions = {}): HbonePool {
-  const p = new HbonePool(opts);
-  pools.push(p);
-  return p;
-}
 
 /** A request whose dials are counted in `dials`. */
 function counted(key: Partial<PoolKey> = {}) {
@@ -54,13 +51,22 @@ function counted(key: Partial<PoolKey> = {}) {
   return { req, dials };
 }
 
-async function roundTrip(t: JsTunnel, text: string): Promise<void> {
-  const echoed = readAll(t.stream);
-  t.stream.end(text);
-  expect(await echoed).toBe(text);
+/** An app connection through the tunnel to the echo and back. */
+async function roundTrip(t: HboneTunnel, text: string): Promise<void> {
+  const { app, agent } = await front.connection();
+  const relayed = t.relay(agent);
+  expect((await exchange(app, text)).toString()).toBe(text);
+  expect(await relayed).toMatchObject({ read: text.length, written: text.length });
 }
 
-describe('HBONE pool', () => {
+// Every rule of the pool holds for both session kinds: Node's HTTP/2 and the native relay.
+describe.each(['node', 'native'] as const)('HBONE pool (%s sessions)', (kind) => {
+  function newPool(opts: HbonePoolOptions = {}): HbonePool<HboneTunnel> {
+    const p = new HbonePool<HboneTunnel>({ ...opts, open: kind === 'native' ? nativeSessionOpener() : undefined });
+    pools.push(p);
+    return p;
+  }
+
   it('reuses one session for sequential connects of a key', async () => {
     const pool = newPool();
     const { req, dials } = counted();
@@ -106,10 +112,11 @@ describe('HBONE pool', () => {
   it('closes sessions that stay idle past the timeout', async () => {
     const pool = newPool({ idleTimeoutMs: 150 });
     const { req, dials } = counted();
+    const serverSessions = hb.hbone.stats().sessions;
     await roundTrip(await pool.connect(req), 'idle soon');
     expect(pool.stats().sessions).toBe(1);
     await until(() => pool.stats().sessions === 0, 5000, 'idle session to be released');
-    await until(() => dials[0]!.destroyed, 5000, 'the idle connection to close');
+    await until(() => hb.hbone.stats().sessions === serverSessions, 5000, 'the idle connection to close');
     await roundTrip(await pool.connect(req), 'again');
     expect(dials.length).toBe(2);
   });
