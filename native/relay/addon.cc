@@ -222,6 +222,21 @@ Napi::Value Attach(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+Napi::Value Pipe(const Napi::CallbackInfo& info) {
+  NeedInit(info.Env());
+  int a = DupFd(info[0], "fd");
+  int b;
+  try {
+    b = DupFd(info[1], "fd");
+  } catch (...) {
+    close(a);
+    throw;
+  }
+  uint32_t id = g_next_session++;
+  Post([=] { StartPipe(id, a, b); });
+  return Napi::Number::New(info.Env(), id);
+}
+
 Napi::Value Cancel(const Napi::CallbackInfo& info) {
   uint32_t stream = U32(info[1], "stream");
   WithSession(U32(info[0], "session"), [stream](Session* s) { s->Cancel(stream); });
@@ -281,6 +296,7 @@ static Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("respond", Napi::Function::New(env, Respond));
   exports.Set("attach", Napi::Function::New(env, Attach));
   exports.Set("cancel", Napi::Function::New(env, Cancel));
+  exports.Set("pipe", Napi::Function::New(env, Pipe));
   exports.Set("close", Napi::Function::New(env, CloseSession));
   exports.Set("stats", Napi::Function::New(env, Stats));
   return exports;

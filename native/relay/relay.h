@@ -109,6 +109,9 @@ std::string TlsError(SSL* ssl, int ret);
 
 uint64_t NowMs();
 
+// What went wrong on a socket whose poll failed: libuv reports EPOLLERR (a reset, say) as EBADF.
+int SocketError(int fd, int uv_status);
+
 class Session;
 
 struct Stream {
@@ -202,6 +205,10 @@ class Session {
   std::unordered_map<int32_t, Stream*> streams_;
   std::unordered_map<uint32_t, Stream*> handles_;  // client streams, by JavaScript's number
 };
+
+// pipe.cc: a plaintext relay between two sockets (ours from then on); `done` and `close` under id.
+void StartPipe(uint32_t id, int a, int b);
+void ReapPipes();
 
 // Registry (session.cc), relay thread only; the counts may be read from any thread.
 Session* FindSession(uint32_t id);

@@ -161,6 +161,13 @@ nghttp2_session_callbacks* Callbacks() {
 
 uint64_t NowMs() { return uv_hrtime() / 1000000; }
 
+int SocketError(int fd, int uv_status) {
+  int err = 0;
+  socklen_t len = sizeof(err);
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) return err;
+  return -uv_status;
+}
+
 namespace {
 std::vector<uint8_t*>& g_free_blocks = *new std::vector<uint8_t*>();  // relay thread; never destroyed
 constexpr size_t kFreeBlocksMax = 64;  // 4 MiB kept for the next burst
@@ -259,7 +266,7 @@ void Stream::UpdatePoll() {
     auto* st = static_cast<Stream*>(p->data);
     Session* s = st->s;
     if (status < 0) {
-      st->FdFailed(-status);
+      st->FdFailed(SocketError(st->fd, status));
     } else {
       if (e & UV_WRITABLE) st->WriteDown();
       if ((e & UV_READABLE) && !st->fd_closed) st->ReadUp();
@@ -396,7 +403,7 @@ void Session::SetTcpEvents(int ev) {
 }
 
 void Session::OnTcp(int status, int ev) {
-  if (status < 0) return Fail("tcp", uv_err_name(status));
+  if (status < 0) return Fail("tcp", ErrName(SocketError(fd_, status)));
   if (state_ == kHandshake) return Handshake();
   if (ev & UV_READABLE) ReadTls();
   Flush();
@@ -817,6 +824,7 @@ void AddSession(uint32_t id, int fd, SSL_CTX* ctx, bool server, const std::strin
 void Graveyard(Stream* st) { g_dead_streams.push_back(st); }
 
 void Reap() {
+  ReapPipes();
   for (Stream* st : g_dead_streams) delete st;
   g_dead_streams.clear();
   for (Session* s : g_dead_sessions) delete s;

@@ -17,6 +17,8 @@ import { engineCache, type ProxyContext } from './proxy/context.ts';
 import { HbonePool } from './proxy/hbone/index.ts';
 import { relayAddon } from './proxy/hbone/native/addon.ts';
 import { nativeSessionOpener } from './proxy/hbone/native/client.ts';
+import { nativeRelay } from './proxy/hbone/native/pipe.ts';
+import { relay } from './proxy/relay.ts';
 import { MeshState } from './state/mesh-state.ts';
 import { DeltaXdsClient } from './xds/delta-client.ts';
 
@@ -81,6 +83,7 @@ export async function runAgent(o: AgentOptions): Promise<void> {
     certs,
     pool: o.dataPath === 'native' ? new HbonePool({ open: nativeSessionOpener() }) : new HbonePool(),
     dataPath: o.dataPath,
+    relay: o.dataPath === 'native' ? nativeRelay : relay,
   };
   const pods = new PodManager(backends, log, metrics, join(o.stateDir, 'inpod'), ctx);
   ctx.localPod = (ip) => pods.podByIp(ip);

@@ -1,6 +1,7 @@
 // What every proxied connection needs from the agent: current mesh state (a snapshot taken per
 // connection), the authorization engine for that snapshot, certificates, the HBONE pool, and the
 // telemetry sinks.
+import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { SpiffeId } from '../../api/spiffe.ts';
 import type { CertManager } from '../identity/index.ts';
@@ -10,6 +11,7 @@ import { AuthorizationEngine } from '../rbac/engine.ts';
 import type { MeshState } from '../state/mesh-state.ts';
 import type { HbonePool, HboneTunnel } from './hbone/index.ts';
 import type { ProxyPod } from './outbound.ts';
+import type { RelayResult } from './relay.ts';
 
 export interface ProxyContext {
   log: Logger;
@@ -24,6 +26,8 @@ export interface ProxyContext {
   pool: HbonePool<HboneTunnel>;
   /** Who carries HBONE: the native relay (C++) or Node's tls and http2. */
   dataPath: 'native' | 'node';
+  /** Relays plaintext between two sockets (relay.ts, or the native relay's pipe). */
+  relay: (down: Socket, up: Socket) => Promise<RelayResult>;
   /** The pod enrolled on this node that holds an address: its connections take the node-local fast path. */
   localPod?: (ip: string) => ProxyPod | undefined;
 }

@@ -9,7 +9,6 @@ import type { ProxyContext } from './context.ts';
 import type { HboneHandlers } from './hbone/index.ts';
 import type { ProxyPod } from './outbound.ts';
 import { dialFromPod } from './pod-sockets.ts';
-import { relay } from './relay.ts';
 
 type Verdict = { ok: true; dst: Workload; audit: string[] } | { ok: false; reason: string; policy?: string; dst?: Workload };
 
@@ -51,7 +50,7 @@ export async function handleInboundPlaintext(ctx: ProxyContext, pod: ProxyPod, c
   } catch (e) {
     return fail(`connect ${dst.address}:${dst.port}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'CONNECT');
   }
-  conn.finish({ ...(await relay(client, upstream)), audit: v.audit });
+  conn.finish({ ...(await ctx.relay(client, upstream)), audit: v.audit });
 }
 
 /** The HBONE server's callbacks for one pod: authorize each CONNECT, then dial the app. */

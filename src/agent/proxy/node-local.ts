@@ -15,7 +15,6 @@ import type { ProxyContext } from './context.ts';
 import { authorize } from './inbound.ts';
 import type { ProxyPod } from './outbound.ts';
 import { dialFromPod } from './pod-sockets.ts';
-import { relay } from './relay.ts';
 
 export interface NodeLocalRequest {
   src: ProxyPod;
@@ -48,7 +47,7 @@ export async function handleNodeLocal(ctx: ProxyContext, r: NodeLocalRequest): P
   } catch (e) {
     return fail(`connect ${r.target.address}:${r.target.port}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'CONNECT');
   }
-  const res = await relay(r.client, upstream);
+  const res = await ctx.relay(r.client, upstream);
   inbound.finish({ ...res, audit: v.audit });
   r.outbound.finish(res);
 }

@@ -11,7 +11,6 @@ import { HboneError, formatAuthority } from './hbone/index.ts';
 import { handleNodeLocal } from './node-local.ts';
 import { planOutbound } from './outbound-plan.ts';
 import { dialFromPod, type DialSockets } from './pod-sockets.ts';
-import { relay } from './relay.ts';
 import { traceparent } from './traceparent.ts';
 
 export interface ProxyPod {
@@ -60,7 +59,7 @@ export async function handleOutbound(ctx: ProxyContext, pod: ProxyPod, client: S
     } catch (e) {
       return fail(`connect ${plan.target.address}:${plan.target.port}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'CONNECT');
     }
-    return conn.finish(await relay(client, upstream));
+    return conn.finish(await ctx.relay(client, upstream));
   }
   // HBONE: mutual TLS to the destination's node agent, identity checked against workload state.
   const srcId = podIdentity(ctx, pod);

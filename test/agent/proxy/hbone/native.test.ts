@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HboneError } from '../../../../src/agent/proxy/hbone/errors.ts';
 import { nativeSessionOpener } from '../../../../src/agent/proxy/hbone/native/client.ts';
 import { relayAddon } from '../../../../src/agent/proxy/hbone/native/addon.ts';
+import { nativeRelay } from '../../../../src/agent/proxy/hbone/native/pipe.ts';
 import { NativeHboneServer } from '../../../../src/agent/proxy/hbone/native/server.ts';
 import { HbonePool, type HboneConnectRequest, type HboneTunnel } from '../../../../src/agent/proxy/hbone/pool.ts';
 import type { ConnectDecision, HboneOutcome, HboneRequestInfo } from '../../../../src/agent/proxy/hbone/server.ts';
@@ -153,5 +154,26 @@ describe('native relay', () => {
     }
     pool.close();
     await until(() => relayAddon().stats().streams === 0, 5000, 'native streams to close');
+  });
+
+  it('relays plaintext both ways with half-close, and passes a reset on', async () => {
+    const { app, agent } = await front.connection();
+    const relayed = nativeRelay(agent, await connectTo(echoPort));
+    const data = randomBytes(3 * 1024 * 1024);
+    const back = await exchange(app, data);
+    expect(sha(back)).toBe(sha(data));
+    expect(await relayed).toEqual({ sent: data.length, received: data.length, error: undefined });
+
+    const { server: rst, port } = await tcpServer((s) => s.once('data', () => s.resetAndDestroy()));
+    try {
+      const c = await front.connection();
+      const r = nativeRelay(c.agent, await connectTo(port));
+      const closed = new Promise<string>((res) => c.app.once('error', (e: NodeJS.ErrnoException) => res(e.code ?? e.message)));
+      c.app.write('x');
+      expect(await closed).toBe('ECONNRESET');
+      expect((await r).error).toBe('tcp: ECONNRESET');
+    } finally {
+      rst.close();
+    }
   });
 });

@@ -30,6 +30,8 @@ interface RelayAddon {
   /** Starts relaying a client stream that got 200 to fd (duplicated); reset if the stream is gone. */
   attach(session: number, stream: number, fd: number): void;
   cancel(session: number, stream: number): void;
+  /** A plaintext relay between two sockets (duplicated): `done` then `close` under the number it returns. */
+  pipe(a: number, b: number): number;
   close(session: number, graceful: boolean): void;
   stats(): { sessions: number; streams: number; contexts: number };
 }
@@ -86,6 +88,13 @@ export function openRelaySession(kind: 'client' | 'serve', fd: number, ctx: numb
   const addon = relayAddon();
   const id = addon[kind](fd, ctx, identity, settings);
   // Events arrive on a later turn of this thread's loop, never inside the call: registering now is in time.
+  handlers.set(id, events);
+  return id;
+}
+
+/** Starts a plaintext relay between two sockets and routes its events to `events`. */
+export function openRelayPipe(a: number, b: number, events: SessionEvents): number {
+  const id = relayAddon().pipe(a, b);
   handlers.set(id, events);
   return id;
 }
