@@ -20,7 +20,7 @@ import { repeatabilityTable, type Noise, type RunSummary } from './compare.ts';
 import { connRate, cpuSeconds, latency, machineTicks, rssMb, settle, stealPct, throughput as measureThroughput, weft } from './measure.ts';
 import { hotFunctions } from './profile.ts';
 import { latencyChart, markdownTable, RATES, type PathResult } from './report.ts';
-import { haproxyClientConfig, PATHS, scalePods, writeBenchConfig, type PathName } from './setup.ts';
+import { BENCH_PODS, haproxyClientConfig, PATHS, scalePods, writeBenchConfig, type PathName } from './setup.ts';
 
 const LAB = process.env.BENCH_LAB ?? 'weft-bench';
 const FIGURES = ['throughput', 'latency', 'connrate', 'cpu', 'rss'] as const;
@@ -95,12 +95,17 @@ weft(LAB, ['up', '--nodes', '2', '-f', join(dir, 'bench.yaml'), '--timeout', '30
 const results: Partial<Record<PathName, PathResult>> = {};
 let noise: Noise = { p50Pct: 0, p99Pct: 0 };
 try {
+  // Every path opens thousands of connections to one server address. With the default
+  // tcp_tw_reuse (loopback only) their TIME_WAIT sockets soon leave connect() searching for free
+  // ports, and a path's later rounds measured that (direct fell from ~1100 to ~110 conn/s between
+  // its two rounds). Load generators set it; so does the bench, in every bench pod's netns.
+  for (const pod of BENCH_PODS) weft(LAB, ['exec', pod, '--', 'sysctl', '-q', '-w', 'net.ipv4.tcp_tw_reuse=1']);
   const hap = haproxyClientConfig(dir, ip('bench-haproxy', 'server'));
   weft(LAB, ['exec', 'bench-haproxy/client', '--', 'haproxy', '-D', '-f', hap]);
   const targets: Record<PathName, Target> = {
     direct: { pod: 'bench-direct/client', host: ip('bench-direct', 'server'), mesh: false },
     'weft-ebpf': { pod: 'bench-ebpf/client', host: ip('bench-ebpf', 'server'), mesh: true },
-    'weft-ebpf-same-node': { pod: 'bench-ebpf/client-local', host: ip('bench-ebpf', 'server'), mesh: true },
+    'weft-ebpf-same-node': { pod: 'bench-local/client', host: ip('bench-local', 'server'), mesh: true },
     'weft-iptables': { pod: 'bench-ipt/client', host: ip('bench-ipt', 'server'), mesh: true },
     'haproxy-mtls': { pod: 'bench-haproxy/client', host: '127.0.0.1', mesh: false, haproxy: true },
   };

@@ -39,6 +39,9 @@ kind: Namespace
 metadata: {name: ${name}${ambient ? ', labels: {istio.io/dataplane-mode: ambient}' : ''}}
 `;
 
+/** The pods of writeBenchConfig's manifests (not the scale pods). */
+export const BENCH_PODS = ['direct', 'ebpf', 'local', 'ipt', 'haproxy'].flatMap((n) => [`bench-${n}/server`, `bench-${n}/client`]);
+
 /** Writes the manifests and HAProxy's certificates and server config into dir. */
 export function writeBenchConfig(dir: string): void {
   mkdirSync(dir, { recursive: true });
@@ -65,13 +68,16 @@ export function writeBenchConfig(dir: string): void {
     [
       ns('bench-direct', false),
       ns('bench-ebpf', true),
+      // Same node: a server of its own, so no path inherits another's TIME_WAIT sockets or app state.
+      ns('bench-local', true),
       ns('bench-ipt', true),
       ns('bench-haproxy', false),
       server('bench-direct'),
       client('bench-direct', 'client', 'node-0'),
       server('bench-ebpf'),
       client('bench-ebpf', 'client', 'node-0'),
-      client('bench-ebpf', 'client-local', 'node-1'),
+      server('bench-local'),
+      client('bench-local', 'client', 'node-1'),
       server('bench-ipt', [], ipt),
       client('bench-ipt', 'client', 'node-0', ipt),
       server('bench-haproxy', [haproxy]),
