@@ -176,4 +176,33 @@ describe('native relay', () => {
       rst.close();
     }
   });
+
+  it('drains: stops accepting, and ends the tunnels still open at the deadline', async () => {
+    // An echo that expects to be reset: the drain ends its tunnel with RST_STREAM, and the relay resets it.
+    const app2 = await tcpServer((c) => {
+      c.on('error', () => {});
+      c.pipe(c);
+    });
+    const srv = new NativeHboneServer({
+      credentials: () => serverCreds,
+      trustDomain: 'cluster.local',
+      onConnect: async () => ({ status: 200, upstream: await connectTo(app2.port) }),
+    });
+    await srv.listen({ port: 0, host: '127.0.0.1' });
+    const port = srv.address().port;
+    const pool = clients.native();
+    pools.push(pool);
+    const t = await pool.connect(request(port));
+    const { app, agent } = await front.connection();
+    const relayed = t.relay(agent);
+    app.on('error', () => {});
+    const closed = new Promise((r) => app.once('close', r));
+    app.write('a tunnel that stays open');
+    await srv.drain(300);
+    await closed;
+    expect(srv.stats().sessions).toBe(0);
+    expect((await relayed).error).toBeTruthy();
+    await expect(connectTo(port)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+    app2.server.close();
+  });
 });

@@ -43,6 +43,7 @@ export class NativeHboneServer implements PodHboneServer {
   private readonly sessions = new Map<number, Peer>();
   private readonly streams = new Map<string, PendingStream>();
   private draining = false;
+  private drained?: () => void;
 
   constructor(private readonly opts: NativeHboneServerOptions) {
     this.ctx = this.contexts.get(this.owner, opts.credentials(), true);
@@ -80,14 +81,20 @@ export class NativeHboneServer implements PodHboneServer {
   /** Stop accepting, GOAWAY every session so open streams can finish, close what is left at the deadline. */
   drain(deadlineMs = DRAIN_DEADLINE_MS): Promise<void> {
     this.draining = true;
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.server.close();
     for (const id of this.sessions.keys()) relayAddon().close(id, true);
-    const deadline = setTimeout(() => {
-      for (const id of this.sessions.keys()) relayAddon().close(id, false);
-    }, deadlineMs);
-    return closed.finally(() => {
-      clearTimeout(deadline);
-      this.contexts.close();
+    return new Promise<void>((resolve) => {
+      const deadline = setTimeout(() => {
+        for (const id of this.sessions.keys()) relayAddon().close(id, false);
+      }, deadlineMs);
+      // Done when the last session has closed (sessions report `close` after their streams' `done`).
+      this.drained = () => {
+        this.drained = undefined;
+        clearTimeout(deadline);
+        this.contexts.close();
+        resolve();
+      };
+      if (this.sessions.size === 0) this.drained();
     });
   }
 
@@ -117,6 +124,7 @@ export class NativeHboneServer implements PodHboneServer {
         done: (stream, read, written, status, error) => this.onDone(id, stream, { read, written, status, error }),
         close: (kind, reason) => {
           this.sessions.delete(id);
+          if (this.sessions.size === 0) this.drained?.();
           if (!rec.peer) this.opts.onHandshakeError?.(peerAddress, kind === 'timeout' ? 'handshake timeout' : reason);
         },
       });
