@@ -2,6 +2,7 @@
 // configuration, and everything valid still reaches the model.
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -23,8 +24,9 @@ describe('weft analyze', () => {
   it('matches what the control plane logs for the same directory', async () => {
     const tmp = mkdtempSync(join(tmpdir(), 'weft-analyze-'));
     writeFileSync(join(tmp, 'tokens.json'), '{}');
-    const port = 30000 + Math.floor(Math.random() * 20000);
-    const cp = spawn(process.execPath, [BIN, 'control', '--config-dir', DIR, '--node-tokens', join(tmp, 'tokens.json'), '--plain-address', `127.0.0.1:${port}`, '--tls-address', `127.0.0.1:${port + 1}`, '--metrics-address', `127.0.0.1:${port + 2}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Ports the kernel hands out as free (a random pick inside the ephemeral range could collide).
+    const [plain, tls, metrics] = await freePorts(3);
+    const cp = spawn(process.execPath, [BIN, 'control', '--config-dir', DIR, '--node-tokens', join(tmp, 'tokens.json'), '--plain-address', `127.0.0.1:${plain}`, '--tls-address', `127.0.0.1:${tls}`, '--metrics-address', `127.0.0.1:${metrics}`], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     cp.stdout.on('data', (d: Buffer) => (out += d.toString()));
     cp.stderr.on('data', (d: Buffer) => (out += d.toString()));
@@ -48,3 +50,16 @@ describe('weft analyze', () => {
     expect(logged).toEqual(analyzed);
   });
 });
+
+async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from({ length: n }, () => new Promise<Server>((resolve, reject) => {
+      const srv = createServer();
+      srv.once('error', reject);
+      srv.listen(0, '127.0.0.1', () => resolve(srv));
+    })),
+  );
+  const ports = servers.map((srv) => (srv.address() as AddressInfo).port);
+  await Promise.all(servers.map((srv) => new Promise((r) => srv.close(r))));
+  return ports;
+}
