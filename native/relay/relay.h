@@ -148,7 +148,6 @@ class Session {
   const uint32_t id;
   const bool server;
   bool dead() const { return state_ == kClosed; }
-  size_t streams() const { return streams_.size(); }
 
   // TLS, then HTTP/2; driven by the socket from here on.
   void Handshake();

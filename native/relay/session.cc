@@ -495,17 +495,19 @@ void Session::Established() {
 
 void Session::ReadTls() {
   static uint8_t buf[64 * 1024];
+  bool got = false;
   // Until WANT_READ: with read-ahead, OpenSSL may hold bytes the poll can no longer see.
   for (;;) {
     if (state_ != kOpen) return;
     ERR_clear_error();
     int n = SSL_read(ssl_, buf, sizeof(buf));
     if (n > 0) {
-      last_recv_ = NowMs();
+      got = true;
       ssize_t r = nghttp2_session_mem_recv(h2_, buf, static_cast<size_t>(n));
       if (r < 0) return Fail("h2", nghttp2_strerror(static_cast<int>(r)));
       continue;
     }
+    if (got) last_recv_ = NowMs();  // once per wake-up, not per record
     int e = SSL_get_error(ssl_, n);
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return WriteDirty();
     WriteDirty();
@@ -587,8 +589,7 @@ bool Session::OnFrame(const nghttp2_frame* f) {
       Stream* st = Find(sid);
       if (!st) break;
       if (server && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
-        Event ev{"stream", id, sid};
-        ev.text = peer_;
+        Event ev{"stream", id, sid};  // the peer was named once, in `ready`
         ev.list = std::move(st->headers);
         st->headers.clear();
         Emit(std::move(ev));

@@ -14,10 +14,11 @@ import { IstioTcpMetrics } from './metrics/istio.ts';
 import { agentLogger } from './log.ts';
 import { CertManager } from './identity/index.ts';
 import { engineCache, type ProxyContext } from './proxy/context.ts';
-import { HbonePool } from './proxy/hbone/index.ts';
+import { HbonePool, createHboneServer } from './proxy/hbone/index.ts';
 import { relayAddon } from './proxy/hbone/native/addon.ts';
 import { nativeSessionOpener } from './proxy/hbone/native/client.ts';
 import { nativeRelay } from './proxy/hbone/native/pipe.ts';
+import { NativeHboneServer } from './proxy/hbone/native/server.ts';
 import { relay } from './proxy/relay.ts';
 import { MeshState } from './state/mesh-state.ts';
 import { DeltaXdsClient } from './xds/delta-client.ts';
@@ -81,9 +82,9 @@ export async function runAgent(o: AgentOptions): Promise<void> {
     state: () => xds?.state ?? EMPTY,
     engine: engineCache(o.rootNamespace),
     certs,
-    pool: o.dataPath === 'native' ? new HbonePool({ open: nativeSessionOpener() }) : new HbonePool(),
-    dataPath: o.dataPath,
-    relay: o.dataPath === 'native' ? nativeRelay : relay,
+    ...(o.dataPath === 'native'
+      ? { pool: new HbonePool({ open: nativeSessionOpener() }), relay: nativeRelay, serveHbone: (opts) => new NativeHboneServer(opts) }
+      : { pool: new HbonePool(), relay, serveHbone: createHboneServer }),
   };
   const pods = new PodManager(backends, log, metrics, join(o.stateDir, 'inpod'), ctx);
   ctx.localPod = (ip) => pods.podByIp(ip);

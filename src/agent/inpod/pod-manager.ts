@@ -9,8 +9,7 @@ import { WEFT } from '../../bpf/index.ts';
 import type { CaptureBackend, CaptureBackends, PodCaptureHandle } from '../capture/backend.ts';
 import type { AgentMetrics } from '../metrics/metrics.ts';
 import { podIdentity, type ProxyContext } from '../proxy/context.ts';
-import { createHboneServer, type Credentials, type PodHboneServer } from '../proxy/hbone/index.ts';
-import { NativeHboneServer } from '../proxy/hbone/native/server.ts';
+import type { Credentials, PodHboneServer } from '../proxy/hbone/index.ts';
 import { handleInboundPlaintext, hboneHandlers } from '../proxy/inbound.ts';
 import { handleOutbound, type ProxyPod } from '../proxy/outbound.ts';
 import { AGENT_MARK, listenInPod, podDialSockets } from '../proxy/pod-sockets.ts';
@@ -155,8 +154,7 @@ export class PodManager {
         const cert = await this.ctx.certs!.get(id);
         if (pod.released) return;
         pod.credentials = { key: cert.keyPem, certChain: cert.certChainPem, root: cert.rootPem };
-        const opts = { credentials: () => pod.credentials!, trustDomain: this.ctx.trustDomain, ...hboneHandlers(this.ctx, pod) };
-        pod.hbone = this.ctx.dataPath === 'native' ? new NativeHboneServer(opts) : createHboneServer(opts);
+        pod.hbone = this.ctx.serveHbone({ credentials: () => pod.credentials!, trustDomain: this.ctx.trustDomain, ...hboneHandlers(this.ctx, pod) });
         await pod.hbone.listen({ fd: pod.hboneFd! });
         pod.hboneFd = undefined; // owned by the server now
         this.log.info({ pod: `${pod.namespace}/${pod.name}`, identity: formatSpiffe(id) }, 'hbone ready');

@@ -9,7 +9,7 @@ import type { AgentMetrics } from '../metrics/metrics.ts';
 import type { IstioTcpMetrics } from '../metrics/istio.ts';
 import { AuthorizationEngine } from '../rbac/engine.ts';
 import type { MeshState } from '../state/mesh-state.ts';
-import type { HbonePool, HboneTunnel } from './hbone/index.ts';
+import type { HbonePool, HboneTunnel, PodHboneServer, PodHboneServerOptions } from './hbone/index.ts';
 import type { ProxyPod } from './outbound.ts';
 import type { RelayResult } from './relay.ts';
 
@@ -24,10 +24,11 @@ export interface ProxyContext {
   /** undefined when the agent runs without a control plane (plaintext passthrough only). */
   certs?: CertManager;
   pool: HbonePool<HboneTunnel>;
-  /** Who carries HBONE: the native relay (C++) or Node's tls and http2. */
-  dataPath: 'native' | 'node';
+  // The data path, chosen once at start (--data-path): the native relay or Node's tls and http2.
   /** Relays plaintext between two sockets (relay.ts, or the native relay's pipe). */
   relay: (down: Socket, up: Socket) => Promise<RelayResult>;
+  /** A pod's inbound HBONE listener. */
+  serveHbone: (opts: PodHboneServerOptions) => PodHboneServer;
   /** The pod enrolled on this node that holds an address: its connections take the node-local fast path. */
   localPod?: (ip: string) => ProxyPod | undefined;
 }

@@ -81,6 +81,9 @@ interface Peer {
   peerAddress: string;
 }
 
+/** A pod's HBONE listener as the agent configures it, whichever data path serves it. */
+export type PodHboneServerOptions = Omit<HboneServerOptions, 'onConnect' | 'onComplete'> & HboneHandlers;
+
 /** What the pod manager needs of a pod's HBONE listener, whichever data path serves it. */
 export interface PodHboneServer {
   listen(options: { fd: number }): Promise<void>;

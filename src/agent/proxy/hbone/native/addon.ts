@@ -5,6 +5,7 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { repoRoot } from '../../../../util/paths.ts';
+import { CONNECTION_WINDOW, MAX_FRAME_SIZE, SERVER_MAX_STREAMS, STREAM_WINDOW } from '../settings.ts';
 
 export interface RelaySettings {
   streamWindow?: number;
@@ -41,14 +42,25 @@ export interface SessionEvents {
   /** Client: the server's SETTINGS arrived. Server: the handshake passed; the peer's SPIFFE URI. */
   ready?(peer: string): void;
   goaway?(code: number): void;
-  /** Server: a request's headers, flat name/value pairs, and the peer's SPIFFE URI. */
-  stream?(id: number, peer: string, headers: string[]): void;
+  /** Server: a request's headers, flat name/value pairs (the peer is the one `ready` named). */
+  stream?(id: number, headers: string[]): void;
   /** Client: the CONNECT response. */
   response?(id: number, status: number): void;
   /** Bytes read from the plaintext socket and written to it; the status sent or received (0: none); why it broke; the RST code. */
   done?(id: number, read: number, written: number, status: number, error: string, rstCode: number): void;
   close(kind: string, reason: string): void;
 }
+
+/** The relay's HTTP/2 and keepalive settings: the same numbers as Node's HBONE (settings.ts). */
+export const relaySettings = (p: { pingIntervalMs: number; pingTimeoutMs: number; timeoutMs: number }): RelaySettings => ({
+  streamWindow: STREAM_WINDOW,
+  connectionWindow: CONNECTION_WINDOW,
+  maxFrameSize: MAX_FRAME_SIZE,
+  maxStreams: SERVER_MAX_STREAMS,
+  pingIntervalMs: p.pingIntervalMs,
+  pingTimeoutMs: p.pingTimeoutMs,
+  connectTimeoutMs: p.timeoutMs,
+});
 
 export const relayAddonPath = path.join(repoRoot, 'build', 'Release', 'weft_relay.node');
 
@@ -61,7 +73,7 @@ function dispatch(type: string, session: number, stream: number, n1: number, n2:
   switch (type) {
     case 'ready': return h.ready?.(text);
     case 'goaway': return h.goaway?.(n1);
-    case 'stream': return h.stream?.(stream, text, list);
+    case 'stream': return h.stream?.(stream, list);
     case 'response': return h.response?.(stream, n1);
     case 'done': return h.done?.(stream, n1, n2, n3, text, Number(list[0] ?? 0));
     case 'close':

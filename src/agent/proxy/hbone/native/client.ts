@@ -5,13 +5,12 @@
 // the client finishes its handshake before the server has judged our certificate.
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
-import { closedBeforeResponse, type SessionParams } from '../client-session.ts';
+import { closedBeforeResponse } from '../client-session.ts';
 import { HboneError, type HboneFailure } from '../errors.ts';
 import type { HboneConnectRequest, HboneTunnel, PoolSession, SessionOpener } from '../pool.ts';
-import { CONNECTION_WINDOW, MAX_FRAME_SIZE, SERVER_MAX_STREAMS, STREAM_WINDOW } from '../settings.ts';
 import type { TunnelResult } from '../tunnel.ts';
 import { formatAuthority } from '../authority.ts';
-import { openRelaySession, relayAddon, socketFd, type RelaySettings } from './addon.ts';
+import { openRelaySession, relayAddon, relaySettings, socketFd } from './addon.ts';
 import { RelayContexts } from './contexts.ts';
 
 interface Waiter {
@@ -19,16 +18,6 @@ interface Waiter {
   done(r: TunnelResult, status: number, rst: number): void;
 }
 
-const baseSettings = (p: Pick<SessionParams, 'pingIntervalMs' | 'pingTimeoutMs' | 'timeoutMs'>): RelaySettings => ({
-  streamWindow: STREAM_WINDOW,
-  connectionWindow: CONNECTION_WINDOW,
-  maxFrameSize: MAX_FRAME_SIZE,
-  maxStreams: SERVER_MAX_STREAMS,
-  pingIntervalMs: p.pingIntervalMs,
-  pingTimeoutMs: p.pingTimeoutMs,
-  connectTimeoutMs: p.timeoutMs,
-});
-export { baseSettings as relaySettings };
 
 class NativeSession implements PoolSession<HboneTunnel> {
   private readonly events = new EventEmitter();
@@ -129,7 +118,7 @@ export function nativeSessionOpener(contexts = new RelayContexts()): SessionOpen
             const ctx = contexts.get(p.srcIdentity ?? '', p.credentials, false);
             session = new NativeSession(target);
             let ready = false;
-            session.id = openRelaySession('client', fd, ctx, p.dstIdentity, baseSettings(p), {
+            session.id = openRelaySession('client', fd, ctx, p.dstIdentity, relaySettings(p), {
               ready: () => {
                 ready = true;
                 resolve(session);

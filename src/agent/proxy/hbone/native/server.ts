@@ -6,20 +6,19 @@ import { createServer, type AddressInfo, type Server, type Socket } from 'node:n
 import type { IncomingHttpHeaders } from 'node:http2';
 import { parseSpiffe, type SpiffeId } from '../../../../api/spiffe.ts';
 import { formatAuthority, parseAuthority, type Authority } from '../authority.ts';
-import { remoteOf, type ConnectDecision, type HboneHandlers, type HboneServerOptions, type PodHboneServer } from '../server.ts';
+import { remoteOf, type ConnectDecision, type PodHboneServer, type PodHboneServerOptions } from '../server.ts';
 import { CONNECT_TIMEOUT_MS, DRAIN_DEADLINE_MS, PING_INTERVAL_MS, PING_TIMEOUT_MS } from '../settings.ts';
-import { openRelaySession, relayAddon, socketFd } from './addon.ts';
-import { relaySettings } from './client.ts';
+import { openRelaySession, relayAddon, relaySettings, socketFd } from './addon.ts';
 import { RelayContexts } from './contexts.ts';
 
 interface PendingStream {
   token: object;
+  peer: Peer;
   start: bigint;
   headers: IncomingHttpHeaders;
   authority?: Authority;
   status: number;
   reason?: string;
-  error?: string;
   /** Decided and answered; the outcome waits for both this and the relay's `done`. */
   answered: boolean;
   /** The relay's account: bytes, and the status it sent (0 when the stream was gone before the answer). */
@@ -33,8 +32,6 @@ interface Peer {
 
 let serverSeq = 0;
 
-export type NativeHboneServerOptions = Omit<HboneServerOptions, 'onConnect' | 'onComplete'> & HboneHandlers;
-
 export class NativeHboneServer implements PodHboneServer {
   private readonly server: Server;
   private readonly contexts = new RelayContexts();
@@ -45,7 +42,7 @@ export class NativeHboneServer implements PodHboneServer {
   private draining = false;
   private drained?: () => void;
 
-  constructor(private readonly opts: NativeHboneServerOptions) {
+  constructor(private readonly opts: PodHboneServerOptions) {
     this.ctx = this.contexts.get(this.owner, opts.credentials(), true);
     this.server = createServer({ pauseOnConnect: true, noDelay: true }, (s) => this.accept(s));
   }
@@ -106,13 +103,12 @@ export class NativeHboneServer implements PodHboneServer {
     }
     const rec: Peer = { peerAddress };
     try {
-      const id = openRelaySession('serve', socketFd(s), this.ctx, this.opts.trustDomain, {
-        ...relaySettings({
-          pingIntervalMs: this.opts.pingIntervalMs ?? PING_INTERVAL_MS,
-          pingTimeoutMs: this.opts.pingTimeoutMs ?? PING_TIMEOUT_MS,
-          timeoutMs: CONNECT_TIMEOUT_MS,
-        }),
-      }, {
+      const settings = relaySettings({
+        pingIntervalMs: this.opts.pingIntervalMs ?? PING_INTERVAL_MS,
+        pingTimeoutMs: this.opts.pingTimeoutMs ?? PING_TIMEOUT_MS,
+        timeoutMs: CONNECT_TIMEOUT_MS,
+      });
+      const id = openRelaySession('serve', socketFd(s), this.ctx, this.opts.trustDomain, settings, {
         ready: (uri) => {
           rec.peer = parseSpiffe(uri);
           if (!rec.peer) {
@@ -120,7 +116,7 @@ export class NativeHboneServer implements PodHboneServer {
             relayAddon().close(id, false);
           }
         },
-        stream: (stream, _uri, flat) => void this.onStream(id, stream, rec, flat),
+        stream: (stream, flat) => void this.onStream(id, stream, rec, flat),
         done: (stream, read, written, status, error) => this.onDone(id, stream, { read, written, status, error }),
         close: (kind, reason) => {
           this.sessions.delete(id);
@@ -140,15 +136,16 @@ export class NativeHboneServer implements PodHboneServer {
     const headers: IncomingHttpHeaders = {};
     for (let i = 0; i + 1 < flat.length; i += 2) headers[flat[i]!] = flat[i + 1]!;
     const authority = headers[':method'] === 'CONNECT' ? parseAuthority(headers[':authority']) : undefined;
-    const p: PendingStream = { token: {}, start: process.hrtime.bigint(), headers, authority, status: 0, answered: false };
-    this.streams.set(`${session}/${stream}`, p);
+    const key = `${session}/${stream}`;
+    const p: PendingStream = { token: {}, peer: rec, start: process.hrtime.bigint(), headers, authority, status: 0, answered: false };
+    this.streams.set(key, p);
     const answer = (status: number, upstream?: Socket) => {
       // Sent unless the peer left meanwhile: `done` then says status 0.
       if (!p.done) relayAddon().respond(session, stream, status, upstream ? socketFd(upstream) : -1);
       upstream?.destroy(); // the relay holds its own descriptor when it took it
       p.status = status;
       p.answered = true;
-      this.maybeReport(session, stream, rec);
+      this.maybeReport(key);
     };
     if (!authority) {
       p.reason = headers[':method'] !== 'CONNECT' ? `method ${headers[':method']} is not CONNECT` : `bad authority ${headers[':authority']}`;
@@ -168,22 +165,22 @@ export class NativeHboneServer implements PodHboneServer {
   }
 
   private onDone(session: number, stream: number, r: { read: number; written: number; status: number; error: string }): void {
-    const p = this.streams.get(`${session}/${stream}`);
+    const key = `${session}/${stream}`;
+    const p = this.streams.get(key);
     if (!p) return;
     p.done = r;
-    this.maybeReport(session, stream, this.sessions.get(session));
+    this.maybeReport(key);
   }
 
-  private maybeReport(session: number, stream: number, rec: Peer | undefined): void {
-    const p = this.streams.get(`${session}/${stream}`);
+  private maybeReport(key: string): void {
+    const p = this.streams.get(key);
     if (!p || !p.answered || !p.done) return;
-    this.streams.delete(`${session}/${stream}`);
+    this.streams.delete(key);
     const sent = p.done.status;
-    if (sent === 0 && p.status === 200) p.error = 'peer reset the stream before the upstream connected';
     this.opts.onComplete?.({
       stream: p.token,
-      peer: rec?.peer ?? { trustDomain: '', namespace: '', serviceAccount: '' },
-      peerAddress: rec?.peerAddress ?? 'unknown',
+      peer: p.peer.peer ?? { trustDomain: '', namespace: '', serviceAccount: '' },
+      peerAddress: p.peer.peerAddress,
       authority: p.authority,
       headers: p.headers,
       status: sent,
@@ -192,7 +189,7 @@ export class NativeHboneServer implements PodHboneServer {
       received: p.done.read,
       durationMs: Number(process.hrtime.bigint() - p.start) / 1e6,
       reason: p.reason,
-      error: p.error ?? (p.done.error || undefined),
+      error: sent === 0 && p.status === 200 ? 'peer reset the stream before the upstream connected' : p.done.error || undefined,
     });
   }
 }
