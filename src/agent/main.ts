@@ -2,7 +2,7 @@
 // sk_lookup, or in-pod iptables), relays it, and exports metrics.
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { assertKernelReady } from '../bpf/index.ts';
+import { WEFT, assertKernelReady } from '../bpf/index.ts';
 import { serveAdmin } from './admin/servers.ts';
 import type { CaptureBackends } from './capture/backend.ts';
 import { EbpfCapture } from './capture/ebpf.ts';
@@ -82,6 +82,7 @@ export async function runAgent(o: AgentOptions): Promise<void> {
     state: () => xds?.state ?? EMPTY,
     engine: engineCache(o.rootNamespace),
     certs,
+    agentPorts: new Set([WEFT.PORT_OUTBOUND, WEFT.PORT_INBOUND, WEFT.PORT_HBONE, o.adminPort, o.metricsPort, o.readinessPort]),
     ...(o.dataPath === 'native'
       ? { pool: new HbonePool({ open: nativeSessionOpener() }), relay: nativeRelay, serveHbone: (opts) => new NativeHboneServer(opts) }
       : { pool: new HbonePool(), relay, serveHbone: createHboneServer }),

@@ -29,6 +29,11 @@ export interface ProxyContext {
   relay: (down: Socket, up: Socket) => Promise<RelayResult>;
   /** A pod's inbound HBONE listener. */
   serveHbone: (opts: PodHboneServerOptions) => PodHboneServer;
+  /**
+   * Ports the agent itself listens on (in-pod 15001/15006/15008, admin 15000/15020/15021): never a
+   * destination inbound traffic may ask for (inbound.ts). DEFAULT_AGENT_PORTS when absent.
+   */
+  agentPorts?: ReadonlySet<number>;
   /** The pod enrolled on this node that holds an address: its connections take the node-local fast path. */
   localPod?: (ip: string) => ProxyPod | undefined;
 }

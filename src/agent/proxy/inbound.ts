@@ -3,6 +3,7 @@
 import type { Socket } from 'node:net';
 import { formatSpiffe, type SpiffeId } from '../../api/spiffe.ts';
 import type { Workload } from '../../api/mesh.ts';
+import { WEFT } from '../../bpf/consts.ts';
 import type { Endpoint } from '../capture/backend.ts';
 import { Connection } from './connection.ts';
 import type { ProxyContext } from './context.ts';
@@ -12,8 +13,18 @@ import { dialFromPod } from './pod-sockets.ts';
 
 type Verdict = { ok: true; dst: Workload; audit: string[] } | { ok: false; reason: string; policy?: string; dst?: Workload };
 
-/** Who may reach this pod at `dst`: the destination must be this pod and known to the mesh state. */
+/** The agent's own ports, as ztunnel's illegal_ports (plus its admin ports, which Istio reserves too). */
+export const DEFAULT_AGENT_PORTS: ReadonlySet<number> = new Set([WEFT.PORT_OUTBOUND, WEFT.PORT_INBOUND, WEFT.PORT_HBONE, 15000, 15020, 15021]);
+
+/**
+ * Who may reach this pod at `dst`: the destination must be this pod and known to the mesh state,
+ * and not one of the agent's ports. Delivering to those would be the agent connecting to itself:
+ * under iptables capture a plaintext connection to podIP:15006 is dialled back to 15006 and again,
+ * without end; a CONNECT to podIP:15008 nests a second HBONE session whose peer address is the pod
+ * itself, so source-IP rules would judge the pod instead of the real client.
+ */
 export function authorize(ctx: ProxyContext, pod: ProxyPod, dst: Endpoint, src: { identity?: SpiffeId; ip: string }): Verdict {
+  if ((ctx.agentPorts ?? DEFAULT_AGENT_PORTS).has(dst.port)) return { ok: false, reason: `destination port ${dst.port} is the agent's own (self-call refused)` };
   if (!pod.ips.includes(dst.address)) return { ok: false, reason: `destination ${dst.address} is not pod ${pod.namespace}/${pod.name}` };
   const state = ctx.state();
   const w = state.workloadsByIp.get(dst.address);
@@ -41,6 +52,10 @@ export async function handleInboundPlaintext(ctx: ProxyContext, pod: ProxyPod, c
   if (!dst) return fail('no original destination', 'NR');
   conn.dst = dst;
   const srcIp = ipOf(conn.src);
+  // Capture never steers a pod's own connections to it (loopback and pod-to-self stay in the pod),
+  // so one arriving here from the pod's own address is the agent's own dial coming back: refuse it
+  // before anything is dialled, whatever the destination.
+  if (pod.ips.includes(srcIp)) return fail(`connection from the pod's own address ${srcIp} was not captured (self-call refused)`, 'NR');
   const v = authorize(ctx, pod, dst, { ip: srcIp });
   conn.decided({ src: ctx.state().workloadsByIp.get(srcIp), dst: v.dst });
   if (!v.ok) return fail(v.reason, v.policy ? 'DENY' : 'NR', v.policy);
