@@ -15,6 +15,7 @@ import { agentLogger } from './log.ts';
 import { CertManager } from './identity/index.ts';
 import { engineCache, type ProxyContext } from './proxy/context.ts';
 import { HbonePool, createHboneServer } from './proxy/hbone/index.ts';
+import { HboneAdmission, type HboneLimits } from './proxy/hbone/admission.ts';
 import { relayAddon } from './proxy/hbone/native/addon.ts';
 import { nativeSessionOpener } from './proxy/hbone/native/client.ts';
 import { nativeRelay } from './proxy/hbone/native/pipe.ts';
@@ -44,6 +45,8 @@ export interface AgentOptions {
   tokenFile?: string;
   controlServerName: string;
   certTtl: number;
+  /** Caps on inbound HBONE connections and handshakes (proxy/hbone/admission.ts); defaults when absent. */
+  hboneLimits?: Partial<HboneLimits>;
 }
 
 export async function runAgent(o: AgentOptions): Promise<void> {
@@ -73,6 +76,13 @@ export async function runAgent(o: AgentOptions): Promise<void> {
     certs.on('fetchFailed', () => {}); // logged by the manager; retried with backoff
   }
   if (o.dataPath === 'native') relayAddon(); // a missing or broken build fails the start, not the first connection
+  // One admission for every pod's 15008; refusals are logged at most every 10 s, with counts.
+  let lastRefusalLog = 0;
+  const admission: HboneAdmission = new HboneAdmission(o.hboneLimits, (reason) => {
+    if (Date.now() - lastRefusalLog < 10_000) return;
+    lastRefusalLog = Date.now();
+    log.warn({ reason, ...admission.stats() }, 'HBONE connection refused at accept');
+  });
   const ctx: ProxyContext = {
     log,
     metrics,
@@ -84,8 +94,8 @@ export async function runAgent(o: AgentOptions): Promise<void> {
     certs,
     agentPorts: new Set([WEFT.PORT_OUTBOUND, WEFT.PORT_INBOUND, WEFT.PORT_HBONE, o.adminPort, o.metricsPort, o.readinessPort]),
     ...(o.dataPath === 'native'
-      ? { pool: new HbonePool({ open: nativeSessionOpener() }), relay: nativeRelay, serveHbone: (opts) => new NativeHboneServer(opts) }
-      : { pool: new HbonePool(), relay, serveHbone: createHboneServer }),
+      ? { pool: new HbonePool({ open: nativeSessionOpener() }), relay: nativeRelay, serveHbone: (opts) => new NativeHboneServer({ ...opts, admission }) }
+      : { pool: new HbonePool(), relay, serveHbone: (opts) => createHboneServer({ ...opts, admission }) }),
   };
   const pods = new PodManager(backends, log, metrics, join(o.stateDir, 'inpod'), ctx);
   ctx.localPod = (ip) => pods.podByIp(ip);
@@ -108,6 +118,7 @@ export async function runAgent(o: AgentOptions): Promise<void> {
         certificates: certs?.snapshot() ?? [],
         pods: pods.list(),
         hbonePool: ctx.pool.stats(),
+        hboneAdmission: { limits: admission.limits, ...admission.stats() },
         dataPath: o.dataPath,
         relay: o.dataPath === 'native' ? relayAddon().stats() : undefined,
       };

@@ -1,6 +1,14 @@
 // `weft agent`: the node agent (a DaemonSet pod in Kubernetes; one process per node in the lab).
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import type { runAgent } from '../agent/main.ts';
+import { DEFAULT_HBONE_LIMITS } from '../agent/proxy/hbone/admission.ts';
+
+const positiveInt = (v: string) => {
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(`${v} is not a positive integer`);
+  return n;
+};
+const L = DEFAULT_HBONE_LIMITS;
 
 export function registerAgentCommand(program: Command): void {
   program
@@ -23,6 +31,12 @@ export function registerAgentCommand(program: Command): void {
     .option('--token-file <file>', 'node credential for the control plane')
     .option('--control-server-name <name>', "name in the control plane's certificate", 'weft-control.istio-system.svc')
     .option('--cert-ttl <seconds>', 'workload certificate lifetime to request', (v) => parseInt(v, 10), 86_400)
+    // Inbound HBONE (15008) admission, across all pods of the node and per source IP.
+    .option('--hbone-max-connections <n>', 'open inbound HBONE connections, whole agent', positiveInt, L.maxConnections)
+    .option('--hbone-max-connections-per-source <n>', 'open inbound HBONE connections from one source IP', positiveInt, L.maxConnectionsPerSource)
+    .option('--hbone-max-handshakes <n>', 'inbound HBONE handshakes pending (no identity yet), whole agent', positiveInt, L.maxHandshakes)
+    .option('--hbone-max-handshakes-per-source <n>', 'inbound HBONE handshakes pending from one source IP', positiveInt, L.maxHandshakesPerSource)
+    .option('--hbone-handshake-timeout <ms>', 'close an inbound HBONE connection whose handshake is not done by then', positiveInt, L.handshakeTimeoutMs)
     // Loaded when run, so other commands do not carry the agent (and the agent not the rest).
     .action(async (o) => {
       // No source maps in the agent (bin/weft.js enables them for every command): Node would
@@ -31,6 +45,13 @@ export function registerAgentCommand(program: Command): void {
       // which grpc-js does for every failed call: ~3.7 MB of heap for the agent's lifetime.
       // Stack traces name lib/ bundle lines instead (unminified, with the functions' names).
       process.setSourceMapsEnabled(false);
-      return (await import('../agent/main.ts')).runAgent(o as Parameters<typeof runAgent>[0]);
+      const hboneLimits = {
+        maxConnections: o.hboneMaxConnections as number,
+        maxConnectionsPerSource: o.hboneMaxConnectionsPerSource as number,
+        maxHandshakes: o.hboneMaxHandshakes as number,
+        maxHandshakesPerSource: o.hboneMaxHandshakesPerSource as number,
+        handshakeTimeoutMs: o.hboneHandshakeTimeout as number,
+      };
+      return (await import('../agent/main.ts')).runAgent({ ...(o as Parameters<typeof runAgent>[0]), hboneLimits });
     });
 }

@@ -10,11 +10,12 @@ import type { AddressInfo, ListenOptions, Socket } from 'node:net';
 import tls, { type TLSSocket } from 'node:tls';
 import type { SpiffeId } from '../../../api/spiffe.ts';
 import { formatAuthority, parseAuthority, type Authority } from './authority.ts';
+import { HboneAdmission, sourceIp, type AdmissionTicket } from './admission.ts';
 import { certificateIdentity } from './identity.ts';
 import { keepAlive } from './keepalive.ts';
 import {
-  ALPN, CONNECTION_WINDOW, CONNECT_TIMEOUT_MS, DRAIN_DEADLINE_MS, H2_SETTINGS, MAX_SESSION_MEMORY_MB,
-  PING_INTERVAL_MS, PING_TIMEOUT_MS, SERVER_MAX_STREAMS, secureContextOptions, type Credentials,
+  ALPN, CONNECTION_WINDOW, DRAIN_DEADLINE_MS, H2_SETTINGS, MAX_HEADER_LIST_PAIRS, MAX_HEADER_LIST_SIZE,
+  MAX_SESSION_MEMORY_MB, PING_INTERVAL_MS, PING_TIMEOUT_MS, SERVER_MAX_STREAMS, secureContextOptions, type Credentials,
 } from './settings.ts';
 import { tunnel } from './tunnel.ts';
 
@@ -74,6 +75,11 @@ export interface HboneServerOptions {
   onHandshakeError?: (remote: string, reason: string) => void;
   pingIntervalMs?: number;
   pingTimeoutMs?: number;
+  /**
+   * Connection and handshake caps and the handshake deadline, shared by every listener of the agent;
+   * a server of its own (the defaults) when absent.
+   */
+  admission?: HboneAdmission;
 }
 
 interface Peer {
@@ -104,28 +110,47 @@ export class HboneServer implements PodHboneServer {
   private readonly sessions = new Set<Http2Session>();
   private streams = 0;
   private draining = false;
+  private readonly admission: HboneAdmission;
+  /** Admitted connections by their peer `ip:port`, which the raw and the TLS socket share. */
+  private readonly tickets = new Map<string, AdmissionTicket>();
 
   constructor(private readonly opts: HboneServerOptions) {
+    this.admission = opts.admission ?? new HboneAdmission();
     this.tls = tls.createServer({
       ...this.contextOptions(),
       requestCert: true,
       rejectUnauthorized: true,
       ALPNProtocols: ALPN,
-      handshakeTimeout: CONNECT_TIMEOUT_MS,
+      handshakeTimeout: this.admission.limits.handshakeTimeoutMs,
       noDelay: true,
     });
     this.h2 = http2.createServer({
-      settings: { ...H2_SETTINGS, maxConcurrentStreams: SERVER_MAX_STREAMS },
+      // SETTINGS_MAX_HEADER_LIST_SIZE is announced and enforced: a larger header block resets the stream.
+      settings: { ...H2_SETTINGS, maxConcurrentStreams: SERVER_MAX_STREAMS, maxHeaderListSize: MAX_HEADER_LIST_SIZE },
+      maxHeaderListPairs: MAX_HEADER_LIST_PAIRS,
       maxSessionMemory: MAX_SESSION_MEMORY_MB,
     });
     this.tls.on('connection', (s: Socket) => {
+      const key = remoteOf(s);
+      const ticket = this.admission.admit(sourceIp(key));
+      if ('refused' in ticket) {
+        this.opts.onHandshakeError?.(key, ticket.refused);
+        return void s.destroy();
+      }
+      this.tickets.set(key, ticket);
       this.sockets.add(s);
-      s.once('close', () => this.sockets.delete(s));
+      s.once('close', () => {
+        this.sockets.delete(s);
+        ticket.release();
+        if (this.tickets.get(key) === ticket) this.tickets.delete(key);
+      });
     });
     this.tls.on('secureConnection', (s: TLSSocket) => this.onSecureConnection(s));
-    this.tls.on('tlsClientError', (e: NodeJS.ErrnoException, s: TLSSocket) =>
-      this.opts.onHandshakeError?.(remoteOf(s), e.code ?? e.message),
-    );
+    // With a listener here Node leaves the socket open, even at the handshake timeout: close it.
+    this.tls.on('tlsClientError', (e: NodeJS.ErrnoException, s: TLSSocket) => {
+      s.destroy();
+      this.opts.onHandshakeError?.(remoteOf(s), e.code ?? e.message);
+    });
     this.h2.on('session', (session: Http2Session) => this.onSession(session));
     this.h2.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => void this.onStream(stream, headers));
     this.h2.on('sessionError', () => {}); // a session error closes the session; its streams report
@@ -188,6 +213,7 @@ export class HboneServer implements PodHboneServer {
       s.destroy();
       return;
     }
+    this.tickets.get(peerAddress)?.authenticated();
     this.handing = { peer, peerAddress };
     try {
       this.h2.emit('connection', s);

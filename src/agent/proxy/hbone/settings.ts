@@ -14,11 +14,23 @@ export const CLIENT_MAX_STREAMS = 100;
 export const PING_INTERVAL_MS = 10_000;
 export const PING_TIMEOUT_MS = 20_000;
 export const CONNECT_TIMEOUT_MS = 10_000;
+/**
+ * How long an inbound peer has to finish TLS and prove a mesh identity. Shorter than the clients'
+ * connect timeout: a handshake takes one round trip, and until it completes the peer is anonymous.
+ */
+export const HANDSHAKE_TIMEOUT_MS = 5_000;
 export const IDLE_TIMEOUT_MS = 5 * 60_000;
 export const DRAIN_DEADLINE_MS = 5_000;
 
 /** Node counts buffered HTTP/2 data against this (MB); the 10 MB default is below one full connection window. */
 export const MAX_SESSION_MEMORY_MB = 64;
+
+/**
+ * A CONNECT carries a handful of short headers (authority, forwarded, baggage, traceparent), so the
+ * server accepts at most 16 KiB of them (SETTINGS_MAX_HEADER_LIST_SIZE, uncompressed) and 32 pairs.
+ */
+export const MAX_HEADER_LIST_SIZE = 16 * 1024;
+export const MAX_HEADER_LIST_PAIRS = 32;
 
 export const H2_SETTINGS: Settings = {
   enablePush: false,

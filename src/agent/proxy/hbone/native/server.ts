@@ -5,9 +5,10 @@
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import type { IncomingHttpHeaders } from 'node:http2';
 import { parseSpiffe, type SpiffeId } from '../../../../api/spiffe.ts';
+import { HboneAdmission, sourceIp } from '../admission.ts';
 import { formatAuthority, parseAuthority, type Authority } from '../authority.ts';
 import { remoteOf, type ConnectDecision, type PodHboneServer, type PodHboneServerOptions } from '../server.ts';
-import { CONNECT_TIMEOUT_MS, DRAIN_DEADLINE_MS, PING_INTERVAL_MS, PING_TIMEOUT_MS } from '../settings.ts';
+import { DRAIN_DEADLINE_MS, PING_INTERVAL_MS, PING_TIMEOUT_MS } from '../settings.ts';
 import { openRelaySession, relayAddon, relaySettings, socketFd } from './addon.ts';
 import { RelayContexts } from './contexts.ts';
 
@@ -41,8 +42,10 @@ export class NativeHboneServer implements PodHboneServer {
   private readonly streams = new Map<string, PendingStream>();
   private draining = false;
   private drained?: () => void;
+  private readonly admission: HboneAdmission;
 
   constructor(private readonly opts: PodHboneServerOptions) {
+    this.admission = opts.admission ?? new HboneAdmission();
     this.ctx = this.contexts.get(this.owner, opts.credentials(), true);
     this.server = createServer({ pauseOnConnect: true, noDelay: true }, (s) => this.accept(s));
   }
@@ -101,12 +104,20 @@ export class NativeHboneServer implements PodHboneServer {
       this.opts.onHandshakeError?.(peerAddress, 'draining');
       return void s.destroy();
     }
+    // Over a cap: closed before the relay allocates anything for it.
+    const ticket = this.admission.admit(sourceIp(peerAddress));
+    if ('refused' in ticket) {
+      this.opts.onHandshakeError?.(peerAddress, ticket.refused);
+      return void s.destroy();
+    }
     const rec: Peer = { peerAddress };
+    let opened = false;
     try {
       const settings = relaySettings({
         pingIntervalMs: this.opts.pingIntervalMs ?? PING_INTERVAL_MS,
         pingTimeoutMs: this.opts.pingTimeoutMs ?? PING_TIMEOUT_MS,
-        timeoutMs: CONNECT_TIMEOUT_MS,
+        // The relay closes a session whose handshake is not done by then (its connect timeout).
+        timeoutMs: this.admission.limits.handshakeTimeoutMs,
       });
       const id = openRelaySession('serve', socketFd(s), this.ctx, this.opts.trustDomain, settings, {
         ready: (uri) => {
@@ -114,20 +125,23 @@ export class NativeHboneServer implements PodHboneServer {
           if (!rec.peer) {
             this.opts.onHandshakeError?.(peerAddress, 'peer certificate has no single SPIFFE identity');
             relayAddon().close(id, false);
-          }
+          } else ticket.authenticated();
         },
         stream: (stream, flat) => void this.onStream(id, stream, rec, flat),
         done: (stream, read, written, status, error) => this.onDone(id, stream, { read, written, status, error }),
         close: (kind, reason) => {
+          ticket.release();
           this.sessions.delete(id);
           if (this.sessions.size === 0) this.drained?.();
           if (!rec.peer) this.opts.onHandshakeError?.(peerAddress, kind === 'timeout' ? 'handshake timeout' : reason);
         },
       });
       this.sessions.set(id, rec);
+      opened = true;
     } catch (e) {
       this.opts.onHandshakeError?.(peerAddress, (e as Error).message);
     } finally {
+      if (!opened) ticket.release();
       s.destroy(); // the relay holds its own descriptor of the connection
     }
   }
