@@ -31,12 +31,12 @@ export const DEFAULT_HBONE_LIMITS: HboneLimits = {
   handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
 };
 
-/** Checks limits a user supplied; the error names the field. */
+/**
+ * Checks limits a user supplied; the error names the field. Caps may overlap (a per-source cap above
+ * the agent's): each is checked on its own, so the tighter one wins.
+ */
 export function validateHboneLimits(l: HboneLimits): HboneLimits {
   for (const [k, v] of Object.entries(l)) if (!Number.isSafeInteger(v) || v < 1) throw new Error(`HBONE limit ${k}: ${v} is not a positive integer`);
-  if (l.maxConnectionsPerSource > l.maxConnections) throw new Error(`HBONE limit maxConnectionsPerSource (${l.maxConnectionsPerSource}) exceeds maxConnections (${l.maxConnections})`);
-  if (l.maxHandshakesPerSource > l.maxHandshakes) throw new Error(`HBONE limit maxHandshakesPerSource (${l.maxHandshakesPerSource}) exceeds maxHandshakes (${l.maxHandshakes})`);
-  if (l.maxHandshakes > l.maxConnections) throw new Error(`HBONE limit maxHandshakes (${l.maxHandshakes}) exceeds maxConnections (${l.maxConnections})`);
   return l;
 }
 

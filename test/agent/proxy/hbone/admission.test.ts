@@ -62,10 +62,17 @@ describe('HBONE admission', () => {
     );
   });
 
-  it('rejects limits that are not positive integers or contradict each other, naming the field', () => {
+  it('rejects limits that are not positive integers, naming the field', () => {
     expect(() => validateHboneLimits({ ...DEFAULT_HBONE_LIMITS, handshakeTimeoutMs: 0 })).toThrow(/handshakeTimeoutMs/);
     expect(() => validateHboneLimits({ ...DEFAULT_HBONE_LIMITS, maxConnections: 1.5 })).toThrow(/maxConnections/);
-    expect(() => new HboneAdmission({ maxHandshakesPerSource: 5000 })).toThrow(/maxHandshakesPerSource/);
+    expect(() => new HboneAdmission({ maxHandshakesPerSource: -1 })).toThrow(/maxHandshakesPerSource/);
+  });
+
+  it('lets the tighter of overlapping caps win', () => {
+    const a = new HboneAdmission({ maxConnections: 2, maxHandshakesPerSource: 100 });
+    ticket(a.admit('x'));
+    ticket(a.admit('x'));
+    expect(a.admit('x')).toMatchObject({ refused: expect.stringContaining('--hbone-max-connections)') });
   });
 
   it('keys sources by IP, v4-mapped addresses as v4', () => {
