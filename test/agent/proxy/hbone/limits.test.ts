@@ -106,6 +106,14 @@ describe.each(['node', 'native'] as const)('%s HBONE server under hostile peers'
     await until(() => admission.stats().handshakes === 0, 3000, 'handshake slots released');
   });
 
+  it('counts an authenticated connection until it closes, then frees its slot', async () => {
+    expect(await tunnel()).toBe('hello');
+    await until(() => admission.stats().connections === 1, 3000, 'the pooled session counted');
+    expect(admission.stats().handshakes).toBe(0);
+    pool.close(true);
+    await until(() => admission.stats().connections === 0, 3000, 'the slot released after close');
+  });
+
   // The native relay's nghttp2 limits are set inside native/relay (a separate change); Node's here.
   it.runIf(path === 'node')('refuses a CONNECT whose header block exceeds the size or pair cap before it reaches the decision', async () => {
     const sock = tls.connect({ port, host: '127.0.0.1', key: clientCreds.key, cert: clientCreds.certChain, ca: clientCreds.root, ALPNProtocols: ['h2'], checkServerIdentity: () => undefined });
