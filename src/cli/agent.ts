@@ -23,6 +23,8 @@ export function registerAgentCommand(program: Command): void {
     .option('--token-file <file>', 'node credential for the control plane')
     .option('--control-server-name <name>', "name in the control plane's certificate", 'weft-control.istio-system.svc')
     .option('--cert-ttl <seconds>', 'workload certificate lifetime to request', (v) => parseInt(v, 10), 86_400)
+    .option('--kubeconfig <file>', 'Kubernetes API access: annotate enrolled pods and enroll running ones at start (as istio-cni does)')
+    .option('--in-cluster', "the same with the pod's own service account")
     // Loaded when run, so other commands do not carry the agent (and the agent not the rest).
     .action(async (o) => {
       // No source maps in the agent (bin/weft.js enables them for every command): Node would

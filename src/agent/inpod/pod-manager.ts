@@ -47,7 +47,16 @@ interface EnrolledPod extends ProxyPod {
   enrolledAt: string;
 }
 
+/** What else must happen when a pod joins or leaves (on Kubernetes: its redirection annotation). */
+export interface PodHooks {
+  /** After capture is in place; a failure fails the enrollment request (the pod stays captured). */
+  enrolled(info: PodInfo): Promise<void>;
+  /** After the pod was released. */
+  released(info: PodInfo): Promise<void>;
+}
+
 export class PodManager {
+  hooks?: PodHooks;
   private readonly pods = new Map<string, EnrolledPod>();
   /** Enrolled pods by IP, for the node-local fast path (proxy/node-local.ts). */
   private readonly byIp = new Map<string, EnrolledPod>();
@@ -105,19 +114,22 @@ export class PodManager {
   enroll(info: PodInfo): Promise<void> {
     return this.serial(async () => {
       const have = this.pods.get(info.uid);
-      if (have && have.info.netns === info.netns) return;
-      if (have) await this.releaseNow(info.uid);
-      try {
-        await this.enrollNow(info);
-        this.metrics.enrollments.inc({ operation: 'enroll', result: 'success' });
-        this.log.info({ pod: `${info.namespace}/${info.name}`, uid: info.uid, mode: this.backendFor(info).mode }, 'pod enrolled');
-      } catch (e) {
-        this.metrics.enrollments.inc({ operation: 'enroll', result: 'failure' });
-        this.log.error({ pod: `${info.namespace}/${info.name}`, err: (e as Error).message }, 'pod enrollment failed');
-        throw e;
-      } finally {
-        this.persist();
+      if (!have || have.info.netns !== info.netns) {
+        if (have) await this.releaseNow(info.uid);
+        try {
+          await this.enrollNow(info);
+          this.metrics.enrollments.inc({ operation: 'enroll', result: 'success' });
+          this.log.info({ pod: `${info.namespace}/${info.name}`, uid: info.uid, mode: this.backendFor(info).mode }, 'pod enrolled');
+        } catch (e) {
+          this.metrics.enrollments.inc({ operation: 'enroll', result: 'failure' });
+          this.log.error({ pod: `${info.namespace}/${info.name}`, err: (e as Error).message }, 'pod enrollment failed');
+          throw e;
+        } finally {
+          this.persist();
+        }
       }
+      // Also for a repeated request: the enroller retries when marking the pod failed before.
+      await this.hooks?.enrolled(this.pods.get(info.uid)!.info);
     });
   }
 
@@ -199,8 +211,10 @@ export class PodManager {
 
   release(uid: string): Promise<boolean> {
     return this.serial(async () => {
+      const info = this.pods.get(uid)?.info;
       const ok = await this.releaseNow(uid);
       this.persist();
+      if (ok && info) await this.hooks?.released(info);
       return ok;
     });
   }
