@@ -53,8 +53,9 @@ export function findPodSandboxes(uids: ReadonlySet<string>, o: { proc?: string; 
   try {
     hostNetns = readlinkSync(join(proc, '1', 'ns', 'net'));
   } catch {}
-  for (const pid of readdirSync(proc)) {
-    if (!/^\d+$/.test(pid)) continue;
+  // Lowest PID first: usually the sandbox (pause) process, which lives as long as the pod.
+  const pids = readdirSync(proc).filter((e) => /^\d+$/.test(e)).sort((x, y) => Number(x) - Number(y));
+  for (const pid of pids) {
     let line: string | undefined;
     try {
       line = readFileSync(join(proc, pid, 'cgroup'), 'utf8').split('\n').find((l) => l.startsWith('0::'));
