@@ -4,7 +4,10 @@ import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { findPodSandboxes, podUidOfCgroup } from '../../../src/agent/inpod/kube.ts';
+import pino from 'pino';
+import { findPodSandboxes, KubePods, podUidOfCgroup, REDIRECTION_ANNOTATION } from '../../../src/agent/inpod/kube.ts';
+import { loadKubeconfig } from '../../../src/util/kube.ts';
+import { FakeApiServer } from '../../control/config/fake-apiserver.ts';
 
 const A = '0f3c2a1e-7b6d-4c5e-9a8b-1234567890ab';
 const B = '11111111-2222-4333-8444-555555555555';
@@ -41,5 +44,39 @@ describe('pod sandboxes from /proc', () => {
     expect([...found.keys()]).toEqual([A]);
     expect(found.get(A)).toEqual({ netns: join(proc, '200', 'ns', 'net'), cgroup: `/sys/fs/cgroup/kubepods/burstable/pod${A}` });
     expect(findPodSandboxes(new Set(), { proc })).toEqual(new Map());
+  });
+});
+
+describe('the redirection annotation', () => {
+  it('is set and removed on the pod with the uid the agent enrolled, never on a pod that replaced it', async () => {
+    const api = await FakeApiServer.start();
+    const dir = mkdtempSync(join(tmpdir(), 'weft-annotate-'));
+    try {
+      api.serve({ kind: 'Pod', apiVersion: 'v1', plural: 'pods' });
+      const web = { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'web-0', namespace: 'shop', annotations: { keep: 'me' } }, spec: {} };
+      const old = api.apply(web).metadata.uid as string;
+      const kube = new KubePods(loadKubeconfig(api.writeKubeconfig(dir)), 'node-1', pino({ level: 'silent' }));
+      const annotations = () => api.get('Pod', 'shop', 'web-0')?.metadata.annotations as Record<string, string>;
+      const info = { uid: old, name: 'web-0', namespace: 'shop' };
+      await kube.annotate(info, true);
+      expect(annotations()).toEqual({ keep: 'me', [REDIRECTION_ANNOTATION]: 'enabled' });
+      expect(api.requests.at(-1)).toMatchObject({ method: 'PATCH', path: '/api/v1/namespaces/shop/pods/web-0/status' });
+      await kube.annotate(info, false);
+      expect(annotations()).toEqual({ keep: 'me' });
+
+      // A StatefulSet pod replaced under the same name while the agent held the old one.
+      api.remove('Pod', 'shop', 'web-0');
+      const fresh = api.apply({ ...web, metadata: { ...web.metadata, annotations: { [REDIRECTION_ANNOTATION]: 'enabled' } } }).metadata.uid as string;
+      expect(fresh).not.toBe(old);
+      await kube.released({ ...info, serviceAccount: 'sa', ips: [], netns: '/x', cgroup: '/y' }); // the old pod's release
+      expect(annotations()).toEqual({ [REDIRECTION_ANNOTATION]: 'enabled' }); // the new pod's mark stays
+      await expect(kube.annotate(info, true)).rejects.toThrow(/web-0: cannot set annotation .*Precondition failed/);
+      api.remove('Pod', 'shop', 'web-0');
+      await expect(kube.annotate(info, true)).rejects.toThrow(/does not exist/);
+      await kube.annotate(info, false); // a deleted pod needs no unmarking
+    } finally {
+      await api.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
