@@ -4,7 +4,7 @@
 //   - a pod that ran before the agent (never passed through the CNI plugin) is found in /proc and
 //     enrolled when the agent starts, and annotated ambient.istio.io/redirection=enabled;
 //   - CNI ADD of a pod in an ambient namespace returns only once the agent has captured it and the
-//     annotation is on the pod;
+//     annotation is on the pod (it fails, for the kubelet to retry, while the patch fails);
 //   - the control plane then serves both with tunnel protocol HBONE, and the agent's outbound path
 //     takes HBONE to them (to the pod on its node: the node-local path, which a plaintext plan
 //     could not take, as the pods have no route to each other; to a pod elsewhere: <ip>:15008);
@@ -213,7 +213,14 @@ describe('Kubernetes enrollment: CNI ADD, agent, annotation, control plane, HBON
       expect(patches.map((r) => r.path)).toEqual(['/api/v1/namespaces/shop/pods/b/status']);
       expect(api.requests.some((r) => r.method === 'GET' && r.path === '/api/v1/pods' && r.query.get('fieldSelector') === 'spec.nodeName=node-1')).toBe(true);
 
-      // CNI ADD of pod a: acknowledged once captured and annotated.
+      // CNI ADD of pod a: acknowledged only once captured and annotated. While the API refuses
+      // the patch, ADD fails (the kubelet retries) rather than the pod starting as plaintext.
+      api.fault = (r) => (r.method === 'PATCH' ? 503 : undefined);
+      const refused = await cni('ADD');
+      expect(refused.exitCode).toBe(1);
+      expect((JSON.parse(refused.stdout) as { msg: string }).msg).toMatch(/shop\/a is ambient but the node agent did not capture it: agent: pod shop\/a: cannot set annotation ambient\.istio\.io\/redirection/);
+      expect(annotation('a')).toBeUndefined();
+      api.fault = undefined;
       const add = await cni('ADD');
       expect(add.exitCode, add.stdout + add.log.join('\n')).toBe(0);
       expect(annotation('a')).toBe('enabled');
