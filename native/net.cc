@@ -319,6 +319,20 @@ Napi::Value MountBpffs(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// peerCred(fd) -> {pid, uid, gid}: SO_PEERCRED of a connected Unix socket, the credentials the
+// peer had when it connected (the enrollment API admits root only, whatever the socket's mode).
+Napi::Value PeerCred(const Napi::CallbackInfo& info) {
+  ucred cred{};
+  socklen_t len = sizeof(cred);
+  if (getsockopt(FdArg(info[0], "fd"), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+    throw ErrnoError(info.Env(), errno, "getsockopt(SO_PEERCRED)");
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("pid", static_cast<double>(cred.pid));
+  o.Set("uid", static_cast<double>(cred.uid));
+  o.Set("gid", static_cast<double>(cred.gid));
+  return o;
+}
+
 }  // namespace
 
 void InitNet(Napi::Env env, Napi::Object exports) {
@@ -330,6 +344,7 @@ void InitNet(Napi::Env env, Napi::Object exports) {
   exports.Set("originalDstSockopt", Napi::Function::New(env, OriginalDstSockopt));
   exports.Set("cgroupId", Napi::Function::New(env, CgroupId));
   exports.Set("mountBpffs", Napi::Function::New(env, MountBpffs));
+  exports.Set("peerCred", Napi::Function::New(env, PeerCred));
 }
 
 }  // namespace weft

@@ -7,6 +7,7 @@ import { serveAdmin } from './admin/servers.ts';
 import type { CaptureBackends } from './capture/backend.ts';
 import { EbpfCapture } from './capture/ebpf.ts';
 import { IptablesCapture } from './capture/iptables.ts';
+import { KubePods } from './inpod/kube.ts';
 import { PodManager } from './inpod/pod-manager.ts';
 import { serveEnrollment } from './inpod/server.ts';
 import { AgentMetrics } from './metrics/metrics.ts';
@@ -23,6 +24,7 @@ import { NativeHboneServer } from './proxy/hbone/native/server.ts';
 import { relay } from './proxy/relay.ts';
 import { MeshState } from './state/mesh-state.ts';
 import { DeltaXdsClient } from './xds/delta-client.ts';
+import { inClusterAccess, loadKubeconfig } from '../util/kube.ts';
 
 const EMPTY = MeshState.empty();
 
@@ -47,6 +49,9 @@ export interface AgentOptions {
   certTtl: number;
   /** Caps on inbound HBONE connections and handshakes (proxy/hbone/admission.ts); defaults when absent. */
   hboneLimits?: Partial<HboneLimits>;
+  /** Kubernetes API access (one of them): pods are annotated when enrolled and reconciled at start. */
+  kubeconfig?: string;
+  inCluster?: boolean;
 }
 
 export async function runAgent(o: AgentOptions): Promise<void> {
@@ -100,6 +105,8 @@ export async function runAgent(o: AgentOptions): Promise<void> {
   const pods = new PodManager(backends, log, metrics, join(o.stateDir, 'inpod'), ctx);
   ctx.localPod = (ip) => pods.podByIp(ip);
   metrics.captureCounters = () => pods.counters();
+  const kube = o.kubeconfig || o.inCluster ? new KubePods(o.kubeconfig ? loadKubeconfig(o.kubeconfig) : inClusterAccess(), o.node, log) : undefined;
+  pods.hooks = kube;
   await pods.adopt();
   const admin = await serveAdmin({
     ...o,
@@ -127,9 +134,13 @@ export async function runAgent(o: AgentOptions): Promise<void> {
   const enroll = await serveEnrollment(o.socket, pods, log, () => [...ctx.state().workloads.values()].map((w) => ({ namespace: w.namespace, name: w.name, status: w.status })));
   ready = true;
   log.info({ capture: o.capture, socket: o.socket, pods: pods.list().length }, 'agent ready');
+  // After the socket is up (new pods need not wait): pods that ran while no agent did.
+  let stopping = false;
+  if (kube) void kube.reconcileUntilSettled(pods, () => stopping);
 
   const stop = (sig: string) => {
     log.info({ sig }, 'agent stopping; pods stay captured and new connections fail until it returns');
+    stopping = true;
     ready = false;
     enroll.close();
     xds?.close();

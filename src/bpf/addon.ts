@@ -85,6 +85,8 @@ export interface NativeAddon {
   originalDstSockopt(fd: number): SockName | null;
   cgroupId(cgroupPath: string): bigint;
   mountBpffs(mountPoint: string): void;
+  /** SO_PEERCRED of a connected Unix socket. */
+  peerCred(fd: number): { pid: number; uid: number; gid: number };
 }
 
 /** Errors thrown by the addon: errno and code always, verifierLog for load failures. */

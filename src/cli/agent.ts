@@ -37,6 +37,8 @@ export function registerAgentCommand(program: Command): void {
     .option('--hbone-max-handshakes <n>', 'inbound HBONE handshakes pending (no identity yet), whole agent', positiveInt, L.maxHandshakes)
     .option('--hbone-max-handshakes-per-source <n>', 'inbound HBONE handshakes pending from one source IP', positiveInt, L.maxHandshakesPerSource)
     .option('--hbone-handshake-timeout <ms>', 'close an inbound HBONE connection whose handshake is not done by then', positiveInt, L.handshakeTimeoutMs)
+    .option('--kubeconfig <file>', 'Kubernetes API access: annotate enrolled pods and enroll running ones at start (as istio-cni does)')
+    .option('--in-cluster', "the same with the pod's own service account")
     // Loaded when run, so other commands do not carry the agent (and the agent not the rest).
     .action(async (o) => {
       // No source maps in the agent (bin/weft.js enables them for every command): Node would

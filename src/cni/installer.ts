@@ -2,12 +2,16 @@
 // (a runtime directory with node, the C libraries it links against and the plugin's modules, so the
 // node needs neither Node.js nor matching libraries, plus a wrapper in the CNI bin directory),
 // writes the kubeconfig the plugin reads labels with, chains the plugin into the primary CNI
-// configuration, keeps all of that in place (network plugins rewrite their files; tokens rotate),
-// and takes the plugin out of the chain when it is stopped.
+// configuration, keeps all of that in place (network plugins rewrite their files; tokens rotate).
+// When it is stopped it takes the plugin out of the chain only if weft is being uninstalled (its
+// DaemonSet is gone or being deleted, as istio-cni decides): across an agent restart or rollout
+// the plugin stays, so a pod that should be captured waits (its CNI ADD fails, and the kubelet
+// retries) instead of starting outside the mesh.
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, relative } from 'node:path';
+import { kubeGet, type KubeAccess } from '../util/kube.ts';
 import { repoRoot } from '../util/paths.ts';
 import { installInto, PLUGIN_TYPE, removeFromDir } from './conflist.ts';
 
@@ -26,6 +30,8 @@ export interface CniInstallOptions {
   /** API server URL; default from KUBERNETES_SERVICE_HOST/PORT. */
   kubeServer?: string;
   cgroupRoot?: string;
+  /** The DaemonSet this installer runs in (in the service account's namespace); default weft-agent. */
+  daemonSet?: string;
 }
 
 /** Packages the plugin loads at run time (with their dependencies). */
@@ -105,7 +111,7 @@ export function installRuntime(installDir: string, hostInstallDir: string, root 
   const run = loader ? `"$R/lib/${basename(loader)}" --library-path "$R/lib" "$R/node"` : '"$R/node"';
   const wrapper = [
     '#!/bin/sh',
-    `# ${PLUGIN_TYPE}: weft's chained CNI plugin. Installed by \`weft cni-install\`, removed when it stops.`,
+    `# ${PLUGIN_TYPE}: weft's chained CNI plugin. Installed by \`weft cni-install\`, removed when weft is uninstalled.`,
     `# Runs the plugin on the node and C libraries copied from the weft image.`,
     `R='${host}'`,
     `exec ${run} "$R/app/${ENTRY}" "$@"`,
@@ -188,4 +194,38 @@ export function uninstall(o: CniInstallOptions): string[] {
     }
   }
   return changed;
+}
+
+/** The installer's own API access: the service account it runs as. */
+function installerKube(o: CniInstallOptions): KubeAccess {
+  return {
+    server: o.kubeServer ?? kubeServerFromEnv(),
+    ca: readFileSync(join(o.serviceAccountDir, 'ca.crt'), 'utf8'),
+    token: () => readFileSync(join(o.serviceAccountDir, 'token'), 'utf8').trim(),
+    insecure: false,
+  };
+}
+
+/**
+ * Whether this stop is an uninstall: the DaemonSet is gone or has a deletion timestamp. In doubt
+ * (the API cannot be asked) it is not: a plugin left chained blocks only pods that should be
+ * captured, one taken out lets them start uncaptured.
+ */
+export async function isUninstall(o: CniInstallOptions): Promise<{ uninstall: boolean; why: string }> {
+  const name = o.daemonSet ?? 'weft-agent';
+  try {
+    const ns = readFileSync(join(o.serviceAccountDir, 'namespace'), 'utf8').trim();
+    const ds = await kubeGet<{ metadata?: { deletionTimestamp?: string } }>(installerKube(o), `/apis/apps/v1/namespaces/${encodeURIComponent(ns)}/daemonsets/${encodeURIComponent(name)}`, 5_000);
+    if (!ds) return { uninstall: true, why: `DaemonSet ${ns}/${name} is gone` };
+    if (ds.metadata?.deletionTimestamp) return { uninstall: true, why: `DaemonSet ${ns}/${name} is being deleted` };
+    return { uninstall: false, why: `DaemonSet ${ns}/${name} stays (a restart or rollout)` };
+  } catch (e) {
+    return { uninstall: false, why: `cannot tell whether DaemonSet ${name} is being deleted (${(e as Error).message})` };
+  }
+}
+
+/** On SIGTERM: unchain and remove the plugin on uninstall only; what was removed and why. */
+export async function stopInstaller(o: CniInstallOptions): Promise<{ uninstalled: boolean; why: string; changed: string[] }> {
+  const d = await isUninstall(o);
+  return { uninstalled: d.uninstall, why: d.why, changed: d.uninstall ? uninstall(o) : [] };
 }

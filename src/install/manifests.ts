@@ -189,8 +189,15 @@ export function agent(o: InstallOptions): [IServiceAccount, IClusterRole, IClust
   return [
     { apiVersion: 'v1', kind: 'ServiceAccount', metadata: meta, automountServiceAccountToken: false },
     // The CNI plugin (on the host, with this account's token) reads a new pod's and its
-    // namespace's labels to decide whether to enroll it. Nothing else.
-    ...clusterRole(clusterName, meta.labels, [{ apiGroups: [''], resources: ['pods', 'namespaces'], verbs: ['get'] }], { name: AGENT, namespace: o.namespace }),
+    // namespace's labels to decide whether to enroll it; the agent lists its node's pods at start
+    // and marks enrolled ones (ambient.istio.io/redirection, through pods/status as istio-cni);
+    // the installer asks whether its DaemonSet is being deleted (then it unchains the plugin).
+    ...clusterRole(clusterName, meta.labels, [
+      { apiGroups: [''], resources: ['pods', 'namespaces'], verbs: ['get'] },
+      { apiGroups: [''], resources: ['pods'], verbs: ['list'] },
+      { apiGroups: [''], resources: ['pods/status'], verbs: ['patch'] },
+      { apiGroups: ['apps'], resources: ['daemonsets'], verbs: ['get'], resourceNames: [AGENT] },
+    ], { name: AGENT, namespace: o.namespace }),
     {
       apiVersion: 'apps/v1',
       kind: 'DaemonSet',
@@ -205,8 +212,8 @@ export function agent(o: InstallOptions): [IServiceAccount, IClusterRole, IClust
           },
           spec: {
             serviceAccountName: AGENT,
-            // Only the CNI installer gets an API token (kube-api-access below); the agent has its
-            // own, audience-bound token for the control plane.
+            // The API token (kube-api-access below) is mounted where it is used: the CNI installer
+            // and the agent; the agent also has its own, audience-bound token for the control plane.
             automountServiceAccountToken: false,
             // Pod network namespaces may be given as /proc/<pid>/ns/net (dockershim-style runtimes).
             hostPID: true,
@@ -245,6 +252,7 @@ export function agent(o: InstallOptions): [IServiceAccount, IClusterRole, IClust
                   '--pin-root', `${HOST.bpffs}/weft`,
                   '--metrics-port', String(PORTS.metrics),
                   '--readiness-port', String(PORTS.readiness),
+                  '--in-cluster',
                 ],
                 env: [
                   { name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } },
@@ -285,6 +293,7 @@ export function agent(o: InstallOptions): [IServiceAccount, IClusterRole, IClust
                   { name: 'bpffs', mountPath: HOST.bpffs, mountPropagation: 'HostToContainer' },
                   { name: 'istio-ca-root-cert', mountPath: '/var/run/secrets/istio', readOnly: true },
                   { name: 'weft-token', mountPath: '/var/run/secrets/tokens', readOnly: true },
+                  { name: 'kube-api-access', mountPath: '/var/run/secrets/kubernetes.io/serviceaccount', readOnly: true },
                 ],
               },
               {

@@ -3,8 +3,9 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { installOnce, installRuntime, kubeServerFromEnv, uninstall, type CniInstallOptions } from '../../src/cni/installer.ts';
+import { installOnce, installRuntime, kubeServerFromEnv, stopInstaller, uninstall, type CniInstallOptions } from '../../src/cni/installer.ts';
 import { loadKubeconfig } from '../../src/cni/kube.ts';
+import { FakeApiServer } from '../control/config/fake-apiserver.ts';
 
 const CALICO = { name: 'k8s-pod-network', cniVersion: '1.0.0', plugins: [{ type: 'calico' }] };
 
@@ -89,6 +90,46 @@ describe('weft cni-install', () => {
     expect(JSON.parse(readFileSync(join(o.cniConfDir, '10-calico.conflist'), 'utf8'))).toEqual(CALICO);
     expect(existsSync(join(o.cniBinDir, 'weft-cni'))).toBe(false);
     expect(uninstall(o)).toEqual([]);
+  });
+
+  it('stopping keeps the plugin chained across an agent restart or rollout, and takes it out only when the DaemonSet is deleted', async () => {
+    const api = await FakeApiServer.start();
+    api.serve({ kind: 'DaemonSet', apiVersion: 'apps/v1', plural: 'daemonsets' });
+    writeFileSync(join(o.serviceAccountDir, 'namespace'), 'istio-system');
+    const ds = { apiVersion: 'apps/v1', kind: 'DaemonSet', metadata: { name: 'weft-agent', namespace: 'istio-system' }, spec: {} };
+    const on = { ...o, kubeServer: api.url };
+    const chained = () => (JSON.parse(readFileSync(join(o.cniConfDir, '10-calico.conflist'), 'utf8')) as typeof CALICO).plugins.some((p) => p.type === 'weft-cni');
+    try {
+      installOnce(on, wrapper);
+      api.apply(ds);
+      // A restart or rollout: the DaemonSet stays. Pods that should be captured keep needing the plugin.
+      expect(await stopInstaller(on)).toMatchObject({ uninstalled: false, changed: [], why: expect.stringMatching(/stays/) });
+      expect(chained()).toBe(true);
+      expect(existsSync(join(o.cniBinDir, 'weft-cni'))).toBe(true);
+      expect(existsSync(join(o.installDir, 'kubeconfig'))).toBe(true);
+      expect(api.requests.at(-1)).toMatchObject({ method: 'GET', path: '/apis/apps/v1/namespaces/istio-system/daemonsets/weft-agent', authorization: 'Bearer tok-2' });
+
+      // The API cannot be asked: in doubt the plugin stays (fail closed).
+      api.fault = () => 500;
+      expect(await stopInstaller(on)).toMatchObject({ uninstalled: false, why: expect.stringMatching(/cannot tell/) });
+      expect(chained()).toBe(true);
+      api.fault = undefined;
+
+      // `kubectl delete` of the DaemonSet: a deletion timestamp, then gone.
+      api.apply({ ...ds, metadata: { ...ds.metadata, deletionTimestamp: new Date().toISOString() } });
+      const r = await stopInstaller(on);
+      expect(r).toMatchObject({ uninstalled: true, why: expect.stringMatching(/being deleted/) });
+      expect(r.changed).toContain(join(o.cniConfDir, '10-calico.conflist'));
+      expect(chained()).toBe(false);
+      expect(existsSync(join(o.cniBinDir, 'weft-cni'))).toBe(false);
+
+      installOnce(on, wrapper);
+      api.remove('DaemonSet', 'istio-system', 'weft-agent');
+      expect(await stopInstaller(on)).toMatchObject({ uninstalled: true, why: expect.stringMatching(/gone/) });
+      expect(chained()).toBe(false);
+    } finally {
+      await api.close();
+    }
   });
 
   it('the API server comes from the pod environment', () => {

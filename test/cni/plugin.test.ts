@@ -123,6 +123,23 @@ describe('weft-cni plugin', () => {
     expect(JSON.parse(forbidden.stdout)).toMatchObject({ code: 101, msg: expect.stringMatching(/cannot read its labels: .*HTTP 403: namespaces "bookinfo" is forbidden/) });
   });
 
+  it('while no agent answers (a restart or rollout), ambient pods wait retriably and the rest start', async () => {
+    agent.close();
+    const gone = conf({ agentSocket: join(s.dir, 'missing.sock') });
+    api.namespace('bookinfo', { 'istio.io/dataplane-mode': 'ambient' });
+    api.pod('bookinfo', 'reviews-1', UID);
+    const ambient = await runPlugin(env('ADD'), gone);
+    expect(ambient.exitCode).toBe(1);
+    expect(JSON.parse(ambient.stdout)).toMatchObject({ code: 11 }); // "try again later": the kubelet retries the sandbox
+    api.namespace('default');
+    api.pod('default', 'web', UID);
+    const plain = await runPlugin(env('ADD', 'default', 'web'), gone);
+    expect(plain.exitCode).toBe(0);
+    expect(JSON.parse(plain.stdout)).toEqual(PREV);
+    api.pod('bookinfo', 'reviews-2', UID, { 'istio.io/dataplane-mode': 'none' });
+    expect((await runPlugin(env('ADD', 'bookinfo', 'reviews-2'), gone)).exitCode).toBe(0);
+  });
+
   it('refuses a pod that was replaced under the same name, and ADD without prevResult', async () => {
     api.namespace('bookinfo', { 'istio.io/dataplane-mode': 'ambient' });
     api.pod('bookinfo', 'reviews-1', 'another-uid');

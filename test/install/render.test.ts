@@ -150,16 +150,22 @@ describe('weft install: rendered manifests', () => {
     expect(agentC.args!.join(' ')).toContain('--token-file /var/run/secrets/tokens/istio-token');
     expect(agentC.readinessProbe?.httpGet).toMatchObject({ path: '/healthz/ready', port: 15021 });
     expect((ds.spec as { template: { metadata: { annotations: Record<string, string> } } }).template.metadata.annotations).toMatchObject({ 'prometheus.io/scrape': 'true', 'prometheus.io/port': '15020' });
-    // Only the CNI installer holds an API token.
+    // The API token only where it is used: the agent (annotations, reconcile at start) and the CNI installer.
     expect(pod.automountServiceAccountToken).toBe(false);
     const withApi = containersOf(ds).filter((c) => c.volumeMounts?.some((m) => m.mountPath === '/var/run/secrets/kubernetes.io/serviceaccount'));
-    expect(withApi.map((c) => c.name)).toEqual(['cni-install']);
+    expect(withApi.map((c) => c.name)).toEqual(['agent', 'cni-install']);
+    expect(agentC.args).toContain('--in-cluster');
   });
 
-  it('RBAC: the agent may only get pods and namespaces; the control plane reads and reviews tokens', () => {
+  it('RBAC: the agent may read pods and namespaces, patch pods/status, get its DaemonSet; the control plane reads and reviews tokens', () => {
     const objs = all();
     const rules = (name: string) => (find(objs, 'ClusterRole', name).rules as { apiGroups: string[]; resources: string[]; verbs: string[] }[]);
-    expect(rules('weft-agent-istio-system')).toEqual([{ apiGroups: [''], resources: ['pods', 'namespaces'], verbs: ['get'] }]);
+    expect(rules('weft-agent-istio-system')).toEqual([
+      { apiGroups: [''], resources: ['pods', 'namespaces'], verbs: ['get'] },
+      { apiGroups: [''], resources: ['pods'], verbs: ['list'] },
+      { apiGroups: [''], resources: ['pods/status'], verbs: ['patch'] },
+      { apiGroups: ['apps'], resources: ['daemonsets'], verbs: ['get'], resourceNames: ['weft-agent'] },
+    ]);
     const control = rules('weft-control-istio-system');
     for (const r of control) {
       if (r.resources.includes('tokenreviews')) expect(r).toEqual({ apiGroups: ['authentication.k8s.io'], resources: ['tokenreviews'], verbs: ['create'] });

@@ -16,6 +16,24 @@ import { AGENT_MARK, listenInPod, podDialSockets } from '../proxy/pod-sockets.ts
 import { formatSpiffe } from '../../api/spiffe.ts';
 import { listenerInNetns } from '../../bpf/index.ts';
 import type { PodInfo } from './enrollment.ts';
+import { netnsPid, procStartTime } from './proc.ts';
+
+/**
+ * Why a saved pod must not be re-adopted, or undefined if it may: its netns or cgroup is gone, or
+ * its netns names a PID that another process holds now (started at another time).
+ */
+export function readoptRefusal(info: PodInfo, proc = '/proc'): string | undefined {
+  const pid = netnsPid(info.netns, proc);
+  if (pid !== undefined) {
+    if (!info.pidStartTime) return `netns ${info.netns} was saved without the process start time`;
+    const now = procStartTime(pid, proc);
+    if (now === undefined) return `process ${pid} is gone`;
+    if (now !== info.pidStartTime) return `PID ${pid} now belongs to another process (started at ${now}, not ${info.pidStartTime})`;
+  }
+  if (!existsSync(info.netns)) return `netns ${info.netns} is gone`;
+  if (!existsSync(info.cgroup)) return `cgroup ${info.cgroup} is gone`;
+  return undefined;
+}
 
 interface EnrolledPod extends ProxyPod {
   sockets: ReturnType<typeof podDialSockets>;
@@ -29,7 +47,16 @@ interface EnrolledPod extends ProxyPod {
   enrolledAt: string;
 }
 
+/** What else must happen when a pod joins or leaves (on Kubernetes: its redirection annotation). */
+export interface PodHooks {
+  /** After capture is in place; a failure fails the enrollment request (the pod stays captured). */
+  enrolled(info: PodInfo): Promise<void>;
+  /** After the pod was released. */
+  released(info: PodInfo): Promise<void>;
+}
+
 export class PodManager {
+  hooks?: PodHooks;
   private readonly pods = new Map<string, EnrolledPod>();
   /** Enrolled pods by IP, for the node-local fast path (proxy/node-local.ts). */
   private readonly byIp = new Map<string, EnrolledPod>();
@@ -87,28 +114,44 @@ export class PodManager {
   enroll(info: PodInfo): Promise<void> {
     return this.serial(async () => {
       const have = this.pods.get(info.uid);
-      if (have && have.info.netns === info.netns) return;
-      if (have) await this.releaseNow(info.uid);
-      try {
-        await this.enrollNow(info);
-        this.metrics.enrollments.inc({ operation: 'enroll', result: 'success' });
-        this.log.info({ pod: `${info.namespace}/${info.name}`, uid: info.uid, mode: this.backendFor(info).mode }, 'pod enrolled');
-      } catch (e) {
-        this.metrics.enrollments.inc({ operation: 'enroll', result: 'failure' });
-        this.log.error({ pod: `${info.namespace}/${info.name}`, err: (e as Error).message }, 'pod enrollment failed');
-        throw e;
-      } finally {
-        this.persist();
+      if (!have || have.info.netns !== info.netns) {
+        if (have) await this.releaseNow(info.uid);
+        try {
+          await this.enrollNow(info);
+          this.metrics.enrollments.inc({ operation: 'enroll', result: 'success' });
+          this.log.info({ pod: `${info.namespace}/${info.name}`, uid: info.uid, mode: this.backendFor(info).mode }, 'pod enrolled');
+        } catch (e) {
+          this.metrics.enrollments.inc({ operation: 'enroll', result: 'failure' });
+          this.log.error({ pod: `${info.namespace}/${info.name}`, err: (e as Error).message }, 'pod enrollment failed');
+          throw e;
+        } finally {
+          this.persist();
+        }
       }
+      // Also for a repeated request: the enroller retries when marking the pod failed before.
+      await this.hooks?.enrolled(this.pods.get(info.uid)!.info);
     });
   }
 
   private async enrollNow(info: PodInfo): Promise<void> {
+    // A /proc/<pid>/ns/net path is only as good as the PID: note whose it is before and after
+    // opening it, so a process that exited (and a PID reused) in between is caught.
+    const pid = netnsPid(info.netns);
+    const started = pid === undefined ? undefined : procStartTime(pid);
+    if (pid !== undefined && (started === undefined || (info.pidStartTime !== undefined && info.pidStartTime !== started)))
+      throw new Error(`pod ${info.namespace}/${info.name}: process ${pid} of netns ${info.netns} is gone or is another process now`);
     let netnsFd: number;
     try {
       netnsFd = openSync(info.netns, 'r');
     } catch (e) {
       throw new Error(`pod ${info.namespace}/${info.name}: cannot open network namespace ${info.netns}: ${(e as Error).message}`, { cause: e });
+    }
+    if (pid !== undefined) {
+      if (procStartTime(pid) !== started) {
+        closeSync(netnsFd);
+        throw new Error(`pod ${info.namespace}/${info.name}: process ${pid} of netns ${info.netns} exited while it was opened`);
+      }
+      info = { ...info, pidStartTime: started };
     }
     let capture: PodCaptureHandle | undefined;
     const servers: Server[] = [];
@@ -168,8 +211,10 @@ export class PodManager {
 
   release(uid: string): Promise<boolean> {
     return this.serial(async () => {
+      const info = this.pods.get(uid)?.info;
       const ok = await this.releaseNow(uid);
       this.persist();
+      if (ok && info) await this.hooks?.released(info);
       return ok;
     });
   }
@@ -211,7 +256,11 @@ export class PodManager {
         saved = JSON.parse(readFileSync(this.stateFile, 'utf8')) as PodInfo[];
       } catch {}
       for (const info of saved) {
-        if (!existsSync(info.netns) || !existsSync(info.cgroup)) continue;
+        const refusal = readoptRefusal(info);
+        if (refusal) {
+          this.log.warn({ pod: `${info.namespace}/${info.name}`, reason: refusal }, 'saved pod not re-adopted');
+          continue;
+        }
         try {
           await this.enrollNow(info);
           this.metrics.enrollments.inc({ operation: 'adopt', result: 'success' });

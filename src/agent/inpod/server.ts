@@ -6,7 +6,9 @@
 //   GET /v1/pods, GET /v1/workloads (the agent's view of the mesh), GET /healthz
 import { chmodSync, rmSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
+import { native } from '../../bpf/addon.ts';
 import { validatePodInfo } from './enrollment.ts';
 import type { PodManager } from './pod-manager.ts';
 
@@ -38,6 +40,15 @@ export function serveEnrollment(socketPath: string, pods: PodManager, log: Logge
     if (req.method === 'DELETE' && m) return reply(res, 200, { released: await pods.release(decodeURIComponent(m[1]!)) });
     reply(res, 404, { error: `no route ${req.method} ${path}` });
   }
+  // Enrolling decides what a pod's traffic may do: only root (the CNI plugin, the lab) may ask,
+  // whatever the socket file's mode or the directory it is in. Anything else is cut off before a
+  // byte of its request is read.
+  server.on('connection', (sock: Socket) => {
+    const who = peerOf(sock);
+    if (who.uid === 0) return;
+    log.warn({ peer: who }, 'enrollment socket: connection from a non-root process refused');
+    sock.destroy();
+  });
   rmSync(socketPath, { force: true });
   return new Promise((resolve, reject) => {
     server.once('error', reject);
@@ -46,6 +57,17 @@ export function serveEnrollment(socketPath: string, pods: PodManager, log: Logge
       resolve(server);
     });
   });
+}
+
+/** The peer's SO_PEERCRED; uid -1 when it cannot be read (refused like any non-root peer). */
+function peerOf(sock: Socket): { pid: number; uid: number; gid: number; error?: string } {
+  const fd = (sock as unknown as { _handle?: { fd?: number } | null })._handle?.fd;
+  try {
+    if (typeof fd !== 'number' || fd < 0) throw new Error('no file descriptor');
+    return native().peerCred(fd);
+  } catch (e) {
+    return { pid: -1, uid: -1, gid: -1, error: (e as Error).message };
+  }
 }
 
 function body(req: IncomingMessage): Promise<string> {

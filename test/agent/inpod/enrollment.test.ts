@@ -18,3 +18,16 @@ describe('enrollment policy', () => {
     expect(() => validatePodInfo({ ...good, uid: '../etc' })).toThrow('field "uid" has invalid characters');
   });
 });
+
+describe('enrollment request addresses', () => {
+  const good = { uid: 'u1', name: 'p', namespace: 'n', serviceAccount: 'sa', ips: ['10.0.0.1', 'fd00::5'], netns: '/run/netns/x', cgroup: '/sys/fs/cgroup/x' };
+  it('takes IPv4 and IPv6 addresses only, each once', () => {
+    expect(validatePodInfo(good).ips).toEqual(['10.0.0.1', 'fd00::5']);
+    for (const bad of ['not-an-ip', '10.0.0.1/32', '10.0.0.256', '', ' 10.0.0.1', 'fe80::1%eth0', '10.0.0.1:80', 'localhost'])
+      expect(() => validatePodInfo({ ...good, ips: [bad] }), bad).toThrow(/field "ips": .* is not an IPv4 or IPv6 address/);
+    expect(() => validatePodInfo({ ...good, ips: ['10.0.0.1', '10.0.0.1'] })).toThrow(/twice/);
+  });
+  it('never takes the process start time from the request (the agent reads it itself)', () => {
+    expect(validatePodInfo({ ...good, pidStartTime: '1' })).not.toHaveProperty('pidStartTime');
+  });
+});

@@ -4,7 +4,8 @@
 // history answering too-old watches with a 410 ERROR event, and 404 for resources not installed.
 // Writes as the real server answers them: GET of one object, POST (201; 409 AlreadyExists; 404 or
 // 403 NamespaceTerminating for a missing or terminating namespace) and PUT (409 Conflict on a stale
-// resourceVersion, 404 for a missing object). TokenReview (POST, 201) when a test sets tokenReview.
+// resourceVersion, 404 for a missing object), PATCH with a JSON merge patch (also on /status; a uid
+// in it is a precondition, 409 on mismatch). TokenReview (POST, 201) when a test sets tokenReview.
 import { randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -52,16 +53,29 @@ const TOKEN_REVIEWS = '/apis/authentication.k8s.io/v1/tokenreviews';
 
 const status = (code: number, reason: string, message: string, details?: unknown) => ({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, ...(details ? { details } : {}), code });
 
-/** `metadata.name=x,metadata.namespace=y` (= or ==) as a predicate; anything else is unsupported. */
+/** `metadata.name=x,metadata.namespace=y,spec.nodeName=z` (= or ==, !=) as a predicate; anything else is unsupported. */
 function fieldFilter(selector: string | null): ((o: FakeObject) => boolean) | string {
   const tests: ((o: FakeObject) => boolean)[] = [];
   for (const term of (selector ?? '').split(',').filter(Boolean)) {
-    const m = /^metadata\.(name|namespace)(==?|!=)(.*)$/.exec(term);
+    const m = /^(metadata\.name|metadata\.namespace|spec\.nodeName)(==?|!=)(.*)$/.exec(term);
     if (!m) return `field selector not supported by the fake: ${term}`;
-    const [, field, op, value] = m as unknown as [string, 'name' | 'namespace', string, string];
-    tests.push((o) => ((o.metadata[field] ?? '') === value) === (op !== '!='));
+    const [, field, op, value] = m as unknown as [string, string, string, string];
+    const [outer, inner] = field.split('.') as [string, string];
+    tests.push((o) => (((o[outer] as Record<string, unknown> | undefined)?.[inner] ?? '') === value) === (op !== '!='));
   }
   return (o) => tests.every((t) => t(o));
+}
+
+/** RFC 7386: objects merge key by key, null deletes, anything else replaces. */
+function mergePatch(target: unknown, patch: unknown): unknown {
+  const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+  if (!isObj(patch)) return patch;
+  const out: Record<string, unknown> = isObj(target) ? { ...target } : {};
+  for (const [k, v] of Object.entries(patch)) {
+    if (v === null) delete out[k];
+    else out[k] = mergePatch(out[k], v);
+  }
+  return out;
 }
 
 export class FakeApiServer {
@@ -231,7 +245,7 @@ export class FakeApiServer {
 
     // /api/v1/namespaces/NS/PLURAL[/NAME], /apis/G/V/namespaces/NS/PLURAL[/NAME], or PREFIX/PLURAL[/NAME].
     const m =
-      /^(\/api\/v1|\/apis\/[^/]+\/[^/]+)\/namespaces\/([^/]+)\/([^/]+)(?:\/([^/]+))?$/.exec(url.pathname) ??
+      /^(\/api\/v1|\/apis\/[^/]+\/[^/]+)\/namespaces\/([^/]+)\/([^/]+)(?:\/([^/]+))?(?:\/status)?$/.exec(url.pathname) ??
       /^(\/api\/v1|\/apis\/[^/]+\/[^/]+)()\/([^/]+)(?:\/([^/]+))?$/.exec(url.pathname);
     const path = m ? `${m[1]}/${m[3]}` : url.pathname;
     const namespace = m?.[2] ? decodeURIComponent(m[2]) : undefined;
@@ -247,6 +261,18 @@ export class FakeApiServer {
     }
     if (method === 'POST' && name === undefined && namespace !== undefined) return this.readBody(req, json, (body) => this.create(c, path, namespace, body, json));
     if (method === 'PUT' && name !== undefined) return this.readBody(req, json, (body) => this.update(c, path, namespace, name, body, json));
+    if (method === 'PATCH' && name !== undefined) {
+      // JSON merge patch (RFC 7386) only; on the object or its status subresource (both may change metadata).
+      if (req.headers['content-type'] !== 'application/merge-patch+json') return json(415, status(415, 'UnsupportedMediaType', `the fake takes merge patches only, not ${req.headers['content-type']}`));
+      return this.readBody(req, json, (patch) => {
+        const prev = c.objects.get(key);
+        if (!prev) return json(404, status(404, 'NotFound', `${plural} "${name}" not found`));
+        // A uid in the patch is a precondition (the field is immutable): a replaced object is not patched.
+        if (patch.metadata?.uid !== undefined && patch.metadata.uid !== prev.metadata.uid)
+          return json(409, status(409, 'Conflict', `Operation cannot be fulfilled on ${plural} "${name}": Precondition failed: UID in precondition: ${String(patch.metadata.uid)}, UID in object meta: ${String(prev.metadata.uid)}`));
+        json(200, this.store(path, c, mergePatch(prev, patch) as FakeObject));
+      }, false);
+    }
     if (method !== 'GET') return json(405, status(405, 'MethodNotAllowed', `${method} ${url.pathname} is not supported by the fake`));
 
     const filter = fieldFilter(url.searchParams.get('fieldSelector'));
