@@ -178,7 +178,7 @@ describe('weft control --kubeconfig', () => {
     const procs: { cp: ChildProcess; tls: number; out: string }[] = [];
     const start = async () => {
       const [plain, tls, metrics] = [await freePort(), await freePort(), await freePort()];
-      const args = ['control', '--kubeconfig', kubeconfig, '--ca-namespace', 'istio-system', '--agent-service-account', AGENT_SA, '--server-name', SERVER_NAME, '--server-ip', '127.0.0.1'];
+      const args = ['control', '--kubeconfig', kubeconfig, '--agent-service-account', AGENT_SA, '--server-name', SERVER_NAME, '--server-ip', '127.0.0.1'];
       args.push('--plain-address', `127.0.0.1:${plain}`, '--tls-address', `127.0.0.1:${tls}`, '--metrics-address', `127.0.0.1:${metrics}`);
       const p = { cp: spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] }), tls, out: '' };
       p.cp.stdout!.on('data', (d: Buffer) => (p.out += d.toString()));

@@ -150,8 +150,9 @@ describe('weft control --config-dir', () => {
     cleanups.push(() => spawnSync('ip', ['netns', 'del', ns]));
     sh('ip', '-n', ns, 'link', 'set', 'lo', 'up');
     sh('ip', '-n', ns, 'addr', 'add', `${ip}/32`, 'dev', 'lo');
+    writeFileSync(join(dir, 'tokens.json'), '{}');
     await startControl([
-      'ip', 'netns', 'exec', ns, process.execPath, BIN, 'control', '--config-dir', join(dir, 'config'),
+      'ip', 'netns', 'exec', ns, process.execPath, BIN, 'control', '--config-dir', join(dir, 'config'), '--node-tokens', join(dir, 'tokens.json'),
       '--plain-address', '127.0.0.1:15010', '--tls-address', '127.0.0.1:15012', '--metrics-address', '0.0.0.0:15014',
     ]);
     const get = (host: string, path: string) => {
