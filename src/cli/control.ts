@@ -18,7 +18,7 @@ export function registerControlCommand(program: Command): void {
     .option('--ca-dir <dir>', 'CA material: Istio cacerts files (plugged-in CA); with --config-dir also where the self-signed root is kept')
     .option('--ca-namespace <ns>', 'Kubernetes: namespace of the Secret istio-ca-secret that keeps the self-signed root', 'istio-system')
     .option('--trust-domain <td>', 'SPIFFE trust domain', 'cluster.local')
-    .option('--node-tokens <file>', 'JSON {token: node} of node credentials (the lab); default on Kubernetes: TokenReview')
+    .option('--node-tokens <file>', 'JSON {token: node} of node credentials (the lab); default on Kubernetes: TokenReview; with --config-dir and none, no agent is accepted (15012 and the CA refuse everyone)')
     .option('--agent-service-account <ns/name>', 'ServiceAccount node agents run as (TokenReview; repeatable)', list, [])
     .option('--token-audience <aud>', 'audience of the agents\' tokens (TokenReview)', 'istio-ca')
     .option('--plain-address <addr>', 'plaintext, unauthenticated xDS (proxyless gRPC without credentials, debugging)', '0.0.0.0:15010')
