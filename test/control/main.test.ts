@@ -73,6 +73,30 @@ async function startControl(argv: string[]): Promise<{ cp: ChildProcess; out: ()
   return { cp, out: () => out };
 }
 
+/** The status a Delta ADS stream on the TLS port ends with for this bearer token ('' for none); bounded. */
+async function xdsStatus(port: number, root: string, token: string): Promise<grpc.status | 'no status in 10 s'> {
+  const Ads = adsService();
+  const client = new Ads(`127.0.0.1:${port}`, grpc.credentials.createSsl(Buffer.from(root)), { 'grpc.ssl_target_name_override': SERVER_NAME, 'grpc.default_authority': SERVER_NAME }) as unknown as grpc.Client & {
+    DeltaAggregatedResources: (md: grpc.Metadata) => grpc.ClientDuplexStream<unknown, unknown>;
+  };
+  try {
+    const md = new grpc.Metadata();
+    if (token) md.set('authorization', `Bearer ${token}`);
+    const call = client.DeltaAggregatedResources(md);
+    call.on('error', () => {});
+    let timer: NodeJS.Timeout | undefined;
+    const status = await Promise.race([
+      new Promise<grpc.status>((r) => call.on('status', (s: grpc.StatusObject) => r(s.code))),
+      new Promise<'no status in 10 s'>((r) => (timer = setTimeout(() => r('no status in 10 s'), 10_000))),
+    ]);
+    clearTimeout(timer);
+    call.cancel();
+    return status;
+  } finally {
+    client.close();
+  }
+}
+
 function configDir(): string {
   const dir = mkdtempSync(join(tmpdir(), 'weft-control-main-'));
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
@@ -100,23 +124,23 @@ describe('weft control --config-dir', () => {
     await until('workload over plaintext xDS', () => xds.synced && xds.state.workloads.has(WEB_1));
 
     // The TLS port: whatever token a caller presents, no node credential exists.
-    const Ads = adsService();
-    const client = new Ads(`127.0.0.1:${tls}`, grpc.credentials.createSsl(Buffer.from(root)), { 'grpc.ssl_target_name_override': SERVER_NAME, 'grpc.default_authority': SERVER_NAME }) as unknown as grpc.Client & {
-      DeltaAggregatedResources: (md: grpc.Metadata) => grpc.ClientDuplexStream<unknown, unknown>;
-    };
-    cleanups.push(() => client.close());
-    for (const token of ['anything', '']) {
-      const md = new grpc.Metadata();
-      if (token) md.set('authorization', `Bearer ${token}`);
-      const call = client.DeltaAggregatedResources(md);
-      call.on('error', () => {});
-      const status = await new Promise<grpc.StatusObject>((r) => call.on('status', r));
-      expect(status.code, `token ${JSON.stringify(token)}`).toBe(grpc.status.UNAUTHENTICATED);
-    }
+    for (const token of ['anything', '']) expect(await xdsStatus(tls, root, token), `token ${JSON.stringify(token)}`).toBe(grpc.status.UNAUTHENTICATED);
     const ca = new CAClient({ address: `127.0.0.1:${tls}`, rootPem: root, serverName: SERVER_NAME, nodeToken: 'anything' });
     cleanups.push(() => ca.close());
     const { csrPem } = await createKeyAndCsr({ trustDomain: 'cluster.local', namespace: 'shop', serviceAccount: 'web' });
     await expect(ca.createCertificate(csrPem, 'spiffe://cluster.local/ns/shop/sa/web', 3600)).rejects.toMatchObject({ code: grpc.status.UNAUTHENTICATED });
+  });
+
+  it('ends a refused xDS stream with UNAUTHENTICATED, so the client retries instead of waiting forever', async () => {
+    const dir = configDir();
+    writeFileSync(join(dir, 'tokens.json'), JSON.stringify({ 'node-1-token': 'node-1' }));
+    const [plain, tls, metrics] = [await freePort(), await freePort(), await freePort()];
+    const rootOut = join(dir, 'root-cert.pem');
+    await startControl([
+      process.execPath, BIN, 'control', '--config-dir', join(dir, 'config'), '--node-tokens', join(dir, 'tokens.json'), '--root-cert-out', rootOut,
+      '--server-name', SERVER_NAME, '--plain-address', `127.0.0.1:${plain}`, '--tls-address', `127.0.0.1:${tls}`, '--metrics-address', `127.0.0.1:${metrics}`,
+    ]);
+    expect(await xdsStatus(tls, readFileSync(rootOut, 'utf8'), 'expired-or-forged')).toBe(grpc.status.UNAUTHENTICATED);
   });
 
   it('--no-plain-address serves no plaintext xDS', async () => {
