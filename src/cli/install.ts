@@ -23,6 +23,7 @@ export function registerInstallCommand(program: Command): void {
     .option('--cacerts-secret <name>', 'the cacerts secret (with --ca-source plugged)', DEFAULTS.cacertsSecret)
     .option('--cni-bin-dir <dir>', "the nodes' CNI plugin directory", DEFAULTS.cniBinDir)
     .option('--cni-conf-dir <dir>', "the nodes' CNI configuration directory", DEFAULTS.cniConfDir)
+    .option('--plaintext-xds', 'also serve xDS in plaintext on 15010, to proxyless gRPC clients without a node credential (it answers any pod)', DEFAULTS.plaintextXds)
     .option('-o, --output <dir>', 'write the files (kustomization.yaml, ..., waypoint/) into this directory')
     .action((opts: InstallOptions & { output?: string }) => {
       const { output, ...rest } = opts;

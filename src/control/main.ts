@@ -1,7 +1,7 @@
 // `weft control`: weft's istiod. Configuration (a watched directory of Kubernetes YAML, or the
 // Kubernetes API) becomes the mesh model, served to agents over Delta ADS; it is also the mesh CA.
-// Ports as istiod: 15010 plaintext xDS (local debugging), 15012 TLS xDS + CA (agents
-// authenticate), 15014 metrics.
+// Ports as istiod: 15010 plaintext xDS (optional: it answers anyone), 15012 TLS xDS + CA (agents
+// authenticate), 15014 metrics, readiness and (loopback clients only) debug.
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { dirname, join } from 'node:path';
@@ -10,7 +10,7 @@ import pino, { type Logger } from 'pino';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { registerHealthMetrics } from '../util/metrics.ts';
 import { adsService } from '../api/protos.ts';
-import { CACERTS_FILES, CertificateAuthority, StaticTokenAuthenticator, caServerCredentials, registerCAService, type NodeAuthenticator } from './ca/index.ts';
+import { CACERTS_FILES, CertificateAuthority, StaticTokenAuthenticator, caServerCredentials, registerCAService, type CAOptions, type NodeAuthenticator } from './ca/index.ts';
 import type { ConfigSnapshot } from './config/config-store.ts';
 import { openConfigSource, type SourceOptions } from './config/source.ts';
 import type { MeshModel } from './model/mesh-model.ts';
@@ -24,12 +24,15 @@ import { WorkloadApiPublisher } from './xds/workload-api.ts';
 
 export interface ControlOptions extends SourceOptions {
   caDir?: string;
+  /** On Kubernetes: where the self-signed root's Secret (istio-ca-secret) is kept. */
+  caNamespace: string;
   trustDomain: string;
   /** Static node credentials (the lab); without them, TokenReview against the Kubernetes API. */
   nodeTokens?: string;
   agentServiceAccounts: string[];
   tokenAudiences: string[];
-  plainAddress: string;
+  /** false: no plaintext xDS (`--no-plain-address`). */
+  plainAddress: string | false;
   tlsAddress: string;
   metricsAddress: string;
   serverNames: string[];
@@ -37,10 +40,29 @@ export interface ControlOptions extends SourceOptions {
   rootCertOut?: string;
 }
 
-/** Lab: a token file. Kubernetes: the agents' bound ServiceAccount tokens, checked by TokenReview. */
-async function nodeAuthenticator(o: ControlOptions): Promise<NodeAuthenticator> {
+/**
+ * A plugged-in CA when --ca-dir holds Istio's cacerts files; else a self-signed root, kept in
+ * --ca-dir with --config-dir and in the Secret istio-ca-secret on Kubernetes (as istiod), so a
+ * restarted or second replica signs with the same root.
+ */
+async function caSource(o: ControlOptions, log: Logger): Promise<{ source: CAOptions['source']; describe: string }> {
+  if (o.caDir && CACERTS_FILES.every((f) => existsSync(join(o.caDir!, f)))) return { source: { type: 'plugged', dir: o.caDir }, describe: `plugged (${o.caDir})` };
+  if (o.configDir !== undefined) return { source: { type: 'self-signed', dir: o.caDir }, describe: `self-signed (${o.caDir ?? 'in memory'})` };
+  const [{ loadKubeConfig }, { CA_SECRET, secretRootStore }] = await Promise.all([import('./config/kube-api.ts'), import('./ca/root-secret.ts')]);
+  return { source: { type: 'self-signed', store: secretRootStore(loadKubeConfig(o), o.caNamespace, log) }, describe: `self-signed (Secret ${o.caNamespace}/${CA_SECRET})` };
+}
+
+/**
+ * Lab: a token file. Kubernetes: the agents' bound ServiceAccount tokens, checked by TokenReview.
+ * A directory without a token file (proxyless gRPC on 15010 only): no node credential exists, so
+ * 15012's xDS and the CA refuse every caller.
+ */
+async function nodeAuthenticator(o: ControlOptions, log: Logger): Promise<NodeAuthenticator> {
   if (o.nodeTokens) return new StaticTokenAuthenticator(o.nodeTokens);
-  if (o.configDir !== undefined) throw new Error('--config-dir needs --node-tokens (TokenReview needs the Kubernetes API)');
+  if (o.configDir !== undefined) {
+    log.info('no --node-tokens: no node agent can authenticate; xDS on the TLS port and the CA refuse every caller');
+    return { authenticate: async () => undefined };
+  }
   const [{ loadKubeConfig }, { TokenReviewAuthenticator }] = await Promise.all([import('./config/kube-api.ts'), import('./ca/token-review.ts')]);
   return new TokenReviewAuthenticator(loadKubeConfig(o), { agentServiceAccounts: o.agentServiceAccounts, audiences: o.tokenAudiences });
 }
@@ -52,14 +74,17 @@ async function publishRootCert(o: ControlOptions, rootPem: string, log: Logger):
   return startRootCertPublisher(loadKubeConfig(o), rootPem, log);
 }
 
+/** 127.0.0.0/8 and ::1, also as IPv4-mapped IPv6 (a dual-stack listener's view of an IPv4 peer). */
+const isLoopback = (address: string | undefined) => !!address && (address === '::1' || /^(::ffff:)?127\./i.test(address));
+
 const bind = (server: grpc.Server, address: string, creds: grpc.ServerCredentials) =>
   new Promise<number>((resolve, reject) => server.bindAsync(address, creds, (e, port) => (e ? reject(new Error(`cannot listen on ${address}: ${e.message}`)) : resolve(port))));
 
 export async function runControl(o: ControlOptions): Promise<void> {
   const log = pino({ base: { component: 'control' } });
   const mesh: MeshOptions = { ...DEFAULT_MESH, trustDomain: o.trustDomain };
-  const plugged = o.caDir && CACERTS_FILES.every((f) => existsSync(join(o.caDir!, f)));
-  const ca = await CertificateAuthority.create({ trustDomain: o.trustDomain, source: plugged ? { type: 'plugged', dir: o.caDir! } : { type: 'self-signed', dir: o.caDir } });
+  const caFrom = await caSource(o, log);
+  const ca = await CertificateAuthority.create({ trustDomain: o.trustDomain, source: caFrom.source });
   if (o.rootCertOut) {
     mkdirSync(dirname(o.rootCertOut), { recursive: true });
     writeFileSync(o.rootCertOut, ca.rootPem); // the lab's istio-ca-root-cert ConfigMap
@@ -106,12 +131,16 @@ export async function runControl(o: ControlOptions): Promise<void> {
     onNack: (t) => nacks.inc({ type_url: t }),
     onConnect: () => clients.set(ads.connected + sotw.connected),
   });
-  const authenticator = await nodeAuthenticator(o);
+  const authenticator = await nodeAuthenticator(o, log);
 
-  // 15010: plaintext, unauthenticated, for local debugging (as istiod).
-  const plain = new grpc.Server();
-  plain.addService(adsService().service, { DeltaAggregatedResources: ads.handler(), StreamAggregatedResources: sotw.handler() });
-  await bind(plain, o.plainAddress, grpc.ServerCredentials.createInsecure());
+  // 15010: plaintext, unauthenticated (as istiod), for proxyless gRPC clients without credentials
+  // and local debugging. It answers anyone who can reach it: `weft install` leaves it off.
+  let plain: grpc.Server | undefined;
+  if (o.plainAddress !== false) {
+    plain = new grpc.Server();
+    plain.addService(adsService().service, { DeltaAggregatedResources: ads.handler(), StreamAggregatedResources: sotw.handler() });
+    await bind(plain, o.plainAddress, grpc.ServerCredentials.createInsecure());
+  }
 
   // 15012: TLS with a server certificate from the mesh CA; agents present their node token.
   const tls = new grpc.Server();
@@ -122,7 +151,9 @@ export async function runControl(o: ControlOptions): Promise<void> {
     const node = token ? await authenticator.authenticate(token).catch(() => undefined) : undefined;
     if (!node) {
       log.warn({ peer: call.getPeer() }, 'xds client refused: no valid node credential');
-      call.destroy(Object.assign(new Error('node credential required'), { code: grpc.status.UNAUTHENTICATED }));
+      // An 'error' event is how grpc-js ends a server stream with a status; destroy() would drop
+      // the stream without one, and the client would wait on it forever instead of retrying.
+      call.emit('error', Object.assign(new Error('node credential required'), { code: grpc.status.UNAUTHENTICATED }));
       return undefined;
     }
     return node;
@@ -140,17 +171,20 @@ export async function runControl(o: ControlOptions): Promise<void> {
   const [mHost, mPort] = o.metricsAddress.split(/:(?=\d+$)/);
   const metrics = createServer((req, res) => {
     if (req.url === '/metrics') void registry.metrics().then((t) => res.writeHead(200, { 'content-type': registry.contentType }).end(t));
+    // Debug endpoints show every workload, identity and policy: loopback clients only (kubectl
+    // port-forward, a shell in the pod), as istiod's localhost bypass; /metrics and /ready stay open.
+    else if (req.url?.startsWith('/debug') && !isLoopback(req.socket.remoteAddress)) res.writeHead(403, { 'content-type': 'text/plain' }).end('debug endpoints answer loopback clients only (kubectl port-forward)\n');
     else if (req.url === '/debug/config_dump') res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ clients: ads.clients(), sotwClients: sotw.clients(), problems: [...reported], model: model && { workloads: model.workloads, services: model.services, policies: model.policies } }, null, 2));
     else if (req.url === '/ready') res.writeHead(model ? 200 : 503).end();
     else res.writeHead(404).end();
   });
   await new Promise<void>((r) => metrics.listen(Number(mPort), mHost, r));
-  log.info({ configDir: o.configDir, kubeconfig: o.kubeconfig, inCluster: o.inCluster, plain: o.plainAddress, tls: o.tlsAddress, ca: plugged ? 'plugged' : 'self-signed', trustDomain: o.trustDomain }, 'control plane ready');
+  log.info({ configDir: o.configDir, kubeconfig: o.kubeconfig, inCluster: o.inCluster, plain: o.plainAddress, tls: o.tlsAddress, ca: caFrom.describe, trustDomain: o.trustDomain }, 'control plane ready');
 
   const stop = () => {
     source.close();
     rootCerts?.close();
-    plain.forceShutdown();
+    plain?.forceShutdown();
     tls.forceShutdown();
     metrics.close();
     process.exit(0);

@@ -9,6 +9,8 @@ import type { IDeployment } from 'kubernetes-models/apps/v1/Deployment';
 import type { ICustomResourceDefinition } from 'kubernetes-models/apiextensions.k8s.io/v1/CustomResourceDefinition';
 import type { IClusterRole } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRole';
 import type { IClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRoleBinding';
+import type { IRole } from 'kubernetes-models/rbac.authorization.k8s.io/v1/Role';
+import type { IRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/RoleBinding';
 import type { INamespace } from 'kubernetes-models/v1/Namespace';
 import type { IService } from 'kubernetes-models/v1/Service';
 import type { IServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
@@ -26,6 +28,8 @@ export const AGENT = 'weft-agent';
 export const TOKEN_AUDIENCE = 'istio-ca';
 /** Istio's name for the ConfigMap holding the mesh root certificate. */
 export const ROOT_CERT_CONFIGMAP = 'istio-ca-root-cert';
+/** Istio's name for the Secret keeping the self-signed root (src/control/ca/root-secret.ts). */
+export const CA_SECRET = 'istio-ca-secret';
 
 /** Host paths shared by the agent, the CNI installer and the CNI plugin (which runs on the host). */
 export const HOST = {
@@ -66,16 +70,16 @@ export function namespace(o: InstallOptions): INamespace {
 // ---------------------------------------------------------------------------------------------
 // Control plane
 
-export function controlPlane(o: InstallOptions): [IServiceAccount, IClusterRole, IClusterRoleBinding, IClusterRole, IClusterRoleBinding, IService, IDeployment] {
+export function controlPlane(o: InstallOptions): [IServiceAccount, IClusterRole, IClusterRoleBinding, IClusterRole, IClusterRoleBinding, IRole, IRoleBinding, IService, IDeployment] {
   const meta = { name: CONTROL, namespace: o.namespace, labels: labels(CONTROL, 'control-plane') };
   const read = ['get', 'list', 'watch'];
   const clusterName = `${CONTROL}-${o.namespace}`;
   const publisherName = `${CONTROL}-root-cert-${o.namespace}`;
-  const caDir = o.caSource === 'plugged' ? '/etc/cacerts' : '/var/lib/weft/ca';
-  const caVolume: IVolume =
-    o.caSource === 'plugged'
-      ? { name: 'cacerts', secret: { secretName: o.cacertsSecret, optional: false, defaultMode: 0o400 } }
-      : { name: 'cacerts', emptyDir: {} };
+  // Plugged: the cacerts Secret mounted. Self-signed: the root is kept in the Secret
+  // istio-ca-secret, read and created through the API (the Role below), never in the pod.
+  const plugged = o.caSource === 'plugged';
+  const caDir = '/etc/cacerts';
+  const caVolumes: IVolume[] = plugged ? [{ name: 'cacerts', secret: { secretName: o.cacertsSecret, optional: false, defaultMode: 0o400 } }] : [];
   return [
     { apiVersion: 'v1', kind: 'ServiceAccount', metadata: meta },
     // Read only, the kinds the mesh model is built from (src/control/config/kube-api.ts:
@@ -106,6 +110,24 @@ export function controlPlane(o: InstallOptions): [IServiceAccount, IClusterRole,
       ],
       { name: CONTROL, namespace: o.namespace },
     ),
+    // The self-signed root's Secret in the control plane's own namespace: read by every replica,
+    // created by the first. create cannot be limited by name; get can.
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'Role',
+      metadata: { ...meta, name: `${CONTROL}-ca-secret` },
+      rules: [
+        { apiGroups: [''], resources: ['secrets'], verbs: ['create'] },
+        { apiGroups: [''], resources: ['secrets'], resourceNames: [CA_SECRET], verbs: ['get'] },
+      ],
+    },
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'RoleBinding',
+      metadata: { ...meta, name: `${CONTROL}-ca-secret` },
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: `${CONTROL}-ca-secret` },
+      subjects: [{ kind: 'ServiceAccount', name: CONTROL, namespace: o.namespace }],
+    },
     {
       apiVersion: 'v1',
       kind: 'Service',
@@ -114,7 +136,7 @@ export function controlPlane(o: InstallOptions): [IServiceAccount, IClusterRole,
         type: 'ClusterIP',
         selector: { app: CONTROL },
         ports: [
-          { name: 'grpc-xds', port: PORTS.xds, targetPort: PORTS.xds, protocol: 'TCP' },
+          ...(o.plaintextXds ? [{ name: 'grpc-xds', port: PORTS.xds, targetPort: PORTS.xds, protocol: 'TCP' as const }] : []),
           { name: 'grpc-xds-tls', port: PORTS.xdsTls, targetPort: PORTS.xdsTls, protocol: 'TCP' },
           { name: 'http-monitoring', port: PORTS.monitoring, targetPort: PORTS.monitoring, protocol: 'TCP' },
         ],
@@ -143,19 +165,20 @@ export function controlPlane(o: InstallOptions): [IServiceAccount, IClusterRole,
                 args: [
                   'control',
                   '--in-cluster',
-                  '--ca-dir', caDir,
+                  ...(plugged ? ['--ca-dir', caDir] : ['--ca-namespace', o.namespace]),
                   '--trust-domain', o.trustDomain,
                   // Agents authenticate with their bound ServiceAccount tokens, checked by TokenReview.
                   '--agent-service-account', `${o.namespace}/${AGENT}`,
                   '--token-audience', 'istio-ca',
                   '--server-name', controlHost(o),
-                  '--plain-address', `0.0.0.0:${PORTS.xds}`,
+                  // Plaintext xDS only when asked for (--plaintext-xds): it answers anyone.
+                  ...(o.plaintextXds ? ['--plain-address', `0.0.0.0:${PORTS.xds}`] : ['--no-plain-address']),
                   '--tls-address', `0.0.0.0:${PORTS.xdsTls}`,
                   '--metrics-address', `0.0.0.0:${PORTS.monitoring}`,
                 ],
                 env: Object.entries(CONTROL_PLANE_ENV).map(([name, value]) => ({ name, value })),
                 ports: [
-                  { name: 'grpc-xds', containerPort: PORTS.xds, protocol: 'TCP' },
+                  ...(o.plaintextXds ? [{ name: 'grpc-xds', containerPort: PORTS.xds, protocol: 'TCP' as const }] : []),
                   { name: 'grpc-xds-tls', containerPort: PORTS.xdsTls, protocol: 'TCP' },
                   { name: 'http-monitoring', containerPort: PORTS.monitoring, protocol: 'TCP' },
                 ],
@@ -163,13 +186,13 @@ export function controlPlane(o: InstallOptions): [IServiceAccount, IClusterRole,
                 resources: { requests: { cpu: '200m', memory: '256Mi' }, limits: { memory: '2Gi' } },
                 securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } },
                 volumeMounts: [
-                  { name: 'cacerts', mountPath: caDir, readOnly: o.caSource === 'plugged' },
+                  ...(plugged ? [{ name: 'cacerts', mountPath: caDir, readOnly: true }] : []),
                   { name: 'tmp', mountPath: '/tmp' },
                 ],
               },
             ],
             volumes: [
-              caVolume,
+              ...caVolumes,
               { name: 'tmp', emptyDir: {} },
             ],
           },

@@ -17,6 +17,12 @@ export interface InstallOptions {
   /** The nodes' CNI directories (distributions differ: k3s, GKE and others move them). */
   cniBinDir: string;
   cniConfDir: string;
+  /**
+   * Serve xDS in plaintext on 15010 (Service port grpc-xds), for proxyless gRPC clients that hold
+   * no node credential. Off by default: it gives every workload, identity and policy of the mesh
+   * to any pod that asks. Agents always use 15012 (TLS, authenticated).
+   */
+  plaintextXds: boolean;
 }
 
 export const DEFAULTS: Readonly<InstallOptions> = Object.freeze({
@@ -28,6 +34,7 @@ export const DEFAULTS: Readonly<InstallOptions> = Object.freeze({
   cacertsSecret: 'cacerts',
   cniBinDir: '/opt/cni/bin',
   cniConfDir: '/etc/cni/net.d',
+  plaintextXds: false,
 });
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;

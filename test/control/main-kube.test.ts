@@ -79,6 +79,7 @@ describe('weft control --kubeconfig', () => {
     const server = await FakeApiServer.start();
     for (const r of KUBE_RESOURCES) server.serve(r);
     server.serve({ kind: 'ConfigMap', apiVersion: 'v1', plural: 'configmaps' });
+    server.serve({ kind: 'Secret', apiVersion: 'v1', plural: 'secrets' });
     for (const o of OBJECTS) server.apply(o);
     // Node authentication as on a cluster: without --node-tokens, `weft control` checks the agents'
     // tokens with TokenReview through the same kubeconfig, so the fake answers TokenReview rather
@@ -154,6 +155,79 @@ describe('weft control --kubeconfig', () => {
       xds?.close();
       ca?.close();
       await stop(cp);
+      await server.close();
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
+  // The self-signed root lives in the Secret istio-ca-secret: a restarted control plane and a
+  // second replica sign with the root the first one made, so agents and workloads keep trusting
+  // each other (an emptyDir, or memory, would give each process a root of its own).
+  it('keeps one mesh root across a restart and between two replicas started together', async () => {
+    const tmp = mkdtempSync(join(tmpdir(), 'weft-main-kube-'));
+    const server = await FakeApiServer.start();
+    for (const r of KUBE_RESOURCES) server.serve(r);
+    server.serve({ kind: 'ConfigMap', apiVersion: 'v1', plural: 'configmaps' });
+    server.serve({ kind: 'Secret', apiVersion: 'v1', plural: 'secrets' });
+    for (const o of OBJECTS) server.apply(o);
+    server.tokenReview = (spec) =>
+      spec.token === AGENT_TOKEN
+        ? { authenticated: true, audiences: spec.audiences ?? [], user: { username: 'system:serviceaccount:istio-system:weft-agent', extra: { [NODE_NAME_EXTRA]: ['node-1'] } } }
+        : { authenticated: false };
+    const kubeconfig = server.writeKubeconfig(tmp);
+    const procs: { cp: ChildProcess; tls: number; out: string }[] = [];
+    const start = async () => {
+      const [plain, tls, metrics] = [await freePort(), await freePort(), await freePort()];
+      const args = ['control', '--kubeconfig', kubeconfig, '--agent-service-account', AGENT_SA, '--server-name', SERVER_NAME, '--server-ip', '127.0.0.1'];
+      args.push('--plain-address', `127.0.0.1:${plain}`, '--tls-address', `127.0.0.1:${tls}`, '--metrics-address', `127.0.0.1:${metrics}`);
+      const p = { cp: spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] }), tls, out: '' };
+      p.cp.stdout!.on('data', (d: Buffer) => (p.out += d.toString()));
+      p.cp.stderr!.on('data', (d: Buffer) => (p.out += d.toString()));
+      procs.push(p);
+      return p;
+    };
+    const ready = (p: (typeof procs)[number]) =>
+      until('control plane ready', () => {
+        if (p.cp.exitCode !== null) throw new Error(`weft control exited with ${p.cp.exitCode}:\n${p.out}`);
+        return p.out.includes('control plane ready');
+      });
+    /** The root a replica's CA chains end in (its TLS port verified against `trusted`). */
+    const rootOf = async (p: (typeof procs)[number], trusted: string) => {
+      const ca = new CAClient({ address: `127.0.0.1:${p.tls}`, rootPem: trusted, serverName: SERVER_NAME, nodeToken: AGENT_TOKEN });
+      try {
+        const chain = await ca.createCertificate((await createKeyAndCsr({ trustDomain: 'cluster.local', namespace: 'shop', serviceAccount: 'web' })).csrPem, formatSpiffe({ trustDomain: 'cluster.local', namespace: 'shop', serviceAccount: 'web' }), 3600);
+        return chain.at(-1)!.trim();
+      } finally {
+        ca.close();
+      }
+    };
+    try {
+      // Two replicas at once, with no Secret yet: both race to create it.
+      const [a, b] = [await start(), await start()];
+      await Promise.all([ready(a), ready(b)]);
+      const secret = server.get('Secret', 'istio-system', 'istio-ca-secret') as { type?: string; data?: Record<string, string> } | undefined;
+      expect(secret?.type).toBe('istio.io/ca-root');
+      const root = Buffer.from(secret!.data!['ca-cert.pem']!, 'base64').toString('utf8').trim();
+      expect(await rootOf(a, root)).toBe(root);
+      expect(await rootOf(b, root)).toBe(root);
+      const rootIn = (ns: string) => (server.get('ConfigMap', ns, ROOT_CERT_CONFIGMAP) as { data?: Record<string, string> } | undefined)?.data?.[ROOT_CERT_KEY]?.trim();
+      await until('istio-ca-root-cert published', () => NAMESPACES.every((ns) => rootIn(ns) === root));
+
+      // A restart: the new process finds the root and keeps it.
+      const posts = () => server.requests.filter((r) => r.method === 'POST' && r.path === '/api/v1/namespaces/istio-system/secrets').length;
+      const created = posts();
+      expect(created).toBeGreaterThanOrEqual(1);
+      await stop(a.cp);
+      const a2 = await start();
+      await ready(a2);
+      expect(await rootOf(a2, root)).toBe(root);
+      expect(posts()).toBe(created); // read, not created again
+      expect(NAMESPACES.every((ns) => rootIn(ns) === root)).toBe(true);
+    } catch (e) {
+      (e as Error).message += `\n--- weft control output ---\n${procs.map((p) => p.out.slice(-4000)).join('\n---\n')}`;
+      throw e;
+    } finally {
+      for (const p of procs) await stop(p.cp);
       await server.close();
       rmSync(tmp, { recursive: true, force: true });
     }

@@ -40,7 +40,10 @@ describe('lab isolation and recovery', () => {
   });
 
   it('says that it needs root instead of failing half-way', () => {
-    const r = spawnSync('setpriv', ['--reuid', '65534', '--regid', '65534', '--clear-groups', 'env', 'HOME=/tmp', process.execPath, new URL('../../bin/weft.js', import.meta.url).pathname, 'up', '--name', `${a}-x`], { encoding: 'utf8' });
+    // A user namespace in which we are nobody (65534), with no capabilities: not root, yet still
+    // the owner of our own files outside it, so the checkout is readable wherever it lives (a
+    // plain setuid to nobody cannot read a checkout under /root).
+    const r = spawnSync('unshare', ['--map-user=65534', '--map-group=65534', 'env', 'HOME=/tmp', process.execPath, new URL('../../bin/weft.js', import.meta.url).pathname, 'up', '--name', `${a}-x`], { encoding: 'utf8' });
     expect(r.status).toBe(1);
     expect(r.stderr).toContain('the lab needs root');
     expect(leftovers(`${a}-x`)).toEqual([]);

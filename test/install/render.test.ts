@@ -45,6 +45,7 @@ describe('weft install: rendered manifests', () => {
   for (const [label, opts] of [
     ['defaults', {}],
     ['plugged CA in another namespace', { namespace: 'mesh', caSource: 'plugged', cacertsSecret: 'my-ca', trustDomain: 'example.org', image: 'registry.example/weft:1.2.3' }],
+    ['plaintext xDS', { plaintextXds: true }],
   ] as const) {
     it(`every object validates against its Kubernetes schema (${label})`, () => {
       const objs = all(opts);
@@ -61,7 +62,7 @@ describe('weft install: rendered manifests', () => {
 
     const svc = structuredClone(find(all(), 'Service'));
     (svc.spec as { ports: { port: number }[] }).ports[0]!.port = 70_000;
-    expect(checkInvariants([...all().filter((o) => o.kind !== 'Service'), svc])).toEqual([expect.stringMatching(/Service weft-control: port grpc-xds: 70000/)]);
+    expect(checkInvariants([...all().filter((o) => o.kind !== 'Service'), svc])).toEqual([expect.stringMatching(/Service weft-control: port grpc-xds-tls: 70000/)]);
 
     const dep = structuredClone(find(all(), 'Deployment'));
     podSpecOf(dep)!.containers[0]!.volumeMounts!.push({ name: 'nowhere', mountPath: '/x' });
@@ -104,9 +105,27 @@ describe('weft install: rendered manifests', () => {
     expect(args('control')).toContain('--ca-dir /etc/cacerts');
     const dep = podSpecOf(find(objs, 'Deployment'))!;
     expect(dep.volumes!.find((v) => v.name === 'cacerts')!.secret).toMatchObject({ secretName: 'corp-ca', optional: false });
-    // Self-signed: no secret mounted.
-    expect(podSpecOf(find(all(), 'Deployment'))!.volumes!.find((v) => v.name === 'cacerts')!.secret).toBeUndefined();
+    // Self-signed: nothing mounted; the root is kept in the Secret istio-ca-secret (read through the API).
+    expect(podSpecOf(find(all(), 'Deployment'))!.volumes!.find((v) => v.name === 'cacerts')).toBeUndefined();
     expect(renderStream(resolveOptions())).not.toContain('corp');
+  });
+
+  it('plaintext xDS (15010) is off unless --plaintext-xds asks for it', () => {
+    const ports = (objs: Obj[]) => ({
+      service: (find(objs, 'Service').spec as { ports: { port: number }[] }).ports.map((p) => p.port),
+      container: podSpecOf(find(objs, 'Deployment'))!.containers[0]!.ports!.map((p) => p.containerPort),
+      args: podSpecOf(find(objs, 'Deployment'))!.containers[0]!.args!.join(' '),
+    });
+    const off = ports(all());
+    expect(off.service).not.toContain(15010);
+    expect(off.container).not.toContain(15010);
+    expect(off.args).toContain('--no-plain-address');
+    expect(off.args).not.toContain('15010');
+    const on = ports(all({ plaintextXds: true }));
+    expect(on.service).toContain(15010);
+    expect(on.container).toContain(15010);
+    expect(on.args).toContain('--plain-address 0.0.0.0:15010');
+    expect(renderFiles(resolveOptions({ plaintextXds: true }))[0]!.content).toContain('weft install --plaintext-xds -o DIR');
   });
 
   it('rejects options Kubernetes would reject, naming the flag', () => {
@@ -244,6 +263,9 @@ describe('weft install: rendered manifests', () => {
       expect(parseAllDocuments(s.stdout).map((d) => (d.toJS() as Obj).kind)).toEqual(
         renderFiles(resolveOptions()).filter((f) => (BASE_FILES as readonly string[]).includes(f.path)).flatMap((f) => f.objects.map((o) => o.kind)),
       );
+      const plain = run('--plaintext-xds');
+      expect(plain.status, plain.stderr).toBe(0);
+      expect(plain.stdout).toBe(renderStream(resolveOptions({ plaintextXds: true })));
       const bad = run('--ca-source', 'vault');
       expect(bad.status).not.toBe(0);
       expect(bad.stderr).toMatch(/ca-source/);

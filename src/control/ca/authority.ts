@@ -5,13 +5,13 @@ import { isIP } from 'node:net';
 import { DEFAULT_TRUST_DOMAIN, formatSpiffe, type SpiffeId } from '../../api/spiffe.ts';
 import type { CAMaterial } from './material.ts';
 import { pluggedCA } from './plugged.ts';
-import { selfSignedCA } from './self-signed.ts';
+import { dirRootStore, selfSignedCA, type RootStore } from './self-signed.ts';
 import { generateP256, privateKeyPem, x509 } from './x509.ts';
 
 export interface CAOptions {
   trustDomain?: string;
-  /** Default: a self-signed root kept in memory. */
-  source?: { type: 'self-signed'; dir?: string } | { type: 'plugged'; dir: string };
+  /** Default: a self-signed root kept in memory; `dir` or `store` keep it across restarts. */
+  source?: { type: 'self-signed'; dir?: string; store?: RootStore } | { type: 'plugged'; dir: string };
   /** Workload TTL when the request asks for none. Default 24 h. */
   defaultTtlSeconds?: number;
   /** Longest workload TTL granted. Default 90 days (Istio's default max). */
@@ -60,7 +60,7 @@ export class CertificateAuthority {
   static async create(opts: CAOptions = {}): Promise<CertificateAuthority> {
     const td = opts.trustDomain ?? DEFAULT_TRUST_DOMAIN;
     const src = opts.source ?? { type: 'self-signed' };
-    const m = src.type === 'plugged' ? await pluggedCA(src.dir) : await selfSignedCA(td, src.dir);
+    const m = src.type === 'plugged' ? await pluggedCA(src.dir) : await selfSignedCA(td, src.store ?? (src.dir ? dirRootStore(src.dir) : undefined));
     return new CertificateAuthority(m, opts, td);
   }
 

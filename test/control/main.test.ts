@@ -1,0 +1,194 @@
+// `weft control --config-dir` as a process: standalone (proxyless gRPC users) it starts with no
+// node credentials at all, serves plaintext xDS on 15010 and refuses every caller of the TLS port
+// and the CA (fail closed); its debug endpoints answer loopback clients only, wherever it listens.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createConnection, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import pino from 'pino';
+import { stringify } from 'yaml';
+import { afterEach, describe, expect, it } from 'vitest';
+import { adsService } from '../../src/api/protos.ts';
+import { CAClient } from '../../src/agent/identity/ca-client.ts';
+import { createKeyAndCsr } from '../../src/agent/identity/csr.ts';
+import { DeltaXdsClient } from '../../src/agent/xds/delta-client.ts';
+import { until as waitUntil } from '../util/until.ts';
+
+const BIN = new URL('../../bin/weft.js', import.meta.url).pathname;
+const SERVER_NAME = 'weft-control.istio-system.svc';
+const WEB_1 = 'Kubernetes//Pod/shop/web-1';
+const until = (what: string, fn: () => boolean, timeoutMs = 30_000) => waitUntil(what, fn, timeoutMs, 20);
+
+const CONFIG = [
+  { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop', labels: { 'istio.io/dataplane-mode': 'ambient' } } },
+  { apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: 'shop' }, spec: { clusterIP: '10.96.0.10', selector: { app: 'web' }, ports: [{ name: 'http', port: 80, targetPort: 8080 }] } },
+  {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name: 'web-1', namespace: 'shop', labels: { app: 'web' } },
+    spec: { nodeName: 'node-1', serviceAccountName: 'web', containers: [{ name: 'app', image: 'web', ports: [{ containerPort: 8080 }] }] },
+    status: { phase: 'Running', podIP: '10.244.1.5', conditions: [{ type: 'Ready', status: 'True' }] },
+  },
+];
+
+const freePort = () =>
+  new Promise<number>((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+
+const cleanups: (() => unknown)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+/** Waits for the process to exit (SIGKILL after 5 s), so no port stays bound. */
+async function stop(cp: ChildProcess): Promise<void> {
+  if (cp.exitCode !== null || cp.signalCode !== null) return;
+  const exited = new Promise<void>((r) => cp.once('exit', () => r()));
+  cp.kill('SIGTERM');
+  const timer = setTimeout(() => cp.kill('SIGKILL'), 5000);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** Starts `argv` (weft control ...) and waits for it to be ready; its output is in `out()`. */
+async function startControl(argv: string[]): Promise<{ cp: ChildProcess; out: () => string }> {
+  const cp = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  cp.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  cp.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  cleanups.push(() => stop(cp));
+  await until('control plane ready', () => {
+    if (cp.exitCode !== null) throw new Error(`weft control exited with ${cp.exitCode}:\n${out}`);
+    return out.includes('control plane ready');
+  });
+  return { cp, out: () => out };
+}
+
+/** The status a Delta ADS stream on the TLS port ends with for this bearer token ('' for none); bounded. */
+async function xdsStatus(port: number, root: string, token: string): Promise<grpc.status | 'no status in 10 s'> {
+  const Ads = adsService();
+  const client = new Ads(`127.0.0.1:${port}`, grpc.credentials.createSsl(Buffer.from(root)), { 'grpc.ssl_target_name_override': SERVER_NAME, 'grpc.default_authority': SERVER_NAME }) as unknown as grpc.Client & {
+    DeltaAggregatedResources: (md: grpc.Metadata) => grpc.ClientDuplexStream<unknown, unknown>;
+  };
+  try {
+    const md = new grpc.Metadata();
+    if (token) md.set('authorization', `Bearer ${token}`);
+    const call = client.DeltaAggregatedResources(md);
+    call.on('error', () => {});
+    let timer: NodeJS.Timeout | undefined;
+    const status = await Promise.race([
+      new Promise<grpc.status>((r) => call.on('status', (s: grpc.StatusObject) => r(s.code))),
+      new Promise<'no status in 10 s'>((r) => (timer = setTimeout(() => r('no status in 10 s'), 10_000))),
+    ]);
+    clearTimeout(timer);
+    call.cancel();
+    return status;
+  } finally {
+    client.close();
+  }
+}
+
+function configDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'weft-control-main-'));
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  mkdirSync(join(dir, 'config'));
+  writeFileSync(join(dir, 'config', 'shop.yaml'), CONFIG.map((o) => stringify(o)).join('---\n'));
+  return dir;
+}
+
+describe('weft control --config-dir', () => {
+  it('starts without --node-tokens: 15010 serves the mesh, the TLS port and the CA refuse everyone', async () => {
+    const dir = configDir();
+    const [plain, tls, metrics] = [await freePort(), await freePort(), await freePort()];
+    const rootOut = join(dir, 'root-cert.pem');
+    await startControl([
+      process.execPath, BIN, 'control', '--config-dir', join(dir, 'config'), '--ca-dir', join(dir, 'ca'), '--root-cert-out', rootOut,
+      '--server-name', SERVER_NAME, '--server-ip', '127.0.0.1',
+      '--plain-address', `127.0.0.1:${plain}`, '--tls-address', `127.0.0.1:${tls}`, '--metrics-address', `127.0.0.1:${metrics}`,
+    ]);
+    const root = readFileSync(rootOut, 'utf8');
+
+    // A client with no credential on the plaintext port: what proxyless gRPC users run.
+    const xds = new DeltaXdsClient({ address: `127.0.0.1:${plain}`, nodeId: 'proxyless', log: pino({ level: 'silent' }) });
+    cleanups.push(() => xds.close());
+    xds.start();
+    await until('workload over plaintext xDS', () => xds.synced && xds.state.workloads.has(WEB_1));
+
+    // The TLS port: whatever token a caller presents, no node credential exists.
+    for (const token of ['anything', '']) expect(await xdsStatus(tls, root, token), `token ${JSON.stringify(token)}`).toBe(grpc.status.UNAUTHENTICATED);
+    const ca = new CAClient({ address: `127.0.0.1:${tls}`, rootPem: root, serverName: SERVER_NAME, nodeToken: 'anything' });
+    cleanups.push(() => ca.close());
+    const { csrPem } = await createKeyAndCsr({ trustDomain: 'cluster.local', namespace: 'shop', serviceAccount: 'web' });
+    await expect(ca.createCertificate(csrPem, 'spiffe://cluster.local/ns/shop/sa/web', 3600)).rejects.toMatchObject({ code: grpc.status.UNAUTHENTICATED });
+  });
+
+  it('ends a refused xDS stream with UNAUTHENTICATED, so the client retries instead of waiting forever', async () => {
+    const dir = configDir();
+    writeFileSync(join(dir, 'tokens.json'), JSON.stringify({ 'node-1-token': 'node-1' }));
+    const [plain, tls, metrics] = [await freePort(), await freePort(), await freePort()];
+    const rootOut = join(dir, 'root-cert.pem');
+    await startControl([
+      process.execPath, BIN, 'control', '--config-dir', join(dir, 'config'), '--node-tokens', join(dir, 'tokens.json'), '--root-cert-out', rootOut,
+      '--server-name', SERVER_NAME, '--plain-address', `127.0.0.1:${plain}`, '--tls-address', `127.0.0.1:${tls}`, '--metrics-address', `127.0.0.1:${metrics}`,
+    ]);
+    expect(await xdsStatus(tls, readFileSync(rootOut, 'utf8'), 'expired-or-forged')).toBe(grpc.status.UNAUTHENTICATED);
+  });
+
+  it('--no-plain-address serves no plaintext xDS', async () => {
+    const dir = configDir();
+    const [plain, tls, metrics] = [await freePort(), await freePort(), await freePort()];
+    const { out } = await startControl([
+      process.execPath, BIN, 'control', '--config-dir', join(dir, 'config'), '--no-plain-address',
+      '--tls-address', `127.0.0.1:${tls}`, '--metrics-address', `127.0.0.1:${metrics}`,
+    ]);
+    expect(out()).toContain('"plain":false');
+    const refused = await new Promise<boolean>((resolve) => {
+      const s = createConnection(plain, '127.0.0.1', () => (s.destroy(), resolve(false)));
+      s.on('error', () => resolve(true));
+    });
+    expect(refused).toBe(true);
+  });
+
+  // The metrics port listens on every address (Prometheus, kubelet probes); /debug/ must still
+  // answer loopback clients only. A network namespace of our own gives the process an address
+  // that is not loopback to be reached on.
+  it.skipIf(process.getuid?.() !== 0)('answers /debug/ on loopback only; /metrics and /ready from anywhere', async () => {
+    const dir = configDir();
+    const ns = `weft-ctl-dbg-${randomBytes(3).toString('hex')}`;
+    const ip = '10.250.77.1';
+    const sh = (...a: string[]) => {
+      const r = spawnSync(a[0]!, a.slice(1), { encoding: 'utf8', timeout: 15_000 });
+      if (r.status !== 0) throw new Error(`${a.join(' ')}: ${r.status} ${r.stderr}`);
+      return r.stdout;
+    };
+    sh('ip', 'netns', 'add', ns);
+    cleanups.push(() => spawnSync('ip', ['netns', 'del', ns]));
+    sh('ip', '-n', ns, 'link', 'set', 'lo', 'up');
+    sh('ip', '-n', ns, 'addr', 'add', `${ip}/32`, 'dev', 'lo');
+    writeFileSync(join(dir, 'tokens.json'), '{}');
+    await startControl([
+      'ip', 'netns', 'exec', ns, process.execPath, BIN, 'control', '--config-dir', join(dir, 'config'), '--node-tokens', join(dir, 'tokens.json'),
+      '--plain-address', '127.0.0.1:15010', '--tls-address', '127.0.0.1:15012', '--metrics-address', '0.0.0.0:15014',
+    ]);
+    const get = (host: string, path: string) => {
+      const r = spawnSync('ip', ['netns', 'exec', ns, 'curl', '-s', '-m', '5', '-o', '/dev/null', '-w', '%{http_code}', `http://${host}:15014${path}`], { encoding: 'utf8', timeout: 15_000 });
+      return r.stdout;
+    };
+    await until('ready', () => get('127.0.0.1', '/ready') === '200');
+    expect(get('127.0.0.1', '/debug/config_dump')).toBe('200');
+    // From the namespace's own non-loopback address: what any pod reaching the pod IP looks like.
+    expect(get(ip, '/debug/config_dump')).toBe('403');
+    expect(get(ip, '/debug')).toBe('403');
+    expect(get(ip, '/metrics')).toBe('200');
+    expect(get(ip, '/ready')).toBe('200');
+  });
+});
