@@ -7,6 +7,7 @@ import { serveAdmin } from './admin/servers.ts';
 import type { CaptureBackends } from './capture/backend.ts';
 import { EbpfCapture } from './capture/ebpf.ts';
 import { IptablesCapture } from './capture/iptables.ts';
+import { NodeProbeRules } from './capture/node-probes.ts';
 import { PodManager } from './inpod/pod-manager.ts';
 import { serveEnrollment } from './inpod/server.ts';
 import { AgentMetrics } from './metrics/metrics.ts';
@@ -89,6 +90,10 @@ export async function runAgent(o: AgentOptions): Promise<void> {
   const pods = new PodManager(backends, log, metrics, join(o.stateDir, 'inpod'), ctx);
   ctx.localPod = (ip) => pods.podByIp(ip);
   metrics.captureCounters = () => pods.counters();
+  // Before any pod is (re-)adopted, and a failure stops the start: the exemption in every pod
+  // must never be usable from outside the node.
+  const probeRules = await NodeProbeRules.install();
+  pods.onPodIps = (ips) => probeRules.sync(ips);
   await pods.adopt();
   const admin = await serveAdmin({
     ...o,

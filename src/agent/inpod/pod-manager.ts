@@ -36,6 +36,8 @@ export class PodManager {
   private readonly stateFile: string;
   /** One operation at a time: enroll and release of the same pod never interleave. */
   private queue: Promise<unknown> = Promise.resolve();
+  /** Told the enrolled pods' IPs after every change, before enroll answers: the node's probe rules. */
+  onPodIps?: (ips: string[]) => Promise<void>;
 
   constructor(
     private readonly backends: CaptureBackends,
@@ -99,8 +101,14 @@ export class PodManager {
         throw e;
       } finally {
         this.persist();
+        await this.syncPodIps();
       }
     });
+  }
+
+  /** A failure only costs the node's probes (captured like any other plaintext): logged. */
+  private async syncPodIps(): Promise<void> {
+    await this.onPodIps?.([...this.byIp.keys()]).catch((e: Error) => this.log.error({ err: e.message }, 'cannot update the node probe rules'));
   }
 
   private async enrollNow(info: PodInfo): Promise<void> {
@@ -168,9 +176,13 @@ export class PodManager {
 
   release(uid: string): Promise<boolean> {
     return this.serial(async () => {
-      const ok = await this.releaseNow(uid);
-      this.persist();
-      return ok;
+      try {
+        const ok = await this.releaseNow(uid);
+        this.persist();
+        return ok;
+      } finally {
+        await this.syncPodIps();
+      }
     });
   }
 
@@ -223,6 +235,7 @@ export class PodManager {
       }
       await this.forgetOthers();
       this.persist();
+      await this.syncPodIps();
     });
   }
 
