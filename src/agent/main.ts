@@ -32,6 +32,8 @@ export interface AgentOptions {
   stateDir: string;
   pinRoot: string;
   capture: 'ebpf' | 'iptables';
+  /** The node's network namespace, for the probe rules; unset: the agent's own (the lab). */
+  nodeNetns?: string;
   dataPath: 'native' | 'node';
   metricsAddress: string;
   metricsPort: number;
@@ -92,7 +94,7 @@ export async function runAgent(o: AgentOptions): Promise<void> {
   metrics.captureCounters = () => pods.counters();
   // Before any pod is (re-)adopted, and a failure stops the start: the exemption in every pod
   // must never be usable from outside the node.
-  const probeRules = await NodeProbeRules.install();
+  const probeRules = await NodeProbeRules.install(o.nodeNetns);
   pods.onPodIps = (ips) => probeRules.sync(ips);
   await pods.adopt();
   const admin = await serveAdmin({

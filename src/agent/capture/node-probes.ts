@@ -7,9 +7,10 @@
 //   keep their source: captured as always;
 // - a packet that arrives claiming 169.254.7.127 is dropped before routing, so no pod and nothing
 //   off the node can use the exemption.
-// They live in the agent's own netns: the host's on a node (the DaemonSet is hostNetwork), the
-// node's in the lab. The table stays when the agent stops, as istio-cni's host rules do: probes
-// keep passing through an agent restart; `nft delete table ip weft_node` removes it.
+// They live in the node's netns: the host's on Kubernetes (the agent pod enters it through
+// /proc/1/ns/net, being hostPID), the node's own in the lab, where the agent runs. The table stays
+// when the agent stops, as istio-cni's host rules do: probes keep passing through an agent
+// restart; `nft delete table ip weft_node` removes it.
 import { WEFT } from '../../bpf/index.ts';
 import { hasCommand, run } from '../../util/exec.ts';
 
@@ -48,19 +49,23 @@ export function renderProbeTargets(ips: string[]): string {
 }
 
 export class NodeProbeRules {
-  private constructor() {}
+  private constructor(private readonly nft: (input: string) => Promise<string>) {}
 
-  /** Installs the rules in this process's netns; fails (naming nft's complaint) when it cannot. */
-  static async install(): Promise<NodeProbeRules> {
-    if (!hasCommand('nft')) throw new Error('the node probe rules need nft (install nftables)');
-    await run(['nft', '-f', '-'], { input: renderNodeRules() }).catch((e: Error) => {
-      throw new Error(`cannot install the node's probe rules (table ip ${NODE_TABLE}): ${e.message}`, { cause: e });
+  /**
+   * Installs the rules in `netns` (a path such as /proc/1/ns/net; none: this process's own);
+   * fails, naming nft's complaint, when it cannot.
+   */
+  static async install(netns?: string): Promise<NodeProbeRules> {
+    for (const t of ['nft', ...(netns ? ['nsenter'] : [])]) if (!hasCommand(t)) throw new Error(`the node's probe rules need ${t} (install nftables and util-linux)`);
+    const rules = new NodeProbeRules((input) => run([...(netns ? ['nsenter', `--net=${netns}`] : []), 'nft', '-f', '-'], { input }));
+    await rules.nft(renderNodeRules()).catch((e: Error) => {
+      throw new Error(`cannot install the node's probe rules (table ip ${NODE_TABLE}${netns ? ` in ${netns}` : ''}): ${e.message}`, { cause: e });
     });
-    return new NodeProbeRules();
+    return rules;
   }
 
   /** Probes from the node to these pods leave from 169.254.7.127; every other pod sees the node's address. */
   async sync(ips: string[]): Promise<void> {
-    await run(['nft', '-f', '-'], { input: renderProbeTargets(ips) });
+    await this.nft(renderProbeTargets(ips));
   }
 }

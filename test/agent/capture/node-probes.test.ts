@@ -3,7 +3,7 @@
 import { execFileSync } from 'node:child_process';
 import type net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PROBE_SNAT_ADDRESS, renderNodeRules, renderProbeTargets } from '../../../src/agent/capture/node-probes.ts';
+import { NodeProbeRules, PROBE_SNAT_ADDRESS } from '../../../src/agent/capture/node-probes.ts';
 import { listenerInNetns } from '../../../src/bpf/index.ts';
 import { Fixture, closeServer, podClient, serve, sh, uniq } from '../../bpf/env.ts';
 
@@ -45,10 +45,10 @@ describe('node probe rules', () => {
     f.cleanup();
   });
 
-  it('installs idempotently and keeps the pod set across reinstalls', () => {
-    nft(node, renderNodeRules());
-    nft(node, renderProbeTargets([pods.target.ip, 'fd00::2']));
-    nft(node, renderNodeRules()); // an agent restart
+  let rules: NodeProbeRules;
+  it('installs idempotently in the given netns and keeps the pod set across reinstalls', async () => {
+    await (await NodeProbeRules.install(`/run/netns/${node}`)).sync([pods.target.ip, 'fd00::2']);
+    rules = await NodeProbeRules.install(`/run/netns/${node}`); // an agent restart
     const table = sh('nsenter', `--net=/run/netns/${node}`, 'nft', 'list', 'table', 'ip', 'weft_node');
     expect(table).toContain(`elements = { ${pods.target.ip} }`);
     expect(table.match(/snat to/g)).toHaveLength(1);
@@ -59,9 +59,9 @@ describe('node probe rules', () => {
     expect(PROBE_SNAT_ADDRESS).toBe('169.254.7.127');
     expect(await seenFrom(node)).toBe(PROBE_SNAT_ADDRESS); // the kubelet
     expect(await seenFrom(pods.other.netns)).toBe(pods.other.ip); // another pod, forwarded by the node
-    nft(node, renderProbeTargets([pods.other.ip])); // the target released
+    await rules.sync([pods.other.ip]); // the target released
     expect(await seenFrom(node)).toBe(GW);
-    nft(node, renderProbeTargets([pods.target.ip]));
+    await rules.sync([pods.target.ip]);
     expect(await seenFrom(node)).toBe(PROBE_SNAT_ADDRESS);
   });
 
