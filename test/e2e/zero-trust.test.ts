@@ -229,6 +229,30 @@ describe('zero-trust L4', () => {
     }
   });
 
+  it('counts at node level every connection its access log shows, inbound HBONE included', async () => {
+    expect(curlFrom(lab, 'shop/buyer', 'http://echo.shop/').pod).toBe('echo'); // node-0 -> node-1 over HBONE
+    const fromMetrics = (node: string) =>
+      Object.fromEntries(
+        [...metrics(node).matchAll(/^weft_agent_connections_total\{direction="(\w+)",protocol="(\w+)",result="(\w+)"\} (\d+)$/gm)].map(([, d, p, r, v]) => [`${d} ${p} ${r}`, Number(v)]),
+      );
+    const fromLog = (node: string) => {
+      const out: Record<string, number> = {};
+      const proto: Record<string, string> = { HBONE: 'hbone', TCP: 'tcp', 'node-local': 'node_local' };
+      for (const l of agentLog(node).filter((x) => x.msg === 'connection complete' || x.msg === 'connection failed')) {
+        const key = `${String(l.direction)} ${proto[String(l.protocol)]} ${l.error ? 'failure' : 'success'}`;
+        out[key] = (out[key] ?? 0) + 1;
+      }
+      return out;
+    };
+    // The log is flushed in batches; the counts must come to the same numbers.
+    const same = (a: Record<string, number>, b: Record<string, number>) => JSON.stringify(Object.entries(a).sort()) === JSON.stringify(Object.entries(b).sort());
+    for (const node of ['node-0', 'node-1']) {
+      await until(() => same(fromMetrics(node), fromLog(node)), 5_000, `${node}'s metrics to match its access log`).catch(() => undefined);
+      expect(fromMetrics(node)).toEqual(fromLog(node));
+    }
+    expect(fromMetrics('node-1')['inbound hbone success']).toBeGreaterThan(0);
+  });
+
   it('exports metrics that promtool accepts', () => {
     for (const node of ['node-0', 'node-1']) {
       const text = metrics(node);
