@@ -28,15 +28,24 @@ for (const url of targets) {
 }
 console.log(failures ? `${failures} request(s) failed` : 'every request was answered; replicas on both nodes shared the load');
 
-// What the node agents saw: per-pod capture counters from their BPF maps, on each node's :15020.
+// What the node agents saw, from each node's :15020: every connection an agent carried (one per
+// access-log line, HBONE arriving on 15008 included) and what the kernel captured in its pods.
 const nodes = (JSON.parse(weft('get', 'nodes', '-o', 'json', '--name', lab).stdout) as { items: { metadata: { name: string; annotations: Record<string, string> } }[] }).items;
+const NAMES: Record<string, string> = { hbone: 'HBONE', node_local: 'node-local', tcp: 'plaintext' };
 for (const n of nodes) {
   const text = spawnSync('nsenter', [`--net=/run/netns/${n.metadata.annotations['weft.dev/netns']}`, 'curl', '-s', '-m', '3', 'http://127.0.0.1:15020/metrics'], { encoding: 'utf8' }).stdout;
-  const sum = (dir: string) =>
+  const captured = (dir: string) =>
     [...text.matchAll(new RegExp(`^weft_pod_captured_connections_total\\{[^}]*direction="${dir}"\\} (\\d+)$`, 'gm'))].reduce((a, m) => a + Number(m[1]), 0);
+  const carried = [...text.matchAll(/^weft_agent_connections_total\{direction="(\w+)",protocol="(\w+)",result="\w+"\} (\d+)$/gm)];
+  const conns = (dir: string) => {
+    const by = new Map<string, number>();
+    for (const [, d, p, v] of carried) if (d === dir) by.set(p!, (by.get(p!) ?? 0) + Number(v));
+    const total = [...by.values()].reduce((a, b) => a + b, 0);
+    const parts = [...by].filter(([, v]) => v > 0).map(([p, v]) => `${v} ${NAMES[p] ?? p}`);
+    return `${total} ${dir}${parts.length ? ` (${parts.join(', ')})` : ''}`;
+  };
   const mode = /capture_mode="(\w+)"/.exec(text)?.[1] ?? '?';
   const pods = /^weft_agent_enrolled_pods (\d+)$/m.exec(text)?.[1] ?? '0';
-  const mtls = [...text.matchAll(/^istio_tcp_connections_opened_total\{reporter="source",[^}]*connection_security_policy="mutual_tls"\} (\d+)$/gm)].reduce((a, m) => a + Number(m[1]), 0);
-  console.log(`agent on ${n.metadata.name} (${mode}): ${pods} pods enrolled, captured ${sum('outbound')} outbound and ${sum('inbound')} inbound connections; ${mtls} left the pod as mutual TLS (HBONE)`);
+  console.log(`agent on ${n.metadata.name} (${mode}): ${pods} pods enrolled; carried ${conns('inbound')} and ${conns('outbound')} connections; its kernel capture took ${captured('outbound')} outbound and ${captured('inbound')} inbound`);
 }
 process.exitCode = failures ? 1 : 0;

@@ -8,6 +8,7 @@ import type { CaptureBackends } from './capture/backend.ts';
 import { EbpfCapture } from './capture/ebpf.ts';
 import { IptablesCapture } from './capture/iptables.ts';
 import { KubePods } from './inpod/kube.ts';
+import { NodeProbeRules } from './capture/node-probes.ts';
 import { PodManager } from './inpod/pod-manager.ts';
 import { serveEnrollment } from './inpod/server.ts';
 import { AgentMetrics } from './metrics/metrics.ts';
@@ -34,6 +35,8 @@ export interface AgentOptions {
   stateDir: string;
   pinRoot: string;
   capture: 'ebpf' | 'iptables';
+  /** The node's network namespace, for the probe rules; unset: the agent's own (the lab). */
+  nodeNetns?: string;
   dataPath: 'native' | 'node';
   metricsAddress: string;
   metricsPort: number;
@@ -107,6 +110,10 @@ export async function runAgent(o: AgentOptions): Promise<void> {
   metrics.captureCounters = () => pods.counters();
   const kube = o.kubeconfig || o.inCluster ? new KubePods(o.kubeconfig ? loadKubeconfig(o.kubeconfig) : inClusterAccess(), o.node, log) : undefined;
   pods.hooks = kube;
+  // Before any pod is (re-)adopted, and a failure stops the start: the exemption in every pod
+  // must never be usable from outside the node.
+  const probeRules = await NodeProbeRules.install(o.nodeNetns);
+  pods.onPodIps = (ips) => probeRules.sync(ips);
   await pods.adopt();
   const admin = await serveAdmin({
     ...o,

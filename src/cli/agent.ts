@@ -19,6 +19,7 @@ export function registerAgentCommand(program: Command): void {
     .option('--state-dir <dir>', 'agent state (enrolled pods)', '/var/run/weft/agent')
     .option('--pin-root <dir>', 'bpffs directory for pinned programs, links and maps', '/sys/fs/bpf/weft')
     .addOption(new Option('--capture <mode>', 'capture mode').choices(['ebpf', 'iptables']).default('ebpf'))
+    .option('--node-netns <path>', "the node's network namespace, for the kubelet probe rules (default: the agent's own)")
     .addOption(new Option('--data-path <impl>', "HBONE data path: native (TLS, HTTP/2 and relay in C++) or node (Node's tls and http2)").choices(['native', 'node']).default('native'))
     .option('--metrics-address <ip>', 'address for :15020 metrics and :15021 readiness', '0.0.0.0')
     .option('--metrics-port <port>', 'metrics port', (v) => parseInt(v, 10), 15020)

@@ -195,8 +195,8 @@ export function registerLabCommands(program: Command): void {
       });
       const c = o.container ? p.pod.spec.containers.find((x) => x.name === o.container) : p.pod.spec.containers[0];
       if (!c) throw new Error(`pod ${ns}/${name} has no container "${o.container}"`);
-      const argv = launchArgv({ ...p, logPath: () => '' }, command);
-      const child = spawn(argv[0]!, argv.slice(1), { stdio: 'inherit', env: containerEnv(p.pod, c, { ...p, logPath: () => '' }) });
+      const argv = launchArgv(p, command);
+      const child = spawn(argv[0]!, argv.slice(1), { stdio: 'inherit', env: containerEnv(p.pod, c, p) });
       const code = await new Promise<number>((r) => child.on('exit', (c2, sig) => r(c2 ?? (sig ? 128 : 1))));
       process.exitCode = code;
     });

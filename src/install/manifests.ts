@@ -273,6 +273,7 @@ export function agent(o: InstallOptions): [IServiceAccount, IClusterRole, IClust
                   '--socket', HOST.socket,
                   '--state-dir', HOST.agentState,
                   '--pin-root', `${HOST.bpffs}/weft`,
+                  '--node-netns', '/proc/1/ns/net', // the host's (hostPID): the kubelet's probe rules
                   '--metrics-port', String(PORTS.metrics),
                   '--readiness-port', String(PORTS.readiness),
                   '--in-cluster',

@@ -298,6 +298,7 @@ export class Cluster extends EventEmitter {
         ip: rec.ip,
         node: node.name,
         nodeIP: node.ip,
+        nodeNetns: node.netns,
         logPath: (c) => this.layout.podLog(ns, pod.metadata.name, c),
       });
       rec.runtime.on('change', () => this.scheduleDerived());

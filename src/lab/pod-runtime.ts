@@ -5,6 +5,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
+import { request } from 'node:http';
+import { Socket } from 'node:net';
+import { socketInNetns } from '../bpf/netns.ts';
 import { builtinEntrypoint } from './images.ts';
 import { builtinImage } from './manifest.ts';
 import type { Container, Pod, Probe } from './objects.ts';
@@ -16,6 +19,8 @@ export interface PodPlacement {
   ip: string;
   node: string;
   nodeIP: string;
+  /** The node's netns, where the kubelet's probes come from. */
+  nodeNetns: string;
   logPath: (container: string) => string;
 }
 
@@ -37,7 +42,7 @@ export function containerArgv(c: Container): string[] {
   return [...entry, ...(c.args ?? [])];
 }
 
-export function containerEnv(pod: Pod, c: Container, p: PodPlacement): Record<string, string> {
+export function containerEnv(pod: Pod, c: Container, p: Pick<PodPlacement, 'node' | 'ip' | 'nodeIP'>): Record<string, string> {
   const field: Record<string, string> = {
     'metadata.name': pod.metadata.name,
     'metadata.namespace': pod.metadata.namespace ?? 'default',
@@ -62,7 +67,7 @@ export function containerEnv(pod: Pod, c: Container, p: PodPlacement): Record<st
 }
 
 /** Launch argv that joins the cgroup, then the netns (with its /etc files). */
-export function launchArgv(p: PodPlacement, argv: string[]): string[] {
+export function launchArgv(p: Pick<PodPlacement, 'cgroup' | 'netns'>, argv: string[]): string[] {
   return ['sh', '-c', 'cg=$1; ns=$2; shift 2; echo $$ > "$cg/cgroup.procs" && exec ip netns exec "$ns" "$@"', 'sh', p.cgroup, p.netns, ...argv];
 }
 
@@ -159,27 +164,15 @@ export class PodRuntime extends EventEmitter {
 
   private async probe(c: ContainerState, probe: Probe): Promise<boolean> {
     const port = (p: number | string) => (typeof p === 'number' ? p : c.spec.ports?.find((x) => x.name === p)?.containerPort ?? -1);
-    if (probe.tcpSocket) return this.listening(port(probe.tcpSocket.port));
+    // tcpSocket and httpGet come from the node, as a kubelet's do: a connection to the pod's IP
+    // that the node's probe rules (agent/capture/node-probes.ts) let past the pod's capture.
+    if (probe.tcpSocket) return probeFromNode(this.placement, port(probe.tcpSocket.port), () => Promise.resolve(true));
     if (probe.httpGet) {
-      const url = `http://${this.placement.ip}:${port(probe.httpGet.port)}${probe.httpGet.path ?? '/'}`;
-      return (await this.execIn(['curl', '-s', '-o', '/dev/null', '-m', '1', '-f', url], 2000)) === 0;
+      const { path = '/' } = probe.httpGet;
+      return probeFromNode(this.placement, port(probe.httpGet.port), (sock, p) => httpGetOver(sock, this.placement.ip, p, path));
     }
     if (probe.exec) return (await this.execIn(probe.exec.command, 2000)) === 0;
     return true;
-  }
-
-  /** A tcpSocket probe succeeds once something in the pod listens on the port. */
-  private listening(port: number): boolean {
-    const pid = this.containers.find((x) => x.proc?.pid)?.proc?.pid;
-    if (!pid) return false;
-    const hex = port.toString(16).toUpperCase().padStart(4, '0');
-    for (const f of ['tcp', 'tcp6']) {
-      try {
-        const rows = readFileSync(`/proc/${pid}/net/${f}`, 'utf8').split('\n').slice(1);
-        if (rows.some((r) => r.trim().split(/\s+/)[1]?.endsWith(`:${hex}`) && r.trim().split(/\s+/)[3] === '0A')) return true;
-      } catch {}
-    }
-    return false;
   }
 
   private execIn(argv: string[], timeoutMs: number): Promise<number> {
@@ -227,6 +220,38 @@ export class PodRuntime extends EventEmitter {
     await killCgroup(this.placement.cgroup);
     this.emit('change');
   }
+}
+
+const PROBE_TIMEOUT_MS = 1000; // a kubelet's default timeoutSeconds
+
+/** Connects from the node's netns to the pod and runs `check` on the connected socket; bounded. */
+async function probeFromNode(p: PodPlacement, port: number, check: (sock: Socket, port: number) => Promise<boolean>): Promise<boolean> {
+  if (!(port > 0 && port < 65536)) return false;
+  const sock = new Socket({ fd: socketInNetns(`/run/netns/${p.nodeNetns}`, { family: 4, nonblock: true }), readable: true, writable: true });
+  const timer = setTimeout(() => sock.destroy(), PROBE_TIMEOUT_MS);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      sock.once('connect', resolve).once('error', reject).once('close', () => reject(new Error('closed')));
+      sock.connect(port, p.ip);
+    });
+    return await check(sock, port);
+  } finally {
+    clearTimeout(timer);
+    sock.destroy();
+  }
+}
+
+/** A kubelet's httpGet: success is a status from 200 to 399. */
+function httpGetOver(sock: Socket, host: string, port: number, path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = request({ host, port, path, createConnection: () => sock, headers: { 'user-agent': 'kube-probe/weft-lab', accept: '*/*' } }, (res) => {
+      res.resume();
+      resolve(res.statusCode !== undefined && res.statusCode >= 200 && res.statusCode < 400);
+    });
+    req.on('error', () => resolve(false));
+    sock.once('close', () => resolve(false));
+    req.end();
+  });
 }
 
 export function cgroupPids(cg: string): number[] {

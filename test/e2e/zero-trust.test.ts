@@ -85,6 +85,47 @@ describe('zero-trust L4', () => {
     await until(() => curlCode('plain/outsider', direct) === 0, 15_000, 'PERMISSIVE again');
   });
 
+  it("lets the node's probes through STRICT (from 169.254.7.127, as istio-cni SNATs them), and no pod that claims that address", async () => {
+    const docroot = mkdtempSync(join(tmp, 'www-'));
+    chmodSync(docroot, 0o755);
+    const file = join(tmp, 'guarded.yaml');
+    writeFileSync(
+      file,
+      [
+        'apiVersion: v1\nkind: Pod\nmetadata: {name: guarded, namespace: shop, labels: {app: guarded}}\nspec:\n  nodeName: node-0\n  containers:\n  - name: web',
+        `    command: [python3, -m, http.server, "8080", --bind, 0.0.0.0, --directory, ${docroot}]`,
+        '    readinessProbe: {httpGet: {port: 8080, path: /}, periodSeconds: 1}',
+        '---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: guarded-strict, namespace: shop}\nspec:\n  selector: {matchLabels: {app: guarded}}\n  mtls: {mode: STRICT}',
+        '---\napiVersion: v1\nkind: Pod\nmetadata: {name: spoofer, namespace: plain}\nspec:\n  nodeName: node-0\n  containers: [{name: shell, image: weft/sleep}]\n',
+      ].join('\n'),
+    );
+    expect(weft(['apply', '--name', lab, '-f', file]).code).toBe(0);
+    try {
+      type PodR = PodJ & { status: { conditions?: { type: string; status: string }[] } };
+      const ready = () => getJson<PodR>(lab, 'pods', 'shop').find((p) => p.metadata.name === 'guarded')?.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true;
+      await until(ready, 30_000, 'guarded to become Ready');
+      const url = `http://${podIP('shop', 'guarded')}:8080/`;
+      await until(() => curlCode('plain/outsider', url) !== 0, 15_000, 'STRICT to take effect'); // plaintext from a pod: refused
+      // Probes keep passing under STRICT, and the app sees them come from the probe address.
+      const requests = () => weft(['logs', '--name', lab, 'shop/guarded']).stdout.split('\n').filter((l) => l.includes('"GET '));
+      const before = requests().length;
+      await until(() => requests().length >= before + 3, 15_000, 'three more probes');
+      expect(requests().slice(before).every((l) => l.startsWith('169.254.7.127 '))).toBe(true);
+      expect(ready()).toBe(true);
+      expect(curlCode('shop/buyer', url)).toBe(0); // mTLS from a mesh pod: fine
+      expect(inNode('node-0', ['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '-m', '4', url]).stdout).toBe('200'); // the node itself
+      // A pod that gives itself the probe address gets nothing to the app: the node drops it on the way.
+      const guardedNs = `/run/netns/${lab}.shop.guarded`;
+      spawnSync('nsenter', [`--net=${guardedNs}`, 'nft', '-f', '-'], { input: 'add table ip spoofwatch\nadd chain ip spoofwatch c { type filter hook prerouting priority raw; }\nadd rule ip spoofwatch c ip saddr 169.254.7.127 tcp sport 40999 counter\n' });
+      podExec(lab, 'plain/spoofer', ['ip', 'addr', 'add', '169.254.7.127/32', 'dev', 'eth0']);
+      const spoof = `import socket\ns = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(("169.254.7.127", 40999)); s.settimeout(2)\ntry:\n    s.connect(("${podIP('shop', 'guarded')}", 8080)); print("connected")\nexcept OSError as e:\n    print(type(e).__name__)`;
+      expect(podExec(lab, 'plain/spoofer', ['python3', '-c', spoof]).trim()).not.toBe('connected');
+      expect(spawnSync('nsenter', [`--net=${guardedNs}`, 'nft', 'list', 'table', 'ip', 'spoofwatch'], { encoding: 'utf8' }).stdout).toMatch(/counter packets 0 bytes 0/);
+    } finally {
+      expect(weft(['delete', '--name', lab, '-f', file]).code).toBe(0);
+    }
+  });
+
   it('lets only namespace shop reach the echo service once a policy says so', async () => {
     expect(curlCode('rival/spy', 'http://echo.shop/')).toBe(0); // no policy yet: allowed
     writeFileSync(
@@ -186,6 +227,36 @@ describe('zero-trust L4', () => {
     } finally {
       expect(weft(['control-plane', '--name', lab, 'start']).code).toBe(0);
     }
+  });
+
+  it('counts at node level every connection its access log shows, inbound HBONE included', async () => {
+    expect(curlFrom(lab, 'shop/buyer', 'http://echo.shop/').pod).toBe('echo'); // node-0 -> node-1 over HBONE
+    const fromMetrics = (node: string) =>
+      Object.fromEntries(
+        [...metrics(node).matchAll(/^weft_agent_connections_total\{direction="(\w+)",protocol="(\w+)",result="(\w+)"\} (\d+)$/gm)].map(([, d, p, r, v]) => [`${d} ${p} ${r}`, Number(v)]),
+      );
+    const fromLog = (node: string) => {
+      const out: Record<string, number> = {};
+      const proto: Record<string, string> = { HBONE: 'hbone', TCP: 'tcp', 'node-local': 'node_local' };
+      for (const line of readFileSync(`/run/weft/${lab}/logs/agent_${node}.log`, 'utf8').split('\n')) {
+        if (!line.endsWith('}') || !/"msg":"connection (complete|failed)"/.test(line)) continue; // whole access-log lines
+        const l = JSON.parse(line) as Record<string, unknown>;
+        const key = `${String(l.direction)} ${proto[String(l.protocol)]} ${l.error ? 'failure' : 'success'}`;
+        out[key] = (out[key] ?? 0) + 1;
+      }
+      return out;
+    };
+    // The log is flushed in batches: read both until they come to the same numbers, then compare
+    // that one pair (a connection may end between two reads).
+    const same = (a: Record<string, number>, b: Record<string, number>) => JSON.stringify(Object.entries(a).sort()) === JSON.stringify(Object.entries(b).sort());
+    for (const node of ['node-0', 'node-1']) {
+      let counted: Record<string, number> = {};
+      let logged: Record<string, number> = {};
+      const agree = () => ((counted = fromMetrics(node)), (logged = fromLog(node)), same(counted, logged));
+      await until(agree, 5_000, `${node}'s metrics to match its access log`).catch(() => undefined);
+      expect(counted).toEqual(logged);
+    }
+    expect(fromMetrics('node-1')['inbound hbone success']).toBeGreaterThan(0);
   });
 
   it('exports metrics that promtool accepts', () => {

@@ -4,6 +4,7 @@
 import type { Socket } from 'node:net';
 import { WEFT, originalDstSockopt } from '../../bpf/index.ts';
 import { hasCommand, run } from '../../util/exec.ts';
+import { PROBE_SNAT_ADDRESS } from './node-probes.ts';
 import type { PodInfo } from '../inpod/enrollment.ts';
 import type { CaptureBackend, Endpoint, PodCaptureHandle } from './backend.ts';
 
@@ -21,7 +22,7 @@ export function renderRules(): string {
     '-A WEFT_OUTPUT -o lo -j RETURN',
     `-A WEFT_OUTPUT -p tcp -j REDIRECT --to-ports ${WEFT.PORT_OUTBOUND}`,
     '-A WEFT_PREROUTING -i lo -j RETURN',
-    '-A WEFT_PREROUTING -s 169.254.7.127/32 -j RETURN',
+    `-A WEFT_PREROUTING -s ${PROBE_SNAT_ADDRESS}/32 -j RETURN`, // the node's probes (capture/node-probes.ts)
     `-A WEFT_PREROUTING -p tcp --dport ${WEFT.PORT_HBONE} -j RETURN`,
     `-A WEFT_PREROUTING -p tcp -j REDIRECT --to-ports ${WEFT.PORT_INBOUND}`,
     'COMMIT',

@@ -63,6 +63,8 @@ export class PodManager {
   private readonly stateFile: string;
   /** One operation at a time: enroll and release of the same pod never interleave. */
   private queue: Promise<unknown> = Promise.resolve();
+  /** Told the enrolled pods' IPs after every change, before enroll answers: the node's probe rules. */
+  onPodIps?: (ips: string[]) => Promise<void>;
 
   constructor(
     private readonly backends: CaptureBackends,
@@ -126,11 +128,17 @@ export class PodManager {
           throw e;
         } finally {
           this.persist();
+          await this.syncPodIps();
         }
       }
       // Also for a repeated request: the enroller retries when marking the pod failed before.
       await this.hooks?.enrolled(this.pods.get(info.uid)!.info);
     });
+  }
+
+  /** A failure only costs the node's probes (captured like any other plaintext): logged. */
+  private async syncPodIps(): Promise<void> {
+    await this.onPodIps?.([...this.byIp.keys()]).catch((e: Error) => this.log.error({ err: e.message }, 'cannot update the node probe rules'));
   }
 
   private async enrollNow(info: PodInfo): Promise<void> {
@@ -212,8 +220,13 @@ export class PodManager {
   release(uid: string): Promise<boolean> {
     return this.serial(async () => {
       const info = this.pods.get(uid)?.info;
-      const ok = await this.releaseNow(uid);
-      this.persist();
+      let ok: boolean;
+      try {
+        ok = await this.releaseNow(uid);
+        this.persist();
+      } finally {
+        await this.syncPodIps();
+      }
       if (ok && info) await this.hooks?.released(info);
       return ok;
     });
@@ -272,6 +285,7 @@ export class PodManager {
       }
       await this.forgetOthers();
       this.persist();
+      await this.syncPodIps();
     });
   }
 

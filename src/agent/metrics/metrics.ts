@@ -4,6 +4,8 @@ import { Counter, Gauge, Registry } from 'prom-client';
 import { registerHealthMetrics } from '../../util/metrics.ts';
 
 export type Direction = 'outbound' | 'inbound';
+/** How a connection crossed the mesh: HBONE, plaintext TCP, or the node-local fast path. */
+export type Transport = 'hbone' | 'tcp' | 'node_local';
 
 export class AgentMetrics {
   readonly registry = new Registry();
@@ -16,13 +18,38 @@ export class AgentMetrics {
   });
   readonly active = new Gauge({ name: 'weft_agent_active_connections', help: 'Connections open through the agent', labelNames: ['direction'] as const, registers: [this.registry] });
 
+  /** Connections that ended, by direction|protocol|result: plain additions, handed over at scrape time. */
+  private readonly ended = new Map<string, number>();
+
   /** Read at scrape time: the capture counters of every enrolled pod. */
   captureCounters: () => { namespace: string; pod: string; outbound: number; inbound: number }[] = () => [];
 
+  /** One per access-log line (Connection.finish), so the two always agree. */
+  connectionEnded(direction: Direction, protocol: Transport, ok: boolean): void {
+    const key = `${direction}|${protocol}|${ok ? 'success' : 'failure'}`;
+    this.ended.set(key, (this.ended.get(key) ?? 0) + 1);
+  }
+
   constructor(mode: string) {
     const counters = () => this.captureCounters();
+    const ended = this.ended;
     registerHealthMetrics(this.registry);
     new Gauge({ name: 'weft_agent_info', help: 'Agent build and capture mode', labelNames: ['capture_mode'] as const, registers: [this.registry] }).set({ capture_mode: mode }, 1);
+    // The node's own count of what it carried, whatever reached it: connections the kernel
+    // captured and those that came to 15008 as HBONE, which no capture counter sees.
+    new Counter({
+      name: 'weft_agent_connections_total',
+      help: 'Connections the agent proxied, counted when they end (one access-log line each), by direction, protocol (hbone, tcp, node_local) and result',
+      labelNames: ['direction', 'protocol', 'result'] as const,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [key, n] of ended) {
+          const [direction, protocol, result] = key.split('|') as [string, string, string];
+          this.inc({ direction, protocol, result }, n);
+        }
+      },
+    });
     new Counter({
       name: 'weft_pod_captured_connections_total',
       help: 'TCP connections captured in the kernel for each enrolled pod, by direction',

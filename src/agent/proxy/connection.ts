@@ -63,6 +63,7 @@ export class Connection {
     series.received += o.sent;
     series.sent += o.received;
     const f = this.facts;
+    ctx.metrics.connectionEnded(this.direction, this.nodeLocal ? 'node_local' : f.mtls ? 'hbone' : 'tcp', !o.error);
     const entry = {
       direction: this.direction,
       pod: `${this.pod.namespace}/${this.pod.name}`,
