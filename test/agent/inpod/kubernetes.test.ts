@@ -78,6 +78,8 @@ describe('Kubernetes enrollment: CNI ADD, agent, annotation, control plane, HBON
   const name = labName('kube');
   const tmp = mkdtempSync(join(tmpdir(), 'weft-kube-enroll-'));
   const netns = { a: `${name}-a`, b: `${name}-b` };
+  // The node's own namespace, where the agent puts its probe rules (never the machine's).
+  const nodeNetns = `${name}-node`;
   const cgRoot = join(cgroup2Mount(), name);
   const pinRoot = join(ensureBpffs(), 'weft', name);
   const socket = join(tmp, 'agent.sock');
@@ -150,6 +152,7 @@ describe('Kubernetes enrollment: CNI ADD, agent, annotation, control plane, HBON
     const kubeconfig = api.writeKubeconfig(tmp);
 
     // Two pods on node-1: netns with their address (on lo), no routes between them.
+    sh('ip', 'netns', 'add', nodeNetns);
     for (const p of ['a', 'b'] as const) {
       sh('ip', 'netns', 'add', netns[p]);
       sh('ip', '-n', netns[p], 'link', 'set', 'lo', 'up');
@@ -175,7 +178,7 @@ describe('Kubernetes enrollment: CNI ADD, agent, annotation, control plane, HBON
     xds = new DeltaXdsClient({ address: `127.0.0.1:${plain}`, nodeId: 'test', log: pino({ level: 'silent' }) });
     xds.start();
     agentArgs = [
-      'agent', '--node', 'node-1', '--kubeconfig', kubeconfig, '--socket', socket, '--state-dir', join(tmp, 'state'), '--pin-root', join(pinRoot, 'node-1'), '--capture', 'ebpf',
+      'agent', '--node', 'node-1', '--kubeconfig', kubeconfig, '--socket', socket, '--state-dir', join(tmp, 'state'), '--pin-root', join(pinRoot, 'node-1'), '--capture', 'ebpf', '--node-netns', `/run/netns/${nodeNetns}`,
       '--xds-address', `127.0.0.1:${tls}`, '--root-cert', join(tmp, 'root.pem'), '--token-file', join(tmp, 'token'), '--control-server-name', SERVER_NAME,
       '--metrics-address', '127.0.0.1', '--metrics-port', String(aMetrics), '--readiness-port', String(aReady), '--admin-port', String(aAdmin),
     ];
@@ -187,7 +190,7 @@ describe('Kubernetes enrollment: CNI ADD, agent, annotation, control plane, HBON
     await stop(control);
     sandboxB?.kill('SIGKILL');
     await api?.close();
-    for (const p of ['a', 'b'] as const) spawnSync('ip', ['netns', 'del', netns[p]]);
+    for (const n of [netns.a, netns.b, nodeNetns]) spawnSync('ip', ['netns', 'del', n]);
     rmSync(pinRoot, { recursive: true, force: true });
     // Cgroups go once their processes have (bounded).
     for (const p of ['a', 'b'] as const) await waitFor(() => { try { if (existsSync(cgroupOf(p))) rmdirSync(cgroupOf(p)); return true; } catch { return false; } }, 5000);
