@@ -7,6 +7,7 @@ import type { Endpoint } from '../capture/backend.ts';
 import type { ConnectionFacts } from '../metrics/istio.ts';
 import type { Direction } from '../metrics/metrics.ts';
 import type { ProxyContext } from './context.ts';
+import { formatAuthority } from './hbone/authority.ts';
 
 export interface Outcome {
   /** Bytes from the client toward the destination, and back. */
@@ -36,7 +37,7 @@ export class Connection {
     readonly pod: { namespace: string; name: string },
     src: Socket | string,
   ) {
-    this.src = typeof src === 'string' ? src : `${src.remoteAddress}:${src.remotePort}`;
+    this.src = typeof src === 'string' ? src : formatAuthority({ address: src.remoteAddress ?? '', port: src.remotePort ?? 0 });
     this.facts = { reporter: direction === 'outbound' ? 'source' : 'destination', mtls: false };
     ctx.metrics.active.inc({ direction });
   }
