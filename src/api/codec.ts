@@ -51,6 +51,9 @@ export function bytesToIp(b: Uint8Array): string {
   return `${hex(0, base)}::${hex(base + len, 8)}`;
 }
 
+/** The one text of an address (what bytesToIp prints and sockets report); throws if it is none. */
+export const canonicalIp = (ip: string) => bytesToIp(ipToBytes(ip));
+
 const wireBlock = (b: IpBlock) => ({ address: ipToBytes(b.address), length: b.length });
 const modelBlock = (b: { address: Uint8Array; length: number }): IpBlock => ({ address: bytesToIp(b.address), length: b.length });
 

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { renderHosts, renderResolvConf, type NamedService } from './dns.ts';
 import { renderKubeProxy, type ServiceEndpoints } from './kubeproxy.ts';
 import { cgroup2Mount } from '../bpf/mounts.ts';
-import { type LabLayout, MAX_NODES, nodeIP, podCIDR, podGateway } from './layout.ts';
+import { type LabLayout, MAX_NODES, nodeIP, nodeIP6, podCIDR, podCIDR6, podGateway, podGateway6, podIP6 } from './layout.ts';
 import { createFabric, createNode, createPodNetwork, deleteNetns, nftApply, routeNodes, writeNetnsEtc } from './network.ts';
 import { isNamespaced, keyOf, matchesSelector, type Deployment, type KObject, type Pod, type Service } from './objects.ts';
 import { PodRuntime } from './pod-runtime.ts';
@@ -22,8 +22,10 @@ export interface LabNode {
   name: string;
   index: number;
   ip: string;
+  ip6: string;
   netns: string;
   podCIDR: string;
+  podCIDR6: string;
 }
 
 interface PodRecord {
@@ -31,6 +33,8 @@ interface PodRecord {
   pod: Pod;
   node: LabNode;
   ip: string;
+  /** Dual stack: the IPv6 twin of ip. */
+  ip6: string;
   veth: string;
   netns: string;
   cgroup: string;
@@ -101,7 +105,7 @@ export class Cluster extends EventEmitter {
     for (let i = 0; i < nodeCount; i++) {
       const name = `node-${i}`;
       await createNode(this.layout, i, name);
-      this.nodes.push({ name, index: i, ip: nodeIP(i), netns: this.layout.nodeNetns(name), podCIDR: podCIDR(i) });
+      this.nodes.push({ name, index: i, ip: nodeIP(i), ip6: nodeIP6(i), netns: this.layout.nodeNetns(name), podCIDR: podCIDR(i), podCIDR6: podCIDR6(i) });
       mkdirSync(this.layout.nodeCgroup(this.cg2, name), { recursive: true });
     }
     await routeNodes(this.layout, this.nodes.map((n) => n.name));
@@ -276,11 +280,13 @@ export class Cluster extends EventEmitter {
     const node = pod.spec.nodeName ? this.nodes.find((n) => n.name === pod.spec.nodeName)! : this.pickNode([]);
     pod.spec.nodeName = node.name;
     const ns = pod.metadata.namespace!;
+    const ip = this.allocatePodIP(node);
     const rec: PodRecord = {
       key,
       pod,
       node,
-      ip: this.allocatePodIP(node),
+      ip,
+      ip6: podIP6(ip),
       veth: `vp${this.vethSeq++}`,
       netns: this.layout.podNetns(ns, pod.metadata.name),
       cgroup: this.layout.podCgroup(this.cg2, ns, pod.metadata.name),
@@ -289,7 +295,7 @@ export class Cluster extends EventEmitter {
     };
     this.pods.set(key, rec);
     try {
-      await createPodNetwork({ netns: rec.netns, nodeNetns: node.netns, hostVeth: rec.veth, ip: rec.ip, gateway: podGateway(node.index) });
+      await createPodNetwork({ netns: rec.netns, nodeNetns: node.netns, hostVeth: rec.veth, ip: rec.ip, gateway: podGateway(node.index), ip6: rec.ip6, gateway6: podGateway6(node.index) });
       this.writePodEtc(rec);
       mkdirSync(this.layout.logDir, { recursive: true });
       rec.runtime = new PodRuntime(pod, {
@@ -335,7 +341,7 @@ export class Cluster extends EventEmitter {
           name: rec.pod.metadata.name,
           namespace: rec.pod.metadata.namespace!,
           serviceAccount: rec.pod.spec.serviceAccountName ?? 'default',
-          ips: [rec.ip],
+          ips: [rec.ip, rec.ip6],
           netns: `/run/netns/${rec.netns}`,
           cgroup: rec.cgroup,
           ...captureAnnotation(rec.pod),
@@ -501,8 +507,8 @@ export class Cluster extends EventEmitter {
             : {}),
         },
       },
-      spec: { podCIDR: n.podCIDR, podCIDRs: [n.podCIDR] },
-      status: { addresses: [{ type: 'InternalIP', address: n.ip }, { type: 'Hostname', address: n.name }], conditions: [{ type: 'Ready', status: 'True' }] },
+      spec: { podCIDR: n.podCIDR, podCIDRs: [n.podCIDR, n.podCIDR6] },
+      status: { addresses: [{ type: 'InternalIP', address: n.ip }, { type: 'InternalIP', address: n.ip6 }, { type: 'Hostname', address: n.name }], conditions: [{ type: 'Ready', status: 'True' }] },
     }));
     const pods: Pod[] = [];
     for (const o of this.objects.values()) {
@@ -522,7 +528,7 @@ export class Cluster extends EventEmitter {
         },
         status: {
           phase: rt?.phase ?? 'Pending',
-          ...(r ? { podIP: r.ip, podIPs: [{ ip: r.ip }], hostIP: r.node.ip } : {}),
+          ...(r ? { podIP: r.ip, podIPs: [{ ip: r.ip }, { ip: r.ip6 }], hostIP: r.node.ip, hostIPs: [{ ip: r.node.ip }, { ip: r.node.ip6 }] } : {}),
           conditions: [{ type: 'Ready', status: ready ? 'True' : 'False' }],
           containerStatuses: (rt?.containers ?? []).map((c) => ({
             name: c.spec.name,
@@ -545,7 +551,7 @@ export class Cluster extends EventEmitter {
   /** Details `weft exec` needs to enter a pod. */
   podPlacement(ns: string, name: string) {
     const r = this.pods.get(podKey(ns, name));
-    return r && { netns: r.netns, cgroup: r.cgroup, ip: r.ip, node: r.node.name, nodeIP: r.node.ip, pod: r.pod };
+    return r && { netns: r.netns, cgroup: r.cgroup, ip: r.ip, ip6: r.ip6, node: r.node.name, nodeIP: r.node.ip, pod: r.pod };
   }
 
   async shutdown(): Promise<void> {

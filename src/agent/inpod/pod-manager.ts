@@ -13,6 +13,7 @@ import type { Credentials, PodHboneServer } from '../proxy/hbone/index.ts';
 import { handleInboundPlaintext, hboneHandlers } from '../proxy/inbound.ts';
 import { handleOutbound, type ProxyPod } from '../proxy/outbound.ts';
 import { AGENT_MARK, LOOPBACK, listenInPod, noIpv6, podDialSockets } from '../proxy/pod-sockets.ts';
+import { canonicalIp } from '../../api/codec.ts';
 import { formatSpiffe } from '../../api/spiffe.ts';
 import { listenerInNetns } from '../../bpf/index.ts';
 import type { PodInfo } from './enrollment.ts';
@@ -117,7 +118,7 @@ export class PodManager {
     try {
       capture = await this.backendFor(info).enroll(info);
       const pod: EnrolledPod = {
-        uid: info.uid, namespace: info.namespace, name: info.name, serviceAccount: info.serviceAccount, ips: info.ips,
+        uid: info.uid, namespace: info.namespace, name: info.name, serviceAccount: info.serviceAccount, ips: info.ips.map(canonicalIp),
         netnsFd, sockets: podDialSockets(netnsFd), capture, info, servers, enrolledAt: new Date().toISOString(),
       };
       dials = pod.sockets;

@@ -71,7 +71,7 @@ export class Connection {
       'src.workload': f.src?.name,
       'src.namespace': f.src?.namespace,
       'src.identity': labels.source_principal !== 'unknown' ? labels.source_principal : undefined,
-      'dst.addr': this.dst ? `${this.dst.address}:${this.dst.port}` : undefined,
+      'dst.addr': this.dst ? formatAuthority(this.dst) : undefined,
       'dst.hbone_addr': this.hboneAddr,
       ...(this.nodeLocal ? { node_local: true } : {}),
       'dst.service': f.service?.hostname,
