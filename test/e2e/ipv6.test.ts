@@ -2,6 +2,7 @@
 // across nodes and through the node-local path on one node, with eBPF and with iptables capture,
 // and plaintext from outside the mesh to an IPv6 address meets the same policies as over IPv4.
 // (Before, capture sent every IPv6 connection to [::1]:15001, where nothing listened.)
+// One lab for all of it: labs are slow to build.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -68,10 +69,13 @@ describe('IPv6', () => {
     const [body, peer] = r.out.trimEnd().split('\n');
     expect((JSON.parse(body!) as { pod: string }).pod).toBe('server');
     expect(peer).toBe(ips['v6/server']!.v6);
+    // A dual-stack socket dialling a v4-mapped address is IPv4 to the mesh (and still HBONE).
+    expect(answer('v6/client', `http://[::ffff:${ips['v6/server']!.v4}]:8080/`).pod).toBe('server');
     // In-pod iptables (ip6tables) captures IPv6 too; and the dual-stack 15008 of an iptables pod serves it.
     expect(answer('v6/ipt-client', url6('v6/local')).pod).toBe('local');
-    await until(() => agentLog('node-1').some((l) => l.pod === 'v6/server' && l.direction === 'inbound' && l.msg === 'connection complete'), 5_000, 'the inbound access-log line');
-    const out = agentLog('node-0').find((l) => l.pod === 'v6/client' && l['dst.addr'] === `[${ips['v6/server']!.v6}]:8080`);
+    const outLine = () => agentLog('node-0').find((l) => l.pod === 'v6/client' && l['dst.addr'] === `[${ips['v6/server']!.v6}]:8080`);
+    await until(() => !!outLine() && agentLog('node-1').some((l) => l.pod === 'v6/server' && l.direction === 'inbound' && l.msg === 'connection complete'), 5_000, 'both access-log lines');
+    const out = outLine();
     expect(out).toMatchObject({ protocol: 'HBONE', 'dst.hbone_addr': `[${ips['v6/server']!.v6}]:15008`, 'src.addr': expect.stringContaining(`[${ips['v6/client']!.v6}]:`) });
     const inb = agentLog('node-1').find((l) => l.pod === 'v6/server' && l.direction === 'inbound');
     expect(inb).toMatchObject({ protocol: 'HBONE', 'src.identity': 'spiffe://cluster.local/ns/v6/sa/default', 'src.addr': expect.stringContaining(`[${ips['v6/client']!.v6}]:`) });
@@ -82,11 +86,22 @@ describe('IPv6', () => {
     expect(metrics('node-0')).toMatch(/istio_tcp_connections_opened_total\{reporter="source",source_workload="client",[^}]*destination_workload="server",[^}]*connection_security_policy="mutual_tls"\} [1-9]/);
   });
 
-  it('carries mesh traffic on one node over IPv6 through the node-local path', () => {
+  it('carries mesh traffic on one node over IPv6 through the node-local path', async () => {
     expect(answer('v6/client', url6('v6/local')).pod).toBe('local');
     expect(answer('v6/client', url6('v6/ipt-server')).pod).toBe('ipt-server');
-    const lines = agentLog('node-0').filter((l) => l.pod === 'v6/local' && l.direction === 'inbound' && String(l['src.addr']).startsWith(`[${ips['v6/client']!.v6}]:`));
-    expect(lines.at(-1)).toMatchObject({ node_local: true, 'src.identity': 'spiffe://cluster.local/ns/v6/sa/default', 'dst.addr': `[${ips['v6/local']!.v6}]:8080` });
+    const lines = () => agentLog('node-0').filter((l) => l.pod === 'v6/local' && l.direction === 'inbound' && String(l['src.addr']).startsWith(`[${ips['v6/client']!.v6}]:`));
+    await until(() => lines().length > 0, 5_000, 'the node-local access-log line');
+    expect(lines().at(-1)).toMatchObject({ node_local: true, 'src.identity': 'spiffe://cluster.local/ns/v6/sa/default', 'dst.addr': `[${ips['v6/local']!.v6}]:8080` });
+  });
+
+  it('passes IPv6 to a destination outside the mesh through in plaintext', async () => {
+    const dst = `[${ips['plain/outsider']!.v6}]:8080`;
+    expect(answer('v6/client', url6('plain/outsider')).pod).toBe('outsider');
+    expect(answer('v6/ipt-client', url6('plain/outsider')).pod).toBe('outsider');
+    const line = (node: string, pod: string) => agentLog(node).find((l) => l.pod === pod && l['dst.addr'] === dst && l.msg === 'connection complete');
+    await until(() => !!line('node-0', 'v6/client') && !!line('node-1', 'v6/ipt-client'), 5_000, 'both access-log lines');
+    expect(line('node-0', 'v6/client')).toMatchObject({ direction: 'outbound', protocol: 'TCP' });
+    expect(line('node-1', 'v6/ipt-client')).toMatchObject({ direction: 'outbound', protocol: 'TCP' });
   });
 
   it('applies policy to plaintext from outside the mesh over IPv6, as over IPv4', async () => {
@@ -94,7 +109,7 @@ describe('IPv6', () => {
     // PERMISSIVE, no policy: plaintext reaches mesh pods, captured by eBPF (sk_lookup) and by ip6tables.
     expect(answer('plain/outsider', url6('v6/local')).pod).toBe('local');
     expect(answer('plain/outsider', url6('v6/ipt-server')).pod).toBe('ipt-server');
-    expect(agentLog('node-0').some((l) => l.pod === 'v6/ipt-server' && l.protocol === 'TCP' && String(l['src.addr']).startsWith(`[${outsider6}]:`))).toBe(true);
+    await until(() => agentLog('node-0').some((l) => l.pod === 'v6/ipt-server' && l.protocol === 'TCP' && String(l['src.addr']).startsWith(`[${outsider6}]:`)), 5_000, 'the plaintext access-log line');
     // The server admits only identities of its namespace: no identity over IPv6 is no exception.
     const allow = `apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: mesh-only, namespace: v6}\nspec:\n  selector: {matchLabels: {app: server}}\n  action: ALLOW\n  rules: [{from: [{source: {principals: ["cluster.local/ns/v6/sa/default"]}}]}]\n`;
     // And an IPv6 source block is denied everywhere in the namespace.
