@@ -91,13 +91,18 @@ export function buildWorkload(pod: Pod, services: readonly KService[], selectorP
   };
 }
 
+/** Every VIP of a service: spec.clusterIPs (dual stack, clusterIP first), else clusterIP; None is none. */
+export function serviceAddresses(s: KService): string[] {
+  const all = [s.spec.clusterIP, ...(Array.isArray(s.spec.clusterIPs) ? s.spec.clusterIPs : [])];
+  return [...new Set(all.filter((a): a is string => typeof a === 'string' && isIP(a) !== 0 && !a.includes('%')))];
+}
+
 export function buildService(s: KService, o: MeshOptions): Service | undefined {
-  const ip = s.spec.clusterIP;
   return {
     name: s.metadata.name,
     namespace: s.metadata.namespace ?? 'default',
     hostname: serviceHostname(s, o),
-    addresses: ip && ip !== 'None' ? [ip] : [],
+    addresses: serviceAddresses(s),
     ports: s.spec.ports.map((p) => ({ servicePort: p.port, targetPort: typeof p.targetPort === 'number' ? p.targetPort : p.targetPort === undefined ? p.port : 0 })),
     subjectAltNames: [],
   };
