@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { renderHosts, renderResolvConf, type NamedService } from './dns.ts';
 import { renderKubeProxy, type ServiceEndpoints } from './kubeproxy.ts';
 import { cgroup2Mount } from '../bpf/mounts.ts';
-import { type LabLayout, MAX_NODES, nodeIP, nodeIP6, podCIDR, podCIDR6, podGateway, podGateway6, podIP6 } from './layout.ts';
+import { type LabLayout, MAX_NODES, nodeIP, nodeIP6, podCIDR, podCIDR6, podGateway, podGateway6, podIP6, serviceIP6 } from './layout.ts';
 import { createFabric, createNode, createPodNetwork, deleteNetns, nftApply, routeNodes, writeNetnsEtc } from './network.ts';
 import { isNamespaced, keyOf, matchesSelector, type Deployment, type KObject, type Pod, type Service } from './objects.ts';
 import { PodRuntime } from './pod-runtime.ts';
@@ -435,7 +435,7 @@ export class Cluster extends EventEmitter {
   }
 
   /** Ready endpoints of a service port: the address and resolved targetPort of each pod. */
-  endpointsOf(s: Service, port: Service['spec']['ports'][number]): { ip: string; port: number; pod: string; node: string; ready: boolean }[] {
+  endpointsOf(s: Service, port: Service['spec']['ports'][number]): { ip: string; ip6: string; port: number; pod: string; node: string; ready: boolean }[] {
     if (!s.spec.selector) return [];
     const out = [];
     for (const r of this.pods.values()) {
@@ -443,7 +443,7 @@ export class Cluster extends EventEmitter {
       const tp = port.targetPort ?? port.port;
       const target = typeof tp === 'number' ? tp : r.pod.spec.containers.flatMap((c) => c.ports ?? []).find((p) => p.name === tp)?.containerPort;
       if (target === undefined) continue;
-      out.push({ ip: r.ip, port: target, pod: r.pod.metadata.name, node: r.node.name, ready: r.runtime.phase === 'Running' && r.runtime.ready });
+      out.push({ ip: r.ip, ip6: r.ip6, port: target, pod: r.pod.metadata.name, node: r.node.name, ready: r.runtime.phase === 'Running' && r.runtime.ready });
     }
     return out.sort((a, b) => a.ip.localeCompare(b.ip, undefined, { numeric: true }));
   }
@@ -464,8 +464,11 @@ export class Cluster extends EventEmitter {
     for (const s of this.services()) {
       const ip = this.clusterIPOf(s);
       if (!ip) continue;
-      for (const p of s.spec.ports)
-        svcEps.push({ clusterIP: ip, port: p.port, endpoints: this.endpointsOf(s, p).filter((e) => e.ready) });
+      for (const p of s.spec.ports) {
+        const ready = this.endpointsOf(s, p).filter((e) => e.ready);
+        svcEps.push({ clusterIP: ip, port: p.port, endpoints: ready });
+        svcEps.push({ clusterIP: serviceIP6(ip), port: p.port, endpoints: ready.map((e) => ({ ip: e.ip6, port: e.port })) });
+      }
     }
     const rules = renderKubeProxy(svcEps);
     for (const n of this.nodes) {
@@ -543,7 +546,12 @@ export class Cluster extends EventEmitter {
     }
     const byName = (x: KObject, y: KObject) => `${x.metadata.namespace}/${x.metadata.name}`.localeCompare(`${y.metadata.namespace}/${y.metadata.name}`);
     pods.sort(byName);
-    const services = this.services().sort(byName).map((s) => ({ ...s, spec: { ...s.spec, clusterIP: this.clusterIPOf(s) ?? 'None', type: 'ClusterIP' } }));
+    const services = this.services().sort(byName).map((s) => {
+      const ip = this.clusterIPOf(s);
+      // Dual stack like the pods; names in the hosts files stay IPv4 (see README).
+      const dual = ip ? { clusterIPs: [ip, serviceIP6(ip)], ipFamilies: ['IPv4', 'IPv6'], ipFamilyPolicy: 'PreferDualStack' } : { clusterIPs: ['None'] };
+      return { ...s, spec: { ...s.spec, clusterIP: ip ?? 'None', ...dual, type: 'ClusterIP' } };
+    });
     const objects = [...this.objects.values()].filter((o) => !['Pod', 'Service'].includes(o.kind));
     return { nodes, pods, services, objects };
   }

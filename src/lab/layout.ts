@@ -26,6 +26,11 @@ export const FABRIC_IP6 = 'fd00:172:18::1';
 export const nodeIP6 = (i: number) => v6(`fd00:172:18::${(i + 2).toString(16)}`);
 export const podCIDR6 = (i: number) => `${v6(`fd00:10:244:${i.toString(16)}::`)}/64`;
 export const podGateway6 = (i: number) => v6(`fd00:10:244:${i.toString(16)}::1`);
+/** The IPv6 twin of a ClusterIP 10.96.<a>.<b>: fd00:10:96::<a*256+b> (services are dual stack too). */
+export const serviceIP6 = (ip4: string) => {
+  const [, , a, b] = ip4.split('.').map(Number) as [number, number, number, number];
+  return v6(`fd00:10:96::${((a << 8) | b).toString(16)}`);
+};
 /** The IPv6 twin of a pod's IPv4 address 10.244.<i>.<h>. */
 export const podIP6 = (ip4: string) => {
   const [, , i, h] = ip4.split('.').map(Number) as [number, number, number, number];

@@ -104,6 +104,18 @@ describe('IPv6', () => {
     expect(line('node-1', 'v6/ipt-client')).toMatchObject({ direction: 'outbound', protocol: 'TCP' });
   });
 
+  it('reaches an IPv6 ClusterIP: the agent for mesh pods, kube-proxy (ip6 nftables) for the rest', async () => {
+    const svc = getJson<{ metadata: { name: string }; spec: { clusterIPs?: string[] } }>(lab, 'services', 'v6').find((s) => s.metadata.name === 'server')!;
+    const vip6 = svc.spec.clusterIPs?.find((a) => a.includes(':'));
+    expect(vip6).toMatch(/^fd00:10:96::/);
+    expect(answer('v6/client', `http://[${vip6}]/`).pod).toBe('server');
+    expect(answer('plain/outsider', `http://[${vip6}]/`).pod).toBe('server');
+    // The mesh client went over HBONE to the endpoint's IPv6 address, and the service is named.
+    const line = () => agentLog('node-0').find((l) => l.pod === 'v6/client' && l['dst.addr'] === `[${vip6}]:80`);
+    await until(() => !!line(), 5_000, 'the access-log line');
+    expect(line()).toMatchObject({ protocol: 'HBONE', 'dst.hbone_addr': `[${ips['v6/server']!.v6}]:15008`, 'dst.service': 'server.v6.svc.cluster.local' });
+  });
+
   it('applies policy to plaintext from outside the mesh over IPv6, as over IPv4', async () => {
     const outsider6 = ips['plain/outsider']!.v6;
     // PERMISSIVE, no policy: plaintext reaches mesh pods, captured by eBPF (sk_lookup) and by ip6tables.
