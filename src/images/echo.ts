@@ -29,9 +29,13 @@ const server = createServer((req, res) => {
 server.keepAliveTimeout = 65_000;
 const listening = () => console.log(JSON.stringify({ msg: 'echo listening', port, ...self }));
 // Dual stack ([::], which takes IPv4 too), or IPv4 alone where the pod has no IPv6.
-server.once('error', (e: NodeJS.ErrnoException) => {
+const noIpv6 = (e: NodeJS.ErrnoException) => {
   if (e.code !== 'EAFNOSUPPORT' && e.code !== 'EADDRNOTAVAIL') throw e;
   server.listen(port, '0.0.0.0', listening);
+};
+server.once('error', noIpv6);
+server.listen({ port, host: '::', ipv6Only: false }, () => {
+  server.off('error', noIpv6);
+  listening();
 });
-server.listen({ port, host: '::', ipv6Only: false }, listening);
 process.on('SIGTERM', () => server.close(() => process.exit(0)));

@@ -559,7 +559,7 @@ export class Cluster extends EventEmitter {
   /** Details `weft exec` needs to enter a pod. */
   podPlacement(ns: string, name: string) {
     const r = this.pods.get(podKey(ns, name));
-    return r && { netns: r.netns, cgroup: r.cgroup, ip: r.ip, ip6: r.ip6, node: r.node.name, nodeIP: r.node.ip, pod: r.pod };
+    return r && { netns: r.netns, cgroup: r.cgroup, ip: r.ip, node: r.node.name, nodeIP: r.node.ip, pod: r.pod };
   }
 
   async shutdown(): Promise<void> {
