@@ -3,13 +3,22 @@ import { isIP } from 'node:net';
 import { TYPE_ADDRESS, TYPE_AUTHORIZATION, meshTypes } from './protos.ts';
 import type { AuthorizationPolicy, IpBlock, Match, Service, Workload } from './mesh.ts';
 
+/** Text -> 4 or 16 bytes. Accepts every RFC 4291 form, including an embedded dotted quad. */
 export function ipToBytes(ip: string): Buffer {
-  if (isIP(ip) === 4) return Buffer.from(ip.split('.').map(Number));
-  if (isIP(ip) === 6) {
-    const [head, tail] = ip.split('::') as [string, string | undefined];
+  const family = isIP(ip);
+  if (family === 4) return Buffer.from(ip.split('.').map(Number));
+  if (family === 6) {
+    if (ip.includes('%')) throw new Error(`not an IP address: "${ip}" (zone ids have no place in the workload API)`);
+    let text = ip;
+    const quad = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
+    if (quad) {
+      const [a, b, c, d] = quad.slice(1).map(Number) as [number, number, number, number];
+      text = `${text.slice(0, quad.index)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+    }
+    const [head, tail] = text.split('::') as [string, string | undefined];
     const h = head ? head.split(':') : [];
-    const t = tail !== undefined && tail !== '' ? tail.split(':') : [];
-    const groups = tail === undefined ? h : [...h, ...Array(8 - h.length - t.length).fill('0'), ...t];
+    const t = tail ? tail.split(':') : [];
+    const groups = tail === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t];
     const b = Buffer.alloc(16);
     groups.forEach((g, i) => b.writeUInt16BE(parseInt(g, 16), i * 2));
     return b;
@@ -17,15 +26,33 @@ export function ipToBytes(ip: string): Buffer {
   throw new Error(`not an IP address: "${ip}"`);
 }
 
+/**
+ * 4 or 16 bytes -> text, in the one form the agent also gets from its sockets (Node's, i.e.
+ * libuv's inet_ntop), so addresses from the workload API and from the kernel compare as strings.
+ * RFC 5952: lowercase, no leading zeros, the longest run of two or more zero groups (the first of
+ * equal runs) becomes "::", a single zero group is not compressed, and IPv4-mapped addresses end
+ * in a dotted quad (::ffff:a.b.c.d); like libuv, so does the deprecated IPv4-compatible ::a.b.c.d.
+ */
 export function bytesToIp(b: Uint8Array): string {
   if (b.length === 4) return [...b].join('.');
-  if (b.length === 16) {
-    const g: string[] = [];
-    for (let i = 0; i < 16; i += 2) g.push(((b[i]! << 8) | b[i + 1]!).toString(16));
-    return g.join(':').replace(/(^|:)0(:0)+(:|$)/, '::').replace(/:{3,}/, '::');
+  if (b.length !== 16) throw new Error(`address of ${b.length} bytes`);
+  const g = Array.from({ length: 8 }, (_, i) => (b[2 * i]! << 8) | b[2 * i + 1]!);
+  let base = -1;
+  let len = 0;
+  for (let i = 0; i < 8; ) {
+    let j = i;
+    while (j < 8 && g[j] === 0) j++;
+    if (j - i > len) [base, len] = [i, j - i];
+    i = j > i ? j : i + 1;
   }
-  throw new Error(`address of ${b.length} bytes`);
+  if (len < 2) return g.map((x) => x.toString(16)).join(':');
+  if (base === 0 && (len === 6 || (len === 5 && g[5] === 0xffff))) return `::${len === 5 ? 'ffff:' : ''}${[...b.subarray(12)].join('.')}`;
+  const hex = (from: number, to: number) => g.slice(from, to).map((x) => x.toString(16)).join(':');
+  return `${hex(0, base)}::${hex(base + len, 8)}`;
 }
+
+/** The one text of an address (what bytesToIp prints and sockets report); throws if it is none. */
+export const canonicalIp = (ip: string) => bytesToIp(ipToBytes(ip));
 
 const wireBlock = (b: IpBlock) => ({ address: ipToBytes(b.address), length: b.length });
 const modelBlock = (b: { address: Uint8Array; length: number }): IpBlock => ({ address: bytesToIp(b.address), length: b.length });

@@ -16,7 +16,7 @@ const server = createServer((req, res) => {
   req.on('end', () => {
     const body = JSON.stringify({
       ...self,
-      client: `${req.socket.remoteAddress}:${req.socket.remotePort}`,
+      client: `${(req.socket.remoteAddress ?? '').replace(/^::ffff:(?=\d+\.)/, '')}:${req.socket.remotePort}`,
       method: req.method,
       path: req.url,
       headers: req.headers,
@@ -27,5 +27,15 @@ const server = createServer((req, res) => {
   });
 });
 server.keepAliveTimeout = 65_000;
-server.listen(port, '0.0.0.0', () => console.log(JSON.stringify({ msg: 'echo listening', port, ...self })));
+const listening = () => console.log(JSON.stringify({ msg: 'echo listening', port, ...self }));
+// Dual stack ([::], which takes IPv4 too), or IPv4 alone where the pod has no IPv6.
+const noIpv6 = (e: NodeJS.ErrnoException) => {
+  if (e.code !== 'EAFNOSUPPORT' && e.code !== 'EADDRNOTAVAIL') throw e;
+  server.listen(port, '0.0.0.0', listening);
+};
+server.once('error', noIpv6);
+server.listen({ port, host: '::', ipv6Only: false }, () => {
+  server.off('error', noIpv6);
+  listening();
+});
 process.on('SIGTERM', () => server.close(() => process.exit(0)));

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { renderHosts, renderResolvConf, type NamedService } from './dns.ts';
 import { renderKubeProxy, type ServiceEndpoints } from './kubeproxy.ts';
 import { cgroup2Mount } from '../bpf/mounts.ts';
-import { type LabLayout, MAX_NODES, nodeIP, podCIDR, podGateway } from './layout.ts';
+import { type LabLayout, MAX_NODES, nodeIP, nodeIP6, podCIDR, podCIDR6, podGateway, podGateway6, podIP6, serviceIP6 } from './layout.ts';
 import { createFabric, createNode, createPodNetwork, deleteNetns, nftApply, routeNodes, writeNetnsEtc } from './network.ts';
 import { isNamespaced, keyOf, matchesSelector, type Deployment, type KObject, type Pod, type Service } from './objects.ts';
 import { PodRuntime } from './pod-runtime.ts';
@@ -22,8 +22,10 @@ export interface LabNode {
   name: string;
   index: number;
   ip: string;
+  ip6: string;
   netns: string;
   podCIDR: string;
+  podCIDR6: string;
 }
 
 interface PodRecord {
@@ -31,6 +33,8 @@ interface PodRecord {
   pod: Pod;
   node: LabNode;
   ip: string;
+  /** Dual stack: the IPv6 twin of ip. */
+  ip6: string;
   veth: string;
   netns: string;
   cgroup: string;
@@ -101,7 +105,7 @@ export class Cluster extends EventEmitter {
     for (let i = 0; i < nodeCount; i++) {
       const name = `node-${i}`;
       await createNode(this.layout, i, name);
-      this.nodes.push({ name, index: i, ip: nodeIP(i), netns: this.layout.nodeNetns(name), podCIDR: podCIDR(i) });
+      this.nodes.push({ name, index: i, ip: nodeIP(i), ip6: nodeIP6(i), netns: this.layout.nodeNetns(name), podCIDR: podCIDR(i), podCIDR6: podCIDR6(i) });
       mkdirSync(this.layout.nodeCgroup(this.cg2, name), { recursive: true });
     }
     await routeNodes(this.layout, this.nodes.map((n) => n.name));
@@ -276,11 +280,13 @@ export class Cluster extends EventEmitter {
     const node = pod.spec.nodeName ? this.nodes.find((n) => n.name === pod.spec.nodeName)! : this.pickNode([]);
     pod.spec.nodeName = node.name;
     const ns = pod.metadata.namespace!;
+    const ip = this.allocatePodIP(node);
     const rec: PodRecord = {
       key,
       pod,
       node,
-      ip: this.allocatePodIP(node),
+      ip,
+      ip6: podIP6(ip),
       veth: `vp${this.vethSeq++}`,
       netns: this.layout.podNetns(ns, pod.metadata.name),
       cgroup: this.layout.podCgroup(this.cg2, ns, pod.metadata.name),
@@ -289,7 +295,7 @@ export class Cluster extends EventEmitter {
     };
     this.pods.set(key, rec);
     try {
-      await createPodNetwork({ netns: rec.netns, nodeNetns: node.netns, hostVeth: rec.veth, ip: rec.ip, gateway: podGateway(node.index) });
+      await createPodNetwork({ netns: rec.netns, nodeNetns: node.netns, hostVeth: rec.veth, ip: rec.ip, gateway: podGateway(node.index), ip6: rec.ip6, gateway6: podGateway6(node.index) });
       this.writePodEtc(rec);
       mkdirSync(this.layout.logDir, { recursive: true });
       rec.runtime = new PodRuntime(pod, {
@@ -336,7 +342,7 @@ export class Cluster extends EventEmitter {
           name: rec.pod.metadata.name,
           namespace: rec.pod.metadata.namespace!,
           serviceAccount: rec.pod.spec.serviceAccountName ?? 'default',
-          ips: [rec.ip],
+          ips: [rec.ip, rec.ip6],
           netns: `/run/netns/${rec.netns}`,
           cgroup: rec.cgroup,
           ...captureAnnotation(rec.pod),
@@ -430,7 +436,7 @@ export class Cluster extends EventEmitter {
   }
 
   /** Ready endpoints of a service port: the address and resolved targetPort of each pod. */
-  endpointsOf(s: Service, port: Service['spec']['ports'][number]): { ip: string; port: number; pod: string; node: string; ready: boolean }[] {
+  endpointsOf(s: Service, port: Service['spec']['ports'][number]): { ip: string; ip6: string; port: number; pod: string; node: string; ready: boolean }[] {
     if (!s.spec.selector) return [];
     const out = [];
     for (const r of this.pods.values()) {
@@ -438,7 +444,7 @@ export class Cluster extends EventEmitter {
       const tp = port.targetPort ?? port.port;
       const target = typeof tp === 'number' ? tp : r.pod.spec.containers.flatMap((c) => c.ports ?? []).find((p) => p.name === tp)?.containerPort;
       if (target === undefined) continue;
-      out.push({ ip: r.ip, port: target, pod: r.pod.metadata.name, node: r.node.name, ready: r.runtime.phase === 'Running' && r.runtime.ready });
+      out.push({ ip: r.ip, ip6: r.ip6, port: target, pod: r.pod.metadata.name, node: r.node.name, ready: r.runtime.phase === 'Running' && r.runtime.ready });
     }
     return out.sort((a, b) => a.ip.localeCompare(b.ip, undefined, { numeric: true }));
   }
@@ -459,8 +465,11 @@ export class Cluster extends EventEmitter {
     for (const s of this.services()) {
       const ip = this.clusterIPOf(s);
       if (!ip) continue;
-      for (const p of s.spec.ports)
-        svcEps.push({ clusterIP: ip, port: p.port, endpoints: this.endpointsOf(s, p).filter((e) => e.ready) });
+      for (const p of s.spec.ports) {
+        const ready = this.endpointsOf(s, p).filter((e) => e.ready);
+        svcEps.push({ clusterIP: ip, port: p.port, endpoints: ready });
+        svcEps.push({ clusterIP: serviceIP6(ip), port: p.port, endpoints: ready.map((e) => ({ ip: e.ip6, port: e.port })) });
+      }
     }
     const rules = renderKubeProxy(svcEps);
     for (const n of this.nodes) {
@@ -502,8 +511,8 @@ export class Cluster extends EventEmitter {
             : {}),
         },
       },
-      spec: { podCIDR: n.podCIDR, podCIDRs: [n.podCIDR] },
-      status: { addresses: [{ type: 'InternalIP', address: n.ip }, { type: 'Hostname', address: n.name }], conditions: [{ type: 'Ready', status: 'True' }] },
+      spec: { podCIDR: n.podCIDR, podCIDRs: [n.podCIDR, n.podCIDR6] },
+      status: { addresses: [{ type: 'InternalIP', address: n.ip }, { type: 'InternalIP', address: n.ip6 }, { type: 'Hostname', address: n.name }], conditions: [{ type: 'Ready', status: 'True' }] },
     }));
     const pods: Pod[] = [];
     for (const o of this.objects.values()) {
@@ -523,7 +532,7 @@ export class Cluster extends EventEmitter {
         },
         status: {
           phase: rt?.phase ?? 'Pending',
-          ...(r ? { podIP: r.ip, podIPs: [{ ip: r.ip }], hostIP: r.node.ip } : {}),
+          ...(r ? { podIP: r.ip, podIPs: [{ ip: r.ip }, { ip: r.ip6 }], hostIP: r.node.ip, hostIPs: [{ ip: r.node.ip }, { ip: r.node.ip6 }] } : {}),
           conditions: [{ type: 'Ready', status: ready ? 'True' : 'False' }],
           containerStatuses: (rt?.containers ?? []).map((c) => ({
             name: c.spec.name,
@@ -538,7 +547,12 @@ export class Cluster extends EventEmitter {
     }
     const byName = (x: KObject, y: KObject) => `${x.metadata.namespace}/${x.metadata.name}`.localeCompare(`${y.metadata.namespace}/${y.metadata.name}`);
     pods.sort(byName);
-    const services = this.services().sort(byName).map((s) => ({ ...s, spec: { ...s.spec, clusterIP: this.clusterIPOf(s) ?? 'None', type: 'ClusterIP' } }));
+    const services = this.services().sort(byName).map((s) => {
+      const ip = this.clusterIPOf(s);
+      // Dual stack like the pods; names in the hosts files stay IPv4 (see README).
+      const dual = ip ? { clusterIPs: [ip, serviceIP6(ip)], ipFamilies: ['IPv4', 'IPv6'], ipFamilyPolicy: 'PreferDualStack' } : { clusterIPs: ['None'] };
+      return { ...s, spec: { ...s.spec, clusterIP: ip ?? 'None', ...dual, type: 'ClusterIP' } };
+    });
     const objects = [...this.objects.values()].filter((o) => !['Pod', 'Service'].includes(o.kind));
     return { nodes, pods, services, objects };
   }

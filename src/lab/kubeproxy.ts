@@ -1,6 +1,7 @@
 // The lab plays kube-proxy for pods outside the mesh: ClusterIP:port is DNATed in each node's
 // namespace to a ready endpoint, picked at random per connection. The whole table is replaced in
-// one nft transaction, so a change is never half-applied.
+// one nft transaction, so a change is never half-applied. IPv4 and IPv6 ClusterIPs get a table
+// each (ip, ip6); endpoints of a service entry are of its ClusterIP's family.
 
 export interface ServiceEndpoints {
   clusterIP: string;
@@ -11,28 +12,33 @@ export interface ServiceEndpoints {
 export const KUBE_PROXY_TABLE = 'weft_kubeproxy';
 
 export function renderKubeProxy(services: ServiceEndpoints[]): string {
+  const v6 = services.filter((s) => s.clusterIP.includes(':'));
+  return renderTable('ip', services.filter((s) => !v6.includes(s))) + renderTable('ip6', v6);
+}
+
+function renderTable(family: 'ip' | 'ip6', services: ServiceEndpoints[]): string {
   const nat: string[] = [];
   const reject: string[] = [];
   const hairpin = new Set<string>();
   for (const s of services) {
-    const match = `ip daddr ${s.clusterIP} tcp dport ${s.port}`;
+    const match = `${family} daddr ${s.clusterIP} tcp dport ${s.port}`;
     if (s.endpoints.length === 0) {
       reject.push(`${match} reject with tcp reset`);
       continue;
     }
     const map = s.endpoints.map((e, i) => `${i} : ${e.ip} . ${e.port}`).join(', ');
-    nat.push(`${match} dnat ip to numgen random mod ${s.endpoints.length} map { ${map} }`);
+    nat.push(`${match} dnat ${family} to numgen random mod ${s.endpoints.length} map { ${map} }`);
     for (const e of s.endpoints) hairpin.add(e.ip);
   }
   // A pod reaching itself through its service would see its own address as the source: masquerade.
-  const post = [...hairpin].sort().map((a) => `ct status dnat ip saddr ${a} ip daddr ${a} masquerade`);
+  const post = [...hairpin].sort().map((a) => `ct status dnat ${family} saddr ${a} ${family} daddr ${a} masquerade`);
   const t = KUBE_PROXY_TABLE;
   const chain = (name: string, hook: string, rules: string[]) =>
     [`  chain ${name} {`, `    ${hook}`, ...rules.map((r) => `    ${r}`), '  }'].join('\n');
   return [
-    `table ip ${t} {}`,
-    `delete table ip ${t}`,
-    `table ip ${t} {`,
+    `table ${family} ${t} {}`,
+    `delete table ${family} ${t}`,
+    `table ${family} ${t} {`,
     chain('prerouting', 'type nat hook prerouting priority dstnat; policy accept;', nat),
     chain('output', 'type nat hook output priority -100; policy accept;', nat),
     chain('postrouting', 'type nat hook postrouting priority srcnat; policy accept;', post),

@@ -1,5 +1,6 @@
 // Where a lab keeps its things, and how they are named. Every name a lab creates starts with the
 // lab's name, so `weft down` can find what a crashed `weft up` left behind.
+import { SocketAddress } from 'node:net';
 import { join } from 'node:path';
 
 export const LAB_NAME = /^[a-z][a-z0-9-]{0,23}$/;
@@ -15,6 +16,26 @@ export const nodeIP = (i: number) => `172.18.0.${i + 2}`;
 export const podCIDR = (i: number) => `10.244.${i}.0/24`;
 export const podGateway = (i: number) => `10.244.${i}.1`;
 export const SERVICE_CIDR = '10.96.0.0/16';
+/**
+ * Dual stack: every node and pod also has an IPv6 address (ULA). Node i's pods get
+ * fd00:10:244:<i>::<h> next to 10.244.<i>.<h>, so a pod's two addresses are easy to pair up.
+ */
+// Written as sockets print them (RFC 5952: fd00:10:244::5 on node 0), since addresses are compared as text.
+const v6 = (text: string) => new SocketAddress({ address: text, family: 'ipv6' }).address;
+export const FABRIC_IP6 = 'fd00:172:18::1';
+export const nodeIP6 = (i: number) => v6(`fd00:172:18::${(i + 2).toString(16)}`);
+export const podCIDR6 = (i: number) => `${v6(`fd00:10:244:${i.toString(16)}::`)}/64`;
+export const podGateway6 = (i: number) => v6(`fd00:10:244:${i.toString(16)}::1`);
+/** The IPv6 twin of a ClusterIP 10.96.<a>.<b>: fd00:10:96::<a*256+b> (services are dual stack too). */
+export const serviceIP6 = (ip4: string) => {
+  const [, , a, b] = ip4.split('.').map(Number) as [number, number, number, number];
+  return v6(`fd00:10:96::${((a << 8) | b).toString(16)}`);
+};
+/** The IPv6 twin of a pod's IPv4 address 10.244.<i>.<h>. */
+export const podIP6 = (ip4: string) => {
+  const [, , i, h] = ip4.split('.').map(Number) as [number, number, number, number];
+  return v6(`fd00:10:244:${i.toString(16)}::${h.toString(16)}`);
+};
 export const CLUSTER_DOMAIN = 'cluster.local';
 export const MAX_NODES = 16;
 

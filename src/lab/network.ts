@@ -3,7 +3,7 @@
 // CIDR to the pods' veths and other nodes' pod CIDRs via their node IPs, as a simple CNI would.
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { run, runSync } from '../util/exec.ts';
-import { FABRIC_IP, type LabLayout, nodeIP, podCIDR } from './layout.ts';
+import { FABRIC_IP, FABRIC_IP6, type LabLayout, nodeIP, nodeIP6, podCIDR, podCIDR6 } from './layout.ts';
 
 const ip = (...args: string[]) => run(['ip', ...args]);
 const inNetns = (ns: string, argv: string[], input?: string) => run(['nsenter', `--net=/run/netns/${ns}`, ...argv], { input });
@@ -12,12 +12,22 @@ async function sysctls(ns: string, kv: Record<string, string>) {
   await inNetns(ns, ['sysctl', '-q', '-w', ...Object.entries(kv).map(([k, v]) => `${k}=${v}`)]);
 }
 
+/**
+ * No duplicate address detection on interfaces made later in this netns: addresses are unique by
+ * construction, and DAD would keep each new IPv6 address (and link-local, which neighbour
+ * discovery uses) tentative, unusable, for a second or more after a pod starts.
+ */
+const NO_DAD = { 'net.ipv6.conf.all.accept_dad': '0', 'net.ipv6.conf.default.accept_dad': '0' };
+
 export async function createFabric(layout: LabLayout): Promise<void> {
   const f = layout.fabricNetns;
   await ip('netns', 'add', f);
+  await sysctls(f, NO_DAD);
   await ip('-n', f, 'link', 'set', 'lo', 'up');
-  await ip('-n', f, 'link', 'add', 'br0', 'type', 'bridge');
+  // No MLD snooping: with no querier on the segment it only risks dropping neighbour discovery.
+  await ip('-n', f, 'link', 'add', 'br0', 'type', 'bridge', 'mcast_snooping', '0');
   await ip('-n', f, 'addr', 'add', `${FABRIC_IP}/24`, 'dev', 'br0');
+  await ip('-n', f, '-6', 'addr', 'add', `${FABRIC_IP6}/64`, 'dev', 'br0', 'nodad');
   await ip('-n', f, 'link', 'set', 'br0', 'up');
 }
 
@@ -25,19 +35,25 @@ export async function createNode(layout: LabLayout, index: number, name: string)
   const ns = layout.nodeNetns(name);
   const f = layout.fabricNetns;
   await ip('netns', 'add', ns);
+  await sysctls(ns, NO_DAD);
   await ip('-n', ns, 'link', 'set', 'lo', 'up');
   await ip('-n', f, 'link', 'add', `n${index}`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
   await ip('-n', f, 'link', 'set', `n${index}`, 'master', 'br0', 'up');
   await ip('-n', ns, 'addr', 'add', `${nodeIP(index)}/24`, 'dev', 'eth0');
+  await ip('-n', ns, '-6', 'addr', 'add', `${nodeIP6(index)}/64`, 'dev', 'eth0', 'nodad');
   await ip('-n', ns, 'link', 'set', 'eth0', 'up');
   // Nodes forward pod traffic; strict reverse-path filtering would drop asymmetric hairpins.
-  await sysctls(ns, { 'net.ipv4.ip_forward': '1', 'net.ipv4.conf.all.rp_filter': '0', 'net.ipv4.conf.default.rp_filter': '0' });
+  await sysctls(ns, { 'net.ipv4.ip_forward': '1', 'net.ipv4.conf.all.rp_filter': '0', 'net.ipv4.conf.default.rp_filter': '0', 'net.ipv6.conf.all.forwarding': '1' });
 }
 
 /** Routes from every node to every other node's pod CIDR. */
 export async function routeNodes(layout: LabLayout, nodes: string[]): Promise<void> {
   for (const [i, a] of nodes.entries())
-    for (const [j] of nodes.entries()) if (i !== j) await ip('-n', layout.nodeNetns(a), 'route', 'replace', podCIDR(j), 'via', nodeIP(j));
+    for (const [j] of nodes.entries())
+      if (i !== j) {
+        await ip('-n', layout.nodeNetns(a), 'route', 'replace', podCIDR(j), 'via', nodeIP(j));
+        await ip('-n', layout.nodeNetns(a), '-6', 'route', 'replace', podCIDR6(j), 'via', nodeIP6(j));
+      }
 }
 
 export interface PodNet {
@@ -46,11 +62,14 @@ export interface PodNet {
   hostVeth: string;
   ip: string;
   gateway: string;
+  ip6: string;
+  gateway6: string;
 }
 
 export async function createPodNetwork(p: PodNet): Promise<void> {
   await ip('netns', 'add', p.netns);
   try {
+    await sysctls(p.netns, NO_DAD); // before eth0 is made in it
     await ip('-n', p.netns, 'link', 'set', 'lo', 'up');
     await ip('-n', p.nodeNetns, 'link', 'add', p.hostVeth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', p.netns);
     await ip('-n', p.nodeNetns, 'addr', 'add', `${p.gateway}/32`, 'dev', p.hostVeth);
@@ -60,6 +79,12 @@ export async function createPodNetwork(p: PodNet): Promise<void> {
     await ip('-n', p.netns, 'link', 'set', 'eth0', 'up');
     await ip('-n', p.netns, 'route', 'add', p.gateway, 'dev', 'eth0', 'scope', 'link');
     await ip('-n', p.netns, 'route', 'add', 'default', 'via', p.gateway, 'dev', 'eth0');
+    // The same for IPv6: a /128 each side, the node's end as the default gateway.
+    await ip('-n', p.nodeNetns, '-6', 'addr', 'add', `${p.gateway6}/128`, 'dev', p.hostVeth, 'nodad');
+    await ip('-n', p.nodeNetns, '-6', 'route', 'replace', `${p.ip6}/128`, 'dev', p.hostVeth, 'src', p.gateway6);
+    await ip('-n', p.netns, '-6', 'addr', 'add', `${p.ip6}/128`, 'dev', 'eth0', 'nodad');
+    await ip('-n', p.netns, '-6', 'route', 'add', `${p.gateway6}/128`, 'dev', 'eth0');
+    await ip('-n', p.netns, '-6', 'route', 'add', 'default', 'via', p.gateway6, 'dev', 'eth0');
   } catch (e) {
     await deleteNetns(p.netns);
     throw e;

@@ -78,7 +78,7 @@ export interface ServicePort {
 
 export interface Service extends KObject {
   kind: 'Service';
-  spec: { selector?: Record<string, string>; ports: ServicePort[]; clusterIP?: string; type?: string };
+  spec: { selector?: Record<string, string>; ports: ServicePort[]; clusterIP?: string; clusterIPs?: string[]; type?: string };
 }
 
 export interface Deployment extends KObject {

@@ -32,6 +32,18 @@ describe('kube-proxy rules', () => {
     expect(listed).not.toContain('10.96.0.11');
   });
 
+  it('gives IPv6 ClusterIPs a table of their own, loaded and replaced the same way', () => {
+    const dual = [...services, { clusterIP: 'fd00:10:96::a', port: 80, endpoints: [{ ip: 'fd00:10:244::2', port: 8080 }, { ip: 'fd00:10:244:1::3', port: 8080 }] }, { clusterIP: 'fd00:10:96::b', port: 443, endpoints: [] }];
+    expect(nft(renderKubeProxy(dual), '-f', '-').stderr).toBe('');
+    let listed = nft('', 'list', 'table', 'ip6', 'weft_kubeproxy').stdout;
+    expect(listed.match(/ip6 daddr fd00:10:96::a tcp dport 80 dnat ip6 to numgen random mod 2 map \{ 0 : fd00:10:244::2 \. 8080, 1 : fd00:10:244:1::3 \. 8080 \}/g)).toHaveLength(2);
+    expect(listed).toContain('ip6 daddr fd00:10:96::b tcp dport 443 reject with tcp reset');
+    expect(nft('', 'list', 'table', 'ip', 'weft_kubeproxy').stdout).not.toContain('fd00');
+    expect(nft(renderKubeProxy(services), '-f', '-').code).toBe(0); // the IPv6 service is gone again
+    listed = nft('', 'list', 'table', 'ip6', 'weft_kubeproxy').stdout;
+    expect(listed).not.toContain('fd00:10:96::a');
+  });
+
   it('rejects connections to a service without ready endpoints and masquerades hairpins', () => {
     const rules = renderKubeProxy(services);
     expect(rules).toContain('ip daddr 10.96.0.11 tcp dport 443 reject with tcp reset');

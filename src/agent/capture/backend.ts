@@ -9,8 +9,8 @@ export interface Endpoint {
 }
 
 export interface PodCaptureHandle {
-  /** Hands the pod's inbound plaintext listener (15006) to the capture, where it needs it. */
-  setInboundListener(fd: number): void;
+  /** Hands the pod's inbound plaintext listener (15006) of one family to the capture, where it needs it. */
+  setInboundListener(fd: number, family: 4 | 6): void;
   /** Where a connection accepted on 15001 was going. undefined: not a captured connection. */
   outboundOriginalDst(sock: Socket): Endpoint | undefined;
   /** Where a connection accepted on 15006 was going. */
@@ -26,10 +26,11 @@ export interface PodCaptureHandle {
 export interface CaptureBackend {
   readonly mode: 'ebpf' | 'iptables';
   /**
-   * Where the inbound plaintext listener binds: eBPF hands it connections whatever their address,
-   * so it stays on loopback (unreachable from outside); REDIRECT needs the pod's own address.
+   * Where the inbound plaintext listener of each family binds: eBPF hands it connections whatever
+   * their address, so it stays on loopback (unreachable from outside); REDIRECT needs the pod's
+   * own addresses.
    */
-  readonly inboundBindAddress: string;
+  readonly inboundBindAddress: Record<4 | 6, string>;
   /** Captures a pod; adopts what an earlier agent process left in place. */
   enroll(pod: PodInfo): Promise<PodCaptureHandle>;
   /** Removes capture left behind for pods that are no longer enrolled (by uid). */

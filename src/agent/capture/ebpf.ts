@@ -9,8 +9,8 @@ const unmap = (a: string) => (a.startsWith('::ffff:') ? a.slice(7) : a);
 class EbpfPod implements PodCaptureHandle {
   constructor(private readonly pod: PodCapture, private readonly node: NodeCapture) {}
 
-  setInboundListener(fd: number): void {
-    this.pod.setInboundListener(fd, 4);
+  setInboundListener(fd: number, family: 4 | 6): void {
+    this.pod.setInboundListener(fd, family);
   }
 
   outboundOriginalDst(sock: { remoteAddress?: string; remotePort?: number }): Endpoint | undefined {
@@ -39,7 +39,7 @@ class EbpfPod implements PodCaptureHandle {
 
 export class EbpfCapture implements CaptureBackend {
   readonly mode = 'ebpf' as const;
-  readonly inboundBindAddress = '127.0.0.1';
+  readonly inboundBindAddress = { 4: '127.0.0.1', 6: '::1' };
   private constructor(private readonly node: NodeCapture) {}
 
   static open(pinRoot: string): EbpfCapture {

@@ -10,7 +10,11 @@ import type { CaptureBackend, Endpoint, PodCaptureHandle } from './backend.ts';
 
 const mark = `0x${WEFT.AGENT_MARK.toString(16)}`;
 
-export function renderRules(): string {
+/**
+ * The nat rules of one family (iptables-restore for 4, ip6tables-restore for 6). Both are
+ * installed: without the IPv6 half a pod's IPv6 connections would bypass the agent entirely.
+ */
+export function renderRules(family: 4 | 6 = 4): string {
   return [
     '*nat',
     ':WEFT_OUTPUT - [0:0]',
@@ -22,7 +26,7 @@ export function renderRules(): string {
     '-A WEFT_OUTPUT -o lo -j RETURN',
     `-A WEFT_OUTPUT -p tcp -j REDIRECT --to-ports ${WEFT.PORT_OUTBOUND}`,
     '-A WEFT_PREROUTING -i lo -j RETURN',
-    `-A WEFT_PREROUTING -s ${PROBE_SNAT_ADDRESS}/32 -j RETURN`, // the node's probes (capture/node-probes.ts)
+    ...(family === 4 ? [`-A WEFT_PREROUTING -s ${PROBE_SNAT_ADDRESS}/32 -j RETURN`] : []), // the node's probes (capture/node-probes.ts), IPv4 only
     `-A WEFT_PREROUTING -p tcp --dport ${WEFT.PORT_HBONE} -j RETURN`,
     `-A WEFT_PREROUTING -p tcp -j REDIRECT --to-ports ${WEFT.PORT_INBOUND}`,
     'COMMIT',
@@ -33,6 +37,7 @@ export function renderRules(): string {
 const REMOVE = ['*nat', '-D OUTPUT -p tcp -j WEFT_OUTPUT', '-D PREROUTING -p tcp -j WEFT_PREROUTING', '-F WEFT_OUTPUT', '-X WEFT_OUTPUT', '-F WEFT_PREROUTING', '-X WEFT_PREROUTING', 'COMMIT', ''].join('\n');
 
 const inPod = (netns: string, argv: string[], input?: string) => run(['nsenter', `--net=${netns}`, ...argv], { input });
+const RESTORE = { 4: 'iptables-restore', 6: 'ip6tables-restore' } as const;
 
 function fdOf(sock: Socket): number {
   const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
@@ -63,7 +68,9 @@ class IptablesPod implements PodCaptureHandle {
   }
 
   async release(): Promise<void> {
-    await inPod(this.netns, ['iptables-restore', '--noflush'], REMOVE);
+    const results = await Promise.allSettled(([4, 6] as const).map((f) => inPod(this.netns, [RESTORE[f], '--noflush'], REMOVE)));
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
   }
 
   close(): void {}
@@ -71,18 +78,26 @@ class IptablesPod implements PodCaptureHandle {
 
 export class IptablesCapture implements CaptureBackend {
   readonly mode = 'iptables' as const;
-  readonly inboundBindAddress = '0.0.0.0';
+  readonly inboundBindAddress = { 4: '0.0.0.0', 6: '::' };
 
   static async open(): Promise<IptablesCapture> {
-    for (const t of ['iptables-restore', 'nsenter']) if (!hasCommand(t)) throw new Error(`iptables capture needs ${t} (install iptables and util-linux)`);
+    for (const t of ['iptables-restore', 'ip6tables-restore', 'nsenter']) if (!hasCommand(t)) throw new Error(`iptables capture needs ${t} (install iptables and util-linux)`);
     return new IptablesCapture();
   }
 
   async enroll(pod: PodInfo): Promise<PodCaptureHandle> {
     // Idempotent: an earlier agent may have installed the rules already.
-    await inPod(pod.netns, ['iptables-restore', '--noflush'], REMOVE).catch(() => undefined);
-    await inPod(pod.netns, ['iptables-restore', '--noflush'], renderRules());
-    return new IptablesPod(pod.netns);
+    const handle = new IptablesPod(pod.netns);
+    try {
+      for (const f of [4, 6] as const) {
+        await inPod(pod.netns, [RESTORE[f], '--noflush'], REMOVE).catch(() => undefined);
+        await inPod(pod.netns, [RESTORE[f], '--noflush'], renderRules(f));
+      }
+    } catch (e) {
+      await handle.release().catch(() => undefined); // no half-captured pod
+      throw e;
+    }
+    return handle;
   }
 
   async forgetExcept(): Promise<void> {} // rules live in pod namespaces and go with them

@@ -12,7 +12,8 @@ import { podIdentity, type ProxyContext } from '../proxy/context.ts';
 import type { Credentials, PodHboneServer } from '../proxy/hbone/index.ts';
 import { handleInboundPlaintext, hboneHandlers } from '../proxy/inbound.ts';
 import { handleOutbound, type ProxyPod } from '../proxy/outbound.ts';
-import { AGENT_MARK, listenInPod, podDialSockets } from '../proxy/pod-sockets.ts';
+import { AGENT_MARK, LOOPBACK, listenInPod, noIpv6, podDialSockets } from '../proxy/pod-sockets.ts';
+import { canonicalIp } from '../../api/codec.ts';
 import { formatSpiffe } from '../../api/spiffe.ts';
 import { listenerInNetns } from '../../bpf/index.ts';
 import type { PodInfo } from './enrollment.ts';
@@ -168,19 +169,35 @@ export class PodManager {
     try {
       capture = await this.backendFor(info).enroll(info);
       const pod: EnrolledPod = {
-        uid: info.uid, namespace: info.namespace, name: info.name, serviceAccount: info.serviceAccount, ips: info.ips,
+        uid: info.uid, namespace: info.namespace, name: info.name, serviceAccount: info.serviceAccount, ips: info.ips.map(canonicalIp),
         netnsFd, sockets: podDialSockets(netnsFd), capture, info, servers, enrolledAt: new Date().toISOString(),
       };
       dials = pod.sockets;
-      const out = await listenInPod(netnsFd, '127.0.0.1', WEFT.PORT_OUTBOUND, (s) => void handleOutbound(this.ctx, pod, s));
-      servers.push(out.server);
-      const inb = await listenInPod(netnsFd, this.backendFor(info).inboundBindAddress, WEFT.PORT_INBOUND, (s) => void handleInboundPlaintext(this.ctx, pod, s));
-      servers.push(inb.server);
-      capture.setInboundListener(inb.fd);
+      // One listener per family on 15001 and 15006: capture sends IPv6 connections to [::1]:15001
+      // and to the IPv6 slot of 15006; with nothing there they would all be refused.
+      for (const family of [4, 6] as const) {
+        try {
+          const out = await listenInPod(netnsFd, LOOPBACK[family], WEFT.PORT_OUTBOUND, (s) => void handleOutbound(this.ctx, pod, s));
+          servers.push(out.server);
+          const inb = await listenInPod(netnsFd, this.backendFor(info).inboundBindAddress[family], WEFT.PORT_INBOUND, (s) => void handleInboundPlaintext(this.ctx, pod, s));
+          servers.push(inb.server);
+          capture.setInboundListener(inb.fd, family);
+        } catch (e) {
+          if (family === 4 || !noIpv6(e)) throw e;
+          this.log.warn({ pod: `${info.namespace}/${info.name}`, err: (e as Error).message }, 'no IPv6 in the pod network namespace; IPv4 listeners only');
+        }
+      }
       if (this.ctx.certs) {
         // Listening now means HBONE peers queue in the backlog instead of being refused while
         // the pod's certificate is fetched; the TLS server takes the socket over once it is here.
-        hboneFd = listenerInNetns(netnsFd, '0.0.0.0', WEFT.PORT_HBONE, { mark: AGENT_MARK });
+        // One dual-stack socket serves both families (IPv4 peers show as ::ffff:a.b.c.d, which
+        // the HBONE servers unmap), unless the pod has no IPv6.
+        try {
+          hboneFd = listenerInNetns(netnsFd, '::', WEFT.PORT_HBONE, { mark: AGENT_MARK, v6Only: false });
+        } catch (e) {
+          if (!noIpv6(e)) throw e;
+          hboneFd = listenerInNetns(netnsFd, '0.0.0.0', WEFT.PORT_HBONE, { mark: AGENT_MARK });
+        }
         pod.hboneFd = hboneFd;
         void this.startHbone(pod);
       }

@@ -7,6 +7,7 @@ import type { Endpoint } from '../capture/backend.ts';
 import type { ConnectionFacts } from '../metrics/istio.ts';
 import type { Direction } from '../metrics/metrics.ts';
 import type { ProxyContext } from './context.ts';
+import { formatAuthority } from './hbone/authority.ts';
 
 export interface Outcome {
   /** Bytes from the client toward the destination, and back. */
@@ -36,7 +37,7 @@ export class Connection {
     readonly pod: { namespace: string; name: string },
     src: Socket | string,
   ) {
-    this.src = typeof src === 'string' ? src : `${src.remoteAddress}:${src.remotePort}`;
+    this.src = typeof src === 'string' ? src : formatAuthority({ address: src.remoteAddress ?? '', port: src.remotePort ?? 0 });
     this.facts = { reporter: direction === 'outbound' ? 'source' : 'destination', mtls: false };
     ctx.metrics.active.inc({ direction });
   }
@@ -71,7 +72,7 @@ export class Connection {
       'src.workload': f.src?.name,
       'src.namespace': f.src?.namespace,
       'src.identity': labels.source_principal !== 'unknown' ? labels.source_principal : undefined,
-      'dst.addr': this.dst ? `${this.dst.address}:${this.dst.port}` : undefined,
+      'dst.addr': this.dst ? formatAuthority(this.dst) : undefined,
       'dst.hbone_addr': this.hboneAddr,
       ...(this.nodeLocal ? { node_local: true } : {}),
       'dst.service': f.service?.hostname,

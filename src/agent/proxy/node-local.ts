@@ -12,12 +12,15 @@ import type { Workload } from '../../api/mesh.ts';
 import type { Endpoint } from '../capture/backend.ts';
 import { Connection } from './connection.ts';
 import type { ProxyContext } from './context.ts';
+import { formatAuthority } from './hbone/authority.ts';
 import { authorize } from './inbound.ts';
 import type { ProxyPod } from './outbound.ts';
 import { dialFromPod } from './pod-sockets.ts';
 
 export interface NodeLocalRequest {
   src: ProxyPod;
+  /** The source pod's address of the connection's family. */
+  srcIp: string;
   srcIdentity: SpiffeId;
   srcWorkload?: Workload;
   /** The enrolled pod holding the destination address. */
@@ -29,11 +32,11 @@ export interface NodeLocalRequest {
 }
 
 export async function handleNodeLocal(ctx: ProxyContext, r: NodeLocalRequest): Promise<void> {
-  const srcAddr = `${r.src.ips[0]}:${r.client.remotePort}`;
+  const srcAddr = formatAuthority({ address: r.srcIp, port: r.client.remotePort ?? 0 });
   const inbound = new Connection(ctx, 'inbound', r.dst, srcAddr);
   inbound.dst = r.target;
   inbound.nodeLocal = r.outbound.nodeLocal = true;
-  const v = authorize(ctx, r.dst, r.target, { identity: r.srcIdentity, ip: r.src.ips[0]! });
+  const v = authorize(ctx, r.dst, r.target, { identity: r.srcIdentity, ip: r.srcIp });
   inbound.decided({ src: r.srcWorkload, dst: v.dst, srcPrincipal: formatSpiffe(r.srcIdentity), mtls: true });
   const fail = (error: string, flag: string, policy?: string) => {
     r.client.resetAndDestroy(); // what the app would see from a refused HBONE stream: a reset

@@ -15,8 +15,15 @@ export type OutboundPlan =
 
 export const identityOf = (w: Workload) => formatSpiffe({ trustDomain: w.trustDomain, namespace: w.namespace, serviceAccount: w.serviceAccount });
 
-function toWorkload(w: Workload, port: number, service?: Service): OutboundPlan {
-  const address = w.addresses[0]!;
+/** Of a dual-stack workload's addresses, the one of `like`'s family (the first if it has none). */
+export function sameFamily(addresses: readonly string[], like: string): string | undefined {
+  const v6 = like.includes(':');
+  return addresses.find((a) => a.includes(':') === v6) ?? addresses[0];
+}
+
+function toWorkload(w: Workload, port: number, via: string, service?: Service): OutboundPlan {
+  // An app that dialled IPv6 keeps IPv6 end to end (as ztunnel does): its peer sees the family it used.
+  const address = sameFamily(w.addresses, via)!;
   if (w.tunnelProtocol === 'HBONE')
     return { kind: 'hbone', dst: w, dstIdentity: identityOf(w), hbone: { address, port: WEFT.PORT_HBONE }, target: { address, port }, service };
   return { kind: 'passthrough', target: { address, port }, dst: w, service };
@@ -31,9 +38,9 @@ export function planOutbound(state: MeshState, orig: Endpoint, pick: (n: number)
     if (candidates.length === 0) return { kind: 'refuse', reason: `no healthy endpoint for ${svc.hostname}:${orig.port}`, service: svc };
     const ep = candidates[pick(candidates.length)]!;
     const target = ep.services[key]!.find((p) => p.servicePort === orig.port)!.targetPort || orig.port;
-    return toWorkload(ep, target, svc);
+    return toWorkload(ep, target, orig.address, svc);
   }
   const w = state.workloadsByIp.get(orig.address);
-  if (w) return toWorkload(w, orig.port);
+  if (w) return toWorkload(w, orig.port, orig.address);
   return { kind: 'passthrough', target: orig };
 }

@@ -4,12 +4,12 @@
 import type { Socket } from 'node:net';
 import { formatSpiffe } from '../../api/spiffe.ts';
 import { WEFT } from '../../bpf/consts.ts';
-import type { PodCaptureHandle } from '../capture/backend.ts';
+import type { Endpoint, PodCaptureHandle } from '../capture/backend.ts';
 import { Connection } from './connection.ts';
 import { podIdentity, type ProxyContext } from './context.ts';
 import { HboneError, formatAuthority } from './hbone/index.ts';
 import { handleNodeLocal } from './node-local.ts';
-import { planOutbound } from './outbound-plan.ts';
+import { planOutbound, sameFamily } from './outbound-plan.ts';
 import { dialFromPod, type DialSockets } from './pod-sockets.ts';
 import { traceparent } from './traceparent.ts';
 
@@ -28,19 +28,23 @@ export interface ProxyPod {
 const isAgentPort = (p: number) => p === WEFT.PORT_OUTBOUND || p === WEFT.PORT_INBOUND;
 
 export async function handleOutbound(ctx: ProxyContext, pod: ProxyPod, client: Socket): Promise<void> {
-  // The app connected from inside the pod to 127.0.0.1:15001; its real source is the pod IP.
-  const conn = new Connection(ctx, 'outbound', pod, `${pod.ips[0]}:${client.remotePort}`);
   client.on('error', () => {});
+  let orig: Endpoint | undefined;
+  let origError: string | undefined;
+  try {
+    orig = pod.capture.outboundOriginalDst(client);
+  } catch (e) {
+    origError = `original destination: ${(e as Error).message}`;
+  }
+  // The app connected from inside the pod to 127.0.0.1 or [::1]:15001; its real source is the
+  // pod's address of the family it dialled (what the kernel would have picked without capture).
+  const srcIp = sameFamily(pod.ips, orig?.address ?? '') ?? '';
+  const conn = new Connection(ctx, 'outbound', pod, formatAuthority({ address: srcIp, port: client.remotePort ?? 0 }));
   const fail = (error: string, flag: string) => {
     client.resetAndDestroy(); // the app sees what it would without a mesh: a reset
     conn.finish({ sent: 0, received: 0, error, flag });
   };
-  let orig;
-  try {
-    orig = pod.capture.outboundOriginalDst(client);
-  } catch (e) {
-    return fail(`original destination: ${(e as Error).message}`, 'NR');
-  }
+  if (origError) return fail(origError, 'NR');
   if (!orig) return fail('no original destination (connection was not captured)', 'NR');
   if (isAgentPort(orig.port)) return fail(`connection to the agent's own port ${orig.port} refused`, 'NR');
   conn.dst = orig;
@@ -66,7 +70,7 @@ export async function handleOutbound(ctx: ProxyContext, pod: ProxyPod, client: S
   conn.decided({ src, dst: plan.dst, service: plan.service, srcPrincipal: formatSpiffe(srcId), dstPrincipal: plan.dstIdentity, mtls: true });
   if (!ctx.certs) return fail('no certificate source: the agent runs without a control plane', 'TLS_FAILURE');
   const local = ctx.localPod?.(plan.target.address);
-  if (local) return handleNodeLocal(ctx, { src: pod, srcIdentity: srcId, srcWorkload: src, dst: local, target: plan.target, client, outbound: conn });
+  if (local) return handleNodeLocal(ctx, { src: pod, srcIp, srcIdentity: srcId, srcWorkload: src, dst: local, target: plan.target, client, outbound: conn });
   conn.hboneAddr = formatAuthority(plan.hbone);
   const authority = formatAuthority(plan.target);
   try {
@@ -76,7 +80,7 @@ export async function handleOutbound(ctx: ProxyContext, pod: ProxyPod, client: S
       port: plan.hbone.port,
       authority,
       headers: {
-        forwarded: `for="${pod.ips[0]}:${client.remotePort}"${plan.service ? `;host=${plan.service.hostname}` : ''}`,
+        forwarded: `for="${conn.src}"${plan.service ? `;host=${plan.service.hostname}` : ''}`,
         baggage: `k8s.cluster.name=${src?.clusterId ?? 'Kubernetes'},k8s.namespace.name=${pod.namespace},k8s.pod.name=${pod.name},service.name=${src?.canonicalName ?? pod.name},service.version=${src?.canonicalRevision ?? 'latest'}`,
         traceparent: traceparent(),
       },

@@ -18,9 +18,21 @@ export interface DialSockets {
 /** The pod's dial sockets: nonblocking, carrying the agent mark. Close it with the netns fd. */
 export const podDialSockets = (netnsFd: number) => new NetnsSocketPool(netnsFd, { mark: AGENT_MARK, nonblock: true });
 
-/** A listening server in the pod netns; the handler gets paused sockets and their fds. */
+/** The loopback address of each family: the outbound listener (15001) is reachable only from inside the pod. */
+export const LOOPBACK = { 4: '127.0.0.1', 6: '::1' } as const;
+
+/**
+ * The pod netns has no IPv6 (disabled, or no ::1 yet): the errors binding an IPv6 address gives
+ * then. The pod cannot make IPv6 connections either, so IPv4 listeners alone lose nothing.
+ */
+export const noIpv6 = (e: unknown) => ['EADDRNOTAVAIL', 'EAFNOSUPPORT'].includes((e as { code?: string }).code ?? '');
+
+/**
+ * A listening server in the pod netns; the handler gets paused sockets and their fds. An IPv6
+ * address gets an IPv6-only socket, so each family has its own listener (as sk_lookup's slots need).
+ */
 export function listenInPod(netnsFd: number, address: string, port: number, onConn: (s: Socket) => void): Promise<{ server: Server; fd: number }> {
-  const fd = listenerInNetns(netnsFd, address, port, { mark: AGENT_MARK });
+  const fd = listenerInNetns(netnsFd, address, port, { mark: AGENT_MARK, ...(address.includes(':') ? { v6Only: true } : {}) });
   const server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, onConn);
   return new Promise((resolve, reject) => {
     server.once('error', reject);

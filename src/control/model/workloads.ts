@@ -1,5 +1,6 @@
 // Kubernetes objects -> the workload API: a Workload per running pod, a Service per ClusterIP
 // service. Pure functions of their inputs, so the model builder can reuse what did not change.
+import { isIP } from 'node:net';
 import type { PortMapping, Service, Workload } from '../../api/mesh.ts';
 import type { KObject, Pod, Service as KService } from '../../lab/objects.ts';
 import { matchesSelector } from '../../lab/objects.ts';
@@ -46,9 +47,18 @@ export interface SelectorPolicy {
   selector: Record<string, string>;
 }
 
+/**
+ * Every address of a pod: status.podIPs (dual stack: one per family, podIP first), else podIP.
+ * Text that is not an IP is skipped: it could never match a connection, and encoding it would fail.
+ */
+export function podAddresses(pod: Pod): string[] {
+  const all = [pod.status?.podIP, ...(pod.status?.podIPs ?? []).map((p) => p?.ip)];
+  return [...new Set(all.filter((a): a is string => typeof a === 'string' && isIP(a) !== 0 && !a.includes('%')))];
+}
+
 export function buildWorkload(pod: Pod, services: readonly KService[], selectorPolicies: readonly SelectorPolicy[], o: MeshOptions): Workload | undefined {
-  const ip = pod.status?.podIP;
-  if (!ip || pod.status?.phase !== 'Running') return undefined;
+  const addresses = podAddresses(pod);
+  if (addresses.length === 0 || pod.status?.phase !== 'Running') return undefined;
   const ns = pod.metadata.namespace ?? 'default';
   const labels = pod.metadata.labels ?? {};
   const owner = workloadOwner(pod);
@@ -64,7 +74,7 @@ export function buildWorkload(pod: Pod, services: readonly KService[], selectorP
     uid: `${o.clusterId}//Pod/${ns}/${pod.metadata.name}`,
     name: pod.metadata.name,
     namespace: ns,
-    addresses: [ip],
+    addresses,
     network: '',
     tunnelProtocol: pod.metadata.annotations?.[REDIRECTED] === 'enabled' ? 'HBONE' : 'NONE',
     trustDomain: o.trustDomain,
@@ -81,13 +91,18 @@ export function buildWorkload(pod: Pod, services: readonly KService[], selectorP
   };
 }
 
+/** Every VIP of a service: spec.clusterIPs (dual stack, clusterIP first), else clusterIP; None is none. */
+export function serviceAddresses(s: KService): string[] {
+  const all = [s.spec.clusterIP, ...(Array.isArray(s.spec.clusterIPs) ? s.spec.clusterIPs : [])];
+  return [...new Set(all.filter((a): a is string => typeof a === 'string' && isIP(a) !== 0 && !a.includes('%')))];
+}
+
 export function buildService(s: KService, o: MeshOptions): Service | undefined {
-  const ip = s.spec.clusterIP;
   return {
     name: s.metadata.name,
     namespace: s.metadata.namespace ?? 'default',
     hostname: serviceHostname(s, o),
-    addresses: ip && ip !== 'None' ? [ip] : [],
+    addresses: serviceAddresses(s),
     ports: s.spec.ports.map((p) => ({ servicePort: p.port, targetPort: typeof p.targetPort === 'number' ? p.targetPort : p.targetPort === undefined ? p.port : 0 })),
     subjectAltNames: [],
   };

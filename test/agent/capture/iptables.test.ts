@@ -21,4 +21,15 @@ describe('in-pod iptables rules', () => {
     expect(saved).toContain('-A WEFT_PREROUTING -p tcp -j REDIRECT --to-ports 15006');
     expect(saved).not.toMatch(/-A (OUTPUT|PREROUTING) .*-j WEFT_.*\n.*-A \1 .*-j WEFT_/); // installed once
   });
+
+  it('has an IPv6 half with the same redirects (IPv6 would bypass the agent without it)', () => {
+    const r = inNs(['ip6tables-restore', '--noflush'], renderRules(6));
+    expect(r.stderr).toBe('');
+    const saved = inNs(['ip6tables-save', '-t', 'nat']).stdout;
+    expect(saved).toContain('-A WEFT_OUTPUT -m mark --mark 0x5ef7 -j RETURN');
+    expect(saved).toContain('-A WEFT_OUTPUT -o lo -j RETURN');
+    expect(saved).toContain('-A WEFT_OUTPUT -p tcp -j REDIRECT --to-ports 15001');
+    expect(saved).toContain('-A WEFT_PREROUTING -p tcp -m tcp --dport 15008 -j RETURN');
+    expect(saved).toContain('-A WEFT_PREROUTING -p tcp -j REDIRECT --to-ports 15006');
+  });
 });

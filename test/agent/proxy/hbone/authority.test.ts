@@ -9,6 +9,12 @@ describe('CONNECT authority', () => {
       expect(parseAuthority(bad), String(bad)).toBeUndefined();
     }
   });
+  it('reads any IPv6 spelling as the one text sockets and the workload API use', () => {
+    expect(parseAuthority('[FD00:0010:0244:0001:0:0:0:2]:80')).toEqual({ address: 'fd00:10:244:1::2', port: 80 });
+    expect(parseAuthority('[::ffff:10.244.1.2]:80')).toEqual({ address: '10.244.1.2', port: 80 });
+    expect(parseAuthority('[::ffff:af4:102]:80')).toEqual({ address: '10.244.1.2', port: 80 });
+    expect(parseAuthority('[fe80::1%eth0]:80')).toBeUndefined();
+  });
   it('round-trips through formatAuthority', () => {
     for (const a of ['10.1.2.3:8080', '[fd00::1]:443']) expect(formatAuthority(parseAuthority(a)!)).toBe(a);
   });
