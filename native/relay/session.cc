@@ -58,11 +58,17 @@ ssize_t OnSend(nghttp2_session*, const uint8_t* data, size_t len, int, void* use
   return static_cast<ssize_t>(len);
 }
 
+// nghttp2 fixed this frame's length when ReadUpData answered, and after WOULDBLOCK it calls again with
+// that same length, ahead of anything queued since (a RST_STREAM too). So the stream must still hold
+// `len` bytes: CloseFd keeps `up` while the stream is open in HTTP/2 for exactly this. Should that
+// ever break, the stream is reset (TEMPORAL_CALLBACK_FAILURE: nghttp2 drops the frame and sends
+// RST_STREAM) rather than the frame being short of bytes or the relay thread spinning on it.
 int OnSendData(nghttp2_session*, nghttp2_frame* frame, const uint8_t* framehd, size_t len,
                nghttp2_data_source* src, void* user) {
   ByteQueue& out = S(user)->out();
   if (out.size() >= kOutMax) return NGHTTP2_ERR_WOULDBLOCK;
   auto* st = static_cast<Stream*>(src->ptr);
+  if (st->up.size() < len) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
   out.append(framehd, 9);
   st->up.move_to(out, len);  // no padding is ever asked for
   (void)frame;
@@ -216,7 +222,8 @@ void ByteQueue::append(const uint8_t* p, size_t n) {
 }
 
 void ByteQueue::move_to(ByteQueue& dst, size_t n) {
-  while (n > 0) {
+  // Never past the end: front() of no block is undefined, and a loop that cannot advance spins.
+  while (n > 0 && size_ > 0) {
     size_t k = std::min(n, front_len());
     dst.append(front(), k);
     consume(k);
@@ -344,7 +351,11 @@ void Stream::CloseFd(bool reset) {
   ::close(fd);
   if (!down.empty() && !s->dead()) s->Consume(this, down.size());  // never written: give the window back
   down.consume(down.size());
-  up.consume(up.size());
+  // What was read but not framed stays while the stream is open in HTTP/2: a DATA frame that got
+  // WOULDBLOCK (the session's output is full) is retried with the length it was given, before the
+  // RST_STREAM queued behind it, and must find its bytes (see OnSendData). The stream closes once
+  // that RST_STREAM is out, and `up` goes with it; at most kUpMax per stream meanwhile.
+  if (h2_closed) up.consume(up.size());
 }
 
 void Stream::MaybeFinish() {

@@ -49,6 +49,8 @@ export interface NativeSocketSpec {
   reusePort?: boolean;
   freebind?: boolean;
   v6Only?: boolean;
+  /** SO_SNDBUF in bytes (the kernel doubles it); a listener's is inherited by what it accepts. */
+  sendBuffer?: number;
   bind?: { address?: string; port?: number };
   listen?: number;
 }
