@@ -4,7 +4,7 @@
 // fs.closeSync.
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { repoRoot } from '../util/paths.ts';
+import { nativeBuildDir, repoRoot } from '../util/paths.ts';
 
 export interface LoadedProgram {
   fd: number;
@@ -101,7 +101,7 @@ export function isBpfError(e: unknown): e is BpfError {
   return e instanceof Error && typeof (e as Partial<BpfError>).errno === 'number' && typeof (e as Partial<BpfError>).code === 'string';
 }
 
-export const addonPath = path.join(repoRoot, 'build', 'Release', 'weft_native.node');
+export const addonPath = path.join(nativeBuildDir, 'weft_native.node');
 
 let loaded: NativeAddon | undefined;
 
