@@ -26,6 +26,14 @@ constexpr size_t kUpMax = 256 * 1024;   // plaintext read, not yet framed, per s
 constexpr size_t kOutMax = 256 * 1024;  // framed, not yet taken by SSL_write, per session
 constexpr size_t kTlsOutMax = 512 * 1024;  // encrypted, not yet taken by the socket, per session
 constexpr uint64_t kTickMs = 1000;
+// Plaintext taken from one session's TLS per wake-up: past it, the session yields to the rest of the
+// loop and is read on in a later turn. Without it one peer that keeps its socket full (a flood of
+// WINDOW_UPDATE or PING frames costs it nothing) holds the relay thread, and every other tunnel.
+constexpr size_t kReadBudget = 256 * 1024;
+// A request's header list (RFC 9113 §6.5.2: name + value + 32 per field), advertised as
+// SETTINGS_MAX_HEADER_LIST_SIZE and enforced here (nghttp2 only advertises it). A CONNECT carries a
+// few hundred bytes; 16 KiB is hyper's server default, which ztunnel runs on.
+constexpr uint32_t kMaxHeaderList = 16 * 1024;
 
 // Relay-thread state; allocated once and never freed, so nothing is destroyed under the thread at exit.
 auto& g_sessions = *new std::unordered_map<uint32_t, Session*>();
@@ -36,6 +44,12 @@ std::atomic<size_t> g_session_count{0}, g_streams{0};
 void CloseHandle(uv_handle_t* h) {
   uv_close(h, [](uv_handle_t* x) { free(x); });
 }
+
+// Sessions that used up their read budget, by id (a session may be gone by the next turn), and the
+// idle handle that reads on from them once the loop has polled everything else: OpenSSL may already
+// hold the rest (read-ahead), where the socket's poll would never report it.
+auto& g_read_on = *new std::vector<uint32_t>();
+uv_idle_t* g_read_on_idle = nullptr;
 
 std::string ErrName(int err) {
   const char* n = strerrorname_np(err);
@@ -480,6 +494,14 @@ void Session::Established() {
   nghttp2_option* opt;
   nghttp2_option_new(&opt);
   nghttp2_option_set_no_auto_window_update(opt, 1);
+  // Flood caps nghttp2 offers, set here rather than left to its defaults: frames that make us answer
+  // (PING and SETTINGS ACKs) may not pile up unsent beyond this (then GOAWAY), a SETTINGS frame may
+  // carry this many entries, and our HPACK encoder keeps at most 4 KiB whatever table the peer
+  // offers. Node's nghttp2 (>= 1.61) also limits RST_STREAM floods ("rapid reset") and CONTINUATION
+  // frames per header block by default; Debian's headers (1.52) do not declare those setters.
+  nghttp2_option_set_max_outbound_ack(opt, 1000);
+  nghttp2_option_set_max_settings(opt, 32);
+  nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096);
   int rv = server ? nghttp2_session_server_new2(&h2_, Callbacks(), this, opt)
                   : nghttp2_session_client_new2(&h2_, Callbacks(), this, opt);
   nghttp2_option_del(opt);
@@ -487,6 +509,7 @@ void Session::Established() {
   std::vector<nghttp2_settings_entry> iv = {
       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, cfg_.stream_window},
       {NGHTTP2_SETTINGS_MAX_FRAME_SIZE, cfg_.max_frame},
+      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, kMaxHeaderList},
   };
   if (server) iv.push_back({NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, cfg_.max_streams});
   else iv.push_back({NGHTTP2_SETTINGS_ENABLE_PUSH, 0});
@@ -507,13 +530,21 @@ void Session::Established() {
 void Session::ReadTls() {
   static uint8_t buf[64 * 1024];
   bool got = false;
-  // Until WANT_READ: with read-ahead, OpenSSL may hold bytes the poll can no longer see.
+  size_t budget = kReadBudget;
+  // Until WANT_READ (with read-ahead, OpenSSL may hold bytes the poll can no longer see), or until
+  // this wake-up's budget is spent: then the rest waits for a later turn of the loop (ReadOn).
   for (;;) {
     if (state_ != kOpen) return;
+    if (budget == 0) {
+      last_recv_ = NowMs();
+      WriteDirty();
+      return ReadOn();
+    }
     ERR_clear_error();
-    int n = SSL_read(ssl_, buf, sizeof(buf));
+    int n = SSL_read(ssl_, buf, static_cast<int>(std::min(sizeof(buf), budget)));
     if (n > 0) {
       got = true;
+      budget -= static_cast<size_t>(n);
       ssize_t r = nghttp2_session_mem_recv(h2_, buf, static_cast<size_t>(n));
       if (r < 0) return Fail("h2", nghttp2_strerror(static_cast<int>(r)));
       continue;
@@ -527,6 +558,30 @@ void Session::ReadTls() {
                                                     : "peer closed the connection before HTTP/2 settings");
     return Fail(ready_ ? "tcp" : "tls", TlsError(ssl_, n));
   }
+}
+
+void Session::ReadOn() {
+  if (read_on_) return;
+  read_on_ = true;
+  if (!g_read_on_idle) {
+    g_read_on_idle = static_cast<uv_idle_t*>(calloc(1, sizeof(uv_idle_t)));
+    uv_idle_init(Loop(), g_read_on_idle);
+  }
+  if (g_read_on.empty())
+    uv_idle_start(g_read_on_idle, [](uv_idle_t* h) {
+      Entry guard;
+      std::vector<uint32_t> ids;
+      ids.swap(g_read_on);
+      uv_idle_stop(h);  // started again by any session that spends its budget once more
+      for (uint32_t sid : ids) {
+        Session* s = FindSession(sid);
+        if (!s) continue;
+        s->read_on_ = false;
+        s->ReadTls();
+        s->Flush();
+      }
+    });
+  g_read_on.push_back(id);
 }
 
 void Session::Flush() {
@@ -599,7 +654,13 @@ bool Session::OnFrame(const nghttp2_frame* f) {
     case NGHTTP2_HEADERS: {
       Stream* st = Find(sid);
       if (!st) break;
-      if (server && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
+      if (server && f->headers.cat == NGHTTP2_HCAT_REQUEST && st->header_bytes > kMaxHeaderList) {
+        // 431 Request Header Fields Too Large; OnFrameSent resets the stream once it is out.
+        st->status = 431;
+        nghttp2_nv nv{reinterpret_cast<uint8_t*>(const_cast<char*>(":status")),
+                      reinterpret_cast<uint8_t*>(const_cast<char*>("431")), 7, 3, NGHTTP2_NV_FLAG_NONE};
+        nghttp2_submit_response(h2_, sid, &nv, 1, nullptr);
+      } else if (server && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
         Event ev{"stream", id, sid};  // the peer was named once, in `ready`
         ev.list = std::move(st->headers);
         st->headers.clear();
@@ -644,6 +705,13 @@ void Session::OnHeader(int32_t sid, const nghttp2_nv& nv) {
   std::string value(reinterpret_cast<const char*>(nv.value), nv.valuelen);
   if (!server) {
     if (name == ":status") st->status = atoi(value.c_str());
+    return;
+  }
+  // Past the cap nothing more is kept (the block is still decoded, to keep HPACK in step); the
+  // request is refused with 431 when its headers are complete (OnFrame), never shown to JavaScript.
+  st->header_bytes += nv.namelen + nv.valuelen + 32;
+  if (st->header_bytes > kMaxHeaderList) {
+    st->headers.clear();
     return;
   }
   if (st->headers.size() < 128) {
