@@ -31,8 +31,8 @@ constexpr uint64_t kTickMs = 1000;
 // WINDOW_UPDATE or PING frames costs it nothing) holds the relay thread, and every other tunnel.
 constexpr size_t kReadBudget = 256 * 1024;
 // A request's header list (RFC 9113 §6.5.2: name + value + 32 per field), advertised as
-// SETTINGS_MAX_HEADER_LIST_SIZE and enforced here (nghttp2 only advertises it). A CONNECT carries a
-// few hundred bytes; 16 KiB is hyper's server default, which ztunnel runs on.
+// SETTINGS_MAX_HEADER_LIST_SIZE and enforced here (nghttp2 only advertises it). An HBONE CONNECT
+// (authority, forwarded, baggage, traceparent) is a few hundred bytes: 16 KiB leaves ample room.
 constexpr uint32_t kMaxHeaderList = 16 * 1024;
 
 // Relay-thread state; allocated once and never freed, so nothing is destroyed under the thread at exit.
