@@ -186,6 +186,7 @@ class Session {
   void SetTcpEvents(int ev);
   bool SendTls();
   void WriteDirty();
+  void Announce();
   void Terminate(const char* kind, const std::string& reason, bool graceful);
 
   State state_ = kHandshake;
@@ -200,6 +201,7 @@ class Session {
   ByteQueue out_;      // HTTP/2 frames for SSL_write
   ByteQueue tls_out_;  // TLS records for the socket (our write BIO)
   std::vector<Stream*> dirty_;  // streams with received data to write out after this read
+  std::vector<int32_t> new_streams_;  // server: requests to tell JavaScript about after this read
   bool write_blocked_ = false, ready_ = false, closing_ = false;
   bool read_on_ = false;  // waiting in ReadOn's list
   uint64_t started_, last_recv_, last_ping_ = 0;

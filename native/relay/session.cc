@@ -449,6 +449,22 @@ bool Session::SendTls() {
   return true;
 }
 
+// New requests reach JavaScript (which dials an upstream for each) only once the read that brought
+// them is done, and only those still open: a peer that sends HEADERS and RST_STREAM back to back
+// ("rapid reset") gets no dial out of it. nghttp2 answers a flood of such resets with GOAWAY.
+void Session::Announce() {
+  std::vector<int32_t> ids;
+  ids.swap(new_streams_);
+  for (int32_t sid : ids) {
+    Stream* st = Find(sid);
+    if (!st || st->h2_closed) continue;
+    Event ev{"stream", id, sid};  // the peer was named once, in `ready`
+    ev.list = std::move(st->headers);
+    st->headers.clear();
+    Emit(std::move(ev));
+  }
+}
+
 void Session::WriteDirty() {
   std::vector<Stream*> d;
   d.swap(dirty_);
@@ -538,6 +554,7 @@ void Session::ReadTls() {
     if (budget == 0) {
       last_recv_ = NowMs();
       WriteDirty();
+      Announce();
       return ReadOn();
     }
     ERR_clear_error();
@@ -551,8 +568,11 @@ void Session::ReadTls() {
     }
     if (got) last_recv_ = NowMs();  // once per wake-up, not per record
     int e = SSL_get_error(ssl_, n);
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return WriteDirty();
-    WriteDirty();
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+      WriteDirty();
+      return Announce();
+    }
+    WriteDirty();  // the session fails next: its new streams end unannounced
     if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && errno == 0))
       return Fail(ready_ ? "closed" : "tls", ready_ ? "peer closed the connection"
                                                     : "peer closed the connection before HTTP/2 settings");
@@ -661,10 +681,7 @@ bool Session::OnFrame(const nghttp2_frame* f) {
                       reinterpret_cast<uint8_t*>(const_cast<char*>("431")), 7, 3, NGHTTP2_NV_FLAG_NONE};
         nghttp2_submit_response(h2_, sid, &nv, 1, nullptr);
       } else if (server && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
-        Event ev{"stream", id, sid};  // the peer was named once, in `ready`
-        ev.list = std::move(st->headers);
-        st->headers.clear();
-        Emit(std::move(ev));
+        new_streams_.push_back(sid);  // told to JavaScript once this read is done (Announce)
       } else if (!server && f->headers.cat == NGHTTP2_HCAT_RESPONSE) {
         Emit({"response", id, static_cast<int32_t>(st->handle), static_cast<double>(st->status)});
         if (st->status != 200) nghttp2_submit_rst_stream(h2_, NGHTTP2_FLAG_NONE, sid, NGHTTP2_CANCEL);

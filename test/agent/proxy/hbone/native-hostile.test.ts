@@ -225,6 +225,23 @@ describe('native HBONE server against a hostile peer', () => {
     await relayed;
   });
 
+  it('ends a rapid-reset session (HEADERS then RST_STREAM, over and over) with GOAWAY, and dials for none', async () => {
+    const peer = await rawPeer();
+    const before = connects.length;
+    const rst = (id: number) => frame(T.RST_STREAM, 0, id, Buffer.from([0, 0, 0, 8])); // CANCEL
+    const pairs: Buffer[] = [];
+    for (let i = 0, id = 1; i < 1500; i++, id += 2)
+      pairs.push(headersFrames(id, headerBlock([[':method', 'CONNECT'], [':authority', `127.0.0.1:${echoPort}`]])), rst(id));
+    peer.socket.write(Buffer.concat(pairs));
+    // nghttp2 (as Node ships it, >= 1.57) rate-limits a server's peer resets: past a burst, GOAWAY.
+    await until(() => peer.frames.some((f) => f.type === T.GOAWAY) || peer.closed(), 30_000, 'GOAWAY for the rapid resets');
+    peer.socket.destroy();
+    await until(() => server.stats().streams === 0, 30_000, 'the reset streams to be forgotten');
+    // A request reset in the read that brought it never reaches onConnect, so never costs an upstream
+    // dial (every one of them did). A pair split across two reads may still get through.
+    expect(connects.length - before).toBeLessThan(150);
+  });
+
   it('ends a session whose header block never ends (CONTINUATION flood) with GOAWAY, and keeps serving', async () => {
     // nghttp2 (as Node ships it) caps CONTINUATION frames per block; this holds the relay to that.
     const peer = await rawPeer();
