@@ -718,17 +718,19 @@ void Session::OnBeginHeaders(int32_t sid) {
 void Session::OnHeader(int32_t sid, const nghttp2_nv& nv) {
   Stream* st = Find(sid);
   if (!st) return;
+  if (server) {
+    // Past the cap nothing more is kept (the block is still decoded, to keep HPACK in step); the
+    // request is refused with 431 when its headers are complete (OnFrame), never shown to JavaScript.
+    st->header_bytes += nv.namelen + nv.valuelen + 32;
+    if (st->header_bytes > kMaxHeaderList) {
+      st->headers.clear();
+      return;
+    }
+  }
   std::string name(reinterpret_cast<const char*>(nv.name), nv.namelen);
   std::string value(reinterpret_cast<const char*>(nv.value), nv.valuelen);
   if (!server) {
     if (name == ":status") st->status = atoi(value.c_str());
-    return;
-  }
-  // Past the cap nothing more is kept (the block is still decoded, to keep HPACK in step); the
-  // request is refused with 431 when its headers are complete (OnFrame), never shown to JavaScript.
-  st->header_bytes += nv.namelen + nv.valuelen + 32;
-  if (st->header_bytes > kMaxHeaderList) {
-    st->headers.clear();
     return;
   }
   if (st->headers.size() < 128) {
