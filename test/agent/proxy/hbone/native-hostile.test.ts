@@ -242,6 +242,38 @@ describe('native HBONE server against a hostile peer', () => {
     expect(connects.length - before).toBeLessThan(150);
   });
 
+  it('ends a session that floods PINGs without reading the answers, and keeps serving', async () => {
+    // Every PING asks for an ACK; nghttp2 caps ACKs not yet sent (max_outbound_ack, 1000) and the
+    // session ends, rather than queueing answers without bound for a peer that does not read them.
+    const sessions = server.stats().sessions;
+    const peer = await rawPeer();
+    peer.socket.pause();
+    await until(() => server.stats().sessions === sessions + 1, 10_000, 'the peer session');
+    const ping = frame(6, 0, 0, Buffer.alloc(8));
+    const burst = Buffer.concat(Array.from({ length: Math.floor((1 << 20) / ping.length) }, () => ping));
+    let sent = 0;
+    const pump = () => {
+      while (!peer.socket.destroyed && sent < 256) { // at most 256 MiB
+        sent++;
+        if (!peer.socket.write(burst)) return void peer.socket.once('drain', pump);
+      }
+    };
+    pump();
+    try {
+      await until(() => server.stats().sessions === sessions, 60_000, 'the flooding session to end');
+    } finally {
+      sent = Infinity;
+      peer.socket.destroy();
+    }
+    const pool = new HbonePool<HboneTunnel>({ open: nativeSessionOpener() });
+    pools.push(pool);
+    const t = await pool.connect(request());
+    const { app, agent } = await front.connection();
+    const relayed = t.relay(agent);
+    expect((await exchange(app, 'after the PING flood')).toString()).toBe('after the PING flood');
+    await relayed;
+  });
+
   it('ends a session whose header block never ends (CONTINUATION flood) with GOAWAY, and keeps serving', async () => {
     // nghttp2 (as Node ships it) caps CONTINUATION frames per block; this holds the relay to that.
     const peer = await rawPeer();
