@@ -4,7 +4,7 @@ SHELL := /bin/bash
 NODE_ADDON := build/Release/weft_native.node
 JS_BUNDLE := lib/cli/main.js
 
-.PHONY: help setup build bpf native js test typecheck lint unit demo bench clean
+.PHONY: help setup build bpf native native-debug test-native-debug js test typecheck lint unit demo bench clean
 
 help:
 	@echo "make demo   - build everything and run a 2-node lab with a sample app"
@@ -32,6 +32,14 @@ native: $(NODE_ADDON)
 $(NODE_ADDON): binding.gyp $(wildcard native/*.cc native/*.h native/relay/*.cc native/relay/*.h) node_modules/.weft-stamp .cache/apt.stamp
 	npm run --silent build:native -- --loglevel=error >/dev/null
 	@touch $@
+
+# The addons again in build/Debug with -D_GLIBCXX_ASSERTIONS (binding.gyp), and the native tests
+# against them: run by hand (not part of `make test`); node-gyp keeps build/Release as it is.
+native-debug: node_modules/.weft-stamp .cache/apt.stamp
+	npx node-gyp configure build --debug --loglevel=error >/dev/null
+
+test-native-debug: native-debug
+	WEFT_NATIVE_BUILD=Debug npx vitest run test/agent/proxy/hbone test/bpf/load.test.ts
 
 # src/ bundled into lib/cli/main.js, which bin/weft.js runs instead of the sources (through tsx) when
 # it is newer than everything under src/: files and directories (a removed file), as checked here.

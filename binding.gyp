@@ -4,6 +4,14 @@
 # `node-gyp rebuild` deletes all of build/, including build/bpf, so the weft_bpf target re-runs
 # `make -C bpf` (incremental, cheap) to put the BPF objects back.
 {
+  # Debug (`make native-debug`, build/Debug): libstdc++'s cheap assertions, so misuse of a container
+  # (front() of an empty vector, an index past the end) aborts in tests instead of corrupting memory
+  # or spinning. Tests load it with WEFT_NATIVE_BUILD=Debug (src/util/paths.ts).
+  "target_defaults": {
+    "configurations": {
+      "Debug": {"defines": ["_GLIBCXX_ASSERTIONS"]}
+    }
+  },
   "targets": [
     {
       "target_name": "weft_native",

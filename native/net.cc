@@ -57,6 +57,7 @@ struct SocketSpec {
   int64_t mark = -1;
   bool transparent = false, reuseAddr = false, reusePort = false, freebind = false;
   int v6Only = -1;
+  int sendBuffer = -1;  // > 0: SO_SNDBUF (a slow link's small buffer, for tests of backpressure)
   bool bind = false;
   SockAddr bindAddr{};
   int backlog = -1;  // >= 0: listen()
@@ -98,6 +99,8 @@ void CreateSocket(const SocketSpec& s, SocketResult* r) {
   if (s.family == 6 && s.v6Only >= 0 &&
       setsockopt(r->fd, IPPROTO_IPV6, IPV6_V6ONLY, &s.v6Only, sizeof(s.v6Only)) != 0)
     return failed("setsockopt(IPV6_V6ONLY)");
+  if (s.sendBuffer > 0 && setsockopt(r->fd, SOL_SOCKET, SO_SNDBUF, &s.sendBuffer, sizeof(s.sendBuffer)) != 0)
+    return failed("setsockopt(SO_SNDBUF)");
   if (s.bind && ::bind(r->fd, reinterpret_cast<const sockaddr*>(&s.bindAddr.ss), s.bindAddr.len) != 0)
     return failed("bind");
   if (s.backlog >= 0 && listen(r->fd, s.backlog) != 0) return failed("listen");
@@ -144,6 +147,9 @@ SocketSpec ParseSpec(const Napi::CallbackInfo& info) {
   s.freebind = flag("freebind");
   if (o.Has("v6Only") && !o.Get("v6Only").IsUndefined()) s.v6Only = flag("v6Only") ? 1 : 0;
   s.backlog = static_cast<int>(num("listen", -1));
+  int64_t sndbuf = num("sendBuffer", -1);
+  if (sndbuf != -1 && (sndbuf < 1 || sndbuf > INT32_MAX / 2)) throw Napi::RangeError::New(env, "sendBuffer must be 1..2^30");
+  s.sendBuffer = static_cast<int>(sndbuf);
   if (o.Has("bind") && o.Get("bind").IsObject()) {
     Napi::Object b = o.Get("bind").As<Napi::Object>();
     std::string addr = b.Has("address") && b.Get("address").IsString()
@@ -180,7 +186,8 @@ std::vector<int> Sockets(Napi::Env env, const SocketSpec& s, int count, const ch
 }
 
 // socketInNetns(netnsFd | -1, { family: 4|6, udp?, nonblock? (default true), mark?, transparent?,
-//   reuseAddr?, reusePort?, freebind?, v6Only?, bind?: {address, port}, listen?: backlog }) -> fd
+//   reuseAddr?, reusePort?, freebind?, v6Only?, sendBuffer?, bind?: {address, port}, listen?: backlog }) -> fd
+// A listening socket's sendBuffer is inherited by the sockets it accepts.
 Napi::Value SocketInNetns(const Napi::CallbackInfo& info) {
   SocketSpec s = ParseSpec(info);
   return Napi::Number::New(info.Env(), Sockets(info.Env(), s, 1, "socketInNetns")[0]);

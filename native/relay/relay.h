@@ -130,6 +130,7 @@ struct Stream {
   uint32_t rst = 0;
   std::string error;
   std::vector<std::string> headers;  // server: the request's, name/value flat
+  size_t header_bytes = 0;           // server: the request's header list size (RFC 9113 §6.5.2)
 
   void Attach(int plain_fd);
   void UpdatePoll();
@@ -181,9 +182,11 @@ class Session {
   void OnTimer();
   void Established();
   void ReadTls();
+  void ReadOn();  // reads on in a later turn of the loop: this wake-up's budget is spent
   void SetTcpEvents(int ev);
   bool SendTls();
   void WriteDirty();
+  void Announce();
   void Terminate(const char* kind, const std::string& reason, bool graceful);
 
   State state_ = kHandshake;
@@ -198,7 +201,9 @@ class Session {
   ByteQueue out_;      // HTTP/2 frames for SSL_write
   ByteQueue tls_out_;  // TLS records for the socket (our write BIO)
   std::vector<Stream*> dirty_;  // streams with received data to write out after this read
+  std::vector<int32_t> new_streams_;  // server: requests to tell JavaScript about after this read
   bool write_blocked_ = false, ready_ = false, closing_ = false;
+  bool read_on_ = false;  // waiting in ReadOn's list
   uint64_t started_, last_recv_, last_ping_ = 0;
   std::string peer_;
   std::unordered_map<int32_t, Stream*> streams_;

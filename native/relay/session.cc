@@ -26,6 +26,14 @@ constexpr size_t kUpMax = 256 * 1024;   // plaintext read, not yet framed, per s
 constexpr size_t kOutMax = 256 * 1024;  // framed, not yet taken by SSL_write, per session
 constexpr size_t kTlsOutMax = 512 * 1024;  // encrypted, not yet taken by the socket, per session
 constexpr uint64_t kTickMs = 1000;
+// Plaintext taken from one session's TLS per wake-up: past it, the session yields to the rest of the
+// loop and is read on in a later turn. Without it one peer that keeps its socket full (a flood of
+// WINDOW_UPDATE or PING frames costs it nothing) holds the relay thread, and every other tunnel.
+constexpr size_t kReadBudget = 256 * 1024;
+// A request's header list (RFC 9113 §6.5.2: name + value + 32 per field), advertised as
+// SETTINGS_MAX_HEADER_LIST_SIZE and enforced here (nghttp2 only advertises it). An HBONE CONNECT
+// (authority, forwarded, baggage, traceparent) is a few hundred bytes: 16 KiB leaves ample room.
+constexpr uint32_t kMaxHeaderList = 16 * 1024;
 
 // Relay-thread state; allocated once and never freed, so nothing is destroyed under the thread at exit.
 auto& g_sessions = *new std::unordered_map<uint32_t, Session*>();
@@ -36,6 +44,12 @@ std::atomic<size_t> g_session_count{0}, g_streams{0};
 void CloseHandle(uv_handle_t* h) {
   uv_close(h, [](uv_handle_t* x) { free(x); });
 }
+
+// Sessions that used up their read budget, by id (a session may be gone by the next turn), and the
+// idle handle that reads on from them once the loop has polled everything else: OpenSSL may already
+// hold the rest (read-ahead), where the socket's poll would never report it.
+auto& g_read_on = *new std::vector<uint32_t>();
+uv_idle_t* g_read_on_idle = nullptr;
 
 std::string ErrName(int err) {
   const char* n = strerrorname_np(err);
@@ -58,11 +72,17 @@ ssize_t OnSend(nghttp2_session*, const uint8_t* data, size_t len, int, void* use
   return static_cast<ssize_t>(len);
 }
 
+// nghttp2 fixed this frame's length when ReadUpData answered, and after WOULDBLOCK it calls again with
+// that same length, ahead of anything queued since (a RST_STREAM too). So the stream must still hold
+// `len` bytes: CloseFd keeps `up` while the stream is open in HTTP/2 for exactly this. Should that
+// ever break, the stream is reset (TEMPORAL_CALLBACK_FAILURE: nghttp2 drops the frame and sends
+// RST_STREAM) rather than the frame being short of bytes or the relay thread spinning on it.
 int OnSendData(nghttp2_session*, nghttp2_frame* frame, const uint8_t* framehd, size_t len,
                nghttp2_data_source* src, void* user) {
   ByteQueue& out = S(user)->out();
   if (out.size() >= kOutMax) return NGHTTP2_ERR_WOULDBLOCK;
   auto* st = static_cast<Stream*>(src->ptr);
+  if (st->up.size() < len) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
   out.append(framehd, 9);
   st->up.move_to(out, len);  // no padding is ever asked for
   (void)frame;
@@ -216,7 +236,8 @@ void ByteQueue::append(const uint8_t* p, size_t n) {
 }
 
 void ByteQueue::move_to(ByteQueue& dst, size_t n) {
-  while (n > 0) {
+  // Never past the end: front() of no block is undefined, and a loop that cannot advance spins.
+  while (n > 0 && size_ > 0) {
     size_t k = std::min(n, front_len());
     dst.append(front(), k);
     consume(k);
@@ -344,7 +365,11 @@ void Stream::CloseFd(bool reset) {
   ::close(fd);
   if (!down.empty() && !s->dead()) s->Consume(this, down.size());  // never written: give the window back
   down.consume(down.size());
-  up.consume(up.size());
+  // What was read but not framed stays while the stream is open in HTTP/2: a DATA frame that got
+  // WOULDBLOCK (the session's output is full) is retried with the length it was given, before the
+  // RST_STREAM queued behind it, and must find its bytes (see OnSendData). The stream closes once
+  // that RST_STREAM is out, and `up` goes with it; at most kUpMax per stream meanwhile.
+  if (h2_closed) up.consume(up.size());
 }
 
 void Stream::MaybeFinish() {
@@ -424,6 +449,22 @@ bool Session::SendTls() {
   return true;
 }
 
+// New requests reach JavaScript (which dials an upstream for each) only once the read that brought
+// them is done, and only those still open: a peer that sends HEADERS and RST_STREAM back to back
+// ("rapid reset") gets no dial out of it. nghttp2 answers a flood of such resets with GOAWAY.
+void Session::Announce() {
+  std::vector<int32_t> ids;
+  ids.swap(new_streams_);
+  for (int32_t sid : ids) {
+    Stream* st = Find(sid);
+    if (!st || st->h2_closed) continue;
+    Event ev{"stream", id, sid};  // the peer was named once, in `ready`
+    ev.list = std::move(st->headers);
+    st->headers.clear();
+    Emit(std::move(ev));
+  }
+}
+
 void Session::WriteDirty() {
   std::vector<Stream*> d;
   d.swap(dirty_);
@@ -469,6 +510,14 @@ void Session::Established() {
   nghttp2_option* opt;
   nghttp2_option_new(&opt);
   nghttp2_option_set_no_auto_window_update(opt, 1);
+  // Flood caps nghttp2 offers, set here rather than left to its defaults: frames that make us answer
+  // (PING and SETTINGS ACKs) may not pile up unsent beyond this (then GOAWAY), a SETTINGS frame may
+  // carry this many entries, and our HPACK encoder keeps at most 4 KiB whatever table the peer
+  // offers. Node's nghttp2 (>= 1.61) also limits RST_STREAM floods ("rapid reset") and CONTINUATION
+  // frames per header block by default; Debian's headers (1.52) do not declare those setters.
+  nghttp2_option_set_max_outbound_ack(opt, 1000);
+  nghttp2_option_set_max_settings(opt, 32);
+  nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096);
   int rv = server ? nghttp2_session_server_new2(&h2_, Callbacks(), this, opt)
                   : nghttp2_session_client_new2(&h2_, Callbacks(), this, opt);
   nghttp2_option_del(opt);
@@ -476,6 +525,7 @@ void Session::Established() {
   std::vector<nghttp2_settings_entry> iv = {
       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, cfg_.stream_window},
       {NGHTTP2_SETTINGS_MAX_FRAME_SIZE, cfg_.max_frame},
+      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, kMaxHeaderList},
   };
   if (server) iv.push_back({NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, cfg_.max_streams});
   else iv.push_back({NGHTTP2_SETTINGS_ENABLE_PUSH, 0});
@@ -496,26 +546,62 @@ void Session::Established() {
 void Session::ReadTls() {
   static uint8_t buf[64 * 1024];
   bool got = false;
-  // Until WANT_READ: with read-ahead, OpenSSL may hold bytes the poll can no longer see.
+  size_t budget = kReadBudget;
+  // Until WANT_READ (with read-ahead, OpenSSL may hold bytes the poll can no longer see), or until
+  // this wake-up's budget is spent: then the rest waits for a later turn of the loop (ReadOn).
   for (;;) {
     if (state_ != kOpen) return;
+    if (budget == 0) {
+      last_recv_ = NowMs();
+      WriteDirty();
+      Announce();
+      return ReadOn();
+    }
     ERR_clear_error();
-    int n = SSL_read(ssl_, buf, sizeof(buf));
+    int n = SSL_read(ssl_, buf, static_cast<int>(std::min(sizeof(buf), budget)));
     if (n > 0) {
       got = true;
+      budget -= static_cast<size_t>(n);
       ssize_t r = nghttp2_session_mem_recv(h2_, buf, static_cast<size_t>(n));
       if (r < 0) return Fail("h2", nghttp2_strerror(static_cast<int>(r)));
       continue;
     }
     if (got) last_recv_ = NowMs();  // once per wake-up, not per record
     int e = SSL_get_error(ssl_, n);
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return WriteDirty();
-    WriteDirty();
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+      WriteDirty();
+      return Announce();
+    }
+    WriteDirty();  // the session fails next: its new streams end unannounced
     if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && errno == 0))
       return Fail(ready_ ? "closed" : "tls", ready_ ? "peer closed the connection"
                                                     : "peer closed the connection before HTTP/2 settings");
     return Fail(ready_ ? "tcp" : "tls", TlsError(ssl_, n));
   }
+}
+
+void Session::ReadOn() {
+  if (read_on_) return;
+  read_on_ = true;
+  if (!g_read_on_idle) {
+    g_read_on_idle = static_cast<uv_idle_t*>(calloc(1, sizeof(uv_idle_t)));
+    uv_idle_init(Loop(), g_read_on_idle);
+  }
+  if (g_read_on.empty())
+    uv_idle_start(g_read_on_idle, [](uv_idle_t* h) {
+      Entry guard;
+      std::vector<uint32_t> ids;
+      ids.swap(g_read_on);
+      uv_idle_stop(h);  // started again by any session that spends its budget once more
+      for (uint32_t sid : ids) {
+        Session* s = FindSession(sid);
+        if (!s) continue;
+        s->read_on_ = false;
+        s->ReadTls();
+        s->Flush();
+      }
+    });
+  g_read_on.push_back(id);
 }
 
 void Session::Flush() {
@@ -588,11 +674,14 @@ bool Session::OnFrame(const nghttp2_frame* f) {
     case NGHTTP2_HEADERS: {
       Stream* st = Find(sid);
       if (!st) break;
-      if (server && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
-        Event ev{"stream", id, sid};  // the peer was named once, in `ready`
-        ev.list = std::move(st->headers);
-        st->headers.clear();
-        Emit(std::move(ev));
+      if (server && f->headers.cat == NGHTTP2_HCAT_REQUEST && st->header_bytes > kMaxHeaderList) {
+        // 431 Request Header Fields Too Large; OnFrameSent resets the stream once it is out.
+        st->status = 431;
+        nghttp2_nv nv{reinterpret_cast<uint8_t*>(const_cast<char*>(":status")),
+                      reinterpret_cast<uint8_t*>(const_cast<char*>("431")), 7, 3, NGHTTP2_NV_FLAG_NONE};
+        nghttp2_submit_response(h2_, sid, &nv, 1, nullptr);
+      } else if (server && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
+        new_streams_.push_back(sid);  // told to JavaScript once this read is done (Announce)
       } else if (!server && f->headers.cat == NGHTTP2_HCAT_RESPONSE) {
         Emit({"response", id, static_cast<int32_t>(st->handle), static_cast<double>(st->status)});
         if (st->status != 200) nghttp2_submit_rst_stream(h2_, NGHTTP2_FLAG_NONE, sid, NGHTTP2_CANCEL);
@@ -629,6 +718,15 @@ void Session::OnBeginHeaders(int32_t sid) {
 void Session::OnHeader(int32_t sid, const nghttp2_nv& nv) {
   Stream* st = Find(sid);
   if (!st) return;
+  if (server) {
+    // Past the cap nothing more is kept (the block is still decoded, to keep HPACK in step); the
+    // request is refused with 431 when its headers are complete (OnFrame), never shown to JavaScript.
+    st->header_bytes += nv.namelen + nv.valuelen + 32;
+    if (st->header_bytes > kMaxHeaderList) {
+      st->headers.clear();
+      return;
+    }
+  }
   std::string name(reinterpret_cast<const char*>(nv.name), nv.namelen);
   std::string value(reinterpret_cast<const char*>(nv.value), nv.valuelen);
   if (!server) {

@@ -4,7 +4,7 @@
 // fs.closeSync.
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { repoRoot } from '../util/paths.ts';
+import { nativeBuildDir, repoRoot } from '../util/paths.ts';
 
 export interface LoadedProgram {
   fd: number;
@@ -49,6 +49,8 @@ export interface NativeSocketSpec {
   reusePort?: boolean;
   freebind?: boolean;
   v6Only?: boolean;
+  /** SO_SNDBUF in bytes (the kernel doubles it); a listener's is inherited by what it accepts. */
+  sendBuffer?: number;
   bind?: { address?: string; port?: number };
   listen?: number;
 }
@@ -101,7 +103,7 @@ export function isBpfError(e: unknown): e is BpfError {
   return e instanceof Error && typeof (e as Partial<BpfError>).errno === 'number' && typeof (e as Partial<BpfError>).code === 'string';
 }
 
-export const addonPath = path.join(repoRoot, 'build', 'Release', 'weft_native.node');
+export const addonPath = path.join(nativeBuildDir, 'weft_native.node');
 
 let loaded: NativeAddon | undefined;
 

@@ -23,5 +23,11 @@ export const repoRoot = findPackageRoot(dirname(fileURLToPath(import.meta.url)))
 /** Paths inside the repository. */
 export const rootPath = (...parts: string[]) => join(repoRoot, ...parts);
 
+/**
+ * Where node-gyp put the native addons: build/Release, or with WEFT_NATIVE_BUILD=Debug the build of
+ * `make native-debug` (libstdc++ assertions on, so container misuse aborts in tests).
+ */
+export const nativeBuildDir = rootPath('build', process.env.WEFT_NATIVE_BUILD === 'Debug' ? 'Debug' : 'Release');
+
 /** bin/weft.js, the entry point child processes (agents, the lab daemon) are started with. */
 export const weftBin = rootPath('bin', 'weft.js');

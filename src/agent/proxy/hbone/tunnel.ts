@@ -14,6 +14,12 @@ export interface TunnelResult {
 }
 
 export function tunnel(stream: Http2Stream, socket: Socket): Promise<TunnelResult> {
+  if (socket.destroyed) {
+    // Its 'close' has been and gone, so nothing below would ever end the stream: cancel it now, or it
+    // holds its session's stream slot, the far side's upstream and the window until the session ends.
+    if (!stream.destroyed) stream.close(constants.NGHTTP2_CANCEL);
+    return Promise.resolve({ written: 0, read: 0, error: 'socket closed before the tunnel started' });
+  }
   return new Promise((resolve) => {
     let error: string | undefined;
     let open = 2;

@@ -2,7 +2,7 @@
 // itself: every pairing of client and server carries bytes both ways with half-close, counts them,
 // passes denials through as the status, and refuses the wrong peer at the TLS layer.
 import { createHash, randomBytes } from 'node:crypto';
-import type { Server } from 'node:net';
+import type { Server, Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HboneError } from '../../../../src/agent/proxy/hbone/errors.ts';
 import { nativeSessionOpener } from '../../../../src/agent/proxy/hbone/native/client.ts';
@@ -130,6 +130,50 @@ describe.each(['node', 'native'] as const)('%s client', (client) => {
       expect(stranger).toMatchObject({ kind: 'tls' });
       await until(() => errors.length > before, 5000, 'server handshake error');
     });
+  });
+});
+
+describe.each(['node', 'native'] as const)('%s client, app socket gone before the 200', (client) => {
+  // Issue #13 item 4: the stream must not be left neither attached nor cancelled, holding the pool's
+  // stream count, the server's upstream connection and the connection window.
+  it('cancels the stream and releases the upstream', async () => {
+    const pool = clients[client]();
+    pools.push(pool);
+    const upstreams: Socket[] = [];
+    const { server: up, port } = await tcpServer((s) => {
+      upstreams.push(s);
+      s.on('error', () => {});
+      s.write('hello from upstream'); // data waiting in the window for a tunnel that never starts
+    });
+    let answer!: () => void;
+    const answered = new Promise<void>((r) => (answer = r));
+    const decide = native.decide;
+    native.decide = async (req) => {
+      const upstream = await connectTo(req.authority.port);
+      await answered; // the app gives up while the CONNECT is pending
+      return { status: 200, upstream };
+    };
+    try {
+      const { app, agent } = await front.connection();
+      const pending = pool.connect({ ...request(native.port), authority: `127.0.0.1:${port}` });
+      await until(() => upstreams.length === 1, 5000, 'upstream connection');
+      app.destroy();
+      agent.destroy();
+      answer();
+      const t = await pending;
+      // As outbound.ts does with the app's socket; bounded, as it once never returned.
+      const r = await Promise.race([
+        t.relay(agent),
+        new Promise<never>((_r, reject) => setTimeout(() => reject(new Error('relay() never returned')), 5000).unref()),
+      ]);
+      expect(r.error).toMatch(/closed before the tunnel started/);
+      await until(() => pool.stats().streams === 0, 5000, 'the pool to release the stream');
+      await until(() => upstreams[0]!.destroyed || upstreams[0]!.readableEnded, 5000, 'the server to close the upstream');
+      if (client === 'native') await until(() => relayAddon().stats().streams === 0, 5000, 'native streams to close');
+    } finally {
+      native.decide = decide;
+      up.close();
+    }
   });
 });
 

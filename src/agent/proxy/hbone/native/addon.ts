@@ -4,7 +4,7 @@
 // happens to them arrives through one dispatcher, routed here to the handler of the session.
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { repoRoot } from '../../../../util/paths.ts';
+import { nativeBuildDir } from '../../../../util/paths.ts';
 import { CONNECTION_WINDOW, MAX_FRAME_SIZE, SERVER_MAX_STREAMS, STREAM_WINDOW } from '../settings.ts';
 
 export interface RelaySettings {
@@ -62,7 +62,7 @@ export const relaySettings = (p: { pingIntervalMs: number; pingTimeoutMs: number
   connectTimeoutMs: p.timeoutMs,
 });
 
-export const relayAddonPath = path.join(repoRoot, 'build', 'Release', 'weft_relay.node');
+export const relayAddonPath = path.join(nativeBuildDir, 'weft_relay.node');
 
 let loaded: RelayAddon | undefined;
 const handlers = new Map<number, SessionEvents>();

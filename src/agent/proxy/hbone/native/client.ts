@@ -51,6 +51,9 @@ class NativeSession implements PoolSession<HboneTunnel> {
         }
         const fd = socketFd(socket);
         if (fd < 0) {
+          // Never attached, so cancel it: else it holds the pool's stream count, the server's upstream
+          // and the connection window until the session ends. Its `done` releases it from the pool.
+          relayAddon().cancel(this.id, stream);
           socket.resetAndDestroy();
           return Promise.resolve({ read: 0, written: 0, error: 'socket closed before the tunnel started' });
         }
