@@ -114,7 +114,8 @@ describe.each(['node', 'native'] as const)('%s HBONE server under hostile peers'
     await until(() => admission.stats().connections === 0, 3000, 'the slot released after close');
   });
 
-  // The native relay's nghttp2 limits are set inside native/relay (a separate change); Node's here.
+  // Node's HTTP/2 server here; the native relay's own header cap (bytes, 431) is attacked with raw
+  // frames in native-hostile.test.ts.
   it.runIf(path === 'node')('refuses a CONNECT whose header block exceeds the size or pair cap before it reaches the decision', async () => {
     const sock = tls.connect({ port, host: '127.0.0.1', key: clientCreds.key, cert: clientCreds.certChain, ca: clientCreds.root, ALPNProtocols: ['h2'], checkServerIdentity: () => undefined });
     await new Promise((r, j) => sock.once('secureConnect', r).once('error', j));
