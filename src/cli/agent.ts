@@ -38,6 +38,7 @@ export function registerAgentCommand(program: Command): void {
     .option('--hbone-max-handshakes <n>', 'inbound HBONE handshakes pending (no identity yet), whole agent', positiveInt, L.maxHandshakes)
     .option('--hbone-max-handshakes-per-source <n>', 'inbound HBONE handshakes pending from one source IP', positiveInt, L.maxHandshakesPerSource)
     .option('--hbone-handshake-timeout <ms>', 'close an inbound HBONE connection whose handshake is not done by then', positiveInt, L.handshakeTimeoutMs)
+    .option('--hbone-max-dials-per-session <n>', 'CONNECTs of one inbound HBONE connection dialling at once; more get 503', positiveInt, L.maxDialsPerSession)
     .option('--kubeconfig <file>', 'Kubernetes API access: annotate enrolled pods and enroll running ones at start (as istio-cni does)')
     .option('--in-cluster', "the same with the pod's own service account")
     // Loaded when run, so other commands do not carry the agent (and the agent not the rest).
@@ -54,6 +55,7 @@ export function registerAgentCommand(program: Command): void {
         maxHandshakes: o.hboneMaxHandshakes as number,
         maxHandshakesPerSource: o.hboneMaxHandshakesPerSource as number,
         handshakeTimeoutMs: o.hboneHandshakeTimeout as number,
+        maxDialsPerSession: o.hboneMaxDialsPerSession as number,
       };
       return (await import('../agent/main.ts')).runAgent({ ...(o as Parameters<typeof runAgent>[0]), hboneLimits });
     });

@@ -85,7 +85,7 @@ export function hboneHandlers(ctx: ProxyContext, pod: ProxyPod): Required<HboneH
         return { status: v.policy ? 401 : 400, reason: v.reason };
       }
       try {
-        return { status: 200, upstream: await dialFromPod(pod.sockets, req.authority) };
+        return { status: 200, upstream: await dialFromPod(pod.sockets, req.authority, undefined, req.signal) };
       } catch (e) {
         rec.flag = 'CONNECT';
         return { status: 503, reason: `connect ${req.authority.address}:${req.authority.port}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` };

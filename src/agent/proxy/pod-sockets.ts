@@ -44,7 +44,7 @@ export function listenInPod(netnsFd: number, address: string, port: number, onCo
 }
 
 /** Connects from inside the pod netns; resolves once connected, rejects with the socket error. */
-export function dialFromPod(sockets: DialSockets, dst: Endpoint, timeoutMs = 10_000): Promise<Socket> {
+export function dialFromPod(sockets: DialSockets, dst: Endpoint, timeoutMs = 10_000, signal?: AbortSignal): Promise<Socket> {
   const family = dst.address.includes(':') ? 6 : 4;
   let fd: number;
   try {
@@ -56,16 +56,22 @@ export function dialFromPod(sockets: DialSockets, dst: Endpoint, timeoutMs = 10_
   s.setNoDelay(true);
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => s.destroy(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' })), timeoutMs);
+    // The requester is gone (its stream was reset): the connect attempt ends now, not at the timeout.
+    const onAbort = () => s.destroy(Object.assign(new Error('connect aborted'), { code: 'ECONNABORTED' }));
     s.once('connect', () => {
       clearTimeout(t);
+      signal?.removeEventListener('abort', onAbort);
       s.off('error', onErr);
       resolve(s);
     });
     const onErr = (e: Error) => {
       clearTimeout(t);
+      signal?.removeEventListener('abort', onAbort);
       reject(e);
     };
     s.once('error', onErr);
+    if (signal?.aborted) return onAbort();
+    signal?.addEventListener('abort', onAbort, { once: true });
     s.connect(dst.port, dst.address);
   });
 }

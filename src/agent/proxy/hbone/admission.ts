@@ -16,6 +16,12 @@ export interface HboneLimits {
   maxHandshakesPerSource: number;
   /** A connection that has not completed the handshake by then is closed. */
   handshakeTimeoutMs: number;
+  /**
+   * CONNECTs of one authenticated connection being decided and dialled at once; one more is refused
+   * with 503 before anything is dialled, so a peer cannot make the agent hold dials to a destination
+   * that never answers. A stream's dial ends (is aborted) when the peer resets it.
+   */
+  maxDialsPerSession: number;
 }
 
 /**
@@ -29,6 +35,9 @@ export const DEFAULT_HBONE_LIMITS: HboneLimits = {
   maxHandshakes: 1_024,
   maxHandshakesPerSource: 64,
   handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
+  // The streams an honest client multiplexes on one connection (ztunnel's pool and ours: 100), which
+  // may all arrive before the first dial completes; half the server's stream cap.
+  maxDialsPerSession: 100,
 };
 
 /**
@@ -57,7 +66,7 @@ export class HboneAdmission {
   private readonly total: Counts = { connections: 0, handshakes: 0 };
   private readonly bySource = new Map<string, Counts>();
   /** Refusals since start, by cap, for config_dump and tests. */
-  readonly refused = { connections: 0, connectionsPerSource: 0, handshakes: 0, handshakesPerSource: 0 };
+  readonly refused = { connections: 0, connectionsPerSource: 0, handshakes: 0, handshakesPerSource: 0, dialsPerSession: 0 };
 
   /** onRefused hears every refusal (the agent logs them throttled). */
   constructor(
@@ -99,6 +108,11 @@ export class HboneAdmission {
         if (src.connections === 0) this.bySource.delete(source);
       },
     };
+  }
+
+  /** Why a CONNECT from `peer` (ip:port), whose connection has maxDialsPerSession in flight, is refused. */
+  refuseDial(peer: string): string {
+    return this.refuse('dialsPerSession', `${peer} has ${this.limits.maxDialsPerSession} HBONE CONNECTs pending (--hbone-max-dials-per-session)`).refused;
   }
 
   stats(): { connections: number; handshakes: number; sources: number; refused: HboneAdmission['refused'] } {

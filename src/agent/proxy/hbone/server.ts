@@ -29,6 +29,8 @@ export interface HboneRequestInfo {
   headers: IncomingHttpHeaders;
   /** Identifies the stream: its outcome carries the same object. */
   stream: object;
+  /** Aborted when the stream ends before the decision (the peer reset it): stop dialling. */
+  signal: AbortSignal;
 }
 
 export interface HboneRequest extends HboneRequestInfo {
@@ -85,6 +87,8 @@ export interface HboneServerOptions {
 interface Peer {
   peer: SpiffeId;
   peerAddress: string;
+  /** Streams of this connection in onConnect (deciding, dialling): capped by maxDialsPerSession. */
+  dials: number;
 }
 
 /** A pod's HBONE listener as the agent configures it, whichever data path serves it. */
@@ -214,7 +218,7 @@ export class HboneServer implements PodHboneServer {
       return;
     }
     this.tickets.get(peerAddress)?.authenticated();
-    this.handing = { peer, peerAddress };
+    this.handing = { peer, peerAddress, dials: 0 };
     try {
       this.h2.emit('connection', s);
     } finally {
@@ -237,7 +241,8 @@ export class HboneServer implements PodHboneServer {
     this.streams++;
     stream.once('close', () => this.streams--);
     stream.on('error', () => {}); // reported through the outcome
-    const { peer, peerAddress } = this.peers.get(stream.session!)!;
+    const rec = this.peers.get(stream.session!)!;
+    const { peer, peerAddress } = rec;
     const authority = headers[':method'] === 'CONNECT' ? parseAuthority(headers[':authority']) : undefined;
     const report = (o: Partial<HboneOutcome> & { status: number }) =>
       this.opts.onComplete?.({
@@ -249,11 +254,19 @@ export class HboneServer implements PodHboneServer {
       const reason = headers[':method'] !== 'CONNECT' ? `method ${headers[':method']} is not CONNECT` : `bad authority ${headers[':authority']}`;
       return report({ status: refuse(stream, 400), reason });
     }
+    if (rec.dials >= this.admission.limits.maxDialsPerSession) return report({ status: refuse(stream, 503), reason: this.admission.refuseDial(peerAddress) });
+    const abort = new AbortController();
+    const onClose = () => abort.abort(new Error('peer reset the stream'));
+    stream.once('close', onClose);
+    rec.dials++;
     let decision: ConnectDecision;
     try {
-      decision = await this.opts.onConnect({ authority, peer, peerAddress, headers, stream });
+      decision = await this.opts.onConnect({ authority, peer, peerAddress, headers, stream, signal: abort.signal });
     } catch (e) {
       decision = { status: 503, reason: `connect ${formatAuthority(authority)}: ${(e as Error).message}` };
+    } finally {
+      rec.dials--;
+      stream.off('close', onClose);
     }
     if (decision.status !== 200) return report({ status: refuse(stream, decision.status), reason: decision.reason });
 

@@ -24,11 +24,15 @@ interface PendingStream {
   answered: boolean;
   /** The relay's account: bytes, and the status it sent (0 when the stream was gone before the answer). */
   done?: { read: number; written: number; status: number; error: string };
+  /** Ends onConnect's dial when the stream is gone before the answer. */
+  abort: AbortController;
 }
 
 interface Peer {
   peer?: SpiffeId;
   peerAddress: string;
+  /** Streams of this session in onConnect (deciding, dialling): capped by maxDialsPerSession. */
+  dials: number;
 }
 
 let serverSeq = 0;
@@ -110,7 +114,7 @@ export class NativeHboneServer implements PodHboneServer {
       this.opts.onHandshakeError?.(peerAddress, ticket.refused);
       return void s.destroy();
     }
-    const rec: Peer = { peerAddress };
+    const rec: Peer = { peerAddress, dials: 0 };
     let opened = false;
     try {
       const settings = relaySettings({
@@ -151,7 +155,7 @@ export class NativeHboneServer implements PodHboneServer {
     for (let i = 0; i + 1 < flat.length; i += 2) headers[flat[i]!] = flat[i + 1]!;
     const authority = headers[':method'] === 'CONNECT' ? parseAuthority(headers[':authority']) : undefined;
     const key = `${session}/${stream}`;
-    const p: PendingStream = { token: {}, peer: rec, start: process.hrtime.bigint(), headers, authority, status: 0, answered: false };
+    const p: PendingStream = { token: {}, peer: rec, start: process.hrtime.bigint(), headers, authority, status: 0, answered: false, abort: new AbortController() };
     this.streams.set(key, p);
     const answer = (status: number, upstream?: Socket) => {
       // Sent unless the peer left meanwhile: `done` then says status 0.
@@ -165,11 +169,18 @@ export class NativeHboneServer implements PodHboneServer {
       p.reason = headers[':method'] !== 'CONNECT' ? `method ${headers[':method']} is not CONNECT` : `bad authority ${headers[':authority']}`;
       return answer(400);
     }
+    if (rec.dials >= this.admission.limits.maxDialsPerSession) {
+      p.reason = this.admission.refuseDial(rec.peerAddress);
+      return answer(503);
+    }
+    rec.dials++;
     let decision: ConnectDecision;
     try {
-      decision = await this.opts.onConnect({ authority, peer: rec.peer!, peerAddress: rec.peerAddress, headers, stream: p.token });
+      decision = await this.opts.onConnect({ authority, peer: rec.peer!, peerAddress: rec.peerAddress, headers, stream: p.token, signal: p.abort.signal });
     } catch (e) {
       decision = { status: 503, reason: `connect ${formatAuthority(authority)}: ${(e as Error).message}` };
+    } finally {
+      rec.dials--;
     }
     if (decision.status !== 200) {
       p.reason = decision.reason;
@@ -183,6 +194,7 @@ export class NativeHboneServer implements PodHboneServer {
     const p = this.streams.get(key);
     if (!p) return;
     p.done = r;
+    if (!p.answered) p.abort.abort(new Error('peer reset the stream'));
     this.maybeReport(key);
   }
 
