@@ -89,7 +89,7 @@ export async function runAgent(o: AgentOptions): Promise<void> {
   const admission: HboneAdmission = new HboneAdmission(o.hboneLimits, (reason) => {
     if (Date.now() - lastRefusalLog < 10_000) return;
     lastRefusalLog = Date.now();
-    log.warn({ reason, ...admission.stats() }, 'HBONE connection refused at accept');
+    log.warn({ reason, ...admission.stats() }, 'HBONE connection or CONNECT refused');
   });
   const ctx: ProxyContext = {
     log,
