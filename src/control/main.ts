@@ -122,7 +122,8 @@ export async function runControl(o: ControlOptions): Promise<void> {
     const node = token ? await authenticator.authenticate(token).catch(() => undefined) : undefined;
     if (!node) {
       log.warn({ peer: call.getPeer() }, 'xds client refused: no valid node credential');
-      call.destroy(Object.assign(new Error('node credential required'), { code: grpc.status.UNAUTHENTICATED }));
+      // emit, not destroy: grpc-js sends the status on 'error', while a destroyed call never ends on the client.
+      call.emit('error', Object.assign(new Error('node credential required'), { code: grpc.status.UNAUTHENTICATED }));
       return undefined;
     }
     return node;
