@@ -76,8 +76,11 @@ export class CAClient {
     return new Promise((resolve, reject) => {
       const { serialize, deserialize } = createCertificateCodec();
       client.makeUnaryRequest(METHOD, serialize, deserialize, req, md, { deadline }, (err, res) => {
-        if (err) reject(err);
-        else resolve(res?.cert_chain ?? []);
+        if (err) {
+          // Unreachable: start over next time, not after grpc-js's own backoff (up to 2 minutes).
+          if (err.code === grpc.status.UNAVAILABLE && this.client?.grpc === client) this.close();
+          reject(err);
+        } else resolve(res?.cert_chain ?? []);
       });
     });
   }

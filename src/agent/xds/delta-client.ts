@@ -162,6 +162,10 @@ export class DeltaXdsClient extends EventEmitter {
       if (this.closed) return;
       if (st.code === grpc.status.UNAUTHENTICATED || st.code === grpc.status.PERMISSION_DENIED) this.authFailures++;
       this.lastError = `${grpc.status[st.code] ?? st.code}: ${st.details}`;
+      // A fresh channel for the next attempt: grpc-js backs a failed channel off on its own, up to
+      // 2 minutes, which would keep the agent away from a control plane that is back.
+      this.client?.ads.close();
+      this.client = undefined;
       this.retry();
     });
     for (const [typeUrl, held] of this.held)
