@@ -169,12 +169,13 @@ describe('agent sync: fail closed, state kept on the node, credentials', () => {
     } finally {
       if (!rotated) writeFileSync(tokenFile, good); // later tests need a working agent
     }
-  });
+  }, 240_000);
 
   it('forgets the certificate of a service account whose last pod left the node', async () => {
     const id = 'spiffe://cluster.local/ns/mesh/sa/lonely';
     const file = join(cacheDir('node-0'), 'certs', `${createHash('sha256').update(id).digest('hex').slice(0, 32)}.json`);
-    await until(() => configDump('node-0').certificates.some((c) => c.identity === id && c.state === 'ready') && existsSync(file), 30_000, 'the certificate of lonely');
+    await until(() => configDump('node-0').certificates.some((c) => c.identity === id && c.state === 'ready'), 30_000, 'the certificate of lonely');
+    await until(() => existsSync(file), 10_000, 'the certificate of lonely kept on the node');
     expect(weft(['delete', '--name', lab, 'pod', 'lonely', '-n', 'mesh']).code).toBe(0);
     await until(() => !configDump('node-0').certificates.some((c) => c.identity === id), 15_000, 'the certificate forgotten');
     expect(existsSync(file)).toBe(false);
