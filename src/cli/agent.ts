@@ -8,7 +8,7 @@ export function registerAgentCommand(program: Command): void {
     .description('run the node agent: in-pod traffic capture, relay, metrics')
     .requiredOption('--node <name>', 'this node')
     .option('--socket <path>', 'enrollment socket', '/var/run/weft/agent.sock')
-    .option('--state-dir <dir>', 'agent state (enrolled pods)', '/var/run/weft/agent')
+    .option('--state-dir <dir>', 'agent state: enrolled pods, and (root-only, in cache/) the last mesh state and workload certificates', '/var/run/weft/agent')
     .option('--pin-root <dir>', 'bpffs directory for pinned programs, links and maps', '/sys/fs/bpf/weft')
     .addOption(new Option('--capture <mode>', 'capture mode').choices(['ebpf', 'iptables']).default('ebpf'))
     .addOption(new Option('--data-path <impl>', "HBONE data path: native (TLS, HTTP/2 and relay in C++) or node (Node's tls and http2)").choices(['native', 'node']).default('native'))

@@ -57,7 +57,7 @@ export class SnapshotWriter {
     private readonly file: string,
     private readonly get: () => XdsResources,
     private readonly log: Logger,
-    private readonly intervalMs = 2000,
+    private readonly intervalMs = 5000,
   ) {}
 
   changed(): void {
