@@ -4,8 +4,8 @@
 // while the control plane is away the agent keeps serving on its last good state.
 //
 // The token and the mesh root are read again for every connection: projected tokens expire (the
-// DaemonSet's after 12 h) and the root may rotate; a stream refused for its credential several
-// times in a row is reported (authFailing), so readiness can show it instead of staying green.
+// DaemonSet's after 12 h) and the root may rotate; a credential refused on several reconnects
+// without a response in between is reported (authFailing), so readiness shows it instead of staying green.
 import { EventEmitter } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
@@ -53,7 +53,7 @@ export class DeltaXdsClient extends EventEmitter {
   nacks = 0;
   /** The state came from the node's cache (restore) and not yet from the control plane. */
   restored = false;
-  /** Streams in a row refused for the node credential (or with no credential to send). */
+  /** Streams refused for the node credential (or with no credential to send) since the last response. */
   authFailures = 0;
   lastError?: string;
 
