@@ -194,7 +194,9 @@ describe('agent sync: fail closed, state kept on the node, credentials', () => {
     await until(() => readFileSync(join(run, 'control', 'root-cert.pem'), 'utf8') !== oldRoot, 20_000, 'the new root published');
     for (const node of ['node-0', 'node-1']) {
       await until(() => configDump(node).xds.synced && configDump(node).xds.connected, 60_000, `${node} connected to the control plane under the new root`);
-      await until(() => configDump(node).certificates.every((c) => c.state === 'ready' && c.notBefore !== before.get(`${node} ${c.identity}`)), 60_000, `${node} certificates renewed under the new root`);
+      await until(() => configDump(node).certificates.every((c) => c.state === 'ready' && c.notBefore !== before.get(`${node} ${c.identity}`)), 60_000, `${node} certificates renewed under the new root`).catch((e: Error) => {
+        throw new Error(`${e.message}: ${JSON.stringify(configDump(node).certificates)} before ${JSON.stringify([...before])}`);
+      });
     }
     // Both sides now hold certificates from the new root and trust it: mesh traffic crosses nodes.
     const marker = `weft-rotated-${Math.random().toString(36).slice(2)}`;

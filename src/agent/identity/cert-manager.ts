@@ -110,14 +110,18 @@ export class CertManager extends EventEmitter<CertManagerEvents> {
   }
 
   /**
-   * Reads the root again; when it changed, renews every certificate now, so workloads get
-   * certificates chaining to the new root (the old ones stay in use until then). True if changed.
+   * Reads the root again and renews now every certificate issued under other roots, so workloads
+   * get certificates chaining to the new root (the old ones stay in use until then). Compares
+   * each certificate, not the last root seen: a request may have read the new root first.
+   * True if any renewal started.
    */
   checkRoots(): boolean {
-    const before = this.roots;
-    if (this.currentRoots() === before || this.closed) return false;
-    this.o.log?.info({ roots: this.roots.certs.map((c) => c.subject) }, 'mesh root changed; renewing workload certificates');
-    for (const e of this.entries.values()) if (!e.inflight) void this.fetch(e).catch(() => undefined);
+    if (this.closed) return false;
+    const roots = this.currentRoots();
+    const stale = [...this.entries.values()].filter((e) => !e.inflight && e.cert && e.cert.rootPem !== roots.bundle);
+    if (!stale.length) return false;
+    this.o.log?.info({ roots: roots.certs.map((c) => c.subject), identities: stale.map((e) => e.uri) }, 'mesh root changed; renewing workload certificates');
+    for (const e of stale) void this.fetch(e).catch(() => undefined);
     return true;
   }
 
