@@ -24,8 +24,10 @@ import { nativeRelay } from './proxy/hbone/native/pipe.ts';
 import { NativeHboneServer } from './proxy/hbone/native/server.ts';
 import { relay } from './proxy/relay.ts';
 import { MeshState } from './state/mesh-state.ts';
+import { loadSnapshot, SnapshotWriter } from './state/snapshot.ts';
 import { DeltaXdsClient } from './xds/delta-client.ts';
 import { inClusterAccess, loadKubeconfig } from '../util/kube.ts';
+import { ensurePrivateDir } from '../util/private-files.ts';
 
 const EMPTY = MeshState.empty();
 
@@ -74,15 +76,34 @@ export async function runAgent(o: AgentOptions): Promise<void> {
   const istio = new IstioTcpMetrics(metrics.registry);
   let xds: DeltaXdsClient | undefined;
   let certs: CertManager | undefined;
+  let cache: SnapshotWriter | undefined;
   if (o.xdsAddress) {
     if (!o.rootCert || !o.tokenFile) throw new Error('--xds-address needs --root-cert and --token-file');
-    const rootPem = readFileSync(o.rootCert, 'utf8');
+    // Both read for every connection: projected tokens expire and roots rotate.
+    const rootPem = () => readFileSync(o.rootCert!, 'utf8');
     const token = () => readFileSync(o.tokenFile!, 'utf8').trim();
-    xds = new DeltaXdsClient({ address: o.xdsAddress, nodeId: o.node, tls: { rootPem, serverName: o.controlServerName }, token: token(), log });
+    // Last good state and certificates, root-only on the node, for a restart while the control plane is away.
+    const cacheDir = join(o.stateDir, 'cache');
+    ensurePrivateDir(cacheDir);
+    xds = new DeltaXdsClient({ address: o.xdsAddress, nodeId: o.node, tls: { rootPem, serverName: o.controlServerName }, token, log });
+    const stateFile = join(cacheDir, 'xds.json');
+    try {
+      const saved = loadSnapshot(stateFile);
+      if (saved) {
+        xds.restore(saved.resources);
+        log.info({ savedAt: saved.savedAt, workloads: xds.state.workloads.size, policies: xds.state.policies.size }, 'serving from the mesh state kept on the node until the control plane answers');
+      }
+    } catch (e) {
+      log.error({ err: (e as Error).message }, 'mesh state kept on the node not usable; waiting for the control plane');
+    }
+    const writer = (cache = new SnapshotWriter(stateFile, () => xds!.resources(), log));
+    xds.on('update', () => writer.changed());
     xds.start();
-    certs = new CertManager({ address: o.xdsAddress, rootPem, serverName: o.controlServerName, nodeToken: token, ttlSeconds: o.certTtl, log });
+    certs = new CertManager({ address: o.xdsAddress, rootPem, serverName: o.controlServerName, nodeToken: token, ttlSeconds: o.certTtl, log, cacheDir: join(cacheDir, 'certs') });
     certs.on('fetchFailed', () => {}); // logged by the manager; retried with backoff
   }
+  // Mesh state to act on: from the control plane, or kept from a previous run.
+  const synced = () => !xds || xds.synced || xds.restored;
   if (o.dataPath === 'native') relayAddon(); // a missing or broken build fails the start, not the first connection
   // One admission for every pod's 15008; refusals are logged at most every 10 s, with counts.
   let lastRefusalLog = 0;
@@ -98,6 +119,7 @@ export async function runAgent(o: AgentOptions): Promise<void> {
     trustDomain: o.trustDomain,
     rootNamespace: o.rootNamespace,
     state: () => xds?.state ?? EMPTY,
+    synced,
     engine: engineCache(o.rootNamespace),
     certs,
     agentPorts: new Set([WEFT.PORT_OUTBOUND, WEFT.PORT_INBOUND, WEFT.PORT_HBONE, o.adminPort, o.metricsPort, o.readinessPort]),
@@ -115,17 +137,19 @@ export async function runAgent(o: AgentOptions): Promise<void> {
   const probeRules = await NodeProbeRules.install(o.nodeNetns);
   pods.onPodIps = (ips) => probeRules.sync(ips);
   await pods.adopt();
+  certs?.pruneCache(pods.list().map((p) => ({ trustDomain: o.trustDomain, namespace: p.info.namespace, serviceAccount: p.info.serviceAccount })));
   const admin = await serveAdmin({
     ...o,
     metrics,
-    // Ready once the first xDS state arrived (or at once without a control plane).
-    ready: () => ready && (!xds || xds.synced),
+    // Ready once there is mesh state (or at once without a control plane), and not while the
+    // control plane keeps refusing this node's credential: that does not heal by retrying.
+    ready: () => ready && synced() && !xds?.authFailing,
     configDump: () => {
       const s = ctx.state();
       return {
         node: o.node,
         captureMode: o.capture,
-        xds: xds && { connected: xds.connected, nacks: xds.nacks, version: s.version },
+        xds: xds && { connected: xds.connected, synced: xds.synced, restored: xds.restored, authFailures: xds.authFailures, lastError: xds.lastError, nacks: xds.nacks, version: s.version },
         workloads: [...s.workloads.values()],
         services: [...s.services.values()],
         policies: [...s.policies.values()],
@@ -138,7 +162,11 @@ export async function runAgent(o: AgentOptions): Promise<void> {
       };
     },
   });
-  const enroll = await serveEnrollment(o.socket, pods, log, () => [...ctx.state().workloads.values()].map((w) => ({ namespace: w.namespace, name: w.name, status: w.status })));
+  const whenSynced = async () => {
+    for (const end = Date.now() + 10_000; !synced() && Date.now() < end; ) await new Promise((r) => setTimeout(r, 100));
+    return synced();
+  };
+  const enroll = await serveEnrollment(o.socket, pods, log, () => [...ctx.state().workloads.values()].map((w) => ({ namespace: w.namespace, name: w.name, status: w.status })), whenSynced);
   ready = true;
   log.info({ capture: o.capture, socket: o.socket, pods: pods.list().length }, 'agent ready');
   // After the socket is up (new pods need not wait): pods that ran while no agent did.
@@ -151,6 +179,7 @@ export async function runAgent(o: AgentOptions): Promise<void> {
     ready = false;
     enroll.close();
     xds?.close();
+    cache?.flush();
     certs?.close();
     ctx.pool.close(true);
     admin.forEach((s) => s.close());

@@ -16,7 +16,7 @@ export function registerAgentCommand(program: Command): void {
     .description('run the node agent: in-pod traffic capture, relay, metrics')
     .requiredOption('--node <name>', 'this node')
     .option('--socket <path>', 'enrollment socket', '/var/run/weft/agent.sock')
-    .option('--state-dir <dir>', 'agent state (enrolled pods)', '/var/run/weft/agent')
+    .option('--state-dir <dir>', 'agent state: enrolled pods, and (root-only, in cache/) the last mesh state and workload certificates', '/var/run/weft/agent')
     .option('--pin-root <dir>', 'bpffs directory for pinned programs, links and maps', '/sys/fs/bpf/weft')
     .addOption(new Option('--capture <mode>', 'capture mode').choices(['ebpf', 'iptables']).default('ebpf'))
     .option('--node-netns <path>', "the node's network namespace, for the kubelet probe rules (default: the agent's own)")

@@ -34,8 +34,8 @@ function createCertificateCodec(): NonNullable<typeof codec> {
 export interface CAClientOptions {
   /** host:port of the control plane's TLS port (15012). */
   address: string;
-  /** Mesh root(s) the server certificate must chain to. */
-  rootPem: string;
+  /** Mesh root(s) the server certificate must chain to; a function is called per request so a rotated root is picked up. */
+  rootPem: string | (() => string);
   /** Name the server certificate must carry, e.g. weft-control.istio-system.svc. */
   serverName: string;
   /** This node's credential; a function is called per request so a rotated token is picked up. */
@@ -44,13 +44,21 @@ export interface CAClientOptions {
 }
 
 export class CAClient {
-  private readonly client: grpc.Client;
+  private client?: { rootPem: string; grpc: grpc.Client };
 
-  constructor(private readonly o: CAClientOptions) {
-    this.client = new grpc.Client(o.address, grpc.credentials.createSsl(Buffer.from(o.rootPem)), {
-      'grpc.ssl_target_name_override': o.serverName,
-      'grpc.default_authority': o.serverName,
+  constructor(private readonly o: CAClientOptions) {}
+
+  /** A channel trusting the current root: a new one once the root changed. */
+  private channel(): grpc.Client {
+    const rootPem = typeof this.o.rootPem === 'function' ? this.o.rootPem() : this.o.rootPem;
+    if (this.client?.rootPem === rootPem) return this.client.grpc;
+    this.client?.grpc.close();
+    const c = new grpc.Client(this.o.address, grpc.credentials.createSsl(Buffer.from(rootPem)), {
+      'grpc.ssl_target_name_override': this.o.serverName,
+      'grpc.default_authority': this.o.serverName,
     });
+    this.client = { rootPem, grpc: c };
+    return c;
   }
 
   /** The PEM chain the CA returned (leaf first), unverified. */
@@ -64,16 +72,21 @@ export class CAClient {
       metadata: { fields: { [IMPERSONATED_IDENTITY]: { stringValue: identity } } },
     };
     const deadline = Date.now() + (this.o.timeoutMs ?? 10_000);
+    const client = this.channel();
     return new Promise((resolve, reject) => {
       const { serialize, deserialize } = createCertificateCodec();
-      this.client.makeUnaryRequest(METHOD, serialize, deserialize, req, md, { deadline }, (err, res) => {
-        if (err) reject(err);
-        else resolve(res?.cert_chain ?? []);
+      client.makeUnaryRequest(METHOD, serialize, deserialize, req, md, { deadline }, (err, res) => {
+        if (err) {
+          // Unreachable: start over next time, not after grpc-js's own backoff (up to 2 minutes).
+          if (err.code === grpc.status.UNAVAILABLE && this.client?.grpc === client) this.close();
+          reject(err);
+        } else resolve(res?.cert_chain ?? []);
       });
     });
   }
 
   close(): void {
-    this.client.close();
+    this.client?.grpc.close();
+    this.client = undefined;
   }
 }

@@ -257,6 +257,8 @@ export class PodManager {
     }
     this.pods.delete(uid);
     for (const ip of pod.ips) if (this.byIp.get(ip) === pod) this.byIp.delete(ip);
+    // The last pod with this identity left the node: its certificate is no longer renewed.
+    if (![...this.pods.values()].some((p) => p.namespace === pod.namespace && p.serviceAccount === pod.serviceAccount)) this.ctx.certs?.forget(podIdentity(this.ctx, pod));
     this.metrics.enrolledPods.set(this.pods.size);
     // Stop accepting; connections already relayed run to completion on their own sockets.
     pod.released = true;

@@ -15,7 +15,14 @@ import type { PodManager } from './pod-manager.ts';
 /** What the agent's mesh state says about workloads, for enrollers that wait for convergence. */
 export type WorkloadSummary = () => { namespace: string; name: string; status: string }[];
 
-export function serveEnrollment(socketPath: string, pods: PodManager, log: Logger, workloads: WorkloadSummary = () => []): Promise<Server> {
+/**
+ * Resolves true once the agent has mesh state to serve from (synced, or restored from the node),
+ * false if that did not happen within the wait: an enrolled pod would otherwise have its traffic
+ * refused, or worse, passed through.
+ */
+export type WhenSynced = () => Promise<boolean>;
+
+export function serveEnrollment(socketPath: string, pods: PodManager, log: Logger, workloads: WorkloadSummary = () => [], whenSynced: WhenSynced = async () => true): Promise<Server> {
   const server = createServer((req, res) => {
     handle(req, res).catch((e: Error) => reply(res, 500, { error: e.message }));
   });
@@ -34,6 +41,7 @@ export function serveEnrollment(socketPath: string, pods: PodManager, log: Logge
         return reply(res, 400, { error: (e as Error).message });
       }
       if (info.uid !== decodeURIComponent(m[1]!)) return reply(res, 400, { error: 'uid in path and body differ' });
+      if (!(await whenSynced())) return reply(res, 503, { error: 'agent has no mesh state yet (not synced with the control plane); retry later' });
       await pods.enroll(info);
       return reply(res, 200, { enrolled: true });
     }

@@ -20,6 +20,8 @@ export interface ProxyContext {
   trustDomain: string;
   rootNamespace: string;
   state: () => MeshState;
+  /** False until the agent has mesh state (synced, or restored from the node): until then nothing is passed through. */
+  synced?: () => boolean;
   engine: (state: MeshState) => AuthorizationEngine;
   /** undefined when the agent runs without a control plane (plaintext passthrough only). */
   certs?: CertManager;

@@ -47,6 +47,8 @@ export async function handleOutbound(ctx: ProxyContext, pod: ProxyPod, client: S
   if (origError) return fail(origError, 'NR');
   if (!orig) return fail('no original destination (connection was not captured)', 'NR');
   if (isAgentPort(orig.port)) return fail(`connection to the agent's own port ${orig.port} refused`, 'NR');
+  // Before the first state every destination looks unknown, and unknown means passthrough.
+  if (ctx.synced && !ctx.synced()) return fail('no mesh state yet (not synced with the control plane)', 'NR');
   conn.dst = orig;
   const state = ctx.state();
   const src = pod.ips.map((ip) => state.workloadsByIp.get(ip)).find(Boolean);
