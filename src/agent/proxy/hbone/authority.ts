@@ -14,7 +14,8 @@ export function parseAuthority(s: string | undefined): Authority | undefined {
   if (!m) return undefined;
   const port = Number(m[3]);
   if (port < 1 || port > 65535) return undefined;
-  if (m[1] !== undefined) return isIPv6(m[1]) ? { address: m[1], port } : undefined;
+  // isIPv6 also takes a zone (`fe80::1%eth0`): a peer must not pick the interface we dial out of.
+  if (m[1] !== undefined) return isIPv6(m[1]) && !m[1].includes('%') ? { address: m[1], port } : undefined;
   return isIPv4(m[2]!) ? { address: m[2]!, port } : undefined;
 }
 

@@ -9,6 +9,9 @@ describe('CONNECT authority', () => {
       expect(parseAuthority(bad), String(bad)).toBeUndefined();
     }
   });
+  it('refuses an IPv6 zone identifier (Node\'s isIPv6 takes one; found by test/fuzz/authority.test.ts)', () => {
+    for (const bad of ['[fe80::1%eth0]:80', '[fe80::1%1]:443']) expect(parseAuthority(bad), bad).toBeUndefined();
+  });
   it('round-trips through formatAuthority', () => {
     for (const a of ['10.1.2.3:8080', '[fd00::1]:443']) expect(formatAuthority(parseAuthority(a)!)).toBe(a);
   });
