@@ -31,7 +31,7 @@ afterAll(() => fx.cleanup());
 
 const key = () => peerKey.encode({ netnsCookie: 7n, client: { address: '10.9.8.7', port: 4242 } });
 const value = () =>
-  origDst.encode({ address: '10.96.0.10', port: 80, v4Mapped: false, netnsCookie: 7n, cgroupId: 9n });
+  origDst.encode({ address: '10.96.0.10', port: 80, family: 4, v4Mapped: false, netnsCookie: 7n, cgroupId: 9n });
 
 describe('map access checks Buffer sizes against the map itself', () => {
   it('has a real entry to read back with the right sizes', () => {
