@@ -130,7 +130,8 @@ export async function fuzz<T>(
   );
   if (details.failed) {
     const where = saving && details.counterexample ? ` (saved as ${path.relative(repoRoot, save(name, details.counterexample[0], 'crash'))})` : '';
-    throw new Error(`fuzz ${name}: ${fc.defaultReportMessage(details)}${where}`);
+    const cause = details.errorInstance as Error | undefined;
+    throw new Error(`fuzz ${name}: ${fc.defaultReportMessage(details)}${where}\nFailure: ${cause?.message ?? String(cause)}`, { cause });
   }
   console.log(
     `fuzz ${name}: ${runs} runs, outcomes: ${[...signatures].sort((a, b) => b[1] - a[1]).map(([s, n]) => `${s}×${n}`).join(', ')}`,
