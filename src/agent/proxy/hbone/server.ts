@@ -207,11 +207,15 @@ export class HboneServer implements PodHboneServer {
   }
 
   private async onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): Promise<void> {
+    // 'stream' comes a tick after the HEADERS were read; a connection error later in the same read
+    // has destroyed the stream (and its session link) by then. Nothing to answer or count.
+    const from = stream.session && this.peers.get(stream.session);
+    if (!from) return void stream.destroy();
+    const { peer, peerAddress } = from;
     const start = process.hrtime.bigint();
     this.streams++;
     stream.once('close', () => this.streams--);
     stream.on('error', () => {}); // reported through the outcome
-    const { peer, peerAddress } = this.peers.get(stream.session!)!;
     const authority = headers[':method'] === 'CONNECT' ? parseAuthority(headers[':authority']) : undefined;
     const report = (o: Partial<HboneOutcome> & { status: number }) =>
       this.opts.onComplete?.({
