@@ -165,7 +165,8 @@ function property(docs: Doc[]): string {
   const snap = source.snapshot;
   for (const p of snap.problems) {
     expect(p.file.startsWith(file) && /^(:\d+)?$/.test(p.file.slice(file.length)), JSON.stringify(p)).toBe(true);
-    expect(p.object, JSON.stringify(p)).toMatch(/^(document \d+|\S+ \S*\/?\S+)/);
+    // "document N", "document N (Kind)", or "Kind ns/name" (which may quote a bad name verbatim).
+    expect(p.object, JSON.stringify(p)).toMatch(/^(document \d+( \(\S+\))?|\S+ .+)$/s);
     expect(p.reason, JSON.stringify(p)).not.toBe('');
   }
   const port = (name: string) => (snap.objects.find((o) => o.metadata.namespace === 'anchors' && o.metadata.name === name)?.spec as { ports?: { port: number }[] })?.ports?.[0]?.port;
