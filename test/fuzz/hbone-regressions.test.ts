@@ -61,6 +61,7 @@ describe.each(['node', 'native'] as const)('%s HBONE server regressions', (kind)
     const errors: unknown[] = [];
     const onRejection = (e: unknown) => errors.push(e);
     process.on('unhandledRejection', onRejection);
+    process.on('uncaughtException', onRejection);
     const { server, port } = await start(kind);
     try {
       const block = connectBlock(`127.0.0.1:${echoPort}`);
@@ -73,6 +74,7 @@ describe.each(['node', 'native'] as const)('%s HBONE server regressions', (kind)
       expect(errors.map(String)).toEqual([]);
     } finally {
       process.off('unhandledRejection', onRejection);
+      process.off('uncaughtException', onRejection);
       await server.drain(100);
     }
   });
