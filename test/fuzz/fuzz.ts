@@ -138,7 +138,7 @@ export async function fuzz<T>(
     throw new Error(`fuzz ${name}: ${fc.defaultReportMessage(details)}${where}\nFailure: ${cause?.message ?? String(cause)}`, { cause });
   }
   console.log(
-    `fuzz ${name}: ${runs} runs, outcomes: ${[...signatures].sort((a, b) => b[1] - a[1]).map(([s, n]) => `${s}×${n}`).join(', ')}`,
+    `fuzz ${name}: ${runs} runs, ${signatures.size} outcomes, most common: ${[...signatures].sort((a, b) => b[1] - a[1]).slice(0, 12).map(([s, n]) => `${s}×${n}`).join(', ')}`,
   );
   return { runs, signatures };
 }
