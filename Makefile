@@ -4,12 +4,13 @@ SHELL := /bin/bash
 NODE_ADDON := build/Release/weft_native.node
 JS_BUNDLE := lib/cli/main.js
 
-.PHONY: help setup build bpf native native-debug test-native-debug js test typecheck lint unit demo bench clean
+.PHONY: help setup build bpf native native-debug test-native-debug js test typecheck lint unit fuzz demo bench clean
 
 help:
 	@echo "make demo   - build everything and run a 2-node lab with a sample app"
 	@echo "make test   - build everything, typecheck, lint and run all tests (root)"
 	@echo "make bench  - data-path benchmarks, results in BENCHMARKS.md (root)"
+	@echo "make fuzz   - the fuzzers for FUZZ_SECONDS (600) in total, new inputs kept in test/fuzz/corpus"
 
 # Debian packages (only what is missing) and node modules (only when the lockfile changed).
 setup: .cache/apt.stamp node_modules/.weft-stamp
@@ -58,6 +59,10 @@ unit: build
 	npx vitest run
 
 test: build typecheck lint unit
+
+# make test runs the fuzzers for about a minute; this runs them longer and keeps what they find.
+fuzz: build
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-600} FUZZ_SAVE=1 npx vitest run test/fuzz
 
 demo: build
 	@bash scripts/demo.sh

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstdarg>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "common.h"
@@ -53,12 +54,40 @@ Napi::Buffer<uint8_t> BufArg(const Napi::Value& v, const char* name) {
 }
 
 uint32_t U32Arg(const Napi::Value& v, const char* name) {
-  if (!v.IsNumber() || v.As<Napi::Number>().DoubleValue() < 0)
-    throw Napi::TypeError::New(v.Env(), std::string(name) + " must be a non-negative integer");
-  return v.As<Napi::Number>().Uint32Value();
+  // Range-checked here: Uint32Value() would silently wrap 2^32 + 4 to 4, and NaN to 0.
+  double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+  if (!(d >= 0 && d <= UINT32_MAX) || d != static_cast<double>(static_cast<uint32_t>(d)))
+    throw Napi::TypeError::New(v.Env(), std::string(name) + " must be an integer in [0, 2^32)");
+  return static_cast<uint32_t>(d);
 }
 
 const char* OrEmpty(const char* s) { return s ? s : ""; }
+
+// Owns a libbpf object for the duration of a call: any throw (a bad argument from JavaScript, a
+// failed syscall, a failing Napi call) closes it, and with it every fd libbpf holds for it.
+struct ObjectCloser {
+  void operator()(struct bpf_object* o) const { bpf_object__close(o); }
+};
+using ObjectPtr = std::unique_ptr<struct bpf_object, ObjectCloser>;
+
+// Fds about to be handed to JavaScript: closed on unwind unless the result was built.
+class FdGuard {
+ public:
+  FdGuard() = default;
+  FdGuard(const FdGuard&) = delete;
+  FdGuard& operator=(const FdGuard&) = delete;
+  ~FdGuard() {
+    for (int fd : fds_) close(fd);
+  }
+  int Add(int fd) {
+    fds_.push_back(fd);
+    return fd;
+  }
+  void Release() { fds_.clear(); }
+
+ private:
+  std::vector<int> fds_;
+};
 
 // loadObject(path, { pinRoot?, reuseMaps?: {name: fd}, debug? })
 //   -> { programs: {name: {fd, type, typeName, attachType, attachTypeName, section}},
@@ -78,7 +107,7 @@ Napi::Value LoadObject(const Napi::CallbackInfo& info) {
   memset(&oo, 0, sizeof(oo));
   oo.sz = sizeof(oo);
   if (!pinRoot.empty()) oo.pin_root_path = pinRoot.c_str();
-  struct bpf_object* obj = bpf_object__open_file(path.c_str(), &oo);
+  ObjectPtr obj(bpf_object__open_file(path.c_str(), &oo));
   if (!obj) {
     int err = errno;
     Napi::Error e = ErrnoError(env, err, "open BPF object " + path,
@@ -86,10 +115,10 @@ Napi::Value LoadObject(const Napi::CallbackInfo& info) {
     e.Set("verifierLog", Napi::String::New(env, g_log));
     throw e;
   }
+  // obj is closed by its owner on every throw, including ones from argument conversion below.
   auto fail = [&](int err, const std::string& what, const std::string& hint = "") {
     Napi::Error e = ErrnoError(env, err, what, hint);
     e.Set("verifierLog", Napi::String::New(env, g_log));
-    bpf_object__close(obj);
     throw e;
   };
 
@@ -97,15 +126,15 @@ Napi::Value LoadObject(const Napi::CallbackInfo& info) {
     Napi::Object reuse = opts.Get("reuseMaps").As<Napi::Object>();
     Napi::Array names = reuse.GetPropertyNames();
     for (uint32_t i = 0; i < names.Length(); i++) {
-      std::string name = names.Get(i).As<Napi::String>().Utf8Value();
-      struct bpf_map* m = bpf_object__find_map_by_name(obj, name.c_str());
+      std::string name = names.Get(i).ToString().Utf8Value();
+      int fd = FdArg(reuse.Get(name), ("reuseMaps." + name).c_str());
+      struct bpf_map* m = bpf_object__find_map_by_name(obj.get(), name.c_str());
       if (!m) fail(ENOENT, "reuse map " + name, "the object has no map of that name");
-      if (bpf_map__reuse_fd(m, FdArg(reuse.Get(name), "reuseMaps fd")) != 0)
-        fail(errno, "reuse map " + name);
+      if (bpf_map__reuse_fd(m, fd) != 0) fail(errno, "reuse map " + name);
     }
   }
 
-  if (bpf_object__load(obj) != 0) {
+  if (bpf_object__load(obj.get()) != 0) {
     int err = errno;
     fail(err, "load BPF object " + path,
          err == EACCES || err == EINVAL ? "the verifier rejected a program: see error.verifierLog"
@@ -115,19 +144,14 @@ Napi::Value LoadObject(const Napi::CallbackInfo& info) {
   Napi::Object result = Napi::Object::New(env);
   Napi::Object progs = Napi::Object::New(env);
   Napi::Object maps = Napi::Object::New(env);
-  std::vector<int> dups;
+  FdGuard dups;
   auto dupOrFail = [&](int fd, const std::string& what) {
     int d = DupFd(fd);
-    if (d < 0) {
-      int err = errno;
-      for (int x : dups) close(x);
-      fail(err, "dup fd of " + what);
-    }
-    dups.push_back(d);
-    return d;
+    if (d < 0) fail(errno, "dup fd of " + what);
+    return dups.Add(d);
   };
   struct bpf_program* prog;
-  bpf_object__for_each_program(prog, obj) {
+  bpf_object__for_each_program(prog, obj.get()) {
     Napi::Object p = Napi::Object::New(env);
     std::string name = bpf_program__name(prog);
     p.Set("fd", dupOrFail(bpf_program__fd(prog), "program " + name));
@@ -140,7 +164,7 @@ Napi::Value LoadObject(const Napi::CallbackInfo& info) {
     progs.Set(name, p);
   }
   struct bpf_map* map;
-  bpf_object__for_each_map(map, obj) {
+  bpf_object__for_each_map(map, obj.get()) {
     if (bpf_map__is_internal(map)) continue;  // .rodata/.bss: not for JavaScript
     Napi::Object m = Napi::Object::New(env);
     std::string name = bpf_map__name(map);
@@ -156,7 +180,7 @@ Napi::Value LoadObject(const Napi::CallbackInfo& info) {
   result.Set("programs", progs);
   result.Set("maps", maps);
   result.Set("log", g_log);
-  bpf_object__close(obj);
+  dups.Release();  // JavaScript owns them now
   return result;
 }
 
@@ -268,56 +292,129 @@ Napi::Value LinkInfo(const Napi::CallbackInfo& info) {
 }
 
 // Map access over raw Buffers; src/bpf/maps.ts encodes and decodes typed keys and values.
+// The kernel copies exactly the map's own key and value sizes to and from user memory, so a Buffer
+// of any other length would be read or written out of bounds: every call checks the lengths
+// against the map itself (one BPF_OBJ_GET_INFO_BY_FD), never against sizes JavaScript passes.
+struct MapShape {
+  std::string name;
+  uint32_t keySize;
+  uint32_t valueSize;  // what one lookup copies: per-CPU maps hold one 8-byte aligned slot per CPU
+};
+
+bool IsPerCpu(uint32_t type) {
+  return type == BPF_MAP_TYPE_PERCPU_HASH || type == BPF_MAP_TYPE_PERCPU_ARRAY ||
+         type == BPF_MAP_TYPE_LRU_PERCPU_HASH || type == BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE;
+}
+
+MapShape MapShapeOf(Napi::Env env, int fd) {
+  // BPF_OBJ_GET_INFO_BY_FD also answers for programs and links (with another struct), so the fd's
+  // file kind is checked first.
+  char link[64] = "";
+  std::string proc = "/proc/self/fd/" + std::to_string(fd);
+  ssize_t n = readlink(proc.c_str(), link, sizeof(link) - 1);
+  if (n < 0) {
+    int err = errno;
+    throw ErrnoError(env, err == ENOENT ? EBADF : err, "BPF map access",
+                     "mapFd " + std::to_string(fd) + " is not an open file descriptor");
+  }
+  link[n] = '\0';
+  if (strcmp(link, "anon_inode:bpf-map") != 0)
+    throw ErrnoError(env, EINVAL, "BPF map access",
+                     "mapFd " + std::to_string(fd) + " is not a BPF map (" + link + ")");
+  struct bpf_map_info mi;
+  memset(&mi, 0, sizeof(mi));
+  __u32 len = sizeof(mi);
+  if (bpf_obj_get_info_by_fd(fd, &mi, &len) != 0)
+    throw ErrnoError(env, errno, "bpf_obj_get_info_by_fd (map)");
+  MapShape s{mi.name, mi.key_size, mi.value_size};
+  if (IsPerCpu(mi.type)) {
+    int cpus = libbpf_num_possible_cpus();
+    if (cpus < 0) throw ErrnoError(env, -cpus, "libbpf_num_possible_cpus");
+    s.valueSize = ((mi.value_size + 7) / 8) * 8 * static_cast<uint32_t>(cpus);
+  }
+  return s;
+}
+
+// Throws a RangeError (no errno: callers retrying on EINVAL must not retry this) naming the map.
+void CheckSize(Napi::Env env, const MapShape& m, const char* what, size_t got, uint32_t want) {
+  if (got == want) return;
+  throw Napi::RangeError::New(env, std::string(what) + " is " + std::to_string(got) + " bytes; BPF map " +
+                                       m.name + " has " + std::to_string(want) + "-byte " + what +
+                                       "s (does the codec match bpf/include?)");
+}
+
 Napi::Value MapLookup(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
   int fd = FdArg(info[0], "mapFd");
   auto key = BufArg(info[1], "key");
   uint32_t vsize = U32Arg(info[2], "valueSize");
   bool del = info.Length() > 3 && info[3].ToBoolean();
-  auto out = Napi::Buffer<uint8_t>::New(info.Env(), vsize);
+  MapShape m = MapShapeOf(env, fd);
+  CheckSize(env, m, "key", key.Length(), m.keySize);
+  CheckSize(env, m, "value", vsize, m.valueSize);
+  auto out = Napi::Buffer<uint8_t>::New(env, m.valueSize);
   int rc = del ? bpf_map_lookup_and_delete_elem(fd, key.Data(), out.Data())
                : bpf_map_lookup_elem(fd, key.Data(), out.Data());
   if (rc != 0) {
     int err = errno;
-    if (err == ENOENT) return info.Env().Null();
-    throw ErrnoError(info.Env(), err, del ? "bpf_map_lookup_and_delete_elem" : "bpf_map_lookup_elem");
+    if (err == ENOENT) return env.Null();
+    throw ErrnoError(env, err, del ? "bpf_map_lookup_and_delete_elem" : "bpf_map_lookup_elem");
   }
   return out;
 }
 
 Napi::Value MapUpdate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
   int fd = FdArg(info[0], "mapFd");
   auto key = BufArg(info[1], "key");
   auto value = BufArg(info[2], "value");
-  uint64_t flags = info.Length() > 3 && info[3].IsNumber() ? info[3].As<Napi::Number>().Int64Value() : 0;
+  uint64_t flags = 0;
+  if (info.Length() > 3 && !info[3].IsUndefined()) flags = U32Arg(info[3], "flags");
+  MapShape m = MapShapeOf(env, fd);
+  CheckSize(env, m, "key", key.Length(), m.keySize);
+  CheckSize(env, m, "value", value.Length(), m.valueSize);
   if (bpf_map_update_elem(fd, key.Data(), value.Data(), flags) != 0) {
     int err = errno;
-    throw ErrnoError(info.Env(), err, "bpf_map_update_elem",
+    throw ErrnoError(env, err, "bpf_map_update_elem",
                      err == E2BIG ? "the map is full" : err == EEXIST ? "the key exists (BPF_NOEXIST)" : "");
   }
-  return info.Env().Undefined();
+  return env.Undefined();
 }
 
 Napi::Value MapDelete(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
   int fd = FdArg(info[0], "mapFd");
   auto key = BufArg(info[1], "key");
+  MapShape m = MapShapeOf(env, fd);
+  CheckSize(env, m, "key", key.Length(), m.keySize);
   if (bpf_map_delete_elem(fd, key.Data()) != 0) {
     int err = errno;
-    if (err == ENOENT) return Napi::Boolean::New(info.Env(), false);
-    throw ErrnoError(info.Env(), err, "bpf_map_delete_elem");
+    if (err == ENOENT) return Napi::Boolean::New(env, false);
+    throw ErrnoError(env, err, "bpf_map_delete_elem");
   }
-  return Napi::Boolean::New(info.Env(), true);
+  return Napi::Boolean::New(env, true);
 }
 
 // mapNextKey(fd, key | null, keySize) -> next key Buffer, or null at the end.
 Napi::Value MapNextKey(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
   int fd = FdArg(info[0], "mapFd");
+  if (!info[1].IsNull() && !info[1].IsUndefined() && !info[1].IsBuffer())
+    throw Napi::TypeError::New(env, "key must be a Buffer, or null for the first key");
   uint32_t ksize = U32Arg(info[2], "keySize");
-  auto out = Napi::Buffer<uint8_t>::New(info.Env(), ksize);
-  const void* cur = info[1].IsBuffer() ? info[1].As<Napi::Buffer<uint8_t>>().Data() : nullptr;
+  MapShape m = MapShapeOf(env, fd);
+  CheckSize(env, m, "key", ksize, m.keySize);
+  const void* cur = nullptr;
+  if (info[1].IsBuffer()) {
+    auto k = info[1].As<Napi::Buffer<uint8_t>>();
+    CheckSize(env, m, "key", k.Length(), m.keySize);
+    cur = k.Data();
+  }
+  auto out = Napi::Buffer<uint8_t>::New(env, m.keySize);
   if (bpf_map_get_next_key(fd, cur, out.Data()) != 0) {
     int err = errno;
-    if (err == ENOENT) return info.Env().Null();
-    throw ErrnoError(info.Env(), err, "bpf_map_get_next_key");
+    if (err == ENOENT) return env.Null();
+    throw ErrnoError(env, err, "bpf_map_get_next_key");
   }
   return out;
 }

@@ -108,7 +108,13 @@ function parseChunk(text: string, opts: LoadOptions): ParsedDoc[] {
       const e = doc.errors[0]!;
       return { error: { line: e.linePos?.[0]?.line, message: e.message.split('\n')[0]! }, items: [] };
     }
-    const value: unknown = doc.toJS();
+    let value: unknown;
+    try {
+      value = doc.toJS();
+    } catch (e) {
+      // e.g. "Excessive alias count": this document only, not the rest of the file.
+      return { error: { message: (e as Error).message }, items: [] };
+    }
     if (value === null || value === undefined) return { items: [] }; // empty document
     const items = isRecord(value) && value.kind === 'List' && Array.isArray(value.items) ? value.items : [value];
     return { items: items.map((item: unknown) => validateObject(item, opts)) };
@@ -133,7 +139,12 @@ export function parseManifestText(text: string, file: string, opts: LoadOptions 
       }
       doc.items.forEach((obj, j) => {
         const label = doc.items.length > 1 ? `${where} item ${j + 1}` : where;
-        if ('problem' in obj) res.problems.push({ file, object: obj.object ?? label, field: obj.field, reason: obj.problem });
+        // An object without its name (just a kind) is still known only by its document: say which,
+        // and let callers treat it as one that hides its identity (the dir source keeps last good).
+        if ('problem' in obj) {
+          const object = obj.object?.includes(' ') ? obj.object : obj.object ? `${label} (${obj.object})` : label;
+          res.problems.push({ file, object, field: obj.field, reason: obj.problem });
+        }
         else res.objects.push(Object.assign(obj.object, { __source: file }));
       });
     }

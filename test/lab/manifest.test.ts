@@ -116,3 +116,21 @@ describe('manifests', () => {
     expect(builtinImage('nginx')).toBeUndefined();
   });
 });
+
+describe('manifests: one bad document stays one', () => {
+  // Found by test/fuzz/config.test.ts: the yaml library throws from toJS() on an alias bomb
+  // ("Excessive alias count"); that escaped the per-document handling, so the whole file failed and
+  // the valid objects next to it were not read.
+  it('reports an alias bomb as its document and still reads the others', () => {
+    const bomb = 'a: &a [x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b]\nd: [*c, *c, *c, *c, *c, *c, *c, *c]\nkind: Service';
+    const ok = 'apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec: {ports: [{port: 80}]}\n';
+    const r = parseManifestText(`${ok}---\n${bomb}\n---\n${ok.replace('web', 'api')}`, 'f.yaml');
+    expect(r.objects.map((o) => o.metadata.name)).toEqual(['web', 'api']);
+    expect(r.problems).toEqual([{ file: 'f.yaml', object: 'document 2', field: '', reason: expect.stringMatching(/invalid YAML: Excessive alias count/) }]);
+  });
+
+  it('names a nameless object by its document and kind', () => {
+    const r = parseManifestText('apiVersion: v1\nkind: Pod\nmetadata: {}\n---\nkind: Service\n', 'f.yaml');
+    expect(r.problems.map((p) => p.object)).toEqual(['document 1 (Pod)', 'document 2 (Service)']);
+  });
+});

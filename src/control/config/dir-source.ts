@@ -15,11 +15,19 @@ export type { ConfigSnapshot } from './config-store.ts';
 interface FileState {
   mtimeMs: number;
   size: number;
+  /**
+   * Read within RACY_MS of its mtime: a write in the same clock tick (file times are only as fine as
+   * the kernel's coarse clock) would leave mtime and size as they were, so read it again next time.
+   */
+  racy: boolean;
   result: LoadResult;
   docs: DocCache;
   /** Keys of the objects this file holds in force (valid now, or kept while invalid). */
   keys: Set<string>;
 }
+
+/** Beyond any file system's timestamp granularity, with room for clock steps. */
+const RACY_MS = 2000;
 
 const sourceOf = (o: KObject) => (o as { __source?: string }).__source ?? '';
 
@@ -83,7 +91,8 @@ export class DirSource extends EventEmitter {
         if (prev) this.drop(file);
         continue;
       }
-      if (prev && prev.mtimeMs === st.mtimeMs && prev.size === st.size) continue;
+      if (prev && !prev.racy && prev.mtimeMs === st.mtimeMs && prev.size === st.size) continue;
+      const racy = Date.now() - st.mtimeMs < RACY_MS;
       const docs = prev?.docs ?? new Map();
       let result: LoadResult;
       try {
@@ -91,7 +100,7 @@ export class DirSource extends EventEmitter {
       } catch (e) {
         result = { objects: [], problems: [{ file, object: 'document 1', field: '', reason: (e as Error).message }] };
       }
-      this.files.set(file, { mtimeMs: st.mtimeMs, size: st.size, result, docs, keys: this.apply(file, result, prev?.keys) });
+      this.files.set(file, { mtimeMs: st.mtimeMs, size: st.size, racy, result, docs, keys: this.apply(file, result, prev?.keys) });
     }
     for (const f of this.files.values()) problems.push(...f.result.problems);
     this.snapshot = this.store.snapshot(problems);

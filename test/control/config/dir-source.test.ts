@@ -1,6 +1,6 @@
 // DirSource after the shared store was extracted: last good versions by object and by file,
 // deletes, and new subdirectories.
-import { mkdirSync, mkdtempSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, statSync, unlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -74,6 +74,61 @@ describe('DirSource reloads', () => {
       src.reload();
       expect(find(src.snapshot, 'b', 'three')).toBeUndefined();
       expect(src.snapshot.namespaces.has('b')).toBe(false);
+    } finally {
+      src.close();
+      rmSync(d, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('DirSource: an edit that loses the name', () => {
+  // Found by test/fuzz/config.test.ts: a document without metadata.name (or apiVersion) was
+  // reported as object "Service", not as a document, so the file's last good objects were released:
+  // a bad edit took the Service away. It is now "document N (Service)" and keeps them.
+  it('keeps the last good object and reports the document by number', () => {
+    const d = mkdtempSync(join(tmpdir(), 'weft-dir-source-'));
+    const src = new DirSource(d, { quietMs: 600_000, maxDelayMs: 600_000 });
+    try {
+      const ok = 'apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec: {ports: [{port: 80}]}\n';
+      writeFileSync(join(d, 'a.yaml'), `${ok}---\n${ok.replace('web', 'api')}`);
+      expect(src.start().objects.map((o) => o.metadata.name).sort()).toEqual(['api', 'web']);
+      writeFileSync(join(d, 'a.yaml'), `${ok.replace('name: web, ', '')}---\n${ok.replace('web', 'api').replace('apiVersion: v1\n', '')}`);
+      src.reload();
+      expect(src.snapshot.objects.map((o) => o.metadata.name).sort()).toEqual(['api', 'web']);
+      expect(src.snapshot.problems).toEqual([
+        { file: join(d, 'a.yaml'), object: 'document 1 (Service)', field: 'metadata.name', reason: 'required' },
+        { file: join(d, 'a.yaml'), object: 'document 2 (Service)', field: 'apiVersion', reason: 'required' },
+      ]);
+    } finally {
+      src.close();
+      rmSync(d, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('DirSource: a rewrite within one clock tick', () => {
+  // Found by test/fuzz/config.test.ts: file times come from the kernel's coarse clock, so a file
+  // rewritten to the same size within a few milliseconds kept its mtime and size, and the change
+  // was never read (until some later write). Files read while their mtime was recent are read
+  // again on the next reload, as git does for "racily clean" entries.
+  it('reads a same-size rewrite that left mtime unchanged', () => {
+    const d = mkdtempSync(join(tmpdir(), 'weft-dir-source-'));
+    const src = new DirSource(d, { quietMs: 600_000, maxDelayMs: 600_000 });
+    try {
+      const f = join(d, 'a.yaml');
+      const svc = (port: number) => `apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec: {ports: [{port: ${port}}]}\n`;
+      // A whole-second mtime, so setting it again below restores it exactly (utimes takes no ns).
+      const t = new Date(Math.floor(Date.now() / 1000) * 1000);
+      writeFileSync(f, svc(8080));
+      utimesSync(f, t, t);
+      const port = () => (src.snapshot.objects[0]?.spec as { ports: { port: number }[] }).ports[0]!.port;
+      src.start();
+      expect(port()).toBe(8080);
+      writeFileSync(f, svc(8081));
+      utimesSync(f, t, t); // what a write in the same tick looks like
+      expect(statSync(f).size).toBe(svc(8080).length);
+      src.reload();
+      expect(port()).toBe(8081);
     } finally {
       src.close();
       rmSync(d, { recursive: true, force: true });

@@ -237,12 +237,15 @@ export class HboneServer implements PodHboneServer {
   }
 
   private async onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): Promise<void> {
+    stream.on('error', () => {}); // reported through the outcome (or, below, of no interest)
+    // 'stream' comes a tick after the HEADERS were read; a connection error later in the same read
+    // has destroyed the stream (and its session link) by then. Nothing to answer or count.
+    const rec = stream.session && this.peers.get(stream.session);
+    if (!rec) return void stream.destroy();
+    const { peer, peerAddress } = rec;
     const start = process.hrtime.bigint();
     this.streams++;
     stream.once('close', () => this.streams--);
-    stream.on('error', () => {}); // reported through the outcome
-    const rec = this.peers.get(stream.session!)!;
-    const { peer, peerAddress } = rec;
     const authority = headers[':method'] === 'CONNECT' ? parseAuthority(headers[':authority']) : undefined;
     const report = (o: Partial<HboneOutcome> & { status: number }) =>
       this.opts.onComplete?.({

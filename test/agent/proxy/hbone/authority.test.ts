@@ -15,6 +15,9 @@ describe('CONNECT authority', () => {
     expect(parseAuthority('[::ffff:af4:102]:80')).toEqual({ address: '10.244.1.2', port: 80 });
     expect(parseAuthority('[fe80::1%eth0]:80')).toBeUndefined();
   });
+  it('refuses an IPv6 zone identifier (Node\'s isIPv6 takes one; found by test/fuzz/authority.test.ts)', () => {
+    for (const bad of ['[fe80::1%eth0]:80', '[fe80::1%1]:443']) expect(parseAuthority(bad), bad).toBeUndefined();
+  });
   it('round-trips through formatAuthority', () => {
     for (const a of ['10.1.2.3:8080', '[fd00::1]:443']) expect(formatAuthority(parseAuthority(a)!)).toBe(a);
   });
