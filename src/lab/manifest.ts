@@ -204,6 +204,8 @@ export function validateObject(raw: unknown, opts: LoadOptions = {}): Validated 
   const kind = raw.kind;
   const meta = raw.metadata;
   if (typeof kind !== 'string' || !kind) return { field: 'kind', problem: 'required' };
+  // A kind is one word (Kubernetes: CamelCase); anything else would also make a broken label.
+  if (!/^[A-Za-z][A-Za-z0-9]*$/.test(kind)) return { field: 'kind', problem: `${JSON.stringify(kind)} is not a kind` };
   if (typeof raw.apiVersion !== 'string' || !raw.apiVersion) return { object: kind, field: 'apiVersion', problem: 'required' };
   if (!isRecord(meta) || typeof meta.name !== 'string' || !meta.name) return { object: kind, field: 'metadata.name', problem: 'required' };
   const ns = isNamespaced(kind) ? (typeof meta.namespace === 'string' && meta.namespace ? meta.namespace : defaultNamespace) : undefined;

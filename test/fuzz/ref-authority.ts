@@ -1,6 +1,7 @@
 // The reference spec for CONNECT authorities, written from the RFCs and independent of
 // src/agent/proxy/hbone/authority.ts: `IPv4:port` or `[IPv6]:port`, port 1..65535 in at most five
-// digits, addresses in their dotted-quad / RFC 4291 text forms, no zone identifier, no hostname.
+// digits, addresses in their dotted-quad / RFC 4291 text forms, no zone identifier, no hostname;
+// an IPv6 address is handed on in its one canonical text.
 import fc from 'fast-check';
 
 const DEC_OCTET = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]\d|\d)$/;
@@ -31,6 +32,20 @@ function refIPv6(s: string): boolean {
   return a.every((x) => HEX.test(x)) && b.every((x) => HEX.test(x)) && a.length + b.length <= 7;
 }
 
+/**
+ * One text per address, as sockets print it (inet_ntop): the WHATWG URL serializer's RFC 5952 form
+ * (lower case, longest zero run); an IPv4-mapped address is the IPv4 address it maps, and one whose
+ * first six groups are zero ends in a dotted quad.
+ */
+function refCanonicalIPv6(a: string): string {
+  const text = new URL(`http://[${a}]/`).hostname.slice(1, -1);
+  const m = /^::(ffff:)?([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(text);
+  if (!m) return text;
+  const [hi, lo] = [parseInt(m[2]!, 16), parseInt(m[3]!, 16)];
+  const quad = [hi >> 8, hi & 255, lo >> 8, lo & 255].join('.');
+  return m[1] ? quad : `::${quad}`;
+}
+
 /** The reference: what a CONNECT authority must be for the server to dial it. */
 export function refAuthority(s: string): { address: string; port: number } | undefined {
   const colon = s.lastIndexOf(':');
@@ -41,7 +56,7 @@ export function refAuthority(s: string): { address: string; port: number } | und
   if (port < 1 || port > 65535) return undefined;
   if (host.startsWith('[') && host.endsWith(']')) {
     const a = host.slice(1, -1);
-    return refIPv6(a) ? { address: a, port } : undefined;
+    return refIPv6(a) ? { address: refCanonicalIPv6(a), port } : undefined;
   }
   return refIPv4(host) ? { address: host, port } : undefined;
 }

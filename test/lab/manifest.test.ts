@@ -133,4 +133,11 @@ describe('manifests: one bad document stays one', () => {
     const r = parseManifestText('apiVersion: v1\nkind: Pod\nmetadata: {}\n---\nkind: Service\n', 'f.yaml');
     expect(r.problems.map((p) => p.object)).toEqual(['document 1 (Pod)', 'document 2 (Service)']);
   });
+
+  // Found by test/fuzz/config.test.ts: a kind of " " made the object's label " ", which named
+  // neither the document nor the object.
+  it('refuses a kind that is not one word, naming the document', () => {
+    const r = parseManifestText('apiVersion: v1\nkind: " "\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Pod x\nmetadata: {name: b}\n', 'f.yaml');
+    expect(r.problems.map((p) => [p.object, p.field])).toEqual([['document 1', 'kind'], ['document 2', 'kind']]);
+  });
 });
