@@ -8,17 +8,16 @@ export function keepAlive(session: Http2Session, intervalMs: number, timeoutMs: 
     if (deadline || session.destroyed) return; // one ping in flight at a time
     deadline = setTimeout(() => session.destroy(new Error(`HTTP/2 ping unanswered for ${timeoutMs} ms`)), timeoutMs);
     deadline.unref();
-    let sent = false;
+    // Only an answer disarms the deadline. A ping that cannot be sent (a closing session: Node
+    // cancels its pings; too many outstanding) leaves it armed: such a session cannot prove its
+    // peer alive, so its streams get until the deadline to finish rather than forever.
     try {
-      sent = session.ping(() => {
+      session.ping((err) => {
+        if (err) return;
         clearTimeout(deadline);
         deadline = undefined;
       });
     } catch {} // the session closed under us: its close handler stops the timers
-    if (!sent) {
-      clearTimeout(deadline);
-      deadline = undefined;
-    }
   }, intervalMs);
   tick.unref();
   session.once('close', () => {

@@ -1,0 +1,74 @@
+// keepAlive on real Node HTTP/2 sessions whose peers go silent once the session is closing (GOAWAY
+// sent or received): Node refuses to ping a closing session, and such a session must not live forever.
+import http2, { type Http2Session } from 'node:http2';
+import net from 'node:net';
+import { describe, expect, it } from 'vitest';
+import { keepAlive } from '../../../../src/agent/proxy/hbone/keepalive.ts';
+import { connectBlock, encodeFrame, encodeInput, F, T } from '../../../fuzz/h2frames.ts';
+import { until } from './harness.ts';
+
+const settings = encodeFrame({ type: T.SETTINGS, flags: 0, stream: 0, payload: Buffer.alloc(0) });
+const settingsAck = encodeFrame({ type: T.SETTINGS, flags: F.ACK, stream: 0, payload: Buffer.alloc(0) });
+
+describe('keepAlive', () => {
+  it('destroys a server session closed with a stream open once its silent peer cannot be pinged', async () => {
+    let session: Http2Session | undefined;
+    const server = http2.createServer();
+    server.on('session', (s) => {
+      s.on('error', () => {});
+      keepAlive(s, 50, 200);
+      session = s;
+    });
+    server.on('stream', (stream) => {
+      stream.on('error', () => {});
+      stream.session?.close(); // graceful GOAWAY: the open stream may finish; the peer never answers again
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    // A peer that opens a CONNECT stream and then neither reads nor answers anything.
+    const peer = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+    peer.on('error', () => {});
+    try {
+      const connect = { type: T.HEADERS, flags: F.END_HEADERS, stream: 1, payload: connectBlock('127.0.0.1:1') };
+      peer.write(encodeInput({ preface: 'ok', pieces: 1, frames: [{ type: T.SETTINGS, flags: 0, stream: 0, payload: Buffer.alloc(0) }, connect] }));
+      await until(() => session?.closed === true, 2000, 'the session to close');
+      expect(session!.destroyed).toBe(false);
+      await until(() => session!.destroyed, 3000, 'the unpingable session to be destroyed');
+    } finally {
+      peer.destroy();
+      session?.destroy();
+      server.close();
+    }
+  });
+
+  it('destroys a client session that got a graceful GOAWAY once its silent peer cannot be pinged', async () => {
+    // The peer: answers the preface, takes stream 1, says GOAWAY(NO_ERROR, last stream 1), then goes silent.
+    const sockets: net.Socket[] = [];
+    const peer = net.createServer((s) => {
+      sockets.push(s);
+      s.on('error', () => {});
+      s.write(Buffer.concat([settings, settingsAck]));
+      s.once('data', () => {
+        const goaway = Buffer.alloc(8);
+        goaway.writeUInt32BE(1, 0);
+        setTimeout(() => s.write(encodeFrame({ type: T.GOAWAY, flags: 0, stream: 0, payload: goaway })), 50);
+      });
+    });
+    await new Promise<void>((r) => peer.listen(0, '127.0.0.1', r));
+    const client = http2.connect(`http://127.0.0.1:${(peer.address() as net.AddressInfo).port}`);
+    client.on('error', () => {});
+    try {
+      await new Promise((r) => client.once('remoteSettings', r));
+      const stream = client.request({ ':method': 'CONNECT', ':authority': '127.0.0.1:1' }, { endStream: false });
+      stream.on('error', () => {});
+      await until(() => client.closed, 2000, 'the GOAWAY to close the session');
+      // Pinging starts now: the peer has answered everything so far and falls silent only from here.
+      keepAlive(client, 50, 200);
+      expect(client.destroyed).toBe(false);
+      await until(() => client.destroyed, 3000, 'the unpingable session to be destroyed');
+    } finally {
+      client.destroy();
+      for (const s of sockets) s.destroy();
+      peer.close();
+    }
+  });
+});
