@@ -13,6 +13,7 @@ import { formatAuthority, parseAuthority, type Authority } from './authority.ts'
 import { HboneAdmission, sourceIp, type AdmissionTicket } from './admission.ts';
 import { certificateIdentity } from './identity.ts';
 import { keepAlive } from './keepalive.ts';
+import { destroyWhenStalled } from './stalled.ts';
 import {
   ALPN, CONNECTION_WINDOW, DRAIN_DEADLINE_MS, H2_SETTINGS, MAX_HEADER_LIST_PAIRS, MAX_HEADER_LIST_SIZE,
   MAX_SESSION_MEMORY_MB, PING_INTERVAL_MS, PING_TIMEOUT_MS, SERVER_MAX_STREAMS, secureContextOptions, type Credentials,
@@ -110,6 +111,7 @@ export class HboneServer implements PodHboneServer {
   private readonly peers = new WeakMap<Http2Session, Peer>();
   /** Set only while a socket is being handed to the HTTP/2 server: its 'session' event is synchronous. */
   private handing?: Peer;
+  private handingSocket?: TLSSocket;
   private readonly sockets = new Set<Socket>();
   private readonly sessions = new Set<Http2Session>();
   private streams = 0;
@@ -219,10 +221,12 @@ export class HboneServer implements PodHboneServer {
     }
     this.tickets.get(peerAddress)?.authenticated();
     this.handing = { peer, peerAddress, dials: 0 };
+    this.handingSocket = s;
     try {
       this.h2.emit('connection', s);
     } finally {
       this.handing = undefined;
+      this.handingSocket = undefined;
     }
   }
 
@@ -234,6 +238,7 @@ export class HboneServer implements PodHboneServer {
     session.on('error', () => {});
     session.setLocalWindowSize(CONNECTION_WINDOW);
     keepAlive(session, this.opts.pingIntervalMs ?? PING_INTERVAL_MS, this.opts.pingTimeoutMs ?? PING_TIMEOUT_MS);
+    if (this.handingSocket) destroyWhenStalled(session, this.handingSocket);
   }
 
   private async onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): Promise<void> {

@@ -1,0 +1,34 @@
+// After a connection error (RFC 9113 5.4.1) nghttp2 sends GOAWAY and writes nothing more, and Node
+// stops reading the socket without any event ('error', 'goaway', 'frameError' stay silent). So the
+// peer's FIN is never seen and the session, its streams and the fd would wait for the keepalive.
+// Such a session is recognizable: frames stay in nghttp2's queue while the socket has nothing
+// pending (a peer that merely reads slowly keeps bytes queued on the socket instead).
+import type { Http2Session } from 'node:http2';
+import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+
+export const STALL_CHECK_MS = 1000;
+
+/** Destroys `session` once nghttp2 holds a frame over two checks in a row with nothing queued on the socket. */
+export function destroyWhenStalled(session: Http2Session, socket: TLSSocket, checkMs = STALL_CHECK_MS): void {
+  // The TCP handle under the TLS socket: its libuv write queue is what a slow reader fills.
+  const tcp = (socket as TLSSocket & { _parent?: Socket & { _handle?: { writeQueueSize?: number } } })._parent;
+  let lastRead = -1;
+  let stalled = 0;
+  const tick = setInterval(() => {
+    if (session.destroyed) return;
+    const held = session.state.outboundQueueSize ?? 0;
+    const pending = tcp?._handle?.writeQueueSize;
+    stalled = held > 0 && pending === 0 ? stalled + 1 : 0;
+    if (stalled >= 2) return void session.destroy(new Error('HTTP/2 session writes nothing more (GOAWAY after a connection error)'));
+    // New input may have ended the session: queue a PING, which a live session sends at once.
+    const read = socket.bytesRead;
+    if (read === lastRead || held > 0) return;
+    lastRead = read;
+    try {
+      session.ping(() => {});
+    } catch {} // closed under us: 'close' stops the timer
+  }, checkMs);
+  tick.unref();
+  session.once('close', () => clearInterval(tick));
+}

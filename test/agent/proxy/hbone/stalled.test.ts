@@ -1,0 +1,58 @@
+// destroyWhenStalled on Node's HBONE server: a session nghttp2 ended with GOAWAY goes at once
+// (hbone-regressions.test.ts), but a live peer that merely stops reading keeps its session.
+import type { Server } from 'node:net';
+import tls from 'node:tls';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { STALL_CHECK_MS } from '../../../../src/agent/proxy/hbone/stalled.ts';
+import type { Credentials } from '../../../../src/agent/proxy/hbone/settings.ts';
+import { connectBlock, encodeInput, F, T, type Frame } from '../../../fuzz/h2frames.ts';
+import { startHbone, tcpServer, until, type TestServer } from './harness.ts';
+import { createCa } from './pki.ts';
+
+let clientCreds: Credentials;
+let hb: TestServer;
+let upstream: Server;
+let sourcePort: number;
+
+beforeAll(async () => {
+  const ca = await createCa('weft stall root');
+  const serverCreds = await ca.issue('shop', 'cart');
+  clientCreds = await ca.issue('shop', 'web');
+  hb = await startHbone(() => serverCreds);
+  // An upstream that sends far more than socket buffers hold, as a download does.
+  ({ server: upstream, port: sourcePort } = await tcpServer((s) => {
+    s.on('error', () => {});
+    const chunk = Buffer.alloc(1 << 20, 0x61);
+    for (let i = 0; i < 64; i++) s.write(chunk);
+  }));
+});
+afterAll(async () => {
+  upstream?.close();
+  await hb?.hbone.drain(100);
+});
+
+it('keeps the session of a peer that stops reading while its download is pending', async () => {
+  const s = tls.connect({ port: hb.port, host: '127.0.0.1', key: clientCreds.key, cert: clientCreds.certChain, ca: clientCreds.root, ALPNProtocols: ['h2'], checkServerIdentity: () => undefined });
+  s.on('error', () => {});
+  try {
+    await new Promise((r) => s.once('secureConnect', r));
+    // Windows as large as HTTP/2 allows, so the server's writes back pile up on the socket.
+    const big = Buffer.alloc(6);
+    big.writeUInt16BE(4, 0); // SETTINGS_INITIAL_WINDOW_SIZE
+    big.writeUInt32BE(0x7fffffff, 2);
+    const inc = Buffer.alloc(4);
+    inc.writeUInt32BE(0x7fffffff - 65535, 0);
+    const frames: Frame[] = [
+      { type: T.SETTINGS, flags: 0, stream: 0, payload: big },
+      { type: T.WINDOW_UPDATE, flags: 0, stream: 0, payload: inc },
+      { type: T.HEADERS, flags: F.END_HEADERS, stream: 1, payload: connectBlock(`127.0.0.1:${sourcePort}`) },
+    ];
+    s.write(encodeInput({ preface: 'ok', pieces: 1, frames }));
+    // No 'data' listener: this peer reads a little and then stops, while its download is pending.
+    await until(() => hb.hbone.stats().streams === 1, 5000, 'the CONNECT to open');
+    await new Promise((r) => setTimeout(r, 4 * STALL_CHECK_MS));
+    expect(hb.hbone.stats()).toEqual({ sessions: 1, streams: 1 });
+  } finally {
+    s.destroy();
+  }
+});
