@@ -9,14 +9,20 @@ import type { TLSSocket } from 'node:tls';
 
 export const STALL_CHECK_MS = 1000;
 
-/** Destroys `session` once nghttp2 holds a frame over two checks in a row with nothing queued on the socket. */
+/**
+ * Destroys `session` once nghttp2 holds a frame over two checks in a row with nothing queued on the
+ * socket, and the socket once a destroyed session has not closed it over two checks.
+ */
 export function destroyWhenStalled(session: Http2Session, socket: TLSSocket, checkMs = STALL_CHECK_MS): void {
   // The TCP handle under the TLS socket: its libuv write queue is what a slow reader fills.
   const tcp = (socket as TLSSocket & { _parent?: Socket & { _handle?: { writeQueueSize?: number } } })._parent;
   let lastRead = -1;
   let stalled = 0;
+  let unclosed = 0;
   const tick = setInterval(() => {
-    if (session.destroyed) return;
+    // Node closes a destroyed session's socket only after the write in progress completes; a
+    // peer that stopped reading and left never lets it, and session and fd would stay forever.
+    if (session.destroyed) return void (++unclosed >= 2 && socket.destroy());
     const held = session.state.outboundQueueSize ?? 0;
     const pending = tcp?._handle?.writeQueueSize;
     stalled = held > 0 && pending === 0 ? stalled + 1 : 0;
