@@ -87,7 +87,7 @@ export function openSession(p: SessionParams): Promise<ClientHttp2Session> {
         ready.off('close', early);
         ready.on('error', () => {}); // the pool retires the session on 'close'
         ready.setLocalWindowSize(CONNECTION_WINDOW);
-        keepAlive(ready, p.pingIntervalMs, p.pingTimeoutMs);
+        keepAlive(ready, p.pingIntervalMs, p.pingTimeoutMs, s);
         resolve(ready);
       });
     };

@@ -2,10 +2,12 @@
 // sent or received): Node refuses to ping a closing session, and such a session must not live forever.
 import http2, { type Http2Session } from 'node:http2';
 import net from 'node:net';
+import tls from 'node:tls';
 import { describe, expect, it } from 'vitest';
 import { keepAlive } from '../../../../src/agent/proxy/hbone/keepalive.ts';
 import { connectBlock, encodeFrame, encodeInput, F, T } from '../../../fuzz/h2frames.ts';
 import { until } from './harness.ts';
+import { createCa } from './pki.ts';
 
 const settings = encodeFrame({ type: T.SETTINGS, flags: 0, stream: 0, payload: Buffer.alloc(0) });
 const settingsAck = encodeFrame({ type: T.SETTINGS, flags: F.ACK, stream: 0, payload: Buffer.alloc(0) });
@@ -68,6 +70,61 @@ describe('keepAlive', () => {
     } finally {
       client.destroy();
       for (const s of sockets) s.destroy();
+      peer.close();
+    }
+  });
+
+  it('closes the socket of a session it destroyed whose peer stopped reading and left', async () => {
+    // Node closes a destroyed session's socket only once its write in progress completes.
+    const ca = await createCa('weft keepalive root');
+    const creds = await ca.issue('shop', 'cart');
+    const peers: tls.TLSSocket[] = [];
+    const peer = tls.createServer({ key: creds.key, cert: creds.certChain, ALPNProtocols: ['h2'] }, (s) => {
+      peers.push(s);
+      s.on('error', () => {});
+      // Windows as large as HTTP/2 allows, so the client's writes back up on the socket.
+      const initialWindow = Buffer.from([0, 4, 0x7f, 0xff, 0xff, 0xff]);
+      const windows = Buffer.alloc(4);
+      windows.writeUInt32BE(0x7fff0000, 0);
+      s.write(Buffer.concat([
+        encodeFrame({ type: T.SETTINGS, flags: 0, stream: 0, payload: initialWindow }),
+        settingsAck,
+        encodeFrame({ type: T.WINDOW_UPDATE, flags: 0, stream: 0, payload: windows }),
+      ]));
+      // Answers the CONNECT (:status 200, HPACK index 8) and then reads nothing more.
+      s.once('data', () => setTimeout(() => {
+        s.write(encodeFrame({ type: T.HEADERS, flags: F.END_HEADERS, stream: 1, payload: Buffer.from([0x88]) }));
+        s.pause();
+      }, 50));
+    });
+    await new Promise<void>((r) => peer.listen(0, '127.0.0.1', r));
+    const socket = tls.connect({ port: (peer.address() as net.AddressInfo).port, host: '127.0.0.1', ALPNProtocols: ['h2'], rejectUnauthorized: false });
+    socket.on('error', () => {});
+    const client = http2.connect('https://127.0.0.1', { createConnection: () => socket });
+    client.on('error', () => {});
+    let closed = false;
+    client.once('close', () => (closed = true));
+    try {
+      const stream = client.request({ ':method': 'CONNECT', ':authority': '127.0.0.1:1' }, { endStream: false });
+      stream.on('error', () => {});
+      await new Promise((r) => stream.once('response', r));
+      const chunk = Buffer.alloc(1 << 20);
+      // An upload the peer never reads, written as a well-behaved sender does: on 'drain'.
+      let sent = 0;
+      const pump = () => {
+        while (sent < 64 && stream.write(chunk)) sent++;
+        if (sent < 64) stream.once('drain', pump);
+      };
+      pump();
+      await new Promise((r) => setTimeout(r, 200));
+      for (const s of peers) s.destroy(); // the peer leaves; the client's write never completes
+      await new Promise((r) => setTimeout(r, 500));
+      keepAlive(client, 50, 200, socket);
+      await until(() => client.destroyed, 2000, 'the keepalive to destroy the session');
+      await until(() => closed, 3000, 'the session to close');
+    } finally {
+      client.destroy();
+      socket.destroy();
       peer.close();
     }
   });
