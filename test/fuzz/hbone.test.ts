@@ -54,8 +54,8 @@ function decide(t: Target) {
   };
 }
 
-// Short keepalive: Node's server keeps a session whose peer left after a protocol error until the
-// keepalive gives up on it (see hbone-regressions.test.ts); the leak check below then stays short.
+// Short keepalive: a session whose peer stopped reading and then left goes only when the
+// keepalive gives up on it; the leak check below then stays short.
 const KEEPALIVE = { pingIntervalMs: 1000, pingTimeoutMs: 2000 };
 
 async function startTarget(kind: 'node' | 'native'): Promise<Target> {
