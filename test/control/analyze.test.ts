@@ -2,10 +2,10 @@
 // configuration, and everything valid still reaches the model.
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { freePorts } from '../util/ports.ts';
 
 const BIN = new URL('../../bin/weft.js', import.meta.url).pathname;
 const DIR = new URL('./fixtures/bad-config', import.meta.url).pathname;
@@ -51,15 +51,3 @@ describe('weft analyze', () => {
   });
 });
 
-async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: n }, () => new Promise<Server>((resolve, reject) => {
-      const srv = createServer();
-      srv.once('error', reject);
-      srv.listen(0, '127.0.0.1', () => resolve(srv));
-    })),
-  );
-  const ports = servers.map((srv) => (srv.address() as AddressInfo).port);
-  await Promise.all(servers.map((srv) => new Promise((r) => srv.close(r))));
-  return ports;
-}

@@ -4,7 +4,6 @@
 // follows pod changes (not Ready → UNHEALTHY, deleted → removed) from the API's watches.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -18,6 +17,7 @@ import { NODE_NAME_EXTRA } from '../../src/control/ca/token-review.ts';
 import { KUBE_RESOURCES } from '../../src/control/config/kube-api.ts';
 import { FakeApiServer, type FakeObject } from './config/fake-apiserver.ts';
 import { until as waitUntil } from '../util/until.ts';
+import { freePort } from '../util/ports.ts';
 
 const BIN = new URL('../../bin/weft.js', import.meta.url).pathname;
 const SERVER_NAME = 'weft-control.istio-system.svc';
@@ -30,16 +30,6 @@ const WEB_2 = 'Kubernetes//Pod/shop/web-2';
 const until = (what: string, fn: () => boolean, timeoutMs = 30_000) => waitUntil(what, fn, timeoutMs, 20);
 
 /** A port nothing listens on now (the kernel's choice, released at once). */
-const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-
 const namespace = (name: string, labels: Record<string, string> = {}): FakeObject => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels }, status: { phase: 'Active' } });
 const pod = (name: string, node: string, ip: string, ready = true): FakeObject => ({
   apiVersion: 'v1',

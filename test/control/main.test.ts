@@ -4,7 +4,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createConnection, createServer } from 'node:net';
+import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -16,6 +16,7 @@ import { CAClient } from '../../src/agent/identity/ca-client.ts';
 import { createKeyAndCsr } from '../../src/agent/identity/csr.ts';
 import { DeltaXdsClient } from '../../src/agent/xds/delta-client.ts';
 import { until as waitUntil } from '../util/until.ts';
+import { freePort } from '../util/ports.ts';
 
 const BIN = new URL('../../bin/weft.js', import.meta.url).pathname;
 const SERVER_NAME = 'weft-control.istio-system.svc';
@@ -33,16 +34,6 @@ const CONFIG = [
     status: { phase: 'Running', podIP: '10.244.1.5', conditions: [{ type: 'Ready', status: 'True' }] },
   },
 ];
-
-const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {

@@ -13,7 +13,6 @@
 //   - CNI DEL releases the pod and removes its annotation.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -29,21 +28,12 @@ import { KUBE_RESOURCES } from '../../../src/control/config/kube-api.ts';
 import { waitFor } from '../../../src/util/sleep.ts';
 import { FakeApiServer, type FakeObject } from '../../control/config/fake-apiserver.ts';
 import { labName } from '../../e2e/helpers.ts';
+import { freePort } from '../../util/ports.ts';
 
 const BIN = new URL('../../../bin/weft.js', import.meta.url).pathname;
 const SERVER_NAME = 'weft-control.istio-system.svc';
 const AGENT_TOKEN = 'agent-token-node-1';
 const IP = { a: '10.244.1.5', b: '10.244.1.6', far: '10.244.2.5' };
-
-const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
 
 const sh = (...args: string[]) => {
   const r = spawnSync(args[0]!, args.slice(1), { encoding: 'utf8', timeout: 20_000 });
