@@ -13,7 +13,7 @@ import { HbonePool } from '../../../../src/agent/proxy/hbone/pool.ts';
 import { createHboneServer, type HboneOutcome, type HboneRequestInfo, type PodHboneServer } from '../../../../src/agent/proxy/hbone/server.ts';
 import type { Credentials } from '../../../../src/agent/proxy/hbone/settings.ts';
 import { dialFromPod, podDialSockets } from '../../../../src/agent/proxy/pod-sockets.ts';
-import { connectTo, echo, readAll, spiffe, tcpServer, until } from './harness.ts';
+import { echo, readAll, tcpServer, until, webToCart } from './harness.ts';
 import { createCa } from './pki.ts';
 
 const CAP = 8;
@@ -99,14 +99,7 @@ describe.each(['node', 'native'] as const)('%s HBONE server: upstream dials per 
   });
 
   const tunnel = async () => {
-    const { stream } = await pool.connect({
-      key: { scope: 'pod-web', srcIdentity: spiffe('shop', 'web'), dstIdentity: spiffe('shop', 'cart'), dstAddress: '127.0.0.1' },
-      port,
-      authority: `127.0.0.1:${echoPort}`,
-      headers: {},
-      credentials: clientCreds,
-      dial: () => connectTo(port),
-    });
+    const { stream } = await pool.connect(webToCart(port, echoPort, clientCreds));
     const back = readAll(stream);
     stream.end('ping');
     return back;

@@ -3,6 +3,7 @@
 import net, { type AddressInfo, type Server, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createHboneServer, type ConnectDecision, type HboneOutcome, type HboneRequest, type HboneServer } from '../../../../src/agent/proxy/hbone/server.ts';
+import type { HboneConnectRequest } from '../../../../src/agent/proxy/hbone/pool.ts';
 import type { Credentials } from '../../../../src/agent/proxy/hbone/settings.ts';
 
 export const spiffe = (ns: string, sa: string, td = 'cluster.local') => `spiffe://${td}/ns/${ns}/sa/${sa}`;
@@ -112,4 +113,16 @@ export function exchange(app: Socket, data: Buffer | string): Promise<Buffer> {
     app.once('error', reject);
     app.end(data);
   });
+}
+
+/** A pool request from shop/web to shop/cart's HBONE server on `port`, for the upstream on `upstreamPort`. */
+export function webToCart(port: number, upstreamPort: number, credentials: Credentials): HboneConnectRequest {
+  return {
+    key: { scope: 'pod-web', srcIdentity: spiffe('shop', 'web'), dstIdentity: spiffe('shop', 'cart'), dstAddress: '127.0.0.1' },
+    port,
+    authority: `127.0.0.1:${upstreamPort}`,
+    headers: {},
+    credentials,
+    dial: () => connectTo(port),
+  };
 }

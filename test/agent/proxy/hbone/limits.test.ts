@@ -11,7 +11,7 @@ import { NativeHboneServer } from '../../../../src/agent/proxy/hbone/native/serv
 import { HbonePool } from '../../../../src/agent/proxy/hbone/pool.ts';
 import { createHboneServer, type HboneOutcome, type HboneRequestInfo, type PodHboneServer } from '../../../../src/agent/proxy/hbone/server.ts';
 import { MAX_HEADER_LIST_SIZE, type Credentials } from '../../../../src/agent/proxy/hbone/settings.ts';
-import { connectTo, echo, readAll, spiffe, tcpServer, until } from './harness.ts';
+import { connectTo, echo, readAll, tcpServer, until, webToCart } from './harness.ts';
 import { createCa } from './pki.ts';
 
 const ATTACKER = '127.0.0.2'; // loopback aliases: distinct sources without any setup
@@ -72,14 +72,7 @@ describe.each(['node', 'native'] as const)('%s HBONE server under hostile peers'
   });
 
   const tunnel = async () => {
-    const { stream } = await pool.connect({
-      key: { scope: 'pod-web', srcIdentity: spiffe('shop', 'web'), dstIdentity: spiffe('shop', 'cart'), dstAddress: '127.0.0.1' },
-      port,
-      authority: `127.0.0.1:${echoPort}`,
-      headers: {},
-      credentials: clientCreds,
-      dial: () => connectTo(port),
-    });
+    const { stream } = await pool.connect(webToCart(port, echoPort, clientCreds));
     const back = readAll(stream);
     stream.end('hello');
     return back;

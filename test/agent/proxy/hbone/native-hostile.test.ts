@@ -8,10 +8,10 @@ import tls, { type TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nativeSessionOpener } from '../../../../src/agent/proxy/hbone/native/client.ts';
 import { NativeHboneServer } from '../../../../src/agent/proxy/hbone/native/server.ts';
-import { HbonePool, type HboneConnectRequest, type HboneTunnel } from '../../../../src/agent/proxy/hbone/pool.ts';
+import { HbonePool, type HboneTunnel } from '../../../../src/agent/proxy/hbone/pool.ts';
 import type { HboneRequestInfo } from '../../../../src/agent/proxy/hbone/server.ts';
 import type { Credentials } from '../../../../src/agent/proxy/hbone/settings.ts';
-import { connectTo, echo, exchange, frontDoor, spiffe, tcpServer, until } from './harness.ts';
+import { connectTo, echo, exchange, frontDoor, tcpServer, until, webToCart } from './harness.ts';
 import { createCa } from './pki.ts';
 
 let clientCreds: Credentials;
@@ -139,16 +139,7 @@ async function rawPeer(): Promise<{ socket: TLSSocket; frames: Frame[]; closed: 
   return { socket, frames, closed: () => closed };
 }
 
-function request(): HboneConnectRequest {
-  return {
-    key: { scope: 'pod-web', srcIdentity: spiffe('shop', 'web'), dstIdentity: spiffe('shop', 'cart'), dstAddress: '127.0.0.1' },
-    port,
-    authority: `127.0.0.1:${echoPort}`,
-    headers: {},
-    credentials: clientCreds,
-    dial: () => connectTo(port),
-  };
-}
+const request = () => webToCart(port, echoPort, clientCreds);
 
 /** Rejects after ms: a bound on a hang, not a performance figure. */
 const within = <T>(p: Promise<T>, ms: number, what: string): Promise<T> =>
