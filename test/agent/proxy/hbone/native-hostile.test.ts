@@ -141,6 +141,17 @@ async function rawPeer(): Promise<{ socket: TLSSocket; frames: Frame[]; closed: 
 
 const request = () => webToCart(port, echoPort, clientCreds);
 
+/** A legitimate tunnel on a new pool still carries `text` both ways: the server serves everyone else. */
+async function expectServes(text: string): Promise<void> {
+  const pool = new HbonePool<HboneTunnel>({ open: nativeSessionOpener() });
+  pools.push(pool);
+  const t = await pool.connect(request());
+  const { app, agent } = await front.connection();
+  const relayed = t.relay(agent);
+  expect((await exchange(app, text)).toString()).toBe(text);
+  await relayed;
+}
+
 /** Rejects after ms: a bound on a hang, not a performance figure. */
 const within = <T>(p: Promise<T>, ms: number, what: string): Promise<T> =>
   Promise.race([p, new Promise<never>((_r, reject) => setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms).unref())]);
@@ -207,13 +218,7 @@ describe('native HBONE server against a hostile peer', () => {
     peer.socket.destroy();
 
     // And the server goes on serving everyone else.
-    const pool = new HbonePool<HboneTunnel>({ open: nativeSessionOpener() });
-    pools.push(pool);
-    const t = await pool.connect(request());
-    const { app, agent } = await front.connection();
-    const relayed = t.relay(agent);
-    expect((await exchange(app, 'after the hostile peer')).toString()).toBe('after the hostile peer');
-    await relayed;
+    await expectServes('after the hostile peer');
   });
 
   it('ends a rapid-reset session (HEADERS then RST_STREAM, over and over) with GOAWAY, and dials for none', async () => {
@@ -256,13 +261,7 @@ describe('native HBONE server against a hostile peer', () => {
       sent = Infinity;
       peer.socket.destroy();
     }
-    const pool = new HbonePool<HboneTunnel>({ open: nativeSessionOpener() });
-    pools.push(pool);
-    const t = await pool.connect(request());
-    const { app, agent } = await front.connection();
-    const relayed = t.relay(agent);
-    expect((await exchange(app, 'after the PING flood')).toString()).toBe('after the PING flood');
-    await relayed;
+    await expectServes('after the PING flood');
   });
 
   it('ends a session whose header block never ends (CONTINUATION flood) with GOAWAY, and keeps serving', async () => {
@@ -277,12 +276,6 @@ describe('native HBONE server against a hostile peer', () => {
     peer.socket.write(frames.subarray(0, frames.length - 1)); // never the last frame: END_HEADERS never comes
     await until(() => peer.frames.some((f) => f.type === T.GOAWAY) || peer.closed(), 10_000, 'GOAWAY for the endless header block');
     peer.socket.destroy();
-    const pool = new HbonePool<HboneTunnel>({ open: nativeSessionOpener() });
-    pools.push(pool);
-    const t = await pool.connect(request());
-    const { app, agent } = await front.connection();
-    const relayed = t.relay(agent);
-    expect((await exchange(app, 'still here')).toString()).toBe('still here');
-    await relayed;
+    await expectServes('still here');
   });
 });
