@@ -40,7 +40,7 @@ native-debug: node_modules/.weft-stamp .cache/apt.stamp
 	npx node-gyp configure build --debug --loglevel=error >/dev/null
 
 test-native-debug: native-debug
-	WEFT_NATIVE_BUILD=Debug npx vitest run test/agent/proxy/hbone test/bpf/load.test.ts
+	WEFT_NATIVE_BUILD=Debug npx vitest run test/hbone test/bpf/load.test.ts
 
 # src/ bundled into lib/cli/main.js, which bin/weft.js runs instead of the sources (through tsx) when
 # it is newer than everything under src/: files and directories (a removed file), as checked here.

@@ -14,7 +14,7 @@ import pino from 'pino';
 import { stringify } from 'yaml';
 import { DeltaXdsClient } from '../src/agent/xds/delta-client.ts';
 import { KUBE_RESOURCES } from '../src/control/config/kube-api.ts';
-import { CONTROL_PLANE_ENV } from '../src/control/process-env.ts';
+import { CONTROL_PLANE_ENV } from '../src/api/process-env.ts';
 import { FakeApiServer, type FakeObject } from '../test/control/config/fake-apiserver.ts';
 
 const NS = Number(process.env.BENCH_SCALE_NS ?? 100);

@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { forward } from '../../src/agent/proxy/hbone/forward.ts';
+import { forward } from '../../src/hbone/forward.ts';
 import { cpuSeconds } from '../measure.ts';
 
 const TOOLS = import.meta.dirname;

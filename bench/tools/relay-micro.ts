@@ -13,9 +13,9 @@ import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node
 import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { HbonePool, createHboneServer, type Credentials, type HboneTunnel } from '../../src/agent/proxy/hbone/index.ts';
-import { nativeSessionOpener } from '../../src/agent/proxy/hbone/native/client.ts';
-import { NativeHboneServer } from '../../src/agent/proxy/hbone/native/server.ts';
+import { HbonePool, createHboneServer, type Credentials, type HboneTunnel } from '../../src/hbone/index.ts';
+import { nativeSessionOpener } from '../../src/hbone/native/client.ts';
+import { NativeHboneServer } from '../../src/hbone/native/server.ts';
 import { dialFromPod, podDialSockets } from '../../src/agent/proxy/pod-sockets.ts';
 
 const TD = 'cluster.local';

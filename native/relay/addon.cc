@@ -1,4 +1,4 @@
-// weft_relay's JavaScript surface (src/agent/proxy/hbone/native/addon.ts is the typed wrapper).
+// weft_relay's JavaScript surface (src/hbone/native/addon.ts is the typed wrapper).
 // Calls check their arguments, duplicate the file descriptors they are given (so the caller's
 // socket object can be closed as usual) and hand the work to the relay thread; they never wait for
 // it. Sessions and client streams get their numbers here, so a call can return one at once.

@@ -1,7 +1,7 @@
 // `weft agent`: the node agent (a DaemonSet pod in Kubernetes; one process per node in the lab).
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { runAgent } from '../agent/main.ts';
-import { DEFAULT_HBONE_LIMITS } from '../agent/proxy/hbone/admission.ts';
+import { DEFAULT_HBONE_LIMITS } from '../hbone/admission.ts';
 
 const positiveInt = (v: string) => {
   const n = Number(v);

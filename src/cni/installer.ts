@@ -11,7 +11,7 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, relative } from 'node:path';
-import { kubeGet, type KubeAccess } from '../util/kube.ts';
+import { kubeGet, type KubeAccess } from '../kube/client.ts';
 import { repoRoot } from '../util/paths.ts';
 import { installInto, PLUGIN_TYPE, removeFromDir } from './conflist.ts';
 

@@ -6,10 +6,9 @@
 //   DEL    -> release (best effort: the agent forgets pods whose netns is gone anyway)
 //   CHECK  -> an ambient pod must be enrolled
 //   VERSION, and GC/STATUS of CNI 1.1 (nothing to do)
-import { agentCall } from '../agent/inpod/client.ts';
-import { shouldEnroll, type PodInfo } from '../agent/inpod/enrollment.ts';
+import { enrollPod, listEnrolledPods, releasePod, shouldEnroll, type PodInfo } from '../api/enrollment.ts';
 import { resolvePodCgroup } from './cgroup.ts';
-import { kubeGet, loadKubeconfig, namespacePath, podPath, type KubeAccess, type NamespaceMeta, type PodMeta } from './kube.ts';
+import { kubeGet, loadKubeconfig, namespacePath, podPath, type KubeAccess, type NamespaceMeta, type PodMeta } from '../kube/client.ts';
 import { CniError, ERR, errorResult, parseConf, parseEnv, resultIps, versionResult, type CniEnv, type WeftCniConf } from './protocol.ts';
 
 export interface PluginOutput {
@@ -103,7 +102,7 @@ async function add(e: CniEnv, conf: WeftCniConf, log: string[]): Promise<string>
     cgroup,
   };
   try {
-    await agentCall<{ enrolled: boolean }>(conf.agentSocket, 'PUT', `/v1/pods/${encodeURIComponent(info.uid)}`, info, conf.enrollTimeoutMs ?? 30_000);
+    await enrollPod(conf.agentSocket, info, conf.enrollTimeoutMs ?? 30_000);
   } catch (err) {
     const unreachable = /ENOENT|ECONNREFUSED|did not answer/.test((err as Error).message);
     throw new CniError(
@@ -120,7 +119,7 @@ async function del(e: CniEnv, conf: WeftCniConf, log: string[]): Promise<void> {
   const uid = e.args.K8S_POD_UID;
   if (!uid) return;
   try {
-    const r = await agentCall<{ released: boolean }>(conf.agentSocket, 'DELETE', `/v1/pods/${encodeURIComponent(uid)}`, undefined, 10_000);
+    const r = await releasePod(conf.agentSocket, uid, 10_000);
     if (r.released) log.push(`weft-cni DEL ${uid}: released`);
   } catch (err) {
     // DEL must not wedge pod teardown; the agent drops pods whose netns is gone when it restarts.
@@ -134,7 +133,7 @@ async function check(e: CniEnv, conf: WeftCniConf, log: string[]): Promise<void>
   const uid = d.pod.metadata.uid;
   let pods: { info?: { uid?: string } }[];
   try {
-    pods = (await agentCall<{ pods?: { info?: { uid?: string } }[] }>(conf.agentSocket, 'GET', '/v1/pods', undefined, 10_000)).pods ?? [];
+    pods = (await listEnrolledPods(conf.agentSocket, 10_000)).pods ?? [];
   } catch (err) {
     throw new CniError(ERR.tryAgainLater, `cannot ask the node agent about pod ${uid}: ${(err as Error).message}`);
   }

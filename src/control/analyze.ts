@@ -3,7 +3,7 @@
 // the networking model (routes, DestinationRules, ServiceEntries). The server logs exactly these;
 // `weft analyze` prints them.
 import { ofKind, type ConfigSnapshot } from './config/config-store.ts';
-import { formatProblem } from '../lab/manifest.ts';
+import { formatProblem } from '../kube/manifest.ts';
 import { MeshModelBuilder, type MeshModel, type ModelProblem } from './model/mesh-model.ts';
 import type { MeshOptions } from './model/workloads.ts';
 import { EnvoyBuilder, type EnvoyResources } from './xds/envoy/build.ts';

@@ -17,8 +17,7 @@ import type { IServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
 import type { IVolume } from 'kubernetes-models/v1/Volume';
 import { istioCrds } from './crds.ts';
 import type { InstallOptions } from './options.ts';
-import { CONTROL_PLANE_ENV } from '../control/process-env.ts';
-import { agentEnv } from '../agent/process-env.ts';
+import { CONTROL_PLANE_ENV, agentEnv } from '../api/process-env.ts';
 
 export type K8sObject = { apiVersion: string; kind: string; metadata?: { name?: string; namespace?: string } };
 

@@ -1,8 +1,8 @@
 // The lab plays DaemonSet for the node agent: one `weft agent` per node, in the node's netns and
 // cgroup, restarted when it exits unless a test stopped it on purpose.
 import { join } from 'node:path';
-import { agentCall } from '../agent/inpod/client.ts';
-import { agentEnv } from '../agent/process-env.ts';
+import { agentHealthy } from '../api/enrollment.ts';
+import { agentEnv } from '../api/process-env.ts';
 import { ensureBpffs } from '../bpf/mounts.ts';
 import { weftBin } from '../util/paths.ts';
 import { sleep } from '../util/sleep.ts';
@@ -44,7 +44,7 @@ export class NodeAgent extends SupervisedProcess {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
       if (!this.running && this.isHeld) throw new Error(`${this.spec.name} is stopped`);
-      const ok = await agentCall(this.socket, 'GET', '/healthz', undefined, 1000).then(
+      const ok = await agentHealthy(this.socket, 1000).then(
         () => true,
         () => false,
       );

@@ -10,13 +10,12 @@ import { renderKubeProxy, type ServiceEndpoints } from './kubeproxy.ts';
 import { cgroup2Mount } from '../bpf/mounts.ts';
 import { type LabLayout, MAX_NODES, nodeIP, nodeIP6, podCIDR, podCIDR6, podGateway, podGateway6, podIP6, serviceIP6 } from './layout.ts';
 import { createFabric, createNode, createPodNetwork, deleteNetns, nftApply, routeNodes, writeNetnsEtc } from './network.ts';
-import { isNamespaced, keyOf, matchesSelector, type Deployment, type KObject, type Pod, type Service } from './objects.ts';
+import { isNamespaced, keyOf, matchesSelector, type Deployment, type KObject, type Pod, type Service } from '../kube/objects.ts';
 import { PodRuntime } from './pod-runtime.ts';
 import { NodeAgent, type CaptureMode } from './agents.ts';
 import { ConfigMirror } from './config-mirror.ts';
 import { LabControlPlane } from './control-plane.ts';
-import { agentCall, enrollPod, releasePod } from '../agent/inpod/client.ts';
-import { shouldEnroll } from '../agent/inpod/enrollment.ts';
+import { enrollPod, listWorkloads, releasePod, shouldEnroll } from '../api/enrollment.ts';
 
 export interface LabNode {
   name: string;
@@ -374,7 +373,7 @@ export class Cluster extends EventEmitter {
     const ready = this.snapshot().pods.filter((p) => p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'));
     for (const a of this.agents.values()) {
       if (!a.running) continue;
-      const r = await agentCall<{ workloads: { namespace: string; name: string; status: string }[] }>(a.socket, 'GET', '/v1/workloads', undefined, 2000).catch(() => undefined);
+      const r = await listWorkloads(a.socket, 2000).catch(() => undefined);
       if (!r) return false;
       const healthy = new Set(r.workloads.filter((w) => w.status === 'HEALTHY').map((w) => `${w.namespace}/${w.name}`));
       if (ready.some((p) => !healthy.has(`${p.metadata.namespace}/${p.metadata.name}`))) return false;

@@ -4,7 +4,7 @@
 import { mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import type { KObject } from './objects.ts';
+import type { KObject } from '../kube/objects.ts';
 
 export class ConfigMirror {
   private written = new Map<string, string>();

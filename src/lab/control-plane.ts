@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CONTROL_PLANE_ENV } from '../control/process-env.ts';
+import { CONTROL_PLANE_ENV } from '../api/process-env.ts';
 import { weftBin } from '../util/paths.ts';
 import { sleep } from '../util/sleep.ts';
 import { FABRIC_IP, type LabLayout } from './layout.ts';

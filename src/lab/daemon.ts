@@ -7,7 +7,7 @@ import pino from 'pino';
 import { Cluster, type ClusterOptions } from './cluster.ts';
 import { cgroup2Mount } from '../bpf/mounts.ts';
 import { LabLayout } from './layout.ts';
-import type { KObject } from './objects.ts';
+import type { KObject } from '../kube/objects.ts';
 
 export async function runLabDaemon(name: string, nodeCount: number, capture: ClusterOptions['capture'], certTtl?: number): Promise<void> {
   const layout = new LabLayout(name);

@@ -2,7 +2,7 @@
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import { rootPath } from '../util/paths.ts';
-import type { BuiltinImage } from './manifest.ts';
+import type { BuiltinImage } from '../kube/manifest.ts';
 
 const tsxLoader = () => pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
 

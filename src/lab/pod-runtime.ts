@@ -9,8 +9,8 @@ import { request } from 'node:http';
 import { Socket } from 'node:net';
 import { socketInNetns } from '../bpf/netns.ts';
 import { builtinEntrypoint } from './images.ts';
-import { builtinImage } from './manifest.ts';
-import type { Container, Pod, Probe } from './objects.ts';
+import { builtinImage } from '../kube/manifest.ts';
+import type { Container, Pod, Probe } from '../kube/objects.ts';
 import { sleep } from '../util/sleep.ts';
 
 export interface PodPlacement {

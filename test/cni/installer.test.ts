@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { installOnce, installRuntime, kubeServerFromEnv, stopInstaller, uninstall, type CniInstallOptions } from '../../src/cni/installer.ts';
-import { loadKubeconfig } from '../../src/cni/kube.ts';
+import { loadKubeconfig } from '../../src/kube/client.ts';
 import { FakeApiServer } from '../control/config/fake-apiserver.ts';
 
 const CALICO = { name: 'k8s-pod-network', cniVersion: '1.0.0', plugins: [{ type: 'calico' }] };

@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { validatePodInfo } from '../../src/agent/inpod/enrollment.ts';
+import { validatePodInfo } from '../../src/api/enrollment.ts';
 import { runPlugin } from '../../src/cni/plugin.ts';
 import { FakeKubeApi, RecordingAgent, scratch } from './servers.ts';
 

@@ -10,7 +10,7 @@ import { DEFAULT_MESH } from '../../src/control/model/workloads.ts';
 import { EnvoyPublisher } from '../../src/control/xds/envoy/build.ts';
 import { ResourceStore } from '../../src/control/xds/resources.ts';
 import { WorkloadApiPublisher } from '../../src/control/xds/workload-api.ts';
-import { keyOf, type KObject } from '../../src/lab/objects.ts';
+import { keyOf, type KObject } from '../../src/kube/objects.ts';
 
 const pod = (ns: string, name: string, app: string, o: { ready?: boolean; node?: string; sa?: string; ip: string }): KObject =>
   ({

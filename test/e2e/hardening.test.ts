@@ -6,7 +6,7 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createKeyAndCsr } from '../../src/agent/identity/csr.ts';
+import { createKeyAndCsr } from '../../src/identity/csr.ts';
 import { CertificateAuthority } from '../../src/control/ca/index.ts';
 import { getJson, labName, leftovers, podExec, weft } from './helpers.ts';
 

@@ -1,7 +1,7 @@
-// CONNECT authorities (src/agent/proxy/hbone/authority.ts) against the reference spec in
+// CONNECT authorities (src/hbone/authority.ts) against the reference spec in
 // ref-authority.ts.
 import { describe, expect, it } from 'vitest';
-import { formatAuthority, parseAuthority } from '../../src/agent/proxy/hbone/authority.ts';
+import { formatAuthority, parseAuthority } from '../../src/hbone/authority.ts';
 import { fuzz, testTimeout } from './fuzz.ts';
 import { authorityArb, refAuthority } from './ref-authority.ts';
 

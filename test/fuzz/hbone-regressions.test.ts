@@ -2,11 +2,11 @@
 import type { Server } from 'node:net';
 import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { NativeHboneServer } from '../../src/agent/proxy/hbone/native/server.ts';
-import { createHboneServer, type PodHboneServer } from '../../src/agent/proxy/hbone/server.ts';
-import type { Credentials } from '../../src/agent/proxy/hbone/settings.ts';
-import { tcpServer, until } from '../agent/proxy/hbone/harness.ts';
-import { createCa } from '../agent/proxy/hbone/pki.ts';
+import { NativeHboneServer } from '../../src/hbone/native/server.ts';
+import { createHboneServer, type PodHboneServer } from '../../src/hbone/server.ts';
+import type { Credentials } from '../../src/hbone/settings.ts';
+import { tcpServer, until } from '../hbone/harness.ts';
+import { createCa } from '../hbone/pki.ts';
 import { connectBlock, encodeInput, F, T, type Frame } from './h2frames.ts';
 
 let serverCreds: Credentials;

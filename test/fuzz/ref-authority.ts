@@ -1,5 +1,5 @@
 // The reference spec for CONNECT authorities, written from the RFCs and independent of
-// src/agent/proxy/hbone/authority.ts: `IPv4:port` or `[IPv6]:port`, port 1..65535 in at most five
+// src/hbone/authority.ts: `IPv4:port` or `[IPv6]:port`, port 1..65535 in at most five
 // digits, addresses in their dotted-quad / RFC 4291 text forms, no zone identifier, no hostname;
 // an IPv6 address is handed on in its one canonical text.
 import fc from 'fast-check';

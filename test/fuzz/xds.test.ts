@@ -15,7 +15,7 @@ import { DeltaAdsServer } from '../../src/control/xds/delta-ads.ts';
 import { TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE } from '../../src/control/xds/envoy/messages.ts';
 import { SotwAdsServer } from '../../src/control/xds/envoy/sotw-ads.ts';
 import { ResourceStore } from '../../src/control/xds/resources.ts';
-import { until } from '../agent/proxy/hbone/harness.ts';
+import { until } from '../hbone/harness.ts';
 import { fuzz, testTimeout } from './fuzz.ts';
 
 const log = pino({ level: 'silent' });

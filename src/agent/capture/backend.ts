@@ -1,7 +1,7 @@
 // How the agent captures a pod's traffic. Two backends share this shape: eBPF (cgroup hooks and
 // sk_lookup scoped to the pod) and in-pod iptables REDIRECT (Istio's way, the benchmark baseline).
 import type { Socket } from 'node:net';
-import type { PodInfo } from '../inpod/enrollment.ts';
+import type { PodInfo } from '../../api/enrollment.ts';
 
 export interface Endpoint {
   address: string;

@@ -1,7 +1,7 @@
 // eBPF capture: cgroup connect hooks steer the pod's outbound TCP to its 15001 listener and an
 // sk_lookup program on the pod's netns steers inbound TCP to 15006. Nothing in the node netns.
 import { NodeCapture, PodCapture } from '../../bpf/index.ts';
-import type { PodInfo } from '../inpod/enrollment.ts';
+import type { PodInfo } from '../../api/enrollment.ts';
 import type { CaptureBackend, Endpoint, PodCaptureHandle } from './backend.ts';
 
 const unmap = (a: string) => (a.startsWith('::ffff:') ? a.slice(7) : a);

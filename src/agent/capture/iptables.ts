@@ -5,7 +5,7 @@ import type { Socket } from 'node:net';
 import { WEFT, originalDstSockopt } from '../../bpf/index.ts';
 import { hasCommand, run } from '../../util/exec.ts';
 import { PROBE_SNAT_ADDRESS } from './node-probes.ts';
-import type { PodInfo } from '../inpod/enrollment.ts';
+import type { PodInfo } from '../../api/enrollment.ts';
 import type { CaptureBackend, Endpoint, PodCaptureHandle } from './backend.ts';
 
 const mark = `0x${WEFT.AGENT_MARK.toString(16)}`;

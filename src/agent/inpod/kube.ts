@@ -19,9 +19,9 @@ import { isIP } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { cgroup2Mount } from '../../bpf/mounts.ts';
-import { kubeGet, kubeMergePatch, KubeError, namespacePath, podPath, type KubeAccess, type NamespaceMeta, type PodMeta } from '../../util/kube.ts';
+import { kubeGet, kubeMergePatch, KubeError, namespacePath, podPath, type KubeAccess, type NamespaceMeta, type PodMeta } from '../../kube/client.ts';
 import { sleep } from '../../util/sleep.ts';
-import { shouldEnroll, type PodInfo } from './enrollment.ts';
+import { shouldEnroll, type PodInfo } from '../../api/enrollment.ts';
 import type { PodHooks, PodManager } from './pod-manager.ts';
 import { procStartTime } from './proc.ts';
 

@@ -9,14 +9,14 @@ import { WEFT } from '../../bpf/index.ts';
 import type { CaptureBackend, CaptureBackends, PodCaptureHandle } from '../capture/backend.ts';
 import type { AgentMetrics } from '../metrics/metrics.ts';
 import { podIdentity, type ProxyContext } from '../proxy/context.ts';
-import type { Credentials, PodHboneServer } from '../proxy/hbone/index.ts';
+import type { Credentials, PodHboneServer } from '../../hbone/index.ts';
 import { handleInboundPlaintext, hboneHandlers } from '../proxy/inbound.ts';
 import { handleOutbound, type ProxyPod } from '../proxy/outbound.ts';
 import { AGENT_MARK, LOOPBACK, listenInPod, noIpv6, podDialSockets } from '../proxy/pod-sockets.ts';
 import { canonicalIp } from '../../api/codec.ts';
 import { formatSpiffe } from '../../api/spiffe.ts';
 import { listenerInNetns } from '../../bpf/index.ts';
-import type { PodInfo } from './enrollment.ts';
+import type { PodInfo } from '../../api/enrollment.ts';
 import { netnsPid, procStartTime } from './proc.ts';
 
 /**

@@ -9,7 +9,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { native } from '../../bpf/addon.ts';
-import { validatePodInfo } from './enrollment.ts';
+import { ENROLLMENT_PATHS, validatePodInfo } from '../../api/enrollment.ts';
 import type { PodManager } from './pod-manager.ts';
 
 /** What the agent's mesh state says about workloads, for enrollers that wait for convergence. */
@@ -29,9 +29,9 @@ export function serveEnrollment(socketPath: string, pods: PodManager, log: Logge
   async function handle(req: IncomingMessage, res: ServerResponse) {
     const path = new URL(req.url ?? '/', 'http://agent').pathname;
     const m = /^\/v1\/pods\/([^/]+)$/.exec(path);
-    if (req.method === 'GET' && path === '/healthz') return reply(res, 200, { ok: true });
-    if (req.method === 'GET' && path === '/v1/pods') return reply(res, 200, { pods: pods.list() });
-    if (req.method === 'GET' && path === '/v1/workloads') return reply(res, 200, { workloads: workloads() });
+    if (req.method === 'GET' && path === ENROLLMENT_PATHS.health) return reply(res, 200, { ok: true });
+    if (req.method === 'GET' && path === ENROLLMENT_PATHS.pods) return reply(res, 200, { pods: pods.list() });
+    if (req.method === 'GET' && path === ENROLLMENT_PATHS.workloads) return reply(res, 200, { workloads: workloads() });
     if (req.method === 'PUT' && m) {
       let info;
       try {

@@ -7,7 +7,7 @@ import type { Endpoint } from '../capture/backend.ts';
 import type { ConnectionFacts } from '../metrics/istio.ts';
 import type { Direction } from '../metrics/metrics.ts';
 import type { ProxyContext } from './context.ts';
-import { formatAuthority } from './hbone/authority.ts';
+import { formatAuthority } from '../../hbone/authority.ts';
 
 export interface Outcome {
   /** Bytes from the client toward the destination, and back. */

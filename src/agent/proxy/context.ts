@@ -4,14 +4,14 @@
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { SpiffeId } from '../../api/spiffe.ts';
-import type { CertManager } from '../identity/index.ts';
+import type { CertManager } from '../../identity/index.ts';
 import type { AgentMetrics } from '../metrics/metrics.ts';
 import type { IstioTcpMetrics } from '../metrics/istio.ts';
 import { AuthorizationEngine } from '../rbac/engine.ts';
 import type { MeshState } from '../state/mesh-state.ts';
-import type { HbonePool, HboneTunnel, PodHboneServer, PodHboneServerOptions } from './hbone/index.ts';
+import type { HbonePool, HboneTunnel, PodHboneServer, PodHboneServerOptions } from '../../hbone/index.ts';
 import type { ProxyPod } from './outbound.ts';
-import type { RelayResult } from './relay.ts';
+import type { RelayResult } from '../../hbone/relay.ts';
 
 export interface ProxyContext {
   log: Logger;

@@ -7,7 +7,7 @@ import { WEFT } from '../../bpf/consts.ts';
 import type { Endpoint } from '../capture/backend.ts';
 import { Connection } from './connection.ts';
 import type { ProxyContext } from './context.ts';
-import type { HboneHandlers } from './hbone/index.ts';
+import type { HboneHandlers } from '../../hbone/index.ts';
 import type { ProxyPod } from './outbound.ts';
 import { dialFromPod } from './pod-sockets.ts';
 

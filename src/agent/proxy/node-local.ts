@@ -12,7 +12,7 @@ import type { Workload } from '../../api/mesh.ts';
 import type { Endpoint } from '../capture/backend.ts';
 import { Connection } from './connection.ts';
 import type { ProxyContext } from './context.ts';
-import { formatAuthority } from './hbone/authority.ts';
+import { formatAuthority } from '../../hbone/authority.ts';
 import { authorize } from './inbound.ts';
 import type { ProxyPod } from './outbound.ts';
 import { dialFromPod } from './pod-sockets.ts';

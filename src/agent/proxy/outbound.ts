@@ -7,7 +7,7 @@ import { WEFT } from '../../bpf/consts.ts';
 import type { Endpoint, PodCaptureHandle } from '../capture/backend.ts';
 import { Connection } from './connection.ts';
 import { podIdentity, type ProxyContext } from './context.ts';
-import { HboneError, formatAuthority } from './hbone/index.ts';
+import { HboneError, formatAuthority } from '../../hbone/index.ts';
 import { handleNodeLocal } from './node-local.ts';
 import { planOutbound, sameFamily } from './outbound-plan.ts';
 import { dialFromPod, type DialSockets } from './pod-sockets.ts';

@@ -3,7 +3,7 @@ import { createPrivateKey, type X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { CAMaterial } from './material.ts';
-import { chainRoot, parseCerts, withoutRoots } from './pem.ts';
+import { chainRoot, parseCerts, withoutRoots } from '../../pki/pem.ts';
 import { importSigningKey } from './signing-key.ts';
 
 export const CACERTS_FILES = ['ca-cert.pem', 'ca-key.pem', 'root-cert.pem', 'cert-chain.pem'] as const;

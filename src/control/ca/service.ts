@@ -11,7 +11,7 @@ import {
   caServiceClient,
   type IstioCertificateRequest,
   type IstioCertificateResponse,
-} from './proto.ts';
+} from '../../api/ca.ts';
 
 export interface CAServiceOptions {
   ca: CertificateAuthority;

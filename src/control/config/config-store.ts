@@ -7,8 +7,8 @@
 // so one pod change costs what its namespace holds, not what the cluster holds.
 import type { EventEmitter } from 'node:events';
 import { isDeepStrictEqual } from 'node:util';
-import { validateObject, type ManifestProblem } from '../../lab/manifest.ts';
-import { isNamespaced, keyOf, type KObject } from '../../lab/objects.ts';
+import { validateObject, type ManifestProblem } from '../../kube/manifest.ts';
+import { isNamespaced, keyOf, type KObject } from '../../kube/objects.ts';
 
 /** One namespace's objects by kind (cluster-scoped objects are in the group named ''). */
 export interface NsObjects {

@@ -6,8 +6,8 @@
 import { EventEmitter } from 'node:events';
 import { existsSync, readdirSync, readFileSync, statSync, watch, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
-import { expandPaths, parseManifestText, type DocCache, type LoadResult, type ManifestProblem } from '../../lab/manifest.ts';
-import type { KObject } from '../../lab/objects.ts';
+import { expandPaths, parseManifestText, type DocCache, type LoadResult, type ManifestProblem } from '../../kube/manifest.ts';
+import type { KObject } from '../../kube/objects.ts';
 import { DEFAULT_DEBOUNCE, Debouncer, EMPTY_SNAPSHOT, LastGoodStore, labelOf, storeKey, type ConfigSnapshot, type DebounceOptions } from './config-store.ts';
 
 export type { ConfigSnapshot } from './config-store.ts';

@@ -7,8 +7,8 @@
 import { EventEmitter, setMaxListeners } from 'node:events';
 import { ListWatch, type KubeConfig, type KubernetesListObject, type KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import type { ManifestProblem } from '../../lab/manifest.ts';
-import { isNamespaced, keyOf } from '../../lab/objects.ts';
+import type { ManifestProblem } from '../../kube/manifest.ts';
+import { isNamespaced, keyOf } from '../../kube/objects.ts';
 import { checkObject, DEFAULT_DEBOUNCE, Debouncer, EMPTY_SNAPSHOT, LastGoodStore, validateForControl, type Checked, type ConfigSnapshot, type DebounceOptions, type Validate } from './config-store.ts';
 import { collectionPath, getJson, KUBE_RESOURCES, ManagedWatch, objectPath, type HttpError, type KubeResource } from './kube-api.ts';
 

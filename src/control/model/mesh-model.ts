@@ -11,7 +11,7 @@
 // `buildMeshModel` is the one-shot form; both give the same model.
 import { policyKey, type AuthorizationPolicy, type Service, type Workload } from '../../api/mesh.ts';
 import type { SpiffeId } from '../../api/spiffe.ts';
-import type { KObject, Pod, Service as KService } from '../../lab/objects.ts';
+import type { KObject, Pod, Service as KService } from '../../kube/objects.ts';
 import { ConfigSnapshot, ofKind } from '../config/config-store.ts';
 import { translateAuthorizationPolicy } from './authorization.ts';
 import { effectivePeerAuthn, translatePeerAuthentication, type PeerAuthn } from './peer-authentication.ts';

@@ -1,7 +1,7 @@
 // All traffic-management objects -> routing and cluster policy by host. One pass over the objects;
 // each object is parsed on its own, so an invalid one is reported and skipped without affecting the
 // others.
-import type { KObject } from '../../lab/objects.ts';
+import type { KObject } from '../../kube/objects.ts';
 import type { NetworkingProblem } from './networking-common.ts';
 import { parseDestinationRule, type DestinationPolicy } from './networking-destination-rule.ts';
 import { parseGatewayRoute } from './networking-gateway-routes.ts';

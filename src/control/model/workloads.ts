@@ -2,8 +2,8 @@
 // service. Pure functions of their inputs, so the model builder can reuse what did not change.
 import { isIP } from 'node:net';
 import type { PortMapping, Service, Workload } from '../../api/mesh.ts';
-import type { KObject, Pod, Service as KService } from '../../lab/objects.ts';
-import { matchesSelector } from '../../lab/objects.ts';
+import type { KObject, Pod, Service as KService } from '../../kube/objects.ts';
+import { matchesSelector } from '../../kube/objects.ts';
 
 export interface MeshOptions {
   trustDomain: string;

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import pino from 'pino';
 import { findPodSandboxes, KubePods, podUidOfCgroup, REDIRECTION_ANNOTATION } from '../../../src/agent/inpod/kube.ts';
-import { loadKubeconfig } from '../../../src/util/kube.ts';
+import { loadKubeconfig } from '../../../src/kube/client.ts';
 import { FakeApiServer } from '../../control/config/fake-apiserver.ts';
 
 const A = '0f3c2a1e-7b6d-4c5e-9a8b-1234567890ab';

@@ -17,7 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { agentCall } from '../../../src/agent/inpod/client.ts';
+import { agentCall } from '../../../src/api/enrollment.ts';
 import { REDIRECTION_ANNOTATION } from '../../../src/agent/inpod/kube.ts';
 import { DeltaXdsClient } from '../../../src/agent/xds/delta-client.ts';
 import { cgroup2Mount, ensureBpffs } from '../../../src/bpf/mounts.ts';

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { IptablesCapture } from '../../../src/agent/capture/iptables.ts';
-import type { PodInfo } from '../../../src/agent/inpod/enrollment.ts';
+import type { PodInfo } from '../../../src/api/enrollment.ts';
 import { PodManager } from '../../../src/agent/inpod/pod-manager.ts';
 import { procStartTime } from '../../../src/agent/inpod/proc.ts';
 import { AgentMetrics } from '../../../src/agent/metrics/metrics.ts';

@@ -5,7 +5,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { PodInfo } from '../../../src/agent/inpod/enrollment.ts';
+import type { PodInfo } from '../../../src/api/enrollment.ts';
 import { readoptRefusal } from '../../../src/agent/inpod/pod-manager.ts';
 import { netnsPid, procStartTime } from '../../../src/agent/inpod/proc.ts';
 

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { agentCall } from '../../../src/agent/inpod/client.ts';
+import { agentCall } from '../../../src/api/enrollment.ts';
 import { PodManager } from '../../../src/agent/inpod/pod-manager.ts';
 import { serveEnrollment } from '../../../src/agent/inpod/server.ts';
 import { AgentMetrics } from '../../../src/agent/metrics/metrics.ts';

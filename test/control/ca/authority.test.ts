@@ -4,7 +4,7 @@ import { readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CertificateAuthority, CsrError } from '../../../src/control/ca/index.ts';
-import { createKeyAndCsr } from '../../../src/agent/identity/csr.ts';
+import { createKeyAndCsr } from '../../../src/identity/csr.ts';
 import { id, opensslVerify, tmpDir, writePluggedCA } from './helpers.ts';
 
 const dirs: string[] = [];

@@ -16,7 +16,7 @@ import {
   type CACounters,
   type CAResult,
 } from '../../../src/control/ca/index.ts';
-import { caServiceClient, type IstioCertificateRequest, type IstioCertificateResponse } from '../../../src/control/ca/proto.ts';
+import { caServiceClient, type IstioCertificateRequest, type IstioCertificateResponse } from '../../../src/api/ca.ts';
 import { P256, generateP256, privateKeyPem, x509 } from '../../../src/control/ca/x509.ts';
 
 export const SERVER_NAME = 'weft-control.istio-system.svc';

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { createKeyAndCsr } from '../../../src/agent/identity/csr.ts';
+import { createKeyAndCsr } from '../../../src/identity/csr.ts';
 import { CertificateAuthority } from '../../../src/control/ca/authority.ts';
 import { CA_SECRET, CA_SECRET_TYPE, secretRootStore } from '../../../src/control/ca/root-secret.ts';
 import type { RootPair } from '../../../src/control/ca/self-signed.ts';

@@ -2,7 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import { X509Certificate } from 'node:crypto';
 import { rmSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createKeyAndCsr } from '../../../src/agent/identity/csr.ts';
+import { createKeyAndCsr } from '../../../src/identity/csr.ts';
 import { CertificateAuthority } from '../../../src/control/ca/index.ts';
 import { id, impersonate, opensslVerify, rawCall, startCA, tmpDir, writePluggedCA, type TestCA } from './helpers.ts';
 

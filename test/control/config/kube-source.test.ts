@@ -8,7 +8,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { ConfigSnapshot } from '../../../src/control/config/config-store.ts';
 import { KUBE_RESOURCES, loadKubeConfig } from '../../../src/control/config/kube-api.ts';
 import { KubeSource } from '../../../src/control/config/kube-source.ts';
-import type { KObject } from '../../../src/lab/objects.ts';
+import type { KObject } from '../../../src/kube/objects.ts';
 import { FakeApiServer, type FakeObject } from './fake-apiserver.ts';
 import { until } from '../../util/until.ts';
 import { sleep } from '../../../src/util/sleep.ts';

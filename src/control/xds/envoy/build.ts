@@ -7,7 +7,7 @@
 // objects (VirtualService, DestinationRule, ServiceEntry, HTTPRoute, GRPCRoute) can name hosts
 // anywhere, and routes check the ports of other hosts, so a change to one of them, or to the set
 // of Services, rebuilds everything. `buildEnvoyResources` is the one-shot form.
-import { keyOf, type KObject, type Pod, type Service as KService } from '../../../lab/objects.ts';
+import { keyOf, type KObject, type Pod, type Service as KService } from '../../../kube/objects.ts';
 import type { NetworkingProblem } from '../../model/networking-common.ts';
 import { NETWORKING_KINDS, parseNetworking, type NetworkingConfig } from '../../model/networking-config.ts';
 import type { ServiceEntryModel } from '../../model/networking-service-entry.ts';

@@ -2,7 +2,7 @@
 // resolved target port, labels for subsets). Kubernetes Services select pods; ServiceEntries give
 // endpoints inline or select pods too. Pods are indexed by label once, so selecting is a lookup of
 // the smallest matching posting list rather than a scan of every pod for every service.
-import type { KObject, Pod, Service as KService } from '../../../lab/objects.ts';
+import type { KObject, Pod, Service as KService } from '../../../kube/objects.ts';
 import type { ServiceEntryModel } from '../../model/networking-service-entry.ts';
 import { isPod, isService, serviceHostname, targetPortFor, type MeshOptions } from '../../model/workloads.ts';
 

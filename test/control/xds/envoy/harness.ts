@@ -4,7 +4,7 @@ import { createRequire } from 'node:module';
 import * as grpc from '@grpc/grpc-js';
 import pino from 'pino';
 import { adsService } from '../../../../src/api/protos.ts';
-import type { KObject, Pod, Service } from '../../../../src/lab/objects.ts';
+import type { KObject, Pod, Service } from '../../../../src/kube/objects.ts';
 import { DEFAULT_MESH } from '../../../../src/control/model/workloads.ts';
 import { DeltaAdsServer } from '../../../../src/control/xds/delta-ads.ts';
 import { buildEnvoyResources, publishEnvoyResources } from '../../../../src/control/xds/envoy/build.ts';

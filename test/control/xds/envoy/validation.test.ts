@@ -1,7 +1,7 @@
 // Validation of the traffic-management kinds: problems name the field, an invalid object is
 // skipped and every valid one kept; and the build stays linear at mesh scale.
 import { describe, expect, it } from 'vitest';
-import type { KObject, Pod, Service } from '../../../../src/lab/objects.ts';
+import type { KObject, Pod, Service } from '../../../../src/kube/objects.ts';
 import { parseNetworking } from '../../../../src/control/model/networking-config.ts';
 import { DEFAULT_MESH } from '../../../../src/control/model/workloads.ts';
 import { buildEnvoyResources } from '../../../../src/control/xds/envoy/build.ts';

@@ -1,0 +1,118 @@
+// Typed access to build/Release/weft_relay.node, the HBONE data path in C++ (native/relay): TLS,
+// HTTP/2 framing and the relay of every byte run on the addon's own thread, off the JavaScript heap
+// and thread. Calls hand work over and return at once; sessions and streams are numbers, and what
+// happens to them arrives through one dispatcher, routed here to the handler of the session.
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { nativeBuildDir } from '../../util/paths.ts';
+import { CONNECTION_WINDOW, MAX_FRAME_SIZE, SERVER_MAX_STREAMS, STREAM_WINDOW } from '../settings.ts';
+
+export interface RelaySettings {
+  streamWindow?: number;
+  connectionWindow?: number;
+  maxFrameSize?: number;
+  maxStreams?: number;
+  pingIntervalMs?: number;
+  pingTimeoutMs?: number;
+  connectTimeoutMs?: number;
+}
+
+interface RelayAddon {
+  init(dispatch: (type: string, session: number, stream: number, n1: number, n2: number, n3: number, text: string, list: string[]) => void): void;
+  context(key: string, certChain: string, root: string, server: boolean): number;
+  freeContext(ctx: number): void;
+  /** Duplicates fd; the session runs the TLS handshake on the relay thread. */
+  client(fd: number, ctx: number, serverIdentity: string, settings: RelaySettings): number;
+  serve(fd: number, ctx: number, trustDomain: string, settings: RelaySettings): number;
+  /** A CONNECT stream's number. A session that takes no more streams answers `done` with REFUSED_STREAM. */
+  request(session: number, headers: string[]): number;
+  /** Answers a server stream; with 200, fd (duplicated) is the upstream to relay to. */
+  respond(session: number, stream: number, status: number, fd: number): void;
+  /** Starts relaying a client stream that got 200 to fd (duplicated); reset if the stream is gone. */
+  attach(session: number, stream: number, fd: number): void;
+  cancel(session: number, stream: number): void;
+  /** A plaintext relay between two sockets (duplicated): `done` then `close` under the number it returns. */
+  pipe(a: number, b: number): number;
+  close(session: number, graceful: boolean): void;
+  stats(): { sessions: number; streams: number; contexts: number };
+}
+
+/** What a session hears. `done` comes once per stream, `close` once per session, after its streams' `done`. */
+export interface SessionEvents {
+  /** Client: the server's SETTINGS arrived. Server: the handshake passed; the peer's SPIFFE URI. */
+  ready?(peer: string): void;
+  goaway?(code: number): void;
+  /** Server: a request's headers, flat name/value pairs (the peer is the one `ready` named). */
+  stream?(id: number, headers: string[]): void;
+  /** Client: the CONNECT response. */
+  response?(id: number, status: number): void;
+  /** Bytes read from the plaintext socket and written to it; the status sent or received (0: none); why it broke; the RST code. */
+  done?(id: number, read: number, written: number, status: number, error: string, rstCode: number): void;
+  close(kind: string, reason: string): void;
+}
+
+/** The relay's HTTP/2 and keepalive settings: the same numbers as Node's HBONE (settings.ts). */
+export const relaySettings = (p: { pingIntervalMs: number; pingTimeoutMs: number; timeoutMs: number }): RelaySettings => ({
+  streamWindow: STREAM_WINDOW,
+  connectionWindow: CONNECTION_WINDOW,
+  maxFrameSize: MAX_FRAME_SIZE,
+  maxStreams: SERVER_MAX_STREAMS,
+  pingIntervalMs: p.pingIntervalMs,
+  pingTimeoutMs: p.pingTimeoutMs,
+  connectTimeoutMs: p.timeoutMs,
+});
+
+export const relayAddonPath = path.join(nativeBuildDir, 'weft_relay.node');
+
+let loaded: RelayAddon | undefined;
+const handlers = new Map<number, SessionEvents>();
+
+function dispatch(type: string, session: number, stream: number, n1: number, n2: number, n3: number, text: string, list: string[]): void {
+  const h = handlers.get(session);
+  if (!h) return;
+  switch (type) {
+    case 'ready': return h.ready?.(text);
+    case 'goaway': return h.goaway?.(n1);
+    case 'stream': return h.stream?.(stream, list);
+    case 'response': return h.response?.(stream, n1);
+    case 'done': return h.done?.(stream, n1, n2, n3, text, Number(list[0] ?? 0));
+    case 'close':
+      handlers.delete(session);
+      return h.close(list[0] ?? 'closed', text);
+  }
+}
+
+/** The relay addon; throws an actionable error if it has not been built. */
+export function relayAddon(): RelayAddon {
+  if (!loaded) {
+    try {
+      loaded = createRequire(import.meta.url)(relayAddonPath) as RelayAddon;
+    } catch (e) {
+      throw new Error(`weft relay addon not available at ${relayAddonPath}: run make build (${(e as Error).message})`, { cause: e });
+    }
+    loaded.init(dispatch);
+  }
+  return loaded;
+}
+
+/** Opens a session on fd (duplicated: the caller closes its own) and routes its events to `events`. */
+export function openRelaySession(kind: 'client' | 'serve', fd: number, ctx: number, identity: string, settings: RelaySettings, events: SessionEvents): number {
+  const addon = relayAddon();
+  const id = addon[kind](fd, ctx, identity, settings);
+  // Events arrive on a later turn of this thread's loop, never inside the call: registering now is in time.
+  handlers.set(id, events);
+  return id;
+}
+
+/** Starts a plaintext relay between two sockets and routes its events to `events`. */
+export function openRelayPipe(a: number, b: number, events: SessionEvents): number {
+  const id = relayAddon().pipe(a, b);
+  handlers.set(id, events);
+  return id;
+}
+
+/** The file descriptor under a connected net.Socket (or -1). */
+export function socketFd(s: object): number {
+  const fd = ((s as { _handle?: { fd?: number } | null })._handle)?.fd;
+  return typeof fd === 'number' ? fd : -1;
+}

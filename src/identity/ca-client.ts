@@ -1,0 +1,92 @@
+// The node agent's client for IstioCertificateService over TLS, authenticated by the node token.
+//
+// The one method is defined with protobufjs, which the agent already carries for xDS
+// (src/api/protos.ts), not with @grpc/proto-loader as the control plane's server is: the loader
+// brings its own second copy of protobufjs with the .proto parser, ~1 MB of heap the agent would
+// keep for one call a day per identity. Nothing at run time comes from ../../control/ca/proto.ts.
+import * as grpc from '@grpc/grpc-js';
+import protobuf from 'protobufjs';
+import type { IstioCertificateRequest, IstioCertificateResponse } from '../api/ca.ts';
+import { rootPath } from '../util/paths.ts';
+
+/** The metadata key naming the identity asked for (ztunnel's; IMPERSONATED_IDENTITY in control/ca/proto.ts). */
+export const IMPERSONATED_IDENTITY = 'ImpersonatedIdentity';
+const METHOD = '/istio.v1.auth.IstioCertificateService/CreateCertificate';
+
+let codec: { serialize: (r: IstioCertificateRequest) => Buffer; deserialize: (b: Buffer) => IstioCertificateResponse } | undefined;
+/** Request and response codecs from proto/istio/ca/ca.proto, as proto-loader would convert them. */
+function createCertificateCodec(): NonNullable<typeof codec> {
+  if (!codec) {
+    const root = new protobuf.Root().loadSync(rootPath('proto', 'istio', 'ca', 'ca.proto'), { keepCase: true });
+    const req = root.lookupType('istio.v1.auth.IstioCertificateRequest');
+    const res = root.lookupType('istio.v1.auth.IstioCertificateResponse');
+    codec = {
+      serialize: (r) => {
+        const out = req.encode(req.fromObject(r)).finish();
+        return Buffer.from(out.buffer, out.byteOffset, out.byteLength);
+      },
+      deserialize: (b) => res.toObject(res.decode(b), { longs: Number, defaults: true, oneofs: true }) as IstioCertificateResponse,
+    };
+  }
+  return codec;
+}
+
+export interface CAClientOptions {
+  /** host:port of the control plane's TLS port (15012). */
+  address: string;
+  /** Mesh root(s) the server certificate must chain to; a function is called per request so a rotated root is picked up. */
+  rootPem: string | (() => string);
+  /** Name the server certificate must carry, e.g. weft-control.istio-system.svc. */
+  serverName: string;
+  /** This node's credential; a function is called per request so a rotated token is picked up. */
+  nodeToken: string | (() => string | Promise<string>);
+  timeoutMs?: number;
+}
+
+export class CAClient {
+  private client?: { rootPem: string; grpc: grpc.Client };
+
+  constructor(private readonly o: CAClientOptions) {}
+
+  /** A channel trusting the current root: a new one once the root changed. */
+  private channel(): grpc.Client {
+    const rootPem = typeof this.o.rootPem === 'function' ? this.o.rootPem() : this.o.rootPem;
+    if (this.client?.rootPem === rootPem) return this.client.grpc;
+    this.client?.grpc.close();
+    const c = new grpc.Client(this.o.address, grpc.credentials.createSsl(Buffer.from(rootPem)), {
+      'grpc.ssl_target_name_override': this.o.serverName,
+      'grpc.default_authority': this.o.serverName,
+    });
+    this.client = { rootPem, grpc: c };
+    return c;
+  }
+
+  /** The PEM chain the CA returned (leaf first), unverified. */
+  async createCertificate(csrPem: string, identity: string, ttlSeconds: number): Promise<string[]> {
+    const token = typeof this.o.nodeToken === 'function' ? await this.o.nodeToken() : this.o.nodeToken;
+    const md = new grpc.Metadata();
+    md.set('authorization', `Bearer ${token}`);
+    const req: IstioCertificateRequest = {
+      csr: csrPem,
+      validity_duration: ttlSeconds,
+      metadata: { fields: { [IMPERSONATED_IDENTITY]: { stringValue: identity } } },
+    };
+    const deadline = Date.now() + (this.o.timeoutMs ?? 10_000);
+    const client = this.channel();
+    return new Promise((resolve, reject) => {
+      const { serialize, deserialize } = createCertificateCodec();
+      client.makeUnaryRequest(METHOD, serialize, deserialize, req, md, { deadline }, (err, res) => {
+        if (err) {
+          // Unreachable: start over next time, not after grpc-js's own backoff (up to 2 minutes).
+          if (err.code === grpc.status.UNAVAILABLE && this.client?.grpc === client) this.close();
+          reject(err);
+        } else resolve(res?.cert_chain ?? []);
+      });
+    });
+  }
+
+  close(): void {
+    this.client?.grpc.close();
+    this.client = undefined;
+  }
+}
