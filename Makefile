@@ -4,7 +4,7 @@ SHELL := /bin/bash
 NODE_ADDON := build/Release/weft_native.node
 JS_BUNDLE := lib/cli/main.js
 
-.PHONY: help setup build bpf native native-debug test-native-debug js test typecheck lint unit fuzz demo bench clean
+.PHONY: help setup build bpf native native-debug test-native-debug js test typecheck lint layers unit fuzz demo bench clean
 
 help:
 	@echo "make demo   - build everything and run a 2-node lab with a sample app"
@@ -55,11 +55,15 @@ typecheck: setup
 lint: setup
 	npx eslint .
 
+# Import circles and imports that point up (.dependency-cruiser.cjs holds the layers).
+layers: setup
+	npx depcruise src --config .dependency-cruiser.cjs --output-type err
+
 # The fuzzers run from a fixed seed here, so a CI run is reproducible; `make fuzz` explores.
 unit: build
 	FUZZ_SEED=$${FUZZ_SEED:-13} npx vitest run
 
-test: build typecheck lint unit
+test: build typecheck lint layers unit
 
 # make test runs the fuzzers for about a minute; this runs them longer and keeps what they find.
 fuzz: build
