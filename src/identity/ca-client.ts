@@ -1,15 +1,16 @@
-// The node agent's client for IstioCertificateService over TLS, authenticated by the node token.
+// A client for IstioCertificateService over TLS, authenticated by a bearer token. The node agent
+// asks for the identities of the pods on its node (ImpersonatedIdentity, ztunnel's way).
 //
 // The one method is defined with protobufjs, which the agent already carries for xDS
 // (src/api/protos.ts), not with @grpc/proto-loader as the control plane's server is: the loader
 // brings its own second copy of protobufjs with the .proto parser, ~1 MB of heap the agent would
-// keep for one call a day per identity. Nothing at run time comes from ../../control/ca/proto.ts.
+// keep for one call a day per identity. Nothing at run time comes from ../api/ca.ts.
 import * as grpc from '@grpc/grpc-js';
 import protobuf from 'protobufjs';
 import type { IstioCertificateRequest, IstioCertificateResponse } from '../api/ca.ts';
 import { rootPath } from '../util/paths.ts';
 
-/** The metadata key naming the identity asked for (ztunnel's; IMPERSONATED_IDENTITY in control/ca/proto.ts). */
+/** The metadata key naming the identity asked for (ztunnel's; IMPERSONATED_IDENTITY in src/api/ca.ts). */
 export const IMPERSONATED_IDENTITY = 'ImpersonatedIdentity';
 const METHOD = '/istio.v1.auth.IstioCertificateService/CreateCertificate';
 

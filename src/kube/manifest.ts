@@ -1,5 +1,6 @@
 // Reads Kubernetes YAML (files, directories, multi-document streams, `List`s) and validates the
-// kinds the lab runs. Every problem names the file, the object and the field; an invalid object is
+// kinds weft reads: the lab's objects and the mesh configuration the control plane takes from a
+// directory or the API. Every problem names the file, the object and the field; an invalid object is
 // reported and left out while every valid one is kept.
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';

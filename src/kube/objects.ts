@@ -1,4 +1,5 @@
-// The Kubernetes object shapes the lab understands. Kept deliberately close to the API's own
+// The Kubernetes object shapes weft understands (the control plane's model, the lab, the CNI
+// plugin and the installer). Kept deliberately close to the API's own
 // field names so that `weft get -o json` prints what kubectl users expect.
 
 export interface ObjectMeta {
