@@ -13,9 +13,9 @@ import { policyKey, type AuthorizationPolicy, type Service, type Workload } from
 import type { SpiffeId } from '../../api/spiffe.ts';
 import type { KObject, Pod, Service as KService } from '../../kube/objects.ts';
 import { ConfigSnapshot, ofKind } from '../config/config-store.ts';
-import { translateAuthorizationPolicy } from './authorization.ts';
-import { effectivePeerAuthn, translatePeerAuthentication, type PeerAuthn } from './peer-authentication.ts';
-import { buildService, buildWorkload, type MeshOptions, type SelectorPolicy } from './workloads.ts';
+import { translateAuthorizationPolicy } from './security/authorization.ts';
+import { effectivePeerAuthn, translatePeerAuthentication, type PeerAuthn } from './security/peer-authentication.ts';
+import { buildService, buildWorkload, type MeshOptions, type SelectorPolicy } from './networking/workloads.ts';
 
 export interface ModelProblem {
   kind: string;

@@ -8,10 +8,10 @@
 // anywhere, and routes check the ports of other hosts, so a change to one of them, or to the set
 // of Services, rebuilds everything. `buildEnvoyResources` is the one-shot form.
 import { keyOf, type KObject, type Pod, type Service as KService } from '../../../kube/objects.ts';
-import type { NetworkingProblem } from '../../model/networking-common.ts';
-import { NETWORKING_KINDS, parseNetworking, type NetworkingConfig } from '../../model/networking-config.ts';
-import type { ServiceEntryModel } from '../../model/networking-service-entry.ts';
-import { serviceHostname, type MeshOptions } from '../../model/workloads.ts';
+import type { NetworkingProblem } from '../../model/networking/common.ts';
+import { NETWORKING_KINDS, parseNetworking, type NetworkingConfig } from '../../model/networking/config.ts';
+import type { ServiceEntryModel } from '../../model/networking/service-entry.ts';
+import { serviceHostname, type MeshOptions } from '../../model/networking/workloads.ts';
 import { ConfigSnapshot, ofKind } from '../../config/config-store.ts';
 import { GroupedResources } from '../grouped.ts';
 import type { ResourceStore } from '../resources.ts';

@@ -1,5 +1,5 @@
 // Cluster and ClusterLoadAssignment for one (host, port, subset), from the DestinationRule policy.
-import type { OutlierPolicy, TrafficPolicy } from '../../model/networking-destination-rule.ts';
+import type { OutlierPolicy, TrafficPolicy } from '../../model/networking/destination-rule.ts';
 import { ADS_SOURCE, any, duration, encode } from './messages.ts';
 import type { MeshEndpoint } from './services.ts';
 

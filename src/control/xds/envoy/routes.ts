@@ -1,8 +1,8 @@
 // RouteConfiguration for one service port: the rules attached to the host (Gateway API routes win
 // over VirtualServices, as in Istio's GAMMA support), each match an Envoy route, else one default
 // route to the whole service.
-import type { RankedRule } from '../../model/networking-gateway-routes.ts';
-import type { FaultPolicy, HeaderMatch, RouteMatch, RouteRule, RouteTable, StringMatch } from '../../model/networking-routes.ts';
+import type { RankedRule } from '../../model/networking/gateway-routes.ts';
+import type { FaultPolicy, HeaderMatch, RouteMatch, RouteRule, RouteTable, StringMatch } from '../../model/networking/routes.ts';
 import { any, duration, encode } from './messages.ts';
 import { clusterName, listenerName } from './names.ts';
 import type { MeshService } from './services.ts';
