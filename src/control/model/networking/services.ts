@@ -3,8 +3,8 @@
 // endpoints inline or select pods too. Pods are indexed by label once, so selecting is a lookup of
 // the smallest matching posting list rather than a scan of every pod for every service.
 import type { KObject, Pod, Service as KService } from '../../../kube/objects.ts';
-import type { ServiceEntryModel } from '../../model/networking/service-entry.ts';
-import { isPod, isService, serviceHostname, targetPortFor, type MeshOptions } from '../../model/networking/workloads.ts';
+import type { ServiceEntryModel } from './service-entry.ts';
+import { isPod, isService, serviceHostname, targetPortFor, type MeshOptions } from './workloads.ts';
 
 export interface MeshEndpoint {
   address: string;
