@@ -1,5 +1,7 @@
 // The mesh model from the configuration objects: workloads, services and the L4 policies agents
-// enforce, plus every problem found.
+// enforce, plus every problem found. It composes networking/workloads.ts with the security/
+// translators (AuthorizationPolicy, PeerAuthentication); the L7 traffic model of routes and
+// clusters is built beside it (networking/traffic-model.ts).
 //
 // A builder keeps what it built last time and reuses it where the inputs are the same: snapshots
 // keep a namespace's list of each kind as the same array while none of its objects changed, and an
