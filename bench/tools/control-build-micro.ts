@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { Analyzer } from '../../src/control/analyze.ts';
 import { DirSource } from '../../src/control/config/dir-source.ts';
-import { DEFAULT_MESH } from '../../src/control/model/workloads.ts';
+import { DEFAULT_MESH } from '../../src/control/model/networking/workloads.ts';
 import { EnvoyPublisher } from '../../src/control/xds/envoy/build.ts';
 import { ResourceStore } from '../../src/control/xds/resources.ts';
 import { WorkloadApiPublisher } from '../../src/control/xds/workload-api.ts';

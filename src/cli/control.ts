@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import type { runControl } from '../control/main.ts';
 import { analyze } from '../control/analyze.ts';
 import { ConfigSnapshot } from '../control/config/config-store.ts';
-import { DEFAULT_MESH } from '../control/model/workloads.ts';
+import { DEFAULT_MESH } from '../control/model/networking/workloads.ts';
 import { loadManifests } from '../kube/manifest.ts';
 
 const list = (v: string, prev: string[] = []) => [...prev, v];

@@ -5,7 +5,7 @@
 import { ofKind, type ConfigSnapshot } from './config/config-store.ts';
 import { formatProblem } from '../kube/manifest.ts';
 import { MeshModelBuilder, type MeshModel, type ModelProblem } from './model/mesh-model.ts';
-import type { MeshOptions } from './model/workloads.ts';
+import type { MeshOptions } from './model/networking/workloads.ts';
 import { EnvoyBuilder, type EnvoyResources } from './xds/envoy/build.ts';
 
 export interface Analysis {

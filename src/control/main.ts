@@ -14,7 +14,7 @@ import { CACERTS_FILES, CertificateAuthority, StaticTokenAuthenticator, caServer
 import type { ConfigSnapshot } from './config/config-store.ts';
 import { openConfigSource, type SourceOptions } from './config/source.ts';
 import type { MeshModel } from './model/mesh-model.ts';
-import { DEFAULT_MESH, type MeshOptions } from './model/workloads.ts';
+import { DEFAULT_MESH, type MeshOptions } from './model/networking/workloads.ts';
 import { DeltaAdsServer } from './xds/delta-ads.ts';
 import { EnvoyPublisher } from './xds/envoy/build.ts';
 import { Analyzer } from './analyze.ts';

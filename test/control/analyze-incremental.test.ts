@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { Analyzer, analyze } from '../../src/control/analyze.ts';
 import { ConfigSnapshot, LastGoodStore } from '../../src/control/config/config-store.ts';
-import { DEFAULT_MESH } from '../../src/control/model/workloads.ts';
+import { DEFAULT_MESH } from '../../src/control/model/networking/workloads.ts';
 import { EnvoyPublisher } from '../../src/control/xds/envoy/build.ts';
 import { ResourceStore } from '../../src/control/xds/resources.ts';
 import { WorkloadApiPublisher } from '../../src/control/xds/workload-api.ts';

@@ -13,7 +13,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import YAML from 'yaml';
 import { DirSource } from '../../src/control/config/dir-source.ts';
 import { MeshModelBuilder } from '../../src/control/model/mesh-model.ts';
-import { DEFAULT_MESH } from '../../src/control/model/workloads.ts';
+import { DEFAULT_MESH } from '../../src/control/model/networking/workloads.ts';
 import { fuzz, testTimeout } from './fuzz.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'weft-fuzz-config-'));

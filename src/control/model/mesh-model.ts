@@ -1,5 +1,7 @@
 // The mesh model from the configuration objects: workloads, services and the L4 policies agents
-// enforce, plus every problem found.
+// enforce, plus every problem found. It composes networking/workloads.ts with the security/
+// translators (AuthorizationPolicy, PeerAuthentication); the L7 traffic model of routes and
+// clusters is built beside it (networking/traffic-model.ts).
 //
 // A builder keeps what it built last time and reuses it where the inputs are the same: snapshots
 // keep a namespace's list of each kind as the same array while none of its objects changed, and an
@@ -13,9 +15,9 @@ import { policyKey, type AuthorizationPolicy, type Service, type Workload } from
 import type { SpiffeId } from '../../api/spiffe.ts';
 import type { KObject, Pod, Service as KService } from '../../kube/objects.ts';
 import { ConfigSnapshot, ofKind } from '../config/config-store.ts';
-import { translateAuthorizationPolicy } from './authorization.ts';
-import { effectivePeerAuthn, translatePeerAuthentication, type PeerAuthn } from './peer-authentication.ts';
-import { buildService, buildWorkload, type MeshOptions, type SelectorPolicy } from './workloads.ts';
+import { translateAuthorizationPolicy } from './security/authorization.ts';
+import { effectivePeerAuthn, translatePeerAuthentication, type PeerAuthn } from './security/peer-authentication.ts';
+import { buildService, buildWorkload, type MeshOptions, type SelectorPolicy } from './networking/workloads.ts';
 
 export interface ModelProblem {
   kind: string;

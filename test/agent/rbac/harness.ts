@@ -5,9 +5,9 @@ import type { AuthorizationPolicy, Workload } from '../../../src/api/mesh.ts';
 import { policyKey } from '../../../src/api/mesh.ts';
 import type { SpiffeId } from '../../../src/api/spiffe.ts';
 import { AuthorizationEngine, type RbacDecision } from '../../../src/agent/rbac/engine.ts';
-import { translateAuthorizationPolicy } from '../../../src/control/model/authorization.ts';
-import type { Problem } from '../../../src/control/model/authz-common.ts';
-import { effectivePeerAuthn, translatePeerAuthentication, type PeerAuthn } from '../../../src/control/model/peer-authentication.ts';
+import { translateAuthorizationPolicy } from '../../../src/control/model/security/authorization.ts';
+import type { Problem } from '../../../src/control/model/security/authz-common.ts';
+import { effectivePeerAuthn, translatePeerAuthentication, type PeerAuthn } from '../../../src/control/model/security/peer-authentication.ts';
 
 export const ROOT = 'istio-system';
 

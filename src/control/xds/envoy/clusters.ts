@@ -1,7 +1,8 @@
-// Cluster and ClusterLoadAssignment for one (host, port, subset), from the DestinationRule policy.
-import type { OutlierPolicy, TrafficPolicy } from '../../model/networking-destination-rule.ts';
+// Cluster and ClusterLoadAssignment for one (host, port, subset) of the traffic model, from its
+// DestinationRule policy.
+import type { OutlierPolicy, TrafficPolicy } from '../../model/networking/destination-rule.ts';
+import type { MeshEndpoint } from '../../model/networking/services.ts';
 import { ADS_SOURCE, any, duration, encode } from './messages.ts';
-import type { MeshEndpoint } from './services.ts';
 
 const CONNECT_TIMEOUT_MS = 10_000; // Istio's default
 

@@ -5,7 +5,7 @@ import * as grpc from '@grpc/grpc-js';
 import pino from 'pino';
 import { adsService } from '../../../../src/api/protos.ts';
 import type { KObject, Pod, Service } from '../../../../src/kube/objects.ts';
-import { DEFAULT_MESH } from '../../../../src/control/model/workloads.ts';
+import { DEFAULT_MESH } from '../../../../src/control/model/networking/workloads.ts';
 import { DeltaAdsServer } from '../../../../src/control/xds/delta-ads.ts';
 import { buildEnvoyResources, publishEnvoyResources } from '../../../../src/control/xds/envoy/build.ts';
 import { SotwAdsServer } from '../../../../src/control/xds/envoy/sotw-ads.ts';

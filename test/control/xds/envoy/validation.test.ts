@@ -2,8 +2,8 @@
 // skipped and every valid one kept; and the build stays linear at mesh scale.
 import { describe, expect, it } from 'vitest';
 import type { KObject, Pod, Service } from '../../../../src/kube/objects.ts';
-import { parseNetworking } from '../../../../src/control/model/networking-config.ts';
-import { DEFAULT_MESH } from '../../../../src/control/model/workloads.ts';
+import { parseNetworking } from '../../../../src/control/model/networking/config.ts';
+import { DEFAULT_MESH } from '../../../../src/control/model/networking/workloads.ts';
 import { buildEnvoyResources } from '../../../../src/control/xds/envoy/build.ts';
 import { decode, TYPE_CLUSTER, TYPE_ROUTE } from '../../../../src/control/xds/envoy/messages.ts';
 import { gateway, istio, NS } from './harness.ts';

@@ -1,7 +1,7 @@
 // Shared by the AuthorizationPolicy and PeerAuthentication translators: problem reporting, the
 // shape checks every Kubernetes object goes through, and Istio's string/IP/port value syntax.
 import { isIP } from 'node:net';
-import type { IpBlock, StringMatch } from '../../api/mesh.ts';
+import type { IpBlock, StringMatch } from '../../../api/mesh.ts';
 
 export interface Problem {
   /** Path into the object, e.g. spec.rules[0].from[0].source.ipBlocks[1]. */

@@ -1,7 +1,7 @@
 // Shared reading and validation for the traffic-management kinds (VirtualService, DestinationRule,
 // ServiceEntry, HTTPRoute, GRPCRoute). Every problem names the field; a problem marked fatal makes
 // the whole object invalid (it is skipped), others only report a part that weft ignores.
-import type { KObject } from '../../kube/objects.ts';
+import type { KObject } from '../../../kube/objects.ts';
 import type { MeshOptions } from './workloads.ts';
 
 export interface NetworkingProblem {

@@ -1,6 +1,6 @@
 // PeerAuthentication -> levels and modes, and the per-workload effective DENY policy.
 import { describe, expect, it } from 'vitest';
-import { effectivePeerAuthn, staticStrictPolicy, translatePeerAuthentication, type PeerAuthn } from '../../../src/control/model/peer-authentication.ts';
+import { effectivePeerAuthn, staticStrictPolicy, translatePeerAuthentication, type PeerAuthn } from '../../../../src/control/model/security/peer-authentication.ts';
 
 const obj = (name: string, ns: string, spec: unknown, creationTimestamp = '2024-01-01T00:00:00Z') => ({
   apiVersion: 'security.istio.io/v1',

@@ -1,13 +1,13 @@
 // All traffic-management objects -> routing and cluster policy by host. One pass over the objects;
 // each object is parsed on its own, so an invalid one is reported and skipped without affecting the
 // others.
-import type { KObject } from '../../kube/objects.ts';
-import type { NetworkingProblem } from './networking-common.ts';
-import { parseDestinationRule, type DestinationPolicy } from './networking-destination-rule.ts';
-import { parseGatewayRoute } from './networking-gateway-routes.ts';
-import type { RouteTable } from './networking-routes.ts';
-import { parseServiceEntry, type ServiceEntryModel } from './networking-service-entry.ts';
-import { parseVirtualService } from './networking-virtual-service.ts';
+import type { KObject } from '../../../kube/objects.ts';
+import type { NetworkingProblem } from './common.ts';
+import { parseDestinationRule, type DestinationPolicy } from './destination-rule.ts';
+import { parseGatewayRoute } from './gateway-routes.ts';
+import type { RouteTable } from './routes.ts';
+import { parseServiceEntry, type ServiceEntryModel } from './service-entry.ts';
+import { parseVirtualService } from './virtual-service.ts';
 import type { MeshOptions } from './workloads.ts';
 
 export interface NetworkingConfig {

@@ -5,7 +5,7 @@
 // that do not parse) is an "unenforceable constraint". An ALLOW rule holding one is dropped (it
 // can never match); a DENY or AUDIT rule keeps matching on everything else, i.e. the constraint is
 // removed, which can only widen what it matches. Fields are AND-ed, so removing one never narrows.
-import type { Match, StringMatch } from '../../api/mesh.ts';
+import type { Match, StringMatch } from '../../../api/mesh.ts';
 import { isObj, toIpBlock, toPort, toPrincipalMatch, toStringMatch, type Obj, type Problem } from './authz-common.ts';
 
 export interface RuleContext {

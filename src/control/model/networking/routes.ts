@@ -1,6 +1,7 @@
 // The routing model both VirtualService and the Gateway API routes (HTTPRoute, GRPCRoute) become:
 // per destination host, ordered rules of matches and weighted destinations with their policies.
-// The xDS builders read only this, never the source objects.
+// The traffic model resolves it per service port (port-routes.ts); nothing after this reads the
+// source objects.
 
 export type StringMatch = { exact: string } | { prefix: string } | { regex: string };
 

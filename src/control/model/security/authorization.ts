@@ -12,7 +12,7 @@
 //   everything the authorizer could have refused is refused. (Istio's ztunnel skips CUSTOM
 //   policies entirely, which is fail open.) An unknown action string becomes DENY-all for the scope.
 // - The `istio.io/dry-run: "true"` annotation turns ALLOW/DENY into AUDIT: reported, not enforced.
-import type { AuthorizationPolicy } from '../../api/mesh.ts';
+import type { AuthorizationPolicy } from '../../../api/mesh.ts';
 import { DEFAULT_ROOT_NAMESPACE, isObj, readMeta, readSelector, type Problem, type TranslateOptions } from './authz-common.ts';
 import { translateRule, type ModelRule } from './authz-rule.ts';
 

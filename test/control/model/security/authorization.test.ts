@@ -1,6 +1,6 @@
 // AuthorizationPolicy -> model: exact shapes, scopes, fail-closed translation and problem paths.
 import { describe, expect, it } from 'vitest';
-import { translateAuthorizationPolicy } from '../../../src/control/model/authorization.ts';
+import { translateAuthorizationPolicy } from '../../../../src/control/model/security/authorization.ts';
 
 const obj = (spec: unknown, ns = 'foo', extra: Record<string, unknown> = {}) => ({
   apiVersion: 'security.istio.io/v1',

@@ -1,9 +1,9 @@
 // Kubernetes objects -> the workload API: a Workload per running pod, a Service per ClusterIP
 // service. Pure functions of their inputs, so the model builder can reuse what did not change.
 import { isIP } from 'node:net';
-import type { PortMapping, Service, Workload } from '../../api/mesh.ts';
-import type { KObject, Pod, Service as KService } from '../../kube/objects.ts';
-import { matchesSelector } from '../../kube/objects.ts';
+import type { PortMapping, Service, Workload } from '../../../api/mesh.ts';
+import type { KObject, Pod, Service as KService } from '../../../kube/objects.ts';
+import { matchesSelector } from '../../../kube/objects.ts';
 
 export interface MeshOptions {
   trustDomain: string;

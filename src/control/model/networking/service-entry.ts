@@ -1,8 +1,8 @@
 // networking.istio.io ServiceEntry -> extra hosts for the mesh: their ports, and endpoints given
 // inline (STATIC/DNS) or selected from pods by `workloadSelector`.
 import { isIP } from 'node:net';
-import type { KObject } from '../../kube/objects.ts';
-import { Checker, type NetworkingProblem } from './networking-common.ts';
+import type { KObject } from '../../../kube/objects.ts';
+import { Checker, type NetworkingProblem } from './common.ts';
 import type { MeshOptions } from './workloads.ts';
 
 export interface ServiceEntryModel {

@@ -1,9 +1,9 @@
 // networking.istio.io VirtualService -> route tables for mesh traffic (HTTP routes only: gRPC is
 // HTTP/2). A VirtualService bound only to ingress gateways (no "mesh" in `gateways`) does not
 // apply to the mesh and yields nothing.
-import type { KObject } from '../../kube/objects.ts';
-import { Checker, isObj, qualifyHost, type NetworkingProblem } from './networking-common.ts';
-import { GRPC_STATUS, orderKey, type FaultPolicy, type HeaderMatch, type RetryPolicy, type RouteDestination, type RouteMatch, type RouteRule, type RouteTable, type StringMatch } from './networking-routes.ts';
+import type { KObject } from '../../../kube/objects.ts';
+import { Checker, isObj, qualifyHost, type NetworkingProblem } from './common.ts';
+import { GRPC_STATUS, orderKey, type FaultPolicy, type HeaderMatch, type RetryPolicy, type RouteDestination, type RouteMatch, type RouteRule, type RouteTable, type StringMatch } from './routes.ts';
 import type { MeshOptions } from './workloads.ts';
 
 const SPEC = ['hosts', 'gateways', 'http', 'tcp', 'tls', 'exportTo'];

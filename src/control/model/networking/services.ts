@@ -2,9 +2,11 @@
 // resolved target port, labels for subsets). Kubernetes Services select pods; ServiceEntries give
 // endpoints inline or select pods too. Pods are indexed by label once, so selecting is a lookup of
 // the smallest matching posting list rather than a scan of every pod for every service.
+// Part of the traffic model (traffic-model.ts): what exists to route to, not how Envoy spells it,
+// so it lives here rather than beside the Envoy builders.
 import type { KObject, Pod, Service as KService } from '../../../kube/objects.ts';
-import type { ServiceEntryModel } from '../../model/networking-service-entry.ts';
-import { isPod, isService, serviceHostname, targetPortFor, type MeshOptions } from '../../model/workloads.ts';
+import type { ServiceEntryModel } from './service-entry.ts';
+import { isPod, isService, serviceHostname, targetPortFor, type MeshOptions } from './workloads.ts';
 
 export interface MeshEndpoint {
   address: string;

@@ -2,9 +2,9 @@
 // route tables. Each match becomes its own rule carrying a precedence rank, because the Gateway API
 // orders matches across all routes of a parent by specificity, not by object order. Parents that
 // are Gateways are not mesh routes and yield nothing here.
-import type { KObject } from '../../kube/objects.ts';
-import { Checker, type NetworkingProblem } from './networking-common.ts';
-import { orderKey, type HeaderMatch, type RouteDestination, type RouteMatch, type RouteRule, type RouteTable, type StringMatch } from './networking-routes.ts';
+import type { KObject } from '../../../kube/objects.ts';
+import { Checker, type NetworkingProblem } from './common.ts';
+import { orderKey, type HeaderMatch, type RouteDestination, type RouteMatch, type RouteRule, type RouteTable, type StringMatch } from './routes.ts';
 import type { MeshOptions } from './workloads.ts';
 
 export interface RankedRule extends RouteRule {

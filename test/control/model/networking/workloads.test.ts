@@ -1,8 +1,8 @@
 // A dual-stack pod is one workload with both addresses, so agents find it by either.
 import { describe, expect, it } from 'vitest';
-import { buildService, buildWorkload, DEFAULT_MESH, podAddresses } from '../../../src/control/model/workloads.ts';
-import type { Service as KService } from '../../../src/kube/objects.ts';
-import type { Pod } from '../../../src/kube/objects.ts';
+import { buildService, buildWorkload, DEFAULT_MESH, podAddresses } from '../../../../src/control/model/networking/workloads.ts';
+import type { Service as KService } from '../../../../src/kube/objects.ts';
+import type { Pod } from '../../../../src/kube/objects.ts';
 
 const pod = (status: Partial<NonNullable<Pod['status']>>): Pod => ({
   apiVersion: 'v1',

@@ -1,9 +1,9 @@
 // networking.istio.io DestinationRule -> per-host cluster policy: subsets (label selections of the
 // host's endpoints, each its own cluster) and the traffic policy weft translates (outlier
 // detection, connection pool limits, simple load balancer). TLS settings belong to HBONE, not here.
-import type { KObject } from '../../kube/objects.ts';
-import { Checker, DNS1123_LABEL, qualifyHost, type NetworkingProblem } from './networking-common.ts';
-import { orderKey } from './networking-routes.ts';
+import type { KObject } from '../../../kube/objects.ts';
+import { Checker, DNS1123_LABEL, qualifyHost, type NetworkingProblem } from './common.ts';
+import { orderKey } from './routes.ts';
 import type { MeshOptions } from './workloads.ts';
 
 export interface OutlierPolicy {

@@ -17,7 +17,7 @@
 //
 // Fail closed: an object with any problem (unknown field, unknown mode, bad port, portLevelMtls
 // without a selector, unreadable selector) is enforced as STRICT on all ports at its level.
-import type { AuthorizationPolicy } from '../../api/mesh.ts';
+import type { AuthorizationPolicy } from '../../../api/mesh.ts';
 import { DEFAULT_ROOT_NAMESPACE, isObj, readMeta, readSelector, toPort, unknownKeys, type Problem, type TranslateOptions } from './authz-common.ts';
 
 export type MtlsMode = 'UNSET' | 'DISABLE' | 'PERMISSIVE' | 'STRICT';

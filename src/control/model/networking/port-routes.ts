@@ -1,0 +1,91 @@
+// The routes of one service port, resolved: the rules attached to the host (Gateway API routes win
+// over VirtualServices, as in Istio's GAMMA support), one route per match that applies to the port,
+// each sending to concrete (host, port, subset) clusters with the mesh's retry default filled in;
+// with no rule for the port, one default route to the whole service. Plain data: the xDS builders
+// translate it (src/control/xds/envoy/routes.ts).
+import type { RankedRule } from './gateway-routes.ts';
+import type { FaultPolicy, RouteMatch, RouteRule, RouteTable } from './routes.ts';
+import type { MeshService } from './services.ts';
+
+/** Istio's default retry policy; gRPC clients act on the gRPC-status conditions in it. */
+export const DEFAULT_RETRY = { retryOn: 'connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes', attempts: 2 };
+
+/** One cluster: a service port, or one DestinationRule subset of it. */
+export interface ClusterRef {
+  host: string;
+  port: number;
+  /** Absent (or empty): the whole service. */
+  subset?: string;
+}
+
+export interface RouteAction {
+  /** Where requests go, with weights of at least 1; one entry means no split. */
+  clusters: (ClusterRef & { weight: number })[];
+  /** Absent or 0: no timeout. */
+  timeoutMs?: number;
+  /** Absent: no retries. */
+  retry?: { retryOn: string; attempts: number; perTryTimeoutMs?: number };
+}
+
+export interface PortRoute {
+  name: string;
+  match: RouteMatch;
+  action: RouteAction;
+  fault?: FaultPolicy;
+}
+
+export interface RouteContext {
+  /** Every host by name: a destination without a port takes the port of a single-port host. */
+  services: ReadonlyMap<string, MeshService>;
+  /** Reports a destination that cannot be resolved; the route is still built (and fails at runtime). */
+  problem: (source: string, reason: string) => void;
+}
+
+/** The rules that apply to `host:port`, in evaluation order. */
+export function rulesFor(port: number, tables: readonly RouteTable[]): { rule: RouteRule; source: string }[] {
+  const gateway = tables.filter((t) => t.api === 'gateway' && (t.port === undefined || t.port === port));
+  if (gateway.length) {
+    // Most specific match first across every route of the parent; ties keep object, then rule order.
+    const all = gateway.flatMap((t, ti) => t.rules.map((rule, ri) => ({ rule, source: t.source, ti, ri })));
+    const rank = (r: RouteRule) => (r as RankedRule).rank ?? [];
+    all.sort((a, b) => {
+      const ra = rank(a.rule), rb = rank(b.rule);
+      for (let i = 0; i < Math.max(ra.length, rb.length); i++) if ((ra[i] ?? 0) !== (rb[i] ?? 0)) return (rb[i] ?? 0) - (ra[i] ?? 0);
+      return a.ti - b.ti || a.ri - b.ri;
+    });
+    return all;
+  }
+  return tables.filter((t) => t.api === 'istio').flatMap((t) => t.rules.map((rule) => ({ rule, source: t.source })));
+}
+
+/** The routes of `host:port`, in evaluation order; never empty. */
+export function portRoutes(host: string, port: number, tables: readonly RouteTable[], ctx: RouteContext): PortRoute[] {
+  const routes: PortRoute[] = [];
+  for (const { rule, source } of rulesFor(port, tables)) {
+    const action = routeAction(rule, host, port, source, ctx);
+    const matches = rule.matches.length ? rule.matches.filter((m) => m.port === undefined || m.port === port) : [{ headers: [] }];
+    for (const match of matches) routes.push(rule.fault ? { name: rule.name, match, action, fault: rule.fault } : { name: rule.name, match, action });
+  }
+  // No rule for this port: the whole service, as if nothing were attached.
+  if (!routes.length) routes.push({ name: 'default', match: { headers: [] }, action: routeAction({ name: 'default', matches: [], destinations: [{ host, port, weight: 1 }] }, host, port, '', ctx) });
+  return routes;
+}
+
+function routeAction(rule: RouteRule, host: string, port: number, source: string, ctx: RouteContext): RouteAction {
+  const clusters = rule.destinations
+    .filter((d) => d.weight > 0 || rule.destinations.length === 1)
+    .map((d) => ({ host: d.host, port: destinationPort(d, host, port, source, ctx), subset: d.subset, weight: Math.max(d.weight, 1) }));
+  const action: RouteAction = { clusters, timeoutMs: rule.timeoutMs };
+  const attempts = rule.retry?.attempts ?? DEFAULT_RETRY.attempts;
+  if (attempts > 0) action.retry = { retryOn: rule.retry?.retryOn ?? DEFAULT_RETRY.retryOn, attempts, perTryTimeoutMs: rule.retry?.perTryTimeoutMs };
+  return action;
+}
+
+function destinationPort(d: { host: string; port?: number }, host: string, port: number, source: string, ctx: RouteContext): number {
+  if (d.port !== undefined) return d.port;
+  if (d.host === host) return port;
+  const svc = ctx.services.get(d.host);
+  if (svc?.ports.length === 1) return svc.ports[0]!;
+  ctx.problem(source, `destination ${d.host} needs a port (it has ${svc ? svc.ports.join(', ') : 'no known ports'}); using ${port}`);
+  return port;
+}
