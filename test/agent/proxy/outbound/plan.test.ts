@@ -1,9 +1,9 @@
 // A dual-stack destination is reached in the family the app dialled: an IPv6 connection must not
 // turn into IPv4 halfway (the peer and policies would see another address than the app used).
 import { describe, expect, it } from 'vitest';
-import type { Service, Workload } from '../../../src/api/mesh.ts';
-import { planOutbound, sameFamily } from '../../../src/agent/proxy/outbound-plan.ts';
-import { MeshState } from '../../../src/agent/state/mesh-state.ts';
+import type { Service, Workload } from '../../../../src/api/mesh.ts';
+import { planOutbound, sameFamily } from '../../../../src/agent/proxy/outbound/plan.ts';
+import { MeshState } from '../../../../src/agent/state/mesh-state.ts';
 
 const workload = (name: string, addresses: string[], tunnelProtocol: Workload['tunnelProtocol'] = 'HBONE'): Workload => ({
   uid: `Kubernetes//Pod/ns/${name}`, name, namespace: 'ns', addresses, network: '', tunnelProtocol, trustDomain: 'cluster.local', serviceAccount: 'default',

@@ -3,8 +3,8 @@
 import { describe, expect, it } from 'vitest';
 import type { Workload } from '../../../src/api/mesh.ts';
 import { engineCache, type ProxyContext } from '../../../src/agent/proxy/context.ts';
-import { DEFAULT_AGENT_PORTS, authorize } from '../../../src/agent/proxy/inbound.ts';
-import type { ProxyPod } from '../../../src/agent/proxy/outbound.ts';
+import { DEFAULT_AGENT_PORTS, authorize } from '../../../src/agent/proxy/authorize.ts';
+import type { ProxyPod } from '../../../src/agent/proxy/types.ts';
 import { MeshState } from '../../../src/agent/state/mesh-state.ts';
 
 const IP = '10.244.1.7';
