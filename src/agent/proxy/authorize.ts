@@ -38,3 +38,12 @@ export function authorize(deps: AuthorizeDeps, pod: Pick<ProxyPod, 'namespace' |
   const d = deps.engine(state).evaluate({ srcIdentity: src.identity, srcIp: src.ip, dstIp: dst.address, dstPort: dst.port }, w);
   return d.allowed ? { ok: true, dst: w, audit: d.audit } : { ok: false, reason: 'denied by authorization policy', policy: d.policy, dst: w };
 }
+
+/**
+ * Plaintext on 15006 from the pod's own address: capture never steers a pod's own connections to
+ * it (loopback and pod-to-self stay in the pod), so this is the agent's own dial coming back.
+ * Refused before anything is dialled, whatever the destination.
+ */
+export function ownAddressRefusal(pod: Pick<ProxyPod, 'ips'>, srcIp: string): string | undefined {
+  return pod.ips.includes(srcIp) ? `connection from the pod's own address ${srcIp} was not captured (self-call refused)` : undefined;
+}

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import type { AuthorizationPolicy, Match, Workload } from '../../../src/api/mesh.ts';
 import type { SpiffeId } from '../../../src/api/spiffe.ts';
 import { engineCache, type ProxyContext } from '../../../src/agent/proxy/context.ts';
-import { DEFAULT_AGENT_PORTS, authorize } from '../../../src/agent/proxy/authorize.ts';
+import { DEFAULT_AGENT_PORTS, authorize, ownAddressRefusal } from '../../../src/agent/proxy/authorize.ts';
 import type { ProxyPod } from '../../../src/agent/proxy/types.ts';
 import { MeshState } from '../../../src/agent/state/mesh-state.ts';
 
@@ -100,5 +100,19 @@ describe('inbound authorize, decision table', () => {
 
   it.each(cases)('$name', (c) => {
     expect(authorize({ ...deps, agentPorts: c.agentPorts }, c.pod, c.dst, c.src)).toEqual(c.want);
+  });
+});
+
+// Plaintext on 15006 coming from the pod itself is the agent's own dial looping back (capture
+// leaves a pod's own connections alone): refused before authorization, whatever the destination.
+describe('inbound plaintext from the pod\'s own address', () => {
+  const pod = { ips: ['10.244.3.2', 'fd00:10:244:3::2'] };
+  it.each([
+    { src: '10.244.3.2', want: "connection from the pod's own address 10.244.3.2 was not captured (self-call refused)" },
+    { src: 'fd00:10:244:3::2', want: "connection from the pod's own address fd00:10:244:3::2 was not captured (self-call refused)" },
+    { src: '10.244.3.20', want: undefined },
+    { src: '127.0.0.1', want: undefined },
+  ])('from $src', ({ src, want }) => {
+    expect(ownAddressRefusal(pod, src)).toBe(want);
   });
 });

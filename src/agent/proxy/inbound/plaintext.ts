@@ -4,7 +4,7 @@
 import type { Socket } from 'node:net';
 import { Connection } from '../connection.ts';
 import type { ProxyContext } from '../context.ts';
-import { authorize } from '../authorize.ts';
+import { authorize, ownAddressRefusal } from '../authorize.ts';
 import type { ProxyPod } from '../types.ts';
 import { dialFromPod } from '../pod-sockets.ts';
 import { ipOf } from './peer-ip.ts';
@@ -26,10 +26,8 @@ export async function handleInboundPlaintext(ctx: ProxyContext, pod: ProxyPod, c
   if (!dst) return fail('no original destination', 'NR');
   conn.dst = dst;
   const srcIp = ipOf(conn.src);
-  // Capture never steers a pod's own connections to it (loopback and pod-to-self stay in the pod),
-  // so one arriving here from the pod's own address is the agent's own dial coming back: refuse it
-  // before anything is dialled, whatever the destination.
-  if (pod.ips.includes(srcIp)) return fail(`connection from the pod's own address ${srcIp} was not captured (self-call refused)`, 'NR');
+  const own = ownAddressRefusal(pod, srcIp);
+  if (own) return fail(own, 'NR');
   const v = authorize(ctx, pod, dst, { ip: srcIp });
   conn.decided({ src: ctx.state().workloadsByIp.get(srcIp), dst: v.dst });
   if (!v.ok) return fail(v.reason, v.policy ? 'DENY' : 'NR', v.policy);
