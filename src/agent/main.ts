@@ -13,7 +13,7 @@ import { PodManager } from './inpod/pod-manager.ts';
 import { serveEnrollment } from './inpod/server.ts';
 import { AgentMetrics } from './metrics/metrics.ts';
 import { IstioTcpMetrics } from '../telemetry/istio-tcp.ts';
-import { agentLogger } from './log.ts';
+import { batchedLogger } from '../telemetry/log.ts';
 import { CertManager } from '../identity/index.ts';
 import { engineCache, type ProxyContext } from './proxy/context.ts';
 import { LocalPods } from './proxy/node-local/local-pods.ts';
@@ -61,7 +61,7 @@ export interface AgentOptions {
 }
 
 export async function runAgent(o: AgentOptions): Promise<void> {
-  const log = agentLogger({ node: o.node, component: 'agent' });
+  const log = batchedLogger({ node: o.node, component: 'agent' });
   mkdirSync(o.stateDir, { recursive: true });
   // Both modes can serve pods side by side; the flag picks the default. eBPF needs the kernel.
   const backends: CaptureBackends = { default: o.capture, iptables: await IptablesCapture.open() };
