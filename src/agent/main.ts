@@ -12,10 +12,11 @@ import { NodeProbeRules } from './capture/node-probes.ts';
 import { PodManager } from './inpod/pod-manager.ts';
 import { serveEnrollment } from './inpod/server.ts';
 import { AgentMetrics } from './metrics/metrics.ts';
-import { IstioTcpMetrics } from './metrics/istio.ts';
-import { agentLogger } from './log.ts';
+import { IstioTcpMetrics } from '../telemetry/istio-tcp.ts';
+import { batchedLogger } from '../telemetry/log.ts';
 import { CertManager } from '../identity/index.ts';
 import { engineCache, type ProxyContext } from './proxy/context.ts';
+import { LocalPods } from './proxy/node-local/local-pods.ts';
 import { HbonePool, createHboneServer } from '../hbone/index.ts';
 import { HboneAdmission, type HboneLimits } from '../hbone/admission.ts';
 import { relayAddon } from '../hbone/native/addon.ts';
@@ -60,7 +61,7 @@ export interface AgentOptions {
 }
 
 export async function runAgent(o: AgentOptions): Promise<void> {
-  const log = agentLogger({ node: o.node, component: 'agent' });
+  const log = batchedLogger({ node: o.node, component: 'agent' });
   mkdirSync(o.stateDir, { recursive: true });
   // Both modes can serve pods side by side; the flag picks the default. eBPF needs the kernel.
   const backends: CaptureBackends = { default: o.capture, iptables: await IptablesCapture.open() };
@@ -112,6 +113,8 @@ export async function runAgent(o: AgentOptions): Promise<void> {
     lastRefusalLog = Date.now();
     log.warn({ reason, ...admission.stats() }, 'HBONE connection or CONNECT refused');
   });
+  // The pods enrolled here, by address: the pod manager registers them, the proxies look them up.
+  const localPods = new LocalPods();
   const ctx: ProxyContext = {
     log,
     metrics,
@@ -123,12 +126,12 @@ export async function runAgent(o: AgentOptions): Promise<void> {
     engine: engineCache(o.rootNamespace),
     certs,
     agentPorts: new Set([WEFT.PORT_OUTBOUND, WEFT.PORT_INBOUND, WEFT.PORT_HBONE, o.adminPort, o.metricsPort, o.readinessPort]),
+    localPods,
     ...(o.dataPath === 'native'
       ? { pool: new HbonePool({ open: nativeSessionOpener() }), relay: nativeRelay, serveHbone: (opts) => new NativeHboneServer({ ...opts, admission }) }
       : { pool: new HbonePool(), relay, serveHbone: (opts) => createHboneServer({ ...opts, admission }) }),
   };
-  const pods = new PodManager(backends, log, metrics, join(o.stateDir, 'inpod'), ctx);
-  ctx.localPod = (ip) => pods.podByIp(ip);
+  const pods = new PodManager(backends, log, metrics, join(o.stateDir, 'inpod'), ctx, localPods);
   metrics.captureCounters = () => pods.counters();
   const kube = o.kubeconfig || o.inCluster ? new KubePods(o.kubeconfig ? loadKubeconfig(o.kubeconfig) : inClusterAccess(), o.node, log) : undefined;
   pods.hooks = kube;

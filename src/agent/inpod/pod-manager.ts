@@ -10,8 +10,11 @@ import type { CaptureBackend, CaptureBackends, PodCaptureHandle } from '../captu
 import type { AgentMetrics } from '../metrics/metrics.ts';
 import { podIdentity, type ProxyContext } from '../proxy/context.ts';
 import type { Credentials, PodHboneServer } from '../../hbone/index.ts';
-import { handleInboundPlaintext, hboneHandlers } from '../proxy/inbound.ts';
-import { handleOutbound, type ProxyPod } from '../proxy/outbound.ts';
+import { hboneHandlers } from '../proxy/inbound/hbone.ts';
+import { handleInboundPlaintext } from '../proxy/inbound/plaintext.ts';
+import { LocalPods } from '../proxy/node-local/local-pods.ts';
+import { handleOutbound } from '../proxy/outbound/handle.ts';
+import type { ProxyPod } from '../proxy/types.ts';
 import { AGENT_MARK, LOOPBACK, listenInPod, noIpv6, podDialSockets } from '../proxy/pod-sockets.ts';
 import { canonicalIp } from '../../api/codec.ts';
 import { formatSpiffe } from '../../api/spiffe.ts';
@@ -59,8 +62,6 @@ export interface PodHooks {
 export class PodManager {
   hooks?: PodHooks;
   private readonly pods = new Map<string, EnrolledPod>();
-  /** Enrolled pods by IP, for the node-local fast path (proxy/node-local.ts). */
-  private readonly byIp = new Map<string, EnrolledPod>();
   private readonly stateFile: string;
   /** One operation at a time: enroll and release of the same pod never interleave. */
   private queue: Promise<unknown> = Promise.resolve();
@@ -73,6 +74,8 @@ export class PodManager {
     private readonly metrics: AgentMetrics,
     stateDir: string,
     private readonly ctx: ProxyContext,
+    /** Enrolled pods by IP, for the node-local fast path: the registry the proxy context reads (ctx.localPods). */
+    private readonly byIp = new LocalPods(),
   ) {
     // Certificates rotate under open connections: new HBONE handshakes get the new one.
     ctx.certs?.on('rotated', (id: { namespace: string; serviceAccount: string }, cert: { keyPem: string; certChainPem: string; rootPem: string }) => {
@@ -139,7 +142,7 @@ export class PodManager {
 
   /** A failure only costs the node's probes (captured like any other plaintext): logged. */
   private async syncPodIps(): Promise<void> {
-    await this.onPodIps?.([...this.byIp.keys()]).catch((e: Error) => this.log.error({ err: e.message }, 'cannot update the node probe rules'));
+    await this.onPodIps?.(this.byIp.ips()).catch((e: Error) => this.log.error({ err: e.message }, 'cannot update the node probe rules'));
   }
 
   private async enrollNow(info: PodInfo): Promise<void> {
@@ -202,7 +205,7 @@ export class PodManager {
         void this.startHbone(pod);
       }
       this.pods.set(info.uid, pod);
-      for (const ip of pod.ips) this.byIp.set(ip, pod);
+      this.byIp.add(pod);
       this.metrics.enrolledPods.set(this.pods.size);
     } catch (e) {
       for (const s of servers) s.close();
@@ -256,7 +259,7 @@ export class PodManager {
       return false;
     }
     this.pods.delete(uid);
-    for (const ip of pod.ips) if (this.byIp.get(ip) === pod) this.byIp.delete(ip);
+    this.byIp.remove(pod);
     // The last pod with this identity left the node: its certificate is no longer renewed.
     if (![...this.pods.values()].some((p) => p.namespace === pod.namespace && p.serviceAccount === pod.serviceAccount)) this.ctx.certs?.forget(podIdentity(this.ctx, pod));
     this.metrics.enrolledPods.set(this.pods.size);
@@ -312,11 +315,6 @@ export class PodManager {
     const tmp = `${this.stateFile}.tmp`;
     writeFileSync(tmp, JSON.stringify([...this.pods.values()].map((p) => p.info), null, 1));
     renameSync(tmp, this.stateFile);
-  }
-
-  /** The enrolled pod that holds `ip` on this node, if any. */
-  podByIp(ip: string): ProxyPod | undefined {
-    return this.byIp.get(ip); // a pod leaves it when released
   }
 
   /** Agent shutdown: close listeners and handles; capture stays pinned (new connections fail). */

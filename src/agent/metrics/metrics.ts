@@ -1,11 +1,9 @@
 // The agent's Prometheus metrics (prom-client), served on :15020/metrics. Capture counters live in
 // BPF maps (or iptables rule counters) and are read at scrape time, never on the data path.
+// Istio's istio_tcp_* series, which any proxy exports, are in src/telemetry/istio-tcp.ts.
 import { Counter, Gauge, Registry } from 'prom-client';
+import type { Direction, Transport } from '../../telemetry/connection.ts';
 import { registerHealthMetrics } from '../../util/metrics.ts';
-
-export type Direction = 'outbound' | 'inbound';
-/** How a connection crossed the mesh: HBONE, plaintext TCP, or the node-local fast path. */
-export type Transport = 'hbone' | 'tcp' | 'node_local';
 
 export class AgentMetrics {
   readonly registry = new Registry();

@@ -1,13 +1,21 @@
 // One record per proxied connection: Istio's connection metrics are opened when it starts and
 // closed by a single guard on every exit path, so denials and failures are counted exactly like
-// successes; one access-log line is written when it ends.
+// successes; one access-log line (src/telemetry/access-log.ts) is written when it ends.
 import type { Socket } from 'node:net';
 import type { Service, Workload } from '../../api/mesh.ts';
 import type { Endpoint } from '../capture/backend.ts';
-import type { ConnectionFacts } from '../metrics/istio.ts';
-import type { Direction } from '../metrics/metrics.ts';
-import type { ProxyContext } from './context.ts';
+import type { AgentMetrics } from '../metrics/metrics.ts';
+import { logConnection, type AccessLogSink } from '../../telemetry/access-log.ts';
+import { elapsedMs, type Direction } from '../../telemetry/connection.ts';
+import { known, type ConnectionFacts, type IstioTcpMetrics } from '../../telemetry/istio-tcp.ts';
 import { formatAuthority } from '../../hbone/authority.ts';
+
+/** Where a connection reports to: all a Connection takes from the agent. */
+export interface ConnectionSinks {
+  log: AccessLogSink;
+  metrics: Pick<AgentMetrics, 'active' | 'connectionEnded'>;
+  istio: IstioTcpMetrics;
+}
 
 export interface Outcome {
   /** Bytes from the client toward the destination, and back. */
@@ -32,14 +40,14 @@ export class Connection {
   facts: ConnectionFacts;
 
   constructor(
-    private readonly ctx: ProxyContext,
+    private readonly sinks: ConnectionSinks,
     readonly direction: Direction,
     readonly pod: { namespace: string; name: string },
     src: Socket | string,
   ) {
     this.src = typeof src === 'string' ? src : formatAuthority({ address: src.remoteAddress ?? '', port: src.remotePort ?? 0 });
     this.facts = { reporter: direction === 'outbound' ? 'source' : 'destination', mtls: false };
-    ctx.metrics.active.inc({ direction });
+    sinks.metrics.active.inc({ direction });
   }
 
   /** What the decision found; metrics count the connection as opened from here on. */
@@ -47,47 +55,44 @@ export class Connection {
     Object.assign(this.facts, f);
     if (!this.opened) {
       this.opened = true;
-      this.ctx.istio.series(this.facts).opened++;
+      this.sinks.istio.series(this.facts).opened++;
     }
   }
 
   finish(o: Outcome): void {
     if (this.done) return;
     this.done = true;
-    const { ctx } = this;
-    ctx.metrics.active.dec({ direction: this.direction });
+    const { sinks } = this;
+    sinks.metrics.active.dec({ direction: this.direction });
     if (!this.opened) this.decided({});
-    const series = ctx.istio.series(this.facts, o.flag ?? '-');
+    const series = sinks.istio.series(this.facts, o.flag ?? '-');
     const labels = series.labels;
     series.closed++;
     // Istio's sense: received = request bytes (from the client), sent = response bytes.
     series.received += o.sent;
     series.sent += o.received;
     const f = this.facts;
-    ctx.metrics.connectionEnded(this.direction, this.nodeLocal ? 'node_local' : f.mtls ? 'hbone' : 'tcp', !o.error);
-    const entry = {
+    const transport = this.nodeLocal ? 'node_local' : f.mtls ? 'hbone' : 'tcp';
+    sinks.metrics.connectionEnded(this.direction, transport, !o.error);
+    logConnection(sinks.log, {
       direction: this.direction,
       pod: `${this.pod.namespace}/${this.pod.name}`,
-      'src.addr': this.src,
-      'src.workload': f.src?.name,
-      'src.namespace': f.src?.namespace,
-      'src.identity': labels.source_principal !== 'unknown' ? labels.source_principal : undefined,
-      'dst.addr': this.dst ? formatAuthority(this.dst) : undefined,
-      'dst.hbone_addr': this.hboneAddr,
-      ...(this.nodeLocal ? { node_local: true } : {}),
-      'dst.service': f.service?.hostname,
-      'dst.workload': f.dst?.name,
-      'dst.namespace': f.dst?.namespace,
-      'dst.identity': labels.destination_principal !== 'unknown' ? labels.destination_principal : undefined,
-      protocol: this.nodeLocal ? 'node-local' : f.mtls ? 'HBONE' : 'TCP',
-      bytes_sent: o.sent,
-      bytes_recv: o.received,
-      duration_ms: Math.round(Number(process.hrtime.bigint() - this.start) / 1e4) / 100,
-      ...(o.error ? { error: o.error, response_flags: o.flag } : {}),
-      ...(o.policy ? { policy: o.policy } : {}),
-      ...(o.audit?.length ? { audit: o.audit } : {}),
-    };
-    if (o.error) ctx.log.warn(entry, 'connection failed');
-    else ctx.log.info(entry, 'connection complete');
+      srcAddr: this.src,
+      srcWorkload: f.src,
+      srcIdentity: known(labels.source_principal),
+      dstAddr: this.dst ? formatAuthority(this.dst) : undefined,
+      hboneAddr: this.hboneAddr,
+      service: f.service,
+      dstWorkload: f.dst,
+      dstIdentity: known(labels.destination_principal),
+      transport,
+      sent: o.sent,
+      received: o.received,
+      durationMs: elapsedMs(this.start),
+      error: o.error,
+      responseFlags: o.flag,
+      policy: o.policy,
+      audit: o.audit,
+    });
   }
 }

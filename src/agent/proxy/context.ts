@@ -1,19 +1,22 @@
-// What every proxied connection needs from the agent: current mesh state (a snapshot taken per
-// connection), the authorization engine for that snapshot, certificates, the HBONE pool, and the
-// telemetry sinks.
+// What the proxy paths need from the agent, built once in agent/main.ts before the pods: current
+// mesh state (a snapshot taken per connection), the authorization engine for that snapshot,
+// certificates, the HBONE pool, the data path, the telemetry sinks (all a Connection sees), and
+// the pods enrolled on this node (read only; the pod manager fills that registry).
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { SpiffeId } from '../../api/spiffe.ts';
 import type { CertManager } from '../../identity/index.ts';
 import type { AgentMetrics } from '../metrics/metrics.ts';
-import type { IstioTcpMetrics } from '../metrics/istio.ts';
+import type { IstioTcpMetrics } from '../../telemetry/istio-tcp.ts';
 import { AuthorizationEngine } from '../rbac/engine.ts';
 import type { MeshState } from '../state/mesh-state.ts';
 import type { HbonePool, HboneTunnel, PodHboneServer, PodHboneServerOptions } from '../../hbone/index.ts';
-import type { ProxyPod } from './outbound.ts';
 import type { RelayResult } from '../../hbone/relay.ts';
+import type { AuthorizeDeps } from './authorize.ts';
+import type { ConnectionSinks } from './connection.ts';
+import type { LocalPodLookup } from './node-local/local-pods.ts';
 
-export interface ProxyContext {
+export interface ProxyContext extends ConnectionSinks, AuthorizeDeps {
   log: Logger;
   metrics: AgentMetrics;
   istio: IstioTcpMetrics;
@@ -33,11 +36,11 @@ export interface ProxyContext {
   serveHbone: (opts: PodHboneServerOptions) => PodHboneServer;
   /**
    * Ports the agent itself listens on (in-pod 15001/15006/15008, admin 15000/15020/15021): never a
-   * destination inbound traffic may ask for (inbound.ts). DEFAULT_AGENT_PORTS when absent.
+   * destination inbound traffic may ask for (authorize.ts). DEFAULT_AGENT_PORTS when absent.
    */
   agentPorts?: ReadonlySet<number>;
-  /** The pod enrolled on this node that holds an address: its connections take the node-local fast path. */
-  localPod?: (ip: string) => ProxyPod | undefined;
+  /** The pods enrolled on this node, by address: their connections take the node-local fast path. */
+  localPods?: LocalPodLookup;
 }
 
 /**
@@ -53,7 +56,7 @@ export function engineCache(rootNamespace: string): (s: MeshState) => Authorizat
   };
 }
 
-export const podIdentity = (ctx: ProxyContext, pod: { namespace: string; serviceAccount: string }): SpiffeId => ({
+export const podIdentity = (ctx: { trustDomain: string }, pod: { namespace: string; serviceAccount: string }): SpiffeId => ({
   trustDomain: ctx.trustDomain,
   namespace: pod.namespace,
   serviceAccount: pod.serviceAccount,

@@ -4,7 +4,7 @@ import { Writable } from 'node:stream';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { AgentMetrics } from '../../../src/agent/metrics/metrics.ts';
-import { IstioTcpMetrics } from '../../../src/agent/metrics/istio.ts';
+import { IstioTcpMetrics } from '../../../src/telemetry/istio-tcp.ts';
 import { Connection } from '../../../src/agent/proxy/connection.ts';
 import type { ProxyContext } from '../../../src/agent/proxy/context.ts';
 

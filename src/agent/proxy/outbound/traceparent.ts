@@ -1,4 +1,4 @@
-// W3C traceparent for each outbound HBONE CONNECT. Random ids come from a pool refilled 4 KiB at
+// W3C traceparent for each outbound HBONE CONNECT (only the outbound path sends one). Random ids come from a pool refilled 4 KiB at
 // a time: two randomBytes() calls per connection were ~1.5 % of the agent's CPU under a storm of
 // new connections.
 import { randomFillSync } from 'node:crypto';

@@ -1,12 +1,12 @@
-// The agent's log is batched: a quiet agent's lines must still appear promptly, and nothing may
+// A proxy's log is batched: a quiet proxy's lines must still appear promptly, and nothing may
 // be lost when the process exits with lines pending.
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 const script = `
-import { agentLogger } from ${JSON.stringify(join(import.meta.dirname, '../../src/agent/log.ts'))};
-const log = agentLogger({ component: 'test' });
+import { batchedLogger } from ${JSON.stringify(join(import.meta.dirname, '../../src/telemetry/log.ts'))};
+const log = batchedLogger({ component: 'test' });
 log.info('first');
 process.stdin.once('data', () => {
   for (let i = 0; i < 50; i++) log.info({ i }, 'burst');

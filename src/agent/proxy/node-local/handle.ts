@@ -5,17 +5,18 @@
 // destination's inbound authorization itself and dials the app from inside the destination pod:
 // one plaintext relay hop between two sockets of this process, never on any link, instead of two
 // hops with TLS and HTTP/2 in between. Both sides are reported as Istio reports them for HBONE
-// (source and destination reporter, mutual_tls), and the access log says node_local.
+// (source and destination reporter, mutual_tls), and the access log says node_local. The pods
+// enrolled here are found in the registry local-pods.ts.
 import type { Socket } from 'node:net';
-import { formatSpiffe, type SpiffeId } from '../../api/spiffe.ts';
-import type { Workload } from '../../api/mesh.ts';
-import type { Endpoint } from '../capture/backend.ts';
-import { Connection } from './connection.ts';
-import type { ProxyContext } from './context.ts';
-import { formatAuthority } from '../../hbone/authority.ts';
-import { authorize } from './inbound.ts';
-import type { ProxyPod } from './outbound.ts';
-import { dialFromPod } from './pod-sockets.ts';
+import { formatSpiffe, type SpiffeId } from '../../../api/spiffe.ts';
+import type { Workload } from '../../../api/mesh.ts';
+import type { Endpoint } from '../../capture/backend.ts';
+import { Connection } from '../connection.ts';
+import type { ProxyContext } from '../context.ts';
+import { formatAuthority } from '../../../hbone/authority.ts';
+import { authorize } from '../authorize.ts';
+import type { ProxyPod } from '../types.ts';
+import { dialFromPod } from '../pod-sockets.ts';
 
 export interface NodeLocalRequest {
   src: ProxyPod;

@@ -1,12 +1,13 @@
 // Decide, then act: where a captured outbound connection goes, as a pure function of the mesh
 // state and the original destination. A ClusterIP is load-balanced here over healthy endpoints;
 // a mesh workload (tunnel protocol HBONE) is reached through HBONE at <pod ip>:15008; anything
-// else is passed through in plaintext.
-import { WEFT } from '../../bpf/consts.ts';
-import { formatSpiffe } from '../../api/spiffe.ts';
-import type { Service, Workload } from '../../api/mesh.ts';
-import type { Endpoint } from '../capture/backend.ts';
-import type { MeshState } from '../state/mesh-state.ts';
+// else is passed through in plaintext. Kept apart from the handler (handle.ts) so the decision
+// is tested on its own, against a real mesh state.
+import { WEFT } from '../../../bpf/consts.ts';
+import { formatSpiffe } from '../../../api/spiffe.ts';
+import type { Service, Workload } from '../../../api/mesh.ts';
+import type { Endpoint } from '../../capture/backend.ts';
+import type { MeshState } from '../../state/mesh-state.ts';
 
 export type OutboundPlan =
   | { kind: 'hbone'; dst: Workload; dstIdentity: string; hbone: Endpoint; target: Endpoint; service?: Service }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { traceparent } from '../../../src/agent/proxy/traceparent.ts';
+import { traceparent } from '../../../../src/agent/proxy/outbound/traceparent.ts';
 
 describe('traceparent', () => {
   it('is W3C-shaped and never repeats, across refills of the random pool', () => {

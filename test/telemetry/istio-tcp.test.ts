@@ -2,8 +2,8 @@
 // across scrapes, and a workload that changed must not keep its old labels.
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
-import type { Workload } from '../../../src/api/mesh.ts';
-import { IstioTcpMetrics } from '../../../src/agent/metrics/istio.ts';
+import type { Workload } from '../../src/api/mesh.ts';
+import { IstioTcpMetrics } from '../../src/telemetry/istio-tcp.ts';
 
 const wl = (name: string, revision = 'v1'): Workload => ({
   uid: `Kubernetes//Pod/ns/${name}`, name, namespace: 'ns', addresses: ['10.0.0.1'], network: '', tunnelProtocol: 'HBONE', trustDomain: 'cluster.local',

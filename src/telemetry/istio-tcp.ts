@@ -1,8 +1,9 @@
 // Istio's L4 telemetry, with Istio's names and labels, so dashboards and alerts written for
-// ztunnel work unchanged.
+// ztunnel work unchanged. Shared by every proxy (it was the node agent's, src/agent/metrics): a
+// connection counts into the series of its facts (workloads, service, identities), not of a proxy.
 import { Counter, type Registry } from 'prom-client';
-import { formatSpiffe } from '../../api/spiffe.ts';
-import type { Service, Workload } from '../../api/mesh.ts';
+import { formatSpiffe } from '../api/spiffe.ts';
+import type { Service, Workload } from '../api/mesh.ts';
 
 export const TCP_LABELS = [
   'reporter',
@@ -44,6 +45,9 @@ export interface ConnectionFacts {
 }
 
 const U = 'unknown';
+
+/** A label's value, or undefined where Istio writes "unknown". */
+export const known = (label: string): string | undefined => (label !== U ? label : undefined);
 
 export function tcpLabels(f: ConnectionFacts, responseFlags = '-'): TcpLabels {
   const principal = (w?: Workload) => (w ? formatSpiffe({ trustDomain: w.trustDomain, namespace: w.namespace, serviceAccount: w.serviceAccount }) : U);

@@ -1,29 +1,18 @@
-// A connection captured on 15001: decide with planOutbound, then act — HBONE to a mesh
-// workload (the node-local fast path when it is enrolled on this node), plaintext to anything
-// else, a reset when there is nowhere to go.
+// A connection captured on 15001: decide with planOutbound (plan.ts), then act — HBONE to a mesh
+// workload (the node-local fast path, node-local/, when it is enrolled on this node), plaintext to
+// anything else, a reset when there is nowhere to go.
 import type { Socket } from 'node:net';
-import { formatSpiffe } from '../../api/spiffe.ts';
-import { WEFT } from '../../bpf/consts.ts';
-import type { Endpoint, PodCaptureHandle } from '../capture/backend.ts';
-import { Connection } from './connection.ts';
-import { podIdentity, type ProxyContext } from './context.ts';
-import { HboneError, formatAuthority } from '../../hbone/index.ts';
-import { handleNodeLocal } from './node-local.ts';
-import { planOutbound, sameFamily } from './outbound-plan.ts';
-import { dialFromPod, type DialSockets } from './pod-sockets.ts';
+import { formatSpiffe } from '../../../api/spiffe.ts';
+import { WEFT } from '../../../bpf/consts.ts';
+import type { Endpoint } from '../../capture/backend.ts';
+import { Connection } from '../connection.ts';
+import { podIdentity, type ProxyContext } from '../context.ts';
+import { HboneError, formatAuthority } from '../../../hbone/index.ts';
+import { handleNodeLocal } from '../node-local/handle.ts';
+import { planOutbound, sameFamily } from './plan.ts';
+import { dialFromPod } from '../pod-sockets.ts';
+import type { ProxyPod } from '../types.ts';
 import { traceparent } from './traceparent.ts';
-
-export interface ProxyPod {
-  uid: string;
-  namespace: string;
-  name: string;
-  serviceAccount: string;
-  ips: string[];
-  netnsFd: number;
-  /** Dial sockets made in the pod netns (pod-sockets.ts). */
-  sockets: DialSockets;
-  capture: PodCaptureHandle;
-}
 
 const isAgentPort = (p: number) => p === WEFT.PORT_OUTBOUND || p === WEFT.PORT_INBOUND;
 
@@ -71,7 +60,7 @@ export async function handleOutbound(ctx: ProxyContext, pod: ProxyPod, client: S
   const srcId = podIdentity(ctx, pod);
   conn.decided({ src, dst: plan.dst, service: plan.service, srcPrincipal: formatSpiffe(srcId), dstPrincipal: plan.dstIdentity, mtls: true });
   if (!ctx.certs) return fail('no certificate source: the agent runs without a control plane', 'TLS_FAILURE');
-  const local = ctx.localPod?.(plan.target.address);
+  const local = ctx.localPods?.get(plan.target.address);
   if (local) return handleNodeLocal(ctx, { src: pod, srcIp, srcIdentity: srcId, srcWorkload: src, dst: local, target: plan.target, client, outbound: conn });
   conn.hboneAddr = formatAuthority(plan.hbone);
   const authority = formatAuthority(plan.target);

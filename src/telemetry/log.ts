@@ -1,12 +1,13 @@
-// The agent's log: JSON lines (pino) on stdout, written in batches. The access log is a line per
+// A proxy's log: JSON lines (pino) on stdout, written in batches. The access log is a line per
 // connection, and a write() per line was the largest single item of the agent's CPU under a storm
 // of new connections; lines now collect up to 4 KiB, and whatever is pending goes out within
-// 100 ms, so a quiet agent's last lines are not held back. pino flushes the rest at exit.
+// 100 ms, so a quiet proxy's last lines are not held back. pino flushes the rest at exit.
+// It was the agent's (src/agent/log.ts); here, beside the access log, any proxy can log this way.
 import pino, { type Logger } from 'pino';
 
 export const LOG_FLUSH_MS = 100;
 
-export function agentLogger(base: Record<string, unknown>): Logger {
+export function batchedLogger(base: Record<string, unknown>): Logger {
   const dest = pino.destination({ dest: 1, sync: false, minLength: 4096 });
   let pending = false;
   const log = pino({ base, hooks: { streamWrite: (s) => ((pending = true), s) } }, dest);
