@@ -3,13 +3,24 @@
 // socket object can be closed as usual) and hand the work to the relay thread; they never wait for
 // it. Sessions and client streams get their numbers here, so a call can return one at once.
 #include <fcntl.h>
+#include <napi.h>
+#include <nghttp2/nghttp2.h>
+#include <openssl/ssl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 
+#include "pipe.h"
+#include "registry.h"
 #include "relay.h"
+#include "session.h"
+#include "tls.h"
 
 namespace weft::relay {
 namespace {

@@ -6,8 +6,15 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
 
+#include "byte_queue.h"
+#include "pipe.h"
 #include "relay.h"
+#include "util.h"
 
 namespace weft::relay {
 namespace {
