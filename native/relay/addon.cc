@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <mutex>
 #include <thread>
@@ -98,21 +99,33 @@ std::string Str(const Napi::Value& v, const char* name) {
   return v.As<Napi::String>().Utf8Value();
 }
 
+// The session's numbers, every one required (the relay keeps no defaults: settings.ts is their one
+// source) and within what HTTP/2 allows; anything else is a TypeError naming the field.
 Settings ParseSettings(const Napi::Value& v) {
-  Settings s;
-  if (!v.IsObject()) return s;
+  if (!v.IsObject()) throw Napi::TypeError::New(v.Env(), "weft relay: settings must be an object");
   Napi::Object o = v.As<Napi::Object>();
-  auto num = [&](const char* k, auto& field) {
+  // Window, frame and count fields are whole numbers; milliseconds are truncated, as they always were.
+  auto num = [&](const char* k, auto& field, double lo, double hi, bool whole) {
     Napi::Value x = o.Get(k);
-    if (x.IsNumber()) field = static_cast<std::remove_reference_t<decltype(field)>>(x.As<Napi::Number>().Int64Value());
+    double d = x.IsNumber() ? x.As<Napi::Number>().DoubleValue() : NAN;
+    if (!std::isfinite(d) || d < lo || d > hi || (whole && d != std::floor(d)))
+      throw Napi::TypeError::New(v.Env(), std::string("weft relay: settings.") + k + " must be a" +
+                                              (whole ? " whole" : "") + " number from " + std::to_string(int64_t(lo)) +
+                                              " to " + std::to_string(int64_t(hi)) + ", not " +
+                                              x.ToString().Utf8Value());
+    field = static_cast<std::remove_reference_t<decltype(field)>>(static_cast<int64_t>(d));
   };
-  num("streamWindow", s.stream_window);
-  num("connectionWindow", s.connection_window);
-  num("maxFrameSize", s.max_frame);
-  num("maxStreams", s.max_streams);
-  num("pingIntervalMs", s.ping_interval_ms);
-  num("pingTimeoutMs", s.ping_timeout_ms);
-  num("connectTimeoutMs", s.connect_timeout_ms);
+  constexpr double kU32 = 4294967295.0, kMs = 9007199254740991.0;  // 2^32 - 1, 2^53 - 1
+  constexpr double kFrameMin = 16384, kFrameMax = 16777215;         // RFC 9113 §6.5.2
+  Settings s;
+  num("streamWindow", s.stream_window, 0, NGHTTP2_MAX_WINDOW_SIZE, true);
+  num("connectionWindow", s.connection_window, 0, NGHTTP2_MAX_WINDOW_SIZE, true);
+  num("maxFrameSize", s.max_frame, kFrameMin, kFrameMax, true);
+  num("maxStreams", s.max_streams, 0, kU32, true);
+  num("maxHeaderListSize", s.max_header_list, 0, kU32, true);
+  num("pingIntervalMs", s.ping_interval_ms, 0, kMs, false);
+  num("pingTimeoutMs", s.ping_timeout_ms, 0, kMs, false);
+  num("connectTimeoutMs", s.connect_timeout_ms, 0, kMs, false);
   return s;
 }
 

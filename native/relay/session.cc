@@ -32,10 +32,6 @@ constexpr uint64_t kTickMs = 1000;
 // loop and is read on in a later turn. Without it one peer that keeps its socket full (a flood of
 // WINDOW_UPDATE or PING frames costs it nothing) holds the relay thread, and every other tunnel.
 constexpr size_t kReadBudget = 256 * 1024;
-// A request's header list (RFC 9113 §6.5.2: name + value + 32 per field), advertised as
-// SETTINGS_MAX_HEADER_LIST_SIZE and enforced here (nghttp2 only advertises it). An HBONE CONNECT
-// (authority, forwarded, baggage, traceparent) is a few hundred bytes: 16 KiB leaves ample room.
-constexpr uint32_t kMaxHeaderList = 16 * 1024;
 
 // Sessions that used up their read budget, by id (a session may be gone by the next turn), and the
 // idle handle that reads on from them once the loop has polled everything else: OpenSSL may already
@@ -183,7 +179,7 @@ void Session::Established() {
   std::vector<nghttp2_settings_entry> iv = {
       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, cfg_.stream_window},
       {NGHTTP2_SETTINGS_MAX_FRAME_SIZE, cfg_.max_frame},
-      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, kMaxHeaderList},
+      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, cfg_.max_header_list},
   };
   if (server) iv.push_back({NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, cfg_.max_streams});
   else iv.push_back({NGHTTP2_SETTINGS_ENABLE_PUSH, 0});
@@ -332,7 +328,7 @@ bool Session::OnFrame(const nghttp2_frame* f) {
     case NGHTTP2_HEADERS: {
       Stream* st = Find(sid);
       if (!st) break;
-      if (server && f->headers.cat == NGHTTP2_HCAT_REQUEST && st->header_bytes > kMaxHeaderList) {
+      if (server && f->headers.cat == NGHTTP2_HCAT_REQUEST && st->header_bytes > cfg_.max_header_list) {
         // 431 Request Header Fields Too Large; OnFrameSent resets the stream once it is out.
         st->status = 431;
         nghttp2_nv nv{reinterpret_cast<uint8_t*>(const_cast<char*>(":status")),
@@ -380,7 +376,7 @@ void Session::OnHeader(int32_t sid, const nghttp2_nv& nv) {
     // Past the cap nothing more is kept (the block is still decoded, to keep HPACK in step); the
     // request is refused with 431 when its headers are complete (OnFrame), never shown to JavaScript.
     st->header_bytes += nv.namelen + nv.valuelen + 32;
-    if (st->header_bytes > kMaxHeaderList) {
+    if (st->header_bytes > cfg_.max_header_list) {
       st->headers.clear();
       return;
     }

@@ -25,14 +25,21 @@ namespace weft::relay {
 constexpr size_t kOutMax = 256 * 1024;     // framed, not yet taken by SSL_write, per session
 constexpr size_t kTlsOutMax = 512 * 1024;  // encrypted, not yet taken by the socket, per session
 
+// A session's HTTP/2 and keepalive numbers. They have no defaults here: JavaScript's settings
+// (src/hbone/settings.ts, through relaySettings in src/hbone/native/addon.ts) are their one source,
+// so both data paths and both ends of a tunnel agree; the addon refuses a session without all of them.
 struct Settings {
-  uint32_t stream_window = 4 << 20;
-  uint32_t connection_window = 16 << 20;
-  uint32_t max_frame = 1 << 20;
-  uint32_t max_streams = 100;
-  uint64_t ping_interval_ms = 10000;
-  uint64_t ping_timeout_ms = 20000;
-  uint64_t connect_timeout_ms = 10000;
+  uint32_t stream_window;       // SETTINGS_INITIAL_WINDOW_SIZE
+  uint32_t connection_window;   // the connection's receive window
+  uint32_t max_frame;           // SETTINGS_MAX_FRAME_SIZE
+  uint32_t max_streams;         // server: SETTINGS_MAX_CONCURRENT_STREAMS
+  // A request's header list (RFC 9113 §6.5.2: name + value + 32 per field), advertised as
+  // SETTINGS_MAX_HEADER_LIST_SIZE and enforced here (nghttp2 only advertises it); past it a request
+  // is answered 431.
+  uint32_t max_header_list;
+  uint64_t ping_interval_ms;    // a PING after this long without a frame from the peer
+  uint64_t ping_timeout_ms;     // closed after this long without one
+  uint64_t connect_timeout_ms;  // TLS and HTTP/2 settings must be done by then
 };
 
 class Session {

@@ -5,16 +5,18 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { nativeBuildDir } from '../../util/paths.ts';
-import { CONNECTION_WINDOW, MAX_FRAME_SIZE, SERVER_MAX_STREAMS, STREAM_WINDOW } from '../settings.ts';
+import { CONNECTION_WINDOW, MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE, SERVER_MAX_STREAMS, STREAM_WINDOW } from '../settings.ts';
 
+/** A session's numbers. All required: the relay has no defaults of its own (settings.ts is the one source) and throws without them. */
 export interface RelaySettings {
-  streamWindow?: number;
-  connectionWindow?: number;
-  maxFrameSize?: number;
-  maxStreams?: number;
-  pingIntervalMs?: number;
-  pingTimeoutMs?: number;
-  connectTimeoutMs?: number;
+  streamWindow: number;
+  connectionWindow: number;
+  maxFrameSize: number;
+  maxStreams: number;
+  maxHeaderListSize: number;
+  pingIntervalMs: number;
+  pingTimeoutMs: number;
+  connectTimeoutMs: number;
 }
 
 interface RelayAddon {
@@ -57,6 +59,7 @@ export const relaySettings = (p: { pingIntervalMs: number; pingTimeoutMs: number
   connectionWindow: CONNECTION_WINDOW,
   maxFrameSize: MAX_FRAME_SIZE,
   maxStreams: SERVER_MAX_STREAMS,
+  maxHeaderListSize: MAX_HEADER_LIST_SIZE,
   pingIntervalMs: p.pingIntervalMs,
   pingTimeoutMs: p.pingTimeoutMs,
   connectTimeoutMs: p.timeoutMs,
