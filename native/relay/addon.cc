@@ -43,6 +43,7 @@ Napi::AsyncContext* g_async = nullptr;
 int g_depth = 0;  // relay thread only
 std::unordered_map<uint32_t, SSL_CTX*> g_contexts;  // JavaScript thread only
 uint32_t g_next_ctx = 1;
+std::string* g_ciphers = nullptr;  // TLS 1.3 cipher suites for new contexts, from init(); JavaScript thread only
 std::atomic<uint32_t> g_next_session{1}, g_next_stream{1};
 
 void RunCommands(uv_async_t*) {
@@ -140,14 +141,19 @@ void WithSession(uint32_t sid, std::function<void(Session*)> fn) {
   });
 }
 
+// init(dispatch, tls): tls.ciphers (settings.ts's TLS_CIPHERS) is required, as session settings are.
 Napi::Value Init(const Napi::CallbackInfo& info) {
   if (!info[0].IsFunction()) throw Napi::TypeError::New(info.Env(), "dispatch must be a function");
+  if (!info[1].IsObject()) throw Napi::TypeError::New(info.Env(), "weft relay: tls must be an object");
+  std::string ciphers = Str(info[1].As<Napi::Object>().Get("ciphers"), "weft relay: tls.ciphers");
   if (g_dispatch) {
     // A module system that loads the wrapper again (test isolation) in the same thread: new dispatcher.
     if (info.Env() != g_env) throw Napi::Error::New(info.Env(), "weft relay: one JavaScript thread per process");
     g_dispatch->Reset(info[0].As<Napi::Function>(), 1);
+    *g_ciphers = std::move(ciphers);
     return info.Env().Undefined();
   }
+  g_ciphers = new std::string(std::move(ciphers));
   g_env = info.Env();
   g_dispatch = new Napi::FunctionReference(Napi::Persistent(info[0].As<Napi::Function>()));
   g_async = new Napi::AsyncContext(info.Env(), "weft.relay");
@@ -163,9 +169,10 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Context(const Napi::CallbackInfo& info) {
+  NeedInit(info.Env());
   std::string err;
   SSL_CTX* ctx = NewContext(Str(info[0], "key"), Str(info[1], "certChain"), Str(info[2], "root"),
-                            info[3].ToBoolean().Value(), &err);
+                            info[3].ToBoolean().Value(), *g_ciphers, &err);
   if (!ctx) throw Napi::Error::New(info.Env(), "TLS credentials: " + err);
   uint32_t id = g_next_ctx++;
   g_contexts[id] = ctx;

@@ -1,7 +1,8 @@
 // TLS for HBONE (tls.h): contexts from the PEM credentials JavaScript holds (key, chain leaf first,
-// mesh root), TLS 1.3 with AES-GCM only and ALPN h2 (as ztunnel), peer certificates always required
-// and verified against the mesh root. Peers are named by their URI SANs, never by hostname. And the
-// write BIO sessions use, so their TLS records leave in large send()s.
+// mesh root), TLS 1.3 with the cipher suites settings.ts names (AES-GCM only, as ztunnel) and ALPN
+// h2, peer certificates always required and verified against the mesh root. Peers are named by their
+// URI SANs, never by hostname. And the write BIO sessions use, so their TLS records leave in large
+// send()s.
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
@@ -62,7 +63,7 @@ BIO* NewQueueBio(ByteQueue* out) {
 }
 
 SSL_CTX* NewContext(const std::string& key, const std::string& chain, const std::string& root, bool server,
-                    std::string* err) {
+                    const std::string& ciphers, std::string* err) {
   ERR_clear_error();
   SSL_CTX* ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
   if (!ctx) return *err = LastError("SSL_CTX_new"), nullptr;
@@ -73,7 +74,7 @@ SSL_CTX* NewContext(const std::string& key, const std::string& chain, const std:
   };
   SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
   SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
-  if (SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384") != 1) return fail("ciphersuites");
+  if (SSL_CTX_set_ciphersuites(ctx, ciphers.c_str()) != 1) return fail("ciphersuites");
   // Partial writes and a moving buffer: the pending output queue grows while a write waits.
   SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
   // Read whole socket buffers, not a record header and then its body: half the read syscalls.

@@ -11,8 +11,9 @@
 
 namespace weft::relay {
 
+// TLS 1.3 only, with the given cipher suites (OpenSSL's list syntax).
 SSL_CTX* NewContext(const std::string& key, const std::string& chain, const std::string& root, bool server,
-                    std::string* err);
+                    const std::string& ciphers, std::string* err);
 std::vector<std::string> PeerUris(SSL* ssl);
 std::string TlsError(SSL* ssl, int ret);
 

@@ -1,6 +1,7 @@
 // The relay addon's settings (src/hbone/native/addon.ts → native/relay/addon.cc): the relay keeps no
-// HTTP/2 or keepalive numbers of its own, so a session opened without one of them, or with one HTTP/2
-// does not allow, is refused at the call with an error naming the field; relaySettings supplies all.
+// HTTP/2 or keepalive numbers, nor TLS cipher suites, of its own, so a session opened without one of
+// them, or with one HTTP/2 does not allow, is refused at the call with an error naming the field;
+// relaySettings (and init, for the ciphers) supplies all.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { relayAddon, relaySettings, type RelaySettings } from '../../../src/hbone/native/addon.ts';
 import { createCa } from '../pki.ts';
@@ -48,5 +49,14 @@ describe('relay settings', () => {
     ['connectTimeoutMs', -5],
   ])('refuses %s = %s', (key, value) => {
     expect(serve({ ...full, [key]: value })).toThrow(new RegExp(`settings\\.${key} must be`));
+  });
+});
+
+describe('relay init', () => {
+  // Checked before anything changes: the dispatcher the other tests rely on stays.
+  it('refuses to start without the TLS cipher suites', () => {
+    const dispatch = () => {};
+    expect(() => relayAddon().init(dispatch, undefined as never)).toThrow(/tls must be an object/);
+    expect(() => relayAddon().init(dispatch, {} as never)).toThrow(/tls\.ciphers must be a string/);
   });
 });
