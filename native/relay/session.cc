@@ -431,8 +431,8 @@ Stream* Session::ByHandle(uint32_t handle) {
 }
 
 void Session::Finished(Stream* st) {
-  Event ev{"done", id, static_cast<int32_t>(st->handle), static_cast<double>(st->read), static_cast<double>(st->written),
-           static_cast<double>(st->status)};
+  Event ev{"done", id, static_cast<int32_t>(st->handle), static_cast<double>(st->bytes_read),
+           static_cast<double>(st->bytes_written), static_cast<double>(st->status)};
   ev.text = st->error;
   ev.list.push_back(std::to_string(st->rst));
   Emit(std::move(ev));

@@ -60,7 +60,7 @@ void Stream::ReadUp() {
     n = ::read(fd, p, room);
     if (n <= 0) break;
     up.commit(static_cast<size_t>(n));
-    read += static_cast<uint64_t>(n);
+    bytes_read += static_cast<uint64_t>(n);
     nghttp2_session_resume_data(s->h2(), id);
   } while (static_cast<size_t>(n) == room);
   if (n > 0) return;
@@ -80,7 +80,7 @@ void Stream::WriteDown() {
     ssize_t n = down.send_to(fd);
     if (n > 0) {
       down.consume(static_cast<size_t>(n));
-      written += static_cast<uint64_t>(n);
+      bytes_written += static_cast<uint64_t>(n);
       s->Consume(this, static_cast<size_t>(n));
       continue;
     }

@@ -33,7 +33,7 @@ struct Stream {
   ByteQueue down;  // arrived on the stream, not yet written to fd
   bool attached = false, fd_eof = false, fd_shut = false, fd_closed = false;
   bool peer_end = false, h2_closed = false, done = false;
-  uint64_t read = 0, written = 0;
+  uint64_t bytes_read = 0, bytes_written = 0;  // on the plaintext socket: `done`'s n1 and n2
   int status = 0;
   uint32_t rst = 0;
   std::string error;
