@@ -11,8 +11,8 @@
 // The parts: addon.cc (the JavaScript surface and the relay thread; this header's functions),
 // session.{h,cc} (one HBONE connection), stream.{h,cc} (one CONNECT tunnel on it), h2_callbacks
 // (nghttp2's callbacks into them), registry (live sessions by number, and what waits to be freed),
-// tls (contexts, peer names), pipe (plaintext relays), byte_queue (every buffer), util (small
-// socket and time helpers).
+// tls (contexts, peer names, the BIO that queues TLS records), pipe (plaintext relays), byte_queue
+// (every buffer), util (small socket and time helpers).
 //
 // This header: how the relay thread and the JavaScript thread talk, and when things may be freed.
 #pragma once
