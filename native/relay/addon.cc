@@ -3,13 +3,25 @@
 // socket object can be closed as usual) and hand the work to the relay thread; they never wait for
 // it. Sessions and client streams get their numbers here, so a call can return one at once.
 #include <fcntl.h>
+#include <napi.h>
+#include <nghttp2/nghttp2.h>
+#include <openssl/ssl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 
+#include "pipe.h"
+#include "registry.h"
 #include "relay.h"
+#include "session.h"
+#include "tls.h"
 
 namespace weft::relay {
 namespace {
@@ -31,6 +43,7 @@ Napi::AsyncContext* g_async = nullptr;
 int g_depth = 0;  // relay thread only
 std::unordered_map<uint32_t, SSL_CTX*> g_contexts;  // JavaScript thread only
 uint32_t g_next_ctx = 1;
+std::string* g_ciphers = nullptr;  // TLS 1.3 cipher suites for new contexts, from init(); JavaScript thread only
 std::atomic<uint32_t> g_next_session{1}, g_next_stream{1};
 
 void RunCommands(uv_async_t*) {
@@ -87,21 +100,33 @@ std::string Str(const Napi::Value& v, const char* name) {
   return v.As<Napi::String>().Utf8Value();
 }
 
+// The session's numbers, every one required (the relay keeps no defaults: settings.ts is their one
+// source) and within what HTTP/2 allows; anything else is a TypeError naming the field.
 Settings ParseSettings(const Napi::Value& v) {
-  Settings s;
-  if (!v.IsObject()) return s;
+  if (!v.IsObject()) throw Napi::TypeError::New(v.Env(), "weft relay: settings must be an object");
   Napi::Object o = v.As<Napi::Object>();
-  auto num = [&](const char* k, auto& field) {
+  // Window, frame and count fields are whole numbers; milliseconds are truncated, as they always were.
+  auto num = [&](const char* k, auto& field, double lo, double hi, bool whole) {
     Napi::Value x = o.Get(k);
-    if (x.IsNumber()) field = static_cast<std::remove_reference_t<decltype(field)>>(x.As<Napi::Number>().Int64Value());
+    double d = x.IsNumber() ? x.As<Napi::Number>().DoubleValue() : NAN;
+    if (!std::isfinite(d) || d < lo || d > hi || (whole && d != std::floor(d)))
+      throw Napi::TypeError::New(v.Env(), std::string("weft relay: settings.") + k + " must be a" +
+                                              (whole ? " whole" : "") + " number from " + std::to_string(int64_t(lo)) +
+                                              " to " + std::to_string(int64_t(hi)) + ", not " +
+                                              x.ToString().Utf8Value());
+    field = static_cast<std::remove_reference_t<decltype(field)>>(static_cast<int64_t>(d));
   };
-  num("streamWindow", s.stream_window);
-  num("connectionWindow", s.connection_window);
-  num("maxFrameSize", s.max_frame);
-  num("maxStreams", s.max_streams);
-  num("pingIntervalMs", s.ping_interval_ms);
-  num("pingTimeoutMs", s.ping_timeout_ms);
-  num("connectTimeoutMs", s.connect_timeout_ms);
+  constexpr double kU32 = 4294967295.0, kMs = 9007199254740991.0;  // 2^32 - 1, 2^53 - 1
+  constexpr double kFrameMin = 16384, kFrameMax = 16777215;         // RFC 9113 §6.5.2
+  Settings s;
+  num("streamWindow", s.stream_window, 0, NGHTTP2_MAX_WINDOW_SIZE, true);
+  num("connectionWindow", s.connection_window, 0, NGHTTP2_MAX_WINDOW_SIZE, true);
+  num("maxFrameSize", s.max_frame, kFrameMin, kFrameMax, true);
+  num("maxStreams", s.max_streams, 0, kU32, true);
+  num("maxHeaderListSize", s.max_header_list, 0, kU32, true);
+  num("pingIntervalMs", s.ping_interval_ms, 0, kMs, false);
+  num("pingTimeoutMs", s.ping_timeout_ms, 0, kMs, false);
+  num("connectTimeoutMs", s.connect_timeout_ms, 0, kMs, false);
   return s;
 }
 
@@ -116,14 +141,19 @@ void WithSession(uint32_t sid, std::function<void(Session*)> fn) {
   });
 }
 
+// init(dispatch, tls): tls.ciphers (settings.ts's TLS_CIPHERS) is required, as session settings are.
 Napi::Value Init(const Napi::CallbackInfo& info) {
   if (!info[0].IsFunction()) throw Napi::TypeError::New(info.Env(), "dispatch must be a function");
+  if (!info[1].IsObject()) throw Napi::TypeError::New(info.Env(), "weft relay: tls must be an object");
+  std::string ciphers = Str(info[1].As<Napi::Object>().Get("ciphers"), "weft relay: tls.ciphers");
   if (g_dispatch) {
     // A module system that loads the wrapper again (test isolation) in the same thread: new dispatcher.
     if (info.Env() != g_env) throw Napi::Error::New(info.Env(), "weft relay: one JavaScript thread per process");
     g_dispatch->Reset(info[0].As<Napi::Function>(), 1);
+    *g_ciphers = std::move(ciphers);
     return info.Env().Undefined();
   }
+  g_ciphers = new std::string(std::move(ciphers));
   g_env = info.Env();
   g_dispatch = new Napi::FunctionReference(Napi::Persistent(info[0].As<Napi::Function>()));
   g_async = new Napi::AsyncContext(info.Env(), "weft.relay");
@@ -139,9 +169,10 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Context(const Napi::CallbackInfo& info) {
+  NeedInit(info.Env());
   std::string err;
   SSL_CTX* ctx = NewContext(Str(info[0], "key"), Str(info[1], "certChain"), Str(info[2], "root"),
-                            info[3].ToBoolean().Value(), &err);
+                            info[3].ToBoolean().Value(), *g_ciphers, &err);
   if (!ctx) throw Napi::Error::New(info.Env(), "TLS credentials: " + err);
   uint32_t id = g_next_ctx++;
   g_contexts[id] = ctx;

@@ -6,8 +6,15 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
 
+#include "byte_queue.h"
+#include "pipe.h"
 #include "relay.h"
+#include "util.h"
 
 namespace weft::relay {
 namespace {
@@ -38,7 +45,7 @@ class Pipe {
     int events = 0;
     ByteQueue out;  // from the other side, to be written here
     bool eof = false, shut = false;
-    uint64_t read = 0;
+    uint64_t bytes_read = 0;  // from this side's socket: `done`'s n1 (side 0) and n2 (side 1)
   };
 
   static void OnPoll(uv_poll_t* p, int status, int ev) {
@@ -63,7 +70,7 @@ class Pipe {
       ssize_t n = ::read(from.fd, p, room);
       if (n > 0) {
         to.out.commit(static_cast<size_t>(n));
-        from.read += static_cast<uint64_t>(n);
+        from.bytes_read += static_cast<uint64_t>(n);
         if (static_cast<size_t>(n) < room) break;
         continue;
       }
@@ -123,7 +130,7 @@ class Pipe {
       ::close(s.fd);
       s.out.consume(s.out.size());
     }
-    Event ev{"done", id_, 0, static_cast<double>(side_[0].read), static_cast<double>(side_[1].read)};
+    Event ev{"done", id_, 0, static_cast<double>(side_[0].bytes_read), static_cast<double>(side_[1].bytes_read)};
     ev.text = error_;
     Emit(std::move(ev));
     Event closed{"close", id_};

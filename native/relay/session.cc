@@ -1,49 +1,37 @@
-// One HBONE connection: a TCP socket, its TLS, its HTTP/2 session and the CONNECT streams on it,
-// driven by uv_poll on the Node loop. Output is framed by nghttp2 into one queue (DATA payloads are
-// copied once, from the stream's read queue, with NGHTTP2_DATA_FLAG_NO_COPY) and handed to
-// SSL_write in large pieces; input is read a socket buffer at a time (read-ahead) and fed to nghttp2.
+// One HBONE connection (session.h): TLS handshake and peer check, HTTP/2 settings, reading (TLS
+// records into nghttp2) and writing (nghttp2's frames through SSL_write into large send()s),
+// keepalive, JavaScript's commands and the session's end. Output is framed by nghttp2 into one queue
+// (DATA payloads are copied once, from the stream's `up` queue, with NGHTTP2_DATA_FLAG_NO_COPY) and
+// handed to SSL_write in large pieces; input is read a socket buffer at a time (read-ahead) and fed
+// to nghttp2.
 //
 // Flow control is end to end: received DATA is acknowledged to the peer (WINDOW_UPDATE) only once
 // written to the plaintext socket, so a slow reader holds at most one stream window here, and a
-// plaintext socket is read only while less than UP_MAX waits to be framed.
-#include <netinet/in.h>
-#include <netinet/tcp.h>
+// plaintext socket is read only while less than kUpMax waits to be framed (stream.h).
+#include "session.h"
+
 #include <openssl/err.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
-#include <climits>
+#include <cstring>
 
+#include "h2_callbacks.h"
+#include "registry.h"
 #include "relay.h"
+#include "tls.h"
+#include "util.h"
 
 namespace weft::relay {
 namespace {
 
-constexpr size_t kUpMax = 256 * 1024;   // plaintext read, not yet framed, per stream
-constexpr size_t kOutMax = 256 * 1024;  // framed, not yet taken by SSL_write, per session
-constexpr size_t kTlsOutMax = 512 * 1024;  // encrypted, not yet taken by the socket, per session
 constexpr uint64_t kTickMs = 1000;
 // Plaintext taken from one session's TLS per wake-up: past it, the session yields to the rest of the
 // loop and is read on in a later turn. Without it one peer that keeps its socket full (a flood of
 // WINDOW_UPDATE or PING frames costs it nothing) holds the relay thread, and every other tunnel.
 constexpr size_t kReadBudget = 256 * 1024;
-// A request's header list (RFC 9113 §6.5.2: name + value + 32 per field), advertised as
-// SETTINGS_MAX_HEADER_LIST_SIZE and enforced here (nghttp2 only advertises it). An HBONE CONNECT
-// (authority, forwarded, baggage, traceparent) is a few hundred bytes: 16 KiB leaves ample room.
-constexpr uint32_t kMaxHeaderList = 16 * 1024;
-
-// Relay-thread state; allocated once and never freed, so nothing is destroyed under the thread at exit.
-auto& g_sessions = *new std::unordered_map<uint32_t, Session*>();
-auto& g_dead_sessions = *new std::vector<Session*>();
-auto& g_dead_streams = *new std::vector<Stream*>();
-std::atomic<size_t> g_session_count{0}, g_streams{0};
-
-void CloseHandle(uv_handle_t* h) {
-  uv_close(h, [](uv_handle_t* x) { free(x); });
-}
 
 // Sessions that used up their read budget, by id (a session may be gone by the next turn), and the
 // idle handle that reads on from them once the loop has polled everything else: OpenSSL may already
@@ -51,340 +39,7 @@ void CloseHandle(uv_handle_t* h) {
 auto& g_read_on = *new std::vector<uint32_t>();
 uv_idle_t* g_read_on_idle = nullptr;
 
-std::string ErrName(int err) {
-  const char* n = strerrorname_np(err);
-  return n ? n : "E" + std::to_string(err);
-}
-
-void SetNoDelay(int fd) {
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-}
-
-// --- nghttp2 callbacks -------------------------------------------------------------------------
-
-Session* S(void* user) { return static_cast<Session*>(user); }
-
-ssize_t OnSend(nghttp2_session*, const uint8_t* data, size_t len, int, void* user) {
-  ByteQueue& out = S(user)->out();
-  if (out.size() >= kOutMax) return NGHTTP2_ERR_WOULDBLOCK;
-  out.append(data, len);
-  return static_cast<ssize_t>(len);
-}
-
-// nghttp2 fixed this frame's length when ReadUpData answered, and after WOULDBLOCK it calls again with
-// that same length, ahead of anything queued since (a RST_STREAM too). So the stream must still hold
-// `len` bytes: CloseFd keeps `up` while the stream is open in HTTP/2 for exactly this. Should that
-// ever break, the stream is reset (TEMPORAL_CALLBACK_FAILURE: nghttp2 drops the frame and sends
-// RST_STREAM) rather than the frame being short of bytes or the relay thread spinning on it.
-int OnSendData(nghttp2_session*, nghttp2_frame* frame, const uint8_t* framehd, size_t len,
-               nghttp2_data_source* src, void* user) {
-  ByteQueue& out = S(user)->out();
-  if (out.size() >= kOutMax) return NGHTTP2_ERR_WOULDBLOCK;
-  auto* st = static_cast<Stream*>(src->ptr);
-  if (st->up.size() < len) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-  out.append(framehd, 9);
-  st->up.move_to(out, len);  // no padding is ever asked for
-  (void)frame;
-  st->UpdatePoll();  // room again: read on
-  return 0;
-}
-
-ssize_t ReadUpData(nghttp2_session*, int32_t, uint8_t*, size_t len, uint32_t* flags, nghttp2_data_source* src,
-                   void*) {
-  auto* st = static_cast<Stream*>(src->ptr);
-  size_t n = std::min(len, st->up.size());
-  if (n == 0) {
-    if (st->fd_eof) {
-      *flags |= NGHTTP2_DATA_FLAG_EOF;  // FIN becomes END_STREAM
-      return 0;
-    }
-    return NGHTTP2_ERR_DEFERRED;
-  }
-  *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
-  if (st->fd_eof && n == st->up.size()) *flags |= NGHTTP2_DATA_FLAG_EOF;
-  return static_cast<ssize_t>(n);
-}
-
-int OnFrameRecv(nghttp2_session*, const nghttp2_frame* f, void* user) {
-  return S(user)->OnFrame(f) ? 0 : NGHTTP2_ERR_CALLBACK_FAILURE;
-}
-
-// A refused stream must not linger: RST_STREAM(NO_ERROR) once its final response is out. Not
-// before: nghttp2 would drop a response still queued behind the reset.
-int OnFrameSent(nghttp2_session* h2, const nghttp2_frame* f, void* user) {
-  if (f->hd.type == NGHTTP2_HEADERS && (f->hd.flags & NGHTTP2_FLAG_END_STREAM) && S(user)->server)
-    nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_NO_ERROR);
-  return 0;
-}
-
-int OnStreamClose(nghttp2_session*, int32_t id, uint32_t code, void* user) {
-  S(user)->OnStreamClose(id, code);
-  return 0;
-}
-
-int OnHeaderCb(nghttp2_session*, const nghttp2_frame* f, const uint8_t* name, size_t namelen,
-               const uint8_t* value, size_t valuelen, uint8_t, void* user) {
-  nghttp2_nv nv{const_cast<uint8_t*>(name), const_cast<uint8_t*>(value), namelen, valuelen, 0};
-  S(user)->OnHeader(f->hd.stream_id, nv);
-  return 0;
-}
-
-int OnBeginHeadersCb(nghttp2_session*, const nghttp2_frame* f, void* user) {
-  if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) S(user)->OnBeginHeaders(f->hd.stream_id);
-  return 0;
-}
-
-int OnDataChunk(nghttp2_session*, uint8_t, int32_t id, const uint8_t* data, size_t len, void* user) {
-  S(user)->OnData(id, data, len);
-  return 0;
-}
-
-// The write side of every session's TLS: records are appended to the session's queue and leave
-// in large send()s, not one write(2) per 16 KiB record as OpenSSL's socket BIO does.
-BIO_METHOD* QueueBio() {
-  static BIO_METHOD* m = [] {
-    BIO_METHOD* b = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "weft-queue");
-    BIO_meth_set_write(b, [](BIO* bio, const char* data, int len) {
-      static_cast<Session*>(BIO_get_data(bio))->tls_out().append(reinterpret_cast<const uint8_t*>(data),
-                                                                 static_cast<size_t>(len));
-      return len;
-    });
-    BIO_meth_set_ctrl(b, [](BIO*, int cmd, long, void*) -> long { return cmd == BIO_CTRL_FLUSH ? 1 : 0; });
-    BIO_meth_set_create(b, [](BIO* bio) {
-      BIO_set_init(bio, 1);
-      return 1;
-    });
-    return b;
-  }();
-  return m;
-}
-
-nghttp2_session_callbacks* Callbacks() {
-  static nghttp2_session_callbacks* cb = [] {
-    nghttp2_session_callbacks* c;
-    nghttp2_session_callbacks_new(&c);
-    nghttp2_session_callbacks_set_send_callback(c, OnSend);
-    nghttp2_session_callbacks_set_send_data_callback(c, OnSendData);
-    nghttp2_session_callbacks_set_on_frame_recv_callback(c, OnFrameRecv);
-    nghttp2_session_callbacks_set_on_frame_send_callback(c, OnFrameSent);
-    nghttp2_session_callbacks_set_on_stream_close_callback(c, OnStreamClose);
-    nghttp2_session_callbacks_set_on_header_callback(c, OnHeaderCb);
-    nghttp2_session_callbacks_set_on_begin_headers_callback(c, OnBeginHeadersCb);
-    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(c, OnDataChunk);
-    return c;
-  }();
-  return cb;
-}
-
 }  // namespace
-
-uint64_t NowMs() { return uv_hrtime() / 1000000; }
-
-int SocketError(int fd, int uv_status) {
-  int err = 0;
-  socklen_t len = sizeof(err);
-  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) return err;
-  return -uv_status;
-}
-
-namespace {
-std::vector<uint8_t*>& g_free_blocks = *new std::vector<uint8_t*>();  // relay thread; never destroyed
-constexpr size_t kFreeBlocksMax = 64;  // 4 MiB kept for the next burst
-}  // namespace
-
-void ByteQueue::consume(size_t n) {
-  size_ -= n;
-  while (n > 0 || (!blocks_.empty() && blocks_.front().head == blocks_.front().tail)) {
-    Block& b = blocks_.front();
-    size_t k = std::min(n, b.tail - b.head);
-    b.head += k;
-    n -= k;
-    if (b.head < b.tail) break;
-    if (g_free_blocks.size() < kFreeBlocksMax) g_free_blocks.push_back(b.p);
-    else free(b.p);
-    blocks_.erase(blocks_.begin());
-    if (blocks_.empty()) break;
-  }
-}
-
-uint8_t* ByteQueue::tail(size_t* room) {
-  if (blocks_.empty() || blocks_.back().tail == kBlock) {
-    uint8_t* p;
-    if (!g_free_blocks.empty()) {
-      p = g_free_blocks.back();
-      g_free_blocks.pop_back();
-    } else if (!(p = static_cast<uint8_t*>(malloc(kBlock)))) {
-      abort();
-    }
-    blocks_.push_back({p, 0, 0});
-  }
-  *room = kBlock - blocks_.back().tail;
-  return blocks_.back().p + blocks_.back().tail;
-}
-
-void ByteQueue::append(const uint8_t* p, size_t n) {
-  while (n > 0) {
-    size_t room;
-    uint8_t* t = tail(&room);
-    size_t k = std::min(room, n);
-    memcpy(t, p, k);
-    commit(k);
-    p += k;
-    n -= k;
-  }
-}
-
-void ByteQueue::move_to(ByteQueue& dst, size_t n) {
-  // Never past the end: front() of no block is undefined, and a loop that cannot advance spins.
-  while (n > 0 && size_ > 0) {
-    size_t k = std::min(n, front_len());
-    dst.append(front(), k);
-    consume(k);
-    n -= k;
-  }
-}
-
-ssize_t ByteQueue::send_to(int fd) const {
-  iovec v[16];
-  size_t n = 0;
-  for (const Block& b : blocks_) {
-    if (n == 16) break;
-    v[n++] = {b.p + b.head, b.tail - b.head};
-  }
-  msghdr m{};
-  m.msg_iov = v;
-  m.msg_iovlen = n;
-  return ::sendmsg(fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
-}
-
-// --- streams ---------------------------------------------------------------------------------
-
-void Stream::Attach(int plain_fd) {
-  fd = plain_fd;
-  attached = true;
-  SetNoDelay(fd);
-  poll = static_cast<uv_poll_t*>(calloc(1, sizeof(uv_poll_t)));
-  uv_poll_init(Loop(), poll, fd);
-  poll->data = this;
-  WriteDown();  // what arrived before the socket did
-  UpdatePoll();
-}
-
-void Stream::UpdatePoll() {
-  if (!attached || fd_closed) return;
-  int ev = 0;
-  if (!fd_eof && !h2_closed && up.size() < kUpMax) ev |= UV_READABLE;
-  if (!down.empty()) ev |= UV_WRITABLE;
-  if (ev == events) return;
-  events = ev;
-  if (ev == 0) {
-    uv_poll_stop(poll);
-    return;
-  }
-  uv_poll_start(poll, ev, [](uv_poll_t* p, int status, int e) {
-    Entry guard;
-    auto* st = static_cast<Stream*>(p->data);
-    Session* s = st->s;
-    if (status < 0) {
-      st->FdFailed(SocketError(st->fd, status));
-    } else {
-      if (e & UV_WRITABLE) st->WriteDown();
-      if ((e & UV_READABLE) && !st->fd_closed) st->ReadUp();
-    }
-    if (!s->dead()) s->Flush();
-    if (!st->fd_closed) st->UpdatePoll();
-  });
-}
-
-void Stream::ReadUp() {
-  // While reads fill their block, more is waiting: take up to kUpMax per wake-up.
-  size_t room = 0;
-  ssize_t n = 0;
-  do {
-    if (up.size() >= kUpMax) return;
-    uint8_t* p = up.tail(&room);
-    n = ::read(fd, p, room);
-    if (n <= 0) break;
-    up.commit(static_cast<size_t>(n));
-    read += static_cast<uint64_t>(n);
-    nghttp2_session_resume_data(s->h2(), id);
-  } while (static_cast<size_t>(n) == room);
-  if (n > 0) return;
-  if (n == 0) {
-    up.consume(0);  // gives back the block the read did not fill
-    fd_eof = true;
-    nghttp2_session_resume_data(s->h2(), id);
-  } else {
-    up.consume(0);
-    if (errno != EAGAIN && errno != EINTR) FdFailed(errno);
-  }
-}
-
-void Stream::WriteDown() {
-  if (!attached || fd_closed) return;
-  while (!down.empty()) {
-    ssize_t n = down.send_to(fd);
-    if (n > 0) {
-      down.consume(static_cast<size_t>(n));
-      written += static_cast<uint64_t>(n);
-      s->Consume(this, static_cast<size_t>(n));
-      continue;
-    }
-    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
-    FdFailed(n < 0 ? errno : EPIPE);
-    return;
-  }
-  if (peer_end && !fd_shut) {
-    fd_shut = true;
-    ::shutdown(fd, SHUT_WR);  // END_STREAM becomes FIN
-  }
-  MaybeFinish();
-}
-
-// RFC 9113 §8.5: a TCP error on a CONNECT tunnel resets the stream with CONNECT_ERROR.
-void Stream::FdFailed(int err) {
-  if (error.empty()) error = "tcp: " + ErrName(err);
-  CloseFd(true);
-  if (!h2_closed && !s->dead()) nghttp2_submit_rst_stream(s->h2(), NGHTTP2_FLAG_NONE, id, NGHTTP2_CONNECT_ERROR);
-  MaybeFinish();
-}
-
-void Stream::CloseFd(bool reset) {
-  if (fd_closed || fd < 0) return;
-  fd_closed = true;
-  if (poll) {
-    uv_poll_stop(poll);
-    CloseHandle(reinterpret_cast<uv_handle_t*>(poll));
-    poll = nullptr;
-  }
-  if (reset) {
-    linger l{1, 0};  // close with RST, as the peer's reset asks
-    setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
-  }
-  ::close(fd);
-  if (!down.empty() && !s->dead()) s->Consume(this, down.size());  // never written: give the window back
-  down.consume(down.size());
-  // What was read but not framed stays while the stream is open in HTTP/2: a DATA frame that got
-  // WOULDBLOCK (the session's output is full) is retried with the length it was given, before the
-  // RST_STREAM queued behind it, and must find its bytes (see OnSendData). The stream closes once
-  // that RST_STREAM is out, and `up` goes with it; at most kUpMax per stream meanwhile.
-  if (h2_closed) up.consume(up.size());
-}
-
-void Stream::MaybeFinish() {
-  if (done || !h2_closed) return;
-  if (attached && !fd_closed) {
-    // Closed with NO_ERROR: deliver what arrived, then close rather than leave a half-open socket.
-    if (!down.empty()) return;
-    CloseFd(false);
-  }
-  if (!down.empty() && !s->dead()) s->Consume(this, down.size());  // never attached: the window goes back
-  done = true;
-  s->Finished(this);
-}
-
-// --- session ---------------------------------------------------------------------------------
 
 Session::Session(uint32_t sid, int fd, SSL_CTX* ctx, bool srv, std::string identity, const Settings& cfg)
     : id(sid), server(srv), fd_(fd), identity_(std::move(identity)), cfg_(cfg) {
@@ -392,8 +47,7 @@ Session::Session(uint32_t sid, int fd, SSL_CTX* ctx, bool srv, std::string ident
   SetNoDelay(fd_);
   ssl_ = SSL_new(ctx);
   BIO* rbio = BIO_new_socket(fd_, BIO_NOCLOSE);
-  BIO* wbio = BIO_new(QueueBio());
-  BIO_set_data(wbio, this);
+  BIO* wbio = NewQueueBio(&tls_out_);
   SSL_set_bio(ssl_, rbio, wbio);
   if (server) SSL_set_accept_state(ssl_);
   else SSL_set_connect_state(ssl_);
@@ -525,7 +179,7 @@ void Session::Established() {
   std::vector<nghttp2_settings_entry> iv = {
       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, cfg_.stream_window},
       {NGHTTP2_SETTINGS_MAX_FRAME_SIZE, cfg_.max_frame},
-      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, kMaxHeaderList},
+      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, cfg_.max_header_list},
   };
   if (server) iv.push_back({NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, cfg_.max_streams});
   else iv.push_back({NGHTTP2_SETTINGS_ENABLE_PUSH, 0});
@@ -674,7 +328,7 @@ bool Session::OnFrame(const nghttp2_frame* f) {
     case NGHTTP2_HEADERS: {
       Stream* st = Find(sid);
       if (!st) break;
-      if (server && f->headers.cat == NGHTTP2_HCAT_REQUEST && st->header_bytes > kMaxHeaderList) {
+      if (server && f->headers.cat == NGHTTP2_HCAT_REQUEST && st->header_bytes > cfg_.max_header_list) {
         // 431 Request Header Fields Too Large; OnFrameSent resets the stream once it is out.
         st->status = 431;
         nghttp2_nv nv{reinterpret_cast<uint8_t*>(const_cast<char*>(":status")),
@@ -712,7 +366,7 @@ void Session::OnBeginHeaders(int32_t sid) {
   st->id = sid;
   st->handle = static_cast<uint32_t>(sid);
   streams_[sid] = st;
-  g_streams++;
+  CountStream();
 }
 
 void Session::OnHeader(int32_t sid, const nghttp2_nv& nv) {
@@ -722,7 +376,7 @@ void Session::OnHeader(int32_t sid, const nghttp2_nv& nv) {
     // Past the cap nothing more is kept (the block is still decoded, to keep HPACK in step); the
     // request is refused with 431 when its headers are complete (OnFrame), never shown to JavaScript.
     st->header_bytes += nv.namelen + nv.valuelen + 32;
-    if (st->header_bytes > kMaxHeaderList) {
+    if (st->header_bytes > cfg_.max_header_list) {
       st->headers.clear();
       return;
     }
@@ -777,15 +431,14 @@ Stream* Session::ByHandle(uint32_t handle) {
 }
 
 void Session::Finished(Stream* st) {
-  Event ev{"done", id, static_cast<int32_t>(st->handle), static_cast<double>(st->read), static_cast<double>(st->written),
-           static_cast<double>(st->status)};
+  Event ev{"done", id, static_cast<int32_t>(st->handle), static_cast<double>(st->bytes_read),
+           static_cast<double>(st->bytes_written), static_cast<double>(st->status)};
   ev.text = st->error;
   ev.list.push_back(std::to_string(st->rst));
   Emit(std::move(ev));
   streams_.erase(st->id);
   handles_.erase(st->handle);
-  g_streams--;
-  Graveyard(st);
+  RetireStream(st);
 }
 
 void Session::Request(uint32_t handle, const std::vector<std::string>& headers) {
@@ -815,7 +468,7 @@ void Session::Request(uint32_t handle, const std::vector<std::string>& headers) 
   st->id = sid;
   streams_[sid] = st;
   handles_[handle] = st;
-  g_streams++;
+  CountStream();
   Flush();
 }
 
@@ -901,36 +554,7 @@ void Session::Terminate(const char* kind, const std::string& reason, bool gracef
   ev.text = reason;
   ev.list.push_back(kind);
   Emit(std::move(ev));
-  g_sessions.erase(id);
-  g_session_count--;
-  g_dead_sessions.push_back(this);
+  RetireSession(this);
 }
-
-// --- registry --------------------------------------------------------------------------------
-
-Session* FindSession(uint32_t id) {
-  auto it = g_sessions.find(id);
-  return it == g_sessions.end() ? nullptr : it->second;
-}
-
-void AddSession(uint32_t id, int fd, SSL_CTX* ctx, bool server, const std::string& identity, const Settings& cfg) {
-  auto* s = new Session(id, fd, ctx, server, identity, cfg);
-  g_sessions[id] = s;
-  g_session_count++;
-  s->Handshake();  // registered first: a failure here already reports under this id
-}
-
-void Graveyard(Stream* st) { g_dead_streams.push_back(st); }
-
-void Reap() {
-  ReapPipes();
-  for (Stream* st : g_dead_streams) delete st;
-  g_dead_streams.clear();
-  for (Session* s : g_dead_sessions) delete s;
-  g_dead_sessions.clear();
-}
-
-size_t SessionCount() { return g_session_count; }
-size_t StreamCount() { return g_streams; }
 
 }  // namespace weft::relay

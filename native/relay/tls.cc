@@ -1,6 +1,8 @@
-// TLS for HBONE: contexts from the PEM credentials JavaScript holds (key, chain leaf first, mesh
-// root), TLS 1.3 with AES-GCM only and ALPN h2 (as ztunnel), peer certificates always required and
-// verified against the mesh root. Peers are named by their URI SANs, never by hostname.
+// TLS for HBONE (tls.h): contexts from the PEM credentials JavaScript holds (key, chain leaf first,
+// mesh root), TLS 1.3 with the cipher suites settings.ts names (AES-GCM only, as ztunnel) and ALPN
+// h2, peer certificates always required and verified against the mesh root. Peers are named by their
+// URI SANs, never by hostname. And the write BIO sessions use, so their TLS records leave in large
+// send()s.
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
@@ -8,7 +10,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "relay.h"
+#include "tls.h"
 
 namespace weft::relay {
 namespace {
@@ -32,10 +34,36 @@ std::string LastError(const char* what) {
   return std::string(what) + (e ? std::string(": ") + buf : "");
 }
 
+// The write side of every session's TLS: records are appended to the session's queue and leave
+// in large send()s, not one write(2) per 16 KiB record as OpenSSL's socket BIO does.
+BIO_METHOD* QueueBio() {
+  static BIO_METHOD* m = [] {
+    BIO_METHOD* b = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "weft-queue");
+    BIO_meth_set_write(b, [](BIO* bio, const char* data, int len) {
+      static_cast<ByteQueue*>(BIO_get_data(bio))->append(reinterpret_cast<const uint8_t*>(data),
+                                                         static_cast<size_t>(len));
+      return len;
+    });
+    BIO_meth_set_ctrl(b, [](BIO*, int cmd, long, void*) -> long { return cmd == BIO_CTRL_FLUSH ? 1 : 0; });
+    BIO_meth_set_create(b, [](BIO* bio) {
+      BIO_set_init(bio, 1);
+      return 1;
+    });
+    return b;
+  }();
+  return m;
+}
+
 }  // namespace
 
+BIO* NewQueueBio(ByteQueue* out) {
+  BIO* b = BIO_new(QueueBio());
+  BIO_set_data(b, out);
+  return b;
+}
+
 SSL_CTX* NewContext(const std::string& key, const std::string& chain, const std::string& root, bool server,
-                    std::string* err) {
+                    const std::string& ciphers, std::string* err) {
   ERR_clear_error();
   SSL_CTX* ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
   if (!ctx) return *err = LastError("SSL_CTX_new"), nullptr;
@@ -46,7 +74,7 @@ SSL_CTX* NewContext(const std::string& key, const std::string& chain, const std:
   };
   SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
   SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
-  if (SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384") != 1) return fail("ciphersuites");
+  if (SSL_CTX_set_ciphersuites(ctx, ciphers.c_str()) != 1) return fail("ciphersuites");
   // Partial writes and a moving buffer: the pending output queue grows while a write waits.
   SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
   // Read whole socket buffers, not a record header and then its body: half the read syscalls.

@@ -1,5 +1,6 @@
 // HBONE numbers shared by the server and the client pool, from ztunnel's defaults (see the ambient
-// facts file): one place, so both ends of a weft-to-weft tunnel agree.
+// facts file): one place, so both ends of a weft-to-weft tunnel agree. The native relay keeps no
+// copies: native/addon.ts passes them to it with every session (relaySettings).
 import type { Settings } from 'node:http2';
 import type { SecureContextOptions } from 'node:tls';
 

@@ -5,20 +5,23 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { nativeBuildDir } from '../../util/paths.ts';
-import { CONNECTION_WINDOW, MAX_FRAME_SIZE, SERVER_MAX_STREAMS, STREAM_WINDOW } from '../settings.ts';
+import { CONNECTION_WINDOW, MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE, SERVER_MAX_STREAMS, STREAM_WINDOW, TLS_CIPHERS } from '../settings.ts';
 
+/** A session's numbers. All required: the relay has no defaults of its own (settings.ts is the one source) and throws without them. */
 export interface RelaySettings {
-  streamWindow?: number;
-  connectionWindow?: number;
-  maxFrameSize?: number;
-  maxStreams?: number;
-  pingIntervalMs?: number;
-  pingTimeoutMs?: number;
-  connectTimeoutMs?: number;
+  streamWindow: number;
+  connectionWindow: number;
+  maxFrameSize: number;
+  maxStreams: number;
+  maxHeaderListSize: number;
+  pingIntervalMs: number;
+  pingTimeoutMs: number;
+  connectTimeoutMs: number;
 }
 
 interface RelayAddon {
-  init(dispatch: (type: string, session: number, stream: number, n1: number, n2: number, n3: number, text: string, list: string[]) => void): void;
+  /** tls.ciphers: the TLS 1.3 cipher suites of every context made from then on. */
+  init(dispatch: (type: string, session: number, stream: number, n1: number, n2: number, n3: number, text: string, list: string[]) => void, tls: { ciphers: string }): void;
   context(key: string, certChain: string, root: string, server: boolean): number;
   freeContext(ctx: number): void;
   /** Duplicates fd; the session runs the TLS handshake on the relay thread. */
@@ -57,6 +60,7 @@ export const relaySettings = (p: { pingIntervalMs: number; pingTimeoutMs: number
   connectionWindow: CONNECTION_WINDOW,
   maxFrameSize: MAX_FRAME_SIZE,
   maxStreams: SERVER_MAX_STREAMS,
+  maxHeaderListSize: MAX_HEADER_LIST_SIZE,
   pingIntervalMs: p.pingIntervalMs,
   pingTimeoutMs: p.pingTimeoutMs,
   connectTimeoutMs: p.timeoutMs,
@@ -90,7 +94,7 @@ export function relayAddon(): RelayAddon {
     } catch (e) {
       throw new Error(`weft relay addon not available at ${relayAddonPath}: run make build (${(e as Error).message})`, { cause: e });
     }
-    loaded.init(dispatch);
+    loaded.init(dispatch, { ciphers: TLS_CIPHERS });
   }
   return loaded;
 }

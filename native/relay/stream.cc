@@ -1,0 +1,141 @@
+// A CONNECT tunnel's plaintext side (stream.h): reading the socket into `up`, writing `down` to it,
+// FIN and resets in both directions, and the stream's end.
+#include "stream.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "relay.h"
+#include "session.h"
+#include "util.h"
+
+namespace weft::relay {
+
+void Stream::Attach(int plain_fd) {
+  fd = plain_fd;
+  attached = true;
+  SetNoDelay(fd);
+  poll = static_cast<uv_poll_t*>(calloc(1, sizeof(uv_poll_t)));
+  uv_poll_init(Loop(), poll, fd);
+  poll->data = this;
+  WriteDown();  // what arrived before the socket did
+  UpdatePoll();
+}
+
+void Stream::UpdatePoll() {
+  if (!attached || fd_closed) return;
+  int ev = 0;
+  if (!fd_eof && !h2_closed && up.size() < kUpMax) ev |= UV_READABLE;
+  if (!down.empty()) ev |= UV_WRITABLE;
+  if (ev == events) return;
+  events = ev;
+  if (ev == 0) {
+    uv_poll_stop(poll);
+    return;
+  }
+  uv_poll_start(poll, ev, [](uv_poll_t* p, int status, int e) {
+    Entry guard;
+    auto* st = static_cast<Stream*>(p->data);
+    Session* s = st->s;
+    if (status < 0) {
+      st->FdFailed(SocketError(st->fd, status));
+    } else {
+      if (e & UV_WRITABLE) st->WriteDown();
+      if ((e & UV_READABLE) && !st->fd_closed) st->ReadUp();
+    }
+    if (!s->dead()) s->Flush();
+    if (!st->fd_closed) st->UpdatePoll();
+  });
+}
+
+void Stream::ReadUp() {
+  // While reads fill their block, more is waiting: take up to kUpMax per wake-up.
+  size_t room = 0;
+  ssize_t n = 0;
+  do {
+    if (up.size() >= kUpMax) return;
+    uint8_t* p = up.tail(&room);
+    n = ::read(fd, p, room);
+    if (n <= 0) break;
+    up.commit(static_cast<size_t>(n));
+    bytes_read += static_cast<uint64_t>(n);
+    nghttp2_session_resume_data(s->h2(), id);
+  } while (static_cast<size_t>(n) == room);
+  if (n > 0) return;
+  if (n == 0) {
+    up.consume(0);  // gives back the block the read did not fill
+    fd_eof = true;
+    nghttp2_session_resume_data(s->h2(), id);
+  } else {
+    up.consume(0);
+    if (errno != EAGAIN && errno != EINTR) FdFailed(errno);
+  }
+}
+
+void Stream::WriteDown() {
+  if (!attached || fd_closed) return;
+  while (!down.empty()) {
+    ssize_t n = down.send_to(fd);
+    if (n > 0) {
+      down.consume(static_cast<size_t>(n));
+      bytes_written += static_cast<uint64_t>(n);
+      s->Consume(this, static_cast<size_t>(n));
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    FdFailed(n < 0 ? errno : EPIPE);
+    return;
+  }
+  if (peer_end && !fd_shut) {
+    fd_shut = true;
+    ::shutdown(fd, SHUT_WR);  // END_STREAM becomes FIN
+  }
+  MaybeFinish();
+}
+
+// RFC 9113 §8.5: a TCP error on a CONNECT tunnel resets the stream with CONNECT_ERROR.
+void Stream::FdFailed(int err) {
+  if (error.empty()) error = "tcp: " + ErrName(err);
+  CloseFd(true);
+  if (!h2_closed && !s->dead()) nghttp2_submit_rst_stream(s->h2(), NGHTTP2_FLAG_NONE, id, NGHTTP2_CONNECT_ERROR);
+  MaybeFinish();
+}
+
+void Stream::CloseFd(bool reset) {
+  if (fd_closed || fd < 0) return;
+  fd_closed = true;
+  if (poll) {
+    uv_poll_stop(poll);
+    CloseHandle(reinterpret_cast<uv_handle_t*>(poll));
+    poll = nullptr;
+  }
+  if (reset) {
+    linger l{1, 0};  // close with RST, as the peer's reset asks
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+  }
+  ::close(fd);
+  if (!down.empty() && !s->dead()) s->Consume(this, down.size());  // never written: give the window back
+  down.consume(down.size());
+  // What was read but not framed stays while the stream is open in HTTP/2: a DATA frame that got
+  // WOULDBLOCK (the session's output is full) is retried with the length it was given, before the
+  // RST_STREAM queued behind it, and must find its bytes (see OnSendData, h2_callbacks.cc). The
+  // stream closes once that RST_STREAM is out, and `up` goes with it; at most kUpMax per stream
+  // meanwhile.
+  if (h2_closed) up.consume(up.size());
+}
+
+void Stream::MaybeFinish() {
+  if (done || !h2_closed) return;
+  if (attached && !fd_closed) {
+    // Closed with NO_ERROR: deliver what arrived, then close rather than leave a half-open socket.
+    if (!down.empty()) return;
+    CloseFd(false);
+  }
+  if (!down.empty() && !s->dead()) s->Consume(this, down.size());  // never attached: the window goes back
+  done = true;
+  s->Finished(this);
+}
+
+}  // namespace weft::relay

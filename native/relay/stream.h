@@ -1,0 +1,52 @@
+// One CONNECT tunnel on an HBONE session: an HTTP/2 stream and the plaintext socket it relays to.
+// Bytes read from the socket wait in `up` until nghttp2 frames them (h2_callbacks.cc); DATA that
+// arrives waits in `down` until the socket takes it, and only then is acknowledged to the peer
+// (Session::Consume), so flow control runs end to end. The stream ends (`done`, once) when both its
+// HTTP/2 side and its socket are closed. Its own file because its life differs from the session's:
+// many per session, each with its socket's poll.
+#pragma once
+
+#include <uv.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "byte_queue.h"
+
+namespace weft::relay {
+
+// Plaintext read, not yet framed, per stream: past it the socket is not read.
+constexpr size_t kUpMax = 256 * 1024;
+
+class Session;
+
+struct Stream {
+  Session* s;
+  int32_t id = -1;      // the HTTP/2 stream id
+  uint32_t handle = 0;  // what JavaScript calls it: its own number for client streams, the id on servers
+  int fd = -1;  // the plaintext side; ours once attached
+  uv_poll_t* poll = nullptr;
+  int events = 0;
+  ByteQueue up;    // read from fd, not yet framed
+  ByteQueue down;  // arrived on the stream, not yet written to fd
+  bool attached = false, fd_eof = false, fd_shut = false, fd_closed = false;
+  bool peer_end = false, h2_closed = false, done = false;
+  uint64_t bytes_read = 0, bytes_written = 0;  // on the plaintext socket: `done`'s n1 and n2
+  int status = 0;
+  uint32_t rst = 0;
+  std::string error;
+  std::vector<std::string> headers;  // server: the request's, name/value flat
+  size_t header_bytes = 0;           // server: the request's header list size (RFC 9113 §6.5.2)
+
+  void Attach(int plain_fd);
+  void UpdatePoll();
+  void ReadUp();
+  void WriteDown();
+  void FdFailed(int err);
+  void CloseFd(bool reset);
+  void MaybeFinish();
+};
+
+}  // namespace weft::relay

@@ -1,0 +1,62 @@
+// The relay addon's settings (src/hbone/native/addon.ts → native/relay/addon.cc): the relay keeps no
+// HTTP/2 or keepalive numbers, nor TLS cipher suites, of its own, so a session opened without one of
+// them, or with one HTTP/2 does not allow, is refused at the call with an error naming the field;
+// relaySettings (and init, for the ciphers) supplies all.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { relayAddon, relaySettings, type RelaySettings } from '../../../src/hbone/native/addon.ts';
+import { createCa } from '../pki.ts';
+
+let ctx: number;
+const full = relaySettings({ pingIntervalMs: 10_000, pingTimeoutMs: 20_000, timeoutMs: 5_000 });
+
+beforeAll(async () => {
+  const creds = await (await createCa()).issue('shop', 'cart');
+  ctx = relayAddon().context(creds.key, creds.certChain, creds.root, true);
+});
+afterAll(() => relayAddon().freeContext(ctx));
+
+// Settings are checked before the file descriptor: -1 fails on the descriptor once they pass, and
+// no session is opened either way.
+const serve = (settings: unknown) => () => relayAddon().serve(-1, ctx, 'cluster.local', settings as RelaySettings);
+const client = (settings: unknown) => () => relayAddon().client(-1, ctx, 'spiffe://cluster.local/ns/shop/sa/cart', settings as RelaySettings);
+
+describe('relay settings', () => {
+  it('accepts what relaySettings gives, on both sides', () => {
+    expect(serve(full)).toThrow(/fd must be a file descriptor/);
+    expect(client(full)).toThrow(/fd must be a file descriptor/);
+  });
+
+  it('refuses a session without settings', () => {
+    expect(serve(undefined)).toThrow(/settings must be an object/);
+  });
+
+  it.each(Object.keys(full))('refuses settings without %s', (key) => {
+    const partial: Record<string, unknown> = { ...full };
+    delete partial[key];
+    expect(serve(partial)).toThrow(new RegExp(`settings\\.${key} must be`));
+    expect(client(partial)).toThrow(new RegExp(`settings\\.${key} must be`));
+  });
+
+  it.each<[keyof RelaySettings, unknown]>([
+    ['streamWindow', 2 ** 31], // past SETTINGS_INITIAL_WINDOW_SIZE's maximum
+    ['connectionWindow', -1],
+    ['maxFrameSize', 16_383], // below SETTINGS_MAX_FRAME_SIZE's minimum
+    ['maxFrameSize', 2 ** 24],
+    ['maxStreams', 1.5],
+    ['maxHeaderListSize', '16384'],
+    ['pingIntervalMs', Number.NaN],
+    ['pingTimeoutMs', Number.POSITIVE_INFINITY],
+    ['connectTimeoutMs', -5],
+  ])('refuses %s = %s', (key, value) => {
+    expect(serve({ ...full, [key]: value })).toThrow(new RegExp(`settings\\.${key} must be`));
+  });
+});
+
+describe('relay init', () => {
+  // Checked before anything changes: the dispatcher the other tests rely on stays.
+  it('refuses to start without the TLS cipher suites', () => {
+    const dispatch = () => {};
+    expect(() => relayAddon().init(dispatch, undefined as never)).toThrow(/tls must be an object/);
+    expect(() => relayAddon().init(dispatch, {} as never)).toThrow(/tls\.ciphers must be a string/);
+  });
+});
