@@ -9,7 +9,9 @@
 // force. Reconnects with backoff; on a new stream every type is asked for again, Delta with the
 // versions held (initial_resource_versions) so the server sends only what changed, SotW with the
 // last version accepted. A response of a type not watched is ignored. 'synced' is emitted once
-// every watched type has had a response (applied or refused); 'update' after each applied one.
+// every watched type has had a response (applied or refused) or subscribes to no names; 'update'
+// after each applied one. A type subscribed to no names is not asked for until it has some (an
+// empty first request would be a wildcard).
 //
 // The token and the mesh root are read again for every connection: projected tokens expire and the
 // root may rotate; a credential refused on several reconnects without a response in between is
@@ -43,6 +45,9 @@ export interface XdsClientOptions {
   log: Logger;
 }
 
+/** Subscribed to no names: nothing to ask for, and nothing to wait for. */
+const none = (t: TypeState) => t.names !== '*' && t.names.size === 0;
+
 type AdsClient = grpc.Client & Record<string, (md: grpc.Metadata) => grpc.ClientDuplexStream<unknown, unknown>>;
 
 export class XdsClient extends EventEmitter {
@@ -53,6 +58,7 @@ export class XdsClient extends EventEmitter {
   /** The current call has not ended: requests written now reach the server. */
   private open = false;
   private readonly answered = new Set<string>();
+  private syncedOnce = false;
   private backoff = 500;
   private closed = false;
   connected = false;
@@ -67,13 +73,14 @@ export class XdsClient extends EventEmitter {
     for (const w of o.watches) {
       if (this.types.has(w.typeUrl)) throw new Error(`${w.typeUrl} watched twice`);
       if (o.mode === 'sotw' && !w.nameOf) throw new Error(`${w.typeUrl}: State of the World needs nameOf (its responses do not name resources)`);
-      this.types.set(w.typeUrl, { watch: w, names: w.names && !w.names.includes('*') ? new Set(w.names) : '*', held: new Map(), version: '', nonce: '' });
+      this.types.set(w.typeUrl, { watch: w, names: w.names && !w.names.includes('*') ? new Set(w.names) : '*', held: new Map(), version: '', nonce: '', requested: false });
     }
   }
 
   /** Every watched type has had a response. */
   get synced(): boolean {
-    return this.answered.size === this.types.size;
+    for (const [typeUrl, t] of this.types) if (!this.answered.has(typeUrl) && !none(t)) return false;
+    return true;
   }
 
   /** Some type has had a response (from the server, not restored). */
@@ -112,12 +119,16 @@ export class XdsClient extends EventEmitter {
     const next: Set<string> | '*' = names === '*' || names.includes('*') ? '*' : new Set(names);
     const before = t.names;
     t.names = next;
-    const dropped = before === '*' || next === '*' ? [] : [...before].filter((n) => !next.has(n));
-    const request = this.dialect.resubscribe(t, before);
-    if (request && this.call && this.open) this.call.write(request);
+    if (this.call && this.open) {
+      if (t.requested) {
+        const request = this.dialect.resubscribe(t, before);
+        if (request) this.call.write(request);
+      } else this.request(this.call, t);
+    }
     // SotW servers do not report names that left a subscription of a type sent one at a time.
     if (this.o.mode === 'sotw' && !this.dialect.fullState(t)) {
-      const gone = dropped.filter((n) => t.held.delete(n));
+      const gone = next === '*' ? [] : [...t.held.keys()].filter((n) => !next.has(n));
+      for (const n of gone) t.held.delete(n);
       if (gone.length) {
         try {
           t.watch.apply({ typeUrl, version: t.version, resources: [], removed: gone });
@@ -126,6 +137,7 @@ export class XdsClient extends EventEmitter {
         }
       }
     }
+    this.checkSynced();
   }
 
   /** A channel trusting the current root; a new one when the root changed since the last connect. */
@@ -190,7 +202,23 @@ export class XdsClient extends EventEmitter {
       this.client = undefined;
       this.retry();
     });
-    for (const t of this.types.values()) call.write(this.dialect.subscribe(t, this.o.nodeId));
+    for (const t of this.types.values()) {
+      t.requested = false;
+      this.request(call, t);
+    }
+  }
+
+  /** The first request of a type on a stream, once it subscribes to something. */
+  private request(call: grpc.ClientDuplexStream<unknown, unknown>, t: TypeState): void {
+    if (none(t)) return;
+    t.requested = true;
+    call.write(this.dialect.subscribe(t, this.o.nodeId));
+  }
+
+  private checkSynced(): void {
+    if (this.syncedOnce || !this.synced) return;
+    this.syncedOnce = true;
+    this.emit('synced');
   }
 
   private onResponse(call: grpc.ClientDuplexStream<unknown, unknown>, r: Record<string, unknown>): void {
@@ -212,7 +240,7 @@ export class XdsClient extends EventEmitter {
     }
     if (!this.answered.has(typeUrl)) {
       this.answered.add(typeUrl);
-      if (this.synced) this.emit('synced');
+      this.checkSynced();
     }
   }
 

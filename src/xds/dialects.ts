@@ -12,6 +12,8 @@ export interface TypeState {
   /** SotW: the version_info last accepted, and the nonce of the latest response on this stream. */
   version: string;
   nonce: string;
+  /** The current stream has had the first request of this type. */
+  requested: boolean;
 }
 
 export interface Dialect {
