@@ -77,7 +77,7 @@ export class XdsClient extends EventEmitter {
     }
   }
 
-  /** Every watched type has had a response. */
+  /** Every watched type has had a response, or subscribes to no names. */
   get synced(): boolean {
     for (const [typeUrl, t] of this.types) if (!this.answered.has(typeUrl) && !none(t)) return false;
     return true;

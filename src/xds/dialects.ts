@@ -51,6 +51,8 @@ export const deltaDialect: Dialect = {
     resourceNamesSubscribe: t.names === '*' ? ['*'] : [...t.names],
     initialResourceVersions: Object.fromEntries(t.held),
   }),
+  // The Any's type_url is not compared with the response's (the agent's client never did): a body
+  // that is not of the watched type is refused by the handler when it does not decode.
   read(t, r) {
     const resources = list<DeltaResource>(r.resources).map((res): XdsResource => {
       const name = text(res.name);

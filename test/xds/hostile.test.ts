@@ -8,7 +8,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { encodeWorkload, TYPE_ADDRESS } from '../../src/api/codec.ts';
 import type { Workload } from '../../src/api/mesh.ts';
 import { adsService } from '../../src/api/protos.ts';
-import { TYPE_CLUSTER, TYPE_LISTENER } from '../../src/control/xds/envoy/messages.ts';
+import { TYPE_CLUSTER, TYPE_LISTENER, TYPE_ROUTE } from '../../src/control/xds/envoy/messages.ts';
 import { XdsClient, type XdsUpdate } from '../../src/xds/client.ts';
 import { Cleanup, log, table, until, wl } from './harness.ts';
 
@@ -219,5 +219,35 @@ describe('XdsClient (SotW) against a hostile server', () => {
     expect(repliesTo(s, 's6')[0]).toMatchObject({ versionInfo: 'v6', errorDetail: null });
     expect([...held.keys()]).toEqual(['c2']);
     expect(c.nacks).toBe(3);
+  });
+
+  it('leaves out resources not subscribed to, and drops a named one the subscription no longer has', async () => {
+    const srv = await hostileServer(cleanup);
+    const held = new Map<string, string>();
+    const applied: XdsUpdate[] = [];
+    const apply = (u: XdsUpdate) => {
+      applied.push(u);
+      for (const r of u.resources) held.set(r.name, r.version);
+      for (const n of u.removed) held.delete(n);
+    };
+    const nameOf = (b: Uint8Array) => Buffer.from(b).toString();
+    const c = new XdsClient({ address: `127.0.0.1:${srv.port}`, nodeId: 'victim', mode: 'sotw', log, watches: [{ typeUrl: TYPE_ROUTE, names: ['r1', 'r2'], nameOf, apply }] });
+    cleanup.add(() => c.close());
+    c.start();
+    await until(() => srv.streams.length === 1 && srv.latest().requests.length === 1, 'the first request');
+    expect(srv.latest().requests[0]).toMatchObject({ typeUrl: TYPE_ROUTE, resourceNames: ['r1', 'r2'] });
+    const any = (s: string) => ({ type_url: TYPE_ROUTE, value: Buffer.from(s) });
+    srv.write({ typeUrl: TYPE_ROUTE, nonce: 'r-1', versionInfo: 'v1', resources: [any('r1'), any('r2'), any('unasked')] });
+    await c.whenSynced();
+    expect([...held.keys()]).toEqual(['r1', 'r2']);
+    // Routes come one at a time: one left out of a response is not removed.
+    srv.write({ typeUrl: TYPE_ROUTE, nonce: 'r-2', versionInfo: 'v2', resources: [any('r2')] });
+    await until(() => repliesTo(srv.latest(), 'r-2').length === 1, 'the ACK');
+    expect(held).toEqual(new Map([['r1', 'v1'], ['r2', 'v2']]));
+    c.subscribe(TYPE_ROUTE, ['r2']);
+    expect(held).toEqual(new Map([['r2', 'v2']]));
+    expect(applied.at(-1)).toMatchObject({ resources: [], removed: ['r1'] });
+    await until(() => srv.latest().requests.length === 4, 'the new subscription');
+    expect(srv.latest().requests[3]).toMatchObject({ typeUrl: TYPE_ROUTE, resourceNames: ['r2'], versionInfo: 'v2', responseNonce: 'r-2' });
   });
 });
