@@ -5,7 +5,7 @@
 // routes around), and a reconnect after the server restarts with every type asked for again.
 import { afterEach, describe, expect, it } from 'vitest';
 import type { KObject } from '../../src/kube/objects.ts';
-import { DEFAULT_MESH } from '../../src/control/model/workloads.ts';
+import { DEFAULT_MESH } from '../../src/control/model/networking/workloads.ts';
 import { buildEnvoyResources, publishEnvoyResources } from '../../src/control/xds/envoy/build.ts';
 import { decode, envoyType, TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE } from '../../src/control/xds/envoy/messages.ts';
 import { clusterName } from '../../src/control/xds/envoy/names.ts';
