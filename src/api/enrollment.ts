@@ -15,6 +15,58 @@ export function shouldEnroll(namespaceLabels: Record<string, string> | undefined
   return namespaceLabels?.[DATAPLANE_MODE] === 'ambient';
 }
 
+/** The pod annotation that picks a pod's capture mode when it is not the agent's default. */
+export const CAPTURE_ANNOTATION = 'weft.dev/capture';
+
+/** Istio CNI marks pods whose traffic is redirected to the node proxy with this annotation. */
+export const REDIRECTION_ANNOTATION = 'ambient.istio.io/redirection';
+
+/** A pod as the decision reads it: the fields of a Kubernetes Pod it uses. */
+export interface EnrollmentPod {
+  metadata: { uid: string; name: string; namespace: string; labels?: Record<string, string>; annotations?: Record<string, string> };
+  spec?: { serviceAccountName?: string; hostNetwork?: boolean };
+}
+
+/** Where a pod's sandbox is: known to whoever made it (the runtime and the network plugin before weft's). */
+export interface PodSandbox {
+  /** Path of the network namespace, as PodInfo.netns. */
+  netns: string;
+  /** The pod's cgroup v2 directory. */
+  cgroup: string;
+  /** The pod's addresses; may be empty (the network plugin reported none). */
+  ips: string[];
+}
+
+/**
+ * Whether a pod joins the mesh, and why (for logs). When it does, `podInfo` says what to tell the
+ * agent once the pod's placement is known (the CNI plugin looks up the cgroup only for pods it enrolls).
+ */
+export type EnrollmentDecision = { enroll: false; why: string } | { enroll: true; why: string; podInfo: (at: PodSandbox) => PodInfo };
+
+/**
+ * The decision the CNI plugin makes on ADD, and the lab for each of its pods: from the pod (labels,
+ * annotations, service account, host network) and its namespace's labels. Pure: no I/O.
+ */
+export function decideEnrollment(pod: EnrollmentPod, namespaceLabels: Record<string, string> | undefined): EnrollmentDecision {
+  if (pod.spec?.hostNetwork) return { enroll: false, why: 'host network' };
+  if (!shouldEnroll(namespaceLabels, pod.metadata.labels)) return { enroll: false, why: 'not ambient' };
+  const capture = pod.metadata.annotations?.[CAPTURE_ANNOTATION];
+  return {
+    enroll: true,
+    why: 'ambient',
+    podInfo: (at) => ({
+      uid: pod.metadata.uid,
+      name: pod.metadata.name,
+      namespace: pod.metadata.namespace,
+      serviceAccount: pod.spec?.serviceAccountName || 'default',
+      ips: at.ips,
+      netns: at.netns,
+      cgroup: at.cgroup,
+      ...(capture === 'ebpf' || capture === 'iptables' ? { capture } : {}),
+    }),
+  };
+}
+
 /** What the enroller (the lab, or a CNI plugin) tells the agent about a pod. */
 export interface PodInfo {
   uid: string;
@@ -26,7 +78,7 @@ export interface PodInfo {
   netns: string;
   /** The pod's cgroup v2 directory. */
   cgroup: string;
-  /** Capture mode for this pod, if not the agent's default (annotation weft.dev/capture). */
+  /** Capture mode for this pod, if not the agent's default (CAPTURE_ANNOTATION). */
   capture?: 'ebpf' | 'iptables';
   /**
    * Set by the agent, never taken from a request: when netns is /proc/<pid>/ns/net, that

@@ -1,12 +1,13 @@
 // weft-cni, a chained CNI plugin: on ADD it decides from the pod's and its namespace's labels
 // whether the pod joins the mesh and, if so, has the node agent capture it before the runtime
 // starts any container. Fail closed: if the agent cannot capture the pod, ADD fails and the pod
-// does not start (the kubelet retries), rather than starting outside the mesh.
+// does not start (the kubelet retries), rather than starting outside the mesh. The decision itself
+// is decideEnrollment (src/api/enrollment.ts), which the lab runs for its pods too.
 //   ADD    -> look up labels, enroll if ambient, pass prevResult through
 //   DEL    -> release (best effort: the agent forgets pods whose netns is gone anyway)
 //   CHECK  -> an ambient pod must be enrolled
 //   VERSION, and GC/STATUS of CNI 1.1 (nothing to do)
-import { enrollPod, listEnrolledPods, releasePod, shouldEnroll, type PodInfo } from '../api/enrollment.ts';
+import { decideEnrollment, enrollPod, listEnrolledPods, releasePod, type EnrollmentDecision, type PodInfo } from '../api/enrollment.ts';
 import { resolvePodCgroup } from './cgroup.ts';
 import { kubeGet, loadKubeconfig, namespacePath, podPath, type KubeAccess, type NamespaceMeta, type PodMeta } from '../kube/client.ts';
 import { CniError, ERR, errorResult, parseConf, parseEnv, resultIps, versionResult, type CniEnv, type WeftCniConf } from './protocol.ts';
@@ -18,11 +19,8 @@ export interface PluginOutput {
   log: string[];
 }
 
-interface Decision {
-  enroll: boolean;
-  why: string;
-  pod?: PodMeta;
-}
+/** The shared decision about the pod read from the API, or why no pod was read. */
+type Decision = (EnrollmentDecision & { pod: PodMeta }) | { enroll: false; why: string; pod?: undefined };
 
 /** Runs one CNI invocation; never throws (errors become CNI error results). */
 export async function runPlugin(env: NodeJS.ProcessEnv, stdin: string): Promise<PluginOutput> {
@@ -74,9 +72,7 @@ async function decide(e: CniEnv, conf: WeftCniConf): Promise<Decision> {
   if (!pod) throw new CniError(ERR.unknownContainer, `pod ${ns}/${name} does not exist`);
   const uid = e.args.K8S_POD_UID;
   if (uid && pod.metadata.uid !== uid) throw new CniError(ERR.unknownContainer, `pod ${ns}/${name} is now ${pod.metadata.uid}, not ${uid} (replaced)`);
-  if (pod.spec?.hostNetwork) return { enroll: false, why: 'host network', pod };
-  const enroll = shouldEnroll(namespace?.metadata.labels, pod.metadata.labels);
-  return { enroll, why: enroll ? 'ambient' : 'not ambient', pod };
+  return { ...decideEnrollment(pod, namespace?.metadata.labels), pod };
 }
 
 async function add(e: CniEnv, conf: WeftCniConf, log: string[]): Promise<string> {
@@ -84,7 +80,7 @@ async function add(e: CniEnv, conf: WeftCniConf, log: string[]): Promise<string>
   const result = JSON.stringify({ ...conf.prevResult, cniVersion: conf.cniVersion });
   const d = await decide(e, conf);
   log.push(`weft-cni ADD ${e.args.K8S_POD_NAMESPACE ?? '?'}/${e.args.K8S_POD_NAME ?? '?'}: ${d.why}`);
-  if (!d.enroll || !d.pod) return result;
+  if (!d.enroll) return result;
   const pod = d.pod;
   let cgroup: string;
   try {
@@ -92,15 +88,7 @@ async function add(e: CniEnv, conf: WeftCniConf, log: string[]): Promise<string>
   } catch (err) {
     throw new CniError(ERR.enrollRefused, `pod ${pod.metadata.namespace}/${pod.metadata.name}: ${(err as Error).message}`);
   }
-  const info: PodInfo = {
-    uid: pod.metadata.uid,
-    name: pod.metadata.name,
-    namespace: pod.metadata.namespace,
-    serviceAccount: pod.spec?.serviceAccountName || 'default',
-    ips: resultIps(conf.prevResult),
-    netns: e.netns,
-    cgroup,
-  };
+  const info: PodInfo = d.podInfo({ netns: e.netns, cgroup, ips: resultIps(conf.prevResult) });
   try {
     await enrollPod(conf.agentSocket, info, conf.enrollTimeoutMs ?? 30_000);
   } catch (err) {
@@ -129,7 +117,7 @@ async function del(e: CniEnv, conf: WeftCniConf, log: string[]): Promise<void> {
 
 async function check(e: CniEnv, conf: WeftCniConf, log: string[]): Promise<void> {
   const d = await decide(e, conf);
-  if (!d.enroll || !d.pod) return;
+  if (!d.enroll) return;
   const uid = d.pod.metadata.uid;
   let pods: { info?: { uid?: string } }[];
   try {

@@ -1,7 +1,9 @@
 // The lab plays kube-proxy for pods outside the mesh: ClusterIP:port is DNATed in each node's
 // namespace to a ready endpoint, picked at random per connection. The whole table is replaced in
 // one nft transaction, so a change is never half-applied. IPv4 and IPv6 ClusterIPs get a table
-// each (ip, ip6); endpoints of a service entry are of its ClusterIP's family.
+// each (ip, ip6); endpoints of a service entry are of its ClusterIP's family. KubeProxy puts the
+// table in every node, rewriting it only when it changed.
+import { nftApply } from './network.ts';
 
 export interface ServiceEndpoints {
   clusterIP: string;
@@ -46,4 +48,27 @@ function renderTable(family: 'ip' | 'ip6', services: ServiceEndpoints[]): string
     '}',
     '',
   ].join('\n');
+}
+
+/** The rules in every node's namespace. */
+export class KubeProxy {
+  private lastRules = new Map<string, string>();
+
+  constructor(
+    private readonly nodes: readonly { name: string; netns: string }[],
+    private readonly onError: (msg: string) => void,
+  ) {}
+
+  async sync(services: ServiceEndpoints[]): Promise<void> {
+    const rules = renderKubeProxy(services);
+    for (const n of this.nodes) {
+      if (this.lastRules.get(n.name) === rules) continue;
+      try {
+        await nftApply(n.netns, rules);
+        this.lastRules.set(n.name, rules);
+      } catch (e) {
+        this.onError(`node ${n.name}: kube-proxy rules: ${(e as Error).message}`);
+      }
+    }
+  }
 }

@@ -99,6 +99,24 @@ describe('weft-cni plugin', () => {
     expect(ks.log.join('\n')).toMatch(/excluded/);
   });
 
+  it('a host-network pod in an ambient namespace is passed through: it has no netns of its own to capture', async () => {
+    api.namespace('bookinfo', { 'istio.io/dataplane-mode': 'ambient' });
+    api.pod('bookinfo', 'reviews-1', UID, {}, { hostNetwork: true });
+    const out = await runPlugin(env('ADD'), conf());
+    expect(out.exitCode).toBe(0);
+    expect(JSON.parse(out.stdout)).toEqual(PREV);
+    expect(agent.requests).toEqual([]);
+    expect(out.log.join('\n')).toMatch(/host network/);
+  });
+
+  it('the weft.dev/capture annotation picks the pod\'s capture mode, as in the lab', async () => {
+    api.namespace('bookinfo', { 'istio.io/dataplane-mode': 'ambient' });
+    const path = '/api/v1/namespaces/bookinfo/pods/reviews-1';
+    api.routes.set(path, [200, { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'reviews-1', namespace: 'bookinfo', uid: UID, annotations: { 'weft.dev/capture': 'iptables' } }, spec: { containers: [{ name: 'c', image: 'x' }] } }]);
+    expect((await runPlugin(env('ADD'), conf())).exitCode).toBe(0);
+    expect(validatePodInfo(JSON.parse(agent.requests[0]!.body))).toMatchObject({ serviceAccount: 'default', capture: 'iptables' });
+  });
+
   it('fails closed: an ambient pod whose enrollment the agent refuses does not get a result', async () => {
     api.namespace('bookinfo', { 'istio.io/dataplane-mode': 'ambient' });
     api.pod('bookinfo', 'reviews-1', UID);
