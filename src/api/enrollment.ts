@@ -44,7 +44,8 @@ export interface PodSandbox {
 export type EnrollmentDecision = { enroll: false; why: string } | { enroll: true; why: string; podInfo: (at: PodSandbox) => PodInfo };
 
 /**
- * The decision the CNI plugin makes on ADD, and the lab for each of its pods: from the pod (labels,
+ * The decision the CNI plugin makes on ADD, the lab for each of its pods, and the agent for the
+ * running pods it adopts at start: from the pod (labels,
  * annotations, service account, host network) and its namespace's labels. Pure: no I/O.
  */
 export function decideEnrollment(pod: EnrollmentPod, namespaceLabels: Record<string, string> | undefined): EnrollmentDecision {

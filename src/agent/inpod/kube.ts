@@ -4,7 +4,8 @@
 //   mTLS), and removes the annotation when it releases the pod. The patch goes to pods/status (the
 //   lower privilege; both may change metadata) and carries the pod's uid, so a pod replaced under
 //   the same name (a StatefulSet's) is never marked for its predecessor.
-// - at start it reconciles: every pod running on its node that should be in the mesh (namespace
+// - at start it reconciles: every pod running on its node that should be in the mesh (the CNI
+//   plugin's decision, decideEnrollment in src/api/enrollment.ts: namespace
 //   or pod labelled istio.io/dataplane-mode=ambient, not opted out with none, not host network)
 //   is enrolled, whether it started while the agent was away (the CNI plugin made it wait, but
 //   pods already running when the plugin was first chained never passed through it) or was
@@ -21,11 +22,11 @@ import type { Logger } from 'pino';
 import { cgroup2Mount } from '../../bpf/mounts.ts';
 import { kubeGet, kubeMergePatch, KubeError, namespacePath, podPath, type KubeAccess, type NamespaceMeta, type PodMeta } from '../../kube/client.ts';
 import { sleep } from '../../util/sleep.ts';
-import { shouldEnroll, type PodInfo } from '../../api/enrollment.ts';
+import { decideEnrollment, REDIRECTION_ANNOTATION, type EnrollmentDecision, type PodInfo } from '../../api/enrollment.ts';
 import type { PodHooks, PodManager } from './pod-manager.ts';
 import { procStartTime } from './proc.ts';
 
-export const REDIRECTION_ANNOTATION = 'ambient.istio.io/redirection';
+export { REDIRECTION_ANNOTATION };
 
 /** Pod UIDs named by a cgroup path: cgroupfs `pod<uid>`, systemd `...-pod<uid_with_underscores>.slice`. */
 export function podUidOfCgroup(path: string): string | undefined {
@@ -111,15 +112,20 @@ export class KubePods implements PodHooks {
     await this.annotate(info, false).catch((e: Error) => this.log.warn({ pod: `${info.namespace}/${info.name}`, err: e.message }, 'redirection annotation not removed'));
   }
 
-  /** The pods on this node the mesh should capture. */
-  async wanted(): Promise<PodMeta[]> {
+  /** The pods on this node the mesh should capture, each with the CNI plugin's decision. */
+  async wanted(): Promise<{ pod: PodMeta; decision: Extract<EnrollmentDecision, { enroll: true }> }[]> {
     const list = await kubeGet<{ items?: PodMeta[] }>(this.kube, `/api/v1/pods?fieldSelector=${encodeURIComponent(`spec.nodeName=${this.node}`)}`);
     // Running pods only: one still pending gets to the agent through the CNI plugin (which fails
     // its ADD, for the kubelet to retry, while no agent answers).
-    const pods = (list?.items ?? []).filter((p) => !p.spec?.hostNetwork && !p.metadata.deletionTimestamp && p.status?.phase === 'Running');
+    const pods = (list?.items ?? []).filter((p) => !p.metadata.deletionTimestamp && p.status?.phase === 'Running');
     const namespaces = new Map<string, NamespaceMeta | undefined>();
     for (const ns of new Set(pods.map((p) => p.metadata.namespace))) namespaces.set(ns, await kubeGet<NamespaceMeta>(this.kube, namespacePath(ns)));
-    return pods.filter((p) => shouldEnroll(namespaces.get(p.metadata.namespace)?.metadata.labels, p.metadata.labels));
+    const out: Awaited<ReturnType<KubePods['wanted']>> = [];
+    for (const pod of pods) {
+      const decision = decideEnrollment(pod, namespaces.get(pod.metadata.namespace)?.metadata.labels);
+      if (decision.enroll) out.push({ pod, decision });
+    }
+    return out;
   }
 
   /**
@@ -130,10 +136,10 @@ export class KubePods implements PodHooks {
   async reconcile(pods: PodManager, o: { proc?: string; cgroupRoot?: string } = {}): Promise<string[]> {
     const wanted = await this.wanted();
     const have = new Set(pods.list().map((p) => p.info.uid));
-    const missing = wanted.filter((p) => !have.has(p.metadata.uid));
+    const missing = wanted.map((w) => w.pod).filter((p) => !have.has(p.metadata.uid));
     const sandboxes = findPodSandboxes(new Set(missing.map((p) => p.metadata.uid)), o);
     const unsettled: string[] = [];
-    for (const p of wanted) {
+    for (const { pod: p, decision } of wanted) {
       const name = `${p.metadata.namespace}/${p.metadata.name}`;
       try {
         if (have.has(p.metadata.uid)) {
@@ -146,16 +152,7 @@ export class KubePods implements PodHooks {
         const sb = sandboxes.get(p.metadata.uid);
         if (!sb) throw new Error('no process of the pod found (sandbox not started yet?)');
         const pid = Number(/\/(\d+)\/ns\/net$/.exec(sb.netns)![1]);
-        const info: PodInfo = {
-          uid: p.metadata.uid,
-          name: p.metadata.name,
-          namespace: p.metadata.namespace,
-          serviceAccount: p.spec?.serviceAccountName || 'default',
-          ips: podIps(p),
-          netns: sb.netns,
-          cgroup: sb.cgroup,
-          pidStartTime: procStartTime(pid, o.proc),
-        };
+        const info: PodInfo = { ...decision.podInfo({ ips: podIps(p), netns: sb.netns, cgroup: sb.cgroup }), pidStartTime: procStartTime(pid, o.proc) };
         await pods.enroll(info); // annotates through the hooks
         this.log.info({ pod: name, netns: sb.netns }, 'running pod enrolled at start');
       } catch (e) {
