@@ -116,11 +116,12 @@ export class NativeHboneServer implements PodHboneServer {
       const id = openRelaySession('serve', socketFd(s), this.ctx, this.opts.trustDomain, settings, {
         ready: (uri) => {
           const peer = parseSpiffe(uri);
-          if (peer) Object.assign(rec, { peer, authenticated: true });
           if (!peer) {
             this.opts.onHandshakeError?.(peerAddress, 'peer certificate has no single SPIFFE identity');
-            relayAddon().close(id, false);
-          } else ticket.authenticated();
+            return relayAddon().close(id, false);
+          }
+          Object.assign(rec, { peer, authenticated: true });
+          ticket.authenticated();
         },
         stream: (stream, flat) => this.onStream(id, stream, rec, flat),
         done: (stream, read, written, status, error) => this.streams.get(`${id}/${stream}`)?.done({ read, written, status, error }),
