@@ -9,7 +9,7 @@ import type { Socket } from 'node:net';
 import tls, { type TLSSocket } from 'node:tls';
 import type { HboneConnectRequest, HboneTunnel, PoolSession, SessionParams } from '../client/contract.ts';
 import { PendingConnect, SessionOpening, sessionUnusable } from '../client/failures.ts';
-import { expectSpiffe } from '../identity.ts';
+import { expectSpiffe } from './identity.ts';
 import { ALPN, CONNECTION_WINDOW, H2_SETTINGS, MAX_SESSION_MEMORY_MB, secureContextOptions } from '../settings.ts';
 import { keepAlive } from './keepalive.ts';
 import { tunnel } from './tunnel.ts';

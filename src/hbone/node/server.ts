@@ -10,7 +10,7 @@ import http2, { type Http2Session, type IncomingHttpHeaders, type ServerHttp2Str
 import type { AddressInfo, ListenOptions, Socket } from 'node:net';
 import tls, { type TLSSocket } from 'node:tls';
 import { HboneAdmission, sourceIp, type AdmissionTicket } from '../admission.ts';
-import { certificateIdentity } from '../identity.ts';
+import { certificateIdentity } from './identity.ts';
 import type { ConnectDecision, HboneListenerOptions, HboneOutcome, HboneRequestInfo, PodHboneServer } from '../server/contract.ts';
 import { HboneFront, type FrontPeer } from '../server/front.ts';
 import { remoteOf } from '../server/remote.ts';
