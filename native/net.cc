@@ -340,6 +340,19 @@ Napi::Value PeerCred(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// socketPair() -> [fd, fd]: a connected pair of Unix stream sockets (close-on-exec). The HBONE
+// server hands one end to the native relay and the other to JavaScript as a net.Socket, so a
+// tunnel's bytes can be read as a stream in JS.
+Napi::Value SocketPair(const Napi::CallbackInfo& info) {
+  int fds[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
+    throw ErrnoError(info.Env(), errno, "socketpair");
+  Napi::Array out = Napi::Array::New(info.Env(), 2);
+  out.Set(0u, Napi::Number::New(info.Env(), fds[0]));
+  out.Set(1u, Napi::Number::New(info.Env(), fds[1]));
+  return out;
+}
+
 }  // namespace
 
 void InitNet(Napi::Env env, Napi::Object exports) {
@@ -352,6 +365,7 @@ void InitNet(Napi::Env env, Napi::Object exports) {
   exports.Set("cgroupId", Napi::Function::New(env, CgroupId));
   exports.Set("mountBpffs", Napi::Function::New(env, MountBpffs));
   exports.Set("peerCred", Napi::Function::New(env, PeerCred));
+  exports.Set("socketPair", Napi::Function::New(env, SocketPair));
 }
 
 }  // namespace weft

@@ -89,6 +89,8 @@ export interface NativeAddon {
   mountBpffs(mountPoint: string): void;
   /** SO_PEERCRED of a connected Unix socket. */
   peerCred(fd: number): { pid: number; uid: number; gid: number };
+  /** A connected pair of Unix stream sockets (close-on-exec). */
+  socketPair(): [number, number];
 }
 
 /** Errors thrown by the addon: errno and code always, verifierLog for load failures. */

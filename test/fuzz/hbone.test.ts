@@ -8,7 +8,7 @@ import type { Server } from 'node:net';
 import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NativeHboneServer } from '../../src/hbone/native/server.ts';
-import { createHboneServer, type ConnectDecision, type HboneRequestInfo, type PodHboneServer } from '../../src/hbone/server.ts';
+import { createHboneServer, type ConnectDecision, type HboneRequestInfo, type PodHboneServer } from '../../src/hbone/node/server.ts';
 import type { Credentials } from '../../src/hbone/settings.ts';
 import { connectTo, echo, tcpServer, until } from '../hbone/harness.ts';
 import { createCa } from '../hbone/pki.ts';

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HboneAdmission } from '../../src/hbone/admission.ts';
 import { NativeHboneServer } from '../../src/hbone/native/server.ts';
 import { HbonePool } from '../../src/hbone/pool.ts';
-import { createHboneServer, type HboneOutcome, type HboneRequestInfo, type PodHboneServer } from '../../src/hbone/server.ts';
+import { createHboneServer, type HboneOutcome, type HboneRequestInfo, type PodHboneServer } from '../../src/hbone/node/server.ts';
 import type { Credentials } from '../../src/hbone/settings.ts';
 import { dialFromPod, podDialSockets } from '../../src/agent/proxy/pod-sockets.ts';
 import { echo, readAll, tcpServer, until, webToCart } from './harness.ts';

@@ -2,7 +2,7 @@
 // onConnect, and a raw dial to it. Everything on 127.0.0.1 with ephemeral ports.
 import net, { type AddressInfo, type Server, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { createHboneServer, type ConnectDecision, type HboneOutcome, type HboneRequest, type HboneServer } from '../../src/hbone/server.ts';
+import { createHboneServer, type ConnectDecision, type HboneOutcome, type HboneRequest, type HboneServer } from '../../src/hbone/node/server.ts';
 import type { HboneConnectRequest } from '../../src/hbone/pool.ts';
 import type { Credentials } from '../../src/hbone/settings.ts';
 

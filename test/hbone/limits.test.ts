@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HboneAdmission } from '../../src/hbone/admission.ts';
 import { NativeHboneServer } from '../../src/hbone/native/server.ts';
 import { HbonePool } from '../../src/hbone/pool.ts';
-import { createHboneServer, type HboneOutcome, type HboneRequestInfo, type PodHboneServer } from '../../src/hbone/server.ts';
+import { createHboneServer, type HboneOutcome, type HboneRequestInfo, type PodHboneServer } from '../../src/hbone/node/server.ts';
 import { MAX_HEADER_LIST_SIZE, type Credentials } from '../../src/hbone/settings.ts';
 import { connectTo, echo, readAll, tcpServer, until, webToCart } from './harness.ts';
 import { createCa } from './pki.ts';

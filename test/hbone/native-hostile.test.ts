@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nativeSessionOpener } from '../../src/hbone/native/client.ts';
 import { NativeHboneServer } from '../../src/hbone/native/server.ts';
 import { HbonePool, type HboneTunnel } from '../../src/hbone/pool.ts';
-import type { HboneRequestInfo } from '../../src/hbone/server.ts';
+import type { HboneRequestInfo } from '../../src/hbone/node/server.ts';
 import type { Credentials } from '../../src/hbone/settings.ts';
 import { connectTo, echo, exchange, frontDoor, tcpServer, until, webToCart } from './harness.ts';
 import { createCa } from './pki.ts';

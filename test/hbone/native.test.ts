@@ -10,7 +10,7 @@ import { relayAddon } from '../../src/hbone/native/addon.ts';
 import { nativeRelay } from '../../src/hbone/native/pipe.ts';
 import { NativeHboneServer } from '../../src/hbone/native/server.ts';
 import { HbonePool, type HboneConnectRequest, type HboneTunnel } from '../../src/hbone/pool.ts';
-import type { ConnectDecision, HboneOutcome, HboneRequestInfo } from '../../src/hbone/server.ts';
+import type { ConnectDecision, HboneOutcome, HboneRequestInfo } from '../../src/hbone/node/server.ts';
 import type { Credentials } from '../../src/hbone/settings.ts';
 import { connectTo, echo, exchange, frontDoor, spiffe, startHbone, tcpServer, until, type TestServer } from './harness.ts';
 import { createCa } from './pki.ts';
@@ -95,7 +95,7 @@ describe.each(['node', 'native'] as const)('%s client', (client) => {
       expect(back.length).toBe(data.length);
       expect(sha(back)).toBe(sha(data));
       const r = await relayed;
-      expect(r).toMatchObject({ read: data.length, written: data.length });
+      expect(r).toMatchObject({ sent: data.length, received: data.length });
       expect(r.error).toBeUndefined();
       await until(() => outcomes.length > before, 5000, 'server outcome');
       expect(outcomes.at(-1)).toMatchObject({ status: 200, sent: data.length, received: data.length, peer: { namespace: 'shop', serviceAccount: 'web' } });

@@ -56,7 +56,7 @@ async function roundTrip(t: HboneTunnel, text: string): Promise<void> {
   const { app, agent } = await front.connection();
   const relayed = t.relay(agent);
   expect((await exchange(app, text)).toString()).toBe(text);
-  expect(await relayed).toMatchObject({ read: text.length, written: text.length });
+  expect(await relayed).toMatchObject({ sent: text.length, received: text.length });
 }
 
 // Every rule of the pool holds for both session kinds: Node's HTTP/2 and the native relay.

@@ -1,39 +1,27 @@
-// The inbound HBONE listener of one enrolled pod on the native relay: the same contract as
-// server.ts (Node's TLS and HTTP/2), with the handshake, the peer identity check, HTTP/2 and the
-// relay in C++. Accepted sockets are handed over unread; each CONNECT comes back here to be decided
-// (onConnect) and, when allowed, is answered together with the upstream socket to relay to.
+// The inbound HBONE listener of one enrolled pod on the native relay: the same contract
+// (server/contract.ts) and the same front (server/front.ts) as node/server.ts (Node's TLS and
+// HTTP/2), with the handshake, the peer identity check, HTTP/2 and the relay in C++. Accepted sockets
+// are handed over unread; each CONNECT comes back here to the front to be decided (onConnect) and,
+// when allowed, is answered together with the upstream socket to relay to (or a socketpair whose
+// other end the caller reads as a Duplex).
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import type { IncomingHttpHeaders } from 'node:http2';
-import { parseSpiffe, type SpiffeId } from '../../api/spiffe.ts';
+import { parseSpiffe } from '../../api/spiffe.ts';
 import { HboneAdmission, sourceIp } from '../admission.ts';
-import { formatAuthority, parseAuthority, type Authority } from '../authority.ts';
-import { remoteOf, type ConnectDecision, type PodHboneServer, type PodHboneServerOptions } from '../server.ts';
+import type { PodHboneServer, PodHboneServerOptions } from '../server/contract.ts';
+import { HboneFront, type FrontPeer } from '../server/front.ts';
+import { remoteOf } from '../server/remote.ts';
 import { DRAIN_DEADLINE_MS, PING_INTERVAL_MS, PING_TIMEOUT_MS } from '../settings.ts';
 import { openRelaySession, relayAddon, relaySettings, socketFd } from './addon.ts';
 import { RelayContexts } from './contexts.ts';
+import { NativeFrontStream } from './front-stream.ts';
 
-interface PendingStream {
-  token: object;
-  peer: Peer;
-  start: bigint;
-  headers: IncomingHttpHeaders;
-  authority?: Authority;
-  status: number;
-  reason?: string;
-  /** Decided and answered; the outcome waits for both this and the relay's `done`. */
-  answered: boolean;
-  /** The relay's account: bytes, and the status it sent (0 when the stream was gone before the answer). */
-  done?: { read: number; written: number; status: number; error: string };
-  /** Ends onConnect's dial when the stream is gone before the answer. */
-  abort: AbortController;
+/** A session's peer; `authenticated` once the handshake named a single SPIFFE identity. */
+interface Peer extends FrontPeer {
+  authenticated: boolean;
 }
 
-interface Peer {
-  peer?: SpiffeId;
-  peerAddress: string;
-  /** Streams of this session in onConnect (deciding, dialling): capped by maxDialsPerSession. */
-  dials: number;
-}
+const NOBODY = { trustDomain: '', namespace: '', serviceAccount: '' };
 
 let serverSeq = 0;
 
@@ -43,13 +31,15 @@ export class NativeHboneServer implements PodHboneServer {
   private readonly owner = `hbone-server-${++serverSeq}`;
   private ctx: number;
   private readonly sessions = new Map<number, Peer>();
-  private readonly streams = new Map<string, PendingStream>();
+  private readonly streams = new Map<string, NativeFrontStream>();
   private draining = false;
   private drained?: () => void;
   private readonly admission: HboneAdmission;
+  private readonly front: HboneFront;
 
   constructor(private readonly opts: PodHboneServerOptions) {
     this.admission = opts.admission ?? new HboneAdmission();
+    this.front = new HboneFront(opts, this.admission);
     this.ctx = this.contexts.get(this.owner, opts.credentials(), true);
     this.server = createServer({ pauseOnConnect: true, noDelay: true }, (s) => this.accept(s));
   }
@@ -114,7 +104,7 @@ export class NativeHboneServer implements PodHboneServer {
       this.opts.onHandshakeError?.(peerAddress, ticket.refused);
       return void s.destroy();
     }
-    const rec: Peer = { peerAddress, dials: 0 };
+    const rec: Peer = { peer: NOBODY, peerAddress, dials: 0, authenticated: false };
     let opened = false;
     try {
       const settings = relaySettings({
@@ -125,19 +115,21 @@ export class NativeHboneServer implements PodHboneServer {
       });
       const id = openRelaySession('serve', socketFd(s), this.ctx, this.opts.trustDomain, settings, {
         ready: (uri) => {
-          rec.peer = parseSpiffe(uri);
-          if (!rec.peer) {
+          const peer = parseSpiffe(uri);
+          if (!peer) {
             this.opts.onHandshakeError?.(peerAddress, 'peer certificate has no single SPIFFE identity');
-            relayAddon().close(id, false);
-          } else ticket.authenticated();
+            return relayAddon().close(id, false);
+          }
+          Object.assign(rec, { peer, authenticated: true });
+          ticket.authenticated();
         },
-        stream: (stream, flat) => void this.onStream(id, stream, rec, flat),
-        done: (stream, read, written, status, error) => this.onDone(id, stream, { read, written, status, error }),
+        stream: (stream, flat) => this.onStream(id, stream, rec, flat),
+        done: (stream, read, written, status, error) => this.streams.get(`${id}/${stream}`)?.done({ read, written, status, error }),
         close: (kind, reason) => {
           ticket.release();
           this.sessions.delete(id);
           if (this.sessions.size === 0) this.drained?.();
-          if (!rec.peer) this.opts.onHandshakeError?.(peerAddress, kind === 'timeout' ? 'handshake timeout' : reason);
+          if (!rec.authenticated) this.opts.onHandshakeError?.(peerAddress, kind === 'timeout' ? 'handshake timeout' : reason);
         },
       });
       this.sessions.set(id, rec);
@@ -150,72 +142,13 @@ export class NativeHboneServer implements PodHboneServer {
     }
   }
 
-  private async onStream(session: number, stream: number, rec: Peer, flat: string[]): Promise<void> {
+  private onStream(session: number, stream: number, rec: Peer, flat: string[]): void {
     const headers: IncomingHttpHeaders = {};
     for (let i = 0; i + 1 < flat.length; i += 2) headers[flat[i]!] = flat[i + 1]!;
-    const authority = headers[':method'] === 'CONNECT' ? parseAuthority(headers[':authority']) : undefined;
     const key = `${session}/${stream}`;
-    const p: PendingStream = { token: {}, peer: rec, start: process.hrtime.bigint(), headers, authority, status: 0, answered: false, abort: new AbortController() };
-    this.streams.set(key, p);
-    const answer = (status: number, upstream?: Socket) => {
-      // Sent unless the peer left meanwhile: `done` then says status 0.
-      if (!p.done) relayAddon().respond(session, stream, status, upstream ? socketFd(upstream) : -1);
-      upstream?.destroy(); // the relay holds its own descriptor when it took it
-      p.status = status;
-      p.answered = true;
-      this.maybeReport(key);
-    };
-    if (!authority) {
-      p.reason = headers[':method'] !== 'CONNECT' ? `method ${headers[':method']} is not CONNECT` : `bad authority ${headers[':authority']}`;
-      return answer(400);
-    }
-    if (rec.dials >= this.admission.limits.maxDialsPerSession) {
-      p.reason = this.admission.refuseDial(rec.peerAddress);
-      return answer(503);
-    }
-    rec.dials++;
-    let decision: ConnectDecision;
-    try {
-      decision = await this.opts.onConnect({ authority, peer: rec.peer!, peerAddress: rec.peerAddress, headers, stream: p.token, signal: p.abort.signal });
-    } catch (e) {
-      decision = { status: 503, reason: `connect ${formatAuthority(authority)}: ${(e as Error).message}` };
-    } finally {
-      rec.dials--;
-    }
-    if (decision.status !== 200) {
-      p.reason = decision.reason;
-      return answer(decision.status);
-    }
-    answer(200, decision.upstream);
-  }
-
-  private onDone(session: number, stream: number, r: { read: number; written: number; status: number; error: string }): void {
-    const key = `${session}/${stream}`;
-    const p = this.streams.get(key);
-    if (!p) return;
-    p.done = r;
-    if (!p.answered) p.abort.abort(new Error('peer reset the stream'));
-    this.maybeReport(key);
-  }
-
-  private maybeReport(key: string): void {
-    const p = this.streams.get(key);
-    if (!p || !p.answered || !p.done) return;
-    this.streams.delete(key);
-    const sent = p.done.status;
-    this.opts.onComplete?.({
-      stream: p.token,
-      peer: p.peer.peer ?? { trustDomain: '', namespace: '', serviceAccount: '' },
-      peerAddress: p.peer.peerAddress,
-      authority: p.authority,
-      headers: p.headers,
-      status: sent,
-      // Bytes from the peer to the upstream, and back.
-      sent: p.done.written,
-      received: p.done.read,
-      durationMs: Number(process.hrtime.bigint() - p.start) / 1e6,
-      reason: p.reason,
-      error: sent === 0 && p.status === 200 ? 'peer reset the stream before the upstream connected' : p.done.error || undefined,
-    });
+    const s = new NativeFrontStream(session, stream, headers);
+    this.streams.set(key, s);
+    // Counted until its outcome is out, which waits for the relay's `done`.
+    void this.front.serve(rec, s).finally(() => this.streams.delete(key));
   }
 }

@@ -79,7 +79,7 @@ export async function handleOutbound(ctx: ProxyContext, pod: ProxyPod, client: S
       dial: () => dialFromPod(pod.sockets, plan.hbone),
     });
     const r = await t.relay(client);
-    conn.finish({ sent: r.read, received: r.written, error: r.error });
+    conn.finish({ sent: r.sent, received: r.received, error: r.error });
   } catch (e) {
     const err = e as HboneError & NodeJS.ErrnoException;
     const flag = err.status === 401 ? 'DENY' : err.kind === 'tls' ? 'TLS_FAILURE' : 'CONNECT';

@@ -2,29 +2,37 @@
 // (END_STREAM <-> FIN) and mapping failures the way RFC 9113 §8.5 asks of a CONNECT proxy:
 // a TCP error resets the stream with CONNECT_ERROR, a stream reset resets the TCP connection.
 // Bytes are counted by the socket at the end, never per chunk; forward.ts does the copying.
+// (Moved from src/hbone/tunnel.ts: it is the Node transport's relay of a stream.)
 import { constants, type Http2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
-import { RELAY_BUFFER, forward, setHighWaterMark } from './forward.ts';
+import type { TunnelResult } from '../client/contract.ts';
+import { SOCKET_CLOSED_BEFORE_TUNNEL } from '../client/failures.ts';
+import { RELAY_BUFFER, forward, setHighWaterMark } from '../forward.ts';
 
-export interface TunnelResult {
-  /** Bytes written to the socket (arrived over the stream) and read from it (sent over the stream). */
-  written: number;
-  read: number;
-  error?: string;
-}
+export type { TunnelResult };
 
-export function tunnel(stream: Http2Stream, socket: Socket): Promise<TunnelResult> {
+/**
+ * Which end of the tunnel this is, for the counters (`sent` flows from the HBONE client toward the
+ * server): the client's socket is the app (read: sent), the server's socket is the upstream (written: sent).
+ */
+export type TunnelSide = 'client' | 'server';
+
+export function tunnel(stream: Http2Stream, socket: Socket, side: TunnelSide): Promise<TunnelResult> {
+  const result = (error?: string): TunnelResult =>
+    side === 'client'
+      ? { sent: socket.bytesRead, received: socket.bytesWritten, error }
+      : { sent: socket.bytesWritten, received: socket.bytesRead, error };
   if (socket.destroyed) {
     // Its 'close' has been and gone, so nothing below would ever end the stream: cancel it now, or it
     // holds its session's stream slot, the far side's upstream and the window until the session ends.
     if (!stream.destroyed) stream.close(constants.NGHTTP2_CANCEL);
-    return Promise.resolve({ written: 0, read: 0, error: 'socket closed before the tunnel started' });
+    return Promise.resolve({ sent: 0, received: 0, error: SOCKET_CLOSED_BEFORE_TUNNEL });
   }
   return new Promise((resolve) => {
     let error: string | undefined;
     let open = 2;
     const done = () => {
-      if (--open === 0) resolve({ written: socket.bytesWritten, read: socket.bytesRead, error });
+      if (--open === 0) resolve(result(error));
     };
     socket.on('error', (e: NodeJS.ErrnoException) => {
       error ??= `tcp: ${e.code ?? e.message}`;

@@ -1,6 +1,7 @@
-// Peer identities on HBONE connections are SPIFFE URI SANs, never hostnames.
+// Peer identities on HBONE connections are SPIFFE URI SANs, never hostnames. (Moved from
+// src/hbone/identity.ts: only Node's transport checks certificates in JavaScript; the relay does it in C++.)
 import type { PeerCertificate } from 'node:tls';
-import { parseSpiffe, spiffeFromSubjectAltName, type SpiffeId } from '../api/spiffe.ts';
+import { parseSpiffe, spiffeFromSubjectAltName, type SpiffeId } from '../../api/spiffe.ts';
 
 /** The single Istio SPIFFE identity of a certificate; undefined when it has none or several. */
 export function certificateIdentity(cert: PeerCertificate | undefined): SpiffeId | undefined {

@@ -2,11 +2,11 @@ import http2 from 'node:http2';
 import type { Server } from 'node:net';
 import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { HboneError } from '../../src/hbone/errors.ts';
-import { HbonePool, type HboneConnectRequest } from '../../src/hbone/pool.ts';
-import type { Credentials } from '../../src/hbone/settings.ts';
-import { connectTo, echo, readAll, spiffe, startHbone, tcpServer, until, type TestServer } from './harness.ts';
-import { createCa, type TestCa } from './pki.ts';
+import { HboneError } from '../../../src/hbone/errors.ts';
+import { HbonePool, type HboneConnectRequest } from '../../../src/hbone/pool.ts';
+import type { Credentials } from '../../../src/hbone/settings.ts';
+import { connectTo, echo, readAll, spiffe, startHbone, tcpServer, until, type TestServer } from '../harness.ts';
+import { createCa, type TestCa } from '../pki.ts';
 
 const SERVER_ID = spiffe('shop', 'cart');
 const CLIENT_ID = spiffe('shop', 'web');

@@ -4,10 +4,10 @@ import http2, { type Http2Session } from 'node:http2';
 import net from 'node:net';
 import tls from 'node:tls';
 import { describe, expect, it } from 'vitest';
-import { keepAlive } from '../../src/hbone/keepalive.ts';
-import { connectBlock, encodeFrame, encodeInput, F, T } from '../fuzz/h2frames.ts';
-import { until } from './harness.ts';
-import { createCa } from './pki.ts';
+import { keepAlive } from '../../../src/hbone/node/keepalive.ts';
+import { connectBlock, encodeFrame, encodeInput, F, T } from '../../fuzz/h2frames.ts';
+import { until } from '../harness.ts';
+import { createCa } from '../pki.ts';
 
 const settings = encodeFrame({ type: T.SETTINGS, flags: 0, stream: 0, payload: Buffer.alloc(0) });
 const settingsAck = encodeFrame({ type: T.SETTINGS, flags: F.ACK, stream: 0, payload: Buffer.alloc(0) });

@@ -3,12 +3,12 @@
 import type { Server } from 'node:net';
 import tls from 'node:tls';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createHboneServer } from '../../src/hbone/server.ts';
-import { STALL_CHECK_MS } from '../../src/hbone/stalled.ts';
-import type { Credentials } from '../../src/hbone/settings.ts';
-import { connectBlock, encodeInput, F, T, type Frame } from '../fuzz/h2frames.ts';
-import { connectTo, startHbone, tcpServer, until, type TestServer } from './harness.ts';
-import { createCa } from './pki.ts';
+import { createHboneServer } from '../../../src/hbone/node/server.ts';
+import { STALL_CHECK_MS } from '../../../src/hbone/node/stalled.ts';
+import type { Credentials } from '../../../src/hbone/settings.ts';
+import { connectBlock, encodeInput, F, T, type Frame } from '../../fuzz/h2frames.ts';
+import { connectTo, startHbone, tcpServer, until, type TestServer } from '../harness.ts';
+import { createCa } from '../pki.ts';
 
 let clientCreds: Credentials;
 let serverCreds: Credentials;

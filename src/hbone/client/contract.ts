@@ -1,0 +1,72 @@
+// What the outbound side of HBONE promises its callers and asks of its sessions, in a file of its own
+// so the pool (pool.ts) and the sessions of either transport (node/client.ts, native/client.ts) both
+// point at it and never at each other.
+import type { Socket } from 'node:net';
+import type { Credentials } from '../settings.ts';
+
+export interface PoolKey {
+  /** Whose netns the sockets are made in, e.g. the source pod uid. */
+  scope: string;
+  srcIdentity: string;
+  /** The one SPIFFE URI the server must present. */
+  dstIdentity: string;
+  dstAddress: string;
+}
+
+export interface HboneConnectRequest {
+  key: PoolKey;
+  port: number;
+  /** The CONNECT target, `ip:port`. */
+  authority: string;
+  /** Sent as given: forwarded, baggage, traceparent. */
+  headers: Record<string, string>;
+  credentials: Credentials;
+  /** A raw TCP socket to dstAddress:port, connected from inside the source pod's netns. */
+  dial: () => Promise<Socket>;
+}
+
+/**
+ * What a tunnel carried. Byte counters are named the same way everywhere in src/hbone: `sent` flows
+ * from the side that opened the connection (the app, the HBONE client) toward its destination,
+ * `received` flows back.
+ */
+export interface TunnelResult {
+  sent: number;
+  received: number;
+  error?: string;
+}
+
+/** An established CONNECT tunnel (status 200). */
+export interface HboneTunnel {
+  status: 200;
+  /** Carries the tunnel to and from a TCP socket until both are done; the socket is the tunnel's from then on. */
+  relay(socket: Socket): Promise<TunnelResult>;
+}
+
+/**
+ * A client session as the pool sees it: Node's HTTP/2 (node/client.ts) or the native relay
+ * (native/client.ts). request() rejects with StreamRefused when the session took no stream;
+ * `released` runs once the stream, started or not, is gone.
+ */
+export interface PoolSession<T extends HboneTunnel> {
+  request(req: HboneConnectRequest, timeoutMs: number, released: () => void): Promise<T>;
+  close(): void;
+  destroy(): void;
+  once(event: 'goaway' | 'close', listener: () => void): unknown;
+}
+
+/** What opening a session needs: where and how to dial, whose credentials, whom to expect. */
+export interface SessionParams {
+  dial: () => Promise<Socket>;
+  credentials: Credentials;
+  /** Whose credentials they are (one TLS context per identity in the native relay). */
+  srcIdentity?: string;
+  dstIdentity: string;
+  dstAddress: string;
+  port: number;
+  timeoutMs: number;
+  pingIntervalMs: number;
+  pingTimeoutMs: number;
+}
+
+export type SessionOpener<T extends HboneTunnel> = (p: SessionParams) => Promise<PoolSession<T>>;

@@ -1,0 +1,96 @@
+// What the inbound side of HBONE promises its callers (the agent, the waypoint), whichever transport
+// serves it (node/server.ts on Node's tls and http2, native/server.ts on the native relay): the
+// request a caller decides, the decisions it may take, the outcome it is told, and the listener's
+// surface. (Split out of src/hbone/server.ts, which now is node/server.ts.)
+import type { IncomingHttpHeaders } from 'node:http2';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { SpiffeId } from '../../api/spiffe.ts';
+import type { HboneAdmission } from '../admission.ts';
+import type { Authority } from '../authority.ts';
+import type { Credentials } from '../settings.ts';
+
+/** A CONNECT request as the agent decides it, from either server (Node's HTTP/2, or the native relay). */
+export interface HboneRequestInfo {
+  authority: Authority;
+  peer: SpiffeId;
+  /** The TCP peer, `ip:port`. */
+  peerAddress: string;
+  /** All request headers, notably forwarded, baggage and traceparent. */
+  headers: IncomingHttpHeaders;
+  /** Identifies the stream: its outcome carries the same object. */
+  stream: object;
+  /** Aborted when the stream ends before the decision (the peer reset it): stop dialling. */
+  signal: AbortSignal;
+}
+
+/**
+ * What to do with a CONNECT:
+ * - `upstream`: answer 200 and relay the tunnel to this socket (the agent: it dialled the target);
+ * - `acceptStream`: answer 200 and hand the tunnel's bytes to the callback as a Duplex, to parse
+ *   (the waypoint). Ending the Duplex half-closes the tunnel, destroying it resets the tunnel;
+ *   the peer's half-close ends its readable side. The outcome is reported once both are done;
+ * - otherwise: answer with the status (a final response, the stream closed) and report `reason`.
+ */
+export type ConnectDecision =
+  | { status: 200; upstream: Socket }
+  | { status: 200; acceptStream: (stream: Duplex) => void }
+  | { status: 400 | 401 | 503; reason: string };
+
+/**
+ * One per stream, on every exit path, for the access log and metrics. Bytes are counted as
+ * everywhere in src/hbone: `sent` flows from the HBONE client (the peer) toward the destination
+ * (the upstream, or the acceptStream handler), `received` flows back.
+ */
+export interface HboneOutcome {
+  /** The stream onConnect saw, to pair the outcome with what the agent decided for it. */
+  stream: object;
+  peer: SpiffeId;
+  peerAddress: string;
+  authority?: Authority;
+  headers: IncomingHttpHeaders;
+  /** The status sent; 0 when the peer left before any response. */
+  status: number;
+  sent: number;
+  received: number;
+  durationMs: number;
+  /** Why the request was refused (from onConnect or the parser). */
+  reason?: string;
+  /** What broke a tunnel that had been established. */
+  error?: string;
+}
+
+/** What the agent supplies per pod to either server: the decision per stream, and its outcome. */
+export interface HboneHandlers {
+  onConnect: (req: HboneRequestInfo) => Promise<ConnectDecision>;
+  onComplete?: (outcome: HboneOutcome) => void;
+}
+
+/** A listener's settings, whichever transport serves it (the handlers come separately). */
+export interface HboneListenerOptions {
+  /** Re-read by updateCredentials() when the pod's certificate rotates. */
+  credentials: () => Credentials;
+  trustDomain: string;
+  /** A peer that failed the TLS handshake or the identity check. */
+  onHandshakeError?: (remote: string, reason: string) => void;
+  pingIntervalMs?: number;
+  pingTimeoutMs?: number;
+  /**
+   * Connection and handshake caps and the handshake deadline, shared by every listener of the agent;
+   * a server of its own (the defaults) when absent.
+   */
+  admission?: HboneAdmission;
+}
+
+/** A pod's HBONE listener as the agent configures it, whichever data path serves it. */
+export type PodHboneServerOptions = HboneListenerOptions & HboneHandlers;
+
+/** What the pod manager needs of a pod's HBONE listener, whichever data path serves it. */
+export interface PodHboneServer {
+  listen(options: { fd: number }): Promise<void>;
+  updateCredentials(): void;
+  stats(): { sessions: number; streams: number };
+  drain(deadlineMs?: number): Promise<void>;
+  /** Stop accepting (agent shutdown); open connections are left to the process exit. */
+  close(): void;
+}
