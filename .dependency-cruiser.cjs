@@ -35,6 +35,13 @@ module.exports = {
       to: { path: '^src/lab/' },
     },
     {
+      name: 'lab-runs-services-as-processes',
+      severity: 'error',
+      comment: 'The lab starts the agent, control plane and CNI decision through the CLI and the shared contracts (src/api), as a cluster would, never by importing a service.',
+      from: { path: '^src/lab/' },
+      to: { path: '^src/(agent|waypoint|control|cni)/' },
+    },
+    {
       name: 'install-not-on-services',
       severity: 'error',
       comment: 'The installer renders manifests from shared contracts (src/api, src/kube), not from a service.',
