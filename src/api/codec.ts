@@ -1,7 +1,7 @@
 // The mesh model <-> the wire messages of Istio's workload API. Only here are addresses bytes.
 import { isIP } from 'node:net';
 import { TYPE_ADDRESS, TYPE_AUTHORIZATION, meshTypes } from './protos.ts';
-import type { AuthorizationPolicy, IpBlock, Match, Service, Workload } from './mesh.ts';
+import type { AuthorizationPolicy, GatewayAddress, IpBlock, Match, Service, Workload } from './mesh.ts';
 
 /** Text -> 4 or 16 bytes. Accepts every RFC 4291 form, including an embedded dotted quad. */
 export function ipToBytes(ip: string): Buffer {
@@ -83,14 +83,30 @@ function stripOneof(x: Record<string, unknown>) {
   return matchType === 'presence' ? { presence: {} } : rest;
 }
 
+const wireGateway = (g: GatewayAddress | undefined) =>
+  g === undefined ? undefined : 'address' in g ? { address: { network: g.network, address: ipToBytes(g.address) }, hboneMtlsPort: g.hboneMtlsPort } : { hostname: g.hostname, hboneMtlsPort: g.hboneMtlsPort };
+
+/** A decoded GatewayAddress; undefined when absent, or when it names neither an address nor a hostname. */
+function modelGateway(g: Record<string, unknown> | null | undefined): GatewayAddress | undefined {
+  if (!g) return undefined;
+  const hboneMtlsPort = Number(g.hboneMtlsPort ?? 0);
+  const address = g.address as { network?: string; address?: Uint8Array } | undefined;
+  if (g.destination === 'address' && address?.address?.length) return { address: bytesToIp(address.address), network: address.network ?? '', hboneMtlsPort };
+  const hostname = g.hostname as { namespace?: string; hostname?: string } | undefined;
+  if (g.destination === 'hostname' && hostname?.hostname) return { hostname: { namespace: hostname.namespace ?? '', hostname: hostname.hostname }, hboneMtlsPort };
+  return undefined;
+}
+
 export function encodeWorkload(w: Workload): Uint8Array {
   const { Address } = meshTypes();
-  return Address.encode(Address.fromObject({ workload: { ...w, addresses: w.addresses.map(ipToBytes), services: Object.fromEntries(Object.entries(w.services).map(([k, ports]) => [k, { ports }])) } })).finish();
+  return Address.encode(
+    Address.fromObject({ workload: { ...w, addresses: w.addresses.map(ipToBytes), services: Object.fromEntries(Object.entries(w.services).map(([k, ports]) => [k, { ports }])), waypoint: wireGateway(w.waypoint) } }),
+  ).finish();
 }
 
 export function encodeService(s: Service): Uint8Array {
   const { Address } = meshTypes();
-  return Address.encode(Address.fromObject({ service: { ...s, addresses: s.addresses.map((a) => ({ network: '', address: ipToBytes(a) })) } })).finish();
+  return Address.encode(Address.fromObject({ service: { ...s, addresses: s.addresses.map((a) => ({ network: '', address: ipToBytes(a) })), waypoint: wireGateway(s.waypoint) } })).finish();
 }
 
 export function encodeAuthorization(p: AuthorizationPolicy): Uint8Array {
@@ -105,18 +121,21 @@ export function decodeAddress(buf: Uint8Array): { workload: Workload } | { servi
   const { Address } = meshTypes();
   const o = Address.toObject(Address.decode(buf), TO_OBJECT) as { type?: string; workload?: Record<string, unknown>; service?: Record<string, unknown> };
   if (o.type === 'workload' && o.workload) {
-    const w = o.workload;
+    const { waypoint, ...w } = o.workload;
+    const gw = modelGateway(waypoint as Record<string, unknown> | null);
     return {
       workload: {
         ...(w as unknown as Workload),
         addresses: (w.addresses as Uint8Array[]).map(bytesToIp),
         services: Object.fromEntries(Object.entries(w.services as Record<string, { ports: Workload['services'][string] }>).map(([k, v]) => [k, v.ports])),
+        ...(gw ? { waypoint: gw } : {}),
       },
     };
   }
   if (o.type === 'service' && o.service) {
-    const s = o.service;
-    return { service: { ...(s as unknown as Service), addresses: (s.addresses as { address: Uint8Array }[]).map((a) => bytesToIp(a.address)) } };
+    const { waypoint, ...s } = o.service;
+    const gw = modelGateway(waypoint as Record<string, unknown> | null);
+    return { service: { ...(s as unknown as Service), addresses: (s.addresses as { address: Uint8Array }[]).map((a) => bytesToIp(a.address)), ...(gw ? { waypoint: gw } : {}) } };
   }
   throw new Error('Address with neither workload nor service');
 }

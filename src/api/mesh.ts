@@ -4,6 +4,12 @@
 
 export type TunnelProtocol = 'NONE' | 'HBONE';
 
+/**
+ * Where a waypoint takes HBONE (Istio's GatewayAddress): its address (the waypoint Service's VIP) or
+ * its Service's hostname, and its HBONE port (15008).
+ */
+export type GatewayAddress = ({ address: string; network: string } | { hostname: { namespace: string; hostname: string } }) & { hboneMtlsPort: number };
+
 export interface PortMapping {
   servicePort: number;
   targetPort: number;
@@ -29,6 +35,8 @@ export interface Workload {
   authorizationPolicies: string[];
   status: 'HEALTHY' | 'UNHEALTHY';
   clusterId: string;
+  /** The waypoint that traffic addressed to this workload goes through, if any. */
+  waypoint?: GatewayAddress;
 }
 
 export interface Service {
@@ -38,6 +46,8 @@ export interface Service {
   addresses: string[];
   ports: PortMapping[];
   subjectAltNames: string[];
+  /** The waypoint that traffic addressed to this service goes through, if any. */
+  waypoint?: GatewayAddress;
 }
 
 export type StringMatch = { exact: string } | { prefix: string } | { suffix: string } | { presence: Record<string, never> };

@@ -4,8 +4,8 @@
 import { SocketAddress } from 'node:net';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { bytesToIp, decodeAddress, encodeWorkload, ipToBytes } from '../../src/api/codec.ts';
-import type { Workload } from '../../src/api/mesh.ts';
+import { bytesToIp, decodeAddress, encodeService, encodeWorkload, ipToBytes } from '../../src/api/codec.ts';
+import type { Service, Workload } from '../../src/api/mesh.ts';
 
 const hex = (s: string) => Buffer.from(s.replace(/[^0-9a-f]/gi, ''), 'hex');
 const nodeText = (b: Uint8Array) => {
@@ -91,5 +91,34 @@ describe('workload addresses on the wire', () => {
     const w = { uid: 'Kubernetes//Pod/ns/p', name: 'p', namespace: 'ns', addresses: ['10.244.1.2', 'fd00:10:244:1::2'], network: '', tunnelProtocol: 'HBONE', trustDomain: 'cluster.local', serviceAccount: 'default', node: 'node-1', canonicalName: 'p', canonicalRevision: 'latest', workloadType: 'POD', workloadName: 'p', services: {}, authorizationPolicies: [], status: 'HEALTHY', clusterId: 'Kubernetes' } satisfies Workload;
     const back = decodeAddress(encodeWorkload(w));
     expect('workload' in back && back.workload.addresses).toEqual(['10.244.1.2', 'fd00:10:244:1::2']);
+  });
+});
+
+describe('waypoints on the wire (GatewayAddress)', () => {
+  const w = { uid: 'Kubernetes//Pod/ns/p', name: 'p', namespace: 'ns', addresses: ['10.244.1.2'], network: '', tunnelProtocol: 'HBONE', trustDomain: 'cluster.local', serviceAccount: 'default', node: 'node-1', canonicalName: 'p', canonicalRevision: 'latest', workloadType: 'POD', workloadName: 'p', services: {}, authorizationPolicies: [], status: 'HEALTHY', clusterId: 'Kubernetes' } satisfies Workload;
+  const s = { name: 'web', namespace: 'ns', hostname: 'web.ns.svc.cluster.local', addresses: ['10.96.0.10'], ports: [{ servicePort: 80, targetPort: 8080 }], subjectAltNames: [] } satisfies Service;
+  const decodedWorkload = (x: Workload) => {
+    const d = decodeAddress(encodeWorkload(x));
+    if (!('workload' in d)) throw new Error('not a workload');
+    return d.workload;
+  };
+  const decodedService = (x: Service) => {
+    const d = decodeAddress(encodeService(x));
+    if (!('service' in d)) throw new Error('not a service');
+    return d.service;
+  };
+
+  it('a workload and a service carry their waypoint by address or by hostname', () => {
+    const byAddress = { address: 'fd00:10:96::a', network: 'net-1', hboneMtlsPort: 15008 };
+    const byHostname = { hostname: { namespace: 'ns', hostname: 'waypoint.ns.svc.cluster.local' }, hboneMtlsPort: 15008 };
+    expect(decodedWorkload({ ...w, waypoint: byAddress }).waypoint).toEqual(byAddress);
+    expect(decodedWorkload({ ...w, waypoint: byHostname }).waypoint).toEqual(byHostname);
+    expect(decodedService({ ...s, waypoint: byAddress }).waypoint).toEqual(byAddress);
+    expect(decodedService({ ...s, waypoint: byHostname }).waypoint).toEqual(byHostname);
+  });
+
+  it('no waypoint decodes as none, not as an empty one', () => {
+    expect('waypoint' in decodedWorkload(w)).toBe(false);
+    expect('waypoint' in decodedService(s)).toBe(false);
   });
 });
