@@ -1,7 +1,7 @@
 // The inbound decision: the destination must be the pod, known to the mesh, and never one of the
 // agent's own ports (a self-call would loop under iptables capture or nest HBONE under eBPF).
 import { describe, expect, it } from 'vitest';
-import type { AuthorizationPolicy, Match, Workload } from '../../../src/api/mesh.ts';
+import type { AuthorizationPolicy, GatewayAddress, Match, Service, Workload } from '../../../src/api/mesh.ts';
 import type { SpiffeId } from '../../../src/api/spiffe.ts';
 import { engineCache, type ProxyContext } from '../../../src/agent/proxy/context.ts';
 import { DEFAULT_AGENT_PORTS, authorize, ownAddressRefusal } from '../../../src/agent/proxy/authorize.ts';
@@ -114,5 +114,72 @@ describe('inbound plaintext from the pod\'s own address', () => {
     { src: '127.0.0.1', want: undefined },
   ])('from $src', ({ src, want }) => {
     expect(ownAddressRefusal(pod, src)).toBe(want);
+  });
+});
+
+// A workload with a waypoint of its own (waypoint-for workload or all) takes connections only from
+// that waypoint (identity and address), or from the waypoint of a Service it backs; a workload behind
+// a service waypoint only takes direct pod-IP connections, as in Istio. The same decision serves
+// HBONE (identity and peer address), plaintext on 15006 (no identity) and the node-local fast path
+// (the source pod's identity and address), which all call authorize().
+describe('inbound authorize, waypoints', () => {
+  const key = (name: string) => `shop/${name}.shop.svc.cluster.local`;
+  const HBONE = [{ servicePort: 15008, targetPort: 15008 }];
+  const wl = (name: string, addresses: string[], o: { sa?: string; services?: Workload['services']; waypoint?: GatewayAddress; policies?: string[] } = {}): Workload => ({
+    uid: `Kubernetes//Pod/shop/${name}`, name, namespace: 'shop', addresses, network: '', tunnelProtocol: 'HBONE', trustDomain: 'cluster.local', serviceAccount: o.sa ?? name,
+    node: 'node-1', canonicalName: name, canonicalRevision: 'v1', workloadType: 'POD', workloadName: name, services: o.services ?? {}, authorizationPolicies: o.policies ?? [],
+    status: 'HEALTHY', clusterId: 'Kubernetes', ...(o.waypoint ? { waypoint: o.waypoint } : {}),
+  });
+  const service = (name: string, addresses: string[], ports: Service['ports'], waypoint?: GatewayAddress): Service => ({
+    name, namespace: 'shop', hostname: `${name}.shop.svc.cluster.local`, addresses, ports, subjectAltNames: [], ...(waypoint ? { waypoint } : {}),
+  });
+  const gw = (name: string): GatewayAddress => ({ hostname: { namespace: 'shop', hostname: `${name}.shop.svc.cluster.local` }, hboneMtlsPort: 15008 });
+  // Two waypoints: "waypoint" (a pod, dual stack) and "svc-waypoint", each under its own service account.
+  const wp = wl('waypoint-0', ['10.244.1.50', 'fd00:10:244:1::50'], { sa: 'waypoint', services: { [key('waypoint')]: HBONE } });
+  const swp = wl('svc-waypoint-0', ['10.244.1.51'], { sa: 'svc-waypoint', services: { [key('svc-waypoint')]: HBONE } });
+  // job: waypoint-for=workload, and backs "batch", whose Service has the other waypoint.
+  const job = wl('job', ['10.244.2.70', 'fd00:10:244:2::70'], { waypoint: gw('waypoint'), services: { [key('batch')]: [{ servicePort: 80, targetPort: 8080 }] } });
+  // api: waypoint-for=service only. solo: waypoint named by a pod address. lost: waypoint unknown.
+  const api = wl('api', ['10.244.2.60'], { services: { [key('api')]: [{ servicePort: 80, targetPort: 8080 }] } });
+  const solo = wl('solo', ['10.244.2.90'], { waypoint: { address: '10.244.1.50', network: '', hboneMtlsPort: 15008 } });
+  const lost = wl('lost', ['10.244.2.100'], { waypoint: gw('gone') });
+  // guarded: behind the waypoint, with its own policy denying the waypoint on port 9090.
+  const guarded = wl('guarded', ['10.244.2.110'], { waypoint: gw('waypoint'), policies: ['shop/deny-9090'] });
+  const mesh = MeshState.empty().with({
+    workloads: [wp, swp, job, api, solo, lost, guarded].map((w) => [w.uid, w] as [string, Workload]),
+    services: [
+      service('waypoint', ['10.96.0.50'], HBONE), service('svc-waypoint', ['10.96.0.51'], HBONE),
+      service('batch', ['10.96.0.70'], [{ servicePort: 80, targetPort: 8080 }], gw('svc-waypoint')),
+      service('api', ['10.96.0.60'], [{ servicePort: 80, targetPort: 8080 }], gw('waypoint')),
+    ].map((s) => [`shop/${s.hostname}`, s] as [string, Service]),
+    policies: [['shop/deny-9090', { name: 'deny-9090', namespace: 'shop', scope: 'WORKLOAD_SELECTOR', action: 'DENY', rules: [{ clauses: [{ matches: [{ destinationPorts: [9090] }] }] }] }]],
+  });
+  const deps = { state: () => mesh, engine: engineCache('istio-system') };
+  const podOf = (w: Workload) => ({ namespace: w.namespace, name: w.name, ips: w.addresses });
+  const id = (serviceAccount: string) => ({ trustDomain: 'cluster.local', namespace: 'shop', serviceAccount });
+  const fromWp = { identity: id('waypoint'), ip: '10.244.1.50' };
+  const refused = (w: Workload, name: string) => ({ ok: false, reason: `shop/${w.name} is reached only through its waypoint ${name}`, policy: `waypoint ${name}`, dst: w });
+  const WP = 'shop/waypoint.shop.svc.cluster.local:15008';
+
+  type Case = { name: string; dst: Workload; port?: number; src: { identity?: SpiffeId; ip: string }; want: unknown };
+  const cases: Case[] = [
+    { name: 'from its waypoint: allowed', dst: job, src: fromWp, want: { ok: true, dst: job, audit: [] } },
+    { name: 'from its waypoint over IPv6', dst: job, src: { identity: id('waypoint'), ip: 'fd00:10:244:1::50' }, want: { ok: true, dst: job, audit: [] } },
+    { name: 'from the waypoint of a Service it backs: allowed', dst: job, src: { identity: id('svc-waypoint'), ip: '10.244.1.51' }, want: { ok: true, dst: job, audit: [] } },
+    { name: 'HBONE from a client that skipped the waypoint: refused', dst: job, src: { identity: id('client'), ip: '10.244.1.5' }, want: refused(job, WP) },
+    { name: 'plaintext (no identity), even from the waypoint\'s address: refused', dst: job, src: { ip: '10.244.1.50' }, want: refused(job, WP) },
+    { name: 'the waypoint\'s identity from another address: refused', dst: job, src: { identity: id('waypoint'), ip: '10.244.1.99' }, want: refused(job, WP) },
+    { name: 'the waypoint\'s address with another identity: refused', dst: job, src: { identity: id('client'), ip: '10.244.1.50' }, want: refused(job, WP) },
+    { name: 'another trust domain with the waypoint\'s names: refused', dst: job, src: { identity: { trustDomain: 'evil.local', namespace: 'shop', serviceAccount: 'waypoint' }, ip: '10.244.1.50' }, want: refused(job, WP) },
+    { name: 'service waypoint only: a direct pod-IP connection is allowed', dst: api, src: { identity: id('client'), ip: '10.244.1.5' }, want: { ok: true, dst: api, audit: [] } },
+    { name: 'waypoint named by a pod address: from that pod, allowed', dst: solo, src: fromWp, want: { ok: true, dst: solo, audit: [] } },
+    { name: 'waypoint named by a pod address: from a client, refused', dst: solo, src: { identity: id('client'), ip: '10.244.1.5' }, want: refused(solo, '10.244.1.50:15008') },
+    { name: 'a waypoint the state cannot resolve: refused, whoever asks', dst: lost, src: fromWp, want: refused(lost, 'shop/gone.shop.svc.cluster.local:15008') },
+    { name: 'from the waypoint, the workload\'s own policy still applies', dst: guarded, port: 9090, src: fromWp, want: { ok: false, reason: 'denied by authorization policy', policy: 'shop/deny-9090', dst: guarded } },
+    { name: 'from the waypoint, a port the policy allows', dst: guarded, src: fromWp, want: { ok: true, dst: guarded, audit: [] } },
+  ];
+
+  it.each(cases)('$name', (c) => {
+    expect(authorize(deps, podOf(c.dst), { address: c.dst.addresses[c.src.ip.includes(':') ? 1 : 0]!, port: c.port ?? 8080 }, c.src)).toEqual(c.want);
   });
 });

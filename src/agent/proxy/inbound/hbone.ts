@@ -1,6 +1,6 @@
 // Inbound HBONE: the callbacks a pod's HBONE server (src/hbone) calls for each CONNECT on 15008.
-// Authorize the authenticated peer (authorize.ts), dial the app from inside the pod; the server
-// relays and reports how it ended.
+// Authorize the authenticated peer (authorize.ts: also refuses a peer that skipped the pod's own
+// waypoint, 401), dial the app from inside the pod; the server relays and reports how it ended.
 import { formatSpiffe } from '../../../api/spiffe.ts';
 import type { HboneHandlers } from '../../../hbone/index.ts';
 import { Connection } from '../connection.ts';

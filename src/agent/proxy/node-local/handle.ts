@@ -6,7 +6,9 @@
 // one plaintext relay hop between two sockets of this process, never on any link, instead of two
 // hops with TLS and HTTP/2 in between. Both sides are reported as Istio reports them for HBONE
 // (source and destination reporter, mutual_tls), and the access log says node_local. The pods
-// enrolled here are found in the registry local-pods.ts.
+// enrolled here are found in the registry local-pods.ts. Never a way past a waypoint: the outbound
+// path sends waypoint-bound traffic to the waypoint before it looks here, and authorize() refuses a
+// source that is not the destination's waypoint when the destination has one.
 import type { Socket } from 'node:net';
 import { formatSpiffe, type SpiffeId } from '../../../api/spiffe.ts';
 import type { Workload } from '../../../api/mesh.ts';
@@ -19,7 +21,7 @@ import type { ProxyPod } from '../types.ts';
 import { dialFromPod } from '../pod-sockets.ts';
 
 export interface NodeLocalRequest {
-  src: ProxyPod;
+  src: Omit<ProxyPod, 'capture'>;
   /** The source pod's address of the connection's family. */
   srcIp: string;
   srcIdentity: SpiffeId;

@@ -1,6 +1,7 @@
 // A connection captured on 15001: decide with planOutbound (plan.ts), then act — HBONE to a mesh
-// workload (the node-local fast path, node-local/, when it is enrolled on this node), plaintext to
-// anything else, a reset when there is nowhere to go.
+// workload (the node-local fast path, node-local/, when it is enrolled on this node) or to the
+// waypoint in front of it (never node-local: the waypoint must see it), plaintext to anything else,
+// a reset when there is nowhere to go.
 import type { Socket } from 'node:net';
 import { formatSpiffe } from '../../../api/spiffe.ts';
 import { WEFT } from '../../../bpf/consts.ts';
@@ -18,30 +19,40 @@ const isAgentPort = (p: number) => p === WEFT.PORT_OUTBOUND || p === WEFT.PORT_I
 
 export async function handleOutbound(ctx: ProxyContext, pod: ProxyPod, client: Socket): Promise<void> {
   client.on('error', () => {});
-  let orig: Endpoint | undefined;
-  let origError: string | undefined;
+  let orig: Endpoint | string;
   try {
-    orig = pod.capture.outboundOriginalDst(client);
+    orig = pod.capture.outboundOriginalDst(client) ?? 'no original destination (connection was not captured)';
   } catch (e) {
-    origError = `original destination: ${(e as Error).message}`;
+    orig = `original destination: ${(e as Error).message}`;
   }
+  return proxyOutbound(ctx, pod, client, orig);
+}
+
+/** A pod as the outbound path uses it once the capture has answered: no capture handle. */
+export type OutboundPod = Omit<ProxyPod, 'capture'>;
+
+/**
+ * The rest of handleOutbound, once the capture said where the connection was going (or, as a
+ * string, why it cannot tell): decide, then act. Apart so it runs on any socket, not only a captured one.
+ */
+export async function proxyOutbound(ctx: ProxyContext, pod: OutboundPod, client: Socket, orig: Endpoint | string): Promise<void> {
+  client.on('error', () => {});
   // The app connected from inside the pod to 127.0.0.1 or [::1]:15001; its real source is the
   // pod's address of the family it dialled (what the kernel would have picked without capture).
-  const srcIp = sameFamily(pod.ips, orig?.address ?? '') ?? '';
+  const srcIp = sameFamily(pod.ips, typeof orig === 'string' ? '' : orig.address) ?? '';
   const conn = new Connection(ctx, 'outbound', pod, formatAuthority({ address: srcIp, port: client.remotePort ?? 0 }));
   const fail = (error: string, flag: string) => {
     client.resetAndDestroy(); // the app sees what it would without a mesh: a reset
     conn.finish({ sent: 0, received: 0, error, flag });
   };
-  if (origError) return fail(origError, 'NR');
-  if (!orig) return fail('no original destination (connection was not captured)', 'NR');
+  if (typeof orig === 'string') return fail(orig, 'NR');
   if (isAgentPort(orig.port)) return fail(`connection to the agent's own port ${orig.port} refused`, 'NR');
   // Before the first state every destination looks unknown, and unknown means passthrough.
   if (ctx.synced && !ctx.synced()) return fail('no mesh state yet (not synced with the control plane)', 'NR');
   conn.dst = orig;
   const state = ctx.state();
   const src = pod.ips.map((ip) => state.workloadsByIp.get(ip)).find(Boolean);
-  const plan = planOutbound(state, orig);
+  const plan = planOutbound(state, orig, undefined, src);
   if (plan.kind === 'refuse') {
     conn.decided({ src, service: plan.service });
     return fail(plan.reason, 'NR');
@@ -60,7 +71,8 @@ export async function handleOutbound(ctx: ProxyContext, pod: ProxyPod, client: S
   const srcId = podIdentity(ctx, pod);
   conn.decided({ src, dst: plan.dst, service: plan.service, srcPrincipal: formatSpiffe(srcId), dstPrincipal: plan.dstIdentity, mtls: true });
   if (!ctx.certs) return fail('no certificate source: the agent runs without a control plane', 'TLS_FAILURE');
-  const local = ctx.localPods?.get(plan.target.address);
+  // Through a waypoint, target is the original destination, maybe a pod on this node: still HBONE to the waypoint.
+  const local = plan.waypoint ? undefined : ctx.localPods?.get(plan.target.address);
   if (local) return handleNodeLocal(ctx, { src: pod, srcIp, srcIdentity: srcId, srcWorkload: src, dst: local, target: plan.target, client, outbound: conn });
   conn.hboneAddr = formatAuthority(plan.hbone);
   const authority = formatAuthority(plan.target);
