@@ -1,7 +1,7 @@
 // The control plane builds each snapshot from what it built for the previous one. Through a run of
 // edits of every kind that matters (pods, Services, AuthorizationPolicies, PeerAuthentications in a
-// namespace and in the root namespace, routing objects, ServiceEntries, deletions, an invalid
-// edit), the incremental result must equal a build from scratch, and what an edit did not touch
+// namespace and in the root namespace, routing objects, ServiceEntries, waypoints and the labels
+// that enroll in them, deletions, an invalid edit), the incremental result must equal a build from scratch, and what an edit did not touch
 // must be reused, not rebuilt.
 import { describe, expect, it } from 'vitest';
 import { Analyzer, analyze } from '../../src/control/analyze.ts';
@@ -24,6 +24,15 @@ const service = (ns: string, name: string, ports: number[] = [80]): KObject =>
   ({ apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: ns }, spec: { clusterIP: `10.96.${ns.length}.${name.length}`, selector: { app: name }, ports: ports.map((p) => ({ port: p, targetPort: 'http' })) } }) as KObject;
 const istio = (group: string, kind: string, ns: string, name: string, spec: unknown): KObject =>
   ({ apiVersion: `${group}.istio.io/v1`, kind, metadata: { name, namespace: ns, creationTimestamp: '2026-01-01T00:00:00Z' }, spec }) as KObject;
+
+const namespace = (name: string, labels?: Record<string, string>): KObject => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name, ...(labels ? { labels } : {}) } });
+const gateway = (ns: string, name: string, wpFor: string, from?: string): KObject =>
+  ({
+    apiVersion: 'gateway.networking.k8s.io/v1',
+    kind: 'Gateway',
+    metadata: { name, namespace: ns, labels: { 'istio.io/waypoint-for': wpFor } },
+    spec: { gatewayClassName: 'istio-waypoint', listeners: [{ name: 'mesh', port: 15008, protocol: 'HBONE', ...(from ? { allowedRoutes: { namespaces: { from } } } : {}) }] },
+  }) as KObject;
 
 /** A config as sources hand it over: edited objects are new objects, the others the same ones. */
 class Config {
@@ -93,6 +102,18 @@ describe('incremental analysis', () => {
       ['a pod change under the routes', () => cfg.put(pod('bank', 'ledger-1', 'ledger', { ip: '10.244.1.99', node: 'node-1' }))],
       ['a ServiceEntry selecting pods', () => cfg.put(istio('networking', 'ServiceEntry', 'shop', 'legacy', { hosts: ['legacy.example.com'], ports: [{ number: 80, name: 'http', targetPort: 8080 }], resolution: 'STATIC', workloadSelector: { labels: { app: 'web' } } }))],
       ['a pod the entry selects', () => cfg.put(pod('shop', 'web-3', 'web', { ip: '10.244.0.13' }))],
+      ['a waypoint Gateway', () => cfg.put(gateway('shop', 'wp', 'all'))],
+      ['its Service', () => cfg.put(service('shop', 'wp', [15008]))],
+      ['a namespace labelled to use it', () => cfg.put(namespace('shop', { 'istio.io/use-waypoint': 'wp' }))],
+      ['a pod opting out', () => cfg.put({ ...pod('shop', 'web-1', 'web', { ip: '10.244.0.11' }), metadata: { name: 'web-1', namespace: 'shop', labels: { app: 'web', 'istio.io/use-waypoint': 'none' } } } as KObject)],
+      ['another namespace asking for it (refused)', () => cfg.put(namespace('bank', { 'istio.io/use-waypoint': 'wp', 'istio.io/use-waypoint-namespace': 'shop' }))],
+      ['the waypoint admitting every namespace', () => cfg.put(gateway('shop', 'wp', 'all', 'All'))],
+      ['waypoint-for changed', () => cfg.put(gateway('shop', 'wp', 'workload', 'All'))],
+      ['a for-service-account waypoint', () => cfg.put({ ...gateway('shop', 'wp', 'all', 'All'), metadata: { name: 'wp', namespace: 'shop', labels: { 'istio.io/waypoint-for': 'all' }, annotations: { 'istio.io/for-service-account': 'web' } } } as KObject)],
+      ['a pod of another account behind the Service', () => cfg.put(pod('shop', 'web-4', 'web', { ip: '10.244.0.14', sa: 'other' }))],
+      ['that pod deleted', () => cfg.remove('Pod', 'shop', 'web-4')],
+      ['the waypoint Service deleted', () => cfg.remove('Service', 'shop', 'wp')],
+      ['the namespace label removed', () => cfg.put(namespace('shop'))],
       ['an invalid policy edit', () => cfg.put(istio('security', 'AuthorizationPolicy', 'bank', 'no-shop', { action: 'DENY', bogus: true }))],
       ['a pod deleted', () => cfg.remove('Pod', 'shop', 'web-0')],
       ['a Service deleted', () => cfg.remove('Service', 'shop', 'db')],
@@ -118,6 +139,27 @@ describe('incremental analysis', () => {
       new EnvoyPublisher(fresh).publish(scratch.envoy);
       expect(served(store), what).toEqual(served(fresh));
     }
+  });
+
+  it('labelling a namespace rebuilds that namespace only, and sets its waypoints', () => {
+    const cfg = new Config([namespace('a'), namespace('b'), gateway('a', 'wp', 'all'), service('a', 'wp', [15008]), service('a', 'web'), service('b', 'api'), pod('a', 'web-0', 'web', { ip: '10.0.0.1' }), pod('b', 'api-0', 'api', { ip: '10.0.1.1' })]);
+    const analyzer = new Analyzer(DEFAULT_MESH);
+    const before = analyzer.run(cfg.snapshot());
+    expect(before.model.workloads.every((w) => !w.waypoint)).toBe(true);
+    cfg.put(namespace('a', { 'istio.io/use-waypoint': 'wp' }));
+    const after = analyzer.run(cfg.snapshot());
+    expect(after.model.namespaces.get('b')).toBe(before.model.namespaces.get('b'));
+    const wp = { address: '10.96.1.2', network: '', hboneMtlsPort: 15008 };
+    expect(after.model.services.find((s) => s.name === 'web')?.waypoint).toEqual(wp);
+    expect(after.model.workloads.find((w) => w.name === 'web-0')?.waypoint).toEqual(wp);
+    expect(after.model.services.find((s) => s.name === 'wp')?.waypoint).toBeUndefined();
+    expect(after.problems).toEqual([]);
+    // A pod change under an unchanged label reuses the Services (no for-service-account waypoint).
+    cfg.put(pod('a', 'web-1', 'web', { ip: '10.0.0.2' }));
+    const third = analyzer.run(cfg.snapshot());
+    expect(third.model.services.find((s) => s.name === 'web')).toBe(after.model.services.find((s) => s.name === 'web'));
+    expect(third.model.workloads.find((w) => w.name === 'web-0')).toBe(after.model.workloads.find((w) => w.name === 'web-0'));
+    expect(third.model.workloads.find((w) => w.name === 'web-1')?.waypoint).toEqual(wp);
   });
 
   it('rebuilds only what an edit touches', () => {

@@ -7,17 +7,32 @@
 // keep a namespace's list of each kind as the same array while none of its objects changed, and an
 // unchanged object as the same object. A pod's Workload depends only on the pod and its
 // namespace's context (its Services, the selector policies and PeerAuthentications of its
-// namespace and the root namespace), so one pod change rebuilds one Workload, and the work of a
+// namespace and the root namespace, its Namespace object's use-waypoint labels and the index of
+// the mesh's waypoints), so one pod change rebuilds one Workload, and the work of a
 // build is the number of namespaces plus what changed. The model is kept per namespace, and a
 // namespace nothing changed in is the same object, which is how the publisher finds what to send.
 // `buildMeshModel` is the one-shot form; both give the same model.
+import { isDeepStrictEqual } from 'node:util';
 import { policyKey, type AuthorizationPolicy, type Service, type Workload } from '../../api/mesh.ts';
 import type { SpiffeId } from '../../api/spiffe.ts';
-import type { KObject, Pod, Service as KService } from '../../kube/objects.ts';
+import { matchesSelector, type KObject, type Pod, type Service as KService } from '../../kube/objects.ts';
 import { ConfigSnapshot, ofKind } from '../config/config-store.ts';
 import { translateAuthorizationPolicy } from './security/authorization.ts';
 import { effectivePeerAuthn, translatePeerAuthentication, type PeerAuthn } from './security/peer-authentication.ts';
 import { buildService, buildWorkload, type MeshOptions, type SelectorPolicy } from './networking/workloads.ts';
+import {
+  buildWaypointIndex,
+  chooseWaypoint,
+  EMPTY_WAYPOINTS,
+  isWaypointPod,
+  isWaypointService,
+  namespaceProblem,
+  parseWaypointGateway,
+  sameIndex,
+  type ParsedGateway,
+  type WaypointChoice,
+  type WaypointIndex,
+} from './networking/waypoints.ts';
 
 export interface ModelProblem {
   kind: string;
@@ -71,6 +86,11 @@ interface NsSecurity {
 /** Everything besides the pod itself that a pod's Workload depends on. */
 interface NsContext {
   services: readonly KService[];
+  /** The Namespace object (its use-waypoint labels), if known. */
+  nsObj?: KObject;
+  /** Every Gateway of the mesh (a label may name another namespace's waypoint). */
+  waypoints: WaypointIndex;
+  serviceEntries: readonly KObject[];
   own?: NsSecurity;
   root?: NsSecurity;
   /** The namespace's and the root namespace's */
@@ -91,6 +111,7 @@ interface NsBuilt {
 
 interface PodEntry {
   ctx: NsContext;
+  problems: ModelProblem[];
   /** [node, service account] when the pod's node may obtain its identity. */
   identity?: [string, string];
   workload?: Workload;
@@ -98,9 +119,22 @@ interface PodEntry {
   paPolicy?: AuthorizationPolicy;
 }
 
+/** One Service as built: reused under the same context (and the same pods, if its waypoint depended on them). */
+interface SvcEntry {
+  ctx: NsContext;
+  pods?: readonly Pod[];
+  service?: Service;
+  problems: ModelProblem[];
+}
+
 export class MeshModelBuilder {
   private readonly translated = new WeakMap<KObject, Translated>();
-  private readonly services = new WeakMap<readonly KService[], Service[]>();
+  private readonly services = new WeakMap<KService, SvcEntry>();
+  private readonly gateways = new WeakMap<KObject, ParsedGateway>();
+  /** The lists the waypoint index was built from: each namespace's Gateways and, where there are some, Services. */
+  private waypointInputs: (readonly KObject[])[] = [];
+  private waypoints: WaypointIndex = EMPTY_WAYPOINTS;
+  private nsObjects: { list: readonly KObject[]; byName: Map<string, KObject> } = { list: [], byName: new Map() };
   private security = new Map<string, NsSecurity>();
   private built = new Map<string, NsBuilt>();
 
@@ -117,6 +151,9 @@ export class MeshModelBuilder {
       security.set(ns, prev && prev.aps === aps && prev.pas === pas ? prev : this.translateNs(aps, pas));
     }
     const root = security.get(o.rootNamespace);
+    const waypoints = this.waypointIndex(snap);
+    const nsList = ofKind(snap.namespaces.get(''), 'Namespace');
+    if (nsList !== this.nsObjects.list) this.nsObjects = { list: nsList, byName: new Map(nsList.map((n) => [n.metadata.name, n])) };
 
     const built = new Map<string, NsBuilt>();
     const namespaces = new Map<string, NsModel>();
@@ -125,10 +162,12 @@ export class MeshModelBuilder {
       const prev = this.built.get(ns);
       const services = ofKind<KService>(g, 'Service');
       const own = security.get(ns);
+      const nsObj = this.nsObjects.byName.get(ns);
+      const serviceEntries = ofKind(g, 'ServiceEntry');
       const ctx: NsContext =
-        prev && prev.ctx.services === services && prev.ctx.own === own && prev.ctx.root === root
+        prev && prev.ctx.services === services && prev.ctx.own === own && prev.ctx.root === root && prev.ctx.nsObj === nsObj && prev.ctx.waypoints === waypoints && prev.ctx.serviceEntries === serviceEntries
           ? prev.ctx
-          : { services, own, root, selectorPolicies: [...(own?.selectorPolicies ?? []), ...(ns !== o.rootNamespace ? root?.selectorPolicies ?? [] : [])], peerAuthns: [...(own?.peerAuthns ?? []), ...(ns !== o.rootNamespace ? root?.peerAuthns ?? [] : [])] };
+          : { services, nsObj, waypoints, serviceEntries, own, root, selectorPolicies: [...(own?.selectorPolicies ?? []), ...(ns !== o.rootNamespace ? root?.selectorPolicies ?? [] : [])], peerAuthns: [...(own?.peerAuthns ?? []), ...(ns !== o.rootNamespace ? root?.peerAuthns ?? [] : [])] };
       const pods = ofKind<Pod>(g, 'Pod');
       const out = prev && prev.ctx === ctx && prev.pods === pods ? prev : this.buildNamespace(ns, pods, ctx, prev);
       built.set(ns, out);
@@ -143,11 +182,15 @@ export class MeshModelBuilder {
   private buildNamespace(ns: string, pods: readonly Pod[], ctx: NsContext, prev: NsBuilt | undefined): NsBuilt {
     const out: NsBuilt = { pods, ctx, entries: new Map(), paPolicies: [], identities: new Map(), model: undefined! };
     const workloads: Workload[] = [];
+    const problems: ModelProblem[] = [...(ctx.own?.problems ?? []), ...(ctx.waypoints.problems.get(ns) ?? [])];
+    const nsp = namespaceProblem(ns, ctx.nsObj?.metadata.labels, ctx.waypoints);
+    if (nsp && ctx.nsObj) problems.push({ kind: 'Namespace', namespace: '', name: ns, ...nsp });
     const paPolicies = new Map<string, AuthorizationPolicy>();
     for (const pod of pods) {
       let e = prev?.entries.get(pod);
       if (!e || e.ctx !== ctx) e = this.buildPod(pod, ns, ctx);
       out.entries.set(pod, e);
+      problems.push(...e.problems);
       if (e.workload) workloads.push(e.workload);
       if (e.paPolicy) paPolicies.set(policyKey(e.paPolicy), e.paPolicy);
       if (e.identity) {
@@ -157,20 +200,81 @@ export class MeshModelBuilder {
         else out.identities.set(node, new Set([sa]));
       }
     }
-    let services = this.services.get(ctx.services);
-    if (!services) this.services.set(ctx.services, (services = ctx.services.map((s) => buildService(s, this.o)).filter((s): s is Service => !!s)));
-    out.model = { workloads, services, policies: [...(ctx.own?.policies ?? []), ...paPolicies.values()], problems: ctx.own?.problems ?? [] };
+    const services: Service[] = [];
+    for (const s of ctx.services) {
+      let e = this.services.get(s);
+      if (!e || e.ctx !== ctx || (e.pods && e.pods !== pods)) {
+        const next = this.buildSvc(s, ns, ctx, pods);
+        // The same Service as before stays the same object: its encoding is reused.
+        if (e?.service && next.service && isDeepStrictEqual(e.service, next.service)) next.service = e.service;
+        this.services.set(s, (e = next));
+      }
+      if (e.service) services.push(e.service);
+      problems.push(...e.problems);
+    }
+    for (const se of ctx.serviceEntries) problems.push(...serviceEntryWaypoint(se, ns, ctx));
+    out.model = { workloads, services, policies: [...(ctx.own?.policies ?? []), ...paPolicies.values()], problems };
     return out;
+  }
+
+  /** A Service and its waypoint; a for-service-account waypoint makes it depend on the pods it selects. */
+  private buildSvc(s: KService, ns: string, ctx: NsContext, pods: readonly Pod[]): SvcEntry {
+    const service = buildService(s, this.o);
+    const e: SvcEntry = { ctx, service, problems: [] };
+    if (!service || isWaypointService(s, ctx.waypoints)) return e;
+    const choice = chooseWaypoint(
+      {
+        kind: 'service',
+        namespace: ns,
+        labels: s.metadata.labels,
+        nsLabels: ctx.nsObj?.metadata.labels,
+        backingAccounts: () => {
+          e.pods = pods;
+          return pods.filter((p) => p.status?.phase !== 'Succeeded' && p.status?.phase !== 'Failed' && matchesSelector(p.metadata.labels, s.spec.selector)).map((p) => p.spec.serviceAccountName ?? 'default');
+        },
+      },
+      ctx.waypoints,
+    );
+    if (choice.waypoint) service.waypoint = choice.waypoint;
+    e.problems = ownProblem(choice, s);
+    return e;
   }
 
   private buildPod(pod: Pod, ns: string, ctx: NsContext): PodEntry {
     const identity = podIdentity(pod);
     const w = buildWorkload(pod, ctx.services, ctx.selectorPolicies, this.o);
-    if (!w) return { ctx, identity };
+    if (!w) return { ctx, identity, problems: [] };
+    const choice: WaypointChoice = isWaypointPod(pod, ctx.waypoints) ? {} : chooseWaypoint({ kind: 'workload', namespace: ns, labels: pod.metadata.labels, nsLabels: ctx.nsObj?.metadata.labels, serviceAccount: w.serviceAccount }, ctx.waypoints);
+    if (choice.waypoint) w.waypoint = choice.waypoint;
     // PeerAuthentication resolves per workload into at most one DENY policy it names.
     const pa = effectivePeerAuthn({ namespace: ns, labels: pod.metadata.labels ?? {} }, ctx.peerAuthns, this.o.rootNamespace);
     if (pa.policy) w.authorizationPolicies = [...w.authorizationPolicies, policyKey(pa.policy)].sort();
-    return { ctx, identity, workload: w, paPolicy: pa.policy };
+    return { ctx, identity, workload: w, paPolicy: pa.policy, problems: ownProblem(choice, pod) };
+  }
+
+  /**
+   * Every Gateway of the mesh, with the addresses of the waypoint ones. Rebuilt only when a
+   * namespace's Gateways, or the Services of a namespace holding Gateways, changed; and kept as
+   * the same object when it resolves alike, so namespaces it did not change are not rebuilt.
+   */
+  private waypointIndex(snap: ConfigSnapshot): WaypointIndex {
+    const inputs: (readonly KObject[])[] = [];
+    for (const g of snap.namespaces.values()) {
+      const gws = ofKind(g, 'Gateway');
+      if (gws.length) inputs.push(gws, ofKind(g, 'Service'));
+    }
+    if (inputs.length === this.waypointInputs.length && inputs.every((l, i) => l === this.waypointInputs[i])) return this.waypoints;
+    this.waypointInputs = inputs;
+    const parsed: [KObject, ParsedGateway][] = [];
+    for (let i = 0; i < inputs.length; i += 2)
+      for (const gw of inputs[i]!) {
+        let p = this.gateways.get(gw);
+        if (!p) this.gateways.set(gw, (p = parseWaypointGateway(gw)));
+        parsed.push([gw, p]);
+      }
+    const next = buildWaypointIndex(parsed, (ns) => ofKind<KService>(snap.namespaces.get(ns), 'Service'));
+    if (!sameIndex(this.waypoints, next)) this.waypoints = next;
+    return this.waypoints;
   }
 
   private translateNs(aps: readonly KObject[], pas: readonly KObject[]): NsSecurity {
@@ -233,6 +337,24 @@ function meshModel(namespaces: ReadonlyMap<string, NsModel>, canIssue: MeshModel
 
 export function buildMeshModel(objects: readonly KObject[], o: MeshOptions): MeshModel {
   return new MeshModelBuilder(o).build(ConfigSnapshot.of(objects));
+}
+
+/** The problem a choice reports on the object whose own label made it (the Namespace's is reported once, per namespace). */
+function ownProblem(c: WaypointChoice, o: KObject): ModelProblem[] {
+  return c.problem?.on === 'self' ? [{ kind: o.kind, namespace: o.metadata.namespace ?? '', name: o.metadata.name, field: c.problem.field, reason: c.problem.reason }] : [];
+}
+
+/**
+ * A ServiceEntry's use-waypoint: checked like a Service's, but weft does not yet publish
+ * ServiceEntries in the workload API, so agents could not send its traffic anywhere but direct;
+ * that is said rather than silently ignored.
+ */
+function serviceEntryWaypoint(se: KObject, ns: string, ctx: NsContext): ModelProblem[] {
+  const own = se.metadata.labels?.['istio.io/use-waypoint'];
+  if (own === undefined || own === 'none') return [];
+  const choice = chooseWaypoint({ kind: 'service', namespace: ns, labels: se.metadata.labels, nsLabels: ctx.nsObj?.metadata.labels }, ctx.waypoints);
+  if (choice.problem) return ownProblem(choice, se);
+  return [{ kind: se.kind, namespace: ns, name: se.metadata.name, field: 'metadata.labels["istio.io/use-waypoint"]', reason: 'weft does not yet publish ServiceEntries to agents: traffic to this entry does not go through a waypoint' }];
 }
 
 /** A node may obtain the identities of pods scheduled there (running or starting). */
