@@ -28,6 +28,8 @@ export function registerControlCommand(program: Command): void {
     .option('--server-name <dns>', 'DNS SAN of the control plane certificate (repeatable)', list, [])
     .option('--server-ip <ip>', 'IP SAN of the control plane certificate (repeatable)', list, [])
     .option('--root-cert-out <file>', 'write the mesh root certificate here')
+    .option('--waypoint-image <image>', 'Kubernetes: deploy Gateways of class istio-waypoint (Deployment, Service, ServiceAccount) with this image')
+    .option('--waypoint-control-address <host:port>', 'where deployed waypoints reach the control plane (default: the first --server-name on the TLS port)')
     .action(
       async (
         o: Omit<Parameters<typeof runControl>[0], 'serverNames' | 'serverIps' | 'agentServiceAccounts' | 'tokenAudiences'> & {

@@ -1,4 +1,4 @@
-// The `weft` command line: the lab, the node agent and the control plane; `waypoint` joins later.
+// The `weft` command line: the lab, the node agent, the control plane and waypoints.
 import { Command } from 'commander';
 import { registerAgentCommand } from './agent.ts';
 
@@ -15,6 +15,7 @@ if (!agentOnly) {
   registerControlCommand(program);
   registerAnalyzeCommand(program);
   (await import('./install.ts')).registerInstallCommands(program); // install, cni-install, cni-plugin
+  (await import('./waypoint.ts')).registerWaypointCommands(program); // waypoint apply, list
 }
 
 program.parseAsync(process.argv).catch((e: Error) => {

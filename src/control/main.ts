@@ -38,6 +38,13 @@ export interface ControlOptions extends SourceOptions {
   serverNames: string[];
   serverIps: string[];
   rootCertOut?: string;
+  /**
+   * On Kubernetes: deploy Gateways of class istio-waypoint with this image (as istiod does); unset,
+   * waypoint Gateways are read for the model but not deployed.
+   */
+  waypointImage?: string;
+  /** host:port waypoints reach this control plane's TLS xDS and CA at; default the first --server-name on the TLS port. */
+  waypointControlAddress?: string;
 }
 
 /**
@@ -72,6 +79,18 @@ async function publishRootCert(o: ControlOptions, rootPem: string, log: Logger):
   if (o.configDir !== undefined) return undefined;
   const [{ loadKubeConfig }, { startRootCertPublisher }] = await Promise.all([import('./config/kube-api.ts'), import('./ca/root-cert-configmap.ts')]);
   return startRootCertPublisher(loadKubeConfig(o), rootPem, log);
+}
+
+/** On Kubernetes with --waypoint-image: waypoint Gateways become Deployments (src/control/gateway/waypoints.ts). */
+async function deployWaypoints(o: ControlOptions, log: Logger): Promise<{ close(): void } | undefined> {
+  if (o.configDir !== undefined || !o.waypointImage) return undefined;
+  const [{ loadKubeConfig }, { WaypointReconciler }] = await Promise.all([import('./config/kube-api.ts'), import('./gateway/waypoints.ts')]);
+  const tlsPort = o.tlsAddress.split(':').pop();
+  const controlAddress = o.waypointControlAddress ?? `${o.serverNames[0] ?? 'localhost'}:${tlsPort}`;
+  const r = new WaypointReconciler(loadKubeConfig(o), log, { image: o.waypointImage, controlAddress, trustDomain: o.trustDomain });
+  r.start(); // does not block: a missing Gateway API or a failing write is retried
+  log.info({ image: o.waypointImage, controlAddress }, 'deploying waypoint Gateways');
+  return r;
 }
 
 /** 127.0.0.0/8 and ::1, also as IPv4-mapped IPv6 (a dual-stack listener's view of an IPv4 peer). */
@@ -122,6 +141,7 @@ export async function runControl(o: ControlOptions): Promise<void> {
   source.on('update', rebuild);
   await source.start();
   const rootCerts = await publishRootCert(o, ca.rootPem, log);
+  const waypoints = await deployWaypoints(o, log);
 
   const ads = new DeltaAdsServer(store, log, {
     onNack: (t) => nacks.inc({ type_url: t }),
@@ -184,6 +204,7 @@ export async function runControl(o: ControlOptions): Promise<void> {
   const stop = () => {
     source.close();
     rootCerts?.close();
+    waypoints?.close();
     plain?.forceShutdown();
     tls.forceShutdown();
     metrics.close();

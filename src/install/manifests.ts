@@ -69,7 +69,7 @@ export function namespace(o: InstallOptions): INamespace {
 // ---------------------------------------------------------------------------------------------
 // Control plane
 
-export function controlPlane(o: InstallOptions): [IServiceAccount, IClusterRole, IClusterRoleBinding, IClusterRole, IClusterRoleBinding, IRole, IRoleBinding, IService, IDeployment] {
+export function controlPlane(o: InstallOptions): [IServiceAccount, IClusterRole, IClusterRoleBinding, IClusterRole, IClusterRoleBinding, IClusterRole, IClusterRoleBinding, IRole, IRoleBinding, IService, IDeployment] {
   const meta = { name: CONTROL, namespace: o.namespace, labels: labels(CONTROL, 'control-plane') };
   const read = ['get', 'list', 'watch'];
   const clusterName = `${CONTROL}-${o.namespace}`;
@@ -93,6 +93,20 @@ export function controlPlane(o: InstallOptions): [IServiceAccount, IClusterRole,
         { apiGroups: ['networking.istio.io'], resources: ['serviceentries', 'workloadentries', 'destinationrules', 'virtualservices'], verbs: read },
         { apiGroups: ['gateway.networking.k8s.io'], resources: ['gateways', 'httproutes', 'grpcroutes'], verbs: read },
         { apiGroups: ['authentication.k8s.io'], resources: ['tokenreviews'], verbs: ['create'] },
+      ],
+      { name: CONTROL, namespace: o.namespace },
+    ),
+    // Deploying waypoints (src/control/gateway/waypoints.ts), as istiod: the ServiceAccount,
+    // Deployment and Service of each Gateway of class istio-waypoint, and the Gateway's status.
+    // Kept apart from the read-only role above. Objects are found by label, so list and watch
+    // cannot be limited by name; the reconciler touches only what a waypoint Gateway owns.
+    ...clusterRole(
+      `${CONTROL}-waypoints-${o.namespace}`,
+      meta.labels,
+      [
+        { apiGroups: ['apps'], resources: ['deployments'], verbs: ['get', 'list', 'watch', 'create', 'patch', 'delete'] },
+        { apiGroups: [''], resources: ['services', 'serviceaccounts'], verbs: ['get', 'list', 'watch', 'create', 'patch', 'delete'] },
+        { apiGroups: ['gateway.networking.k8s.io'], resources: ['gateways/status'], verbs: ['patch', 'update'] },
       ],
       { name: CONTROL, namespace: o.namespace },
     ),
@@ -174,6 +188,9 @@ export function controlPlane(o: InstallOptions): [IServiceAccount, IClusterRole,
                   ...(o.plaintextXds ? ['--plain-address', `0.0.0.0:${PORTS.xds}`] : ['--no-plain-address']),
                   '--tls-address', `0.0.0.0:${PORTS.xdsTls}`,
                   '--metrics-address', `0.0.0.0:${PORTS.monitoring}`,
+                  // Waypoint Gateways become Deployments of the same image, reaching 15012 by the Service's name.
+                  '--waypoint-image', o.image,
+                  '--waypoint-control-address', `${controlHost(o)}:${PORTS.xdsTls}`,
                 ],
                 env: Object.entries(CONTROL_PLANE_ENV).map(([name, value]) => ({ name, value })),
                 ports: [

@@ -222,4 +222,38 @@ describe('weft control --kubeconfig', () => {
       rmSync(tmp, { recursive: true, force: true });
     }
   });
+
+  // As istiod: with --waypoint-image, a Gateway of class istio-waypoint becomes its Deployment,
+  // Service and ServiceAccount, the pods pointed at this control plane by --waypoint-control-address.
+  it('deploys a waypoint Gateway with --waypoint-image', async () => {
+    const tmp = mkdtempSync(join(tmpdir(), 'weft-main-kube-'));
+    const server = await FakeApiServer.start();
+    for (const r of KUBE_RESOURCES) server.serve(r);
+    for (const [kind, apiVersion, plural] of [['ConfigMap', 'v1', 'configmaps'], ['Secret', 'v1', 'secrets'], ['Deployment', 'apps/v1', 'deployments']] as const) server.serve({ kind, apiVersion, plural });
+    for (const o of OBJECTS) server.apply(o);
+    server.apply({ apiVersion: 'gateway.networking.k8s.io/v1', kind: 'Gateway', metadata: { name: 'waypoint', namespace: 'shop' }, spec: { gatewayClassName: 'istio-waypoint', listeners: [{ name: 'mesh', port: 15008, protocol: 'HBONE' }] } });
+    const [tls, metrics] = [await freePort(), await freePort()];
+    const args = ['control', '--kubeconfig', server.writeKubeconfig(tmp), '--server-name', SERVER_NAME, '--no-plain-address', '--tls-address', `127.0.0.1:${tls}`, '--metrics-address', `127.0.0.1:${metrics}`, '--waypoint-image', 'weft:test'];
+    const cp = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    cp.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    cp.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    try {
+      await until('the waypoint deployed', () => {
+        if (cp.exitCode !== null) throw new Error(`weft control exited with ${cp.exitCode}:\n${out}`);
+        return ['Deployment', 'Service', 'ServiceAccount'].every((k) => server.get(k, 'shop', 'waypoint') !== undefined);
+      });
+      const c = (server.get('Deployment', 'shop', 'waypoint')!.spec as { template: { spec: { containers: { image: string; args: string[] }[] } } }).template.spec.containers[0]!;
+      expect(c.image).toBe('weft:test');
+      expect(c.args.join(' ')).toContain(`--control-address ${SERVER_NAME}:${tls}`);
+      await until('Accepted', () => (server.get('Gateway', 'shop', 'waypoint')?.status as { conditions?: { type: string; status: string }[] } | undefined)?.conditions?.some((x) => x.type === 'Accepted' && x.status === 'True') ?? false);
+    } catch (e) {
+      (e as Error).message += `\n--- weft control output ---\n${out.slice(-8000)}`;
+      throw e;
+    } finally {
+      await stop(cp);
+      await server.close();
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  });
 });

@@ -191,6 +191,17 @@ describe('weft install: rendered manifests', () => {
       else expect(r.verbs).toEqual(['get', 'list', 'watch']);
     }
     expect(control.flatMap((r) => r.verbs).some((v) => ['*', 'delete', 'patch'].includes(v))).toBe(false);
+    // Deploying waypoints: what src/control/gateway/waypoints.ts writes, in a role of its own; no secrets, no pods, no wildcards.
+    const waypoints = rules('weft-control-waypoints-istio-system');
+    expect(waypoints).toEqual([
+      { apiGroups: ['apps'], resources: ['deployments'], verbs: ['get', 'list', 'watch', 'create', 'patch', 'delete'] },
+      { apiGroups: [''], resources: ['services', 'serviceaccounts'], verbs: ['get', 'list', 'watch', 'create', 'patch', 'delete'] },
+      { apiGroups: ['gateway.networking.k8s.io'], resources: ['gateways/status'], verbs: ['patch', 'update'] },
+    ]);
+    const binding = find(objs, 'ClusterRoleBinding', 'weft-control-waypoints-istio-system') as unknown as { subjects: unknown[] };
+    expect(binding.subjects).toEqual([{ kind: 'ServiceAccount', name: 'weft-control', namespace: 'istio-system' }]);
+    const args = (containersOf(find(objs, 'Deployment', 'weft-control'))[0]!.args ?? []).join(' ');
+    expect(args).toContain('--waypoint-image weft:0.1.0 --waypoint-control-address weft-control.istio-system.svc:15012');
   });
 
   it("the control plane's ClusterRole covers exactly the resources its Kubernetes source watches", async () => {

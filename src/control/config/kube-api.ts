@@ -61,8 +61,19 @@ export function getJson(kc: KubeConfig, path: string, signal?: AbortSignal, time
   return requestJson(kc, 'GET', path, undefined, signal, timeoutMs);
 }
 
-/** A JSON request with the kubeconfig's credentials; a 2xx answer resolves with its body. */
-export async function requestJson(kc: KubeConfig, method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown, signal?: AbortSignal, timeoutMs = 60_000): Promise<unknown> {
+/**
+ * A JSON request with the kubeconfig's credentials; a 2xx answer resolves with its body. PATCH
+ * sends a JSON merge patch unless another content type is given.
+ */
+export async function requestJson(
+  kc: KubeConfig,
+  method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE',
+  path: string,
+  body?: unknown,
+  signal?: AbortSignal,
+  timeoutMs = 60_000,
+  contentType = method === 'PATCH' ? 'application/merge-patch+json' : 'application/json',
+): Promise<unknown> {
   const server = kc.getCurrentCluster()?.server;
   if (!server) throw new Error('kubeconfig has no current cluster');
   const opts: https.RequestOptions = {};
@@ -71,7 +82,7 @@ export async function requestJson(kc: KubeConfig, method: 'GET' | 'POST' | 'PUT'
   const request = url.protocol === 'https:' ? https.request : http.request;
   const data = body === undefined ? undefined : JSON.stringify(body);
   return new Promise((resolve, reject) => {
-    const headers = { ...opts.headers, accept: 'application/json', ...(data ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } : {}) };
+    const headers = { ...opts.headers, accept: 'application/json', ...(data ? { 'content-type': contentType, 'content-length': Buffer.byteLength(data) } : {}) };
     const req = request(url, { ...opts, method, signal, timeout: timeoutMs, headers }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));

@@ -5,7 +5,10 @@
 // Writes as the real server answers them: GET of one object, POST (201; 409 AlreadyExists; 404 or
 // 403 NamespaceTerminating for a missing or terminating namespace) and PUT (409 Conflict on a stale
 // resourceVersion, 404 for a missing object), PATCH with a JSON merge patch (also on /status; a uid
-// in it is a precondition, 409 on mismatch). TokenReview (POST, 201) when a test sets tokenReview.
+// in it is a precondition, 409 on mismatch), DELETE (a uid precondition in DeleteOptions, 409 on
+// mismatch; dependents are not collected: there is no garbage collector). A Service created
+// without a clusterIP gets one, as the API server allocates it. Label selectors `key` and
+// `key=value` on lists and watches. TokenReview (POST, 201) when a test sets tokenReview.
 import { randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -66,6 +69,19 @@ function fieldFilter(selector: string | null): ((o: FakeObject) => boolean) | st
   return (o) => tests.every((t) => t(o));
 }
 
+/** `key`, `key=value`, `key!=value` terms (comma-separated, all must hold) as a predicate; anything else is unsupported. */
+function labelFilter(selector: string | null): ((o: FakeObject) => boolean) | string {
+  const tests: ((o: FakeObject) => boolean)[] = [];
+  for (const term of (selector ?? '').split(',').filter(Boolean)) {
+    const m = /^([A-Za-z0-9./_-]+)(?:(==?|!=)([A-Za-z0-9._-]*))?$/.exec(term);
+    if (!m) return `label selector not supported by the fake: ${term}`;
+    const [, key, op, value] = m as unknown as [string, string, string | undefined, string | undefined];
+    const labelOf = (o: FakeObject) => (o.metadata.labels as Record<string, string> | undefined)?.[key];
+    tests.push(op === undefined ? (o) => labelOf(o) !== undefined : (o) => (labelOf(o) === value) === (op !== '!='));
+  }
+  return (o) => tests.every((t) => t(o));
+}
+
 /** RFC 7386: objects merge key by key, null deletes, anything else replaces. */
 function mergePatch(target: unknown, patch: unknown): unknown {
   const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -90,6 +106,7 @@ export class FakeApiServer {
   /** While set, POST tokenreviews is answered with the status it returns; unset, 404 (not served). */
   tokenReview?: (spec: FakeTokenReviewSpec) => { authenticated: boolean; [k: string]: unknown };
   private rv = 1000;
+  private nextClusterIp = 1;
   private compactedRv = 0;
   private history: { rv: number; path: string; type: EventType; object: FakeObject }[] = [];
   private collections = new Map<string, Collection>(); // by collection path
@@ -273,11 +290,23 @@ export class FakeApiServer {
         json(200, this.store(path, c, mergePatch(prev, patch) as FakeObject));
       }, false);
     }
+    if (method === 'DELETE' && name !== undefined)
+      return this.readBody(req, json, (options) => {
+        const prev = c.objects.get(key);
+        if (!prev) return json(404, status(404, 'NotFound', `${plural} "${name}" not found`));
+        const uid = (options?.preconditions as { uid?: string } | undefined)?.uid;
+        if (uid !== undefined && uid !== prev.metadata.uid)
+          return json(409, status(409, 'Conflict', `Operation cannot be fulfilled on ${plural} "${name}": Precondition failed: UID in precondition: ${uid}, UID in object meta: ${String(prev.metadata.uid)}`));
+        this.remove(c.kind, namespace, name);
+        json(200, { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Success', details: { name, kind: plural, uid: prev.metadata.uid } });
+      }, false, true);
     if (method !== 'GET') return json(405, status(405, 'MethodNotAllowed', `${method} ${url.pathname} is not supported by the fake`));
 
     const filter = fieldFilter(url.searchParams.get('fieldSelector'));
     if (typeof filter === 'string') return json(400, status(400, 'BadRequest', filter));
-    const matches = (o: FakeObject) => (namespace === undefined || o.metadata.namespace === namespace) && filter(o);
+    const labels = labelFilter(url.searchParams.get('labelSelector'));
+    if (typeof labels === 'string') return json(400, status(400, 'BadRequest', labels));
+    const matches = (o: FakeObject) => (namespace === undefined || o.metadata.namespace === namespace) && filter(o) && labels(o);
     if (url.searchParams.get('watch') !== 'true') {
       // List items carry no apiVersion/kind, as from the real server.
       const items = [...c.objects.values()].filter(matches).map(({ apiVersion: _a, kind: _k, ...rest }) => rest);
@@ -303,11 +332,12 @@ export class FakeApiServer {
     res.on('close', () => this.watchers.delete(w));
   }
 
-  private readBody(req: IncomingMessage, json: (code: number, body: unknown) => void, then: (body: FakeObject) => void, needsMetadata = true): void {
+  private readBody(req: IncomingMessage, json: (code: number, body: unknown) => void, then: (body: FakeObject) => void, needsMetadata = true, mayBeEmpty = false): void {
     const chunks: Buffer[] = [];
     req.on('data', (d: Buffer) => chunks.push(d));
     req.on('end', () => {
       let body: FakeObject;
+      if (mayBeEmpty && chunks.length === 0) return then({} as FakeObject);
       try {
         body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as FakeObject;
       } catch {
@@ -340,6 +370,16 @@ export class FakeApiServer {
     }
     if (c.objects.has(`${namespace}/${name}`)) return json(409, status(409, 'AlreadyExists', `${plural} "${name}" already exists`));
     const { resourceVersion: _rv, uid: _uid, ...metadata } = body.metadata;
+    if (c.kind === 'Service') {
+      // The API server allocates a cluster IP unless one is given (or None: headless).
+      const spec = (body.spec ?? {}) as { clusterIP?: string; clusterIPs?: string[]; type?: string };
+      if (!spec.clusterIP && spec.type !== 'ExternalName') {
+        const n = this.nextClusterIp++;
+        spec.clusterIP = `10.96.${n >> 8}.${n & 255}`;
+        spec.clusterIPs = [spec.clusterIP];
+      }
+      body = { ...body, spec };
+    }
     json(201, this.store(path, c, { ...body, metadata: { ...metadata, name, namespace } }));
   }
 

@@ -1,0 +1,371 @@
+// A waypoint Gateway (class istio-waypoint) and what it becomes: the ServiceAccount, Deployment and
+// Service that istiod renders for it (names, labels, ports and probes as Istio users see them), and
+// the Gateway's status. Pure functions, shared by the control plane's Kubernetes reconciler, the lab
+// and `weft waypoint apply`, so all three deploy a waypoint the same way.
+
+export const WAYPOINT_CLASS = 'istio-waypoint';
+export const GATEWAY_API_VERSION = 'gateway.networking.k8s.io/v1';
+export const GATEWAY_NAME_LABEL = 'gateway.networking.k8s.io/gateway-name';
+export const GATEWAY_CLASS_LABEL = 'gateway.networking.k8s.io/gateway-class-name';
+/** On the Deployment and its pods, as istiod marks what it manages. */
+export const MANAGED_LABEL = 'gateway.istio.io/managed';
+export const MANAGED_VALUE = 'istio.io-mesh-controller';
+export const WAYPOINT_FOR_LABEL = 'istio.io/waypoint-for';
+export const USE_WAYPOINT_LABEL = 'istio.io/use-waypoint';
+export const USE_WAYPOINT_NAMESPACE_LABEL = 'istio.io/use-waypoint-namespace';
+/** The waypoint serves only this service account's workloads (Istio's first ambient releases). */
+export const FOR_SERVICE_ACCOUNT_ANNOTATION = 'istio.io/for-service-account';
+/** Overrides the service account the waypoint itself runs as (istiod's annotation). */
+export const SERVICE_ACCOUNT_ANNOTATION = 'gateway.istio.io/service-account';
+
+export const WAYPOINT_PORTS = Object.freeze({ mesh: 15008, metrics: 15020, status: 15021 });
+export const WAYPOINT_FOR = ['service', 'workload', 'all', 'none'] as const;
+export type WaypointFor = (typeof WAYPOINT_FOR)[number];
+
+/** Where the waypoint's projected token and the mesh root are mounted (as istiod's template). */
+export const WAYPOINT_TOKEN_PATH = '/var/run/secrets/tokens/istio-token';
+export const WAYPOINT_ROOT_CERT_PATH = '/var/run/secrets/istio/root-cert.pem';
+/** The mesh root's ConfigMap the control plane publishes in every namespace. */
+export const ROOT_CERT_CONFIGMAP = 'istio-ca-root-cert';
+
+export interface GatewayListener {
+  name?: unknown;
+  port?: unknown;
+  protocol?: unknown;
+  [k: string]: unknown;
+}
+
+export interface GatewayObject {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace?: string; uid?: string; generation?: number; labels?: Record<string, string>; annotations?: Record<string, string>; [k: string]: unknown };
+  spec?: { gatewayClassName?: unknown; listeners?: unknown; infrastructure?: { labels?: Record<string, string>; annotations?: Record<string, string> }; [k: string]: unknown };
+  status?: GatewayStatus;
+  [k: string]: unknown;
+}
+
+export interface Condition {
+  type: string;
+  status: 'True' | 'False' | 'Unknown';
+  reason: string;
+  message: string;
+  lastTransitionTime: string;
+  observedGeneration?: number;
+}
+
+export interface GatewayStatus {
+  conditions?: Condition[];
+  addresses?: { type: 'IPAddress' | 'Hostname'; value: string }[];
+  [k: string]: unknown;
+}
+
+/** What a valid waypoint Gateway asks for. */
+export interface Waypoint {
+  name: string;
+  namespace: string;
+  uid?: string;
+  for: WaypointFor;
+  /** Serves only this service account (istio.io/for-service-account). */
+  forServiceAccount?: string;
+  /** The service account the waypoint runs as: the Gateway's name unless gateway.istio.io/service-account. */
+  serviceAccount: string;
+  infrastructure: { labels: Record<string, string>; annotations: Record<string, string> };
+}
+
+/** Why a Gateway of class istio-waypoint is not accepted: the Gateway API reason and the field. */
+export interface WaypointProblem {
+  reason: 'ListenersNotValid' | 'InvalidParameters';
+  field: string;
+  message: string;
+}
+
+/** RFC 1035 label: Service names must be one, and the Service is named after the Gateway. */
+const DNS1035 = /^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/;
+const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+const DNS1123_SUBDOMAIN = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+
+export const isWaypointGateway = (o: { kind?: string; spec?: unknown }): boolean =>
+  o.kind === 'Gateway' && (o.spec as { gatewayClassName?: unknown } | undefined)?.gatewayClassName === WAYPOINT_CLASS;
+
+const isStringMap = (v: unknown): v is Record<string, string> =>
+  v === undefined || (typeof v === 'object' && v !== null && !Array.isArray(v) && Object.values(v).every((x) => typeof x === 'string'));
+
+/**
+ * Checks a Gateway of class istio-waypoint: one listener `mesh` on 15008, protocol HBONE (what
+ * the waypoint serves; anything else would be a listener nobody answers), a known waypoint-for,
+ * names that can name a Service and a ServiceAccount. The problem names the field.
+ */
+export function checkWaypoint(gw: GatewayObject): { waypoint: Waypoint } | { problem: WaypointProblem } {
+  const bad = (reason: WaypointProblem['reason'], field: string, message: string) => ({ problem: { reason, field, message } });
+  const { name, namespace = 'default', labels = {}, annotations = {} } = gw.metadata ?? {};
+  if (typeof name !== 'string' || !DNS1035.test(name)) return bad('InvalidParameters', 'metadata.name', `${JSON.stringify(name)} cannot name the waypoint's Service (an RFC 1035 label: lowercase letters, digits, '-', starting with a letter, at most 63)`);
+  if (!DNS1123_LABEL.test(namespace)) return bad('InvalidParameters', 'metadata.namespace', `${JSON.stringify(namespace)} is not a namespace name`);
+  if (!isStringMap(labels) || !isStringMap(annotations)) return bad('InvalidParameters', 'metadata', 'labels and annotations must map strings to strings');
+  const listeners = gw.spec?.listeners;
+  if (!Array.isArray(listeners) || listeners.length === 0) return bad('ListenersNotValid', 'spec.listeners', `a waypoint needs one listener {name: mesh, port: ${WAYPOINT_PORTS.mesh}, protocol: HBONE}`);
+  if (listeners.length > 1) return bad('ListenersNotValid', 'spec.listeners', `a waypoint has exactly one listener (mesh, ${WAYPOINT_PORTS.mesh}, HBONE); found ${listeners.length}`);
+  const l = listeners[0] as GatewayListener;
+  if (typeof l !== 'object' || l === null) return bad('ListenersNotValid', 'spec.listeners[0]', 'not an object');
+  if (l.name !== 'mesh') return bad('ListenersNotValid', 'spec.listeners[0].name', `${JSON.stringify(l.name)}: a waypoint's listener is named mesh`);
+  if (l.port !== WAYPOINT_PORTS.mesh) return bad('ListenersNotValid', 'spec.listeners[0].port', `${JSON.stringify(l.port)}: a waypoint listens on ${WAYPOINT_PORTS.mesh}`);
+  if (l.protocol !== 'HBONE') return bad('ListenersNotValid', 'spec.listeners[0].protocol', `${JSON.stringify(l.protocol)}: a waypoint speaks HBONE`);
+  const forValue = labels[WAYPOINT_FOR_LABEL] ?? 'service';
+  if (!(WAYPOINT_FOR as readonly string[]).includes(forValue)) return bad('InvalidParameters', `metadata.labels["${WAYPOINT_FOR_LABEL}"]`, `${JSON.stringify(forValue)}: one of ${WAYPOINT_FOR.join(', ')}`);
+  const forSa = annotations[FOR_SERVICE_ACCOUNT_ANNOTATION];
+  if (forSa !== undefined && !DNS1123_SUBDOMAIN.test(forSa)) return bad('InvalidParameters', `metadata.annotations["${FOR_SERVICE_ACCOUNT_ANNOTATION}"]`, `${JSON.stringify(forSa)} is not a service account name`);
+  const sa = annotations[SERVICE_ACCOUNT_ANNOTATION] ?? name;
+  if (!DNS1123_SUBDOMAIN.test(sa)) return bad('InvalidParameters', `metadata.annotations["${SERVICE_ACCOUNT_ANNOTATION}"]`, `${JSON.stringify(sa)} is not a service account name`);
+  const infra = gw.spec?.infrastructure ?? {};
+  if (!isStringMap(infra.labels) || !isStringMap(infra.annotations)) return bad('InvalidParameters', 'spec.infrastructure', 'labels and annotations must map strings to strings');
+  return {
+    waypoint: {
+      name,
+      namespace,
+      uid: gw.metadata.uid,
+      for: forValue as WaypointFor,
+      ...(forSa !== undefined && { forServiceAccount: forSa }),
+      serviceAccount: sa,
+      infrastructure: { labels: { ...infra.labels }, annotations: { ...infra.annotations } },
+    },
+  };
+}
+
+export interface WaypointRenderOptions {
+  image: string;
+  imagePullPolicy?: 'Always' | 'IfNotPresent' | 'Never';
+  /** host:port of the control plane's authenticated xDS (15012). */
+  controlAddress: string;
+  /** host:port of the CA; the control plane's address unless given. */
+  caAddress?: string;
+  trustDomain: string;
+  /** Container resources; Istio's waypoint defaults unless given. */
+  resources?: { requests?: Record<string, string>; limits?: Record<string, string> };
+}
+
+/** Istio's global.waypoint.resources defaults. */
+export const WAYPOINT_RESOURCES = Object.freeze({ requests: { cpu: '100m', memory: '128Mi' }, limits: { cpu: '2', memory: '1Gi' } });
+
+/**
+ * The argv of the waypoint's container: `weft waypoint run` and its flags. This is the contract
+ * with the waypoint process (src/waypoint): what it is told, where its credentials are.
+ */
+export function waypointArgs(w: Waypoint, o: WaypointRenderOptions): string[] {
+  return [
+    'waypoint',
+    'run',
+    '--control-address', o.controlAddress,
+    '--ca-address', o.caAddress ?? o.controlAddress,
+    '--token-file', WAYPOINT_TOKEN_PATH,
+    '--root-cert', WAYPOINT_ROOT_CERT_PATH,
+    '--trust-domain', o.trustDomain,
+    '--waypoint-for', w.for,
+    ...(w.forServiceAccount ? ['--for-service-account', w.forServiceAccount] : []),
+    '--mesh-address', `0.0.0.0:${WAYPOINT_PORTS.mesh}`,
+    '--status-address', `0.0.0.0:${WAYPOINT_PORTS.status}`,
+    '--metrics-address', `0.0.0.0:${WAYPOINT_PORTS.metrics}`,
+  ];
+}
+
+export interface RenderedWaypoint {
+  serviceAccount: RenderedObject;
+  deployment: RenderedObject;
+  service: RenderedObject;
+}
+
+export interface RenderedObject {
+  apiVersion: string;
+  kind: 'ServiceAccount' | 'Deployment' | 'Service';
+  metadata: { name: string; namespace: string; labels: Record<string, string>; annotations?: Record<string, string>; ownerReferences?: OwnerReference[] };
+  spec?: Record<string, unknown>;
+}
+
+export interface OwnerReference {
+  apiVersion: string;
+  kind: string;
+  name: string;
+  uid: string;
+}
+
+/** Annotations of the Gateway's infrastructure that istiod does not copy onto what it renders. */
+const NOT_COPIED = ['kubectl.kubernetes.io/last-applied-configuration', 'gateway.istio.io/name-override', SERVICE_ACCOUNT_ANNOTATION, 'gateway.istio.io/controller-version'];
+
+/** The ServiceAccount, Deployment and Service of a waypoint, owned by its Gateway when it has a uid. */
+export function renderWaypoint(w: Waypoint, o: WaypointRenderOptions): RenderedWaypoint {
+  const owner: OwnerReference[] | undefined = w.uid ? [{ apiVersion: GATEWAY_API_VERSION, kind: 'Gateway', name: w.name, uid: w.uid }] : undefined;
+  const annotations = Object.fromEntries(Object.entries(w.infrastructure.annotations).filter(([k]) => !NOT_COPIED.includes(k)));
+  const base = { ...w.infrastructure.labels, [GATEWAY_NAME_LABEL]: w.name, [GATEWAY_CLASS_LABEL]: WAYPOINT_CLASS };
+  const managed = { ...base, [MANAGED_LABEL]: MANAGED_VALUE };
+  const meta = (labels: Record<string, string>, extra: Record<string, string> = {}) => ({
+    name: w.name,
+    namespace: w.namespace,
+    labels,
+    ...(Object.keys({ ...extra, ...annotations }).length > 0 && { annotations: { ...extra, ...annotations } }),
+    ...(owner && { ownerReferences: owner }),
+  });
+  const fieldEnv = (name: string, fieldPath: string) => ({ name, valueFrom: { fieldRef: { fieldPath } } });
+  const httpProbe = { httpGet: { path: '/healthz/ready', port: WAYPOINT_PORTS.status, scheme: 'HTTP' }, successThreshold: 1, timeoutSeconds: 1 };
+  return {
+    serviceAccount: { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { ...meta(base), name: w.serviceAccount } },
+    deployment: {
+      apiVersion: 'apps/v1',
+      kind: 'Deployment',
+      metadata: meta(managed),
+      spec: {
+        selector: { matchLabels: { [GATEWAY_NAME_LABEL]: w.name } },
+        template: {
+          metadata: {
+            annotations: { ...annotations, 'istio.io/rev': 'default', 'prometheus.io/path': '/stats/prometheus', 'prometheus.io/port': String(WAYPOINT_PORTS.metrics), 'prometheus.io/scrape': 'true' },
+            labels: {
+              'sidecar.istio.io/inject': 'false',
+              // The node agent must not capture the waypoint's own traffic: it already speaks HBONE.
+              'istio.io/dataplane-mode': 'none',
+              'service.istio.io/canonical-name': w.name,
+              'service.istio.io/canonical-revision': 'latest',
+              ...managed,
+            },
+          },
+          spec: {
+            serviceAccountName: w.serviceAccount,
+            // The waypoint reads nothing from the Kubernetes API: only its projected istio-ca token.
+            automountServiceAccountToken: false,
+            terminationGracePeriodSeconds: 5,
+            containers: [
+              {
+                name: 'istio-proxy',
+                image: o.image,
+                ...(o.imagePullPolicy && { imagePullPolicy: o.imagePullPolicy }),
+                args: waypointArgs(w, o),
+                env: [
+                  fieldEnv('POD_NAME', 'metadata.name'),
+                  fieldEnv('POD_NAMESPACE', 'metadata.namespace'),
+                  fieldEnv('INSTANCE_IP', 'status.podIP'),
+                  fieldEnv('SERVICE_ACCOUNT', 'spec.serviceAccountName'),
+                  fieldEnv('NODE_NAME', 'spec.nodeName'),
+                  { name: 'ISTIO_META_WORKLOAD_NAME', value: w.name },
+                  { name: 'TRUST_DOMAIN', value: o.trustDomain },
+                ],
+                ports: [
+                  { name: 'mesh', containerPort: WAYPOINT_PORTS.mesh, protocol: 'TCP' },
+                  { name: 'metrics', containerPort: WAYPOINT_PORTS.metrics, protocol: 'TCP' },
+                  { name: 'status-port', containerPort: WAYPOINT_PORTS.status, protocol: 'TCP' },
+                ],
+                startupProbe: { ...httpProbe, failureThreshold: 30, initialDelaySeconds: 1, periodSeconds: 1 },
+                readinessProbe: { ...httpProbe, failureThreshold: 4, initialDelaySeconds: 0, periodSeconds: 15 },
+                resources: structuredClone(o.resources ?? WAYPOINT_RESOURCES),
+                securityContext: {
+                  privileged: false,
+                  runAsUser: 1337,
+                  runAsGroup: 1337,
+                  runAsNonRoot: true,
+                  allowPrivilegeEscalation: false,
+                  readOnlyRootFilesystem: true,
+                  capabilities: { drop: ['ALL'] },
+                },
+                volumeMounts: [
+                  { name: 'istio-token', mountPath: '/var/run/secrets/tokens', readOnly: true },
+                  { name: 'istiod-ca-cert', mountPath: '/var/run/secrets/istio', readOnly: true },
+                  { name: 'tmp', mountPath: '/tmp' },
+                ],
+              },
+            ],
+            volumes: [
+              // Audience istio-ca: the token the CA and xDS accept, useless against the Kubernetes API.
+              { name: 'istio-token', projected: { sources: [{ serviceAccountToken: { audience: 'istio-ca', expirationSeconds: 43200, path: 'istio-token' } }] } },
+              { name: 'istiod-ca-cert', configMap: { name: ROOT_CERT_CONFIGMAP } },
+              { name: 'tmp', emptyDir: {} },
+            ],
+          },
+        },
+      },
+    },
+    service: {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: meta(base, { 'networking.istio.io/traffic-distribution': 'PreferClose' }),
+      spec: {
+        type: 'ClusterIP',
+        ipFamilyPolicy: 'PreferDualStack',
+        selector: { [GATEWAY_NAME_LABEL]: w.name },
+        // As istiod: status-port first, then the listener, appProtocol = its protocol in lowercase.
+        ports: [
+          { name: 'status-port', port: WAYPOINT_PORTS.status, protocol: 'TCP', appProtocol: 'tcp' },
+          { name: 'mesh', port: WAYPOINT_PORTS.mesh, protocol: 'TCP', appProtocol: 'hbone' },
+        ],
+      },
+    },
+  };
+}
+
+/** What the Gateway's status says: why it is not accepted, or how far its deployment got. */
+export type WaypointState =
+  | { problem: WaypointProblem }
+  | { readyReplicas: number; address?: string; conflict?: string };
+
+/**
+ * The Gateway's status for a state: Accepted, Programmed (True once a replica is ready and the
+ * Service has its address), and the Service's address. Conditions that did not change keep their
+ * lastTransitionTime, so an unchanged state renders an equal status.
+ */
+export function waypointStatus(gw: GatewayObject, state: WaypointState, now = new Date()): GatewayStatus {
+  const previous = gw.status?.conditions ?? [];
+  const generation = typeof gw.metadata.generation === 'number' ? { observedGeneration: gw.metadata.generation } : {};
+  const cond = (type: string, ok: boolean, reason: string, message: string): Condition => {
+    const status = ok ? 'True' : 'False';
+    const prev = previous.find((c) => c.type === type);
+    const same = prev && prev.status === status && prev.reason === reason && prev.message === message;
+    return { type, status, reason, message, lastTransitionTime: same ? prev.lastTransitionTime : now.toISOString().replace(/\.\d+Z$/, 'Z'), ...generation };
+  };
+  if ('problem' in state) {
+    const msg = `${state.problem.field}: ${state.problem.message}`;
+    return { conditions: [cond('Accepted', false, state.problem.reason, msg), cond('Programmed', false, 'Invalid', `not accepted: ${msg}`)] };
+  }
+  const accepted = cond('Accepted', true, 'Accepted', 'Resource accepted');
+  if (state.conflict) return { conditions: [accepted, cond('Programmed', false, 'Invalid', state.conflict)] };
+  const addresses = state.address ? [{ type: 'IPAddress' as const, value: state.address }] : [];
+  const programmed =
+    state.readyReplicas > 0 && state.address
+      ? cond('Programmed', true, 'Programmed', 'Resource programmed, assigned to service(s)')
+      : cond('Programmed', false, state.address ? 'Pending' : 'AddressNotAssigned', state.address ? 'Deployment has no ready replica yet' : 'Service has no cluster IP yet');
+  return { conditions: [accepted, programmed], addresses };
+}
+
+/** The Gateway a waypoint apply writes (as `istioctl waypoint generate`). */
+export function waypointGateway(o: { name: string; namespace: string; for?: WaypointFor; forServiceAccount?: string; serviceAccount?: string }): GatewayObject {
+  const labels: Record<string, string> = o.for && o.for !== 'service' ? { [WAYPOINT_FOR_LABEL]: o.for } : {};
+  const annotations: Record<string, string> = {
+    ...(o.forServiceAccount && { [FOR_SERVICE_ACCOUNT_ANNOTATION]: o.forServiceAccount }),
+    ...(o.serviceAccount && { [SERVICE_ACCOUNT_ANNOTATION]: o.serviceAccount }),
+  };
+  const gw: GatewayObject = {
+    apiVersion: GATEWAY_API_VERSION,
+    kind: 'Gateway',
+    metadata: {
+      name: o.name,
+      namespace: o.namespace,
+      ...(Object.keys(labels).length > 0 && { labels }),
+      ...(Object.keys(annotations).length > 0 && { annotations }),
+    },
+    spec: { gatewayClassName: WAYPOINT_CLASS, listeners: [{ name: 'mesh', port: WAYPOINT_PORTS.mesh, protocol: 'HBONE' }] },
+  };
+  const checked = checkWaypoint(gw);
+  if ('problem' in checked) throw new Error(`waypoint ${o.namespace}/${o.name}: ${checked.problem.field}: ${checked.problem.message}`);
+  return gw;
+}
+
+/**
+ * The objects that enroll in a waypoint by label (istio.io/use-waypoint, and
+ * istio.io/use-waypoint-namespace for another namespace's): Namespaces, Services, Pods,
+ * ServiceEntries, as `kind/namespace/name`. `none` opts out and uses nothing.
+ */
+export function waypointUsers(waypoint: { name: string; namespace: string }, objects: readonly { kind: string; metadata: { name: string; namespace?: string; labels?: Record<string, string> } }[]): string[] {
+  const users = new Set<string>();
+  for (const o of objects) {
+    if (!['Namespace', 'Service', 'Pod', 'ServiceEntry'].includes(o.kind)) continue;
+    const labels = o.metadata.labels ?? {};
+    if (labels[USE_WAYPOINT_LABEL] !== waypoint.name) continue;
+    const home = o.kind === 'Namespace' ? o.metadata.name : (o.metadata.namespace ?? 'default');
+    if ((labels[USE_WAYPOINT_NAMESPACE_LABEL] ?? home) !== waypoint.namespace) continue;
+    users.add(o.kind === 'Namespace' ? `Namespace/${o.metadata.name}` : `${o.kind}/${home}/${o.metadata.name}`);
+  }
+  return [...users].sort();
+}
