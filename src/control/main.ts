@@ -10,7 +10,8 @@ import pino, { type Logger } from 'pino';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { registerHealthMetrics } from '../util/metrics.ts';
 import { adsService } from '../api/protos.ts';
-import { CACERTS_FILES, CertificateAuthority, StaticTokenAuthenticator, caServerCredentials, registerCAService, type CAOptions, type NodeAuthenticator } from './ca/index.ts';
+import { CACERTS_FILES, CertificateAuthority, StaticTokenAuthenticator, StaticWorkloadTokenAuthenticator, caServerCredentials, registerCAService, type CAOptions, type NodeAuthenticator, type WorkloadAuthenticator } from './ca/index.ts';
+import type { TokenReviewAuthenticator } from './ca/token-review.ts';
 import type { ConfigSnapshot } from './config/config-store.ts';
 import { openConfigSource, type SourceOptions } from './config/source.ts';
 import type { MeshModel } from './model/mesh-model.ts';
@@ -29,6 +30,8 @@ export interface ControlOptions extends SourceOptions {
   trustDomain: string;
   /** Static node credentials (the lab); without them, TokenReview against the Kubernetes API. */
   nodeTokens?: string;
+  /** Static workload credentials `{token: "ns/sa"}` (the lab's waypoints); without them, TokenReview on Kubernetes, none with a directory. */
+  workloadTokens?: string;
   agentServiceAccounts: string[];
   tokenAudiences: string[];
   /** false: no plaintext xDS (`--no-plain-address`). */
@@ -60,18 +63,33 @@ async function caSource(o: ControlOptions, log: Logger): Promise<{ source: CAOpt
 }
 
 /**
- * Lab: a token file. Kubernetes: the agents' bound ServiceAccount tokens, checked by TokenReview.
- * A directory without a token file (proxyless gRPC on 15010 only): no node credential exists, so
- * 15012's xDS and the CA refuse every caller.
+ * Node agents: lab: a token file. Kubernetes: the agents' bound ServiceAccount tokens, checked by
+ * TokenReview. A directory without a token file (proxyless gRPC on 15010 only): no node
+ * credential exists, so 15012's xDS and the CA refuse every agent.
+ * Workloads asking the CA for their own identity (waypoints): lab: --workload-tokens. Kubernetes:
+ * their projected ServiceAccount tokens, by TokenReview (the agents' reviews and caches, when
+ * those are reviewed too). A directory without the file: the CA refuses every workload.
  */
-async function nodeAuthenticator(o: ControlOptions, log: Logger): Promise<NodeAuthenticator> {
-  if (o.nodeTokens) return new StaticTokenAuthenticator(o.nodeTokens);
-  if (o.configDir !== undefined) {
-    log.info('no --node-tokens: no node agent can authenticate; xDS on the TLS port and the CA refuse every caller');
-    return { authenticate: async () => undefined };
+async function authenticators(o: ControlOptions, log: Logger): Promise<{ nodes: NodeAuthenticator; workloads?: WorkloadAuthenticator }> {
+  const kube = o.configDir === undefined;
+  let reviews: TokenReviewAuthenticator | undefined;
+  const reviewer = async () => {
+    if (reviews) return reviews;
+    const [{ loadKubeConfig }, tr] = await Promise.all([import('./config/kube-api.ts'), import('./ca/token-review.ts')]);
+    return (reviews = new tr.TokenReviewAuthenticator(loadKubeConfig(o), { agentServiceAccounts: o.agentServiceAccounts, audiences: o.tokenAudiences }));
+  };
+  let nodes: NodeAuthenticator;
+  if (o.nodeTokens) nodes = new StaticTokenAuthenticator(o.nodeTokens);
+  else if (kube) nodes = await reviewer();
+  else {
+    log.info('no --node-tokens: no node agent can authenticate; xDS on the TLS port and the CA refuse every agent');
+    nodes = { authenticate: async () => undefined };
   }
-  const [{ loadKubeConfig }, { TokenReviewAuthenticator }] = await Promise.all([import('./config/kube-api.ts'), import('./ca/token-review.ts')]);
-  return new TokenReviewAuthenticator(loadKubeConfig(o), { agentServiceAccounts: o.agentServiceAccounts, audiences: o.tokenAudiences });
+  let workloads: WorkloadAuthenticator | undefined;
+  if (o.workloadTokens) workloads = new StaticWorkloadTokenAuthenticator(o.workloadTokens);
+  else if (kube) workloads = (await reviewer()).workloads;
+  else log.info('no --workload-tokens: the CA refuses every workload asking for its own identity');
+  return { nodes, workloads };
 }
 
 /** On Kubernetes, istio-ca-root-cert in every namespace (the agent DaemonSet mounts it); the lab gets a file. */
@@ -151,7 +169,7 @@ export async function runControl(o: ControlOptions): Promise<void> {
     onNack: (t) => nacks.inc({ type_url: t }),
     onConnect: () => clients.set(ads.connected + sotw.connected),
   });
-  const authenticator = await nodeAuthenticator(o, log);
+  const { nodes: authenticator, workloads } = await authenticators(o, log);
 
   // 15010: plaintext, unauthenticated (as istiod), for proxyless gRPC clients without credentials
   // and local debugging. It answers anyone who can reach it: `weft install` leaves it off.
@@ -162,7 +180,8 @@ export async function runControl(o: ControlOptions): Promise<void> {
     await bind(plain, o.plainAddress, grpc.ServerCredentials.createInsecure());
   }
 
-  // 15012: TLS with a server certificate from the mesh CA; agents present their node token.
+  // 15012: TLS with a server certificate from the mesh CA; agents present their node token (and
+  // xDS takes no other), workloads asking the CA for their own certificate their own token.
   const tls = new grpc.Server();
   const serverCert = await ca.issueServerCert({ dnsNames: o.serverNames, ipAddresses: o.serverIps });
   const authorize = async (call: grpc.ServerDuplexStream<unknown, unknown>) => {
@@ -182,6 +201,7 @@ export async function runControl(o: ControlOptions): Promise<void> {
   registerCAService(tls, {
     ca,
     authenticator,
+    workloads,
     canIssue: (node, id) => model?.canIssue(node, id) ?? false,
     log,
     onResult: (r) => caResults.inc({ result: r.code === grpc.status.OK ? 'issued' : grpc.status[r.code] ?? String(r.code) }),

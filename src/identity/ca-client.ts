@@ -1,5 +1,7 @@
-// A client for IstioCertificateService over TLS, authenticated by a bearer token. The node agent
-// asks for the identities of the pods on its node (ImpersonatedIdentity, ztunnel's way).
+// A client for IstioCertificateService over TLS, authenticated by a bearer token, in one of two
+// modes, as in Istio: the node agent asks with its node credential for the identities of the pods
+// on its node (ImpersonatedIdentity, ztunnel's way); a workload (the waypoint) asks with its own
+// service account's token for its own identity, naming it only in the CSR (istio-agent's way).
 //
 // The one method is defined with protobufjs, which the agent already carries for xDS
 // (src/api/protos.ts), not with @grpc/proto-loader as the control plane's server is: the loader
@@ -39,15 +41,38 @@ export interface CAClientOptions {
   rootPem: string | (() => string);
   /** Name the server certificate must carry, e.g. weft-control.istio-system.svc. */
   serverName: string;
-  /** This node's credential; a function is called per request so a rotated token is picked up. */
-  nodeToken: string | (() => string | Promise<string>);
+  /**
+   * This node's credential (the node agent): each request names the identity it is for in
+   * ImpersonatedIdentity. A function is called per request so a rotated token is picked up.
+   */
+  nodeToken?: TokenSource;
+  /**
+   * The workload's own credential (its projected service-account token, audience istio-ca), for
+   * its own identity only: no ImpersonatedIdentity is sent. Exactly one of nodeToken and
+   * workloadToken. A function is called per request so a rotated token is picked up.
+   */
+  workloadToken?: TokenSource;
   timeoutMs?: number;
+}
+
+export type TokenSource = string | (() => string | Promise<string>);
+
+/** Which credential the options give; throws unless exactly one. */
+export function caClientMode(o: Pick<CAClientOptions, 'nodeToken' | 'workloadToken'>): 'node' | 'workload' {
+  if ((o.nodeToken === undefined) === (o.workloadToken === undefined)) {
+    throw new Error('CA client: give exactly one of nodeToken (a node agent) and workloadToken (a workload asking for its own identity)');
+  }
+  return o.nodeToken !== undefined ? 'node' : 'workload';
 }
 
 export class CAClient {
   private client?: { rootPem: string; grpc: grpc.Client };
 
-  constructor(private readonly o: CAClientOptions) {}
+  readonly mode: 'node' | 'workload';
+
+  constructor(private readonly o: CAClientOptions) {
+    this.mode = caClientMode(o);
+  }
 
   /** A channel trusting the current root: a new one once the root changed. */
   private channel(): grpc.Client {
@@ -62,15 +87,19 @@ export class CAClient {
     return c;
   }
 
-  /** The PEM chain the CA returned (leaf first), unverified. */
+  /**
+   * The PEM chain the CA returned (leaf first), unverified. `identity` is sent as
+   * ImpersonatedIdentity in node mode; in workload mode the CSR alone names it.
+   */
   async createCertificate(csrPem: string, identity: string, ttlSeconds: number): Promise<string[]> {
-    const token = typeof this.o.nodeToken === 'function' ? await this.o.nodeToken() : this.o.nodeToken;
+    const source = (this.mode === 'node' ? this.o.nodeToken : this.o.workloadToken)!;
+    const token = typeof source === 'function' ? await source() : source;
     const md = new grpc.Metadata();
     md.set('authorization', `Bearer ${token}`);
     const req: IstioCertificateRequest = {
       csr: csrPem,
       validity_duration: ttlSeconds,
-      metadata: { fields: { [IMPERSONATED_IDENTITY]: { stringValue: identity } } },
+      ...(this.mode === 'node' ? { metadata: { fields: { [IMPERSONATED_IDENTITY]: { stringValue: identity } } } } : {}),
     };
     const deadline = Date.now() + (this.o.timeoutMs ?? 10_000);
     const client = this.channel();

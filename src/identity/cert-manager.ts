@@ -1,4 +1,5 @@
-// Workload certificates on this node, one per service account (ztunnel's SecretManager).
+// Workload certificates on this node, one per service account (ztunnel's SecretManager); or, in
+// workload mode (a waypoint, with its own token), the one certificate of its own identity.
 // The first get() fetches (concurrent callers share it); afterwards a timer renews at a fraction
 // of the lifetime, retrying with backoff. Callers always get the newest valid certificate, and a
 // certificate already handed out stays valid until it expires, so rotation never cuts connections.
@@ -17,7 +18,7 @@ import { formatSpiffe, type SpiffeId } from '../api/spiffe.ts';
 import { parseCerts } from '../pki/pem.ts';
 import { readPrivateFile, writePrivateFile } from '../util/private-files.ts';
 import { backoffDelay, type BackoffOptions } from './backoff.ts';
-import { CAClient, type CAClientOptions } from './ca-client.ts';
+import { CAClient, caClientMode, type CAClientOptions } from './ca-client.ts';
 import { createKeyAndCsr } from './csr.ts';
 import { verifyIssued } from './verify-issued.ts';
 
@@ -43,6 +44,11 @@ export interface CertManagerOptions extends CAClientOptions {
   cacheDir?: string;
   /** How often a root given as a function is read again to notice a rotation. Default 10 s; 0: only per request. */
   rootCheckMs?: number;
+  /**
+   * Workload mode (workloadToken): the one identity the token is for, the only one get() serves.
+   * The CA decides the identity from the token; asking for another would only be refused.
+   */
+  identity?: SpiffeId;
 }
 
 export type CertState = 'fetching' | 'ready' | 'renewing' | 'backoff' | 'expired' | 'failed';
@@ -84,8 +90,16 @@ export class CertManager extends EventEmitter<CertManagerEvents> {
   private rootTimer?: NodeJS.Timeout;
   private closed = false;
 
+  /** The identity of workload mode; undefined for a node agent's manager. */
+  private readonly own?: string;
+
   constructor(private readonly o: CertManagerOptions) {
     super();
+    const mode = caClientMode(o);
+    if ((mode === 'workload') !== (o.identity !== undefined)) {
+      throw new Error(mode === 'workload' ? 'certificate manager: a workloadToken needs the identity it is for' : 'certificate manager: identity is for workload mode (workloadToken) only');
+    }
+    if (o.identity) this.own = formatSpiffe(o.identity);
     this.roots = this.readRoots(); // a bad root fails the start, naming why
     this.client = new CAClient({ ...o, rootPem: () => this.currentRoots().pem });
     const every = o.rootCheckMs ?? 10_000;
@@ -125,10 +139,15 @@ export class CertManager extends EventEmitter<CertManagerEvents> {
     return true;
   }
 
-  /** The current certificate for an identity; fails (closed) when none is valid and none can be had. */
-  async get(id: SpiffeId): Promise<WorkloadCert> {
+  /**
+   * The current certificate for an identity (in workload mode: its own, the default); fails
+   * (closed) when none is valid and none can be had.
+   */
+  async get(id: SpiffeId | undefined = this.o.identity): Promise<WorkloadCert> {
     if (this.closed) throw new Error('certificate manager is closed');
+    if (!id) throw new Error('certificate manager: which identity?');
     const uri = formatSpiffe(id);
+    if (this.own !== undefined && uri !== this.own) throw new Error(`certificate manager holds only ${this.own} (its own credential's identity), not ${uri}`);
     let e = this.entries.get(uri);
     if (!e) {
       e = { id, uri, failures: 0 };

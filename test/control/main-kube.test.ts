@@ -3,6 +3,7 @@
 // serves the pods, services and policies it reads to a Delta xDS client (the agent's own), and
 // follows pod changes (not Ready → UNHEALTHY, deleted → removed) from the API's watches.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,7 +16,7 @@ import { DeltaXdsClient } from '../../src/agent/xds/delta-client.ts';
 import { ROOT_CERT_CONFIGMAP, ROOT_CERT_KEY } from '../../src/control/ca/root-cert-configmap.ts';
 import { NODE_NAME_EXTRA } from '../../src/control/ca/token-review.ts';
 import { KUBE_RESOURCES } from '../../src/control/config/kube-api.ts';
-import { FakeApiServer, type FakeObject } from './config/fake-apiserver.ts';
+import { FakeApiServer, serviceAccountTokens, type FakeObject } from './config/fake-apiserver.ts';
 import { until as waitUntil } from '../util/until.ts';
 import { freePort } from '../util/ports.ts';
 
@@ -23,6 +24,7 @@ const BIN = new URL('../../bin/weft.js', import.meta.url).pathname;
 const SERVER_NAME = 'weft-control.istio-system.svc';
 const AGENT_SA = 'istio-system/weft-agent';
 const AGENT_TOKEN = 'agent-token-node-1'; // what the agent on node-1 presents; TokenReview names the node
+const WAYPOINT_TOKEN = 'waypoint-projected-token';
 const NAMESPACES = ['istio-system', 'shop', 'other'];
 const WEB_1 = 'Kubernetes//Pod/shop/web-1';
 const WEB_2 = 'Kubernetes//Pod/shop/web-2';
@@ -75,10 +77,11 @@ describe('weft control --kubeconfig', () => {
     // tokens with TokenReview through the same kubeconfig, so the fake answers TokenReview rather
     // than the test taking the lab's token-file path (which main.ts would also accept here). One
     // token: the agent ServiceAccount's, bound to node-1.
-    server.tokenReview = (spec) =>
-      spec.token === AGENT_TOKEN
-        ? { authenticated: true, audiences: spec.audiences ?? [], user: { username: 'system:serviceaccount:istio-system:weft-agent', extra: { [NODE_NAME_EXTRA]: ['node-1'] } } }
-        : { authenticated: false, error: 'invalid bearer token' };
+    // A waypoint's projected token too: a workload asking the CA for its own identity.
+    server.tokenReview = serviceAccountTokens({
+      [AGENT_TOKEN]: { namespace: 'istio-system', serviceAccount: 'weft-agent', audiences: ['istio-ca'], node: 'node-1' },
+      [WAYPOINT_TOKEN]: { namespace: 'shop', serviceAccount: 'waypoint', audiences: ['istio-ca'], node: 'node-2' },
+    });
     const kubeconfig = server.writeKubeconfig(tmp);
 
     const [plain, tls, metrics] = [await freePort(), await freePort(), await freePort()];
@@ -115,6 +118,16 @@ describe('weft control --kubeconfig', () => {
       const reviews = server.requests.filter((r) => r.method === 'POST' && r.path === '/apis/authentication.k8s.io/v1/tokenreviews');
       expect(reviews.length).toBe(1);
       expect(reviews[0]!.authorization).toBe('Bearer fake-token'); // asked with the control plane's own credential
+
+      // The waypoint, with its own token and no impersonation, gets its service account's identity.
+      const own = new CAClient({ address: `127.0.0.1:${tls}`, rootPem: root, serverName: SERVER_NAME, workloadToken: WAYPOINT_TOKEN });
+      try {
+        const waypoint = { trustDomain: 'cluster.local', namespace: 'shop', serviceAccount: 'waypoint' };
+        const issued = await own.createCertificate((await createKeyAndCsr(waypoint)).csrPem, formatSpiffe(waypoint), 3600);
+        expect(new X509Certificate(issued[0]!).subjectAltName).toBe(`URI:${formatSpiffe(waypoint)}`);
+      } finally {
+        own.close();
+      }
 
       // The agent's Delta xDS client on the plaintext port: both workloads, the service, the policy.
       xds = new DeltaXdsClient({ address: `127.0.0.1:${plain}`, nodeId: 'node-1', log });

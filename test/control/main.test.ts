@@ -1,8 +1,9 @@
 // `weft control --config-dir` as a process: standalone (proxyless gRPC users) it starts with no
 // node credentials at all, serves plaintext xDS on 15010 and refuses every caller of the TLS port
-// and the CA (fail closed); its debug endpoints answer loopback clients only, wherever it listens.
+// and the CA (fail closed); with --workload-tokens the CA also serves workloads asking for their
+// own identity (the lab's waypoints); its debug endpoints answer loopback clients only.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { X509Certificate, randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -120,6 +121,47 @@ describe('weft control --config-dir', () => {
     cleanups.push(() => ca.close());
     const { csrPem } = await createKeyAndCsr({ trustDomain: 'cluster.local', namespace: 'shop', serviceAccount: 'web' });
     await expect(ca.createCertificate(csrPem, 'spiffe://cluster.local/ns/shop/sa/web', 3600)).rejects.toMatchObject({ code: grpc.status.UNAUTHENTICATED });
+    // Nor is any workload credential: without --workload-tokens a workload asking for itself is refused too.
+    const own = new CAClient({ address: `127.0.0.1:${tls}`, rootPem: root, serverName: SERVER_NAME, workloadToken: 'anything' });
+    cleanups.push(() => own.close());
+    await expect(own.createCertificate(csrPem, 'spiffe://cluster.local/ns/shop/sa/web', 3600)).rejects.toMatchObject({ code: grpc.status.UNAUTHENTICATED });
+  });
+
+  it('--workload-tokens: a workload gets its own identity with its own token, re-read when the file changes; counted in metrics', async () => {
+    const dir = configDir();
+    writeFileSync(join(dir, 'tokens.json'), JSON.stringify({ 'node-1-token': 'node-1' }));
+    writeFileSync(join(dir, 'workloads.json'), JSON.stringify({ 'waypoint-token': 'shop/waypoint' }));
+    const [plain, tls, metrics] = [await freePort(), await freePort(), await freePort()];
+    const rootOut = join(dir, 'root-cert.pem');
+    await startControl([
+      process.execPath, BIN, 'control', '--config-dir', join(dir, 'config'), '--node-tokens', join(dir, 'tokens.json'), '--workload-tokens', join(dir, 'workloads.json'),
+      '--root-cert-out', rootOut, '--server-name', SERVER_NAME, '--server-ip', '127.0.0.1',
+      '--plain-address', `127.0.0.1:${plain}`, '--tls-address', `127.0.0.1:${tls}`, '--metrics-address', `127.0.0.1:${metrics}`,
+    ]);
+    const root = readFileSync(rootOut, 'utf8');
+    let token = 'waypoint-token';
+    const own = new CAClient({ address: `127.0.0.1:${tls}`, rootPem: root, serverName: SERVER_NAME, workloadToken: () => token });
+    cleanups.push(() => own.close());
+    const waypoint = { trustDomain: 'cluster.local', namespace: 'shop', serviceAccount: 'waypoint' };
+    const { csrPem } = await createKeyAndCsr(waypoint);
+    const chain = await own.createCertificate(csrPem, 'spiffe://cluster.local/ns/shop/sa/waypoint', 3600);
+    expect(new X509Certificate(chain[0]!).subjectAltName).toBe('URI:spiffe://cluster.local/ns/shop/sa/waypoint');
+    // Another identity's CSR with this token; the node's token without naming an identity.
+    const web = (await createKeyAndCsr({ ...waypoint, serviceAccount: 'web' })).csrPem;
+    await expect(own.createCertificate(web, 'spiffe://cluster.local/ns/shop/sa/web', 3600)).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+    token = 'node-1-token';
+    await expect(own.createCertificate(csrPem, 'spiffe://cluster.local/ns/shop/sa/waypoint', 3600)).rejects.toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
+    // Revoked in the file: refused at once, no restart.
+    token = 'waypoint-token';
+    writeFileSync(join(dir, 'workloads.json'), JSON.stringify({ 'rotated-token': 'shop/waypoint' }));
+    await expect(own.createCertificate(csrPem, 'spiffe://cluster.local/ns/shop/sa/waypoint', 3600)).rejects.toMatchObject({ code: grpc.status.UNAUTHENTICATED });
+    token = 'rotated-token';
+    expect(await own.createCertificate(csrPem, 'spiffe://cluster.local/ns/shop/sa/waypoint', 3600)).toHaveLength(2);
+    const text = await (await fetch(`http://127.0.0.1:${metrics}/metrics`)).text();
+    expect(text).toContain('weft_control_ca_requests_total{result="issued"} 2');
+    expect(text).toContain('weft_control_ca_requests_total{result="PERMISSION_DENIED"} 1');
+    expect(text).toContain('weft_control_ca_requests_total{result="INVALID_ARGUMENT"} 1');
+    expect(text).toContain('weft_control_ca_requests_total{result="UNAUTHENTICATED"} 1');
   });
 
   it('ends a refused xDS stream with UNAUTHENTICATED, so the client retries instead of waiting forever', async () => {

@@ -2,8 +2,9 @@
 // types, several blocks), identities near the one the caller owns, tokens and TTLs. Properties:
 // the CA never crashes and answers every request with a certificate or a clean refusal
 // (INVALID_ARGUMENT / PERMISSION_DENIED / UNAUTHENTICATED, never INTERNAL); a certificate is issued
-// only to a node for an identity scheduled on it, names exactly that identity, carries the CSR's
-// key, and lives no longer than asked (or the default).
+// only to a node for an identity scheduled on it, or to a workload token without impersonation
+// whose CSR names exactly its own identity; it names exactly that identity, carries the CSR's key,
+// and lives no longer than asked (or the default).
 import * as grpc from '@grpc/grpc-js';
 import { X509Certificate, createPublicKey } from 'node:crypto';
 import { rmSync } from 'node:fs';
@@ -39,7 +40,8 @@ async function otherKeyCsr(alg: RsaHashedKeyGenParams | EcKeyGenParams, sign: Rs
 
 beforeAll(async () => {
   dir = tmpDir('weft-fuzz-ca-');
-  t = await startCA(await CertificateAuthority.create({ defaultTtlSeconds: DEFAULT_TTL, maxTtlSeconds: MAX_TTL }), dir);
+  // Workload tokens too (wl-reviews is OWNED's service account), so CSR names are parsed as a workload's.
+  t = await startCA(await CertificateAuthority.create({ defaultTtlSeconds: DEFAULT_TTL, maxTtlSeconds: MAX_TTL }), dir, undefined, { workloads: 'file' });
   t.scheduled.add(`node-a|${OWNED}`);
   seeds.p256 = pemToDer((await createKeyAndCsr(id('bookinfo', 'reviews'))).csrPem);
   seeds.p256Other = pemToDer((await createKeyAndCsr(id('kube-system', 'admin'))).csrPem);
@@ -59,6 +61,8 @@ interface CaInput {
   identity: string;
   token: string | null;
   ttl: number;
+  /** false: no ImpersonatedIdentity (a workload asking for itself); absent (older corpus entries): true. */
+  impersonate?: boolean;
 }
 
 type Mutation = { at: number; op: 'set' | 'insert' | 'delete' | 'truncate'; byte: number };
@@ -143,7 +147,8 @@ interface CaSpec extends Omit<CaInput, 'csr'> {
 const caInput: fc.Arbitrary<CaSpec> = fc.record({
     csr: csrArb,
     identity: identityArb,
-    token: fc.oneof({ weight: 8, arbitrary: fc.constant('tok-a') }, { weight: 1, arbitrary: fc.constantFrom('tok-b', 'nope', '', null) }),
+    token: fc.oneof({ weight: 8, arbitrary: fc.constant('tok-a') }, { weight: 3, arbitrary: fc.constant('wl-reviews') }, { weight: 1, arbitrary: fc.constantFrom('tok-b', 'wl-waypoint', 'nope', '', null) }),
+    impersonate: fc.oneof({ weight: 3, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constant(false) }),
   ttl: fc.oneof({ weight: 3, arbitrary: fc.constantFrom(0, 3600) }, { weight: 1, arbitrary: fc.constantFrom(-1, 1, MAX_TTL + 1, 2 ** 31 - 1, 2 ** 53) }, { weight: 1, arbitrary: fc.integer() }),
 });
 
@@ -152,7 +157,7 @@ function call(input: CaInput): Promise<{ res?: IstioCertificateResponse; err?: g
   if (input.token !== null) md.set('authorization', `Bearer ${input.token}`);
   return new Promise((resolve) =>
     client.CreateCertificate!(
-      { csr: input.csr, validity_duration: input.ttl, metadata: impersonate(input.identity) },
+      { csr: input.csr, validity_duration: input.ttl, ...(input.impersonate !== false ? { metadata: impersonate(input.identity) } : {}) },
       md,
       { deadline: Date.now() + 10_000 },
       (err: grpc.ServiceError | null, res: IstioCertificateResponse) => resolve(err ? { err } : { res }),
@@ -170,12 +175,20 @@ async function property(input: CaInput): Promise<string> {
     return `${grpc.status[err.code]}: ${err.details.replace(/:.*$/, '')}`;
   }
   // Issued: only what the caller owns, for the key in the CSR, for no longer than allowed.
-  expect(input.token).toBe('tok-a');
-  expect(input.identity).toBe(OWNED);
+  const csr = new x509.Pkcs10CertificateRequest(input.csr);
+  // An empty ImpersonatedIdentity names nobody: no impersonation (as Istio reads it).
+  if (input.impersonate !== false && input.identity !== '') {
+    expect(input.token).toBe('tok-a');
+    expect(input.identity).toBe(OWNED);
+  } else {
+    // A workload for itself: its own token, and a CSR naming exactly its identity.
+    expect(input.token).toBe('wl-reviews');
+    const san = csr.extensions.find((e) => e.type === '2.5.29.17');
+    expect(new x509.SubjectAlternativeNameExtension(san!.rawData).names.toJSON()).toEqual([{ type: 'url', value: OWNED }]);
+  }
   const leaf = new X509Certificate(res!.cert_chain[0]!);
   expect(leaf.subjectAltName).toBe(`URI:${OWNED}`);
   expect(leaf.verify(createPublicKey(t.ca.rootPem))).toBe(true);
-  const csr = new x509.Pkcs10CertificateRequest(input.csr);
   expect(leaf.publicKey.export({ type: 'spki', format: 'der' }).equals(Buffer.from(csr.publicKey.rawData))).toBe(true);
   const asked = input.ttl > 0 ? Math.min(input.ttl, MAX_TTL) : DEFAULT_TTL;
   expect(Date.parse(leaf.validTo)).toBeLessThanOrEqual(before + asked * 1000 + 2000);

@@ -1,4 +1,5 @@
-// Who is calling the CA: a node agent, identified by a bearer token.
+// Who is calling the CA: a node agent (asking for the workloads on its node) or a workload asking
+// for its own identity (a waypoint), each identified by a bearer token.
 import { createHash } from 'node:crypto';
 import { stat, readFile } from 'node:fs/promises';
 
@@ -7,33 +8,44 @@ export interface NodeAuthenticator {
   authenticate(token: string): Promise<string | undefined>;
 }
 
+/** A Kubernetes service account: what a workload credential proves. */
+export interface ServiceAccountRef {
+  namespace: string;
+  serviceAccount: string;
+}
+
+export interface WorkloadAuthenticator {
+  /** The service account the token belongs to, or undefined if it is not a valid workload credential. */
+  authenticate(token: string): Promise<ServiceAccountRef | undefined>;
+}
+
 const digest = (s: string) => createHash('sha256').update(s).digest('hex');
 
 /**
- * Tokens from a JSON file `{ "<token>": "<node>" }`. The file is re-checked on every call (a stat,
- * re-read only when it changed), so added and revoked tokens take effect at once. Tokens are held
- * and looked up by hash, so lookup time says nothing about how close a guess was.
+ * A JSON file `{ "<token>": <value> }`, re-checked on every call (a stat, re-read only when it
+ * changed), so added and revoked tokens take effect at once. Tokens are held and looked up by
+ * hash, so lookup time says nothing about how close a guess was. A file that cannot be read or
+ * parsed fails the lookup (the caller refuses), never falls back to an older copy.
  */
-export class StaticTokenAuthenticator implements NodeAuthenticator {
-  private nodes = new Map<string, string>();
+class TokenFile<V> {
+  private values = new Map<string, V>();
   private version = '';
 
-  constructor(readonly path: string) {}
+  constructor(
+    readonly path: string,
+    /** What the file holds, for errors: "node tokens", "workload tokens". */
+    private readonly what: string,
+    /** The value for one entry, or what is wrong with it (never naming the token). */
+    private readonly parse: (value: unknown) => { value: V } | { error: string },
+  ) {}
 
-  /** Loads the file now, so a broken file fails startup instead of the first request. */
-  static async open(path: string): Promise<StaticTokenAuthenticator> {
-    const a = new StaticTokenAuthenticator(path);
-    await a.refresh();
-    return a;
-  }
-
-  async authenticate(token: string): Promise<string | undefined> {
+  async lookup(token: string): Promise<V | undefined> {
     if (!token) return undefined;
     await this.refresh();
-    return this.nodes.get(digest(token));
+    return this.values.get(digest(token));
   }
 
-  private async refresh(): Promise<void> {
+  async refresh(): Promise<void> {
     const s = await stat(this.path);
     const version = `${s.mtimeMs}:${s.size}:${s.ino}`;
     if (version === this.version) return;
@@ -41,17 +53,80 @@ export class StaticTokenAuthenticator implements NodeAuthenticator {
     try {
       parsed = JSON.parse(await readFile(this.path, 'utf8'));
     } catch (e) {
-      throw new Error(`node tokens ${this.path}: ${(e as Error).message}`, { cause: e });
+      throw new Error(`${this.what} ${this.path}: ${(e as Error).message}`, { cause: e });
     }
     if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) {
-      throw new Error(`node tokens ${this.path}: expected an object of token to node name`);
+      throw new Error(`${this.what} ${this.path}: expected an object of token to ${this.what === 'node tokens' ? 'node name' : '"<namespace>/<service account>"'}`);
     }
-    const nodes = new Map<string, string>();
-    for (const [token, node] of Object.entries(parsed)) {
-      if (typeof node !== 'string' || !node) throw new Error(`node tokens ${this.path}: node for a token is not a name`);
-      nodes.set(digest(token), node);
+    const values = new Map<string, V>();
+    let i = 0;
+    // An empty token is kept but never matches: lookup refuses an empty token first.
+    for (const [token, value] of Object.entries(parsed)) {
+      i++;
+      const v = this.parse(value);
+      if ('error' in v) throw new Error(`${this.what} ${this.path}: entry ${i}: ${v.error}`);
+      values.set(digest(token), v.value);
     }
-    this.nodes = nodes;
+    this.values = values;
     this.version = version;
+  }
+}
+
+/** Node tokens from a JSON file `{ "<token>": "<node>" }` (the lab's node credentials). */
+export class StaticTokenAuthenticator implements NodeAuthenticator {
+  private readonly file: TokenFile<string>;
+
+  constructor(readonly path: string) {
+    this.file = new TokenFile<string>(path, 'node tokens', (node) => (typeof node === 'string' && node ? { value: node } : { error: 'node for a token is not a name' }));
+  }
+
+  /** Loads the file now, so a broken file fails startup instead of the first request. */
+  static async open(path: string): Promise<StaticTokenAuthenticator> {
+    const a = new StaticTokenAuthenticator(path);
+    await a.file.refresh();
+    return a;
+  }
+
+  authenticate(token: string): Promise<string | undefined> {
+    return this.file.lookup(token);
+  }
+}
+
+const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+
+/** "<namespace>/<service account>" as Kubernetes names them, or what is wrong with it. */
+export function parseServiceAccountRef(v: unknown): ServiceAccountRef | string {
+  if (typeof v !== 'string') return 'want "<namespace>/<service account>", got ' + (v === null ? 'null' : typeof v);
+  const [namespace, serviceAccount, ...rest] = v.split('/');
+  if (rest.length || !namespace || !serviceAccount) return `"${v}" is not "<namespace>/<service account>"`;
+  if (namespace.length > 63 || !DNS1123_LABEL.test(namespace)) return `"${namespace}" in "${v}" is not a namespace name (a DNS-1123 label)`;
+  if (serviceAccount.length > 253 || !DNS1123_SUBDOMAIN.test(serviceAccount)) return `"${serviceAccount}" in "${v}" is not a service account name (a DNS-1123 subdomain)`;
+  return { namespace, serviceAccount };
+}
+
+/**
+ * Workload tokens from a JSON file `{ "<token>": "<namespace>/<service account>" }`: outside
+ * Kubernetes (the lab), what a pod's projected service-account token is on a cluster.
+ */
+export class StaticWorkloadTokenAuthenticator implements WorkloadAuthenticator {
+  private readonly file: TokenFile<ServiceAccountRef>;
+
+  constructor(readonly path: string) {
+    this.file = new TokenFile<ServiceAccountRef>(path, 'workload tokens', (v) => {
+      const sa = parseServiceAccountRef(v);
+      return typeof sa === 'string' ? { error: sa } : { value: sa };
+    });
+  }
+
+  /** Loads the file now, so a broken file fails startup instead of the first request. */
+  static async open(path: string): Promise<StaticWorkloadTokenAuthenticator> {
+    const a = new StaticWorkloadTokenAuthenticator(path);
+    await a.file.refresh();
+    return a;
+  }
+
+  authenticate(token: string): Promise<ServiceAccountRef | undefined> {
+    return this.file.lookup(token);
   }
 }

@@ -36,6 +36,18 @@ export interface IssuedKeyPair {
 /** The CSR itself is unusable: maps to INVALID_ARGUMENT. */
 export class CsrError extends Error {}
 
+/** The CSR asks for another identity than the caller proved: maps to PERMISSION_DENIED. */
+export class CsrIdentityError extends Error {}
+
+export interface SignOptions {
+  /**
+   * The CSR must ask for exactly this identity: its one SAN is the identity's SPIFFE URI. For a
+   * workload asking for its own certificate, where nothing else says which identity it meant.
+   * (A node agent names the identity in the request; its CSR's SAN is informational.)
+   */
+  csrMustName?: boolean;
+}
+
 const DAY = 86_400;
 
 export class CertificateAuthority {
@@ -65,9 +77,10 @@ export class CertificateAuthority {
   }
 
   /** Chain for a CSR: leaf, intermediates, root. Throws CsrError for a bad CSR. */
-  async signWorkload(csrPem: string, id: SpiffeId, ttlSeconds?: number): Promise<string[]> {
+  async signWorkload(csrPem: string, id: SpiffeId, ttlSeconds?: number, o: SignOptions = {}): Promise<string[]> {
     if (id.trustDomain !== this.trustDomain) throw new Error(`identity is outside trust domain ${this.trustDomain}`);
     const csr = await parseCsr(csrPem);
+    if (o.csrMustName) checkCsrNames(csr, formatSpiffe(id));
     const ttl = ttlSeconds && ttlSeconds > 0 ? Math.min(ttlSeconds, this.maxTtl) : this.defaultTtl;
     const leaf = await this.issue(csr.publicKey, [{ type: 'url', value: formatSpiffe(id) }], ttl);
     return [leaf.toString('pem'), ...this.m.intermediatePems, this.m.rootPem];
@@ -133,4 +146,25 @@ async function parseCsr(pem: string): Promise<x509.Pkcs10CertificateRequest> {
     throw new CsrError('CSR key must be ECDSA P-256');
   }
   return csr;
+}
+
+const SUBJECT_ALT_NAME = '2.5.29.17';
+
+/** The CSR's SAN (from its extensionRequest) is exactly the one URI `uri`. */
+function checkCsrNames(csr: x509.Pkcs10CertificateRequest, uri: string): void {
+  let names: readonly x509.GeneralName[];
+  try {
+    const ext = csr.extensions.find((e) => e.type === SUBJECT_ALT_NAME);
+    if (!ext) throw new CsrError('CSR names no identity: want its SPIFFE ID as its one URI SAN');
+    names = new x509.SubjectAlternativeNameExtension(ext.rawData).names.items;
+  } catch (e) {
+    if (e instanceof CsrError) throw e;
+    throw new CsrError(`CSR subjectAltName unreadable: ${(e as Error).message}`);
+  }
+  const asked = names.map((n) => `${n.type}:${n.value}`).join(', ');
+  if (names.length !== 1 || names[0]!.type !== 'url' || names[0]!.value !== uri) {
+    // The names are the caller's: a bounded excerpt goes back in the status and the log.
+    const shown = asked.length > 200 ? `${asked.slice(0, 200)}...` : asked || 'nothing';
+    throw new CsrIdentityError(`CSR asks for ${shown}; the caller's credential is for ${uri} only`);
+  }
 }

@@ -1,7 +1,10 @@
-// Node credentials on Kubernetes: the agent presents its ServiceAccount token (projected, bound
-// to its pod and node, with our audience); the API server's TokenReview says whose it is. Only
-// the agent's own ServiceAccount counts, and the node comes from the token's binding, so an agent
-// can never claim another node.
+// Credentials on Kubernetes are ServiceAccount tokens (projected, with our audience); the API
+// server's TokenReview says whose they are. Two kinds of caller share one review of a token:
+// - a node agent: only the agents' own ServiceAccounts count, and the node comes from the token's
+//   binding, so an agent can never claim another node;
+// - a workload asking for its own identity (a waypoint, as an Istio sidecar or istio-agent does):
+//   any other ServiceAccount, with the audience we require. An agent's token is never a workload
+//   credential: it asks for workloads' identities by name, not for one of its own.
 //
 // Reviews are API calls, and anyone who reaches 15012 can make us ask for one. So answers are
 // cached by the token's hash in two bounded maps: positives for cacheMs (never past the token's
@@ -9,18 +12,19 @@
 // neither map grows past its bound (oldest entries go first), and a flood of bad tokens cannot
 // push out good ones. Concurrent checks of one token share one review, and at most maxInFlight
 // reviews run at once: beyond that a check fails (the caller sees UNAVAILABLE and retries) rather
-// than queueing without bound. API errors are never cached.
+// than queueing without bound. API errors are never cached, nor is a yes for a token already past
+// its own expiry: the API server decides again next time.
 import { createHash } from 'node:crypto';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { requestJson } from '../config/kube-api.ts';
-import type { NodeAuthenticator } from './authenticator.ts';
+import type { NodeAuthenticator, ServiceAccountRef, WorkloadAuthenticator } from './authenticator.ts';
 
 export const NODE_NAME_EXTRA = 'authentication.kubernetes.io/node-name';
 
 export interface TokenReviewOptions {
   /** "namespace/name" of the ServiceAccounts agents run as. */
   agentServiceAccounts: string[];
-  /** Audiences the token must carry (the agent's projected token asks for these). */
+  /** Audiences the token must carry (the agent's and the workloads' projected tokens ask for these); none: workloads are refused. */
   audiences: string[];
   /** How long a positive answer is reused (default 30 s); tokens are hours-lived, reviews are API calls. */
   cacheMs?: number;
@@ -80,12 +84,29 @@ function expiryMs(token: string): number | undefined {
   }
 }
 
+/** An accepted token's ServiceAccount and, if the token is bound to a pod on one, its node. */
+interface Reviewed extends ServiceAccountRef {
+  node?: string;
+}
+
 export class TokenReviewAuthenticator implements NodeAuthenticator {
-  private readonly positive: BoundedCache<string>;
+  private readonly positive: BoundedCache<Reviewed>;
   private readonly negative: BoundedCache<true>;
-  private readonly pending = new Map<string, Promise<string | undefined>>();
+  private readonly pending = new Map<string, Promise<Reviewed | undefined>>();
+  private readonly agents: Set<string>;
   /** Reviews sent to the API server, for tests and metrics. */
   reviews = 0;
+  /** Workload credentials (a workload's own identity), from the same reviews and caches. */
+  readonly workloads: WorkloadAuthenticator = {
+    authenticate: async (token) => {
+      // Without a required audience any token the API server accepts would do, including the
+      // default token of every pod, meant for the API server alone: refuse them all instead.
+      if (!this.o.audiences.length) return undefined;
+      const r = await this.reviewed(token);
+      if (!r || this.agents.has(`${r.namespace}/${r.serviceAccount}`)) return undefined;
+      return { namespace: r.namespace, serviceAccount: r.serviceAccount };
+    },
+  };
 
   constructor(
     private readonly kc: KubeConfig,
@@ -93,6 +114,7 @@ export class TokenReviewAuthenticator implements NodeAuthenticator {
   ) {
     this.positive = new BoundedCache(o.maxEntries ?? 10_000);
     this.negative = new BoundedCache(o.maxEntries ?? 10_000);
+    this.agents = new Set(o.agentServiceAccounts);
   }
 
   /** Answers held: valid tokens, refused tokens. */
@@ -100,12 +122,19 @@ export class TokenReviewAuthenticator implements NodeAuthenticator {
     return { positive: this.positive.size, negative: this.negative.size };
   }
 
+  /** The node an agent's bound token belongs to, or undefined if it is not an agent's node credential. */
   async authenticate(token: string): Promise<string | undefined> {
+    const r = await this.reviewed(token);
+    if (!r || !this.agents.has(`${r.namespace}/${r.serviceAccount}`)) return undefined;
+    return r.node; // not bound to a node: cannot tell which identities it may have
+  }
+
+  private async reviewed(token: string): Promise<Reviewed | undefined> {
     if (!token) return undefined;
     const key = createHash('sha256').update(token).digest('hex');
     const now = Date.now();
-    const node = this.positive.get(key, now);
-    if (node !== undefined) return node;
+    const hit = this.positive.get(key, now);
+    if (hit !== undefined) return hit;
     if (this.negative.get(key, now)) return undefined;
     const shared = this.pending.get(key);
     if (shared) return shared;
@@ -115,30 +144,31 @@ export class TokenReviewAuthenticator implements NodeAuthenticator {
     return p;
   }
 
-  private async review(token: string, key: string): Promise<string | undefined> {
+  private async review(token: string, key: string): Promise<Reviewed | undefined> {
     this.reviews++;
     const review = (await requestJson(this.kc, 'POST', '/apis/authentication.k8s.io/v1/tokenreviews', {
       apiVersion: 'authentication.k8s.io/v1',
       kind: 'TokenReview',
       spec: { token, audiences: this.o.audiences },
     })) as { status?: TokenReviewStatus };
-    const node = this.nodeOf(review.status ?? {});
+    const who = this.accepted(review.status ?? {});
     const now = Date.now();
-    if (node === undefined) {
+    if (who === undefined) {
       this.negative.set(key, true, now + (this.o.negativeCacheMs ?? 5_000), now);
       return undefined;
     }
     const until = Math.min(now + (this.o.cacheMs ?? 30_000), expiryMs(token) ?? Infinity);
-    if (until > now) this.positive.set(key, node, until, now);
-    return node;
+    if (until > now) this.positive.set(key, who, until, now);
+    return who;
   }
 
-  /** The node an accepted token is bound to, or undefined if it is not an agent's node credential. */
-  private nodeOf(st: TokenReviewStatus): string | undefined {
+  /** Whose an accepted ServiceAccount token is, or undefined if the review refused it or it is not for us. */
+  private accepted(st: TokenReviewStatus): Reviewed | undefined {
     if (!st.authenticated) return undefined;
     if (this.o.audiences.length && !this.o.audiences.some((a) => st.audiences?.includes(a))) return undefined;
     const sa = /^system:serviceaccount:([^:]+):([^:]+)$/.exec(st.user?.username ?? '');
-    if (!sa || !this.o.agentServiceAccounts.includes(`${sa[1]}/${sa[2]}`)) return undefined;
-    return st.user?.extra?.[NODE_NAME_EXTRA]?.[0] || undefined; // not bound to a node: cannot tell which identities it may have
+    if (!sa) return undefined; // a person or another authenticator's user: never a mesh credential
+    const node = st.user?.extra?.[NODE_NAME_EXTRA]?.[0] || undefined;
+    return { namespace: sa[1]!, serviceAccount: sa[2]!, ...(node ? { node } : {}) };
   }
 }

@@ -11,10 +11,13 @@ import { parseSpiffe, type SpiffeId } from '../../../src/api/spiffe.ts';
 import {
   CertificateAuthority,
   StaticTokenAuthenticator,
+  StaticWorkloadTokenAuthenticator,
   caServerCredentials,
   registerCAService,
   type CACounters,
   type CAResult,
+  type NodeAuthenticator,
+  type WorkloadAuthenticator,
 } from '../../../src/control/ca/index.ts';
 import { caServiceClient, type IstioCertificateRequest, type IstioCertificateResponse } from '../../../src/api/ca.ts';
 import { P256, generateP256, privateKeyPem, x509 } from '../../../src/control/ca/x509.ts';
@@ -32,6 +35,8 @@ export interface TestCA {
   ca: CertificateAuthority;
   address: string;
   tokenFile: string;
+  /** Workload tokens (used when started with `workloads: 'file'`): wl-waypoint → bookinfo/waypoint, wl-reviews → bookinfo/reviews. */
+  workloadTokenFile: string;
   /** "node|spiffe-uri" pairs the fake scheduler answers yes for; tests edit it live. */
   scheduled: Set<string>;
   counters: CACounters;
@@ -41,10 +46,21 @@ export interface TestCA {
   stop(): Promise<void>;
 }
 
+export interface StartCAOptions {
+  /** Node credentials other than the token file (TokenReview). */
+  authenticator?: NodeAuthenticator;
+  /** Workload credentials: the workload token file, or another authenticator; none: node agents only. */
+  workloads?: 'file' | WorkloadAuthenticator;
+}
+
+export const WORKLOAD_TOKENS = { 'wl-waypoint': 'bookinfo/waypoint', 'wl-reviews': 'bookinfo/reviews' };
+
 /** Tokens: tok-a → node-a, tok-b → node-b. */
-export async function startCA(ca: CertificateAuthority, dir: string, handlers?: grpc.UntypedServiceImplementation): Promise<TestCA> {
+export async function startCA(ca: CertificateAuthority, dir: string, handlers?: grpc.UntypedServiceImplementation, opts: StartCAOptions = {}): Promise<TestCA> {
   const tokenFile = join(dir, 'tokens.json');
   writeFileSync(tokenFile, JSON.stringify({ 'tok-a': 'node-a', 'tok-b': 'node-b' }));
+  const workloadTokenFile = join(dir, 'workload-tokens.json');
+  writeFileSync(workloadTokenFile, JSON.stringify(WORKLOAD_TOKENS));
   const scheduled = new Set<string>();
   const results: CAResult[] = [];
   const logs: Record<string, unknown>[] = [];
@@ -55,7 +71,8 @@ export async function startCA(ca: CertificateAuthority, dir: string, handlers?: 
   else
     counters = registerCAService(server, {
       ca,
-      authenticator: await StaticTokenAuthenticator.open(tokenFile),
+      authenticator: opts.authenticator ?? (await StaticTokenAuthenticator.open(tokenFile)),
+      workloads: opts.workloads === 'file' ? await StaticWorkloadTokenAuthenticator.open(workloadTokenFile) : opts.workloads,
       canIssue: (node, sid) => scheduled.has(`${node}|spiffe://${sid.trustDomain}/ns/${sid.namespace}/sa/${sid.serviceAccount}`),
       log,
       onResult: (r) => results.push(r),
@@ -68,6 +85,7 @@ export async function startCA(ca: CertificateAuthority, dir: string, handlers?: 
     ca,
     address: `127.0.0.1:${port}`,
     tokenFile,
+    workloadTokenFile,
     scheduled,
     counters,
     results,

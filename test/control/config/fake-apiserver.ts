@@ -8,7 +8,8 @@
 // in it is a precondition, 409 on mismatch), DELETE (a uid precondition in DeleteOptions, 409 on
 // mismatch; dependents are not collected: there is no garbage collector). A Service created
 // without a clusterIP gets one, as the API server allocates it. Label selectors `key` and
-// `key=value` on lists and watches. TokenReview (POST, 201) when a test sets tokenReview.
+// `key=value` on lists and watches. TokenReview (POST, 201) when a test sets tokenReview;
+// serviceAccountTokens() answers it for ServiceAccount tokens as the real server does.
 import { randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -48,6 +49,47 @@ export interface FakeRequest {
 export interface FakeTokenReviewSpec {
   token?: string;
   audiences?: string[];
+}
+
+/** A ServiceAccount token as the fake API server knows it (what a TokenRequest would have minted). */
+export interface FakeServiceAccountToken {
+  namespace: string;
+  serviceAccount: string;
+  /** The token's audiences; default the API server's own. */
+  audiences?: string[];
+  /** Seconds since the epoch; past it the token is refused. */
+  exp?: number;
+  /** Bound to a pod on this node (authentication.kubernetes.io/node-name in the review's extra). */
+  node?: string;
+}
+
+export const API_SERVER_AUDIENCE = 'https://kubernetes.default.svc.cluster.local';
+
+/**
+ * A tokenReview answer for these tokens as kube-apiserver gives it: an unknown token, an expired
+ * one (unless `ignoreExpiry`: a server whose clock is behind), or one whose audiences miss every
+ * audience the review asks for (default: the server's own) is not authenticated; otherwise the
+ * user is system:serviceaccount:<ns>:<sa> and status.audiences the intersection.
+ */
+export function serviceAccountTokens(tokens: Record<string, FakeServiceAccountToken>, o: { ignoreExpiry?: boolean } = {}): NonNullable<FakeApiServer['tokenReview']> {
+  return (spec) => {
+    const t = spec.token !== undefined ? (Object.hasOwn(tokens, spec.token) ? tokens[spec.token] : undefined) : undefined;
+    if (!t) return { authenticated: false, error: 'invalid bearer token' };
+    if (!o.ignoreExpiry && t.exp !== undefined && t.exp * 1000 <= Date.now()) return { authenticated: false, error: 'invalid bearer token, service account token has expired' };
+    const has = t.audiences ?? [API_SERVER_AUDIENCE];
+    const want = spec.audiences?.length ? spec.audiences : [API_SERVER_AUDIENCE];
+    const audiences = want.filter((a) => has.includes(a));
+    if (!audiences.length) return { authenticated: false, error: `token audiences ${JSON.stringify(has)} is invalid for the target audiences ${JSON.stringify(want)}` };
+    return {
+      authenticated: true,
+      audiences,
+      user: {
+        username: `system:serviceaccount:${t.namespace}:${t.serviceAccount}`,
+        groups: ['system:serviceaccounts', `system:serviceaccounts:${t.namespace}`, 'system:authenticated'],
+        extra: t.node ? { 'authentication.kubernetes.io/node-name': [t.node] } : {},
+      },
+    };
+  };
 }
 
 type EventType = 'ADDED' | 'MODIFIED' | 'DELETED';
