@@ -240,7 +240,7 @@ describe('workload credentials by TokenReview (Kubernetes)', () => {
   });
 
   it("never uses a cached review past the token's own expiry: once expired, the API server refuses it", async () => {
-    const exp = now() + 1;
+    const exp = now() + 3; // seconds: room for the first issue even on a busy machine (exp is whole seconds)
     const jwt = `h.${Buffer.from(JSON.stringify({ exp })).toString('base64url')}.sig`;
     tokens[jwt] = { namespace: 'bookinfo', serviceAccount: 'waypoint', audiences: ['istio-ca'], node: 'node-a', exp };
     try {
