@@ -6,7 +6,7 @@ type Chunk = { chunk: unknown; encoding: BufferEncoding };
 
 /**
  * node:http writes its status line and headers as latin1 strings, corked with the body. Through an
- * HTTP/2 stream (the Node transport's tunnel) a string chunk of a vectored write arrives corrupted
+ * HTTP/2 stream (the Node transport's tunnel) a string chunk of a vectored write arrives corrupted (a string beside a Buffer in one writev: headers corked with a body)
  * (seen on this Node, v20.20.2: the bytes of the string are replaced), so strings become Buffers before
  * they reach the stream's own write.
  */

@@ -10,6 +10,7 @@ import type { Service, Workload } from '../../src/api/mesh.ts';
 import type { KObject } from '../../src/kube/objects.ts';
 import { HbonePool } from '../../src/hbone/pool.ts';
 import type { Credentials } from '../../src/hbone/settings.ts';
+import { buffersOnly } from '../../src/waypoint/buffers-only.ts';
 import { MeshIndex } from '../../src/waypoint/mesh.ts';
 import { Waypoint, type WaypointOptions } from '../../src/waypoint/waypoint.ts';
 import { WaypointConfig } from '../../src/waypoint/xds/config.ts';
@@ -153,7 +154,8 @@ export function client(cleanup: Cleanup, s: Stand, authority = `${VIP}:80`) {
       key: { scope: 'client', srcIdentity: spiffe(NS, 'client'), dstIdentity: s.waypointId, dstAddress: '127.0.0.1' },
       port: s.port, authority, headers: {}, credentials: s.clientCreds, dial: () => connectTo(s.port),
     });
-    return t.stream;
+    // node:http's corked string writes arrive corrupted through an HTTP/2 stream (see buffers-only.ts).
+    return buffersOnly(t.stream);
   };
   const request = async (path: string, o: { method?: string; headers?: Record<string, string>; body?: string | Buffer } = {}): Promise<Reply> => {
     const stream = await tunnel();

@@ -8,13 +8,18 @@ import { Cleanup, client, istio, metric, stand, subsets, until, webPod, webServi
 
 const objects = () => [webService(), webPod('v1'), webPod('v2'), subsets(), istio('VirtualService', 'web', { hosts: ['web'], http: [{ name: 'all', route: [{ destination: { host: 'web', subset: 'v1' } }] }] })];
 
-/** Everything the tunnel returns until it ends or is reset. */
+/**
+ * Everything the tunnel returns until the waypoint ends or resets it. ('end' too: a client stream
+ * reset with NO_ERROR while its own side is still writing closes only once that side finishes.)
+ */
 const drain = (d: Duplex) =>
   new Promise<string>((resolve) => {
     const chunks: Buffer[] = [];
+    const done = () => resolve(Buffer.concat(chunks).toString());
     d.on('data', (c: Buffer) => chunks.push(c));
     d.on('error', () => {});
-    d.once('close', () => resolve(Buffer.concat(chunks).toString()));
+    d.once('end', done);
+    d.once('close', done);
   });
 
 const idle = (s: Stand) => until(() => {
@@ -71,8 +76,8 @@ describe('waypoint under hostile clients', () => {
     const start = Date.now();
     t.write('GET / HTTP/1.1\r\n');
     const trickle = setInterval(() => t.writable && t.write('x-a: b\r\n'), 50);
-    await got;
-    clearInterval(trickle);
+    await got.finally(() => clearInterval(trickle));
+    t.destroy();
     expect(Date.now() - start).toBeLessThan(2000);
     await idle(s);
 
@@ -83,7 +88,7 @@ describe('waypoint under hostile clients', () => {
     expect(await reply).toContain('"pod":"web-v1"');
     await idle(s);
     expect(s.v1.seen).toHaveLength(1);
-  });
+  }, 15_000);
 
   it('serves HTTP/2 with prior knowledge inside the tunnel', async () => {
     const http2 = await import('node:http2');

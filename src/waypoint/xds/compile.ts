@@ -25,7 +25,7 @@ function regex(source: unknown, field: string, flags = ''): RegExp {
   try {
     return new RegExp(`^(?:${s})$`, flags); // RE2 full-match semantics, as Envoy's safe_regex
   } catch (e) {
-    throw new Error(`${field}: ${(e as Error).message}`);
+    throw new Error(`${field}: ${(e as Error).message}`, { cause: e });
   }
 }
 
@@ -170,7 +170,7 @@ export function compileListener(m: Msg): { name: string; routeConfigName: string
   try {
     hcm = decodeEnvoy(HCM, (any.value as Uint8Array | undefined) ?? new Uint8Array());
   } catch (e) {
-    throw new Error(`Listener ${name}: HttpConnectionManager does not decode: ${(e as Error).message}`);
+    throw new Error(`Listener ${name}: HttpConnectionManager does not decode: ${(e as Error).message}`, { cause: e });
   }
   const routeConfigName = str(obj(hcm.rds)?.routeConfigName);
   if (!routeConfigName) throw new Error(`Listener ${name}: the HttpConnectionManager has no rds.route_config_name (inline route_config is not supported)`);

@@ -68,7 +68,7 @@ export class WaypointConfig {
       try {
         m = decodeEnvoy(u.typeUrl, r.body);
       } catch (e) {
-        throw new Error(`${r.name}: does not decode: ${(e as Error).message}`);
+        throw new Error(`${r.name}: does not decode: ${(e as Error).message}`, { cause: e });
       }
       return [r.name, compile(m)];
     });

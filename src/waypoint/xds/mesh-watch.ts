@@ -36,7 +36,7 @@ export class MeshWatch {
       try {
         return [r.name, decodeAddress(r.body)] as const;
       } catch (e) {
-        throw new Error(`Address ${r.name}: does not decode: ${(e as Error).message}`);
+        throw new Error(`Address ${r.name}: does not decode: ${(e as Error).message}`, { cause: e });
       }
     });
     for (const [n, a] of decoded) this.held.set(n, a);
