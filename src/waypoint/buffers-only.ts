@@ -6,9 +6,9 @@ type Chunk = { chunk: unknown; encoding: BufferEncoding };
 
 /**
  * node:http writes its status line and headers as latin1 strings, corked with the body. Through an
- * HTTP/2 stream (the Node transport's tunnel) a string chunk of a vectored write arrives corrupted (a string beside a Buffer in one writev: headers corked with a body)
- * (seen on this Node, v20.20.2: the bytes of the string are replaced), so strings become Buffers before
- * they reach the stream's own write.
+ * HTTP/2 stream (the Node transport's tunnel), a string beside a Buffer in one vectored write
+ * arrived with the string's bytes replaced (seen on this Node, v20.20.2: a POST's request line, a
+ * response's status line), so strings become Buffers before they reach the stream's own write.
  */
 export function buffersOnly<D extends Duplex>(d: D): D {
   const asBuffer = (c: Chunk): Chunk => (typeof c.chunk === 'string' ? { chunk: Buffer.from(c.chunk, c.encoding), encoding: 'buffer' as BufferEncoding } : c);

@@ -39,7 +39,7 @@ export const webPod = (version: 'v1' | 'v2'): KObject => ({
 
 export const subsets = () => istio('DestinationRule', 'web', { host: 'web', subsets: [{ name: 'v1', labels: { version: 'v1' } }, { name: 'v2', labels: { version: 'v2' } }] });
 
-const workload = (name: string, ip: string, sa: string, revision = 'latest'): Workload => ({
+export const workload = (name: string, ip: string, sa: string, revision = 'latest'): Workload => ({
   uid: `Kubernetes//Pod/${NS}/${name}`, name, namespace: NS, addresses: [ip], network: '', tunnelProtocol: 'HBONE', trustDomain: 'cluster.local',
   serviceAccount: sa, node: 'node-0', canonicalName: name.replace(/-v\d$/, ''), canonicalRevision: revision, workloadType: 'POD', workloadName: name,
   services: {}, authorizationPolicies: [], status: 'HEALTHY', clusterId: 'Kubernetes',

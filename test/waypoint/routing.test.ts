@@ -6,7 +6,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { promtoolProblems } from '../telemetry/promtool.ts';
 import { TYPE_ROUTE } from '../../src/waypoint/xds/envoy.ts';
-import { Cleanup, HOST, POD_IP, TARGET_PORT, client, istio, metric, stand, subsets, until, webPod, webService } from './harness.ts';
+import { MeshIndex } from '../../src/waypoint/mesh.ts';
+import { Cleanup, HOST, POD_IP, TARGET_PORT, client, istio, metric, stand, subsets, until, webPod, webService, webSvc, workload } from './harness.ts';
 
 const routes = (extra: object = {}) =>
   istio('VirtualService', 'web', {
@@ -59,7 +60,11 @@ describe('waypoint routing', () => {
     // Exactly the requests sent, by the labels Istio gives them.
     const total = 2 + 20 + N;
     const labels = { reporter: 'waypoint', response_code: '200', response_flags: '-', destination_service: HOST, source_principal: 'spiffe://cluster.local/ns/conf/sa/client' };
-    await until(() => s.waypoint.stats().requests === 0, 5000, 'requests done');
+    await until(() => s.waypoint.stats().requests === 0 && s.waypoint.stats().streams === 0, 5000, 'requests and tunnels done');
+    expect(s.waypoint.stats()).toMatchObject({ tunnels: 0, h2Sessions: 0 });
+    await until(() => s.v1.hbone.hbone.stats().streams === 0 && s.v2.hbone.hbone.stats().streams === 0, 5000, 'upstream tunnels closed');
+    c.pool.close(true);
+    await until(() => s.waypoint.stats().sessions === 0, 5000, 'client sessions gone');
     expect(await metric(s.registry, 'istio_requests_total', labels)).toBe(total);
     expect(await metric(s.registry, 'istio_requests_total', { ...labels, destination_workload: 'web-v2', destination_version: 'v2', destination_principal: 'spiffe://cluster.local/ns/conf/sa/web-v2' })).toBe(1 + counts['web-v2']!);
     expect(await metric(s.registry, 'istio_request_duration_milliseconds_count', labels)).toBe(total);
@@ -127,6 +132,25 @@ describe('waypoint routing', () => {
     for (let i = 0; i < 10; i++) expect((await c.request('/split')).status).toBe(200);
     expect(await c.pod('/', { 'x-canary': 'yes' })).toBe('web-v2');
   }, 30_000);
+
+  it('sends only to endpoints that prove the identity the mesh gives them (503 UF), and never to an endpoint of no known workload (503 UH)', async () => {
+    const only = istio('VirtualService', 'web', { hosts: ['web'], http: [{ name: 'v2', route: [{ destination: { host: 'web', subset: 'v2' } }] }] });
+    const s = await stand(cleanup, [...base(), only]);
+    const c = client(cleanup, s);
+    expect(await c.pod('/')).toBe('web-v2');
+    // The mesh now says 10.10.0.2 is another account's pod: web-v2's certificate no longer proves it.
+    s.waypoint.setMesh(new MeshIndex([webSvc], [workload('web-v2', POD_IP.v2, 'payments', 'v2'), workload('client', '127.0.0.1', 'client')]));
+    const before = s.v2.seen.length;
+    const r = await c.request('/');
+    expect(r.status).toBe(503);
+    expect(s.accessLog.at(-1)).toMatchObject({ response_flags: 'UF', upstream_peer_principal: 'spiffe://cluster.local/ns/conf/sa/payments' });
+    expect(String(s.accessLog.at(-1)!.response_code_details)).toMatch(/^tls: /);
+    // No workload at the endpoint's address: nothing to check its certificate against, so no dial.
+    s.waypoint.setMesh(new MeshIndex([webSvc], [workload('client', '127.0.0.1', 'client')]));
+    expect((await c.request('/')).status).toBe(503);
+    expect(s.accessLog.at(-1)).toMatchObject({ response_flags: 'UH' });
+    expect(s.v2.seen.length).toBe(before);
+  });
 
   it('refuses a CONNECT to an address the mesh does not know', async () => {
     const s = await stand(cleanup, [...base(), routes()]);
