@@ -152,6 +152,19 @@ describe('waypoint routing', () => {
     expect(s.v2.seen.length).toBe(before);
   });
 
+  it('answers 504 UT at the route timeout and closes the upstream tunnel', async () => {
+    const timed = istio('VirtualService', 'web', { hosts: ['web'], http: [{ name: 'timed', timeout: '300ms', route: [{ destination: { host: 'web', subset: 'v1' } }] }] });
+    const s = await stand(cleanup, [...base(), timed]);
+    const c = client(cleanup, s);
+    const start = Date.now();
+    const r = await c.request('/slow');
+    expect(r.status).toBe(504);
+    expect(Date.now() - start).toBeLessThan(1500);
+    expect(s.accessLog.at(-1)).toMatchObject({ response_code: 504, response_flags: 'UT', route_name: 'timed' });
+    await until(() => s.v1.hbone.hbone.stats().streams === 0, 5000, 'the upstream tunnel closed');
+    expect(await c.pod('/fast')).toBe('web-v1');
+  });
+
   it('refuses a CONNECT to an address the mesh does not know', async () => {
     const s = await stand(cleanup, [...base(), routes()]);
     const c = client(cleanup, s, '10.99.99.99:80');
