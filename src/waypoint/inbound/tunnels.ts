@@ -1,0 +1,152 @@
+// Tunnels handed over by the HBONE server (acceptStream) become HTTP connections: sniff the
+// protocol, then give the Duplex to one shared node:http server (HTTP/1.1) or node:http2 server
+// (HTTP/2 with prior knowledge), as if it were an accepted socket. Bounds a hostile client: header
+// size (431), a deadline for a request's headers (slowloris) and for the next request on an idle
+// keep-alive tunnel, HTTP/2 header list size and session memory; a malformed request is answered
+// 400 and the tunnel closed. Every tunnel is counted until it closes, for drains and leak checks.
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import http2, { type Http2ServerRequest, type Http2ServerResponse, type Http2Session } from 'node:http2';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { buffersOnly } from '../buffers-only.ts';
+import { sniff } from './sniff.ts';
+import type { TunnelContext } from './request.ts';
+
+export interface HttpLimits {
+  /** Largest request header block (HTTP/1.1: request line and headers; HTTP/2: the header list). */
+  maxHeaderBytes: number;
+  /** A request's headers must be complete this long after the tunnel opens. */
+  headersTimeoutMs: number;
+  /** An idle keep-alive tunnel (no request in flight) is closed after this. */
+  idleTimeoutMs: number;
+}
+
+export const DEFAULT_HTTP_LIMITS: HttpLimits = { maxHeaderBytes: 60 * 1024, headersTimeoutMs: 10_000, idleTimeoutMs: 60_000 };
+
+type Handler = (ctx: TunnelContext, req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) => void;
+
+/** A request the parser refused: counted and logged by the caller like any other. */
+export interface ProtocolError {
+  ctx: TunnelContext;
+  status: number;
+  reason: string;
+}
+
+interface H1State {
+  ctx: TunnelContext;
+  timer?: NodeJS.Timeout;
+  inFlight: number;
+}
+
+export class HttpTunnels {
+  private readonly h1: http.Server;
+  private readonly h2: http2.Http2Server;
+  private readonly h1State = new WeakMap<object, H1State>();
+  private readonly h2Ctx = new WeakMap<Http2Session, TunnelContext>();
+  private handing?: TunnelContext;
+  private readonly open = new Set<Duplex>();
+  private readonly sessions = new Set<Http2Session>();
+
+  constructor(
+    private readonly limits: HttpLimits,
+    private readonly handler: Handler,
+    private readonly onProtocolError: (e: ProtocolError) => void,
+  ) {
+    this.h1 = http.createServer({ maxHeaderSize: limits.maxHeaderBytes });
+    // The deadlines are ours (arm()): Node's own checks run only for a server that listens.
+    this.h1.keepAliveTimeout = 0;
+    this.h1.timeout = 0;
+    this.h1.on('request', (req: IncomingMessage, res: ServerResponse) => this.onH1Request(req, res));
+    this.h1.on('clientError', (e: NodeJS.ErrnoException, socket: Duplex) => this.onClientError(e, socket));
+    this.h2 = http2.createServer({
+      maxSessionMemory: 16,
+      maxHeaderListPairs: 256,
+      settings: { maxHeaderListSize: limits.maxHeaderBytes, enablePush: false, maxConcurrentStreams: 100 },
+    });
+    this.h2.on('session', (s: Http2Session) => this.onH2Session(s));
+    this.h2.on('request', (req: Http2ServerRequest, res: Http2ServerResponse) => {
+      const ctx = this.h2Ctx.get(req.stream.session as Http2Session);
+      if (!ctx) return void req.stream.destroy();
+      this.handler(ctx, req, res);
+    });
+    this.h2.on('sessionError', () => {});
+  }
+
+  stats(): { tunnels: number; h2Sessions: number } {
+    return { tunnels: this.open.size, h2Sessions: this.sessions.size };
+  }
+
+  /** Takes a tunnel: sniffs its protocol and hands it to the right server. */
+  accept(d: Duplex, ctx: TunnelContext): void {
+    this.open.add(d);
+    d.once('close', () => this.open.delete(d));
+    d.on('error', () => {});
+    void sniff(d, this.limits.headersTimeoutMs).then((proto) => {
+      if (proto === 'closed') return void d.destroy();
+      if (proto === 'h1') return this.toH1(d, ctx);
+      this.handing = ctx;
+      try {
+        this.h2.emit('connection', d);
+      } finally {
+        this.handing = undefined;
+      }
+    });
+  }
+
+  /** Closes every tunnel now (the HBONE server's drain resets their streams too). */
+  destroyAll(): void {
+    for (const s of this.sessions) s.destroy();
+    for (const d of this.open) d.destroy();
+  }
+
+  private toH1(d: Duplex, ctx: TunnelContext): void {
+    buffersOnly(d);
+    const st: H1State = { ctx, inFlight: 0 };
+    this.h1State.set(d, st);
+    this.arm(d, st, this.limits.headersTimeoutMs);
+    d.once('close', () => clearTimeout(st.timer));
+    this.h1.emit('connection', d);
+  }
+
+  /** Until the next request's headers arrive, the tunnel must not sit idle longer than `ms`. */
+  private arm(d: Duplex, st: H1State, ms: number): void {
+    clearTimeout(st.timer);
+    st.timer = setTimeout(() => d.destroy(), ms);
+    st.timer.unref();
+  }
+
+  private onH1Request(req: IncomingMessage, res: ServerResponse): void {
+    const d = req.socket as unknown as Duplex;
+    const st = this.h1State.get(d);
+    if (!st) return void d.destroy();
+    clearTimeout(st.timer);
+    st.inFlight++;
+    res.once('close', () => {
+      st.inFlight--;
+      if (st.inFlight === 0 && !d.destroyed) this.arm(d, st, this.limits.idleTimeoutMs);
+    });
+    this.handler(st.ctx, req, res);
+  }
+
+  private onClientError(e: NodeJS.ErrnoException, socket: Duplex): void {
+    const st = this.h1State.get(socket);
+    const tooLarge = e.code === 'HPE_HEADER_OVERFLOW';
+    const status = tooLarge ? 431 : 400;
+    if (st && e.code !== 'ECONNRESET') this.onProtocolError({ ctx: st.ctx, status, reason: `${e.code ?? 'parse error'}: ${e.message}` });
+    const s = socket as Socket;
+    if (s.writable && !(s as unknown as { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent) {
+      s.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+      setTimeout(() => s.destroy(), 1000).unref();
+    } else s.destroy();
+  }
+
+  private onH2Session(s: Http2Session): void {
+    if (!this.handing) return void s.destroy();
+    this.h2Ctx.set(s, this.handing);
+    this.sessions.add(s);
+    s.once('close', () => this.sessions.delete(s));
+    s.on('error', () => {});
+    // An HTTP/2 session with no stream open for the idle time is closed (GOAWAY).
+    s.setTimeout(this.limits.idleTimeoutMs, () => s.close());
+  }
+}

@@ -1,0 +1,136 @@
+// The waypoint as a library: an HBONE server (src/hbone) whose CONNECT streams are taken as HTTP
+// (inbound/tunnels.ts), each request routed by the table the control plane configures over xDS
+// (xds/config.ts) and forwarded to an endpoint over HBONE under the waypoint's own identity
+// (upstream/forward.ts), with Istio's request metrics and an access-log line per request. The
+// process around it (`weft waypoint`: identity from the CA, the workload API for MeshIndex, admin
+// port) is the caller's.
+import type { Registry } from 'prom-client';
+import { formatAuthority } from '../hbone/authority.ts';
+import { createHboneServer, type HboneServer } from '../hbone/node/server.ts';
+import { HbonePool } from '../hbone/pool.ts';
+import type { ConnectDecision, HboneOutcome } from '../hbone/server/contract.ts';
+import type { Credentials } from '../hbone/settings.ts';
+import { formatSpiffe } from '../api/spiffe.ts';
+import type { AccessLogSink } from '../telemetry/access-log.ts';
+import { IstioHttpMetrics } from '../telemetry/istio-http.ts';
+import { handleRequest, type TunnelContext } from './inbound/request.ts';
+import { DEFAULT_HTTP_LIMITS, HttpTunnels, type HttpLimits } from './inbound/tunnels.ts';
+import { MeshIndex } from './mesh.ts';
+import { RequestTelemetry } from './metrics/record.ts';
+import { Balancer } from './upstream/balancer.ts';
+import type { UpstreamOptions } from './upstream/forward.ts';
+import { WaypointConfig } from './xds/config.ts';
+
+export interface WaypointOptions {
+  /** The waypoint's own workload credentials: served to clients, presented to endpoints. */
+  credentials: () => Credentials;
+  /** Its SPIFFE id (the certificate's). */
+  identity: string;
+  trustDomain: string;
+  /** Routes, clusters, endpoints: fed by connect() on `config`, or by hand in tests. */
+  config: WaypointConfig;
+  /** Services and workloads (the workload API); replaced with setMesh(). */
+  mesh?: MeshIndex;
+  registry: Registry;
+  accessLog?: AccessLogSink;
+  limits?: Partial<HttpLimits>;
+  /** How to reach an endpoint's HBONE listener (default: TCP to its address, port 15008). */
+  dial?: UpstreamOptions['dial'];
+  hbonePort?: number;
+  pool?: HbonePool;
+  /** Every CONNECT outcome (the tunnel level), for logs and tests. */
+  onTunnel?: (o: HboneOutcome) => void;
+  random?: () => number;
+}
+
+export class Waypoint {
+  readonly hbone: HboneServer;
+  readonly pool: HbonePool;
+  readonly metrics: IstioHttpMetrics;
+  private readonly tunnels: HttpTunnels;
+  private mesh: MeshIndex;
+  private requests = 0;
+
+  constructor(private readonly o: WaypointOptions) {
+    this.mesh = o.mesh ?? new MeshIndex();
+    this.pool = o.pool ?? new HbonePool();
+    this.metrics = new IstioHttpMetrics(o.registry);
+    const telemetry = new RequestTelemetry(this.metrics, o.accessLog);
+    const deps = {
+      table: () => o.config.table,
+      mesh: () => this.mesh,
+      balancer: new Balancer(o.random),
+      unsupported: (c: string) => o.config.unsupported(c),
+      upstream: { pool: this.pool, credentials: o.credentials, identity: o.identity, dial: o.dial, hbonePort: o.hbonePort },
+      telemetry,
+    };
+    this.tunnels = new HttpTunnels(
+      { ...DEFAULT_HTTP_LIMITS, ...o.limits },
+      (ctx, req, res) => {
+        this.requests++;
+        handleRequest(deps, ctx, req, res)
+          .catch((e: Error) => {
+            if (!res.headersSent && !res.destroyed) res.writeHead(500).end();
+            o.accessLog?.warn({ err: e.message, destination: ctx.destination }, 'request failed');
+          })
+          .finally(() => this.requests--);
+      },
+      ({ ctx, status, reason }) =>
+        telemetry.record({
+          startTime: new Date(), method: '', path: '', protocol: 'HTTP/1.1', responseCode: status, responseFlags: 'DPE', details: reason,
+          bytesReceived: 0, bytesSent: 0, durationMs: 0, downstreamPeer: ctx.peerAddress, downstreamPrincipal: ctx.peerPrincipal,
+          destination: ctx.destination, src: this.mesh.workload(ctx.peerAddress.replace(/^\[?([^\]]*)\]?:\d+$/, '$1')),
+          service: 'service' in ctx.target ? ctx.target.service : undefined, grpc: false,
+        }),
+    );
+    this.hbone = createHboneServer({
+      credentials: o.credentials,
+      trustDomain: o.trustDomain,
+      onConnect: async (req) => this.decide(formatSpiffe(req.peer), req.peerAddress, req.authority),
+      onComplete: o.onTunnel,
+    });
+  }
+
+  setMesh(mesh: MeshIndex): void {
+    this.mesh = mesh;
+  }
+
+  listen(options: { port: number; host?: string } | { fd: number }): Promise<void> {
+    return this.hbone.listen(options);
+  }
+
+  /** Tunnels (HBONE streams) and HTTP state held now: all 0 when idle, for leak checks. */
+  stats(): { sessions: number; streams: number; tunnels: number; h2Sessions: number; requests: number } {
+    return { ...this.hbone.stats(), ...this.tunnels.stats(), requests: this.requests };
+  }
+
+  /** Stops accepting, lets open streams finish until the deadline, then closes what is left. */
+  async drain(deadlineMs = 5000): Promise<void> {
+    const timer = setTimeout(() => this.tunnels.destroyAll(), deadlineMs);
+    try {
+      await this.hbone.drain(deadlineMs);
+    } finally {
+      clearTimeout(timer);
+      this.pool.close(true);
+    }
+  }
+
+  /**
+   * The CONNECT: its authority must be a service port (its routes apply) or a workload of the mesh
+   * (sent to directly); anything else is refused, so the waypoint never dials what the mesh does
+   * not know.
+   */
+  private decide(peerPrincipal: string, peerAddress: string, authority: { address: string; port: number }): ConnectDecision {
+    const destination = formatAuthority(authority);
+    const svc = this.mesh.service(authority.address, authority.port);
+    let target: TunnelContext['target'];
+    if (svc) target = { service: svc.service, listener: svc.listener };
+    else {
+      const workload = this.mesh.workload(authority.address);
+      if (!workload) return { status: 503, reason: `no service or workload at ${destination}` };
+      target = { workload, endpoint: authority };
+    }
+    const ctx: TunnelContext = { peerPrincipal, peerAddress, destination, target };
+    return { status: 200, acceptStream: (d) => this.tunnels.accept(d, ctx) };
+  }
+}

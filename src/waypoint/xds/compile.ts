@@ -1,0 +1,207 @@
+// Envoy resources (decoded by envoy.ts) -> the routing table's parts (router/table.ts). Everything a
+// request will need is checked here, so a resource the waypoint cannot serve is refused (a NACK
+// naming the resource and field) instead of failing requests later. What is read but not acted on
+// yet is listed in `ignored` of the route, for config dumps.
+import { isIP } from 'node:net';
+import type { Cluster, Endpoint, HeaderMatcher, Matcher, QueryMatcher, Route, RouteConfig, VirtualHost, WeightedCluster } from '../router/table.ts';
+import { decodeEnvoy, HCM, type Msg } from './envoy.ts';
+
+/** Regexes are JavaScript's, not RE2: bounded in size so one resource cannot hand us a huge program. */
+const MAX_REGEX = 1024;
+const FAULT_FILTER = 'envoy.filters.http.fault';
+
+const obj = (v: unknown): Msg | undefined => (v && typeof v === 'object' && !Array.isArray(v) ? (v as Msg) : undefined);
+const arr = (v: unknown): Msg[] => (Array.isArray(v) ? (v as Msg[]) : []);
+const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
+const wrapped = (v: unknown): number | undefined => {
+  const n = obj(v)?.value;
+  return typeof n === 'number' ? n : undefined;
+};
+
+function regex(source: unknown, field: string, flags = ''): RegExp {
+  const s = str(source);
+  if (s === undefined || s === '') throw new Error(`${field}: empty regex`);
+  if (s.length > MAX_REGEX) throw new Error(`${field}: regex longer than ${MAX_REGEX} characters`);
+  try {
+    return new RegExp(`^(?:${s})$`, flags); // RE2 full-match semantics, as Envoy's safe_regex
+  } catch (e) {
+    throw new Error(`${field}: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+/** Envoy's StringMatcher. */
+export function stringMatcher(m: Msg, field: string): Matcher {
+  const ic = m.ignoreCase === true;
+  const norm = (s: string) => (ic ? s.toLowerCase() : s);
+  if (typeof m.exact === 'string') {
+    const want = norm(m.exact);
+    return (v) => norm(v) === want;
+  }
+  if (typeof m.prefix === 'string') {
+    const want = norm(m.prefix);
+    return (v) => norm(v).startsWith(want);
+  }
+  if (typeof m.suffix === 'string') {
+    const want = norm(m.suffix);
+    return (v) => norm(v).endsWith(want);
+  }
+  if (typeof m.contains === 'string') {
+    const want = norm(m.contains);
+    return (v) => norm(v).includes(want);
+  }
+  if (obj(m.safeRegex)) {
+    const re = regex(obj(m.safeRegex)!.regex, `${field}.safe_regex`, ic ? 'i' : '');
+    return (v) => re.test(v);
+  }
+  throw new Error(`${field}: no match_pattern the waypoint supports`);
+}
+
+function pathMatcher(m: Msg, field: string): Matcher {
+  // A BoolValue false decodes as {} (defaults are left out): present and not true is false.
+  const cs = m.caseSensitive === undefined || obj(m.caseSensitive)?.value === true;
+  const norm = (s: string) => (cs ? s : s.toLowerCase());
+  if (typeof m.prefix === 'string') {
+    const want = norm(m.prefix);
+    return (p) => norm(p).startsWith(want);
+  }
+  if (typeof m.path === 'string') {
+    const want = norm(m.path);
+    return (p) => norm(p) === want;
+  }
+  if (typeof m.pathSeparatedPrefix === 'string') {
+    const want = norm(m.pathSeparatedPrefix);
+    return (p) => {
+      const n = norm(p);
+      return n === want || n.startsWith(`${want}/`);
+    };
+  }
+  if (obj(m.safeRegex)) {
+    const re = regex(obj(m.safeRegex)!.regex, `${field}.safe_regex`, cs ? '' : 'i');
+    return (p) => re.test(p);
+  }
+  throw new Error(`${field}: no path specifier the waypoint supports (prefix, path, path_separated_prefix, safe_regex)`);
+}
+
+function headerMatcher(h: Msg, field: string): HeaderMatcher {
+  const name = str(h.name)?.toLowerCase();
+  if (!name) throw new Error(`${field}.name: empty`);
+  const invert = h.invertMatch === true;
+  if (obj(h.stringMatch)) return { name, match: stringMatcher(obj(h.stringMatch)!, `${field}.string_match`), invert };
+  if (typeof h.exactMatch === 'string') return { name, match: stringMatcher({ exact: h.exactMatch }, field), invert };
+  if (typeof h.prefixMatch === 'string') return { name, match: stringMatcher({ prefix: h.prefixMatch }, field), invert };
+  if (typeof h.suffixMatch === 'string') return { name, match: stringMatcher({ suffix: h.suffixMatch }, field), invert };
+  if (obj(h.safeRegexMatch)) return { name, match: stringMatcher({ safeRegex: h.safeRegexMatch }, field), invert };
+  if (h.presentMatch !== undefined) return { name, invert: h.presentMatch === false ? !invert : invert };
+  if (h.rangeMatch !== undefined) throw new Error(`${field}: range_match is not supported`);
+  return { name, invert }; // no specifier: Envoy treats it as present_match
+}
+
+function queryMatcher(q: Msg, field: string): QueryMatcher {
+  const name = str(q.name);
+  if (!name) throw new Error(`${field}.name: empty`);
+  if (obj(q.stringMatch)) return { name, match: stringMatcher(obj(q.stringMatch)!, `${field}.string_match`) };
+  return { name };
+}
+
+const ms = (d: unknown): number => {
+  const o = obj(d);
+  return o ? (Number(o.seconds ?? 0) * 1000 + Math.round(Number(o.nanos ?? 0) / 1e6)) : 0;
+};
+
+function route(r: Msg, field: string): Route {
+  const name = str(r.name) ?? '';
+  const f = `${field}${name ? ` (${name})` : ''}`;
+  if (r.redirect !== undefined) throw new Error(`${f}.redirect: not supported by the waypoint yet`);
+  if (r.directResponse !== undefined) throw new Error(`${f}.direct_response: not supported by the waypoint yet`);
+  for (const filter of Object.keys(obj(r.typedPerFilterConfig) ?? {})) {
+    throw new Error(filter === FAULT_FILTER ? `${f}: fault injection is not supported by the waypoint yet` : `${f}.typed_per_filter_config: unknown filter ${filter}`);
+  }
+  const match = obj(r.match);
+  if (!match) throw new Error(`${f}.match: missing`);
+  const action = obj(r.route);
+  if (!action) throw new Error(`${f}: no route action`);
+  let clusters: WeightedCluster[];
+  if (typeof action.cluster === 'string' && action.cluster) clusters = [{ name: action.cluster, weight: 1 }];
+  else if (obj(action.weightedClusters)) {
+    clusters = arr(obj(action.weightedClusters)!.clusters).map((c, i) => {
+      const cn = str(c.name);
+      if (!cn) throw new Error(`${f}.route.weighted_clusters.clusters[${i}].name: empty`);
+      const w = wrapped(c.weight) ?? 0;
+      if (!Number.isSafeInteger(w) || w < 0) throw new Error(`${f}.route.weighted_clusters.clusters[${i}].weight: ${w} is not a non-negative integer`);
+      return { name: cn, weight: w };
+    });
+  } else throw new Error(`${f}.route: needs cluster or weighted_clusters (cluster_header and the rest are not supported)`);
+  const totalWeight = clusters.reduce((n, c) => n + c.weight, 0);
+  if (!clusters.length || totalWeight <= 0) throw new Error(`${f}.route.weighted_clusters: the weights add up to 0`);
+  return {
+    name,
+    path: pathMatcher(match, `${f}.match`),
+    headers: arr(match.headers).map((h, i) => headerMatcher(h, `${f}.match.headers[${i}]`)),
+    query: arr(match.queryParameters).map((q, i) => queryMatcher(q, `${f}.match.query_parameters[${i}]`)),
+    clusters,
+    totalWeight,
+    timeoutMs: ms(action.timeout),
+  };
+}
+
+export function compileRouteConfig(m: Msg): RouteConfig {
+  const name = str(m.name);
+  if (!name) throw new Error('RouteConfiguration: empty name');
+  const virtualHosts: VirtualHost[] = arr(m.virtualHosts).map((v, i) => {
+    const field = `RouteConfiguration ${name}: virtual_hosts[${i}]`;
+    return {
+      name: str(v.name) ?? '',
+      domains: (Array.isArray(v.domains) ? (v.domains as string[]) : []).map((d) => d.toLowerCase()),
+      routes: arr(v.routes).map((r, j) => route(r, `${field}.routes[${j}]`)),
+    };
+  });
+  return { name, virtualHosts };
+}
+
+/** A Listener -> the RouteConfiguration it takes its routes from (an api_listener HCM over RDS). */
+export function compileListener(m: Msg): { name: string; routeConfigName: string } {
+  const name = str(m.name);
+  if (!name) throw new Error('Listener: empty name');
+  const any = obj(obj(m.apiListener)?.apiListener);
+  if (!any) throw new Error(`Listener ${name}: no api_listener (the waypoint takes the service's HTTP listener)`);
+  const typeUrl = str(any.typeUrl) ?? str(any.type_url) ?? '';
+  if (!typeUrl.endsWith(`/${HCM}`)) throw new Error(`Listener ${name}: api_listener is ${typeUrl || 'empty'}, not an HttpConnectionManager`);
+  let hcm: Msg;
+  try {
+    hcm = decodeEnvoy(HCM, (any.value as Uint8Array | undefined) ?? new Uint8Array());
+  } catch (e) {
+    throw new Error(`Listener ${name}: HttpConnectionManager does not decode: ${(e as Error).message}`, { cause: e });
+  }
+  const routeConfigName = str(obj(hcm.rds)?.routeConfigName);
+  if (!routeConfigName) throw new Error(`Listener ${name}: the HttpConnectionManager has no rds.route_config_name (inline route_config is not supported)`);
+  return { name, routeConfigName };
+}
+
+/** A Cluster: EDS ones are served; others (LOGICAL_DNS egress) are held with the reason requests to them fail. */
+export function compileCluster(m: Msg): Cluster & { unsupported?: string } {
+  const name = str(m.name);
+  if (!name) throw new Error('Cluster: empty name');
+  const type = str(m.type) ?? 'STATIC';
+  if (type !== 'EDS') return { name, edsName: '', unsupported: `cluster ${name} is ${type}: only EDS clusters are reachable through the waypoint` };
+  return { name, edsName: str(obj(m.edsClusterConfig)?.serviceName) || name };
+}
+
+/** A ClusterLoadAssignment -> its usable endpoints (HEALTHY or UNKNOWN), every address checked. */
+export function compileLoadAssignment(m: Msg): { name: string; endpoints: Endpoint[] } {
+  const name = str(m.clusterName);
+  if (!name) throw new Error('ClusterLoadAssignment: empty cluster_name');
+  const endpoints: Endpoint[] = [];
+  arr(m.endpoints).forEach((loc, i) =>
+    arr(loc.lbEndpoints).forEach((e, j) => {
+      const field = `ClusterLoadAssignment ${name}: endpoints[${i}].lb_endpoints[${j}]`;
+      const sa = obj(obj(obj(e.endpoint)?.address)?.socketAddress);
+      const address = str(sa?.address);
+      const port = sa?.portValue;
+      if (!address || !isIP(address)) throw new Error(`${field}.endpoint.address: ${address ?? 'missing'} is not an IP address`);
+      if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`${field}.endpoint.address.port_value: ${String(port)} is not a port`);
+      const health = str(e.healthStatus) ?? 'UNKNOWN';
+      if (health === 'HEALTHY' || health === 'UNKNOWN') endpoints.push({ address, port });
+    }),
+  );
+  return { name, endpoints };
+}

@@ -1,0 +1,87 @@
+// The waypoint's configuration from the control plane: LDS and CDS as wildcards, RDS for the route
+// configurations the listeners name, EDS for the clusters' service names (as Envoy subscribes),
+// over the generic xDS client (src/xds) in State-of-the-World mode, which the control plane serves
+// for Envoy types. Each response is decoded and checked whole (compile.ts) before anything changes;
+// a resource that fails is refused (the client NACKs with the message) and the last good table stays.
+// Every applied change builds a new immutable RoutingTable and swaps it in at once.
+import type { Logger } from 'pino';
+import { XdsClient, type XdsUpdate, type XdsWatch } from '../../xds/client.ts';
+import type { Cluster, Endpoint, RouteConfig, RoutingTable } from '../router/table.ts';
+import { EMPTY_TABLE } from '../router/table.ts';
+import { compileCluster, compileListener, compileLoadAssignment, compileRouteConfig } from './compile.ts';
+import { decodeEnvoy, envoyNameOf, TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE } from './envoy.ts';
+
+export interface WaypointXdsOptions {
+  address: string;
+  nodeId: string;
+  log: Logger;
+  tls?: { rootPem: string | (() => string); serverName: string };
+  token?: string | (() => string);
+}
+
+type ClusterEntry = Cluster & { unsupported?: string };
+
+/** The held resources, compiled, and the table built from them. */
+export class WaypointConfig {
+  private listeners = new Map<string, string>();
+  private routes = new Map<string, RouteConfig>();
+  private clusters = new Map<string, ClusterEntry>();
+  private endpoints = new Map<string, Endpoint[]>();
+  private current: RoutingTable = EMPTY_TABLE;
+  /** Called after each applied change with the new table. */
+  onChange?: (t: RoutingTable) => void;
+  /** Follows what listeners and clusters name (set by connect()). */
+  private follow?: (typeUrl: string, names: string[]) => void;
+
+  get table(): RoutingTable {
+    return this.current;
+  }
+
+  /** Why a cluster cannot be served, if it is held but not an EDS cluster. */
+  unsupported(cluster: string): string | undefined {
+    return this.clusters.get(cluster)?.unsupported;
+  }
+
+  /** The four watches, for an XdsClient in SotW mode (or a test feeding updates by hand). */
+  watches(): XdsWatch[] {
+    const w = (typeUrl: string, names: string[] | undefined, apply: (u: XdsUpdate) => void): XdsWatch => ({ typeUrl, names, nameOf: envoyNameOf(typeUrl), apply });
+    return [
+      w(TYPE_CLUSTER, undefined, (u) => this.applyType(u, this.clusters, (m) => compileCluster(m))),
+      w(TYPE_ENDPOINT, [], (u) => this.applyType(u, this.endpoints, (m) => compileLoadAssignment(m).endpoints)),
+      w(TYPE_LISTENER, undefined, (u) => this.applyType(u, this.listeners, (m) => compileListener(m).routeConfigName)),
+      w(TYPE_ROUTE, [], (u) => this.applyType(u, this.routes, (m) => compileRouteConfig(m))),
+    ];
+  }
+
+  /** Starts an xDS client feeding this config; the caller closes it. */
+  connect(o: WaypointXdsOptions): XdsClient {
+    const client = new XdsClient({ ...o, mode: 'sotw', watches: this.watches() });
+    this.follow = (typeUrl, names) => client.subscribe(typeUrl, names);
+    client.start();
+    return client;
+  }
+
+  /** Decodes and compiles every resource first (throwing refuses the whole response), then commits. */
+  private applyType<T>(u: XdsUpdate, held: Map<string, T>, compile: (m: Record<string, unknown>) => T): void {
+    const next: Array<[string, T]> = u.resources.map((r) => {
+      let m: Record<string, unknown>;
+      try {
+        m = decodeEnvoy(u.typeUrl, r.body);
+      } catch (e) {
+        throw new Error(`${r.name}: does not decode: ${(e as Error).message}`, { cause: e });
+      }
+      return [r.name, compile(m)];
+    });
+    for (const [n, v] of next) held.set(n, v);
+    for (const n of u.removed) held.delete(n);
+    if (u.typeUrl === TYPE_LISTENER) this.follow?.(TYPE_ROUTE, [...new Set(this.listeners.values())]);
+    if (u.typeUrl === TYPE_CLUSTER) this.follow?.(TYPE_ENDPOINT, [...new Set([...this.clusters.values()].map((c) => c.edsName).filter(Boolean))]);
+    this.current = {
+      listeners: new Map(this.listeners),
+      routes: new Map(this.routes),
+      clusters: new Map(this.clusters),
+      endpoints: new Map([...this.endpoints].map(([n, e]) => [n, Object.freeze([...e])])),
+    };
+    this.onChange?.(this.current);
+  }
+}

@@ -1,0 +1,186 @@
+// A waypoint between real parts, all on 127.0.0.1: the control plane's SotW ADS server configured
+// from Kubernetes objects (Service "web" with pods web-v1 and web-v2, a DestinationRule with
+// subsets), the waypoint library with its own certificate, two HTTP backends each behind a real
+// HBONE server standing in for the destination agent (it relays the CONNECT to the backend), and a
+// client that sends HTTP/1.1 through an HBONE CONNECT to the waypoint, as a source agent would.
+import http, { type IncomingMessage } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { Registry } from 'prom-client';
+import type { Service, Workload } from '../../src/api/mesh.ts';
+import type { KObject } from '../../src/kube/objects.ts';
+import { HbonePool } from '../../src/hbone/pool.ts';
+import type { Credentials } from '../../src/hbone/settings.ts';
+import { buffersOnly } from '../../src/waypoint/buffers-only.ts';
+import { MeshIndex } from '../../src/waypoint/mesh.ts';
+import { Waypoint, type WaypointOptions } from '../../src/waypoint/waypoint.ts';
+import { WaypointConfig } from '../../src/waypoint/xds/config.ts';
+import { Cleanup, controlPlane, istio, log, NS, type ControlPlane } from '../control/xds/envoy/harness.ts';
+import { connectTo, spiffe, startHbone, until, type TestServer } from '../hbone/harness.ts';
+import { createCa, type TestCa } from '../hbone/pki.ts';
+
+export { Cleanup, istio, NS, until };
+
+export const VIP = '10.96.0.20';
+export const HOST = `web.${NS}.svc.cluster.local`;
+export const POD_IP = { v1: '10.10.0.1', v2: '10.10.0.2' } as const;
+export const TARGET_PORT = 8080;
+
+export const webService = (): KObject => ({
+  apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: NS },
+  spec: { selector: { app: 'web' }, clusterIP: VIP, ports: [{ name: 'http', port: 80, targetPort: 'http' }] },
+});
+
+export const webPod = (version: 'v1' | 'v2'): KObject => ({
+  apiVersion: 'v1', kind: 'Pod',
+  metadata: { name: `web-${version}`, namespace: NS, labels: { app: 'web', version } },
+  spec: { serviceAccountName: `web-${version}`, containers: [{ name: 'app', ports: [{ name: 'http', containerPort: TARGET_PORT }] }] },
+  status: { phase: 'Running', podIP: POD_IP[version], conditions: [{ type: 'Ready', status: 'True' }] },
+});
+
+export const subsets = () => istio('DestinationRule', 'web', { host: 'web', subsets: [{ name: 'v1', labels: { version: 'v1' } }, { name: 'v2', labels: { version: 'v2' } }] });
+
+export const workload = (name: string, ip: string, sa: string, revision = 'latest'): Workload => ({
+  uid: `Kubernetes//Pod/${NS}/${name}`, name, namespace: NS, addresses: [ip], network: '', tunnelProtocol: 'HBONE', trustDomain: 'cluster.local',
+  serviceAccount: sa, node: 'node-0', canonicalName: name.replace(/-v\d$/, ''), canonicalRevision: revision, workloadType: 'POD', workloadName: name,
+  services: {}, authorizationPolicies: [], status: 'HEALTHY', clusterId: 'Kubernetes',
+});
+
+export const webSvc: Service = { name: 'web', namespace: NS, hostname: HOST, addresses: [VIP], ports: [{ servicePort: 80, targetPort: TARGET_PORT }], subjectAltNames: [] };
+
+/** The mesh as the workload API would describe it; the client's workload is at 127.0.0.1 (its HBONE source address). */
+export const meshIndex = () =>
+  new MeshIndex([webSvc], [workload('web-v1', POD_IP.v1, 'web-v1', 'v1'), workload('web-v2', POD_IP.v2, 'web-v2', 'v2'), workload('client', '127.0.0.1', 'client')]);
+
+export interface Backend {
+  name: string;
+  http: http.Server;
+  hbone: TestServer;
+  /** Requests the backend served, with what it saw. */
+  seen: { method: string; url: string; headers: IncomingMessage['headers']; body: number }[];
+}
+
+/** An HTTP backend answering `{"pod": name, ...}`, behind an HBONE server with the pod's certificate. */
+async function backend(cleanup: Cleanup, ca: TestCa, name: string): Promise<Backend> {
+  const seen: Backend['seen'] = [];
+  const server = http.createServer((req, res) => {
+    let body = 0;
+    req.on('data', (c: Buffer) => (body += c.length));
+    req.on('end', () => {
+      seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, body });
+      if (req.url?.startsWith('/slow')) return void setTimeout(() => res.end('late'), 2000);
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ pod: name, url: req.url, body }));
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  cleanup.add(() => void server.close());
+  const port = (server.address() as AddressInfo).port;
+  const creds = await ca.issue(NS, name);
+  const hbone = await startHbone(() => creds);
+  // The destination agent: whatever authority (podIP:8080) the waypoint names, relay to this pod's server.
+  hbone.decide = async (req) => {
+    if (req.authority.port !== TARGET_PORT) return { status: 503, reason: `nothing listens on ${req.authority.port}` };
+    return { status: 200, upstream: await connectTo(port) };
+  };
+  cleanup.add(() => hbone.hbone.drain(100));
+  return { name, http: server, hbone, seen };
+}
+
+export interface Stand {
+  cp: ControlPlane;
+  waypoint: Waypoint;
+  config: WaypointConfig;
+  registry: Registry;
+  port: number;
+  v1: Backend;
+  v2: Backend;
+  ca: TestCa;
+  clientCreds: Credentials;
+  waypointId: string;
+  accessLog: Record<string, unknown>[];
+  /** The objects the control plane serves; apply() replaces them. */
+  apply(objects: KObject[]): void;
+}
+
+export async function stand(cleanup: Cleanup, objects: KObject[], opts: Partial<WaypointOptions> = {}): Promise<Stand> {
+  const ca = await createCa();
+  const cp = await controlPlane(cleanup);
+  cp.apply(objects);
+  const v1 = await backend(cleanup, ca, 'web-v1');
+  const v2 = await backend(cleanup, ca, 'web-v2');
+  const waypointCreds = await ca.issue(NS, 'waypoint');
+  const clientCreds = await ca.issue(NS, 'client');
+  const config = new WaypointConfig();
+  const xds = config.connect({ address: `127.0.0.1:${cp.port}`, nodeId: `waypoint~${process.pid}`, log });
+  cleanup.add(() => xds.close());
+  await xds.whenSynced();
+  await until(() => config.table.routes.size > 0 && config.table.endpoints.size > 0, 10_000, 'routes and endpoints');
+  const registry = new Registry();
+  const accessLog: Record<string, unknown>[] = [];
+  const sink = { info: (e: object) => accessLog.push(e as Record<string, unknown>), warn: (e: object) => accessLog.push(e as Record<string, unknown>) };
+  const hbonePorts: Record<string, number> = { [POD_IP.v1]: v1.hbone.port, [POD_IP.v2]: v2.hbone.port };
+  const waypoint = new Waypoint({
+    credentials: () => waypointCreds,
+    identity: spiffe(NS, 'waypoint'),
+    trustDomain: 'cluster.local',
+    config,
+    mesh: meshIndex(),
+    registry,
+    accessLog: sink,
+    dial: (address) => connectTo(hbonePorts[address] ?? 1),
+    ...opts,
+  });
+  await waypoint.listen({ port: 0, host: '127.0.0.1' });
+  cleanup.add(() => waypoint.drain(100));
+  return {
+    cp, waypoint, config, registry, port: waypoint.hbone.address().port, v1, v2, ca, clientCreds, waypointId: spiffe(NS, 'waypoint'), accessLog,
+    apply: (o) => void cp.apply(o),
+  };
+}
+
+export interface Reply {
+  status: number;
+  headers: IncomingMessage['headers'];
+  body: string;
+}
+
+/** The source side: a pool whose CONNECTs to the waypoint carry `authority` (the original destination). */
+export function client(cleanup: Cleanup, s: Stand, authority = `${VIP}:80`) {
+  const pool = new HbonePool();
+  cleanup.add(() => pool.close(true));
+  /** A raw tunnel: the Duplex to write anything into. */
+  const tunnel = async () => {
+    const t = await pool.connect({
+      key: { scope: 'client', srcIdentity: spiffe(NS, 'client'), dstIdentity: s.waypointId, dstAddress: '127.0.0.1' },
+      port: s.port, authority, headers: {}, credentials: s.clientCreds, dial: () => connectTo(s.port),
+    });
+    // node:http's corked string writes arrive corrupted through an HTTP/2 stream (see buffers-only.ts).
+    return buffersOnly(t.stream);
+  };
+  const request = async (path: string, o: { method?: string; headers?: Record<string, string>; body?: string | Buffer } = {}): Promise<Reply> => {
+    const stream = await tunnel();
+    return new Promise<Reply>((resolve, reject) => {
+      const req = http.request({ createConnection: () => stream as unknown as Socket, method: o.method ?? 'GET', path, headers: { host: 'web', ...o.headers } }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString() }));
+        res.on('error', reject);
+      });
+      req.on('error', reject);
+      req.end(o.body);
+    });
+  };
+  const pod = async (path: string, headers?: Record<string, string>) => (JSON.parse((await request(path, { headers })).body) as { pod: string }).pod;
+  return { pool, tunnel, request, pod };
+}
+
+/** The value of one series of a metric, by labels (a subset); 0 when absent. */
+export async function metric(registry: Registry, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const all = await registry.getMetricsAsJSON();
+  const base = name.replace(/_(count|sum|bucket)$/, '');
+  const m = all.find((x) => x.name === base) as { values: { value: number; labels: Record<string, string | number>; metricName?: string }[] } | undefined;
+  if (!m) return 0;
+  return m.values
+    .filter((v) => (v.metricName ?? base) === name && Object.entries(labels).every(([k, want]) => String(v.labels[k]) === want))
+    .reduce((n, v) => n + v.value, 0);
+}
