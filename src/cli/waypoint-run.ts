@@ -6,18 +6,24 @@ import type { WaypointRunOptions } from '../waypoint/main.ts';
 export function registerWaypointRun(waypoint: Command): void {
   waypoint
     .command('run')
-    .description('run a waypoint: HBONE on --listen, routes from the control plane, Istio request metrics')
-    .requiredOption('--cert <file>', "the waypoint's certificate chain (PEM, leaf first, one SPIFFE URI SAN)")
-    .requiredOption('--key <file>', 'its private key (PEM)')
-    .requiredOption('--root <file>', 'the mesh root (PEM)')
-    .requiredOption('--xds-address <addr>', 'the control plane, host:port')
-    .option('--xds-server-name <dns>', "TLS to the control plane, checking this name against the mesh root's chain (plaintext when absent)")
-    .option('--token-file <file>', 'credential sent to the control plane (Bearer), re-read per connection')
-    .option('--listen <addr>', 'HBONE listener', '0.0.0.0:15008')
+    .description('run a waypoint: its certificate from the mesh CA, routes from the control plane, HBONE on --mesh-address, Istio request metrics')
+    .requiredOption('--control-address <host:port>', 'the control plane: xDS over TLS (and the CA unless --ca-address)')
+    .option('--ca-address <host:port>', 'the mesh CA (default: --control-address)')
+    .option('--control-server-name <name>', "name in the control plane's certificate", 'weft-control.istio-system.svc')
+    .requiredOption('--root-cert <file>', 'the mesh root (PEM)')
+    .option('--token-file <file>', "the waypoint's service-account token for the CA (audience istio-ca), re-read per use")
+    .option('--cert <file>', 'instead of the CA: certificate chain (PEM, leaf first, one SPIFFE URI SAN)')
+    .option('--key <file>', 'instead of the CA: its private key (PEM)')
+    .option('--trust-domain <td>', 'SPIFFE trust domain', 'cluster.local')
+    .option('--namespace <ns>', "the waypoint's namespace (default: POD_NAMESPACE)")
+    .option('--service-account <sa>', "the waypoint's service account (default: SERVICE_ACCOUNT)")
+    .option('--waypoint-for <kind>', 'service, workload, all or none (istio.io/waypoint-for; the control plane routes accordingly)', 'service')
+    .option('--for-service-account <sa>', 'the one service account this waypoint serves (istio.io/for-service-account)')
+    .option('--mesh-address <addr>', 'HBONE listener', '0.0.0.0:15008')
+    .option('--status-address <addr>', 'readiness: /healthz/ready', '0.0.0.0:15021')
     .option('--metrics-address <addr>', '/metrics and /stats/prometheus', '0.0.0.0:15020')
-    .action(async (o: Omit<WaypointRunOptions, 'certChain'> & { cert: string }) => {
-      const { cert, ...rest } = o;
+    .action(async (o: WaypointRunOptions) => {
       const { runWaypoint } = await import('../waypoint/main.ts'); // loaded only when run
-      await runWaypoint({ ...rest, certChain: cert });
+      await runWaypoint(o);
     });
 }

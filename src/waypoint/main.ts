@@ -1,31 +1,80 @@
-// `weft waypoint run`: the waypoint library as a process, minimal for now. Its credentials come
-// from PEM files (a follow-up fetches them from the CA under the waypoint's service-account token);
-// routes, clusters and endpoints from the control plane's Envoy SotW ADS, the mesh from its
-// workload API (Delta ADS), both on --xds-address (plaintext or TLS with the mesh root); HBONE on
-// 15008; Istio's metrics on --metrics-address (/metrics, /stats/prometheus), apart from the data path.
+// `weft waypoint run`: the waypoint library as a process, with the flags the waypoint Deployment
+// passes (src/kube/waypoint.ts waypointArgs, the contract between the rendering and this process).
+// Its certificate comes from the mesh CA under its own service-account token (workload mode: the CA
+// issues the token's own identity, nothing else), or from PEM files (--cert/--key, for tests and
+// hand-run waypoints); routes, clusters and endpoints from the control plane's Envoy SotW ADS, the
+// mesh from its workload API (Delta ADS), over TLS with the mesh root; HBONE on 15008; readiness
+// on --status-address (/healthz/ready: a certificate and the first configuration); Istio's
+// metrics on --metrics-address (/metrics, /stats/prometheus), apart from the data path.
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
-import { Registry, collectDefaultMetrics } from 'prom-client';
-import { parseSpiffe } from '../api/spiffe.ts';
-import { batchedLogger } from '../telemetry/log.ts';
 import { X509Certificate } from 'node:crypto';
+import { Registry, collectDefaultMetrics } from 'prom-client';
+import { formatSpiffe, parseSpiffe, type SpiffeId } from '../api/spiffe.ts';
+import { CertManager } from '../identity/index.ts';
+import { batchedLogger } from '../telemetry/log.ts';
 import type { Credentials } from '../hbone/settings.ts';
 import { Waypoint } from './waypoint.ts';
 import { WaypointConfig } from './xds/config.ts';
 import { MeshWatch } from './xds/mesh-watch.ts';
 
 export interface WaypointRunOptions {
-  certChain: string;
-  key: string;
-  root: string;
-  xdsAddress: string;
-  /** TLS to the control plane with the mesh root, checking this name; plaintext when absent. */
-  xdsServerName?: string;
+  /** The control plane's xDS, host:port (TLS with the mesh root, checking controlServerName). */
+  controlAddress: string;
+  /** The mesh CA, host:port; the control address when absent. */
+  caAddress?: string;
+  controlServerName: string;
+  /** The mesh root (PEM), re-read so a rotated root is picked up. */
+  rootCert: string;
+  /** The waypoint's own service-account token (projected, audience istio-ca), re-read per use. */
   tokenFile?: string;
-  listen: string;
+  /** PEM files instead of the CA: the certificate chain (leaf first) and its key. */
+  cert?: string;
+  key?: string;
+  trustDomain: string;
+  /** The waypoint's namespace and service account (the Deployment sets POD_NAMESPACE and SERVICE_ACCOUNT). */
+  namespace?: string;
+  serviceAccount?: string;
+  waypointFor?: string;
+  forServiceAccount?: string;
+  meshAddress: string;
+  statusAddress: string;
   metricsAddress: string;
   nodeId?: string;
 }
+
+/** The waypoint's identity and a getter of its current credentials: from the CA, or from files. */
+async function credentialsOf(o: WaypointRunOptions, log: ReturnType<typeof batchedLogger>): Promise<{ id: SpiffeId; credentials: () => Credentials; close: () => void }> {
+  const root = () => readFileSync(o.rootCert, 'utf8');
+  if (o.cert || o.key) {
+    if (!o.cert || !o.key) throw new Error('--cert and --key go together');
+    const credentials = (): Credentials => ({ certChain: readFileSync(o.cert!, 'utf8'), key: readFileSync(o.key!, 'utf8'), root: root() });
+    const uri = new X509Certificate(credentials().certChain).subjectAltName?.split(/,\s*/).find((e) => e.startsWith('URI:spiffe://'))?.slice(4);
+    const id = uri ? parseSpiffe(uri) : undefined;
+    if (!id) throw new Error(`--cert ${o.cert}: no SPIFFE identity in the certificate`);
+    return { id, credentials, close: () => {} };
+  }
+  if (!o.tokenFile) throw new Error('a waypoint needs --token-file (its service-account token for the mesh CA), or --cert and --key');
+  const namespace = o.namespace ?? process.env.POD_NAMESPACE;
+  const serviceAccount = o.serviceAccount ?? process.env.SERVICE_ACCOUNT;
+  if (!namespace || !serviceAccount) throw new Error('the waypoint\'s identity: --namespace and --service-account (or POD_NAMESPACE and SERVICE_ACCOUNT) are required');
+  const id: SpiffeId = { trustDomain: o.trustDomain, namespace, serviceAccount };
+  const certs = new CertManager({
+    address: o.caAddress ?? o.controlAddress,
+    rootPem: root,
+    serverName: o.controlServerName,
+    workloadToken: () => readFileSync(o.tokenFile!, 'utf8').trim(),
+    identity: id,
+    log,
+  });
+  // Fails closed: no certificate, no listener. Renewals replace it below, without a restart.
+  let current = await certs.get();
+  const keep = (_: SpiffeId, c: typeof current) => (current = c);
+  certs.on('issued', keep);
+  certs.on('rotated', keep);
+  return { id, credentials: () => ({ certChain: current.certChainPem, key: current.keyPem, root: current.rootPem }), close: () => certs.close() };
+}
+
 
 const hostPort = (s: string, what: string) => {
   const m = /^(.*):(\d+)$/.exec(s);
@@ -35,25 +84,22 @@ const hostPort = (s: string, what: string) => {
 
 export async function runWaypoint(o: WaypointRunOptions): Promise<void> {
   const log = batchedLogger({ component: 'waypoint' });
-  const credentials = (): Credentials => ({ certChain: readFileSync(o.certChain, 'utf8'), key: readFileSync(o.key, 'utf8'), root: readFileSync(o.root, 'utf8') });
-  const first = credentials();
-  const uri = new X509Certificate(first.certChain).subjectAltName?.split(/,\s*/).find((e) => e.startsWith('URI:spiffe://'))?.slice(4);
-  const id = uri ? parseSpiffe(uri) : undefined;
-  if (!id) throw new Error(`--cert ${o.certChain}: no SPIFFE identity in the certificate`);
+  const { id, credentials, close } = await credentialsOf(o, log);
+  const uri = formatSpiffe(id);
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const xds = {
-    address: o.xdsAddress,
+    address: o.controlAddress,
     nodeId: o.nodeId ?? `waypoint~${id.namespace}~${id.serviceAccount}`,
     log,
-    tls: o.xdsServerName ? { rootPem: () => readFileSync(o.root, 'utf8'), serverName: o.xdsServerName } : undefined,
+    tls: { rootPem: () => readFileSync(o.rootCert, 'utf8'), serverName: o.controlServerName },
     token: o.tokenFile ? () => readFileSync(o.tokenFile!, 'utf8').trim() : undefined,
   };
   const config = new WaypointConfig();
-  const waypoint = new Waypoint({ credentials, identity: uri!, trustDomain: id.trustDomain, config, registry, accessLog: log });
+  const waypoint = new Waypoint({ credentials, identity: uri, trustDomain: id.trustDomain, config, registry, accessLog: log });
   const mesh = new MeshWatch((m) => waypoint.setMesh(m));
   const clients = [config.connect(xds), mesh.connect(xds)];
-  const l = hostPort(o.listen, '--listen');
+  const l = hostPort(o.meshAddress, '--mesh-address');
   await waypoint.listen(l);
   const m = hostPort(o.metricsAddress, '--metrics-address');
   const metrics = createServer((req, res) => {
@@ -61,10 +107,19 @@ export async function runWaypoint(o: WaypointRunOptions): Promise<void> {
     registry.metrics().then((t) => res.writeHead(200, { 'content-type': registry.contentType }).end(t), () => res.writeHead(500).end());
   });
   metrics.listen(m.port, m.host);
-  log.info({ identity: uri, listen: o.listen, xds: o.xdsAddress }, 'waypoint started');
+  // Ready once it holds a certificate (above) and the control plane's first configuration.
+  const s = hostPort(o.statusAddress, '--status-address');
+  const status = createServer((req, res) => {
+    if (req.url !== '/healthz/ready') return void res.writeHead(404).end();
+    res.writeHead(clients.every((c) => c.synced) ? 200 : 503).end();
+  });
+  status.listen(s.port, s.host);
+  log.info({ identity: uri, mesh: o.meshAddress, control: o.controlAddress, for: o.waypointFor ?? 'service', forServiceAccount: o.forServiceAccount }, 'waypoint started');
   const stop = async () => {
     for (const c of clients) c.close();
     metrics.close();
+    status.close();
+    close();
     await waypoint.drain();
     process.exit(0);
   };
