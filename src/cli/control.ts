@@ -19,7 +19,7 @@ export function registerControlCommand(program: Command): void {
     .option('--ca-namespace <ns>', 'Kubernetes: namespace of the Secret istio-ca-secret that keeps the self-signed root', 'istio-system')
     .option('--trust-domain <td>', 'SPIFFE trust domain', 'cluster.local')
     .option('--node-tokens <file>', 'JSON {token: node} of node credentials (the lab); default on Kubernetes: TokenReview; with --config-dir and none, no agent is accepted (15012 and the CA refuse everyone)')
-    .option('--workload-tokens <file>', 'JSON {token: "namespace/service-account"} of workload credentials (the lab\'s waypoints asking the CA for their own identity); re-read when it changes; default on Kubernetes: TokenReview of the workload\'s projected token; with --config-dir and none, the CA refuses every workload')
+    .option('--workload-tokens <file>', 'JSON {token: "namespace/service-account"} of workload credentials (the lab\'s waypoints: their own identity from the CA, Envoy config over SotW xDS on the TLS port, never the workload API); re-read when it changes; default on Kubernetes: TokenReview of the workload\'s projected token; with --config-dir and none, the CA and xDS refuse every workload')
     .option('--agent-service-account <ns/name>', 'ServiceAccount node agents run as (TokenReview; repeatable)', list, [])
     .option('--token-audience <aud>', 'audience of the agents\' and workloads\' tokens (TokenReview)', 'istio-ca')
     .option('--plain-address <addr>', 'plaintext, unauthenticated xDS (proxyless gRPC without credentials, debugging)', '0.0.0.0:15010')

@@ -1,6 +1,7 @@
 // `weft control`: weft's istiod. Configuration (a watched directory of Kubernetes YAML, or the
-// Kubernetes API) becomes the mesh model, served to agents over Delta ADS; it is also the mesh CA.
-// Ports as istiod: 15010 plaintext xDS (optional: it answers anyone), 15012 TLS xDS + CA (agents
+// Kubernetes API) becomes the mesh model, served to agents over Delta ADS (and Envoy config to
+// waypoints and proxyless gRPC over SotW ADS); it is also the mesh CA. Ports as istiod: 15010
+// plaintext xDS (optional: it answers anyone), 15012 TLS xDS + CA (agents and waypoints
 // authenticate), 15014 metrics, readiness and (loopback clients only) debug.
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -19,8 +20,10 @@ import { DEFAULT_MESH, type MeshOptions } from './model/networking/workloads.ts'
 import { DeltaAdsServer } from './xds/delta-ads.ts';
 import { EnvoyPublisher } from './xds/envoy/build.ts';
 import { Analyzer } from './analyze.ts';
+import { ENVOY_TYPES } from './xds/envoy/messages.ts';
 import { SotwAdsServer } from './xds/envoy/sotw-ads.ts';
 import { ResourceStore } from './xds/resources.ts';
+import type { ScopedCaller } from './xds/streams.ts';
 import { WorkloadApiPublisher } from './xds/workload-api.ts';
 
 export interface ControlOptions extends SourceOptions {
@@ -134,6 +137,7 @@ export async function runControl(o: ControlOptions): Promise<void> {
   const builds = new Histogram({ name: 'weft_control_model_build_seconds', help: 'Time from a configuration snapshot to its changes written to every xDS stream', buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers: [registry] });
   const nacks = new Counter({ name: 'weft_control_xds_nacks_total', help: 'xDS NACKs from clients', labelNames: ['type_url'] as const, registers: [registry] });
   const clients = new Gauge({ name: 'weft_control_xds_clients', help: 'Connected xDS clients', registers: [registry] });
+  const xdsRefused = new Counter({ name: 'weft_control_xds_refused_total', help: 'xDS streams refused on the TLS port, by reason', labelNames: ['reason'] as const, registers: [registry] });
   const caResults = new Counter({ name: 'weft_control_ca_requests_total', help: 'Certificate requests by result', labelNames: ['result'] as const, registers: [registry] });
 
   const store = new ResourceStore();
@@ -180,22 +184,39 @@ export async function runControl(o: ControlOptions): Promise<void> {
     await bind(plain, o.plainAddress, grpc.ServerCredentials.createInsecure());
   }
 
-  // 15012: TLS with a server certificate from the mesh CA; agents present their node token (and
-  // xDS takes no other), workloads asking the CA for their own certificate their own token.
+  // 15012: TLS with a server certificate from the mesh CA. Agents present their node token and get
+  // every type (the workload API over Delta, Envoy config over SotW). A workload (a waypoint)
+  // presents its own service-account token and gets Envoy config only, as Istio's waypoints do:
+  // the workload API is the node agents' view of every workload, and a workload stream asking for
+  // it is ended PERMISSION_DENIED. Workloads asking the CA for their own certificate use that token too.
   const tls = new grpc.Server();
   const serverCert = await ca.issueServerCert({ dnsNames: o.serverNames, ipAddresses: o.serverIps });
-  const authorize = async (call: grpc.ServerDuplexStream<unknown, unknown>) => {
+  const envoyOnly: ReadonlySet<string> = new Set(ENVOY_TYPES);
+  const authorize = async (call: grpc.ServerDuplexStream<unknown, unknown>): Promise<string | ScopedCaller | undefined> => {
     const auth = call.metadata.get('authorization')[0];
     const token = typeof auth === 'string' ? /^Bearer (.+)$/.exec(auth)?.[1] : undefined;
     const node = token ? await authenticator.authenticate(token).catch(() => undefined) : undefined;
-    if (!node) {
-      log.warn({ peer: call.getPeer() }, 'xds client refused: no valid node credential');
-      // An 'error' event is how grpc-js ends a server stream with a status; destroy() would drop
-      // the stream without one, and the client would wait on it forever instead of retrying.
-      call.emit('error', Object.assign(new Error('node credential required'), { code: grpc.status.UNAUTHENTICATED }));
-      return undefined;
+    if (node) return node;
+    // Only when no node matched: a node token keeps its whole view whatever else it might also prove.
+    const sa = token && workloads ? await workloads.authenticate(token).catch(() => undefined) : undefined;
+    if (sa) {
+      const who = `workload ${sa.namespace}/${sa.serviceAccount}`;
+      return {
+        who,
+        types: envoyOnly,
+        why: 'a workload credential gets Envoy config (LDS, RDS, CDS, EDS) only; the workload API serves node agents',
+        onDenied: (typeUrl, message) => {
+          xdsRefused.inc({ reason: 'type_not_allowed' });
+          log.warn({ peer: call.getPeer(), workload: `${sa.namespace}/${sa.serviceAccount}`, typeUrl }, `xds stream refused: ${message}`);
+        },
+      };
     }
-    return node;
+    xdsRefused.inc({ reason: 'unauthenticated' });
+    log.warn({ peer: call.getPeer() }, workloads ? 'xds client refused: no valid node or workload credential' : 'xds client refused: no valid node credential');
+    // An 'error' event is how grpc-js ends a server stream with a status; destroy() would drop
+    // the stream without one, and the client would wait on it forever instead of retrying.
+    call.emit('error', Object.assign(new Error(workloads ? 'node or workload credential required' : 'node credential required'), { code: grpc.status.UNAUTHENTICATED }));
+    return undefined;
   };
   tls.addService(adsService().service, { DeltaAggregatedResources: ads.handler(authorize), StreamAggregatedResources: sotw.handler(authorize) });
   registerCAService(tls, {

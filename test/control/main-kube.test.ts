@@ -2,6 +2,8 @@
 // double): it publishes istio-ca-root-cert in every namespace with the root its CA signs with,
 // serves the pods, services and policies it reads to a Delta xDS client (the agent's own), and
 // follows pod changes (not Ready → UNHEALTHY, deleted → removed) from the API's watches.
+// A waypoint's projected token (TokenReview) gets its identity from the CA and Envoy config over
+// SotW xDS, never the workload API.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -13,6 +15,9 @@ import { formatSpiffe } from '../../src/api/spiffe.ts';
 import { CAClient } from '../../src/identity/ca-client.ts';
 import { createKeyAndCsr } from '../../src/identity/csr.ts';
 import { DeltaXdsClient } from '../../src/agent/xds/delta-client.ts';
+import { TYPE_ADDRESS } from '../../src/api/codec.ts';
+import { TYPE_CLUSTER } from '../../src/control/xds/envoy/messages.ts';
+import { XdsClient } from '../../src/xds/client.ts';
 import { ROOT_CERT_CONFIGMAP, ROOT_CERT_KEY } from '../../src/control/ca/root-cert-configmap.ts';
 import { NODE_NAME_EXTRA } from '../../src/control/ca/token-review.ts';
 import { KUBE_RESOURCES } from '../../src/control/config/kube-api.ts';
@@ -127,6 +132,23 @@ describe('weft control --kubeconfig', () => {
         expect(new X509Certificate(issued[0]!).subjectAltName).toBe(`URI:${formatSpiffe(waypoint)}`);
       } finally {
         own.close();
+      }
+
+      // The same projected token on the TLS port's xDS, reviewed by TokenReview: Envoy config
+      // (CDS) over SotW; the workload API over Delta refused PERMISSION_DENIED.
+      const wp = { address: `127.0.0.1:${tls}`, nodeId: 'waypoint-0', log, token: WAYPOINT_TOKEN, tls: { rootPem: root, serverName: SERVER_NAME } };
+      const envoy = new XdsClient({ ...wp, mode: 'sotw', watches: [{ typeUrl: TYPE_CLUSTER, nameOf: () => 'cluster', apply: () => {} }] });
+      const address = new XdsClient({ ...wp, mode: 'delta', watches: [{ typeUrl: TYPE_ADDRESS, nameOf: () => 'address', apply: () => {} }] });
+      try {
+        envoy.start();
+        address.start();
+        await until('waypoint CDS over SotW; the workload API refused', () => envoy.synced && address.lastError !== undefined);
+        expect(envoy.lastError).toBeUndefined();
+        expect(address.lastError).toContain(`PERMISSION_DENIED: workload shop/waypoint may not subscribe to type ${TYPE_ADDRESS}`);
+        expect(address.synced).toBe(false);
+      } finally {
+        envoy.close();
+        address.close();
       }
 
       // The agent's Delta xDS client on the plaintext port: both workloads, the service, the policy.

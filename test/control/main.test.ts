@@ -1,7 +1,8 @@
 // `weft control --config-dir` as a process: standalone (proxyless gRPC users) it starts with no
 // node credentials at all, serves plaintext xDS on 15010 and refuses every caller of the TLS port
 // and the CA (fail closed); with --workload-tokens the CA also serves workloads asking for their
-// own identity (the lab's waypoints); its debug endpoints answer loopback clients only.
+// own identity (the lab's waypoints) and Envoy config over xDS on the TLS port, never the workload
+// API; its debug endpoints answer loopback clients only.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { X509Certificate, randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -16,6 +17,9 @@ import { adsService } from '../../src/api/protos.ts';
 import { CAClient } from '../../src/identity/ca-client.ts';
 import { createKeyAndCsr } from '../../src/identity/csr.ts';
 import { DeltaXdsClient } from '../../src/agent/xds/delta-client.ts';
+import { TYPE_ADDRESS, TYPE_AUTHORIZATION } from '../../src/api/codec.ts';
+import { decode, ENVOY_TYPES, TYPE_CLUSTER, TYPE_LISTENER } from '../../src/control/xds/envoy/messages.ts';
+import { XdsClient, type XdsUpdate } from '../../src/xds/client.ts';
 import { until as waitUntil } from '../util/until.ts';
 import { freePort } from '../util/ports.ts';
 
@@ -223,5 +227,77 @@ describe('weft control --config-dir', () => {
     expect(get(ip, '/debug')).toBe('403');
     expect(get(ip, '/metrics')).toBe('200');
     expect(get(ip, '/ready')).toBe('200');
+  });
+});
+
+// A waypoint on the TLS port with its own service-account token (--workload-tokens): Envoy config
+// over SotW ADS, as a waypoint or proxyless gRPC client subscribes to it; the workload API (every
+// workload, the node agents' view) is refused PERMISSION_DENIED on either variant, naming the
+// type, and counted. An unknown token is refused UNAUTHENTICATED; node tokens see everything as before.
+describe('weft control: xDS for workload credentials', () => {
+  it('serves a workload token LDS/CDS over SotW, refuses it the workload API, and leaves node tokens unchanged', async () => {
+    const dir = configDir();
+    writeFileSync(join(dir, 'tokens.json'), JSON.stringify({ 'node-1-token': 'node-1' }));
+    writeFileSync(join(dir, 'workloads.json'), JSON.stringify({ 'waypoint-token': 'shop/waypoint' }));
+    const [plain, tls, metrics] = [await freePort(), await freePort(), await freePort()];
+    const rootOut = join(dir, 'root-cert.pem');
+    const { out } = await startControl([
+      process.execPath, BIN, 'control', '--config-dir', join(dir, 'config'), '--node-tokens', join(dir, 'tokens.json'), '--workload-tokens', join(dir, 'workloads.json'),
+      '--root-cert-out', rootOut, '--server-name', SERVER_NAME, '--server-ip', '127.0.0.1',
+      '--plain-address', `127.0.0.1:${plain}`, '--tls-address', `127.0.0.1:${tls}`, '--metrics-address', `127.0.0.1:${metrics}`,
+    ]);
+    const root = readFileSync(rootOut, 'utf8');
+    const silent = pino({ level: 'silent' });
+    /** An XdsClient on the TLS port; every response it is given is kept by type. */
+    const client = (token: string, mode: 'delta' | 'sotw', types: string[]) => {
+      const got = new Map<string, string[]>();
+      const c = new XdsClient({
+        address: `127.0.0.1:${tls}`, nodeId: 'waypoint-0', mode, log: silent, token, tls: { rootPem: root, serverName: SERVER_NAME },
+        watches: types.map((typeUrl) => ({ typeUrl, nameOf: (body: Uint8Array) => (ENVOY_TYPES.includes(typeUrl as never) ? String(decode(typeUrl, body).name ?? '') : 'workload-api'), apply: (u: XdsUpdate) => void got.set(typeUrl, [...(got.get(typeUrl) ?? []), ...u.resources.map((r) => r.name)]) })),
+      });
+      cleanups.push(() => c.close());
+      c.start();
+      return { c, got };
+    };
+
+    // The waypoint's token, SotW, LDS and CDS as wildcards: the mesh's Envoy config for web.
+    const wp = client('waypoint-token', 'sotw', [TYPE_CLUSTER, TYPE_LISTENER]);
+    await until('waypoint synced over SotW', () => wp.c.synced);
+    expect(wp.got.get(TYPE_CLUSTER)!.some((n) => n.includes('web.shop.svc.cluster.local'))).toBe(true);
+    expect(wp.got.get(TYPE_LISTENER)!.some((n) => n.includes('web.shop.svc.cluster.local'))).toBe(true);
+    expect(wp.c.lastError).toBeUndefined();
+
+    // The same token asking for the workload API: over Delta, and over SotW after a type it may
+    // have (the stream ends at the forbidden request; nothing of that type is ever applied).
+    const delta = client('waypoint-token', 'delta', [TYPE_ADDRESS]);
+    await until('Delta workload API refused', () => delta.c.lastError !== undefined);
+    expect(delta.c.lastError).toMatch(/^PERMISSION_DENIED: workload shop\/waypoint may not subscribe to type type.googleapis.com\/istio.workload.Address: .*Envoy config/);
+    const sotw = client('waypoint-token', 'sotw', [TYPE_CLUSTER, TYPE_AUTHORIZATION]);
+    await until('SotW workload API refused', () => sotw.c.lastError !== undefined);
+    expect(sotw.c.lastError).toContain(`PERMISSION_DENIED: workload shop/waypoint may not subscribe to type ${TYPE_AUTHORIZATION}`);
+    expect(delta.got.size + (sotw.got.has(TYPE_AUTHORIZATION) ? 1 : 0)).toBe(0);
+    expect(delta.c.synced || sotw.c.synced).toBe(false);
+
+    // Unknown and empty tokens: refused before any request, on both variants.
+    const forged = client('forged-token', 'sotw', [TYPE_CLUSTER]);
+    const forgedDelta = client('forged-token', 'delta', [TYPE_ADDRESS]);
+    await until('forged tokens refused', () => forged.c.lastError !== undefined && forgedDelta.c.lastError !== undefined);
+    expect(forged.c.lastError).toMatch(/^UNAUTHENTICATED: node or workload credential required/);
+    expect(forgedDelta.c.lastError).toMatch(/^UNAUTHENTICATED/);
+    expect(await xdsStatus(tls, root, '')).toBe(grpc.status.UNAUTHENTICATED);
+    expect(forged.got.size + forgedDelta.got.size).toBe(0);
+
+    // The node agent's token: the workload API over Delta and Envoy config over SotW, as before.
+    const agent = client('node-1-token', 'delta', [TYPE_ADDRESS, TYPE_AUTHORIZATION]);
+    await until('node synced over Delta', () => agent.c.synced);
+    expect(agent.got.get(TYPE_ADDRESS)!.length).toBeGreaterThan(0);
+    const agentSotw = client('node-1-token', 'sotw', [TYPE_CLUSTER, TYPE_ADDRESS]);
+    await until('node synced over SotW', () => agentSotw.c.synced);
+    expect(agentSotw.c.lastError).toBeUndefined();
+
+    const text = await (await fetch(`http://127.0.0.1:${metrics}/metrics`)).text();
+    expect(Number(/weft_control_xds_refused_total\{reason="type_not_allowed"\} (\d+)/.exec(text)?.[1])).toBeGreaterThanOrEqual(2);
+    expect(Number(/weft_control_xds_refused_total\{reason="unauthenticated"\} (\d+)/.exec(text)?.[1])).toBeGreaterThanOrEqual(3);
+    expect(out()).toContain('xds stream refused: workload shop/waypoint may not subscribe');
   });
 });

@@ -1,7 +1,10 @@
 // The lifecycle every ADS stream shares, whatever its variant (Delta or State of the World):
 // authorize before the first request is read, track the stream while it lives, report connects
-// and disconnects once each.
-import type * as grpc from '@grpc/grpc-js';
+// and disconnects once each. A caller may be scoped to some type URLs (a workload credential: Envoy
+// config, not the workload API): the first request for any other type ends the stream with
+// PERMISSION_DENIED naming the type, before anything of that type is read or sent (fail closed:
+// a stream that merely got nothing would leave the client waiting, and hide the refusal).
+import * as grpc from '@grpc/grpc-js';
 
 export interface AdsStream<Req> {
   node: string;
@@ -10,10 +13,25 @@ export interface AdsStream<Req> {
   onClose?(): void;
 }
 
-/** Resolves to who the caller is, or undefined after ending the call itself. */
-export type Authorize = (call: grpc.ServerDuplexStream<never, unknown>) => Promise<string | undefined>;
+/** An authorized caller limited to some types. */
+export interface ScopedCaller {
+  /** Who the credential names, for errors: "workload shop/waypoint". */
+  who: string;
+  /** The type URLs the caller may ask for; any other ends the stream. */
+  types: ReadonlySet<string>;
+  /** Why the scope is what it is, appended to the refusal's message. */
+  why?: string;
+  /** Called once, when the caller asks for a type outside `types` (to log and count it). */
+  onDenied?(typeUrl: string, message: string): void;
+}
 
-export class StreamSet<S extends AdsStream<Req>, Req> {
+/**
+ * Resolves to who the caller is (a name: every type; a ScopedCaller: only its types), or
+ * undefined after ending the call itself.
+ */
+export type Authorize = (call: grpc.ServerDuplexStream<never, unknown>) => Promise<string | ScopedCaller | undefined>;
+
+export class StreamSet<S extends AdsStream<Req>, Req extends { typeUrl?: string | null }> {
   readonly streams = new Set<S>();
 
   constructor(private readonly onConnect?: (node: string, connected: number) => void) {}
@@ -28,7 +46,20 @@ export class StreamSet<S extends AdsStream<Req>, Req> {
           if (who === undefined) return;
           this.streams.add(stream);
           this.onConnect?.(stream.node, this.streams.size);
-          call.on('data', (req: Req) => stream.onRequest(req));
+          const scope = typeof who === 'string' ? undefined : who;
+          let denied = false;
+          call.on('data', (req: Req) => {
+            if (denied) return;
+            const typeUrl = req.typeUrl ?? '';
+            if (scope && !scope.types.has(typeUrl)) {
+              denied = true;
+              const message = `${scope.who} may not subscribe to ${typeUrl ? `type ${typeUrl}` : 'an empty type URL'}${scope.why ? `: ${scope.why}` : ''}`;
+              scope.onDenied?.(typeUrl, message);
+              call.emit('error', Object.assign(new Error(message), { code: grpc.status.PERMISSION_DENIED }));
+              return;
+            }
+            stream.onRequest(req);
+          });
         },
         () => call.end(),
       );
