@@ -10,6 +10,7 @@ import * as grpc from '@grpc/grpc-js';
 import pino, { type Logger } from 'pino';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { registerHealthMetrics } from '../util/metrics.ts';
+import { TYPE_ADDRESS } from '../api/codec.ts';
 import { adsService } from '../api/protos.ts';
 import { CACERTS_FILES, CertificateAuthority, StaticTokenAuthenticator, StaticWorkloadTokenAuthenticator, caServerCredentials, registerCAService, type CAOptions, type NodeAuthenticator, type WorkloadAuthenticator } from './ca/index.ts';
 import type { TokenReviewAuthenticator } from './ca/token-review.ts';
@@ -192,6 +193,9 @@ export async function runControl(o: ControlOptions): Promise<void> {
   const tls = new grpc.Server();
   const serverCert = await ca.issueServerCert({ dnsNames: o.serverNames, ipAddresses: o.serverIps });
   const envoyOnly: ReadonlySet<string> = new Set(ENVOY_TYPES);
+  // A waypoint also needs the workload API's addresses: which workload an endpoint is and the
+  // identity to expect of it. Only the service accounts waypoint Gateways run as get them.
+  const waypointTypes: ReadonlySet<string> = new Set([...ENVOY_TYPES, TYPE_ADDRESS]);
   const authorize = async (call: grpc.ServerDuplexStream<unknown, unknown>): Promise<string | ScopedCaller | undefined> => {
     const auth = call.metadata.get('authorization')[0];
     const token = typeof auth === 'string' ? /^Bearer (.+)$/.exec(auth)?.[1] : undefined;
@@ -200,11 +204,14 @@ export async function runControl(o: ControlOptions): Promise<void> {
     // Only when no node matched: a node token keeps its whole view whatever else it might also prove.
     const sa = token && workloads ? await workloads.authenticate(token).catch(() => undefined) : undefined;
     if (sa) {
-      const who = `workload ${sa.namespace}/${sa.serviceAccount}`;
+      const waypoint = model?.isWaypointIdentity(sa.namespace, sa.serviceAccount) ?? false;
+      const who = `${waypoint ? 'waypoint' : 'workload'} ${sa.namespace}/${sa.serviceAccount}`;
       return {
         who,
-        types: envoyOnly,
-        why: 'a workload credential gets Envoy config (LDS, RDS, CDS, EDS) only; the workload API serves node agents',
+        types: waypoint ? waypointTypes : envoyOnly,
+        why: waypoint
+          ? "a waypoint's credential gets Envoy config (LDS, RDS, CDS, EDS) and the workload API's addresses"
+          : 'a workload credential gets Envoy config (LDS, RDS, CDS, EDS) only; the workload API serves node agents',
         onDenied: (typeUrl, message) => {
           xdsRefused.inc({ reason: 'type_not_allowed' });
           log.warn({ peer: call.getPeer(), workload: `${sa.namespace}/${sa.serviceAccount}`, typeUrl }, `xds stream refused: ${message}`);

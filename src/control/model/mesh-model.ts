@@ -61,6 +61,8 @@ export interface MeshModel {
   readonly problems: ModelProblem[];
   /** Node authorization for the CA: may this node obtain this identity? */
   canIssue(node: string, id: SpiffeId): boolean;
+  /** Whether a waypoint of the mesh runs as this service account (its pods may read the workload API). */
+  isWaypointIdentity(namespace: string, serviceAccount: string): boolean;
 }
 
 const SECURITY_GROUP = /^security\.istio\.io\/v1(beta1)?$/;
@@ -175,7 +177,7 @@ export class MeshModelBuilder {
     }
     this.security = security;
     this.built = built;
-    return meshModel(namespaces, (node, id) => id.trustDomain === o.trustDomain && !!built.get(id.namespace)?.identities.get(node)?.has(id.serviceAccount));
+    return meshModel(namespaces, (node, id) => id.trustDomain === o.trustDomain && !!built.get(id.namespace)?.identities.get(node)?.has(id.serviceAccount), waypoints);
   }
 
   /** A namespace whose pods, Services or context changed; pods that are the same objects under the same context are reused. */
@@ -314,7 +316,7 @@ export class MeshModelBuilder {
 }
 
 /** The model over its namespaces; the flat lists are built on first use (policies once per key). */
-function meshModel(namespaces: ReadonlyMap<string, NsModel>, canIssue: MeshModel['canIssue']): MeshModel {
+function meshModel(namespaces: ReadonlyMap<string, NsModel>, canIssue: MeshModel['canIssue'], waypoints: WaypointIndex = EMPTY_WAYPOINTS): MeshModel {
   const memo: Partial<Record<'workloads' | 'services' | 'policies' | 'problems', unknown[]>> = {};
   const flat = <T>(name: keyof typeof memo, pick: (m: NsModel) => readonly T[]): T[] => (memo[name] ??= [...namespaces.values()].flatMap(pick)) as T[];
   return {
@@ -332,6 +334,8 @@ function meshModel(namespaces: ReadonlyMap<string, NsModel>, canIssue: MeshModel
       return flat('problems', (m) => m.problems);
     },
     canIssue,
+    isWaypointIdentity: (namespace, serviceAccount) =>
+      [...waypoints.entries.values()].some((e) => 'waypoint' in e && e.waypoint.namespace === namespace && e.waypoint.runsAs === serviceAccount),
   };
 }
 

@@ -9,6 +9,9 @@ import type { KObject, Pod, Service as KService } from '../../../kube/objects.ts
 import { Checker, DNS1123_LABEL, isObj, type NetworkingProblem } from './common.ts';
 import { serviceAddresses } from './workloads.ts';
 
+/** The service account a waypoint's pods run as, when not the Gateway's name (istiod's annotation). */
+const SERVICE_ACCOUNT_ANNOTATION = 'gateway.istio.io/service-account';
+
 export const WAYPOINT_CLASS = 'istio-waypoint';
 export const USE_WAYPOINT = 'istio.io/use-waypoint';
 export const USE_WAYPOINT_NAMESPACE = 'istio.io/use-waypoint-namespace';
@@ -38,6 +41,8 @@ export interface Waypoint {
   /** Who may use it: its HBONE listener's allowedRoutes.namespaces (Gateway API default: Same). */
   from: { same: true } | { all: true } | { matchLabels: Record<string, string> };
   address?: GatewayAddress;
+  /** The service account its pods run as (the Gateway's name unless gateway.istio.io/service-account). */
+  runsAs?: string;
 }
 
 /** One Gateway, read: a waypoint, or why it is not one (problems only for waypoint Gateways). */
@@ -131,7 +136,8 @@ export function buildWaypointIndex(gateways: Iterable<[KObject, ParsedGateway]>,
       continue;
     }
     const address = waypointAddress(gw.metadata.name, services(ns));
-    entries.set(key, { waypoint: address ? { ...p.waypoint, address } : { ...p.waypoint } });
+    const runsAs = gw.metadata.annotations?.[SERVICE_ACCOUNT_ANNOTATION] ?? gw.metadata.name;
+    entries.set(key, { waypoint: address ? { ...p.waypoint, address, runsAs } : { ...p.waypoint, runsAs } });
   }
   return { entries, problems };
 }

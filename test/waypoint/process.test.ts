@@ -1,0 +1,141 @@
+// `weft waypoint run` as the waypoint Deployment runs it, against a real `weft control`: the
+// certificate from the mesh CA under the waypoint's own service-account token, Envoy config and the
+// workload API over xDS on the TLS port, readiness once both have synced. Fails closed: a token the
+// CA does not know gives no certificate and no listener; the token of a workload that is not a
+// waypoint gets a certificate but never the workload API, so that waypoint never becomes ready.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { afterEach, describe, expect, it } from 'vitest';
+import { sleep } from '../../src/util/sleep.ts';
+import { freePort } from '../util/ports.ts';
+import { until as waitUntil } from '../util/until.ts';
+
+const BIN = new URL('../../bin/weft.js', import.meta.url).pathname;
+const SERVER_NAME = 'weft-control.istio-system.svc';
+const until = (what: string, fn: () => boolean, timeoutMs = 30_000) => waitUntil(what, fn, timeoutMs, 50);
+
+const CONFIG = [
+  { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop', labels: { 'istio.io/dataplane-mode': 'ambient', 'istio.io/use-waypoint': 'waypoint' } } },
+  { apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: 'shop' }, spec: { clusterIP: '10.96.0.10', selector: { app: 'web' }, ports: [{ name: 'http', port: 80, targetPort: 8080 }] } },
+  {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name: 'web-1', namespace: 'shop', labels: { app: 'web' } },
+    spec: { nodeName: 'node-1', serviceAccountName: 'web', containers: [{ name: 'app', image: 'web', ports: [{ containerPort: 8080 }] }] },
+    status: { phase: 'Running', podIP: '10.244.1.5', conditions: [{ type: 'Ready', status: 'True' }] },
+  },
+  {
+    apiVersion: 'gateway.networking.k8s.io/v1',
+    kind: 'Gateway',
+    metadata: { name: 'waypoint', namespace: 'shop', labels: { 'istio.io/waypoint-for': 'service' } },
+    spec: { gatewayClassName: 'istio-waypoint', listeners: [{ name: 'mesh', port: 15008, protocol: 'HBONE' }] },
+  },
+  {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name: 'waypoint', namespace: 'shop', labels: { 'gateway.networking.k8s.io/gateway-name': 'waypoint' } },
+    spec: { clusterIP: '10.96.0.20', selector: { 'gateway.networking.k8s.io/gateway-name': 'waypoint' }, ports: [{ name: 'mesh', port: 15008, appProtocol: 'hbone' }] },
+  },
+];
+
+const cleanups: (() => unknown)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function stop(cp: ChildProcess): Promise<void> {
+  if (cp.exitCode !== null || cp.signalCode !== null) return;
+  const exited = new Promise<void>((r) => cp.once('exit', () => r()));
+  cp.kill('SIGTERM');
+  const timer = setTimeout(() => cp.kill('SIGKILL'), 5000);
+  await exited;
+  clearTimeout(timer);
+}
+
+function start(args: string[]): { cp: ChildProcess; out: () => string } {
+  const cp = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  cp.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  cp.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  cleanups.push(() => stop(cp));
+  return { cp, out: () => out };
+}
+
+/** The status of GET url, or 0 when nothing answers (bounded). */
+const status = (url: string) =>
+  new Promise<number>((resolve) => {
+    const req = request(url, { timeout: 2000 }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(0));
+    req.end();
+  });
+
+async function controlPlane(): Promise<{ dir: string; tls: number }> {
+  const dir = mkdtempSync(join(tmpdir(), 'weft-waypoint-process-'));
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  mkdirSync(join(dir, 'config'));
+  writeFileSync(join(dir, 'config', 'shop.yaml'), CONFIG.map((o) => stringify(o)).join('---\n'));
+  writeFileSync(join(dir, 'tokens.json'), JSON.stringify({ 'node-1-token': 'node-1' }));
+  writeFileSync(join(dir, 'workloads.json'), JSON.stringify({ 'waypoint-token': 'shop/waypoint', 'web-token': 'shop/web' }));
+  for (const [f, t] of [['waypoint.token', 'waypoint-token'], ['web.token', 'web-token'], ['forged.token', 'forged-token']]) writeFileSync(join(dir, f!), `${t}\n`);
+  const [plain, tls, metrics] = [await freePort(), await freePort(), await freePort()];
+  const control = start([
+    'control', '--config-dir', join(dir, 'config'), '--node-tokens', join(dir, 'tokens.json'), '--workload-tokens', join(dir, 'workloads.json'),
+    '--root-cert-out', join(dir, 'root-cert.pem'), '--server-name', SERVER_NAME, '--server-ip', '127.0.0.1',
+    '--plain-address', `127.0.0.1:${plain}`, '--tls-address', `127.0.0.1:${tls}`, '--metrics-address', `127.0.0.1:${metrics}`,
+  ]);
+  await until('control plane ready', () => {
+    if (control.cp.exitCode !== null) throw new Error(`weft control exited with ${control.cp.exitCode}:\n${control.out()}`);
+    return control.out().includes('control plane ready');
+  });
+  return { dir, tls };
+}
+
+async function waypoint(dir: string, tls: number, token: string, sa: string) {
+  const [mesh, statusPort, metrics] = [await freePort(), await freePort(), await freePort()];
+  const p = start([
+    'waypoint', 'run', '--control-address', `127.0.0.1:${tls}`, '--control-server-name', SERVER_NAME, '--root-cert', join(dir, 'root-cert.pem'),
+    '--token-file', join(dir, token), '--namespace', 'shop', '--service-account', sa,
+    '--mesh-address', `127.0.0.1:${mesh}`, '--status-address', `127.0.0.1:${statusPort}`, '--metrics-address', `127.0.0.1:${metrics}`,
+  ]);
+  return { ...p, ready: () => status(`http://127.0.0.1:${statusPort}/healthz/ready`), metrics: () => status(`http://127.0.0.1:${metrics}/metrics`) };
+}
+
+describe('weft waypoint run', () => {
+  it("gets its certificate with its own token, syncs, and reports ready", async () => {
+    const { dir, tls } = await controlPlane();
+    const w = await waypoint(dir, tls, 'waypoint.token', 'waypoint');
+    let ready = 0;
+    await until('waypoint ready', () => {
+      if (w.cp.exitCode !== null) throw new Error(`weft waypoint run exited with ${w.cp.exitCode}:\n${w.out()}`);
+      void w.ready().then((s) => (ready = s));
+      return ready === 200;
+    });
+    expect(await w.metrics()).toBe(200);
+    expect(w.out()).toContain('spiffe://cluster.local/ns/shop/sa/waypoint');
+    expect(readFileSync(join(dir, 'root-cert.pem'), 'utf8')).toContain('BEGIN CERTIFICATE');
+  }, 60_000);
+
+  it('fails closed: an unknown token gets no certificate and the process exits; a non-waypoint workload never gets the workload API', async () => {
+    const { dir, tls } = await controlPlane();
+    const forged = await waypoint(dir, tls, 'forged.token', 'waypoint');
+    await until('forged waypoint exits', () => forged.cp.exitCode !== null);
+    expect(forged.cp.exitCode).not.toBe(0);
+    expect(forged.out()).toMatch(/UNAUTHENTICATED/);
+
+    // shop/web is a workload the CA knows, but no waypoint runs as it: Envoy config yes, the
+    // workload API no, so it holds a certificate and stays unready.
+    const web = await waypoint(dir, tls, 'web.token', 'web');
+    await until('refused the workload API', () => /PERMISSION_DENIED/.test(web.out()));
+    await sleep(1000);
+    expect(await web.ready()).toBe(503);
+    expect(web.cp.exitCode).toBeNull();
+  }, 60_000);
+});
