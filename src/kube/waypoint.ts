@@ -345,7 +345,7 @@ export function renderWaypoint(w: Waypoint, o: WaypointRenderOptions): RenderedW
 /** What the Gateway's status says: why it is not accepted, or how far its deployment got. */
 export type WaypointState =
   | { problem: WaypointProblem }
-  | { readyReplicas: number; address?: string; conflict?: string };
+  | { readyReplicas: number; address?: string; conflict?: string; ignored?: readonly WaypointNote[] };
 
 /**
  * The Gateway's status for a state: Accepted, Programmed (True once a replica is ready and the
@@ -365,7 +365,9 @@ export function waypointStatus(gw: GatewayObject, state: WaypointState, now = ne
     const msg = `${state.problem.field}: ${state.problem.message}`;
     return { conditions: [cond('Accepted', false, state.problem.reason, msg), cond('Programmed', false, 'Invalid', `not accepted: ${msg}`)] };
   }
-  const accepted = cond('Accepted', true, 'Accepted', 'Resource accepted');
+  // What weft ignores is said where users look (the model reports the same notes as problems).
+  const notes = state.ignored?.length ? `; ${state.ignored.map((n) => `${n.field}: ${n.message}`).join('; ')}` : '';
+  const accepted = cond('Accepted', true, 'Accepted', `Resource accepted${notes}`);
   if (state.conflict) return { conditions: [accepted, cond('Programmed', false, 'Invalid', state.conflict)] };
   const addresses = state.address ? [{ type: 'IPAddress' as const, value: state.address }] : [];
   const programmed =

@@ -188,6 +188,7 @@ describe('waypointStatus', () => {
 
   it('no address yet: not Programmed; a problem: Accepted=False with the field', () => {
     expect(waypointStatus(gw(), { readyReplicas: 1 }).conditions?.[1]).toMatchObject({ status: 'False', reason: 'AddressNotAssigned' });
+    expect(waypointStatus(gw(), { readyReplicas: 1, ignored: [{ field: 'spec.listeners[1]', message: 'ignored' }, { field: 'x', message: 'y' }] }).conditions?.[0]).toMatchObject({ status: 'True', reason: 'Accepted', message: 'Resource accepted; spec.listeners[1]: ignored; x: y' });
     const s = waypointStatus(gw(), { problem: { reason: 'ListenersNotValid', field: 'spec.listeners[0].port', message: 'no' } });
     expect(s.conditions?.[0]).toMatchObject({ type: 'Accepted', status: 'False', reason: 'ListenersNotValid', message: 'spec.listeners[0].port: no' });
     expect(s.addresses).toBeUndefined();

@@ -220,10 +220,10 @@ export class WaypointReconciler {
     const found = await Promise.all(wanted.map((w) => this.get(w.kind, w.metadata.namespace, w.metadata.name)));
     for (const [i, w] of wanted.entries()) {
       const conflict = this.stranger(w, found[i], gw);
-      if (conflict) return this.writeStatus(gw, { readyReplicas: 0, conflict });
+      if (conflict) return this.writeStatus(gw, { readyReplicas: 0, conflict, ignored: checked.ignored });
     }
     const [, service, deployment] = await Promise.all(wanted.map((w, i) => this.ensure(w, found[i])));
-    await this.writeStatus(gw, { readyReplicas: deployment?.status?.readyReplicas ?? 0, address: service?.spec?.clusterIP && service.spec.clusterIP !== 'None' ? service.spec.clusterIP : undefined });
+    await this.writeStatus(gw, { readyReplicas: deployment?.status?.readyReplicas ?? 0, ignored: checked.ignored, address: service?.spec?.clusterIP && service.spec.clusterIP !== 'None' ? service.spec.clusterIP : undefined });
   }
 
   /**

@@ -93,7 +93,16 @@ describe('waypoint reconciler', () => {
   it('accepts an HBONE listener on 15008 whatever its name, as istiod does', async () => {
     const { server } = await setup([gateway('waypoint', { listener: 'hbone' })]);
     await until('condition(server, waypoint, Accepted)?.status === True', () => condition(server, 'waypoint', 'Accepted')?.status === 'True');
+    expect(condition(server, 'waypoint', 'Accepted')?.message).toBe('Resource accepted');
     await until('owned(server).length === 3', () => owned(server).length === 3);
+  });
+
+  it('says in Accepted what it ignores: a listener besides the HBONE one (the model reports the same)', async () => {
+    const gw = gateway('waypoint');
+    (gw.spec as { listeners: unknown[] }).listeners.push({ name: 'http', port: 80, protocol: 'HTTP' });
+    const { server } = await setup([gw]);
+    await until('condition(server, waypoint, Accepted)?.status === True', () => condition(server, 'waypoint', 'Accepted')?.status === 'True');
+    expect(condition(server, 'waypoint', 'Accepted')?.message).toBe("Resource accepted; spec.listeners[1]: weft's waypoint serves only its HBONE listener on 15008: ignored");
   });
 
   it('refuses an unknown istio.io/waypoint-for and leaves Gateways of other classes alone', async () => {
