@@ -59,6 +59,9 @@ export interface GatewayStatus {
   [k: string]: unknown;
 }
 
+/** Who may use a waypoint: its HBONE listener's allowedRoutes.namespaces (Gateway API default: Same). */
+export type WaypointFrom = { same: true } | { all: true } | { matchLabels: Record<string, string> };
+
 /** What a valid waypoint Gateway asks for. */
 export interface Waypoint {
   name: string;
@@ -69,6 +72,8 @@ export interface Waypoint {
   forServiceAccount?: string;
   /** The service account the waypoint runs as: the Gateway's name unless gateway.istio.io/service-account. */
   serviceAccount: string;
+  /** Namespaces that may use it, from its HBONE listener. */
+  from: WaypointFrom;
   infrastructure: { labels: Record<string, string>; annotations: Record<string, string> };
 }
 
@@ -79,44 +84,62 @@ export interface WaypointProblem {
   message: string;
 }
 
+/** A field of an accepted waypoint that weft does not act on (reported, the waypoint is kept). */
+export interface WaypointNote {
+  field: string;
+  message: string;
+}
+
 /** RFC 1035 label: Service names must be one, and the Service is named after the Gateway. */
 const DNS1035 = /^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
-const DNS1123_SUBDOMAIN = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+/** A Kubernetes object name (service accounts, Gateways named by istio.io/use-waypoint). */
+export const DNS1123_SUBDOMAIN = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+/** The versions of the Gateway API whose Gateways istiod reads. */
+const GATEWAY_VERSION = /^gateway\.networking\.k8s\.io\/(v1|v1beta1)$/;
 
 export const isWaypointGateway = (o: { kind?: string; spec?: unknown }): boolean =>
   o.kind === 'Gateway' && (o.spec as { gatewayClassName?: unknown } | undefined)?.gatewayClassName === WAYPOINT_CLASS;
 
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const isStringMap = (v: unknown): v is Record<string, string> =>
-  v === undefined || (typeof v === 'object' && v !== null && !Array.isArray(v) && Object.values(v).every((x) => typeof x === 'string'));
+  v === undefined || (isObject(v) && Object.values(v).every((x) => typeof x === 'string'));
 
 /**
- * Checks a Gateway of class istio-waypoint: one listener `mesh` on 15008, protocol HBONE (what
- * the waypoint serves; anything else would be a listener nobody answers), a known waypoint-for,
- * names that can name a Service and a ServiceAccount. The problem names the field.
+ * Checks a Gateway of class istio-waypoint, the one rule for the control plane's reconciler (its
+ * status), the mesh model (which traffic uses it) and the CLI. As istiod: the waypoint is its
+ * listener on port 15008 with protocol HBONE, whatever its name (istioctl names it mesh); other
+ * listeners are allowed and, as weft's waypoint serves only HBONE, noted as ignored. Also: a known
+ * waypoint-for, names that can name its Service and ServiceAccount, and the HBONE listener's
+ * allowedRoutes.namespaces. The problem names the field.
  */
-export function checkWaypoint(gw: GatewayObject): { waypoint: Waypoint } | { problem: WaypointProblem } {
+export function checkWaypoint(gw: GatewayObject): { waypoint: Waypoint; ignored: WaypointNote[] } | { problem: WaypointProblem } {
   const bad = (reason: WaypointProblem['reason'], field: string, message: string) => ({ problem: { reason, field, message } });
+  const ignored: WaypointNote[] = [];
   const { name, namespace = 'default', labels = {}, annotations = {} } = gw.metadata ?? {};
+  if (typeof gw.apiVersion !== 'string' || !GATEWAY_VERSION.test(gw.apiVersion)) return bad('InvalidParameters', 'apiVersion', `unsupported version ${JSON.stringify(gw.apiVersion)} (gateway.networking.k8s.io/v1 or v1beta1)`);
   if (typeof name !== 'string' || !DNS1035.test(name)) return bad('InvalidParameters', 'metadata.name', `${JSON.stringify(name)} cannot name the waypoint's Service (an RFC 1035 label: lowercase letters, digits, '-', starting with a letter, at most 63)`);
-  if (!DNS1123_LABEL.test(namespace)) return bad('InvalidParameters', 'metadata.namespace', `${JSON.stringify(namespace)} is not a namespace name`);
+  if (typeof namespace !== 'string' || !DNS1123_LABEL.test(namespace)) return bad('InvalidParameters', 'metadata.namespace', `${JSON.stringify(namespace)} is not a namespace name`);
   if (!isStringMap(labels) || !isStringMap(annotations)) return bad('InvalidParameters', 'metadata', 'labels and annotations must map strings to strings');
   const listeners = gw.spec?.listeners;
-  if (!Array.isArray(listeners) || listeners.length === 0) return bad('ListenersNotValid', 'spec.listeners', `a waypoint needs one listener {name: mesh, port: ${WAYPOINT_PORTS.mesh}, protocol: HBONE}`);
-  if (listeners.length > 1) return bad('ListenersNotValid', 'spec.listeners', `a waypoint has exactly one listener (mesh, ${WAYPOINT_PORTS.mesh}, HBONE); found ${listeners.length}`);
-  const l = listeners[0] as GatewayListener;
-  if (typeof l !== 'object' || l === null) return bad('ListenersNotValid', 'spec.listeners[0]', 'not an object');
-  if (l.name !== 'mesh') return bad('ListenersNotValid', 'spec.listeners[0].name', `${JSON.stringify(l.name)}: a waypoint's listener is named mesh`);
-  if (l.port !== WAYPOINT_PORTS.mesh) return bad('ListenersNotValid', 'spec.listeners[0].port', `${JSON.stringify(l.port)}: a waypoint listens on ${WAYPOINT_PORTS.mesh}`);
-  if (l.protocol !== 'HBONE') return bad('ListenersNotValid', 'spec.listeners[0].protocol', `${JSON.stringify(l.protocol)}: a waypoint speaks HBONE`);
+  if (listeners !== undefined && !Array.isArray(listeners)) return bad('ListenersNotValid', 'spec.listeners', 'expected a list');
+  let hbone: { l: GatewayListener; at: string } | undefined;
+  for (const [i, l] of ((listeners ?? []) as unknown[]).entries()) {
+    if (!isObject(l)) return bad('ListenersNotValid', `spec.listeners[${i}]`, 'expected an object');
+    if (!hbone && l.port === WAYPOINT_PORTS.mesh && l.protocol === 'HBONE') hbone = { l, at: `spec.listeners[${i}]` };
+    else ignored.push({ field: `spec.listeners[${i}]`, message: `weft's waypoint serves only its HBONE listener on ${WAYPOINT_PORTS.mesh}: ignored` });
+  }
+  if (!hbone) return bad('ListenersNotValid', 'spec.listeners', `a waypoint (class ${WAYPOINT_CLASS}) needs a listener on port ${WAYPOINT_PORTS.mesh} with protocol HBONE (Istio names it mesh)`);
+  const from = allowedFrom(hbone.l, hbone.at, ignored);
+  if ('problem' in from) return from;
   const forValue = labels[WAYPOINT_FOR_LABEL] ?? 'service';
-  if (!(WAYPOINT_FOR as readonly string[]).includes(forValue)) return bad('InvalidParameters', `metadata.labels["${WAYPOINT_FOR_LABEL}"]`, `${JSON.stringify(forValue)}: one of ${WAYPOINT_FOR.join(', ')}`);
+  if (!(WAYPOINT_FOR as readonly string[]).includes(forValue)) return bad('InvalidParameters', `metadata.labels["${WAYPOINT_FOR_LABEL}"]`, `unknown value ${JSON.stringify(forValue)} (${WAYPOINT_FOR.join(', ')})`);
   const forSa = annotations[FOR_SERVICE_ACCOUNT_ANNOTATION];
-  if (forSa !== undefined && !DNS1123_SUBDOMAIN.test(forSa)) return bad('InvalidParameters', `metadata.annotations["${FOR_SERVICE_ACCOUNT_ANNOTATION}"]`, `${JSON.stringify(forSa)} is not a service account name`);
+  if (forSa !== undefined && !DNS1123_SUBDOMAIN.test(forSa)) return bad('InvalidParameters', `metadata.annotations["${FOR_SERVICE_ACCOUNT_ANNOTATION}"]`, `${JSON.stringify(forSa)} is not a valid service account name`);
   const sa = annotations[SERVICE_ACCOUNT_ANNOTATION] ?? name;
-  if (!DNS1123_SUBDOMAIN.test(sa)) return bad('InvalidParameters', `metadata.annotations["${SERVICE_ACCOUNT_ANNOTATION}"]`, `${JSON.stringify(sa)} is not a service account name`);
+  if (!DNS1123_SUBDOMAIN.test(sa)) return bad('InvalidParameters', `metadata.annotations["${SERVICE_ACCOUNT_ANNOTATION}"]`, `${JSON.stringify(sa)} is not a valid service account name`);
   const infra = gw.spec?.infrastructure ?? {};
-  if (!isStringMap(infra.labels) || !isStringMap(infra.annotations)) return bad('InvalidParameters', 'spec.infrastructure', 'labels and annotations must map strings to strings');
+  if (!isObject(infra) || !isStringMap(infra.labels) || !isStringMap(infra.annotations)) return bad('InvalidParameters', 'spec.infrastructure', 'labels and annotations must map strings to strings');
   return {
     waypoint: {
       name,
@@ -125,9 +148,32 @@ export function checkWaypoint(gw: GatewayObject): { waypoint: Waypoint } | { pro
       for: forValue as WaypointFor,
       ...(forSa !== undefined && { forServiceAccount: forSa }),
       serviceAccount: sa,
+      from: from.from,
       infrastructure: { labels: { ...infra.labels }, annotations: { ...infra.annotations } },
     },
+    ignored,
   };
+}
+
+/** The HBONE listener's allowedRoutes.namespaces; a selector weft cannot evaluate admits only the waypoint's namespace. */
+function allowedFrom(l: GatewayListener, at: string, ignored: WaypointNote[]): { from: WaypointFrom } | { problem: WaypointProblem } {
+  const field = `${at}.allowedRoutes.namespaces`;
+  const bad = (f: string, message: string) => ({ problem: { reason: 'ListenersNotValid' as const, field: f, message } });
+  if (l.allowedRoutes !== undefined && !isObject(l.allowedRoutes)) return bad(`${at}.allowedRoutes`, 'expected an object');
+  const ns = l.allowedRoutes?.namespaces;
+  if (ns !== undefined && !isObject(ns)) return bad(field, 'expected an object');
+  const from = ns?.from ?? 'Same';
+  if (from === 'Same') return { from: { same: true } };
+  if (from === 'All') return { from: { all: true } };
+  if (from !== 'Selector') return bad(`${field}.from`, `unknown value ${JSON.stringify(from)} (Same, All or Selector)`);
+  const sel = ns!.selector ?? {};
+  if (!isObject(sel)) return bad(`${field}.selector`, 'expected an object');
+  if (sel.matchExpressions !== undefined) {
+    ignored.push({ field: `${field}.selector.matchExpressions`, message: "not supported by weft: only the waypoint's own namespace may use it" });
+    return { from: { same: true } };
+  }
+  if (!isStringMap(sel.matchLabels)) return bad(`${field}.selector.matchLabels`, 'expected a map of strings to strings');
+  return { from: { matchLabels: { ...sel.matchLabels } } };
 }
 
 export interface WaypointRenderOptions {
@@ -299,7 +345,7 @@ export function renderWaypoint(w: Waypoint, o: WaypointRenderOptions): RenderedW
 /** What the Gateway's status says: why it is not accepted, or how far its deployment got. */
 export type WaypointState =
   | { problem: WaypointProblem }
-  | { readyReplicas: number; address?: string; conflict?: string };
+  | { readyReplicas: number; address?: string; conflict?: string; ignored?: readonly WaypointNote[] };
 
 /**
  * The Gateway's status for a state: Accepted, Programmed (True once a replica is ready and the
@@ -319,7 +365,9 @@ export function waypointStatus(gw: GatewayObject, state: WaypointState, now = ne
     const msg = `${state.problem.field}: ${state.problem.message}`;
     return { conditions: [cond('Accepted', false, state.problem.reason, msg), cond('Programmed', false, 'Invalid', `not accepted: ${msg}`)] };
   }
-  const accepted = cond('Accepted', true, 'Accepted', 'Resource accepted');
+  // What weft ignores is said where users look (the model reports the same notes as problems).
+  const notes = state.ignored?.length ? `; ${state.ignored.map((n) => `${n.field}: ${n.message}`).join('; ')}` : '';
+  const accepted = cond('Accepted', true, 'Accepted', `Resource accepted${notes}`);
   if (state.conflict) return { conditions: [accepted, cond('Programmed', false, 'Invalid', state.conflict)] };
   const addresses = state.address ? [{ type: 'IPAddress' as const, value: state.address }] : [];
   const programmed =

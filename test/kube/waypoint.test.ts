@@ -30,38 +30,85 @@ const problem = (g: GatewayObject) => {
 };
 const opts = { image: 'weft:1', controlAddress: 'weft-control.istio-system.svc:15012', trustDomain: 'cluster.local' };
 
+// The one rule for a waypoint Gateway: the reconciler's status (test/control/gateway) and the mesh
+// model's problems (test/control/model/networking/waypoints.test.ts) both come from it, so every
+// case is asserted here once. As istiod: the waypoint is the listener on 15008 with protocol HBONE,
+// whatever its name; other listeners are allowed (weft notes them as ignored).
 describe('checkWaypoint', () => {
-  it('accepts istioctl waypoint apply output; defaults: for service, runs as its own name', () => {
-    expect(ok(gw())).toEqual({ name: 'waypoint', namespace: 'apps', uid: 'u-1', for: 'service', serviceAccount: 'waypoint', infrastructure: { labels: {}, annotations: {} } });
+  const listener = (o: Record<string, unknown> = {}) => ({ name: 'mesh', port: 15008, protocol: 'HBONE', ...o });
+  const ignored = (g: GatewayObject) => {
+    const r = checkWaypoint(g);
+    if ('problem' in r) throw new Error(r.problem.message);
+    return r.ignored;
+  };
+
+  it('accepts istioctl waypoint apply output; defaults: for service, runs as its own name, used by its own namespace', () => {
+    expect(ok(gw())).toEqual({ name: 'waypoint', namespace: 'apps', uid: 'u-1', for: 'service', serviceAccount: 'waypoint', from: { same: true }, infrastructure: { labels: {}, annotations: {} } });
+    expect(ignored(gw())).toEqual([]);
     expect(ok(gw({ labels: { 'istio.io/waypoint-for': 'all' }, annotations: { 'istio.io/for-service-account': 'reviews' } }))).toMatchObject({ for: 'all', forServiceAccount: 'reviews', serviceAccount: 'waypoint' });
+    expect(ok({ ...gw(), apiVersion: 'gateway.networking.k8s.io/v1beta1' }).name).toBe('waypoint');
+  });
+
+  it('the HBONE listener on 15008 is the waypoint whatever its name; other listeners are kept but ignored', () => {
+    expect(ignored(gw({}, { listeners: [listener({ name: 'hbone' })] }))).toEqual([]);
+    const extra = gw({}, { listeners: [{ name: 'mesh', port: 15009, protocol: 'HBONE' }, listener({ name: 'tunnel' }), { name: 'http', port: 80, protocol: 'HTTP' }] });
+    expect(ok(extra).name).toBe('waypoint');
+    expect(ignored(extra).map((n) => n.field)).toEqual(['spec.listeners[0]', 'spec.listeners[2]']);
+    // A second HBONE listener on 15008 is not the waypoint's: the first one is.
+    expect(ignored(gw({}, { listeners: [listener(), listener({ name: 'again', allowedRoutes: { namespaces: { from: 'All' } } })] })).map((n) => n.field)).toEqual(['spec.listeners[1]']);
+  });
+
+  it("reads who may use it from the HBONE listener's allowedRoutes.namespaces", () => {
+    const from = (namespaces: unknown) => ok(gw({}, { listeners: [{ name: 'http', port: 80, protocol: 'HTTP', allowedRoutes: { namespaces: { from: 'All' } } }, listener({ allowedRoutes: { namespaces } })] })).from;
+    expect(from(undefined)).toEqual({ same: true });
+    expect(from({ from: 'Same' })).toEqual({ same: true });
+    expect(from({ from: 'All' })).toEqual({ all: true });
+    expect(from({ from: 'Selector', selector: { matchLabels: { mesh: 'yes' } } })).toEqual({ matchLabels: { mesh: 'yes' } });
+    // A selector weft cannot evaluate admits only the waypoint's own namespace, and says so.
+    const exprs = gw({}, { listeners: [listener({ allowedRoutes: { namespaces: { from: 'Selector', selector: { matchExpressions: [{ key: 'a', operator: 'Exists' }] } } } })] });
+    expect(ok(exprs).from).toEqual({ same: true });
+    expect(ignored(exprs)).toEqual([{ field: 'spec.listeners[0].allowedRoutes.namespaces.selector.matchExpressions', message: "not supported by weft: only the waypoint's own namespace may use it" }]);
   });
 
   it.each([
-    [{}, { listeners: [] }, 'spec.listeners'],
-    [{}, { listeners: 'mesh' }, 'spec.listeners'],
-    [{}, { listeners: [{ name: 'mesh', port: 15008, protocol: 'HBONE' }, { name: 'http', port: 80, protocol: 'HTTP' }] }, 'spec.listeners'],
-    [{}, { listeners: [null] }, 'spec.listeners[0]'],
-    [{}, { listeners: [{ name: 'proxy', port: 15008, protocol: 'HBONE' }] }, 'spec.listeners[0].name'],
-    [{}, { listeners: [{ name: 'mesh', port: 80, protocol: 'HBONE' }] }, 'spec.listeners[0].port'],
-    [{}, { listeners: [{ name: 'mesh', port: '15008', protocol: 'HBONE' }] }, 'spec.listeners[0].port'],
-    [{}, { listeners: [{ name: 'mesh', port: 15008, protocol: 'TCP' }] }, 'spec.listeners[0].protocol'],
-    [{ name: 'Waypoint' }, {}, 'metadata.name'],
-    [{ name: '1waypoint' }, {}, 'metadata.name'],
-    [{ name: 'a'.repeat(64) }, {}, 'metadata.name'],
-    [{ name: '../../etc' }, {}, 'metadata.name'],
-    [{ namespace: 'a/b' }, {}, 'metadata.namespace'],
-    [{ labels: { 'istio.io/waypoint-for': 'ingress' } }, {}, 'metadata.labels["istio.io/waypoint-for"]'],
-    [{ labels: { x: 1 as unknown as string } }, {}, 'metadata'],
-    [{ annotations: { 'istio.io/for-service-account': 'a b' } }, {}, 'metadata.annotations["istio.io/for-service-account"]'],
-    [{ annotations: { 'gateway.istio.io/service-account': '' } }, {}, 'metadata.annotations["gateway.istio.io/service-account"]'],
-    [{}, { infrastructure: { labels: { a: {} } } }, 'spec.infrastructure'],
-  ])('refuses %j %j at %s', (meta, spec, field) => {
-    expect(problem(gw(meta as Partial<GatewayObject['metadata']>, spec)).field).toBe(field);
+    [{}, { listeners: [] }, 'spec.listeners', 'ListenersNotValid'],
+    [{}, { listeners: undefined }, 'spec.listeners', 'ListenersNotValid'],
+    [{}, { listeners: 'mesh' }, 'spec.listeners', 'ListenersNotValid'],
+    [{}, { listeners: [null] }, 'spec.listeners[0]', 'ListenersNotValid'],
+    [{}, { listeners: [listener(), 7] }, 'spec.listeners[1]', 'ListenersNotValid'],
+    [{}, { listeners: [listener({ port: 80 })] }, 'spec.listeners', 'ListenersNotValid'],
+    [{}, { listeners: [listener({ port: '15008' })] }, 'spec.listeners', 'ListenersNotValid'],
+    [{}, { listeners: [listener({ protocol: 'TCP' })] }, 'spec.listeners', 'ListenersNotValid'],
+    [{}, { listeners: [listener({ protocol: 'hbone' })] }, 'spec.listeners', 'ListenersNotValid'],
+    [{}, { listeners: [listener({ allowedRoutes: 'x' })] }, 'spec.listeners[0].allowedRoutes', 'ListenersNotValid'],
+    [{}, { listeners: [listener({ allowedRoutes: { namespaces: [] } })] }, 'spec.listeners[0].allowedRoutes.namespaces', 'ListenersNotValid'],
+    [{}, { listeners: [listener({ allowedRoutes: { namespaces: { from: 'Everyone' } } })] }, 'spec.listeners[0].allowedRoutes.namespaces.from', 'ListenersNotValid'],
+    [{}, { listeners: [listener({ allowedRoutes: { namespaces: { from: 'Selector', selector: 'x' } } })] }, 'spec.listeners[0].allowedRoutes.namespaces.selector', 'ListenersNotValid'],
+    [{}, { listeners: [listener({ allowedRoutes: { namespaces: { from: 'Selector', selector: { matchLabels: { a: 1 } } } } })] }, 'spec.listeners[0].allowedRoutes.namespaces.selector.matchLabels', 'ListenersNotValid'],
+    [{ name: 'Waypoint' }, {}, 'metadata.name', 'InvalidParameters'],
+    [{ name: '1waypoint' }, {}, 'metadata.name', 'InvalidParameters'],
+    [{ name: 'a'.repeat(64) }, {}, 'metadata.name', 'InvalidParameters'],
+    [{ name: '../../etc' }, {}, 'metadata.name', 'InvalidParameters'],
+    [{ namespace: 'a/b' }, {}, 'metadata.namespace', 'InvalidParameters'],
+    [{ labels: { 'istio.io/waypoint-for': 'ingress' } }, {}, 'metadata.labels["istio.io/waypoint-for"]', 'InvalidParameters'],
+    [{ labels: { x: 1 as unknown as string } }, {}, 'metadata', 'InvalidParameters'],
+    [{ annotations: { 'istio.io/for-service-account': 'a b' } }, {}, 'metadata.annotations["istio.io/for-service-account"]', 'InvalidParameters'],
+    [{ annotations: { 'istio.io/for-service-account': '' } }, {}, 'metadata.annotations["istio.io/for-service-account"]', 'InvalidParameters'],
+    [{ annotations: { 'istio.io/for-service-account': 'Not/Valid' } }, {}, 'metadata.annotations["istio.io/for-service-account"]', 'InvalidParameters'],
+    [{ annotations: { 'gateway.istio.io/service-account': '' } }, {}, 'metadata.annotations["gateway.istio.io/service-account"]', 'InvalidParameters'],
+    [{}, { infrastructure: { labels: { a: {} } } }, 'spec.infrastructure', 'InvalidParameters'],
+    [{}, { infrastructure: 'x' }, 'spec.infrastructure', 'InvalidParameters'],
+  ])('refuses %j %j at %s (%s)', (meta, spec, field, reason) => {
+    expect(problem(gw(meta as Partial<GatewayObject['metadata']>, spec))).toMatchObject({ field, reason });
   });
 
-  it('a listener problem is ListenersNotValid, the rest InvalidParameters', () => {
-    expect(problem(gw({}, { listeners: [{ name: 'mesh', port: 80, protocol: 'HBONE' }] })).reason).toBe('ListenersNotValid');
-    expect(problem(gw({ name: 'X' })).reason).toBe('InvalidParameters');
+  it('refuses a version istiod does not read', () => {
+    expect(problem({ ...gw(), apiVersion: 'gateway.networking.k8s.io/v0' })).toEqual({ reason: 'InvalidParameters', field: 'apiVersion', message: 'unsupported version "gateway.networking.k8s.io/v0" (gateway.networking.k8s.io/v1 or v1beta1)' });
+  });
+
+  it('messages name what is wanted', () => {
+    expect(problem(gw({}, { listeners: [{ name: 'mesh', port: 15009, protocol: 'HBONE' }] })).message).toBe('a waypoint (class istio-waypoint) needs a listener on port 15008 with protocol HBONE (Istio names it mesh)');
+    expect(problem(gw({ labels: { 'istio.io/waypoint-for': 'services' } })).message).toBe('unknown value "services" (service, workload, all, none)');
   });
 });
 
@@ -141,6 +188,7 @@ describe('waypointStatus', () => {
 
   it('no address yet: not Programmed; a problem: Accepted=False with the field', () => {
     expect(waypointStatus(gw(), { readyReplicas: 1 }).conditions?.[1]).toMatchObject({ status: 'False', reason: 'AddressNotAssigned' });
+    expect(waypointStatus(gw(), { readyReplicas: 1, ignored: [{ field: 'spec.listeners[1]', message: 'ignored' }, { field: 'x', message: 'y' }] }).conditions?.[0]).toMatchObject({ status: 'True', reason: 'Accepted', message: 'Resource accepted; spec.listeners[1]: ignored; x: y' });
     const s = waypointStatus(gw(), { problem: { reason: 'ListenersNotValid', field: 'spec.listeners[0].port', message: 'no' } });
     expect(s.conditions?.[0]).toMatchObject({ type: 'Accepted', status: 'False', reason: 'ListenersNotValid', message: 'spec.listeners[0].port: no' });
     expect(s.addresses).toBeUndefined();

@@ -11,6 +11,7 @@ import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import {
   checkWaypoint,
+  GATEWAY_API_VERSION,
   GATEWAY_CLASS_LABEL,
   GATEWAY_NAME_LABEL,
   isWaypointGateway,
@@ -206,7 +207,8 @@ export class WaypointReconciler {
 
   private async reconcileGateway(gw: GatewayObject): Promise<void> {
     const ns = gw.metadata.namespace ?? 'default';
-    const checked = checkWaypoint({ ...gw, metadata: { ...gw.metadata, namespace: ns } });
+    // Read at gateway.networking.k8s.io/v1 (list items carry no apiVersion of their own).
+    const checked = checkWaypoint({ ...gw, apiVersion: GATEWAY_API_VERSION, metadata: { ...gw.metadata, namespace: ns } });
     if ('problem' in checked) {
       // Nothing is created for a Gateway that is not accepted; what a previous valid version
       // created stays (the last good version stays in force, as for every configuration).
@@ -218,10 +220,10 @@ export class WaypointReconciler {
     const found = await Promise.all(wanted.map((w) => this.get(w.kind, w.metadata.namespace, w.metadata.name)));
     for (const [i, w] of wanted.entries()) {
       const conflict = this.stranger(w, found[i], gw);
-      if (conflict) return this.writeStatus(gw, { readyReplicas: 0, conflict });
+      if (conflict) return this.writeStatus(gw, { readyReplicas: 0, conflict, ignored: checked.ignored });
     }
     const [, service, deployment] = await Promise.all(wanted.map((w, i) => this.ensure(w, found[i])));
-    await this.writeStatus(gw, { readyReplicas: deployment?.status?.readyReplicas ?? 0, address: service?.spec?.clusterIP && service.spec.clusterIP !== 'None' ? service.spec.clusterIP : undefined });
+    await this.writeStatus(gw, { readyReplicas: deployment?.status?.readyReplicas ?? 0, ignored: checked.ignored, address: service?.spec?.clusterIP && service.spec.clusterIP !== 'None' ? service.spec.clusterIP : undefined });
   }
 
   /**

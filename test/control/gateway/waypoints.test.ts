@@ -21,11 +21,11 @@ afterEach(async () => {
 });
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-const gateway = (name: string, o: { port?: number; labels?: Record<string, string>; annotations?: Record<string, string>; className?: string; namespace?: string } = {}): FakeObject => ({
+const gateway = (name: string, o: { port?: number; listener?: string; labels?: Record<string, string>; annotations?: Record<string, string>; className?: string; namespace?: string } = {}): FakeObject => ({
   apiVersion: 'gateway.networking.k8s.io/v1',
   kind: 'Gateway',
   metadata: { name, namespace: o.namespace ?? 'apps', ...(o.labels && { labels: o.labels }), ...(o.annotations && { annotations: o.annotations }) },
-  spec: { gatewayClassName: o.className ?? 'istio-waypoint', listeners: [{ name: 'mesh', port: o.port ?? 15008, protocol: 'HBONE' }] },
+  spec: { gatewayClassName: o.className ?? 'istio-waypoint', listeners: [{ name: o.listener ?? 'mesh', port: o.port ?? 15008, protocol: 'HBONE' }] },
 });
 
 async function setup(objects: FakeObject[] = []) {
@@ -78,14 +78,31 @@ describe('waypoint reconciler', () => {
     expect(condition(server, 'waypoint', 'Programmed')?.reason).toBe('Programmed');
   });
 
-  it('refuses a Gateway with a wrong listener: Accepted=False naming the field, no objects', async () => {
+  // The rule is the shared checkWaypoint (its table is in test/kube/waypoint.test.ts): one case
+  // each way shows the reconciler's status follows it.
+  it('refuses a Gateway with no HBONE listener on 15008: Accepted=False naming the field, no objects', async () => {
     const { server, r } = await setup([gateway('bad', { port: 80 })]);
     await until('condition(server, bad, Accepted) !== undefined', () => condition(server, 'bad', 'Accepted') !== undefined);
     expect(condition(server, 'bad', 'Accepted')).toMatchObject({ status: 'False', reason: 'ListenersNotValid' });
-    expect(condition(server, 'bad', 'Accepted')?.message).toContain('spec.listeners[0].port');
+    expect(condition(server, 'bad', 'Accepted')?.message).toBe('spec.listeners: a waypoint (class istio-waypoint) needs a listener on port 15008 with protocol HBONE (Istio names it mesh)');
     expect(condition(server, 'bad', 'Programmed')).toMatchObject({ status: 'False', reason: 'Invalid' });
     await r.reconcile();
     expect(owned(server)).toEqual([]);
+  });
+
+  it('accepts an HBONE listener on 15008 whatever its name, as istiod does', async () => {
+    const { server } = await setup([gateway('waypoint', { listener: 'hbone' })]);
+    await until('condition(server, waypoint, Accepted)?.status === True', () => condition(server, 'waypoint', 'Accepted')?.status === 'True');
+    expect(condition(server, 'waypoint', 'Accepted')?.message).toBe('Resource accepted');
+    await until('owned(server).length === 3', () => owned(server).length === 3);
+  });
+
+  it('says in Accepted what it ignores: a listener besides the HBONE one (the model reports the same)', async () => {
+    const gw = gateway('waypoint');
+    (gw.spec as { listeners: unknown[] }).listeners.push({ name: 'http', port: 80, protocol: 'HTTP' });
+    const { server } = await setup([gw]);
+    await until('condition(server, waypoint, Accepted)?.status === True', () => condition(server, 'waypoint', 'Accepted')?.status === 'True');
+    expect(condition(server, 'waypoint', 'Accepted')?.message).toBe("Resource accepted; spec.listeners[1]: weft's waypoint serves only its HBONE listener on 15008: ignored");
   });
 
   it('refuses an unknown istio.io/waypoint-for and leaves Gateways of other classes alone', async () => {

@@ -1,35 +1,31 @@
 // Waypoints, as Istio ambient defines them: a Gateway of class `istio-waypoint` with an HBONE
 // listener on 15008, and the `istio.io/use-waypoint` labels that send a Namespace's, Service's or
-// Pod's traffic through one. This file validates the Gateways, indexes them with the address
+// Pod's traffic through one. The Gateway itself is checked by the shared rule of kube/waypoint.ts;
+// this file turns its verdict into the model's problems, indexes the waypoints with the address
 // agents reach them at (the ClusterIP of the Service named after the Gateway), and decides, for one
 // Service or Workload, which waypoint (if any) its traffic goes through and what is wrong if none.
 // Pure functions of their inputs, so the model builder can reuse what did not change.
 import type { GatewayAddress } from '../../../api/mesh.ts';
 import type { KObject, Pod, Service as KService } from '../../../kube/objects.ts';
-import { Checker, DNS1123_LABEL, isObj, type NetworkingProblem } from './common.ts';
+import {
+  checkWaypoint,
+  DNS1123_SUBDOMAIN,
+  GATEWAY_NAME_LABEL,
+  MANAGED_LABEL,
+  MANAGED_VALUE,
+  USE_WAYPOINT_LABEL,
+  USE_WAYPOINT_NAMESPACE_LABEL,
+  WAYPOINT_CLASS,
+  WAYPOINT_FOR_LABEL,
+  WAYPOINT_PORTS,
+  type GatewayObject,
+  type WaypointFor,
+  type WaypointFrom,
+} from '../../../kube/waypoint.ts';
+import { DNS1123_LABEL, isObj, type NetworkingProblem } from './common.ts';
 import { serviceAddresses } from './workloads.ts';
 
-/** The service account a waypoint's pods run as, when not the Gateway's name (istiod's annotation). */
-const SERVICE_ACCOUNT_ANNOTATION = 'gateway.istio.io/service-account';
-
-export const WAYPOINT_CLASS = 'istio-waypoint';
-export const USE_WAYPOINT = 'istio.io/use-waypoint';
-export const USE_WAYPOINT_NAMESPACE = 'istio.io/use-waypoint-namespace';
-export const WAYPOINT_FOR = 'istio.io/waypoint-for';
-export const FOR_SERVICE_ACCOUNT = 'istio.io/for-service-account';
-/** Set on the waypoint's own pods by its Deployment (Gateway API's convention, kept by istiod). */
-export const GATEWAY_NAME = 'gateway.networking.k8s.io/gateway-name';
-/** istiod labels the waypoint's own Service so: it never gets a waypoint. */
-const MANAGED = 'gateway.istio.io/managed';
-export const HBONE_PORT = 15008;
-
-const GATEWAY_VERSION = /^gateway\.networking\.k8s\.io\/(v1|v1beta1)$/;
-const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
-const WAYPOINT_FOR_VALUES = ['service', 'workload', 'all', 'none'] as const;
-export type WaypointFor = (typeof WAYPOINT_FOR_VALUES)[number];
-
 const labelField = (key: string) => `metadata.labels["${key}"]`;
-const annotationField = (key: string) => `metadata.annotations["${key}"]`;
 
 /** A valid waypoint Gateway; `address` is unset until its Service has a ClusterIP. */
 export interface Waypoint {
@@ -39,10 +35,10 @@ export interface Waypoint {
   /** Set by `istio.io/for-service-account`: it serves only that account's workloads in its namespace. */
   serviceAccount?: string;
   /** Who may use it: its HBONE listener's allowedRoutes.namespaces (Gateway API default: Same). */
-  from: { same: true } | { all: true } | { matchLabels: Record<string, string> };
+  from: WaypointFrom;
   address?: GatewayAddress;
   /** The service account its pods run as (the Gateway's name unless gateway.istio.io/service-account). */
-  runsAs?: string;
+  runsAs: string;
 }
 
 /** One Gateway, read: a waypoint, or why it is not one (problems only for waypoint Gateways). */
@@ -53,51 +49,22 @@ export interface ParsedGateway {
   problems: NetworkingProblem[];
 }
 
+/**
+ * A Gateway as the model sees it, by the shared rule (checkWaypoint, which the Kubernetes
+ * reconciler also uses for the Gateway's status): a refused Gateway is no waypoint and its problem
+ * is reported; fields weft ignores are reported and the waypoint kept.
+ */
 export function parseWaypointGateway(gw: KObject): ParsedGateway {
-  const c = new Checker(gw);
   const spec = isObj(gw.spec) ? gw.spec : {};
   if (spec.gatewayClassName !== WAYPOINT_CLASS) return { notWaypoint: `its gatewayClassName is ${JSON.stringify(spec.gatewayClassName ?? '')}, not ${WAYPOINT_CLASS}`, problems: [] };
-  if (!GATEWAY_VERSION.test(gw.apiVersion)) c.error('apiVersion', `unsupported version ${gw.apiVersion} (gateway.networking.k8s.io/v1 or v1beta1)`);
-  let hbone: Record<string, unknown> | undefined;
-  for (const [i, raw] of c.list(spec.listeners, 'spec.listeners').entries()) {
-    const l = c.obj(raw, `spec.listeners[${i}]`);
-    if (!l) continue;
-    const isHbone = l.port === HBONE_PORT && l.protocol === 'HBONE';
-    if (isHbone) hbone ??= l;
-    else if (l.name === 'mesh') c.error(`spec.listeners[${i}]`, `the mesh listener of a waypoint must be port ${HBONE_PORT} protocol HBONE, got port ${JSON.stringify(l.port)} protocol ${JSON.stringify(l.protocol)}`);
-  }
-  if (!hbone) c.error('spec.listeners', `a waypoint (class ${WAYPOINT_CLASS}) needs a listener on port ${HBONE_PORT} with protocol HBONE (Istio names it mesh)`);
-  const labels = gw.metadata.labels ?? {};
-  const forValue = labels[WAYPOINT_FOR] ?? 'service';
-  if (!(WAYPOINT_FOR_VALUES as readonly string[]).includes(forValue)) c.error(labelField(WAYPOINT_FOR), `unknown value ${JSON.stringify(forValue)} (service, workload, all or none)`);
-  const sa = gw.metadata.annotations?.[FOR_SERVICE_ACCOUNT];
-  if (sa !== undefined && (!DNS1123_SUBDOMAIN.test(sa) || sa.length > 253)) c.error(annotationField(FOR_SERVICE_ACCOUNT), `${JSON.stringify(sa)} is not a valid service account name`);
-  const from = hbone ? allowedFrom(c, hbone) : { same: true as const };
-  if (c.fatal) return { notWaypoint: 'it is not a valid waypoint (see its problems)', problems: c.problems };
+  const at = (field: string, reason: string): NetworkingProblem => ({ kind: gw.kind, namespace: gw.metadata.namespace ?? '', name: gw.metadata.name, field, reason });
+  const checked = checkWaypoint({ ...gw, spec } as GatewayObject);
+  if ('problem' in checked) return { notWaypoint: 'it is not a valid waypoint (see its problems)', problems: [at(checked.problem.field, checked.problem.message)] };
+  const w = checked.waypoint;
   return {
-    waypoint: { namespace: gw.metadata.namespace ?? 'default', name: gw.metadata.name, for: forValue as WaypointFor, ...(sa !== undefined ? { serviceAccount: sa } : {}), from },
-    problems: c.problems,
+    waypoint: { namespace: w.namespace, name: w.name, for: w.for, ...(w.forServiceAccount !== undefined ? { serviceAccount: w.forServiceAccount } : {}), from: w.from, runsAs: w.serviceAccount },
+    problems: checked.ignored.map((n) => at(n.field, n.message)),
   };
-}
-
-/** The HBONE listener's allowedRoutes.namespaces; what weft cannot evaluate allows only the waypoint's namespace. */
-function allowedFrom(c: Checker, l: Record<string, unknown>): Waypoint['from'] {
-  const ar = isObj(l.allowedRoutes) ? l.allowedRoutes : undefined;
-  const ns = ar && isObj(ar.namespaces) ? ar.namespaces : undefined;
-  const field = 'spec.listeners[mesh].allowedRoutes.namespaces';
-  const from = ns?.from ?? 'Same';
-  if (from === 'Same') return { same: true };
-  if (from === 'All') return { all: true };
-  if (from === 'Selector') {
-    const sel = isObj(ns!.selector) ? ns!.selector : {};
-    if (sel.matchExpressions !== undefined) {
-      c.ignored(`${field}.selector.matchExpressions`, 'not supported by weft: only the waypoint\'s own namespace may use it');
-      return { same: true };
-    }
-    const ml = c.labels(sel.matchLabels, `${field}.selector.matchLabels`) ?? {};
-    return { matchLabels: ml };
-  }
-  return c.error(`${field}.from`, `unknown value ${JSON.stringify(from)} (Same, All or Selector)`) ?? { same: true };
 }
 
 /** What a waypoint name resolves to: a usable waypoint (maybe not ready), or why not. */
@@ -120,7 +87,7 @@ export const EMPTY_WAYPOINTS: WaypointIndex = { entries: new Map(), problems: ne
 export function waypointAddress(name: string, services: readonly KService[]): GatewayAddress | undefined {
   const svc = services.find((s) => s.metadata.name === name);
   const vip = svc ? serviceAddresses(svc)[0] : undefined;
-  return vip ? { address: vip, network: '', hboneMtlsPort: HBONE_PORT } : undefined;
+  return vip ? { address: vip, network: '', hboneMtlsPort: WAYPOINT_PORTS.mesh } : undefined;
 }
 
 /** The index over parsed Gateways; `services(ns)` gives a namespace's Services for the addresses. */
@@ -136,8 +103,7 @@ export function buildWaypointIndex(gateways: Iterable<[KObject, ParsedGateway]>,
       continue;
     }
     const address = waypointAddress(gw.metadata.name, services(ns));
-    const runsAs = gw.metadata.annotations?.[SERVICE_ACCOUNT_ANNOTATION] ?? gw.metadata.name;
-    entries.set(key, { waypoint: address ? { ...p.waypoint, address, runsAs } : { ...p.waypoint, runsAs } });
+    entries.set(key, { waypoint: address ? { ...p.waypoint, address } : { ...p.waypoint } });
   }
   return { entries, problems };
 }
@@ -153,14 +119,14 @@ export type UseWaypoint = { none: true } | { key: string; field: string } | { in
 
 /** Reads `istio.io/use-waypoint` (and `-namespace`) on an object in namespace `ns`; undefined when unlabelled. */
 export function useWaypointOf(labels: Record<string, string> | undefined, ns: string): UseWaypoint | undefined {
-  const name = labels?.[USE_WAYPOINT];
+  const name = labels?.[USE_WAYPOINT_LABEL];
   if (name === undefined) return undefined;
-  const field = labelField(USE_WAYPOINT);
+  const field = labelField(USE_WAYPOINT_LABEL);
   // Istio reserves "none": it opts out of an inherited waypoint (a Gateway named none cannot be used).
   if (name === 'none') return { none: true };
-  if (!DNS1123_SUBDOMAIN.test(name) || name.length > 253) return { invalid: `${JSON.stringify(name)} is not a valid Gateway name`, field };
-  const wns = labels?.[USE_WAYPOINT_NAMESPACE] ?? ns;
-  if (!DNS1123_LABEL.test(wns) || wns.length > 63) return { invalid: `${JSON.stringify(wns)} is not a valid namespace name`, field: labelField(USE_WAYPOINT_NAMESPACE) };
+  if (!DNS1123_SUBDOMAIN.test(name)) return { invalid: `${JSON.stringify(name)} is not a valid Gateway name`, field };
+  const wns = labels?.[USE_WAYPOINT_NAMESPACE_LABEL] ?? ns;
+  if (!DNS1123_LABEL.test(wns) || wns.length > 63) return { invalid: `${JSON.stringify(wns)} is not a valid namespace name`, field: labelField(USE_WAYPOINT_NAMESPACE_LABEL) };
   return { key: `${wns}/${name}`, field };
 }
 
@@ -210,7 +176,7 @@ export function chooseWaypoint(t: WaypointTarget, index: WaypointIndex): Waypoin
   const w = r.waypoint;
   const mismatch = (reason: string): WaypointChoice => (on === 'self' ? { problem: { on, field: use.field, reason } } : {});
   const covers = w.for === 'all' || w.for === t.kind;
-  if (!covers) return mismatch(`waypoint ${use.key} does not take ${t.kind} traffic (${WAYPOINT_FOR}: ${w.for})`);
+  if (!covers) return mismatch(`waypoint ${use.key} does not take ${t.kind} traffic (${WAYPOINT_FOR_LABEL}: ${w.for})`);
   if (w.serviceAccount !== undefined) {
     if (w.namespace !== t.namespace) return mismatch(`waypoint ${use.key} serves only service account ${w.serviceAccount} of namespace ${w.namespace}`);
     if (t.kind === 'workload' && t.serviceAccount !== w.serviceAccount) return mismatch(`waypoint ${use.key} serves only service account ${w.serviceAccount}, not ${t.serviceAccount}`);
@@ -243,7 +209,7 @@ function resolve(key: string, ns: string, nsLabels: Record<string, string> | und
 
 /** A waypoint's own pods (of any Gateway of the waypoint class, valid or not) never go through a waypoint: that would loop. */
 export function isWaypointPod(pod: Pod, index: WaypointIndex): boolean {
-  const gw = pod.metadata.labels?.[GATEWAY_NAME];
+  const gw = pod.metadata.labels?.[GATEWAY_NAME_LABEL];
   if (gw === undefined) return false;
   const e = index.entries.get(`${pod.metadata.namespace ?? 'default'}/${gw}`);
   return !!e && ('waypoint' in e || e.waypointClass);
@@ -251,7 +217,7 @@ export function isWaypointPod(pod: Pod, index: WaypointIndex): boolean {
 
 /** Nor does a waypoint's own Service (named after the Gateway, or labelled by istiod). */
 export function isWaypointService(s: KService, index: WaypointIndex): boolean {
-  if (s.metadata.labels?.[MANAGED] === 'istio.io-mesh-controller') return true;
+  if (s.metadata.labels?.[MANAGED_LABEL] === MANAGED_VALUE) return true;
   const e = index.entries.get(`${s.metadata.namespace ?? 'default'}/${s.metadata.name}`);
   return !!e && ('waypoint' in e || e.waypointClass);
 }

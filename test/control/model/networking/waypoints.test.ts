@@ -10,6 +10,7 @@ import { ConfigSnapshot } from '../../../../src/control/config/config-store.ts';
 import { buildMeshModel } from '../../../../src/control/model/mesh-model.ts';
 import { DEFAULT_MESH } from '../../../../src/control/model/networking/workloads.ts';
 import type { KObject } from '../../../../src/kube/objects.ts';
+import { checkWaypoint, type GatewayObject } from '../../../../src/kube/waypoint.ts';
 
 const at = (address: string): GatewayAddress => ({ address, network: '', hboneMtlsPort: 15008 });
 const WP = at('10.96.9.9');
@@ -141,7 +142,7 @@ describe('waypoints of another namespace', () => {
   it('a selector weft cannot evaluate admits only the waypoint\'s own namespace, and says so', () => {
     const r = model([...shop(use), ...infra({ from: 'Selector', selector: { matchExpressions: [{ key: 'a', operator: 'Exists' }] } })]);
     expect(r.svc('web')?.waypoint).toBeUndefined();
-    expect(r.problems).toContain('Gateway infra/shared: spec.listeners[mesh].allowedRoutes.namespaces.selector.matchExpressions: not supported by weft: only the waypoint\'s own namespace may use it');
+    expect(r.problems).toContain('Gateway infra/shared: spec.listeners[0].allowedRoutes.namespaces.selector.matchExpressions: not supported by weft: only the waypoint\'s own namespace may use it');
   });
 });
 
@@ -176,21 +177,30 @@ describe('a waypoint for one service account', () => {
   });
 });
 
-describe('waypoint Gateways are validated', () => {
+// Which Gateways are waypoints is the shared rule's (checkWaypoint; its table of cases is in
+// test/kube/waypoint.test.ts); these show the model takes its verdict: refused, no waypoint and the
+// same problem; accepted, a waypoint, with what it ignores reported.
+describe('waypoint Gateways are checked by the shared rule', () => {
   const problemsOf = (gw: KObject) => model([gw]).problems;
-  it.each([
-    ['no HBONE listener', gateway('shop', 'wp', { listeners: [{ name: 'http', port: 80, protocol: 'HTTP' }] }), 'Gateway shop/wp: spec.listeners: a waypoint (class istio-waypoint) needs a listener on port 15008 with protocol HBONE (Istio names it mesh)'],
-    ['no listeners at all', { ...gateway('shop', 'wp'), spec: { gatewayClassName: 'istio-waypoint' } }, 'Gateway shop/wp: spec.listeners: a waypoint (class istio-waypoint) needs a listener on port 15008 with protocol HBONE (Istio names it mesh)'],
-    ['a mesh listener on the wrong port', gateway('shop', 'wp', { listeners: [{ name: 'mesh', port: 15009, protocol: 'HBONE' }] }), 'Gateway shop/wp: spec.listeners[0]: the mesh listener of a waypoint must be port 15008 protocol HBONE, got port 15009 protocol "HBONE"'],
-    ['a mesh listener of the wrong protocol', gateway('shop', 'wp', { listeners: [{ name: 'mesh', port: 15008, protocol: 'TCP' }] }), 'Gateway shop/wp: spec.listeners[0]: the mesh listener of a waypoint must be port 15008 protocol HBONE, got port 15008 protocol "TCP"'],
-    ['an unknown waypoint-for', gateway('shop', 'wp', { for: 'services' }), 'Gateway shop/wp: metadata.labels["istio.io/waypoint-for"]: unknown value "services" (service, workload, all or none)'],
-    ['an invalid service account', gateway('shop', 'wp', { sa: 'Not/Valid' }), 'Gateway shop/wp: metadata.annotations["istio.io/for-service-account"]: "Not/Valid" is not a valid service account name'],
-    ['an empty service account', gateway('shop', 'wp', { sa: '' }), 'Gateway shop/wp: metadata.annotations["istio.io/for-service-account"]: "" is not a valid service account name'],
-    ['an unsupported version', gateway('shop', 'wp', { apiVersion: 'gateway.networking.k8s.io/v0' }), 'Gateway shop/wp: apiVersion: unsupported version gateway.networking.k8s.io/v0 (gateway.networking.k8s.io/v1 or v1beta1)'],
-    ['an unknown allowedRoutes.from', gateway('shop', 'wp', { allowed: { from: 'Everyone' } }), 'Gateway shop/wp: spec.listeners[mesh].allowedRoutes.namespaces.from: unknown value "Everyone" (Same, All or Selector)'],
-    ['listeners that are not a list', { ...gateway('shop', 'wp'), spec: { gatewayClassName: 'istio-waypoint', listeners: 'mesh' } }, 'Gateway shop/wp: spec.listeners: expected a list'],
-  ])('%s', (_name, gw, problem) => {
-    expect(problemsOf(gw)).toContain(problem);
+  it('a refused Gateway is no waypoint, and its problem is the one the reconciler puts in its status', () => {
+    const gw = gateway('shop', 'wp', { listeners: [{ name: 'mesh', port: 15009, protocol: 'HBONE' }] });
+    const checked = checkWaypoint(gw as GatewayObject);
+    expect('problem' in checked && checked.problem).toMatchObject({ field: 'spec.listeners', reason: 'ListenersNotValid' });
+    const { svc, problems } = model([...shop({ 'istio.io/use-waypoint': 'wp' }), gw, wpService('shop', 'wp', '10.96.9.9')]);
+    expect(svc('web')?.waypoint).toBeUndefined();
+    expect(problems).toContain(`Gateway shop/wp: spec.listeners: ${'problem' in checked ? checked.problem.message : ''}`);
+    expect(problems).toContain('Namespace /shop: metadata.labels["istio.io/use-waypoint"]: Gateway shop/wp is not a waypoint: it is not a valid waypoint (see its problems)');
+  });
+
+  it('an HBONE listener on 15008 of any name is a waypoint; the other listeners are reported as ignored', () => {
+    const gw = gateway('shop', 'wp', { listeners: [{ name: 'hbone', port: 15008, protocol: 'HBONE' }, { name: 'http', port: 80, protocol: 'HTTP' }] });
+    const { svc, problems } = model([...shop({ 'istio.io/use-waypoint': 'wp' }), gw, wpService('shop', 'wp', '10.96.9.9')]);
+    expect(svc('web')?.waypoint).toEqual(WP);
+    expect(problems).toEqual(["Gateway shop/wp: spec.listeners[1]: weft's waypoint serves only its HBONE listener on 15008: ignored"]);
+  });
+
+  it('listeners that are not a list', () => {
+    expect(problemsOf({ ...gateway('shop', 'wp'), spec: { gatewayClassName: 'istio-waypoint', listeners: 'mesh' } })).toEqual(['Gateway shop/wp: spec.listeners: expected a list']);
   });
 
   it('leaves Gateways of other classes alone, and accepts a valid waypoint silently', () => {
@@ -211,7 +221,7 @@ describe('waypoint Gateways are validated', () => {
     const gw = { ...gateway('shop', 'wp', { for: 'sometimes' }), __source: 'waypoint.yaml' } as KObject;
     const ns = { ...namespace('shop', { 'istio.io/use-waypoint': 'wp' }), __source: 'ns.yaml' } as KObject;
     const a = analyze(ConfigSnapshot.of([gw, ns, service('shop', 'web', '10.96.0.1')]), DEFAULT_MESH);
-    expect(a.problems).toContain('waypoint.yaml: Gateway shop/wp: metadata.labels["istio.io/waypoint-for"]: unknown value "sometimes" (service, workload, all or none)');
+    expect(a.problems).toContain('waypoint.yaml: Gateway shop/wp: metadata.labels["istio.io/waypoint-for"]: unknown value "sometimes" (service, workload, all, none)');
     expect(a.problems.some((p) => p.startsWith('ns.yaml: Namespace shop: metadata.labels["istio.io/use-waypoint"]: Gateway shop/wp is not a waypoint'))).toBe(true);
   });
 });
