@@ -1,51 +1,10 @@
-// Envoy v3 message types (from the protos @grpc/grpc-js-xds ships), loaded once, and the small
-// encoders the resource builders share. Resources are encoded here, once per model build, so the
-// ADS servers only ever copy bytes.
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import protobuf from 'protobufjs';
-import { anyMessage, PROTO_DIRS } from '../../../api/protos.ts';
+// The small encoders the resource builders share, over the Envoy v3 messages of src/api/envoy.ts
+// (which the waypoint decodes with). Resources are encoded here, once per model build, so the ADS
+// servers only ever copy bytes.
+import { anyMessage } from '../../../api/protos.ts';
+import { decodeEnvoy, envoyType } from '../../../api/envoy.ts';
 
-export const TYPE_LISTENER = 'type.googleapis.com/envoy.config.listener.v3.Listener';
-export const TYPE_ROUTE = 'type.googleapis.com/envoy.config.route.v3.RouteConfiguration';
-export const TYPE_CLUSTER = 'type.googleapis.com/envoy.config.cluster.v3.Cluster';
-export const TYPE_ENDPOINT = 'type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment';
-/** Dependency order: a client should learn clusters before the routes that name them. */
-export const ENVOY_TYPES = [TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE] as const;
-
-const FILES = [
-  'envoy/config/listener/v3/listener.proto',
-  'envoy/config/route/v3/route.proto',
-  'envoy/config/cluster/v3/cluster.proto',
-  'envoy/config/endpoint/v3/endpoint.proto',
-  'envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto',
-  'envoy/extensions/filters/http/router/v3/router.proto',
-  'envoy/extensions/filters/http/fault/v3/fault.proto',
-  'envoy/extensions/load_balancing_policies/round_robin/v3/round_robin.proto',
-  'envoy/extensions/load_balancing_policies/least_request/v3/least_request.proto',
-  'envoy/extensions/load_balancing_policies/random/v3/random.proto',
-];
-
-let root: protobuf.Root | undefined;
-function envoyRoot(): protobuf.Root {
-  if (!root) {
-    // google/protobuf/descriptor.proto (imported by the annotation protos) ships with protobufjs.
-    const dirs = [...PROTO_DIRS, dirname(createRequire(import.meta.url).resolve('protobufjs/package.json'))];
-    const r = new protobuf.Root();
-    r.resolvePath = (_origin, target) => dirs.map((d) => join(d, target)).find((p) => existsSync(p)) ?? target;
-    r.loadSync(FILES, { keepCase: false });
-    root = r;
-  }
-  return root;
-}
-
-const types = new Map<string, protobuf.Type>();
-export function envoyType(name: string): protobuf.Type {
-  let t = types.get(name);
-  if (!t) types.set(name, (t = envoyRoot().lookupType(name)));
-  return t;
-}
+export { ENVOY_TYPES, envoyType, TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE } from '../../../api/envoy.ts';
 
 /** Encodes a plain object (camelCase field names, enums by name) as the named message. */
 export function encode(name: string, obj: Record<string, unknown>): Uint8Array {
@@ -53,10 +12,7 @@ export function encode(name: string, obj: Record<string, unknown>): Uint8Array {
   return t.encode(t.fromObject(obj)).finish();
 }
 
-export function decode(typeUrl: string, body: Uint8Array): Record<string, unknown> {
-  const t = envoyType(typeUrl.slice(typeUrl.lastIndexOf('/') + 1));
-  return t.toObject(t.decode(body), { enums: String, longs: Number, defaults: false, oneofs: true }) as Record<string, unknown>;
-}
+export const decode = decodeEnvoy;
 
 /** A google.protobuf.Any holding the named message (see anyMessage for the field spelling). */
 export const any = (name: string, obj: Record<string, unknown> = {}) => anyMessage(`type.googleapis.com/${name}`, encode(name, obj));

@@ -1,0 +1,57 @@
+// Envoy v3 messages as xDS carries them (Listener, RouteConfiguration, Cluster,
+// ClusterLoadAssignment and the extensions weft uses), from the protos @grpc/grpc-js-xds ships,
+// loaded once per process. The control plane encodes them (src/control/xds/envoy) and the waypoint
+// decodes them (src/waypoint/xds): one definition of the wire both sides speak.
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import protobuf from 'protobufjs';
+import { PROTO_DIRS } from './protos.ts';
+
+export const TYPE_LISTENER = 'type.googleapis.com/envoy.config.listener.v3.Listener';
+export const TYPE_ROUTE = 'type.googleapis.com/envoy.config.route.v3.RouteConfiguration';
+export const TYPE_CLUSTER = 'type.googleapis.com/envoy.config.cluster.v3.Cluster';
+export const TYPE_ENDPOINT = 'type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment';
+/** Dependency order: a client should learn clusters before the routes that name them. */
+export const ENVOY_TYPES = [TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE] as const;
+export const HCM = 'envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager';
+
+const FILES = [
+  'envoy/config/listener/v3/listener.proto',
+  'envoy/config/route/v3/route.proto',
+  'envoy/config/cluster/v3/cluster.proto',
+  'envoy/config/endpoint/v3/endpoint.proto',
+  'envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto',
+  'envoy/extensions/filters/http/router/v3/router.proto',
+  'envoy/extensions/filters/http/fault/v3/fault.proto',
+  'envoy/extensions/load_balancing_policies/round_robin/v3/round_robin.proto',
+  'envoy/extensions/load_balancing_policies/least_request/v3/least_request.proto',
+  'envoy/extensions/load_balancing_policies/random/v3/random.proto',
+];
+
+let root: protobuf.Root | undefined;
+function envoyRoot(): protobuf.Root {
+  if (!root) {
+    // google/protobuf/descriptor.proto (imported by the annotation protos) ships with protobufjs.
+    const dirs = [...PROTO_DIRS, dirname(createRequire(import.meta.url).resolve('protobufjs/package.json'))];
+    const r = new protobuf.Root();
+    r.resolvePath = (_origin, target) => dirs.map((d) => join(d, target)).find((p) => existsSync(p)) ?? target;
+    r.loadSync(FILES, { keepCase: false });
+    root = r;
+  }
+  return root;
+}
+
+const types = new Map<string, protobuf.Type>();
+/** A message type by its full name, e.g. envoy.config.cluster.v3.Cluster. */
+export function envoyType(name: string): protobuf.Type {
+  let t = types.get(name);
+  if (!t) types.set(name, (t = envoyRoot().lookupType(name)));
+  return t;
+}
+
+/** A message by its type name or URL as a plain object (camelCase, enums by name); throws when the bytes do not decode. */
+export function decodeEnvoy(typeOrUrl: string, body: Uint8Array): Record<string, unknown> {
+  const t = envoyType(typeOrUrl.slice(typeOrUrl.lastIndexOf('/') + 1));
+  return t.toObject(t.decode(body), { enums: String, longs: Number, defaults: false, oneofs: true }) as Record<string, unknown>;
+}
