@@ -24,6 +24,7 @@ import { KUBE_RESOURCES } from '../../src/control/config/kube-api.ts';
 import { FakeApiServer, serviceAccountTokens, type FakeObject } from './config/fake-apiserver.ts';
 import { until as waitUntil } from '../util/until.ts';
 import { freePort } from '../util/ports.ts';
+import { stopProcess as stop } from '../util/process.ts';
 
 const BIN = new URL('../../bin/weft.js', import.meta.url).pathname;
 const SERVER_NAME = 'weft-control.istio-system.svc';
@@ -59,16 +60,6 @@ const OBJECTS: FakeObject[] = [
     spec: { selector: { matchLabels: { app: 'web' } }, action: 'ALLOW', rules: [{ from: [{ source: { namespaces: ['shop'] } }], to: [{ operation: { ports: ['8080'] } }] }] },
   },
 ];
-
-/** Waits for the process to exit (SIGKILL after 5 s), so no port stays bound. */
-async function stop(cp: ChildProcess): Promise<void> {
-  if (cp.exitCode !== null || cp.signalCode !== null) return;
-  const exited = new Promise<void>((r) => cp.once('exit', () => r()));
-  cp.kill('SIGTERM');
-  const timer = setTimeout(() => cp.kill('SIGKILL'), 5000);
-  await exited;
-  clearTimeout(timer);
-}
 
 describe('weft control --kubeconfig', () => {
   it('publishes the CA root in every namespace and serves pods, services and policies from the API, following pod changes', async () => {

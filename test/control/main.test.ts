@@ -22,6 +22,7 @@ import { decode, ENVOY_TYPES, TYPE_CLUSTER, TYPE_LISTENER } from '../../src/cont
 import { XdsClient, type XdsUpdate } from '../../src/xds/client.ts';
 import { until as waitUntil } from '../util/until.ts';
 import { freePort } from '../util/ports.ts';
+import { stopProcess as stop } from '../util/process.ts';
 
 const BIN = new URL('../../bin/weft.js', import.meta.url).pathname;
 const SERVER_NAME = 'weft-control.istio-system.svc';
@@ -44,16 +45,6 @@ const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
-
-/** Waits for the process to exit (SIGKILL after 5 s), so no port stays bound. */
-async function stop(cp: ChildProcess): Promise<void> {
-  if (cp.exitCode !== null || cp.signalCode !== null) return;
-  const exited = new Promise<void>((r) => cp.once('exit', () => r()));
-  cp.kill('SIGTERM');
-  const timer = setTimeout(() => cp.kill('SIGKILL'), 5000);
-  await exited;
-  clearTimeout(timer);
-}
 
 /** Starts `argv` (weft control ...) and waits for it to be ready; its output is in `out()`. */
 async function startControl(argv: string[]): Promise<{ cp: ChildProcess; out: () => string }> {

@@ -12,6 +12,7 @@ import { stringify } from 'yaml';
 import { afterEach, describe, expect, it } from 'vitest';
 import { sleep } from '../../src/util/sleep.ts';
 import { freePort } from '../util/ports.ts';
+import { stopProcess as stop } from '../util/process.ts';
 import { until as waitUntil } from '../util/until.ts';
 
 const BIN = new URL('../../bin/weft.js', import.meta.url).pathname;
@@ -46,15 +47,6 @@ const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
-
-async function stop(cp: ChildProcess): Promise<void> {
-  if (cp.exitCode !== null || cp.signalCode !== null) return;
-  const exited = new Promise<void>((r) => cp.once('exit', () => r()));
-  cp.kill('SIGTERM');
-  const timer = setTimeout(() => cp.kill('SIGKILL'), 5000);
-  await exited;
-  clearTimeout(timer);
-}
 
 function start(args: string[]): { cp: ChildProcess; out: () => string } {
   const cp = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
