@@ -6,6 +6,7 @@ import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { isNamespaced, type Container, type KObject } from './objects.ts';
+import { DNS1123_LABEL, DNS1123_SUBDOMAIN } from './names.ts';
 
 export interface ManifestProblem {
   file: string;
@@ -21,8 +22,6 @@ export interface LoadResult {
   problems: ManifestProblem[];
 }
 
-const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
-const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
 /** Expands files and directories (sorted, *.yaml|*.yml|*.json, not recursive into dot-dirs). */
 export function expandPaths(paths: string[]): string[] {

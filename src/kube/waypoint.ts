@@ -2,6 +2,7 @@
 // Service that istiod renders for it (names, labels, ports and probes as Istio users see them), and
 // the Gateway's status. Pure functions, shared by the control plane's Kubernetes reconciler, the lab
 // and `weft waypoint apply`, so all three deploy a waypoint the same way.
+import { isDnsLabel, isDnsSubdomain } from './names.ts';
 
 export const WAYPOINT_CLASS = 'istio-waypoint';
 export const GATEWAY_API_VERSION = 'gateway.networking.k8s.io/v1';
@@ -92,9 +93,6 @@ export interface WaypointNote {
 
 /** RFC 1035 label: Service names must be one, and the Service is named after the Gateway. */
 const DNS1035 = /^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/;
-const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
-/** A Kubernetes object name (service accounts, Gateways named by istio.io/use-waypoint). */
-export const DNS1123_SUBDOMAIN = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 /** The versions of the Gateway API whose Gateways istiod reads. */
 const GATEWAY_VERSION = /^gateway\.networking\.k8s\.io\/(v1|v1beta1)$/;
 
@@ -119,7 +117,7 @@ export function checkWaypoint(gw: GatewayObject): { waypoint: Waypoint; ignored:
   const { name, namespace = 'default', labels = {}, annotations = {} } = gw.metadata ?? {};
   if (typeof gw.apiVersion !== 'string' || !GATEWAY_VERSION.test(gw.apiVersion)) return bad('InvalidParameters', 'apiVersion', `unsupported version ${JSON.stringify(gw.apiVersion)} (gateway.networking.k8s.io/v1 or v1beta1)`);
   if (typeof name !== 'string' || !DNS1035.test(name)) return bad('InvalidParameters', 'metadata.name', `${JSON.stringify(name)} cannot name the waypoint's Service (an RFC 1035 label: lowercase letters, digits, '-', starting with a letter, at most 63)`);
-  if (typeof namespace !== 'string' || !DNS1123_LABEL.test(namespace)) return bad('InvalidParameters', 'metadata.namespace', `${JSON.stringify(namespace)} is not a namespace name`);
+  if (typeof namespace !== 'string' || !isDnsLabel(namespace)) return bad('InvalidParameters', 'metadata.namespace', `${JSON.stringify(namespace)} is not a namespace name`);
   if (!isStringMap(labels) || !isStringMap(annotations)) return bad('InvalidParameters', 'metadata', 'labels and annotations must map strings to strings');
   const listeners = gw.spec?.listeners;
   if (listeners !== undefined && !Array.isArray(listeners)) return bad('ListenersNotValid', 'spec.listeners', 'expected a list');
@@ -135,9 +133,9 @@ export function checkWaypoint(gw: GatewayObject): { waypoint: Waypoint; ignored:
   const forValue = labels[WAYPOINT_FOR_LABEL] ?? 'service';
   if (!(WAYPOINT_FOR as readonly string[]).includes(forValue)) return bad('InvalidParameters', `metadata.labels["${WAYPOINT_FOR_LABEL}"]`, `unknown value ${JSON.stringify(forValue)} (${WAYPOINT_FOR.join(', ')})`);
   const forSa = annotations[FOR_SERVICE_ACCOUNT_ANNOTATION];
-  if (forSa !== undefined && !DNS1123_SUBDOMAIN.test(forSa)) return bad('InvalidParameters', `metadata.annotations["${FOR_SERVICE_ACCOUNT_ANNOTATION}"]`, `${JSON.stringify(forSa)} is not a valid service account name`);
+  if (forSa !== undefined && !isDnsSubdomain(forSa)) return bad('InvalidParameters', `metadata.annotations["${FOR_SERVICE_ACCOUNT_ANNOTATION}"]`, `${JSON.stringify(forSa)} is not a valid service account name`);
   const sa = annotations[SERVICE_ACCOUNT_ANNOTATION] ?? name;
-  if (!DNS1123_SUBDOMAIN.test(sa)) return bad('InvalidParameters', `metadata.annotations["${SERVICE_ACCOUNT_ANNOTATION}"]`, `${JSON.stringify(sa)} is not a valid service account name`);
+  if (!isDnsSubdomain(sa)) return bad('InvalidParameters', `metadata.annotations["${SERVICE_ACCOUNT_ANNOTATION}"]`, `${JSON.stringify(sa)} is not a valid service account name`);
   const infra = gw.spec?.infrastructure ?? {};
   if (!isObject(infra) || !isStringMap(infra.labels) || !isStringMap(infra.annotations)) return bad('InvalidParameters', 'spec.infrastructure', 'labels and annotations must map strings to strings');
   return {

@@ -2,6 +2,7 @@
 // for its own identity (a waypoint), each identified by a bearer token.
 import { createHash } from 'node:crypto';
 import { stat, readFile } from 'node:fs/promises';
+import { isDnsLabel, isDnsSubdomain } from '../../kube/names.ts';
 
 export interface NodeAuthenticator {
   /** The node name the token belongs to, or undefined if it is not a valid node credential. */
@@ -92,16 +93,13 @@ export class StaticTokenAuthenticator implements NodeAuthenticator {
   }
 }
 
-const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
-const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
-
 /** "<namespace>/<service account>" as Kubernetes names them, or what is wrong with it. */
 export function parseServiceAccountRef(v: unknown): ServiceAccountRef | string {
   if (typeof v !== 'string') return 'want "<namespace>/<service account>", got ' + (v === null ? 'null' : typeof v);
   const [namespace, serviceAccount, ...rest] = v.split('/');
   if (rest.length || !namespace || !serviceAccount) return `"${v}" is not "<namespace>/<service account>"`;
-  if (namespace.length > 63 || !DNS1123_LABEL.test(namespace)) return `"${namespace}" in "${v}" is not a namespace name (a DNS-1123 label)`;
-  if (serviceAccount.length > 253 || !DNS1123_SUBDOMAIN.test(serviceAccount)) return `"${serviceAccount}" in "${v}" is not a service account name (a DNS-1123 subdomain)`;
+  if (!isDnsLabel(namespace)) return `"${namespace}" in "${v}" is not a namespace name (a DNS-1123 label)`;
+  if (!isDnsSubdomain(serviceAccount)) return `"${serviceAccount}" in "${v}" is not a service account name (a DNS-1123 subdomain)`;
   return { namespace, serviceAccount };
 }
 

@@ -114,4 +114,4 @@ export function qualifyHost(host: string, namespace: string, o: MeshOptions): st
   return host.includes('.') ? host : `${host}.${namespace}.svc.${o.clusterDomain}`;
 }
 
-export const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+export { DNS1123_LABEL } from '../../../kube/names.ts';

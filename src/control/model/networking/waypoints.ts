@@ -9,7 +9,6 @@ import type { GatewayAddress } from '../../../api/mesh.ts';
 import type { KObject, Pod, Service as KService } from '../../../kube/objects.ts';
 import {
   checkWaypoint,
-  DNS1123_SUBDOMAIN,
   GATEWAY_NAME_LABEL,
   MANAGED_LABEL,
   MANAGED_VALUE,
@@ -24,6 +23,7 @@ import {
 } from '../../../kube/waypoint.ts';
 import { DNS1123_LABEL, isObj, type NetworkingProblem } from './common.ts';
 import { serviceAddresses } from './workloads.ts';
+import { isDnsSubdomain } from '../../../kube/names.ts';
 
 const labelField = (key: string) => `metadata.labels["${key}"]`;
 
@@ -124,7 +124,7 @@ export function useWaypointOf(labels: Record<string, string> | undefined, ns: st
   const field = labelField(USE_WAYPOINT_LABEL);
   // Istio reserves "none": it opts out of an inherited waypoint (a Gateway named none cannot be used).
   if (name === 'none') return { none: true };
-  if (!DNS1123_SUBDOMAIN.test(name)) return { invalid: `${JSON.stringify(name)} is not a valid Gateway name`, field };
+  if (!isDnsSubdomain(name)) return { invalid: `${JSON.stringify(name)} is not a valid Gateway name`, field };
   const wns = labels?.[USE_WAYPOINT_NAMESPACE_LABEL] ?? ns;
   if (!DNS1123_LABEL.test(wns) || wns.length > 63) return { invalid: `${JSON.stringify(wns)} is not a valid namespace name`, field: labelField(USE_WAYPOINT_NAMESPACE_LABEL) };
   return { key: `${wns}/${name}`, field };
