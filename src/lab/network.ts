@@ -48,6 +48,12 @@ export async function createNode(layout: LabLayout, index: number, name: string)
 
 /** Routes from every node to every other node's pod CIDR. */
 export async function routeNodes(layout: LabLayout, nodes: string[]): Promise<void> {
+  // The fabric is where the control plane runs (as istiod in a pod network): pods reach it, as
+  // waypoints must for their certificates and configuration, and it answers them.
+  for (const [j] of nodes.entries()) {
+    await ip('-n', layout.fabricNetns, 'route', 'replace', podCIDR(j), 'via', nodeIP(j));
+    await ip('-n', layout.fabricNetns, '-6', 'route', 'replace', podCIDR6(j), 'via', nodeIP6(j));
+  }
   for (const [i, a] of nodes.entries())
     for (const [j] of nodes.entries())
       if (i !== j) {
