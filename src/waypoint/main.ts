@@ -9,7 +9,8 @@
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { X509Certificate } from 'node:crypto';
-import { Registry, collectDefaultMetrics } from 'prom-client';
+import { Registry } from 'prom-client';
+import { registerHealthMetrics } from '../util/metrics.ts';
 import { formatSpiffe, parseSpiffe, type SpiffeId } from '../api/spiffe.ts';
 import { CertManager } from '../identity/index.ts';
 import { batchedLogger } from '../telemetry/log.ts';
@@ -87,7 +88,7 @@ export async function runWaypoint(o: WaypointRunOptions): Promise<void> {
   const { id, credentials, close } = await credentialsOf(o, log);
   const uri = formatSpiffe(id);
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry });
+  registerHealthMetrics(registry);
   const xds = {
     address: o.controlAddress,
     nodeId: o.nodeId ?? `waypoint~${id.namespace}~${id.serviceAccount}`,
