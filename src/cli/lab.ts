@@ -270,6 +270,10 @@ const KINDS: Record<string, string> = {
   no: 'Node', node: 'Node', nodes: 'Node',
   ns: 'Namespace', namespace: 'Namespace', namespaces: 'Namespace',
   sa: 'ServiceAccount', serviceaccount: 'ServiceAccount', serviceaccounts: 'ServiceAccount',
+  gtw: 'Gateway', gateway: 'Gateway', gateways: 'Gateway',
+  httproute: 'HTTPRoute', httproutes: 'HTTPRoute', grpcroute: 'GRPCRoute', grpcroutes: 'GRPCRoute',
+  vs: 'VirtualService', virtualservice: 'VirtualService', virtualservices: 'VirtualService',
+  dr: 'DestinationRule', destinationrule: 'DestinationRule', destinationrules: 'DestinationRule',
 };
 const kindName = (r: string) => KINDS[r.toLowerCase()] ?? r;
 

@@ -10,10 +10,25 @@ const self = {
   podIP: process.env.POD_IP ?? '',
 };
 
+// Behaviours for resilience tests, as httpbin-style echo servers offer: `?status=N` answers N,
+// `?delay=MS` answers after MS (capped at 60 s), `/flaky` fails every other request with 503, and
+// ECHO_STATUS makes the pod answer every request with that status (a broken pod).
+const podStatus = Number(process.env.ECHO_STATUS ?? 0) || undefined;
+let flaky = 0;
+const asked = (url: URL) => {
+  const s = Number(url.searchParams.get('status') ?? '');
+  return Number.isInteger(s) && s >= 200 && s <= 599 ? s : undefined;
+};
+
 const server = createServer((req, res) => {
   let bytes = 0;
+  const url = URL.canParse(req.url ?? '/', 'http://echo') ? new URL(req.url ?? '/', 'http://echo') : new URL('http://echo/');
+  const status = podStatus ?? asked(url) ?? (url.pathname === '/flaky' && flaky++ % 2 === 0 ? 503 : 200);
+  const delay = Math.min(60_000, Math.max(0, Number(url.searchParams.get('delay') ?? 0) || 0));
   req.on('data', (d: Buffer) => (bytes += d.length));
-  req.on('end', () => {
+  req.on('end', () => setTimeout(answer, delay));
+  const answer = () => {
+    if (res.destroyed) return;
     const body = JSON.stringify({
       ...self,
       client: `${(req.socket.remoteAddress ?? '').replace(/^::ffff:(?=\d+\.)/, '')}:${req.socket.remotePort}`,
@@ -22,9 +37,9 @@ const server = createServer((req, res) => {
       headers: req.headers,
       requestBytes: bytes,
     });
-    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+    res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
     res.end(body);
-  });
+  };
 });
 server.keepAliveTimeout = 65_000;
 const listening = () => console.log(JSON.stringify({ msg: 'echo listening', port, ...self }));

@@ -263,6 +263,43 @@ function validatePodSpec(spec: unknown, at: string, runnable: boolean): void {
     fail(`${at}.restartPolicy`, `must be Always, OnFailure or Never, got ${JSON.stringify(spec.restartPolicy)}`);
   if (spec.terminationGracePeriodSeconds !== undefined && (typeof spec.terminationGracePeriodSeconds !== 'number' || spec.terminationGracePeriodSeconds < 0))
     fail(`${at}.terminationGracePeriodSeconds`, 'must be a non-negative number');
+  const volumes = validateVolumes(spec.volumes, `${at}.volumes`, runnable);
+  (cs as Container[]).forEach((c, i) =>
+    c.volumeMounts?.forEach((m, j) => {
+      if (!volumes.has(m.name)) fail(`${at}.containers[${i}].volumeMounts[${j}].name`, `no volume named ${JSON.stringify(m.name)} in ${at}.volumes`);
+    }),
+  );
+}
+
+/** The volume sources the lab provides; on a cluster every source is the API server's business. */
+function validateVolumes(v: unknown, at: string, runnable: boolean): Set<string> {
+  const names = new Set<string>();
+  if (v === undefined) return names;
+  if (!Array.isArray(v)) fail(at, 'must be a list');
+  v.forEach((vol: unknown, i: number) => {
+    if (!isRecord(vol) || typeof vol.name !== 'string' || !DNS1123_LABEL.test(vol.name)) fail(`${at}[${i}].name`, 'required, a DNS label');
+    if (names.has(vol.name)) fail(`${at}[${i}].name`, `duplicate volume name "${vol.name}"`);
+    names.add(vol.name);
+    if (!runnable) return;
+    const sources = Object.keys(vol).filter((k) => k !== 'name');
+    const known = ['emptyDir', 'configMap', 'projected'];
+    if (sources.length !== 1 || !known.includes(sources[0]!)) fail(`${at}[${i}]`, `the lab provides exactly one of ${known.join(', ')} per volume, got ${sources.join(', ') || 'none'}`);
+    if (isRecord(vol.configMap) && typeof vol.configMap.name !== 'string') fail(`${at}[${i}].configMap.name`, 'required');
+    if (vol.projected !== undefined) {
+      const ps = isRecord(vol.projected) ? vol.projected.sources : undefined;
+      if (!Array.isArray(ps)) fail(`${at}[${i}].projected.sources`, 'must be a list');
+      ps.forEach((src: unknown, j: number) => {
+        const f = `${at}[${i}].projected.sources[${j}]`;
+        if (!isRecord(src)) fail(f, 'must be an object');
+        if (isRecord(src.serviceAccountToken)) {
+          if (typeof src.serviceAccountToken.path !== 'string' || !src.serviceAccountToken.path || src.serviceAccountToken.path.includes('..')) fail(`${f}.serviceAccountToken.path`, 'required, a relative path');
+        } else if (isRecord(src.configMap)) {
+          if (typeof src.configMap.name !== 'string') fail(`${f}.configMap.name`, 'required');
+        } else fail(f, 'the lab projects serviceAccountToken and configMap sources');
+      });
+    }
+  });
+  return names;
 }
 
 function validateContainer(c: unknown, at: string, names: Set<string>, runnable: boolean): void {
@@ -276,7 +313,7 @@ function validateContainer(c: unknown, at: string, names: Set<string>, runnable:
   if (c.image !== undefined && typeof c.image !== 'string') fail(`${at}.image`, 'must be a string');
   if (c.workingDir !== undefined && (typeof c.workingDir !== 'string' || !c.workingDir.startsWith('/'))) fail(`${at}.workingDir`, 'must be an absolute path');
   if (runnable && !ct.command?.length && !builtinImageKnown(ct.image))
-    fail(`${at}.command`, `required: the lab runs containers as local processes and "${ct.image ?? ''}" is not a built-in image (weft/echo, weft/client, weft/sleep)`);
+    fail(`${at}.command`, `required: the lab runs containers as local processes and "${ct.image ?? ''}" is not a built-in image (${BUILTIN_IMAGES.join(', ')})`);
   if (c.env !== undefined) {
     if (!Array.isArray(c.env)) fail(`${at}.env`, 'must be a list');
     c.env.forEach((e: unknown, i: number) => {
@@ -286,6 +323,13 @@ function validateContainer(c: unknown, at: string, names: Set<string>, runnable:
         const fp = isRecord(e.valueFrom) && isRecord(e.valueFrom.fieldRef) ? e.valueFrom.fieldRef.fieldPath : undefined;
         if (typeof fp !== 'string' || !FIELD_PATHS.has(fp)) fail(`${at}.env[${i}].valueFrom.fieldRef.fieldPath`, `supported: ${[...FIELD_PATHS].join(', ')}`);
       }
+    });
+  }
+  if (c.volumeMounts !== undefined) {
+    if (!Array.isArray(c.volumeMounts)) fail(`${at}.volumeMounts`, 'must be a list');
+    c.volumeMounts.forEach((m: unknown, i: number) => {
+      if (!isRecord(m) || typeof m.name !== 'string') fail(`${at}.volumeMounts[${i}].name`, 'required');
+      if (typeof m.mountPath !== 'string' || !m.mountPath.startsWith('/') || m.mountPath.split('/').includes('..')) fail(`${at}.volumeMounts[${i}].mountPath`, 'required, an absolute path');
     });
   }
   if (c.ports !== undefined) {
@@ -343,7 +387,8 @@ function validateService(spec: unknown, runnable: boolean): void {
   });
 }
 
-export const BUILTIN_IMAGES = ['weft/echo', 'weft/client', 'weft/sleep'] as const;
+/** `weft` is weft's own image (the binary: `weft waypoint run ...`), as waypoints are rendered. */
+export const BUILTIN_IMAGES = ['weft/echo', 'weft/client', 'weft/sleep', 'weft'] as const;
 export type BuiltinImage = (typeof BUILTIN_IMAGES)[number];
 
 /** `weft/echo`, `weft/echo:1.0`, `docker.io/weft/echo:latest` all name the built-in echo image. */

@@ -44,6 +44,26 @@ export interface Container {
   workingDir?: string;
   ports?: { name?: string; containerPort: number; protocol?: string }[];
   readinessProbe?: Probe;
+  volumeMounts?: VolumeMount[];
+}
+
+export interface VolumeMount {
+  name: string;
+  mountPath: string;
+  readOnly?: boolean;
+}
+
+/** The volume sources the lab's kubelet can provide (a subset of Kubernetes'). */
+export interface Volume {
+  name: string;
+  emptyDir?: Record<string, unknown>;
+  configMap?: { name: string; items?: { key: string; path: string }[]; optional?: boolean };
+  projected?: { sources: ProjectedSource[] };
+}
+
+export interface ProjectedSource {
+  serviceAccountToken?: { audience?: string; expirationSeconds?: number; path: string };
+  configMap?: { name: string; items?: { key: string; path: string }[]; optional?: boolean };
 }
 
 export interface PodSpec {
@@ -52,6 +72,7 @@ export interface PodSpec {
   serviceAccountName?: string;
   restartPolicy?: 'Always' | 'OnFailure' | 'Never';
   terminationGracePeriodSeconds?: number;
+  volumes?: Volume[];
 }
 
 export interface Pod extends KObject {

@@ -11,6 +11,8 @@ import type { CaptureMode, NodeAgent } from './agents.ts';
 import { LabCni } from './cni.ts';
 import { ConfigMirror } from './config-mirror.ts';
 import { reconcileDeployments } from './controllers/deployments.ts';
+import { reconcileWaypoints, updateWaypointStatus, type WaypointConflicts } from './controllers/waypoints.ts';
+import { FABRIC_IP } from './layout.ts';
 import { KubeProxy } from './kubeproxy.ts';
 import { Kubelet, podKey } from './kubelet.ts';
 import type { LabLayout } from './layout.ts';
@@ -44,6 +46,7 @@ export class Cluster extends EventEmitter {
   private derivedTimer?: NodeJS.Timeout;
   private cg2 = cgroup2Mount();
   private closed = false;
+  private waypointConflicts: WaypointConflicts = new Map();
   generation = 0;
 
   constructor(
@@ -62,6 +65,19 @@ export class Cluster extends EventEmitter {
       services: () => this.services.named(),
       onChange: () => this.scheduleDerived(),
       log,
+      volumes: {
+        token: (ns, sa, audience) => {
+          if (!this.mesh?.control) throw new Error('this lab runs no control plane to issue service account tokens (--capture none)');
+          if (audience !== undefined && audience !== 'istio-ca') throw new Error(`the lab issues service account tokens only for audience istio-ca, not ${JSON.stringify(audience)}`);
+          return this.mesh.control.workloadToken(ns, sa);
+        },
+        configMap: (ns, name) => {
+          // istiod publishes the mesh root in every namespace under this name.
+          if (name === 'istio-ca-root-cert' && this.mesh?.control) return { 'root-cert.pem': this.mesh.control.rootCertPem() };
+          const cm = this.store.get(`ConfigMap/${ns}/${name}`) as { data?: Record<string, string> } | undefined;
+          return cm ? (cm.data ?? {}) : undefined;
+        },
+      },
     });
     this.services = new Services(this.store, this.kubelet.pods);
     this.kubeProxy = new KubeProxy(this.nodes, (msg) => log('error', msg));
@@ -108,6 +124,8 @@ export class Cluster extends EventEmitter {
 
   /** Deployments make pods; pods that should run are started, the rest stopped. */
   private async reconcile(): Promise<void> {
+    // Waypoints run only where there is a mesh: their pods need the control plane.
+    if (this.mesh) this.waypointConflicts = reconcileWaypoints(this.store, { image: 'weft', controlAddress: `${FABRIC_IP}:15012`, trustDomain: 'cluster.local' });
     reconcileDeployments(this.store, this.scheduler);
     const wanted = new Map<string, Pod>();
     for (const o of this.store.ofKind<Pod>('Pod')) wanted.set(podKey(o.metadata.namespace!, o.metadata.name), o);
@@ -154,6 +172,7 @@ export class Cluster extends EventEmitter {
     if (this.closed) return;
     await this.kubeProxy.sync(this.services.readyEndpoints());
     this.kubelet.refreshEtc();
+    if (this.mesh) updateWaypointStatus(this.store, this.snapshot().pods, (s) => this.services.clusterIPOf(s), this.waypointConflicts);
     this.mirrorNow();
     this.emit('change');
   }

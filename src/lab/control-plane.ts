@@ -3,7 +3,7 @@
 // the lab's mirrored configuration. Each node gets its own credential for it (in Kubernetes,
 // its ServiceAccount token).
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CONTROL_PLANE_ENV } from '../api/process-env.ts';
 import { weftBin } from '../util/paths.ts';
@@ -17,6 +17,7 @@ export class LabControlPlane extends SupervisedProcess {
   readonly rootCert: string;
   readonly configDir: string;
   private readonly tokensFile: string;
+  private readonly workloadTokensFile: string;
 
   constructor(
     private readonly layout: LabLayout,
@@ -32,7 +33,7 @@ export class LabControlPlane extends SupervisedProcess {
       onLog,
       argv: [
         process.execPath, weftBin, 'control', '--config-dir', join(layout.stateDir, 'config'), '--ca-dir', join(dir, 'ca'),
-        '--node-tokens', join(dir, 'node-tokens.json'), '--root-cert-out', join(dir, 'root-cert.pem'),
+        '--node-tokens', join(dir, 'node-tokens.json'), '--workload-tokens', join(dir, 'workload-tokens.json'), '--root-cert-out', join(dir, 'root-cert.pem'),
         '--server-name', CONTROL_SERVER_NAME, '--server-ip', FABRIC_IP,
       ],
       env: CONTROL_PLANE_ENV,
@@ -42,6 +43,27 @@ export class LabControlPlane extends SupervisedProcess {
     this.configDir = join(layout.stateDir, 'config');
     this.tokensFile = join(dir, 'node-tokens.json');
     writeFileSync(this.tokensFile, '{}', { mode: 0o600 });
+    this.workloadTokensFile = join(dir, 'workload-tokens.json');
+    writeFileSync(this.workloadTokensFile, '{}', { mode: 0o600 });
+  }
+
+  /**
+   * A service account's token for the CA (audience istio-ca), as the kubelet gets a projected
+   * token from the API server's TokenRequest; the control plane reads the file on its next lookup.
+   */
+  workloadToken(namespace: string, serviceAccount: string): string {
+    const tokens = JSON.parse(readFileSync(this.workloadTokensFile, 'utf8')) as Record<string, string>;
+    const token = randomBytes(24).toString('hex');
+    tokens[token] = `${namespace}/${serviceAccount}`;
+    // Replaced whole: the control plane never reads a half-written file.
+    writeFileSync(`${this.workloadTokensFile}.tmp`, JSON.stringify(tokens), { mode: 0o600 });
+    renameSync(`${this.workloadTokensFile}.tmp`, this.workloadTokensFile);
+    return token;
+  }
+
+  /** The mesh root, as the istio-ca-root-cert ConfigMap istiod publishes in every namespace holds it. */
+  rootCertPem(): string {
+    return readFileSync(this.rootCert, 'utf8');
   }
 
   /** Issues a node's credential; returns the file the node agent reads it from. */

@@ -1,7 +1,7 @@
 // Built-in sample images: what a container with no `command` runs for each.
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
-import { rootPath } from '../util/paths.ts';
+import { rootPath, weftBin } from '../util/paths.ts';
 import type { BuiltinImage } from '../kube/manifest.ts';
 
 const tsxLoader = () => pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
@@ -14,5 +14,7 @@ export function builtinEntrypoint(image: BuiltinImage): string[] {
       return [process.execPath, '--import', tsxLoader(), rootPath('src/images/client.ts')];
     case 'weft/sleep':
       return ['sleep', 'infinity'];
+    case 'weft':
+      return [process.execPath, weftBin];
   }
 }

@@ -11,6 +11,8 @@ import { PodRuntime } from './pod-runtime.ts';
 import type { CniPod, LabCni } from './cni.ts';
 import type { LabNode } from './nodes.ts';
 import { hashOf } from './store.ts';
+import { containerMounts, prepareVolumes, removeVolumes, type VolumeSources } from './volumes.ts';
+import { join } from 'node:path';
 
 export interface PodRecord extends CniPod {
   node: LabNode;
@@ -29,6 +31,8 @@ export interface KubeletDeps {
   /** A container started, stopped or changed readiness. */
   onChange: () => void;
   log: (level: 'info' | 'error', msg: string) => void;
+  /** Where tokens and ConfigMaps for volumes come from. */
+  volumes: VolumeSources;
 }
 
 export const podKey = (ns: string, name: string) => `${ns}/${name}`;
@@ -94,6 +98,7 @@ export class Kubelet {
     try {
       await createPodNetwork({ netns: rec.netns, nodeNetns: node.netns, hostVeth: rec.veth, ip: rec.ip, gateway: podGateway(node.index), ip6: rec.ip6, gateway6: podGateway6(node.index) });
       this.writeEtc(rec);
+      const dirs = prepareVolumes(pod, this.volumeRoot(rec), this.deps.volumes);
       mkdirSync(this.layout.logDir, { recursive: true });
       rec.runtime = new PodRuntime(pod, {
         netns: rec.netns,
@@ -103,6 +108,8 @@ export class Kubelet {
         nodeIP: node.ip,
         nodeNetns: node.netns,
         logPath: (c) => this.layout.podLog(ns, pod.metadata.name, c),
+        mounts: (c) => containerMounts(c, dirs),
+        stage: join(this.volumeRoot(rec), '.run'),
       });
       rec.runtime.on('change', () => this.deps.onChange());
       mkdirSync(rec.cgroup, { recursive: true }); // the runtime makes the pod cgroup before CNI runs
@@ -120,6 +127,12 @@ export class Kubelet {
     await this.deps.cni.del(rec);
     await rec.runtime?.stop();
     await deleteNetns(rec.netns);
+    removeVolumes(this.volumeRoot(rec));
+  }
+
+  /** The pod's volumes and the scratch directory for mounting them. */
+  private volumeRoot(rec: PodRecord): string {
+    return join(this.layout.stateDir, 'volumes', `${rec.pod.metadata.namespace}_${rec.pod.metadata.name}`);
   }
 
   /** Rewrites every running pod's hosts file whose contents changed (services came or went). */

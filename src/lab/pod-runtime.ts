@@ -9,6 +9,7 @@ import { request } from 'node:http';
 import { Socket } from 'node:net';
 import { socketInNetns } from '../bpf/netns.ts';
 import { builtinEntrypoint } from './images.ts';
+import { mountArgv, type Mount } from './volumes.ts';
 import { builtinImage } from '../kube/manifest.ts';
 import type { Container, Pod, Probe } from '../kube/objects.ts';
 import { sleep } from '../util/sleep.ts';
@@ -22,6 +23,9 @@ export interface PodPlacement {
   /** The node's netns, where the kubelet's probes come from. */
   nodeNetns: string;
   logPath: (container: string) => string;
+  /** The container's volume mounts (./volumes.ts), bound before it starts; `stage` is a scratch directory for them. */
+  mounts?: (c: Container) => Mount[];
+  stage?: string;
 }
 
 interface ContainerState {
@@ -91,7 +95,8 @@ export class PodRuntime extends EventEmitter {
 
   private startContainer(c: ContainerState): void {
     if (this.stopping) return;
-    const argv = containerArgv(c.spec);
+    const mounts = this.placement.mounts?.(c.spec) ?? [];
+    const argv = mountArgv(mounts, this.placement.stage ?? '', containerArgv(c.spec));
     const log = openSync(this.placement.logPath(c.spec.name), 'a');
     const proc = spawn(launchArgv(this.placement, argv)[0]!, launchArgv(this.placement, argv).slice(1), {
       cwd: c.spec.workingDir ?? '/',

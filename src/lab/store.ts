@@ -33,6 +33,11 @@ export class ObjectStore {
     return [...this.objects.values()].filter((o): o is T => o.kind === kind);
   }
 
+  /** An object by its key (`Kind/namespace/name`, as keyOf makes it). */
+  get(key: string): KObject | undefined {
+    return this.objects.get(key);
+  }
+
   namespace(name: string | undefined): KObject | undefined {
     return this.objects.get(`Namespace//${name}`);
   }

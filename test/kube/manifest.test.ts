@@ -141,3 +141,20 @@ describe('manifests: one bad document stays one', () => {
     expect(r.problems.map((p) => [p.object, p.field])).toEqual([['document 1', 'kind'], ['document 2', 'kind']]);
   });
 });
+
+describe('manifests: pod volumes', () => {
+  const podWith = (spec: string) => parseManifestText(`apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n${spec}`, 'pod.yaml');
+  it('takes emptyDir, configMap and projected token volumes, and names what is wrong otherwise', () => {
+    const ok = podWith(`  volumes: [{name: t, projected: {sources: [{serviceAccountToken: {audience: istio-ca, path: token}}]}}, {name: c, configMap: {name: x}}, {name: e, emptyDir: {}}]
+  containers: [{name: c, image: weft/sleep, volumeMounts: [{name: t, mountPath: /var/run/secrets/tokens}]}]`);
+    expect(ok.problems).toEqual([]);
+    const unknownMount = podWith(`  containers: [{name: c, image: weft/sleep, volumeMounts: [{name: t, mountPath: /x}]}]`);
+    expect(unknownMount.problems.map(formatProblem).join()).toContain('spec.containers[0].volumeMounts[0].name: no volume named "t"');
+    const hostPath = podWith(`  volumes: [{name: h, hostPath: {path: /etc}}]
+  containers: [{name: c, image: weft/sleep}]`);
+    expect(hostPath.problems.map(formatProblem).join()).toContain('spec.volumes[0]: the lab provides exactly one of emptyDir, configMap, projected per volume, got hostPath');
+    const relative = podWith(`  volumes: [{name: e, emptyDir: {}}]
+  containers: [{name: c, image: weft/sleep, volumeMounts: [{name: e, mountPath: tmp}]}]`);
+    expect(relative.problems.map(formatProblem).join()).toContain('volumeMounts[0].mountPath: required, an absolute path');
+  });
+});

@@ -1,0 +1,93 @@
+// The lab's waypoint controller, doing what the control plane's reconciler does on Kubernetes
+// (src/control/gateway/waypoints.ts) with the same rendering (src/kube/waypoint.ts): each Gateway of
+// class istio-waypoint becomes a ServiceAccount, Deployment and Service owned by it, which the
+// lab's deployment controller and kubelet then run like any other; objects whose Gateway is gone
+// are collected; the Gateway's status says whether it was accepted, whether a replica is ready and
+// its Service's address. An object of the same name the Gateway does not own is never taken over.
+import { randomUUID } from 'node:crypto';
+import type { Deployment, KObject, Pod, Service } from '../../kube/objects.ts';
+import {
+  checkWaypoint,
+  isWaypointGateway,
+  renderWaypoint,
+  waypointStatus,
+  type GatewayObject,
+  type RenderedObject,
+  type WaypointRenderOptions,
+  type WaypointState,
+} from '../../kube/waypoint.ts';
+import { keyOf } from '../../kube/objects.ts';
+import { hashOf, type ObjectStore } from '../store.ts';
+
+/** What the lab's waypoints are rendered with: the control plane's address and weft's own image. */
+export type LabWaypointOptions = WaypointRenderOptions;
+
+const ownedBy = (o: KObject, uid: string | undefined) => uid !== undefined && o.metadata.ownerReferences?.some((r) => r.kind === 'Gateway' && r.uid === uid) === true;
+const comparable = (o: KObject) => {
+  const { uid: _u, creationTimestamp: _c, ...metadata } = o.metadata;
+  return { ...o, metadata, status: undefined };
+};
+
+/** Conflicts found in the last pass, by Gateway key, for its status. */
+export type WaypointConflicts = Map<string, string>;
+
+/** Moves the stored objects toward what every waypoint Gateway renders to. */
+export function reconcileWaypoints(store: ObjectStore, o: LabWaypointOptions): WaypointConflicts {
+  const conflicts: WaypointConflicts = new Map();
+  const gateways = store.ofKind<KObject>('Gateway').filter(isWaypointGateway);
+  const live = new Set(gateways.map((g) => g.metadata.uid));
+  const KINDS = ['ServiceAccount', 'Deployment', 'Service'];
+  // Garbage collection: what a Gateway owned, once the Gateway (or its uid) is gone.
+  store.removeWhere((x) => KINDS.includes(x.kind) && x.metadata.ownerReferences?.some((r) => r.kind === 'Gateway' && !live.has(r.uid)) === true);
+  for (const gw of gateways) {
+    const checked = checkWaypoint(gw as unknown as GatewayObject);
+    if ('problem' in checked) continue;
+    const rendered = renderWaypoint(checked.waypoint, o);
+    for (const r of [rendered.serviceAccount, rendered.service, rendered.deployment] as RenderedObject[]) {
+      const want = r as unknown as KObject;
+      const have = store.get(keyOf(want));
+      if (have && !ownedBy(have, gw.metadata.uid)) {
+        conflicts.set(keyOf(gw), `${r.kind} ${r.metadata.namespace}/${r.metadata.name} exists and is not owned by this Gateway`);
+        continue;
+      }
+      if (have && hashOf(comparable(have)) === hashOf(comparable(want))) continue;
+      store.put({ ...structuredClone(want), metadata: { ...structuredClone(want.metadata), uid: have?.metadata.uid ?? randomUUID(), creationTimestamp: have?.metadata.creationTimestamp ?? new Date().toISOString() } });
+    }
+  }
+  return conflicts;
+}
+
+/**
+ * Writes each waypoint Gateway's status into the store (only when it changed, so an unchanged lab
+ * mirrors unchanged files): its readiness from the pods of its Deployment, its address from the
+ * ClusterIP of its Service.
+ */
+export function updateWaypointStatus(
+  store: ObjectStore,
+  pods: readonly Pod[],
+  clusterIPOf: (s: Service) => string | undefined,
+  conflicts: WaypointConflicts,
+): boolean {
+  let changed = false;
+  for (const gw of store.ofKind<KObject>('Gateway').filter(isWaypointGateway)) {
+    const g = gw as unknown as GatewayObject;
+    const checked = checkWaypoint(g);
+    let state: WaypointState;
+    if ('problem' in checked) state = { problem: checked.problem };
+    else {
+      const ns = checked.waypoint.namespace;
+      const deployment = store.get(`Deployment/${ns}/${checked.waypoint.name}`) as Deployment | undefined;
+      const service = store.get(`Service/${ns}/${checked.waypoint.name}`) as Service | undefined;
+      const ready = deployment
+        ? pods.filter((p) => p.metadata.ownerReferences?.[0]?.uid === deployment.metadata.uid && p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True')).length
+        : 0;
+      const conflict = conflicts.get(keyOf(gw));
+      state = { readyReplicas: ready, address: service && ownedBy(service, gw.metadata.uid) ? clusterIPOf(service) : undefined, ignored: checked.ignored, ...(conflict && { conflict }) };
+    }
+    const status = waypointStatus(g, state);
+    if (hashOf(status) === hashOf(g.status ?? {})) continue;
+    store.put({ ...gw, status } as KObject);
+    changed = true;
+  }
+  return changed;
+}

@@ -1,0 +1,114 @@
+// Waypoints in the lab, end to end: a Gateway of class istio-waypoint becomes a running waypoint
+// pod through the same rendering the control plane uses on Kubernetes; traffic of a namespace
+// labelled istio.io/use-waypoint goes client → agent → waypoint → agent → server, routed by an
+// HTTPRoute; the waypoint's metrics count exactly what was sent; a waypoint for one service
+// account takes only that account's traffic. The clients are curl, not weft's own.
+import { spawnSync } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { getJson, labName, leftovers, podExec, weft } from './helpers.ts';
+import { promtoolProblems } from '../telemetry/promtool.ts';
+
+const FIXTURE = new URL('./fixtures/waypoint-app.yaml', import.meta.url).pathname;
+const lab = labName('wp');
+
+type PodJ = { metadata: { name: string; namespace: string; labels?: Record<string, string> }; status: { podIP: string } };
+type Obj = { metadata: { name: string; namespace: string; ownerReferences?: { kind: string; name: string }[] }; spec: Record<string, unknown>; status?: Record<string, unknown> };
+
+const waypointPodIP = (ns: string, gateway: string) =>
+  getJson<PodJ>(lab, 'pods', ns).find((p) => p.metadata.labels?.['gateway.networking.k8s.io/gateway-name'] === gateway)?.status.podIP;
+const waypointMetrics = (ns: string, gateway: string) => {
+  const ip = waypointPodIP(ns, gateway);
+  if (!ip) throw new Error(`no pod of waypoint ${ns}/${gateway}`);
+  return spawnSync('ip', ['netns', 'exec', `${lab}.node-0`, 'curl', '-s', '-m', '5', `http://${ip}:15020/metrics`], { encoding: 'utf8' }).stdout;
+};
+/** The sum of istio_requests_total{reporter="waypoint"} series whose labels include `match`. */
+const requestsTotal = (text: string, match: Record<string, string> = {}) =>
+  text
+    .split('\n')
+    .filter((l) => l.startsWith('istio_requests_total{') && l.includes('reporter="waypoint"') && Object.entries(match).every(([k, v]) => l.includes(`${k}="${v}"`)))
+    .reduce((n, l) => n + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+const pods = (body: string) => [...body.matchAll(/"pod":"([^"]+)"/g)].map((m) => m[1]!);
+const curl = (pod: string, args: string[]) => podExec(lab, pod, ['curl', '-s', '-m', '30', ...args]);
+async function until(f: () => boolean, ms: number, what: string) {
+  const end = Date.now() + ms;
+  while (!f()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+describe('waypoint in the lab', () => {
+  beforeAll(async () => {
+    const r = weft(['up', '--name', lab, '--nodes', '2', '-f', FIXTURE]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    // The waypoint's routes arrive over xDS after its pod is ready: wait for the header match to route.
+    await until(() => pods(curl('shop/buyer', ['-H', 'x-version: v2', 'http://echo.shop/'])).every((p) => p.startsWith('echo-v2-')), 30_000, 'the HTTPRoute at the waypoint');
+  }, 300_000);
+  afterAll(() => {
+    weft(['down', '--name', lab]);
+    expect(leftovers(lab)).toEqual([]);
+  });
+
+  it('deploys a waypoint Gateway as istiod does: ServiceAccount, Deployment and Service owned by it, and a Programmed status with the address', () => {
+    const owned = (o: Obj) => o.metadata.ownerReferences?.some((r) => r.kind === 'Gateway' && r.name === 'waypoint') === true;
+    expect(getJson<Obj>(lab, 'deployments', 'shop').filter(owned).map((d) => d.metadata.name)).toEqual(['waypoint']);
+    expect(getJson<Obj>(lab, 'serviceaccounts', 'shop').filter(owned).map((d) => d.metadata.name)).toEqual(['waypoint']);
+    const svc = getJson<Obj>(lab, 'services', 'shop').find((s) => s.metadata.name === 'waypoint')!;
+    expect(owned(svc)).toBe(true);
+    const gw = getJson<Obj>(lab, 'gateways', 'shop').find((g) => g.metadata.name === 'waypoint')!;
+    const conditions = (gw.status?.conditions ?? []) as { type: string; status: string }[];
+    expect(conditions.find((c) => c.type === 'Programmed')?.status).toBe('True');
+    expect(gw.status?.addresses).toEqual([{ type: 'IPAddress', value: svc.spec.clusterIP }]);
+    const list = weft(['waypoint', 'list', '-A', '--lab', lab]);
+    expect(list.stdout).toMatch(/shop\s+waypoint\s+service\s+<namespace>\s+True/);
+    expect(list.stdout).toMatch(/bank\s+teller-waypoint\s+service\s+teller\s+True/);
+  });
+
+  it('routes as the HTTPRoute says: a header match, a path match, and 2,000 requests split 90/10 (± 3 %)', () => {
+    expect(pods(curl('shop/buyer', ['-H', 'x-version: v2', 'http://echo.shop/a']))[0]).toMatch(/^echo-v2-/);
+    expect(pods(curl('shop/buyer', ['http://echo.shop/v2/b']))[0]).toMatch(/^echo-v2-/);
+    // One curl, 2,000 requests on one kept-alive connection: the waypoint routes each one.
+    const got = pods(podExec(lab, 'shop/buyer', ['curl', '-s', '-m', '120', 'http://echo.shop/split?[1-2000]']));
+    expect(got).toHaveLength(2000);
+    const v1 = got.filter((p) => p.startsWith('echo-v1-')).length;
+    expect(v1 / 2000).toBeGreaterThanOrEqual(0.87);
+    expect(v1 / 2000).toBeLessThanOrEqual(0.93);
+    expect(got.filter((p) => !p.startsWith('echo-v1-') && !p.startsWith('echo-v2-'))).toEqual([]);
+  });
+
+  it('counts exactly the requests sent in istio_requests_total{reporter="waypoint"}, and its exposition is promtool-clean', () => {
+    const labels = { destination_service: 'echo.shop.svc.cluster.local', source_workload: 'buyer', response_code: '200' };
+    const before = requestsTotal(waypointMetrics('shop', 'waypoint'), labels);
+    const n = 137;
+    expect(pods(curl('shop/buyer', [`http://echo.shop/count?[1-${n}]`]))).toHaveLength(n);
+    const text = waypointMetrics('shop', 'waypoint');
+    expect(requestsTotal(text, labels) - before).toBe(n);
+    expect(text).toContain('istio_request_duration_milliseconds_bucket{');
+    expect(promtoolProblems(text) ?? []).toEqual([]);
+  });
+
+  it('a waypoint for one service account takes only that account: teller goes through it, vault (labelled alike) does not', () => {
+    const before = requestsTotal(waypointMetrics('bank', 'teller-waypoint'));
+    expect(pods(curl('shop/buyer', ['http://teller.bank/']))).toEqual(['teller']);
+    expect(pods(curl('shop/buyer', ['http://vault.bank/']))).toEqual(['vault']);
+    const text = waypointMetrics('bank', 'teller-waypoint');
+    expect(requestsTotal(text) - before).toBe(1);
+    expect(requestsTotal(text, { destination_workload: 'teller' }) - before).toBe(1);
+    expect(requestsTotal(text, { destination_workload: 'vault' })).toBe(0);
+  });
+
+  it('removes what a deleted waypoint Gateway owned, and its users reach the service directly again', async () => {
+    const r = weft(['delete', '--name', lab, 'gateway', 'teller-waypoint', '-n', 'bank']);
+    expect(r.stderr).toBe('');
+    await until(() => !getJson<Obj>(lab, 'deployments', 'bank').some((d) => d.metadata.name === 'teller-waypoint'), 30_000, 'the Deployment to go');
+    expect(getJson<Obj>(lab, 'services', 'bank').map((s) => s.metadata.name).sort()).toEqual(['teller', 'vault']);
+    await until(() => {
+      try {
+        return pods(curl('shop/buyer', ['http://teller.bank/'])).join() === 'teller';
+      } catch {
+        return false;
+      }
+    }, 30_000, 'teller to answer without its waypoint');
+  });
+});

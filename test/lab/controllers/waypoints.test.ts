@@ -1,0 +1,73 @@
+import { describe, expect, it } from 'vitest';
+import type { KObject, Pod, Service } from '../../../src/kube/objects.ts';
+import { reconcileWaypoints, updateWaypointStatus } from '../../../src/lab/controllers/waypoints.ts';
+import { ObjectStore } from '../../../src/lab/store.ts';
+import { validateObject } from '../../../src/kube/manifest.ts';
+
+const OPTS = { image: 'weft', controlAddress: '172.18.0.1:15012', trustDomain: 'cluster.local' };
+const gateway = (name = 'waypoint', extra: Record<string, unknown> = {}): KObject =>
+  ({
+    apiVersion: 'gateway.networking.k8s.io/v1',
+    kind: 'Gateway',
+    metadata: { name, namespace: 'default' },
+    spec: { gatewayClassName: 'istio-waypoint', listeners: [{ name: 'mesh', port: 15008, protocol: 'HBONE' }], ...extra },
+  }) as KObject;
+
+function setup() {
+  const store = new ObjectStore();
+  store.seed();
+  return { store, sync: () => reconcileWaypoints(store, OPTS), kinds: () => [...store.values()].filter((o) => o.metadata.namespace === 'default').map((o) => `${o.kind}/${o.metadata.name}`).sort() };
+}
+
+describe('the lab waypoint controller', () => {
+  it('renders a waypoint Gateway into its ServiceAccount, Deployment and Service, owned by it, and leaves them alone when nothing changed', () => {
+    const t = setup();
+    t.store.apply([gateway()], () => true);
+    t.sync();
+    expect(t.kinds()).toEqual(['Deployment/waypoint', 'Gateway/waypoint', 'Service/waypoint', 'ServiceAccount/waypoint']);
+    const d = t.store.get('Deployment/default/waypoint')!;
+    const uid = t.store.get('Gateway/default/waypoint')!.metadata.uid;
+    expect(d.metadata.ownerReferences).toEqual([{ apiVersion: 'gateway.networking.k8s.io/v1', kind: 'Gateway', name: 'waypoint', uid }]);
+    // The container runs weft's own image with the flags the Kubernetes reconciler would give it.
+    const c = (d.spec as { template: { spec: Pod['spec'] } }).template.spec.containers[0]!;
+    expect(c.image).toBe('weft');
+    expect(c.args).toEqual(expect.arrayContaining(['waypoint', 'run', '--control-address', '172.18.0.1:15012']));
+    // What the lab renders passes the lab's own checks for pods (volumes included).
+    expect(validateObject({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'p' }, spec: (d.spec as { template: { spec: unknown } }).template.spec })).not.toHaveProperty('problem');
+    const before = d;
+    t.sync();
+    expect(t.store.get('Deployment/default/waypoint')).toBe(before);
+  });
+
+  it('collects what a deleted Gateway owned, never takes over an object it does not own, and refuses an invalid Gateway', () => {
+    const t = setup();
+    t.store.apply([{ apiVersion: 'v1', kind: 'Service', metadata: { name: 'mine', namespace: 'default' }, spec: { ports: [{ port: 80 }] } } as KObject], () => true);
+    t.store.apply([gateway(), gateway('mine'), gateway('bad', { listeners: [{ name: 'http', port: 80, protocol: 'HTTP' }] })], () => true);
+    const conflicts = t.sync();
+    expect(t.store.get('Service/default/mine')!.metadata.ownerReferences).toBeUndefined();
+    expect([...conflicts.values()]).toEqual(['Service default/mine exists and is not owned by this Gateway']);
+    expect(t.store.get('Deployment/default/bad')).toBeUndefined();
+    updateWaypointStatus(t.store, [], () => undefined, conflicts);
+    const status = (name: string) => (t.store.get(`Gateway/default/${name}`)!.status as { conditions: { type: string; status: string; reason: string }[] }).conditions;
+    expect(status('bad')[0]).toMatchObject({ type: 'Accepted', status: 'False', reason: 'ListenersNotValid' });
+    expect(status('mine')[1]).toMatchObject({ type: 'Programmed', status: 'False', reason: 'Invalid' });
+    expect(status('waypoint')[1]).toMatchObject({ type: 'Programmed', status: 'False' });
+    t.store.delete([{ kind: 'Gateway', metadata: { name: 'waypoint', namespace: 'default' } }]);
+    t.sync();
+    expect(t.kinds().filter((k) => k.endsWith('/waypoint'))).toEqual([]);
+    expect(t.store.get('Service/default/mine')).toBeDefined();
+  });
+
+  it('says Programmed once a replica is ready and the Service has its address, and writes a status only when it changes', () => {
+    const t = setup();
+    t.store.apply([gateway()], () => true);
+    t.sync();
+    const d = t.store.get('Deployment/default/waypoint')!;
+    const pod = { kind: 'Pod', metadata: { name: 'w-1', namespace: 'default', ownerReferences: [{ kind: 'Deployment', uid: d.metadata.uid }] }, status: { conditions: [{ type: 'Ready', status: 'True' }] } } as unknown as Pod;
+    expect(updateWaypointStatus(t.store, [pod], (s: Service) => (s.metadata.name === 'waypoint' ? '10.96.0.9' : undefined), new Map())).toBe(true);
+    const gw = t.store.get('Gateway/default/waypoint')!;
+    expect(gw.status).toMatchObject({ addresses: [{ type: 'IPAddress', value: '10.96.0.9' }] });
+    expect((gw.status as { conditions: { type: string; status: string }[] }).conditions[1]).toMatchObject({ type: 'Programmed', status: 'True' });
+    expect(updateWaypointStatus(t.store, [pod], () => '10.96.0.9', new Map())).toBe(false);
+  });
+});
