@@ -113,6 +113,7 @@ function rateLimit(c: Checker, raw: unknown, source: string): LocalRateLimitPoli
   const rawRules = c.list(local.rules, `${f}.local.rules`);
   if (rawRules.length > 16) c.error(`${f}.local.rules`, 'at most 16 rules');
   const out: LocalRateLimitPolicy = { source, rules: [] };
+  const fields: string[] = [];
   rawRules.forEach((raw, i) => {
     const rf = `${f}.local.rules[${i}]`;
     const r = c.obj(raw, rf);
@@ -129,13 +130,16 @@ function rateLimit(c: Checker, raw: unknown, source: string): LocalRateLimitPoli
     if (!sels.length) {
       if (out.default) c.error(rf, 'a local rate limit can have only one rule without clientSelectors');
       out.default = limit;
-    } else out.rules.push({ selectors, limit });
+    } else {
+      out.rules.push({ selectors, limit });
+      fields.push(`${rf}.limit.unit`);
+    }
   });
   if (!out.default && !out.rules.length && !c.fatal) c.error(`${f}.local.rules`, 'no rules: nothing to limit');
   // Envoy needs each descriptor's fill interval to be a multiple of the default bucket's.
   const base = out.default?.intervalMs ?? 1000;
   out.rules.forEach((r, i) => {
-    if (r.limit.intervalMs % base !== 0) c.error(`${f}.local.rules`, `rule ${i}'s unit must be a multiple of the default rule's unit (Envoy's local rate limit requires it)`);
+    if (r.limit.intervalMs % base !== 0) c.error(fields[i]!, "must be a multiple of the default rule's unit (Envoy's local rate limit requires it)");
   });
   return out;
 }
