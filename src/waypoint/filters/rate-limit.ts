@@ -291,6 +291,12 @@ export function compileRouteRateLimit(
   };
 }
 
+/** The values of a wildcard descriptor as a bucket key: long ones by digest, so a bucket costs little whatever a client sends. */
+function valuesKey(entries: Entry[]): string {
+  const joined = entries.map((e) => e.value).join('\0');
+  return joined.length <= 64 ? `=${joined}` : `#${createHash('sha256').update(joined).digest('base64url')}`;
+}
+
 interface BucketState {
   tokens: number;
   /** When it was last filled (ms, monotonic). */
@@ -352,7 +358,7 @@ export class RateLimiter {
       const i = rl.descriptors.findIndex((d) => d.entries.length === entries.length && d.entries.every((de, k) => de.key === entries[k]!.key && (de.value === undefined || de.value === entries[k]!.value)));
       if (i < 0) continue;
       const d = rl.descriptors[i]!;
-      const values = d.dynamic ? `\0${entries.map((e) => e.value).join('\0')}` : '';
+      const values = d.dynamic ? `\0${valuesKey(entries)}` : '';
       buckets.push({ key: `${rl.id}\0${i}${values}`, spec: d.bucket, dynamic: d.dynamic });
     }
     // Strictest first, as Envoy orders matched descriptors; the default bucket last.
