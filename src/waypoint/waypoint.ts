@@ -13,6 +13,7 @@ import type { Credentials } from '../hbone/settings.ts';
 import { formatSpiffe } from '../api/spiffe.ts';
 import type { AccessLogSink } from '../telemetry/access-log.ts';
 import { IstioHttpMetrics } from '../telemetry/istio-http.ts';
+import { RateLimiter, type RateLimiterOptions } from './filters/rate-limit.ts';
 import { handleRequest, type TunnelContext } from './inbound/request.ts';
 import { DEFAULT_HTTP_LIMITS, HttpTunnels, type HttpLimits } from './inbound/tunnels.ts';
 import { MeshIndex } from './mesh.ts';
@@ -41,12 +42,16 @@ export interface WaypointOptions {
   /** Every CONNECT outcome (the tunnel level), for logs and tests. */
   onTunnel?: (o: HboneOutcome) => void;
   random?: () => number;
+  /** Bounds of the local rate limit buckets. */
+  rateLimit?: RateLimiterOptions;
 }
 
 export class Waypoint {
   readonly hbone: HboneServer;
   readonly pool: HbonePool;
   readonly metrics: IstioHttpMetrics;
+  /** Every route's local rate limit buckets, kept across routing table swaps. */
+  readonly rateLimiter: RateLimiter;
   private readonly tunnels: HttpTunnels;
   private mesh: MeshIndex;
   private requests = 0;
@@ -56,6 +61,7 @@ export class Waypoint {
     this.pool = o.pool ?? new HbonePool();
     this.metrics = new IstioHttpMetrics(o.registry);
     const telemetry = new RequestTelemetry(this.metrics, o.accessLog);
+    this.rateLimiter = new RateLimiter(o.rateLimit);
     const deps = {
       table: () => o.config.table,
       mesh: () => this.mesh,
@@ -63,6 +69,7 @@ export class Waypoint {
       unsupported: (c: string) => o.config.unsupported(c),
       upstream: { pool: this.pool, credentials: o.credentials, identity: o.identity, dial: o.dial, hbonePort: o.hbonePort },
       telemetry,
+      rateLimiter: this.rateLimiter,
     };
     this.tunnels = new HttpTunnels(
       { ...DEFAULT_HTTP_LIMITS, ...o.limits },

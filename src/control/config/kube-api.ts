@@ -35,6 +35,7 @@ export const KUBE_RESOURCES: readonly KubeResource[] = [
   gateway('Gateway', 'gateways'),
   gateway('HTTPRoute', 'httproutes'),
   gateway('GRPCRoute', 'grpcroutes'),
+  group('gateway.envoyproxy.io/v1alpha1')('BackendTrafficPolicy', 'backendtrafficpolicies'),
 ];
 
 const prefix = (r: KubeResource) => (r.apiVersion.includes('/') ? `/apis/${r.apiVersion}` : `/api/${r.apiVersion}`);

@@ -10,6 +10,7 @@ import { HboneError } from '../../hbone/errors.ts';
 import { elapsedMs } from '../../telemetry/connection.ts';
 import type { MeshIndex } from '../mesh.ts';
 import type { RequestTelemetry } from '../metrics/record.ts';
+import { RATE_LIMITED_BODY, type RateLimiter } from '../filters/rate-limit.ts';
 import { planRequest, type Plan } from '../router/plan.ts';
 import type { Endpoint, RoutingTable } from '../router/table.ts';
 import type { Balancer } from '../upstream/balancer.ts';
@@ -32,6 +33,8 @@ export interface RequestDeps {
   unsupported: (cluster: string) => string | undefined;
   upstream: UpstreamOptions;
   telemetry: RequestTelemetry;
+  /** Local rate limit buckets (filters/rate-limit.ts); without it routes' limits are not enforced. */
+  rateLimiter?: RateLimiter;
 }
 
 type Req = IncomingMessage | Http2ServerRequest;
@@ -44,12 +47,13 @@ const LOCAL_BODY: Record<string, string> = {
   UF: 'upstream connect error or disconnect/reset before headers. reset reason: connection failure',
   UC: 'upstream connect error or disconnect/reset before headers. reset reason: connection termination',
   UT: 'upstream request timeout',
+  RL: RATE_LIMITED_BODY,
 };
 
-function localReply(res: Res, status: number, flags: string): number {
+function localReply(res: Res, status: number, flags: string, extra?: Record<string, string>): number {
   const body = LOCAL_BODY[flags] ?? 'error';
   if (res.headersSent || res.destroyed) return 0;
-  res.writeHead(status, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) });
+  res.writeHead(status, { ...extra, 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) });
   res.end(body);
   return Buffer.byteLength(body);
 }
@@ -79,14 +83,22 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
     });
   }
 
+  const limit = plan.rateLimit && deps.rateLimiter?.check(plan.rateLimit, {
+    method: req.method ?? 'GET', url, host, headers: req.headers, remoteAddress: ctx.peerAddress, principal: ctx.peerPrincipal, cluster: plan.cluster ?? '',
+  });
+
   let result: ForwardResult;
   let upstreamHost: string | undefined;
-  if (plan.kind === 'local') {
+  if (limit?.limited) {
     req.resume();
-    result = { status: plan.status, flags: plan.flags, details: plan.reason, requestBytes: 0, responseBytes: localReply(res, plan.status, plan.flags) };
+    const status = plan.rateLimit!.status;
+    result = { status, flags: 'RL', details: RATE_LIMITED_BODY, requestBytes: 0, responseBytes: localReply(res, status, 'RL', limit.headers) };
+  } else if (plan.kind === 'local') {
+    req.resume();
+    result = { status: plan.status, flags: plan.flags, details: plan.reason, requestBytes: 0, responseBytes: localReply(res, plan.status, plan.flags, limit?.headers) };
   } else {
     upstreamHost = `${plan.endpoint.address}:${plan.endpoint.port}`;
-    result = await forward(deps.upstream, plan, req, res, host, requestId);
+    result = await forward(deps.upstream, plan, req, res, host, requestId, limit?.headers);
   }
 
   const service = 'service' in ctx.target ? ctx.target.service : undefined;
@@ -109,17 +121,17 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
     userAgent: req.headers['user-agent'],
     downstreamPeer: ctx.peerAddress,
     downstreamPrincipal: ctx.peerPrincipal,
-    upstreamPrincipal: plan.kind === 'forward' ? plan.identity : undefined,
+    upstreamPrincipal: upstreamHost && plan.kind === 'forward' ? plan.identity : undefined,
     destination: ctx.destination,
     src,
-    dst: plan.kind === 'forward' ? mesh.workload(plan.endpoint.address) : undefined,
+    dst: upstreamHost && plan.kind === 'forward' ? mesh.workload(plan.endpoint.address) : undefined,
     service,
     grpc,
     grpcStatus: result.grpcStatus,
   });
 }
 
-async function forward(o: UpstreamOptions, plan: Extract<Plan, { kind: 'forward' }>, req: Req, res: Res, host: string, requestId: string): Promise<ForwardResult> {
+async function forward(o: UpstreamOptions, plan: Extract<Plan, { kind: 'forward' }>, req: Req, res: Res, host: string, requestId: string, addHeaders?: Record<string, string>): Promise<ForwardResult> {
   if (!plan.identity) {
     req.resume();
     return { status: 503, flags: 'UH', details: `no identity known for ${plan.endpoint.address}`, requestBytes: 0, responseBytes: localReply(res, 503, 'UH') };
@@ -143,7 +155,7 @@ async function forward(o: UpstreamOptions, plan: Extract<Plan, { kind: 'forward'
       headers,
       body: req as unknown as Readable,
       respond: (status, h) => {
-        res.writeHead(status, h);
+        res.writeHead(status, addHeaders ? { ...h, ...addHeaders } : h);
       },
       sink: res as unknown as NodeJS.WritableStream & { destroy(e?: Error): unknown; readonly writableFinished: boolean },
       gone,

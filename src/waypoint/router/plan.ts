@@ -5,11 +5,13 @@
 // cluster the waypoint does not have (503).
 import type { Balancer } from '../upstream/balancer.ts';
 import type { MeshIndex } from '../mesh.ts';
+import type { RouteRateLimit } from '../filters/rate-limit.ts';
 import { selectRoute, selectVirtualHost, type Endpoint, type RequestFacts, type RoutingTable } from './table.ts';
 
-export type Plan =
+export type Plan = (
   | { kind: 'forward'; route: string; cluster: string; endpoint: Endpoint; identity: string; timeoutMs: number }
-  | { kind: 'local'; status: number; flags: 'NR' | 'UH' | 'NC'; reason: string; route?: string; cluster?: string };
+  | { kind: 'local'; status: number; flags: 'NR' | 'UH' | 'NC'; reason: string; route?: string; cluster?: string }
+) & { /** The chosen route's local rate limit: it applies before the cluster is looked at, as Envoy's filter runs before the router. */ rateLimit?: RouteRateLimit };
 
 export interface PlanInput {
   table: RoutingTable;
@@ -31,14 +33,15 @@ export function planRequest({ table, mesh, balancer, listener, req, unsupported 
   if (!vh) return { kind: 'local', status: 404, flags: 'NR', reason: `${rcName}: no virtual host for ${req.host}` };
   const route = selectRoute(vh, req);
   if (!route) return { kind: 'local', status: 404, flags: 'NR', reason: `${rcName}: no route matches ${req.method} ${req.path}` };
+  const rl = route.rateLimit ? { rateLimit: route.rateLimit } : {};
   const cluster = balancer.cluster(route).name;
   const c = table.clusters.get(cluster);
-  if (!c) return { kind: 'local', status: 503, flags: 'NC', reason: `cluster ${cluster} not found`, route: route.name, cluster };
+  if (!c) return { kind: 'local', status: 503, flags: 'NC', reason: `cluster ${cluster} not found`, route: route.name, cluster, ...rl };
   const why = unsupported?.(cluster);
-  if (why) return { kind: 'local', status: 503, flags: 'UH', reason: why, route: route.name, cluster };
+  if (why) return { kind: 'local', status: 503, flags: 'UH', reason: why, route: route.name, cluster, ...rl };
   // An endpoint with no known workload has no identity to check: it is not sent to (fails closed).
   const endpoints = (table.endpoints.get(c.edsName) ?? []).filter((e) => mesh.identity(e.address) !== undefined);
   const endpoint = balancer.endpoint(cluster, endpoints);
-  if (!endpoint) return { kind: 'local', status: 503, flags: 'UH', reason: `cluster ${cluster}: no healthy endpoint`, route: route.name, cluster };
-  return { kind: 'forward', route: route.name, cluster, endpoint, identity: mesh.identity(endpoint.address)!, timeoutMs: route.timeoutMs };
+  if (!endpoint) return { kind: 'local', status: 503, flags: 'UH', reason: `cluster ${cluster}: no healthy endpoint`, route: route.name, cluster, ...rl };
+  return { kind: 'forward', route: route.name, cluster, endpoint, identity: mesh.identity(endpoint.address)!, timeoutMs: route.timeoutMs, ...rl };
 }

@@ -1,6 +1,7 @@
 // The waypoint's routing table: what the xDS resources (xds/compile.ts) become, immutable once built
 // and swapped in whole (xds/config.ts), so a request always sees one consistent view. Per service
 // port (the listener `host:port`) its route configuration; per cluster its endpoints.
+import type { RouteRateLimit } from '../filters/rate-limit.ts';
 
 /** A string matcher as Envoy's StringMatcher, compiled. */
 export type Matcher = (value: string) => boolean;
@@ -33,6 +34,8 @@ export interface Route {
   totalWeight: number;
   /** 0: no timeout (Istio's default). */
   timeoutMs: number;
+  /** Envoy's local rate limit for this route (filters/rate-limit.ts). */
+  rateLimit?: RouteRateLimit;
 }
 
 export interface VirtualHost {

@@ -5,6 +5,7 @@
 import { isIP } from 'node:net';
 import type { Cluster, Endpoint, HeaderMatcher, Matcher, QueryMatcher, Route, RouteConfig, VirtualHost, WeightedCluster } from '../router/table.ts';
 import { decodeEnvoy, HCM, type Msg } from './envoy.ts';
+import { compileRouteRateLimit, LOCAL_RATE_LIMIT_FILTER } from '../filters/rate-limit.ts';
 
 /** Regexes are JavaScript's, not RE2: bounded in size so one resource cannot hand us a huge program. */
 const MAX_REGEX = 1024;
@@ -114,6 +115,7 @@ function route(r: Msg, field: string): Route {
   if (r.redirect !== undefined) throw new Error(`${f}.redirect: not supported by the waypoint yet`);
   if (r.directResponse !== undefined) throw new Error(`${f}.direct_response: not supported by the waypoint yet`);
   for (const filter of Object.keys(obj(r.typedPerFilterConfig) ?? {})) {
+    if (filter === LOCAL_RATE_LIMIT_FILTER) continue; // compiled below, with the route action's rate_limits
     throw new Error(filter === FAULT_FILTER ? `${f}: fault injection is not supported by the waypoint yet` : `${f}.typed_per_filter_config: unknown filter ${filter}`);
   }
   const match = obj(r.match);
@@ -133,7 +135,10 @@ function route(r: Msg, field: string): Route {
   } else throw new Error(`${f}.route: needs cluster or weighted_clusters (cluster_header and the rest are not supported)`);
   const totalWeight = clusters.reduce((n, c) => n + c.weight, 0);
   if (!clusters.length || totalWeight <= 0) throw new Error(`${f}.route.weighted_clusters: the weights add up to 0`);
+  const rateLimitConfig = obj(r.typedPerFilterConfig)?.[LOCAL_RATE_LIMIT_FILTER];
+  const rateLimit = rateLimitConfig === undefined ? undefined : compileRouteRateLimit(rateLimitConfig, action.rateLimits, f, field, decodeEnvoy, headerMatcher);
   return {
+    ...(rateLimit ? { rateLimit } : {}),
     name,
     path: pathMatcher(match, `${f}.match`),
     headers: arr(match.headers).map((h, i) => headerMatcher(h, `${f}.match.headers[${i}]`)),

@@ -4,6 +4,7 @@
 // with no rule for the port, one default route to the whole service. Plain data: the xDS builders
 // translate it (src/control/xds/envoy/routes.ts).
 import type { RankedRule } from './gateway-routes.ts';
+import type { LocalRateLimitPolicy } from './rate-limit.ts';
 import type { FaultPolicy, RouteMatch, RouteRule, RouteTable } from './routes.ts';
 import type { MeshService } from './services.ts';
 
@@ -32,6 +33,8 @@ export interface PortRoute {
   match: RouteMatch;
   action: RouteAction;
   fault?: FaultPolicy;
+  /** A BackendTrafficPolicy's local rate limit (rate-limit.ts); each route has its own buckets. */
+  rateLimit?: LocalRateLimitPolicy;
 }
 
 export interface RouteContext {
@@ -39,6 +42,8 @@ export interface RouteContext {
   services: ReadonlyMap<string, MeshService>;
   /** Reports a destination that cannot be resolved; the route is still built (and fails at runtime). */
   problem: (source: string, reason: string) => void;
+  /** The local rate limit for a rule of `source` (a route object) on `host`, if a policy targets either. */
+  rateLimit?: (source: string, host: string) => LocalRateLimitPolicy | undefined;
 }
 
 /** The rules that apply to `host:port`, in evaluation order. */
@@ -64,10 +69,20 @@ export function portRoutes(host: string, port: number, tables: readonly RouteTab
   for (const { rule, source } of rulesFor(port, tables)) {
     const action = routeAction(rule, host, port, source, ctx);
     const matches = rule.matches.length ? rule.matches.filter((m) => m.port === undefined || m.port === port) : [{ headers: [] }];
-    for (const match of matches) routes.push(rule.fault ? { name: rule.name, match, action, fault: rule.fault } : { name: rule.name, match, action });
+    const rateLimit = ctx.rateLimit?.(source, host);
+    for (const match of matches) {
+      const r: PortRoute = rule.fault ? { name: rule.name, match, action, fault: rule.fault } : { name: rule.name, match, action };
+      if (rateLimit) r.rateLimit = rateLimit;
+      routes.push(r);
+    }
   }
   // No rule for this port: the whole service, as if nothing were attached.
-  if (!routes.length) routes.push({ name: 'default', match: { headers: [] }, action: routeAction({ name: 'default', matches: [], destinations: [{ host, port, weight: 1 }] }, host, port, '', ctx) });
+  if (!routes.length) {
+    const r: PortRoute = { name: 'default', match: { headers: [] }, action: routeAction({ name: 'default', matches: [], destinations: [{ host, port, weight: 1 }] }, host, port, '', ctx) };
+    const rateLimit = ctx.rateLimit?.('', host);
+    if (rateLimit) r.rateLimit = rateLimit;
+    routes.push(r);
+  }
   return routes;
 }
 

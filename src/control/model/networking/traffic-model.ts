@@ -7,7 +7,7 @@
 // The builder works per namespace and keeps each namespace's model: a Service selects pods of its
 // own namespace only, so a pod change rebuilds its namespace's hosts and nothing else, and a
 // namespace nothing changed in is the same object. Routing objects (VirtualService,
-// DestinationRule, ServiceEntry, HTTPRoute, GRPCRoute) can name hosts anywhere, and routes check
+// DestinationRule, ServiceEntry, HTTPRoute, GRPCRoute, BackendTrafficPolicy) can name hosts anywhere, and routes check
 // the ports of other hosts, so a change to one of them, or to the set of Services, rebuilds
 // everything. `buildTrafficModel` is the one-shot form.
 import { keyOf, type KObject, type Pod, type Service as KService } from '../../../kube/objects.ts';
@@ -148,11 +148,18 @@ export class TrafficModelBuilder {
     this.routingProblems = [...net.problems];
     for (const [host, tables] of net.routes) if (!known.has(host)) for (const t of tables) problemAt(this.routingProblems, t.source, 'spec', `host ${host} is not a known Service or ServiceEntry`);
     for (const [host, dr] of net.destinationRules) if (!known.has(host)) problemAt(this.routingProblems, dr.source, 'spec.host', `host ${host} is not a known Service or ServiceEntry`);
+    const routeSources = new Set([...net.routes.values()].flatMap((ts) => ts.map((t) => t.source)));
+    for (const [target, p] of net.rateLimits.byRoute) if (!routeSources.has(target)) problemAt(this.routingProblems, p.source, 'spec.targetRefs', `${target.replace('/', ' ').replace('/', '/')} is not a known route with a Service parent: the limit applies to nothing`);
+    for (const [host, p] of net.rateLimits.byHost) if (!known.has(host)) problemAt(this.routingProblems, p.source, 'spec.targetRefs', `Service ${host} is not known: the limit applies to nothing yet`);
   }
 
   private buildNamespace(own: MeshService[], net: NetworkingConfig, hosts: ReadonlyMap<string, MeshService>): NsTraffic {
     const problems: NetworkingProblem[] = [];
-    const ctx = { services: hosts, problem: (source: string, reason: string) => problemAt(problems, source, 'spec', reason) };
+    const ctx = {
+      services: hosts,
+      problem: (source: string, reason: string) => problemAt(problems, source, 'spec', reason),
+      rateLimit: (source: string, host: string) => net.rateLimits.byRoute.get(source) ?? net.rateLimits.byHost.get(host),
+    };
     const ports: PortTraffic[] = [];
     for (const svc of own) {
       const dr = net.destinationRules.get(svc.host);

@@ -4,6 +4,7 @@ import type { PortRoute, RouteAction } from '../../model/networking/port-routes.
 import type { FaultPolicy, HeaderMatch, RouteMatch, StringMatch } from '../../model/networking/routes.ts';
 import { any, duration, encode } from './messages.ts';
 import { clusterName, listenerName } from './names.ts';
+import { buildLocalRateLimit, LOCAL_RATE_LIMIT_FILTER } from './rate-limit.ts';
 
 export const FAULT_FILTER = 'envoy.filters.http.fault';
 
@@ -12,6 +13,11 @@ export function buildRouteConfiguration(host: string, port: number, portRoutes: 
   const routes = portRoutes.map((pr) => {
     const r: Record<string, unknown> = { name: pr.name, match: routeMatch(pr.match), route: routeAction(pr.action) };
     if (pr.fault) r.typedPerFilterConfig = { [FAULT_FILTER]: any('envoy.extensions.filters.http.fault.v3.HTTPFault', fault(pr.fault)) };
+    if (pr.rateLimit) {
+      const rl = buildLocalRateLimit(pr.rateLimit);
+      r.typedPerFilterConfig = { ...(r.typedPerFilterConfig as object | undefined), [LOCAL_RATE_LIMIT_FILTER]: rl.filter };
+      (r.route as Record<string, unknown>).rateLimits = rl.rateLimits;
+    }
     return r;
   });
   return encode('envoy.config.route.v3.RouteConfiguration', { name, virtualHosts: [{ name, domains: domains(host, port), routes }] });
