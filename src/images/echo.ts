@@ -1,6 +1,7 @@
 // Built-in image `weft/echo`: an HTTP server that reports who answered and who called, so lab
 // users can see where their traffic went. Port from $PORT (default 8080).
 import { createServer } from 'node:http';
+import { WebSocketServer } from 'ws';
 
 const port = Number(process.env.PORT ?? 8080);
 const self = {
@@ -42,6 +43,15 @@ const server = createServer((req, res) => {
   };
 });
 server.keepAliveTimeout = 65_000;
+// WebSocket on any path: each message comes back prefixed with the pod's name.
+const wss = new WebSocketServer({ noServer: true, maxPayload: 1 << 20 });
+server.on('upgrade', (req, socket, head) => {
+  socket.on('error', () => {});
+  wss.handleUpgrade(req, socket, head, (ws) => {
+    ws.on('error', () => {});
+    ws.on('message', (data, binary) => ws.send(binary ? data : `${self.pod}: ${String(data)}`));
+  });
+});
 const listening = () => console.log(JSON.stringify({ msg: 'echo listening', port, ...self }));
 // Dual stack ([::], which takes IPv4 too), or IPv4 alone where the pod has no IPv6.
 const noIpv6 = (e: NodeJS.ErrnoException) => {

@@ -388,7 +388,7 @@ function validateService(spec: unknown, runnable: boolean): void {
 }
 
 /** `weft` is weft's own image (the binary: `weft waypoint run ...`), as waypoints are rendered. */
-export const BUILTIN_IMAGES = ['weft/echo', 'weft/client', 'weft/sleep', 'weft'] as const;
+export const BUILTIN_IMAGES = ['weft/echo', 'weft/grpc-echo', 'weft/client', 'weft/sleep', 'weft'] as const;
 export type BuiltinImage = (typeof BUILTIN_IMAGES)[number];
 
 /** `weft/echo`, `weft/echo:1.0`, `docker.io/weft/echo:latest` all name the built-in echo image. */

@@ -10,6 +10,8 @@ export function builtinEntrypoint(image: BuiltinImage): string[] {
   switch (image) {
     case 'weft/echo':
       return [process.execPath, '--import', tsxLoader(), rootPath('src/images/echo.ts')];
+    case 'weft/grpc-echo':
+      return [process.execPath, '--import', tsxLoader(), rootPath('src/images/grpc-echo.ts')];
     case 'weft/client':
       return [process.execPath, '--import', tsxLoader(), rootPath('src/images/client.ts')];
     case 'weft/sleep':
