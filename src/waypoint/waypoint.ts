@@ -47,6 +47,8 @@ export class Waypoint {
   readonly hbone: HboneServer;
   readonly pool: HbonePool;
   readonly metrics: IstioHttpMetrics;
+  /** Endpoint picking, circuit breakers and outlier detection: the per-cluster state. */
+  readonly balancer: Balancer;
   private readonly tunnels: HttpTunnels;
   private mesh: MeshIndex;
   private requests = 0;
@@ -56,10 +58,11 @@ export class Waypoint {
     this.pool = o.pool ?? new HbonePool();
     this.metrics = new IstioHttpMetrics(o.registry);
     const telemetry = new RequestTelemetry(this.metrics, o.accessLog);
+    this.balancer = new Balancer(o.random);
     const deps = {
       table: () => o.config.table,
       mesh: () => this.mesh,
-      balancer: new Balancer(o.random),
+      balancer: this.balancer,
       unsupported: (c: string) => o.config.unsupported(c),
       upstream: { pool: this.pool, credentials: o.credentials, identity: o.identity, dial: o.dial, hbonePort: o.hbonePort },
       telemetry,

@@ -5,10 +5,17 @@
 // cluster the waypoint does not have (503).
 import type { Balancer } from '../upstream/balancer.ts';
 import type { MeshIndex } from '../mesh.ts';
-import { selectRoute, selectVirtualHost, type Endpoint, type RequestFacts, type RoutingTable } from './table.ts';
+import { requestHash } from './hash-key.ts';
+import { selectRoute, selectVirtualHost, type Cluster, type Endpoint, type RequestFacts, type RoutingTable } from './table.ts';
 
 export type Plan =
-  | { kind: 'forward'; route: string; cluster: string; endpoint: Endpoint; identity: string; timeoutMs: number }
+  | {
+      kind: 'forward'; route: string; cluster: string; endpoint: Endpoint; identity: string; timeoutMs: number;
+      /** The cluster as picked from (its policy, for the result and circuit breakers); absent when a workload was addressed directly. */
+      clusterConfig?: Cluster;
+      /** A Set-Cookie the response gets (a consistent-hash cookie generated for this client). */
+      setCookie?: string;
+    }
   | { kind: 'local'; status: number; flags: 'NR' | 'UH' | 'NC'; reason: string; route?: string; cluster?: string };
 
 export interface PlanInput {
@@ -20,9 +27,11 @@ export interface PlanInput {
   req: RequestFacts;
   /** Why a held cluster cannot be served (non-EDS), if so. */
   unsupported?: (cluster: string) => string | undefined;
+  /** The original client's address (the HBONE peer), for source-IP hashing. */
+  source?: string;
 }
 
-export function planRequest({ table, mesh, balancer, listener, req, unsupported }: PlanInput): Plan {
+export function planRequest({ table, mesh, balancer, listener, req, unsupported, source = '' }: PlanInput): Plan {
   const rcName = table.listeners.get(listener);
   if (!rcName) return { kind: 'local', status: 404, flags: 'NR', reason: `no listener ${listener}` };
   const rc = table.routes.get(rcName);
@@ -38,7 +47,11 @@ export function planRequest({ table, mesh, balancer, listener, req, unsupported 
   if (why) return { kind: 'local', status: 503, flags: 'UH', reason: why, route: route.name, cluster };
   // An endpoint with no known workload has no identity to check: it is not sent to (fails closed).
   const endpoints = (table.endpoints.get(c.edsName) ?? []).filter((e) => mesh.identity(e.address) !== undefined);
-  const endpoint = balancer.endpoint(cluster, endpoints);
+  const { hash, setCookie } = requestHash(route.hashPolicies, req, source);
+  const endpoint = balancer.pick(c, endpoints, hash);
   if (!endpoint) return { kind: 'local', status: 503, flags: 'UH', reason: `cluster ${cluster}: no healthy endpoint`, route: route.name, cluster };
-  return { kind: 'forward', route: route.name, cluster, endpoint, identity: mesh.identity(endpoint.address)!, timeoutMs: route.timeoutMs };
+  return {
+    kind: 'forward', route: route.name, cluster, endpoint, identity: mesh.identity(endpoint.address)!, timeoutMs: route.timeoutMs, clusterConfig: c,
+    ...(setCookie ? { setCookie } : {}),
+  };
 }
