@@ -118,4 +118,35 @@ describe('outlier detection, balancer level', () => {
     expect(one.ejections('d', A) + one.ejections('d', B)).toBe(1);
     now += 1000;
   });
+
+  it('failure-percentage ejection decides at the interval sweep from the interval counts', () => {
+    let now = 0;
+    const b = new Balancer(Math.random, () => now);
+    const fp = { ...outlier, consecutive5xx: 3, failurePercentageThreshold: 50, enforcingFailurePercentage: 100, failurePercentageMinimumHosts: 1, failurePercentageRequestVolume: 4 };
+    const cluster: Cluster = { name: 'c', edsName: 'c', lb: { kind: 'ROUND_ROBIN' }, outlier: fp, panicThreshold: 0 };
+    let failA = false;
+    for (let i = 0; i < 8; i++) {
+      const e = b.pick(cluster, [A, B])!;
+      if (e === A) failA = !failA; // A alternates 500, 200: never 3 in a row, but half of them fail
+      b.onResult(cluster, e, e === A && failA ? 500 : 200);
+    }
+    expect(b.ejections('c', A)).toBe(0);
+    now += 20; // past the interval: the next pick sweeps
+    expect(b.pick(cluster, [A, B])).toBe(B);
+    expect(b.ejections('c', A)).toBe(1);
+    expect(b.ejections('c', B)).toBe(0);
+  });
+
+  it('max_retries bounds the retries in flight across the cluster', () => {
+    const b = new Balancer();
+    const cluster: Cluster = { name: 'c', edsName: 'c', circuit: { maxConnections: 1, maxPendingRequests: 1, maxRequests: 1, maxRetries: 2 } };
+    const r1 = b.retry(cluster)!;
+    const r2 = b.retry(cluster)!;
+    expect(b.retry(cluster)).toBeUndefined();
+    r1();
+    r1(); // ending twice frees one place only
+    expect(b.retry(cluster)).toBeDefined();
+    expect(b.retry(cluster)).toBeUndefined();
+    r2();
+  });
 });

@@ -96,6 +96,11 @@ export class Balancer {
     return this.state(cluster).circuit.admit(cluster.circuit);
   }
 
+  /** A retry's place under the cluster's max_retries: the function ending it, or undefined when spent. */
+  retry(cluster: Cluster): (() => void) | undefined {
+    return this.state(cluster).circuit.retry(cluster.circuit);
+  }
+
   /** Ejections of an endpoint so far (tests, config dumps). */
   ejections(cluster: string, endpoint: Endpoint): number {
     return this.states.get(cluster)?.outlier?.ejections(endpointKey(endpoint)) ?? 0;

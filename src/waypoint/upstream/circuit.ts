@@ -22,6 +22,22 @@ export class CircuitBreaker {
   private requests = 0;
   private readonly pending: { go: (ok: boolean) => void; cancelled: boolean; resolve: (ok: boolean) => void }[] = [];
   private pendingCount = 0;
+  private retries = 0;
+
+  /**
+   * A retry's place under max_retries (retries in flight across the cluster, as Envoy counts
+   * them): the function ending it, or undefined when the budget is spent (Envoy then answers with
+   * what it has instead of retrying).
+   */
+  retry(t: CircuitThresholds = DEFAULT_THRESHOLDS): (() => void) | undefined {
+    if (this.retries >= t.maxRetries) return undefined;
+    this.retries++;
+    let done = false;
+    return () => {
+      if (!done) this.retries--;
+      done = true;
+    };
+  }
 
   /** Requests in flight and waiting, for stats and tests. */
   stats(): { connections: number; requests: number; pending: number } {

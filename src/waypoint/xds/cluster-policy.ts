@@ -99,7 +99,10 @@ export function compileCircuit(m: Msg, name: string): CircuitThresholds | undefi
 /**
  * outlier_detection with Envoy's defaults. Success-rate ejection (on by default in Envoy) is not
  * implemented: it must be turned off (enforcing_success_rate 0, as Istio writes), and so must the
- * local-origin split and detectors.
+ * local-origin split. Failure-percentage ejection is honoured only when neither consecutive
+ * detector is given: the control plane adds it next to them for proxyless gRPC (which has no
+ * consecutive detectors), and Istio's own waypoint, which never gets it, ejects on consecutive
+ * errors alone.
  */
 export function compileOutlier(m: Msg, name: string): OutlierConfig | undefined {
   const od = obj(m.outlierDetection);
@@ -112,6 +115,7 @@ export function compileOutlier(m: Msg, name: string): OutlierConfig | undefined 
     if (!(n >= 0 && n <= 100)) throw new Error(`${f}.${field}: ${n} is not a percentage`);
     return n;
   };
+  const consecutiveGiven = (od.consecutive_5xx ?? od.consecutive5xx ?? od.consecutiveGatewayFailure) !== undefined;
   const base = ms(od.baseEjectionTime, 30_000);
   const interval = ms(od.interval, 10_000);
   if (interval <= 0) throw new Error(`${f}.interval: must be greater than 0`);
@@ -126,7 +130,7 @@ export function compileOutlier(m: Msg, name: string): OutlierConfig | undefined 
     consecutiveGatewayFailure: wrapped(od.consecutiveGatewayFailure, 5),
     enforcingConsecutiveGatewayFailure: pct(od.enforcingConsecutiveGatewayFailure, 'enforcing_consecutive_gateway_failure', 0),
     failurePercentageThreshold: pct(od.failurePercentageThreshold, 'failure_percentage_threshold', 85),
-    enforcingFailurePercentage: pct(od.enforcingFailurePercentage, 'enforcing_failure_percentage', 0),
+    enforcingFailurePercentage: consecutiveGiven ? 0 : pct(od.enforcingFailurePercentage, 'enforcing_failure_percentage', 0),
     failurePercentageMinimumHosts: wrapped(od.failurePercentageMinimumHosts, 5),
     failurePercentageRequestVolume: wrapped(od.failurePercentageRequestVolume, 50),
   };

@@ -31,6 +31,13 @@ describe('cluster policy compile', () => {
     });
   });
 
+  it('honours failure-percentage ejection only without a consecutive detector (the control plane adds it for gRPC next to them)', () => {
+    const fp = { enforcingSuccessRate: { value: 0 }, enforcingFailurePercentage: { value: 100 }, failurePercentageThreshold: { value: 50 }, failurePercentageRequestVolume: { value: 3 }, failurePercentageMinimumHosts: { value: 1 } };
+    expect(cluster({ outlierDetection: { ...fp, consecutive_5xx: { value: 3 } } }).outlier).toMatchObject({ consecutive5xx: 3, enforcingFailurePercentage: 0 });
+    expect(cluster({ outlierDetection: { ...fp, consecutiveGatewayFailure: { value: 3 } } }).outlier).toMatchObject({ enforcingFailurePercentage: 0 });
+    expect(cluster({ outlierDetection: fp }).outlier).toMatchObject({ enforcingFailurePercentage: 100, failurePercentageThreshold: 50, failurePercentageRequestVolume: 3, failurePercentageMinimumHosts: 1 });
+  });
+
   it('refuses what it cannot act on as Envoy would, naming the field', () => {
     expect(() => cluster({ lbPolicy: 'RING_HASH', ringHashLbConfig: { minimumRingSize: { value: 1e12 } } })).toThrow(/Cluster c\.ring_hash_lb_config\.minimum_ring_size: 1000000000000 is not in/);
     expect(() => cluster({ lbPolicy: 'MAGLEV', maglevLbConfig: { tableSize: { value: 65_536 } } })).toThrow(/Cluster c\.maglev_lb_config\.table_size: 65536 is not a prime/);
