@@ -2,7 +2,9 @@
 // routing table, the service port the tunnel was for and the request's facts, either where to send
 // it (cluster, endpoint, the identity to expect there) or the local answer with Envoy's response
 // flag. NR: no route (404, as Envoy answers); UH: no healthy endpoint (503); NC: the route names a
-// cluster the waypoint does not have (503).
+// cluster the waypoint does not have (503). The endpoint is the balancer's pick by the cluster's
+// policy and the route's hash_policy (router/hash-key.ts); a pick is a request in flight until the
+// caller reports its result (Balancer.onResult).
 import type { Balancer } from '../upstream/balancer.ts';
 import type { MeshIndex } from '../mesh.ts';
 import { requestHash } from './hash-key.ts';
