@@ -52,6 +52,8 @@ export class Waypoint {
   readonly metrics: IstioHttpMetrics;
   /** Every route's local rate limit buckets, kept across routing table swaps. */
   readonly rateLimiter: RateLimiter;
+  /** Endpoint picking, circuit breakers and outlier detection: the per-cluster state. */
+  readonly balancer: Balancer;
   private readonly tunnels: HttpTunnels;
   private mesh: MeshIndex;
   private requests = 0;
@@ -62,10 +64,11 @@ export class Waypoint {
     this.metrics = new IstioHttpMetrics(o.registry);
     const telemetry = new RequestTelemetry(this.metrics, o.accessLog);
     this.rateLimiter = new RateLimiter(o.rateLimit);
+    this.balancer = new Balancer(o.random);
     const deps = {
       table: () => o.config.table,
       mesh: () => this.mesh,
-      balancer: new Balancer(o.random),
+      balancer: this.balancer,
       unsupported: (c: string) => o.config.unsupported(c),
       upstream: { pool: this.pool, credentials: o.credentials, identity: o.identity, dial: o.dial, hbonePort: o.hbonePort },
       telemetry,

@@ -57,17 +57,29 @@ export interface Backend {
   hbone: TestServer;
   /** Requests the backend served, with what it saw. */
   seen: { method: string; url: string; headers: IncomingMessage['headers']; body: number }[];
+  /** When set, every request is answered with this status (a failing pod). */
+  fail?: number;
 }
 
 /** An HTTP backend answering `{"pod": name, ...}`, behind an HBONE server with the pod's certificate. */
 async function backend(cleanup: Cleanup, ca: TestCa, name: string): Promise<Backend> {
   const seen: Backend['seen'] = [];
+  const self = { fail: undefined as number | undefined };
   const server = http.createServer((req, res) => {
     let body = 0;
     req.on('data', (c: Buffer) => (body += c.length));
     req.on('end', () => {
       seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, body });
       if (req.url?.startsWith('/slow')) return void setTimeout(() => res.end('late'), 2000);
+      // `/status/<code>` answers that status; `/delay/<ms>` answers after that long; `fail` fails everything.
+      const status = self.fail ?? Number(/^\/status\/(\d{3})/.exec(req.url ?? '')?.[1] ?? 200);
+      const delay = Math.min(10_000, Number(/^\/delay\/(\d+)/.exec(req.url ?? '')?.[1] ?? 0));
+      const answer = () => {
+        res.statusCode = status;
+        res.setHeader('content-type', 'application/json');
+        res.end(JSON.stringify({ pod: name, url: req.url, body }));
+      };
+      if (status !== 200 || delay) return void setTimeout(answer, delay);
       res.setHeader('content-type', 'application/json');
       res.end(JSON.stringify({ pod: name, url: req.url, body }));
     });
@@ -83,7 +95,7 @@ async function backend(cleanup: Cleanup, ca: TestCa, name: string): Promise<Back
     return { status: 200, upstream: await connectTo(port) };
   };
   cleanup.add(() => hbone.hbone.drain(100));
-  return { name, http: server, hbone, seen };
+  return Object.assign(self, { name, http: server, hbone, seen });
 }
 
 export interface Stand {

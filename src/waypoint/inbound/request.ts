@@ -12,7 +12,7 @@ import type { MeshIndex } from '../mesh.ts';
 import type { RequestTelemetry } from '../metrics/record.ts';
 import { RATE_LIMITED_BODY, type RateLimiter } from '../filters/rate-limit.ts';
 import { planRequest, type Plan } from '../router/plan.ts';
-import type { Endpoint, RoutingTable } from '../router/table.ts';
+import type { Cluster, Endpoint, RoutingTable } from '../router/table.ts';
 import type { Balancer } from '../upstream/balancer.ts';
 import { endToEnd, forwardOver, openTunnel, type ForwardResult, type UpstreamOptions } from '../upstream/forward.ts';
 
@@ -48,6 +48,7 @@ const LOCAL_BODY: Record<string, string> = {
   UC: 'upstream connect error or disconnect/reset before headers. reset reason: connection termination',
   UT: 'upstream request timeout',
   RL: RATE_LIMITED_BODY,
+  UO: 'upstream connect error or disconnect/reset before headers. reset reason: overflow',
 };
 
 function localReply(res: Res, status: number, flags: string, extra?: Record<string, string>): number {
@@ -78,7 +79,7 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
     plan = { kind: 'forward', route: '', cluster: '', endpoint: ctx.target.endpoint, identity: mesh.identity(ctx.target.endpoint.address) ?? '', timeoutMs: 0 };
   } else {
     plan = planRequest({
-      table: deps.table(), mesh, balancer: deps.balancer, listener: ctx.target.listener, unsupported: deps.unsupported,
+      table: deps.table(), mesh, balancer: deps.balancer, listener: ctx.target.listener, unsupported: deps.unsupported, source: ctx.peerAddress,
       req: { method: req.method ?? 'GET', path, query: new URLSearchParams(q < 0 ? '' : url.slice(q + 1)), headers: req.headers, host },
     });
   }
@@ -98,7 +99,8 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
     result = { status: plan.status, flags: plan.flags, details: plan.reason, requestBytes: 0, responseBytes: localReply(res, plan.status, plan.flags, limit?.headers) };
   } else {
     upstreamHost = `${plan.endpoint.address}:${plan.endpoint.port}`;
-    result = await forward(deps.upstream, plan, req, res, host, requestId, limit?.headers);
+    result = plan.clusterConfig ? await admitted(deps, plan, plan.clusterConfig, req, res, host, requestId, limit?.headers) : await forward(deps.upstream, plan, req, res, host, requestId, limit?.headers);
+    if (result.flags === 'UO') upstreamHost = undefined;
   }
 
   const service = 'service' in ctx.target ? ctx.target.service : undefined;
@@ -131,6 +133,32 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
   });
 }
 
+/** What an attempt tells outlier detection about its endpoint: the status, the one answered for a local failure, 0 for nothing. */
+const outcome = (r: ForwardResult): number => (r.flags === 'DC' || r.flags === 'UH' ? 0 : r.flags === 'UF' || r.flags === 'UC' ? 503 : r.flags === 'UT' ? 504 : r.status);
+
+/** A request to a cluster: through its circuit breakers (503 UO on overflow), then forwarded, its outcome fed back to the balancer. */
+async function admitted(deps: RequestDeps, plan: Extract<Plan, { kind: 'forward' }>, cluster: Cluster, req: Req, res: Res, host: string, requestId: string, addHeaders?: Record<string, string>): Promise<ForwardResult> {
+  const admission = deps.balancer.admit(cluster);
+  const leave = () => admission.release(); // a client gone while pending frees its place in the queue
+  res.once('close', leave);
+  let result: ForwardResult | undefined;
+  try {
+    if (!(await admission.ready)) {
+      req.resume();
+      if (res.destroyed) return (result = { status: 0, flags: 'DC', details: 'downstream went away while pending', requestBytes: 0, responseBytes: 0 });
+      result = { status: 503, flags: 'UO', details: `cluster ${cluster.name}: circuit breaker overflow`, requestBytes: 0, responseBytes: localReply(res, 503, 'UO') };
+      return result;
+    }
+    if (res.destroyed) return (result = { status: 0, flags: 'DC', details: 'downstream went away while pending', requestBytes: 0, responseBytes: 0 });
+    result = await forward(deps.upstream, plan, req, res, host, requestId, addHeaders);
+    return result;
+  } finally {
+    res.off('close', leave);
+    admission.release();
+    deps.balancer.onResult(cluster, plan.endpoint, result && result.flags !== 'UO' ? outcome(result) : 0);
+  }
+}
+
 async function forward(o: UpstreamOptions, plan: Extract<Plan, { kind: 'forward' }>, req: Req, res: Res, host: string, requestId: string, addHeaders?: Record<string, string>): Promise<ForwardResult> {
   if (!plan.identity) {
     req.resume();
@@ -155,6 +183,7 @@ async function forward(o: UpstreamOptions, plan: Extract<Plan, { kind: 'forward'
       headers,
       body: req as unknown as Readable,
       respond: (status, h) => {
+        if (plan.setCookie) h['set-cookie'] = [...[h['set-cookie'] ?? []].flat().map(String), plan.setCookie];
         res.writeHead(status, addHeaders ? { ...h, ...addHeaders } : h);
       },
       sink: res as unknown as NodeJS.WritableStream & { destroy(e?: Error): unknown; readonly writableFinished: boolean },

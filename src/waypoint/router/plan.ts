@@ -2,14 +2,23 @@
 // routing table, the service port the tunnel was for and the request's facts, either where to send
 // it (cluster, endpoint, the identity to expect there) or the local answer with Envoy's response
 // flag. NR: no route (404, as Envoy answers); UH: no healthy endpoint (503); NC: the route names a
-// cluster the waypoint does not have (503).
+// cluster the waypoint does not have (503). The endpoint is the balancer's pick by the cluster's
+// policy and the route's hash_policy (router/hash-key.ts); a pick is a request in flight until the
+// caller reports its result (Balancer.onResult).
 import type { Balancer } from '../upstream/balancer.ts';
 import type { MeshIndex } from '../mesh.ts';
 import type { RouteRateLimit } from '../filters/rate-limit.ts';
-import { selectRoute, selectVirtualHost, type Endpoint, type RequestFacts, type RoutingTable } from './table.ts';
+import { requestHash } from './hash-key.ts';
+import { selectRoute, selectVirtualHost, type Cluster, type Endpoint, type RequestFacts, type RoutingTable } from './table.ts';
 
 export type Plan = (
-  | { kind: 'forward'; route: string; cluster: string; endpoint: Endpoint; identity: string; timeoutMs: number }
+  | {
+      kind: 'forward'; route: string; cluster: string; endpoint: Endpoint; identity: string; timeoutMs: number;
+      /** The cluster as picked from (its policy, for the result and circuit breakers); absent when a workload was addressed directly. */
+      clusterConfig?: Cluster;
+      /** A Set-Cookie the response gets (a consistent-hash cookie generated for this client). */
+      setCookie?: string;
+    }
   | { kind: 'local'; status: number; flags: 'NR' | 'UH' | 'NC'; reason: string; route?: string; cluster?: string }
 ) & { /** The chosen route's local rate limit: it applies before the cluster is looked at, as Envoy's filter runs before the router. */ rateLimit?: RouteRateLimit };
 
@@ -22,9 +31,11 @@ export interface PlanInput {
   req: RequestFacts;
   /** Why a held cluster cannot be served (non-EDS), if so. */
   unsupported?: (cluster: string) => string | undefined;
+  /** The original client's address (the HBONE peer), for source-IP hashing. */
+  source?: string;
 }
 
-export function planRequest({ table, mesh, balancer, listener, req, unsupported }: PlanInput): Plan {
+export function planRequest({ table, mesh, balancer, listener, req, unsupported, source = '' }: PlanInput): Plan {
   const rcName = table.listeners.get(listener);
   if (!rcName) return { kind: 'local', status: 404, flags: 'NR', reason: `no listener ${listener}` };
   const rc = table.routes.get(rcName);
@@ -41,7 +52,12 @@ export function planRequest({ table, mesh, balancer, listener, req, unsupported 
   if (why) return { kind: 'local', status: 503, flags: 'UH', reason: why, route: route.name, cluster, ...rl };
   // An endpoint with no known workload has no identity to check: it is not sent to (fails closed).
   const endpoints = (table.endpoints.get(c.edsName) ?? []).filter((e) => mesh.identity(e.address) !== undefined);
-  const endpoint = balancer.endpoint(cluster, endpoints);
+  const { hash, setCookie } = requestHash(route.hashPolicies, req, source);
+  const endpoint = balancer.pick(c, endpoints, hash);
   if (!endpoint) return { kind: 'local', status: 503, flags: 'UH', reason: `cluster ${cluster}: no healthy endpoint`, route: route.name, cluster, ...rl };
-  return { kind: 'forward', route: route.name, cluster, endpoint, identity: mesh.identity(endpoint.address)!, timeoutMs: route.timeoutMs, ...rl };
+  return {
+    kind: 'forward', route: route.name, cluster, endpoint, identity: mesh.identity(endpoint.address)!, timeoutMs: route.timeoutMs, clusterConfig: c,
+    ...(setCookie ? { setCookie } : {}),
+    ...rl,
+  };
 }

@@ -36,7 +36,17 @@ export interface Route {
   timeoutMs: number;
   /** Envoy's local rate limit for this route (filters/rate-limit.ts). */
   rateLimit?: RouteRateLimit;
+  /** Envoy's route hash_policy, in order: what a consistent-hash cluster hashes. Absent: none. */
+  hashPolicies?: HashPolicy[];
 }
+
+/** One entry of a route's hash_policy; `terminal` stops the evaluation once it produced a hash. */
+export type HashPolicy = { terminal: boolean } & (
+  | { header: string }
+  | { cookie: { name: string; path?: string; /** Absent: never generated; 0: a session cookie. */ ttlMs?: number } }
+  | { sourceIp: true }
+  | { query: string }
+);
 
 export interface VirtualHost {
   name: string;
@@ -54,10 +64,52 @@ export interface Endpoint {
   port: number;
 }
 
+/** How a cluster picks among its endpoints (Envoy's lb_policy or load_balancing_policy). */
+export type LbPolicy =
+  | { kind: 'ROUND_ROBIN' }
+  | { kind: 'RANDOM' }
+  | { kind: 'LEAST_REQUEST'; choiceCount: number }
+  | { kind: 'RING_HASH'; minimumRingSize: number; maximumRingSize: number }
+  | { kind: 'MAGLEV'; tableSize: number };
+
+/** Envoy's circuit_breakers thresholds (priority DEFAULT), Envoy's defaults filled in. */
+export interface CircuitThresholds {
+  maxConnections: number;
+  maxPendingRequests: number;
+  maxRequests: number;
+  maxRetries: number;
+}
+
+/** Envoy's outlier_detection, its defaults filled in; an enforcing of 0 turns a detector off. */
+export interface OutlierConfig {
+  intervalMs: number;
+  baseEjectionTimeMs: number;
+  maxEjectionTimeMs: number;
+  maxEjectionPercent: number;
+  /** Eject one host even when max_ejection_percent would not allow it (Envoy's always_eject_one_host). */
+  alwaysEjectOneHost: boolean;
+  consecutive5xx: number;
+  enforcingConsecutive5xx: number;
+  consecutiveGatewayFailure: number;
+  enforcingConsecutiveGatewayFailure: number;
+  failurePercentageThreshold: number;
+  enforcingFailurePercentage: number;
+  failurePercentageMinimumHosts: number;
+  failurePercentageRequestVolume: number;
+}
+
 export interface Cluster {
   name: string;
   /** The ClusterLoadAssignment it takes endpoints from. */
   edsName: string;
+  /** Absent: round robin. */
+  lb?: LbPolicy;
+  /** Absent: Envoy's defaults (1024 connections, pending and requests, 3 retries). */
+  circuit?: CircuitThresholds;
+  /** Absent: no outlier detection. */
+  outlier?: OutlierConfig;
+  /** common_lb_config.healthy_panic_threshold in percent (Envoy's default 50; Istio sets 0 with outlier detection). */
+  panicThreshold?: number;
 }
 
 /** Everything a request is decided from. */

@@ -4,6 +4,7 @@
 // yet is listed in `ignored` of the route, for config dumps.
 import { isIP } from 'node:net';
 import type { Cluster, Endpoint, HeaderMatcher, Matcher, QueryMatcher, Route, RouteConfig, VirtualHost, WeightedCluster } from '../router/table.ts';
+import { compileCircuit, compileHashPolicies, compileLbPolicy, compileOutlier, compilePanicThreshold } from './cluster-policy.ts';
 import { decodeEnvoy, HCM, type Msg } from './envoy.ts';
 import { compileRouteRateLimit, LOCAL_RATE_LIMIT_FILTER } from '../filters/rate-limit.ts';
 
@@ -137,8 +138,10 @@ function route(r: Msg, field: string): Route {
   if (!clusters.length || totalWeight <= 0) throw new Error(`${f}.route.weighted_clusters: the weights add up to 0`);
   const rateLimitConfig = obj(r.typedPerFilterConfig)?.[LOCAL_RATE_LIMIT_FILTER];
   const rateLimit = rateLimitConfig === undefined ? undefined : compileRouteRateLimit(rateLimitConfig, action.rateLimits, f, field, decodeEnvoy, headerMatcher);
+  const hashPolicies = compileHashPolicies(action.hashPolicy, `${f}.route`);
   return {
     ...(rateLimit ? { rateLimit } : {}),
+    ...(hashPolicies ? { hashPolicies } : {}),
     name,
     path: pathMatcher(match, `${f}.match`),
     headers: arr(match.headers).map((h, i) => headerMatcher(h, `${f}.match.headers[${i}]`)),
@@ -188,7 +191,16 @@ export function compileCluster(m: Msg): Cluster & { unsupported?: string } {
   if (!name) throw new Error('Cluster: empty name');
   const type = str(m.type) ?? 'STATIC';
   if (type !== 'EDS') return { name, edsName: '', unsupported: `cluster ${name} is ${type}: only EDS clusters are reachable through the waypoint` };
-  return { name, edsName: str(obj(m.edsClusterConfig)?.serviceName) || name };
+  const circuit = compileCircuit(m, name);
+  const outlier = compileOutlier(m, name);
+  return {
+    name,
+    edsName: str(obj(m.edsClusterConfig)?.serviceName) || name,
+    lb: compileLbPolicy(m, name),
+    ...(circuit ? { circuit } : {}),
+    ...(outlier ? { outlier } : {}),
+    panicThreshold: compilePanicThreshold(m, name),
+  };
 }
 
 /** A ClusterLoadAssignment -> its usable endpoints (HEALTHY or UNKNOWN), every address checked. */

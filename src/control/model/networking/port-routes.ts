@@ -3,6 +3,7 @@
 // each sending to concrete (host, port, subset) clusters with the mesh's retry default filled in;
 // with no rule for the port, one default route to the whole service. Plain data: the xDS builders
 // translate it (src/control/xds/envoy/routes.ts).
+import type { HashKey } from './destination-rule.ts';
 import type { RankedRule } from './gateway-routes.ts';
 import type { LocalRateLimitPolicy } from './rate-limit.ts';
 import type { FaultPolicy, RouteMatch, RouteRule, RouteTable } from './routes.ts';
@@ -26,6 +27,8 @@ export interface RouteAction {
   timeoutMs?: number;
   /** Absent: no retries. */
   retry?: { retryOn: string; attempts: number; perTryTimeoutMs?: number };
+  /** What to hash for a consistent-hash cluster: the first of the route's clusters that has one (filled by the traffic model). */
+  hash?: HashKey;
 }
 
 export interface PortRoute {

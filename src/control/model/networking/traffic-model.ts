@@ -14,7 +14,7 @@ import { keyOf, type KObject, type Pod, type Service as KService } from '../../.
 import { ConfigSnapshot, ofKind } from '../../config/config-store.ts';
 import type { NetworkingProblem } from './common.ts';
 import { NETWORKING_KINDS, parseNetworking, type NetworkingConfig } from './config.ts';
-import type { DestinationPolicy, TrafficPolicy } from './destination-rule.ts';
+import { policyFor, type DestinationPolicy, type TrafficPolicy } from './destination-rule.ts';
 import { portRoutes, type ClusterRef, type PortRoute } from './port-routes.ts';
 import type { ServiceEntryModel } from './service-entry.ts';
 import { meshServices, ownedEntries, type MeshEndpoint, type MeshService } from './services.ts';
@@ -164,10 +164,24 @@ export class TrafficModelBuilder {
     for (const svc of own) {
       const dr = net.destinationRules.get(svc.host);
       const tables = net.routes.get(svc.host) ?? [];
-      for (const port of svc.ports) ports.push({ host: svc.host, port, routes: portRoutes(svc.host, port, tables, ctx), clusters: portClusters(svc, port, dr) });
+      for (const port of svc.ports) ports.push({ host: svc.host, port, routes: withHashes(portRoutes(svc.host, port, tables, ctx), net), clusters: portClusters(svc, port, dr) });
     }
     return { hosts: own, ports, problems };
   }
+}
+
+/**
+ * Routes to consistent-hash clusters carry what to hash (Envoy's route hash_policy): the key of the
+ * first of their clusters that hashes, as Istio takes one hash policy per route.
+ */
+function withHashes(routes: PortRoute[], net: NetworkingConfig): PortRoute[] {
+  return routes.map((r) => {
+    for (const c of r.action.clusters) {
+      const key = policyFor(net.destinationRules.get(c.host), c.port, c.subset).hash?.key;
+      if (key) return { ...r, action: { ...r.action, hash: key } };
+    }
+    return r;
+  });
 }
 
 /** The clusters of one service port: the whole service, then each subset with the endpoints its labels select. */
@@ -175,7 +189,7 @@ export function portClusters(svc: MeshService, port: number, dr: DestinationPoli
   const eps = svc.endpoints.get(port) ?? [];
   const dns = svc.dns ? { address: svc.dns.address, port: svc.dns.ports.get(port) ?? port } : undefined;
   const cluster = (policy: TrafficPolicy, endpoints: MeshEndpoint[], subset?: string): TrafficCluster => ({ host: svc.host, port, subset, policy, dns, endpoints });
-  return [cluster(dr?.policy ?? {}, eps), ...(dr?.subsets ?? []).map((s) => cluster(s.policy, eps.filter((e) => matches(e.labels, s.labels)), s.name))];
+  return [cluster(policyFor(dr, port), eps), ...(dr?.subsets ?? []).map((s) => cluster(policyFor(dr, port, s.name), eps.filter((e) => matches(e.labels, s.labels)), s.name))];
 }
 
 export function buildTrafficModel(objects: readonly KObject[], o: MeshOptions): TrafficModel {

@@ -1,10 +1,11 @@
 // Cluster and ClusterLoadAssignment for one (host, port, subset) of the traffic model, from its
 // DestinationRule policy.
-import type { OutlierPolicy, TrafficPolicy } from '../../model/networking/destination-rule.ts';
+import type { ConsistentHash, OutlierPolicy, TrafficPolicy } from '../../model/networking/destination-rule.ts';
 import type { MeshEndpoint } from '../../model/networking/services.ts';
 import { ADS_SOURCE, any, duration, encode } from './messages.ts';
 
 const CONNECT_TIMEOUT_MS = 10_000; // Istio's default
+const UNLIMITED = 4_294_967_295;
 
 export function buildCluster(name: string, policy: TrafficPolicy, dns?: { address: string; port: number }): Uint8Array {
   const c: Record<string, unknown> = { name, connectTimeout: duration(policy.pool?.connectTimeoutMs ?? CONNECT_TIMEOUT_MS) };
@@ -15,15 +16,23 @@ export function buildCluster(name: string, policy: TrafficPolicy, dns?: { addres
     c.type = 'EDS';
     c.edsClusterConfig = { edsConfig: ADS_SOURCE, serviceName: name };
   }
-  Object.assign(c, loadBalancing(policy.lb));
-  if (policy.outlier) c.outlierDetection = outlierDetection(policy.outlier);
+  Object.assign(c, policy.hash ? consistentHash(policy.hash) : loadBalancing(policy.lb));
+  if (policy.outlier) {
+    c.outlierDetection = outlierDetection(policy.outlier);
+    // Istio turns Envoy's 50% panic threshold off (minHealthPercent, default 0) with outlier
+    // detection: with few pods per service, panic would send to the ejected ones.
+    c.commonLbConfig = { healthyPanicThreshold: { value: policy.outlier.minHealthPercent ?? 0 } };
+  }
   const p = policy.pool;
   if (p && (p.maxConnections ?? p.maxRequests ?? p.maxPendingRequests ?? p.maxRetries) !== undefined) {
-    const t: Record<string, unknown> = { priority: 'DEFAULT' };
-    if (p.maxConnections !== undefined) t.maxConnections = { value: p.maxConnections };
-    if (p.maxPendingRequests !== undefined) t.maxPendingRequests = { value: p.maxPendingRequests };
-    if (p.maxRequests !== undefined) t.maxRequests = { value: p.maxRequests };
-    if (p.maxRetries !== undefined) t.maxRetries = { value: p.maxRetries };
+    // Istio's thresholds: what the rule leaves unset is unlimited, not Envoy's 1024 (or 3 retries).
+    const t: Record<string, unknown> = {
+      priority: 'DEFAULT',
+      maxConnections: { value: p.maxConnections ?? UNLIMITED },
+      maxPendingRequests: { value: p.maxPendingRequests ?? UNLIMITED },
+      maxRequests: { value: p.maxRequests ?? UNLIMITED },
+      maxRetries: { value: p.maxRetries ?? UNLIMITED },
+    };
     c.circuitBreakers = { thresholds: [t] };
   }
   return encode('envoy.config.cluster.v3.Cluster', c);
@@ -41,6 +50,13 @@ function loadBalancing(lb: TrafficPolicy['lb']): Record<string, unknown> {
     ? ext('envoy.load_balancing_policies.least_request', 'envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest')
     : ext('envoy.load_balancing_policies.random', 'envoy.extensions.load_balancing_policies.random.v3.Random');
   return { loadBalancingPolicy: { policies: [first, ext('envoy.load_balancing_policies.round_robin', 'envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin')] } };
+}
+
+/** Consistent hashing is a cluster policy (the classic enum, which gRPC also reads); the key is the routes' hash_policy. */
+function consistentHash(h: ConsistentHash): Record<string, unknown> {
+  if ('maglev' in h.algorithm) return { lbPolicy: 'MAGLEV', ...(h.algorithm.maglev.tableSize ? { maglevLbConfig: { tableSize: { value: h.algorithm.maglev.tableSize } } } : {}) };
+  const min = h.algorithm.ring.minimumRingSize;
+  return { lbPolicy: 'RING_HASH', ...(min ? { ringHashLbConfig: { minimumRingSize: { value: min } } } : {}) };
 }
 
 /**

@@ -1,5 +1,6 @@
 // RouteConfiguration for one service port, from the port's resolved routes (the model's
 // port-routes.ts): each route an Envoy route, its clusters named as Istio names them.
+import type { HashKey } from '../../model/networking/destination-rule.ts';
 import type { PortRoute, RouteAction } from '../../model/networking/port-routes.ts';
 import type { FaultPolicy, HeaderMatch, RouteMatch, StringMatch } from '../../model/networking/routes.ts';
 import { any, duration, encode } from './messages.ts';
@@ -37,12 +38,23 @@ function routeAction(action: RouteAction): Record<string, unknown> {
   // Istio turns Envoy's 15 s default off; gRPC clients read the limit from max_stream_duration.
   a.timeout = duration(action.timeoutMs ?? 0);
   if (action.timeoutMs) a.maxStreamDuration = { maxStreamDuration: duration(action.timeoutMs) };
+  if (action.hash) a.hashPolicy = [hashPolicy(action.hash)];
   if (action.retry) {
     const rp: Record<string, unknown> = { retryOn: action.retry.retryOn, numRetries: { value: action.retry.attempts } };
     if (action.retry.perTryTimeoutMs) rp.perTryTimeout = duration(action.retry.perTryTimeoutMs);
     a.retryPolicy = rp;
   }
   return a;
+}
+
+function hashPolicy(k: HashKey): Record<string, unknown> {
+  if ('header' in k) return { header: { headerName: k.header } };
+  if ('query' in k) return { queryParameter: { name: k.query } };
+  if ('sourceIp' in k) return { connectionProperties: { sourceIp: true } };
+  const c: Record<string, unknown> = { name: k.cookie.name };
+  if (k.cookie.path) c.path = k.cookie.path;
+  if (k.cookie.ttlMs !== undefined) c.ttl = duration(k.cookie.ttlMs);
+  return { cookie: c };
 }
 
 function stringMatcher(s: StringMatch): Record<string, unknown> {
