@@ -186,8 +186,9 @@ export async function runControl(o: ControlOptions): Promise<void> {
   }
 
   // 15012: TLS with a server certificate from the mesh CA. Agents present their node token and get
-  // every type (the workload API over Delta, Envoy config over SotW). A workload (a waypoint)
-  // presents its own service-account token and gets Envoy config only, as Istio's waypoints do:
+  // every type (the workload API over Delta, Envoy config over Delta or SotW). A workload (a
+  // waypoint) presents its own service-account token and gets Envoy config only, on either
+  // variant (one authorization for both handlers), as Istio's waypoints do:
   // the workload API is the node agents' view of every workload, and a workload stream asking for
   // it is ended PERMISSION_DENIED. Workloads asking the CA for their own certificate use that token too.
   const tls = new grpc.Server();
