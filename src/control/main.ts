@@ -243,7 +243,7 @@ export async function runControl(o: ControlOptions): Promise<void> {
     // Debug endpoints show every workload, identity and policy: loopback clients only (kubectl
     // port-forward, a shell in the pod), as istiod's localhost bypass; /metrics and /ready stay open.
     else if (req.url?.startsWith('/debug') && !isLoopback(req.socket.remoteAddress)) res.writeHead(403, { 'content-type': 'text/plain' }).end('debug endpoints answer loopback clients only (kubectl port-forward)\n');
-    else if (req.url === '/debug/config_dump') res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ clients: ads.clients(), sotwClients: sotw.clients(), problems: [...reported], model: model && { workloads: model.workloads, services: model.services, policies: model.policies } }, null, 2));
+    else if (req.url === '/debug/config_dump') res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ clients: ads.clients(), deltaSubscriptions: ads.subscriptions(), sotwClients: sotw.clients(), problems: [...reported], model: model && { workloads: model.workloads, services: model.services, policies: model.policies } }, null, 2));
     else if (req.url === '/ready') res.writeHead(model ? 200 : 503).end();
     else res.writeHead(404).end();
   });

@@ -255,6 +255,10 @@ describe('Delta ADS for Envoy types', () => {
       s.send({ typeUrl: TYPE_ENDPOINT, responseNonce: eds.at(-1)!.nonce });
       await until(() => sub()[TYPE_ENDPOINT]!.pending === DEFAULT_LIMITS.pending - 1, 5000, 'the ACK');
       expect(cp.delta.nacks).toBe(0);
+      // A NACK of one still awaited counts, its 100,000-character reason cut short in logs and events.
+      s.send({ typeUrl: TYPE_ENDPOINT, responseNonce: eds.at(-2)!.nonce, errorDetail: { code: 3, message: 'y'.repeat(100_000) } });
+      await until(() => cp.delta.nacks === 1, 5000, 'the NACK');
+      expect(cp.nacks[0]!.reason).toBe(`${'y'.repeat(2048)}… (100000 characters)`);
       expect(s.status.code).toBeUndefined(); // the stream lives on
     });
   });
