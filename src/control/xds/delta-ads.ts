@@ -143,7 +143,9 @@ class Stream {
       this.types.set(typeUrl, st);
     } else if (!subscribe.length && !unsubscribe.length) return; // an ACK or NACK only
     checkNames(this.limits, typeUrl, st.names.size + subscribe.length);
+    const wildcard = st.wildcard;
     const asked: string[] = [];
+    const dropped: string[] = [];
     for (const n of subscribe) {
       if (n === '*') st.wildcard = true;
       else if (!st.names.has(n)) {
@@ -153,9 +155,9 @@ class Stream {
     }
     for (const n of unsubscribe) {
       if (n === '*') st.wildcard = false;
-      else st.names.delete(n);
+      else if (st.names.delete(n)) dropped.push(n);
     }
-    this.push(typeUrl, st, first, asked);
+    this.push(typeUrl, st, { first, full: first || st.wildcard !== wildcard, asked, dropped });
   }
 
   /** The client's ACK or NACK of a response; a nonce not awaiting one is ignored. */
@@ -169,7 +171,7 @@ class Stream {
       for (const r of sent) st.rejected.set(r.name, r.version);
       reportNack(this.log, this.events, { node: this.node, typeUrl, reason: nack, rejected: sent.map((r) => r.name) });
     } else {
-      for (const r of sent) if (st.rejected.get(r.name) !== r.version) st.rejected.delete(r.name);
+      for (const r of sent) st.rejected.delete(r.name);
       this.events.onAck?.(typeUrl, this.node);
     }
   }
@@ -181,23 +183,36 @@ class Stream {
 
   /**
    * Sends what this client lacks or holds in another version, and what it holds that is gone or no
-   * longer subscribed. The first request of a type is always answered, so the client knows what
-   * the server has even when it is nothing or what it already holds.
+   * longer subscribed: comparing everything subscribed when the subscription is new or its
+   * wildcard changed, otherwise only the names the request added or dropped (so a client adding
+   * names one request at a time costs what it adds). The first request of a type is always
+   * answered, so the client knows what the server has even when it is nothing new.
    */
-  private push(typeUrl: string, st: TypeState, first: boolean, asked: readonly string[]): void {
+  private push(typeUrl: string, st: TypeState, o: { first: boolean; full: boolean; asked: readonly string[]; dropped: readonly string[] }): void {
     const all = this.store.get(typeUrl);
+    const wanted = (n: string) => st.wildcard || st.names.has(n);
+    const asked = o.asked.filter(wanted); // not dropped again by the same request
     const resources: Resource[] = [];
-    if (st.wildcard) {
-      for (const r of all.values()) if (st.held.get(r.name) !== r.version) resources.push(r);
-    } else
-      for (const n of st.names) {
+    let removed: string[];
+    if (o.full) {
+      if (st.wildcard) {
+        for (const r of all.values()) if (st.held.get(r.name) !== r.version) resources.push(r);
+      } else
+        for (const n of st.names) {
+          const r = all.get(n);
+          if (r && st.held.get(n) !== r.version) resources.push(r);
+        }
+      removed = [...st.held.keys()].filter((n) => !all.has(n) || !wanted(n));
+    } else {
+      for (const n of asked) {
         const r = all.get(n);
         if (r && st.held.get(n) !== r.version) resources.push(r);
       }
-    const removed = [...st.held.keys()].filter((n) => !all.has(n) || !(st.wildcard || st.names.has(n)));
+      removed = o.dropped.filter((n) => st.held.has(n) && !wanted(n));
+    }
     // Names just asked for that do not exist are reported removed, so the client need not wait for them.
     for (const n of asked) if (!all.has(n) && !st.held.has(n)) removed.push(n);
-    if (!resources.length && !removed.length && !first) return;
+    if (!resources.length && !removed.length && !o.first) return;
     this.send(typeUrl, st, resources, removed);
   }
 
