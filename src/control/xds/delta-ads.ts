@@ -111,7 +111,7 @@ export class DeltaAdsServer {
 class Stream {
   readonly types = new Map<string, TypeState>();
   node = 'unknown';
-  private readonly outbox: { nonce: string; msg: Buffer }[] = [];
+  private readonly outbox: { typeUrl: string; nonce: string; msg: Buffer }[] = [];
   /** Gate releases of responses awaiting the client's ACK or NACK, by nonce. */
   private readonly unacked = new Map<string, () => void>();
   /** A response is waiting for the send gate; later ones queue behind it. */
@@ -253,7 +253,7 @@ class Stream {
         for (const r of resources) m.set(r.name, r.version);
         for (const n of removed) m.delete(n);
       });
-    this.outbox.push({ nonce, msg: deltaResponse({ systemVersionInfo: String(this.store.generation), typeUrl, nonce, resources, removed }) });
+    this.outbox.push({ typeUrl, nonce, msg: deltaResponse({ systemVersionInfo: String(this.store.generation), typeUrl, nonce, resources, removed }) });
     this.flush();
   }
 
@@ -264,12 +264,14 @@ class Stream {
    */
   private flush(): void {
     while (!this.waiting && this.outbox.length) {
-      const { nonce, msg } = this.outbox.shift()!;
+      const { typeUrl, nonce, msg } = this.outbox.shift()!;
       this.waiting = true;
       let later = false; // the gate called back after a wait: resume the queue from there
       this.gate.run(msg.length, (done) => {
         this.waiting = false;
-        this.unacked.set(nonce, done);
+        // No longer awaited (evicted while it waited for the gate): no answer will free the slot.
+        if (this.types.get(typeUrl)?.pending.has(nonce)) this.unacked.set(nonce, done);
+        else done();
         this.call.write(msg);
         if (later) this.flush();
       });
