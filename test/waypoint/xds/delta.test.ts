@@ -2,12 +2,22 @@
 // CDS as wildcards, RDS and EDS by the names listeners and clusters give, following them as
 // services come and go (removed_resources, unsubscribing what no longer is named); a resource it
 // cannot serve is NACKed with a reason naming the resource and field, the last good routing stays,
-// and the next good version is taken.
+// and the next good version is taken. Across a control plane restart it keeps its table, and the
+// new server sends only what changed meanwhile (initial_resource_versions).
+import * as grpc from '@grpc/grpc-js';
+import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
+import { adsService } from '../../../src/api/protos.ts';
 import type { KObject } from '../../../src/kube/objects.ts';
+import { DEFAULT_MESH } from '../../../src/control/model/networking/workloads.ts';
+import { DeltaAdsServer } from '../../../src/control/xds/delta-ads.ts';
+import { buildEnvoyResources, publishEnvoyResources } from '../../../src/control/xds/envoy/build.ts';
 import { encode } from '../../../src/control/xds/envoy/messages.ts';
+import { ResourceStore } from '../../../src/control/xds/resources.ts';
+import type { XdsUpdate } from '../../../src/xds/client.ts';
 import { TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE } from '../../../src/waypoint/xds/envoy.ts';
-import { Cleanup, HOST, NS, client, istio, stand, subsets, until, webPod, webService, type Stand } from '../harness.ts';
+import { WaypointConfig } from '../../../src/waypoint/xds/config.ts';
+import { Cleanup, HOST, NS, POD_IP, client, istio, stand, subsets, until, webPod, webService, type Stand } from '../harness.ts';
 
 const routes = () =>
   istio('VirtualService', 'web', {
@@ -100,4 +110,45 @@ describe('waypoint over Delta ADS', () => {
     expect(await c.pod('/')).toBe('web-v2');
     expect(s.cp.delta.nacks).toBe(1);
   }, 30_000);
+
+  it('keeps its table while the control plane is away, and is sent only what changed meanwhile', async () => {
+    const log = pino({ level: 'silent' });
+    const store = new ResourceStore();
+    const publish = (objects: KObject[]) => publishEnvoyResources(store, buildEnvoyResources(objects, DEFAULT_MESH));
+    const serve = async (port = 0) => {
+      const server = new grpc.Server();
+      const delta = new DeltaAdsServer(store, log);
+      server.addService(adsService().service, { DeltaAggregatedResources: delta.handler(), StreamAggregatedResources: (c: grpc.ServerDuplexStream<unknown, unknown>) => c.end() });
+      const bound = await new Promise<number>((res, rej) => server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
+      cleanup.add(() => server.forceShutdown());
+      return { server, delta, port: bound };
+    };
+    publish(base());
+    const first = await serve();
+    const config = new WaypointConfig();
+    const xds = config.connect({ address: `127.0.0.1:${first.port}`, nodeId: 'waypoint~restart', log });
+    cleanup.add(() => xds.close());
+    await xds.whenSynced();
+    const endpoints = (cluster: string) => (config.table.endpoints.get(cluster) ?? []).map((e) => e.address).sort();
+    await until(() => endpoints(`outbound|80||${HOST}`).length === 2, 10_000, 'both endpoints');
+    const before = config.table;
+
+    first.server.forceShutdown();
+    await until(() => !xds.connected, 10_000, 'the stream gone');
+    expect(config.table).toBe(before); // the last table stays in force
+    // Meanwhile web-v2 goes away.
+    publish([webService(), webPod('v1'), subsets(), routes()]);
+    const updates: XdsUpdate[] = [];
+    xds.on('update', (_t: string, u: XdsUpdate) => updates.push(u));
+    const second = await serve(first.port);
+    await until(() => endpoints(`outbound|80||${HOST}`).length === 1, 40_000, 'the change after the reconnect');
+    expect(endpoints(`outbound|80||${HOST}`)).toEqual([POD_IP.v1]);
+    expect(endpoints(`outbound|80|v2|${HOST}`)).toEqual([]);
+    await until(() => updates.length === 4, 5000, 'a response per type');
+    // Only the two assignments that changed: listeners, routes and clusters were held already.
+    const sent = updates.flatMap((u) => u.resources.map((r) => r.name)).sort();
+    expect(sent).toEqual([`outbound|80||${HOST}`, `outbound|80|v2|${HOST}`].sort());
+    expect(updates.flatMap((u) => u.removed)).toEqual([]);
+    expect(second.delta.clients()[0]!.types).toEqual({ [TYPE_CLUSTER]: 3, [TYPE_ENDPOINT]: 3, [TYPE_LISTENER]: 1, [TYPE_ROUTE]: 1 });
+  }, 60_000);
 });
