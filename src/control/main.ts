@@ -186,8 +186,9 @@ export async function runControl(o: ControlOptions): Promise<void> {
   }
 
   // 15012: TLS with a server certificate from the mesh CA. Agents present their node token and get
-  // every type (the workload API over Delta, Envoy config over SotW). A workload (a waypoint)
-  // presents its own service-account token and gets Envoy config only, as Istio's waypoints do:
+  // every type (the workload API over Delta, Envoy config over Delta or SotW). A workload (a
+  // waypoint) presents its own service-account token and gets Envoy config only, on either
+  // variant (one authorization for both handlers), as Istio's waypoints do:
   // the workload API is the node agents' view of every workload, and a workload stream asking for
   // it is ended PERMISSION_DENIED. Workloads asking the CA for their own certificate use that token too.
   const tls = new grpc.Server();
@@ -242,7 +243,7 @@ export async function runControl(o: ControlOptions): Promise<void> {
     // Debug endpoints show every workload, identity and policy: loopback clients only (kubectl
     // port-forward, a shell in the pod), as istiod's localhost bypass; /metrics and /ready stay open.
     else if (req.url?.startsWith('/debug') && !isLoopback(req.socket.remoteAddress)) res.writeHead(403, { 'content-type': 'text/plain' }).end('debug endpoints answer loopback clients only (kubectl port-forward)\n');
-    else if (req.url === '/debug/config_dump') res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ clients: ads.clients(), sotwClients: sotw.clients(), problems: [...reported], model: model && { workloads: model.workloads, services: model.services, policies: model.policies } }, null, 2));
+    else if (req.url === '/debug/config_dump') res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ clients: ads.clients(), deltaSubscriptions: ads.subscriptions(), sotwClients: sotw.clients(), problems: [...reported], model: model && { workloads: model.workloads, services: model.services, policies: model.policies } }, null, 2));
     else if (req.url === '/ready') res.writeHead(model ? 200 : 503).end();
     else res.writeHead(404).end();
   });

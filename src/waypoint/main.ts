@@ -2,8 +2,8 @@
 // passes (src/kube/waypoint.ts waypointArgs, the contract between the rendering and this process).
 // Its certificate comes from the mesh CA under its own service-account token (workload mode: the CA
 // issues the token's own identity, nothing else), or from PEM files (--cert/--key, for tests and
-// hand-run waypoints); routes, clusters and endpoints from the control plane's Envoy SotW ADS, the
-// mesh from its workload API (Delta ADS), over TLS with the mesh root; HBONE on 15008; readiness
+// hand-run waypoints); routes, clusters and endpoints from the control plane's Envoy Delta ADS, the
+// mesh from its workload API (Delta ADS too), over TLS with the mesh root; HBONE on 15008; readiness
 // on --status-address (/healthz/ready: a certificate and the first configuration); Istio's
 // metrics on --metrics-address (/metrics, /stats/prometheus), apart from the data path.
 import { readFileSync } from 'node:fs';

@@ -125,8 +125,9 @@ export class XdsClient extends EventEmitter {
         if (request) this.call.write(request);
       } else this.request(this.call, t);
     }
-    // SotW servers do not report names that left a subscription of a type sent one at a time.
-    if (this.o.mode === 'sotw' && !this.dialect.fullState(t)) {
+    // Names that left the subscription are dropped here: Delta servers need not report them
+    // removed, nor SotW servers of a type sent one at a time.
+    if (!this.dialect.fullState(t)) {
       const gone = next === '*' ? [] : [...t.held.keys()].filter((n) => !next.has(n));
       for (const n of gone) t.held.delete(n);
       if (gone.length) {

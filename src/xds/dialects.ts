@@ -51,14 +51,22 @@ export const deltaDialect: Dialect = {
     resourceNamesSubscribe: t.names === '*' ? ['*'] : [...t.names],
     initialResourceVersions: Object.fromEntries(t.held),
   }),
-  // The Any's type_url is not compared with the response's (the agent's client never did): a body
-  // that is not of the watched type is refused by the handler when it does not decode.
+  // A resource must be named, once, and its Any (when it says) of the watched type: a body of
+  // another type may well decode as this one. One not subscribed to is left out, as in SotW.
   read(t, r) {
-    const resources = list<DeltaResource>(r.resources).map((res): XdsResource => {
+    const typeUrl = t.watch.typeUrl;
+    const seen = new Set<string>();
+    const resources: XdsResource[] = [];
+    for (const res of list<DeltaResource>(r.resources)) {
       const name = text(res.name);
+      if (!name) throw new Error('a resource without a name');
+      if (seen.has(name)) throw new Error(`resource ${name}: sent twice`);
+      seen.add(name);
+      const anyType = text(res.resource?.type_url);
+      if (anyType && anyType !== typeUrl) throw new Error(`resource ${name}: of type ${anyType} in a response for ${typeUrl}`);
       if (!res.resource?.value) throw new Error(`resource ${name}: empty`);
-      return { name, version: text(res.version), body: res.resource.value };
-    });
+      if (t.names === '*' || t.names.has(name)) resources.push({ name, version: text(res.version), body: res.resource.value });
+    }
     return { typeUrl: t.watch.typeUrl, version: text(r.systemVersionInfo), resources, removed: list<unknown>(r.removedResources).map(text) };
   },
   ack: (t, nonce) => ({ typeUrl: t.watch.typeUrl, responseNonce: nonce }),

@@ -222,11 +222,11 @@ describe('weft control --config-dir', () => {
 });
 
 // A waypoint on the TLS port with its own service-account token (--workload-tokens): Envoy config
-// over SotW ADS, as a waypoint or proxyless gRPC client subscribes to it; the workload API (every
+// over Delta ADS (as a waypoint subscribes to it) and SotW ADS (proxyless gRPC); the workload API (every
 // workload, the node agents' view) is refused PERMISSION_DENIED on either variant, naming the
 // type, and counted. An unknown token is refused UNAUTHENTICATED; node tokens see everything as before.
 describe('weft control: xDS for workload credentials', () => {
-  it('serves a workload token LDS/CDS over SotW, refuses it the workload API, and leaves node tokens unchanged', async () => {
+  it('serves a workload token LDS/CDS over SotW and Delta, refuses it the workload API on both, and leaves node tokens unchanged', async () => {
     const dir = configDir();
     writeFileSync(join(dir, 'tokens.json'), JSON.stringify({ 'node-1-token': 'node-1' }));
     writeFileSync(join(dir, 'workloads.json'), JSON.stringify({ 'waypoint-token': 'shop/waypoint' }));
@@ -257,17 +257,26 @@ describe('weft control: xDS for workload credentials', () => {
     expect(wp.got.get(TYPE_CLUSTER)!.some((n) => n.includes('web.shop.svc.cluster.local'))).toBe(true);
     expect(wp.got.get(TYPE_LISTENER)!.some((n) => n.includes('web.shop.svc.cluster.local'))).toBe(true);
     expect(wp.c.lastError).toBeUndefined();
+    // The same over Delta, as the waypoint takes it.
+    const wpDelta = client('waypoint-token', 'delta', [TYPE_CLUSTER, TYPE_LISTENER]);
+    await until('waypoint synced over Delta', () => wpDelta.c.synced);
+    expect(wpDelta.got.get(TYPE_CLUSTER)!.some((n) => n.includes('web.shop.svc.cluster.local'))).toBe(true);
+    expect(wpDelta.got.get(TYPE_LISTENER)!.some((n) => n.includes('web.shop.svc.cluster.local'))).toBe(true);
+    expect(wpDelta.c.lastError).toBeUndefined();
 
     // The same token asking for the workload API: over Delta, and over SotW after a type it may
     // have (the stream ends at the forbidden request; nothing of that type is ever applied).
     const delta = client('waypoint-token', 'delta', [TYPE_ADDRESS]);
     await until('Delta workload API refused', () => delta.c.lastError !== undefined);
     expect(delta.c.lastError).toMatch(/^PERMISSION_DENIED: workload shop\/waypoint may not subscribe to type type.googleapis.com\/istio.workload.Address: .*Envoy config/);
+    const deltaAfter = client('waypoint-token', 'delta', [TYPE_CLUSTER, TYPE_AUTHORIZATION]);
+    await until('Delta policies refused after CDS', () => deltaAfter.c.lastError !== undefined);
+    expect(deltaAfter.c.lastError).toContain(`PERMISSION_DENIED: workload shop/waypoint may not subscribe to type ${TYPE_AUTHORIZATION}`);
     const sotw = client('waypoint-token', 'sotw', [TYPE_CLUSTER, TYPE_AUTHORIZATION]);
     await until('SotW workload API refused', () => sotw.c.lastError !== undefined);
     expect(sotw.c.lastError).toContain(`PERMISSION_DENIED: workload shop/waypoint may not subscribe to type ${TYPE_AUTHORIZATION}`);
-    expect(delta.got.size + (sotw.got.has(TYPE_AUTHORIZATION) ? 1 : 0)).toBe(0);
-    expect(delta.c.synced || sotw.c.synced).toBe(false);
+    expect(delta.got.size + (deltaAfter.got.has(TYPE_AUTHORIZATION) ? 1 : 0) + (sotw.got.has(TYPE_AUTHORIZATION) ? 1 : 0)).toBe(0);
+    expect(delta.c.synced || deltaAfter.c.synced || sotw.c.synced).toBe(false);
 
     // Unknown and empty tokens: refused before any request, on both variants.
     const forged = client('forged-token', 'sotw', [TYPE_CLUSTER]);
@@ -287,7 +296,7 @@ describe('weft control: xDS for workload credentials', () => {
     expect(agentSotw.c.lastError).toBeUndefined();
 
     const text = await (await fetch(`http://127.0.0.1:${metrics}/metrics`)).text();
-    expect(Number(/weft_control_xds_refused_total\{reason="type_not_allowed"\} (\d+)/.exec(text)?.[1])).toBeGreaterThanOrEqual(2);
+    expect(Number(/weft_control_xds_refused_total\{reason="type_not_allowed"\} (\d+)/.exec(text)?.[1])).toBeGreaterThanOrEqual(3);
     expect(Number(/weft_control_xds_refused_total\{reason="unauthenticated"\} (\d+)/.exec(text)?.[1])).toBeGreaterThanOrEqual(3);
     expect(out()).toContain('xds stream refused: workload shop/waypoint may not subscribe');
   });

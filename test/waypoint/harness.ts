@@ -1,6 +1,6 @@
-// A waypoint between real parts, all on 127.0.0.1: the control plane's SotW ADS server configured
-// from Kubernetes objects (Service "web" with pods web-v1 and web-v2, a DestinationRule with
-// subsets), the waypoint library with its own certificate, two HTTP backends each behind a real
+// A waypoint between real parts, all on 127.0.0.1: the control plane's ADS servers (the waypoint
+// takes Delta ADS) configured from Kubernetes objects (Service "web" with pods web-v1 and web-v2,
+// a DestinationRule with subsets), the waypoint library with its own certificate, two HTTP backends each behind a real
 // HBONE server standing in for the destination agent (it relays the CONNECT to the backend), and a
 // client that sends HTTP/1.1 through an HBONE CONNECT to the waypoint, as a source agent would.
 import http, { type IncomingMessage } from 'node:http';

@@ -143,6 +143,46 @@ describe('XdsClient against a hostile server', () => {
     expect(srv.streams).toHaveLength(1);
   });
 
+  it('Delta: NACKs a resource without a name, a name sent twice and an Any of another type; leaves out names not subscribed', async () => {
+    const srv = await hostileServer(cleanup);
+    const t = table();
+    const c = new XdsClient({ address: `127.0.0.1:${srv.port}`, nodeId: 'victim', log, watches: [{ typeUrl: TYPE_ADDRESS, names: [wl('a', '').uid, wl('b', '').uid], apply: (u) => t.apply(u) }] });
+    cleanup.add(() => c.close());
+    c.start();
+    await until(() => srv.streams.length === 1 && srv.latest().requests.length === 1, 'the first request');
+    srv.write(deltaMsg('d1', TYPE_ADDRESS, [res(wl('a', '10.0.0.1'))]));
+    await c.whenSynced();
+    srv.write(deltaMsg('d2', TYPE_ADDRESS, [res(wl('b', '10.0.0.2')), { ...res(wl('b', '10.0.0.2')), name: '' }]));
+    srv.write(deltaMsg('d3', TYPE_ADDRESS, [res(wl('b', '10.0.0.2')), res(wl('b', '10.0.0.3'))]));
+    srv.write(deltaMsg('d4', TYPE_ADDRESS, [{ ...res(wl('b', '10.0.0.2')), anyType: TYPE_LISTENER }]));
+    srv.write(deltaMsg('d5', TYPE_ADDRESS, [res(wl('b', '10.0.0.2')), res(wl('unasked', '10.0.0.9'))]));
+    await until(() => repliesTo(srv.latest(), 'd5').length === 1, 'the reply to the last');
+    const s = srv.latest();
+    expect(repliesTo(s, 'd2')[0]!.errorDetail?.message).toBe('a resource without a name');
+    expect(repliesTo(s, 'd3')[0]!.errorDetail?.message).toBe(`resource ${wl('b', '').uid}: sent twice`);
+    expect(repliesTo(s, 'd4')[0]!.errorDetail?.message).toBe(`resource ${wl('b', '').uid}: of type ${TYPE_LISTENER} in a response for ${TYPE_ADDRESS}`);
+    expect(repliesTo(s, 'd5')[0]!.errorDetail).toBeNull();
+    expect(t.ips()).toEqual(['10.0.0.1', '10.0.0.2']);
+    expect(c.nacks).toBe(3);
+  });
+
+  it('Delta: drops a name the subscription no longer has at once, without waiting for the server', async () => {
+    const srv = await hostileServer(cleanup);
+    const t = table();
+    const c = new XdsClient({ address: `127.0.0.1:${srv.port}`, nodeId: 'victim', log, watches: [{ typeUrl: TYPE_ROUTE, names: ['r1', 'r2'], apply: (u) => t.apply(u) }] });
+    cleanup.add(() => c.close());
+    c.start();
+    await until(() => srv.streams.length === 1 && srv.latest().requests.length === 1, 'the first request');
+    srv.write(deltaMsg('r-1', TYPE_ROUTE, [res(wl('r1', '10.0.0.1')), res(wl('r2', '10.0.0.2'))].map((r, i) => ({ ...r, name: `r${i + 1}` }))));
+    await c.whenSynced();
+    expect([...t.held.keys()]).toEqual(['r1', 'r2']);
+    c.subscribe(TYPE_ROUTE, ['r2', 'r3']);
+    expect([...t.held.keys()]).toEqual(['r2']); // the server never says r1 is removed
+    expect(c.versions(TYPE_ROUTE)).toEqual(new Map([['r2', '1']]));
+    await until(() => srv.latest().requests.length === 3, 'the new subscription');
+    expect(srv.latest().requests[2]).toMatchObject({ typeUrl: TYPE_ROUTE, resourceNamesSubscribe: ['r3'], resourceNamesUnsubscribe: ['r1'] });
+  });
+
   it('answers every response of mutated bodies with one ACK or NACK, and holds only what it ACKed', async () => {
     const { srv, t, c } = await synced();
     let seed = 11;

@@ -3,8 +3,10 @@
 // and disconnects once each. A caller may be scoped to some type URLs (a workload credential: Envoy
 // config, not the workload API): the first request for any other type ends the stream with
 // PERMISSION_DENIED naming the type, before anything of that type is read or sent (fail closed:
-// a stream that merely got nothing would leave the client waiting, and hide the refusal).
+// a stream that merely got nothing would leave the client waiting, and hide the refusal). A
+// request the stream throws on (a StreamError: over a limit) ends that stream with its status.
 import * as grpc from '@grpc/grpc-js';
+import { StreamError } from './subscriptions.ts';
 
 export interface AdsStream<Req> {
   node: string;
@@ -58,7 +60,14 @@ export class StreamSet<S extends AdsStream<Req>, Req extends { typeUrl?: string 
               call.emit('error', Object.assign(new Error(message), { code: grpc.status.PERMISSION_DENIED }));
               return;
             }
-            stream.onRequest(req);
+            try {
+              stream.onRequest(req);
+            } catch (e) {
+              // A request the stream refuses (over a limit) or cannot handle ends that stream only.
+              denied = true;
+              const code = e instanceof StreamError ? e.code : grpc.status.INTERNAL;
+              call.emit('error', Object.assign(new Error((e as Error).message), { code }));
+            }
           });
         },
         () => call.end(),

@@ -1,9 +1,12 @@
 // The waypoint's configuration from the control plane: LDS and CDS as wildcards, RDS for the route
 // configurations the listeners name, EDS for the clusters' service names (as Envoy subscribes),
-// over the generic xDS client (src/xds) in State-of-the-World mode, which the control plane serves
-// for Envoy types. Each response is decoded and checked whole (compile.ts) before anything changes;
-// a resource that fails is refused (the client NACKs with the message) and the last good table stays.
-// Every applied change builds a new immutable RoutingTable and swaps it in at once.
+// over the generic xDS client (src/xds) in Delta mode, as Envoy's waypoints take it from istiod:
+// each response carries only what changed and names what was removed; after a reconnect the
+// client says what it holds (initial_resource_versions) and gets only what differs. Names a
+// listener or cluster stops giving are unsubscribed and dropped at once. Each response is decoded
+// and checked whole (compile.ts) before anything changes; a resource that fails is refused (the
+// client NACKs with the message) and the last good table stays. Every applied change builds a new
+// immutable RoutingTable and swaps it in at once.
 import type { Logger } from 'pino';
 import { XdsClient, type XdsUpdate, type XdsWatch } from '../../xds/client.ts';
 import type { Cluster, Endpoint, RouteConfig, RoutingTable } from '../router/table.ts';
@@ -42,7 +45,7 @@ export class WaypointConfig {
     return this.clusters.get(cluster)?.unsupported;
   }
 
-  /** The four watches, for an XdsClient in SotW mode (or a test feeding updates by hand). */
+  /** The four watches, for an XdsClient in either mode (nameOf serves SotW), or a test feeding updates by hand. */
   watches(): XdsWatch[] {
     const w = (typeUrl: string, names: string[] | undefined, apply: (u: XdsUpdate) => void): XdsWatch => ({ typeUrl, names, nameOf: envoyNameOf(typeUrl), apply });
     return [
@@ -55,7 +58,7 @@ export class WaypointConfig {
 
   /** Starts an xDS client feeding this config; the caller closes it. */
   connect(o: WaypointXdsOptions): XdsClient {
-    const client = new XdsClient({ ...o, mode: 'sotw', watches: this.watches() });
+    const client = new XdsClient({ ...o, mode: 'delta', watches: this.watches() });
     this.follow = (typeUrl, names) => client.subscribe(typeUrl, names);
     client.start();
     return client;

@@ -12,10 +12,9 @@ import { randomUUID } from 'node:crypto';
 import type * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { anyMessage } from '../../../api/protos.ts';
-import type { DeltaAdsEvents } from '../delta-ads.ts';
 import type { Resource, ResourceStore } from '../resources.ts';
 import { StreamSet, type Authorize } from '../streams.ts';
-import { TYPE_ENDPOINT, TYPE_ROUTE } from './messages.ts';
+import { checkNames, checkTypes, DEFAULT_LIMITS, isWildcard, NAMED_TYPES, reportNack, type AdsEvents, type StreamLimits } from '../subscriptions.ts';
 
 interface SotwRequest {
   versionInfo: string;
@@ -25,9 +24,6 @@ interface SotwRequest {
   responseNonce: string;
   errorDetail?: { code: number; message: string } | null;
 }
-
-/** Types whose responses need not repeat unchanged resources, and where no names means none. */
-const NAMED_TYPES = new Set([TYPE_ROUTE, TYPE_ENDPOINT]);
 
 interface TypeState {
   wildcard: boolean;
@@ -44,7 +40,11 @@ interface TypeState {
   nacks: number;
 }
 
-export type SotwAdsEvents = DeltaAdsEvents;
+export type SotwAdsEvents = AdsEvents;
+
+export interface SotwAdsOptions {
+  limits?: Partial<StreamLimits>;
+}
 
 export class SotwAdsServer {
   private readonly set: StreamSet<SotwStream, SotwRequest>;
@@ -53,12 +53,15 @@ export class SotwAdsServer {
   }
   /** NACKs received since start, for tests and config dumps. */
   nacks = 0;
+  private readonly limits: StreamLimits;
 
   constructor(
     private readonly store: ResourceStore,
     private readonly log: Logger,
     private readonly events: SotwAdsEvents = {},
+    o: SotwAdsOptions = {},
   ) {
+    this.limits = { ...DEFAULT_LIMITS, ...o.limits };
     this.set = new StreamSet(events.onConnect);
     store.on('change', (typeUrl: string) => {
       for (const s of this.streams) s.push(typeUrl, false);
@@ -97,7 +100,7 @@ export class SotwAdsServer {
         this.events.onNack?.(t, n, r);
       },
     };
-    return this.set.handler((call: grpc.ServerDuplexStream<SotwRequest, unknown>) => new SotwStream(call, this.store, this.log, events), authorize);
+    return this.set.handler((call: grpc.ServerDuplexStream<SotwRequest, unknown>) => new SotwStream(call, this.store, this.log, events, this.limits), authorize);
   }
 }
 
@@ -110,6 +113,7 @@ class SotwStream {
     private readonly store: ResourceStore,
     private readonly log: Logger,
     private readonly events: SotwAdsEvents,
+    private readonly limits: StreamLimits,
   ) {}
 
   onRequest(req: SotwRequest): void {
@@ -118,6 +122,7 @@ class SotwStream {
     if (!typeUrl) return;
     let st = this.types.get(typeUrl);
     const first = !st;
+    if (first) checkTypes(this.limits, this.types.size + 1);
     st ??= { wildcard: false, names: new Set(), nonce: '', version: '', held: new Map(), acked: new Map(), inflight: new Map(), rejected: new Map(), nacks: 0 };
     this.types.set(typeUrl, st);
     // A nonce on the first request of a type refers to an earlier stream: nothing to acknowledge.
@@ -136,7 +141,8 @@ class SotwStream {
       }
     }
     const names = req.resourceNames ?? [];
-    const wildcard = names.includes('*') || (names.length === 0 && !NAMED_TYPES.has(typeUrl));
+    checkNames(this.limits, typeUrl, names.length);
+    const wildcard = isWildcard(typeUrl, names);
     const explicit = names.filter((n) => n !== '*');
     const changed = wildcard !== st.wildcard || explicit.length !== st.names.size || explicit.some((n) => !st.names.has(n));
     st.wildcard = wildcard;
@@ -149,8 +155,7 @@ class SotwStream {
     for (const [n, r] of st.inflight) if (st.acked.get(n)?.version !== r.version) st.rejected.set(n, r.version);
     st.inflight.clear();
     st.held = new Map(st.acked); // the client kept what it had accepted
-    this.log.warn({ node: this.node, typeUrl, reason, rejected: [...st.rejected.keys()] }, 'xds NACK');
-    this.events.onNack?.(typeUrl, this.node, reason);
+    reportNack(this.log, this.events, { node: this.node, typeUrl, reason, rejected: [...st.rejected.keys()] });
   }
 
   push(typeUrl: string, force: boolean): void {

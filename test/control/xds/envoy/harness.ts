@@ -46,6 +46,7 @@ export interface ControlPlane {
   port: number;
   store: ResourceStore;
   sotw: SotwAdsServer;
+  delta: DeltaAdsServer;
   nacks: { typeUrl: string; reason: string }[];
   /** Rebuilds every Envoy resource from the objects, as the control plane does on a change. */
   apply(objects: KObject[]): ReturnType<typeof buildEnvoyResources>;
@@ -55,19 +56,46 @@ export async function controlPlane(cleanup: Cleanup): Promise<ControlPlane> {
   const store = new ResourceStore();
   const nacks: ControlPlane['nacks'] = [];
   const sotw = new SotwAdsServer(store, log, { onNack: (typeUrl, _n, reason) => nacks.push({ typeUrl, reason }) });
-  const delta = new DeltaAdsServer(store, log);
+  const delta = new DeltaAdsServer(store, log, { onNack: (typeUrl, _n, reason) => nacks.push({ typeUrl, reason }) });
   const server = new grpc.Server();
   server.addService(adsService().service, { StreamAggregatedResources: sotw.handler(), DeltaAggregatedResources: delta.handler() });
   const port = await bind(server);
   cleanup.add(() => server.forceShutdown());
   return {
-    port, store, sotw, nacks,
+    port, store, sotw, delta, nacks,
     apply(objects) {
       const built = buildEnvoyResources(objects, DEFAULT_MESH);
       publishEnvoyResources(store, built);
       return built;
     },
   };
+}
+
+/** A DiscoveryResponse or DeltaDiscoveryResponse as the ADS client decodes it. */
+export interface AdsResponse {
+  versionInfo?: string;
+  systemVersionInfo?: string;
+  typeUrl: string;
+  nonce: string;
+  resources: { type_url?: string; value?: Buffer; name?: string; version?: string; resource?: { type_url: string; value: Buffer } }[];
+  removedResources?: string[];
+}
+
+/** A raw ADS stream: what the test writes goes out as is; responses and the final status are kept. */
+export function rawStream(cleanup: Cleanup, port: number, method: 'StreamAggregatedResources' | 'DeltaAggregatedResources') {
+  const client = new (adsService())(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+  const call = (client as unknown as Record<string, () => grpc.ClientDuplexStream<unknown, AdsResponse>>)[method]!();
+  const got: AdsResponse[] = [];
+  const status: { code?: grpc.status; details?: string } = {};
+  call.on('data', (r: AdsResponse) => got.push(r));
+  call.on('error', () => {});
+  call.on('status', (s: grpc.StatusObject) => Object.assign(status, { code: s.code, details: s.details }));
+  const close = () => {
+    call.cancel();
+    client.close();
+  };
+  cleanup.add(close);
+  return { send: (m: unknown) => call.write(m), got, status, close };
 }
 
 export interface Echo {

@@ -1,31 +1,7 @@
 // xDS protocol behaviour of the SotW and Delta servers for Envoy types, seen by a raw ADS client.
-import * as grpc from '@grpc/grpc-js';
 import { afterEach, describe, expect, it } from 'vitest';
-import { adsService } from '../../../../src/api/protos.ts';
 import { decode, TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE } from '../../../../src/control/xds/envoy/messages.ts';
-import { Cleanup, controlPlane, echoServer, host, pod, service, until } from './harness.ts';
-
-interface Response {
-  versionInfo?: string;
-  systemVersionInfo?: string;
-  typeUrl: string;
-  nonce: string;
-  resources: { type_url?: string; value?: Buffer; name?: string; resource?: { type_url: string; value: Buffer } }[];
-  removedResources?: string[];
-}
-
-function rawStream(cleanup: Cleanup, port: number, method: 'StreamAggregatedResources' | 'DeltaAggregatedResources') {
-  const client = new (adsService())(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
-  const call = (client as unknown as Record<string, () => grpc.ClientDuplexStream<unknown, Response>>)[method]!();
-  const got: Response[] = [];
-  call.on('data', (r: Response) => got.push(r));
-  call.on('error', () => {});
-  cleanup.add(() => {
-    call.cancel();
-    client.close();
-  });
-  return { send: (m: unknown) => call.write(m), got };
-}
+import { Cleanup, controlPlane, echoServer, host, pod, rawStream, service, until } from './harness.ts';
 
 const quiet = () => new Promise((r) => setTimeout(r, 300));
 
