@@ -19,6 +19,7 @@ import { MeshIndex } from './mesh.ts';
 import { RequestTelemetry } from './metrics/record.ts';
 import { Balancer } from './upstream/balancer.ts';
 import type { UpstreamOptions } from './upstream/forward.ts';
+import type { ReplayMeter } from './upstream/retry.ts';
 import { WaypointConfig } from './xds/config.ts';
 
 export interface WaypointOptions {
@@ -40,13 +41,18 @@ export interface WaypointOptions {
   pool?: HbonePool;
   /** Every CONNECT outcome (the tunnel level), for logs and tests. */
   onTunnel?: (o: HboneOutcome) => void;
+  /** Weighted clusters, fault percentages and retry backoff draw from it. */
   random?: () => number;
+  /** The most of a request body kept for replays by retries (Envoy's per_connection_buffer_limit, 1 MiB). */
+  retryBufferBytes?: number;
 }
 
 export class Waypoint {
   readonly hbone: HboneServer;
   readonly pool: HbonePool;
   readonly metrics: IstioHttpMetrics;
+  /** Request body bytes kept for retries: now (0 when idle) and the most at once. */
+  readonly replay: ReplayMeter = { held: 0, peak: 0 };
   private readonly tunnels: HttpTunnels;
   private mesh: MeshIndex;
   private requests = 0;
@@ -63,6 +69,9 @@ export class Waypoint {
       unsupported: (c: string) => o.config.unsupported(c),
       upstream: { pool: this.pool, credentials: o.credentials, identity: o.identity, dial: o.dial, hbonePort: o.hbonePort },
       telemetry,
+      random: o.random,
+      retryBufferBytes: o.retryBufferBytes,
+      replayMeter: this.replay,
     };
     this.tunnels = new HttpTunnels(
       { ...DEFAULT_HTTP_LIMITS, ...o.limits },

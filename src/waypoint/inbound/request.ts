@@ -13,7 +13,10 @@ import type { RequestTelemetry } from '../metrics/record.ts';
 import { planRequest, type Plan } from '../router/plan.ts';
 import type { Endpoint, RoutingTable } from '../router/table.ts';
 import type { Balancer } from '../upstream/balancer.ts';
+import { injectFault } from '../filters/fault.ts';
+import { joinFlags } from '../response-flags.ts';
 import { endToEnd, forwardOver, openTunnel, type ForwardResult, type UpstreamOptions } from '../upstream/forward.ts';
+import { forwardWithRetries, nextEndpoint, RETRY_BUFFER_BYTES, type ReplayMeter, type RetryRun } from '../upstream/retry.ts';
 
 /** What the tunnel a request came through was for: decided once, at CONNECT. */
 export interface TunnelContext {
@@ -32,6 +35,11 @@ export interface RequestDeps {
   unsupported: (cluster: string) => string | undefined;
   upstream: UpstreamOptions;
   telemetry: RequestTelemetry;
+  /** Fault percentages and retry backoff draw from it (tests fix it). */
+  random?: () => number;
+  /** The most of a request body kept for retries (default RETRY_BUFFER_BYTES), and what is kept now. */
+  retryBufferBytes?: number;
+  replayMeter?: ReplayMeter;
 }
 
 type Req = IncomingMessage | Http2ServerRequest;
@@ -47,7 +55,7 @@ const LOCAL_BODY: Record<string, string> = {
 };
 
 function localReply(res: Res, status: number, flags: string): number {
-  const body = LOCAL_BODY[flags] ?? 'error';
+  const body = flags.split(',').map((f) => LOCAL_BODY[f]).find(Boolean) ?? 'error';
   if (res.headersSent || res.destroyed) return 0;
   res.writeHead(status, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) });
   res.end(body);
@@ -81,13 +89,19 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
 
   let result: ForwardResult;
   let upstreamHost: string | undefined;
-  if (plan.kind === 'local') {
+  // The route's fault filter runs before the router (a delay, then maybe a local abort).
+  const injected = plan.fault ? await injectFault(plan.fault, deps.random ?? Math.random, grpc, req, res) : undefined;
+  const target = plan.kind === 'forward' ? { endpoint: plan.endpoint, identity: plan.identity } : undefined;
+  if (injected?.ended) {
+    result = { ...injected.ended, requestBytes: 0 };
+  } else if (plan.kind === 'local') {
     req.resume();
     result = { status: plan.status, flags: plan.flags, details: plan.reason, requestBytes: 0, responseBytes: localReply(res, plan.status, plan.flags) };
   } else {
-    upstreamHost = `${plan.endpoint.address}:${plan.endpoint.port}`;
-    result = await forward(deps.upstream, plan, req, res, host, requestId);
+    result = await forward(deps, plan, target!, req, res, host, requestId);
+    upstreamHost = `${target!.endpoint.address}:${target!.endpoint.port}`;
   }
+  if (injected?.flags) result.flags = joinFlags(injected.flags, result.flags);
 
   const service = 'service' in ctx.target ? ctx.target.service : undefined;
   deps.telemetry.record({
@@ -109,22 +123,30 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
     userAgent: req.headers['user-agent'],
     downstreamPeer: ctx.peerAddress,
     downstreamPrincipal: ctx.peerPrincipal,
-    upstreamPrincipal: plan.kind === 'forward' ? plan.identity : undefined,
+    upstreamPrincipal: target?.identity,
     destination: ctx.destination,
     src,
-    dst: plan.kind === 'forward' ? mesh.workload(plan.endpoint.address) : undefined,
+    dst: target ? mesh.workload(target.endpoint.address) : undefined,
     service,
     grpc,
     grpcStatus: result.grpcStatus,
   });
 }
 
-async function forward(o: UpstreamOptions, plan: Extract<Plan, { kind: 'forward' }>, req: Req, res: Res, host: string, requestId: string): Promise<ForwardResult> {
+type ForwardPlan = Extract<Plan, { kind: 'forward' }>;
+
+async function forward(deps: RequestDeps, plan: ForwardPlan, target: { endpoint: Endpoint; identity: string }, req: Req, res: Res, host: string, requestId: string): Promise<ForwardResult> {
+  const o = deps.upstream;
   if (!plan.identity) {
     req.resume();
     return { status: 503, flags: 'UH', details: `no identity known for ${plan.endpoint.address}`, requestBytes: 0, responseBytes: localReply(res, 503, 'UH') };
   }
   const gone = new Promise<void>((resolve) => res.once('close', () => (res.writableFinished ? undefined : resolve())));
+  if (plan.retry) {
+    const result = await forwardWithRetries(retryRun(deps, plan, target, req, res, host, requestId, gone));
+    if (result.status >= 500 && result.flags !== '-' && !res.headersSent) result.responseBytes = localReply(res, result.status, result.flags);
+    return result;
+  }
   let tunnel;
   try {
     tunnel = await openTunnel(o, plan.endpoint, plan.identity, {});
@@ -153,4 +175,39 @@ async function forward(o: UpstreamOptions, plan: Extract<Plan, { kind: 'forward'
   );
   if (result.status >= 500 && result.flags !== '-' && !res.headersSent) result.responseBytes = localReply(res, result.status, result.flags);
   return result;
+}
+
+/** The retry loop's view of this request (upstream/retry.ts); `target` follows the attempts. */
+function retryRun(deps: RequestDeps, plan: ForwardPlan, target: { endpoint: Endpoint; identity: string }, req: Req, res: Res, host: string, requestId: string, gone: Promise<void>): RetryRun {
+  const mesh = deps.mesh();
+  return {
+    policy: plan.retry!,
+    timeoutMs: plan.timeoutMs,
+    random: deps.random ?? Math.random,
+    upstream: deps.upstream,
+    bufferLimit: deps.retryBufferBytes ?? RETRY_BUFFER_BYTES,
+    meter: deps.replayMeter,
+    first: { ...target },
+    pick: (tried) => {
+      const endpoint = nextEndpoint(plan.retry!, deps.balancer, plan.cluster, plan.endpoints ?? [plan.endpoint], tried);
+      const identity = endpoint && mesh.identity(endpoint.address);
+      return endpoint && identity ? { endpoint, identity } : undefined;
+    },
+    onAttempt: (endpoint) => {
+      target.endpoint = endpoint;
+      target.identity = mesh.identity(endpoint.address) ?? target.identity;
+    },
+    exchange: {
+      method: req.method ?? 'GET',
+      url: req.url ?? '/',
+      headers: { ...endToEnd(req.headers), host, 'x-request-id': requestId },
+      body: req as unknown as Readable,
+      respond: (status, h) => {
+        res.writeHead(status, h);
+      },
+      sink: res as unknown as NodeJS.WritableStream & { destroy(e?: Error): unknown; readonly writableFinished: boolean },
+      gone,
+      headersSent: () => res.headersSent,
+    },
+  };
 }

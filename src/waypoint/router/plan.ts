@@ -4,12 +4,17 @@
 // flag. NR: no route (404, as Envoy answers); UH: no healthy endpoint (503); NC: the route names a
 // cluster the waypoint does not have (503).
 import type { Balancer } from '../upstream/balancer.ts';
+import type { FaultConfig, RetryPolicy } from './policies.ts';
 import type { MeshIndex } from '../mesh.ts';
 import { selectRoute, selectVirtualHost, type Endpoint, type RequestFacts, type RoutingTable } from './table.ts';
 
 export type Plan =
-  | { kind: 'forward'; route: string; cluster: string; endpoint: Endpoint; identity: string; timeoutMs: number }
-  | { kind: 'local'; status: number; flags: 'NR' | 'UH' | 'NC'; reason: string; route?: string; cluster?: string };
+  | {
+      kind: 'forward'; route: string; cluster: string; endpoint: Endpoint; identity: string; timeoutMs: number;
+      /** The cluster's endpoints with a known identity: where retries may go. */
+      endpoints?: readonly Endpoint[]; retry?: RetryPolicy; fault?: FaultConfig;
+    }
+  | { kind: 'local'; status: number; flags: 'NR' | 'UH' | 'NC'; reason: string; route?: string; cluster?: string; fault?: FaultConfig };
 
 export interface PlanInput {
   table: RoutingTable;
@@ -32,13 +37,16 @@ export function planRequest({ table, mesh, balancer, listener, req, unsupported 
   const route = selectRoute(vh, req);
   if (!route) return { kind: 'local', status: 404, flags: 'NR', reason: `${rcName}: no route matches ${req.method} ${req.path}` };
   const cluster = balancer.cluster(route).name;
+  // The route's fault applies before the router looks at the cluster (Envoy's filter order).
+  const fault = route.fault ? { fault: route.fault } : {};
   const c = table.clusters.get(cluster);
-  if (!c) return { kind: 'local', status: 503, flags: 'NC', reason: `cluster ${cluster} not found`, route: route.name, cluster };
+  if (!c) return { kind: 'local', status: 503, flags: 'NC', reason: `cluster ${cluster} not found`, route: route.name, cluster, ...fault };
   const why = unsupported?.(cluster);
-  if (why) return { kind: 'local', status: 503, flags: 'UH', reason: why, route: route.name, cluster };
+  if (why) return { kind: 'local', status: 503, flags: 'UH', reason: why, route: route.name, cluster, ...fault };
   // An endpoint with no known workload has no identity to check: it is not sent to (fails closed).
   const endpoints = (table.endpoints.get(c.edsName) ?? []).filter((e) => mesh.identity(e.address) !== undefined);
   const endpoint = balancer.endpoint(cluster, endpoints);
-  if (!endpoint) return { kind: 'local', status: 503, flags: 'UH', reason: `cluster ${cluster}: no healthy endpoint`, route: route.name, cluster };
-  return { kind: 'forward', route: route.name, cluster, endpoint, identity: mesh.identity(endpoint.address)!, timeoutMs: route.timeoutMs };
+  if (!endpoint) return { kind: 'local', status: 503, flags: 'UH', reason: `cluster ${cluster}: no healthy endpoint`, route: route.name, cluster, ...fault };
+  const retry = route.retry ? { retry: route.retry, endpoints } : {};
+  return { kind: 'forward', route: route.name, cluster, endpoint, identity: mesh.identity(endpoint.address)!, timeoutMs: route.timeoutMs, ...retry, ...fault };
 }

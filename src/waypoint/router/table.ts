@@ -2,6 +2,8 @@
 // and swapped in whole (xds/config.ts), so a request always sees one consistent view. Per service
 // port (the listener `host:port`) its route configuration; per cluster its endpoints.
 
+import type { FaultConfig, RetryPolicy } from './policies.ts';
+
 /** A string matcher as Envoy's StringMatcher, compiled. */
 export type Matcher = (value: string) => boolean;
 
@@ -33,6 +35,10 @@ export interface Route {
   totalWeight: number;
   /** 0: no timeout (Istio's default). */
   timeoutMs: number;
+  /** Envoy's retry_policy; absent: no retries. */
+  retry?: RetryPolicy;
+  /** The fault filter's per-route config (typed_per_filter_config). */
+  fault?: FaultConfig;
 }
 
 export interface VirtualHost {
