@@ -1,6 +1,8 @@
 // One HTTP request that arrived through a tunnel, either HTTP version (Node's http and the http2
-// compatibility API share the request/response surface): decide (router/plan.ts), act (answer
-// locally, or open a tunnel to the endpoint and forward), and record once on every exit path.
+// compatibility API share the request/response surface): decide (router/plan.ts), run the route's
+// fault filter (filters/fault.ts), act (answer locally, or open a tunnel to the endpoint and
+// forward, with retries by upstream/retry.ts when the route has a policy), and record once on every
+// exit path.
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
@@ -91,7 +93,8 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
   let upstreamHost: string | undefined;
   // The route's fault filter runs before the router (a delay, then maybe a local abort).
   const injected = plan.fault ? await injectFault(plan.fault, deps.random ?? Math.random, grpc, req, res) : undefined;
-  const target = plan.kind === 'forward' ? { endpoint: plan.endpoint, identity: plan.identity } : undefined;
+  // Where the request went (retries move it): nowhere when the fault filter answered.
+  const target = plan.kind === 'forward' && !injected?.ended ? { endpoint: plan.endpoint, identity: plan.identity } : undefined;
   if (injected?.ended) {
     result = { ...injected.ended, requestBytes: 0 };
   } else if (plan.kind === 'local') {

@@ -78,6 +78,7 @@ export class ReplayBody {
   total = 0;
   private ended = false;
   private overflowed = false;
+  private closed = false;
 
   constructor(
     private readonly src: Readable,
@@ -85,6 +86,7 @@ export class ReplayBody {
     private readonly meter?: ReplayMeter,
   ) {
     src.on('data', (c: Buffer) => {
+      if (this.closed) return; // read and dropped, as node:http drops an unread body
       this.total += c.length;
       if (!this.overflowed) {
         if (this.held + c.length > limit) {
@@ -124,10 +126,13 @@ export class ReplayBody {
     return s;
   }
 
-  /** The request is done: nothing more is kept. */
+  /** The request is done: nothing more is kept, the rest of the body (if any) is read and dropped. */
   close(): void {
+    if (this.closed) return;
     this.detach();
     this.release();
+    this.closed = true;
+    if (!this.ended) this.src.resume();
   }
 
   private detach(): void {

@@ -54,6 +54,7 @@ export function parseGatewayRoute(obj: KObject, o: MeshOptions): { tables: Route
       c.ignored(`${f}.backendRefs`, 'a rule without backends (fail every request) is not supported: rule ignored');
       continue;
     }
+    if (grpc && r.retry !== undefined) c.ignored(`${f}.retry`, 'GRPCRoute rules have no retry: ignored');
     const retry = grpc ? undefined : httpRetry(c, r.retry, `${f}.retry`);
     // As Istio: backendRequest bounds each attempt when the rule retries, else the whole request.
     const base = { destinations, timeoutMs: (retry || !perTry ? timeoutMs : perTry) || undefined, retry: retry && perTry ? { ...retry, perTryTimeoutMs: perTry } : retry };
