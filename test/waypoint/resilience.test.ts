@@ -92,7 +92,7 @@ describe('waypoint retries and timeouts', () => {
     expect(s.accessLog.at(-1)).toMatchObject({ route_name: 'exhausted', response_code: 504, response_flags: 'UT,URX' });
   });
 
-  it('answers 504 UT at the route timeout, which covers every attempt', async () => {
+  it('answers 504 UT at the route timeout, which covers every attempt and connecting', async () => {
     const s = await stand(cleanup, [...base(), routes()], { random: seeded(4) });
     const c = client(cleanup, s);
     const start = Date.now();
@@ -104,6 +104,12 @@ describe('waypoint retries and timeouts', () => {
     await idle(s);
     expect(s.accessLog.at(-1)).toMatchObject({ route_name: 'bounded', response_code: 504, response_flags: 'UT' });
     await until(() => s.v1.hbone.hbone.stats().streams === 0, 5000, 'the upstream tunnels closed');
+    // An endpoint whose agent never answers the CONNECT: the route timeout covers connecting too.
+    s.v1.hbone.decide = () => new Promise(() => {});
+    const hung = await c.request('/slow/bounded');
+    expect(hung.status).toBe(504);
+    await idle(s);
+    expect(s.accessLog.at(-1)).toMatchObject({ route_name: 'bounded', response_code: 504, response_flags: 'UT' });
   });
 
   it('applies HTTPRoute retry (codes, attempts) and timeouts.request', async () => {

@@ -8,7 +8,7 @@
 // (Envoy's per_connection_buffer_limit, 1 MiB): past it nothing is kept and the request is not
 // retried. Exhausted retries add the flag URX.
 import type { IncomingHttpHeaders } from 'node:http';
-import { Readable } from 'node:stream';
+import { Readable, type Duplex } from 'node:stream';
 import { HboneError } from '../../hbone/errors.ts';
 import { joinFlags } from '../response-flags.ts';
 import type { RetryCondition, RetryPolicy } from '../router/policies.ts';
@@ -219,7 +219,8 @@ export async function forwardWithRetries(run: RetryRun): Promise<RetryResult> {
       let r: ForwardResult;
       let failure: AttemptFailure | undefined;
       try {
-        const tunnel = await openTunnel(run.upstream, target.endpoint, target.identity, {});
+        const tunnel = await beforeDeadline(openTunnel(run.upstream, target.endpoint, target.identity, {}), deadline);
+        if (!tunnel) return done({ status: 504, flags: 'UT', details: `route timeout ${run.timeoutMs} ms (while connecting)`, requestBytes: 0, responseBytes: 0 });
         const x: Exchange = { ...run.exchange, body: body.stream(), accept: (status, h) => !(canRetry() && retriableResponse(policy, status, grpcStatusIn(h))) };
         r = await forwardOver(tunnel, x, attemptTimeout);
         if (r.flags === 'UT' && !r.discarded && r.status === 504 && perTry) failure = 'per-try-timeout';
@@ -254,6 +255,22 @@ export async function forwardWithRetries(run: RetryRun): Promise<RetryResult> {
     }
   } finally {
     body.close();
+  }
+}
+
+/** The tunnel, or undefined when the route deadline passes first (a tunnel opened later is closed). */
+async function beforeDeadline(open: Promise<Duplex>, deadline: number): Promise<Duplex | undefined> {
+  if (!Number.isFinite(deadline)) return open;
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), Math.max(0, deadline - Date.now()));
+  });
+  try {
+    const t = await Promise.race([open, late]);
+    if (!t) void open.then((d) => d.destroy(), () => {});
+    return t;
+  } finally {
+    clearTimeout(timer);
   }
 }
 
