@@ -20,6 +20,7 @@ import { MeshIndex } from './mesh.ts';
 import { RequestTelemetry } from './metrics/record.ts';
 import { Balancer } from './upstream/balancer.ts';
 import type { UpstreamOptions } from './upstream/forward.ts';
+import type { ReplayMeter } from './upstream/retry.ts';
 import { WaypointConfig } from './xds/config.ts';
 
 export interface WaypointOptions {
@@ -41,9 +42,12 @@ export interface WaypointOptions {
   pool?: HbonePool;
   /** Every CONNECT outcome (the tunnel level), for logs and tests. */
   onTunnel?: (o: HboneOutcome) => void;
+  /** Weighted clusters, fault percentages and retry backoff draw from it. */
   random?: () => number;
   /** Bounds of the local rate limit buckets. */
   rateLimit?: RateLimiterOptions;
+  /** The most of a request body kept for replays by retries (Envoy's per_connection_buffer_limit, 1 MiB). */
+  retryBufferBytes?: number;
 }
 
 export class Waypoint {
@@ -54,6 +58,8 @@ export class Waypoint {
   readonly rateLimiter: RateLimiter;
   /** Endpoint picking, circuit breakers and outlier detection: the per-cluster state. */
   readonly balancer: Balancer;
+  /** Request body bytes kept for retries: now (0 when idle) and the most at once. */
+  readonly replay: ReplayMeter = { held: 0, peak: 0 };
   private readonly tunnels: HttpTunnels;
   private mesh: MeshIndex;
   private requests = 0;
@@ -73,6 +79,9 @@ export class Waypoint {
       upstream: { pool: this.pool, credentials: o.credentials, identity: o.identity, dial: o.dial, hbonePort: o.hbonePort },
       telemetry,
       rateLimiter: this.rateLimiter,
+      random: o.random,
+      retryBufferBytes: o.retryBufferBytes,
+      replayMeter: this.replay,
     };
     this.tunnels = new HttpTunnels(
       { ...DEFAULT_HTTP_LIMITS, ...o.limits },

@@ -14,11 +14,12 @@ import { buffersOnly } from '../../src/waypoint/buffers-only.ts';
 import { MeshIndex } from '../../src/waypoint/mesh.ts';
 import { Waypoint, type WaypointOptions } from '../../src/waypoint/waypoint.ts';
 import { WaypointConfig } from '../../src/waypoint/xds/config.ts';
-import { Cleanup, controlPlane, istio, log, NS, type ControlPlane } from '../control/xds/envoy/harness.ts';
+import { Cleanup, controlPlane, gateway, istio, log, NS, type ControlPlane } from '../control/xds/envoy/harness.ts';
+import { decode, encode, TYPE_ROUTE } from '../../src/control/xds/envoy/messages.ts';
 import { connectTo, spiffe, startHbone, until, type TestServer } from '../hbone/harness.ts';
 import { createCa, type TestCa } from '../hbone/pki.ts';
 
-export { Cleanup, istio, NS, until };
+export { Cleanup, gateway, istio, NS, until };
 
 export const VIP = '10.96.0.20';
 export const HOST = `web.${NS}.svc.cluster.local`;
@@ -61,16 +62,34 @@ export interface Backend {
   fail?: number;
 }
 
-/** An HTTP backend answering `{"pod": name, ...}`, behind an HBONE server with the pod's certificate. */
+/**
+ * An HTTP backend answering `{"pod": name, ...}`, behind an HBONE server with the pod's certificate.
+ * Some paths misbehave, each counting its own requests: `/flaky` answers 503 to every other one
+ * (the first included), `/grpc-flaky` the same as a gRPC UNAVAILABLE (trailers-only),
+ * `/sometimes-slow` takes 2 s every other time, `/fail/<code>` always answers that status, `/slow`
+ * always takes 2 s.
+ */
 async function backend(cleanup: Cleanup, ca: TestCa, name: string): Promise<Backend> {
   const seen: Backend['seen'] = [];
   const self = { fail: undefined as number | undefined };
+  const every = new Map<string, number>();
+  const odd = (kind: string) => {
+    const n = every.get(kind) ?? 0;
+    every.set(kind, n + 1);
+    return n % 2 === 0;
+  };
   const server = http.createServer((req, res) => {
     let body = 0;
     req.on('data', (c: Buffer) => (body += c.length));
     req.on('end', () => {
       seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, body });
-      if (req.url?.startsWith('/slow')) return void setTimeout(() => res.end('late'), 2000);
+      const url = req.url ?? '/';
+      if (url.startsWith('/flaky') && odd('flaky')) return void res.writeHead(503, { 'content-type': 'text/plain' }).end(`${name} failed`);
+      if (url.startsWith('/grpc-flaky') && odd('grpc')) return void res.writeHead(200, { 'content-type': 'application/grpc', 'grpc-status': '14', 'grpc-message': 'flaky' }).end();
+      if (url.startsWith('/sometimes-slow') && odd('slow')) return void setTimeout(() => res.end('late'), 2000);
+      const fail = /^\/fail\/(\d{3})/.exec(url);
+      if (fail) return void res.writeHead(Number(fail[1]), { 'content-type': 'text/plain' }).end(`${name} failed`);
+      if (url.startsWith('/slow')) return void setTimeout(() => res.end('late'), 2000);
       // `/status/<code>` answers that status; `/delay/<ms>` answers after that long; `fail` fails everything.
       const status = self.fail ?? Number(/^\/status\/(\d{3})/.exec(req.url ?? '')?.[1] ?? 200);
       const delay = Math.min(10_000, Number(/^\/delay\/(\d+)/.exec(req.url ?? '')?.[1] ?? 0));
@@ -195,4 +214,33 @@ export async function metric(registry: Registry, name: string, labels: Record<st
   return m.values
     .filter((v) => (v.metricName ?? base) === name && Object.entries(labels).every(([k, want]) => String(v.labels[k]) === want))
     .reduce((n, v) => n + v.value, 0);
+}
+
+/**
+ * Serves the web:80 RouteConfiguration edited by hand: for resources the control plane would not
+ * write from objects (what the waypoint must refuse).
+ */
+export function editRoutes(s: Stand, edit: (routes: Record<string, unknown>[]) => void): void {
+  const name = `${HOST}:80`;
+  const rc = decode(TYPE_ROUTE, s.cp.store.get(TYPE_ROUTE).get(name)!.body) as { virtualHosts: { routes: Record<string, unknown>[] }[] };
+  edit(rc.virtualHosts[0]!.routes);
+  s.cp.store.patch(TYPE_ROUTE, new Map([[name, encode('envoy.config.route.v3.RouteConfiguration', rc)]]), []);
+}
+
+/** A seeded random source (mulberry32): the same draws on every run. */
+export function seeded(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** An evenly spread random source (the golden-ratio sequence): any share of draws below p is close to p. */
+export function evenly(): () => number {
+  let x = 0;
+  return () => (x = (x + 0.6180339887498949) % 1);
 }

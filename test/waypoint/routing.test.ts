@@ -7,7 +7,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { promtoolProblems } from '../telemetry/promtool.ts';
 import { TYPE_ROUTE } from '../../src/waypoint/xds/envoy.ts';
 import { MeshIndex } from '../../src/waypoint/mesh.ts';
-import { Cleanup, HOST, POD_IP, TARGET_PORT, client, istio, metric, stand, subsets, until, webPod, webService, webSvc, workload } from './harness.ts';
+import { any } from '../../src/control/xds/envoy/messages.ts';
+import { Cleanup, HOST, POD_IP, TARGET_PORT, client, editRoutes, istio, metric, stand, subsets, until, webPod, webService, webSvc, workload } from './harness.ts';
 
 const routes = (extra: object = {}) =>
   istio('VirtualService', 'web', {
@@ -116,18 +117,25 @@ describe('waypoint routing', () => {
     await until(() => s.waypoint.stats().requests === 0, 5000, 'requests done');
     expect(await metric(s.registry, 'istio_requests_total', { response_code: '404', response_flags: 'NR' })).toBe(1);
     expect(await metric(s.registry, 'istio_requests_total', { response_code: '503', response_flags: 'UH' })).toBe(1);
-    expect(await metric(s.registry, 'istio_requests_total', { response_code: '503', response_flags: 'UF' })).toBe(1);
+    // The mesh default retry policy retried the connect failure, to no avail.
+    expect(await metric(s.registry, 'istio_requests_total', { response_code: '503', response_flags: 'UF,URX' })).toBe(1);
   }, 30_000);
 
   it('NACKs a route configuration it cannot serve, with the reason, and keeps routing by the last good one', async () => {
     const s = await stand(cleanup, [...base(), routes()]);
     const c = client(cleanup, s);
     expect(await c.pod('/', { 'x-canary': 'yes' })).toBe('web-v2');
-    // Fault injection is not implemented yet: the new route configuration is refused whole.
-    s.apply([...base(), routes({ fault: { abort: { percentage: { value: 50 }, httpStatus: 418 } } })]);
+    // A header-controlled fault (the control plane never writes one) is refused, and with it the whole
+    // route configuration: the canary route, pointed nowhere in the same edit, keeps routing.
+    editRoutes(s, (rs) => {
+      rs.find((r) => r.name === 'split')!.typedPerFilterConfig = {
+        'envoy.filters.http.fault': any('envoy.extensions.filters.http.fault.v3.HTTPFault', { abort: { headerAbort: {}, percentage: { numerator: 100 } } }),
+      };
+      rs.find((r) => r.name === 'canary')!.route = { cluster: 'nowhere' };
+    });
     await until(() => s.cp.nacks.length > 0, 10_000, 'the NACK');
     expect(s.cp.nacks[0]).toMatchObject({ typeUrl: TYPE_ROUTE });
-    expect(s.cp.nacks[0]!.reason).toContain('fault injection is not supported');
+    expect(s.cp.nacks[0]!.reason).toContain('header-controlled faults are not supported');
     expect(s.cp.nacks[0]!.reason).toContain('split');
     for (let i = 0; i < 10; i++) expect((await c.request('/split')).status).toBe(200);
     expect(await c.pod('/', { 'x-canary': 'yes' })).toBe('web-v2');
@@ -143,7 +151,7 @@ describe('waypoint routing', () => {
     const before = s.v2.seen.length;
     const r = await c.request('/');
     expect(r.status).toBe(503);
-    expect(s.accessLog.at(-1)).toMatchObject({ response_flags: 'UF', upstream_peer_principal: 'spiffe://cluster.local/ns/conf/sa/payments' });
+    expect(s.accessLog.at(-1)).toMatchObject({ response_flags: 'UF,URX', upstream_peer_principal: 'spiffe://cluster.local/ns/conf/sa/payments' });
     expect(String(s.accessLog.at(-1)!.response_code_details)).toMatch(/^tls: /);
     // No workload at the endpoint's address: nothing to check its certificate against, so no dial.
     s.waypoint.setMesh(new MeshIndex([webSvc], [workload('client', '127.0.0.1', 'client')]));

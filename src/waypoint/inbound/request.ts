@@ -1,6 +1,8 @@
 // One HTTP request that arrived through a tunnel, either HTTP version (Node's http and the http2
-// compatibility API share the request/response surface): decide (router/plan.ts), act (answer
-// locally, or open a tunnel to the endpoint and forward), and record once on every exit path.
+// compatibility API share the request/response surface): decide (router/plan.ts), run the route's
+// fault filter (filters/fault.ts), act (answer locally, or open a tunnel to the endpoint and
+// forward, with retries by upstream/retry.ts when the route has a policy), and record once on every
+// exit path.
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
@@ -14,7 +16,10 @@ import { RATE_LIMITED_BODY, type RateLimiter } from '../filters/rate-limit.ts';
 import { planRequest, type Plan } from '../router/plan.ts';
 import type { Cluster, Endpoint, RoutingTable } from '../router/table.ts';
 import type { Balancer } from '../upstream/balancer.ts';
+import { injectFault } from '../filters/fault.ts';
+import { joinFlags } from '../response-flags.ts';
 import { endToEnd, forwardOver, openTunnel, type ForwardResult, type UpstreamOptions } from '../upstream/forward.ts';
+import { forwardWithRetries, nextEndpoint, RETRY_BUFFER_BYTES, type ReplayMeter, type RetryRun } from '../upstream/retry.ts';
 
 /** What the tunnel a request came through was for: decided once, at CONNECT. */
 export interface TunnelContext {
@@ -35,6 +40,11 @@ export interface RequestDeps {
   telemetry: RequestTelemetry;
   /** Local rate limit buckets (filters/rate-limit.ts); without it routes' limits are not enforced. */
   rateLimiter?: RateLimiter;
+  /** Fault percentages and retry backoff draw from it (tests fix it). */
+  random?: () => number;
+  /** The most of a request body kept for retries (default RETRY_BUFFER_BYTES), and what is kept now. */
+  retryBufferBytes?: number;
+  replayMeter?: ReplayMeter;
 }
 
 type Req = IncomingMessage | Http2ServerRequest;
@@ -52,7 +62,7 @@ const LOCAL_BODY: Record<string, string> = {
 };
 
 function localReply(res: Res, status: number, flags: string, extra?: Record<string, string>): number {
-  const body = LOCAL_BODY[flags] ?? 'error';
+  const body = flags.split(',').map((f) => LOCAL_BODY[f]).find(Boolean) ?? 'error';
   if (res.headersSent || res.destroyed) return 0;
   res.writeHead(status, { ...extra, 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) });
   res.end(body);
@@ -90,7 +100,16 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
 
   let result: ForwardResult;
   let upstreamHost: string | undefined;
-  if (limit?.limited) {
+  // The route's local rate limit runs first, then its fault filter (a delay, then maybe a local
+  // abort), then the router: Envoy's filter order.
+  const injected = !limit?.limited && plan.fault ? await injectFault(plan.fault, deps.random ?? Math.random, grpc, req, res) : undefined;
+  // Where the request went (retries move it): nowhere when a filter answered.
+  const target = plan.kind === 'forward' && !limit?.limited && !injected?.ended ? { endpoint: plan.endpoint, identity: plan.identity } : undefined;
+  // A picked endpoint the request never reaches ends its pick (least-request counts, nothing learnt).
+  if (plan.kind === 'forward' && plan.clusterConfig && !target) deps.balancer.onResult(plan.clusterConfig, plan.endpoint, 0);
+  if (injected?.ended) {
+    result = { ...injected.ended, requestBytes: 0 };
+  } else if (limit?.limited) {
     req.resume();
     const status = plan.rateLimit!.status;
     result = { status, flags: 'RL', details: RATE_LIMITED_BODY, requestBytes: 0, responseBytes: localReply(res, status, 'RL', limit.headers) };
@@ -98,10 +117,10 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
     req.resume();
     result = { status: plan.status, flags: plan.flags, details: plan.reason, requestBytes: 0, responseBytes: localReply(res, plan.status, plan.flags, limit?.headers) };
   } else {
-    upstreamHost = `${plan.endpoint.address}:${plan.endpoint.port}`;
-    result = plan.clusterConfig ? await admitted(deps, plan, plan.clusterConfig, req, res, host, requestId, limit?.headers) : await forward(deps.upstream, plan, req, res, host, requestId, limit?.headers);
-    if (result.flags === 'UO') upstreamHost = undefined;
+    result = plan.clusterConfig ? await admitted(deps, plan, plan.clusterConfig, target!, req, res, host, requestId, limit?.headers) : await forward(deps, plan, target!, req, res, host, requestId, limit?.headers);
+    if (result.flags !== 'UO') upstreamHost = `${target!.endpoint.address}:${target!.endpoint.port}`;
   }
+  if (injected?.flags) result.flags = joinFlags(injected.flags, result.flags);
 
   const service = 'service' in ctx.target ? ctx.target.service : undefined;
   deps.telemetry.record({
@@ -123,10 +142,10 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
     userAgent: req.headers['user-agent'],
     downstreamPeer: ctx.peerAddress,
     downstreamPrincipal: ctx.peerPrincipal,
-    upstreamPrincipal: upstreamHost && plan.kind === 'forward' ? plan.identity : undefined,
+    upstreamPrincipal: upstreamHost ? target?.identity : undefined,
     destination: ctx.destination,
     src,
-    dst: upstreamHost && plan.kind === 'forward' ? mesh.workload(plan.endpoint.address) : undefined,
+    dst: upstreamHost && target ? mesh.workload(target.endpoint.address) : undefined,
     service,
     grpc,
     grpcStatus: result.grpcStatus,
@@ -134,45 +153,74 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
 }
 
 /** What an attempt tells outlier detection about its endpoint: the status, the one answered for a local failure, 0 for nothing. */
-const outcome = (r: ForwardResult): number => (r.flags === 'DC' || r.flags === 'UH' ? 0 : r.flags === 'UF' || r.flags === 'UC' ? 503 : r.flags === 'UT' ? 504 : r.status);
+const outcome = (r: ForwardResult): number => {
+  const flags = r.flags.split(',');
+  if (flags.includes('DC') || flags.includes('UH') || flags.includes('UO')) return 0;
+  if (flags.includes('UF') || flags.includes('UC')) return 503;
+  if (flags.includes('UT')) return 504;
+  return r.status;
+};
 
-/** A request to a cluster: through its circuit breakers (503 UO on overflow), then forwarded, its outcome fed back to the balancer. */
-async function admitted(deps: RequestDeps, plan: Extract<Plan, { kind: 'forward' }>, cluster: Cluster, req: Req, res: Res, host: string, requestId: string, addHeaders?: Record<string, string>): Promise<ForwardResult> {
+type ForwardPlan = Extract<Plan, { kind: 'forward' }>;
+type Target = { endpoint: Endpoint; identity: string };
+
+/** A request to a cluster: through its circuit breakers (503 UO on overflow, the whole request with its retries holding one place), then forwarded. */
+async function admitted(deps: RequestDeps, plan: ForwardPlan, cluster: Cluster, target: Target, req: Req, res: Res, host: string, requestId: string, addHeaders?: Record<string, string>): Promise<ForwardResult> {
   const admission = deps.balancer.admit(cluster);
   const leave = () => admission.release(); // a client gone while pending frees its place in the queue
   res.once('close', leave);
-  let result: ForwardResult | undefined;
   try {
     if (!(await admission.ready)) {
       req.resume();
-      if (res.destroyed) return (result = { status: 0, flags: 'DC', details: 'downstream went away while pending', requestBytes: 0, responseBytes: 0 });
-      result = { status: 503, flags: 'UO', details: `cluster ${cluster.name}: circuit breaker overflow`, requestBytes: 0, responseBytes: localReply(res, 503, 'UO') };
-      return result;
+      deps.balancer.onResult(cluster, plan.endpoint, 0);
+      if (res.destroyed) return { status: 0, flags: 'DC', details: 'downstream went away while pending', requestBytes: 0, responseBytes: 0 };
+      return { status: 503, flags: 'UO', details: `cluster ${cluster.name}: circuit breaker overflow`, requestBytes: 0, responseBytes: localReply(res, 503, 'UO') };
     }
-    if (res.destroyed) return (result = { status: 0, flags: 'DC', details: 'downstream went away while pending', requestBytes: 0, responseBytes: 0 });
-    result = await forward(deps.upstream, plan, req, res, host, requestId, addHeaders);
-    return result;
+    if (res.destroyed) {
+      deps.balancer.onResult(cluster, plan.endpoint, 0);
+      return { status: 0, flags: 'DC', details: 'downstream went away while pending', requestBytes: 0, responseBytes: 0 };
+    }
+    return await forward(deps, plan, target, req, res, host, requestId, addHeaders);
   } finally {
     res.off('close', leave);
     admission.release();
-    deps.balancer.onResult(cluster, plan.endpoint, result && result.flags !== 'UO' ? outcome(result) : 0);
   }
 }
 
-async function forward(o: UpstreamOptions, plan: Extract<Plan, { kind: 'forward' }>, req: Req, res: Res, host: string, requestId: string, addHeaders?: Record<string, string>): Promise<ForwardResult> {
+/** The response headers the client gets: the upstream's, a generated consistent-hash cookie, the rate limit's. */
+function responseHeaders(plan: ForwardPlan, h: OutgoingHttpHeaders, addHeaders?: Record<string, string>): OutgoingHttpHeaders {
+  if (plan.setCookie) h['set-cookie'] = [...[h['set-cookie'] ?? []].flat().map(String), plan.setCookie];
+  return addHeaders ? { ...h, ...addHeaders } : h;
+}
+
+/**
+ * Forwards once, or with retries when the route has a policy; every attempt's outcome goes to
+ * the balancer (outlier detection, requests in flight) for the endpoint it went to.
+ */
+async function forward(deps: RequestDeps, plan: ForwardPlan, target: Target, req: Req, res: Res, host: string, requestId: string, addHeaders?: Record<string, string>): Promise<ForwardResult> {
+  const o = deps.upstream;
+  const report = (endpoint: Endpoint, r: ForwardResult) => plan.clusterConfig && deps.balancer.onResult(plan.clusterConfig, endpoint, outcome(r));
   if (!plan.identity) {
     req.resume();
-    return { status: 503, flags: 'UH', details: `no identity known for ${plan.endpoint.address}`, requestBytes: 0, responseBytes: localReply(res, 503, 'UH') };
+    const r: ForwardResult = { status: 503, flags: 'UH', details: `no identity known for ${plan.endpoint.address}`, requestBytes: 0, responseBytes: localReply(res, 503, 'UH') };
+    report(plan.endpoint, r);
+    return r;
   }
   const gone = new Promise<void>((resolve) => res.once('close', () => (res.writableFinished ? undefined : resolve())));
+  if (plan.retry) {
+    const result = await forwardWithRetries(retryRun(deps, plan, target, req, res, host, requestId, gone, addHeaders, report));
+    if (result.status >= 500 && result.flags !== '-' && !res.headersSent) result.responseBytes = localReply(res, result.status, result.flags);
+    return result;
+  }
   let tunnel;
   try {
     tunnel = await openTunnel(o, plan.endpoint, plan.identity, {});
   } catch (e) {
     req.resume();
     const details = e instanceof HboneError ? `${e.kind}: ${e.message}` : (e as Error).message;
-    if (res.destroyed) return { status: 0, flags: 'DC', details, requestBytes: 0, responseBytes: 0 };
-    return { status: 503, flags: 'UF', details, requestBytes: 0, responseBytes: localReply(res, 503, 'UF') };
+    const r: ForwardResult = res.destroyed ? { status: 0, flags: 'DC', details, requestBytes: 0, responseBytes: 0 } : { status: 503, flags: 'UF', details, requestBytes: 0, responseBytes: localReply(res, 503, 'UF') };
+    report(plan.endpoint, r);
+    return r;
   }
   const headers: OutgoingHttpHeaders = { ...endToEnd(req.headers), host, 'x-request-id': requestId };
   const result = await forwardOver(
@@ -183,8 +231,7 @@ async function forward(o: UpstreamOptions, plan: Extract<Plan, { kind: 'forward'
       headers,
       body: req as unknown as Readable,
       respond: (status, h) => {
-        if (plan.setCookie) h['set-cookie'] = [...[h['set-cookie'] ?? []].flat().map(String), plan.setCookie];
-        res.writeHead(status, addHeaders ? { ...h, ...addHeaders } : h);
+        res.writeHead(status, responseHeaders(plan, h, addHeaders));
       },
       sink: res as unknown as NodeJS.WritableStream & { destroy(e?: Error): unknown; readonly writableFinished: boolean },
       gone,
@@ -192,6 +239,50 @@ async function forward(o: UpstreamOptions, plan: Extract<Plan, { kind: 'forward'
     },
     plan.timeoutMs,
   );
+  report(plan.endpoint, result);
   if (result.status >= 500 && result.flags !== '-' && !res.headersSent) result.responseBytes = localReply(res, result.status, result.flags);
   return result;
+}
+
+/** The retry loop's view of this request (upstream/retry.ts); `target` follows the attempts. */
+function retryRun(
+  deps: RequestDeps, plan: ForwardPlan, target: Target, req: Req, res: Res, host: string, requestId: string, gone: Promise<void>,
+  addHeaders: Record<string, string> | undefined, report: (endpoint: Endpoint, r: ForwardResult) => void,
+): RetryRun {
+  const mesh = deps.mesh();
+  const endpoints = plan.endpoints ?? [plan.endpoint];
+  const c = plan.clusterConfig;
+  return {
+    policy: plan.retry!,
+    timeoutMs: plan.timeoutMs,
+    random: deps.random ?? Math.random,
+    upstream: deps.upstream,
+    bufferLimit: deps.retryBufferBytes ?? RETRY_BUFFER_BYTES,
+    meter: deps.replayMeter,
+    first: { ...target },
+    // A retry picks by the cluster's policy (ejections, least request), away from the hosts tried when the policy says so.
+    pick: (tried) => {
+      const endpoint = c ? deps.balancer.pick(c, endpoints, undefined, plan.retry!.previousHosts ? tried : undefined) : nextEndpoint(plan.retry!, deps.balancer, plan.cluster, endpoints, tried);
+      const identity = endpoint && mesh.identity(endpoint.address);
+      if (endpoint && !identity && c) deps.balancer.onResult(c, endpoint, 0);
+      return endpoint && identity ? { endpoint, identity } : undefined;
+    },
+    onAttempt: (endpoint) => {
+      target.endpoint = endpoint;
+      target.identity = mesh.identity(endpoint.address) ?? target.identity;
+    },
+    onAttemptResult: report,
+    exchange: {
+      method: req.method ?? 'GET',
+      url: req.url ?? '/',
+      headers: { ...endToEnd(req.headers), host, 'x-request-id': requestId },
+      body: req as unknown as Readable,
+      respond: (status, h) => {
+        res.writeHead(status, responseHeaders(plan, h, addHeaders));
+      },
+      sink: res as unknown as NodeJS.WritableStream & { destroy(e?: Error): unknown; readonly writableFinished: boolean },
+      gone,
+      headersSent: () => res.headersSent,
+    },
+  };
 }

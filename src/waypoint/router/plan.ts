@@ -6,6 +6,7 @@
 // policy and the route's hash_policy (router/hash-key.ts); a pick is a request in flight until the
 // caller reports its result (Balancer.onResult).
 import type { Balancer } from '../upstream/balancer.ts';
+import type { FaultConfig, RetryPolicy } from './policies.ts';
 import type { MeshIndex } from '../mesh.ts';
 import type { RouteRateLimit } from '../filters/rate-limit.ts';
 import { requestHash } from './hash-key.ts';
@@ -18,8 +19,10 @@ export type Plan = (
       clusterConfig?: Cluster;
       /** A Set-Cookie the response gets (a consistent-hash cookie generated for this client). */
       setCookie?: string;
+      /** The cluster's endpoints with a known identity: where retries may go. */
+      endpoints?: readonly Endpoint[]; retry?: RetryPolicy; fault?: FaultConfig;
     }
-  | { kind: 'local'; status: number; flags: 'NR' | 'UH' | 'NC'; reason: string; route?: string; cluster?: string }
+  | { kind: 'local'; status: number; flags: 'NR' | 'UH' | 'NC'; reason: string; route?: string; cluster?: string; fault?: FaultConfig }
 ) & { /** The chosen route's local rate limit: it applies before the cluster is looked at, as Envoy's filter runs before the router. */ rateLimit?: RouteRateLimit };
 
 export interface PlanInput {
@@ -46,18 +49,21 @@ export function planRequest({ table, mesh, balancer, listener, req, unsupported,
   if (!route) return { kind: 'local', status: 404, flags: 'NR', reason: `${rcName}: no route matches ${req.method} ${req.path}` };
   const rl = route.rateLimit ? { rateLimit: route.rateLimit } : {};
   const cluster = balancer.cluster(route).name;
+  // The route's fault applies before the router looks at the cluster (Envoy's filter order).
+  const fault = route.fault ? { fault: route.fault } : {};
   const c = table.clusters.get(cluster);
-  if (!c) return { kind: 'local', status: 503, flags: 'NC', reason: `cluster ${cluster} not found`, route: route.name, cluster, ...rl };
+  if (!c) return { kind: 'local', status: 503, flags: 'NC', reason: `cluster ${cluster} not found`, route: route.name, cluster, ...rl, ...fault };
   const why = unsupported?.(cluster);
-  if (why) return { kind: 'local', status: 503, flags: 'UH', reason: why, route: route.name, cluster, ...rl };
+  if (why) return { kind: 'local', status: 503, flags: 'UH', reason: why, route: route.name, cluster, ...rl, ...fault };
   // An endpoint with no known workload has no identity to check: it is not sent to (fails closed).
   const endpoints = (table.endpoints.get(c.edsName) ?? []).filter((e) => mesh.identity(e.address) !== undefined);
   const { hash, setCookie } = requestHash(route.hashPolicies, req, source);
   const endpoint = balancer.pick(c, endpoints, hash);
-  if (!endpoint) return { kind: 'local', status: 503, flags: 'UH', reason: `cluster ${cluster}: no healthy endpoint`, route: route.name, cluster, ...rl };
+  if (!endpoint) return { kind: 'local', status: 503, flags: 'UH', reason: `cluster ${cluster}: no healthy endpoint`, route: route.name, cluster, ...rl, ...fault };
+  const retry = route.retry ? { retry: route.retry, endpoints } : {};
   return {
     kind: 'forward', route: route.name, cluster, endpoint, identity: mesh.identity(endpoint.address)!, timeoutMs: route.timeoutMs, clusterConfig: c,
     ...(setCookie ? { setCookie } : {}),
-    ...rl,
+    ...retry, ...rl, ...fault,
   };
 }

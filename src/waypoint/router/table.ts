@@ -3,6 +3,8 @@
 // port (the listener `host:port`) its route configuration; per cluster its endpoints.
 import type { RouteRateLimit } from '../filters/rate-limit.ts';
 
+import type { FaultConfig, RetryPolicy } from './policies.ts';
+
 /** A string matcher as Envoy's StringMatcher, compiled. */
 export type Matcher = (value: string) => boolean;
 
@@ -38,6 +40,10 @@ export interface Route {
   rateLimit?: RouteRateLimit;
   /** Envoy's route hash_policy, in order: what a consistent-hash cluster hashes. Absent: none. */
   hashPolicies?: HashPolicy[];
+  /** Envoy's retry_policy; absent: no retries. */
+  retry?: RetryPolicy;
+  /** The fault filter's per-route config (typed_per_filter_config). */
+  fault?: FaultConfig;
 }
 
 /** One entry of a route's hash_policy; `terminal` stops the evaluation once it produced a hash. */

@@ -78,6 +78,8 @@ export interface ForwardResult {
   responseBytes: number;
   /** The upstream's grpc-status, when it came with the headers (a trailers-only response). */
   grpcStatus?: number;
+  /** The response was refused by Exchange.accept: nothing was sent to the client. */
+  discarded?: boolean;
 }
 
 /** What a request handler gives the forwarder: the request and response of either HTTP version. */
@@ -96,6 +98,11 @@ export interface Exchange {
   gone: Promise<void>;
   /** Whether the response headers went out already. */
   headersSent(): boolean;
+  /**
+   * Looks at the upstream's response before anything reaches the client: false drops it (the
+   * tunnel is closed, the result has flags `-` and `discarded`), for a retry.
+   */
+  accept?(status: number, headers: IncomingHttpHeaders): boolean;
 }
 
 /** Sends the request through `tunnel` and the response back; resolves once either side is done. */
@@ -106,12 +113,12 @@ export function forwardOver(tunnel: Duplex, x: Exchange, timeoutMs: number): Pro
     let done = false;
     let timer: NodeJS.Timeout | undefined;
     let grpcStatus: number | undefined;
-    const finish = (status: number, flags: string, details?: string) => {
+    const finish = (status: number, flags: string, details?: string, discarded?: boolean) => {
       if (done) return;
       done = true;
       clearTimeout(timer);
       if (!tunnel.destroyed) tunnel.destroy();
-      resolve({ status, flags, details, requestBytes, responseBytes, grpcStatus });
+      resolve({ status, flags, details, requestBytes, responseBytes, grpcStatus, ...(discarded ? { discarded } : {}) });
     };
     const up = http.request({ createConnection: () => tunnel as Socket, method: x.method, path: x.url, headers: x.headers, setHost: false });
     up.on('error', (e) => {
@@ -139,6 +146,10 @@ export function forwardOver(tunnel: Duplex, x: Exchange, timeoutMs: number): Pro
     up.once('response', (res) => {
       const status = res.statusCode ?? 502;
       if (res.headers['grpc-status'] !== undefined) grpcStatus = Number(res.headers['grpc-status']);
+      if (x.accept && !x.accept(status, res.headers)) {
+        up.destroy();
+        return finish(status, '-', 'response discarded for a retry', true);
+      }
       x.respond(status, endToEnd(res.headers));
       res.on('data', (c: Buffer) => (responseBytes += c.length));
       res.pipe(x.sink as NodeJS.WritableStream);

@@ -1,16 +1,17 @@
 // Envoy resources (decoded by envoy.ts) -> the routing table's parts (router/table.ts). Everything a
 // request will need is checked here, so a resource the waypoint cannot serve is refused (a NACK
-// naming the resource and field) instead of failing requests later. What is read but not acted on
-// yet is listed in `ignored` of the route, for config dumps.
+// naming the resource and field) instead of failing requests later. Retry policies and fault
+// filter configs are checked in resilience.ts.
 import { isIP } from 'node:net';
 import type { Cluster, Endpoint, HeaderMatcher, Matcher, QueryMatcher, Route, RouteConfig, VirtualHost, WeightedCluster } from '../router/table.ts';
 import { compileCircuit, compileHashPolicies, compileLbPolicy, compileOutlier, compilePanicThreshold } from './cluster-policy.ts';
+import type { FaultConfig } from '../router/policies.ts';
 import { decodeEnvoy, HCM, type Msg } from './envoy.ts';
 import { compileRouteRateLimit, LOCAL_RATE_LIMIT_FILTER } from '../filters/rate-limit.ts';
+import { compileFault, compileRetryPolicy, FAULT_FILTER } from './resilience.ts';
 
 /** Regexes are JavaScript's, not RE2: bounded in size so one resource cannot hand us a huge program. */
 const MAX_REGEX = 1024;
-const FAULT_FILTER = 'envoy.filters.http.fault';
 
 const obj = (v: unknown): Msg | undefined => (v && typeof v === 'object' && !Array.isArray(v) ? (v as Msg) : undefined);
 const arr = (v: unknown): Msg[] => (Array.isArray(v) ? (v as Msg[]) : []);
@@ -115,9 +116,11 @@ function route(r: Msg, field: string): Route {
   const f = `${field}${name ? ` (${name})` : ''}`;
   if (r.redirect !== undefined) throw new Error(`${f}.redirect: not supported by the waypoint yet`);
   if (r.directResponse !== undefined) throw new Error(`${f}.direct_response: not supported by the waypoint yet`);
-  for (const filter of Object.keys(obj(r.typedPerFilterConfig) ?? {})) {
+  let fault: FaultConfig | undefined;
+  for (const [filter, any] of Object.entries(obj(r.typedPerFilterConfig) ?? {})) {
     if (filter === LOCAL_RATE_LIMIT_FILTER) continue; // compiled below, with the route action's rate_limits
-    throw new Error(filter === FAULT_FILTER ? `${f}: fault injection is not supported by the waypoint yet` : `${f}.typed_per_filter_config: unknown filter ${filter}`);
+    if (filter !== FAULT_FILTER) throw new Error(`${f}.typed_per_filter_config: unknown filter ${filter}`);
+    fault = compileFault(any, f);
   }
   const match = obj(r.match);
   if (!match) throw new Error(`${f}.match: missing`);
@@ -149,6 +152,8 @@ function route(r: Msg, field: string): Route {
     clusters,
     totalWeight,
     timeoutMs: ms(action.timeout),
+    ...(obj(action.retryPolicy) ? { retry: compileRetryPolicy(obj(action.retryPolicy)!, `${f}.route`) } : {}),
+    ...(fault ? { fault } : {}),
   };
 }
 

@@ -4,7 +4,7 @@
 // are Gateways are not mesh routes and yield nothing here.
 import type { KObject } from '../../../kube/objects.ts';
 import { Checker, type NetworkingProblem } from './common.ts';
-import { orderKey, type HeaderMatch, type RouteDestination, type RouteMatch, type RouteRule, type RouteTable, type StringMatch } from './routes.ts';
+import { orderKey, type HeaderMatch, type RetryPolicy, type RouteDestination, type RouteMatch, type RouteRule, type RouteTable, type StringMatch } from './routes.ts';
 import type { MeshOptions } from './workloads.ts';
 
 export interface RankedRule extends RouteRule {
@@ -43,7 +43,6 @@ export function parseGatewayRoute(obj: KObject, o: MeshOptions): { tables: Route
     if (!r) continue;
     c.known(r, f, RULE);
     if (r.filters !== undefined) c.ignored(`${f}.filters`);
-    if (r.retry !== undefined) c.ignored(`${f}.retry`);
     if (r.sessionPersistence !== undefined) c.ignored(`${f}.sessionPersistence`);
     const timeouts = c.obj(r.timeouts, `${f}.timeouts`);
     const timeoutMs = timeouts ? c.duration(timeouts.request, `${f}.timeouts.request`) : undefined;
@@ -55,7 +54,10 @@ export function parseGatewayRoute(obj: KObject, o: MeshOptions): { tables: Route
       c.ignored(`${f}.backendRefs`, 'a rule without backends (fail every request) is not supported: rule ignored');
       continue;
     }
-    const base = { destinations, timeoutMs: timeoutMs || undefined, retry: perTry ? { perTryTimeoutMs: perTry } : undefined };
+    if (grpc && r.retry !== undefined) c.ignored(`${f}.retry`, 'GRPCRoute rules have no retry: ignored');
+    const retry = grpc ? undefined : httpRetry(c, r.retry, `${f}.retry`);
+    // As Istio: backendRequest bounds each attempt when the rule retries, else the whole request.
+    const base = { destinations, timeoutMs: (retry || !perTry ? timeoutMs : perTry) || undefined, retry: retry && perTry ? { ...retry, perTryTimeoutMs: perTry } : retry };
     if (!matches.length) rules.push({ name: typeof r.name === 'string' ? r.name : f, matches: [], rank: [grpc ? 0 : 2, 1, 0], ...base });
     for (const [j, m] of parsed.entries()) if (m) rules.push({ name: `${typeof r.name === 'string' ? r.name : f}.matches[${j}]`, matches: [m], rank: rankOf(m), ...base });
   }
@@ -63,6 +65,22 @@ export function parseGatewayRoute(obj: KObject, o: MeshOptions): { tables: Route
   const source = `${obj.kind}/${ns}/${obj.metadata.name}`;
   const order = orderKey(obj);
   return { tables: parents.map((p) => ({ source, host: p.host, port: p.port, rules, api: 'gateway' as const, order })), problems: c.problems };
+}
+
+/**
+ * HTTPRoute `retry` (Gateway API v1.2): as Istio translates it, connection failures always retry,
+ * `codes` add retriable status codes, `attempts` defaults to 2 and 0 turns retries off, `backoff`
+ * is the base interval.
+ */
+function httpRetry(c: Checker, v: unknown, f: string): RetryPolicy | undefined {
+  const r = c.obj(v, f);
+  if (!r) return undefined;
+  c.known(r, f, ['codes', 'attempts', 'backoff']);
+  const codes = c.list(r.codes, `${f}.codes`).flatMap((code, i) => c.int(code, `${f}.codes[${i}]`, 400, 599) ?? []);
+  const attempts = c.int(r.attempts, `${f}.attempts`, 0, 1000) ?? 2;
+  const backoffMs = c.duration(r.backoff, `${f}.backoff`);
+  if (attempts === 0) return { attempts: 0 };
+  return { attempts, retryOn: ['connect-failure', 'refused-stream', 'unavailable', 'cancelled', ...codes.map(String)].join(','), backoffMs: backoffMs || undefined };
 }
 
 function rankOf(m: RouteMatch): number[] {

@@ -9,8 +9,21 @@ import type { LocalRateLimitPolicy } from './rate-limit.ts';
 import type { FaultPolicy, RouteMatch, RouteRule, RouteTable } from './routes.ts';
 import type { MeshService } from './services.ts';
 
-/** Istio's default retry policy; gRPC clients act on the gRPC-status conditions in it. */
-export const DEFAULT_RETRY = { retryOn: 'connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes', attempts: 2 };
+/** Istio's default retry policy (503 its retriable status); gRPC clients act on the gRPC-status conditions in it. */
+export const DEFAULT_RETRY = { retryOn: 'connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes', codes: [503], attempts: 2, previousHosts: true };
+
+/** What a route retries, in Envoy's terms. */
+export interface RouteRetry {
+  /** Envoy retry conditions, comma-separated (no status codes: those are in `codes`). */
+  retryOn: string;
+  /** retriable_status_codes. */
+  codes: number[];
+  attempts: number;
+  perTryTimeoutMs?: number;
+  backoffMs?: number;
+  /** Envoy's previous_hosts retry predicate. */
+  previousHosts: boolean;
+}
 
 /** One cluster: a service port, or one DestinationRule subset of it. */
 export interface ClusterRef {
@@ -26,7 +39,7 @@ export interface RouteAction {
   /** Absent or 0: no timeout. */
   timeoutMs?: number;
   /** Absent: no retries. */
-  retry?: { retryOn: string; attempts: number; perTryTimeoutMs?: number };
+  retry?: RouteRetry;
   /** What to hash for a consistent-hash cluster: the first of the route's clusters that has one (filled by the traffic model). */
   hash?: HashKey;
 }
@@ -94,9 +107,24 @@ function routeAction(rule: RouteRule, host: string, port: number, source: string
     .filter((d) => d.weight > 0 || rule.destinations.length === 1)
     .map((d) => ({ host: d.host, port: destinationPort(d, host, port, source, ctx), subset: d.subset, weight: Math.max(d.weight, 1) }));
   const action: RouteAction = { clusters, timeoutMs: rule.timeoutMs };
-  const attempts = rule.retry?.attempts ?? DEFAULT_RETRY.attempts;
-  if (attempts > 0) action.retry = { retryOn: rule.retry?.retryOn ?? DEFAULT_RETRY.retryOn, attempts, perTryTimeoutMs: rule.retry?.perTryTimeoutMs };
+  const r = rule.retry;
+  const attempts = r?.attempts ?? DEFAULT_RETRY.attempts;
+  if (attempts > 0) {
+    // As Istio: start from the default, the rule's retryOn replaces conditions and codes alike.
+    action.retry = { ...DEFAULT_RETRY, ...(r?.retryOn ? splitRetryOn(r.retryOn) : {}), attempts, perTryTimeoutMs: r?.perTryTimeoutMs };
+    if (r?.backoffMs) action.retry.backoffMs = r.backoffMs;
+    if (r?.previousHosts === false) action.retry.previousHosts = false;
+  }
   return action;
+}
+
+/** Istio's retryOn: status codes among the conditions become retriable_status_codes (and the condition that reads them). */
+export function splitRetryOn(retryOn: string): { retryOn: string; codes: number[] } {
+  const parts = retryOn.split(',').map((p) => p.trim()).filter(Boolean);
+  const codes = parts.filter((p) => /^\d+$/.test(p)).map(Number);
+  const conditions = parts.filter((p) => !/^\d+$/.test(p));
+  if (codes.length && !conditions.includes('retriable-status-codes')) conditions.push('retriable-status-codes');
+  return { retryOn: conditions.join(','), codes };
 }
 
 function destinationPort(d: { host: string; port?: number }, host: string, port: number, source: string, ctx: RouteContext): number {

@@ -36,8 +36,21 @@ export interface RetryPolicy {
   /** 0 disables retries; absent keeps the mesh default. */
   attempts?: number;
   perTryTimeoutMs?: number;
+  /** Istio's spelling: Envoy retry conditions and HTTP status codes, comma-separated. */
   retryOn?: string;
+  /** The base of the exponential backoff between attempts (Envoy's default 25 ms when absent). */
+  backoffMs?: number;
+  /** Prefer endpoints not tried yet (Istio's `retryIgnorePreviousHosts`, on by default). */
+  previousHosts?: boolean;
 }
+
+/** The retry conditions weft's waypoint acts on (Envoy's names); Istio also accepts HTTP status codes among them. */
+export const RETRY_CONDITIONS = [
+  '5xx', 'gateway-error', 'reset', 'connect-failure', 'retriable-4xx', 'refused-stream', 'retriable-status-codes',
+  'cancelled', 'deadline-exceeded', 'internal', 'resource-exhausted', 'unavailable',
+];
+/** Valid in Istio, not served by weft: refused rather than silently not retried. */
+export const UNSERVED_RETRY_CONDITIONS = ['retriable-headers', 'envoy-ratelimited', 'reset-before-request', 'http3-post-connect-failure'];
 
 export interface RouteRule {
   name: string;

@@ -3,7 +3,7 @@
 // apply to the mesh and yields nothing.
 import type { KObject } from '../../../kube/objects.ts';
 import { Checker, isObj, qualifyHost, type NetworkingProblem } from './common.ts';
-import { GRPC_STATUS, orderKey, type FaultPolicy, type HeaderMatch, type RetryPolicy, type RouteDestination, type RouteMatch, type RouteRule, type RouteTable, type StringMatch } from './routes.ts';
+import { GRPC_STATUS, orderKey, RETRY_CONDITIONS, UNSERVED_RETRY_CONDITIONS, type FaultPolicy, type HeaderMatch, type RetryPolicy, type RouteDestination, type RouteMatch, type RouteRule, type RouteTable, type StringMatch } from './routes.ts';
 import type { MeshOptions } from './workloads.ts';
 
 const SPEC = ['hosts', 'gateways', 'http', 'tcp', 'tls', 'exportTo'];
@@ -116,10 +116,32 @@ function parseRetries(c: Checker, v: unknown, field: string): RetryPolicy | unde
   const r = c.obj(v, field);
   if (!r) return undefined;
   c.known(r, field, ['attempts', 'perTryTimeout', 'retryOn', 'retryRemoteLocalities', 'retryIgnorePreviousHosts', 'backoff']);
-  const attempts = c.int(r.attempts, `${field}.attempts`, 0, 1000);
-  const retryOn = c.str(r.retryOn, `${field}.retryOn`);
-  if (retryOn !== undefined && !/^[a-z0-9-]+(,[a-z0-9-]+)*$/.test(retryOn.replace(/\s/g, ''))) c.error(`${field}.retryOn`, 'expected a comma-separated list of retry conditions');
-  return { attempts, perTryTimeoutMs: c.duration(r.perTryTimeout, `${field}.perTryTimeout`), retryOn: retryOn?.replace(/\s/g, '') };
+  // Istio reads an absent `attempts` as 0: the stanza then turns retries off.
+  const attempts = c.int(r.attempts, `${field}.attempts`, 0, 1000) ?? 0;
+  const retryOn = retryConditions(c, r.retryOn, `${field}.retryOn`);
+  if (r.retryRemoteLocalities !== undefined) c.ignored(`${field}.retryRemoteLocalities`, 'weft has no localities: ignored');
+  let previousHosts: boolean | undefined;
+  if (r.retryIgnorePreviousHosts !== undefined) {
+    if (typeof r.retryIgnorePreviousHosts !== 'boolean') c.error(`${field}.retryIgnorePreviousHosts`, 'expected true or false');
+    else previousHosts = r.retryIgnorePreviousHosts;
+  }
+  const backoffMs = c.duration(r.backoff, `${field}.backoff`);
+  if (backoffMs === 0) c.error(`${field}.backoff`, 'must be more than 0');
+  return { attempts, perTryTimeoutMs: c.duration(r.perTryTimeout, `${field}.perTryTimeout`), retryOn, backoffMs, previousHosts };
+}
+
+/** Istio's retryOn: Envoy retry conditions and HTTP status codes; the ones weft's waypoint cannot act on are refused. */
+export function retryConditions(c: Checker, v: unknown, field: string): string | undefined {
+  const s = c.str(v, field);
+  if (s === undefined) return undefined;
+  const parts = s.split(',').map((p) => p.trim());
+  for (const p of parts) {
+    if (/^\d+$/.test(p)) {
+      if (Number(p) < 100 || Number(p) > 599) c.error(field, `${p} is not an HTTP status code`);
+    } else if (UNSERVED_RETRY_CONDITIONS.includes(p)) c.error(field, `retry condition ${p} is not supported by weft`);
+    else if (!RETRY_CONDITIONS.includes(p)) c.error(field, `unknown retry condition ${JSON.stringify(p)} (expected ${RETRY_CONDITIONS.join(', ')} or an HTTP status code)`);
+  }
+  return parts.join(',');
 }
 
 function percent(c: Checker, v: unknown, field: string): number {

@@ -1,13 +1,16 @@
 // RouteConfiguration for one service port, from the port's resolved routes (the model's
 // port-routes.ts): each route an Envoy route, its clusters named as Istio names them.
 import type { HashKey } from '../../model/networking/destination-rule.ts';
-import type { PortRoute, RouteAction } from '../../model/networking/port-routes.ts';
+import type { PortRoute, RouteAction, RouteRetry } from '../../model/networking/port-routes.ts';
+import { anyMessage } from '../../../api/protos.ts';
 import type { FaultPolicy, HeaderMatch, RouteMatch, StringMatch } from '../../model/networking/routes.ts';
 import { any, duration, encode } from './messages.ts';
 import { clusterName, listenerName } from './names.ts';
 import { buildLocalRateLimit, LOCAL_RATE_LIMIT_FILTER } from './rate-limit.ts';
 
 export const FAULT_FILTER = 'envoy.filters.http.fault';
+export const PREVIOUS_HOSTS = 'envoy.retry_host_predicates.previous_hosts';
+const PREVIOUS_HOSTS_TYPE = 'envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate';
 
 export function buildRouteConfiguration(host: string, port: number, portRoutes: readonly PortRoute[]): Uint8Array {
   const name = listenerName(host, port);
@@ -39,11 +42,7 @@ function routeAction(action: RouteAction): Record<string, unknown> {
   a.timeout = duration(action.timeoutMs ?? 0);
   if (action.timeoutMs) a.maxStreamDuration = { maxStreamDuration: duration(action.timeoutMs) };
   if (action.hash) a.hashPolicy = [hashPolicy(action.hash)];
-  if (action.retry) {
-    const rp: Record<string, unknown> = { retryOn: action.retry.retryOn, numRetries: { value: action.retry.attempts } };
-    if (action.retry.perTryTimeoutMs) rp.perTryTimeout = duration(action.retry.perTryTimeoutMs);
-    a.retryPolicy = rp;
-  }
+  if (action.retry) a.retryPolicy = retryPolicy(action.retry);
   return a;
 }
 
@@ -55,6 +54,19 @@ function hashPolicy(k: HashKey): Record<string, unknown> {
   if (k.cookie.path) c.path = k.cookie.path;
   if (k.cookie.ttlMs !== undefined) c.ttl = duration(k.cookie.ttlMs);
   return { cookie: c };
+}
+
+/** As Istio writes it: the previous_hosts predicate (5 tries to find a new endpoint), the backoff base only (Envoy caps it at 10x). */
+function retryPolicy(r: RouteRetry): Record<string, unknown> {
+  const rp: Record<string, unknown> = { retryOn: r.retryOn, numRetries: { value: r.attempts } };
+  if (r.perTryTimeoutMs) rp.perTryTimeout = duration(r.perTryTimeoutMs);
+  if (r.codes.length) rp.retriableStatusCodes = r.codes;
+  if (r.previousHosts) {
+    rp.retryHostPredicate = [{ name: PREVIOUS_HOSTS, typedConfig: anyMessage(`type.googleapis.com/${PREVIOUS_HOSTS_TYPE}`, new Uint8Array()) }];
+    rp.hostSelectionRetryMaxAttempts = 5;
+  }
+  if (r.backoffMs) rp.retryBackOff = { baseInterval: duration(r.backoffMs) };
+  return rp;
 }
 
 function stringMatcher(s: StringMatch): Record<string, unknown> {
