@@ -4,7 +4,7 @@
 // with no rule for the port, one default route to the whole service. Plain data: the xDS builders
 // translate it (src/control/xds/envoy/routes.ts).
 import type { RankedRule } from './gateway-routes.ts';
-import type { FaultPolicy, RouteMatch, RouteRule, RouteTable } from './routes.ts';
+import type { DirectResponsePolicy, FaultPolicy, HeaderPolicy, RedirectPolicy, RewritePolicy, RouteMatch, RouteRule, RouteTable } from './routes.ts';
 import type { MeshService } from './services.ts';
 
 /** Istio's default retry policy; gRPC clients act on the gRPC-status conditions in it. */
@@ -20,7 +20,7 @@ export interface ClusterRef {
 
 export interface RouteAction {
   /** Where requests go, with weights of at least 1; one entry means no split. */
-  clusters: (ClusterRef & { weight: number })[];
+  clusters: (ClusterRef & { weight: number; headers?: HeaderPolicy })[];
   /** Absent or 0: no timeout. */
   timeoutMs?: number;
   /** Absent: no retries. */
@@ -32,6 +32,16 @@ export interface PortRoute {
   match: RouteMatch;
   action: RouteAction;
   fault?: FaultPolicy;
+  /** What the route does besides (or instead of) forwarding; see routes.ts. */
+  extras?: RouteExtras;
+}
+
+export interface RouteExtras {
+  redirect?: RedirectPolicy;
+  directResponse?: DirectResponsePolicy;
+  rewrite?: RewritePolicy;
+  headers?: HeaderPolicy;
+  mirrors?: (ClusterRef & { percent: number })[];
 }
 
 export interface RouteContext {
@@ -64,7 +74,12 @@ export function portRoutes(host: string, port: number, tables: readonly RouteTab
   for (const { rule, source } of rulesFor(port, tables)) {
     const action = routeAction(rule, host, port, source, ctx);
     const matches = rule.matches.length ? rule.matches.filter((m) => m.port === undefined || m.port === port) : [{ headers: [] }];
-    for (const match of matches) routes.push(rule.fault ? { name: rule.name, match, action, fault: rule.fault } : { name: rule.name, match, action });
+    const extras = routeExtras(rule, host, port, source, ctx);
+    for (const match of matches) {
+      const r: PortRoute = rule.fault ? { name: rule.name, match, action, fault: rule.fault } : { name: rule.name, match, action };
+      if (extras) r.extras = extras;
+      routes.push(r);
+    }
   }
   // No rule for this port: the whole service, as if nothing were attached.
   if (!routes.length) routes.push({ name: 'default', match: { headers: [] }, action: routeAction({ name: 'default', matches: [], destinations: [{ host, port, weight: 1 }] }, host, port, '', ctx) });
@@ -74,11 +89,21 @@ export function portRoutes(host: string, port: number, tables: readonly RouteTab
 function routeAction(rule: RouteRule, host: string, port: number, source: string, ctx: RouteContext): RouteAction {
   const clusters = rule.destinations
     .filter((d) => d.weight > 0 || rule.destinations.length === 1)
-    .map((d) => ({ host: d.host, port: destinationPort(d, host, port, source, ctx), subset: d.subset, weight: Math.max(d.weight, 1) }));
+    .map((d) => ({ host: d.host, port: destinationPort(d, host, port, source, ctx), subset: d.subset, weight: Math.max(d.weight, 1), ...(d.headers ? { headers: d.headers } : {}) }));
   const action: RouteAction = { clusters, timeoutMs: rule.timeoutMs };
   const attempts = rule.retry?.attempts ?? DEFAULT_RETRY.attempts;
   if (attempts > 0) action.retry = { retryOn: rule.retry?.retryOn ?? DEFAULT_RETRY.retryOn, attempts, perTryTimeoutMs: rule.retry?.perTryTimeoutMs };
   return action;
+}
+
+function routeExtras(rule: RouteRule, host: string, port: number, source: string, ctx: RouteContext): RouteExtras | undefined {
+  const x: RouteExtras = {};
+  if (rule.redirect) x.redirect = rule.redirect;
+  if (rule.directResponse) x.directResponse = rule.directResponse;
+  if (rule.rewrite) x.rewrite = rule.rewrite;
+  if (rule.headers) x.headers = rule.headers;
+  if (rule.mirrors?.length) x.mirrors = rule.mirrors.map((m) => ({ host: m.host, port: destinationPort(m, host, port, source, ctx), subset: m.subset, percent: m.percent }));
+  return Object.keys(x).length ? x : undefined;
 }
 
 function destinationPort(d: { host: string; port?: number }, host: string, port: number, source: string, ctx: RouteContext): number {

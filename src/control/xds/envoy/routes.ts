@@ -2,7 +2,9 @@
 // port-routes.ts): each route an Envoy route, its clusters named as Istio names them.
 import type { PortRoute, RouteAction } from '../../model/networking/port-routes.ts';
 import type { FaultPolicy, HeaderMatch, RouteMatch, StringMatch } from '../../model/networking/routes.ts';
+import { MAX_DIRECT_BODY } from '../../model/networking/route-actions.ts';
 import { any, duration, encode } from './messages.ts';
+import { clusterHeaders, directResponse, headerFields, redirect, rewriteFields } from './route-actions.ts';
 import { clusterName, listenerName } from './names.ts';
 
 export const FAULT_FILTER = 'envoy.filters.http.fault';
@@ -10,11 +12,18 @@ export const FAULT_FILTER = 'envoy.filters.http.fault';
 export function buildRouteConfiguration(host: string, port: number, portRoutes: readonly PortRoute[]): Uint8Array {
   const name = listenerName(host, port);
   const routes = portRoutes.map((pr) => {
-    const r: Record<string, unknown> = { name: pr.name, match: routeMatch(pr.match), route: routeAction(pr.action) };
+    const x = pr.extras;
+    const r: Record<string, unknown> = { name: pr.name, match: routeMatch(pr.match) };
+    if (x?.redirect) r.redirect = redirect(x.redirect);
+    else if (x?.directResponse) r.directResponse = directResponse(x.directResponse);
+    else r.route = { ...routeAction(pr.action), ...rewriteFields(x) };
     if (pr.fault) r.typedPerFilterConfig = { [FAULT_FILTER]: any('envoy.extensions.filters.http.fault.v3.HTTPFault', fault(pr.fault)) };
-    return r;
+    return { ...r, ...headerFields(x?.headers, pr.action) };
   });
-  return encode('envoy.config.route.v3.RouteConfiguration', { name, virtualHosts: [{ name, domains: domains(host, port), routes }] });
+  const rc: Record<string, unknown> = { name, virtualHosts: [{ name, domains: domains(host, port), routes }] };
+  // Envoy's default limit is 4 KiB; the model allows up to MAX_DIRECT_BODY.
+  if (portRoutes.some((pr) => (pr.extras?.directResponse?.body?.length ?? 0) > 4096)) rc.maxDirectResponseBodySizeBytes = { value: MAX_DIRECT_BODY };
+  return encode('envoy.config.route.v3.RouteConfiguration', rc);
 }
 
 /** The names a client may dial this service by, with and without the port. */
@@ -26,7 +35,7 @@ function domains(host: string, port: number): string[] {
 }
 
 function routeAction(action: RouteAction): Record<string, unknown> {
-  const clusters = action.clusters.map((c) => ({ name: clusterName(c.host, c.port, c.subset), weight: { value: c.weight } }));
+  const clusters = action.clusters.map((c) => ({ name: clusterName(c.host, c.port, c.subset), weight: { value: c.weight }, ...clusterHeaders(c.headers) }));
   const a: Record<string, unknown> = clusters.length === 1 ? { cluster: clusters[0]!.name } : { weightedClusters: { clusters } };
   // Istio turns Envoy's 15 s default off; gRPC clients read the limit from max_stream_duration.
   a.timeout = duration(action.timeoutMs ?? 0);
@@ -45,7 +54,9 @@ function stringMatcher(s: StringMatch): Record<string, unknown> {
 
 function routeMatch(m: RouteMatch): Record<string, unknown> {
   const out: Record<string, unknown> = !m.path ? { prefix: '/' } : 'exact' in m.path ? { path: m.path.exact } : 'prefix' in m.path ? { prefix: m.path.prefix } : { safeRegex: { regex: m.path.regex } };
+  if (m.ignoreCase) out.caseSensitive = { value: false };
   if (m.headers.length) out.headers = m.headers.map(headerMatcher);
+  if (m.query?.length) out.queryParameters = m.query.map((q) => (q.value ? { name: q.name, stringMatch: stringMatcher(q.value) } : { name: q.name, presentMatch: true }));
   return out;
 }
 
