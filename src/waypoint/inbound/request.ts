@@ -10,10 +10,12 @@ import { HboneError } from '../../hbone/errors.ts';
 import { elapsedMs } from '../../telemetry/connection.ts';
 import type { MeshIndex } from '../mesh.ts';
 import type { RequestTelemetry } from '../metrics/record.ts';
+import { prepareUpstream } from '../router/actions.ts';
 import { planRequest, type Plan } from '../router/plan.ts';
 import type { Endpoint, RoutingTable } from '../router/table.ts';
 import type { Balancer } from '../upstream/balancer.ts';
 import { endToEnd, forwardOver, openTunnel, type ForwardResult, type UpstreamOptions } from '../upstream/forward.ts';
+import { startMirrors } from '../upstream/mirror.ts';
 
 /** What the tunnel a request came through was for: decided once, at CONNECT. */
 export interface TunnelContext {
@@ -54,6 +56,13 @@ function localReply(res: Res, status: number, flags: string): number {
   return Buffer.byteLength(body);
 }
 
+function answer(res: Res, status: number, body: string): number {
+  if (res.headersSent || res.destroyed) return 0;
+  res.writeHead(status, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) });
+  res.end(body);
+  return Buffer.byteLength(body);
+}
+
 export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: Req, res: Res): Promise<void> {
   const start = process.hrtime.bigint();
   const startTime = new Date();
@@ -75,7 +84,7 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
   } else {
     plan = planRequest({
       table: deps.table(), mesh, balancer: deps.balancer, listener: ctx.target.listener, unsupported: deps.unsupported,
-      req: { method: req.method ?? 'GET', path, query: new URLSearchParams(q < 0 ? '' : url.slice(q + 1)), headers: req.headers, host },
+      req: { method: req.method ?? 'GET', path, query: new URLSearchParams(q < 0 ? '' : url.slice(q + 1)), headers: req.headers, host, url, scheme: h2 ? (req as Http2ServerRequest).scheme : undefined },
     });
   }
 
@@ -84,6 +93,13 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
   if (plan.kind === 'local') {
     req.resume();
     result = { status: plan.status, flags: plan.flags, details: plan.reason, requestBytes: 0, responseBytes: localReply(res, plan.status, plan.flags) };
+  } else if (plan.kind === 'answer') {
+    req.resume();
+    if (!res.headersSent && !res.destroyed) {
+      res.writeHead(plan.status, { ...plan.headers, 'content-length': plan.body.length });
+      res.end(plan.body);
+    }
+    result = { status: plan.status, flags: '-', details: plan.details, requestBytes: 0, responseBytes: plan.body.length };
   } else {
     upstreamHost = `${plan.endpoint.address}:${plan.endpoint.port}`;
     result = await forward(deps.upstream, plan, req, res, host, requestId);
@@ -124,6 +140,12 @@ async function forward(o: UpstreamOptions, plan: Extract<Plan, { kind: 'forward'
     req.resume();
     return { status: 503, flags: 'UH', details: `no identity known for ${plan.endpoint.address}`, requestBytes: 0, responseBytes: localReply(res, 503, 'UH') };
   }
+  const headers: OutgoingHttpHeaders = { ...endToEnd(req.headers), host, 'x-request-id': requestId };
+  const up = prepareUpstream(plan.entry, plan.cluster, req.url ?? '/', headers);
+  if (!up) {
+    req.resume();
+    return { status: 414, flags: '-', details: 'rewrite_path_too_long', requestBytes: 0, responseBytes: answer(res, 414, 'URI Too Long') };
+  }
   const gone = new Promise<void>((resolve) => res.once('close', () => (res.writableFinished ? undefined : resolve())));
   let tunnel;
   try {
@@ -134,15 +156,16 @@ async function forward(o: UpstreamOptions, plan: Extract<Plan, { kind: 'forward'
     if (res.destroyed) return { status: 0, flags: 'DC', details, requestBytes: 0, responseBytes: 0 };
     return { status: 503, flags: 'UF', details, requestBytes: 0, responseBytes: localReply(res, 503, 'UF') };
   }
-  const headers: OutgoingHttpHeaders = { ...endToEnd(req.headers), host, 'x-request-id': requestId };
+  if (plan.mirrors) startMirrors(o, plan.mirrors, { method: req.method ?? 'GET', url: up.url, headers, body: req as unknown as Readable });
   const result = await forwardOver(
     tunnel,
     {
       method: req.method ?? 'GET',
-      url: req.url ?? '/',
+      url: up.url,
       headers,
       body: req as unknown as Readable,
       respond: (status, h) => {
+        up.response(h);
         res.writeHead(status, h);
       },
       sink: res as unknown as NodeJS.WritableStream & { destroy(e?: Error): unknown; readonly writableFinished: boolean },

@@ -4,12 +4,16 @@
 // flag. NR: no route (404, as Envoy answers); UH: no healthy endpoint (503); NC: the route names a
 // cluster the waypoint does not have (503).
 import type { Balancer } from '../upstream/balancer.ts';
+import { chooseMirrors, type MirrorTarget } from '../upstream/mirror.ts';
 import type { MeshIndex } from '../mesh.ts';
-import { selectRoute, selectVirtualHost, type Endpoint, type RequestFacts, type RoutingTable } from './table.ts';
+import { localAnswer, type LocalAnswer } from './actions.ts';
+import { selectRoute, selectVirtualHost, type Endpoint, type RequestFacts, type Route, type RoutingTable } from './table.ts';
 
 export type Plan =
-  | { kind: 'forward'; route: string; cluster: string; endpoint: Endpoint; identity: string; timeoutMs: number }
-  | { kind: 'local'; status: number; flags: 'NR' | 'UH' | 'NC'; reason: string; route?: string; cluster?: string };
+  | { kind: 'forward'; route: string; cluster: string; endpoint: Endpoint; identity: string; timeoutMs: number; entry?: Route; mirrors?: MirrorTarget[] }
+  | { kind: 'local'; status: number; flags: 'NR' | 'UH' | 'NC'; reason: string; route?: string; cluster?: string }
+  /** The route itself answers (redirect, direct response): router/actions.ts. */
+  | ({ kind: 'answer'; route: string; cluster?: undefined } & LocalAnswer);
 
 export interface PlanInput {
   table: RoutingTable;
@@ -31,6 +35,8 @@ export function planRequest({ table, mesh, balancer, listener, req, unsupported 
   if (!vh) return { kind: 'local', status: 404, flags: 'NR', reason: `${rcName}: no virtual host for ${req.host}` };
   const route = selectRoute(vh, req);
   if (!route) return { kind: 'local', status: 404, flags: 'NR', reason: `${rcName}: no route matches ${req.method} ${req.path}` };
+  const answer = localAnswer(route, { url: req.url ?? req.path, host: req.host, headers: req.headers });
+  if (answer) return { kind: 'answer', route: route.name, ...answer };
   const cluster = balancer.cluster(route).name;
   const c = table.clusters.get(cluster);
   if (!c) return { kind: 'local', status: 503, flags: 'NC', reason: `cluster ${cluster} not found`, route: route.name, cluster };
@@ -40,5 +46,6 @@ export function planRequest({ table, mesh, balancer, listener, req, unsupported 
   const endpoints = (table.endpoints.get(c.edsName) ?? []).filter((e) => mesh.identity(e.address) !== undefined);
   const endpoint = balancer.endpoint(cluster, endpoints);
   if (!endpoint) return { kind: 'local', status: 503, flags: 'UH', reason: `cluster ${cluster}: no healthy endpoint`, route: route.name, cluster };
-  return { kind: 'forward', route: route.name, cluster, endpoint, identity: mesh.identity(endpoint.address)!, timeoutMs: route.timeoutMs };
+  const mirrors = route.mirrors ? chooseMirrors(route, table, mesh, balancer) : undefined;
+  return { kind: 'forward', route: route.name, cluster, endpoint, identity: mesh.identity(endpoint.address)!, timeoutMs: route.timeoutMs, entry: route, ...(mirrors?.length ? { mirrors } : {}) };
 }

@@ -1,6 +1,7 @@
 // The waypoint's routing table: what the xDS resources (xds/compile.ts) become, immutable once built
 // and swapped in whole (xds/config.ts), so a request always sees one consistent view. Per service
 // port (the listener `host:port`) its route configuration; per cluster its endpoints.
+import type { DirectResponse, HeaderEdits, Redirect, RouteRewrite } from './actions.ts';
 
 /** A string matcher as Envoy's StringMatcher, compiled. */
 export type Matcher = (value: string) => boolean;
@@ -21,6 +22,15 @@ export interface QueryMatcher {
 export interface WeightedCluster {
   name: string;
   weight: number;
+  /** Applied before the route's own (router/actions.ts). */
+  requestHeaders?: HeaderEdits;
+  responseHeaders?: HeaderEdits;
+}
+
+/** request_mirror_policies: a copy of a share of the requests (0..1) to another cluster. */
+export interface Mirror {
+  cluster: string;
+  fraction: number;
 }
 
 export interface Route {
@@ -33,6 +43,13 @@ export interface Route {
   totalWeight: number;
   /** 0: no timeout (Istio's default). */
   timeoutMs: number;
+  /** A route that answers locally (redirect or direct_response) has no clusters. */
+  redirect?: Redirect;
+  direct?: DirectResponse;
+  rewrite?: RouteRewrite;
+  requestHeaders?: HeaderEdits;
+  responseHeaders?: HeaderEdits;
+  mirrors?: Mirror[];
 }
 
 export interface VirtualHost {
@@ -77,12 +94,17 @@ export interface RequestFacts {
   query: URLSearchParams;
   headers: Readonly<Record<string, string | string[] | undefined>>;
   host: string;
+  /** The request target as received (path and query), for redirects. */
+  url?: string;
+  /** `:scheme`; plaintext inside the tunnel, so http unless the request says otherwise. */
+  scheme?: string;
 }
 
 const headerValue = (r: RequestFacts, name: string): string | undefined => {
   if (name === ':method') return r.method;
   if (name === ':path') return r.path;
   if (name === ':authority') return r.host;
+  if (name === ':scheme') return r.scheme ?? 'http';
   const v = r.headers[name];
   return Array.isArray(v) ? v.join(',') : v; // Envoy matches repeated headers joined by commas
 };

@@ -4,6 +4,7 @@
 // yet is listed in `ignored` of the route, for config dumps.
 import { isIP } from 'node:net';
 import type { Cluster, Endpoint, HeaderMatcher, Matcher, QueryMatcher, Route, RouteConfig, VirtualHost, WeightedCluster } from '../router/table.ts';
+import { compileDirectResponse, compileRedirect, compileRouteRewrite, DEFAULT_MAX_DIRECT_BODY, headerEdits, matchedLength, refuseHostLevelHeaders } from './compile-actions.ts';
 import { decodeEnvoy, HCM, type Msg } from './envoy.ts';
 
 /** Regexes are JavaScript's, not RE2: bounded in size so one resource cannot hand us a huge program. */
@@ -108,16 +109,24 @@ const ms = (d: unknown): number => {
   return o ? (Number(o.seconds ?? 0) * 1000 + Math.round(Number(o.nanos ?? 0) / 1e6)) : 0;
 };
 
-function route(r: Msg, field: string): Route {
+function route(r: Msg, field: string, maxDirectBody = DEFAULT_MAX_DIRECT_BODY): Route {
   const name = str(r.name) ?? '';
   const f = `${field}${name ? ` (${name})` : ''}`;
-  if (r.redirect !== undefined) throw new Error(`${f}.redirect: not supported by the waypoint yet`);
-  if (r.directResponse !== undefined) throw new Error(`${f}.direct_response: not supported by the waypoint yet`);
   for (const filter of Object.keys(obj(r.typedPerFilterConfig) ?? {})) {
     throw new Error(filter === FAULT_FILTER ? `${f}: fault injection is not supported by the waypoint yet` : `${f}.typed_per_filter_config: unknown filter ${filter}`);
   }
   const match = obj(r.match);
   if (!match) throw new Error(`${f}.match: missing`);
+  const matchers = {
+    name,
+    path: pathMatcher(match, `${f}.match`),
+    headers: arr(match.headers).map((h, i) => headerMatcher(h, `${f}.match.headers[${i}]`)),
+    query: arr(match.queryParameters).map((q, i) => queryMatcher(q, `${f}.match.query_parameters[${i}]`)),
+    ...headerEdits(r, f),
+  };
+  // A local answer (router/actions.ts): no clusters to choose from.
+  if (obj(r.redirect)) return { ...matchers, clusters: [], totalWeight: 0, timeoutMs: 0, redirect: compileRedirect(obj(r.redirect)!, matchedLength(match), `${f}.redirect`) };
+  if (obj(r.directResponse)) return { ...matchers, clusters: [], totalWeight: 0, timeoutMs: 0, direct: compileDirectResponse(obj(r.directResponse)!, maxDirectBody, `${f}.direct_response`) };
   const action = obj(r.route);
   if (!action) throw new Error(`${f}: no route action`);
   let clusters: WeightedCluster[];
@@ -128,31 +137,32 @@ function route(r: Msg, field: string): Route {
       if (!cn) throw new Error(`${f}.route.weighted_clusters.clusters[${i}].name: empty`);
       const w = wrapped(c.weight) ?? 0;
       if (!Number.isSafeInteger(w) || w < 0) throw new Error(`${f}.route.weighted_clusters.clusters[${i}].weight: ${w} is not a non-negative integer`);
-      return { name: cn, weight: w };
+      return { name: cn, weight: w, ...headerEdits(c, `${f}.route.weighted_clusters.clusters[${i}]`) };
     });
   } else throw new Error(`${f}.route: needs cluster or weighted_clusters (cluster_header and the rest are not supported)`);
   const totalWeight = clusters.reduce((n, c) => n + c.weight, 0);
   if (!clusters.length || totalWeight <= 0) throw new Error(`${f}.route.weighted_clusters: the weights add up to 0`);
   return {
-    name,
-    path: pathMatcher(match, `${f}.match`),
-    headers: arr(match.headers).map((h, i) => headerMatcher(h, `${f}.match.headers[${i}]`)),
-    query: arr(match.queryParameters).map((q, i) => queryMatcher(q, `${f}.match.query_parameters[${i}]`)),
+    ...matchers,
     clusters,
     totalWeight,
     timeoutMs: ms(action.timeout),
+    ...compileRouteRewrite(action, matchedLength(match), `${f}.route`),
   };
 }
 
 export function compileRouteConfig(m: Msg): RouteConfig {
   const name = str(m.name);
   if (!name) throw new Error('RouteConfiguration: empty name');
+  refuseHostLevelHeaders(m, `RouteConfiguration ${name}`);
+  const maxDirectBody = wrapped(m.maxDirectResponseBodySizeBytes) ?? DEFAULT_MAX_DIRECT_BODY;
   const virtualHosts: VirtualHost[] = arr(m.virtualHosts).map((v, i) => {
     const field = `RouteConfiguration ${name}: virtual_hosts[${i}]`;
+    refuseHostLevelHeaders(v, field);
     return {
       name: str(v.name) ?? '',
       domains: (Array.isArray(v.domains) ? (v.domains as string[]) : []).map((d) => d.toLowerCase()),
-      routes: arr(v.routes).map((r, j) => route(r, `${field}.routes[${j}]`)),
+      routes: arr(v.routes).map((r, j) => route(r, `${field}.routes[${j}]`, maxDirectBody)),
     };
   });
   return { name, virtualHosts };
