@@ -48,6 +48,7 @@ export function shadowHost(host: string): string {
 /** Starts the mirrors of one request; `body` is the request body the main forward also reads. Never throws, never waits. */
 export function startMirrors(o: UpstreamOptions, targets: MirrorTarget[], req: { method: string; url: string; headers: OutgoingHttpHeaders; body: Readable }): void {
   if (!targets.length) return;
+  const head = { method: req.method, url: req.url, headers: { ...req.headers } };
   const chunks: Buffer[] = [];
   let size = 0;
   let over = false;
@@ -63,7 +64,7 @@ export function startMirrors(o: UpstreamOptions, targets: MirrorTarget[], req: {
     req.body.off('data', onData);
     if (over) return;
     const body = Buffer.concat(chunks);
-    for (const t of targets) send(o, t, req, body);
+    for (const t of targets) send(o, t, head, body);
   };
   req.body.on('data', onData);
   req.body.once('end', done);
@@ -85,8 +86,11 @@ function send(o: UpstreamOptions, t: MirrorTarget, req: { method: string; url: s
   };
   const timer = setTimeout(finish, TIMEOUT_MS);
   timer.unref();
-  const headers: OutgoingHttpHeaders = { ...req.headers, host: shadowHost(String(req.headers.host ?? '')), 'content-length': String(body.length) };
+  const headers: OutgoingHttpHeaders = { ...req.headers, host: shadowHost(String(req.headers.host ?? '')) };
+  // The body is whole here: sent with its length (none for a bodiless request, as it came).
   delete headers['transfer-encoding'];
+  delete headers['content-length'];
+  if (body.length || req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined) headers['content-length'] = String(body.length);
   openTunnel(o, t.endpoint, t.identity, {}).then(
     (tunnel) => {
       tunnelRef = tunnel;
