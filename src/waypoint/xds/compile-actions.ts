@@ -4,6 +4,7 @@
 // refused by field, never dropped.
 import type { DirectResponse, HeaderAdd, HeaderEdits, PathRewrite, Redirect, RouteRewrite } from '../router/actions.ts';
 import type { Mirror } from '../router/table.ts';
+import { regexProblem } from '../../util/regex-guard.ts';
 import type { Msg } from './envoy.ts';
 
 const MAX_REGEX = 1024;
@@ -31,6 +32,8 @@ function rewriteRegex(m: Msg | undefined, field: string): PathRewrite | undefine
   const substitution = str(m.substitution) ?? '';
   if (!pattern) throw new Error(`${field}.pattern: empty regex`);
   if (pattern.length > MAX_REGEX || substitution.length > MAX_REGEX) throw new Error(`${field}: pattern or substitution longer than ${MAX_REGEX} characters`);
+  const why = regexProblem(pattern);
+  if (why) throw new Error(`${field}.pattern: regex refused: ${why}`);
   try {
     return { regex: new RegExp(pattern, 'g'), substitution };
   } catch (e) {

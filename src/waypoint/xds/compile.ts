@@ -5,6 +5,7 @@
 import { isIP } from 'node:net';
 import type { Cluster, Endpoint, HeaderMatcher, Matcher, QueryMatcher, Route, RouteConfig, VirtualHost, WeightedCluster } from '../router/table.ts';
 import { compileDirectResponse, compileRedirect, compileRouteRewrite, DEFAULT_MAX_DIRECT_BODY, headerEdits, matchedLength, refuseHostLevelHeaders } from './compile-actions.ts';
+import { regexProblem } from '../../util/regex-guard.ts';
 import { decodeEnvoy, HCM, type Msg } from './envoy.ts';
 
 /** Regexes are JavaScript's, not RE2: bounded in size so one resource cannot hand us a huge program. */
@@ -23,6 +24,8 @@ function regex(source: unknown, field: string, flags = ''): RegExp {
   const s = str(source);
   if (s === undefined || s === '') throw new Error(`${field}: empty regex`);
   if (s.length > MAX_REGEX) throw new Error(`${field}: regex longer than ${MAX_REGEX} characters`);
+  const why = regexProblem(s);
+  if (why) throw new Error(`${field}: regex refused: ${why}`);
   try {
     return new RegExp(`^(?:${s})$`, flags); // RE2 full-match semantics, as Envoy's safe_regex
   } catch (e) {

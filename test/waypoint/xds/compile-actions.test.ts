@@ -23,6 +23,10 @@ describe('waypoint route actions: compile', () => {
     expect(() => one({ route: { cluster: 'c', autoHostRewrite: { value: true } } })).toThrow(/auto_host_rewrite/);
     expect(() => one({ route: { cluster: 'c', regexRewrite: { pattern: { regex: '(' }, substitution: '' } } })).toThrow(/regex_rewrite\.pattern/);
     expect(() => one({ route: { cluster: 'c', regexRewrite: { pattern: { regex: 'a'.repeat(2000) }, substitution: '' } } })).toThrow(/longer than 1024/);
+    // Hostile: shapes JavaScript's backtracking engine would take exponential time on (RE2 would not).
+    expect(() => one({ route: { cluster: 'c', regexRewrite: { pattern: { regex: '(a+)+$' }, substitution: '' } } })).toThrow(/regex_rewrite\.pattern: regex refused: a repeated group that itself repeats/);
+    expect(() => rc([{ name: 'r', match: { safeRegex: { regex: '/(x*y)*' } }, route: { cluster: 'c' } }])).toThrow(/match\.safe_regex: regex refused/);
+    expect(() => rc([{ name: 'r', match: { prefix: '/', headers: [{ name: 'x', safeRegexMatch: { regex: '(a)\\1' } }] }, route: { cluster: 'c' } }])).toThrow(/backreferences/);
     expect(() => one({ route: { cluster: 'c', requestMirrorPolicies: [{ clusterHeader: 'x' }] } })).toThrow(/request_mirror_policies\[0\]\.cluster: empty/);
     expect(() => one({ directResponse: { status: 200, body: { inlineString: 'x'.repeat(5000) } } })).toThrow(/5000 bytes, over max_direct_response_body_size_bytes \(4096\)/);
     expect(one({ directResponse: { status: 200, body: { inlineString: 'x'.repeat(5000) } } }, { maxDirectResponseBodySizeBytes: { value: 65536 } }).direct!.body!.length).toBe(5000);

@@ -164,6 +164,7 @@ describe('route actions into Envoy routes', () => {
       istio('VirtualService', 'v4', { hosts: ['b'], http: [{ route: [{ destination: { host: 'b' } }], mirror: { host: 'a' }, mirrors: [] }] }),
       istio('VirtualService', 'v5', { hosts: ['b'], http: [{ route: [{ destination: { host: 'b' } }], headers: { response: { set: { ':status': '500' } } } }] }),
       istio('VirtualService', 'v6', { hosts: ['b'], http: [{ match: [{ sourceLabels: { app: 'x' } }], route: [{ destination: { host: 'b' } }] }] }),
+      istio('VirtualService', 'v7', { hosts: ['b'], http: [{ match: [{ headers: { 'x-id': { regex: '(a+)+$' } } }], route: [{ destination: { host: 'b' } }] }] }),
     ])).toEqual([
       'VirtualService/vs: spec.http[0].route: a rule with redirect cannot also route',
       'VirtualService/v2: spec.http[0].directResponse.body: larger than 65536 bytes',
@@ -171,6 +172,7 @@ describe('route actions into Envoy routes', () => {
       'VirtualService/v4: spec.http[0].mirrors: mirror and mirrors cannot both be set',
       expect.stringMatching(/^VirtualService\/v5: spec\.http\[0\]\.headers\.response\.set\.:status: pseudo-headers/),
       'VirtualService/v6: spec.http[0].match[0].sourceLabels: match condition not supported by weft',
+      'VirtualService/v7: spec.http[0].match[0].headers.x-id.regex: regular expression refused: a repeated group that itself repeats can backtrack exponentially',
     ]);
   });
 });
