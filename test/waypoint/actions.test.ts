@@ -60,6 +60,29 @@ describe('waypoint route actions', () => {
     expect(await rule('/api/x?v=3')).toBe('prefix');
   }, 30_000);
 
+  it('matches GRPCRoute methods (as /service/method paths) and headers', async () => {
+    const route = gateway('GRPCRoute', 'web', {
+      parentRefs: [parent],
+      rules: [
+        { matches: [{ method: { service: 'pkg.Echo', method: 'Say' }, headers: [{ name: 'x-tenant', value: 'blue' }] }], filters: [tag('blue')], backendRefs: [web] },
+        { matches: [{ method: { type: 'RegularExpression', service: 'pkg\\.v[0-9]+\\.Echo', method: 'Get.*' } }], filters: [tag('regex')], backendRefs: [web] },
+        { matches: [{ method: { service: 'pkg.Echo' } }], filters: [tag('service')], backendRefs: [web] },
+      ],
+    });
+    const s = await stand(cleanup, [...base(), route]);
+    const c = client(cleanup, s);
+    const rule = async (path: string, headers: Record<string, string> = {}) => {
+      const r = await c.request(path, { method: 'POST', headers: { 'content-type': 'application/grpc', ...headers }, body: Buffer.alloc(5) });
+      if (r.status !== 200) return `${r.status}`;
+      return String([...s.v1.seen, ...s.v2.seen].find((x) => x.url === path && !(x as { checked?: boolean }).checked && ((x as { checked?: boolean }).checked = true))!.headers['x-rule']);
+    };
+    expect(await rule('/pkg.Echo/Say', { 'x-tenant': 'blue' })).toBe('blue');
+    expect(await rule('/pkg.Echo/Say', { 'x-tenant': 'red' })).toBe('service');
+    expect(await rule('/pkg.v2.Echo/GetAll')).toBe('regex');
+    expect(await rule('/pkg.v2.Echo/Put')).toBe('404');
+    expect(await rule('/other.Svc/Say')).toBe('404');
+  }, 30_000);
+
   it('matches VirtualService method, authority, scheme, query parameters, withoutHeaders and ignoreUriCase', async () => {
     const tagged = (name: string, match: object) => ({ name, match: [match], route: [v1], headers: { request: { set: { 'x-rule': name } } } });
     const vs = istio('VirtualService', 'web', {
