@@ -58,6 +58,8 @@ describe('waypoint route actions', () => {
     expect(await rule('/api/x', { headers: { 'x-user': 'admin' } })).toBe('header');
     expect(await rule('/api/x?v=2')).toBe('query');
     expect(await rule('/api/x?v=3')).toBe('prefix');
+    expect(await rule('/api')).toBe('prefix');
+    expect(await rule('/apix')).toBe('404'); // a PathPrefix is whole path segments
   }, 30_000);
 
   it('matches GRPCRoute methods (as /service/method paths) and headers', async () => {

@@ -24,7 +24,6 @@ const FIELD: Record<string, string> = {
   RequestHeaderModifier: 'requestHeaderModifier', ResponseHeaderModifier: 'responseHeaderModifier', RequestRedirect: 'requestRedirect',
   URLRewrite: 'urlRewrite', RequestMirror: 'requestMirror', CORS: 'cors', ExtensionRef: 'extensionRef',
 };
-const quote = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 const escapeSubstitution = (s: string) => s.replace(/\\/g, '\\\\');
 
 export function gatewayFilters(c: Checker, v: unknown, field: string, ns: string, o: MeshOptions, grpc: boolean, backend = false): RuleFilters {
@@ -91,16 +90,13 @@ export function gatewayFilters(c: Checker, v: unknown, field: string, ns: string
   };
 }
 
-/** A path modifier for one match, as Istio writes it: a whole path, a prefix, or "/" after the prefix via a regex. */
+/** A path modifier for one match: a whole path, or a new prefix for a PathPrefix match (the Envoy routes keep the separator, routes.ts). */
 function pathRedirect(c: Checker, mod: PathModifier, match: StringMatch | undefined, field: string, rewrite = false): { path?: string; prefix?: string; regex?: { pattern: string; substitution: string } } {
   if ('full' in mod) return rewrite ? { regex: { pattern: '^/.*$', substitution: escapeSubstitution(mod.full) } } : { path: mod.full };
   if (!match || !('prefix' in match)) {
     c.error(field, 'ReplacePrefixMatch needs PathPrefix matches');
     return {};
   }
-  const prefix = match.prefix.replace(/\/+$/, '');
-  // "/foo" -> "/" must give "/bar" for "/foo/bar", not "//bar": the separator goes with the prefix.
-  if (mod.prefix.endsWith('/') && prefix !== '') return { regex: { pattern: `^${quote(prefix)}/*`, substitution: escapeSubstitution(mod.prefix) } };
   return { prefix: mod.prefix };
 }
 

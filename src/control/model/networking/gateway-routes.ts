@@ -126,7 +126,7 @@ function httpMatch(c: Checker, raw: unknown, f: string): RouteMatch | undefined 
     const type = p.type ?? 'PathPrefix';
     if (value === undefined) path = undefined;
     else if (type === 'Exact') path = { exact: value };
-    else if (type === 'PathPrefix') path = { prefix: value };
+    else if (type === 'PathPrefix') path = value.replace(/\/+$/, '') ? { prefix: value.replace(/\/+$/, ''), segments: true } : { prefix: '/' }; // a trailing "/" is ignored
     else if (type === 'RegularExpression') path = c.regex(value, `${f}.path.value`) === undefined ? undefined : { regex: value };
     else c.error(`${f}.path.type`, 'expected Exact, PathPrefix or RegularExpression');
   }

@@ -3,7 +3,8 @@
 // The traffic model resolves it per service port (port-routes.ts); nothing after this reads the
 // source objects.
 
-export type StringMatch = { exact: string } | { prefix: string } | { regex: string };
+/** `segments`: the prefix matches whole path segments (Gateway API PathPrefix: "/a" matches "/a" and "/a/b", not "/ab"). */
+export type StringMatch = { exact: string } | { prefix: string; segments?: boolean } | { regex: string };
 
 export interface HeaderMatch {
   name: string;

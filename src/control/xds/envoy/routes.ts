@@ -11,7 +11,7 @@ export const FAULT_FILTER = 'envoy.filters.http.fault';
 
 export function buildRouteConfiguration(host: string, port: number, portRoutes: readonly PortRoute[]): Uint8Array {
   const name = listenerName(host, port);
-  const routes = portRoutes.map((pr) => {
+  const routes = portRoutes.flatMap(bySegments).map((pr) => {
     const x = pr.extras;
     const r: Record<string, unknown> = { name: pr.name, match: routeMatch(pr.match) };
     if (x?.redirect) r.redirect = redirect(x.redirect);
@@ -24,6 +24,22 @@ export function buildRouteConfiguration(host: string, port: number, portRoutes: 
   // Envoy's default limit is 4 KiB; the model allows up to MAX_DIRECT_BODY.
   if (portRoutes.some((pr) => (pr.extras?.directResponse?.body?.length ?? 0) > 4096)) rc.maxDirectResponseBodySizeBytes = { value: MAX_DIRECT_BODY };
   return encode('envoy.config.route.v3.RouteConfiguration', rc);
+}
+
+/**
+ * A whole-segment prefix ("/a": "/a" and "/a/..." but not "/ab") as two routes every xDS client
+ * reads (proxyless gRPC refuses path_separated_prefix): the exact path, then the prefix with its
+ * separator, whose prefix replacement keeps the separator.
+ */
+function bySegments(pr: PortRoute): PortRoute[] {
+  const p = pr.match.path;
+  if (!p || !('prefix' in p) || !p.segments || p.prefix === '/') return [pr];
+  const slash = (r: string) => (r.endsWith('/') ? r : `${r}/`);
+  const x = pr.extras;
+  const under: PortRoute = { ...pr, match: { ...pr.match, path: { prefix: `${p.prefix}/` } } };
+  if (x?.rewrite?.prefix !== undefined) under.extras = { ...x, rewrite: { ...x.rewrite, prefix: slash(x.rewrite.prefix) } };
+  if (x?.redirect?.prefix !== undefined) under.extras = { ...x, redirect: { ...x.redirect, prefix: slash(x.redirect.prefix) } };
+  return [{ ...pr, match: { ...pr.match, path: { exact: p.prefix } } }, under];
 }
 
 /** The names a client may dial this service by, with and without the port. */

@@ -76,11 +76,16 @@ describe('route actions into Envoy routes', () => {
       ], backendRefs: [{ name: 'a', port: 80 }] },
     ])]);
     const by = (p: string) => rs.find((r) => r.match.prefix === p || r.match.path === p)!;
+    // A PathPrefix is whole segments: the exact path, then the prefix with its separator.
+    expect(rs.map((r) => r.match.path ?? r.match.prefix)).toEqual(['/mirror', '/rf', '/strip', '/strip/', '/full', '/full/', '/old', '/old/', '/p', '/p/']);
     expect(by('/old').redirect).toEqual({ schemeRedirect: 'https', hostRedirect: 'example.com', portRedirect: 443, prefixRewrite: '/new' }); // 301: MOVED_PERMANENTLY, the default
+    expect(by('/old/').redirect).toMatchObject({ prefixRewrite: '/new/' });
     expect(by('/old').route).toBeUndefined();
     expect(by('/full').redirect).toEqual({ portRedirect: 8080, pathRedirect: '/x', responseCode: 'FOUND' });
-    expect(by('/strip/').route).toMatchObject({ cluster: CL('a'), hostRewriteLiteral: 'h.example', regexRewrite: { pattern: { regex: '^/strip/*' }, substitution: '/' } });
+    expect(by('/strip').route).toMatchObject({ cluster: CL('a'), hostRewriteLiteral: 'h.example', prefixRewrite: '/' });
+    expect(by('/strip/').route).toMatchObject({ cluster: CL('a'), hostRewriteLiteral: 'h.example', prefixRewrite: '/' });
     expect(by('/p').route).toMatchObject({ prefixRewrite: '/q' });
+    expect(by('/p/').route).toMatchObject({ prefixRewrite: '/q/' });
     expect(by('/rf').route).toMatchObject({ regexRewrite: { pattern: { regex: '^/.*$' }, substitution: '/a\\\\b' } });
     expect((by('/mirror').route as Record<string, unknown>).requestMirrorPolicies).toEqual([
       { cluster: CL('b'), runtimeFraction: { defaultValue: { numerator: 250_000, denominator: 'MILLION' } } },
