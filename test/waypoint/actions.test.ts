@@ -5,7 +5,7 @@
 // without ever holding up the main request. Hostile: a rewrite that would build a huge path.
 import { afterEach, describe, expect, it } from 'vitest';
 import type { KObject } from '../../src/kube/objects.ts';
-import { mirrorsInFlight } from '../../src/waypoint/upstream/mirror.ts';
+import { MAX_IN_FLIGHT, mirrorsInFlight } from '../../src/waypoint/upstream/mirror.ts';
 import { Cleanup, HOST, client, istio, metric, NS, stand, subsets, until, webPod, webService } from './harness.ts';
 
 const base = () => [webService(), webPod('v1'), webPod('v2'), subsets()];
@@ -277,5 +277,16 @@ describe('waypoint route actions', () => {
     const r2 = await c.request('/big', { method: 'POST', body: big });
     expect(JSON.parse(r2.body)).toMatchObject({ pod: 'web-v1', body: big.length });
     expect(hung).toBe(1);
-  }, 30_000);
+    // A flood while the mirror target hangs: every main request served, the mirrors capped.
+    let next = 0;
+    const N = MAX_IN_FLIGHT + 40;
+    await Promise.all(Array.from({ length: 16 }, async () => {
+      while (next < N) {
+        next++;
+        expect((await c.request('/flood')).status).toBe(200);
+      }
+    }));
+    await until(() => hung === MAX_IN_FLIGHT, 5000, 'the capped mirrors tried');
+    expect(mirrorsInFlight()).toBe(MAX_IN_FLIGHT);
+  }, 60_000);
 });
