@@ -13,6 +13,7 @@ import { elapsedMs } from '../../telemetry/connection.ts';
 import type { MeshIndex } from '../mesh.ts';
 import type { RequestTelemetry } from '../metrics/record.ts';
 import { RATE_LIMITED_BODY, type RateLimiter } from '../filters/rate-limit.ts';
+import { prepareUpstream } from '../router/actions.ts';
 import { planRequest, type Plan } from '../router/plan.ts';
 import type { Cluster, Endpoint, RoutingTable } from '../router/table.ts';
 import type { Balancer } from '../upstream/balancer.ts';
@@ -20,6 +21,7 @@ import { injectFault } from '../filters/fault.ts';
 import { joinFlags } from '../response-flags.ts';
 import { endToEnd, forwardOver, openTunnel, type ForwardResult, type UpstreamOptions } from '../upstream/forward.ts';
 import { forwardWithRetries, nextEndpoint, RETRY_BUFFER_BYTES, type ReplayMeter, type RetryRun } from '../upstream/retry.ts';
+import { startMirrors } from '../upstream/mirror.ts';
 
 /** What the tunnel a request came through was for: decided once, at CONNECT. */
 export interface TunnelContext {
@@ -69,6 +71,13 @@ function localReply(res: Res, status: number, flags: string, extra?: Record<stri
   return Buffer.byteLength(body);
 }
 
+function answer(res: Res, status: number, body: string): number {
+  if (res.headersSent || res.destroyed) return 0;
+  res.writeHead(status, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) });
+  res.end(body);
+  return Buffer.byteLength(body);
+}
+
 export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: Req, res: Res): Promise<void> {
   const start = process.hrtime.bigint();
   const startTime = new Date();
@@ -90,7 +99,7 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
   } else {
     plan = planRequest({
       table: deps.table(), mesh, balancer: deps.balancer, listener: ctx.target.listener, unsupported: deps.unsupported, source: ctx.peerAddress,
-      req: { method: req.method ?? 'GET', path, query: new URLSearchParams(q < 0 ? '' : url.slice(q + 1)), headers: req.headers, host },
+      req: { method: req.method ?? 'GET', path, query: new URLSearchParams(q < 0 ? '' : url.slice(q + 1)), headers: req.headers, host, url, scheme: h2 ? (req as Http2ServerRequest).scheme : undefined },
     });
   }
 
@@ -116,6 +125,13 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
   } else if (plan.kind === 'local') {
     req.resume();
     result = { status: plan.status, flags: plan.flags, details: plan.reason, requestBytes: 0, responseBytes: localReply(res, plan.status, plan.flags, limit?.headers) };
+  } else if (plan.kind === 'answer') {
+    req.resume();
+    if (!res.headersSent && !res.destroyed) {
+      res.writeHead(plan.status, { ...plan.headers, ...limit?.headers, 'content-length': plan.body.length });
+      res.end(plan.body);
+    }
+    result = { status: plan.status, flags: '-', details: plan.details, requestBytes: 0, responseBytes: plan.body.length };
   } else {
     result = plan.clusterConfig ? await admitted(deps, plan, plan.clusterConfig, target!, req, res, host, requestId, limit?.headers) : await forward(deps, plan, target!, req, res, host, requestId, limit?.headers);
     if (result.flags !== 'UO') upstreamHost = `${target!.endpoint.address}:${target!.endpoint.port}`;
@@ -206,9 +222,18 @@ async function forward(deps: RequestDeps, plan: ForwardPlan, target: Target, req
     report(plan.endpoint, r);
     return r;
   }
+  const headers: OutgoingHttpHeaders = { ...endToEnd(req.headers), host, 'x-request-id': requestId };
+  const up = prepareUpstream(plan.entry, plan.cluster, req.url ?? '/', headers);
+  if (!up) {
+    req.resume();
+    report(plan.endpoint, { status: 0, flags: 'DC', requestBytes: 0, responseBytes: 0 });
+    return { status: 414, flags: '-', details: 'rewrite_path_too_long', requestBytes: 0, responseBytes: answer(res, 414, 'URI Too Long') };
+  }
+  // Envoy mirrors whatever becomes of the request itself: started before it is sent.
+  if (plan.mirrors) startMirrors(o, plan.mirrors, { method: req.method ?? 'GET', url: up.url, headers, body: req as unknown as Readable });
   const gone = new Promise<void>((resolve) => res.once('close', () => (res.writableFinished ? undefined : resolve())));
   if (plan.retry) {
-    const result = await forwardWithRetries(retryRun(deps, plan, target, req, res, host, requestId, gone, addHeaders, report));
+    const result = await forwardWithRetries(retryRun(deps, plan, target, req, res, { url: up.url, headers, response: up.response }, gone, addHeaders, report));
     if (result.status >= 500 && result.flags !== '-' && !res.headersSent) result.responseBytes = localReply(res, result.status, result.flags);
     return result;
   }
@@ -222,15 +247,15 @@ async function forward(deps: RequestDeps, plan: ForwardPlan, target: Target, req
     report(plan.endpoint, r);
     return r;
   }
-  const headers: OutgoingHttpHeaders = { ...endToEnd(req.headers), host, 'x-request-id': requestId };
   const result = await forwardOver(
     tunnel,
     {
       method: req.method ?? 'GET',
-      url: req.url ?? '/',
+      url: up.url,
       headers,
       body: req as unknown as Readable,
       respond: (status, h) => {
+        up.response(h);
         res.writeHead(status, responseHeaders(plan, h, addHeaders));
       },
       sink: res as unknown as NodeJS.WritableStream & { destroy(e?: Error): unknown; readonly writableFinished: boolean },
@@ -246,7 +271,8 @@ async function forward(deps: RequestDeps, plan: ForwardPlan, target: Target, req
 
 /** The retry loop's view of this request (upstream/retry.ts); `target` follows the attempts. */
 function retryRun(
-  deps: RequestDeps, plan: ForwardPlan, target: Target, req: Req, res: Res, host: string, requestId: string, gone: Promise<void>,
+  deps: RequestDeps, plan: ForwardPlan, target: Target, req: Req, res: Res,
+  up: { url: string; headers: OutgoingHttpHeaders; response: (h: OutgoingHttpHeaders) => void }, gone: Promise<void>,
   addHeaders: Record<string, string> | undefined, report: (endpoint: Endpoint, r: ForwardResult) => void,
 ): RetryRun {
   const mesh = deps.mesh();
@@ -274,10 +300,11 @@ function retryRun(
     onAttemptResult: report,
     exchange: {
       method: req.method ?? 'GET',
-      url: req.url ?? '/',
-      headers: { ...endToEnd(req.headers), host, 'x-request-id': requestId },
+      url: up.url,
+      headers: up.headers,
       body: req as unknown as Readable,
       respond: (status, h) => {
+        up.response(h);
         res.writeHead(status, responseHeaders(plan, h, addHeaders));
       },
       sink: res as unknown as NodeJS.WritableStream & { destroy(e?: Error): unknown; readonly writableFinished: boolean },

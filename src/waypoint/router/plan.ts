@@ -7,10 +7,12 @@
 // caller reports its result (Balancer.onResult).
 import type { Balancer } from '../upstream/balancer.ts';
 import type { FaultConfig, RetryPolicy } from './policies.ts';
+import { chooseMirrors, type MirrorTarget } from '../upstream/mirror.ts';
 import type { MeshIndex } from '../mesh.ts';
 import type { RouteRateLimit } from '../filters/rate-limit.ts';
+import { localAnswer, type LocalAnswer } from './actions.ts';
 import { requestHash } from './hash-key.ts';
-import { selectRoute, selectVirtualHost, type Cluster, type Endpoint, type RequestFacts, type RoutingTable } from './table.ts';
+import { selectRoute, selectVirtualHost, type Cluster, type Endpoint, type RequestFacts, type Route, type RoutingTable } from './table.ts';
 
 export type Plan = (
   | {
@@ -21,8 +23,12 @@ export type Plan = (
       setCookie?: string;
       /** The cluster's endpoints with a known identity: where retries may go. */
       endpoints?: readonly Endpoint[]; retry?: RetryPolicy; fault?: FaultConfig;
+      /** The route (its rewrites and header edits) and where its mirrors go. */
+      entry?: Route; mirrors?: MirrorTarget[];
     }
   | { kind: 'local'; status: number; flags: 'NR' | 'UH' | 'NC'; reason: string; route?: string; cluster?: string; fault?: FaultConfig }
+  /** The route itself answers (redirect, direct response): router/actions.ts. */
+  | ({ kind: 'answer'; route: string; cluster?: undefined; fault?: FaultConfig } & LocalAnswer)
 ) & { /** The chosen route's local rate limit: it applies before the cluster is looked at, as Envoy's filter runs before the router. */ rateLimit?: RouteRateLimit };
 
 export interface PlanInput {
@@ -48,9 +54,11 @@ export function planRequest({ table, mesh, balancer, listener, req, unsupported,
   const route = selectRoute(vh, req);
   if (!route) return { kind: 'local', status: 404, flags: 'NR', reason: `${rcName}: no route matches ${req.method} ${req.path}` };
   const rl = route.rateLimit ? { rateLimit: route.rateLimit } : {};
-  const cluster = balancer.cluster(route).name;
   // The route's fault applies before the router looks at the cluster (Envoy's filter order).
   const fault = route.fault ? { fault: route.fault } : {};
+  const answer = localAnswer(route, { url: req.url ?? req.path, host: req.host, headers: req.headers });
+  if (answer) return { kind: 'answer', route: route.name, ...answer, ...rl, ...fault };
+  const cluster = balancer.cluster(route).name;
   const c = table.clusters.get(cluster);
   if (!c) return { kind: 'local', status: 503, flags: 'NC', reason: `cluster ${cluster} not found`, route: route.name, cluster, ...rl, ...fault };
   const why = unsupported?.(cluster);
@@ -61,9 +69,11 @@ export function planRequest({ table, mesh, balancer, listener, req, unsupported,
   const endpoint = balancer.pick(c, endpoints, hash);
   if (!endpoint) return { kind: 'local', status: 503, flags: 'UH', reason: `cluster ${cluster}: no healthy endpoint`, route: route.name, cluster, ...rl, ...fault };
   const retry = route.retry ? { retry: route.retry, endpoints } : {};
+  const mirrors = route.mirrors ? chooseMirrors(route, table, mesh, balancer) : undefined;
   return {
-    kind: 'forward', route: route.name, cluster, endpoint, identity: mesh.identity(endpoint.address)!, timeoutMs: route.timeoutMs, clusterConfig: c,
+    kind: 'forward', route: route.name, cluster, endpoint, identity: mesh.identity(endpoint.address)!, timeoutMs: route.timeoutMs, clusterConfig: c, entry: route,
     ...(setCookie ? { setCookie } : {}),
+    ...(mirrors?.length ? { mirrors } : {}),
     ...retry, ...rl, ...fault,
   };
 }

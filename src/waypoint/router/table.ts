@@ -2,8 +2,8 @@
 // and swapped in whole (xds/config.ts), so a request always sees one consistent view. Per service
 // port (the listener `host:port`) its route configuration; per cluster its endpoints.
 import type { RouteRateLimit } from '../filters/rate-limit.ts';
-
 import type { FaultConfig, RetryPolicy } from './policies.ts';
+import type { DirectResponse, HeaderEdits, Redirect, RouteRewrite } from './actions.ts';
 
 /** A string matcher as Envoy's StringMatcher, compiled. */
 export type Matcher = (value: string) => boolean;
@@ -24,6 +24,15 @@ export interface QueryMatcher {
 export interface WeightedCluster {
   name: string;
   weight: number;
+  /** Applied before the route's own (router/actions.ts). */
+  requestHeaders?: HeaderEdits;
+  responseHeaders?: HeaderEdits;
+}
+
+/** request_mirror_policies: a copy of a share of the requests (0..1) to another cluster. */
+export interface Mirror {
+  cluster: string;
+  fraction: number;
 }
 
 export interface Route {
@@ -44,6 +53,13 @@ export interface Route {
   retry?: RetryPolicy;
   /** The fault filter's per-route config (typed_per_filter_config). */
   fault?: FaultConfig;
+  /** A route that answers locally (redirect or direct_response) has no clusters. */
+  redirect?: Redirect;
+  direct?: DirectResponse;
+  rewrite?: RouteRewrite;
+  requestHeaders?: HeaderEdits;
+  responseHeaders?: HeaderEdits;
+  mirrors?: Mirror[];
 }
 
 /** One entry of a route's hash_policy; `terminal` stops the evaluation once it produced a hash. */
@@ -138,12 +154,17 @@ export interface RequestFacts {
   query: URLSearchParams;
   headers: Readonly<Record<string, string | string[] | undefined>>;
   host: string;
+  /** The request target as received (path and query), for redirects. */
+  url?: string;
+  /** `:scheme`; plaintext inside the tunnel, so http unless the request says otherwise. */
+  scheme?: string;
 }
 
 const headerValue = (r: RequestFacts, name: string): string | undefined => {
   if (name === ':method') return r.method;
   if (name === ':path') return r.path;
   if (name === ':authority') return r.host;
+  if (name === ':scheme') return r.scheme ?? 'http';
   const v = r.headers[name];
   return Array.isArray(v) ? v.join(',') : v; // Envoy matches repeated headers joined by commas
 };

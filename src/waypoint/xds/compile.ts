@@ -6,6 +6,8 @@ import { isIP } from 'node:net';
 import type { Cluster, Endpoint, HeaderMatcher, Matcher, QueryMatcher, Route, RouteConfig, VirtualHost, WeightedCluster } from '../router/table.ts';
 import { compileCircuit, compileHashPolicies, compileLbPolicy, compileOutlier, compilePanicThreshold } from './cluster-policy.ts';
 import type { FaultConfig } from '../router/policies.ts';
+import { compileDirectResponse, compileRedirect, compileRouteRewrite, DEFAULT_MAX_DIRECT_BODY, headerEdits, matchedLength, refuseHostLevelHeaders } from './compile-actions.ts';
+import { regexProblem } from '../../util/regex-guard.ts';
 import { decodeEnvoy, HCM, type Msg } from './envoy.ts';
 import { compileRouteRateLimit, LOCAL_RATE_LIMIT_FILTER } from '../filters/rate-limit.ts';
 import { compileFault, compileRetryPolicy, FAULT_FILTER } from './resilience.ts';
@@ -25,6 +27,8 @@ function regex(source: unknown, field: string, flags = ''): RegExp {
   const s = str(source);
   if (s === undefined || s === '') throw new Error(`${field}: empty regex`);
   if (s.length > MAX_REGEX) throw new Error(`${field}: regex longer than ${MAX_REGEX} characters`);
+  const why = regexProblem(s);
+  if (why) throw new Error(`${field}: regex refused: ${why}`);
   try {
     return new RegExp(`^(?:${s})$`, flags); // RE2 full-match semantics, as Envoy's safe_regex
   } catch (e) {
@@ -111,11 +115,9 @@ const ms = (d: unknown): number => {
   return o ? (Number(o.seconds ?? 0) * 1000 + Math.round(Number(o.nanos ?? 0) / 1e6)) : 0;
 };
 
-function route(r: Msg, field: string): Route {
+function route(r: Msg, field: string, maxDirectBody = DEFAULT_MAX_DIRECT_BODY): Route {
   const name = str(r.name) ?? '';
   const f = `${field}${name ? ` (${name})` : ''}`;
-  if (r.redirect !== undefined) throw new Error(`${f}.redirect: not supported by the waypoint yet`);
-  if (r.directResponse !== undefined) throw new Error(`${f}.direct_response: not supported by the waypoint yet`);
   let fault: FaultConfig | undefined;
   for (const [filter, any] of Object.entries(obj(r.typedPerFilterConfig) ?? {})) {
     if (filter === LOCAL_RATE_LIMIT_FILTER) continue; // compiled below, with the route action's rate_limits
@@ -124,6 +126,21 @@ function route(r: Msg, field: string): Route {
   }
   const match = obj(r.match);
   if (!match) throw new Error(`${f}.match: missing`);
+  const rateLimitConfig = obj(r.typedPerFilterConfig)?.[LOCAL_RATE_LIMIT_FILTER];
+  const rateLimit = rateLimitConfig === undefined ? undefined : compileRouteRateLimit(rateLimitConfig, obj(r.route)?.rateLimits, f, field, decodeEnvoy, headerMatcher);
+  const matchers = {
+    name,
+    path: pathMatcher(match, `${f}.match`),
+    headers: arr(match.headers).map((h, i) => headerMatcher(h, `${f}.match.headers[${i}]`)),
+    query: arr(match.queryParameters).map((q, i) => queryMatcher(q, `${f}.match.query_parameters[${i}]`)),
+    ...headerEdits(r, f),
+    // The route's filters apply whatever its action: a redirect can be rate limited or faulted too.
+    ...(rateLimit ? { rateLimit } : {}),
+    ...(fault ? { fault } : {}),
+  };
+  // A local answer (router/actions.ts): no clusters to choose from.
+  if (obj(r.redirect)) return { ...matchers, clusters: [], totalWeight: 0, timeoutMs: 0, redirect: compileRedirect(obj(r.redirect)!, matchedLength(match), `${f}.redirect`) };
+  if (obj(r.directResponse)) return { ...matchers, clusters: [], totalWeight: 0, timeoutMs: 0, direct: compileDirectResponse(obj(r.directResponse)!, maxDirectBody, `${f}.direct_response`) };
   const action = obj(r.route);
   if (!action) throw new Error(`${f}: no route action`);
   let clusters: WeightedCluster[];
@@ -134,38 +151,35 @@ function route(r: Msg, field: string): Route {
       if (!cn) throw new Error(`${f}.route.weighted_clusters.clusters[${i}].name: empty`);
       const w = wrapped(c.weight) ?? 0;
       if (!Number.isSafeInteger(w) || w < 0) throw new Error(`${f}.route.weighted_clusters.clusters[${i}].weight: ${w} is not a non-negative integer`);
-      return { name: cn, weight: w };
+      return { name: cn, weight: w, ...headerEdits(c, `${f}.route.weighted_clusters.clusters[${i}]`) };
     });
   } else throw new Error(`${f}.route: needs cluster or weighted_clusters (cluster_header and the rest are not supported)`);
   const totalWeight = clusters.reduce((n, c) => n + c.weight, 0);
   if (!clusters.length || totalWeight <= 0) throw new Error(`${f}.route.weighted_clusters: the weights add up to 0`);
-  const rateLimitConfig = obj(r.typedPerFilterConfig)?.[LOCAL_RATE_LIMIT_FILTER];
-  const rateLimit = rateLimitConfig === undefined ? undefined : compileRouteRateLimit(rateLimitConfig, action.rateLimits, f, field, decodeEnvoy, headerMatcher);
   const hashPolicies = compileHashPolicies(action.hashPolicy, `${f}.route`);
   return {
-    ...(rateLimit ? { rateLimit } : {}),
+    ...matchers,
     ...(hashPolicies ? { hashPolicies } : {}),
-    name,
-    path: pathMatcher(match, `${f}.match`),
-    headers: arr(match.headers).map((h, i) => headerMatcher(h, `${f}.match.headers[${i}]`)),
-    query: arr(match.queryParameters).map((q, i) => queryMatcher(q, `${f}.match.query_parameters[${i}]`)),
     clusters,
     totalWeight,
     timeoutMs: ms(action.timeout),
     ...(obj(action.retryPolicy) ? { retry: compileRetryPolicy(obj(action.retryPolicy)!, `${f}.route`) } : {}),
-    ...(fault ? { fault } : {}),
+    ...compileRouteRewrite(action, matchedLength(match), `${f}.route`),
   };
 }
 
 export function compileRouteConfig(m: Msg): RouteConfig {
   const name = str(m.name);
   if (!name) throw new Error('RouteConfiguration: empty name');
+  refuseHostLevelHeaders(m, `RouteConfiguration ${name}`);
+  const maxDirectBody = wrapped(m.maxDirectResponseBodySizeBytes) ?? DEFAULT_MAX_DIRECT_BODY;
   const virtualHosts: VirtualHost[] = arr(m.virtualHosts).map((v, i) => {
     const field = `RouteConfiguration ${name}: virtual_hosts[${i}]`;
+    refuseHostLevelHeaders(v, field);
     return {
       name: str(v.name) ?? '',
       domains: (Array.isArray(v.domains) ? (v.domains as string[]) : []).map((d) => d.toLowerCase()),
-      routes: arr(v.routes).map((r, j) => route(r, `${field}.routes[${j}]`)),
+      routes: arr(v.routes).map((r, j) => route(r, `${field}.routes[${j}]`, maxDirectBody)),
     };
   });
   return { name, virtualHosts };

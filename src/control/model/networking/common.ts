@@ -2,6 +2,7 @@
 // ServiceEntry, HTTPRoute, GRPCRoute). Every problem names the field; a problem marked fatal makes
 // the whole object invalid (it is skipped), others only report a part that weft ignores.
 import type { KObject } from '../../../kube/objects.ts';
+import { regexProblem } from '../../../util/regex-guard.ts';
 import type { MeshOptions } from './workloads.ts';
 
 export interface NetworkingProblem {
@@ -82,6 +83,8 @@ export class Checker {
   }
 
   regex(v: string, field: string): string | undefined {
+    const why = regexProblem(v);
+    if (why) return this.error(field, `regular expression refused: ${why}`);
     try {
       new RegExp(v);
       return v;

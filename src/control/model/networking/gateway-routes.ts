@@ -4,7 +4,8 @@
 // are Gateways are not mesh routes and yield nothing here.
 import type { KObject } from '../../../kube/objects.ts';
 import { Checker, type NetworkingProblem } from './common.ts';
-import { orderKey, type HeaderMatch, type RetryPolicy, type RouteDestination, type RouteMatch, type RouteRule, type RouteTable, type StringMatch } from './routes.ts';
+import { gatewayFilters, type RuleFilters } from './gateway-filters.ts';
+import { orderKey, type HeaderMatch, type QueryMatch, type RetryPolicy, type RouteDestination, type RouteMatch, type RouteRule, type RouteTable, type StringMatch } from './routes.ts';
 import type { MeshOptions } from './workloads.ts';
 
 export interface RankedRule extends RouteRule {
@@ -42,24 +43,29 @@ export function parseGatewayRoute(obj: KObject, o: MeshOptions): { tables: Route
     const r = c.obj(raw, f);
     if (!r) continue;
     c.known(r, f, RULE);
-    if (r.filters !== undefined) c.ignored(`${f}.filters`);
     if (r.sessionPersistence !== undefined) c.ignored(`${f}.sessionPersistence`);
     const timeouts = c.obj(r.timeouts, `${f}.timeouts`);
     const timeoutMs = timeouts ? c.duration(timeouts.request, `${f}.timeouts.request`) : undefined;
     const perTry = timeouts ? c.duration(timeouts.backendRequest, `${f}.timeouts.backendRequest`) : undefined;
     const matches = c.list(r.matches, `${f}.matches`);
     const parsed = matches.map((m, j) => (grpc ? grpcMatch(c, m, `${f}.matches[${j}]`) : httpMatch(c, m, `${f}.matches[${j}]`)));
-    const destinations = backends(c, r.backendRefs, `${f}.backendRefs`, ns, o);
-    if (!destinations.length) {
+    const destinations = backends(c, r.backendRefs, `${f}.backendRefs`, ns, o, grpc);
+    const filters = gatewayFilters(c, r.filters, `${f}.filters`, ns, o, grpc);
+    if (!destinations.length && !filters.redirect) {
       c.ignored(`${f}.backendRefs`, 'a rule without backends (fail every request) is not supported: rule ignored');
       continue;
     }
     if (grpc && r.retry !== undefined) c.ignored(`${f}.retry`, 'GRPCRoute rules have no retry: ignored');
     const retry = grpc ? undefined : httpRetry(c, r.retry, `${f}.retry`);
     // As Istio: backendRequest bounds each attempt when the rule retries, else the whole request.
-    const base = { destinations, timeoutMs: (retry || !perTry ? timeoutMs : perTry) || undefined, retry: retry && perTry ? { ...retry, perTryTimeoutMs: perTry } : retry };
-    if (!matches.length) rules.push({ name: typeof r.name === 'string' ? r.name : f, matches: [], rank: [grpc ? 0 : 2, 1, 0], ...base });
-    for (const [j, m] of parsed.entries()) if (m) rules.push({ name: `${typeof r.name === 'string' ? r.name : f}.matches[${j}]`, matches: [m], rank: rankOf(m), ...base });
+    const base = {
+      destinations: filters.redirect ? [] : destinations,
+      timeoutMs: (retry || !perTry ? timeoutMs : perTry) || undefined,
+      retry: retry && perTry ? { ...retry, perTryTimeoutMs: perTry } : retry,
+    };
+    const name = typeof r.name === 'string' ? r.name : f;
+    if (!matches.length) rules.push({ name, matches: [], rank: [grpc ? 0 : 2, 1, 0], ...base, ...filters.forMatch(grpc ? undefined : { prefix: '/' }, `${f}.filters`) });
+    for (const [j, m] of parsed.entries()) if (m) rules.push({ name: `${name}.matches[${j}]`, matches: [m], rank: rankOf(m), ...base, ...filters.forMatch(m.path, `${f}.filters`) });
   }
   if (c.fatal) return { tables: [], problems: c.problems };
   const source = `${obj.kind}/${ns}/${obj.metadata.name}`;
@@ -83,14 +89,16 @@ function httpRetry(c: Checker, v: unknown, f: string): RetryPolicy | undefined {
   return { attempts, retryOn: ['connect-failure', 'refused-stream', 'unavailable', 'cancelled', ...codes.map(String)].join(','), backoffMs: backoffMs || undefined };
 }
 
+/** Gateway API precedence: path kind and length, then a method match, then the header and query match counts. */
 function rankOf(m: RouteMatch): number[] {
   const p = m.path;
   const kind = !p ? 0 : 'exact' in p ? 3 : 'prefix' in p ? 2 : 1;
   const len = !p ? 0 : 'exact' in p ? p.exact.length : 'prefix' in p ? p.prefix.length : p.regex.length;
-  return [kind, len, m.headers.length];
+  const method = m.headers.some((h) => h.name === ':method') ? 1 : 0;
+  return [kind, len, method, m.headers.length - method, m.query?.length ?? 0];
 }
 
-function backends(c: Checker, v: unknown, field: string, ns: string, o: MeshOptions): RouteDestination[] {
+function backends(c: Checker, v: unknown, field: string, ns: string, o: MeshOptions, grpc: boolean): RouteDestination[] {
   const out: RouteDestination[] = [];
   for (const [i, raw] of c.list(v, field).entries()) {
     const f = `${field}[${i}]`;
@@ -100,13 +108,13 @@ function backends(c: Checker, v: unknown, field: string, ns: string, o: MeshOpti
       c.error(f, `backend kind ${String(b.group ?? '')}/${String(b.kind)} is not supported (Service only)`);
       continue;
     }
-    if (b.filters !== undefined) c.ignored(`${f}.filters`);
+    const bf: RuleFilters | undefined = b.filters === undefined ? undefined : gatewayFilters(c, b.filters, `${f}.filters`, ns, o, grpc, true);
     const name = c.str(b.name, `${f}.name`, true);
     const port = c.int(b.port, `${f}.port`, 1, 65535);
     if (b.port === undefined) c.error(`${f}.port`, 'required for a Service backend');
     const weight = c.int(b.weight, `${f}.weight`, 0, 1_000_000) ?? 1;
     const bns = c.str(b.namespace, `${f}.namespace`) ?? ns;
-    if (name && port) out.push({ host: `${name}.${bns}.svc.${o.clusterDomain}`, port, weight });
+    if (name && port) out.push({ host: `${name}.${bns}.svc.${o.clusterDomain}`, port, weight, ...(bf?.headers ? { headers: bf.headers } : {}) });
   }
   if (out.length > 1 && out.every((d) => d.weight === 0)) c.error(field, 'all backend weights are 0');
   return out;
@@ -132,9 +140,6 @@ function httpMatch(c: Checker, raw: unknown, f: string): RouteMatch | undefined 
   const m = c.obj(raw, f);
   if (!m) return undefined;
   c.known(m, f, ['path', 'headers', 'queryParams', 'method']);
-  // Ignoring a match condition would widen the rule; better to refuse the object.
-  if (m.queryParams !== undefined) return c.error(`${f}.queryParams`, 'not supported by weft');
-  if (m.method !== undefined) return c.error(`${f}.method`, 'not supported by weft');
   let path: StringMatch | undefined = { prefix: '/' };
   const p = c.obj(m.path, `${f}.path`);
   if (p) {
@@ -143,11 +148,35 @@ function httpMatch(c: Checker, raw: unknown, f: string): RouteMatch | undefined 
     const type = p.type ?? 'PathPrefix';
     if (value === undefined) path = undefined;
     else if (type === 'Exact') path = { exact: value };
-    else if (type === 'PathPrefix') path = { prefix: value };
+    else if (type === 'PathPrefix') path = value.replace(/\/+$/, '') ? { prefix: value.replace(/\/+$/, ''), segments: true } : { prefix: '/' }; // a trailing "/" is ignored
     else if (type === 'RegularExpression') path = c.regex(value, `${f}.path.value`) === undefined ? undefined : { regex: value };
     else c.error(`${f}.path.type`, 'expected Exact, PathPrefix or RegularExpression');
   }
-  return { path, headers: headerMatches(c, m.headers, `${f}.headers`) };
+  const headers = headerMatches(c, m.headers, `${f}.headers`);
+  if (m.method !== undefined) {
+    const method = c.str(m.method, `${f}.method`, true);
+    if (method !== undefined && !/^[A-Z]+$/.test(method)) c.error(`${f}.method`, 'expected an HTTP method (GET, POST, ...)');
+    else if (method !== undefined) headers.unshift({ name: ':method', value: { exact: method }, invert: false });
+  }
+  const query = queryMatches(c, m.queryParams, `${f}.queryParams`);
+  return query.length ? { path, headers, query } : { path, headers };
+}
+
+function queryMatches(c: Checker, v: unknown, field: string): QueryMatch[] {
+  return c.list(v, field).flatMap((raw, i): QueryMatch[] => {
+    const f = `${field}[${i}]`;
+    const q = c.obj(raw, f);
+    if (!q) return [];
+    c.known(q, f, ['type', 'name', 'value']);
+    const name = c.str(q.name, `${f}.name`, true);
+    const value = c.str(q.value, `${f}.value`, true);
+    const type = q.type ?? 'Exact';
+    if (!name || value === undefined) return [];
+    if (type === 'Exact') return [{ name, value: { exact: value } }];
+    if (type === 'RegularExpression') return c.regex(value, `${f}.value`) === undefined ? [] : [{ name, value: { regex: value } }];
+    c.error(`${f}.type`, 'expected Exact or RegularExpression');
+    return [];
+  });
 }
 
 function grpcMatch(c: Checker, raw: unknown, f: string): RouteMatch | undefined {

@@ -6,7 +6,7 @@
 import type { HashKey } from './destination-rule.ts';
 import type { RankedRule } from './gateway-routes.ts';
 import type { LocalRateLimitPolicy } from './rate-limit.ts';
-import type { FaultPolicy, RouteMatch, RouteRule, RouteTable } from './routes.ts';
+import type { DirectResponsePolicy, FaultPolicy, HeaderPolicy, RedirectPolicy, RewritePolicy, RouteMatch, RouteRule, RouteTable } from './routes.ts';
 import type { MeshService } from './services.ts';
 
 /** Istio's default retry policy (503 its retriable status); gRPC clients act on the gRPC-status conditions in it. */
@@ -35,7 +35,7 @@ export interface ClusterRef {
 
 export interface RouteAction {
   /** Where requests go, with weights of at least 1; one entry means no split. */
-  clusters: (ClusterRef & { weight: number })[];
+  clusters: (ClusterRef & { weight: number; headers?: HeaderPolicy })[];
   /** Absent or 0: no timeout. */
   timeoutMs?: number;
   /** Absent: no retries. */
@@ -51,6 +51,16 @@ export interface PortRoute {
   fault?: FaultPolicy;
   /** A BackendTrafficPolicy's local rate limit (rate-limit.ts); each route has its own buckets. */
   rateLimit?: LocalRateLimitPolicy;
+  /** What the route does besides (or instead of) forwarding; see routes.ts. */
+  extras?: RouteExtras;
+}
+
+export interface RouteExtras {
+  redirect?: RedirectPolicy;
+  directResponse?: DirectResponsePolicy;
+  rewrite?: RewritePolicy;
+  headers?: HeaderPolicy;
+  mirrors?: (ClusterRef & { percent: number })[];
 }
 
 export interface RouteContext {
@@ -86,9 +96,11 @@ export function portRoutes(host: string, port: number, tables: readonly RouteTab
     const action = routeAction(rule, host, port, source, ctx);
     const matches = rule.matches.length ? rule.matches.filter((m) => m.port === undefined || m.port === port) : [{ headers: [] }];
     const rateLimit = ctx.rateLimit?.(source, host);
+    const extras = routeExtras(rule, host, port, source, ctx);
     for (const match of matches) {
       const r: PortRoute = rule.fault ? { name: rule.name, match, action, fault: rule.fault } : { name: rule.name, match, action };
       if (rateLimit) r.rateLimit = rateLimit;
+      if (extras) r.extras = extras;
       routes.push(r);
     }
   }
@@ -105,7 +117,7 @@ export function portRoutes(host: string, port: number, tables: readonly RouteTab
 function routeAction(rule: RouteRule, host: string, port: number, source: string, ctx: RouteContext): RouteAction {
   const clusters = rule.destinations
     .filter((d) => d.weight > 0 || rule.destinations.length === 1)
-    .map((d) => ({ host: d.host, port: destinationPort(d, host, port, source, ctx), subset: d.subset, weight: Math.max(d.weight, 1) }));
+    .map((d) => ({ host: d.host, port: destinationPort(d, host, port, source, ctx), subset: d.subset, weight: Math.max(d.weight, 1), ...(d.headers ? { headers: d.headers } : {}) }));
   const action: RouteAction = { clusters, timeoutMs: rule.timeoutMs };
   const r = rule.retry;
   const attempts = r?.attempts ?? DEFAULT_RETRY.attempts;
@@ -125,6 +137,16 @@ export function splitRetryOn(retryOn: string): { retryOn: string; codes: number[
   const conditions = parts.filter((p) => !/^\d+$/.test(p));
   if (codes.length && !conditions.includes('retriable-status-codes')) conditions.push('retriable-status-codes');
   return { retryOn: conditions.join(','), codes };
+}
+
+function routeExtras(rule: RouteRule, host: string, port: number, source: string, ctx: RouteContext): RouteExtras | undefined {
+  const x: RouteExtras = {};
+  if (rule.redirect) x.redirect = rule.redirect;
+  if (rule.directResponse) x.directResponse = rule.directResponse;
+  if (rule.rewrite) x.rewrite = rule.rewrite;
+  if (rule.headers) x.headers = rule.headers;
+  if (rule.mirrors?.length) x.mirrors = rule.mirrors.map((m) => ({ host: m.host, port: destinationPort(m, host, port, source, ctx), subset: m.subset, percent: m.percent }));
+  return Object.keys(x).length ? x : undefined;
 }
 
 function destinationPort(d: { host: string; port?: number }, host: string, port: number, source: string, ctx: RouteContext): number {

@@ -3,7 +3,8 @@
 // The traffic model resolves it per service port (port-routes.ts); nothing after this reads the
 // source objects.
 
-export type StringMatch = { exact: string } | { prefix: string } | { regex: string };
+/** `segments`: the prefix matches whole path segments (Gateway API PathPrefix: "/a" matches "/a" and "/a/b", not "/ab"). */
+export type StringMatch = { exact: string } | { prefix: string; segments?: boolean } | { regex: string };
 
 export interface HeaderMatch {
   name: string;
@@ -12,9 +13,19 @@ export interface HeaderMatch {
   invert: boolean;
 }
 
+/** A query parameter; absent value: it must be present. */
+export interface QueryMatch {
+  name: string;
+  value?: StringMatch;
+}
+
 export interface RouteMatch {
   path?: StringMatch;
+  /** The path matched case-insensitively (VirtualService `ignoreUriCase`). */
+  ignoreCase?: boolean;
+  /** Method, authority and scheme are matched as Envoy does, as the `:method`, `:authority`, `:scheme` headers. */
   headers: HeaderMatch[];
+  query?: QueryMatch[];
   /** Only for this service port (VirtualService `match.port`). */
   port?: number;
 }
@@ -25,6 +36,59 @@ export interface RouteDestination {
   port?: number;
   subset?: string;
   weight: number;
+  /** Header changes for requests sent to this destination only. */
+  headers?: HeaderPolicy;
+}
+
+/** Header changes in Envoy's order: remove, then set (overwrite), then add (append). */
+export interface HeaderOps {
+  set: { name: string; value: string }[];
+  add: { name: string; value: string }[];
+  remove: string[];
+}
+
+export interface HeaderPolicy {
+  request?: HeaderOps;
+  response?: HeaderOps;
+}
+
+/** Answer with a redirect instead of forwarding; unset parts keep the request's. */
+export interface RedirectPolicy {
+  scheme?: string;
+  host?: string;
+  port?: number;
+  /** The whole path. */
+  path?: string;
+  /** Replaces the matched path prefix. */
+  prefix?: string;
+  /** Replaces what the pattern matches in the path. */
+  regex?: { pattern: string; substitution: string };
+  /** 301, 302, 303, 307 or 308. */
+  code: number;
+}
+
+/** Answer locally with this status and body. */
+export interface DirectResponsePolicy {
+  status: number;
+  body?: Uint8Array;
+}
+
+/** The request as forwarded: at most one path rewrite, and the authority. */
+export interface RewritePolicy {
+  /** Replaces the matched path prefix. */
+  prefix?: string;
+  /** Replaces what the pattern matches in the path (RE2 substitution: \1 names a group). */
+  regex?: { pattern: string; substitution: string };
+  host?: string;
+}
+
+/** A copy of each request (a share of them) sent to another destination, its answer dropped. */
+export interface MirrorPolicy {
+  host: string;
+  port?: number;
+  subset?: string;
+  /** 0..100 */
+  percent: number;
 }
 
 export interface FaultPolicy {
@@ -60,6 +124,12 @@ export interface RouteRule {
   timeoutMs?: number;
   retry?: RetryPolicy;
   fault?: FaultPolicy;
+  /** With either of these the rule answers locally and `destinations` may be empty. */
+  redirect?: RedirectPolicy;
+  directResponse?: DirectResponsePolicy;
+  rewrite?: RewritePolicy;
+  headers?: HeaderPolicy;
+  mirrors?: MirrorPolicy[];
 }
 
 /** Rules one object attaches to one host (and, for Gateway API parentRefs, maybe one port). */

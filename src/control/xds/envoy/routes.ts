@@ -4,7 +4,9 @@ import type { HashKey } from '../../model/networking/destination-rule.ts';
 import type { PortRoute, RouteAction, RouteRetry } from '../../model/networking/port-routes.ts';
 import { anyMessage } from '../../../api/protos.ts';
 import type { FaultPolicy, HeaderMatch, RouteMatch, StringMatch } from '../../model/networking/routes.ts';
+import { MAX_DIRECT_BODY } from '../../model/networking/route-actions.ts';
 import { any, duration, encode } from './messages.ts';
+import { clusterHeaders, directResponse, headerFields, redirect, rewriteFields } from './route-actions.ts';
 import { clusterName, listenerName } from './names.ts';
 import { buildLocalRateLimit, LOCAL_RATE_LIMIT_FILTER } from './rate-limit.ts';
 
@@ -14,17 +16,40 @@ const PREVIOUS_HOSTS_TYPE = 'envoy.extensions.retry.host.previous_hosts.v3.Previ
 
 export function buildRouteConfiguration(host: string, port: number, portRoutes: readonly PortRoute[]): Uint8Array {
   const name = listenerName(host, port);
-  const routes = portRoutes.map((pr) => {
-    const r: Record<string, unknown> = { name: pr.name, match: routeMatch(pr.match), route: routeAction(pr.action) };
+  const routes = portRoutes.flatMap(bySegments).map((pr) => {
+    const x = pr.extras;
+    const r: Record<string, unknown> = { name: pr.name, match: routeMatch(pr.match) };
+    if (x?.redirect) r.redirect = redirect(x.redirect);
+    else if (x?.directResponse) r.directResponse = directResponse(x.directResponse);
+    else r.route = { ...routeAction(pr.action), ...rewriteFields(x) };
     if (pr.fault) r.typedPerFilterConfig = { [FAULT_FILTER]: any('envoy.extensions.filters.http.fault.v3.HTTPFault', fault(pr.fault)) };
     if (pr.rateLimit) {
       const rl = buildLocalRateLimit(pr.rateLimit);
       r.typedPerFilterConfig = { ...(r.typedPerFilterConfig as object | undefined), [LOCAL_RATE_LIMIT_FILTER]: rl.filter };
       (r.route as Record<string, unknown>).rateLimits = rl.rateLimits;
     }
-    return r;
+    return { ...r, ...headerFields(x?.headers, pr.action) };
   });
-  return encode('envoy.config.route.v3.RouteConfiguration', { name, virtualHosts: [{ name, domains: domains(host, port), routes }] });
+  const rc: Record<string, unknown> = { name, virtualHosts: [{ name, domains: domains(host, port), routes }] };
+  // Envoy's default limit is 4 KiB; the model allows up to MAX_DIRECT_BODY.
+  if (portRoutes.some((pr) => (pr.extras?.directResponse?.body?.length ?? 0) > 4096)) rc.maxDirectResponseBodySizeBytes = { value: MAX_DIRECT_BODY };
+  return encode('envoy.config.route.v3.RouteConfiguration', rc);
+}
+
+/**
+ * A whole-segment prefix ("/a": "/a" and "/a/..." but not "/ab") as two routes every xDS client
+ * reads (proxyless gRPC refuses path_separated_prefix): the exact path, then the prefix with its
+ * separator, whose prefix replacement keeps the separator.
+ */
+function bySegments(pr: PortRoute): PortRoute[] {
+  const p = pr.match.path;
+  if (!p || !('prefix' in p) || !p.segments || p.prefix === '/') return [pr];
+  const slash = (r: string) => (r.endsWith('/') ? r : `${r}/`);
+  const x = pr.extras;
+  const under: PortRoute = { ...pr, match: { ...pr.match, path: { prefix: `${p.prefix}/` } } };
+  if (x?.rewrite?.prefix !== undefined) under.extras = { ...x, rewrite: { ...x.rewrite, prefix: slash(x.rewrite.prefix) } };
+  if (x?.redirect?.prefix !== undefined) under.extras = { ...x, redirect: { ...x.redirect, prefix: slash(x.redirect.prefix) } };
+  return [{ ...pr, match: { ...pr.match, path: { exact: p.prefix } } }, under];
 }
 
 /** The names a client may dial this service by, with and without the port. */
@@ -36,7 +61,7 @@ function domains(host: string, port: number): string[] {
 }
 
 function routeAction(action: RouteAction): Record<string, unknown> {
-  const clusters = action.clusters.map((c) => ({ name: clusterName(c.host, c.port, c.subset), weight: { value: c.weight } }));
+  const clusters = action.clusters.map((c) => ({ name: clusterName(c.host, c.port, c.subset), weight: { value: c.weight }, ...clusterHeaders(c.headers) }));
   const a: Record<string, unknown> = clusters.length === 1 ? { cluster: clusters[0]!.name } : { weightedClusters: { clusters } };
   // Istio turns Envoy's 15 s default off; gRPC clients read the limit from max_stream_duration.
   a.timeout = duration(action.timeoutMs ?? 0);
@@ -75,7 +100,9 @@ function stringMatcher(s: StringMatch): Record<string, unknown> {
 
 function routeMatch(m: RouteMatch): Record<string, unknown> {
   const out: Record<string, unknown> = !m.path ? { prefix: '/' } : 'exact' in m.path ? { path: m.path.exact } : 'prefix' in m.path ? { prefix: m.path.prefix } : { safeRegex: { regex: m.path.regex } };
+  if (m.ignoreCase) out.caseSensitive = { value: false };
   if (m.headers.length) out.headers = m.headers.map(headerMatcher);
+  if (m.query?.length) out.queryParameters = m.query.map((q) => (q.value ? { name: q.name, stringMatch: stringMatcher(q.value) } : { name: q.name, presentMatch: true }));
   return out;
 }
 

@@ -107,7 +107,7 @@ describe('traffic model: routes', () => {
       ],
     });
     const out = buildTrafficModel([...reviews, vs, svc('a', 'ratings', [9080]), hr], DEFAULT_MESH);
-    expect(portOf(out, fqdn('reviews'), 80).routes.map((r) => JSON.stringify(r.match.path))).toEqual(['{"exact":"/a/b"}', '{"prefix":"/a"}']);
+    expect(portOf(out, fqdn('reviews'), 80).routes.map((r) => JSON.stringify(r.match.path))).toEqual(['{"exact":"/a/b"}', '{"prefix":"/a","segments":true}']);
     // The HTTPRoute names port 80 only: 8080 keeps the VirtualService.
     expect(portOf(out, fqdn('reviews'), 8080).routes.map((r) => r.name)).toEqual(['canary', 'canary', 'split']);
   });

@@ -25,7 +25,7 @@ const local = (rules: object[], target: object = { group: 'gateway.networking.k8
 type Msg = Record<string, unknown>;
 const unAny = (a: Msg): Msg => decode(String(a.type_url ?? a.typeUrl), a.value as Uint8Array);
 
-/** The routes of web:80 by path prefix, with the rate limit filter config unwrapped. */
+/** The routes of web:80 by path (a PathPrefix is two routes, the exact path and the prefix with "/"), with the rate limit filter config unwrapped. */
 function routes(objects: KObject[]) {
   const built = buildEnvoyResources(objects, DEFAULT_MESH);
   const rc = decode(TYPE_ROUTE, built.resources.get(TYPE_ROUTE)!.get(`web.${NS}.svc.cluster.local:80`)!);
@@ -33,7 +33,8 @@ function routes(objects: KObject[]) {
   for (const r of (rc.virtualHosts as Msg[])[0]!.routes as Msg[]) {
     const wrapper = (r.typedPerFilterConfig as Msg | undefined)?.['envoy.filters.http.local_ratelimit'] as Msg | undefined;
     const fc = wrapper && unAny(wrapper);
-    out[String((r.match as Msg).prefix)] = { filter: fc && { isOptional: fc.isOptional, ...unAny(fc.config as Msg) }, rateLimits: (r.route as Msg).rateLimits };
+    const m = r.match as Msg;
+    out[String(m.path ?? m.prefix)] = { filter: fc && { isOptional: fc.isOptional, ...unAny(fc.config as Msg) }, rateLimits: (r.route as Msg).rateLimits };
   }
   return { routes: out, problems: built.problems, built };
 }
