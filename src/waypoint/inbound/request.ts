@@ -14,6 +14,8 @@ import { planRequest, type Plan } from '../router/plan.ts';
 import type { Endpoint, RoutingTable } from '../router/table.ts';
 import type { Balancer } from '../upstream/balancer.ts';
 import { endToEnd, forwardOver, openTunnel, type ForwardResult, type UpstreamOptions } from '../upstream/forward.ts';
+import { forwardH2 } from '../upstream/forward-h2.ts';
+import type { H2Sessions } from '../upstream/h2-sessions.ts';
 
 /** What the tunnel a request came through was for: decided once, at CONNECT. */
 export interface TunnelContext {
@@ -32,6 +34,8 @@ export interface RequestDeps {
   unsupported: (cluster: string) => string | undefined;
   upstream: UpstreamOptions;
   telemetry: RequestTelemetry;
+  /** Pooled HTTP/2 sessions, for clusters whose upstream speaks HTTP/2 (absent: every cluster is HTTP/1.1). */
+  h2?: H2Sessions;
 }
 
 type Req = IncomingMessage | Http2ServerRequest;
@@ -86,7 +90,8 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
     result = { status: plan.status, flags: plan.flags, details: plan.reason, requestBytes: 0, responseBytes: localReply(res, plan.status, plan.flags) };
   } else {
     upstreamHost = `${plan.endpoint.address}:${plan.endpoint.port}`;
-    result = await forward(deps.upstream, plan, req, res, host, requestId);
+    const h2 = deps.table().clusters.get(plan.cluster)?.http2 ? deps.h2 : undefined;
+    result = await forward(deps.upstream, plan, req, res, host, requestId, h2);
   }
 
   const service = 'service' in ctx.target ? ctx.target.service : undefined;
@@ -119,11 +124,13 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
   });
 }
 
-async function forward(o: UpstreamOptions, plan: Extract<Plan, { kind: 'forward' }>, req: Req, res: Res, host: string, requestId: string): Promise<ForwardResult> {
+/** One attempt: the request to the planned endpoint, over HTTP/2 when `h2` is given, else HTTP/1.1 in a tunnel of its own. */
+async function forward(o: UpstreamOptions, plan: Extract<Plan, { kind: 'forward' }>, req: Req, res: Res, host: string, requestId: string, h2?: H2Sessions): Promise<ForwardResult> {
   if (!plan.identity) {
     req.resume();
     return { status: 503, flags: 'UH', details: `no identity known for ${plan.endpoint.address}`, requestBytes: 0, responseBytes: localReply(res, 503, 'UH') };
   }
+  if (h2) return forwardToH2(h2, plan, req, res, host, requestId);
   const gone = new Promise<void>((resolve) => res.once('close', () => (res.writableFinished ? undefined : resolve())));
   let tunnel;
   try {
@@ -145,6 +152,42 @@ async function forward(o: UpstreamOptions, plan: Extract<Plan, { kind: 'forward'
       respond: (status, h) => {
         res.writeHead(status, h);
       },
+      sink: res as unknown as NodeJS.WritableStream & { destroy(e?: Error): unknown; readonly writableFinished: boolean },
+      gone,
+      headersSent: () => res.headersSent,
+    },
+    plan.timeoutMs,
+  );
+  if (result.status >= 500 && result.flags !== '-' && !res.headersSent) result.responseBytes = localReply(res, result.status, result.flags);
+  return result;
+}
+
+async function forwardToH2(pool: H2Sessions, plan: Extract<Plan, { kind: 'forward' }>, req: Req, res: Res, host: string, requestId: string): Promise<ForwardResult> {
+  const gone = new Promise<void>((resolve) => res.once('close', () => (res.writableFinished ? undefined : resolve())));
+  let session;
+  try {
+    session = await pool.get(plan.endpoint, plan.identity);
+  } catch (e) {
+    req.resume();
+    const details = e instanceof HboneError ? `${e.kind}: ${e.message}` : (e as Error).message;
+    if (res.destroyed) return { status: 0, flags: 'DC', details, requestBytes: 0, responseBytes: 0 };
+    return { status: 503, flags: 'UF', details, requestBytes: 0, responseBytes: localReply(res, 503, 'UF') };
+  }
+  const result = await forwardH2(
+    session,
+    {
+      method: req.method ?? 'GET',
+      url: req.url ?? '/',
+      authority: host,
+      te: String(req.headers.te ?? ''),
+      headers: { ...endToEnd(req.headers), 'x-request-id': requestId },
+      body: req as unknown as Readable,
+      requestTrailers: () => (req.trailers && Object.keys(req.trailers).length ? req.trailers : undefined),
+      respond: (status, h) => {
+        res.writeHead(status, h);
+      },
+      // HTTP/1.1 clients get them after the last chunk (a response without content-length is chunked).
+      respondTrailers: (t) => res.addTrailers(t as Record<string, string>),
       sink: res as unknown as NodeJS.WritableStream & { destroy(e?: Error): unknown; readonly writableFinished: boolean },
       gone,
       headersSent: () => res.headersSent,

@@ -55,6 +55,8 @@ export interface Cluster {
   name: string;
   /** The ClusterLoadAssignment it takes endpoints from. */
   edsName: string;
+  /** The upstream speaks HTTP/2 with prior knowledge (the cluster's explicit http2_protocol_options); else HTTP/1.1. */
+  http2?: boolean;
 }
 
 /** Everything a request is decided from. */
@@ -65,6 +67,8 @@ export interface RoutingTable {
   clusters: ReadonlyMap<string, Cluster>;
   /** EDS name -> healthy endpoints */
   endpoints: ReadonlyMap<string, readonly Endpoint[]>;
+  /** listener name (`host:port`) -> the cluster its tcp_proxy relays to: a TCP port, no HTTP routing. */
+  tcpListeners?: ReadonlyMap<string, string>;
 }
 
 export const EMPTY_TABLE: RoutingTable = { listeners: new Map(), routes: new Map(), clusters: new Map(), endpoints: new Map() };
