@@ -180,6 +180,7 @@ async function forwardToH2(pool: H2Sessions, plan: Extract<Plan, { kind: 'forwar
       url: req.url ?? '/',
       authority: host,
       te: String(req.headers.te ?? ''),
+      splitTrailersOnly: req.httpVersionMajor === 2,
       headers: { ...endToEnd(req.headers), 'x-request-id': requestId },
       body: req as unknown as Readable,
       requestTrailers: () => (req.trailers && Object.keys(req.trailers).length ? req.trailers : undefined),

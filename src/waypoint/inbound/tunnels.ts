@@ -139,7 +139,7 @@ export class HttpTunnels {
     if (!st) return void d.destroy();
     clearTimeout(st.timer); // headers are in; an upgraded tunnel lives as long as its two sides
     if (String(req.headers.upgrade ?? '').trim().toLowerCase() === 'h2c') return this.h2cAsHttp1(st, req, d, head);
-    if (!this.onUpgrade) return void d.end('HTTP/1.1 403 Forbidden\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+    if (!this.onUpgrade) return this.refuse(d);
     this.onUpgrade(st.ctx, req, d, head);
   }
 
@@ -150,7 +150,7 @@ export class HttpTunnels {
    */
   private h2cAsHttp1(st: H1State, req: IncomingMessage, d: Duplex, head: Buffer): void {
     const hasBody = Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined;
-    if (hasBody) return void d.end('HTTP/1.1 403 Forbidden\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+    if (hasBody) return this.refuse(d);
     void head; // bytes after the headers belong to a next request, which this closing tunnel does not serve
     delete req.headers.upgrade;
     delete req.headers['http2-settings'];
@@ -158,9 +158,20 @@ export class HttpTunnels {
     const res = new http.ServerResponse(req);
     res.shouldKeepAlive = false;
     res.assignSocket(d as Socket);
-    res.once('finish', () => d.end());
+    res.once('finish', () => this.endSoon(d));
     res.once('close', () => res.detachSocket(d as Socket));
     this.handler(st.ctx, req, res);
+  }
+
+  private refuse(d: Duplex): void {
+    d.end('HTTP/1.1 403 Forbidden\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+    this.endSoon(d);
+  }
+
+  /** Ends a tunnel the parser has let go of, and destroys it after a grace (the client need not close its side). */
+  private endSoon(d: Duplex): void {
+    d.end();
+    setTimeout(() => d.destroy(), 1000).unref();
   }
 
   private onClientError(e: NodeJS.ErrnoException, socket: Duplex): void {

@@ -13,13 +13,20 @@ import { HboneError } from '../../hbone/errors.ts';
 import { elapsedMs } from '../../telemetry/connection.ts';
 import { planRequest, type Plan } from '../router/plan.ts';
 import { endToEnd, openTunnel } from '../upstream/forward.ts';
+import { wasReset } from '../tcp/relay.ts';
 import type { RequestDeps, TunnelContext } from './request.ts';
 
 const head = (status: number, headers: [string, string][]): string =>
   `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\n${headers.map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n`;
 
+/** Answers and closes the tunnel: its end, then its destruction (the client need not close its side). */
+export function closeWith(socket: Duplex, data: string): void {
+  socket.end(data);
+  setTimeout(() => socket.destroy(), 1000).unref();
+}
+
 function localReply(socket: Duplex, status: number, body: string): number {
-  socket.end(head(status, [['content-type', 'text/plain'], ['content-length', String(Buffer.byteLength(body))], ['connection', 'close']]) + body);
+  closeWith(socket, head(status, [['content-type', 'text/plain'], ['content-length', String(Buffer.byteLength(body))], ['connection', 'close']]) + body);
   return Buffer.byteLength(body);
 }
 
@@ -112,6 +119,7 @@ export async function handleUpgrade(deps: RequestDeps, ctx: TunnelContext, req: 
     socket.write(head(status, [...h.filter(([k]) => k !== 'content-length'), ['connection', 'close']]));
     res.on('data', (c: Buffer) => (sent += c.length));
     res.pipe(socket);
+    socket.once('finish', () => setTimeout(() => socket.destroy(), 1000).unref());
     res.once('end', record);
     res.once('aborted', () => {
       flags = 'UR';
@@ -132,15 +140,17 @@ export async function handleUpgrade(deps: RequestDeps, ctx: TunnelContext, req: 
     socket.pipe(upSocket);
     upSocket.pipe(socket);
     let closed = 0;
-    const onClose = (other: Duplex, side: string) => () => {
-      if (!other.destroyed && !(other.readableEnded && other.writableFinished)) {
+    // As tcp/relay.ts: a side reset (wasReset) takes the other down now; a
+    // side that ended cleanly lets the pipe finish the other.
+    const onClose = (self: Duplex, other: Duplex, side: string) => () => {
+      if (wasReset(self) && !other.destroyed) {
         if (flags === '-') flags = side === 'upstream' ? 'UR' : 'DC';
         other.destroy();
       }
       if (++closed === 2) record();
     };
-    socket.once('close', onClose(upSocket, 'downstream'));
-    upSocket.once('close', onClose(socket, 'upstream'));
+    socket.once('close', onClose(socket, upSocket, 'downstream'));
+    upSocket.once('close', onClose(upSocket, socket, 'upstream'));
   });
   up.end();
 }

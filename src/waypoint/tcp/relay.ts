@@ -49,6 +49,12 @@ export interface TcpTarget {
   cluster: string;
 }
 
+/**
+ * Whether a side that closed was reset rather than ended: no end of its readable, or an error (an
+ * HTTP/2 stream reset after END_STREAM still ends its readable first, then errors).
+ */
+export const wasReset = (d: Duplex): boolean => !d.readableEnded || d.errored !== null || ((d as { rstCode?: number }).rstCode ?? 0) !== 0;
+
 const ipOf = (address: string) => address.replace(/^\[?([^\]]*)\]?:\d+$/, '$1');
 
 export class TcpRelays {
@@ -117,17 +123,18 @@ export class TcpRelays {
     down.pipe(up);
     up.pipe(down);
     let closed = 0;
-    const onClose = (other: Duplex, side: string) => () => {
-      // A side that closed without finishing both directions was reset: the other goes too.
-      if (!other.destroyed && !(other.readableEnded && other.writableFinished)) {
-        reset ??= `${side} closed`;
+    // A side that was reset (wasReset) takes the other down at once. One that ended
+    // cleanly leaves the other to finish writing what is in flight (the pipe ends it).
+    const onClose = (self: Duplex, other: Duplex, side: string) => () => {
+      if (wasReset(self) && !other.destroyed) {
+        reset ??= `${side} reset`;
         other.destroy();
       }
       if (++closed < 2) return;
       this.record(facts, { service: t.service.hostname, cluster: t.cluster, upstream: endpoint, flags: reset?.startsWith('upstream') ? 'UR' : reset ? 'DC' : '-', details: reset, received, sent }, true);
     };
-    down.once('close', onClose(up, 'downstream'));
-    up.once('close', onClose(down, 'upstream'));
+    down.once('close', onClose(down, up, 'downstream'));
+    up.once('close', onClose(up, down, 'upstream'));
   }
 
   private record(facts: ConnectionFacts, r: TcpRecord, opened = false): void {

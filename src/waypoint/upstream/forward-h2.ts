@@ -15,6 +15,12 @@ export interface H2Exchange extends Exchange {
   respondTrailers(trailers: OutgoingHttpHeaders): void;
   /** The `:authority` to send (the client's Host). */
   authority: string;
+  /**
+   * The client speaks HTTP/2: a gRPC trailers-only response (grpc-status in a HEADERS frame that
+   * ends the stream) goes to it as headers and then trailers, since the response API cannot end
+   * the stream on its headers, and a gRPC client reads the status only at the end of the stream.
+   */
+  splitTrailersOnly?: boolean;
   /** The client's TE header: `trailers` there is passed on (the one TE value HTTP/2 allows; gRPC servers may insist on it). */
   te?: string;
 }
@@ -82,7 +88,19 @@ export function forwardH2(session: ClientHttp2Session, x: H2Exchange, timeoutMs:
       responded = true;
       const status = Number(h[':status'] ?? 502);
       grpcStatus = grpcStatusOf(h);
-      x.respond(status, endToEnd(h));
+      const out = endToEnd(h);
+      const moved: OutgoingHttpHeaders = {};
+      // grpc-status in the headers is a trailers-only response (gRPC sends it nowhere else): its
+      // metadata is trailing metadata, so all of it but the content type moves to the trailers.
+      if (x.splitTrailersOnly && grpcStatus !== undefined) {
+        for (const k of Object.keys(out)) {
+          if (k === 'content-type') continue;
+          moved[k] = out[k];
+          delete out[k];
+        }
+      }
+      x.respond(status, out);
+      if (Object.keys(moved).length) x.respondTrailers(moved);
       stream.on('data', (c: Buffer) => (responseBytes += c.length));
       stream.once('trailers', (t) => {
         grpcStatus = grpcStatusOf(t) ?? grpcStatus;
