@@ -13,7 +13,7 @@ import { HboneError } from '../../hbone/errors.ts';
 import { elapsedMs } from '../../telemetry/connection.ts';
 import { planRequest, type Plan } from '../router/plan.ts';
 import { endToEnd, openTunnel } from '../upstream/forward.ts';
-import { wasReset } from '../tcp/relay.ts';
+import { resetWatch } from '../tcp/relay.ts';
 import type { RequestDeps, TunnelContext } from './request.ts';
 
 const head = (status: number, headers: [string, string][]): string =>
@@ -140,10 +140,12 @@ export async function handleUpgrade(deps: RequestDeps, ctx: TunnelContext, req: 
     socket.pipe(upSocket);
     upSocket.pipe(socket);
     let closed = 0;
-    // As tcp/relay.ts: a side reset (wasReset) takes the other down now; a
+    // As tcp/relay.ts: a side reset (resetWatch) takes the other down now; a
     // side that ended cleanly lets the pipe finish the other.
+    const downReset = resetWatch(socket);
+    const upReset = resetWatch(upSocket);
     const onClose = (self: Duplex, other: Duplex, side: string) => () => {
-      if (wasReset(self) && !other.destroyed) {
+      if ((self === upSocket ? upReset() : downReset()) && !other.destroyed) {
         if (flags === '-') flags = side === 'upstream' ? 'UR' : 'DC';
         other.destroy();
       }

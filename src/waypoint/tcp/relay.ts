@@ -55,6 +55,13 @@ export interface TcpTarget {
  */
 export const wasReset = (d: Duplex): boolean => !d.readableEnded || d.errored !== null || ((d as { rstCode?: number }).rstCode ?? 0) !== 0;
 
+/** wasReset, plus 'aborted': an HTTP/2 stream whose session went ends with no error and rstCode 0, and only says so by 'aborted'. */
+export function resetWatch(d: Duplex): () => boolean {
+  let aborted = false;
+  d.once('aborted', () => (aborted = true));
+  return () => aborted || wasReset(d);
+}
+
 const ipOf = (address: string) => address.replace(/^\[?([^\]]*)\]?:\d+$/, '$1');
 
 export class TcpRelays {
@@ -123,10 +130,12 @@ export class TcpRelays {
     down.pipe(up);
     up.pipe(down);
     let closed = 0;
-    // A side that was reset (wasReset) takes the other down at once. One that ended
+    // A side that was reset (resetWatch) takes the other down at once. One that ended
     // cleanly leaves the other to finish writing what is in flight (the pipe ends it).
+    const downReset = resetWatch(down);
+    const upReset = resetWatch(up);
     const onClose = (self: Duplex, other: Duplex, side: string) => () => {
-      if (wasReset(self) && !other.destroyed) {
+      if ((self === up ? upReset() : downReset()) && !other.destroyed) {
         reset ??= `${side} reset`;
         other.destroy();
       }

@@ -69,6 +69,9 @@ export function forwardH2(session: ClientHttp2Session, x: H2Exchange, timeoutMs:
       finish(responded ? 200 : 503, 'UR', `upstream reset mid-response: ${why}`);
     };
     stream.on('error', (e) => failed(e.message));
+    // Its session went (the tunnel was reset): Node ends such a stream's readable with no error
+    // and rstCode 0, 'aborted' is the one sign.
+    stream.once('aborted', () => failed('stream aborted (its session or tunnel closed)'));
     stream.once('close', () => {
       if (!done && !stream.readableEnded) failed(`stream closed (${stream.rstCode ?? 0})`);
     });

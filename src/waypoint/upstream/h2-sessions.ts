@@ -19,6 +19,8 @@ export const DEFAULT_H2_LIMITS: H2Limits = { maxSessions: 1024, idleMs: 60_000 }
 
 export class H2Sessions {
   private readonly sessions = new Map<string, Promise<ClientHttp2Session>>();
+  /** The settled ones, to skip a session that closed while its events are still on their way. */
+  private readonly ready = new Map<Promise<ClientHttp2Session>, ClientHttp2Session>();
   private readonly open = new Set<ClientHttp2Session>();
 
   constructor(
@@ -35,21 +37,29 @@ export class H2Sessions {
   get(endpoint: Endpoint, identity: string): Promise<ClientHttp2Session> {
     const key = `${identity}|${formatAuthority(endpoint)}`;
     const held = this.sessions.get(key);
-    if (held) return held;
+    const s = held && this.ready.get(held);
+    if (held && !(s && (s.closed || s.destroyed))) return held;
+    if (held) this.forget(key, held);
     while (this.sessions.size >= this.limits.maxSessions) {
       const [oldest, p] = this.sessions.entries().next().value as [string, Promise<ClientHttp2Session>];
-      this.sessions.delete(oldest);
-      void p.then((s) => s.close(), () => {});
+      this.forget(oldest, p);
+      void p.then((old) => old.close(), () => {});
     }
     const p = this.connect(key, endpoint, identity);
     this.sessions.set(key, p);
-    p.catch(() => this.forget(key, p));
+    p.then(
+      (session) => {
+        if (this.sessions.get(key) === p) this.ready.set(p, session);
+      },
+      () => this.forget(key, p),
+    );
     return p;
   }
 
   /** Closes every session (drain: `graceful` lets open streams finish). */
   close(graceful = true): void {
     this.sessions.clear();
+    this.ready.clear();
     for (const s of this.open) {
       if (graceful) s.close();
       else s.destroy();
@@ -58,6 +68,7 @@ export class H2Sessions {
 
   private forget(key: string, p: Promise<ClientHttp2Session>): void {
     if (this.sessions.get(key) === p) this.sessions.delete(key);
+    this.ready.delete(p);
   }
 
   private async connect(key: string, endpoint: Endpoint, identity: string): Promise<ClientHttp2Session> {
