@@ -199,6 +199,15 @@ describe('waypoint protocols', () => {
     await ended(t);
     await idle(s);
     await metricReaches(s, 'istio_tcp_connections_closed_total', { reporter: 'waypoint', response_flags: 'UR' }, 1);
+    // The endpoint's whole HBONE session goes (its agent restarts): the relay on it ends too.
+    const t2 = await client(cleanup, s, `${PROTO_VIP}:7000`).tunnel();
+    t2.write('ping');
+    await readUntil(t2, (g) => g === 'ping');
+    void s.v1.hbone.hbone.drain(0);
+    void s.v2.hbone.hbone.drain(0);
+    await ended(t2);
+    await idle(s);
+    await metricReaches(s, 'istio_tcp_connections_closed_total', { reporter: 'waypoint', response_flags: 'UR' }, 2);
   });
 
   it('relays a WebSocket upgrade: the 101 passed back and bytes echoed both ways until the client closes', async () => {
@@ -268,5 +277,50 @@ describe('waypoint protocols', () => {
     await ended(t);
     await idle(s);
     expect((t as unknown as Socket).destroyed || t.readableEnded).toBe(true);
+  });
+
+  it('keeps at most maxSessions HTTP/2 sessions, closing the oldest to make room', async () => {
+    const s = await stand(cleanup, objects(), { h2Limits: { maxSessions: 1 } });
+    const c = await grpcClient(cleanup, s);
+    for (let i = 0; i < 6; i++) {
+      expect((await unary(c, `b${i}`)).error).toBeUndefined();
+      expect(s.waypoint.stats().upstreamH2).toBeLessThanOrEqual(1);
+    }
+    // Round robin over two pods with room for one session: each call opened its own.
+    const connects = [s.v1, s.v2].map((b) => b.hbone.requests.filter((r) => r.authority.port === GRPC_TARGET).length);
+    expect(connects[0]! + connects[1]!).toBe(6);
+  });
+
+  it('ends a gRPC stream in flight when its endpoint resets (the client sees the failure, not a hang)', async () => {
+    const s = await stand(cleanup, objects());
+    const c = await grpcClient(cleanup, s);
+    const chat = c.Chat();
+    const got: string[] = [];
+    chat.on('data', (d: Buffer) => got.push(d.toString()));
+    chat.on('error', () => {});
+    const status = new Promise<grpc.StatusObject>((r) => chat.on('status', r));
+    chat.write(Buffer.from('first'));
+    await until(() => got.length === 1, 5000, 'the first echo');
+    s.v1.resetAll();
+    s.v2.resetAll();
+    const st = await Promise.race([status, new Promise<undefined>((r) => setTimeout(() => r(undefined), 5000))]);
+    expect(st?.code).toBeDefined();
+    expect(st!.code).not.toBe(grpc.status.OK);
+    await metricReaches(s, 'istio_requests_total', { reporter: 'waypoint', request_protocol: 'grpc', response_flags: 'UR' }, 1);
+  });
+
+  it('refuses a connection to a TCP port that L4 policy denies, before dialling anything', async () => {
+    const denied: string[] = [];
+    const s = await stand(cleanup, objects(), {
+      l4Policy: (r) => {
+        denied.push(`${r.peerPrincipal} ${r.service.name}:${r.port}`);
+        return { allow: false, reason: 'not this client', policy: 'ns/deny-client' };
+      },
+    });
+    const c = client(cleanup, s, `${PROTO_VIP}:7000`);
+    await expect(c.tunnel()).rejects.toThrow(/401/);
+    expect(denied).toEqual([`${s.waypointId.replace('/sa/waypoint', '/sa/client')} proto:7000`]);
+    expect([...s.v1.hbone.requests, ...s.v2.hbone.requests]).toEqual([]);
+    await metricReaches(s, 'istio_tcp_connections_closed_total', { reporter: 'waypoint', response_flags: 'RBAC' }, 1);
   });
 });
