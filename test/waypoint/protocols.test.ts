@@ -234,6 +234,11 @@ describe('waypoint protocols', () => {
     t.write(upgradeRequest('/x', 'evil-proto'));
     expect(await readUntil(t, (g) => g.includes('\r\n\r\n'))).toMatch(/^HTTP\/1\.1 403 /);
     await ended(t);
+    // A handshake with a body: its bytes would reach the endpoint after the 101, so it is refused.
+    const smuggle = await c.tunnel();
+    smuggle.write(upgradeRequest('/ws').replace('\r\n\r\n', '\r\ncontent-length: 18\r\n\r\n') + 'GET /x HTTP/1.1\r\n\r\n');
+    expect(await readUntil(smuggle, (g) => g.includes('\r\n\r\n'))).toMatch(/^HTTP\/1\.1 403 /);
+    await ended(smuggle);
     const h2c = await c.tunnel();
     h2c.write('GET /h2c HTTP/1.1\r\nhost: proto\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAAQAAP__\r\n\r\n');
     const reply = await readUntil(h2c, (g) => g.includes('"url":"/h2c"'));

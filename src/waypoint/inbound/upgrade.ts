@@ -80,6 +80,8 @@ export async function handleUpgrade(deps: RequestDeps, ctx: TunnelContext, req: 
   };
 
   if (String(req.headers.upgrade ?? '').trim().toLowerCase() !== 'websocket') return local(403, '-', `upgrade_failed: ${String(req.headers.upgrade ?? '')} is not websocket`);
+  // A body on the handshake would reach the endpoint as bytes after its 101: refused, not smuggled.
+  if (Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined) return local(403, '-', 'upgrade_failed: a WebSocket handshake with a body');
   if ('workload' in ctx.target) {
     plan = { kind: 'forward', route: '', cluster: '', endpoint: ctx.target.endpoint, identity: mesh.identity(ctx.target.endpoint.address) ?? '', timeoutMs: 0 };
   } else {
