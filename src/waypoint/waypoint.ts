@@ -24,6 +24,7 @@ import { RequestTelemetry } from './metrics/record.ts';
 import { Balancer } from './upstream/balancer.ts';
 import type { UpstreamOptions } from './upstream/forward.ts';
 import { H2Sessions, DEFAULT_H2_LIMITS, type H2Limits } from './upstream/h2-sessions.ts';
+import { H1Tunnels, DEFAULT_H1_LIMITS, type H1Limits } from './upstream/h1-pool.ts';
 import { NO_L4_POLICY, type L4Policy } from './tcp/l4-policy.ts';
 import { TcpRelays, type TcpRecord } from './tcp/relay.ts';
 import { WaypointConfig } from './xds/config.ts';
@@ -54,6 +55,8 @@ export interface WaypointOptions {
   h2Limits?: Partial<H2Limits>;
   /** Every TCP-port connection once it ends. */
   onTcp?: (r: TcpRecord) => void;
+  /** Keep HTTP/1.1 tunnels to endpoints for reuse (h1-pool.ts), with these bounds; unset: a tunnel per request. */
+  h1KeepAlive?: Partial<H1Limits>;
 }
 
 export class Waypoint {
@@ -63,6 +66,8 @@ export class Waypoint {
   readonly tcpMetrics: IstioTcpMetrics;
   /** HTTP/2 sessions to endpoints (http2 and grpc clusters). */
   readonly h2: H2Sessions;
+  /** Idle HTTP/1.1 tunnels to endpoints, when kept (h1KeepAlive). */
+  readonly h1?: H1Tunnels;
   private readonly tcp: TcpRelays;
   private readonly tunnels: HttpTunnels;
   private mesh: MeshIndex;
@@ -76,6 +81,7 @@ export class Waypoint {
     const telemetry = new RequestTelemetry(this.metrics, o.accessLog);
     const upstream: UpstreamOptions = { pool: this.pool, credentials: o.credentials, identity: o.identity, dial: o.dial, hbonePort: o.hbonePort };
     this.h2 = new H2Sessions(upstream, { ...DEFAULT_H2_LIMITS, ...o.h2Limits });
+    if (o.h1KeepAlive) this.h1 = new H1Tunnels(upstream, { ...DEFAULT_H1_LIMITS, ...o.h1KeepAlive });
     const deps = {
       table: () => o.config.table,
       mesh: () => this.mesh,
@@ -84,6 +90,7 @@ export class Waypoint {
       upstream,
       telemetry,
       h2: this.h2,
+      h1: this.h1,
     };
     this.tcp = new TcpRelays({ ...deps, metrics: this.tcpMetrics, policy: o.l4Policy ?? NO_L4_POLICY, onClose: o.onTcp });
     this.tunnels = new HttpTunnels(
@@ -131,8 +138,8 @@ export class Waypoint {
   }
 
   /** Tunnels (HBONE streams) and HTTP state held now: all 0 when idle, for leak checks. */
-  stats(): { sessions: number; streams: number; tunnels: number; h2Sessions: number; requests: number; tcp: number; upstreamH2: number } {
-    return { ...this.hbone.stats(), ...this.tunnels.stats(), requests: this.requests, tcp: this.tcp.size, upstreamH2: this.h2.size };
+  stats(): { sessions: number; streams: number; tunnels: number; h2Sessions: number; requests: number; tcp: number; upstreamH2: number; upstreamH1Idle: number } {
+    return { ...this.hbone.stats(), ...this.tunnels.stats(), requests: this.requests, tcp: this.tcp.size, upstreamH2: this.h2.size, upstreamH1Idle: this.h1?.size ?? 0 };
   }
 
   /** Stops accepting, lets open streams finish until the deadline, then closes what is left. */
@@ -146,6 +153,7 @@ export class Waypoint {
     } finally {
       clearTimeout(timer);
       this.h2.close(false);
+      this.h1?.close();
       this.tcp.destroyAll();
       this.pool.close(true);
     }

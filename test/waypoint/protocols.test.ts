@@ -8,7 +8,7 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
-  Cleanup, ECHO_SERVICE, ECHO_TARGET, GRPC_TARGET, POD_IP, PROTO_VIP, client, frontDoor, metric, protoService, stand, subsets, until, webPod, webService, wsAccept,
+  Cleanup, ECHO_SERVICE, ECHO_TARGET, GRPC_TARGET, TARGET_PORT, POD_IP, PROTO_VIP, client, frontDoor, metric, protoService, stand, subsets, until, webPod, webService, wsAccept,
   type Stand,
 } from './harness.ts';
 
@@ -328,4 +328,23 @@ describe('waypoint protocols', () => {
     expect([...s.v1.hbone.requests, ...s.v2.hbone.requests]).toEqual([]);
     await metricReaches(s, 'istio_tcp_connections_closed_total', { reporter: 'waypoint', response_flags: 'RBAC' }, 1);
   });
+
+  it('keeps HTTP/1.1 tunnels for reuse when asked: bounded per endpoint, and replaced after the endpoint resets them', async () => {
+    const s = await stand(cleanup, objects(), { h1KeepAlive: { maxIdlePerEndpoint: 1 } });
+    const c = client(cleanup, s, `${PROTO_VIP}:80`);
+    const connects = () => [s.v1, s.v2].reduce((n, b) => n + b.hbone.requests.filter((r) => r.authority.port === TARGET_PORT).length, 0);
+    for (let i = 0; i < 10; i++) expect((await c.request(`/seq${i}`)).status).toBe(200);
+    expect(connects()).toBe(2); // one tunnel per pod, reused by the ten requests
+    expect(s.waypoint.stats().upstreamH1Idle).toBe(2);
+    // Six at once need six tunnels; afterwards one per pod is kept, the rest closed.
+    const replies = await Promise.all(Array.from({ length: 6 }, (_, i) => c.request(`/par${i}`, { method: 'POST', body: 'x'.repeat(1000) })));
+    expect(replies.map((r) => r.status)).toEqual([200, 200, 200, 200, 200, 200]);
+    await until(() => s.waypoint.stats().upstreamH1Idle <= 2 && s.v1.hbone.hbone.stats().streams + s.v2.hbone.hbone.stats().streams <= 2, 5000, 'the pool back within its bound');
+    // The pods restart under the waypoint: the idle tunnels go, and the next requests open new ones.
+    s.v1.resetAll();
+    s.v2.resetAll();
+    await until(() => s.waypoint.stats().upstreamH1Idle === 0, 5000, 'the reset tunnels to leave the pool');
+    for (let i = 0; i < 4; i++) expect((await c.request(`/after${i}`)).status).toBe(200);
+    expect([...s.v1.seen, ...s.v2.seen].filter((r) => r.url.startsWith('/after'))).toHaveLength(4);
+  }, 30_000);
 });

@@ -16,6 +16,7 @@ import type { Balancer } from '../upstream/balancer.ts';
 import { endToEnd, forwardOver, openTunnel, type ForwardResult, type UpstreamOptions } from '../upstream/forward.ts';
 import { forwardH2 } from '../upstream/forward-h2.ts';
 import type { H2Sessions } from '../upstream/h2-sessions.ts';
+import type { H1Tunnels } from '../upstream/h1-pool.ts';
 
 /** What the tunnel a request came through was for: decided once, at CONNECT. */
 export interface TunnelContext {
@@ -36,6 +37,8 @@ export interface RequestDeps {
   telemetry: RequestTelemetry;
   /** Pooled HTTP/2 sessions, for clusters whose upstream speaks HTTP/2 (absent: every cluster is HTTP/1.1). */
   h2?: H2Sessions;
+  /** Idle HTTP/1.1 tunnels kept for reuse (absent: a tunnel per request). */
+  h1?: H1Tunnels;
 }
 
 type Req = IncomingMessage | Http2ServerRequest;
@@ -91,7 +94,7 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
   } else {
     upstreamHost = `${plan.endpoint.address}:${plan.endpoint.port}`;
     const h2 = deps.table().clusters.get(plan.cluster)?.http2 ? deps.h2 : undefined;
-    result = await forward(deps.upstream, plan, req, res, host, requestId, h2);
+    result = await forward(deps.upstream, plan, req, res, host, requestId, h2, deps.h1);
   }
 
   const service = 'service' in ctx.target ? ctx.target.service : undefined;
@@ -125,7 +128,7 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
 }
 
 /** One attempt: the request to the planned endpoint, over HTTP/2 when `h2` is given, else HTTP/1.1 in a tunnel of its own. */
-async function forward(o: UpstreamOptions, plan: Extract<Plan, { kind: 'forward' }>, req: Req, res: Res, host: string, requestId: string, h2?: H2Sessions): Promise<ForwardResult> {
+async function forward(o: UpstreamOptions, plan: Extract<Plan, { kind: 'forward' }>, req: Req, res: Res, host: string, requestId: string, h2?: H2Sessions, h1?: H1Tunnels): Promise<ForwardResult> {
   if (!plan.identity) {
     req.resume();
     return { status: 503, flags: 'UH', details: `no identity known for ${plan.endpoint.address}`, requestBytes: 0, responseBytes: localReply(res, 503, 'UH') };
@@ -134,7 +137,7 @@ async function forward(o: UpstreamOptions, plan: Extract<Plan, { kind: 'forward'
   const gone = new Promise<void>((resolve) => res.once('close', () => (res.writableFinished ? undefined : resolve())));
   let tunnel;
   try {
-    tunnel = await openTunnel(o, plan.endpoint, plan.identity, {});
+    tunnel = h1 ? (await h1.acquire(plan.endpoint, plan.identity)).tunnel : await openTunnel(o, plan.endpoint, plan.identity, {});
   } catch (e) {
     req.resume();
     const details = e instanceof HboneError ? `${e.kind}: ${e.message}` : (e as Error).message;
@@ -157,6 +160,7 @@ async function forward(o: UpstreamOptions, plan: Extract<Plan, { kind: 'forward'
       headersSent: () => res.headersSent,
     },
     plan.timeoutMs,
+    h1 && ((hint) => h1.release(tunnel, plan.endpoint, plan.identity, hint)),
   );
   if (result.status >= 500 && result.flags !== '-' && !res.headersSent) result.responseBytes = localReply(res, result.status, result.flags);
   return result;
