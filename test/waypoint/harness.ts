@@ -161,9 +161,13 @@ async function backend(cleanup: Cleanup, ca: TestCa, name: string): Promise<Back
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   cleanup.add(() => void server.close());
   const port = (server.address() as AddressInfo).port;
+  // Answers with what it saw (the request's trailers too) and sends a trailer of its own.
   const h2c = http2.createServer((req, res) => {
     req.resume();
-    req.on('end', () => res.end(JSON.stringify({ pod: name, url: req.url, version: req.httpVersion })));
+    req.on('end', () => {
+      res.addTrailers({ 'x-pod': name });
+      res.end(JSON.stringify({ pod: name, url: req.url, version: req.httpVersion, trailers: req.trailers }));
+    });
   });
   await new Promise<void>((r) => h2c.listen(0, '127.0.0.1', r));
   cleanup.add(() => void h2c.close());

@@ -4,6 +4,8 @@
 // client to an HTTP/2 port; WebSocket upgrades relayed (other upgrades refused, a flood held back
 // by backpressure, a reset passed on); a TCP port relayed as bytes with Istio's TCP series.
 import * as grpc from '@grpc/grpc-js';
+import http from 'node:http';
+import http2 from 'node:http2';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -347,4 +349,32 @@ describe('waypoint protocols', () => {
     for (let i = 0; i < 4; i++) expect((await c.request(`/after${i}`)).status).toBe(200);
     expect([...s.v1.seen, ...s.v2.seen].filter((r) => r.url.startsWith('/after'))).toHaveLength(4);
   }, 30_000);
+
+  it('passes trailers both ways on an HTTP/2 port: an HTTP/2 client\'s request trailers, the endpoint\'s response trailers to HTTP/2 and HTTP/1.1 clients', async () => {
+    const s = await stand(cleanup, objects());
+    const port = await frontDoor(cleanup, s, `${PROTO_VIP}:8082`);
+    const session = http2.connect(`http://127.0.0.1:${port}`);
+    cleanup.add(() => session.destroy());
+    const stream = session.request({ ':method': 'POST', ':path': '/t', ':authority': 'proto' }, { waitForTrailers: true });
+    stream.on('wantTrailers', () => stream.sendTrailers({ 'x-checksum': 'abc' }));
+    stream.end('body');
+    const trailers = new Promise<http2.IncomingHttpHeaders>((r) => stream.once('trailers', r));
+    let body = '';
+    stream.on('data', (c: Buffer) => (body += c.toString()));
+    await new Promise<void>((r) => stream.once('end', r));
+    expect(JSON.parse(body)).toMatchObject({ url: '/t', version: '2.0', trailers: { 'x-checksum': 'abc' } });
+    expect((await trailers)['x-pod']).toMatch(/^web-v[12]$/);
+
+    // An HTTP/1.1 client gets the endpoint's trailers after the last chunk.
+    const t = await client(cleanup, s, `${PROTO_VIP}:8082`).tunnel();
+    const h1Trailers = await new Promise<Record<string, string | undefined>>((resolve, reject) => {
+      const req = http.request({ createConnection: () => t as unknown as Socket, path: '/h1', headers: { host: 'proto' } }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.trailers));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    expect(h1Trailers['x-pod']).toMatch(/^web-v[12]$/);
+  });
 });
