@@ -15,6 +15,10 @@ export const TYPE_ENDPOINT = 'type.googleapis.com/envoy.config.endpoint.v3.Clust
 /** Dependency order: a client should learn clusters before the routes that name them. */
 export const ENVOY_TYPES = [TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE] as const;
 export const HCM = 'envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager';
+/** A TCP port's listener: bytes to one cluster. */
+export const TCP_PROXY = 'envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy';
+/** A cluster's upstream HTTP version (its typed_extension_protocol_options entry has this name). */
+export const HTTP_PROTOCOL_OPTIONS = 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions';
 
 const FILES = [
   'envoy/config/listener/v3/listener.proto',
@@ -22,6 +26,8 @@ const FILES = [
   'envoy/config/cluster/v3/cluster.proto',
   'envoy/config/endpoint/v3/endpoint.proto',
   'envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto',
+  'envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.proto',
+  'envoy/extensions/upstreams/http/v3/http_protocol_options.proto',
   'envoy/extensions/filters/http/router/v3/router.proto',
   'envoy/extensions/filters/http/fault/v3/fault.proto',
   'envoy/extensions/filters/http/local_ratelimit/v3/local_rate_limit.proto',

@@ -378,6 +378,7 @@ function validateService(spec: unknown, runnable: boolean): void {
     if (!isRecord(p)) fail(at, 'must be an object');
     port(p.port, `${at}.port`);
     if (p.targetPort !== undefined) intOrName(p.targetPort, `${at}.targetPort`);
+    if (p.appProtocol !== undefined && (typeof p.appProtocol !== 'string' || p.appProtocol === '')) fail(`${at}.appProtocol`, 'must be a non-empty string');
     if (runnable && p.protocol !== undefined && p.protocol !== 'TCP') fail(`${at}.protocol`, `only TCP is supported, got ${JSON.stringify(p.protocol)}`);
     if ((spec.ports as unknown[]).length > 1 && typeof p.name !== 'string') fail(`${at}.name`, 'required when a service has more than one port');
     if (typeof p.name === 'string') {

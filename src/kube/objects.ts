@@ -94,6 +94,8 @@ export interface PodStatus {
 export interface ServicePort {
   name?: string;
   protocol?: string;
+  /** The application protocol (Istio reads it before the port name: http, http2, grpc, tcp...). */
+  appProtocol?: string;
   port: number;
   targetPort?: number | string;
 }

@@ -34,7 +34,7 @@ export const TCP_LABELS = [
 export type TcpLabels = Record<(typeof TCP_LABELS)[number], string>;
 
 export interface ConnectionFacts {
-  reporter: 'source' | 'destination';
+  reporter: 'source' | 'destination' | 'waypoint';
   src?: Workload;
   /** The authenticated peer (inbound HBONE) or our own identity (outbound). */
   srcPrincipal?: string;

@@ -97,7 +97,8 @@ export async function runWaypoint(o: WaypointRunOptions): Promise<void> {
     token: o.tokenFile ? () => readFileSync(o.tokenFile!, 'utf8').trim() : undefined,
   };
   const config = new WaypointConfig();
-  const waypoint = new Waypoint({ credentials, identity: uri, trustDomain: id.trustDomain, config, registry, accessLog: log });
+  // HTTP/1.1 tunnels to endpoints are kept for reuse (a CONNECT per request is the main cost otherwise).
+  const waypoint = new Waypoint({ credentials, identity: uri, trustDomain: id.trustDomain, config, registry, accessLog: log, h1KeepAlive: {} });
   const mesh = new MeshWatch((m) => waypoint.setMesh(m));
   const clients = [config.connect(xds), mesh.connect(xds)];
   const l = hostPort(o.meshAddress, '--mesh-address');

@@ -1,9 +1,11 @@
 // The waypoint as a library: an HBONE server (src/hbone) whose CONNECT streams are taken as HTTP
 // (inbound/tunnels.ts), each request routed by the table the control plane configures over xDS
 // (xds/config.ts) and forwarded to an endpoint over HBONE under the waypoint's own identity
-// (upstream/forward.ts), with Istio's request metrics and an access-log line per request. The
-// process around it (`weft waypoint`: identity from the CA, the workload API for MeshIndex, admin
-// port) is the caller's.
+// (upstream/forward.ts; HTTP/2 clusters on pooled sessions, upstream/h2-sessions.ts), with Istio's
+// request metrics and an access-log line per request. WebSocket upgrades are relayed
+// (inbound/upgrade.ts); a TCP port's tunnels are relayed as bytes (tcp/relay.ts, Istio's TCP
+// metrics). The process around it (`weft waypoint`: identity from the CA, the workload API for
+// MeshIndex, admin port) is the caller's.
 import type { Registry } from 'prom-client';
 import { formatAuthority } from '../hbone/authority.ts';
 import { createHboneServer, type HboneServer } from '../hbone/node/server.ts';
@@ -14,13 +16,19 @@ import { formatSpiffe } from '../api/spiffe.ts';
 import type { AccessLogSink } from '../telemetry/access-log.ts';
 import { IstioHttpMetrics } from '../telemetry/istio-http.ts';
 import { RateLimiter, type RateLimiterOptions } from './filters/rate-limit.ts';
+import { IstioTcpMetrics } from '../telemetry/istio-tcp.ts';
 import { handleRequest, type TunnelContext } from './inbound/request.ts';
+import { handleUpgrade } from './inbound/upgrade.ts';
 import { DEFAULT_HTTP_LIMITS, HttpTunnels, type HttpLimits } from './inbound/tunnels.ts';
 import { MeshIndex } from './mesh.ts';
 import { RequestTelemetry } from './metrics/record.ts';
 import { Balancer } from './upstream/balancer.ts';
 import type { UpstreamOptions } from './upstream/forward.ts';
 import type { ReplayMeter } from './upstream/retry.ts';
+import { H2Sessions, DEFAULT_H2_LIMITS, type H2Limits } from './upstream/h2-sessions.ts';
+import { H1Tunnels, DEFAULT_H1_LIMITS, type H1Limits } from './upstream/h1-pool.ts';
+import { NO_L4_POLICY, type L4Policy } from './tcp/l4-policy.ts';
+import { TcpRelays, type TcpRecord } from './tcp/relay.ts';
 import { WaypointConfig } from './xds/config.ts';
 
 export interface WaypointOptions {
@@ -48,6 +56,14 @@ export interface WaypointOptions {
   rateLimit?: RateLimiterOptions;
   /** The most of a request body kept for replays by retries (Envoy's per_connection_buffer_limit, 1 MiB). */
   retryBufferBytes?: number;
+  /** L4 authorization of connections to TCP ports (default: none binds the waypoint). */
+  l4Policy?: L4Policy;
+  /** Pooled HTTP/2 sessions to endpoints: how many, how long idle. */
+  h2Limits?: Partial<H2Limits>;
+  /** Every TCP-port connection once it ends. */
+  onTcp?: (r: TcpRecord) => void;
+  /** Keep HTTP/1.1 tunnels to endpoints for reuse (h1-pool.ts), with these bounds; unset: a tunnel per request. */
+  h1KeepAlive?: Partial<H1Limits>;
 }
 
 export class Waypoint {
@@ -60,6 +76,12 @@ export class Waypoint {
   readonly balancer: Balancer;
   /** Request body bytes kept for retries: now (0 when idle) and the most at once. */
   readonly replay: ReplayMeter = { held: 0, peak: 0 };
+  readonly tcpMetrics: IstioTcpMetrics;
+  /** HTTP/2 sessions to endpoints (http2 and grpc clusters). */
+  readonly h2: H2Sessions;
+  /** Idle HTTP/1.1 tunnels to endpoints, when kept (h1KeepAlive). */
+  readonly h1?: H1Tunnels;
+  private readonly tcp: TcpRelays;
   private readonly tunnels: HttpTunnels;
   private mesh: MeshIndex;
   private requests = 0;
@@ -68,21 +90,28 @@ export class Waypoint {
     this.mesh = o.mesh ?? new MeshIndex();
     this.pool = o.pool ?? new HbonePool();
     this.metrics = new IstioHttpMetrics(o.registry);
+    this.tcpMetrics = new IstioTcpMetrics(o.registry);
     const telemetry = new RequestTelemetry(this.metrics, o.accessLog);
     this.rateLimiter = new RateLimiter(o.rateLimit);
     this.balancer = new Balancer(o.random);
+    const upstream: UpstreamOptions = { pool: this.pool, credentials: o.credentials, identity: o.identity, dial: o.dial, hbonePort: o.hbonePort };
+    this.h2 = new H2Sessions(upstream, { ...DEFAULT_H2_LIMITS, ...o.h2Limits });
+    if (o.h1KeepAlive) this.h1 = new H1Tunnels(upstream, { ...DEFAULT_H1_LIMITS, ...o.h1KeepAlive });
     const deps = {
       table: () => o.config.table,
       mesh: () => this.mesh,
       balancer: this.balancer,
       unsupported: (c: string) => o.config.unsupported(c),
-      upstream: { pool: this.pool, credentials: o.credentials, identity: o.identity, dial: o.dial, hbonePort: o.hbonePort },
+      upstream,
       telemetry,
       rateLimiter: this.rateLimiter,
       random: o.random,
       retryBufferBytes: o.retryBufferBytes,
       replayMeter: this.replay,
+      h2: this.h2,
+      h1: this.h1,
     };
+    this.tcp = new TcpRelays({ ...deps, metrics: this.tcpMetrics, policy: o.l4Policy ?? NO_L4_POLICY, onClose: o.onTcp });
     this.tunnels = new HttpTunnels(
       { ...DEFAULT_HTTP_LIMITS, ...o.limits },
       (ctx, req, res) => {
@@ -102,6 +131,15 @@ export class Waypoint {
           service: 'service' in ctx.target ? ctx.target.service : undefined, grpc: false,
         }),
     );
+    this.tunnels.onUpgrade = (ctx, req, socket, head) => {
+      this.requests++;
+      handleUpgrade(deps, ctx, req, socket, head)
+        .catch((e: Error) => {
+          socket.destroy();
+          o.accessLog?.warn({ err: e.message, destination: ctx.destination }, 'upgrade failed');
+        })
+        .finally(() => this.requests--);
+    };
     this.hbone = createHboneServer({
       credentials: o.credentials,
       trustDomain: o.trustDomain,
@@ -119,17 +157,23 @@ export class Waypoint {
   }
 
   /** Tunnels (HBONE streams) and HTTP state held now: all 0 when idle, for leak checks. */
-  stats(): { sessions: number; streams: number; tunnels: number; h2Sessions: number; requests: number } {
-    return { ...this.hbone.stats(), ...this.tunnels.stats(), requests: this.requests };
+  stats(): { sessions: number; streams: number; tunnels: number; h2Sessions: number; requests: number; tcp: number; upstreamH2: number; upstreamH1Idle: number } {
+    return { ...this.hbone.stats(), ...this.tunnels.stats(), requests: this.requests, tcp: this.tcp.size, upstreamH2: this.h2.size, upstreamH1Idle: this.h1?.size ?? 0 };
   }
 
   /** Stops accepting, lets open streams finish until the deadline, then closes what is left. */
   async drain(deadlineMs = 5000): Promise<void> {
-    const timer = setTimeout(() => this.tunnels.destroyAll(), deadlineMs);
+    const timer = setTimeout(() => {
+      this.tunnels.destroyAll();
+      this.tcp.destroyAll();
+    }, deadlineMs);
     try {
       await this.hbone.drain(deadlineMs);
     } finally {
       clearTimeout(timer);
+      this.h2.close(false);
+      this.h1?.close();
+      this.tcp.destroyAll();
       this.pool.close(true);
     }
   }
@@ -139,10 +183,13 @@ export class Waypoint {
    * (sent to directly); anything else is refused, so the waypoint never dials what the mesh does
    * not know.
    */
-  private decide(peerPrincipal: string, peerAddress: string, authority: { address: string; port: number }): ConnectDecision {
+  private decide(peerPrincipal: string, peerAddress: string, authority: { address: string; port: number }): ConnectDecision | Promise<ConnectDecision> {
     const destination = formatAuthority(authority);
     const svc = this.mesh.service(authority.address, authority.port);
     let target: TunnelContext['target'];
+    // A TCP port (its listener a tcp_proxy): relayed as bytes, no HTTP parsed.
+    const tcpCluster = svc && this.o.config.table.tcpListeners?.get(svc.listener);
+    if (svc && tcpCluster) return this.tcp.connect({ peerPrincipal, peerAddress, service: svc.service, port: svc.port, cluster: tcpCluster });
     if (svc) target = { service: svc.service, listener: svc.listener };
     else {
       const workload = this.mesh.workload(authority.address);

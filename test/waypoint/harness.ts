@@ -3,8 +3,14 @@
 // a DestinationRule with subsets), the waypoint library with its own certificate, two HTTP backends each behind a real
 // HBONE server standing in for the destination agent (it relays the CONNECT to the backend), and a
 // client that sends HTTP/1.1 through an HBONE CONNECT to the waypoint, as a source agent would.
+// Each pod also serves gRPC (grpc-js), HTTP/2 (h2c), a TCP echo and WebSocket upgrades on its
+// HTTP server, for the Service "proto" whose ports declare those protocols.
+import { createHash } from 'node:crypto';
 import http, { type IncomingMessage } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import http2 from 'node:http2';
+import net, { type AddressInfo, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import * as grpc from '@grpc/grpc-js';
 import { Registry } from 'prom-client';
 import type { Service, Workload } from '../../src/api/mesh.ts';
 import type { KObject } from '../../src/kube/objects.ts';
@@ -16,7 +22,7 @@ import { Waypoint, type WaypointOptions } from '../../src/waypoint/waypoint.ts';
 import { WaypointConfig } from '../../src/waypoint/xds/config.ts';
 import { Cleanup, controlPlane, gateway, istio, log, NS, type ControlPlane } from '../control/xds/envoy/harness.ts';
 import { decode, encode, TYPE_ROUTE } from '../../src/control/xds/envoy/messages.ts';
-import { connectTo, spiffe, startHbone, until, type TestServer } from '../hbone/harness.ts';
+import { connectTo, spiffe, startHbone, tcpServer, until, type TestServer } from '../hbone/harness.ts';
 import { createCa, type TestCa } from '../hbone/pki.ts';
 
 export { Cleanup, gateway, istio, NS, until };
@@ -25,6 +31,80 @@ export const VIP = '10.96.0.20';
 export const HOST = `web.${NS}.svc.cluster.local`;
 export const POD_IP = { v1: '10.10.0.1', v2: '10.10.0.2' } as const;
 export const TARGET_PORT = 8080;
+/** The pods' other servers: gRPC, h2c, a TCP echo (target ports of the Service "proto"). */
+export const GRPC_TARGET = 9090;
+export const H2C_TARGET = 8082;
+export const ECHO_TARGET = 7000;
+export const PROTO_VIP = '10.96.0.30';
+export const PROTO_HOST = `proto.${NS}.svc.cluster.local`;
+
+/** A Service over the same pods whose ports declare their protocols the ways Istio reads them. */
+export const protoService = (): KObject => ({
+  apiVersion: 'v1', kind: 'Service', metadata: { name: 'proto', namespace: NS },
+  spec: {
+    selector: { app: 'web' }, clusterIP: PROTO_VIP,
+    ports: [
+      { name: 'http-web', port: 80, targetPort: TARGET_PORT },
+      { name: 'api', appProtocol: 'grpc', port: 9090, targetPort: GRPC_TARGET },
+      { name: 'http2-api', port: 8082, targetPort: H2C_TARGET },
+      { name: 'tcp-echo', port: 7000, targetPort: ECHO_TARGET },
+    ],
+  },
+} as KObject);
+
+export const protoSvc: Service = {
+  name: 'proto', namespace: NS, hostname: PROTO_HOST, addresses: [PROTO_VIP], subjectAltNames: [],
+  ports: [{ servicePort: 80, targetPort: TARGET_PORT }, { servicePort: 9090, targetPort: GRPC_TARGET }, { servicePort: 8082, targetPort: H2C_TARGET }, { servicePort: 7000, targetPort: ECHO_TARGET }],
+};
+
+const raw = (b: Buffer) => b;
+/** A gRPC service of raw bytes (no proto file): Unary echoes or fails, Chat echoes every message. */
+export const ECHO_SERVICE = {
+  Unary: { path: '/test.Echo/Unary', requestStream: false, responseStream: false, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
+  Chat: { path: '/test.Echo/Chat', requestStream: true, responseStream: true, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
+} satisfies grpc.ServiceDefinition;
+
+async function grpcServer(cleanup: Cleanup, name: string): Promise<number> {
+  const server = new grpc.Server();
+  server.addService(ECHO_SERVICE, {
+    Unary: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
+      const m = call.request.toString();
+      const trailer = new grpc.Metadata();
+      trailer.set('x-served-by', name);
+      if (m.startsWith('fail')) return cb({ code: grpc.status.PERMISSION_DENIED, details: `no: ${m}`, metadata: trailer });
+      cb(null, Buffer.from(`${name}:${m}`), trailer);
+    },
+    Chat: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
+      call.on('data', (d: Buffer) => call.write(Buffer.from(`${name}:${d.toString()}`)));
+      call.on('end', () => call.end());
+    },
+  });
+  const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
+  cleanup.add(() => server.forceShutdown());
+  return port;
+}
+
+/** WebSocket's handshake answer (RFC 6455 4.2.2). */
+export const wsAccept = (key: string) => createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
+
+/**
+ * WebSocket upgrades on a pod's HTTP server, answered by hand (the waypoint relays bytes; frames
+ * are the endpoints' business): /ws echoes, /ws-stall never reads, /ws-reset says "bye" and resets.
+ */
+function serveUpgrades(server: http.Server, upgrades: string[]): void {
+  server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+    upgrades.push(`${String(req.headers.upgrade)} ${req.url}`);
+    socket.on('error', () => {});
+    socket.write(`HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: ${wsAccept(String(req.headers['sec-websocket-key']))}\r\n\r\n`);
+    if (req.url === '/ws-stall') return void socket.pause();
+    if (req.url === '/ws-reset') {
+      socket.write('bye');
+      return void setTimeout(() => socket.resetAndDestroy(), 50);
+    }
+    if (head.length) socket.write(head);
+    socket.pipe(socket);
+  });
+}
 
 export const webService = (): KObject => ({
   apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: NS },
@@ -50,7 +130,7 @@ export const webSvc: Service = { name: 'web', namespace: NS, hostname: HOST, add
 
 /** The mesh as the workload API would describe it; the client's workload is at 127.0.0.1 (its HBONE source address). */
 export const meshIndex = () =>
-  new MeshIndex([webSvc], [workload('web-v1', POD_IP.v1, 'web-v1', 'v1'), workload('web-v2', POD_IP.v2, 'web-v2', 'v2'), workload('client', '127.0.0.1', 'client')]);
+  new MeshIndex([webSvc, protoSvc], [workload('web-v1', POD_IP.v1, 'web-v1', 'v1'), workload('web-v2', POD_IP.v2, 'web-v2', 'v2'), workload('client', '127.0.0.1', 'client')]);
 
 export interface Backend {
   name: string;
@@ -60,6 +140,10 @@ export interface Backend {
   seen: { method: string; url: string; headers: IncomingMessage['headers']; body: number }[];
   /** When set, every request is answered with this status (a failing pod). */
   fail?: number;
+  /** Upgrade requests it took: `<upgrade> <url>`. */
+  upgrades: string[];
+  /** Resets every connection the pod's agent relays now (the pod restarting under the waypoint). */
+  resetAll(): void;
 }
 
 /**
@@ -103,18 +187,43 @@ async function backend(cleanup: Cleanup, ca: TestCa, name: string): Promise<Back
       res.end(JSON.stringify({ pod: name, url: req.url, body }));
     });
   });
+  const upgrades: string[] = [];
+  serveUpgrades(server, upgrades);
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   cleanup.add(() => void server.close());
   const port = (server.address() as AddressInfo).port;
+  // Answers with what it saw (the request's trailers too) and sends a trailer of its own.
+  const h2c = http2.createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      res.addTrailers({ 'x-pod': name });
+      res.end(JSON.stringify({ pod: name, url: req.url, version: req.httpVersion, trailers: req.trailers }));
+    });
+  });
+  await new Promise<void>((r) => h2c.listen(0, '127.0.0.1', r));
+  cleanup.add(() => void h2c.close());
+  // The echo resets the connection when it reads RESET (an endpoint failing mid-stream).
+  const tcp = await tcpServer((sock) => {
+    sock.on('error', () => {});
+    sock.on('data', (d: Buffer) => (d.includes('RESET') ? sock.resetAndDestroy() : sock.write(d)));
+    sock.on('end', () => sock.end());
+  });
+  cleanup.add(() => void tcp.server.close());
+  const ports: Record<number, number> = { [TARGET_PORT]: port, [GRPC_TARGET]: await grpcServer(cleanup, name), [H2C_TARGET]: (h2c.address() as AddressInfo).port, [ECHO_TARGET]: tcp.port };
+  const relayed = new Set<Socket>();
   const creds = await ca.issue(NS, name);
   const hbone = await startHbone(() => creds);
-  // The destination agent: whatever authority (podIP:8080) the waypoint names, relay to this pod's server.
+  // The destination agent: the authority (podIP:targetPort) the waypoint names, relayed to this pod's server on that port.
   hbone.decide = async (req) => {
-    if (req.authority.port !== TARGET_PORT) return { status: 503, reason: `nothing listens on ${req.authority.port}` };
-    return { status: 200, upstream: await connectTo(port) };
+    const to = ports[req.authority.port];
+    if (!to) return { status: 503, reason: `nothing listens on ${req.authority.port}` };
+    const upstream = await connectTo(to);
+    relayed.add(upstream);
+    upstream.once('close', () => relayed.delete(upstream));
+    return { status: 200, upstream };
   };
   cleanup.add(() => hbone.hbone.drain(100));
-  return Object.assign(self, { name, http: server, hbone, seen });
+  return Object.assign(self, { name, http: server, hbone, seen, upgrades, resetAll: () => relayed.forEach((u) => u.destroy(Object.assign(new Error('pod restarted'), { code: 'ECONNRESET' }))) });
 }
 
 export interface Stand {
@@ -243,4 +352,29 @@ export function seeded(seed: number): () => number {
 export function evenly(): () => number {
   let x = 0;
   return () => (x = (x + 0.6180339887498949) % 1);
+}
+
+/**
+ * A plain TCP port in front of the waypoint (what a source agent's capture is): each connection
+ * becomes an HBONE tunnel to the waypoint for `authority`, bytes piped both ways. For clients that
+ * only dial TCP (grpc-js).
+ */
+export async function frontDoor(cleanup: Cleanup, s: Stand, authority: string): Promise<number> {
+  const c = client(cleanup, s, authority);
+  const server = net.createServer({ allowHalfOpen: true }, (sock) => {
+    sock.on('error', () => {});
+    c.tunnel().then(
+      (t: Duplex) => {
+        t.on('error', () => sock.destroy());
+        t.once('close', () => sock.destroy());
+        sock.once('close', () => t.destroy());
+        sock.pipe(t);
+        t.pipe(sock);
+      },
+      () => sock.destroy(),
+    );
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  cleanup.add(() => void server.close());
+  return (server.address() as AddressInfo).port;
 }

@@ -5,7 +5,7 @@
 // exit path.
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import type { Readable } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { Service, Workload } from '../../api/mesh.ts';
 import { HboneError } from '../../hbone/errors.ts';
@@ -22,6 +22,9 @@ import { joinFlags } from '../response-flags.ts';
 import { endToEnd, forwardOver, openTunnel, type ForwardResult, type UpstreamOptions } from '../upstream/forward.ts';
 import { forwardWithRetries, nextEndpoint, RETRY_BUFFER_BYTES, type ReplayMeter, type RetryRun } from '../upstream/retry.ts';
 import { startMirrors } from '../upstream/mirror.ts';
+import { forwardH2 } from '../upstream/forward-h2.ts';
+import type { H2Sessions } from '../upstream/h2-sessions.ts';
+import type { H1Tunnels } from '../upstream/h1-pool.ts';
 
 /** What the tunnel a request came through was for: decided once, at CONNECT. */
 export interface TunnelContext {
@@ -47,6 +50,10 @@ export interface RequestDeps {
   /** The most of a request body kept for retries (default RETRY_BUFFER_BYTES), and what is kept now. */
   retryBufferBytes?: number;
   replayMeter?: ReplayMeter;
+  /** Pooled HTTP/2 sessions, for clusters whose upstream speaks HTTP/2 (absent: every cluster is HTTP/1.1). */
+  h2?: H2Sessions;
+  /** Idle HTTP/1.1 tunnels kept for reuse (absent: a tunnel per request). */
+  h1?: H1Tunnels;
 }
 
 type Req = IncomingMessage | Http2ServerRequest;
@@ -179,6 +186,9 @@ const outcome = (r: ForwardResult): number => {
 
 type ForwardPlan = Extract<Plan, { kind: 'forward' }>;
 type Target = { endpoint: Endpoint; identity: string };
+/** The request as it goes upstream: rewritten URL, edited headers, and the response header edits. */
+type Upstream = { url: string; headers: OutgoingHttpHeaders; response: (h: OutgoingHttpHeaders) => void };
+type Sink = NodeJS.WritableStream & { destroy(e?: Error): unknown; readonly writableFinished: boolean };
 
 /** A request to a cluster: through its circuit breakers (503 UO on overflow, the whole request with its retries holding one place), then forwarded. */
 async function admitted(deps: RequestDeps, plan: ForwardPlan, cluster: Cluster, target: Target, req: Req, res: Res, host: string, requestId: string, addHeaders?: Record<string, string>): Promise<ForwardResult> {
@@ -209,9 +219,16 @@ function responseHeaders(plan: ForwardPlan, h: OutgoingHttpHeaders, addHeaders?:
   return addHeaders ? { ...h, ...addHeaders } : h;
 }
 
+const tunnelFailure = (e: unknown, res: Res): ForwardResult => {
+  const details = e instanceof HboneError ? `${e.kind}: ${e.message}` : (e as Error).message;
+  if (res.destroyed) return { status: 0, flags: 'DC', details, requestBytes: 0, responseBytes: 0 };
+  return { status: 503, flags: 'UF', details, requestBytes: 0, responseBytes: localReply(res, 503, 'UF') };
+};
+
 /**
- * Forwards once, or with retries when the route has a policy; every attempt's outcome goes to
- * the balancer (outlier detection, requests in flight) for the endpoint it went to.
+ * Forwards: over HTTP/2 to an http2/grpc cluster, else HTTP/1.1 in a tunnel (pooled when kept
+ * alive), once or with retries when the route has a policy. Every attempt's outcome goes to the
+ * balancer (outlier detection, requests in flight) for the endpoint it went to.
  */
 async function forward(deps: RequestDeps, plan: ForwardPlan, target: Target, req: Req, res: Res, host: string, requestId: string, addHeaders?: Record<string, string>): Promise<ForwardResult> {
   const o = deps.upstream;
@@ -223,61 +240,61 @@ async function forward(deps: RequestDeps, plan: ForwardPlan, target: Target, req
     return r;
   }
   const headers: OutgoingHttpHeaders = { ...endToEnd(req.headers), host, 'x-request-id': requestId };
-  const up = prepareUpstream(plan.entry, plan.cluster, req.url ?? '/', headers);
-  if (!up) {
+  const prepared = prepareUpstream(plan.entry, plan.cluster, req.url ?? '/', headers);
+  if (!prepared) {
     req.resume();
     report(plan.endpoint, { status: 0, flags: 'DC', requestBytes: 0, responseBytes: 0 });
     return { status: 414, flags: '-', details: 'rewrite_path_too_long', requestBytes: 0, responseBytes: answer(res, 414, 'URI Too Long') };
   }
+  const up: Upstream = { url: prepared.url, headers, response: (h) => prepared.response(h) };
   // Envoy mirrors whatever becomes of the request itself: started before it is sent.
   if (plan.mirrors) startMirrors(o, plan.mirrors, { method: req.method ?? 'GET', url: up.url, headers, body: req as unknown as Readable });
-  const gone = new Promise<void>((resolve) => res.once('close', () => (res.writableFinished ? undefined : resolve())));
-  if (plan.retry) {
-    const result = await forwardWithRetries(retryRun(deps, plan, target, req, res, { url: up.url, headers, response: up.response }, gone, addHeaders, report));
-    if (result.status >= 500 && result.flags !== '-' && !res.headersSent) result.responseBytes = localReply(res, result.status, result.flags);
-    return result;
-  }
-  let tunnel;
-  try {
-    tunnel = await openTunnel(o, plan.endpoint, plan.identity, {});
-  } catch (e) {
-    req.resume();
-    const details = e instanceof HboneError ? `${e.kind}: ${e.message}` : (e as Error).message;
-    const r: ForwardResult = res.destroyed ? { status: 0, flags: 'DC', details, requestBytes: 0, responseBytes: 0 } : { status: 503, flags: 'UF', details, requestBytes: 0, responseBytes: localReply(res, 503, 'UF') };
+  if (plan.clusterConfig?.http2 && deps.h2) {
+    const r = await forwardToH2(deps.h2, plan, req, res, up, requestId, addHeaders);
     report(plan.endpoint, r);
     return r;
   }
-  const result = await forwardOver(
-    tunnel,
-    {
-      method: req.method ?? 'GET',
-      url: up.url,
-      headers,
-      body: req as unknown as Readable,
-      respond: (status, h) => {
-        up.response(h);
-        res.writeHead(status, responseHeaders(plan, h, addHeaders));
-      },
-      sink: res as unknown as NodeJS.WritableStream & { destroy(e?: Error): unknown; readonly writableFinished: boolean },
-      gone,
-      headersSent: () => res.headersSent,
+  const gone = new Promise<void>((resolve) => res.once('close', () => (res.writableFinished ? undefined : resolve())));
+  const exchange = {
+    method: req.method ?? 'GET',
+    url: up.url,
+    headers,
+    body: req as unknown as Readable,
+    respond: (status: number, h: OutgoingHttpHeaders) => {
+      up.response(h);
+      res.writeHead(status, responseHeaders(plan, h, addHeaders));
     },
-    plan.timeoutMs,
-  );
+    sink: res as unknown as Sink,
+    gone,
+    headersSent: () => res.headersSent,
+  };
+  if (plan.retry) {
+    const result = await forwardWithRetries(retryRun(deps, plan, target, exchange, report));
+    if (result.status >= 500 && result.flags !== '-' && !res.headersSent) result.responseBytes = localReply(res, result.status, result.flags);
+    return result;
+  }
+  const h1 = deps.h1;
+  let tunnel: Duplex;
+  try {
+    tunnel = h1 ? (await h1.acquire(plan.endpoint, plan.identity)).tunnel : await openTunnel(o, plan.endpoint, plan.identity, {});
+  } catch (e) {
+    req.resume();
+    const r = tunnelFailure(e, res);
+    report(plan.endpoint, r);
+    return r;
+  }
+  const result = await forwardOver(tunnel, exchange, plan.timeoutMs, h1 && ((hint) => h1.release(tunnel, plan.endpoint, plan.identity, hint)));
   report(plan.endpoint, result);
   if (result.status >= 500 && result.flags !== '-' && !res.headersSent) result.responseBytes = localReply(res, result.status, result.flags);
   return result;
 }
 
 /** The retry loop's view of this request (upstream/retry.ts); `target` follows the attempts. */
-function retryRun(
-  deps: RequestDeps, plan: ForwardPlan, target: Target, req: Req, res: Res,
-  up: { url: string; headers: OutgoingHttpHeaders; response: (h: OutgoingHttpHeaders) => void }, gone: Promise<void>,
-  addHeaders: Record<string, string> | undefined, report: (endpoint: Endpoint, r: ForwardResult) => void,
-): RetryRun {
+function retryRun(deps: RequestDeps, plan: ForwardPlan, target: Target, exchange: RetryRun['exchange'], report: (endpoint: Endpoint, r: ForwardResult) => void): RetryRun {
   const mesh = deps.mesh();
   const endpoints = plan.endpoints ?? [plan.endpoint];
   const c = plan.clusterConfig;
+  const h1 = deps.h1;
   return {
     policy: plan.retry!,
     timeoutMs: plan.timeoutMs,
@@ -298,18 +315,48 @@ function retryRun(
       target.identity = mesh.identity(endpoint.address) ?? target.identity;
     },
     onAttemptResult: report,
-    exchange: {
+    ...(h1 && {
+      open: async (t: Target) => (await h1.acquire(t.endpoint, t.identity)).tunnel,
+      keep: (tunnel: Duplex, t: Target) => (hint: number | undefined) => h1.release(tunnel, t.endpoint, t.identity, hint),
+    }),
+    exchange,
+  };
+}
+
+/** A request to an HTTP/2 upstream (http2 and grpc ports): a stream on the endpoint's pooled session, trailers both ways. */
+async function forwardToH2(pool: H2Sessions, plan: ForwardPlan, req: Req, res: Res, up: Upstream, requestId: string, addHeaders?: Record<string, string>): Promise<ForwardResult> {
+  const gone = new Promise<void>((resolve) => res.once('close', () => (res.writableFinished ? undefined : resolve())));
+  let session;
+  try {
+    session = await pool.get(plan.endpoint, plan.identity);
+  } catch (e) {
+    req.resume();
+    return tunnelFailure(e, res);
+  }
+  const { host, ...headers } = up.headers;
+  const result = await forwardH2(
+    session,
+    {
       method: req.method ?? 'GET',
       url: up.url,
-      headers: up.headers,
+      authority: String(host ?? ''),
+      te: String(req.headers.te ?? ''),
+      splitTrailersOnly: req.httpVersionMajor === 2,
+      headers: { ...headers, 'x-request-id': requestId },
       body: req as unknown as Readable,
+      requestTrailers: () => (req.trailers && Object.keys(req.trailers).length ? req.trailers : undefined),
       respond: (status, h) => {
         up.response(h);
         res.writeHead(status, responseHeaders(plan, h, addHeaders));
       },
-      sink: res as unknown as NodeJS.WritableStream & { destroy(e?: Error): unknown; readonly writableFinished: boolean },
+      // HTTP/1.1 clients get them after the last chunk (a response without content-length is chunked).
+      respondTrailers: (t) => res.addTrailers(t as Record<string, string>),
+      sink: res as unknown as Sink,
       gone,
       headersSent: () => res.headersSent,
     },
-  };
+    plan.timeoutMs,
+  );
+  if (result.status >= 500 && result.flags !== '-' && !res.headersSent) result.responseBytes = localReply(res, result.status, result.flags);
+  return result;
 }

@@ -25,6 +25,9 @@ export const DEFAULT_HTTP_LIMITS: HttpLimits = { maxHeaderBytes: 60 * 1024, head
 
 type Handler = (ctx: TunnelContext, req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) => void;
 
+/** An HTTP/1.1 request that asks to switch protocols: the handler owns the tunnel from here on (inbound/upgrade.ts). */
+export type UpgradeHandler = (ctx: TunnelContext, req: IncomingMessage, tunnel: Duplex, head: Buffer) => void;
+
 /** A request the parser refused: counted and logged by the caller like any other. */
 export interface ProtocolError {
   ctx: TunnelContext;
@@ -46,6 +49,8 @@ export class HttpTunnels {
   private handing?: TunnelContext;
   private readonly open = new Set<Duplex>();
   private readonly sessions = new Set<Http2Session>();
+  /** Takes HTTP/1.1 upgrade requests; unset, they are refused (403). */
+  onUpgrade?: UpgradeHandler;
 
   constructor(
     private readonly limits: HttpLimits,
@@ -57,6 +62,7 @@ export class HttpTunnels {
     this.h1.keepAliveTimeout = 0;
     this.h1.timeout = 0;
     this.h1.on('request', (req: IncomingMessage, res: ServerResponse) => this.onH1Request(req, res));
+    this.h1.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.onH1Upgrade(req, socket, head));
     this.h1.on('clientError', (e: NodeJS.ErrnoException, socket: Duplex) => this.onClientError(e, socket));
     this.h2 = http2.createServer({
       maxSessionMemory: 16,
@@ -126,6 +132,46 @@ export class HttpTunnels {
       if (st.inFlight === 0 && !d.destroyed) this.arm(d, st, this.limits.idleTimeoutMs);
     });
     this.handler(st.ctx, req, res);
+  }
+
+  private onH1Upgrade(req: IncomingMessage, d: Duplex, head: Buffer): void {
+    const st = this.h1State.get(d);
+    if (!st) return void d.destroy();
+    clearTimeout(st.timer); // headers are in; an upgraded tunnel lives as long as its two sides
+    if (String(req.headers.upgrade ?? '').trim().toLowerCase() === 'h2c') return this.h2cAsHttp1(st, req, d, head);
+    if (!this.onUpgrade) return this.refuse(d);
+    this.onUpgrade(st.ctx, req, d, head);
+  }
+
+  /**
+   * Envoy ignores an HTTP/1.1 upgrade to h2c (it removes Upgrade and HTTP2-Settings) and serves the
+   * request as HTTP/1.1: so does the waypoint, answering on this tunnel and then closing it (Node's
+   * parser has let go of it). Only a request without a body: one with a body is refused.
+   */
+  private h2cAsHttp1(st: H1State, req: IncomingMessage, d: Duplex, head: Buffer): void {
+    const hasBody = Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined;
+    if (hasBody) return this.refuse(d);
+    void head; // bytes after the headers belong to a next request, which this closing tunnel does not serve
+    delete req.headers.upgrade;
+    delete req.headers['http2-settings'];
+    if (!req.readableEnded) req.push(null);
+    const res = new http.ServerResponse(req);
+    res.shouldKeepAlive = false;
+    res.assignSocket(d as Socket);
+    res.once('finish', () => this.endSoon(d));
+    res.once('close', () => res.detachSocket(d as Socket));
+    this.handler(st.ctx, req, res);
+  }
+
+  private refuse(d: Duplex): void {
+    d.end('HTTP/1.1 403 Forbidden\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+    this.endSoon(d);
+  }
+
+  /** Ends a tunnel the parser has let go of, and destroys it after a grace (the client need not close its side). */
+  private endSoon(d: Duplex): void {
+    d.end();
+    setTimeout(() => d.destroy(), 1000).unref();
   }
 
   private onClientError(e: NodeJS.ErrnoException, socket: Duplex): void {

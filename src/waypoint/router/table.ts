@@ -132,6 +132,8 @@ export interface Cluster {
   outlier?: OutlierConfig;
   /** common_lb_config.healthy_panic_threshold in percent (Envoy's default 50; Istio sets 0 with outlier detection). */
   panicThreshold?: number;
+  /** The upstream speaks HTTP/2 with prior knowledge (the cluster's explicit http2_protocol_options); else HTTP/1.1. */
+  http2?: boolean;
 }
 
 /** Everything a request is decided from. */
@@ -142,6 +144,8 @@ export interface RoutingTable {
   clusters: ReadonlyMap<string, Cluster>;
   /** EDS name -> healthy endpoints */
   endpoints: ReadonlyMap<string, readonly Endpoint[]>;
+  /** listener name (`host:port`) -> the cluster its tcp_proxy relays to: a TCP port, no HTTP routing. */
+  tcpListeners?: ReadonlyMap<string, string>;
 }
 
 export const EMPTY_TABLE: RoutingTable = { listeners: new Map(), routes: new Map(), clusters: new Map(), endpoints: new Map() };

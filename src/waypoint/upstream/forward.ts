@@ -2,7 +2,8 @@
 // `:authority` podIP:targetPort, the endpoint's SPIFFE id expected, the waypoint's own certificate
 // presented), then the request as HTTP/1.1 inside the tunnel. Bodies stream both ways (nothing is
 // buffered whole); hop-by-hop headers (RFC 9110 7.6.1, and those the Connection header names) are
-// not forwarded. One tunnel per request for now: no keep-alive inside tunnels yet.
+// not forwarded. A tunnel is closed after its exchange unless the caller keeps it (`keepAlive`,
+// h1-pool.ts): then the request asks for keep-alive and a reusable tunnel is handed back.
 // Failures map to Envoy's response flags: UF (the tunnel could not be opened: 503), UC (the
 // upstream closed before a response: 503), UT (the route timeout: 504), UR (the upstream reset
 // mid-response), DC (the client went away).
@@ -42,6 +43,12 @@ export function endToEnd(headers: IncomingHttpHeaders): OutgoingHttpHeaders {
     out[k] = v;
   }
   return out;
+}
+
+/** Milliseconds an endpoint's `Keep-Alive: timeout=N` allows an idle connection, less a second (as Node's agent); undefined without a hint. */
+export function keepAliveHint(value: string | undefined): number | undefined {
+  const n = /(?:^|[\s,])timeout=(\d+)/i.exec(value ?? '')?.[1];
+  return n === undefined ? undefined : Number(n) * 1000 - 1000;
 }
 
 export function dialTcp(address: string, port: number): Promise<Socket> {
@@ -105,9 +112,21 @@ export interface Exchange {
   accept?(status: number, headers: IncomingHttpHeaders): boolean;
 }
 
-/** Sends the request through `tunnel` and the response back; resolves once either side is done. */
-export function forwardOver(tunnel: Duplex, x: Exchange, timeoutMs: number): Promise<ForwardResult> {
+/**
+ * Sends the request through `tunnel` and the response back; resolves once either side is done.
+ * `keepAlive`: the tunnel may be reused; it is called with the endpoint's Keep-Alive timeout hint
+ * (ms, if any) once the exchange completed cleanly and Node's parser has let go of the tunnel, and
+ * the tunnel is the caller's again. Otherwise the tunnel is closed.
+ */
+export function forwardOver(tunnel: Duplex, x: Exchange, timeoutMs: number, keepAlive?: (hintMs: number | undefined) => void): Promise<ForwardResult> {
   return new Promise((resolve) => {
+    let freed = false;
+    let kept: (() => void) | undefined;
+    // Node's client emits 'free' on the socket once a keep-alive exchange let go of it.
+    tunnel.once('free', () => {
+      freed = true;
+      kept?.();
+    });
     let requestBytes = 0;
     let responseBytes = 0;
     let done = false;
@@ -117,10 +136,21 @@ export function forwardOver(tunnel: Duplex, x: Exchange, timeoutMs: number): Pro
       if (done) return;
       done = true;
       clearTimeout(timer);
-      if (!tunnel.destroyed) tunnel.destroy();
+      const res = (up as { res?: http.IncomingMessage }).res;
+      if (keepAlive && !discarded && flags === '-' && up.shouldKeepAlive && up.writableFinished && res?.complete && !tunnel.destroyed) {
+        const hint = keepAliveHint(String(res.headers['keep-alive'] ?? ''));
+        const fallback = setTimeout(() => tunnel.destroy(), 1000).unref(); // 'free' never came: not reusable
+        kept = () => {
+          kept = undefined;
+          clearTimeout(fallback);
+          keepAlive(hint);
+        };
+        if (freed) kept();
+      } else if (!tunnel.destroyed) tunnel.destroy();
       resolve({ status, flags, details, requestBytes, responseBytes, grpcStatus, ...(discarded ? { discarded } : {}) });
     };
-    const up = http.request({ createConnection: () => tunnel as Socket, method: x.method, path: x.url, headers: x.headers, setHost: false });
+    const headers = keepAlive ? { ...x.headers, connection: 'keep-alive' } : x.headers;
+    const up = http.request({ createConnection: () => tunnel as Socket, method: x.method, path: x.url, headers, setHost: false });
     up.on('error', (e) => {
       if (done) return;
       if (!x.headersSent()) return finish(503, 'UC', `upstream: ${e.message}`);

@@ -184,6 +184,10 @@ export interface RetryRun {
   onAttempt?(endpoint: Endpoint, n: number): void;
   /** Each attempt's outcome, once, for the endpoint it went to (outlier detection, requests in flight). */
   onAttemptResult?(endpoint: Endpoint, r: ForwardResult): void;
+  /** An attempt's tunnel (a pooled one, h1-pool.ts); default a new tunnel each time. */
+  open?(target: { endpoint: Endpoint; identity: string }): Promise<Duplex>;
+  /** For a tunnel that may be kept after its exchange: how to hand it back (with the endpoint's keep-alive hint). */
+  keep?(tunnel: Duplex, target: { endpoint: Endpoint; identity: string }): (hintMs: number | undefined) => void;
 }
 
 export interface RetryResult extends ForwardResult {
@@ -221,14 +225,14 @@ export async function forwardWithRetries(run: RetryRun): Promise<RetryResult> {
       let r: ForwardResult;
       let failure: AttemptFailure | undefined;
       try {
-        const tunnel = await beforeDeadline(openTunnel(run.upstream, target.endpoint, target.identity, {}), deadline);
+        const tunnel = await beforeDeadline(run.open ? run.open(target) : openTunnel(run.upstream, target.endpoint, target.identity, {}), deadline);
         if (!tunnel) {
           const late: ForwardResult = { status: 504, flags: 'UT', details: `route timeout ${run.timeoutMs} ms (while connecting)`, requestBytes: 0, responseBytes: 0 };
           run.onAttemptResult?.(target.endpoint, late);
           return done(late);
         }
         const x: Exchange = { ...run.exchange, body: body.stream(), accept: (status, h) => !(canRetry() && retriableResponse(policy, status, grpcStatusIn(h))) };
-        r = await forwardOver(tunnel, x, attemptTimeout);
+        r = await forwardOver(tunnel, x, attemptTimeout, run.keep?.(tunnel, target));
         if (r.flags === 'UT' && !r.discarded && r.status === 504 && perTry) failure = 'per-try-timeout';
         else if (r.flags === 'UC') failure = 'reset';
       } catch (e) {

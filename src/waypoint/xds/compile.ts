@@ -8,7 +8,7 @@ import { compileCircuit, compileHashPolicies, compileLbPolicy, compileOutlier, c
 import type { FaultConfig } from '../router/policies.ts';
 import { compileDirectResponse, compileRedirect, compileRouteRewrite, DEFAULT_MAX_DIRECT_BODY, headerEdits, matchedLength, refuseHostLevelHeaders } from './compile-actions.ts';
 import { regexProblem } from '../../util/regex-guard.ts';
-import { decodeEnvoy, HCM, type Msg } from './envoy.ts';
+import { decodeEnvoy, HCM, HTTP_PROTOCOL_OPTIONS, TCP_PROXY, type Msg } from './envoy.ts';
 import { compileRouteRateLimit, LOCAL_RATE_LIMIT_FILTER } from '../filters/rate-limit.ts';
 import { compileFault, compileRetryPolicy, FAULT_FILTER } from './resilience.ts';
 
@@ -185,13 +185,47 @@ export function compileRouteConfig(m: Msg): RouteConfig {
   return { name, virtualHosts };
 }
 
-/** A Listener -> the RouteConfiguration it takes its routes from (an api_listener HCM over RDS). */
-export function compileListener(m: Msg): { name: string; routeConfigName: string } {
+/** What a Listener tells the waypoint: a port routed as HTTP (its RouteConfiguration) or relayed as TCP (its cluster). */
+export type CompiledListener = { name: string; routeConfigName: string; tcpCluster?: undefined } | { name: string; tcpCluster: string; routeConfigName?: undefined };
+
+const typeUrlOf = (any: Msg): string => str(any.typeUrl) ?? str(any.type_url) ?? '';
+
+function decodeAny(any: Msg, type: string, field: string): Msg {
+  try {
+    return decodeEnvoy(type, (any.value as Uint8Array | undefined) ?? new Uint8Array());
+  } catch (e) {
+    throw new Error(`${field}: ${type.split('.').pop()} does not decode: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+/**
+ * A Listener: an api_listener HCM over RDS (an HTTP port), or one filter chain whose only filter is
+ * a tcp_proxy to one cluster (a TCP port, as Istio writes a waypoint's TCP chain). Anything else in
+ * a tcp_proxy (weighted clusters, tunneling, hash policy...) would change where bytes go: refused.
+ */
+export function compileListener(m: Msg): CompiledListener {
   const name = str(m.name);
   if (!name) throw new Error('Listener: empty name');
+  const chains = arr(m.filterChains);
+  if (chains.length) {
+    if (m.apiListener !== undefined) throw new Error(`Listener ${name}: both api_listener and filter_chains (the waypoint takes one or the other)`);
+    if (chains.length > 1) throw new Error(`Listener ${name}.filter_chains: ${chains.length} chains (the waypoint takes one, for the port)`);
+    const chain = chains[0]!;
+    if (chain.filterChainMatch !== undefined) throw new Error(`Listener ${name}.filter_chains[0].filter_chain_match: not supported by the waypoint`);
+    if (chain.transportSocket !== undefined) throw new Error(`Listener ${name}.filter_chains[0].transport_socket: not supported by the waypoint`);
+    const filters = arr(chain.filters);
+    const any = obj(filters[0]?.typedConfig);
+    if (filters.length !== 1 || !any || !typeUrlOf(any).endsWith(`/${TCP_PROXY}`)) throw new Error(`Listener ${name}.filter_chains[0].filters: the waypoint takes exactly one tcp_proxy filter on a filter chain`);
+    const field = `Listener ${name}.filter_chains[0].filters[0] (tcp_proxy)`;
+    const tcp = decodeAny(any, TCP_PROXY, field);
+    for (const k of Object.keys(tcp)) if (k !== 'statPrefix' && k !== 'cluster' && k !== 'clusterSpecifier') throw new Error(`${field}.${k}: not supported by the waypoint`);
+    const cluster = str(tcp.cluster);
+    if (!cluster) throw new Error(`${field}.cluster: empty (weighted_clusters is not supported)`);
+    return { name, tcpCluster: cluster };
+  }
   const any = obj(obj(m.apiListener)?.apiListener);
-  if (!any) throw new Error(`Listener ${name}: no api_listener (the waypoint takes the service's HTTP listener)`);
-  const typeUrl = str(any.typeUrl) ?? str(any.type_url) ?? '';
+  if (!any) throw new Error(`Listener ${name}: no api_listener and no filter_chains`);
+  const typeUrl = typeUrlOf(any);
   if (!typeUrl.endsWith(`/${HCM}`)) throw new Error(`Listener ${name}: api_listener is ${typeUrl || 'empty'}, not an HttpConnectionManager`);
   let hcm: Msg;
   try {
@@ -204,17 +238,36 @@ export function compileListener(m: Msg): { name: string; routeConfigName: string
   return { name, routeConfigName };
 }
 
+/** The upstream HTTP version of a cluster (Envoy's HttpProtocolOptions): HTTP/1.1 unless explicitly HTTP/2. */
+function upstreamHttp2(m: Msg, name: string): boolean {
+  const opts = obj(m.typedExtensionProtocolOptions) ?? {};
+  let http2 = false;
+  for (const [key, v] of Object.entries(opts)) {
+    const field = `Cluster ${name}.typed_extension_protocol_options[${key}]`;
+    const any = obj(v);
+    if (key !== HTTP_PROTOCOL_OPTIONS || !any || !typeUrlOf(any).endsWith(`/${HTTP_PROTOCOL_OPTIONS}`)) throw new Error(`${field}: not supported by the waypoint`);
+    const o = decodeAny(any, HTTP_PROTOCOL_OPTIONS, field);
+    const explicit = obj(o.explicitHttpConfig);
+    if (!explicit) throw new Error(`${field}: only explicit_http_config is supported (use_downstream_protocol_config and auto_config are not)`);
+    if (obj(explicit.http2ProtocolOptions)) http2 = true;
+    else if (!obj(explicit.httpProtocolOptions)) throw new Error(`${field}.explicit_http_config: HTTP/1.1 or HTTP/2 only`);
+  }
+  return http2;
+}
+
 /** A Cluster: EDS ones are served; others (LOGICAL_DNS egress) are held with the reason requests to them fail. */
 export function compileCluster(m: Msg): Cluster & { unsupported?: string } {
   const name = str(m.name);
   if (!name) throw new Error('Cluster: empty name');
   const type = str(m.type) ?? 'STATIC';
-  if (type !== 'EDS') return { name, edsName: '', unsupported: `cluster ${name} is ${type}: only EDS clusters are reachable through the waypoint` };
+  const http2 = upstreamHttp2(m, name);
+  if (type !== 'EDS') return { name, edsName: '', http2, unsupported: `cluster ${name} is ${type}: only EDS clusters are reachable through the waypoint` };
   const circuit = compileCircuit(m, name);
   const outlier = compileOutlier(m, name);
   return {
     name,
     edsName: str(obj(m.edsClusterConfig)?.serviceName) || name,
+    http2,
     lb: compileLbPolicy(m, name),
     ...(circuit ? { circuit } : {}),
     ...(outlier ? { outlier } : {}),

@@ -11,7 +11,7 @@ import type { Logger } from 'pino';
 import { XdsClient, type XdsUpdate, type XdsWatch } from '../../xds/client.ts';
 import type { Cluster, Endpoint, RouteConfig, RoutingTable } from '../router/table.ts';
 import { EMPTY_TABLE } from '../router/table.ts';
-import { compileCluster, compileListener, compileLoadAssignment, compileRouteConfig } from './compile.ts';
+import { compileCluster, compileListener, compileLoadAssignment, compileRouteConfig, type CompiledListener } from './compile.ts';
 import { decodeEnvoy, envoyNameOf, TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE } from './envoy.ts';
 
 export interface WaypointXdsOptions {
@@ -26,7 +26,7 @@ type ClusterEntry = Cluster & { unsupported?: string };
 
 /** The held resources, compiled, and the table built from them. */
 export class WaypointConfig {
-  private listeners = new Map<string, string>();
+  private listeners = new Map<string, CompiledListener>();
   private routes = new Map<string, RouteConfig>();
   private clusters = new Map<string, ClusterEntry>();
   private endpoints = new Map<string, Endpoint[]>();
@@ -51,7 +51,7 @@ export class WaypointConfig {
     return [
       w(TYPE_CLUSTER, undefined, (u) => this.applyType(u, this.clusters, (m) => compileCluster(m))),
       w(TYPE_ENDPOINT, [], (u) => this.applyType(u, this.endpoints, (m) => compileLoadAssignment(m).endpoints)),
-      w(TYPE_LISTENER, undefined, (u) => this.applyType(u, this.listeners, (m) => compileListener(m).routeConfigName)),
+      w(TYPE_LISTENER, undefined, (u) => this.applyType(u, this.listeners, (m) => compileListener(m))),
       w(TYPE_ROUTE, [], (u) => this.applyType(u, this.routes, (m) => compileRouteConfig(m))),
     ];
   }
@@ -77,10 +77,17 @@ export class WaypointConfig {
     });
     for (const [n, v] of next) held.set(n, v);
     for (const n of u.removed) held.delete(n);
-    if (u.typeUrl === TYPE_LISTENER) this.follow?.(TYPE_ROUTE, [...new Set(this.listeners.values())]);
+    const http = new Map<string, string>();
+    const tcp = new Map<string, string>();
+    for (const [n, l] of this.listeners) {
+      if (l.tcpCluster !== undefined) tcp.set(n, l.tcpCluster);
+      else http.set(n, l.routeConfigName);
+    }
+    if (u.typeUrl === TYPE_LISTENER) this.follow?.(TYPE_ROUTE, [...new Set(http.values())]);
     if (u.typeUrl === TYPE_CLUSTER) this.follow?.(TYPE_ENDPOINT, [...new Set([...this.clusters.values()].map((c) => c.edsName).filter(Boolean))]);
     this.current = {
-      listeners: new Map(this.listeners),
+      listeners: http,
+      tcpListeners: tcp,
       routes: new Map(this.routes),
       clusters: new Map(this.clusters),
       endpoints: new Map([...this.endpoints].map(([n, e]) => [n, Object.freeze([...e])])),

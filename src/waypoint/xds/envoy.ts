@@ -3,7 +3,7 @@
 // src/api/envoy.ts (the control plane encodes with the same ones).
 import { decodeEnvoy as decode } from '../../api/envoy.ts';
 
-export { HCM, TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE } from '../../api/envoy.ts';
+export { HCM, HTTP_PROTOCOL_OPTIONS, TCP_PROXY, TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE } from '../../api/envoy.ts';
 
 export type Msg = Record<string, unknown>;
 

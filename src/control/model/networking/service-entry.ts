@@ -9,12 +9,14 @@ export interface ServiceEntryModel {
   source: string;
   namespace: string;
   hosts: string[];
-  ports: { number: number; name: string; targetPort?: number }[];
+  ports: { number: number; name: string; targetPort?: number; protocol?: string }[];
   resolution: 'NONE' | 'STATIC' | 'DNS' | 'DNS_ROUND_ROBIN';
   endpoints: { address: string; ports: Record<string, number>; labels: Record<string, string> }[];
   selector?: Record<string, string>;
 }
 
+/** Istio's ServiceEntry port protocols (case-insensitive, as Istio parses them). */
+const SE_PROTOCOLS = ['HTTP', 'HTTPS', 'GRPC', 'GRPC-WEB', 'HTTP2', 'MONGO', 'MYSQL', 'REDIS', 'TCP', 'TLS', 'UDP'];
 const RESOLUTIONS = ['NONE', 'STATIC', 'DNS', 'DNS_ROUND_ROBIN'] as const;
 
 export function parseServiceEntry(obj: KObject, _o: MeshOptions): { entry?: ServiceEntryModel; problems: NetworkingProblem[] } {
@@ -36,7 +38,9 @@ export function parseServiceEntry(obj: KObject, _o: MeshOptions): { entry?: Serv
     const name = c.str(p.name, `${f}.name`, true);
     const targetPort = c.int(p.targetPort, `${f}.targetPort`, 1, 65535);
     if (p.number === undefined) c.error(`${f}.number`, 'required');
-    if (number && name) ports.push({ number, name, targetPort });
+    const protocol = c.str(p.protocol, `${f}.protocol`, false);
+    if (protocol !== undefined && !SE_PROTOCOLS.includes(protocol.toUpperCase())) c.error(`${f}.protocol`, `expected one of ${SE_PROTOCOLS.join(', ')}`);
+    if (number && name) ports.push({ number, name, targetPort, protocol });
   }
   if (!ports.length) c.error('spec.ports', 'at least one port is required');
   const endpoints: ServiceEntryModel['endpoints'] = [];

@@ -5,6 +5,7 @@
 // Part of the traffic model (traffic-model.ts): what exists to route to, not how Envoy spells it,
 // so it lives here rather than beside the Envoy builders.
 import type { KObject, Pod, Service as KService } from '../../../kube/objects.ts';
+import { serviceEntryPortProtocol, servicePortProtocol, type PortProtocol } from './protocol.ts';
 import type { ServiceEntryModel } from './service-entry.ts';
 import { isPod, isService, serviceHostname, targetPortFor, type MeshOptions } from './workloads.ts';
 
@@ -22,6 +23,8 @@ export interface MeshService {
   endpoints: Map<number, MeshEndpoint[]>;
   /** DNS ServiceEntry: the name (and port) a LOGICAL_DNS cluster resolves instead of EDS. */
   dns?: { address: string; ports: Map<number, number> };
+  /** service port -> its declared protocol (absent: `auto`) */
+  protocols?: Map<number, PortProtocol>;
 }
 
 const isReady = (p: Pod) => !!p.status?.podIP && (p.status.phase === undefined || p.status.phase === 'Running') && !!p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True');
@@ -88,7 +91,8 @@ export function meshServices(pods: readonly Pod[], services: readonly KService[]
     const selected = index.select(ns, s.spec.selector);
     const endpoints = new Map<number, MeshEndpoint[]>();
     for (const port of s.spec.ports) endpoints.set(port.port, podEndpoints(selected, port));
-    out.push({ host: serviceHostname(s, o), namespace: ns, ports: s.spec.ports.map((p) => p.port), endpoints });
+    const protocols = new Map(s.spec.ports.map((p) => [p.port, servicePortProtocol(p)]));
+    out.push({ host: serviceHostname(s, o), namespace: ns, ports: s.spec.ports.map((p) => p.port), endpoints, protocols });
   }
   for (const { entry, hosts } of entries) {
     const svc = hosts.length ? serviceEntryService(entry, index) : undefined;
@@ -114,10 +118,11 @@ function podEndpoints(pods: Pod[], port: KService['spec']['ports'][number]): Mes
 function serviceEntryService(e: ServiceEntryModel, pods: PodIndex): Omit<MeshService, 'host'> | undefined {
   if (e.resolution === 'NONE') return undefined; // passthrough: nothing a client could balance over
   const endpoints = new Map<number, MeshEndpoint[]>();
+  const protocols = new Map(e.ports.map((p) => [p.number, serviceEntryPortProtocol(p)]));
   if (e.resolution === 'DNS' || e.resolution === 'DNS_ROUND_ROBIN') {
     const address = e.endpoints[0]?.address ?? e.hosts[0]!;
     const ports = new Map(e.ports.map((p) => [p.number, e.endpoints[0]?.ports[p.name] ?? p.targetPort ?? p.number]));
-    return { namespace: e.namespace, ports: e.ports.map((p) => p.number), endpoints, dns: { address, ports } };
+    return { namespace: e.namespace, ports: e.ports.map((p) => p.number), endpoints, dns: { address, ports }, protocols };
   }
   for (const p of e.ports) {
     const list = e.selector
@@ -125,5 +130,5 @@ function serviceEntryService(e: ServiceEntryModel, pods: PodIndex): Omit<MeshSer
       : e.endpoints.map((ep) => ({ address: ep.address, port: ep.ports[p.name] ?? p.targetPort ?? p.number, labels: ep.labels }));
     endpoints.set(p.number, list);
   }
-  return { namespace: e.namespace, ports: e.ports.map((p) => p.number), endpoints };
+  return { namespace: e.namespace, ports: e.ports.map((p) => p.number), endpoints, protocols };
 }

@@ -16,6 +16,7 @@ import type { NetworkingProblem } from './common.ts';
 import { NETWORKING_KINDS, parseNetworking, type NetworkingConfig } from './config.ts';
 import { policyFor, type DestinationPolicy, type TrafficPolicy } from './destination-rule.ts';
 import { portRoutes, type ClusterRef, type PortRoute } from './port-routes.ts';
+import type { PortProtocol } from './protocol.ts';
 import type { ServiceEntryModel } from './service-entry.ts';
 import { meshServices, ownedEntries, type MeshEndpoint, type MeshService } from './services.ts';
 import { serviceHostname, type MeshOptions } from './workloads.ts';
@@ -32,6 +33,8 @@ export interface TrafficCluster extends ClusterRef {
 export interface PortTraffic {
   host: string;
   port: number;
+  /** As the Service declares it (appProtocol or port name); `auto` when it does not. */
+  protocol: PortProtocol;
   routes: PortRoute[];
   /** The whole service first, then one per DestinationRule subset. */
   clusters: TrafficCluster[];
@@ -164,7 +167,7 @@ export class TrafficModelBuilder {
     for (const svc of own) {
       const dr = net.destinationRules.get(svc.host);
       const tables = net.routes.get(svc.host) ?? [];
-      for (const port of svc.ports) ports.push({ host: svc.host, port, routes: withHashes(portRoutes(svc.host, port, tables, ctx), net), clusters: portClusters(svc, port, dr) });
+      for (const port of svc.ports) ports.push({ host: svc.host, port, protocol: svc.protocols?.get(port) ?? 'auto', routes: withHashes(portRoutes(svc.host, port, tables, ctx), net), clusters: portClusters(svc, port, dr) });
     }
     return { hosts: own, ports, problems };
   }

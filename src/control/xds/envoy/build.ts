@@ -10,6 +10,7 @@ import type { KObject } from '../../../kube/objects.ts';
 import type { NetworkingProblem } from '../../model/networking/common.ts';
 import { TrafficModelBuilder, type NsTraffic } from '../../model/networking/traffic-model.ts';
 import type { MeshOptions } from '../../model/networking/workloads.ts';
+import { isHttp2 } from '../../model/networking/protocol.ts';
 import { ConfigSnapshot } from '../../config/config-store.ts';
 import { GroupedResources } from '../grouped.ts';
 import type { ResourceStore } from '../resources.ts';
@@ -68,11 +69,11 @@ function translateNamespace(m: NsTraffic): NsEnvoy {
   };
   for (const p of m.ports) {
     const name = listenerName(p.host, p.port);
-    put(TYPE_LISTENER, name, buildListener(p.host, p.port));
+    put(TYPE_LISTENER, name, buildListener(p.host, p.port, p.protocol));
     put(TYPE_ROUTE, name, buildRouteConfiguration(p.host, p.port, p.routes));
     for (const c of p.clusters) {
       const cluster = clusterName(c.host, c.port, c.subset);
-      put(TYPE_CLUSTER, cluster, buildCluster(cluster, c.policy, c.dns));
+      put(TYPE_CLUSTER, cluster, buildCluster(cluster, c.policy, c.dns, isHttp2(p.protocol)));
       if (!c.dns) put(TYPE_ENDPOINT, cluster, buildLoadAssignment(cluster, c.endpoints));
     }
   }

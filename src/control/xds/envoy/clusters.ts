@@ -2,13 +2,19 @@
 // DestinationRule policy.
 import type { ConsistentHash, OutlierPolicy, TrafficPolicy } from '../../model/networking/destination-rule.ts';
 import type { MeshEndpoint } from '../../model/networking/services.ts';
-import { ADS_SOURCE, any, duration, encode } from './messages.ts';
+import { ADS_SOURCE, any, duration, encode, HTTP_PROTOCOL_OPTIONS } from './messages.ts';
 
 const CONNECT_TIMEOUT_MS = 10_000; // Istio's default
 const UNLIMITED = 4_294_967_295;
 
-export function buildCluster(name: string, policy: TrafficPolicy, dns?: { address: string; port: number }): Uint8Array {
+/**
+ * `http2`: the port is declared http2, grpc or grpc-web, so the upstream speaks HTTP/2 with prior
+ * knowledge, which Envoy (the waypoint) reads from the cluster's HttpProtocolOptions, as Istio
+ * writes them; proxyless gRPC ignores the option (it always speaks HTTP/2).
+ */
+export function buildCluster(name: string, policy: TrafficPolicy, dns?: { address: string; port: number }, http2 = false): Uint8Array {
   const c: Record<string, unknown> = { name, connectTimeout: duration(policy.pool?.connectTimeoutMs ?? CONNECT_TIMEOUT_MS) };
+  if (http2) c.typedExtensionProtocolOptions = { [HTTP_PROTOCOL_OPTIONS]: any(HTTP_PROTOCOL_OPTIONS, { explicitHttpConfig: { http2ProtocolOptions: {} } }) };
   if (dns) {
     c.type = 'LOGICAL_DNS';
     c.loadAssignment = { clusterName: name, endpoints: [locality([{ address: dns.address, port: dns.port, labels: {} }])] };

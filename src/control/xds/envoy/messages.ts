@@ -4,7 +4,7 @@
 import { anyMessage } from '../../../api/protos.ts';
 import { decodeEnvoy, envoyType } from '../../../api/envoy.ts';
 
-export { ENVOY_TYPES, envoyType, TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE } from '../../../api/envoy.ts';
+export { ENVOY_TYPES, envoyType, HCM, HTTP_PROTOCOL_OPTIONS, TCP_PROXY, TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE } from '../../../api/envoy.ts';
 
 /** Encodes a plain object (camelCase field names, enums by name) as the named message. */
 export function encode(name: string, obj: Record<string, unknown>): Uint8Array {
