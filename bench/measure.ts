@@ -27,6 +27,7 @@ export interface Latency {
   errors: number;
   /** HTTP paths: responses other than 2xx. */
   non2xx?: number;
+  codes?: Record<string, number>;
 }
 
 export const latency = (lab: string, pod: string, host: string, port: number, rate: number, seconds: number) =>

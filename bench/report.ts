@@ -22,7 +22,7 @@ export interface PathResult {
   l7_rss_mb?: number;
   l7_rss_anon_mb?: number;
   /** HTTP paths: requests unanswered (lost), answered with other than 2xx, connections closed under the client. */
-  http_failures?: { lost: number; non2xx: number; errors: number };
+  http_failures?: { lost: number; non2xx: number; errors: number; codes?: Record<string, number> };
   /**
    * This path's own noise in the run, in percent: the spread of iperf's 1-second intervals, and
    * the difference between its two connection-rate rounds and its two 1000 req/s latency rounds.

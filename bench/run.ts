@@ -205,12 +205,13 @@ try {
     const l = run(t, rate, SECONDS);
     const secs = Number(process.hrtime.bigint() - start) / 1e9;
     if (l.lost > 0) log(`  ${l.lost} responses missing`);
-    if (t.http && (l.non2xx || l.errors)) log(`  ${l.non2xx} responses not 2xx, ${l.errors} connection errors`);
+    if (t.http && (l.non2xx || l.errors)) log(`  ${l.non2xx} responses not 2xx (${JSON.stringify(l.codes)}), ${l.errors} connection errors`);
     if (t.http) {
       const f = (failures[name] ??= { lost: 0, non2xx: 0, errors: 0 });
       f.lost += l.lost;
       f.non2xx += l.non2xx ?? 0;
       f.errors += l.errors;
+      for (const [code, n] of Object.entries(l.codes ?? {})) (f.codes ??= {})[code] = (f.codes[code] ?? 0) + n;
     }
     if (!measured) return { l };
     // Both agents work on every request across nodes (one on same-node); charge the busier.
@@ -393,7 +394,7 @@ const targets = [
   // Envoy's published waypoint figures: 0.25 vCPU and 60 MB at 1000 requests/s.
   { target: 'waypoint ≤ 0.25 vCPU per 1000 req/s', met: (wp.l7_cpu_per_krps ?? 9) <= 0.25, value: `${wp.l7_cpu_per_krps} vCPU (HAProxy's L7 proxy: ${hh.l7_cpu_per_krps} vCPU)` },
   { target: 'waypoint ≤ 60 MB RSS', met: (wp.l7_rss_mb ?? 999) <= 60, value: `${wp.l7_rss_mb} MB (HAProxy's L7 proxy: ${hh.l7_rss_mb} MB)` },
-  { target: 'waypoint adds over the L4 mesh, p50 at 1000 req/s ≤ HAProxy\'s L7 hop', met: l7Added('p50').waypoint <= l7Added('p50').haproxy, value: `${l7Added('p50').waypoint} µs vs ${l7Added('p50').haproxy} µs` },
+  { target: 'waypoint adds over the L4 mesh, p50 at 1000 req/s ≤ HAProxy\'s L7 hop', met: l7Added('p50').waypoint <= l7Added('p50').haproxy, value: `${l7Added('p50').waypoint} µs vs ${l7Added('p50').haproxy} µs (failed requests, all rates: weft-waypoint ${(wp.http_failures?.lost ?? 0) + (wp.http_failures?.non2xx ?? 0)}, haproxy-http ${(hh.http_failures?.lost ?? 0) + (hh.http_failures?.non2xx ?? 0)})` },
   { target: 'waypoint adds over the L4 mesh, p99 at 1000 req/s ≤ HAProxy\'s L7 hop', met: l7Added('p99').waypoint <= l7Added('p99').haproxy, value: `${l7Added('p99').waypoint} µs vs ${l7Added('p99').haproxy} µs` },
 ];
 const hot = hotFunctions(profDir);
@@ -428,7 +429,7 @@ const md = [
   '',
   `Ratios: weft-ebpf/direct throughput ${ratios.weft_over_direct_throughput}, weft-ebpf/haproxy-mtls throughput ${ratios.weft_over_haproxy_throughput}; latency added over direct at 1000 req/s: weft-ebpf p50 ${added(e, 'p50')} µs, p99 ${added(e, 'p99')} µs; haproxy-mtls p50 ${added(h, 'p50')} µs, p99 ${added(h, 'p99')} µs. Latency at 1000 req/s and CPU are the mean of two rounds (all paths, then all again in reverse order). Noise within this run, each path by its own spread, in percent: p50 / p99 (the two 1000 req/s rounds), throughput (iperf's 1-second intervals, (max − min) / median), new connections/s (the two rounds): ${Object.entries(results).map(([k, v]) => `${k} ${v.noise_pct?.p50 ?? '—'} / ${v.noise_pct?.p99 ?? '—'}, ${v.noise_pct?.throughput ?? '—'}, ${v.noise_pct?.conn ?? '—'}`).join('; ')}. Compare ratios within one run: the machine is shared, and its speed moves between runs.`,
   '',
-  `Agent CPU is what the 1000 req/s traffic costs the busier agent: CPU-seconds per 1000 requests, after taking out the agents' idle CPU measured for ${IDLE_SECONDS} s just before (agents run under a 10 ms sampling profiler; idle vCPU per agent: ${Object.entries(idleVcpu).map(([k, v]) => `${k} ${v.join(' / ')}`).join(', ')}). HAProxy's figure is measured the same way on its busier instance, for scale: it is what a C proxy doing the same TLS relay costs on this machine (its RSS: ${h.proxy_rss_mb} MB per instance).${floor ? ` Without TLS, one plain relay hop at 1000 req/s costs HAProxy (one thread) ${floor.haproxy_relay_cpu_per_krps} vCPU and a Node relay (the agent's forward(), both ways) ${floor.node_relay_cpu_per_krps} vCPU per 1000 req/s here (\`bench/tools/relay-floor.ts\`, loopback).` : ''}`,
+  `Agent CPU is what the 1000 req/s traffic costs the busier agent: CPU-seconds per 1000 requests, after taking out the agents' idle CPU measured for ${IDLE_SECONDS} s just before (agents run under a 10 ms sampling profiler; idle vCPU per agent, and last the L7 proxy where a path has one: ${Object.entries(idleVcpu).map(([k, v]) => `${k} ${v.join(' / ')}`).join(', ')}). HAProxy's figure is measured the same way on its busier instance, for scale: it is what a C proxy doing the same TLS relay costs on this machine (its RSS: ${h.proxy_rss_mb} MB per instance). The L7 proxies (the waypoint, HAProxy in mode http) are measured the same way, all their processes together.${floor ? ` Without TLS, one plain relay hop at 1000 req/s costs HAProxy (one thread) ${floor.haproxy_relay_cpu_per_krps} vCPU and a Node relay (the agent's forward(), both ways) ${floor.node_relay_cpu_per_krps} vCPU per 1000 req/s here (\`bench/tools/relay-floor.ts\`, loopback).` : ''}`,
   '',
   '| target | met | measured |',
   '|---|---|---|',

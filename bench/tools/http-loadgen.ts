@@ -4,7 +4,7 @@
 // connection, as browsers and Envoy's own clients do). Latency is timed from the intended send
 // time (pacer.ts), so queueing behind a slow response counts. Prints one JSON line: percentiles in
 // microseconds, requests completed, lost (unanswered at the end), errors (closed connections,
-// malformed responses) and non-2xx responses.
+// malformed responses) and non-2xx responses (and their codes).
 //   http-loadgen.ts HOST PORT RATE CONNECTIONS SECONDS [SIZE=1024] [WARMUP_SECONDS=1] [HOST_HEADER=HOST]
 import { connect, type Socket } from 'node:net';
 import { histogram, paced, percentiles } from './pacer.ts';
@@ -91,6 +91,7 @@ const waiting: bigint[] = []; // intended send times of requests due while every
 let completed = 0;
 let errors = 0;
 let non2xx = 0;
+const codes: Record<string, number> = {}; // the non-2xx statuses, by code
 let lost = 0;
 let measureFrom = 0n;
 let stopping = false;
@@ -134,7 +135,10 @@ function open(c?: Conn): Promise<Conn> {
           errors++; // a response nobody asked for
           continue;
         }
-        if (status < 200 || status > 299) non2xx++;
+        if (status < 200 || status > 299) {
+          non2xx++;
+          codes[status] = (codes[status] ?? 0) + 1;
+        }
         if (intended >= measureFrom) {
           hist.recordValue(Number(process.hrtime.bigint() - intended) / 1000);
           completed++;
@@ -175,4 +179,4 @@ while (busy() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5
 stopping = true;
 lost += waiting.length + all.filter((c) => c.inFlight !== undefined).length;
 for (const c of all) c.sock.destroy();
-console.log(JSON.stringify({ rate, connections: conns, seconds, completed, lost, errors, non2xx, ...percentiles(hist) }));
+console.log(JSON.stringify({ rate, connections: conns, seconds, completed, lost, errors, non2xx, codes, ...percentiles(hist) }));
