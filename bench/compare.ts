@@ -28,7 +28,7 @@ export interface Change {
 
 const pct = (a: number, b: number) => Math.round(((b - a) / a) * 100);
 
-/** Figure by figure: throughput, p50 and p99 at 1000 req/s, connections/s and agent CPU per path. */
+/** Figure by figure: throughput, p50 and p99 at 1000 req/s, connections/s, agent and L7 proxy CPU per path. */
 export function changes(prev: RunSummary, cur: RunSummary): Change[] {
   const out: Change[] = [];
   for (const [name, c] of Object.entries(cur.paths)) {
@@ -42,6 +42,7 @@ export function changes(prev: RunSummary, cur: RunSummary): Change[] {
     add(`${name} p99 µs @1000`, 'p99', p.latency_us['1000']?.p99, c.latency_us['1000']?.p99);
     add(`${name} new conn/s`, 'conn', p.conn_per_s, c.conn_per_s);
     add(`${name} vCPU per 1000 rps`, 'cpu', p.agent_cpu_per_krps ?? p.proxy_cpu_per_krps, c.agent_cpu_per_krps ?? c.proxy_cpu_per_krps);
+    add(`${name} L7 proxy vCPU per 1000 rps`, 'cpu', p.l7_cpu_per_krps, c.l7_cpu_per_krps);
   }
   return out;
 }

@@ -24,10 +24,26 @@ export interface Latency {
   p999: number;
   completed: number;
   lost: number;
+  errors: number;
+  /** HTTP paths: responses other than 2xx. */
+  non2xx?: number;
+  codes?: Record<string, number>;
 }
 
 export const latency = (lab: string, pod: string, host: string, port: number, rate: number, seconds: number) =>
   execJson<Latency>(lab, pod, tsx('loadgen.ts', host, String(port), String(rate), '4', String(seconds), '1024', '1'));
+
+/** HTTP/1.1 over 8 kept-alive connections (one request in flight on each; see http-loadgen.ts). */
+export const httpLatency = (lab: string, pod: string, host: string, port: number, rate: number, seconds: number, authority = host) =>
+  execJson<Latency>(lab, pod, tsx('http-loadgen.ts', host, String(port), String(rate), '8', String(seconds), '1024', '1', authority));
+
+/** The processes of a lab pod: every process in its network namespace (`<lab>.<ns>.<pod>`). */
+export function podPids(lab: string, ns: string, pod: string): number[] {
+  const r = spawnSync('ip', ['netns', 'pids', `${lab}.${ns}.${pod}`], { encoding: 'utf8' });
+  const pids = r.stdout.split('\n').filter(Boolean).map(Number);
+  if (r.status !== 0 || pids.length === 0) throw new Error(`no processes in pod ${ns}/${pod}: ${r.stderr.trim()}`);
+  return pids;
+}
 
 export const connRate = (lab: string, pod: string, host: string, port: number, seconds: number) =>
   execJson<{ conn_per_s: number; errors: number }>(lab, pod, tsx('connrate.ts', host, String(port), '8', String(seconds), '1024')).conn_per_s;

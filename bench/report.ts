@@ -1,4 +1,4 @@
-// The benchmark's outputs: a markdown table and an SVG chart of latency by rate for every path.
+// The benchmark's outputs: markdown tables (TCP paths, HTTP paths) and SVG charts of latency by rate.
 import type { PathName } from './setup.ts';
 import type { Latency } from './measure.ts';
 
@@ -14,6 +14,15 @@ export interface PathResult {
   /** haproxy-mtls: the same CPU figure for the busier HAProxy instance, and its RSS. */
   proxy_cpu_per_krps?: number;
   proxy_rss_mb?: number;
+  /**
+   * weft-waypoint and haproxy-http: the L7 proxy's (the waypoint pod's, HAProxy's middle pod's)
+   * CPU per 1000 req/s, measured as the agents' is, and its RSS.
+   */
+  l7_cpu_per_krps?: number;
+  l7_rss_mb?: number;
+  l7_rss_anon_mb?: number;
+  /** HTTP paths: requests unanswered (lost), answered with other than 2xx, connections closed under the client. */
+  http_failures?: { lost: number; non2xx: number; errors: number; codes?: Record<string, number> };
   /**
    * This path's own noise in the run, in percent: the spread of iperf's 1-second intervals, and
    * the difference between its two connection-rate rounds and its two 1000 req/s latency rounds.
@@ -34,10 +43,30 @@ export function markdownTable(paths: Partial<Record<PathName, PathResult>>): str
   return rows.join('\n');
 }
 
+/** The HTTP paths: latency by rate, the mesh's agents' CPU, the L7 proxy's CPU and RSS. */
+export function httpTable(paths: Partial<Record<PathName, PathResult>>): string {
+  const rows = [
+    '| path | p50 / p99 µs @500 | p50 / p90 / p99 / p99.9 µs @1000 | p50 / p99 µs @2000 | failed requests | agent (or HAProxy edge) vCPU per 1000 rps | L7 proxy vCPU per 1000 rps | L7 proxy RSS MB (anonymous) |',
+    '|---|---|---|---|---|---|---|---|',
+  ];
+  const dash = (v: number | undefined) => (v === undefined ? '—' : String(v));
+  for (const [name, r] of Object.entries(paths)) {
+    const l = (rate: number) => r.latency_us[String(rate)];
+    const two = (rate: number) => (l(rate) ? `${l(rate)!.p50} / ${l(rate)!.p99}` : '—');
+    const k = l(1000);
+    const f = r.http_failures;
+    const failed = f ? f.lost + f.non2xx : undefined;
+    rows.push(
+      `| ${name} | ${two(500)} | ${k ? `${k.p50} / ${k.p90} / ${k.p99} / ${k.p999}` : '—'} | ${two(2000)} | ${dash(failed)} | ${r.agent_cpu_per_krps ?? (r.proxy_cpu_per_krps !== undefined ? `(HAProxy ${r.proxy_cpu_per_krps})` : '—')} | ${dash(r.l7_cpu_per_krps)} | ${r.l7_rss_mb === undefined ? '—' : `${r.l7_rss_mb} (${r.l7_rss_anon_mb})`} |`,
+    );
+  }
+  return rows.join('\n');
+}
+
 const COLORS = ['#444', '#1b7f3b', '#2e86de', '#d35400', '#8e44ad'];
 
 /** Latency (p50 solid, p99 dashed) against request rate, one colour per path, log-scale y. */
-export function latencyChart(paths: Partial<Record<PathName, PathResult>>): string {
+export function latencyChart(paths: Partial<Record<PathName, PathResult>>, title = 'Request latency by rate (1 KB request/response, 4 connections): p50 solid, p99 dashed'): string {
   const W = 720;
   const H = 400;
   const m = { l: 70, r: 190, t: 30, b: 50 };
@@ -47,7 +76,7 @@ export function latencyChart(paths: Partial<Record<PathName, PathResult>>): stri
   const X = (i: number) => m.l + (i / (RATES.length - 1)) * (W - m.l - m.r);
   const Y = (v: number) => m.t + (1 - (Math.log10(v) - lo) / (hi - lo)) * (H - m.t - m.b);
   const out = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`, `<rect width="${W}" height="${H}" fill="white"/>`];
-  out.push(`<text x="${m.l}" y="18" font-size="14">Request latency by rate (1 KB request/response, 4 connections): p50 solid, p99 dashed</text>`);
+  out.push(`<text x="${m.l}" y="18" font-size="14">${title}</text>`);
   for (let e = Math.ceil(lo); e <= Math.floor(hi); e++)
     for (const k of [1, 2, 5]) {
       const v = k * 10 ** e;

@@ -1,10 +1,14 @@
-// make bench: one 2-node lab, the same client and server pods for five paths (direct, weft with
-// eBPF capture across nodes and on one node, weft with in-pod iptables capture, HAProxy mutual
-// TLS), measured in one run. Writes bench/results/<timestamp>.json, a table and a chart, and
-// the results section of BENCHMARKS.md. BENCH_SECONDS sets the length of each latency run.
+// make bench: one 2-node lab, the same client and server pods for five TCP paths (direct, weft
+// with eBPF capture across nodes and on one node, weft with in-pod iptables capture, HAProxy
+// mutual TLS) and five HTTP/1.1 paths (direct, weft's L4 path, weft's L4 path through a waypoint,
+// HAProxy's L4 path, HAProxy's L4 path through an L7 HAProxy; see setup.ts), measured in one run.
+// Writes bench/results/<timestamp>.json, tables and charts, and the results section of
+// BENCHMARKS.md. BENCH_SECONDS sets the length of each latency run.
 //
 // A quicker subset, for iterating on the data path (1-2 minutes instead of 8):
-//   BENCH_PATHS=direct,weft-ebpf,haproxy-mtls   only these paths (default: all five)
+//   BENCH_PATHS=direct,weft-ebpf,haproxy-mtls   only these paths (default: all ten)
+//   BENCH_PATHS=weft-waypoint,weft-ebpf-http,haproxy-http,haproxy-mtls-http   the waypoint's L7 hop
+//                 against HAProxy's (HTTP paths have latency and cpu figures only)
 //   BENCH_FIGURES=throughput,latency,connrate,cpu,rss   only these figures (default: all;
 //                 cpu is measured during the 1000 req/s latency run, so it implies that run)
 //   BENCH_RATES=1000                          latency rates (default 500,1000,2000)
@@ -17,10 +21,24 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repeatabilityTable, type Noise, type RunSummary } from './compare.ts';
-import { connRate, cpuSeconds, latency, machineTicks, rssMb, settle, stealPct, throughput as measureThroughput, weft } from './measure.ts';
+import { connRate, cpuSeconds, httpLatency, latency, machineTicks, podPids, rssMb, settle, stealPct, throughput as measureThroughput, weft } from './measure.ts';
 import { hotFunctions } from './profile.ts';
-import { latencyChart, markdownTable, RATES, type PathResult } from './report.ts';
-import { BENCH_PODS, haproxyClientConfig, PATHS, scalePods, writeBenchConfig, type PathName } from './setup.ts';
+import { httpTable, latencyChart, markdownTable, RATES, type PathResult } from './report.ts';
+import {
+  BENCH_PODS,
+  haproxyClientConfig,
+  haproxyMiddle,
+  HTTP_PATHS,
+  HTTP_PORT,
+  HTTP_SERVICE,
+  MIDDLE_POD,
+  PATHS,
+  scalePods,
+  WAYPOINT_GATEWAY,
+  WAYPOINT_NS,
+  writeBenchConfig,
+  type PathName,
+} from './setup.ts';
 
 const LAB = process.env.BENCH_LAB ?? 'weft-bench';
 const FIGURES = ['throughput', 'latency', 'connrate', 'cpu', 'rss'] as const;
@@ -53,9 +71,35 @@ const profDir = join(dir, 'prof');
 mkdirSync(profDir);
 const log = (s: string) => console.log(`[bench ${new Date().toISOString().slice(11, 19)}] ${s}`);
 
-type PodJ = { metadata: { name: string; namespace: string }; status: { podIP: string; phase: string; conditions?: { type: string; status: string }[] } };
+type PodJ = {
+  metadata: { name: string; namespace: string; labels?: Record<string, string> };
+  spec: { nodeName?: string };
+  status: { podIP: string; phase: string; conditions?: { type: string; status: string }[] };
+};
 const pods = (ns = '-A') => (JSON.parse(weft(LAB, ['get', 'pods', ...(ns === '-A' ? ['-A'] : ['-n', ns]), '-o', 'json'])) as { items: PodJ[] }).items;
 const ip = (ns: string, name: string) => pods(ns).find((p) => p.metadata.name === name)!.status.podIP;
+const clusterIP = (ns: string, name: string) =>
+  (JSON.parse(weft(LAB, ['get', 'services', '-n', ns, '-o', 'json'])) as { items: { metadata: { name: string }; spec: { clusterIP: string } }[] }).items.find((s) => s.metadata.name === name)!.spec.clusterIP;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+async function until<T>(what: string, seconds: number, f: () => T | undefined): Promise<T> {
+  const end = Date.now() + seconds * 1000;
+  for (;;) {
+    let v: T | undefined;
+    try {
+      v = f();
+    } catch {}
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`timed out after ${seconds} s waiting for ${what}`);
+    await sleep(500);
+  }
+}
+const waypointPod = () => pods(WAYPOINT_NS).find((p) => p.metadata.labels?.['gateway.networking.k8s.io/gateway-name'] === WAYPOINT_GATEWAY && p.status.phase === 'Running');
+/** The waypoint's istio_requests_total{reporter="waypoint"}, summed (its metrics on podIP:15020, read from node-0). */
+const waypointRequests = (podIP: string) =>
+  spawnSync('ip', ['netns', 'exec', `${LAB}.node-0`, 'curl', '-s', '-m', '5', `http://${podIP}:15020/metrics`], { encoding: 'utf8' })
+    .stdout.split('\n')
+    .filter((l) => l.startsWith('istio_requests_total{') && l.includes('reporter="waypoint"'))
+    .reduce((n, l) => n + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
 // The two HAProxy instances (client pod, server pod), found by their configs in this run's directory.
 const haproxyPids = () =>
   ['haproxy-client.cfg', 'haproxy-server.cfg'].map((cfg) => {
@@ -70,9 +114,14 @@ const agentPids = () =>
 interface Target {
   pod: string;
   host: string;
+  port: number;
   mesh: boolean;
   /** HAProxy's two instances, measured like the agents: what a C proxy costs on this machine. */
   haproxy?: boolean;
+  /** An HTTP path: http-loadgen.ts with this Host header, instead of loadgen.ts. */
+  http?: { authority: string };
+  /** The processes of the path's L7 proxy (the waypoint pod, HAProxy's middle pod), measured alike. */
+  l7?: () => number[];
 }
 
 const machine = {
@@ -100,28 +149,70 @@ try {
   // ports, and a path's later rounds measured that (direct fell from ~1100 to ~110 conn/s between
   // its two rounds). Load generators set it; so does the bench, in every bench pod's netns.
   for (const pod of BENCH_PODS) weft(LAB, ['exec', pod, '--', 'sysctl', '-q', '-w', 'net.ipv4.tcp_tw_reuse=1']);
-  const hap = haproxyClientConfig(dir, ip('bench-haproxy', 'server'));
+  // The waypoint runs where the lab's scheduler put it; HAProxy's L7 proxy goes to the same node,
+  // so both L7 hops have the same place in their paths.
+  const wp = await until('the waypoint pod', 120, waypointPod);
+  const wpNode = wp.spec.nodeName;
+  if (!wpNode) throw new Error(`waypoint pod ${wp.metadata.name} has no node`);
+  weft(LAB, ['apply', '-f', haproxyMiddle(dir, ip('bench-haproxy', 'server'), wpNode)]);
+  const middle = await until('HAProxy\'s L7 proxy pod', 60, () => pods('bench-haproxy').find((p) => p.metadata.name === MIDDLE_POD && p.status.phase === 'Running' && p.status.podIP));
+  log(`waypoint ${wp.metadata.name} and HAProxy's L7 proxy on ${wpNode}`);
+  const hap = haproxyClientConfig(dir, ip('bench-haproxy', 'server'), middle.status.podIP);
   weft(LAB, ['exec', 'bench-haproxy/client', '--', 'haproxy', '-D', '-f', hap]);
+  const http = (ns: string) => ({ authority: `${HTTP_SERVICE}.${ns}.svc.cluster.local` });
   const targets: Record<PathName, Target> = {
-    direct: { pod: 'bench-direct/client', host: ip('bench-direct', 'server'), mesh: false },
-    'weft-ebpf': { pod: 'bench-ebpf/client', host: ip('bench-ebpf', 'server'), mesh: true },
-    'weft-ebpf-same-node': { pod: 'bench-local/client', host: ip('bench-local', 'server'), mesh: true },
-    'weft-iptables': { pod: 'bench-ipt/client', host: ip('bench-ipt', 'server'), mesh: true },
-    'haproxy-mtls': { pod: 'bench-haproxy/client', host: '127.0.0.1', mesh: false, haproxy: true },
+    direct: { pod: 'bench-direct/client', host: ip('bench-direct', 'server'), port: 7000, mesh: false },
+    'weft-ebpf': { pod: 'bench-ebpf/client', host: ip('bench-ebpf', 'server'), port: 7000, mesh: true },
+    'weft-ebpf-same-node': { pod: 'bench-local/client', host: ip('bench-local', 'server'), port: 7000, mesh: true },
+    'weft-iptables': { pod: 'bench-ipt/client', host: ip('bench-ipt', 'server'), port: 7000, mesh: true },
+    'haproxy-mtls': { pod: 'bench-haproxy/client', host: '127.0.0.1', port: 7000, mesh: false, haproxy: true },
+    // HTTP: the mesh paths go to the Service's address, as the waypoint serves a Service.
+    'direct-http': { pod: 'bench-direct/client', host: ip('bench-direct', 'server'), port: HTTP_PORT, mesh: false, http: { authority: 'server' } },
+    'weft-ebpf-http': { pod: 'bench-ebpf/client', host: clusterIP('bench-ebpf', HTTP_SERVICE), port: 80, mesh: true, http: http('bench-ebpf') },
+    'weft-waypoint': {
+      pod: `${WAYPOINT_NS}/client`, host: clusterIP(WAYPOINT_NS, HTTP_SERVICE), port: 80, mesh: true, http: http(WAYPOINT_NS),
+      l7: () => podPids(LAB, WAYPOINT_NS, waypointPod()!.metadata.name),
+    },
+    'haproxy-mtls-http': { pod: 'bench-haproxy/client', host: '127.0.0.1', port: HTTP_PORT, mesh: false, haproxy: true, http: { authority: 'server' } },
+    'haproxy-http': { pod: 'bench-haproxy/client', host: '127.0.0.1', port: HTTP_PORT + 1, mesh: false, haproxy: true, http: { authority: 'server' }, l7: () => podPids(LAB, 'bench-haproxy', MIDDLE_POD) },
   };
+  const run = (t: Target, rate: number, seconds: number) =>
+    t.http ? httpLatency(LAB, t.pod, t.host, t.port, rate, seconds, t.http.authority) : latency(LAB, t.pod, t.host, t.port, rate, seconds);
+  if (selPaths.includes('weft-waypoint')) {
+    // The waypoint's routes arrive over xDS after its pod is ready: wait until requests to the
+    // Service are answered and counted by the waypoint, so the path measured is the one meant.
+    const t = targets['weft-waypoint'];
+    const counted = await until('requests through the waypoint', 90, () => {
+      const before = waypointRequests(wp.status.podIP);
+      const r = run(t, 50, 1);
+      const n = waypointRequests(wp.status.podIP) - before;
+      return r.completed > 0 && !r.non2xx && n >= r.completed ? n : undefined;
+    });
+    log(`weft-waypoint: the waypoint counted ${counted} of a check's requests`);
+  }
   // One latency run of a path at a rate, with the CPU of the path's proxies at 1000 req/s.
   const latencyRun = async (name: PathName, t: Target, rate: number) => {
     log(`${name}: latency at ${rate} req/s`);
     const measured = rate === 1000 && (t.mesh || t.haproxy);
-    const pids = t.haproxy ? haproxyPids() : agentPids();
+    const edge = t.haproxy ? haproxyPids() : agentPids();
+    const l7 = measured ? (t.l7?.() ?? []) : [];
+    const pids = [...edge, ...l7];
     // The agents' own CPU with no traffic (timers, xDS and, above all, the sampling profiler of
     // this run), measured just before and taken out: the figure is what the traffic costs.
     const idle = measured ? await idleCpu(pids, IDLE_SECONDS) : pids.map(() => 0);
     const before = pids.map(cpuSeconds);
     const start = process.hrtime.bigint();
-    const l = latency(LAB, t.pod, t.host, 7000, rate, SECONDS);
+    const l = run(t, rate, SECONDS);
     const secs = Number(process.hrtime.bigint() - start) / 1e9;
     if (l.lost > 0) log(`  ${l.lost} responses missing`);
+    if (t.http && (l.non2xx || l.errors)) log(`  ${l.non2xx} responses not 2xx (${JSON.stringify(l.codes)}), ${l.errors} connection errors`);
+    if (t.http) {
+      const f = (failures[name] ??= { lost: 0, non2xx: 0, errors: 0 });
+      f.lost += l.lost;
+      f.non2xx += l.non2xx ?? 0;
+      f.errors += l.errors;
+      for (const [code, n] of Object.entries(l.codes ?? {})) (f.codes ??= {})[code] = (f.codes[code] ?? 0) + n;
+    }
     if (!measured) return { l };
     // Both agents work on every request across nodes (one on same-node); charge the busier.
     // vCPU per 1000 req/s = CPU-seconds per 1000 requests; counted over the requests sent
@@ -129,20 +220,27 @@ try {
     const sent = Math.round(rate * (SECONDS + 1));
     const used = pids.map((p, i) => cpuSeconds(p) - before[i]! - idle[i]! * secs);
     idleVcpu[name] = idle.map((x) => Math.round(x * 1000) / 1000);
+    const perK = (cpu: number) => Math.round((cpu / (sent / 1000)) * 1000) / 1000;
     return {
       l,
-      cpu: Math.round((Math.max(0, ...used) / (sent / 1000)) * 1000) / 1000,
-      rss: t.haproxy ? Math.max(...pids.map((p) => rssMb(p))) : undefined,
+      cpu: perK(Math.max(0, ...used.slice(0, edge.length))),
+      rss: t.haproxy ? Math.max(...edge.map((p) => rssMb(p))) : undefined,
+      // The L7 proxy: all its processes together (one, today, for both).
+      l7cpu: l7.length ? perK(Math.max(0, used.slice(edge.length).reduce((a, b) => a + b, 0))) : undefined,
+      l7rss: l7.length ? Math.round(l7.reduce((a, p) => a + rssMb(p), 0) * 10) / 10 : undefined,
+      l7anon: l7.length ? Math.round(l7.reduce((a, p) => a + rssMb(p, 'RssAnon'), 0) * 10) / 10 : undefined,
     };
   };
+  // HTTP paths: requests that failed in the latency runs, all rates and rounds together. A path
+  // that falls behind its rate loses requests, and its percentiles are then queueing delay.
+  const failures: Partial<Record<PathName, NonNullable<PathResult['http_failures']>>> = {};
   const first = new Map<PathName, Awaited<ReturnType<typeof latencyRun>>>();
   for (const [name, t] of Object.entries(targets) as [PathName, Target][]) {
     if (!selPaths.includes(name)) continue;
     const quiet = await settle(0.1, name === 'direct' ? 60 : 20);
     log(`${name}: machine ${Math.round(quiet.busy * 100)} % busy after ${quiet.waitedS} s of waiting; warm-up`);
-    latency(LAB, t.pod, t.host, 7000, 200, 1); // connections, certificates and pools in place
-    log(`${name}: throughput`);
-    const tp = want('throughput') ? measureThroughput(LAB, t.pod, t.host, IPERF_SECONDS) : undefined;
+    run(t, 200, 1); // connections, certificates and pools in place
+    const tp = want('throughput') && !t.http ? (log(`${name}: throughput`), measureThroughput(LAB, t.pod, t.host, IPERF_SECONDS)) : undefined;
     const lat: PathResult['latency_us'] = {};
     for (const rate of want('latency') || want('cpu') ? RATES.concat(selRates.filter((x) => !RATES.includes(x))) : []) {
       if (!selRates.includes(rate) || (!want('latency') && rate !== 1000)) continue;
@@ -171,15 +269,19 @@ try {
     res.noise_pct = { ...res.noise_pct, p50: diff(a.l.p50, b.l.p50), p99: diff(a.l.p99, b.l.p99) };
     if (a.cpu !== undefined && b.cpu !== undefined) res[targets[name].haproxy ? 'proxy_cpu_per_krps' : 'agent_cpu_per_krps'] = Math.round(((a.cpu + b.cpu) / 2) * 1000) / 1000;
     if (b.rss !== undefined) res.proxy_rss_mb = b.rss;
+    if (a.l7cpu !== undefined && b.l7cpu !== undefined) res.l7_cpu_per_krps = Math.round(((a.l7cpu + b.l7cpu) / 2) * 1000) / 1000;
+    if (a.l7rss !== undefined && b.l7rss !== undefined) res.l7_rss_mb = Math.max(a.l7rss, b.l7rss);
+    if (a.l7anon !== undefined && b.l7anon !== undefined) res.l7_rss_anon_mb = Math.max(a.l7anon, b.l7anon);
     if (name === 'direct') noise = { p50Pct: res.noise_pct.p50!, p99Pct: res.noise_pct.p99! };
-    log(`${name}: ${JSON.stringify(res)} (at 1000 req/s by round: p50 ${a.l.p50} / ${b.l.p50} µs, p99 ${a.l.p99} / ${b.l.p99} µs${a.cpu !== undefined ? `, vCPU ${a.cpu} / ${b.cpu}` : ''})`);
+    log(`${name}: ${JSON.stringify(res)} (at 1000 req/s by round: p50 ${a.l.p50} / ${b.l.p50} µs, p99 ${a.l.p99} / ${b.l.p99} µs${a.cpu !== undefined ? `, vCPU ${a.cpu} / ${b.cpu}` : ''}${a.l7cpu !== undefined ? `, L7 proxy vCPU ${a.l7cpu} / ${b.l7cpu}` : ''})`);
   }
+  for (const [name, f] of Object.entries(failures)) if (results[name as PathName]) results[name as PathName]!.http_failures = f;
   // New connections per second: a warm-up round, then two rounds, the second in reverse order,
   // averaged. Measured path after path, whichever mesh path came second was 10-20 % faster
   // whatever its capture (the agents are shared and their connection path still warming up),
   // which decided eBPF against iptables by order.
   if (want('connrate')) {
-    const paths = (Object.keys(targets) as PathName[]).filter((n) => selPaths.includes(n));
+    const paths = (Object.keys(targets) as PathName[]).filter((n) => selPaths.includes(n) && !targets[n].http);
     for (const name of paths) connRate(LAB, targets[name].pod, targets[name].host, 7000, 3);
     const rates = new Map<PathName, number[]>(paths.map((n) => [n, []]));
     for (const round of [paths, [...paths].reverse()])
@@ -229,11 +331,13 @@ if (!FULL) {
   // A subset: what was measured, and the ratios it allows; nothing under bench/results.
   const r = (a: number, b: number) => Math.round((a / b) * 100) / 100;
   const lat = (p: PathName, q: 'p50' | 'p99') => results[p]?.latency_us['1000']?.[q];
-  const added = (p: PathName, q: 'p50' | 'p99') => {
+  const added = (p: PathName, q: 'p50' | 'p99', base: PathName = 'direct') => {
     const a = lat(p, q);
-    const b = lat('direct', q);
+    const b = lat(base, q);
     return a !== undefined && b !== undefined ? a - b : undefined;
   };
+  const wp = results['weft-waypoint'];
+  const hh = results['haproxy-http'];
   const e = results['weft-ebpf'];
   const h = results['haproxy-mtls'];
   const ipt = results['weft-iptables'];
@@ -242,12 +346,20 @@ if (!FULL) {
     added_latency_1000_us: { 'weft-ebpf': { p50: added('weft-ebpf', 'p50'), p99: added('weft-ebpf', 'p99') }, 'haproxy-mtls': { p50: added('haproxy-mtls', 'p50'), p99: added('haproxy-mtls', 'p99') } },
     ebpf_over_iptables_conn_per_s: e && ipt ? r(e.conn_per_s, ipt.conn_per_s) : undefined,
     cpu_per_krps: Object.fromEntries(Object.entries(results).filter(([, x]) => (x.agent_cpu_per_krps ?? x.proxy_cpu_per_krps) !== undefined).map(([k, x]) => [k, x.agent_cpu_per_krps ?? x.proxy_cpu_per_krps])),
+    l7_added_latency_1000_us: {
+      'weft-waypoint over weft-ebpf-http': { p50: added('weft-waypoint', 'p50', 'weft-ebpf-http'), p99: added('weft-waypoint', 'p99', 'weft-ebpf-http') },
+      'haproxy-http over haproxy-mtls-http': { p50: added('haproxy-http', 'p50', 'haproxy-mtls-http'), p99: added('haproxy-http', 'p99', 'haproxy-mtls-http') },
+    },
+    l7_cpu_per_krps: { waypoint: wp?.l7_cpu_per_krps, haproxy: hh?.l7_cpu_per_krps },
+    l7_rss_mb: { waypoint: wp?.l7_rss_mb, haproxy: hh?.l7_rss_mb },
   };
   const hot = PROFILE ? hotFunctions(profDir, 25) : [];
   const out = { subset: { paths: selPaths, figures: selFigures, rates: selRates }, machine, seconds_per_latency_run: SECONDS, duration_s: Math.round((Date.now() - t0) / 1000), steal_pct: steal, noise_pct: noise, paths: results, agent_idle_vcpu: idleVcpu, relay_floor: floor, ratios, agent_profile_top: hot };
   writeFileSync(join(dir, 'subset.json'), JSON.stringify(out, null, 2) + '\n');
   console.log(JSON.stringify(out.paths, null, 1));
   console.log(JSON.stringify(ratios, null, 1));
+  const httpOnly = Object.fromEntries(Object.entries(results).filter(([k]) => HTTP_PATHS.includes(k as PathName))) as typeof results;
+  if (Object.keys(httpOnly).length) console.log(httpTable(httpOnly));
   for (const x of hot) console.log(`  ${x.selfPct} % ${x.fn}`);
   log(`subset results in ${join(dir, 'subset.json')} (not recorded in bench/results or BENCHMARKS.md)`);
   process.exit(0);
@@ -257,12 +369,20 @@ const r = (a: number, b: number) => Math.round((a / b) * 100) / 100;
 const d = results.direct!;
 const e = results['weft-ebpf']!;
 const h = results['haproxy-mtls']!;
-const added = (p: PathResult, q: 'p50' | 'p99') => p.latency_us['1000']![q] - d.latency_us['1000']![q];
+const added = (p: PathResult, q: 'p50' | 'p99', base: PathResult = d) => p.latency_us['1000']![q] - base.latency_us['1000']![q];
+// The L7 hops: each proxy's path against its own L4 path (setup.ts).
+const wp = results['weft-waypoint']!;
+const wpL4 = results['weft-ebpf-http']!;
+const hh = results['haproxy-http']!;
+const hhL4 = results['haproxy-mtls-http']!;
+const l7Added = (q: 'p50' | 'p99') => ({ waypoint: added(wp, q, wpL4), haproxy: added(hh, q, hhL4) });
 const ratios = {
   weft_over_direct_throughput: r(e.throughput_gbps, d.throughput_gbps),
   weft_over_haproxy_throughput: r(e.throughput_gbps, h.throughput_gbps),
   added_latency_1000_us: { 'weft-ebpf': { p50: added(e, 'p50'), p99: added(e, 'p99') }, 'haproxy-mtls': { p50: added(h, 'p50'), p99: added(h, 'p99') } },
   ebpf_over_iptables_conn_per_s: r(e.conn_per_s, results['weft-iptables']!.conn_per_s),
+  l7_added_latency_1000_us: { p50: l7Added('p50'), p99: l7Added('p99') },
+  waypoint_over_haproxy_l7_cpu: r(wp.l7_cpu_per_krps ?? NaN, hh.l7_cpu_per_krps ?? NaN),
 };
 const targets = [
   { target: 'weft-ebpf throughput ≥ 1.0 × haproxy-mtls', met: ratios.weft_over_haproxy_throughput >= 1, value: `${ratios.weft_over_haproxy_throughput} ×` },
@@ -271,6 +391,11 @@ const targets = [
   { target: 'agent ≤ 0.06 vCPU per 1000 req/s', met: (e.agent_cpu_per_krps ?? 9) <= 0.06, value: `${e.agent_cpu_per_krps} vCPU (HAProxy, busier instance: ${h.proxy_cpu_per_krps} vCPU)` },
   { target: `agent ≤ 60 MB RSS with ${SCALE_PODS} enrolled pods`, met: (e.agent_rss_mb ?? 999) <= 60, value: `${e.agent_rss_mb} MB (anonymous ${e.agent_rss_anon_mb} MB, file pages ${e.agent_rss_file_mb} MB)` },
   { target: 'weft-ebpf beats weft-iptables on new connections/s', met: ratios.ebpf_over_iptables_conn_per_s > 1, value: `${ratios.ebpf_over_iptables_conn_per_s} ×` },
+  // Envoy's published waypoint figures: 0.25 vCPU and 60 MB at 1000 requests/s.
+  { target: 'waypoint ≤ 0.25 vCPU per 1000 req/s', met: (wp.l7_cpu_per_krps ?? 9) <= 0.25, value: `${wp.l7_cpu_per_krps} vCPU (HAProxy's L7 proxy: ${hh.l7_cpu_per_krps} vCPU)` },
+  { target: 'waypoint ≤ 60 MB RSS', met: (wp.l7_rss_mb ?? 999) <= 60, value: `${wp.l7_rss_mb} MB (HAProxy's L7 proxy: ${hh.l7_rss_mb} MB)` },
+  { target: 'waypoint adds over the L4 mesh, p50 at 1000 req/s ≤ HAProxy\'s L7 hop', met: l7Added('p50').waypoint <= l7Added('p50').haproxy, value: `${l7Added('p50').waypoint} µs vs ${l7Added('p50').haproxy} µs (failed requests, all rates: weft-waypoint ${(wp.http_failures?.lost ?? 0) + (wp.http_failures?.non2xx ?? 0)}, haproxy-http ${(hh.http_failures?.lost ?? 0) + (hh.http_failures?.non2xx ?? 0)})` },
+  { target: 'waypoint adds over the L4 mesh, p99 at 1000 req/s ≤ HAProxy\'s L7 hop', met: l7Added('p99').waypoint <= l7Added('p99').haproxy, value: `${l7Added('p99').waypoint} µs vs ${l7Added('p99').haproxy} µs` },
 ];
 const hot = hotFunctions(profDir);
 const runAt = new Date().toISOString();
@@ -282,18 +407,29 @@ const out = { run_at: runAt, machine, command: 'make bench', seconds_per_latency
 mkdirSync(join(root, 'bench/results'), { recursive: true });
 writeFileSync(join(root, `bench/results/${stamp}.json`), JSON.stringify(out, null, 2) + '\n');
 writeFileSync(latestJson, JSON.stringify(out, null, 2) + '\n');
-writeFileSync(join(root, 'bench/results/latency.svg'), latencyChart(results));
+const tcpResults = Object.fromEntries(Object.entries(results).filter(([k]) => !HTTP_PATHS.includes(k as PathName))) as typeof results;
+const httpResults = Object.fromEntries(Object.entries(results).filter(([k]) => HTTP_PATHS.includes(k as PathName))) as typeof results;
+writeFileSync(join(root, 'bench/results/latency.svg'), latencyChart(tcpResults));
+writeFileSync(join(root, 'bench/results/latency-http.svg'), latencyChart(httpResults, 'HTTP/1.1 request latency by rate (1 KB POST, 1 KB response, 8 kept-alive connections): p50 solid, p99 dashed'));
 
 const md = [
   `Machine: ${machine.cpu}, ${machine.cores} cores, Linux ${machine.kernel}, Node ${machine.node}. Run: ${new Date().toISOString().slice(0, 16)}Z, ${out.duration_s} s, latency runs of ${SECONDS} s; the hypervisor took ${steal} % of the CPU time (steal) while the lab ran.`,
   '',
-  markdownTable(results),
+  markdownTable(tcpResults),
   '',
   '![latency by rate](bench/results/latency.svg)',
   '',
+  'HTTP/1.1 paths (the waypoint\'s L7 hop and HAProxy\'s; L7 proxy figures at 1000 req/s, CPU after its idle CPU is taken out as for the agents):',
+  '',
+  httpTable(httpResults),
+  '',
+  '![HTTP latency by rate](bench/results/latency-http.svg)',
+  '',
+  `Added by the L7 hop at 1000 req/s, each path against its own L4 path: weft-waypoint − weft-ebpf-http p50 ${l7Added('p50').waypoint} µs, p99 ${l7Added('p99').waypoint} µs; haproxy-http − haproxy-mtls-http p50 ${l7Added('p50').haproxy} µs, p99 ${l7Added('p99').haproxy} µs.`,
+  '',
   `Ratios: weft-ebpf/direct throughput ${ratios.weft_over_direct_throughput}, weft-ebpf/haproxy-mtls throughput ${ratios.weft_over_haproxy_throughput}; latency added over direct at 1000 req/s: weft-ebpf p50 ${added(e, 'p50')} µs, p99 ${added(e, 'p99')} µs; haproxy-mtls p50 ${added(h, 'p50')} µs, p99 ${added(h, 'p99')} µs. Latency at 1000 req/s and CPU are the mean of two rounds (all paths, then all again in reverse order). Noise within this run, each path by its own spread, in percent: p50 / p99 (the two 1000 req/s rounds), throughput (iperf's 1-second intervals, (max − min) / median), new connections/s (the two rounds): ${Object.entries(results).map(([k, v]) => `${k} ${v.noise_pct?.p50 ?? '—'} / ${v.noise_pct?.p99 ?? '—'}, ${v.noise_pct?.throughput ?? '—'}, ${v.noise_pct?.conn ?? '—'}`).join('; ')}. Compare ratios within one run: the machine is shared, and its speed moves between runs.`,
   '',
-  `Agent CPU is what the 1000 req/s traffic costs the busier agent: CPU-seconds per 1000 requests, after taking out the agents' idle CPU measured for ${IDLE_SECONDS} s just before (agents run under a 10 ms sampling profiler; idle vCPU per agent: ${Object.entries(idleVcpu).map(([k, v]) => `${k} ${v.join(' / ')}`).join(', ')}). HAProxy's figure is measured the same way on its busier instance, for scale: it is what a C proxy doing the same TLS relay costs on this machine (its RSS: ${h.proxy_rss_mb} MB per instance).${floor ? ` Without TLS, one plain relay hop at 1000 req/s costs HAProxy (one thread) ${floor.haproxy_relay_cpu_per_krps} vCPU and a Node relay (the agent's forward(), both ways) ${floor.node_relay_cpu_per_krps} vCPU per 1000 req/s here (\`bench/tools/relay-floor.ts\`, loopback).` : ''}`,
+  `Agent CPU is what the 1000 req/s traffic costs the busier agent: CPU-seconds per 1000 requests, after taking out the agents' idle CPU measured for ${IDLE_SECONDS} s just before (agents run under a 10 ms sampling profiler; idle vCPU per agent, and last the L7 proxy where a path has one: ${Object.entries(idleVcpu).map(([k, v]) => `${k} ${v.join(' / ')}`).join(', ')}). HAProxy's figure is measured the same way on its busier instance, for scale: it is what a C proxy doing the same TLS relay costs on this machine (its RSS: ${h.proxy_rss_mb} MB per instance). The L7 proxies (the waypoint, HAProxy in mode http) are measured the same way, all their processes together.${floor ? ` Without TLS, one plain relay hop at 1000 req/s costs HAProxy (one thread) ${floor.haproxy_relay_cpu_per_krps} vCPU and a Node relay (the agent's forward(), both ways) ${floor.node_relay_cpu_per_krps} vCPU per 1000 req/s here (\`bench/tools/relay-floor.ts\`, loopback).` : ''}`,
   '',
   '| target | met | measured |',
   '|---|---|---|',
