@@ -10,6 +10,8 @@ import { Socket } from 'node:net';
 import { socketInNetns } from '../bpf/netns.ts';
 import { builtinEntrypoint } from './images.ts';
 import { mountArgv, type Mount } from './volumes.ts';
+import { dirname } from 'node:path';
+import { rootPath } from '../util/paths.ts';
 import { builtinImage } from '../kube/manifest.ts';
 import type { Container, Pod, Probe } from '../kube/objects.ts';
 import { sleep } from '../util/sleep.ts';
@@ -96,7 +98,7 @@ export class PodRuntime extends EventEmitter {
   private startContainer(c: ContainerState): void {
     if (this.stopping) return;
     const mounts = this.placement.mounts?.(c.spec) ?? [];
-    const argv = mountArgv(mounts, this.placement.stage ?? '', containerArgv(c.spec));
+    const argv = mountArgv(mounts, this.placement.stage ?? '', containerArgv(c.spec), [rootPath(), dirname(process.execPath)]);
     const log = openSync(this.placement.logPath(c.spec.name), 'a');
     const proc = spawn(launchArgv(this.placement, argv)[0]!, launchArgv(this.placement, argv).slice(1), {
       cwd: c.spec.workingDir ?? '/',

@@ -87,9 +87,18 @@ const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
  * namespace. Targets under /run are prepared in a tmpfs at `stage` and moved onto /run last,
  * because the sources themselves live under /run on this machine.
  */
-export function mountArgv(mounts: readonly Mount[], stage: string, argv: string[]): string[] {
+export function mountArgv(mounts: readonly Mount[], stage: string, argv: string[], keepVisible: readonly string[] = []): string[] {
   if (!mounts.length) return argv;
   const lines = ['set -e'];
+  // A pod here shares the machine's filesystem: a mount over the directory weft or node runs from
+  // (a checkout under /tmp, and a pod asking for an emptyDir at /tmp) would hide the container's own
+  // program. Such a mount is left out, and the container's log says so.
+  const hides = (m: Mount) => keepVisible.find((p) => p === m.target || p.startsWith(`${m.target}/`));
+  for (const m of mounts) {
+    const hidden = hides(m);
+    if (hidden) lines.push(`echo ${q(`weft: volume at ${m.target} not mounted: it would hide ${hidden}, which this lab runs from`)} >&2`);
+  }
+  mounts = mounts.filter((m) => !hides(m));
   const bind = (src: string, dst: string, ro: boolean) => {
     lines.push(`mount -n --bind ${q(src)} ${q(dst)}`);
     if (ro) lines.push(`mount -n -o remount,bind,ro ${q(dst)}`);

@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -52,6 +52,17 @@ describe('lab pod volumes', () => {
     const r = spawnSync('unshare', ['-m', '--propagation', 'slave', ...argv], { encoding: 'utf8' });
     expect(r.stderr).toBe('');
     expect(r.stdout).toBe('token-for-shop/teller/istio-caroot of shopread-only\n');
+  });
+
+  it('leaves out a mount that would hide where the container program lives (a checkout under /tmp, an emptyDir at /tmp), and says so', () => {
+    const root = tmp();
+    const target = tmp();
+    writeFileSync(join(target, 'prog'), 'still here');
+    const vols = prepareVolumes(pod([{ name: 'scratch', emptyDir: {} }], []), root, sources);
+    const argv = mountArgv([{ source: vols.get('scratch')!, target, readOnly: false }], join(root, '.run'), ['cat', join(target, 'prog')], [join(target, 'prog')]);
+    const r = spawnSync('unshare', ['-m', '--propagation', 'slave', ...argv], { encoding: 'utf8' });
+    expect(r.stdout).toBe('still here');
+    expect(r.stderr).toBe(`weft: volume at ${target} not mounted: it would hide ${join(target, 'prog')}, which this lab runs from\n`);
   });
 
   it('refuses a missing ConfigMap, a key it lacks and a path that leaves the volume, naming the volume', () => {
