@@ -18,7 +18,7 @@ import { planRequest, type Plan } from '../router/plan.ts';
 import type { Cluster, Endpoint, RoutingTable } from '../router/table.ts';
 import type { Balancer } from '../upstream/balancer.ts';
 import { injectFault } from '../filters/fault.ts';
-import { joinFlags } from '../response-flags.ts';
+import { joinFlags, LOCAL_BODY } from '../response-flags.ts';
 import { endToEnd, forwardOver, openTunnel, type ForwardResult, type UpstreamOptions } from '../upstream/forward.ts';
 import { forwardWithRetries, nextEndpoint, RETRY_BUFFER_BYTES, type ReplayMeter, type RetryRun } from '../upstream/retry.ts';
 import { startMirrors } from '../upstream/mirror.ts';
@@ -59,16 +59,6 @@ export interface RequestDeps {
 type Req = IncomingMessage | Http2ServerRequest;
 type Res = ServerResponse | Http2ServerResponse;
 
-const LOCAL_BODY: Record<string, string> = {
-  NR: 'route not found',
-  NC: 'cluster not found',
-  UH: 'no healthy upstream',
-  UF: 'upstream connect error or disconnect/reset before headers. reset reason: connection failure',
-  UC: 'upstream connect error or disconnect/reset before headers. reset reason: connection termination',
-  UT: 'upstream request timeout',
-  RL: RATE_LIMITED_BODY,
-  UO: 'upstream connect error or disconnect/reset before headers. reset reason: overflow',
-};
 
 function localReply(res: Res, status: number, flags: string, extra?: Record<string, string>): number {
   const body = flags.split(',').map((f) => LOCAL_BODY[f]).find(Boolean) ?? 'error';

@@ -13,6 +13,7 @@ import { HboneError } from '../../hbone/errors.ts';
 import { elapsedMs } from '../../telemetry/connection.ts';
 import { planRequest, type Plan } from '../router/plan.ts';
 import { endToEnd, openTunnel } from '../upstream/forward.ts';
+import { LOCAL_BODY } from '../response-flags.ts';
 import { resetWatch } from '../tcp/relay.ts';
 import type { RequestDeps, TunnelContext } from './request.ts';
 
@@ -29,14 +30,6 @@ function localReply(socket: Duplex, status: number, body: string): number {
   closeWith(socket, head(status, [['content-type', 'text/plain'], ['content-length', String(Buffer.byteLength(body))], ['connection', 'close']]) + body);
   return Buffer.byteLength(body);
 }
-
-const LOCAL_BODY: Record<string, string> = {
-  NR: 'route not found',
-  NC: 'cluster not found',
-  UH: 'no healthy upstream',
-  UF: 'upstream connect error or disconnect/reset before headers. reset reason: connection failure',
-  UC: 'upstream connect error or disconnect/reset before headers. reset reason: connection termination',
-};
 
 /** Pairs of a raw header list (Node's rawHeaders). */
 const pairs = (raw: string[]): [string, string][] => {
