@@ -232,9 +232,33 @@ export class PodManager {
         return;
       } catch (e) {
         this.log.warn({ pod: `${pod.namespace}/${pod.name}`, err: (e as Error).message, attempt }, 'no certificate yet for the pod; HBONE waits');
-        await new Promise((r) => setTimeout(r, Math.min(500 * 2 ** attempt, 10_000)));
+        await this.certificateOrTimeout(id, Math.min(500 * 2 ** attempt, 10_000));
       }
     }
+  }
+
+  /**
+   * Resolves when the identity's certificate arrives or after `ms`, whichever is first: the
+   * backoff bounds how often a failing fetch is retried, but a certificate that arrived must
+   * not leave peers queued in the backlog for the rest of a 10 s sleep.
+   */
+  private certificateOrTimeout(id: ReturnType<typeof podIdentity>, ms: number): Promise<void> {
+    const certs = this.ctx.certs!;
+    const want = formatSpiffe(id);
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        certs.off('issued', arrived);
+        certs.off('rotated', arrived);
+        resolve();
+      };
+      const arrived = (got: Parameters<typeof formatSpiffe>[0]) => {
+        if (formatSpiffe(got) === want) done();
+      };
+      const timer = setTimeout(done, ms);
+      certs.on('issued', arrived);
+      certs.on('rotated', arrived);
+    });
   }
 
   release(uid: string): Promise<boolean> {
