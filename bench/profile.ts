@@ -8,7 +8,8 @@ interface CpuProfile {
   timeDeltas: number[];
 }
 
-export function hotFunctions(dir: string, top = 15): { fn: string; selfPct: number }[] {
+/** Self time per function, or per source file with `byFile` (where a proxy's CPU goes, by part). */
+export function hotFunctions(dir: string, top = 15, byFile = false): { fn: string; selfPct: number }[] {
   const self = new Map<string, number>();
   let total = 0;
   let files: string[] = [];
@@ -24,7 +25,7 @@ export function hotFunctions(dir: string, top = 15): { fn: string; selfPct: numb
       const name = n.callFrame.functionName || '(anonymous)';
       if (name === '(idle)' || name === '(program)') return;
       const where = n.callFrame.url.replace(/^file:\/\/.*?\/(src|node_modules)\//, '$1/').replace(/^node:/, 'node:');
-      const key = `${name} ${where ? `(${where}${n.callFrame.lineNumber >= 0 ? `:${n.callFrame.lineNumber + 1}` : ''})` : ''}`.trim();
+      const key = byFile ? where || name : `${name} ${where ? `(${where}${n.callFrame.lineNumber >= 0 ? `:${n.callFrame.lineNumber + 1}` : ''})` : ''}`.trim();
       self.set(key, (self.get(key) ?? 0) + dt);
       total += dt;
     });

@@ -69,6 +69,8 @@ const root = join(import.meta.dirname, '..');
 const dir = mkdtempSync(join(tmpdir(), 'weft-bench-'));
 const profDir = join(dir, 'prof');
 mkdirSync(profDir);
+// The waypoint's profiles: not under /tmp, which the waypoint pod mounts an emptyDir over.
+const wpProfDir = mkdtempSync('/var/tmp/weft-bench-waypoint-prof-');
 const log = (s: string) => console.log(`[bench ${new Date().toISOString().slice(11, 19)}] ${s}`);
 
 type PodJ = {
@@ -136,6 +138,8 @@ writeBenchConfig(dir);
 // A 10 ms sampling interval: at Node's default 1 ms the profiler alone keeps an idle agent at
 // ~0.08 vCPU (measured in a lab: 0.006 without it) and interrupts every agent's event loop.
 if (PROFILE) process.env.WEFT_AGENT_NODE_ARGS = `--cpu-prof --cpu-prof-interval=10000 --cpu-prof-dir=${profDir}`;
+// The waypoint under the same profiler, so a miss of its targets comes with where its CPU went.
+if (PROFILE) process.env.WEFT_IMAGE_NODE_ARGS = `--cpu-prof --cpu-prof-interval=10000 --cpu-prof-dir=${wpProfDir}`;
 if (!FULL) log(`subset run: paths ${selPaths.join(',')}; figures ${selFigures.join(',')}; rates ${selRates.join(',')}`);
 const t0 = Date.now();
 const ticks0 = machineTicks();
@@ -354,13 +358,20 @@ if (!FULL) {
     l7_rss_mb: { waypoint: wp?.l7_rss_mb, haproxy: hh?.l7_rss_mb },
   };
   const hot = PROFILE ? hotFunctions(profDir, 25) : [];
-  const out = { subset: { paths: selPaths, figures: selFigures, rates: selRates }, machine, seconds_per_latency_run: SECONDS, duration_s: Math.round((Date.now() - t0) / 1000), steal_pct: steal, noise_pct: noise, paths: results, agent_idle_vcpu: idleVcpu, relay_floor: floor, ratios, agent_profile_top: hot };
+  const wpHot = PROFILE ? hotFunctions(wpProfDir, 30) : [];
+  const wpFiles = PROFILE ? hotFunctions(wpProfDir, 20, true) : [];
+  rmSync(wpProfDir, { recursive: true, force: true });
+  const out = { subset: { paths: selPaths, figures: selFigures, rates: selRates }, machine, seconds_per_latency_run: SECONDS, duration_s: Math.round((Date.now() - t0) / 1000), steal_pct: steal, noise_pct: noise, paths: results, agent_idle_vcpu: idleVcpu, relay_floor: floor, ratios, agent_profile_top: hot, waypoint_profile_top: wpHot, waypoint_profile_files: wpFiles };
   writeFileSync(join(dir, 'subset.json'), JSON.stringify(out, null, 2) + '\n');
   console.log(JSON.stringify(out.paths, null, 1));
   console.log(JSON.stringify(ratios, null, 1));
   const httpOnly = Object.fromEntries(Object.entries(results).filter(([k]) => HTTP_PATHS.includes(k as PathName))) as typeof results;
   if (Object.keys(httpOnly).length) console.log(httpTable(httpOnly));
   for (const x of hot) console.log(`  ${x.selfPct} % ${x.fn}`);
+  if (wpHot.length) console.log('waypoint, by function:');
+  for (const x of wpHot) console.log(`  ${x.selfPct} % ${x.fn}`);
+  if (wpFiles.length) console.log('waypoint, by file:');
+  for (const x of wpFiles) console.log(`  ${x.selfPct} % ${x.fn}`);
   log(`subset results in ${join(dir, 'subset.json')} (not recorded in bench/results or BENCHMARKS.md)`);
   process.exit(0);
 }
@@ -398,12 +409,15 @@ const targets = [
   { target: 'waypoint adds over the L4 mesh, p99 at 1000 req/s ≤ HAProxy\'s L7 hop', met: l7Added('p99').waypoint <= l7Added('p99').haproxy, value: `${l7Added('p99').waypoint} µs vs ${l7Added('p99').haproxy} µs` },
 ];
 const hot = hotFunctions(profDir);
+const wpHot = hotFunctions(wpProfDir, 20);
+const wpFiles = hotFunctions(wpProfDir, 15, true);
+rmSync(wpProfDir, { recursive: true, force: true });
 const runAt = new Date().toISOString();
 const stamp = runAt.replace(/[:.]/g, '-');
 // The previous recorded run, read before it is overwritten: repeated runs should agree within the noise.
 const latestJson = join(root, 'bench/results/latest.json');
 const previous = existsSync(latestJson) ? (JSON.parse(readFileSync(latestJson, 'utf8')) as RunSummary & { run_at?: string }) : undefined;
-const out = { run_at: runAt, machine, command: 'make bench', seconds_per_latency_run: SECONDS, duration_s: Math.round((Date.now() - t0) / 1000), steal_pct: steal, noise_pct: noise, paths: results, agent_idle_vcpu: idleVcpu, relay_floor: floor, ratios, targets, agent_profile_top: hot };
+const out = { run_at: runAt, machine, command: 'make bench', seconds_per_latency_run: SECONDS, duration_s: Math.round((Date.now() - t0) / 1000), steal_pct: steal, noise_pct: noise, paths: results, agent_idle_vcpu: idleVcpu, relay_floor: floor, ratios, targets, agent_profile_top: hot, waypoint_profile_top: wpHot, waypoint_profile_files: wpFiles };
 mkdirSync(join(root, 'bench/results'), { recursive: true });
 writeFileSync(join(root, `bench/results/${stamp}.json`), JSON.stringify(out, null, 2) + '\n');
 writeFileSync(latestJson, JSON.stringify(out, null, 2) + '\n');
@@ -439,6 +453,12 @@ const md = [
   'Agent profile (self time, both agents, whole run):',
   '',
   ...hot.map((x) => `- ${x.selfPct} % ${x.fn}`),
+  '',
+  'Waypoint profile (self time, whole run), by source file and by function:',
+  '',
+  ...wpFiles.map((x) => `- ${x.selfPct} % ${x.fn}`),
+  '',
+  ...wpHot.map((x) => `- ${x.selfPct} % ${x.fn}`),
 ].join('\n');
 writeFileSync(join(root, 'bench/results/latest.md'), md + '\n');
 const bm = join(root, 'BENCHMARKS.md');

@@ -17,6 +17,8 @@ export function builtinEntrypoint(image: BuiltinImage): string[] {
     case 'weft/sleep':
       return ['sleep', 'infinity'];
     case 'weft':
-      return [process.execPath, weftBin];
+      // WEFT_IMAGE_NODE_ARGS: extra Node flags for pods of weft's own image (the waypoint), e.g.
+      // --cpu-prof for `make bench`, as WEFT_AGENT_NODE_ARGS does for agents.
+      return [process.execPath, ...(process.env.WEFT_IMAGE_NODE_ARGS?.split(' ').filter(Boolean) ?? []), weftBin];
   }
 }

@@ -91,12 +91,19 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
   const requestId = String(req.headers['x-request-id'] ?? '') || randomUUID();
 
   let plan: Plan;
+  let parsedQuery: URLSearchParams | undefined;
   if ('workload' in ctx.target) {
     plan = { kind: 'forward', route: '', cluster: '', endpoint: ctx.target.endpoint, identity: mesh.identity(ctx.target.endpoint.address) ?? '', timeoutMs: 0 };
   } else {
     plan = planRequest({
       table: deps.table(), mesh, balancer: deps.balancer, listener: ctx.target.listener, unsupported: deps.unsupported, source: ctx.peerAddress,
-      req: { method: req.method ?? 'GET', path, query: new URLSearchParams(q < 0 ? '' : url.slice(q + 1)), headers: req.headers, host, url, scheme: h2 ? (req as Http2ServerRequest).scheme : undefined },
+      req: {
+        method: req.method ?? 'GET', path, headers: req.headers, host, url, scheme: h2 ? (req as Http2ServerRequest).scheme : undefined,
+        // Parsed only when a route matches on the query or hashes by it: most requests never need it.
+        get query() {
+          return (parsedQuery ??= new URLSearchParams(q < 0 ? '' : url.slice(q + 1)));
+        },
+      },
     });
   }
 
