@@ -13,11 +13,12 @@
 //                 cpu is measured during the 1000 req/s latency run, so it implies that run)
 //   BENCH_RATES=1000                          latency rates (default 500,1000,2000)
 //   BENCH_PROFILE=0                           agents without --cpu-prof
+//   BENCH_KEEP_PROFILES=DIR                   a subset run keeps the .cpuprofile files there
 // A subset run prints its table and ratios and writes its JSON only to its temporary directory:
 // bench/results and BENCHMARKS.md are written by a full run alone.
 import { spawnSync } from 'node:child_process';
 import { cpus, release } from 'node:os';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repeatabilityTable, type Noise, type RunSummary } from './compare.ts';
@@ -360,6 +361,7 @@ if (!FULL) {
   const hot = PROFILE ? hotFunctions(profDir, 25) : [];
   const wpHot = PROFILE ? hotFunctions(wpProfDir, 30) : [];
   const wpFiles = PROFILE ? hotFunctions(wpProfDir, 20, true) : [];
+  if (process.env.BENCH_KEEP_PROFILES) for (const d of [profDir, wpProfDir]) cpSync(d, join(process.env.BENCH_KEEP_PROFILES, d === profDir ? 'agents' : 'waypoint'), { recursive: true });
   rmSync(wpProfDir, { recursive: true, force: true });
   const out = { subset: { paths: selPaths, figures: selFigures, rates: selRates }, machine, seconds_per_latency_run: SECONDS, duration_s: Math.round((Date.now() - t0) / 1000), steal_pct: steal, noise_pct: noise, paths: results, agent_idle_vcpu: idleVcpu, relay_floor: floor, ratios, agent_profile_top: hot, waypoint_profile_top: wpHot, waypoint_profile_files: wpFiles };
   writeFileSync(join(dir, 'subset.json'), JSON.stringify(out, null, 2) + '\n');

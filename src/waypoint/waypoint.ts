@@ -30,6 +30,7 @@ import { H1Tunnels, DEFAULT_H1_LIMITS, type H1Limits } from './upstream/h1-pool.
 import { NO_L4_POLICY, type L4Policy } from './tcp/l4-policy.ts';
 import { TcpRelays, type TcpRecord } from './tcp/relay.ts';
 import { WaypointConfig } from './xds/config.ts';
+import { ipOf } from '../util/peer-ip.ts';
 
 export interface WaypointOptions {
   /** The waypoint's own workload credentials: served to clients, presented to endpoints. */
@@ -127,7 +128,7 @@ export class Waypoint {
         telemetry.record({
           startTime: new Date(), method: '', path: '', protocol: 'HTTP/1.1', responseCode: status, responseFlags: 'DPE', details: reason,
           bytesReceived: 0, bytesSent: 0, durationMs: 0, downstreamPeer: ctx.peerAddress, downstreamPrincipal: ctx.peerPrincipal,
-          destination: ctx.destination, src: this.mesh.workload(ctx.peerAddress.replace(/^\[?([^\]]*)\]?:\d+$/, '$1')),
+          destination: ctx.destination, src: this.mesh.workload(ctx.peerIp),
           service: 'service' in ctx.target ? ctx.target.service : undefined, grpc: false,
         }),
     );
@@ -196,7 +197,7 @@ export class Waypoint {
       if (!workload) return { status: 503, reason: `no service or workload at ${destination}` };
       target = { workload, endpoint: authority };
     }
-    const ctx: TunnelContext = { peerPrincipal, peerAddress, destination, target };
+    const ctx: TunnelContext = { peerPrincipal, peerAddress, peerIp: ipOf(peerAddress), destination, target };
     return { status: 200, acceptStream: (d) => this.tunnels.accept(d, ctx) };
   }
 }

@@ -30,6 +30,8 @@ import type { H1Tunnels } from '../upstream/h1-pool.ts';
 export interface TunnelContext {
   peerPrincipal: string;
   peerAddress: string;
+  /** The bare IP of peerAddress, where the mesh's workloads are looked up. */
+  peerIp: string;
   /** The CONNECT authority, `ip:port`. */
   destination: string;
   /** The service port addressed, or the workload addressed directly (then no routes apply). */
@@ -86,7 +88,7 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
   const q = url.indexOf('?');
   const path = q < 0 ? url : url.slice(0, q);
   const mesh = deps.mesh();
-  const src = mesh.workload(ctx.peerAddress.replace(/^\[?([^\]]*)\]?:\d+$/, '$1'));
+  const src = mesh.workload(ctx.peerIp);
   const grpc = String(req.headers['content-type'] ?? '').startsWith('application/grpc');
   const requestId = String(req.headers['x-request-id'] ?? '') || randomUUID();
 

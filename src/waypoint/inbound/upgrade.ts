@@ -46,7 +46,7 @@ export async function handleUpgrade(deps: RequestDeps, ctx: TunnelContext, req: 
   const url = req.url ?? '/';
   const q = url.indexOf('?');
   const mesh = deps.mesh();
-  const src = mesh.workload(ctx.peerAddress.replace(/^\[?([^\]]*)\]?:\d+$/, '$1'));
+  const src = mesh.workload(ctx.peerIp);
   const requestId = String(req.headers['x-request-id'] ?? '') || randomUUID();
   const service = 'service' in ctx.target ? ctx.target.service : undefined;
   let plan: Plan | undefined;

@@ -16,6 +16,7 @@ import type { Endpoint, RoutingTable } from '../router/table.ts';
 import type { Balancer } from '../upstream/balancer.ts';
 import { openTunnel, type UpstreamOptions } from '../upstream/forward.ts';
 import type { L4Policy } from './l4-policy.ts';
+import { ipOf } from '../../util/peer-ip.ts';
 
 export interface TcpDeps {
   table: () => RoutingTable;
@@ -62,7 +63,6 @@ export function resetWatch(d: Duplex): () => boolean {
   return () => aborted || wasReset(d);
 }
 
-const ipOf = (address: string) => address.replace(/^\[?([^\]]*)\]?:\d+$/, '$1');
 
 export class TcpRelays {
   private readonly live = new Set<Duplex>();

@@ -8,7 +8,7 @@ import type { ProxyContext } from '../context.ts';
 import { authorize } from '../authorize.ts';
 import type { ProxyPod } from '../types.ts';
 import { dialFromPod } from '../pod-sockets.ts';
-import { ipOf } from './peer-ip.ts';
+import { ipOf } from '../../../util/peer-ip.ts';
 
 /** The HBONE server's callbacks for one pod: authorize each CONNECT, then dial the app. */
 export function hboneHandlers(ctx: ProxyContext, pod: ProxyPod): Required<HboneHandlers> {

@@ -7,7 +7,7 @@ import type { ProxyContext } from '../context.ts';
 import { authorize, ownAddressRefusal } from '../authorize.ts';
 import type { ProxyPod } from '../types.ts';
 import { dialFromPod } from '../pod-sockets.ts';
-import { ipOf } from './peer-ip.ts';
+import { ipOf } from '../../../util/peer-ip.ts';
 
 /** Plaintext arriving on 15006: allowed only where PeerAuthentication permits (PERMISSIVE). */
 export async function handleInboundPlaintext(ctx: ProxyContext, pod: ProxyPod, client: Socket): Promise<void> {
