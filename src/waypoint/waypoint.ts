@@ -141,6 +141,17 @@ export class Waypoint {
         })
         .finally(() => this.requests--);
     };
+    // Not HTTP on a port of undeclared protocol: relayed as TCP to the port's cluster, as a TCP
+    // port's tunnel is (L4 policy, an endpoint, TCP metrics). The client already has its 200, so a
+    // refusal here is a reset of the tunnel.
+    this.tunnels.onTcp = (ctx, d) => {
+      if (!('service' in ctx.target) || ctx.tcpFallback === undefined) return void d.destroy();
+      const port = Number(ctx.destination.slice(ctx.destination.lastIndexOf(':') + 1));
+      void this.tcp.connect({ peerPrincipal: ctx.peerPrincipal, peerAddress: ctx.peerAddress, service: ctx.target.service, port, cluster: ctx.tcpFallback }).then(
+        (decision) => (decision.status === 200 && 'acceptStream' in decision ? decision.acceptStream(d) : d.destroy()),
+        () => d.destroy(),
+      );
+    };
     this.hbone = createHboneServer({
       credentials: o.credentials,
       trustDomain: o.trustDomain,
@@ -197,7 +208,8 @@ export class Waypoint {
       if (!workload) return { status: 503, reason: `no service or workload at ${destination}` };
       target = { workload, endpoint: authority };
     }
-    const ctx: TunnelContext = { peerPrincipal, peerAddress, peerIp: ipOf(peerAddress), destination, target };
+    const tcpFallback = svc && this.o.config.table.tcpFallback?.get(svc.listener);
+    const ctx: TunnelContext = { peerPrincipal, peerAddress, peerIp: ipOf(peerAddress), destination, target, ...(tcpFallback !== undefined && { tcpFallback }) };
     return { status: 200, acceptStream: (d) => this.tunnels.accept(d, ctx) };
   }
 }

@@ -48,13 +48,16 @@ export const protoService = (): KObject => ({
       { name: 'api', appProtocol: 'grpc', port: 9090, targetPort: GRPC_TARGET },
       { name: 'http2-api', port: 8082, targetPort: H2C_TARGET },
       { name: 'tcp-echo', port: 7000, targetPort: ECHO_TARGET },
+      // Undeclared protocols: HTTP is detected, anything else relayed as TCP.
+      { name: 'echo', port: 7001, targetPort: ECHO_TARGET },
+      { name: 'web', port: 8081, targetPort: TARGET_PORT },
     ],
   },
 } as KObject);
 
 export const protoSvc: Service = {
   name: 'proto', namespace: NS, hostname: PROTO_HOST, addresses: [PROTO_VIP], subjectAltNames: [],
-  ports: [{ servicePort: 80, targetPort: TARGET_PORT }, { servicePort: 9090, targetPort: GRPC_TARGET }, { servicePort: 8082, targetPort: H2C_TARGET }, { servicePort: 7000, targetPort: ECHO_TARGET }],
+  ports: [{ servicePort: 80, targetPort: TARGET_PORT }, { servicePort: 9090, targetPort: GRPC_TARGET }, { servicePort: 8082, targetPort: H2C_TARGET }, { servicePort: 7000, targetPort: ECHO_TARGET }, { servicePort: 7001, targetPort: ECHO_TARGET }, { servicePort: 8081, targetPort: TARGET_PORT }],
 };
 
 const raw = (b: Buffer) => b;

@@ -192,6 +192,41 @@ describe('waypoint protocols', () => {
     expect(await metric(s.registry, 'istio_tcp_sent_bytes_total', labels)).toBe(6 + payload.length);
   });
 
+  it('on a port of undeclared protocol, serves HTTP/1.1 and HTTP/2 as HTTP and relays anything else as TCP', async () => {
+    const s = await stand(cleanup, objects());
+    // HTTP/1.1 and HTTP/2 (prior knowledge) on an undeclared port are routed and counted as requests.
+    const web = client(cleanup, s, `${PROTO_VIP}:8081`);
+    expect(JSON.parse((await web.request('/auto')).body)).toMatchObject({ url: '/auto' });
+    const h2 = await frontDoor(cleanup, s, `${PROTO_VIP}:8081`);
+    const session = http2.connect(`http://127.0.0.1:${h2}`);
+    cleanup.add(() => session.destroy());
+    const body = await new Promise<string>((resolve, reject) => {
+      const st = session.request({ ':path': '/auto2' });
+      let b = '';
+      st.on('data', (c: Buffer) => (b += c.toString()));
+      st.once('end', () => resolve(b));
+      st.once('error', reject);
+    });
+    expect(JSON.parse(body)).toMatchObject({ url: '/auto2' });
+    await new Promise<void>((r) => session.close(() => r()));
+    expect(await metric(s.registry, 'istio_requests_total', { reporter: 'waypoint', destination_service_name: 'proto', response_code: '200' })).toBe(2);
+    // Bytes no request line could begin with (a binary protocol), and a text protocol that is not
+    // HTTP (a lower-case verb with no version): each echoed by the TCP endpoint, byte for byte.
+    const echo = client(cleanup, s, `${PROTO_VIP}:7001`);
+    for (const payload of [Buffer.from([0x00, 0x01, 0x02, 0xff, 0x0d, 0x0a]), Buffer.from('PING now\r\n'), Buffer.from('GET / SPDY/3\r\n')]) {
+      const t = await echo.tunnel();
+      t.write(payload);
+      const got = await readUntil(t, (g) => g.length >= payload.length);
+      expect(Buffer.from(got, 'latin1')).toEqual(payload);
+      t.end();
+      await ended(t);
+    }
+    await idle(s);
+    const labels = { reporter: 'waypoint', destination_service_name: 'proto', request_protocol: 'tcp' };
+    await metricReaches(s, 'istio_tcp_connections_closed_total', labels, 3);
+    expect(await metric(s.registry, 'istio_requests_total', { destination_service_name: 'proto' })).toBe(2);
+  });
+
   it('ends the client side of a TCP relay when the endpoint resets mid-stream', async () => {
     const s = await stand(cleanup, objects());
     const t = await client(cleanup, s, `${PROTO_VIP}:7000`).tunnel();

@@ -34,6 +34,8 @@ export interface TunnelContext {
   peerIp: string;
   /** The CONNECT authority, `ip:port`. */
   destination: string;
+  /** On a port of undeclared protocol: the cluster that takes the tunnel if it is not HTTP. */
+  tcpFallback?: string;
   /** The service port addressed, or the workload addressed directly (then no routes apply). */
   target: { service: Service; listener: string } | { workload: Workload; endpoint: Endpoint };
 }

@@ -1,5 +1,5 @@
 // Tunnels handed over by the HBONE server (acceptStream) become HTTP connections: sniff the
-// protocol, then give the Duplex to one shared node:http server (HTTP/1.1) or node:http2 server
+// protocol (on a port of undeclared protocol, what is not HTTP goes to the TCP relay), then give the Duplex to one shared node:http server (HTTP/1.1) or node:http2 server
 // (HTTP/2 with prior knowledge), as if it were an accepted socket. Bounds a hostile client: header
 // size (431), a deadline for a request's headers (slowloris) and for the next request on an idle
 // keep-alive tunnel, HTTP/2 header list size and session memory; a malformed request is answered
@@ -51,6 +51,8 @@ export class HttpTunnels {
   private readonly sessions = new Set<Http2Session>();
   /** Takes HTTP/1.1 upgrade requests; unset, they are refused (403). */
   onUpgrade?: UpgradeHandler;
+  /** Takes a tunnel that is not HTTP on a port of undeclared protocol (ctx.tcpFallback); unset, it is closed. */
+  onTcp?: (ctx: TunnelContext, tunnel: Duplex) => void;
 
   constructor(
     private readonly limits: HttpLimits,
@@ -87,8 +89,9 @@ export class HttpTunnels {
     this.open.add(d);
     d.once('close', () => this.open.delete(d));
     d.on('error', () => {});
-    void sniff(d, this.limits.headersTimeoutMs).then((proto) => {
+    void sniff(d, this.limits.headersTimeoutMs, ctx.tcpFallback !== undefined).then((proto) => {
       if (proto === 'closed') return void d.destroy();
+      if (proto === 'tcp') return this.onTcp ? this.onTcp(ctx, d) : void d.destroy();
       if (proto === 'h1') return this.toH1(d, ctx);
       this.handing = ctx;
       try {

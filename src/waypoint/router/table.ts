@@ -146,6 +146,8 @@ export interface RoutingTable {
   endpoints: ReadonlyMap<string, readonly Endpoint[]>;
   /** listener name (`host:port`) -> the cluster its tcp_proxy relays to: a TCP port, no HTTP routing. */
   tcpListeners?: ReadonlyMap<string, string>;
+  /** listener name -> the cluster that takes what is not HTTP on a port of undeclared protocol. */
+  tcpFallback?: ReadonlyMap<string, string>;
 }
 
 export const EMPTY_TABLE: RoutingTable = { listeners: new Map(), routes: new Map(), clusters: new Map(), endpoints: new Map() };

@@ -186,7 +186,13 @@ export function compileRouteConfig(m: Msg): RouteConfig {
 }
 
 /** What a Listener tells the waypoint: a port routed as HTTP (its RouteConfiguration) or relayed as TCP (its cluster). */
-export type CompiledListener = { name: string; routeConfigName: string; tcpCluster?: undefined } | { name: string; tcpCluster: string; routeConfigName?: undefined };
+/**
+ * A TCP port (tcpCluster), an HTTP port (routeConfigName), or a port of undeclared protocol: HTTP
+ * routes for what is HTTP, and the default filter chain's cluster (fallbackTcpCluster) for the rest.
+ */
+export type CompiledListener =
+  | { name: string; routeConfigName: string; tcpCluster?: undefined; fallbackTcpCluster?: string }
+  | { name: string; tcpCluster: string; routeConfigName?: undefined; fallbackTcpCluster?: undefined };
 
 const typeUrlOf = (any: Msg): string => str(any.typeUrl) ?? str(any.type_url) ?? '';
 
@@ -210,18 +216,8 @@ export function compileListener(m: Msg): CompiledListener {
   if (chains.length) {
     if (m.apiListener !== undefined) throw new Error(`Listener ${name}: both api_listener and filter_chains (the waypoint takes one or the other)`);
     if (chains.length > 1) throw new Error(`Listener ${name}.filter_chains: ${chains.length} chains (the waypoint takes one, for the port)`);
-    const chain = chains[0]!;
-    if (chain.filterChainMatch !== undefined) throw new Error(`Listener ${name}.filter_chains[0].filter_chain_match: not supported by the waypoint`);
-    if (chain.transportSocket !== undefined) throw new Error(`Listener ${name}.filter_chains[0].transport_socket: not supported by the waypoint`);
-    const filters = arr(chain.filters);
-    const any = obj(filters[0]?.typedConfig);
-    if (filters.length !== 1 || !any || !typeUrlOf(any).endsWith(`/${TCP_PROXY}`)) throw new Error(`Listener ${name}.filter_chains[0].filters: the waypoint takes exactly one tcp_proxy filter on a filter chain`);
-    const field = `Listener ${name}.filter_chains[0].filters[0] (tcp_proxy)`;
-    const tcp = decodeAny(any, TCP_PROXY, field);
-    for (const k of Object.keys(tcp)) if (k !== 'statPrefix' && k !== 'cluster' && k !== 'clusterSpecifier') throw new Error(`${field}.${k}: not supported by the waypoint`);
-    const cluster = str(tcp.cluster);
-    if (!cluster) throw new Error(`${field}.cluster: empty (weighted_clusters is not supported)`);
-    return { name, tcpCluster: cluster };
+    if (m.defaultFilterChain !== undefined) throw new Error(`Listener ${name}.default_filter_chain: beside filter_chains (the waypoint takes one chain for a TCP port)`);
+    return { name, tcpCluster: tcpProxyCluster(chains[0]!, `Listener ${name}.filter_chains[0]`) };
   }
   const any = obj(obj(m.apiListener)?.apiListener);
   if (!any) throw new Error(`Listener ${name}: no api_listener and no filter_chains`);
@@ -235,7 +231,23 @@ export function compileListener(m: Msg): CompiledListener {
   }
   const routeConfigName = str(obj(hcm.rds)?.routeConfigName);
   if (!routeConfigName) throw new Error(`Listener ${name}: the HttpConnectionManager has no rds.route_config_name (inline route_config is not supported)`);
-  return { name, routeConfigName };
+  const fallback = obj(m.defaultFilterChain);
+  return fallback ? { name, routeConfigName, fallbackTcpCluster: tcpProxyCluster(fallback, `Listener ${name}.default_filter_chain`) } : { name, routeConfigName };
+}
+
+/** The cluster of a filter chain made of one tcp_proxy (no match, no TLS: the tunnel is the transport). */
+function tcpProxyCluster(chain: Msg, at: string): string {
+  if (chain.filterChainMatch !== undefined) throw new Error(`${at}.filter_chain_match: not supported by the waypoint`);
+  if (chain.transportSocket !== undefined) throw new Error(`${at}.transport_socket: not supported by the waypoint`);
+  const filters = arr(chain.filters);
+  const any = obj(filters[0]?.typedConfig);
+  if (filters.length !== 1 || !any || !typeUrlOf(any).endsWith(`/${TCP_PROXY}`)) throw new Error(`${at}.filters: the waypoint takes exactly one tcp_proxy filter on a filter chain`);
+  const field = `${at}.filters[0] (tcp_proxy)`;
+  const tcp = decodeAny(any, TCP_PROXY, field);
+  for (const k of Object.keys(tcp)) if (k !== 'statPrefix' && k !== 'cluster' && k !== 'clusterSpecifier') throw new Error(`${field}.${k}: not supported by the waypoint`);
+  const cluster = str(tcp.cluster);
+  if (!cluster) throw new Error(`${field}.cluster: empty (weighted_clusters is not supported)`);
+  return cluster;
 }
 
 /** The upstream HTTP version of a cluster (Envoy's HttpProtocolOptions): HTTP/1.1 unless explicitly HTTP/2. */

@@ -79,15 +79,20 @@ export class WaypointConfig {
     for (const n of u.removed) held.delete(n);
     const http = new Map<string, string>();
     const tcp = new Map<string, string>();
+    const fallback = new Map<string, string>();
     for (const [n, l] of this.listeners) {
       if (l.tcpCluster !== undefined) tcp.set(n, l.tcpCluster);
-      else http.set(n, l.routeConfigName);
+      else {
+        http.set(n, l.routeConfigName);
+        if (l.fallbackTcpCluster !== undefined) fallback.set(n, l.fallbackTcpCluster);
+      }
     }
     if (u.typeUrl === TYPE_LISTENER) this.follow?.(TYPE_ROUTE, [...new Set(http.values())]);
     if (u.typeUrl === TYPE_CLUSTER) this.follow?.(TYPE_ENDPOINT, [...new Set([...this.clusters.values()].map((c) => c.edsName).filter(Boolean))]);
     this.current = {
       listeners: http,
       tcpListeners: tcp,
+      tcpFallback: fallback,
       routes: new Map(this.routes),
       clusters: new Map(this.clusters),
       endpoints: new Map([...this.endpoints].map(([n, e]) => [n, Object.freeze([...e])])),

@@ -48,9 +48,12 @@ describe('service port protocols', () => {
 
   it('gives HTTP ports the api_listener and declared TCP ports a tcp_proxy to their cluster', () => {
     for (const port of [80, 9090, 8081, 7000]) {
-      const l = listener(port) as { apiListener?: { apiListener: Any }; filterChains?: unknown[] };
+      const l = listener(port) as { apiListener?: { apiListener: Any }; filterChains?: unknown[]; defaultFilterChain?: { filters: { typedConfig: Any }[] } };
       expect(url(l.apiListener?.apiListener), `port ${port}`).toBe(`type.googleapis.com/${HCM}`);
       expect(l.filterChains).toBeUndefined();
+      // Undeclared (7000): what is not HTTP goes to the port's cluster through the default chain.
+      if (port !== 7000) expect(l.defaultFilterChain, `port ${port}`).toBeUndefined();
+      else expect(decode(TCP_PROXY, l.defaultFilterChain!.filters[0]!.typedConfig.value)).toMatchObject({ cluster: `outbound|7000||${HOST}` });
     }
     for (const port of [5432, 6000]) {
       const l = listener(port) as { apiListener?: unknown; filterChains: { filters: { name: string; typedConfig: Any }[] }[] };
