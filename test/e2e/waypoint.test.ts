@@ -2,14 +2,24 @@
 // pod through the same rendering the control plane uses on Kubernetes; traffic of a namespace
 // labelled istio.io/use-waypoint goes client → agent → waypoint → agent → server, routed by an
 // HTTPRoute; the waypoint's metrics count exactly what was sent; a waypoint for one service
-// account takes only that account's traffic. The clients are curl, not weft's own.
+// account takes only that account's traffic; a waypoint for workloads takes traffic to a pod IP,
+// and the destination agent refuses a client that skips it. The clients are curl, not weft's own
+// (and an HBONE probe for the client that skips the waypoint).
 import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CertificateAuthority } from '../../src/control/ca/index.ts';
+import { createKeyAndCsr } from '../../src/identity/csr.ts';
 import { getJson, labName, leftovers, podExec, weft } from './helpers.ts';
 import { promtoolProblems } from '../telemetry/promtool.ts';
 
 const FIXTURE = new URL('./fixtures/waypoint-app.yaml', import.meta.url).pathname;
+const PROBE = new URL('./fixtures/hbone-probe.mjs', import.meta.url).pathname;
 const lab = labName('wp');
+const tmp = mkdtempSync(join(tmpdir(), 'weft-wp-'));
+chmodSync(tmp, 0o755);
 
 type PodJ = { metadata: { name: string; namespace: string; labels?: Record<string, string> }; status: { podIP: string } };
 type Obj = { metadata: { name: string; namespace: string; ownerReferences?: { kind: string; name: string }[] }; spec: Record<string, unknown>; status?: Record<string, unknown> };
@@ -47,6 +57,7 @@ describe('waypoint in the lab', () => {
   }, 300_000);
   afterAll(() => {
     weft(['down', '--name', lab]);
+    rmSync(tmp, { recursive: true, force: true });
     expect(leftovers(lab)).toEqual([]);
   });
 
@@ -96,6 +107,33 @@ describe('waypoint in the lab', () => {
     expect(requestsTotal(text) - before).toBe(1);
     expect(requestsTotal(text, { destination_workload: 'teller' }) - before).toBe(1);
     expect(requestsTotal(text, { destination_workload: 'vault' })).toBe(0);
+  });
+
+  it('a waypoint for workloads takes traffic to a pod IP; the destination agent refuses a client that skips it', async () => {
+    const book = getJson<PodJ>(lab, 'pods', 'ledger').find((p) => p.metadata.name === 'book')!.status.podIP;
+    await until(() => waypointPodIP('ledger', 'ledger-waypoint') !== undefined, 60_000, 'the ledger waypoint pod');
+    const counted = () => requestsTotal(waypointMetrics('ledger', 'ledger-waypoint'), { destination_workload: 'book' });
+    // The waypoint's configuration may still be arriving: the first answer through it is the start.
+    const through = () => {
+      try {
+        return pods(curl('shop/buyer', [`http://${book}:8080/`])).join() === 'book' && counted() > 0;
+      } catch {
+        return false;
+      }
+    };
+    await until(through, 30_000, 'book through its waypoint');
+    const before = counted();
+    expect(pods(curl('shop/buyer', [`http://${book}:8080/again?[1-5]`]))).toEqual(Array(5).fill('book'));
+    expect(counted() - before).toBe(5);
+    // HBONE straight to book's pod with a valid mesh certificate (the shop identity, allowed by no
+    // policy to skip anything): book's agent refuses it, naming the waypoint.
+    const ca = await CertificateAuthority.create({ source: { type: 'self-signed', dir: `/run/weft/${lab}/control/ca` } });
+    const id = { trustDomain: 'cluster.local', namespace: 'shop', serviceAccount: 'default' };
+    const { keyPem, csrPem } = await createKeyAndCsr(id);
+    writeFileSync(join(tmp, 'shop.crt'), (await ca.signWorkload(csrPem, id, 300)).slice(0, -1).join(''));
+    writeFileSync(join(tmp, 'shop.key'), keyPem);
+    const probe = JSON.parse(podExec(lab, 'plain/outsider', [process.execPath, PROBE, book, `${book}:8080`, join(tmp, 'shop.crt'), join(tmp, 'shop.key')])) as { status?: number; error?: string };
+    expect(probe).toEqual({ status: 401 });
   });
 
   it('removes what a deleted waypoint Gateway owned, and its users reach the service directly again', async () => {
