@@ -10,6 +10,7 @@
 // the prom-client registry as metric objects of their own and formatted by it at scrape time.
 import type { Registry } from 'prom-client';
 import { tcpLabels, TCP_LABELS, type ConnectionFacts } from './istio-tcp.ts';
+import { modelKey, SeriesCache } from './series-cache.ts';
 
 export const HTTP_LABELS = [...TCP_LABELS, 'response_code', 'grpc_response_status'] as const;
 export type HttpLabelName = (typeof HTTP_LABELS)[number];
@@ -87,27 +88,19 @@ interface SeriesMetric {
   reset(): void;
 }
 
-const labelKey = (l: HttpLabels) => HTTP_LABELS.map((n) => l[n]).join('\0');
-/** Facts cache bound: more distinct facts than this between clears only costs recomputing labels. */
-const MAX_FACTS = 10_000;
 
 export class IstioHttpMetrics {
-  private readonly byLabels = new Map<string, HttpSeries>();
-  /** facts key -> the series, with the model objects it was computed from (a changed workload is a new object). */
-  private readonly byFacts = new Map<string, { f: Pick<RequestFacts, 'src' | 'dst' | 'service'>; series: HttpSeries }>();
+  private readonly cache = new SeriesCache<HttpLabels, HttpSeries>(HTTP_LABELS, (l) => new HttpSeries(l));
 
   constructor(registry: Registry) {
-    const all = () => this.byLabels.values();
+    const all = () => this.cache.byLabels.values();
     const metric = (name: string, help: string, get: () => Value[], type: SeriesMetric['type']): SeriesMetric => ({
       name,
       help,
       type,
       aggregator: 'sum',
       get: async () => ({ name, help, type, aggregator: 'sum', values: get() }),
-      reset: () => {
-        this.byLabels.clear();
-        this.byFacts.clear();
-      },
+      reset: () => this.cache.clear(),
     });
     const histogram = (name: string, help: string, bounds: readonly number[], pick: (s: HttpSeries) => Counts) =>
       metric(
@@ -141,16 +134,7 @@ export class IstioHttpMetrics {
 
   /** The series a request with these facts counts into. */
   private series(f: RequestFacts): HttpSeries {
-    const key = `${f.reporter}|${f.src?.uid ?? ''}|${f.dst?.uid ?? ''}|${f.service ? `${f.service.namespace}/${f.service.hostname}` : ''}|${f.srcPrincipal ?? ''}|${f.dstPrincipal ?? ''}|${f.mtls ? 1 : 0}|${f.protocol}|${f.responseCode}|${f.responseFlags}|${f.grpcStatus ?? ''}`;
-    const hit = this.byFacts.get(key);
-    if (hit && hit.f.src === f.src && hit.f.dst === f.dst && hit.f.service === f.service) return hit.series;
-    const labels = httpLabels(f);
-    const lk = labelKey(labels);
-    let series = this.byLabels.get(lk);
-    if (!series) this.byLabels.set(lk, (series = new HttpSeries(labels)));
-    if (this.byFacts.size >= MAX_FACTS) this.byFacts.clear();
-    this.byFacts.set(key, { f: { src: f.src, dst: f.dst, service: f.service }, series });
-    return series;
+    return this.cache.get(`${modelKey(f)}|${f.protocol}|${f.responseCode}|${f.responseFlags}|${f.grpcStatus ?? ''}`, f, () => httpLabels(f));
   }
 
   record(o: RequestOutcome): void {

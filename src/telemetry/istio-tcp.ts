@@ -4,6 +4,7 @@
 import { Counter, type Registry } from 'prom-client';
 import { formatSpiffe } from '../api/spiffe.ts';
 import type { Service, Workload } from '../api/mesh.ts';
+import { modelKey, SeriesCache } from './series-cache.ts';
 
 export const TCP_LABELS = [
   'reporter',
@@ -88,9 +89,6 @@ export class TcpSeries {
 }
 
 type Field = 'opened' | 'closed' | 'sent' | 'received';
-const labelKey = (l: TcpLabels) => TCP_LABELS.map((n) => l[n]).join('\0');
-/** Facts cache bound: more distinct connections than this between clears only costs recomputing labels. */
-const MAX_FACTS = 10_000;
 
 /**
  * Istio's four TCP counters. A connection counts into its series with plain additions: the 23
@@ -103,12 +101,10 @@ export class IstioTcpMetrics {
   readonly closed: Counter<(typeof TCP_LABELS)[number]>;
   readonly sent: Counter<(typeof TCP_LABELS)[number]>;
   readonly received: Counter<(typeof TCP_LABELS)[number]>;
-  private readonly byLabels = new Map<string, TcpSeries>();
-  /** facts key -> the series, with the model objects it was computed from (a changed workload is a new object). */
-  private readonly byFacts = new Map<string, { f: Pick<ConnectionFacts, 'src' | 'dst' | 'service'>; series: TcpSeries }>();
+  private readonly cache = new SeriesCache<TcpLabels, TcpSeries>(TCP_LABELS, (l) => new TcpSeries(l));
 
   constructor(registry: Registry) {
-    const series = this.byLabels;
+    const series = this.cache.byLabels;
     const c = (name: string, help: string, field: Field) =>
       new Counter({
         name,
@@ -132,15 +128,6 @@ export class IstioTcpMetrics {
 
   /** The series a connection with these facts (and response flag) counts into. */
   series(f: ConnectionFacts, responseFlags = '-'): TcpSeries {
-    const key = `${f.reporter}|${f.src?.uid ?? ''}|${f.dst?.uid ?? ''}|${f.service ? `${f.service.namespace}/${f.service.hostname}` : ''}|${f.srcPrincipal ?? ''}|${f.dstPrincipal ?? ''}|${f.mtls ? 1 : 0}|${responseFlags}`;
-    const hit = this.byFacts.get(key);
-    if (hit && hit.f.src === f.src && hit.f.dst === f.dst && hit.f.service === f.service) return hit.series;
-    const labels = tcpLabels(f, responseFlags);
-    const lk = labelKey(labels);
-    let series = this.byLabels.get(lk);
-    if (!series) this.byLabels.set(lk, (series = new TcpSeries(labels)));
-    if (this.byFacts.size >= MAX_FACTS) this.byFacts.clear();
-    this.byFacts.set(key, { f: { src: f.src, dst: f.dst, service: f.service }, series });
-    return series;
+    return this.cache.get(`${modelKey(f)}|${responseFlags}`, f, () => tcpLabels(f, responseFlags));
   }
 }
