@@ -8,7 +8,7 @@
 //   node --import tsx bench/tools/waypoint-rss.ts [RATE=300] [SECONDS=20] [TUNNELS=8] [-- NODE_FLAGS...]
 // WAYPOINT_NODE_OPTIONS: node flags for the waypoint process (e.g. --max-semi-space-size=1; with
 // --expose-gc each reading also collects garbage, after reading RSS, and shows the live heap).
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import http, { Agent, request } from 'node:http';
 import type { Socket } from 'node:net';
@@ -44,13 +44,17 @@ async function until(what: string, fn: () => boolean | Promise<boolean>, ms = 60
 
 const children: ChildProcess[] = [];
 function start(args: string[], nodeFlags: string[] = []): { cp: ChildProcess; out: () => string } {
-  const cp = spawn(process.execPath, [...nodeFlags, BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const cp = spawn(process.execPath, [...nodeFlags, BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...(nodeFlags.length && process.env.WAYPOINT_GLIBC_TUNABLES ? { GLIBC_TUNABLES: process.env.WAYPOINT_GLIBC_TUNABLES } : {}) } });
   let out = '';
   cp.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   cp.stderr!.on('data', (d: Buffer) => (out += d.toString()));
   children.push(cp);
   return { cp, out: () => out };
 }
+
+// The processes run from the bundle, as in the lab and the bench: with sources edited since it was
+// built, bin/weft.js would run them through tsx's loader instead (~15 MB more RSS).
+execFileSync(process.execPath, [join(ROOT, 'scripts/build-js.mjs')], { stdio: 'ignore' });
 
 const dir = mkdtempSync(join(tmpdir(), 'weft-waypoint-rss-'));
 const CONFIG = [
@@ -134,7 +138,7 @@ try {
     'waypoint', 'run', '--control-address', `127.0.0.1:${tls}`, '--control-server-name', SERVER_NAME, '--root-cert', join(dir, 'root-cert.pem'),
     '--token-file', join(dir, 'waypoint.token'), '--namespace', 'shop', '--service-account', 'waypoint',
     '--mesh-address', `127.0.0.1:${mesh}`, '--status-address', `127.0.0.1:${statusPort}`, '--metrics-address', `127.0.0.1:${metrics}`,
-  ], ['--import', PRELOAD, ...flags]);
+  ], ['--import', PRELOAD, ...(process.env.WAYPOINT_PRELOAD ? ['--import', process.env.WAYPOINT_PRELOAD] : []), ...flags]);
   const t0 = Date.now();
   const ready = () => new Promise<boolean>((resolve) => {
     const req = request(`http://127.0.0.1:${statusPort}/healthz/ready`, { timeout: 1000 }, (res) => { res.resume(); resolve(res.statusCode === 200); });
@@ -184,6 +188,7 @@ try {
   };
   const cpu = () => { const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' '); return (Number(f[11]) + Number(f[12])) / 100; };
   const cpu0 = cpu();
+  const outAtStart = wp.out().length;
   const began = Date.now();
   let sent = 0;
   const tick = setInterval(() => {
@@ -195,6 +200,14 @@ try {
   clearInterval(tick);
   clearInterval(sampler);
   const vcpu = (cpu() - cpu0) / ((Date.now() - began) / 1000);
+  // With --trace-gc among the flags: the time the load's collections took, by kind.
+  const gcMs: Record<string, [number, number]> = {};
+  for (const m of wp.out().slice(outAtStart).matchAll(/ms: (Scavenge|Mark-Compact|Minor Mark-Sweep)\b.*?MB, ([\d.]+) \/ ([\d.]+) ms/g)) {
+    const k = (gcMs[m[1]!] ??= [0, 0]);
+    k[0]++;
+    k[1] += Number(m[2]);
+  }
+  if (Object.keys(gcMs).length) console.log(`collections during the load: ${Object.entries(gcMs).map(([k, [n, ms]]) => `${k} ${n} (${ms.toFixed(0)} ms)`).join(', ')}`);
   const last = await reading(pid);
   show('end of load', last);
   if (peak) show('peak of load', peak);
@@ -207,7 +220,8 @@ try {
   app.close();
 } finally {
   for (const c of children) c.kill('SIGTERM');
-  await sleep(500);
+  await sleep(1000);
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL'); // a drain still waiting
   rmSync(dir, { recursive: true, force: true });
 }
 process.exit(0);
