@@ -2,6 +2,7 @@
 // Service that istiod renders for it (names, labels, ports and probes as Istio users see them), and
 // the Gateway's status. Pure functions, shared by the control plane's Kubernetes reconciler, the lab
 // and `weft waypoint apply`, so all three deploy a waypoint the same way.
+import { AGENT_GLIBC_TUNABLES } from '../api/process-env.ts';
 import { isDnsLabel, isDnsSubdomain } from './names.ts';
 
 export const WAYPOINT_CLASS = 'istio-waypoint';
@@ -312,6 +313,9 @@ export function renderWaypoint(w: Waypoint, o: WaypointRenderOptions): RenderedW
                   { name: 'ISTIO_META_WORKLOAD_NAME', value: w.name },
                   { name: 'TRUST_DOMAIN', value: o.trustDomain },
                   { name: 'NODE_OPTIONS', value: waypointNodeOptions(o.resources) },
+                  // glibc's fixed mmap threshold, as for the agent and the control plane (src/api/process-env.ts):
+                  // freed TLS and HTTP/2 buffers go back to the system. 1.5-2 MB less RSS at 300 req/s.
+                  { name: 'GLIBC_TUNABLES', value: AGENT_GLIBC_TUNABLES },
                 ],
                 ports: [
                   { name: 'mesh', containerPort: WAYPOINT_PORTS.mesh, protocol: 'TCP' },

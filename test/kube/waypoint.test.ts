@@ -165,9 +165,10 @@ describe('renderWaypoint', () => {
     });
   });
 
-  it("bounds V8's heap by the container's memory limit (NODE_OPTIONS): 4 MB semi-spaces, old space half the limit", () => {
+  it("bounds V8's heap by the container's memory limit (NODE_OPTIONS): 4 MB semi-spaces, old space half the limit; glibc returns freed buffers", () => {
     const env = (x: typeof r) => ((x.deployment.spec as { template: typeof pod }).template.spec.containers[0] as { env: { name: string; value?: string }[] }).env;
     expect(env(r)).toContainEqual({ name: 'NODE_OPTIONS', value: '--max-semi-space-size=4 --max-old-space-size=512' });
+    expect(env(r)).toContainEqual({ name: 'GLIBC_TUNABLES', value: 'glibc.malloc.mmap_threshold=131072' });
     const big = renderWaypoint(ok(gw()), { ...opts, resources: { limits: { memory: '4Gi' } } });
     expect(env(big)).toContainEqual({ name: 'NODE_OPTIONS', value: '--max-semi-space-size=4 --max-old-space-size=2048' });
     // No limit (or one not understood): V8's own old-space limit, never a guess.
