@@ -3,10 +3,9 @@
 // loaded once per process. The control plane encodes them (src/control/xds/envoy) and the waypoint
 // decodes them (src/waypoint/xds): one definition of the wire both sides speak.
 import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import protobuf from 'protobufjs';
-import { PROTO_DIRS } from './protos.ts';
+import { compactRoot, OPTION_ONLY, PROTO_DIRS } from './protos.ts';
 
 export const TYPE_LISTENER = 'type.googleapis.com/envoy.config.listener.v3.Listener';
 export const TYPE_ROUTE = 'type.googleapis.com/envoy.config.route.v3.RouteConfiguration';
@@ -39,12 +38,12 @@ const FILES = [
 let root: protobuf.Root | undefined;
 function envoyRoot(): protobuf.Root {
   if (!root) {
-    // google/protobuf/descriptor.proto (imported by the annotation protos) ships with protobufjs.
-    const dirs = [...PROTO_DIRS, dirname(createRequire(import.meta.url).resolve('protobufjs/package.json'))];
+    // The imports that only declare custom options (validation rules, annotations) are not read,
+    // as for the ADS service: nothing reads those options. Rebuilt without the files' text.
     const r = new protobuf.Root();
-    r.resolvePath = (_origin, target) => dirs.map((d) => join(d, target)).find((p) => existsSync(p)) ?? target;
+    r.resolvePath = (_origin, target) => (OPTION_ONLY.test(target) ? null : PROTO_DIRS.map((d) => join(d, target)).find((p) => existsSync(p)) ?? target) as string;
     r.loadSync(FILES, { keepCase: false });
-    root = r;
+    root = compactRoot(r);
   }
   return root;
 }

@@ -21,7 +21,17 @@ const ADS_OBJECTS: protobuf.IConversionOptions = { longs: String, enums: String,
  * and the descriptor.proto they extend. protobufjs keeps such options unresolved, and nothing
  * reads them, so they are not loaded.
  */
-const OPTION_ONLY = /^(?:validate|udpa\/annotations|xds\/annotations|envoy\/annotations)\/|^google\/protobuf\/descriptor\.proto$/;
+export const OPTION_ONLY = /^(?:validate|udpa\/annotations|xds\/annotations|envoy\/annotations)\/|^google\/protobuf\/descriptor\.proto$/;
+
+/**
+ * The same definitions in a root rebuilt from their JSON form. The parser's names and option values
+ * are slices of each .proto file's text, so a parsed root keeps every file it read whole in the heap
+ * (about 1 MB for the Envoy messages); the rebuilt root holds copies of the strings only. Comments
+ * are not kept (nothing reads them). Call before any type is used: lookups resolve in the new root.
+ */
+export function compactRoot(root: protobuf.Root): protobuf.Root {
+  return protobuf.Root.fromJSON(JSON.parse(JSON.stringify(root.toJSON())) as protobuf.INamespace);
+}
 
 /**
  * ads.proto and the files it needs: discovery.proto, envoy/config/core/v3/base.proto (Node) with
@@ -32,8 +42,9 @@ function loadAdsRoot(): protobuf.Root {
   const root = new protobuf.Root();
   root.resolvePath = (_origin, target) => (OPTION_ONLY.test(target) ? null : PROTO_DIRS.map((d) => join(d, target)).find((p) => existsSync(p)) ?? target) as string;
   root.loadSync('envoy/service/discovery/v3/ads.proto', { keepCase: false });
-  root.resolveAll();
-  return root;
+  const compact = compactRoot(root);
+  compact.resolveAll();
+  return compact;
 }
 
 /** A gRPC method definition that serializes like @grpc/proto-loader's (fromObject/encode, decode/toObject). */
@@ -82,10 +93,11 @@ let messages: protobuf.Root | undefined;
 /** Istio workload-API message types, for encoding resources into google.protobuf.Any. */
 export function meshTypes(): { Address: protobuf.Type; Authorization: protobuf.Type } {
   if (!messages) {
-    messages = new protobuf.Root();
+    const parsed = new protobuf.Root();
     // Imports resolve against the proto directories; google/protobuf/* are protobufjs built-ins.
-    messages.resolvePath = (_origin, target) => PROTO_DIRS.map((d) => join(d, target)).find((p) => existsSync(p)) ?? target;
-    messages.loadSync(['istio/workload/workload.proto', 'istio/security/authorization.proto'], { keepCase: false });
+    parsed.resolvePath = (_origin, target) => PROTO_DIRS.map((d) => join(d, target)).find((p) => existsSync(p)) ?? target;
+    parsed.loadSync(['istio/workload/workload.proto', 'istio/security/authorization.proto'], { keepCase: false });
+    messages = compactRoot(parsed);
   }
   return { Address: messages.lookupType('istio.workload.Address'), Authorization: messages.lookupType('istio.security.Authorization') };
 }

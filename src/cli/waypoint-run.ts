@@ -3,6 +3,9 @@
 import type { Command } from 'commander';
 import type { WaypointRunOptions } from '../waypoint/main.ts';
 
+/** The `weft waypoint` parent command's description (main.ts registers it alone for `run`). */
+export const WAYPOINT_DESCRIPTION = 'waypoints (L7 proxies of a namespace or service account): apply, list, run';
+
 export function registerWaypointRun(waypoint: Command): void {
   waypoint
     .command('run')
@@ -23,6 +26,11 @@ export function registerWaypointRun(waypoint: Command): void {
     .option('--status-address <addr>', 'readiness: /healthz/ready', '0.0.0.0:15021')
     .option('--metrics-address <addr>', '/metrics and /stats/prometheus', '0.0.0.0:15020')
     .action(async (o: WaypointRunOptions) => {
+      // No source maps in the waypoint (bin/weft.js enables them for every command), as in the
+      // agent: Node would keep the map of every module loaded from here on (one per file of
+      // @grpc/grpc-js) and decode them whole into arrays the first time an error's stack is read.
+      // Stack traces name lib/ bundle lines instead (unminified, with the functions' names).
+      process.setSourceMapsEnabled(false);
       const { runWaypoint } = await import('../waypoint/main.ts'); // loaded only when run
       await runWaypoint(o);
     });

@@ -19,7 +19,7 @@ import {
   type WaypointFor,
 } from '../kube/waypoint.ts';
 import { age, table } from './table.ts';
-import { registerWaypointRun } from './waypoint-run.ts';
+import { registerWaypointRun, WAYPOINT_DESCRIPTION } from './waypoint-run.ts';
 
 const labOpt = () => new Option('--lab <name>', 'lab to write to / read from').default('weft');
 
@@ -30,7 +30,7 @@ interface LabState {
 }
 
 export function registerWaypointCommands(program: Command): void {
-  const waypoint = program.command('waypoint').description('waypoints (L7 proxies of a namespace or service account): apply, list, run');
+  const waypoint = program.command('waypoint').description(WAYPOINT_DESCRIPTION);
   registerWaypointRun(waypoint);
 
   waypoint

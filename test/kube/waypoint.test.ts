@@ -4,9 +4,11 @@
 import { describe, expect, it } from 'vitest';
 import {
   checkWaypoint,
+  memoryBytes,
   renderWaypoint,
   waypointArgs,
   waypointGateway,
+  waypointNodeOptions,
   waypointStatus,
   type GatewayObject,
   type Waypoint,
@@ -161,6 +163,20 @@ describe('renderWaypoint', () => {
         { name: 'mesh', port: 15008, protocol: 'TCP', appProtocol: 'hbone' },
       ],
     });
+  });
+
+  it("bounds V8's heap by the container's memory limit (NODE_OPTIONS): 4 MB semi-spaces, old space half the limit; glibc returns freed buffers", () => {
+    const env = (x: typeof r) => ((x.deployment.spec as { template: typeof pod }).template.spec.containers[0] as { env: { name: string; value?: string }[] }).env;
+    expect(env(r)).toContainEqual({ name: 'NODE_OPTIONS', value: '--max-semi-space-size=4 --max-old-space-size=512' });
+    expect(env(r)).toContainEqual({ name: 'GLIBC_TUNABLES', value: 'glibc.malloc.mmap_threshold=131072' });
+    const big = renderWaypoint(ok(gw()), { ...opts, resources: { limits: { memory: '4Gi' } } });
+    expect(env(big)).toContainEqual({ name: 'NODE_OPTIONS', value: '--max-semi-space-size=4 --max-old-space-size=2048' });
+    // No limit (or one not understood): V8's own old-space limit, never a guess.
+    expect(waypointNodeOptions({ requests: { memory: '128Mi' } })).toBe('--max-semi-space-size=4');
+    expect(waypointNodeOptions({ limits: { memory: 'lots' } })).toBe('--max-semi-space-size=4');
+    // A tiny limit still leaves V8 a heap it can start with.
+    expect(waypointNodeOptions({ limits: { memory: '64Mi' } })).toBe('--max-semi-space-size=4 --max-old-space-size=64');
+    expect([memoryBytes('1Gi'), memoryBytes('512Mi'), memoryBytes('1G'), memoryBytes('1.5Gi'), memoryBytes('100'), memoryBytes('1e3'), memoryBytes('-1Gi')]).toEqual([2 ** 30, 2 ** 29, 1e9, 1.5 * 2 ** 30, 100, undefined, undefined]);
   });
 
   it('without a uid (a Gateway not stored yet) there is no owner reference', () => {
