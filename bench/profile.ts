@@ -1,4 +1,5 @@
-// Where the agent's CPU goes: self time per function from V8 .cpuprofile files (node --cpu-prof).
+// Where a proxy's CPU goes: self time per function, per file, or per part of the work, from V8
+// .cpuprofile files (node --cpu-prof).
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -34,4 +35,42 @@ export function hotFunctions(dir: string, top = 15, byFile = false): { fn: strin
     .sort((a, b) => b[1] - a[1])
     .slice(0, top)
     .map(([fn, t]) => ({ fn, selfPct: Math.round((t / Math.max(1, total)) * 1000) / 10 }));
+}
+
+/** The parts of a Node proxy's work a sample's own frame belongs to, first match wins. */
+const PARTS: [string, (name: string, url: string) => boolean][] = [
+  ['native, not attributed to a JS frame (TLS crypto, nghttp2, llhttp parsing, syscalls)', (n) => n === '(program)'],
+  ['garbage collection', (n) => n === '(garbage collector)'],
+  ["weft's own code", (_, u) => /\/(src|lib\/cli)\//.test(u) && !u.includes('node_modules')],
+  ['Node HTTP/1.1 (server and client messages, headers)', (_, u) => /^node:(_http_|http$)/.test(u)],
+  ['Node HTTP/2 and TLS (JS side)', (_, u) => /^node:(internal\/http2|_tls|tls$|internal\/tls)/.test(u)],
+  ['socket writes and reads (native bindings)', (n, u) => !u && /^(writev|writeBuffer|writeString|writeUtf8String|writeLatin1String|latin1Write|utf8Write|readStart|readStop|onStreamRead)$/.test(n)],
+  ['streams, events, timers, ticks and promises', (n, u) => /^node:(internal\/streams|events|internal\/process\/task_queues|internal\/timers|timers|internal\/stream_base_commons|stream)/.test(u) || n === 'runMicrotasks'],
+  ['access log (pino, sonic-boom)', (_, u) => /node_modules\/(pino|sonic-boom|fast-redact|quick-format)/.test(u)],
+  ['metrics library (prom-client)', (_, u) => u.includes('node_modules/prom-client')],
+  ['xDS and CA clients (gRPC, protobuf)', (_, u) => /node_modules\/(@grpc|protobufjs|@protobufjs|long)/.test(u)],
+  ['module loading and start-up', (_, u) => /^node:internal\/(modules|bootstrap|source_map|deps\/cjs)/.test(u)],
+];
+
+/** Self time per part of the work (PARTS), in percent of all non-idle samples. */
+export function profileParts(dir: string): { part: string; selfPct: number }[] {
+  const by = new Map<string, number>();
+  let total = 0;
+  let files: string[] = [];
+  try {
+    files = readdirSync(dir).filter((f) => f.endsWith('.cpuprofile'));
+  } catch {}
+  for (const f of files) {
+    const p = JSON.parse(readFileSync(join(dir, f), 'utf8')) as CpuProfile;
+    const byId = new Map(p.nodes.map((n) => [n.id, n]));
+    p.samples.forEach((id, i) => {
+      const { functionName: name, url } = byId.get(id)!.callFrame;
+      if (name === '(idle)') return;
+      const dt = p.timeDeltas[i] ?? 0;
+      const part = PARTS.find(([, test]) => test(name, url))?.[0] ?? 'other';
+      by.set(part, (by.get(part) ?? 0) + dt);
+      total += dt;
+    });
+  }
+  return [...by.entries()].sort((a, b) => b[1] - a[1]).map(([part, t]) => ({ part, selfPct: Math.round((t / Math.max(1, total)) * 1000) / 10 }));
 }

@@ -23,7 +23,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repeatabilityTable, type Noise, type RunSummary } from './compare.ts';
 import { connRate, cpuSeconds, httpLatency, latency, machineTicks, podPids, rssMb, settle, stealPct, throughput as measureThroughput, weft } from './measure.ts';
-import { hotFunctions } from './profile.ts';
+import { hotFunctions, profileParts } from './profile.ts';
 import { httpTable, latencyChart, markdownTable, RATES, type PathResult } from './report.ts';
 import {
   BENCH_PODS,
@@ -361,15 +361,18 @@ if (!FULL) {
   const hot = PROFILE ? hotFunctions(profDir, 25) : [];
   const wpHot = PROFILE ? hotFunctions(wpProfDir, 30) : [];
   const wpFiles = PROFILE ? hotFunctions(wpProfDir, 20, true) : [];
+  const wpParts = PROFILE ? profileParts(wpProfDir) : [];
   if (process.env.BENCH_KEEP_PROFILES) for (const d of [profDir, wpProfDir]) cpSync(d, join(process.env.BENCH_KEEP_PROFILES, d === profDir ? 'agents' : 'waypoint'), { recursive: true });
   rmSync(wpProfDir, { recursive: true, force: true });
-  const out = { subset: { paths: selPaths, figures: selFigures, rates: selRates }, machine, seconds_per_latency_run: SECONDS, duration_s: Math.round((Date.now() - t0) / 1000), steal_pct: steal, noise_pct: noise, paths: results, agent_idle_vcpu: idleVcpu, relay_floor: floor, ratios, agent_profile_top: hot, waypoint_profile_top: wpHot, waypoint_profile_files: wpFiles };
+  const out = { subset: { paths: selPaths, figures: selFigures, rates: selRates }, machine, seconds_per_latency_run: SECONDS, duration_s: Math.round((Date.now() - t0) / 1000), steal_pct: steal, noise_pct: noise, paths: results, agent_idle_vcpu: idleVcpu, relay_floor: floor, ratios, agent_profile_top: hot, waypoint_profile_parts: wpParts, waypoint_profile_top: wpHot, waypoint_profile_files: wpFiles };
   writeFileSync(join(dir, 'subset.json'), JSON.stringify(out, null, 2) + '\n');
   console.log(JSON.stringify(out.paths, null, 1));
   console.log(JSON.stringify(ratios, null, 1));
   const httpOnly = Object.fromEntries(Object.entries(results).filter(([k]) => HTTP_PATHS.includes(k as PathName))) as typeof results;
   if (Object.keys(httpOnly).length) console.log(httpTable(httpOnly));
   for (const x of hot) console.log(`  ${x.selfPct} % ${x.fn}`);
+  if (wpParts.length) console.log('waypoint, by part of the work:');
+  for (const x of wpParts) console.log(`  ${x.selfPct} % ${x.part}`);
   if (wpHot.length) console.log('waypoint, by function:');
   for (const x of wpHot) console.log(`  ${x.selfPct} % ${x.fn}`);
   if (wpFiles.length) console.log('waypoint, by file:');
@@ -413,13 +416,14 @@ const targets = [
 const hot = hotFunctions(profDir);
 const wpHot = hotFunctions(wpProfDir, 20);
 const wpFiles = hotFunctions(wpProfDir, 15, true);
+const wpParts = profileParts(wpProfDir);
 rmSync(wpProfDir, { recursive: true, force: true });
 const runAt = new Date().toISOString();
 const stamp = runAt.replace(/[:.]/g, '-');
 // The previous recorded run, read before it is overwritten: repeated runs should agree within the noise.
 const latestJson = join(root, 'bench/results/latest.json');
 const previous = existsSync(latestJson) ? (JSON.parse(readFileSync(latestJson, 'utf8')) as RunSummary & { run_at?: string }) : undefined;
-const out = { run_at: runAt, machine, command: 'make bench', seconds_per_latency_run: SECONDS, duration_s: Math.round((Date.now() - t0) / 1000), steal_pct: steal, noise_pct: noise, paths: results, agent_idle_vcpu: idleVcpu, relay_floor: floor, ratios, targets, agent_profile_top: hot, waypoint_profile_top: wpHot, waypoint_profile_files: wpFiles };
+const out = { run_at: runAt, machine, command: 'make bench', seconds_per_latency_run: SECONDS, duration_s: Math.round((Date.now() - t0) / 1000), steal_pct: steal, noise_pct: noise, paths: results, agent_idle_vcpu: idleVcpu, relay_floor: floor, ratios, targets, agent_profile_top: hot, waypoint_profile_parts: wpParts, waypoint_profile_top: wpHot, waypoint_profile_files: wpFiles };
 mkdirSync(join(root, 'bench/results'), { recursive: true });
 writeFileSync(join(root, `bench/results/${stamp}.json`), JSON.stringify(out, null, 2) + '\n');
 writeFileSync(latestJson, JSON.stringify(out, null, 2) + '\n');
@@ -456,7 +460,9 @@ const md = [
   '',
   ...hot.map((x) => `- ${x.selfPct} % ${x.fn}`),
   '',
-  'Waypoint profile (self time, whole run), by source file and by function:',
+  'Waypoint profile (self time, whole run), by part of the work, by source file and by function:',
+  '',
+  ...wpParts.map((x) => `- ${x.selfPct} % ${x.part}`),
   '',
   ...wpFiles.map((x) => `- ${x.selfPct} % ${x.fn}`),
   '',
