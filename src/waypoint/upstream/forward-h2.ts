@@ -3,9 +3,14 @@
 // its body streamed with backpressure, the client's trailers sent after it, the response and its
 // trailers (grpc-status, grpc-message) handed back, whichever HTTP version the client speaks.
 // Failures map to the same response flags as forward.ts: UC (the stream was reset before a
-// response: 503), UT (route timeout: 504), UR (reset mid-response), DC (the client went away).
+// response: 503; `refused` when the upstream never processed it), UT (route timeout: 504), UR
+// (reset mid-response), DC (the client went away). Exchange.accept may drop the response before
+// anything reaches the client (the stream is cancelled), for retry.ts, which runs its attempts
+// over h2Transport.
 import http2, { type ClientHttp2Session, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
 import { endToEnd, type Exchange, type ForwardResult } from './forward.ts';
+import type { H2Sessions } from './h2-sessions.ts';
+import type { Transport } from './retry.ts';
 
 /** What an HTTP/2 exchange adds: trailers both ways. */
 export interface H2Exchange extends Exchange {
@@ -44,17 +49,18 @@ export function forwardH2(session: ClientHttp2Session, x: H2Exchange, timeoutMs:
     delete headers.host;
     if (x.te && /\btrailers\b/i.test(x.te)) headers.te = 'trailers';
     let stream: http2.ClientHttp2Stream;
-    const finish = (status: number, flags: string, details?: string) => {
+    const finish = (status: number, flags: string, details?: string, more?: { discarded?: true; refused?: true }) => {
       if (done) return;
       done = true;
       clearTimeout(timer);
       if (stream && !stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
-      resolve({ status, flags, details, requestBytes, responseBytes, grpcStatus });
+      resolve({ status, flags, details, requestBytes, responseBytes, grpcStatus, ...more });
     };
     try {
       stream = session.request(headers, { endStream: false, waitForTrailers: true });
     } catch (e) {
-      return finish(503, 'UC', `upstream: ${(e as Error).message}`);
+      // The session was closing (GOAWAY) or gone: the stream never went out.
+      return finish(503, 'UC', `upstream: ${(e as Error).message}`, { refused: true });
     }
     stream.on('wantTrailers', () => {
       const t = x.requestTrailers();
@@ -64,7 +70,9 @@ export function forwardH2(session: ClientHttp2Session, x: H2Exchange, timeoutMs:
     });
     const failed = (why: string) => {
       if (done) return;
-      if (!responded && !x.headersSent()) return finish(503, 'UC', `upstream: ${why}`);
+      // REFUSED_STREAM: sent by the upstream, or nghttp2's code for a stream past a GOAWAY's last stream id.
+      const refused = stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM ? { refused: true as const } : undefined;
+      if (!responded && !x.headersSent()) return finish(503, 'UC', `upstream: ${why}`, refused);
       x.sink.destroy(); // mid-response: the client sees the reset
       finish(responded ? 200 : 503, 'UR', `upstream reset mid-response: ${why}`);
     };
@@ -91,6 +99,7 @@ export function forwardH2(session: ClientHttp2Session, x: H2Exchange, timeoutMs:
       responded = true;
       const status = Number(h[':status'] ?? 502);
       grpcStatus = grpcStatusOf(h);
+      if (x.accept && !x.accept(status, h)) return finish(status, '-', 'response discarded for a retry', { discarded: true });
       const out = endToEnd(h);
       const moved: OutgoingHttpHeaders = {};
       // grpc-status in the headers is a trailers-only response (gRPC sends it nowhere else): its
@@ -117,4 +126,14 @@ export function forwardH2(session: ClientHttp2Session, x: H2Exchange, timeoutMs:
       });
     });
   });
+}
+
+/** Attempts for retry.ts as streams on the endpoints' pooled sessions (a session made after the route deadline stays pooled). */
+export function h2Transport(pool: H2Sessions): Transport<H2Exchange> {
+  return {
+    connect: async (target) => {
+      const session = await pool.get(target.endpoint, target.identity);
+      return { send: (x, timeoutMs) => forwardH2(session, x, timeoutMs), abandon: () => {} };
+    },
+  };
 }

@@ -85,6 +85,8 @@ export interface ForwardResult {
   grpcStatus?: number;
   /** The response was refused by Exchange.accept: nothing was sent to the client. */
   discarded?: boolean;
+  /** With UC: the upstream refused the stream unprocessed (HTTP/2 REFUSED_STREAM, past a GOAWAY): safe to retry. */
+  refused?: boolean;
 }
 
 /** What a request handler gives the forwarder: the request and response of either HTTP version. */
