@@ -48,6 +48,7 @@ const routes = () =>
       { name: 'fail', match: h2('/h2-fail'), route: v1(8082), retries: { attempts: 2, retryOn: '5xx' } },
       { name: 'slow', match: h2('/h2-slow'), route: v1(8082), retries: { attempts: 1, retryOn: 'reset', perTryTimeout: '200ms' } },
       { name: 'reset', match: h2('/h2-reset'), route: v1(8082), retries: { attempts: 2, retryOn: 'reset' } },
+      { name: 'any', match: h2('/any'), route: [{ destination: { host: 'proto', port: { number: 8082 } } }], retries: { attempts: 1, retryOn: 'reset' } },
     ],
   });
 
@@ -185,6 +186,19 @@ describe('waypoint retries to HTTP/2 upstreams', () => {
     await idle(s);
     expect(logOf(s, 'fail').at(-1)).toMatchObject({ response_code: 503, response_flags: 'URX' });
   }, 30_000);
+
+  it('retries a failed connection to an HTTP/2 endpoint on the other one (retryOn reset takes connect failures, as Envoy)', async () => {
+    const s = await stand(cleanup, [...base(), routes()], { random: seeded(8) });
+    const c = client(cleanup, s, `${PROTO_VIP}:8082`);
+    s.v2.hbone.decide = async () => ({ status: 401, reason: 'refused for the test' });
+    for (let i = 0; i < 6; i++) {
+      const r = await c.request(`/any/${i}`, { headers: { host: 'proto' } });
+      expect(r.status).toBe(200);
+      expect(JSON.parse(r.body)).toMatchObject({ pod: 'web-v1' });
+    }
+    await idle(s);
+    expect(logOf(s, 'any').map((l) => l.response_flags)).toEqual(Array(6).fill('-'));
+  });
 
   it('retries an HTTP/2 attempt past its per-try timeout, and never a response reset once it began', async () => {
     const s = await stand(cleanup, [...base(), routes()], { random: seeded(7) });

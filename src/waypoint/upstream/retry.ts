@@ -43,15 +43,15 @@ export function retriableResponse(p: RetryPolicy, status: number, grpcStatus?: n
 }
 
 /**
- * Whether a failure without a response is retried: 5xx and gateway-error count it as one (Envoy's
- * reading), `connect-failure` and `refused-stream` take their own kind, `reset` the others.
+ * Whether a failure without a response is retried, as Envoy's RetryStateImpl::wouldRetryFromReset:
+ * `reset` takes every kind (a connect failure is a reset too), 5xx and gateway-error count it as a
+ * 5xx, `connect-failure` and `refused-stream` take their own kind.
  */
 export function retriableFailure(p: RetryPolicy, f: AttemptFailure): boolean {
   const on = p.retryOn;
-  if (on.has('5xx') || on.has('gateway-error')) return true;
+  if (on.has('reset') || on.has('5xx') || on.has('gateway-error')) return true;
   if (f === 'connect-failure') return on.has('connect-failure');
-  if (f === 'refused-stream' && on.has('refused-stream')) return true;
-  return on.has('reset');
+  return f === 'refused-stream' && on.has('refused-stream');
 }
 
 /** Envoy's JitteredExponentialBackOffStrategy: the wait before each retry, drawn from [0, (2^n - 1) x base), at most max. */
