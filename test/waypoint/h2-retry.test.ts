@@ -44,6 +44,7 @@ const routes = () =>
       { name: 'refuse-no-retry', match: [{ port: 8082, headers: NO_RETRY }], route: v1(8082), retries: { attempts: 1, retryOn: 'connect-failure' } },
       { name: 'refuse', match: h2('/refuse'), route: v1(8082), retries: { attempts: 1, retryOn: 'refused-stream' } },
       { name: 'goaway', match: h2('/goaway'), route: v1(8082), retries: { attempts: 1, retryOn: 'refused-stream' } },
+      { name: 'rst', match: h2('/rst'), route: v1(8082), retries: { attempts: 1, retryOn: 'reset' } },
       { name: 'flaky', match: h2('/h2-flaky'), route: v1(8082), retries: { attempts: 1, retryOn: '5xx' } },
       { name: 'fail', match: h2('/h2-fail'), route: v1(8082), retries: { attempts: 2, retryOn: '5xx' } },
       { name: 'slow', match: h2('/h2-slow'), route: v1(8082), retries: { attempts: 1, retryOn: 'reset', perTryTimeout: '200ms' } },
@@ -154,12 +155,21 @@ describe('waypoint retries to HTTP/2 upstreams', () => {
     await idle(s);
     expect([...logOf(s, 'refuse'), ...logOf(s, 'goaway')].map((l) => l.response_flags)).toEqual(Array(8).fill('-'));
 
-    // A route that retries only connect failures passes the refused stream on as Envoy's 503.
+    // A route that retries only connect failures passes the refused stream on as Envoy's 503 UR.
     const r = await c.request('/refuse/once', { headers: { host: 'proto', 'x-no-retry': '1' } });
     expect(r.status).toBe(503);
+    expect(r.body).toBe('upstream connect error or disconnect/reset before headers. reset reason: remote reset');
     expect(h2Seen(s, '/refuse/once')).toHaveLength(1);
     await idle(s);
-    expect(logOf(s, 'refuse-no-retry').at(-1)).toMatchObject({ response_code: 503, response_flags: 'UC' });
+    expect(logOf(s, 'refuse-no-retry').at(-1)).toMatchObject({ response_code: 503, response_flags: 'UR' });
+
+    // Any other RST_STREAM before a response is a reset: retried by retryOn reset, not by refused-stream.
+    for (let i = 0; i < 2; i++) expect((await c.request(`/rst/${i}`, { headers: { host: 'proto' } })).status).toBe(200);
+    expect(h2Seen(s, '/rst')).toHaveLength(4);
+    expect((await c.request('/rst/once', { headers: { host: 'proto', 'x-no-retry': '1' } })).status).toBe(503);
+    await idle(s);
+    expect(logOf(s, 'rst').map((l) => l.response_flags)).toEqual(['-', '-']);
+    expect(logOf(s, 'refuse-no-retry').at(-1)).toMatchObject({ response_code: 503, response_flags: 'UR' });
   });
 
   it('retries 5xx from an HTTP/2 upstream with the body replayed, not a body past the replay bound, and adds URX when retries run out', async () => {

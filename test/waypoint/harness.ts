@@ -219,8 +219,8 @@ async function backend(cleanup: Cleanup, ca: TestCa, name: string): Promise<Back
   const port = (server.address() as AddressInfo).port;
   // Answers with what it saw (the request's trailers too) and sends a trailer of its own. Some
   // paths misbehave every other time (the first included), each counting its own: `/h2-flaky`
-  // answers 503, `/refuse` resets the stream with REFUSED_STREAM, `/goaway` sends a GOAWAY that
-  // leaves the stream unprocessed, `/h2-slow` takes 2 s. `/h2-fail` always answers 503, `/h2-reset`
+  // answers 503, `/refuse` resets the stream with REFUSED_STREAM, `/rst` with INTERNAL_ERROR (both
+  // before any response), `/goaway` sends a GOAWAY that leaves the stream unprocessed, `/h2-slow` takes 2 s. `/h2-fail` always answers 503, `/h2-reset`
   // resets the stream after the response began.
   const h2Seen: Backend['h2Seen'] = [];
   const h2c = http2.createServer((req, res) => {
@@ -229,6 +229,7 @@ async function backend(cleanup: Cleanup, ca: TestCa, name: string): Promise<Back
     h2Seen.push(entry);
     req.on('data', (c: Buffer) => (entry.body += c.length));
     if (url.startsWith('/refuse') && odd('refuse')) return void req.stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+    if (url.startsWith('/rst') && odd('rst')) return void req.stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
     if (url.startsWith('/goaway') && odd('goaway')) return void req.stream.session?.goaway(http2.constants.NGHTTP2_NO_ERROR, Math.max(0, req.stream.id! - 2));
     if (url.startsWith('/h2-reset')) {
       res.writeHead(200, { 'content-type': 'text/plain' });

@@ -2,9 +2,10 @@
 // grpc and grpc-web ports) on a pooled session (h2-sessions.ts): the request as an HTTP/2 stream,
 // its body streamed with backpressure, the client's trailers sent after it, the response and its
 // trailers (grpc-status, grpc-message) handed back, whichever HTTP version the client speaks.
-// Failures map to the same response flags as forward.ts: UC (the stream was reset before a
-// response: 503; `refused` when the upstream never processed it), UT (route timeout: 504), UR
-// (reset mid-response), DC (the client went away). Exchange.accept may drop the response before
+// Failures map to response flags as Envoy's: UC (the session went before a response: 503), UR
+// (the upstream reset the stream, before a response: 503, or mid-response; `reset` says which kind
+// came before a response, `refused` when the upstream never processed it), UT (route timeout:
+// 504), DC (the client went away). Exchange.accept may drop the response before
 // anything reaches the client (the stream is cancelled), for retry.ts, which runs its attempts
 // over h2Transport.
 import http2, { type ClientHttp2Session, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
@@ -49,7 +50,7 @@ export function forwardH2(session: ClientHttp2Session, x: H2Exchange, timeoutMs:
     delete headers.host;
     if (x.te && /\btrailers\b/i.test(x.te)) headers.te = 'trailers';
     let stream: http2.ClientHttp2Stream;
-    const finish = (status: number, flags: string, details?: string, more?: { discarded?: true; refused?: true }) => {
+    const finish = (status: number, flags: string, details?: string, more?: { discarded?: true; reset?: ForwardResult['reset'] }) => {
       if (done) return;
       done = true;
       clearTimeout(timer);
@@ -60,7 +61,7 @@ export function forwardH2(session: ClientHttp2Session, x: H2Exchange, timeoutMs:
       stream = session.request(headers, { endStream: false, waitForTrailers: true });
     } catch (e) {
       // The session was closing (GOAWAY) or gone: the stream never went out.
-      return finish(503, 'UC', `upstream: ${(e as Error).message}`, { refused: true });
+      return finish(503, 'UC', `upstream: ${(e as Error).message}`, { reset: 'refused' });
     }
     stream.on('wantTrailers', () => {
       const t = x.requestTrailers();
@@ -70,9 +71,15 @@ export function forwardH2(session: ClientHttp2Session, x: H2Exchange, timeoutMs:
     });
     const failed = (why: string) => {
       if (done) return;
-      // REFUSED_STREAM: sent by the upstream, or nghttp2's code for a stream past a GOAWAY's last stream id.
-      const refused = stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM ? { refused: true as const } : undefined;
-      if (!responded && !x.headersSent()) return finish(503, 'UC', `upstream: ${why}`, refused);
+      if (!responded && !x.headersSent()) {
+        // REFUSED_STREAM: sent by the upstream, or nghttp2's code for a stream past a GOAWAY's last
+        // stream id. Any other code on a live session: the upstream's RST_STREAM (Envoy: remote
+        // reset, UR). A session that went takes its streams along (connection termination, UC).
+        const code = stream.rstCode ?? 0;
+        if (code === http2.constants.NGHTTP2_REFUSED_STREAM) return finish(503, 'UR', `upstream refused the stream: ${why}`, { reset: 'refused' });
+        if (code !== 0 && !session.destroyed) return finish(503, 'UR', `upstream reset the stream: ${why}`, { reset: 'remote' });
+        return finish(503, 'UC', `upstream: ${why}`);
+      }
       x.sink.destroy(); // mid-response: the client sees the reset
       finish(responded ? 200 : 503, 'UR', `upstream reset mid-response: ${why}`);
     };

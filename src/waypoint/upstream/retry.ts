@@ -288,7 +288,7 @@ export async function forwardWithRetries<X extends Exchange>(run: RetryRun<X>): 
         const x = { ...run.exchange, body: body.stream(), accept } as X;
         r = await attempt.send(x, attemptTimeout);
         if (r.flags === 'UT' && !r.discarded && r.status === 504 && perTry) failure = 'per-try-timeout';
-        else if (r.flags === 'UC') failure = r.refused ? 'refused-stream' : 'reset';
+        else if (r.flags === 'UC' || r.reset) failure = r.reset === 'refused' ? 'refused-stream' : 'reset';
       } catch (e) {
         if (gone) {
           const left: ForwardResult = { status: 0, flags: 'DC', details: (e as Error).message, requestBytes: 0, responseBytes: 0 };
