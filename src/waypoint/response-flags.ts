@@ -19,6 +19,7 @@ export const LOCAL_BODY: Readonly<Record<string, string>> = {
   UH: 'no healthy upstream',
   UF: 'upstream connect error or disconnect/reset before headers. reset reason: connection failure',
   UC: 'upstream connect error or disconnect/reset before headers. reset reason: connection termination',
+  UR: 'upstream connect error or disconnect/reset before headers. reset reason: remote reset',
   UT: 'upstream request timeout',
   RL: RATE_LIMITED_BODY,
   UO: 'upstream connect error or disconnect/reset before headers. reset reason: overflow',

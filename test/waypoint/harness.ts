@@ -61,25 +61,43 @@ export const protoSvc: Service = {
 };
 
 const raw = (b: Buffer) => b;
-/** A gRPC service of raw bytes (no proto file): Unary echoes or fails, Chat echoes every message. */
+/**
+ * A gRPC service of raw bytes (no proto file): Unary echoes or fails, Chat echoes every message,
+ * Feed streams two messages and then fails with UNAVAILABLE (a response that began).
+ */
 export const ECHO_SERVICE = {
   Unary: { path: '/test.Echo/Unary', requestStream: false, responseStream: false, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
   Chat: { path: '/test.Echo/Chat', requestStream: true, responseStream: true, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
+  Feed: { path: '/test.Echo/Feed', requestStream: false, responseStream: true, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
 } satisfies grpc.ServiceDefinition;
 
-async function grpcServer(cleanup: Cleanup, name: string): Promise<number> {
+/** `seen` gets `<method> <message>` for each call. Unary and Feed `flaky…` fail UNAVAILABLE (trailers-only) every other time, the first included. */
+async function grpcServer(cleanup: Cleanup, name: string, seen: string[]): Promise<number> {
   const server = new grpc.Server();
+  let flaky = 0;
+  let flakyFeed = 0;
   server.addService(ECHO_SERVICE, {
     Unary: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
       const m = call.request.toString();
+      seen.push(`Unary ${m}`);
       const trailer = new grpc.Metadata();
       trailer.set('x-served-by', name);
       if (m.startsWith('fail')) return cb({ code: grpc.status.PERMISSION_DENIED, details: `no: ${m}`, metadata: trailer });
+      if (m.startsWith('flaky') && flaky++ % 2 === 0) return cb({ code: grpc.status.UNAVAILABLE, details: `flaky: ${m}`, metadata: trailer });
       cb(null, Buffer.from(`${name}:${m}`), trailer);
     },
     Chat: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
+      seen.push('Chat');
       call.on('data', (d: Buffer) => call.write(Buffer.from(`${name}:${d.toString()}`)));
       call.on('end', () => call.end());
+    },
+    Feed: (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
+      const m = call.request.toString();
+      seen.push(`Feed ${m}`);
+      if (m.startsWith('flaky') && flakyFeed++ % 2 === 0) return void call.emit('error', { code: grpc.status.UNAVAILABLE, details: 'not now' });
+      call.write(Buffer.from(`${name}:1`));
+      call.write(Buffer.from(`${name}:2`));
+      call.emit('error', { code: grpc.status.UNAVAILABLE, details: 'gone mid-stream' });
     },
   });
   const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
@@ -141,6 +159,10 @@ export interface Backend {
   hbone: TestServer;
   /** Requests the backend served, with what it saw. */
   seen: { method: string; url: string; headers: IncomingMessage['headers']; body: number }[];
+  /** gRPC calls it took: `<method> <message>` (`Chat` for a stream). */
+  grpcSeen: string[];
+  /** Requests its h2c server took (each counted as it arrives, before any answer), with the body bytes it read. */
+  h2Seen: { url: string; body: number }[];
   /** When set, every request is answered with this status (a failing pod). */
   fail?: number;
   /** Upgrade requests it took: `<upgrade> <url>`. */
@@ -195,10 +217,30 @@ async function backend(cleanup: Cleanup, ca: TestCa, name: string): Promise<Back
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   cleanup.add(() => void server.close());
   const port = (server.address() as AddressInfo).port;
-  // Answers with what it saw (the request's trailers too) and sends a trailer of its own.
+  // Answers with what it saw (the request's trailers too) and sends a trailer of its own. Some
+  // paths misbehave every other time (the first included), each counting its own: `/h2-flaky`
+  // answers 503, `/refuse` resets the stream with REFUSED_STREAM, `/rst` with INTERNAL_ERROR (both
+  // before any response), `/goaway` sends a GOAWAY that leaves the stream unprocessed, `/h2-slow` takes 2 s. `/h2-fail` always answers 503, `/h2-reset`
+  // resets the stream after the response began.
+  const h2Seen: Backend['h2Seen'] = [];
   const h2c = http2.createServer((req, res) => {
-    req.resume();
+    const url = req.url ?? '/';
+    const entry = { url, body: 0 };
+    h2Seen.push(entry);
+    req.on('data', (c: Buffer) => (entry.body += c.length));
+    if (url.startsWith('/refuse') && odd('refuse')) return void req.stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+    if (url.startsWith('/rst') && odd('rst')) return void req.stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+    if (url.startsWith('/goaway') && odd('goaway')) return void req.stream.session?.goaway(http2.constants.NGHTTP2_NO_ERROR, Math.max(0, req.stream.id! - 2));
+    if (url.startsWith('/h2-reset')) {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.write('partial');
+      return void setTimeout(() => req.stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR), 50);
+    }
+    const flaky = url.startsWith('/h2-flaky') && odd('h2-flaky');
+    const slow = url.startsWith('/h2-slow') && odd('h2-slow');
     req.on('end', () => {
+      if (flaky || url.startsWith('/h2-fail')) return void res.writeHead(503, { 'content-type': 'text/plain' }).end(`${name} failed`);
+      if (slow) return void setTimeout(() => !res.stream.destroyed && res.end('late'), 2000);
       res.addTrailers({ 'x-pod': name });
       res.end(JSON.stringify({ pod: name, url: req.url, version: req.httpVersion, trailers: req.trailers }));
     });
@@ -212,7 +254,8 @@ async function backend(cleanup: Cleanup, ca: TestCa, name: string): Promise<Back
     sock.on('end', () => sock.end());
   });
   cleanup.add(() => void tcp.server.close());
-  const ports: Record<number, number> = { [TARGET_PORT]: port, [GRPC_TARGET]: await grpcServer(cleanup, name), [H2C_TARGET]: (h2c.address() as AddressInfo).port, [ECHO_TARGET]: tcp.port };
+  const grpcSeen: string[] = [];
+  const ports: Record<number, number> = { [TARGET_PORT]: port, [GRPC_TARGET]: await grpcServer(cleanup, name, grpcSeen), [H2C_TARGET]: (h2c.address() as AddressInfo).port, [ECHO_TARGET]: tcp.port };
   const relayed = new Set<Socket>();
   const creds = await ca.issue(NS, name);
   const hbone = await startHbone(() => creds);
@@ -226,7 +269,7 @@ async function backend(cleanup: Cleanup, ca: TestCa, name: string): Promise<Back
     return { status: 200, upstream };
   };
   cleanup.add(() => hbone.hbone.drain(100));
-  return Object.assign(self, { name, http: server, hbone, seen, upgrades, resetAll: () => relayed.forEach((u) => u.destroy(Object.assign(new Error('pod restarted'), { code: 'ECONNRESET' }))) });
+  return Object.assign(self, { name, http: server, hbone, seen, grpcSeen, h2Seen, upgrades, resetAll: () => relayed.forEach((u) => u.destroy(Object.assign(new Error('pod restarted'), { code: 'ECONNRESET' }))) });
 }
 
 export interface Stand {

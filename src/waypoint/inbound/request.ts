@@ -19,10 +19,10 @@ import type { Cluster, Endpoint, RoutingTable } from '../router/table.ts';
 import type { Balancer } from '../upstream/balancer.ts';
 import { injectFault } from '../filters/fault.ts';
 import { joinFlags, LOCAL_BODY } from '../response-flags.ts';
-import { endToEnd, forwardOver, openTunnel, type ForwardResult, type UpstreamOptions } from '../upstream/forward.ts';
+import { endToEnd, forwardOver, openTunnel, type Exchange, type ForwardResult, type UpstreamOptions } from '../upstream/forward.ts';
 import { forwardWithRetries, nextEndpoint, RETRY_BUFFER_BYTES, type ReplayMeter, type RetryRun } from '../upstream/retry.ts';
 import { startMirrors } from '../upstream/mirror.ts';
-import { forwardH2 } from '../upstream/forward-h2.ts';
+import { forwardH2, h2Transport, type H2Exchange } from '../upstream/forward-h2.ts';
 import type { H2Sessions } from '../upstream/h2-sessions.ts';
 import type { H1Tunnels } from '../upstream/h1-pool.ts';
 
@@ -250,11 +250,7 @@ async function forward(deps: RequestDeps, plan: ForwardPlan, target: Target, req
   const up: Upstream = { url: prepared.url, headers, response: (h) => prepared.response(h) };
   // Envoy mirrors whatever becomes of the request itself: started before it is sent.
   if (plan.mirrors) startMirrors(o, plan.mirrors, { method: req.method ?? 'GET', url: up.url, headers, body: req as unknown as Readable });
-  if (plan.clusterConfig?.http2 && deps.h2) {
-    const r = await forwardToH2(deps.h2, plan, req, res, up, requestId, addHeaders);
-    report(plan.endpoint, r);
-    return r;
-  }
+  if (plan.clusterConfig?.http2 && deps.h2) return forwardToH2(deps, deps.h2, plan, target, req, res, up, requestId, report, addHeaders);
   const gone = new Promise<void>((resolve) => res.once('close', () => (res.writableFinished ? undefined : resolve())));
   const exchange = {
     method: req.method ?? 'GET',
@@ -291,7 +287,7 @@ async function forward(deps: RequestDeps, plan: ForwardPlan, target: Target, req
 }
 
 /** The retry loop's view of this request (upstream/retry.ts); `target` follows the attempts. */
-function retryRun(deps: RequestDeps, plan: ForwardPlan, target: Target, exchange: RetryRun['exchange'], report: (endpoint: Endpoint, r: ForwardResult) => void): RetryRun {
+function retryRun<X extends Exchange>(deps: RequestDeps, plan: ForwardPlan, target: Target, exchange: RetryRun<X>['exchange'], report: (endpoint: Endpoint, r: ForwardResult) => void): RetryRun<X> {
   const mesh = deps.mesh();
   const endpoints = plan.endpoints ?? [plan.endpoint];
   const c = plan.clusterConfig;
@@ -324,40 +320,44 @@ function retryRun(deps: RequestDeps, plan: ForwardPlan, target: Target, exchange
   };
 }
 
-/** A request to an HTTP/2 upstream (http2 and grpc ports): a stream on the endpoint's pooled session, trailers both ways. */
-async function forwardToH2(pool: H2Sessions, plan: ForwardPlan, req: Req, res: Res, up: Upstream, requestId: string, addHeaders?: Record<string, string>): Promise<ForwardResult> {
+/** A request to an HTTP/2 upstream (http2 and grpc ports): a stream on the endpoint's pooled session, trailers both ways, retried as HTTP/1.1 is. */
+async function forwardToH2(deps: RequestDeps, pool: H2Sessions, plan: ForwardPlan, target: Target, req: Req, res: Res, up: Upstream, requestId: string, report: (endpoint: Endpoint, r: ForwardResult) => void, addHeaders?: Record<string, string>): Promise<ForwardResult> {
   const gone = new Promise<void>((resolve) => res.once('close', () => (res.writableFinished ? undefined : resolve())));
-  let session;
-  try {
-    session = await pool.get(plan.endpoint, plan.identity);
-  } catch (e) {
-    req.resume();
-    return tunnelFailure(e, res);
-  }
   const { host, ...headers } = up.headers;
-  const result = await forwardH2(
-    session,
-    {
-      method: req.method ?? 'GET',
-      url: up.url,
-      authority: String(host ?? ''),
-      te: String(req.headers.te ?? ''),
-      splitTrailersOnly: req.httpVersionMajor === 2,
-      headers: { ...headers, 'x-request-id': requestId },
-      body: req as unknown as Readable,
-      requestTrailers: () => (req.trailers && Object.keys(req.trailers).length ? req.trailers : undefined),
-      respond: (status, h) => {
-        up.response(h);
-        res.writeHead(status, responseHeaders(plan, h, addHeaders));
-      },
-      // HTTP/1.1 clients get them after the last chunk (a response without content-length is chunked).
-      respondTrailers: (t) => res.addTrailers(t as Record<string, string>),
-      sink: res as unknown as Sink,
-      gone,
-      headersSent: () => res.headersSent,
+  const exchange: Omit<H2Exchange, 'accept'> = {
+    method: req.method ?? 'GET',
+    url: up.url,
+    authority: String(host ?? ''),
+    te: String(req.headers.te ?? ''),
+    splitTrailersOnly: req.httpVersionMajor === 2,
+    headers: { ...headers, 'x-request-id': requestId },
+    body: req as unknown as Readable,
+    requestTrailers: () => (req.trailers && Object.keys(req.trailers).length ? req.trailers : undefined),
+    respond: (status, h) => {
+      up.response(h);
+      res.writeHead(status, responseHeaders(plan, h, addHeaders));
     },
-    plan.timeoutMs,
-  );
+    // HTTP/1.1 clients get them after the last chunk (a response without content-length is chunked).
+    respondTrailers: (t) => res.addTrailers(t as Record<string, string>),
+    sink: res as unknown as Sink,
+    gone,
+    headersSent: () => res.headersSent,
+  };
+  let result: ForwardResult;
+  if (plan.retry) result = await forwardWithRetries({ ...retryRun(deps, plan, target, exchange, report), transport: h2Transport(pool) });
+  else {
+    let session;
+    try {
+      session = await pool.get(plan.endpoint, plan.identity);
+    } catch (e) {
+      req.resume();
+      const r = tunnelFailure(e, res);
+      report(plan.endpoint, r);
+      return r;
+    }
+    result = await forwardH2(session, exchange, plan.timeoutMs);
+    report(plan.endpoint, result);
+  }
   if (result.status >= 500 && result.flags !== '-' && !res.headersSent) result.responseBytes = localReply(res, result.status, result.flags);
   return result;
 }

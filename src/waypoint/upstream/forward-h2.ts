@@ -2,10 +2,16 @@
 // grpc and grpc-web ports) on a pooled session (h2-sessions.ts): the request as an HTTP/2 stream,
 // its body streamed with backpressure, the client's trailers sent after it, the response and its
 // trailers (grpc-status, grpc-message) handed back, whichever HTTP version the client speaks.
-// Failures map to the same response flags as forward.ts: UC (the stream was reset before a
-// response: 503), UT (route timeout: 504), UR (reset mid-response), DC (the client went away).
+// Failures map to response flags as Envoy's: UC (the session went before a response: 503), UR
+// (the upstream reset the stream, before a response: 503, or mid-response; `reset` says which kind
+// came before a response, `refused` when the upstream never processed it), UT (route timeout:
+// 504), DC (the client went away). Exchange.accept may drop the response before
+// anything reaches the client (the stream is cancelled), for retry.ts, which runs its attempts
+// over h2Transport.
 import http2, { type ClientHttp2Session, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
 import { endToEnd, type Exchange, type ForwardResult } from './forward.ts';
+import type { H2Sessions } from './h2-sessions.ts';
+import type { Transport } from './retry.ts';
 
 /** What an HTTP/2 exchange adds: trailers both ways. */
 export interface H2Exchange extends Exchange {
@@ -44,17 +50,18 @@ export function forwardH2(session: ClientHttp2Session, x: H2Exchange, timeoutMs:
     delete headers.host;
     if (x.te && /\btrailers\b/i.test(x.te)) headers.te = 'trailers';
     let stream: http2.ClientHttp2Stream;
-    const finish = (status: number, flags: string, details?: string) => {
+    const finish = (status: number, flags: string, details?: string, more?: { discarded?: true; reset?: ForwardResult['reset'] }) => {
       if (done) return;
       done = true;
       clearTimeout(timer);
       if (stream && !stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
-      resolve({ status, flags, details, requestBytes, responseBytes, grpcStatus });
+      resolve({ status, flags, details, requestBytes, responseBytes, grpcStatus, ...more });
     };
     try {
       stream = session.request(headers, { endStream: false, waitForTrailers: true });
     } catch (e) {
-      return finish(503, 'UC', `upstream: ${(e as Error).message}`);
+      // The session was closing (GOAWAY) or gone: the stream never went out.
+      return finish(503, 'UC', `upstream: ${(e as Error).message}`, { reset: 'refused' });
     }
     stream.on('wantTrailers', () => {
       const t = x.requestTrailers();
@@ -64,7 +71,15 @@ export function forwardH2(session: ClientHttp2Session, x: H2Exchange, timeoutMs:
     });
     const failed = (why: string) => {
       if (done) return;
-      if (!responded && !x.headersSent()) return finish(503, 'UC', `upstream: ${why}`);
+      if (!responded && !x.headersSent()) {
+        // REFUSED_STREAM: sent by the upstream, or nghttp2's code for a stream past a GOAWAY's last
+        // stream id. Any other code on a live session: the upstream's RST_STREAM (Envoy: remote
+        // reset, UR). A session that went takes its streams along (connection termination, UC).
+        const code = stream.rstCode ?? 0;
+        if (code === http2.constants.NGHTTP2_REFUSED_STREAM) return finish(503, 'UR', `upstream refused the stream: ${why}`, { reset: 'refused' });
+        if (code !== 0 && !session.destroyed) return finish(503, 'UR', `upstream reset the stream: ${why}`, { reset: 'remote' });
+        return finish(503, 'UC', `upstream: ${why}`);
+      }
       x.sink.destroy(); // mid-response: the client sees the reset
       finish(responded ? 200 : 503, 'UR', `upstream reset mid-response: ${why}`);
     };
@@ -91,6 +106,7 @@ export function forwardH2(session: ClientHttp2Session, x: H2Exchange, timeoutMs:
       responded = true;
       const status = Number(h[':status'] ?? 502);
       grpcStatus = grpcStatusOf(h);
+      if (x.accept && !x.accept(status, h)) return finish(status, '-', 'response discarded for a retry', { discarded: true });
       const out = endToEnd(h);
       const moved: OutgoingHttpHeaders = {};
       // grpc-status in the headers is a trailers-only response (gRPC sends it nowhere else): its
@@ -117,4 +133,14 @@ export function forwardH2(session: ClientHttp2Session, x: H2Exchange, timeoutMs:
       });
     });
   });
+}
+
+/** Attempts for retry.ts as streams on the endpoints' pooled sessions (a session made after the route deadline stays pooled). */
+export function h2Transport(pool: H2Sessions): Transport<H2Exchange> {
+  return {
+    connect: async (target) => {
+      const session = await pool.get(target.endpoint, target.identity);
+      return { send: (x, timeoutMs) => forwardH2(session, x, timeoutMs), abandon: () => {} };
+    },
+  };
 }

@@ -85,6 +85,12 @@ export interface ForwardResult {
   grpcStatus?: number;
   /** The response was refused by Exchange.accept: nothing was sent to the client. */
   discarded?: boolean;
+  /**
+   * An HTTP/2 stream ended before a response: `remote`, reset by the upstream (RST_STREAM, flag
+   * UR); `refused`, never processed (REFUSED_STREAM, past a GOAWAY's last stream, or a session
+   * already closing): safe to retry.
+   */
+  reset?: 'remote' | 'refused';
 }
 
 /** What a request handler gives the forwarder: the request and response of either HTTP version. */

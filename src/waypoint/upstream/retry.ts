@@ -1,12 +1,15 @@
 // Envoy's router retries, for a route with a retry_policy: an attempt that fails by a condition of
-// `retry_on` (a connect failure, a reset before the response, a per-try timeout, a retriable status
-// or gRPC status in the response headers) is tried again, up to num_retries times, after a jittered
-// exponential backoff (Envoy's: base 25 ms, max 10x base), on another endpoint of the same cluster
-// where there is one (the previous_hosts predicate). The route timeout covers every attempt and
+// `retry_on` (a connect failure, a reset before the response, a refused HTTP/2 stream, a per-try
+// timeout, a retriable status or gRPC status in the response headers: a trailers-only response)
+// is tried again, up to num_retries times, after a jittered exponential backoff (Envoy's: base
+// 25 ms, max 10x base), on another endpoint of the same cluster where there is one (the
+// previous_hosts predicate). The route timeout covers every attempt and
 // every wait. A retriable response is dropped before anything reaches the client; once the
-// response has started there is no retry. The request body is kept for replays up to a bound
-// (Envoy's per_connection_buffer_limit, 1 MiB): past it nothing is kept and the request is not
-// retried. Exhausted retries add the flag URX.
+// response has started there is no retry, and nothing more of the request body is kept. The
+// request body is kept for replays up to a bound (Envoy's per_connection_buffer_limit, 1 MiB):
+// past it nothing is kept and the request is not retried. Exhausted retries add the flag URX.
+// An attempt goes out as HTTP/1.1 in a tunnel, or over another Transport (forward-h2.ts: a
+// stream on a pooled HTTP/2 session); the loop is the same for both.
 import type { IncomingHttpHeaders } from 'node:http';
 import { Readable, type Duplex } from 'node:stream';
 import { HboneError } from '../../hbone/errors.ts';
@@ -22,8 +25,11 @@ const GRPC_CONDITIONS: Record<number, RetryCondition> = { 1: 'cancelled', 4: 'de
 /** Envoy's default per_connection_buffer_limit_bytes: the most of a request body kept for replays. */
 export const RETRY_BUFFER_BYTES = 1024 * 1024;
 
-/** How an attempt failed, when it did not end in a response passed on. */
-export type AttemptFailure = 'connect-failure' | 'reset' | 'per-try-timeout';
+/**
+ * How an attempt failed, when it did not end in a response passed on. `refused-stream`: the
+ * upstream never processed it (HTTP/2 REFUSED_STREAM, or past a GOAWAY's last stream).
+ */
+export type AttemptFailure = 'connect-failure' | 'reset' | 'refused-stream' | 'per-try-timeout';
 
 /** Whether a response with this status (and grpc-status, if in the headers) is retried by the policy. */
 export function retriableResponse(p: RetryPolicy, status: number, grpcStatus?: number): boolean {
@@ -36,12 +42,16 @@ export function retriableResponse(p: RetryPolicy, status: number, grpcStatus?: n
   return g !== undefined && on.has(g);
 }
 
-/** Whether a failure without a response is retried: 5xx and gateway-error count it as one (Envoy's reading). */
+/**
+ * Whether a failure without a response is retried, as Envoy's RetryStateImpl::wouldRetryFromReset:
+ * `reset` takes every kind (a connect failure is a reset too), 5xx and gateway-error count it as a
+ * 5xx, `connect-failure` and `refused-stream` take their own kind.
+ */
 export function retriableFailure(p: RetryPolicy, f: AttemptFailure): boolean {
   const on = p.retryOn;
-  if (on.has('5xx') || on.has('gateway-error')) return true;
+  if (on.has('reset') || on.has('5xx') || on.has('gateway-error')) return true;
   if (f === 'connect-failure') return on.has('connect-failure');
-  return on.has('reset');
+  return f === 'refused-stream' && on.has('refused-stream');
 }
 
 /** Envoy's JitteredExponentialBackOffStrategy: the wait before each retry, drawn from [0, (2^n - 1) x base), at most max. */
@@ -79,6 +89,8 @@ export class ReplayBody {
   private ended = false;
   private overflowed = false;
   private closed = false;
+  /** The response was passed on: no more retries, so nothing more is kept (a long stream holds no replay bytes). */
+  private stopped = false;
 
   constructor(
     private readonly src: Readable,
@@ -88,7 +100,7 @@ export class ReplayBody {
     src.on('data', (c: Buffer) => {
       if (this.closed) return; // read and dropped, as node:http drops an unread body
       this.total += c.length;
-      if (!this.overflowed) {
+      if (!this.overflowed && !this.stopped) {
         if (this.held + c.length > limit) {
           this.overflowed = true;
           this.release();
@@ -124,6 +136,12 @@ export class ReplayBody {
     if (this.ended) s.push(null);
     this.current = s;
     return s;
+  }
+
+  /** No attempt will follow the current one: what was kept is let go, the rest streams through. */
+  stopKeeping(): void {
+    this.stopped = true;
+    this.release();
   }
 
   /** The request is done: nothing more is kept, the rest of the body (if any) is read and dropped. */
@@ -167,14 +185,28 @@ export function nextEndpoint(p: RetryPolicy, balancer: Balancer, cluster: string
 
 export const endpointKey = (e: Endpoint) => `${e.address}:${e.port}`;
 
-export interface RetryRun {
+type Target = { endpoint: Endpoint; identity: string };
+
+/** One attempt's connection, ready to carry the exchange. */
+export interface Attempt<X extends Exchange> {
+  send(x: X, timeoutMs: number): Promise<ForwardResult>;
+  /** The route deadline passed while connecting: let the connection go (or keep it pooled). */
+  abandon(): void;
+}
+
+/** How attempts reach an endpoint: connect throws (HboneError) when it cannot, a connect failure. */
+export interface Transport<X extends Exchange> {
+  connect(target: Target): Promise<Attempt<X>>;
+}
+
+export interface RetryRun<X extends Exchange = Exchange> {
   policy: RetryPolicy;
   /** The route timeout (0: none): it covers every attempt and every wait between them. */
   timeoutMs: number;
   random: () => number;
   upstream: UpstreamOptions;
   /** The request and response, as for a single forward (its body is the client's request). */
-  exchange: Omit<Exchange, 'accept'>;
+  exchange: Omit<X, 'accept'>;
   bufferLimit: number;
   meter?: ReplayMeter;
   first: { endpoint: Endpoint; identity: string };
@@ -188,6 +220,18 @@ export interface RetryRun {
   open?(target: { endpoint: Endpoint; identity: string }): Promise<Duplex>;
   /** For a tunnel that may be kept after its exchange: how to hand it back (with the endpoint's keep-alive hint). */
   keep?(tunnel: Duplex, target: { endpoint: Endpoint; identity: string }): (hintMs: number | undefined) => void;
+  /** Another way to the endpoints (HTTP/2 sessions); default HTTP/1.1 in a tunnel (open, keep). */
+  transport?: Transport<X>;
+}
+
+/** HTTP/1.1 in a tunnel: a new one each attempt, or the run's pooled ones. */
+function tunnels(run: Pick<RetryRun, 'upstream' | 'open' | 'keep'>): Transport<Exchange> {
+  return {
+    connect: async (target) => {
+      const tunnel = await (run.open ? run.open(target) : openTunnel(run.upstream, target.endpoint, target.identity, {}));
+      return { send: (x, timeoutMs) => forwardOver(tunnel, x, timeoutMs, run.keep?.(tunnel, target)), abandon: () => tunnel.destroy() };
+    },
+  };
 }
 
 export interface RetryResult extends ForwardResult {
@@ -197,8 +241,9 @@ export interface RetryResult extends ForwardResult {
 const grpcStatusIn = (h: IncomingHttpHeaders) => (h['grpc-status'] === undefined ? undefined : Number(h['grpc-status']));
 
 /** Forwards with retries; on failure nothing has been written to the client (the caller answers locally). */
-export async function forwardWithRetries(run: RetryRun): Promise<RetryResult> {
+export async function forwardWithRetries<X extends Exchange>(run: RetryRun<X>): Promise<RetryResult> {
   const { policy } = run;
+  const transport: Transport<X> = run.transport ?? tunnels(run);
   const deadline = run.timeoutMs > 0 ? Date.now() + run.timeoutMs : Infinity;
   const body = new ReplayBody(run.exchange.body, run.bufferLimit, run.meter);
   const backoff = new Backoff(policy.backoff, run.random);
@@ -208,6 +253,8 @@ export async function forwardWithRetries(run: RetryRun): Promise<RetryResult> {
   let target = run.first;
   let retriesLeft = policy.numRetries;
   let attempts = 0;
+  /** The response passed on was one the policy retries (by its headers). */
+  let passedRetriable = false;
   const canRetry = () => retriesLeft > 0 && body.replayable && !gone;
   const done = (r: ForwardResult, exhausted = false): RetryResult => {
     body.close();
@@ -225,16 +272,23 @@ export async function forwardWithRetries(run: RetryRun): Promise<RetryResult> {
       let r: ForwardResult;
       let failure: AttemptFailure | undefined;
       try {
-        const tunnel = await beforeDeadline(run.open ? run.open(target) : openTunnel(run.upstream, target.endpoint, target.identity, {}), deadline);
-        if (!tunnel) {
+        const attempt = await beforeDeadline(transport.connect(target), deadline);
+        if (!attempt) {
           const late: ForwardResult = { status: 504, flags: 'UT', details: `route timeout ${run.timeoutMs} ms (while connecting)`, requestBytes: 0, responseBytes: 0 };
           run.onAttemptResult?.(target.endpoint, late);
           return done(late);
         }
-        const x: Exchange = { ...run.exchange, body: body.stream(), accept: (status, h) => !(canRetry() && retriableResponse(policy, status, grpcStatusIn(h))) };
-        r = await forwardOver(tunnel, x, attemptTimeout, run.keep?.(tunnel, target));
+        const accept = (status: number, h: IncomingHttpHeaders) => {
+          // Judged on the headers alone: a gRPC status in the trailers of a response that began is never retried, nor URX.
+          passedRetriable = retriableResponse(policy, status, grpcStatusIn(h));
+          if (passedRetriable && canRetry()) return false;
+          body.stopKeeping();
+          return true;
+        };
+        const x = { ...run.exchange, body: body.stream(), accept } as X;
+        r = await attempt.send(x, attemptTimeout);
         if (r.flags === 'UT' && !r.discarded && r.status === 504 && perTry) failure = 'per-try-timeout';
-        else if (r.flags === 'UC') failure = 'reset';
+        else if (r.flags === 'UC' || r.reset) failure = r.reset === 'refused' ? 'refused-stream' : 'reset';
       } catch (e) {
         if (gone) {
           const left: ForwardResult = { status: 0, flags: 'DC', details: (e as Error).message, requestBytes: 0, responseBytes: 0 };
@@ -252,7 +306,7 @@ export async function forwardWithRetries(run: RetryRun): Promise<RetryResult> {
         if (gone) return done({ ...r, status: 0, flags: 'DC', details: 'downstream went away' });
       } else if (!failure) {
         // Passed on to the client: a retriable one that could not be retried any more is URX.
-        return done(r, r.flags === '-' && retriesLeft === 0 && body.replayable && retriableResponse(policy, r.status, r.grpcStatus));
+        return done(r, r.flags === '-' && retriesLeft === 0 && body.replayable && passedRetriable);
       } else if (run.exchange.headersSent() || !canRetry() || !retriableFailure(policy, failure)) {
         return done(r, retriesLeft === 0 && retriableFailure(policy, failure));
       }
@@ -273,8 +327,8 @@ export async function forwardWithRetries(run: RetryRun): Promise<RetryResult> {
   }
 }
 
-/** The tunnel, or undefined when the route deadline passes first (a tunnel opened later is closed). */
-async function beforeDeadline(open: Promise<Duplex>, deadline: number): Promise<Duplex | undefined> {
+/** The attempt's connection, or undefined when the route deadline passes first (one made later is abandoned). */
+async function beforeDeadline<A extends { abandon(): void }>(open: Promise<A>, deadline: number): Promise<A | undefined> {
   if (!Number.isFinite(deadline)) return open;
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<undefined>((resolve) => {
@@ -282,7 +336,7 @@ async function beforeDeadline(open: Promise<Duplex>, deadline: number): Promise<
   });
   try {
     const t = await Promise.race([open, late]);
-    if (!t) void open.then((d) => d.destroy(), () => {});
+    if (!t) void open.then((a) => a.abandon(), () => {});
     return t;
   } finally {
     clearTimeout(timer);
