@@ -11,9 +11,10 @@ export const END_GRACE_MS = 1000;
 /** Ends our half and lets the far side end its own; destroyed (a reset) only if it has not within `graceMs`. */
 export function endTunnel(t: Duplex, graceMs = END_GRACE_MS): void {
   if (t.destroyed) return;
-  if (!t.writable && t.readableEnded) return void t.destroy(); // both halves done: nothing left to reset
+  // Even with both halves ended, destroy() now could reset a stream whose END_STREAM is still queued:
+  // the stream closes by itself once both are through, and the timer is only for a far side that never ends.
   const timer = setTimeout(() => t.destroy(), graceMs).unref();
   t.once('close', () => clearTimeout(timer));
   t.resume(); // the stream closes only once its readable half has ended: drop what is left
-  t.end();
+  if (t.writable) t.end();
 }
