@@ -1,3 +1,4 @@
+import { constants } from 'node:http2';
 import type { Server, Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HboneError } from '../../src/hbone/errors.ts';
@@ -143,4 +144,30 @@ describe.each(['node', 'native'] as const)('HBONE pool (%s sessions)', (kind) =>
     expect(hb.outcomes.at(-1)).toMatchObject({ status: 0 });
     expect(late.destroyed).toBe(true);
   });
+});
+
+// RFC 9113 6.8: streams above a GOAWAY's last stream id were never processed, whatever its code, and
+// may be retried elsewhere (Envoy retries them as refused streams); a peer ending a session with
+// GOAWAY(INTERNAL_ERROR) must not fail the CONNECTs it never looked at.
+it('retries on a new session a CONNECT that a GOAWAY (with an error) left unprocessed (node sessions)', async () => {
+  const pool = new HbonePool();
+  pools.push(pool);
+  const { req, dials } = counted();
+  await roundTrip(await pool.connect(req), 'stream 1');
+  const decide = hb.decide;
+  let first = true;
+  hb.decide = async (r) => {
+    if (!first) return decide(r);
+    first = false;
+    const session = r.stream.session!;
+    session.goaway(constants.NGHTTP2_INTERNAL_ERROR, 1); // processed stream 1 only: not this one (3)
+    await new Promise((res) => session.once('close', res));
+    return { status: 503, reason: 'session gone' };
+  };
+  try {
+    await roundTrip(await pool.connect(req), 'after a GOAWAY');
+  } finally {
+    hb.decide = decide;
+  }
+  expect(dials.length).toBe(2);
 });

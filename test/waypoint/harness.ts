@@ -176,7 +176,7 @@ export interface Backend {
  * Some paths misbehave, each counting its own requests: `/flaky` answers 503 to every other one
  * (the first included), `/grpc-flaky` the same as a gRPC UNAVAILABLE (trailers-only),
  * `/sometimes-slow` takes 2 s every other time, `/fail/<code>` always answers that status, `/slow`
- * always takes 2 s.
+ * always takes 2 s. `/echo` answers with the request's body.
  */
 async function backend(cleanup: Cleanup, ca: TestCa, name: string): Promise<Backend> {
   const seen: Backend['seen'] = [];
@@ -188,6 +188,8 @@ async function backend(cleanup: Cleanup, ca: TestCa, name: string): Promise<Back
     return n % 2 === 0;
   };
   const server = http.createServer((req, res) => {
+    // `/echo` streams the request body back as it arrives.
+    if (req.url?.startsWith('/echo')) return void req.pipe(res.writeHead(200, { 'content-type': 'application/octet-stream' }));
     let body = 0;
     req.on('data', (c: Buffer) => (body += c.length));
     req.on('end', () => {
@@ -313,7 +315,8 @@ export async function stand(cleanup: Cleanup, objects: KObject[], opts: Partial<
     mesh: meshIndex(),
     registry,
     accessLog: sink,
-    dial: (address) => connectTo(hbonePorts[address] ?? 1),
+    // As the waypoint's own dial (dialTcp): no Nagle delay on the HBONE connections.
+    dial: async (address) => (await connectTo(hbonePorts[address] ?? 1)).setNoDelay(true),
     ...opts,
   });
   await waypoint.listen({ port: 0, host: '127.0.0.1' });

@@ -76,7 +76,12 @@ export interface JsTunnel extends HboneTunnel {
 
 /** The pool's view of a Node HTTP/2 client session. */
 class JsPoolSession implements PoolSession<JsTunnel> {
-  constructor(private readonly session: ClientHttp2Session) {}
+  /** The last stream the peer's GOAWAY says it processed, once one came. */
+  private goawayLast?: number;
+
+  constructor(private readonly session: ClientHttp2Session) {
+    session.once('goaway', (_code: number, last: number) => (this.goawayLast = last));
+  }
 
   request(req: HboneConnectRequest, timeoutMs: number, released: () => void): Promise<JsTunnel> {
     let stream: ClientHttp2Stream;
@@ -89,7 +94,11 @@ class JsPoolSession implements PoolSession<JsTunnel> {
     stream.on('error', () => {});
     stream.once('close', released);
     const pending = new PendingConnect<JsTunnel>(req.authority, timeoutMs, () => stream.close(constants.NGHTTP2_CANCEL));
-    const onClose = () => pending.closed(stream.rstCode ?? constants.NGHTTP2_NO_ERROR);
+    // Above a GOAWAY's last stream id the peer never processed the stream, whatever the GOAWAY's code
+    // (RFC 9113 6.8; Node destroys a session on an error GOAWAY, with that code as the streams'):
+    // refused, so the pool retries it on another session.
+    const unprocessed = () => this.goawayLast !== undefined && !(stream.id !== undefined && stream.id <= this.goawayLast);
+    const onClose = () => pending.closed(unprocessed() ? constants.NGHTTP2_REFUSED_STREAM : stream.rstCode ?? constants.NGHTTP2_NO_ERROR);
     stream.once('close', onClose);
     stream.once('response', (headers) => {
       stream.off('close', onClose);

@@ -14,6 +14,7 @@ import { formatAuthority } from '../../hbone/authority.ts';
 import type { HbonePool } from '../../hbone/pool.ts';
 import { HBONE_PORT, type Credentials } from '../../hbone/settings.ts';
 import { buffersOnly } from '../buffers-only.ts';
+import { endTunnel } from './end-tunnel.ts';
 import type { Endpoint } from '../router/table.ts';
 
 export interface UpstreamOptions {
@@ -150,7 +151,8 @@ export function forwardOver(tunnel: Duplex, x: Exchange, timeoutMs: number, keep
           keepAlive(hint);
         };
         if (freed) kept();
-      } else if (!tunnel.destroyed) tunnel.destroy();
+      } else if (!discarded && flags === '-' && up.writableFinished && res?.complete) endTunnel(tunnel);
+      else if (!tunnel.destroyed) tunnel.destroy();
       resolve({ status, flags, details, requestBytes, responseBytes, grpcStatus, ...(discarded ? { discarded } : {}) });
     };
     const headers = keepAlive ? { ...x.headers, connection: 'keep-alive' } : x.headers;

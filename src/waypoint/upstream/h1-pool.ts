@@ -9,6 +9,7 @@
 import type { Duplex } from 'node:stream';
 import { formatAuthority } from '../../hbone/authority.ts';
 import type { Endpoint } from '../router/table.ts';
+import { endTunnel } from './end-tunnel.ts';
 import { openTunnel, type UpstreamOptions } from './forward.ts';
 
 export interface H1Limits {
@@ -54,16 +55,22 @@ export class H1Tunnels {
     const key = keyOf(endpoint, identity);
     const list = this.idle.get(key) ?? [];
     const ms = Math.min(this.limits.idleMs, hintMs ?? Infinity);
-    if (t.destroyed || !t.writable || ms <= 0 || list.length >= this.limits.maxIdlePerEndpoint || this.held.size >= this.limits.maxIdle) return void t.destroy();
+    if (t.destroyed || !t.writable) return void t.destroy();
+    // Not kept: ended, not reset (a reset per request would trip the server's rapid-reset limit; end-tunnel.ts).
+    if (ms <= 0 || list.length >= this.limits.maxIdlePerEndpoint || this.held.size >= this.limits.maxIdle) return void endTunnel(t);
     const drop = () => {
       this.unhold(t);
       t.destroy();
+    };
+    const expire = () => {
+      this.unhold(t);
+      endTunnel(t);
     };
     t.on('data', drop); // an idle connection has nothing to say; bytes now are a broken or hostile endpoint
     t.once('end', drop);
     t.once('close', drop);
     t.on('error', drop);
-    this.held.set(t, { key, timer: setTimeout(drop, ms).unref(), drop });
+    this.held.set(t, { key, timer: setTimeout(expire, ms).unref(), drop });
     list.push(t);
     this.idle.set(key, list);
   }

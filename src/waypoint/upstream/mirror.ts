@@ -5,10 +5,11 @@
 // TIMEOUT_MS, and no error of a mirror reaches the main request.
 import http, { type OutgoingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
-import type { Readable } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import type { MeshIndex } from '../mesh.ts';
 import type { Endpoint, Route, RoutingTable } from '../router/table.ts';
 import type { Balancer } from './balancer.ts';
+import { endTunnel } from './end-tunnel.ts';
 import { openTunnel, type UpstreamOptions } from './forward.ts';
 
 export const MAX_BODY = 64 * 1024;
@@ -75,12 +76,14 @@ function send(o: UpstreamOptions, t: MirrorTarget, req: { method: string; url: s
   inFlight++;
   let finished = false;
   let up: http.ClientRequest | undefined;
-  let tunnelRef: { destroy(): void } | undefined;
-  const finish = () => {
+  let tunnelRef: Duplex | undefined;
+  /** `clean`: the response ended, so the tunnel ends too (no reset; see end-tunnel.ts). */
+  const finish = (clean?: unknown) => {
     if (finished) return;
     finished = true;
     inFlight--;
     clearTimeout(timer);
+    if (clean === true && tunnelRef) return void endTunnel(tunnelRef);
     up?.destroy();
     tunnelRef?.destroy();
   };
@@ -99,7 +102,7 @@ function send(o: UpstreamOptions, t: MirrorTarget, req: { method: string; url: s
       up.on('error', finish);
       up.on('response', (res) => {
         res.on('error', finish);
-        res.on('end', finish);
+        res.on('end', () => finish(true));
         res.resume();
       });
       up.end(body);

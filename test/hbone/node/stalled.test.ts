@@ -1,11 +1,12 @@
-// destroyWhenStalled on Node's HBONE server: a session nghttp2 ended with GOAWAY goes at once
-// (hbone-regressions.test.ts), but a live peer that merely stops reading keeps its session.
-import type { Server } from 'node:net';
-import tls from 'node:tls';
+// destroyWhenStalled on Node's HBONE server: a live peer that merely stops reading keeps its
+// session, and so does a busy one whose frames are queued whenever it is looked at.
+import http2, { type ServerHttp2Session } from 'node:http2';
+import type { AddressInfo, Server } from 'node:net';
+import tls, { type TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createHboneServer } from '../../../src/hbone/node/server.ts';
-import { STALL_CHECK_MS } from '../../../src/hbone/node/stalled.ts';
-import type { Credentials } from '../../../src/hbone/settings.ts';
+import { STALL_CHECK_MS, destroyWhenStalled } from '../../../src/hbone/node/stalled.ts';
+import { ALPN, secureContextOptions, type Credentials } from '../../../src/hbone/settings.ts';
 import { connectBlock, encodeInput, F, T, type Frame } from '../../fuzz/h2frames.ts';
 import { connectTo, startHbone, tcpServer, until, type TestServer } from '../harness.ts';
 import { createCa } from '../pki.ts';
@@ -83,5 +84,40 @@ it('releases the session of a peer that stopped reading and left once the keepal
     await until(() => server.stats().sessions === 0, 5000 + 3 * STALL_CHECK_MS, 'the session to be released');
   } finally {
     await server.drain(100);
+  }
+});
+
+it('keeps a busy session that has frames queued whenever it is checked', async () => {
+  const checkMs = 50;
+  const h2 = http2.createServer();
+  const sessions: ServerHttp2Session[] = [];
+  const server = tls.createServer({ ...secureContextOptions(serverCreds), ALPNProtocols: ALPN }, (sock: TLSSocket) => h2.emit('connection', sock));
+  h2.on('session', (session: ServerHttp2Session) => {
+    sessions.push(session);
+    session.on('error', () => {});
+    // Queues a frame each check interval just before the check runs (same due time, created first):
+    // a session busy enough that frames wait for the end of the event-loop turn at every look.
+    const busy = setInterval(() => {
+      if (!session.destroyed) session.ping(() => {});
+    }, checkMs);
+    session.once('close', () => clearInterval(busy));
+    destroyWhenStalled(session, session.socket as TLSSocket, checkMs);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const client = http2.connect(`https://127.0.0.1:${(server.address() as AddressInfo).port}`, {
+    ...secureContextOptions(clientCreds),
+    ALPNProtocols: ALPN,
+    checkServerIdentity: () => undefined,
+  });
+  client.on('error', () => {});
+  try {
+    await until(() => sessions.length === 1, 5000, 'the session');
+    await new Promise((r) => setTimeout(r, 20 * checkMs));
+    expect(sessions[0]!.destroyed).toBe(false);
+    expect(client.destroyed).toBe(false);
+  } finally {
+    client.destroy();
+    sessions.forEach((x) => x.destroy());
+    server.close();
   }
 });
