@@ -460,7 +460,7 @@ const md = [
   '',
   ...hot.map((x) => `- ${x.selfPct} % ${x.fn}`),
   '',
-  'Waypoint profile (self time, whole run), by part of the work, by source file and by function:',
+  'Waypoint profile (self time, whole run): by part of the work (share of all busy samples), then by source file and by function (share of the samples with a JavaScript frame or GC, without the native part):',
   '',
   ...wpParts.map((x) => `- ${x.selfPct} % ${x.part}`),
   '',
