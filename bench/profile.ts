@@ -9,32 +9,42 @@ interface CpuProfile {
   timeDeltas: number[];
 }
 
-/** Self time per function, or per source file with `byFile` (where a proxy's CPU goes, by part). */
-export function hotFunctions(dir: string, top = 15, byFile = false): { fn: string; selfPct: number }[] {
-  const self = new Map<string, number>();
-  let total = 0;
+/** Every sample of the profiles in `dir`: its own frame and its duration (µs). */
+function eachSample(dir: string, f: (frame: CpuProfile['nodes'][number]['callFrame'], dt: number) => void): void {
   let files: string[] = [];
   try {
-    files = readdirSync(dir).filter((f) => f.endsWith('.cpuprofile'));
+    files = readdirSync(dir).filter((n) => n.endsWith('.cpuprofile'));
   } catch {}
-  for (const f of files) {
-    const p = JSON.parse(readFileSync(join(dir, f), 'utf8')) as CpuProfile;
+  for (const file of files) {
+    const p = JSON.parse(readFileSync(join(dir, file), 'utf8')) as CpuProfile;
     const byId = new Map(p.nodes.map((n) => [n.id, n]));
-    p.samples.forEach((id, i) => {
-      const n = byId.get(id)!;
-      const dt = p.timeDeltas[i] ?? 0;
-      const name = n.callFrame.functionName || '(anonymous)';
-      if (name === '(idle)' || name === '(program)') return;
-      const where = n.callFrame.url.replace(/^file:\/\/.*?\/(src|node_modules)\//, '$1/').replace(/^node:/, 'node:');
-      const key = byFile ? where || name : `${name} ${where ? `(${where}${n.callFrame.lineNumber >= 0 ? `:${n.callFrame.lineNumber + 1}` : ''})` : ''}`.trim();
-      self.set(key, (self.get(key) ?? 0) + dt);
-      total += dt;
-    });
+    p.samples.forEach((id, i) => f(byId.get(id)!.callFrame, p.timeDeltas[i] ?? 0));
   }
-  return [...self.entries()]
-    .sort((a, b) => b[1] - a[1])
+}
+
+/** Self time per key (undefined: the sample is not counted), in percent, largest first. */
+function shares(dir: string, keyOf: (frame: CpuProfile['nodes'][number]['callFrame']) => string | undefined): [string, number][] {
+  const self = new Map<string, number>();
+  let total = 0;
+  eachSample(dir, (frame, dt) => {
+    const key = keyOf(frame);
+    if (key === undefined) return;
+    self.set(key, (self.get(key) ?? 0) + dt);
+    total += dt;
+  });
+  return [...self.entries()].sort((a, b) => b[1] - a[1]).map(([k, t]) => [k, Math.round((t / Math.max(1, total)) * 1000) / 10]);
+}
+
+/** Self time per function, or per source file with `byFile`, of the samples with a JavaScript frame or GC. */
+export function hotFunctions(dir: string, top = 15, byFile = false): { fn: string; selfPct: number }[] {
+  return shares(dir, (c) => {
+    const name = c.functionName || '(anonymous)';
+    if (name === '(idle)' || name === '(program)') return undefined;
+    const where = c.url.replace(/^file:\/\/.*?\/(src|node_modules)\//, '$1/');
+    return byFile ? where || name : `${name} ${where ? `(${where}${c.lineNumber >= 0 ? `:${c.lineNumber + 1}` : ''})` : ''}`.trim();
+  })
     .slice(0, top)
-    .map(([fn, t]) => ({ fn, selfPct: Math.round((t / Math.max(1, total)) * 1000) / 10 }));
+    .map(([fn, selfPct]) => ({ fn, selfPct }));
 }
 
 /** The parts of a Node proxy's work a sample's own frame belongs to, first match wins. */
@@ -54,23 +64,5 @@ const PARTS: [string, (name: string, url: string) => boolean][] = [
 
 /** Self time per part of the work (PARTS), in percent of all non-idle samples. */
 export function profileParts(dir: string): { part: string; selfPct: number }[] {
-  const by = new Map<string, number>();
-  let total = 0;
-  let files: string[] = [];
-  try {
-    files = readdirSync(dir).filter((f) => f.endsWith('.cpuprofile'));
-  } catch {}
-  for (const f of files) {
-    const p = JSON.parse(readFileSync(join(dir, f), 'utf8')) as CpuProfile;
-    const byId = new Map(p.nodes.map((n) => [n.id, n]));
-    p.samples.forEach((id, i) => {
-      const { functionName: name, url } = byId.get(id)!.callFrame;
-      if (name === '(idle)') return;
-      const dt = p.timeDeltas[i] ?? 0;
-      const part = PARTS.find(([, test]) => test(name, url))?.[0] ?? 'other';
-      by.set(part, (by.get(part) ?? 0) + dt);
-      total += dt;
-    });
-  }
-  return [...by.entries()].sort((a, b) => b[1] - a[1]).map(([part, t]) => ({ part, selfPct: Math.round((t / Math.max(1, total)) * 1000) / 10 }));
+  return shares(dir, (c) => (c.functionName === '(idle)' ? undefined : (PARTS.find(([, test]) => test(c.functionName, c.url))?.[0] ?? 'other'))).map(([part, selfPct]) => ({ part, selfPct }));
 }

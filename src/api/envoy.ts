@@ -19,7 +19,8 @@ export const TCP_PROXY = 'envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
 /** A cluster's upstream HTTP version (its typed_extension_protocol_options entry has this name). */
 export const HTTP_PROTOCOL_OPTIONS = 'envoy.extensions.upstreams.http.v3.HttpProtocolOptions';
 
-const FILES = [
+/** The .proto files of the messages and extensions weft speaks. */
+export const ENVOY_FILES = [
   'envoy/config/listener/v3/listener.proto',
   'envoy/config/route/v3/route.proto',
   'envoy/config/cluster/v3/cluster.proto',
@@ -42,7 +43,7 @@ function envoyRoot(): protobuf.Root {
     // as for the ADS service: nothing reads those options. Rebuilt without the files' text.
     const r = new protobuf.Root();
     r.resolvePath = (_origin, target) => (OPTION_ONLY.test(target) ? null : PROTO_DIRS.map((d) => join(d, target)).find((p) => existsSync(p)) ?? target) as string;
-    r.loadSync(FILES, { keepCase: false });
+    r.loadSync(ENVOY_FILES, { keepCase: false });
     root = compactRoot(r);
   }
   return root;

@@ -7,24 +7,9 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import protobuf from 'protobufjs';
 import { describe, expect, it } from 'vitest';
-import { decodeEnvoy, envoyType, HCM, HTTP_PROTOCOL_OPTIONS } from '../../src/api/envoy.ts';
+import { decodeEnvoy, ENVOY_FILES as FILES, envoyType, HCM, HTTP_PROTOCOL_OPTIONS } from '../../src/api/envoy.ts';
 import { PROTO_DIRS } from '../../src/api/protos.ts';
 
-const FILES = [
-  'envoy/config/listener/v3/listener.proto',
-  'envoy/config/route/v3/route.proto',
-  'envoy/config/cluster/v3/cluster.proto',
-  'envoy/config/endpoint/v3/endpoint.proto',
-  'envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto',
-  'envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.proto',
-  'envoy/extensions/upstreams/http/v3/http_protocol_options.proto',
-  'envoy/extensions/filters/http/router/v3/router.proto',
-  'envoy/extensions/filters/http/fault/v3/fault.proto',
-  'envoy/extensions/filters/http/local_ratelimit/v3/local_rate_limit.proto',
-  'envoy/extensions/load_balancing_policies/round_robin/v3/round_robin.proto',
-  'envoy/extensions/load_balancing_policies/least_request/v3/least_request.proto',
-  'envoy/extensions/load_balancing_policies/random/v3/random.proto',
-];
 
 /** The whole tree as protobufjs parses it, annotations and google/protobuf/descriptor.proto included. */
 function parsedTree(): protobuf.Root {
