@@ -24,3 +24,6 @@ export const LOCAL_BODY: Readonly<Record<string, string>> = {
   RL: RATE_LIMITED_BODY,
   UO: 'upstream connect error or disconnect/reset before headers. reset reason: overflow',
 };
+
+/** UR's body when the upstream refused the stream (RST_STREAM REFUSED_STREAM), as Envoy words it. */
+export const REFUSED_STREAM_BODY = 'upstream connect error or disconnect/reset before headers. reset reason: remote refused stream reset';

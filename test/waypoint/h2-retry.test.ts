@@ -155,10 +155,10 @@ describe('waypoint retries to HTTP/2 upstreams', () => {
     await idle(s);
     expect([...logOf(s, 'refuse'), ...logOf(s, 'goaway')].map((l) => l.response_flags)).toEqual(Array(8).fill('-'));
 
-    // A route that retries only connect failures passes the refused stream on as Envoy's 503 UR.
+    // A route that retries only connect failures passes the refused stream on as Envoy's 503 UR, in Envoy's words.
     const r = await c.request('/refuse/once', { headers: { host: 'proto', 'x-no-retry': '1' } });
     expect(r.status).toBe(503);
-    expect(r.body).toBe('upstream connect error or disconnect/reset before headers. reset reason: remote reset');
+    expect(r.body).toBe('upstream connect error or disconnect/reset before headers. reset reason: remote refused stream reset');
     expect(h2Seen(s, '/refuse/once')).toHaveLength(1);
     await idle(s);
     expect(logOf(s, 'refuse-no-retry').at(-1)).toMatchObject({ response_code: 503, response_flags: 'UR' });
@@ -166,7 +166,9 @@ describe('waypoint retries to HTTP/2 upstreams', () => {
     // Any other RST_STREAM before a response is a reset: retried by retryOn reset, not by refused-stream.
     for (let i = 0; i < 2; i++) expect((await c.request(`/rst/${i}`, { headers: { host: 'proto' } })).status).toBe(200);
     expect(h2Seen(s, '/rst')).toHaveLength(4);
-    expect((await c.request('/rst/once', { headers: { host: 'proto', 'x-no-retry': '1' } })).status).toBe(503);
+    const rst = await c.request('/rst/once', { headers: { host: 'proto', 'x-no-retry': '1' } });
+    expect(rst.status).toBe(503);
+    expect(rst.body).toBe('upstream connect error or disconnect/reset before headers. reset reason: remote reset');
     await idle(s);
     expect(logOf(s, 'rst').map((l) => l.response_flags)).toEqual(['-', '-']);
     expect(logOf(s, 'refuse-no-retry').at(-1)).toMatchObject({ response_code: 503, response_flags: 'UR' });

@@ -18,7 +18,7 @@ import { planRequest, type Plan } from '../router/plan.ts';
 import type { Cluster, Endpoint, RoutingTable } from '../router/table.ts';
 import type { Balancer } from '../upstream/balancer.ts';
 import { injectFault } from '../filters/fault.ts';
-import { joinFlags, LOCAL_BODY } from '../response-flags.ts';
+import { joinFlags, LOCAL_BODY, REFUSED_STREAM_BODY } from '../response-flags.ts';
 import { endToEnd, forwardOver, openTunnel, type Exchange, type ForwardResult, type UpstreamOptions } from '../upstream/forward.ts';
 import { forwardWithRetries, nextEndpoint, RETRY_BUFFER_BYTES, type ReplayMeter, type RetryRun } from '../upstream/retry.ts';
 import { startMirrors } from '../upstream/mirror.ts';
@@ -64,13 +64,15 @@ type Req = IncomingMessage | Http2ServerRequest;
 type Res = ServerResponse | Http2ServerResponse;
 
 
-function localReply(res: Res, status: number, flags: string, extra?: Record<string, string>): number {
-  const body = flags.split(',').map((f) => LOCAL_BODY[f]).find(Boolean) ?? 'error';
+function localReply(res: Res, status: number, flags: string, extra?: Record<string, string>, body = flags.split(',').map((f) => LOCAL_BODY[f]).find(Boolean) ?? 'error'): number {
   if (res.headersSent || res.destroyed) return 0;
   res.writeHead(status, { ...extra, 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) });
   res.end(body);
   return Buffer.byteLength(body);
 }
+
+/** The local reply for a forward that failed before any response reached the client. */
+const failureReply = (res: Res, r: ForwardResult): number => localReply(res, r.status, r.flags, undefined, r.reset === 'refused' ? REFUSED_STREAM_BODY : undefined);
 
 function answer(res: Res, status: number, body: string): number {
   if (res.headersSent || res.destroyed) return 0;
@@ -267,7 +269,7 @@ async function forward(deps: RequestDeps, plan: ForwardPlan, target: Target, req
   };
   if (plan.retry) {
     const result = await forwardWithRetries(retryRun(deps, plan, target, exchange, report));
-    if (result.status >= 500 && result.flags !== '-' && !res.headersSent) result.responseBytes = localReply(res, result.status, result.flags);
+    if (result.status >= 500 && result.flags !== '-' && !res.headersSent) result.responseBytes = failureReply(res, result);
     return result;
   }
   const h1 = deps.h1;
@@ -282,7 +284,7 @@ async function forward(deps: RequestDeps, plan: ForwardPlan, target: Target, req
   }
   const result = await forwardOver(tunnel, exchange, plan.timeoutMs, h1 && ((hint) => h1.release(tunnel, plan.endpoint, plan.identity, hint)));
   report(plan.endpoint, result);
-  if (result.status >= 500 && result.flags !== '-' && !res.headersSent) result.responseBytes = localReply(res, result.status, result.flags);
+  if (result.status >= 500 && result.flags !== '-' && !res.headersSent) result.responseBytes = failureReply(res, result);
   return result;
 }
 
@@ -358,6 +360,6 @@ async function forwardToH2(deps: RequestDeps, pool: H2Sessions, plan: ForwardPla
     result = await forwardH2(session, exchange, plan.timeoutMs);
     report(plan.endpoint, result);
   }
-  if (result.status >= 500 && result.flags !== '-' && !res.headersSent) result.responseBytes = localReply(res, result.status, result.flags);
+  if (result.status >= 500 && result.flags !== '-' && !res.headersSent) result.responseBytes = failureReply(res, result);
   return result;
 }
