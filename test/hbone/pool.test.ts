@@ -149,8 +149,8 @@ describe.each(['node', 'native'] as const)('HBONE pool (%s sessions)', (kind) =>
 // RFC 9113 6.8: streams above a GOAWAY's last stream id were never processed, whatever its code, and
 // may be retried elsewhere (Envoy retries them as refused streams); a peer ending a session with
 // GOAWAY(INTERNAL_ERROR) must not fail the CONNECTs it never looked at.
-it('retries on a new session a CONNECT that a GOAWAY (with an error) left unprocessed (node sessions)', async () => {
-  const pool = new HbonePool();
+it.each(['node', 'native'] as const)('retries on a new session a CONNECT that a GOAWAY (with an error) left unprocessed (%s sessions)', async (kind) => {
+  const pool = new HbonePool<HboneTunnel>({ open: kind === 'native' ? nativeSessionOpener() : undefined });
   pools.push(pool);
   const { req, dials } = counted();
   await roundTrip(await pool.connect(req), 'stream 1');
