@@ -7,16 +7,10 @@
 // malformed responses) and non-2xx responses (and their codes).
 //   http-loadgen.ts HOST PORT RATE CONNECTIONS SECONDS [SIZE=1024] [WARMUP_SECONDS=1] [HOST_HEADER=HOST]
 import { connect, type Socket } from 'node:net';
-import { histogram, paced, percentiles } from './pacer.ts';
+import { histogram, loadArgs, paced, percentiles } from './pacer.ts';
 
-const [host, portS, rateS, connsS, secsS, sizeS, warmS, authority] = process.argv.slice(2);
-if (!host) throw new Error('usage: http-loadgen.ts HOST PORT RATE CONNECTIONS SECONDS [SIZE] [WARMUP_SECONDS] [HOST_HEADER]');
-const port = Number(portS);
-const rate = Number(rateS);
-const conns = Number(connsS);
-const seconds = Number(secsS);
-const size = Number(sizeS ?? 1024);
-const warmup = Number(warmS ?? 1);
+const { host, port, rate, conns, seconds, size, warmup, rest } = loadArgs(process.argv.slice(2), 'http-loadgen.ts HOST PORT RATE CONNECTIONS SECONDS [SIZE] [WARMUP_SECONDS] [HOST_HEADER]');
+const authority = rest[0];
 const request = Buffer.concat([
   Buffer.from(`POST / HTTP/1.1\r\nhost: ${authority ?? host}\r\ncontent-type: application/octet-stream\r\ncontent-length: ${size}\r\n\r\n`),
   Buffer.alloc(size, 0x62),

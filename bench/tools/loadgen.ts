@@ -3,15 +3,9 @@
 // (no coordinated omission). Prints one JSON line: percentiles in microseconds.
 //   loadgen.ts HOST PORT RATE CONNECTIONS SECONDS [SIZE=1024] [WARMUP_SECONDS=1]
 import { connect, type Socket } from 'node:net';
-import { histogram, paced, percentiles } from './pacer.ts';
+import { histogram, loadArgs, paced, percentiles } from './pacer.ts';
 
-const [host, portS, rateS, connsS, secsS, sizeS, warmS] = process.argv.slice(2);
-const port = Number(portS);
-const rate = Number(rateS);
-const conns = Number(connsS);
-const seconds = Number(secsS);
-const size = Number(sizeS ?? 1024);
-const warmup = Number(warmS ?? 1);
+const { host, port, rate, conns, seconds, size, warmup } = loadArgs(process.argv.slice(2), 'loadgen.ts HOST PORT RATE CONNECTIONS SECONDS [SIZE] [WARMUP_SECONDS]');
 const payload = Buffer.alloc(size, 0x62);
 const hist = histogram();
 
