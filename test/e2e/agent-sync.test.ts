@@ -9,7 +9,7 @@ import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { getJson, labName, leftovers, weft } from './helpers.ts';
+import { getJson, labName, leftovers, until, weft } from './helpers.ts';
 
 const FIXTURE = new URL('./fixtures/agent-sync-app.yaml', import.meta.url).pathname;
 const lab = labName('sync');
@@ -28,13 +28,6 @@ const configDump = (node: string) => JSON.parse(inNode(node, ['curl', '-s', '-m'
 function send(pod: string, url: string, marker: string) {
   const r = weft(['exec', '--name', lab, `mesh/${pod}`, '--', 'curl', '-s', '-m', '4', '-H', `x-marker: ${marker}`, '--data', marker, url], 30_000);
   return { code: r.code, body: r.stdout };
-}
-async function until(f: () => boolean, ms: number, what: string) {
-  const end = Date.now() + ms;
-  while (!f()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
 }
 
 /** tcpdump on node-0's link, from the segment side (everything node-0 sends or receives), bounded in packets. */

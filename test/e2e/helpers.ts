@@ -59,3 +59,12 @@ export function leftovers(lab: string): string[] {
   if (procs) out.push(`processes ${procs}`);
   return out;
 }
+
+/** Polls `f` every `everyMs` until it holds; throws naming `what` after `ms` (a bounded wait). */
+export async function until(f: () => boolean, ms: number, what: string, everyMs = 250): Promise<void> {
+  const end = Date.now() + ms;
+  while (!f()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}

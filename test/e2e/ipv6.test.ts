@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { getJson, labName, leftovers, podExec, weft } from './helpers.ts';
+import { getJson, labName, leftovers, podExec, until, weft } from './helpers.ts';
 
 const FIXTURE = new URL('./fixtures/ipv6-app.yaml', import.meta.url).pathname;
 const lab = labName('v6');
@@ -31,13 +31,6 @@ const curl = (pod: string, args: string[]) => {
   return { code: r.code, out: r.stdout };
 };
 const answer = (pod: string, url: string) => JSON.parse(podExec(lab, pod, ['curl', '-sf', '-m', '5', '--retry', '3', '--retry-connrefused', '--retry-delay', '1', url])) as { pod: string };
-async function until(f: () => boolean, ms: number, what: string) {
-  const end = Date.now() + ms;
-  while (!f()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
 
 describe('IPv6', () => {
   beforeAll(() => {

@@ -4,7 +4,7 @@
 // local rate limit, gRPC routing with statuses preserved, and WebSocket.
 import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { getJson, labName, leftovers, podExec, weft } from './helpers.ts';
+import { getJson, labName, leftovers, podExec, until as untilEvery, weft } from './helpers.ts';
 
 const FIXTURE = new URL('./fixtures/waypoint-l7-app.yaml', import.meta.url).pathname;
 const GRPC_CLIENT = new URL('./fixtures/grpc-client.mjs', import.meta.url).pathname;
@@ -40,13 +40,7 @@ function curlAll(args: string[]): { code: number; pod?: string; time: number }[]
   return res;
 }
 const count = <T>(xs: T[], f: (x: T) => boolean) => xs.filter(f).length;
-async function until(f: () => boolean, ms: number, what: string) {
-  const end = Date.now() + ms;
-  while (!f()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
+const until = (f: () => boolean, ms: number, what: string) => untilEvery(f, ms, what, 500);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('waypoint L7 features in the lab', () => {

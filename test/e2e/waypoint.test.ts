@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CertificateAuthority } from '../../src/control/ca/index.ts';
 import { createKeyAndCsr } from '../../src/identity/csr.ts';
-import { getJson, labName, leftovers, podExec, weft } from './helpers.ts';
+import { getJson, labName, leftovers, podExec, until, weft } from './helpers.ts';
 import { promtoolProblems } from '../telemetry/promtool.ts';
 
 const FIXTURE = new URL('./fixtures/waypoint-app.yaml', import.meta.url).pathname;
@@ -39,13 +39,6 @@ const requestsTotal = (text: string, match: Record<string, string> = {}) =>
     .reduce((n, l) => n + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
 const pods = (body: string) => [...body.matchAll(/"pod":"([^"]+)"/g)].map((m) => m[1]!);
 const curl = (pod: string, args: string[]) => podExec(lab, pod, ['curl', '-s', '-m', '30', ...args]);
-async function until(f: () => boolean, ms: number, what: string) {
-  const end = Date.now() + ms;
-  while (!f()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
 
 describe('waypoint in the lab', () => {
   beforeAll(async () => {

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKeyAndCsr } from '../../src/identity/csr.ts';
 import { CertificateAuthority } from '../../src/control/ca/index.ts';
-import { BIN, curlFrom, getJson, labName, leftovers, podExec, weft } from './helpers.ts';
+import { BIN, curlFrom, getJson, labName, leftovers, podExec, until, weft } from './helpers.ts';
 
 const FIXTURE = new URL('./fixtures/zero-trust-app.yaml', import.meta.url).pathname;
 const PROBE = new URL('./fixtures/hbone-probe.mjs', import.meta.url).pathname;
@@ -28,13 +28,6 @@ const agentLog = (node: string) =>
     .map((l) => JSON.parse(l) as Record<string, unknown>);
 /** curl from a pod; returns the exit code (0 = a full HTTP answer). */
 const curlCode = (pod: string, url: string) => weft(['exec', '--name', lab, pod, '--', 'curl', '-s', '-o', '/dev/null', '-m', '4', url], 20_000).code;
-async function until(f: () => boolean, ms: number, what: string) {
-  const end = Date.now() + ms;
-  while (!f()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
 
 describe('zero-trust L4', () => {
   beforeAll(() => {
