@@ -34,6 +34,13 @@ export const ENVOY_FILES = [
   'envoy/extensions/load_balancing_policies/round_robin/v3/round_robin.proto',
   'envoy/extensions/load_balancing_policies/least_request/v3/least_request.proto',
   'envoy/extensions/load_balancing_policies/random/v3/random.proto',
+  // Security and telemetry attached to a waypoint (AuthorizationPolicy, RequestAuthentication, Telemetry).
+  'envoy/extensions/filters/http/rbac/v3/rbac.proto',
+  'envoy/extensions/filters/network/rbac/v3/rbac.proto',
+  'envoy/extensions/filters/http/jwt_authn/v3/config.proto',
+  'envoy/extensions/filters/http/ext_authz/v3/ext_authz.proto',
+  'envoy/config/trace/v3/opentelemetry.proto',
+  'envoy/extensions/access_loggers/file/v3/file.proto',
 ];
 
 let root: protobuf.Root | undefined;

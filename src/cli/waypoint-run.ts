@@ -20,6 +20,7 @@ export function registerWaypointRun(waypoint: Command): void {
     .option('--trust-domain <td>', 'SPIFFE trust domain', 'cluster.local')
     .option('--namespace <ns>', "the waypoint's namespace (default: POD_NAMESPACE)")
     .option('--service-account <sa>', "the waypoint's service account (default: SERVICE_ACCOUNT)")
+    .option('--gateway <name>', "the waypoint's Gateway: what targets it applies here (default: ISTIO_META_WORKLOAD_NAME)")
     .option('--waypoint-for <kind>', 'service, workload, all or none (istio.io/waypoint-for; the control plane routes accordingly)', 'service')
     .option('--for-service-account <sa>', 'the one service account this waypoint serves (istio.io/for-service-account)')
     .option('--mesh-address <addr>', 'HBONE listener', '0.0.0.0:15008')

@@ -87,7 +87,7 @@ export function controlPlane(o: InstallOptions): [IServiceAccount, IClusterRole,
       clusterName,
       meta.labels,
       [
-        { apiGroups: [''], resources: ['namespaces', 'pods', 'services', 'serviceaccounts', 'nodes'], verbs: read },
+        { apiGroups: [''], resources: ['namespaces', 'pods', 'services', 'serviceaccounts', 'nodes', 'configmaps'], verbs: read },
         { apiGroups: ['discovery.k8s.io'], resources: ['endpointslices'], verbs: read },
         { apiGroups: ['security.istio.io'], resources: ['authorizationpolicies', 'peerauthentications', 'requestauthentications'], verbs: read },
         { apiGroups: ['networking.istio.io'], resources: ['serviceentries', 'workloadentries', 'destinationrules', 'virtualservices'], verbs: read },

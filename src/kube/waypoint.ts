@@ -227,6 +227,7 @@ export function waypointArgs(w: Waypoint, o: WaypointRenderOptions): string[] {
     '--token-file', WAYPOINT_TOKEN_PATH,
     '--root-cert', WAYPOINT_ROOT_CERT_PATH,
     '--trust-domain', o.trustDomain,
+    '--gateway', w.name,
     '--waypoint-for', w.for,
     ...(w.forServiceAccount ? ['--for-service-account', w.forServiceAccount] : []),
     '--mesh-address', `0.0.0.0:${WAYPOINT_PORTS.mesh}`,

@@ -38,6 +38,8 @@ export interface WaypointRunOptions {
   serviceAccount?: string;
   waypointFor?: string;
   forServiceAccount?: string;
+  /** The waypoint's Gateway (its name in its namespace): policies targeting it apply to all it serves. */
+  gateway?: string;
   meshAddress: string;
   statusAddress: string;
   metricsAddress: string;
@@ -96,7 +98,8 @@ export async function runWaypoint(o: WaypointRunOptions): Promise<void> {
     tls: { rootPem: () => readFileSync(o.rootCert, 'utf8'), serverName: o.controlServerName },
     token: o.tokenFile ? () => readFileSync(o.tokenFile!, 'utf8').trim() : undefined,
   };
-  const config = new WaypointConfig();
+  const gateway = o.gateway ?? process.env.ISTIO_META_WORKLOAD_NAME;
+  const config = new WaypointConfig({ log, ...(gateway && { gateway: { namespace: id.namespace, name: gateway } }) });
   // HTTP/1.1 tunnels to endpoints are kept for reuse (a CONNECT per request is the main cost otherwise).
   const waypoint = new Waypoint({ credentials, identity: uri, trustDomain: id.trustDomain, config, registry, accessLog: log, h1KeepAlive: {} });
   const mesh = new MeshWatch((m) => waypoint.setMesh(m));

@@ -147,7 +147,7 @@ export class Waypoint {
     this.tunnels.onTcp = (ctx, d) => {
       if (!('service' in ctx.target) || ctx.tcpFallback === undefined) return void d.destroy();
       const port = Number(ctx.destination.slice(ctx.destination.lastIndexOf(':') + 1));
-      void this.tcp.connect({ peerPrincipal: ctx.peerPrincipal, peerAddress: ctx.peerAddress, service: ctx.target.service, port, cluster: ctx.tcpFallback }).then(
+      void this.tcp.connect({ peerPrincipal: ctx.peerPrincipal, peerAddress: ctx.peerAddress, service: ctx.target.service, port, cluster: ctx.tcpFallback, listener: ctx.target.listener, destination: ctx.destination }).then(
         (decision) => (decision.status === 200 && 'acceptStream' in decision ? decision.acceptStream(d) : d.destroy()),
         () => d.destroy(),
       );
@@ -201,7 +201,7 @@ export class Waypoint {
     let target: TunnelContext['target'];
     // A TCP port (its listener a tcp_proxy): relayed as bytes, no HTTP parsed.
     const tcpCluster = svc && this.o.config.table.tcpListeners?.get(svc.listener);
-    if (svc && tcpCluster) return this.tcp.connect({ peerPrincipal, peerAddress, service: svc.service, port: svc.port, cluster: tcpCluster });
+    if (svc && tcpCluster) return this.tcp.connect({ peerPrincipal, peerAddress, service: svc.service, port: svc.port, cluster: tcpCluster, listener: svc.listener, destination });
     if (svc) target = { service: svc.service, listener: svc.listener };
     else {
       const workload = this.mesh.workload(authority.address);

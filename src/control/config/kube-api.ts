@@ -9,6 +9,8 @@ export interface KubeResource {
   kind: string;
   apiVersion: string; // "v1" for the core group, else "group/version"
   plural: string;
+  /** Only the objects matching it (a field selector), where istiod watches one object of a kind. */
+  fieldSelector?: string;
 }
 
 const core = (kind: string, plural: string): KubeResource => ({ kind, apiVersion: 'v1', plural });
@@ -24,6 +26,8 @@ export const KUBE_RESOURCES: readonly KubeResource[] = [
   core('Service', 'services'),
   group('discovery.k8s.io/v1')('EndpointSlice', 'endpointslices'),
   core('ServiceAccount', 'serviceaccounts'),
+  // The mesh configuration (model/mesh-config.ts): the ConfigMap `istio` only, as istiod reads it.
+  { ...core('ConfigMap', 'configmaps'), fieldSelector: 'metadata.name=istio' },
   core('Node', 'nodes'),
   security('AuthorizationPolicy', 'authorizationpolicies'),
   security('PeerAuthentication', 'peerauthentications'),
@@ -42,6 +46,9 @@ const prefix = (r: KubeResource) => (r.apiVersion.includes('/') ? `/apis/${r.api
 
 /** The collection across all namespaces, e.g. /apis/discovery.k8s.io/v1/endpointslices. */
 export const collectionPath = (r: KubeResource) => `${prefix(r)}/${r.plural}`;
+
+/** The collection as listed: with the resource's field selector, if it has one. */
+export const listPath = (r: KubeResource) => `${collectionPath(r)}${r.fieldSelector ? `?fieldSelector=${encodeURIComponent(r.fieldSelector)}` : ''}`;
 
 /** One object's path, e.g. /api/v1/namespaces/default/services/web: problems name it as their "file". */
 export const objectPath = (r: KubeResource, o: KubernetesObject) =>

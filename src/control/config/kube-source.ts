@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import type { ManifestProblem } from '../../kube/manifest.ts';
 import { isNamespaced, keyOf } from '../../kube/objects.ts';
 import { checkObject, DEFAULT_DEBOUNCE, Debouncer, EMPTY_SNAPSHOT, LastGoodStore, validateForControl, type Checked, type ConfigSnapshot, type DebounceOptions, type Validate } from './config-store.ts';
-import { collectionPath, getJson, KUBE_RESOURCES, ManagedWatch, objectPath, type HttpError, type KubeResource } from './kube-api.ts';
+import { collectionPath, getJson, KUBE_RESOURCES, listPath, ManagedWatch, objectPath, type HttpError, type KubeResource } from './kube-api.ts';
 
 export interface KubeSourceOptions {
   debounce?: DebounceOptions;
@@ -64,7 +64,7 @@ export class KubeSource extends EventEmitter {
     this.validate = opts.validate ?? validateForControl;
     this.watched = (opts.resources ?? KUBE_RESOURCES).map((res) => {
       const watch = new ManagedWatch(kc, () => this.served(w));
-      const w: Watched = { res, watch, informer: new ListWatch(collectionPath(res), watch, () => this.list(w), false), synced: false, missing: false, failures: 0 };
+      const w: Watched = { res, watch, informer: new ListWatch(collectionPath(res), watch, () => this.list(w), false, undefined, res.fieldSelector), synced: false, missing: false, failures: 0 };
       const changed = (obj: KubernetesObject, deleted: boolean) => {
         this.counters.events++;
         if (!this.started) return; // the first snapshot reads the caches whole
@@ -120,8 +120,8 @@ export class KubeSource extends EventEmitter {
       this.counters.relists++;
       this.resync = true;
     }
-    const body = (await getJson(this.kc, collectionPath(w.res), this.abort.signal)) as KubernetesListObject<KubernetesObject>;
-    if (!Array.isArray(body?.items)) throw new Error(`GET ${collectionPath(w.res)}: not a list`);
+    const body = (await getJson(this.kc, listPath(w.res), this.abort.signal)) as KubernetesListObject<KubernetesObject>;
+    if (!Array.isArray(body?.items)) throw new Error(`GET ${listPath(w.res)}: not a list`);
     w.synced = true;
     this.served(w);
     // ListWatch stores the items after this promise resolves, in the same run of microtasks.

@@ -25,6 +25,7 @@ import { startMirrors } from '../upstream/mirror.ts';
 import { forwardH2, h2Transport, type H2Exchange } from '../upstream/forward-h2.ts';
 import type { H2Sessions } from '../upstream/h2-sessions.ts';
 import type { H1Tunnels } from '../upstream/h1-pool.ts';
+import { runHttpFilters, type FilterReply, type FilterRequest, type HttpFilter } from '../filters/chain.ts';
 
 /** What the tunnel a request came through was for: decided once, at CONNECT. */
 export interface TunnelContext {
@@ -81,6 +82,20 @@ function answer(res: Res, status: number, body: string): number {
   return Buffer.byteLength(body);
 }
 
+/** The filters for the tunnel's target: its port's (merged with the waypoint's own), or the waypoint's own for a workload. */
+function filtersFor(table: RoutingTable, ctx: TunnelContext): readonly HttpFilter[] {
+  const f = 'service' in ctx.target ? table.filters?.get(ctx.target.listener) : table.ownFilters;
+  return f?.http ?? [];
+}
+
+/** A filter's local answer (a gRPC client gets it as a status too, as Envoy's local replies do). */
+function answerFiltered(res: Res, r: FilterReply): number {
+  if (res.headersSent || res.destroyed) return 0;
+  res.writeHead(r.status, { ...r.headers, 'content-type': 'text/plain', 'content-length': Buffer.byteLength(r.body) });
+  res.end(r.body);
+  return Buffer.byteLength(r.body);
+}
+
 export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: Req, res: Res): Promise<void> {
   const start = process.hrtime.bigint();
   const startTime = new Date();
@@ -95,6 +110,27 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
   const src = mesh.workload(ctx.peerIp);
   const grpc = String(req.headers['content-type'] ?? '').startsWith('application/grpc');
   const requestId = String(req.headers['x-request-id'] ?? '') || randomUUID();
+
+  // The Listener's filters (authentication, authorization...) before routing; their answer ends the request.
+  const filters = filtersFor(deps.table(), ctx);
+  if (filters.length) {
+    const fr: FilterRequest = {
+      method: req.method ?? 'GET', url, path, host, scheme: h2 ? (req as Http2ServerRequest).scheme || 'http' : 'http', protocol: h2 ? 'HTTP/2' : `HTTP/${req.httpVersion}`,
+      headers: req.headers, peerPrincipal: ctx.peerPrincipal, peerIp: ctx.peerIp, peerAddress: ctx.peerAddress, destination: ctx.destination,
+      ...('service' in ctx.target && { service: ctx.target.service }), grpc, metadata: new Map(),
+    };
+    const reply = await runHttpFilters(filters, fr);
+    if (reply) {
+      req.resume();
+      const responseBytes = answerFiltered(res, reply);
+      deps.telemetry.record({
+        startTime, method: req.method ?? '', path: url, protocol: fr.protocol, authority: host, responseCode: reply.status, responseFlags: reply.flags, details: reply.details,
+        bytesReceived: 0, bytesSent: responseBytes, durationMs: elapsedMs(start), routeName: '', requestId, userAgent: req.headers['user-agent'],
+        downstreamPeer: ctx.peerAddress, downstreamPrincipal: ctx.peerPrincipal, destination: ctx.destination, src, service: 'service' in ctx.target ? ctx.target.service : undefined, grpc,
+      });
+      return;
+    }
+  }
 
   let plan: Plan;
   let parsedQuery: URLSearchParams | undefined;

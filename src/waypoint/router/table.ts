@@ -2,6 +2,7 @@
 // and swapped in whole (xds/config.ts), so a request always sees one consistent view. Per service
 // port (the listener `host:port`) its route configuration; per cluster its endpoints.
 import type { RouteRateLimit } from '../filters/rate-limit.ts';
+import type { ListenerFilters } from '../filters/chain.ts';
 import type { FaultConfig, RetryPolicy } from './policies.ts';
 import type { DirectResponse, HeaderEdits, Redirect, RouteRewrite } from './actions.ts';
 
@@ -148,6 +149,10 @@ export interface RoutingTable {
   tcpListeners?: ReadonlyMap<string, string>;
   /** listener name -> the cluster that takes what is not HTTP on a port of undeclared protocol. */
   tcpFallback?: ReadonlyMap<string, string>;
+  /** listener name -> its filters merged with the waypoint's own (absent: none). */
+  filters?: ReadonlyMap<string, ListenerFilters>;
+  /** The waypoint's own filters (what targets its Gateway): for traffic addressed to a workload. */
+  ownFilters?: ListenerFilters;
 }
 
 export const EMPTY_TABLE: RoutingTable = { listeners: new Map(), routes: new Map(), clusters: new Map(), endpoints: new Map() };

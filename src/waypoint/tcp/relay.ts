@@ -17,6 +17,7 @@ import type { Balancer } from '../upstream/balancer.ts';
 import { openTunnel, type UpstreamOptions } from '../upstream/forward.ts';
 import type { L4Policy } from './l4-policy.ts';
 import { ipOf } from '../../util/peer-ip.ts';
+import { runNetworkFilters } from '../filters/chain.ts';
 
 export interface TcpDeps {
   table: () => RoutingTable;
@@ -48,6 +49,10 @@ export interface TcpTarget {
   service: Service;
   port: number;
   cluster: string;
+  /** The port's listener (`host:port`): its network filters (RBAC) run before anything is dialled. */
+  listener: string;
+  /** The CONNECT authority `ip:port`. */
+  destination: string;
 }
 
 /**
@@ -89,6 +94,12 @@ export class TcpRelays {
     const verdict = this.d.policy({ peerPrincipal: t.peerPrincipal, peerAddress: t.peerAddress, service: t.service, port: t.port });
     if (!verdict.allow) return refuse(401, 'RBAC', `denied${verdict.policy ? ` by ${verdict.policy}` : ''}: ${verdict.reason}`);
     const table = this.d.table();
+    const filters = table.filters?.get(t.listener)?.network;
+    if (filters?.length) {
+      const destinationIp = t.destination.slice(0, t.destination.lastIndexOf(':')).replace(/^\[|\]$/g, '');
+      const refused = runNetworkFilters(filters, { peerPrincipal: t.peerPrincipal, peerIp: ipOf(t.peerAddress), peerAddress: t.peerAddress, destination: t.destination, destinationIp, port: t.port, service: t.service });
+      if (refused) return refuse(401, refused.flags, `denied${refused.policy ? ` by ${refused.policy}` : ''}: ${refused.reason}`);
+    }
     const c = table.clusters.get(t.cluster);
     if (!c) return refuse(503, 'NC', `cluster ${t.cluster} not found`);
     const why = this.d.unsupported(t.cluster);

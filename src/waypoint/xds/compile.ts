@@ -11,6 +11,8 @@ import { regexProblem } from '../../util/regex-guard.ts';
 import { decodeEnvoy, HCM, HTTP_PROTOCOL_OPTIONS, TCP_PROXY, type Msg } from './envoy.ts';
 import { compileRouteRateLimit, LOCAL_RATE_LIMIT_FILTER } from '../filters/rate-limit.ts';
 import { compileFault, compileRetryPolicy, FAULT_FILTER } from './resilience.ts';
+import type { ListenerFilters, NetworkFilter } from '../filters/chain.ts';
+import { compileHttpFilters, compileNetworkFilters, type FilterEnv } from '../filters/registry.ts';
 
 /** Regexes are JavaScript's, not RE2: bounded in size so one resource cannot hand us a huge program. */
 const MAX_REGEX = 1024;
@@ -185,14 +187,17 @@ export function compileRouteConfig(m: Msg): RouteConfig {
   return { name, virtualHosts };
 }
 
-/** What a Listener tells the waypoint: a port routed as HTTP (its RouteConfiguration) or relayed as TCP (its cluster). */
 /**
  * A TCP port (tcpCluster), an HTTP port (routeConfigName), or a port of undeclared protocol: HTTP
  * routes for what is HTTP, and the default filter chain's cluster (fallbackTcpCluster) for the rest.
+ * A waypoint's own Listener (`waypoint/<ns>/<gateway>`) carries only filters, merged into the ports'.
+ * `filters`: the HTTP filters of the HttpConnectionManager and the network filters of the TCP chain.
  */
-export type CompiledListener =
-  | { name: string; routeConfigName: string; tcpCluster?: undefined; fallbackTcpCluster?: string }
-  | { name: string; tcpCluster: string; routeConfigName?: undefined; fallbackTcpCluster?: undefined };
+export type CompiledListener = { name: string; filters: ListenerFilters } & (
+  | { routeConfigName: string; tcpCluster?: undefined; fallbackTcpCluster?: string; gateway?: undefined }
+  | { tcpCluster: string; routeConfigName?: undefined; fallbackTcpCluster?: undefined; gateway?: undefined }
+  | { gateway: true; routeConfigName?: undefined; tcpCluster?: undefined; fallbackTcpCluster?: undefined }
+);
 
 const typeUrlOf = (any: Msg): string => str(any.typeUrl) ?? str(any.type_url) ?? '';
 
@@ -204,12 +209,17 @@ function decodeAny(any: Msg, type: string, field: string): Msg {
   }
 }
 
+/** The name prefix of a waypoint's own Listener (the control plane's gatewayListenerName). */
+export const GATEWAY_LISTENER_PREFIX = 'waypoint/';
+
 /**
- * A Listener: an api_listener HCM over RDS (an HTTP port), or one filter chain whose only filter is
- * a tcp_proxy to one cluster (a TCP port, as Istio writes a waypoint's TCP chain). Anything else in
- * a tcp_proxy (weighted clusters, tunneling, hash policy...) would change where bytes go: refused.
+ * A Listener: an api_listener HCM over RDS (an HTTP port), or one filter chain whose filters end in
+ * a tcp_proxy to one cluster (a TCP port, as Istio writes a waypoint's TCP chain), or a waypoint's
+ * own Listener. Anything else in a tcp_proxy (weighted clusters, tunneling, hash policy...) would
+ * change where bytes go: refused. The filters are compiled here, so a filter that cannot be served
+ * refuses the Listener.
  */
-export function compileListener(m: Msg): CompiledListener {
+export function compileListener(m: Msg, env: FilterEnv = {}): CompiledListener {
   const name = str(m.name);
   if (!name) throw new Error('Listener: empty name');
   const chains = arr(m.filterChains);
@@ -217,7 +227,8 @@ export function compileListener(m: Msg): CompiledListener {
     if (m.apiListener !== undefined) throw new Error(`Listener ${name}: both api_listener and filter_chains (the waypoint takes one or the other)`);
     if (chains.length > 1) throw new Error(`Listener ${name}.filter_chains: ${chains.length} chains (the waypoint takes one, for the port)`);
     if (m.defaultFilterChain !== undefined) throw new Error(`Listener ${name}.default_filter_chain: beside filter_chains (the waypoint takes one chain for a TCP port)`);
-    return { name, tcpCluster: tcpProxyCluster(chains[0]!, `Listener ${name}.filter_chains[0]`) };
+    const chain = tcpChain(chains[0]!, `Listener ${name}.filter_chains[0]`, env);
+    return { name, tcpCluster: chain.cluster, filters: { http: [], network: chain.network } };
   }
   const any = obj(obj(m.apiListener)?.apiListener);
   if (!any) throw new Error(`Listener ${name}: no api_listener and no filter_chains`);
@@ -229,25 +240,34 @@ export function compileListener(m: Msg): CompiledListener {
   } catch (e) {
     throw new Error(`Listener ${name}: HttpConnectionManager does not decode: ${(e as Error).message}`, { cause: e });
   }
+  const http = compileHttpFilters(arr(hcm.httpFilters), `Listener ${name}: http_filters`, env);
+  const fallback = obj(m.defaultFilterChain);
+  if (name.startsWith(GATEWAY_LISTENER_PREFIX)) {
+    const network = fallback ? compileNetworkFilters(arr(fallback.filters), `Listener ${name}.default_filter_chain.filters`, env) : [];
+    return { name, gateway: true, filters: { http, network } };
+  }
   const routeConfigName = str(obj(hcm.rds)?.routeConfigName);
   if (!routeConfigName) throw new Error(`Listener ${name}: the HttpConnectionManager has no rds.route_config_name (inline route_config is not supported)`);
-  const fallback = obj(m.defaultFilterChain);
-  return fallback ? { name, routeConfigName, fallbackTcpCluster: tcpProxyCluster(fallback, `Listener ${name}.default_filter_chain`) } : { name, routeConfigName };
+  if (!fallback) return { name, routeConfigName, filters: { http, network: [] } };
+  const chain = tcpChain(fallback, `Listener ${name}.default_filter_chain`, env);
+  return { name, routeConfigName, fallbackTcpCluster: chain.cluster, filters: { http, network: chain.network } };
 }
 
-/** The cluster of a filter chain made of one tcp_proxy (no match, no TLS: the tunnel is the transport). */
-function tcpProxyCluster(chain: Msg, at: string): string {
+/** A filter chain of network filters ending in one tcp_proxy (no match, no TLS: the tunnel is the transport). */
+function tcpChain(chain: Msg, at: string, env: FilterEnv): { cluster: string; network: NetworkFilter[] } {
   if (chain.filterChainMatch !== undefined) throw new Error(`${at}.filter_chain_match: not supported by the waypoint`);
   if (chain.transportSocket !== undefined) throw new Error(`${at}.transport_socket: not supported by the waypoint`);
   const filters = arr(chain.filters);
-  const any = obj(filters[0]?.typedConfig);
-  if (filters.length !== 1 || !any || !typeUrlOf(any).endsWith(`/${TCP_PROXY}`)) throw new Error(`${at}.filters: the waypoint takes exactly one tcp_proxy filter on a filter chain`);
-  const field = `${at}.filters[0] (tcp_proxy)`;
+  const last = filters.length - 1;
+  const any = obj(filters[last]?.typedConfig);
+  if (!any || !typeUrlOf(any).endsWith(`/${TCP_PROXY}`)) throw new Error(`${at}.filters: the waypoint takes a chain ending in one tcp_proxy filter`);
+  const network = compileNetworkFilters(filters.slice(0, last), `${at}.filters`, env);
+  const field = `${at}.filters[${last}] (tcp_proxy)`;
   const tcp = decodeAny(any, TCP_PROXY, field);
   for (const k of Object.keys(tcp)) if (k !== 'statPrefix' && k !== 'cluster' && k !== 'clusterSpecifier') throw new Error(`${field}.${k}: not supported by the waypoint`);
   const cluster = str(tcp.cluster);
   if (!cluster) throw new Error(`${field}.cluster: empty (weighted_clusters is not supported)`);
-  return cluster;
+  return { cluster, network };
 }
 
 /** The upstream HTTP version of a cluster (Envoy's HttpProtocolOptions): HTTP/1.1 unless explicitly HTTP/2. */

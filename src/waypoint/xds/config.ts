@@ -11,7 +11,9 @@ import type { Logger } from 'pino';
 import { XdsClient, type XdsUpdate, type XdsWatch } from '../../xds/client.ts';
 import type { Cluster, Endpoint, RouteConfig, RoutingTable } from '../router/table.ts';
 import { EMPTY_TABLE } from '../router/table.ts';
-import { compileCluster, compileListener, compileLoadAssignment, compileRouteConfig, type CompiledListener } from './compile.ts';
+import { compileCluster, compileListener, compileLoadAssignment, compileRouteConfig, GATEWAY_LISTENER_PREFIX, type CompiledListener } from './compile.ts';
+import { mergeFilters, NO_FILTERS, type ListenerFilters } from '../filters/chain.ts';
+import type { FilterEnv } from '../filters/registry.ts';
 import { decodeEnvoy, envoyNameOf, TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE } from './envoy.ts';
 
 export interface WaypointXdsOptions {
@@ -31,6 +33,12 @@ export class WaypointConfig {
   private clusters = new Map<string, ClusterEntry>();
   private endpoints = new Map<string, Endpoint[]>();
   private current: RoutingTable = EMPTY_TABLE;
+  /** What filters may use at run time, and which Gateway's own Listener is this waypoint's. */
+  private readonly env: FilterEnv;
+
+  constructor(env: FilterEnv = {}) {
+    this.env = env;
+  }
   /** Called after each applied change with the new table. */
   onChange?: (t: RoutingTable) => void;
   /** Follows what listeners and clusters name (set by connect()). */
@@ -51,7 +59,7 @@ export class WaypointConfig {
     return [
       w(TYPE_CLUSTER, undefined, (u) => this.applyType(u, this.clusters, (m) => compileCluster(m))),
       w(TYPE_ENDPOINT, [], (u) => this.applyType(u, this.endpoints, (m) => compileLoadAssignment(m).endpoints)),
-      w(TYPE_LISTENER, undefined, (u) => this.applyType(u, this.listeners, (m) => compileListener(m))),
+      w(TYPE_LISTENER, undefined, (u) => this.applyType(u, this.listeners, (m) => compileListener(m, this.env))),
       w(TYPE_ROUTE, [], (u) => this.applyType(u, this.routes, (m) => compileRouteConfig(m))),
     ];
   }
@@ -80,7 +88,14 @@ export class WaypointConfig {
     const http = new Map<string, string>();
     const tcp = new Map<string, string>();
     const fallback = new Map<string, string>();
+    // The waypoint's own Listener (what targets its Gateway) merged into every port's filters.
+    const gw = this.env.gateway;
+    const own = (gw && this.listeners.get(`${GATEWAY_LISTENER_PREFIX}${gw.namespace}/${gw.name}`)?.filters) || NO_FILTERS;
+    const filters = new Map<string, ListenerFilters>();
     for (const [n, l] of this.listeners) {
+      if (l.gateway) continue;
+      const merged = mergeFilters(own, l.filters);
+      if (merged.http.length || merged.network.length) filters.set(n, merged);
       if (l.tcpCluster !== undefined) tcp.set(n, l.tcpCluster);
       else {
         http.set(n, l.routeConfigName);
@@ -93,6 +108,8 @@ export class WaypointConfig {
       listeners: http,
       tcpListeners: tcp,
       tcpFallback: fallback,
+      filters,
+      ownFilters: own,
       routes: new Map(this.routes),
       clusters: new Map(this.clusters),
       endpoints: new Map([...this.endpoints].map(([n, e]) => [n, Object.freeze([...e])])),

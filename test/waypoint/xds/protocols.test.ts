@@ -17,9 +17,9 @@ const cluster = (opts: Record<string, unknown>) => compileCluster(decodeEnvoy(CL
 
 describe('waypoint xDS protocols', () => {
   it('reads what the control plane writes: TCP and HTTP listeners, HTTP/2 and HTTP/1.1 clusters', () => {
-    expect(compileListener(decodeEnvoy(TYPE_LISTENER, buildListener('db.ns.svc.cluster.local', 5432, 'tcp')))).toEqual({ name: 'db.ns.svc.cluster.local:5432', tcpCluster: 'outbound|5432||db.ns.svc.cluster.local' });
-    expect(compileListener(decodeEnvoy(TYPE_LISTENER, buildListener('web', 80, 'http')))).toEqual({ name: 'web:80', routeConfigName: 'web:80' });
-    expect(compileListener(decodeEnvoy(TYPE_LISTENER, buildListener('web', 81, 'auto')))).toEqual({ name: 'web:81', routeConfigName: 'web:81', fallbackTcpCluster: 'outbound|81||web' });
+    expect(compileListener(decodeEnvoy(TYPE_LISTENER, buildListener('db.ns.svc.cluster.local', 5432, 'tcp')))).toEqual({ name: 'db.ns.svc.cluster.local:5432', tcpCluster: 'outbound|5432||db.ns.svc.cluster.local', filters: { http: [], network: [] } });
+    expect(compileListener(decodeEnvoy(TYPE_LISTENER, buildListener('web', 80, 'http')))).toEqual({ name: 'web:80', routeConfigName: 'web:80', filters: { http: [], network: [] } });
+    expect(compileListener(decodeEnvoy(TYPE_LISTENER, buildListener('web', 81, 'auto')))).toEqual({ name: 'web:81', routeConfigName: 'web:81', fallbackTcpCluster: 'outbound|81||web', filters: { http: [], network: [] } });
     expect(compileCluster(decodeEnvoy(TYPE_CLUSTER, buildCluster('g', {}, undefined, true))).http2).toBe(true);
     expect(compileCluster(decodeEnvoy(TYPE_CLUSTER, buildCluster('h', {}))).http2).toBe(false);
     expect(cluster({ explicitHttpConfig: { httpProtocolOptions: {} } }).http2).toBe(false);
@@ -30,12 +30,12 @@ describe('waypoint xDS protocols', () => {
     expect(() => listener({ filterChains: [tcpChain({ cluster: 'a' }, { filterChainMatch: { destinationPort: { value: 1 } } })] })).toThrow(/filter_chain_match: not supported/);
     expect(() => listener({ filterChains: [tcpChain({ weightedClusters: { clusters: [{ name: 'a', weight: 1 }] } })] })).toThrow(/tcp_proxy\)\.weightedClusters: not supported/);
     expect(() => listener({ filterChains: [tcpChain({ cluster: 'a', idleTimeout: { seconds: 1 } })] })).toThrow(/idleTimeout: not supported/);
-    expect(() => listener({ filterChains: [{ filters: [] }] })).toThrow(/exactly one tcp_proxy/);
+    expect(() => listener({ filterChains: [{ filters: [] }] })).toThrow(/a chain ending in one tcp_proxy/);
     expect(() => listener({})).toThrow(/no api_listener and no filter_chains/);
     expect(() => listener({ filterChains: [tcpChain({ cluster: 'a' })], defaultFilterChain: tcpChain({ cluster: 'b' }) })).toThrow(/default_filter_chain: beside filter_chains/);
     const http = (o: object) => decodeEnvoy(LISTENER, encode(LISTENER, { ...(decodeEnvoy(TYPE_LISTENER, buildListener('web', 81, 'http')) as object), ...o }));
     expect(() => compileListener(http({ defaultFilterChain: tcpChain({ cluster: 'a', idleTimeout: { seconds: 1 } }) }))).toThrow(/web:81\.default_filter_chain\.filters\[0\] \(tcp_proxy\)\.idleTimeout: not supported/);
-    expect(() => compileListener(http({ defaultFilterChain: { filters: [] } }))).toThrow(/default_filter_chain\.filters: the waypoint takes exactly one tcp_proxy/);
+    expect(() => compileListener(http({ defaultFilterChain: { filters: [] } }))).toThrow(/default_filter_chain\.filters: the waypoint takes a chain ending in one tcp_proxy/);
     expect(() => cluster({ useDownstreamProtocolConfig: {} })).toThrow(/Cluster c\.typed_extension_protocol_options\[.*HttpProtocolOptions\]: only explicit_http_config/);
     expect(() => compileCluster(decodeEnvoy(CLUSTER, encode(CLUSTER, { name: 'c', type: 'EDS', typedExtensionProtocolOptions: { 'envoy.extensions.upstreams.tcp.v3.TcpProtocolOptions': any(TCP_PROXY) } })))).toThrow(/not supported by the waypoint/);
   });

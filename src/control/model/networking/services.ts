@@ -25,6 +25,8 @@ export interface MeshService {
   dns?: { address: string; ports: Map<number, number> };
   /** service port -> its declared protocol (absent: `auto`) */
   protocols?: Map<number, PortProtocol>;
+  /** The object that declares the host: what policies name in their targetRefs. */
+  owner?: { kind: 'Service' | 'ServiceEntry'; name: string };
 }
 
 const isReady = (p: Pod) => !!p.status?.podIP && (p.status.phase === undefined || p.status.phase === 'Running') && !!p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True');
@@ -92,11 +94,11 @@ export function meshServices(pods: readonly Pod[], services: readonly KService[]
     const endpoints = new Map<number, MeshEndpoint[]>();
     for (const port of s.spec.ports) endpoints.set(port.port, podEndpoints(selected, port));
     const protocols = new Map(s.spec.ports.map((p) => [p.port, servicePortProtocol(p)]));
-    out.push({ host: serviceHostname(s, o), namespace: ns, ports: s.spec.ports.map((p) => p.port), endpoints, protocols });
+    out.push({ host: serviceHostname(s, o), namespace: ns, ports: s.spec.ports.map((p) => p.port), endpoints, protocols, owner: { kind: 'Service', name: s.metadata.name } });
   }
   for (const { entry, hosts } of entries) {
     const svc = hosts.length ? serviceEntryService(entry, index) : undefined;
-    if (svc) for (const host of hosts) out.push({ ...svc, host });
+    if (svc) for (const host of hosts) out.push({ ...svc, host, owner: { kind: 'ServiceEntry', name: entry.source.split('/').pop()! } });
   }
   return out;
 }

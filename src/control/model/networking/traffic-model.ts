@@ -38,6 +38,9 @@ export interface PortTraffic {
   routes: PortRoute[];
   /** The whole service first, then one per DestinationRule subset. */
   clusters: TrafficCluster[];
+  /** The Service or ServiceEntry declaring the host (what policies' targetRefs name). */
+  owner?: MeshService['owner'];
+  namespace: string;
 }
 
 /** What one namespace contributes; the same object while nothing it was built from changed. */
@@ -167,7 +170,7 @@ export class TrafficModelBuilder {
     for (const svc of own) {
       const dr = net.destinationRules.get(svc.host);
       const tables = net.routes.get(svc.host) ?? [];
-      for (const port of svc.ports) ports.push({ host: svc.host, port, protocol: svc.protocols?.get(port) ?? 'auto', routes: withHashes(portRoutes(svc.host, port, tables, ctx), net), clusters: portClusters(svc, port, dr) });
+      for (const port of svc.ports) ports.push({ host: svc.host, namespace: svc.namespace, ...(svc.owner && { owner: svc.owner }), port, protocol: svc.protocols?.get(port) ?? 'auto', routes: withHashes(portRoutes(svc.host, port, tables, ctx), net), clusters: portClusters(svc, port, dr) });
     }
     return { hosts: own, ports, problems };
   }

@@ -11,11 +11,14 @@ import type { NetworkingProblem } from '../../model/networking/common.ts';
 import { TrafficModelBuilder, type NsTraffic } from '../../model/networking/traffic-model.ts';
 import type { MeshOptions } from '../../model/networking/workloads.ts';
 import { isHttp2 } from '../../model/networking/protocol.ts';
-import { ConfigSnapshot } from '../../config/config-store.ts';
 import { GroupedResources } from '../grouped.ts';
 import type { ResourceStore } from '../resources.ts';
 import { buildCluster, buildLoadAssignment } from './clusters.ts';
-import { buildListener } from './listeners.ts';
+import { buildGatewayListener, buildListener } from './listeners.ts';
+import { attachableLists, attachmentsOf, EMPTY_ATTACHMENTS, type Attachments } from '../../model/security/attachments.ts';
+import { meshConfigOf, type MeshConfig } from '../../model/mesh-config.ts';
+import { gatewayListenerName, listenerExtras, NO_EXTRAS, type AttachContext } from './listener-extras.ts';
+import { ConfigSnapshot, ofKind, type NsObjects } from '../../config/config-store.ts';
 import { ENVOY_TYPES, TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE } from './messages.ts';
 import { clusterName, listenerName } from './names.ts';
 import { buildRouteConfiguration } from './routes.ts';
@@ -36,40 +39,82 @@ export interface EnvoyResources {
   readonly problems: NetworkingProblem[];
 }
 
+/** What a namespace's translation was made from: reused while every part is the same object. */
+interface NsInputs {
+  traffic: NsTraffic | undefined;
+  attached: Attachments;
+  mesh: MeshConfig;
+  /** Root-namespace objects contributors may read (mesh-wide Telemetry): compared by their attachable lists. */
+  root: NsObjects | undefined;
+  rootLists: readonly (readonly unknown[])[];
+}
+
 export class EnvoyBuilder {
   private readonly model: TrafficModelBuilder;
-  /** The last build's translations, by the namespace model they came from. */
-  private translated = new Map<NsTraffic, NsEnvoy>();
+  /** The last build's translations, by namespace, with what they were made from. */
+  private translated = new Map<string, { inputs: NsInputs; lists: readonly (readonly unknown[])[]; out: NsEnvoy }>();
 
-  constructor(o: MeshOptions) {
+  constructor(private readonly o: MeshOptions) {
     this.model = new TrafficModelBuilder(o);
   }
 
   build(snap: ConfigSnapshot): EnvoyResources {
     const model = this.model.build(snap);
-    const translated = new Map<NsTraffic, NsEnvoy>();
+    const mesh = meshConfigOf(snap, this.o.rootNamespace);
+    const root = snap.namespaces.get(this.o.rootNamespace);
+    const rootLists = attachableLists(root);
+    const translated = new Map<string, { inputs: NsInputs; lists: readonly (readonly unknown[])[]; out: NsEnvoy }>();
     const namespaces = new Map<string, NsEnvoy>();
-    for (const [ns, m] of model.namespaces) {
-      const e = this.translated.get(m) ?? translateNamespace(m);
-      translated.set(m, e);
-      namespaces.set(ns, e);
+    const all = new Set([...model.namespaces.keys(), ...snap.namespaces.keys()]);
+    all.delete('');
+    for (const ns of all) {
+      const g = snap.namespaces.get(ns);
+      const lists = attachableLists(g);
+      const prev = this.translated.get(ns);
+      const attached = prev && sameLists(prev.lists, lists) ? prev.inputs.attached : attachmentsOf(lists);
+      const inputs: NsInputs = { traffic: model.namespaces.get(ns), attached, mesh, root: prev && sameLists(prev.inputs.rootLists, rootLists) ? prev.inputs.root : root, rootLists };
+      const same = prev && prev.inputs.traffic === inputs.traffic && prev.inputs.attached === attached && prev.inputs.mesh === mesh && prev.inputs.root === inputs.root;
+      const out = same ? prev.out : translateNamespace(ns, inputs, g, this.o);
+      if (!inputs.traffic && !out.resources.size && !out.problems.length) continue;
+      translated.set(ns, { inputs, lists, out });
+      namespaces.set(ns, out);
     }
     this.translated = translated;
-    return envoyResources(namespaces, model.routingProblems);
+    return envoyResources(namespaces, [...model.routingProblems, ...mesh.problems]);
   }
 }
 
-/** One namespace's model as Envoy resources: per port the listener, its routes and its clusters. */
-function translateNamespace(m: NsTraffic): NsEnvoy {
+const sameLists = (a: readonly (readonly unknown[])[], b: readonly (readonly unknown[])[]) => a.length === b.length && a.every((l, i) => l === b[i]);
+
+/**
+ * One namespace as Envoy resources: per port the listener (with what is attached to its Service or
+ * ServiceEntry), its routes and its clusters; per Gateway something targets, the waypoint's own listener.
+ */
+function translateNamespace(ns: string, inputs: NsInputs, objects: NsObjects | undefined, o: MeshOptions): NsEnvoy {
+  const m = inputs.traffic ?? { hosts: [], ports: [], problems: [] };
   const resources: TypedBodies = new Map();
   const put = (t: string, name: string, body: Uint8Array) => {
     let r = resources.get(t);
     if (!r) resources.set(t, (r = new Map()));
     r.set(name, body);
   };
+  const problems = [...m.problems, ...inputs.attached.problems];
+  const ctx = (target: AttachContext['target'], port?: AttachContext['port']): AttachContext => ({
+    namespace: ns, target, ...(port && { port }), mesh: inputs.mesh, objects, rootObjects: inputs.root, trustDomain: o.trustDomain, rootNamespace: o.rootNamespace, problems,
+  });
+  const attached = inputs.attached === EMPTY_ATTACHMENTS ? undefined : inputs.attached;
+  for (const [key, objs] of attached?.byTarget ?? []) {
+    const [kind, name] = [key.slice(0, key.indexOf('/')), key.slice(key.indexOf('/') + 1)];
+    if (kind !== 'Gateway') continue;
+    if (!ofKind(objects, 'Gateway').some((g) => g.metadata.name === name))
+      for (const obj of objs) problems.push({ kind: obj.kind, namespace: ns, name: obj.metadata.name, field: 'spec.targetRefs', reason: `Gateway ${ns}/${name} does not exist (yet): attached when it does` });
+    put(TYPE_LISTENER, gatewayListenerName(ns, name), buildGatewayListener(ns, name, listenerExtras(objs, ctx({ kind: 'Gateway', name }))));
+  }
   for (const p of m.ports) {
     const name = listenerName(p.host, p.port);
-    put(TYPE_LISTENER, name, buildListener(p.host, p.port, p.protocol));
+    const objs = p.owner && attached?.byTarget.get(`${p.owner.kind}/${p.owner.name}`);
+    const extras = objs ? listenerExtras(objs, ctx(p.owner!, { host: p.host, port: p.port, protocol: p.protocol })) : NO_EXTRAS;
+    put(TYPE_LISTENER, name, buildListener(p.host, p.port, p.protocol, extras));
     put(TYPE_ROUTE, name, buildRouteConfiguration(p.host, p.port, p.routes));
     for (const c of p.clusters) {
       const cluster = clusterName(c.host, c.port, c.subset);
@@ -77,7 +122,7 @@ function translateNamespace(m: NsTraffic): NsEnvoy {
       if (!c.dns) put(TYPE_ENDPOINT, cluster, buildLoadAssignment(cluster, c.endpoints));
     }
   }
-  return { resources, problems: m.problems };
+  return { resources, problems };
 }
 
 /** The resources over their namespaces; the merged views are built on first use. */

@@ -13,25 +13,42 @@ import { ADS_SOURCE, any, encode, HCM, TCP_PROXY } from './messages.ts';
 import { clusterName, listenerName } from './names.ts';
 import { localRateLimitFilter } from './rate-limit.ts';
 import { FAULT_FILTER } from './routes.ts';
+import { gatewayListenerName, NO_EXTRAS, type ListenerExtras } from './listener-extras.ts';
 
-export function buildListener(host: string, port: number, protocol: PortProtocol = 'auto'): Uint8Array {
+export function buildListener(host: string, port: number, protocol: PortProtocol = 'auto', extras: ListenerExtras = NO_EXTRAS): Uint8Array {
   const name = listenerName(host, port);
-  if (protocol === 'tcp') return encode('envoy.config.listener.v3.Listener', { name, filterChains: [tcpChain(name, host, port)] });
+  if (protocol === 'tcp') return encode('envoy.config.listener.v3.Listener', { name, filterChains: [tcpChain(name, host, port, extras)] });
   const hcm = {
     statPrefix: name,
     rds: { configSource: ADS_SOURCE, routeConfigName: name },
+    ...hcmExtras(extras),
     httpFilters: [
+      ...extras.httpFilters,
       { name: FAULT_FILTER, typedConfig: any('envoy.extensions.filters.http.fault.v3.HTTPFault') },
       localRateLimitFilter(),
       { name: 'envoy.filters.http.router', typedConfig: any('envoy.extensions.filters.http.router.v3.Router') },
     ],
   };
-  const fallback = protocol === 'auto' ? { defaultFilterChain: tcpChain(name, host, port) } : {};
+  const fallback = protocol === 'auto' ? { defaultFilterChain: tcpChain(name, host, port, extras) } : {};
   return encode('envoy.config.listener.v3.Listener', { name, apiListener: { apiListener: any(HCM, hcm) }, ...fallback });
 }
 
-/** A filter chain whose tcp_proxy relays the port's bytes to its cluster. */
-function tcpChain(name: string, host: string, port: number) {
+/**
+ * A waypoint's own Listener (listener-extras.ts): what targets its Gateway, for the waypoint to
+ * merge into each port it serves. An HttpConnectionManager with the HTTP filters, tracing and
+ * access log and no routes (the ports have them), and a default_filter_chain with the network
+ * filters and no tcp_proxy (the ports name the clusters). weft's waypoint reads it; nothing else does.
+ */
+export function buildGatewayListener(namespace: string, gateway: string, extras: ListenerExtras): Uint8Array {
+  const name = gatewayListenerName(namespace, gateway);
+  const hcm = { statPrefix: name, ...hcmExtras(extras), httpFilters: extras.httpFilters };
+  return encode('envoy.config.listener.v3.Listener', { name, apiListener: { apiListener: any(HCM, hcm) }, defaultFilterChain: { name, filters: extras.networkFilters } });
+}
+
+const hcmExtras = (e: ListenerExtras) => ({ ...(e.tracing && { tracing: e.tracing }), ...(e.accessLog?.length && { accessLog: e.accessLog }) });
+
+/** A filter chain whose tcp_proxy relays the port's bytes to its cluster, after the attached network filters (RBAC). */
+function tcpChain(name: string, host: string, port: number, extras: ListenerExtras) {
   const tcp = { statPrefix: name, cluster: clusterName(host, port) };
-  return { name, filters: [{ name: 'envoy.filters.network.tcp_proxy', typedConfig: any(TCP_PROXY, tcp) }] };
+  return { name, filters: [...extras.networkFilters, { name: 'envoy.filters.network.tcp_proxy', typedConfig: any(TCP_PROXY, tcp) }] };
 }
