@@ -17,7 +17,7 @@ import { prepareUpstream } from '../router/actions.ts';
 import { planRequest, type Plan } from '../router/plan.ts';
 import type { Cluster, Endpoint, RoutingTable } from '../router/table.ts';
 import type { Balancer } from '../upstream/balancer.ts';
-import { injectFault } from '../filters/fault.ts';
+import { grpcStatusOf, injectFault } from '../filters/fault.ts';
 import { joinFlags, LOCAL_BODY, REFUSED_STREAM_BODY } from '../response-flags.ts';
 import { endToEnd, forwardOver, openTunnel, type Exchange, type ForwardResult, type UpstreamOptions } from '../upstream/forward.ts';
 import { forwardWithRetries, nextEndpoint, RETRY_BUFFER_BYTES, type ReplayMeter, type RetryRun } from '../upstream/retry.ts';
@@ -88,12 +88,22 @@ function filtersFor(table: RoutingTable, ctx: TunnelContext): readonly HttpFilte
   return f?.http ?? [];
 }
 
-/** A filter's local answer (a gRPC client gets it as a status too, as Envoy's local replies do). */
-function answerFiltered(res: Res, r: FilterReply): number {
-  if (res.headersSent || res.destroyed) return 0;
+/**
+ * A filter's local answer. A gRPC request gets it as Envoy's local replies do: HTTP 200,
+ * trailers-only, the HTTP status mapped to a gRPC status (403: PERMISSION_DENIED, 401:
+ * UNAUTHENTICATED) and the body as grpc-message.
+ */
+function answerFiltered(res: Res, r: FilterReply, grpc: boolean): { bytes: number; status: number; grpcStatus?: number } {
+  if (res.headersSent || res.destroyed) return { bytes: 0, status: r.status };
+  if (grpc) {
+    const grpcStatus = grpcStatusOf(r.status);
+    res.writeHead(200, { ...r.headers, 'content-type': 'application/grpc', 'grpc-status': grpcStatus, 'grpc-message': encodeURIComponent(r.body) });
+    res.end();
+    return { bytes: 0, status: 200, grpcStatus };
+  }
   res.writeHead(r.status, { ...r.headers, 'content-type': 'text/plain', 'content-length': Buffer.byteLength(r.body) });
   res.end(r.body);
-  return Buffer.byteLength(r.body);
+  return { bytes: Buffer.byteLength(r.body), status: r.status };
 }
 
 export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: Req, res: Res): Promise<void> {
@@ -122,11 +132,11 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
     const reply = await runHttpFilters(filters, fr);
     if (reply) {
       req.resume();
-      const responseBytes = answerFiltered(res, reply);
+      const sent = answerFiltered(res, reply, grpc);
       deps.telemetry.record({
-        startTime, method: req.method ?? '', path: url, protocol: fr.protocol, authority: host, responseCode: reply.status, responseFlags: reply.flags, details: reply.details,
-        bytesReceived: 0, bytesSent: responseBytes, durationMs: elapsedMs(start), routeName: '', requestId, userAgent: req.headers['user-agent'],
-        downstreamPeer: ctx.peerAddress, downstreamPrincipal: ctx.peerPrincipal, destination: ctx.destination, src, service: 'service' in ctx.target ? ctx.target.service : undefined, grpc,
+        startTime, method: req.method ?? '', path: url, protocol: fr.protocol, authority: host, responseCode: sent.status, responseFlags: reply.flags, details: reply.details,
+        bytesReceived: 0, bytesSent: sent.bytes, durationMs: elapsedMs(start), routeName: '', requestId, userAgent: req.headers['user-agent'],
+        downstreamPeer: ctx.peerAddress, downstreamPrincipal: ctx.peerPrincipal, destination: ctx.destination, src, service: 'service' in ctx.target ? ctx.target.service : undefined, grpc, grpcStatus: sent.grpcStatus,
       });
       return;
     }
