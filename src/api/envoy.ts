@@ -36,6 +36,7 @@ export const ENVOY_FILES = [
   'envoy/extensions/load_balancing_policies/random/v3/random.proto',
   // Security and telemetry attached to a waypoint (AuthorizationPolicy, RequestAuthentication, Telemetry).
   'envoy/extensions/filters/http/rbac/v3/rbac.proto',
+  'envoy/extensions/path/match/uri_template/v3/uri_template_match.proto',
   'envoy/extensions/filters/network/rbac/v3/rbac.proto',
   'envoy/extensions/filters/http/jwt_authn/v3/config.proto',
   'envoy/extensions/filters/http/ext_authz/v3/ext_authz.proto',
