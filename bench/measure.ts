@@ -34,8 +34,8 @@ export const latency = (lab: string, pod: string, host: string, port: number, ra
   execJson<Latency>(lab, pod, tsx('loadgen.ts', host, String(port), String(rate), '4', String(seconds), '1024', '1'));
 
 /** HTTP/1.1 over 8 kept-alive connections (one request in flight on each; see http-loadgen.ts). */
-export const httpLatency = (lab: string, pod: string, host: string, port: number, rate: number, seconds: number, authority = host) =>
-  execJson<Latency>(lab, pod, tsx('http-loadgen.ts', host, String(port), String(rate), '8', String(seconds), '1024', '1', authority));
+export const httpLatency = (lab: string, pod: string, host: string, port: number, rate: number, seconds: number, authority = host, headerFile?: string) =>
+  execJson<Latency>(lab, pod, tsx('http-loadgen.ts', host, String(port), String(rate), '8', String(seconds), '1024', '1', authority, ...(headerFile ? [headerFile] : [])));
 
 /** The processes of a lab pod: every process in its network namespace (`<lab>.<ns>.<pod>`). */
 export function podPids(lab: string, ns: string, pod: string): number[] {

@@ -38,6 +38,8 @@ import {
   WAYPOINT_GATEWAY,
   WAYPOINT_NS,
   writeBenchConfig,
+  SECURE_SERVICE,
+  TOKEN_HEADER_FILE,
   type PathName,
 } from './setup.ts';
 
@@ -121,8 +123,8 @@ interface Target {
   mesh: boolean;
   /** HAProxy's two instances, measured like the agents: what a C proxy costs on this machine. */
   haproxy?: boolean;
-  /** An HTTP path: http-loadgen.ts with this Host header, instead of loadgen.ts. */
-  http?: { authority: string };
+  /** An HTTP path: http-loadgen.ts with this Host header (and the header lines of headerFile), instead of loadgen.ts. */
+  http?: { authority: string; headerFile?: string };
   /** The processes of the path's L7 proxy (the waypoint pod, HAProxy's middle pod), measured alike. */
   l7?: () => number[];
 }
@@ -135,7 +137,7 @@ const machine = {
 };
 
 spawnSync(process.execPath, [join(root, 'bin/weft.js'), 'down', '--name', LAB], { stdio: 'ignore' });
-writeBenchConfig(dir);
+await writeBenchConfig(dir);
 // A 10 ms sampling interval: at Node's default 1 ms the profiler alone keeps an idle agent at
 // ~0.08 vCPU (measured in a lab: 0.006 without it) and interrupts every agent's event loop.
 if (PROFILE) process.env.WEFT_AGENT_NODE_ARGS = `--cpu-prof --cpu-prof-interval=10000 --cpu-prof-dir=${profDir}`;
@@ -178,22 +180,36 @@ try {
       pod: `${WAYPOINT_NS}/client`, host: clusterIP(WAYPOINT_NS, HTTP_SERVICE), port: 80, mesh: true, http: http(WAYPOINT_NS),
       l7: () => podPids(LAB, WAYPOINT_NS, waypointPod()!.metadata.name),
     },
+    // The same waypoint with a JWT to verify and an L7 AuthorizationPolicy to evaluate per request.
+    'weft-waypoint-jwt-authz': {
+      pod: `${WAYPOINT_NS}/client`, host: clusterIP(WAYPOINT_NS, SECURE_SERVICE), port: 80, mesh: true,
+      http: { authority: `${SECURE_SERVICE}.${WAYPOINT_NS}.svc.cluster.local`, headerFile: join(dir, TOKEN_HEADER_FILE) },
+      l7: () => podPids(LAB, WAYPOINT_NS, waypointPod()!.metadata.name),
+    },
     'haproxy-mtls-http': { pod: 'bench-haproxy/client', host: '127.0.0.1', port: HTTP_PORT, mesh: false, haproxy: true, http: { authority: 'server' } },
     'haproxy-http': { pod: 'bench-haproxy/client', host: '127.0.0.1', port: HTTP_PORT + 1, mesh: false, haproxy: true, http: { authority: 'server' }, l7: () => podPids(LAB, 'bench-haproxy', MIDDLE_POD) },
   };
   const run = (t: Target, rate: number, seconds: number) =>
-    t.http ? httpLatency(LAB, t.pod, t.host, t.port, rate, seconds, t.http.authority) : latency(LAB, t.pod, t.host, t.port, rate, seconds);
-  if (selPaths.includes('weft-waypoint')) {
-    // The waypoint's routes arrive over xDS after its pod is ready: wait until requests to the
-    // Service are answered and counted by the waypoint, so the path measured is the one meant.
-    const t = targets['weft-waypoint'];
-    const counted = await until('requests through the waypoint', 90, () => {
+    t.http ? httpLatency(LAB, t.pod, t.host, t.port, rate, seconds, t.http.authority, t.http.headerFile) : latency(LAB, t.pod, t.host, t.port, rate, seconds);
+  for (const name of ['weft-waypoint', 'weft-waypoint-jwt-authz'] as const) {
+    if (!selPaths.includes(name)) continue;
+    // The waypoint's routes (and policies) arrive over xDS after its pod is ready: wait until requests
+    // to the Service are answered and counted by the waypoint, so the path measured is the one meant.
+    const t = targets[name];
+    const counted = await until(`requests through the waypoint (${name})`, 90, () => {
       const before = waypointRequests(wp.status.podIP);
       const r = run(t, 50, 1);
       const n = waypointRequests(wp.status.podIP) - before;
       return r.completed > 0 && !r.non2xx && n >= r.completed ? n : undefined;
     });
-    log(`weft-waypoint: the waypoint counted ${counted} of a check's requests`);
+    log(`${name}: the waypoint counted ${counted} of a check's requests`);
+  }
+  if (selPaths.includes('weft-waypoint-jwt-authz')) {
+    // The policy is enforced, not merely present: without the token the same request is refused.
+    const t = targets['weft-waypoint-jwt-authz'];
+    const bare = httpLatency(LAB, t.pod, t.host, t.port, 20, 1, t.http!.authority);
+    if (!bare.codes?.['403']) throw new Error(`weft-waypoint-jwt-authz: requests without a token were not refused (${JSON.stringify(bare.codes)})`);
+    log(`weft-waypoint-jwt-authz: without the token, ${bare.codes['403']} requests refused with 403`);
   }
   // One latency run of a path at a rate, with the CPU of the path's proxies at 1000 req/s.
   const latencyRun = async (name: PathName, t: Target, rate: number) => {
@@ -355,7 +371,7 @@ if (!FULL) {
       'weft-waypoint over weft-ebpf-http': { p50: added('weft-waypoint', 'p50', 'weft-ebpf-http'), p99: added('weft-waypoint', 'p99', 'weft-ebpf-http') },
       'haproxy-http over haproxy-mtls-http': { p50: added('haproxy-http', 'p50', 'haproxy-mtls-http'), p99: added('haproxy-http', 'p99', 'haproxy-mtls-http') },
     },
-    l7_cpu_per_krps: { waypoint: wp?.l7_cpu_per_krps, haproxy: hh?.l7_cpu_per_krps },
+    l7_cpu_per_krps: { waypoint: wp?.l7_cpu_per_krps, waypoint_jwt_authz: results['weft-waypoint-jwt-authz']?.l7_cpu_per_krps, haproxy: hh?.l7_cpu_per_krps },
     l7_rss_mb: { waypoint: wp?.l7_rss_mb, haproxy: hh?.l7_rss_mb },
   };
   const hot = PROFILE ? hotFunctions(profDir, 25) : [];
@@ -399,6 +415,8 @@ const ratios = {
   ebpf_over_iptables_conn_per_s: r(e.conn_per_s, results['weft-iptables']!.conn_per_s),
   l7_added_latency_1000_us: { p50: l7Added('p50'), p99: l7Added('p99') },
   waypoint_over_haproxy_l7_cpu: r(wp.l7_cpu_per_krps ?? NaN, hh.l7_cpu_per_krps ?? NaN),
+  // What verifying a JWT and evaluating an L7 AuthorizationPolicy per request costs the waypoint.
+  waypoint_jwt_authz_over_plain_l7_cpu: r(results['weft-waypoint-jwt-authz']?.l7_cpu_per_krps ?? NaN, wp.l7_cpu_per_krps ?? NaN),
 };
 const targets = [
   { target: 'weft-ebpf throughput ≥ 1.0 × haproxy-mtls', met: ratios.weft_over_haproxy_throughput >= 1, value: `${ratios.weft_over_haproxy_throughput} ×` },

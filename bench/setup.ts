@@ -20,11 +20,12 @@
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 
-export const PATHS = ['direct', 'weft-ebpf', 'weft-ebpf-same-node', 'weft-iptables', 'haproxy-mtls', 'direct-http', 'weft-ebpf-http', 'weft-waypoint', 'haproxy-mtls-http', 'haproxy-http'] as const;
+export const PATHS = ['direct', 'weft-ebpf', 'weft-ebpf-same-node', 'weft-iptables', 'haproxy-mtls', 'direct-http', 'weft-ebpf-http', 'weft-waypoint', 'weft-waypoint-jwt-authz', 'haproxy-mtls-http', 'haproxy-http'] as const;
 export type PathName = (typeof PATHS)[number];
 /** The paths of HTTP requests (latency and L7 proxy cost only: no iperf, no connection rate). */
-export const HTTP_PATHS: readonly PathName[] = ['direct-http', 'weft-ebpf-http', 'weft-waypoint', 'haproxy-mtls-http', 'haproxy-http'];
+export const HTTP_PATHS: readonly PathName[] = ['direct-http', 'weft-ebpf-http', 'weft-waypoint', 'weft-waypoint-jwt-authz', 'haproxy-mtls-http', 'haproxy-http'];
 /** The HTTP server's port in the server pods, and the Service port (named http) in front of it. */
 export const HTTP_PORT = 8080;
 export const HTTP_SERVICE = 'http';
@@ -32,6 +33,15 @@ export const HTTP_SERVICE = 'http';
 export const WAYPOINT_NS = 'bench-wp';
 export const WAYPOINT_GATEWAY = 'waypoint';
 export const MIDDLE_POD = 'middle';
+/**
+ * weft-waypoint-jwt-authz: the same waypoint and server, through a second Service that a
+ * RequestAuthentication (a JWT verified against an inline JWKS) and an AuthorizationPolicy with L7
+ * fields (request principal, namespace, method, path, header) target. Every request carries the
+ * token (the file the load generator reads its extra header from).
+ */
+export const SECURE_SERVICE = 'http-secure';
+export const TOKEN_HEADER_FILE = 'bench-token-header';
+const JWT_ISSUER = 'https://bench.weft.dev';
 
 const TOOLS = join(import.meta.dirname, 'tools');
 const tsx = (tool: string, ...args: string[]) => ['node', '--import', 'tsx', join(TOOLS, tool), ...args];
@@ -100,14 +110,44 @@ spec:
   containers:
 ${httpContainer}`,
     httpService(WAYPOINT_NS),
+    httpService(WAYPOINT_NS).replace(`name: ${HTTP_SERVICE},`, `name: ${SECURE_SERVICE},`),
     client(WAYPOINT_NS, 'client', 'node-0'),
   ];
+
+/** The JWT and L7 policy of SECURE_SERVICE, and the header line carrying a token they accept. */
+async function secureServicePolicies(dir: string): Promise<string[]> {
+  const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
+  const jwk = { ...(await exportJWK(publicKey)), kid: 'bench', alg: 'ES256', use: 'sig' };
+  const token = await new SignJWT({ scope: 'bench' }).setProtectedHeader({ alg: 'ES256', kid: 'bench' }).setIssuer(JWT_ISSUER).setSubject('loadgen').setAudience('bench').setIssuedAt().setExpirationTime('2d').sign(privateKey);
+  writeFileSync(join(dir, TOKEN_HEADER_FILE), `authorization: Bearer ${token}\n`);
+  const target = `targetRefs: [{kind: Service, group: "", name: ${SECURE_SERVICE}}]`;
+  return [
+    `apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: ${SECURE_SERVICE}, namespace: ${WAYPOINT_NS}}
+spec:
+  ${target}
+  jwtRules: [{issuer: "${JWT_ISSUER}", audiences: [bench], jwks: ${JSON.stringify(JSON.stringify({ keys: [jwk] }))}}]
+`,
+    `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ${SECURE_SERVICE}, namespace: ${WAYPOINT_NS}}
+spec:
+  ${target}
+  action: ALLOW
+  rules:
+  - from: [{source: {namespaces: [${WAYPOINT_NS}], requestPrincipals: ["${JWT_ISSUER}/loadgen"]}}]
+    to: [{operation: {methods: [POST], paths: ["/"]}}]
+    when: [{key: "request.headers[content-type]", values: [application/octet-stream]}]
+`,
+  ];
+}
 
 /** The pods of writeBenchConfig's manifests (not the scale pods). */
 export const BENCH_PODS = ['direct', 'ebpf', 'local', 'ipt', 'haproxy', 'wp'].flatMap((n) => [`bench-${n}/server`, `bench-${n}/client`]);
 
-/** Writes the manifests and HAProxy's certificates and server config into dir. */
-export function writeBenchConfig(dir: string): void {
+/** Writes the manifests, HAProxy's certificates and server config, and the bench JWT into dir. */
+export async function writeBenchConfig(dir: string): Promise<void> {
   mkdirSync(dir, { recursive: true });
   const pki = join(dir, 'pki');
   mkdirSync(pki, { recursive: true });
@@ -149,6 +189,7 @@ export function writeBenchConfig(dir: string): void {
       server('bench-haproxy', [haproxy], '', true),
       client('bench-haproxy', 'client', 'node-0'),
       ...waypointNamespace(),
+      ...(await secureServicePolicies(dir)),
     ].join('---\n'),
   );
 }

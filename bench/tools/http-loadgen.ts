@@ -5,14 +5,17 @@
 // time (pacer.ts), so queueing behind a slow response counts. Prints one JSON line: percentiles in
 // microseconds, requests completed, lost (unanswered at the end), errors (closed connections,
 // malformed responses) and non-2xx responses (and their codes).
-//   http-loadgen.ts HOST PORT RATE CONNECTIONS SECONDS [SIZE=1024] [WARMUP_SECONDS=1] [HOST_HEADER=HOST]
+//   http-loadgen.ts HOST PORT RATE CONNECTIONS SECONDS [SIZE=1024] [WARMUP_SECONDS=1] [HOST_HEADER=HOST] [HEADER_FILE]
+// HEADER_FILE: extra request header lines, sent with every request (e.g. a bearer token).
+import { readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { histogram, loadArgs, paced, percentiles } from './pacer.ts';
 
-const { host, port, rate, conns, seconds, size, warmup, rest } = loadArgs(process.argv.slice(2), 'http-loadgen.ts HOST PORT RATE CONNECTIONS SECONDS [SIZE] [WARMUP_SECONDS] [HOST_HEADER]');
+const { host, port, rate, conns, seconds, size, warmup, rest } = loadArgs(process.argv.slice(2), 'http-loadgen.ts HOST PORT RATE CONNECTIONS SECONDS [SIZE] [WARMUP_SECONDS] [HOST_HEADER] [HEADER_FILE]');
 const authority = rest[0];
+const extra = rest[1] ? readFileSync(rest[1], 'utf8').split('\n').filter(Boolean).map((l) => `${l.trim()}\r\n`).join('') : '';
 const request = Buffer.concat([
-  Buffer.from(`POST / HTTP/1.1\r\nhost: ${authority ?? host}\r\ncontent-type: application/octet-stream\r\ncontent-length: ${size}\r\n\r\n`),
+  Buffer.from(`POST / HTTP/1.1\r\nhost: ${authority ?? host}\r\ncontent-type: application/octet-stream\r\ncontent-length: ${size}\r\n${extra}\r\n`),
   Buffer.alloc(size, 0x62),
 ]);
 const hist = histogram();
