@@ -200,7 +200,7 @@ export async function runAgent(o: AgentOptions): Promise<void> {
     pods.close();
     backends.ebpf?.close();
     backends.iptables?.close();
-    // The connections the pods' close just ended are in the queue: sent, or given up at the deadline.
+    // Access-log records still queued: sent, or given up at the deadline.
     if (!accessLogExport) process.exit(0);
     void accessLogExport.shutdown(ACCESS_LOG_FLUSH_MS).finally(() => process.exit(0));
   };

@@ -195,6 +195,10 @@ describe('the agent\'s access log over OTLP logs', () => {
     await until(async () => (await scrape(a.admin)).records.export_failed === 5);
     expect(await scrape(a.admin)).toEqual({ records: { exported: 0, queue_full: 0, export_failed: 5 }, queued: 0 });
     expect(receiver.logs).toHaveLength(0);
+    // Said in the agent's log, at most every 30 s however many batches fail.
+    const said = a.lines.filter((l) => l.msg === 'OTLP access-log export failed; records dropped');
+    expect(said).toHaveLength(1);
+    expect(said[0]).toMatchObject({ level: 40, endpoint: collector });
   }, 20_000);
 
   it('collector down or hanging: connections unaffected, at most the cap held, the rest counted as queue_full', async () => {
@@ -228,4 +232,17 @@ describe('the agent\'s access log over OTLP logs', () => {
     expect(s.dropped.queue_full + s.dropped.export_failed).toBe(6);
     expect(s.dropped.export_failed).toBeGreaterThan(0);
   }, 30_000);
+
+  it('configuration: a bad header list or endpoint fails the start; an endpoint without /v1/logs is used as given, with a warning', async () => {
+    const lines: Record<string, unknown>[] = [];
+    const log = pino({ level: 'info' }, { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) });
+    await expect(startAccessLogExport({ node: 'n', otlpLogsEndpoint: collector, otlpLogsHeaders: 'authorization' }, log, {})).rejects.toThrow(/name=value/);
+    await expect(startAccessLogExport({ node: 'n', otlpLogsEndpoint: 'collector:4318' }, log, {})).rejects.toThrow();
+    const bare = collector.replace(/\/v1\/logs$/, '');
+    const e = await startAccessLogExport({ node: 'n', otlpLogsEndpoint: bare, otlpLogsHeaders: 'x-tenant=acme' }, log, {});
+    agents.push({ exporter: e, admin: [] });
+    expect(lines.find((l) => l.level === 40)).toMatchObject({ endpoint: bare, msg: expect.stringContaining('/v1/logs') });
+    expect(lines.find((l) => l.level === 30)).toMatchObject({ headers: ['x-tenant'] }); // names only: values may be tokens
+    expect(JSON.stringify(lines)).not.toContain('acme');
+  });
 });
