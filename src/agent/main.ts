@@ -29,6 +29,7 @@ import { loadSnapshot, SnapshotWriter } from './state/snapshot.ts';
 import { DeltaXdsClient } from './xds/delta-client.ts';
 import { inClusterAccess, loadKubeconfig } from '../kube/client.ts';
 import { ensurePrivateDir } from '../util/private-files.ts';
+import { startAccessLogExport, ACCESS_LOG_FLUSH_MS } from './access-log-export.ts';
 
 const EMPTY = MeshState.empty();
 
@@ -58,10 +59,17 @@ export interface AgentOptions {
   /** Kubernetes API access (one of them): pods are annotated when enrolled and reconciled at start. */
   kubeconfig?: string;
   inCluster?: boolean;
+  /** The access log also over OTLP logs to this URL (off when unset), with these headers (`k=v,...`). */
+  otlpLogsEndpoint?: string;
+  otlpLogsHeaders?: string;
+  otlpLogsTimeout?: number;
+  otlpLogsMaxQueue?: number;
 }
 
 export async function runAgent(o: AgentOptions): Promise<void> {
   const log = batchedLogger({ node: o.node, component: 'agent' });
+  // First: a bad endpoint or header list fails the start, not the first connection.
+  const accessLogExport = o.otlpLogsEndpoint ? await startAccessLogExport({ ...o, otlpLogsEndpoint: o.otlpLogsEndpoint }, log) : undefined;
   mkdirSync(o.stateDir, { recursive: true });
   // Both modes can serve pods side by side; the flag picks the default. eBPF needs the kernel.
   const backends: CaptureBackends = { default: o.capture, iptables: await IptablesCapture.open() };
@@ -75,6 +83,7 @@ export async function runAgent(o: AgentOptions): Promise<void> {
   let ready = false;
   const metrics = new AgentMetrics(o.capture);
   const istio = new IstioTcpMetrics(metrics.registry);
+  if (accessLogExport) metrics.accessLogExport = () => accessLogExport.stats();
   let xds: DeltaXdsClient | undefined;
   let certs: CertManager | undefined;
   let cache: SnapshotWriter | undefined;
@@ -127,6 +136,7 @@ export async function runAgent(o: AgentOptions): Promise<void> {
     certs,
     agentPorts: new Set([WEFT.PORT_OUTBOUND, WEFT.PORT_INBOUND, WEFT.PORT_HBONE, o.adminPort, o.metricsPort, o.readinessPort]),
     localPods,
+    accessLogExport,
     ...(o.dataPath === 'native'
       ? { pool: new HbonePool({ open: nativeSessionOpener() }), relay: nativeRelay, serveHbone: (opts) => new NativeHboneServer({ ...opts, admission }) }
       : { pool: new HbonePool(), relay, serveHbone: (opts) => createHboneServer({ ...opts, admission }) }),
@@ -177,6 +187,7 @@ export async function runAgent(o: AgentOptions): Promise<void> {
   if (kube) void kube.reconcileUntilSettled(pods, () => stopping);
 
   const stop = (sig: string) => {
+    if (stopping) return; // a second signal while the access log flushes
     log.info({ sig }, 'agent stopping; pods stay captured and new connections fail until it returns');
     stopping = true;
     ready = false;
@@ -189,7 +200,9 @@ export async function runAgent(o: AgentOptions): Promise<void> {
     pods.close();
     backends.ebpf?.close();
     backends.iptables?.close();
-    process.exit(0);
+    // Access-log records still queued: sent, or given up at the deadline.
+    if (!accessLogExport) process.exit(0);
+    void accessLogExport.shutdown(ACCESS_LOG_FLUSH_MS).finally(() => process.exit(0));
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));

@@ -39,6 +39,12 @@ export function registerAgentCommand(program: Command): void {
     .option('--hbone-max-handshakes-per-source <n>', 'inbound HBONE handshakes pending from one source IP', positiveInt, L.maxHandshakesPerSource)
     .option('--hbone-handshake-timeout <ms>', 'close an inbound HBONE connection whose handshake is not done by then', positiveInt, L.handshakeTimeoutMs)
     .option('--hbone-max-dials-per-session <n>', 'CONNECTs of one inbound HBONE connection dialling at once; more get 503', positiveInt, L.maxDialsPerSession)
+    // The access log also over OTLP logs (HTTP/protobuf); off unless an endpoint is given. The
+    // DaemonSet sets the environment variables (headers from a Secret keep tokens out of the args).
+    .addOption(new Option('--otlp-logs-endpoint <url>', 'also export the access log over OTLP logs (HTTP/protobuf) to this URL, used as given: e.g. http://otel-collector.observability:4318/v1/logs').env('WEFT_OTLP_LOGS_ENDPOINT'))
+    .addOption(new Option('--otlp-logs-headers <list>', 'headers for each OTLP logs export, name=value[,name=value...] (values percent-encoded, as OTEL_EXPORTER_OTLP_HEADERS); repeatable').env('WEFT_OTLP_LOGS_HEADERS').argParser((v: string, prev?: string) => (prev ? `${prev},${v}` : v)))
+    .addOption(new Option('--otlp-logs-timeout <ms>', 'deadline of one OTLP logs export, retries included').env('WEFT_OTLP_LOGS_TIMEOUT').argParser(positiveInt).default(5_000))
+    .addOption(new Option('--otlp-logs-max-queue <n>', 'access-log records held for OTLP export at most; past it they are dropped (weft_agent_access_log_export_records_total{result="queue_full"})').env('WEFT_OTLP_LOGS_MAX_QUEUE').argParser(positiveInt).default(2_048))
     .option('--kubeconfig <file>', 'Kubernetes API access: annotate enrolled pods and enroll running ones at start (as istio-cni does)')
     .option('--in-cluster', "the same with the pod's own service account")
     // Loaded when run, so other commands do not carry the agent (and the agent not the rest).

@@ -24,6 +24,7 @@ export function registerInstallCommand(program: Command): void {
     .option('--cni-bin-dir <dir>', "the nodes' CNI plugin directory", DEFAULTS.cniBinDir)
     .option('--cni-conf-dir <dir>', "the nodes' CNI configuration directory", DEFAULTS.cniConfDir)
     .option('--plaintext-xds', 'also serve xDS in plaintext on 15010, to proxyless gRPC clients without a node credential (it answers any pod)', DEFAULTS.plaintextXds)
+    .option('--otlp-logs-endpoint <url>', "the agents also export their access log over OTLP logs (HTTP/protobuf) to this URL, e.g. http://otel-collector.observability:4318/v1/logs (default: off)")
     .option('-o, --output <dir>', 'write the files (kustomization.yaml, ..., waypoint/) into this directory')
     .action((opts: InstallOptions & { output?: string }) => {
       const { output, ...rest } = opts;

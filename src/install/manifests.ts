@@ -297,7 +297,12 @@ export function agent(o: InstallOptions): [IServiceAccount, IClusterRole, IClust
                 ],
                 env: [
                   { name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } },
+                  // Resource attributes of the access log's OTLP records (k8s.pod.name, k8s.namespace.name).
+                  { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
+                  { name: 'POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
                   ...Object.entries(agentEnv()).map(([name, value]) => ({ name, value })),
+                  // Headers (tokens) belong in a Secret: add WEFT_OTLP_LOGS_HEADERS with valueFrom.secretKeyRef.
+                  ...(o.otlpLogsEndpoint ? [{ name: 'WEFT_OTLP_LOGS_ENDPOINT', value: o.otlpLogsEndpoint }] : []),
                 ],
                 ports: [
                   { name: 'http-metrics', containerPort: PORTS.metrics, protocol: 'TCP' },

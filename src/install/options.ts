@@ -23,6 +23,11 @@ export interface InstallOptions {
    * to any pod that asks. Agents always use 15012 (TLS, authenticated).
    */
   plaintextXds: boolean;
+  /**
+   * The agents also export their access log over OTLP logs (HTTP/protobuf) to this URL, e.g.
+   * http://otel-collector.observability:4318/v1/logs (WEFT_OTLP_LOGS_ENDPOINT). Empty: off.
+   */
+  otlpLogsEndpoint: string;
 }
 
 export const DEFAULTS: Readonly<InstallOptions> = Object.freeze({
@@ -35,6 +40,7 @@ export const DEFAULTS: Readonly<InstallOptions> = Object.freeze({
   cniBinDir: '/opt/cni/bin',
   cniConfDir: '/etc/cni/net.d',
   plaintextXds: false,
+  otlpLogsEndpoint: '',
 });
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
@@ -52,5 +58,6 @@ export function resolveOptions(partial: Partial<InstallOptions> = {}): InstallOp
   for (const [flag, dir] of [['--cni-bin-dir', o.cniBinDir], ['--cni-conf-dir', o.cniConfDir]] as const) {
     if (!dir.startsWith('/') || dir.includes('..')) throw new Error(`${flag} ${JSON.stringify(dir)}: an absolute path on the node`);
   }
+  if (o.otlpLogsEndpoint && !/^https?:\/\/[^\s/]+(\/\S*)?$/.test(o.otlpLogsEndpoint)) throw new Error(`--otlp-logs-endpoint ${JSON.stringify(o.otlpLogsEndpoint)}: an http:// or https:// URL`);
   return o;
 }

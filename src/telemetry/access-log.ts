@@ -36,9 +36,14 @@ export function accessLogEntry(r: ConnectionRecord): Record<string, unknown> {
   };
 }
 
-/** Writes the connection's line: a warning when it failed. */
-export function logConnection(log: AccessLogSink, r: ConnectionRecord): void {
+/** Writes the connection's line: a warning when it failed; the same entry to `also` (an exporter) if given. */
+export function logConnection(log: AccessLogSink, r: ConnectionRecord, also?: AccessLogSink): void {
   const entry = accessLogEntry(r);
-  if (r.error) log.warn(entry, 'connection failed');
-  else log.info(entry, 'connection complete');
+  if (r.error) {
+    log.warn(entry, 'connection failed');
+    also?.warn(entry, 'connection failed');
+  } else {
+    log.info(entry, 'connection complete');
+    also?.info(entry, 'connection complete');
+  }
 }

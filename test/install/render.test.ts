@@ -253,6 +253,31 @@ describe('weft install: rendered manifests', () => {
     }
   });
 
+  it('--otlp-logs-endpoint: the agents export their access log there (WEFT_OTLP_LOGS_ENDPOINT, which the agent reads); off by default', async () => {
+    const env = (objs: Obj[]) => podSpecOf(find(objs, 'DaemonSet'))!.containers.find((c) => c.name === 'agent')!.env!;
+    expect(env(all()).map((e) => e.name)).not.toContain('WEFT_OTLP_LOGS_ENDPOINT');
+    const url = 'http://otel-collector.observability:4318/v1/logs';
+    const on = env(all({ otlpLogsEndpoint: url }));
+    expect(on).toContainEqual({ name: 'WEFT_OTLP_LOGS_ENDPOINT', value: url });
+    expect(on).toContainEqual({ name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } });
+    expect(renderFiles(resolveOptions({ otlpLogsEndpoint: url }))[0]!.content).toContain(`weft install --otlp-logs-endpoint ${url} -o DIR`);
+    expect(() => resolveOptions({ otlpLogsEndpoint: 'otel-collector:4318' })).toThrow(/--otlp-logs-endpoint .*http/);
+    // The agent's command line takes the variable as its --otlp-logs-endpoint.
+    const program = new Command();
+    registerAgentCommand(program);
+    const agent = program.commands.find((c) => c.name() === 'agent')!;
+    const before = process.env.WEFT_OTLP_LOGS_ENDPOINT;
+    process.env.WEFT_OTLP_LOGS_ENDPOINT = url;
+    try {
+      agent.exitOverride().action(() => {});
+      await program.parseAsync(['agent', '--node', 'n1'], { from: 'user' });
+      expect(agent.opts()).toMatchObject({ otlpLogsEndpoint: url, otlpLogsTimeout: 5_000, otlpLogsMaxQueue: 2_048 });
+    } finally {
+      if (before === undefined) delete process.env.WEFT_OTLP_LOGS_ENDPOINT;
+      else process.env.WEFT_OTLP_LOGS_ENDPOINT = before;
+    }
+  });
+
   it('the waypoint template is an istio-waypoint Gateway with the HBONE mesh listener', () => {
     const gw = find(all(), 'Gateway') as unknown as { spec: { gatewayClassName: string; listeners: unknown[] }; metadata: { namespace?: string } };
     expect(gw.spec).toEqual({ gatewayClassName: 'istio-waypoint', listeners: [{ name: 'mesh', port: 15008, protocol: 'HBONE' }] });

@@ -3,6 +3,7 @@
 // Istio's istio_tcp_* series, which any proxy exports, are in src/telemetry/istio-tcp.ts.
 import { Counter, Gauge, Registry } from 'prom-client';
 import type { Direction, Transport } from '../../telemetry/connection.ts';
+import type { OtlpLogsStats } from '../../telemetry/otlp-logs.ts';
 import { registerHealthMetrics } from '../../util/metrics.ts';
 
 export class AgentMetrics {
@@ -22,6 +23,9 @@ export class AgentMetrics {
   /** Read at scrape time: the capture counters of every enrolled pod. */
   captureCounters: () => { namespace: string; pod: string; outbound: number; inbound: number }[] = () => [];
 
+  /** Read at scrape time: the OTLP access-log exporter's counts, when one is configured. */
+  accessLogExport: () => OtlpLogsStats | undefined = () => undefined;
+
   /** One per access-log line (Connection.finish), so the two always agree. */
   connectionEnded(direction: Direction, protocol: Transport, ok: boolean): void {
     const key = `${direction}|${protocol}|${ok ? 'success' : 'failure'}`;
@@ -31,6 +35,7 @@ export class AgentMetrics {
   constructor(mode: string) {
     const counters = () => this.captureCounters();
     const ended = this.ended;
+    const exported = () => this.accessLogExport();
     registerHealthMetrics(this.registry);
     new Gauge({ name: 'weft_agent_info', help: 'Agent build and capture mode', labelNames: ['capture_mode'] as const, registers: [this.registry] }).set({ capture_mode: mode }, 1);
     // The node's own count of what it carried, whatever reached it: connections the kernel
@@ -46,6 +51,31 @@ export class AgentMetrics {
           const [direction, protocol, result] = key.split('|') as [string, string, string];
           this.inc({ direction, protocol, result }, n);
         }
+      },
+    });
+    // The OTLP copy of the access log (--otlp-logs-endpoint): no series unless it is configured.
+    new Counter({
+      name: 'weft_agent_access_log_export_records_total',
+      help: 'Access-log records exported over OTLP logs, by result: exported, or dropped because the queue was full (queue_full) or the collector failed, refused or timed out (export_failed)',
+      labelNames: ['result'] as const,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        const s = exported();
+        if (!s) return;
+        this.inc({ result: 'exported' }, s.exported);
+        this.inc({ result: 'queue_full' }, s.dropped.queue_full);
+        this.inc({ result: 'export_failed' }, s.dropped.export_failed);
+      },
+    });
+    new Gauge({
+      name: 'weft_agent_access_log_export_queued',
+      help: 'Access-log records held for OTLP export (queued or being sent); capped by --otlp-logs-max-queue',
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        const s = exported();
+        if (s) this.set(s.held);
       },
     });
     new Counter({

@@ -15,6 +15,8 @@ export interface ConnectionSinks {
   log: AccessLogSink;
   metrics: Pick<AgentMetrics, 'active' | 'connectionEnded'>;
   istio: IstioTcpMetrics;
+  /** Where the access log is also exported (OTLP logs, --otlp-logs-endpoint); absent: the line only. */
+  accessLogExport?: AccessLogSink;
 }
 
 export interface Outcome {
@@ -93,6 +95,6 @@ export class Connection {
       responseFlags: o.flag,
       policy: o.policy,
       audit: o.audit,
-    });
+    }, sinks.accessLogExport);
   }
 }
