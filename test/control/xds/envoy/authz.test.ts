@@ -353,6 +353,35 @@ describe('AuthorizationPolicy on a waypoint: CUSTOM', () => {
     expect(get(WEB80).http[0]!.shadowRules.policies[`istio-ext-authz-grpc-authz-${id('c')}`].principals).toEqual([andI([orIds([{ directRemoteIp: { addressPrefix: '10.0.0.0', prefixLen: { value: 8 } } }])])]);
   });
 
+  it('reports what istiod would refuse or ignore: selector next to targetRefs, dry-run on CUSTOM, a provider on another action', () => {
+    const { get, text } = build([
+      meshConfig([{ name: 'old-http', envoyExtAuthzHttp: { service: 'authz/a.authz.svc.cluster.local', port: 80, includeHeadersInCheck: ['cookie'], timeout: '2m' } }, { name: 'Upper', envoyExtAuthzGrpc: { service: 'a.b', port: 1 } }]),
+      ap('both', { targetRefs: [REF.web], selector: { matchLabels: { app: 'web' } }, rules: [{}] }),
+      ap('dry', { targetRefs: [REF.web], action: 'CUSTOM', provider: { name: 'old-http' }, rules: [{}] }, { annotations: { 'istio.io/dry-run': 'true' } }),
+      ap('prov', { targetRefs: [REF.web], action: 'DENY', provider: { name: 'old-http' }, rules: [{}] }),
+      custom('upper', 'Upper', [{}], REF.api),
+    ]);
+    expect(text).toEqual(expect.arrayContaining([
+      'AuthorizationPolicy/both: spec.selector: only one of selector or targetRefs may be set: the selector is ignored at the waypoint',
+      'AuthorizationPolicy/dry: metadata.annotations.istio.io/dry-run: dry run is not supported for CUSTOM by weft: enforced',
+      'AuthorizationPolicy/prov: spec.provider: only used with action CUSTOM: ignored',
+      'AuthorizationPolicy/dry: spec.provider.name: provider "old-http" cannot be used (timeout: expected a duration such as "10s" or "0.5s", found "2m"): requests (and connections) its rules match are denied',
+    ]));
+    expect(text).toContainEqual(expect.stringMatching(/^AuthorizationPolicy\/upper: spec\.provider\.name: provider "Upper" cannot be used \(name "Upper": must be a DNS label/));
+    expect(get(WEB80).http[0]!.rules.action).toBe('DENY');
+    expect(get(`api.${NS}.svc.cluster.local:80`).http[0]!.rules.action).toBe('DENY');
+  });
+
+  it('the deprecated includeHeadersInCheck is used when includeRequestHeadersInCheck is not set', () => {
+    const { get, problems } = build([meshConfig([{ name: 'old-http', envoyExtAuthzHttp: { service: 'a.authz.svc.cluster.local', port: 80, includeHeadersInCheck: ['cookie', 'x-*'], failOpen: false } }]), custom('c', 'old-http', [{}], REF.api)]);
+    expect(problems).toEqual([]);
+    const ext = get(`api.${NS}.svc.cluster.local:80`).http[1]!;
+    expect(ext.allowedHeaders).toEqual({ patterns: [{ exact: 'cookie', ignoreCase: true }, { prefix: 'x-', ignoreCase: true }] });
+    expect(ext.httpService).toEqual({ serverUri: { uri: 'http://a.authz.svc.cluster.local', cluster: 'outbound|80||a.authz.svc.cluster.local', timeout: { seconds: 600 } } });
+    expect(ext.failureModeAllow).toBeUndefined();
+    expect(ext.statusOnError).toBeUndefined();
+  });
+
   it('on TCP: an HTTP provider is left out (as istiod), a gRPC or unknown one denies the matched connections', () => {
     const { get, text } = build([meshConfig([GRPC, HTTP]), custom('g', 'grpc-authz', undefined, REF.db), custom('h', 'http-authz', undefined, REF.db), custom('u', 'nowhere', undefined, REF.db)]);
     const db = get(DB);
