@@ -419,8 +419,12 @@ function unboundTargets(ns: string, ctx: NsContext, svcs: ReadonlyMap<string, Sv
           continue;
         }
         if (svcs.get(ref.name)?.service?.waypoint) continue;
-        selector = k.spec.selector;
-        problem(field, `Service ${ns}/${ref.name} is not bound to a waypoint: its workloads' agents enforce the policy, fail closed (HTTP attributes cannot be seen there)`);
+        if (isWaypointService(k, ctx.waypoints)) {
+          problem(field, `Service ${ns}/${ref.name} is a waypoint's own Service: target its Gateway to apply the policy to what the waypoint serves (not applied here)`);
+          continue;
+        }
+        selector = k.spec.selector && Object.keys(k.spec.selector).length ? k.spec.selector : undefined;
+        problem(field, `Service ${ns}/${ref.name} is not bound to a waypoint: ${selector ? "its workloads' agents enforce the policy, fail closed (HTTP attributes cannot be seen there)" : 'it selects no workloads, so nothing in the mesh enforces the policy for it'}`);
       } else if (ref.kind === 'ServiceEntry') {
         const se = ctx.serviceEntries.find((s) => s.metadata.name === ref.name);
         if (!se) {

@@ -88,6 +88,14 @@ describe('targetRefs AuthorizationPolicy and the agents', () => {
     expect(after.workloads.find((w) => w.name === 'api-0')!.waypoint).toBeUndefined(); // workload traffic: the waypoint is for services
   });
 
+  it('the waypoint\'s own Service is not a target the agents enforce (that would cut the waypoint off)', () => {
+    const wpPod = { ...pod('wp-0', 'wp', '10.244.0.9'), metadata: { ...pod('wp-0', 'wp', '10.244.0.9').metadata, labels: { 'gateway.networking.k8s.io/gateway-name': 'wp' } } } as KObject;
+    const { m, wl, problems } = model([...world(), wpPod, ap('own', { targetRefs: [ref('Service', 'wp')], ...L7_ALLOW })]);
+    expect(m.policies).toEqual([]);
+    expect(wl('wp-0').authorizationPolicies).toEqual([]);
+    expect(problems).toEqual([`own: spec.targetRefs[0]: Service ${NS}/wp is a waypoint's own Service: target its Gateway to apply the policy to what the waypoint serves (not applied here)`]);
+  });
+
   it('a selector policy with HTTP attributes still fails closed at the agents (unchanged)', () => {
     const { m, wl } = model([...world(), ap('sel', { selector: { matchLabels: { app: 'web' } }, ...L7_ALLOW })]);
     expect(m.policies).toEqual([{ name: 'sel', namespace: NS, scope: 'WORKLOAD_SELECTOR', action: 'ALLOW', rules: [] }]);
