@@ -18,6 +18,7 @@ import type { SpiffeId } from '../../api/spiffe.ts';
 import { matchesSelector, type KObject, type Pod, type Service as KService } from '../../kube/objects.ts';
 import { ConfigSnapshot, ofKind } from '../config/config-store.ts';
 import { translateAuthorizationPolicy } from './security/authorization.ts';
+import { readTargetRefs, type TargetRef } from './security/attachments.ts';
 import { effectivePeerAuthn, translatePeerAuthentication, type PeerAuthn } from './security/peer-authentication.ts';
 import { buildService, buildWorkload, type MeshOptions, type SelectorPolicy } from './networking/workloads.ts';
 import {
@@ -70,8 +71,17 @@ const SECURITY_GROUP = /^security\.istio\.io\/v1(beta1)?$/;
 /** One security object, translated: what it contributes and what is wrong with it. */
 interface Translated {
   policy?: AuthorizationPolicy;
+  /** A targetRefs policy: the agents enforce it only on targets no waypoint serves. */
+  targeted?: TargetedPolicy;
   selectorPolicy?: SelectorPolicy;
   peerAuthn?: PeerAuthn;
+  problems: ModelProblem[];
+}
+
+/** A targetRefs AuthorizationPolicy as the agents would enforce it, with its L4 translation's problems. */
+interface TargetedPolicy {
+  policy: AuthorizationPolicy;
+  refs: TargetRef[];
   problems: ModelProblem[];
 }
 
@@ -80,6 +90,7 @@ interface NsSecurity {
   aps: readonly KObject[];
   pas: readonly KObject[];
   policies: AuthorizationPolicy[];
+  targeted: TargetedPolicy[];
   selectorPolicies: SelectorPolicy[];
   peerAuthns: PeerAuthn[];
   problems: ModelProblem[];
@@ -104,6 +115,8 @@ interface NsContext {
 interface NsBuilt {
   pods: readonly Pod[];
   ctx: NsContext;
+  /** Selector policies standing for targetRefs policies whose Service or ServiceEntry no waypoint serves. */
+  unbound: SelectorPolicy[];
   entries: Map<Pod, PodEntry>;
   paPolicies: AuthorizationPolicy[];
   /** node -> service accounts of this namespace it may obtain */
@@ -113,6 +126,7 @@ interface NsBuilt {
 
 interface PodEntry {
   ctx: NsContext;
+  unbound: SelectorPolicy[];
   problems: ModelProblem[];
   /** [node, service account] when the pod's node may obtain its identity. */
   identity?: [string, string];
@@ -182,15 +196,28 @@ export class MeshModelBuilder {
 
   /** A namespace whose pods, Services or context changed; pods that are the same objects under the same context are reused. */
   private buildNamespace(ns: string, pods: readonly Pod[], ctx: NsContext, prev: NsBuilt | undefined): NsBuilt {
-    const out: NsBuilt = { pods, ctx, entries: new Map(), paPolicies: [], identities: new Map(), model: undefined! };
+    // Services first: whether a targeted Service has a waypoint decides which workloads list its policy.
+    const svcEntries = ctx.services.map((s) => {
+      let e = this.services.get(s);
+      if (!e || e.ctx !== ctx || (e.pods && e.pods !== pods)) {
+        const next = this.buildSvc(s, ns, ctx, pods);
+        // The same Service as before stays the same object: its encoding is reused.
+        if (e?.service && next.service && isDeepStrictEqual(e.service, next.service)) next.service = e.service;
+        this.services.set(s, (e = next));
+      }
+      return e;
+    });
+    const targets = unboundTargets(ns, ctx, new Map(ctx.services.map((s, i) => [s.metadata.name, svcEntries[i]!])));
+    const unbound = prev && isDeepStrictEqual(prev.unbound, targets.selectors) ? prev.unbound : targets.selectors;
+    const out: NsBuilt = { pods, ctx, unbound, entries: new Map(), paPolicies: [], identities: new Map(), model: undefined! };
     const workloads: Workload[] = [];
-    const problems: ModelProblem[] = [...(ctx.own?.problems ?? []), ...(ctx.waypoints.problems.get(ns) ?? [])];
+    const problems: ModelProblem[] = [...(ctx.own?.problems ?? []), ...(ctx.waypoints.problems.get(ns) ?? []), ...targets.problems];
     const nsp = namespaceProblem(ns, ctx.nsObj?.metadata.labels, ctx.waypoints);
     if (nsp && ctx.nsObj) problems.push({ kind: 'Namespace', namespace: '', name: ns, ...nsp });
     const paPolicies = new Map<string, AuthorizationPolicy>();
     for (const pod of pods) {
       let e = prev?.entries.get(pod);
-      if (!e || e.ctx !== ctx) e = this.buildPod(pod, ns, ctx);
+      if (!e || e.ctx !== ctx || e.unbound !== unbound) e = this.buildPod(pod, ns, ctx, unbound);
       out.entries.set(pod, e);
       problems.push(...e.problems);
       if (e.workload) workloads.push(e.workload);
@@ -203,19 +230,12 @@ export class MeshModelBuilder {
       }
     }
     const services: Service[] = [];
-    for (const s of ctx.services) {
-      let e = this.services.get(s);
-      if (!e || e.ctx !== ctx || (e.pods && e.pods !== pods)) {
-        const next = this.buildSvc(s, ns, ctx, pods);
-        // The same Service as before stays the same object: its encoding is reused.
-        if (e?.service && next.service && isDeepStrictEqual(e.service, next.service)) next.service = e.service;
-        this.services.set(s, (e = next));
-      }
+    for (const e of svcEntries) {
       if (e.service) services.push(e.service);
       problems.push(...e.problems);
     }
     for (const se of ctx.serviceEntries) problems.push(...serviceEntryWaypoint(se, ns, ctx));
-    out.model = { workloads, services, policies: [...(ctx.own?.policies ?? []), ...paPolicies.values()], problems };
+    out.model = { workloads, services, policies: [...(ctx.own?.policies ?? []), ...targets.policies, ...paPolicies.values()], problems };
     return out;
   }
 
@@ -242,16 +262,16 @@ export class MeshModelBuilder {
     return e;
   }
 
-  private buildPod(pod: Pod, ns: string, ctx: NsContext): PodEntry {
+  private buildPod(pod: Pod, ns: string, ctx: NsContext, unbound: SelectorPolicy[]): PodEntry {
     const identity = podIdentity(pod);
-    const w = buildWorkload(pod, ctx.services, ctx.selectorPolicies, this.o);
-    if (!w) return { ctx, identity, problems: [] };
+    const w = buildWorkload(pod, ctx.services, unbound.length ? [...ctx.selectorPolicies, ...unbound] : ctx.selectorPolicies, this.o);
+    if (!w) return { ctx, unbound, identity, problems: [] };
     const choice: WaypointChoice = isWaypointPod(pod, ctx.waypoints) ? {} : chooseWaypoint({ kind: 'workload', namespace: ns, labels: pod.metadata.labels, nsLabels: ctx.nsObj?.metadata.labels, serviceAccount: w.serviceAccount }, ctx.waypoints);
     if (choice.waypoint) w.waypoint = choice.waypoint;
     // PeerAuthentication resolves per workload into at most one DENY policy it names.
     const pa = effectivePeerAuthn({ namespace: ns, labels: pod.metadata.labels ?? {} }, ctx.peerAuthns, this.o.rootNamespace);
     if (pa.policy) w.authorizationPolicies = [...w.authorizationPolicies, policyKey(pa.policy)].sort();
-    return { ctx, identity, workload: w, paPolicy: pa.policy, problems: ownProblem(choice, pod) };
+    return { ctx, unbound, identity, workload: w, paPolicy: pa.policy, problems: ownProblem(choice, pod) };
   }
 
   /**
@@ -280,11 +300,12 @@ export class MeshModelBuilder {
   }
 
   private translateNs(aps: readonly KObject[], pas: readonly KObject[]): NsSecurity {
-    const sec: NsSecurity = { aps, pas, policies: [], selectorPolicies: [], peerAuthns: [], problems: [] };
+    const sec: NsSecurity = { aps, pas, policies: [], targeted: [], selectorPolicies: [], peerAuthns: [], problems: [] };
     for (const obj of [...aps, ...pas]) {
       const t = this.translate(obj);
       sec.problems.push(...t.problems);
       if (t.policy) sec.policies.push(t.policy);
+      if (t.targeted) sec.targeted.push(t.targeted);
       if (t.selectorPolicy) sec.selectorPolicies.push(t.selectorPolicy);
       if (t.peerAuthn) sec.peerAuthns.push(t.peerAuthn);
     }
@@ -300,6 +321,13 @@ export class MeshModelBuilder {
     if (!SECURITY_GROUP.test(obj.apiVersion)) problem('apiVersion', `unsupported version ${obj.apiVersion} (security.istio.io/v1 or v1beta1)`);
     else if (obj.kind === 'AuthorizationPolicy') {
       const r = translateAuthorizationPolicy(obj, opts);
+      if (r.targeted && r.policy) {
+        // The waypoint's translation reports the policy; these matter only where agents enforce it.
+        const at = (field: string, reason: string): ModelProblem => ({ kind: obj.kind, namespace: obj.metadata.namespace ?? '', name: obj.metadata.name, field, reason: `where enforced by the agents: ${reason}` });
+        t.targeted = { policy: r.policy, refs: readTargetRefs(obj, []), problems: r.problems.map((p) => at(p.field, p.reason)) };
+        this.translated.set(obj, t);
+        return t;
+      }
       for (const p of r.problems) problem(p.field, p.reason);
       if (r.policy) {
         t.policy = r.policy;
@@ -366,4 +394,55 @@ function podIdentity(pod: Pod): [string, string] | undefined {
   const node = pod.spec.nodeName;
   if (!node || pod.status?.phase === 'Succeeded' || pod.status?.phase === 'Failed') return undefined;
   return [node, pod.spec.serviceAccountName ?? 'default'];
+}
+
+/**
+ * The targetRefs policies of a namespace whose Service or ServiceEntry no waypoint serves: as
+ * Istio reports them ("not bound to a waypoint"), and enforced by the agents of that target's
+ * workloads, fail closed (selector policies over the target's selector). weft's agents never send
+ * a ServiceEntry's traffic through a waypoint, so a ServiceEntry target is always enforced there.
+ * Gateway targets are the waypoint's own (a missing Gateway is reported with its listener).
+ */
+function unboundTargets(ns: string, ctx: NsContext, svcs: ReadonlyMap<string, SvcEntry>): { selectors: SelectorPolicy[]; policies: AuthorizationPolicy[]; problems: ModelProblem[] } {
+  const out = { selectors: [] as SelectorPolicy[], policies: [] as AuthorizationPolicy[], problems: [] as ModelProblem[] };
+  for (const t of ctx.own?.targeted ?? []) {
+    const p = t.policy;
+    const problem = (field: string, reason: string) => out.problems.push({ kind: 'AuthorizationPolicy', namespace: ns, name: p.name, field, reason });
+    let enforced = false;
+    for (const [i, ref] of t.refs.entries()) {
+      const field = `spec.targetRefs[${i}]`;
+      let selector: Record<string, string> | undefined;
+      if (ref.kind === 'Service') {
+        const k = ctx.services.find((s) => s.metadata.name === ref.name);
+        if (!k) {
+          problem(field, `Service ${ns}/${ref.name} was not found`);
+          continue;
+        }
+        if (svcs.get(ref.name)?.service?.waypoint) continue;
+        if (isWaypointService(k, ctx.waypoints)) {
+          problem(field, `Service ${ns}/${ref.name} is a waypoint's own Service: target its Gateway to apply the policy to what the waypoint serves (not applied here)`);
+          continue;
+        }
+        selector = k.spec.selector && Object.keys(k.spec.selector).length ? k.spec.selector : undefined;
+        problem(field, `Service ${ns}/${ref.name} is not bound to a waypoint: ${selector ? "its workloads' agents enforce the policy, fail closed (HTTP attributes cannot be seen there)" : 'it selects no workloads, so nothing in the mesh enforces the policy for it'}`);
+      } else if (ref.kind === 'ServiceEntry') {
+        const se = ctx.serviceEntries.find((s) => s.metadata.name === ref.name);
+        if (!se) {
+          problem(field, `ServiceEntry ${ns}/${ref.name} was not found`);
+          continue;
+        }
+        const ws = (se as { spec?: { workloadSelector?: { labels?: Record<string, string> } } }).spec?.workloadSelector?.labels;
+        selector = ws;
+        problem(field, `ServiceEntry ${ns}/${ref.name} is not bound to a waypoint (weft's agents do not send ServiceEntry traffic through one): ${ws ? "its workloads' agents enforce the policy, fail closed" : 'it selects no workloads here, so nothing in the mesh enforces the policy for it'}`);
+      } else continue;
+      if (!selector || !Object.keys(selector).length) continue;
+      out.selectors.push({ key: policyKey(p), namespace: ns, selector });
+      enforced = true;
+    }
+    if (enforced) {
+      out.policies.push(p);
+      out.problems.push(...t.problems);
+    }
+  }
+  return out;
 }

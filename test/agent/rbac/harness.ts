@@ -46,7 +46,9 @@ export function world(yaml: string, labels: Record<string, string> = { app: 'htt
     }
     const t = translateAuthorizationPolicy(obj, { rootNamespace: ROOT });
     problems.push(...t.problems);
-    if (!t.policy) continue;
+    // A targetRefs policy is the waypoint's; the mesh model gives it to agents only for a target no
+    // waypoint serves (test/control/model/security/waypoint-targets.test.ts), which needs Services.
+    if (!t.policy || t.targeted) continue;
     policies.set(policyKey(t.policy), t.policy);
     const sel = t.selector;
     const sameNs = t.policy.namespace === dst.namespace || t.policy.namespace === ROOT;

@@ -131,7 +131,7 @@ const cases: Case[] = [
   { name: 'L7 in DENY: L4 part denies every method', yaml: ap('no-post', 'foo', '{ action: DENY, rules: [{ from: [{ source: { namespaces: [bar] } }], to: [{ operation: { methods: [POST], ports: ["8080"] } }] }] }'), from: SLEEP, allowed: false, policy: 'foo/no-post' },
   { name: 'L7 in DENY: L4 part still scopes it', yaml: ap('no-post', 'foo', '{ action: DENY, rules: [{ from: [{ source: { namespaces: [bar] } }], to: [{ operation: { methods: [POST] } }] }] }'), from: id('foo', 'x'), allowed: true },
   { name: 'L7-only DENY denies all', yaml: ap('no-admin', 'foo', '{ action: DENY, rules: [{ to: [{ operation: { paths: ["/admin*"] } }] }] }'), from: id('foo', 'x'), allowed: false, policy: 'foo/no-admin' },
-  { name: 'targetRefs ALLOW: not enforced at L4, denies the namespace', yaml: ap('wp', 'foo', '{ targetRefs: [{ kind: Gateway, group: gateway.networking.k8s.io, name: waypoint }], rules: [{}] }'), from: SLEEP, allowed: false, policy: 'no ALLOW policy matched: foo/wp' },
+  { name: 'targetRefs ALLOW: the waypoint\'s, not given to the agent', yaml: ap('wp', 'foo', '{ targetRefs: [{ kind: Gateway, group: gateway.networking.k8s.io, name: waypoint }], rules: [{ to: [{ operation: { paths: ["/x"] } }] }] }'), from: SLEEP, allowed: true },
   { name: 'CUSTOM: fails closed as DENY over its rules', yaml: ap('ext', 'foo', '{ action: CUSTOM, provider: { name: ext }, rules: [{ to: [{ operation: { ports: ["9090"], paths: ["/admin*"] } }] }] }'), port: 9090, allowed: false, policy: 'foo/ext' },
   { name: 'CUSTOM: other ports unaffected', yaml: ap('ext', 'foo', '{ action: CUSTOM, provider: { name: ext }, rules: [{ to: [{ operation: { ports: ["9090"], paths: ["/admin*"] } }] }] }'), port: 8080, allowed: true },
 

@@ -85,7 +85,7 @@ export function buildWorkload(pod: Pod, services: readonly KService[], selectorP
     workloadType: owner.type,
     workloadName: owner.name,
     services: svcPorts,
-    authorizationPolicies: selectorPolicies.filter((p) => (p.namespace === ns || p.namespace === o.rootNamespace) && matchesSelector(labels, p.selector)).map((p) => p.key).sort(),
+    authorizationPolicies: [...new Set(selectorPolicies.filter((p) => (p.namespace === ns || p.namespace === o.rootNamespace) && matchesSelector(labels, p.selector)).map((p) => p.key))].sort(),
     status: isReady(pod) ? 'HEALTHY' : 'UNHEALTHY',
     clusterId: o.clusterId,
   };

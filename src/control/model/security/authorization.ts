@@ -3,10 +3,14 @@
 // Fail-closed rules (every one also reported as a problem naming the field):
 // - Inside a rule (HTTP attributes, unknown fields, bad values): see authz-rule.ts — an ALLOW rule is
 //   dropped, a DENY/AUDIT rule matches on its remaining L4 fields.
-// - At spec level (unknown spec field, targetRef/targetRefs, which only a waypoint enforces):
-//   ALLOW keeps the policy with zero rules, so it denies everything in its scope; DENY/AUDIT ignore
-//   the field (it could only have narrowed them). A selector part we cannot read is ignored, which
-//   only widens the set of workloads selected.
+// - At spec level (an unknown spec field): ALLOW keeps the policy with zero rules, so it denies
+//   everything in its scope; DENY/AUDIT ignore the field (it could only have narrowed them). A
+//   selector part we cannot read is ignored, which only widens the set of workloads selected.
+// - A policy with targetRef/targetRefs is the waypoint's (src/control/xds/envoy/authz-filters.ts),
+//   not the agents': it is translated here with `targeted` set and WORKLOAD_SELECTOR scope without a
+//   selector, and the mesh model lists it only on the workloads of a targeted Service or
+//   ServiceEntry that no waypoint serves, where the agents enforce it fail closed (its HTTP parts
+//   as above: an ALLOW rule with one denies).
 // - A malformed `rules` value: ALLOW gets zero rules, DENY/AUDIT one match-all rule.
 // - CUSTOM (no external authorizer at L4) becomes DENY over the same rules with HTTP parts ignored:
 //   everything the authorizer could have refused is refused. (Istio's ztunnel skips CUSTOM
@@ -20,6 +24,8 @@ export interface AuthorizationTranslation {
   policy?: AuthorizationPolicy;
   /** matchLabels of a WORKLOAD_SELECTOR policy: the control plane lists the policy on matching workloads. */
   selector?: Record<string, string>;
+  /** A targetRefs policy: the waypoint's; agents enforce it only for targets no waypoint serves. */
+  targeted?: boolean;
   problems: Problem[];
 }
 
@@ -46,13 +52,9 @@ export function translateAuthorizationPolicy(obj: unknown, opts: TranslateOption
       specUnenforceable = true;
     }
   }
-  for (const k of ['targetRef', 'targetRefs']) {
-    if (spec[k] === undefined) continue;
-    problems.push({ field: `spec.${k}`, reason: 'waypoint attachment, not enforced at L4: ALLOW policy denies all in scope, DENY/AUDIT apply to the whole scope' });
-    specUnenforceable = true;
-  }
+  const targeted = spec.targetRef !== undefined || spec.targetRefs !== undefined;
 
-  const sel = readSelector(spec.selector, 'spec.selector', problems);
+  const sel = targeted ? { bad: false } : readSelector(spec.selector, 'spec.selector', problems);
   if (sel.bad) problems.push({ field: 'spec.selector', reason: 'unreadable parts ignored: the policy selects more workloads, not fewer' });
   const selector = sel.labels && Object.keys(sel.labels).length ? sel.labels : undefined;
 
@@ -69,6 +71,7 @@ export function translateAuthorizationPolicy(obj: unknown, opts: TranslateOption
   }
   if (specUnenforceable && action === 'ALLOW') rules = [];
 
+  if (targeted) return { policy: { name: meta.name, namespace: meta.namespace, scope: 'WORKLOAD_SELECTOR', action, rules }, targeted, problems };
   const policy: AuthorizationPolicy = { ...base(meta, rootNamespace, selector), action, rules };
   return selector ? { policy, selector, problems } : { policy, problems };
 }

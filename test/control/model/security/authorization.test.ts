@@ -154,14 +154,15 @@ describe('translateAuthorizationPolicy: fail closed', () => {
     expect(deny.policy?.rules).toEqual([{ clauses: [] }]);
   });
 
-  it('targetRefs: reported; ALLOW denies its scope, DENY applies to the whole scope', () => {
+  it('targetRefs: the waypoint\'s, marked targeted with no selector; its L4 form fails closed like any rule', () => {
     const tr = [{ group: 'gateway.networking.k8s.io', kind: 'Gateway', name: 'wp' }];
-    const allow = t({ targetRefs: tr, rules: [{}] });
-    expect(fields(allow)).toEqual(['spec.targetRefs']);
-    expect(allow.policy).toMatchObject({ scope: 'NAMESPACE', action: 'ALLOW', rules: [] });
-    const deny = t({ targetRef: tr[0], action: 'DENY', rules: [{ to: [{ operation: { ports: ['9'] } }] }] });
-    expect(fields(deny)).toEqual(['spec.targetRef']);
-    expect(deny.policy).toMatchObject({ scope: 'NAMESPACE', action: 'DENY', rules: [{ clauses: [{ matches: [{ destinationPorts: [9] }] }] }] });
+    const allow = t({ targetRefs: tr, rules: [{ to: [{ operation: { paths: ['/x'] } }] }, { from: [{ source: { namespaces: ['a'] } }] }] });
+    expect(allow.targeted).toBe(true);
+    expect(allow.selector).toBeUndefined();
+    expect(fields(allow)).toEqual(['spec.rules[0].to[0].operation.paths']);
+    expect(allow.policy).toEqual({ name: 'p', namespace: 'foo', scope: 'WORKLOAD_SELECTOR', action: 'ALLOW', rules: [{ clauses: [{ matches: [{ namespaces: [{ exact: 'a' }] }] }] }] });
+    const deny = t({ targetRef: tr[0], action: 'DENY', rules: [{ to: [{ operation: { ports: ['9'], methods: ['GET'] } }] }] });
+    expect(deny.policy).toMatchObject({ scope: 'WORKLOAD_SELECTOR', action: 'DENY', rules: [{ clauses: [{ matches: [{ destinationPorts: [9] }] }] }] });
   });
 
   it('selector with unknown parts: reported, the readable labels are used', () => {
