@@ -25,6 +25,7 @@ import { startMirrors } from '../upstream/mirror.ts';
 import { forwardH2, h2Transport, type H2Exchange } from '../upstream/forward-h2.ts';
 import type { H2Sessions } from '../upstream/h2-sessions.ts';
 import type { H1Tunnels } from '../upstream/h1-pool.ts';
+import { normalizeUrl } from './normalize-path.ts';
 import { runHttpFilters, type FilterReply, type FilterRequest, type HttpFilter } from '../filters/chain.ts';
 
 /** What the tunnel a request came through was for: decided once, at CONNECT. */
@@ -83,7 +84,7 @@ function answer(res: Res, status: number, body: string): number {
 }
 
 /** The filters for the tunnel's target: its port's (merged with the waypoint's own), or the waypoint's own for a workload. */
-function filtersFor(table: RoutingTable, ctx: TunnelContext): readonly HttpFilter[] {
+export function filtersFor(table: RoutingTable, ctx: TunnelContext): readonly HttpFilter[] {
   const f = 'service' in ctx.target ? table.filters?.get(ctx.target.listener) : table.ownFilters;
   return f?.http ?? [];
 }
@@ -113,7 +114,9 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
   res.on('error', () => {});
   const h2 = req.httpVersionMajor === 2;
   const host = String((h2 ? (req as Http2ServerRequest).authority : req.headers.host) ?? '');
-  const url = req.url ?? '/';
+  // Normalized before filters and routing, and sent upstream so (Envoy's normalize_path, merge_slashes).
+  const url = normalizeUrl(req.url ?? '/');
+  if (url !== req.url) req.url = url;
   const q = url.indexOf('?');
   const path = q < 0 ? url : url.slice(0, q);
   const mesh = deps.mesh();
