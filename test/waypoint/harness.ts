@@ -435,8 +435,8 @@ export async function frontDoor(cleanup: Cleanup, s: Stand, authority: string): 
 /**
  * Serves a port's Listener (`host:port`) or, with `gateway`, the waypoint's own Listener
  * (`waypoint/<ns>/<gateway>`) carrying hand-built filters (what the control plane will write from
- * policies), and waits until the waypoint has taken it: the routing table holds `expect` filters
- * for the port `host:port`.
+ * policies), and waits until the waypoint has taken it: a new routing table whose `expect.listener`
+ * has that many filters. `protocol` must be the port's as the control plane reads it.
  */
 export async function publishListener(
   s: Stand,
@@ -448,10 +448,11 @@ export async function publishListener(
   const [name, body] = 'gateway' in at
     ? [`waypoint/${at.namespace ?? NS}/${at.gateway}`, buildGatewayListener(at.namespace ?? NS, at.gateway, full)]
     : [`${at.host}:${at.port}`, buildListener(at.host, at.port, at.protocol ?? 'http', full)];
+  const before = s.config.table;
   s.cp.store.patch(TYPE_LISTENER, new Map([[name, body]]), []);
   const has = () => {
     const f = s.config.table.filters?.get(expect.listener);
-    return (f?.http.length ?? 0) === (expect.http ?? 0) && (f?.network.length ?? 0) === (expect.network ?? 0);
+    return s.config.table !== before && (f?.http.length ?? 0) === (expect.http ?? 0) && (f?.network.length ?? 0) === (expect.network ?? 0);
   };
   await until(has, 10_000, `the waypoint to take listener ${name}`);
 }

@@ -89,6 +89,9 @@ export function filtersFor(table: RoutingTable, ctx: TunnelContext): readonly Ht
   return f?.http ?? [];
 }
 
+/** gRPC's percent-encoding of grpc-message: only '%' and what is not printable ASCII. */
+const grpcMessage = (s: string) => s.replace(/[^\x20-\x24\x26-\x7e]/gu, (c) => encodeURIComponent(c));
+
 /**
  * A filter's local answer. A gRPC request gets it as Envoy's local replies do: HTTP 200,
  * trailers-only, the HTTP status mapped to a gRPC status (403: PERMISSION_DENIED, 401:
@@ -98,8 +101,12 @@ function answerFiltered(res: Res, r: FilterReply, grpc: boolean): { bytes: numbe
   if (res.headersSent || res.destroyed) return { bytes: 0, status: r.status };
   if (grpc) {
     const grpcStatus = grpcStatusOf(r.status);
-    res.writeHead(200, { ...r.headers, 'content-type': 'application/grpc', 'grpc-status': grpcStatus, 'grpc-message': encodeURIComponent(r.body) });
-    res.end();
+    const headers = { ...r.headers, 'content-type': 'application/grpc', 'grpc-status': String(grpcStatus), 'grpc-message': grpcMessage(r.body) };
+    // Trailers-only is one HEADERS frame with END_STREAM: the compat API's writeHead and end() add an
+    // empty DATA frame, which gRPC clients read as a call that ended without a status.
+    const stream = (res as Http2ServerResponse).stream as Http2ServerResponse['stream'] | undefined;
+    if (stream && !stream.headersSent) stream.respond({ ':status': 200, ...headers }, { endStream: true });
+    else res.writeHead(200, headers).end();
     return { bytes: 0, status: 200, grpcStatus };
   }
   res.writeHead(r.status, { ...r.headers, 'content-type': 'text/plain', 'content-length': Buffer.byteLength(r.body) });
