@@ -136,6 +136,30 @@ describe('waypoint RBAC', () => {
     expect(s.v1.hbone.requests.length + s.v2.hbone.requests.length).toBe(before);
   });
 
+  it('holds a WebSocket handshake to the same policies as any request', async () => {
+    const s = await stand(cleanup, objects());
+    await publishListener(s, { host: PROTO_HOST, port: 80, protocol: 'http' }, {
+      httpFilters: [httpFilter(rbacConfig('DENY', { [policyId(NS, 'no-ws')]: rule([], [pathPrefix('/ws')]) }))],
+    }, { listener: `${PROTO_HOST}:80`, http: 1 });
+    const t = await client(cleanup, s, `${PROTO_VIP}:80`).tunnel();
+    t.write(Buffer.from('GET /./ws HTTP/1.1\r\nhost: proto\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n'));
+    let got = '';
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no answer: ${got}`)), 5000);
+      t.on('data', (d: Buffer) => {
+        got += d.toString();
+        if (got.includes('RBAC: access denied')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    });
+    expect(got).toMatch(/^HTTP\/1\.1 403 /);
+    t.destroy();
+    expect([...s.v1.upgrades, ...s.v2.upgrades]).toEqual([]);
+    await until(() => s.accessLog.some((l) => l.response_code_details === `rbac_access_denied_matched_policy[${policyId(NS, 'no-ws')}]`), 5000, 'the log line');
+  });
+
   it('NACKs a listener whose RBAC the waypoint cannot enforce, naming the field, and keeps enforcing the last good one', async () => {
     const s = await stand(cleanup, objects());
     await publishListener(s, WEB, { httpFilters: [httpFilter(rbacConfig('ALLOW', { p: rule(['GET'], []) }))] }, { listener: WEB_LISTENER, http: 1 });
