@@ -191,6 +191,10 @@ describe('RBAC permissions', () => {
     expect(permits(md(['request.auth.audiences'], { listMatch: { oneOf: { stringMatch: { exact: 'db' } } } }), r)).toBe(false);
     expect(permits(md(['request.auth.claims', 'groups'], { listMatch: { oneOf: { stringMatch: { exact: 'admins' } } } }), r)).toBe(true);
     expect(permits(md(['request.auth.claims', 'nested', 'deep'], { stringMatch: { exact: 'yes' } }), r)).toBe(true);
+    // A string claim read with list_match, as Istio writes every claim matcher (its authn filter lists string claims).
+    expect(permits(md(['request.auth.claims', 'nested', 'deep'], { listMatch: { oneOf: { stringMatch: { exact: 'yes' } } } }), r)).toBe(true);
+    expect(permits(md(['request.auth.claims', 'nested', 'deep'], { listMatch: { oneOf: { stringMatch: { exact: 'no' } } } }), r)).toBe(false);
+    expect(permits(md(['request.auth.claims', 'verified'], { listMatch: { oneOf: { boolMatch: true } } }), r)).toBe(false);
     expect(permits(md(['request.auth.claims', 'verified'], { boolMatch: true }), r)).toBe(true);
     expect(permits(md(['request.auth.claims', 'nothing'], { nullMatch: {} }), r)).toBe(true);
     expect(permits(md(['request.auth.claims', 'missing'], { nullMatch: {} }), r)).toBe(false);

@@ -58,7 +58,10 @@ export function valueMatcher(m: Msg, field: string): ValuePred {
       const one = obj(l.oneOf);
       if (!one) throw new Error(`${at}.one_of: empty`);
       const item = valueMatcher(one, `${at}.one_of`);
-      return (v) => Array.isArray(v) && v.some(item);
+      // A string is read as a list of itself: claims are kept as in the token (a string or a list,
+      // the istio_authn contract) while Istio matches claims with list_match, so a DENY on a claim
+      // that is a string in this token must still match it (fail closed).
+      return (v) => (Array.isArray(v) ? v.some(item) : typeof v === 'string' && item(v));
     }
     case 'orMatch': {
       const ms = (obj(m.orMatch)?.valueMatchers as Msg[] | undefined) ?? [];
