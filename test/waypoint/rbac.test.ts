@@ -77,6 +77,16 @@ describe('waypoint RBAC', () => {
     expect(s.accessLog.find((l) => l.response_code === 403)).toMatchObject({ response_flags: 'RBAC', response_code_details: `rbac_access_denied_matched_policy[${deny}]` });
   });
 
+  it('LOG (Istio\'s AUDIT) never denies; the access log tells which requests it matched', async () => {
+    const s = await stand(cleanup, objects());
+    await publishListener(s, WEB, { httpFilters: [httpFilter(rbacConfig('LOG', { [policyId(NS, 'audit')]: rule([], [pathPrefix('/audited')]) }))] }, { listener: WEB_LISTENER, http: 1 });
+    const c = client(cleanup, s);
+    expect((await c.request('/audited/x')).status).toBe(200);
+    expect((await c.request('/plain')).status).toBe(200);
+    await until(() => s.accessLog.length >= 2, 5000, 'two log lines');
+    expect(s.accessLog.map((l) => [l.path, l.access_log_hint])).toEqual([['/audited/x', true], ['/plain', undefined]]);
+  });
+
   it('merges the waypoint\'s own Gateway policies with a Service\'s into one ALLOW set', async () => {
     const s = await stand(cleanup, objects(), {}, { gateway: { namespace: NS, name: 'waypoint' } });
     await publishListener(s, { gateway: 'waypoint' }, { httpFilters: [httpFilter(rbacConfig('ALLOW', { [policyId(NS, 'gw')]: rule(['GET'], [pathPrefix('/gw/')]) }))] }, { listener: WEB_LISTENER, http: 1 });

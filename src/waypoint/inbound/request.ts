@@ -89,6 +89,9 @@ export function filtersFor(table: RoutingTable, ctx: TunnelContext): readonly Ht
   return f?.http ?? [];
 }
 
+/** Whether a filter (RBAC's LOG action) marked the request for the access log: Envoy's envoy.common access_log_hint. */
+const hinted = (m: FilterRequest['metadata'] | undefined): boolean => m?.get('envoy.common')?.access_log_hint === true;
+
 /** gRPC's percent-encoding of grpc-message: only '%' and what is not printable ASCII. */
 const grpcMessage = (s: string) => s.replace(/[^\x20-\x24\x26-\x7e]/gu, (c) => encodeURIComponent(c));
 
@@ -133,12 +136,14 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
 
   // The Listener's filters (authentication, authorization...) before routing; their answer ends the request.
   const filters = filtersFor(deps.table(), ctx);
+  let metadata: FilterRequest['metadata'] | undefined;
   if (filters.length) {
     const fr: FilterRequest = {
       method: req.method ?? 'GET', url, path, host, scheme: h2 ? (req as Http2ServerRequest).scheme || 'http' : 'http', protocol: h2 ? 'HTTP/2' : `HTTP/${req.httpVersion}`,
       headers: req.headers, peerPrincipal: ctx.peerPrincipal, peerIp: ctx.peerIp, peerAddress: ctx.peerAddress, destination: ctx.destination,
       ...('service' in ctx.target && { service: ctx.target.service }), grpc, metadata: new Map(),
     };
+    metadata = fr.metadata;
     const reply = await runHttpFilters(filters, fr);
     if (reply) {
       req.resume();
@@ -147,6 +152,7 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
         startTime, method: req.method ?? '', path: url, protocol: fr.protocol, authority: host, responseCode: sent.status, responseFlags: reply.flags, details: reply.details,
         bytesReceived: 0, bytesSent: sent.bytes, durationMs: elapsedMs(start), routeName: '', requestId, userAgent: req.headers['user-agent'],
         downstreamPeer: ctx.peerAddress, downstreamPrincipal: ctx.peerPrincipal, destination: ctx.destination, src, service: 'service' in ctx.target ? ctx.target.service : undefined, grpc, grpcStatus: sent.grpcStatus,
+        ...(hinted(metadata) && { accessLogHint: true }),
       });
       return;
     }
@@ -231,6 +237,7 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
     service,
     grpc,
     grpcStatus: result.grpcStatus,
+    ...(hinted(metadata) && { accessLogHint: true }),
   });
 }
 
