@@ -283,6 +283,8 @@ describe('RBAC refusals (a NACK naming the field)', () => {
     expect(refusal({ rules: { action: 'DENY', auditLoggingOptions: { auditCondition: 'ON_DENY' } } })).toBe('rbac.rules.audit_logging_options: audit loggers are not supported by the waypoint');
     expect(refusal({ rules: { policies: { p: { ...policy([{ any: true }]), condition: { id: 1 } } } } })).toBe('rbac.rules.policies[p].condition: CEL conditions are not supported by the waypoint');
     expect(refusal(deny({}))).toBe('rbac.rules.policies[p].permissions[0]: empty (no rule set)');
+    expect(refusal(deny({ any: false }))).toBe('rbac.rules.policies[p].permissions[0].any: must be true');
+    expect(refusal(deny({ any: true }, { any: false }))).toBe('rbac.rules.policies[p].principals[0].any: must be true');
     expect(refusal(deny({ any: true }, {}))).toBe('rbac.rules.policies[p].principals[0]: empty (no identifier set)');
     expect(refusal({ rules: { policies: { p: { principals: [{ any: true }] } } } })).toBe('rbac.rules.policies[p].permissions: empty');
     expect(refusal(deny({ andRules: {} }))).toBe('rbac.rules.policies[p].permissions[0].and_rules.rules: empty');

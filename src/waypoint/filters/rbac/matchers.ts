@@ -166,6 +166,7 @@ export function permission(m: Msg, field: string, budget: Budget, depth = 0): Pr
   const nested = (x: Msg, f: string) => permission(x, f, budget, depth + 1);
   switch (which) {
     case 'any':
+      if (m.any !== true) throw new Error(`${at}: must be true`); // Envoy's validation (const: true)
       return TRUE;
     case 'andRules':
       return all(set(obj(m.andRules) ?? {}, 'rules', at, nested));
@@ -211,6 +212,7 @@ export function principal(m: Msg, field: string, budget: Budget, depth = 0): Pre
   const nested = (x: Msg, f: string) => principal(x, f, budget, depth + 1);
   switch (which) {
     case 'any':
+      if (m.any !== true) throw new Error(`${at}: must be true`);
       return TRUE;
     case 'andIds':
       return all(set(obj(m.andIds) ?? {}, 'ids', at, nested));
