@@ -26,6 +26,8 @@ export interface HttpRequestRecord {
   upstreamPrincipal?: string;
   /** The original destination the tunnel was for (CONNECT authority). */
   destination?: string;
+  /** A filter asked for this request to be logged (Envoy's access_log_hint: an RBAC LOG policy matched). */
+  accessLogHint?: boolean;
 }
 
 export function httpAccessLogEntry(r: HttpRequestRecord): Record<string, unknown> {
@@ -50,6 +52,7 @@ export function httpAccessLogEntry(r: HttpRequestRecord): Record<string, unknown
     downstream_peer_principal: r.downstreamPrincipal,
     upstream_peer_principal: r.upstreamPrincipal,
     original_destination: r.destination,
+    ...(r.accessLogHint && { access_log_hint: true }),
   };
 }
 

@@ -27,7 +27,6 @@ import type { UpstreamOptions } from './upstream/forward.ts';
 import type { ReplayMeter } from './upstream/retry.ts';
 import { H2Sessions, DEFAULT_H2_LIMITS, type H2Limits } from './upstream/h2-sessions.ts';
 import { H1Tunnels, DEFAULT_H1_LIMITS, type H1Limits } from './upstream/h1-pool.ts';
-import { NO_L4_POLICY, type L4Policy } from './tcp/l4-policy.ts';
 import { TcpRelays, type TcpRecord } from './tcp/relay.ts';
 import { WaypointConfig } from './xds/config.ts';
 import { ipOf } from '../util/peer-ip.ts';
@@ -57,8 +56,6 @@ export interface WaypointOptions {
   rateLimit?: RateLimiterOptions;
   /** The most of a request body kept for replays by retries (Envoy's per_connection_buffer_limit, 1 MiB). */
   retryBufferBytes?: number;
-  /** L4 authorization of connections to TCP ports (default: none binds the waypoint). */
-  l4Policy?: L4Policy;
   /** Pooled HTTP/2 sessions to endpoints: how many, how long idle. */
   h2Limits?: Partial<H2Limits>;
   /** Every TCP-port connection once it ends. */
@@ -112,7 +109,7 @@ export class Waypoint {
       h2: this.h2,
       h1: this.h1,
     };
-    this.tcp = new TcpRelays({ ...deps, metrics: this.tcpMetrics, policy: o.l4Policy ?? NO_L4_POLICY, onClose: o.onTcp });
+    this.tcp = new TcpRelays({ ...deps, metrics: this.tcpMetrics, onClose: o.onTcp });
     this.tunnels = new HttpTunnels(
       { ...DEFAULT_HTTP_LIMITS, ...o.limits },
       (ctx, req, res) => {

@@ -21,7 +21,11 @@ import { MeshIndex } from '../../src/waypoint/mesh.ts';
 import { Waypoint, type WaypointOptions } from '../../src/waypoint/waypoint.ts';
 import { WaypointConfig } from '../../src/waypoint/xds/config.ts';
 import { Cleanup, controlPlane, gateway, istio, log, NS, type ControlPlane } from '../control/xds/envoy/harness.ts';
-import { decode, encode, TYPE_ROUTE } from '../../src/control/xds/envoy/messages.ts';
+import { decode, encode, TYPE_LISTENER, TYPE_ROUTE } from '../../src/control/xds/envoy/messages.ts';
+import { buildGatewayListener, buildListener } from '../../src/control/xds/envoy/listeners.ts';
+import type { ListenerExtras } from '../../src/control/xds/envoy/listener-extras.ts';
+import type { PortProtocol } from '../../src/control/model/networking/protocol.ts';
+import type { FilterEnv } from '../../src/waypoint/filters/registry.ts';
 import { connectTo, spiffe, startHbone, tcpServer, until, type TestServer } from '../hbone/harness.ts';
 import { createCa, type TestCa } from '../hbone/pki.ts';
 
@@ -290,7 +294,7 @@ export interface Stand {
   apply(objects: KObject[]): void;
 }
 
-export async function stand(cleanup: Cleanup, objects: KObject[], opts: Partial<WaypointOptions> = {}): Promise<Stand> {
+export async function stand(cleanup: Cleanup, objects: KObject[], opts: Partial<WaypointOptions> = {}, env: FilterEnv = {}): Promise<Stand> {
   const ca = await createCa();
   const cp = await controlPlane(cleanup);
   cp.apply(objects);
@@ -298,7 +302,7 @@ export async function stand(cleanup: Cleanup, objects: KObject[], opts: Partial<
   const v2 = await backend(cleanup, ca, 'web-v2');
   const waypointCreds = await ca.issue(NS, 'waypoint');
   const clientCreds = await ca.issue(NS, 'client');
-  const config = new WaypointConfig();
+  const config = new WaypointConfig(env);
   const xds = config.connect({ address: `127.0.0.1:${cp.port}`, nodeId: `waypoint~${process.pid}`, log });
   cleanup.add(() => xds.close());
   await xds.whenSynced();
@@ -426,4 +430,29 @@ export async function frontDoor(cleanup: Cleanup, s: Stand, authority: string): 
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   cleanup.add(() => void server.close());
   return (server.address() as AddressInfo).port;
+}
+
+/**
+ * Serves a port's Listener (`host:port`) or, with `gateway`, the waypoint's own Listener
+ * (`waypoint/<ns>/<gateway>`) carrying hand-built filters (what the control plane will write from
+ * policies), and waits until the waypoint has taken it: a new routing table whose `expect.listener`
+ * has that many filters. `protocol` must be the port's as the control plane reads it.
+ */
+export async function publishListener(
+  s: Stand,
+  at: { host: string; port: number; protocol?: PortProtocol } | { gateway: string; namespace?: string },
+  extras: Partial<ListenerExtras>,
+  expect: { listener: string; http?: number; network?: number },
+): Promise<void> {
+  const full: ListenerExtras = { httpFilters: [], networkFilters: [], ...extras };
+  const [name, body] = 'gateway' in at
+    ? [`waypoint/${at.namespace ?? NS}/${at.gateway}`, buildGatewayListener(at.namespace ?? NS, at.gateway, full)]
+    : [`${at.host}:${at.port}`, buildListener(at.host, at.port, at.protocol ?? 'http', full)];
+  const before = s.config.table;
+  s.cp.store.patch(TYPE_LISTENER, new Map([[name, body]]), []);
+  const has = () => {
+    const f = s.config.table.filters?.get(expect.listener);
+    return s.config.table !== before && (f?.http.length ?? 0) === (expect.http ?? 0) && (f?.network.length ?? 0) === (expect.network ?? 0);
+  };
+  await until(has, 10_000, `the waypoint to take listener ${name}`);
 }

@@ -10,9 +10,12 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
-  Cleanup, ECHO_SERVICE, ECHO_TARGET, GRPC_TARGET, TARGET_PORT, POD_IP, PROTO_VIP, client, frontDoor, metric, protoService, stand, subsets, until, webPod, webService, wsAccept,
-  type Stand,
+  Cleanup, ECHO_SERVICE, ECHO_TARGET, GRPC_TARGET, TARGET_PORT, NS, POD_IP, PROTO_HOST, PROTO_VIP, client, frontDoor, metric, protoService, publishListener, stand, subsets, until, webPod,
+  webService, wsAccept, type Stand,
 } from './harness.ts';
+import { spiffe } from '../hbone/harness.ts';
+import type { TcpRecord } from '../../src/waypoint/tcp/relay.ts';
+import { andIds, andRules, networkFilter, orIds, orRules, policy, policyId, port, rbacConfig, source } from './filters/rbac-fixtures.ts';
 
 const objects = () => [webService(), protoService(), webPod('v1'), webPod('v2'), subsets()];
 
@@ -351,19 +354,21 @@ describe('waypoint protocols', () => {
     await metricReaches(s, 'istio_requests_total', { reporter: 'waypoint', request_protocol: 'grpc', response_flags: 'UR' }, 1);
   });
 
-  it('refuses a connection to a TCP port that L4 policy denies, before dialling anything', async () => {
-    const denied: string[] = [];
-    const s = await stand(cleanup, objects(), {
-      l4Policy: (r) => {
-        denied.push(`${r.peerPrincipal} ${r.service.name}:${r.port}`);
-        return { allow: false, reason: 'not this client', policy: 'ns/deny-client' };
-      },
-    });
+  it('refuses a connection to a TCP port that its network RBAC filter denies, before dialling anything', async () => {
+    const records: TcpRecord[] = [];
+    const s = await stand(cleanup, objects(), { onTcp: (r) => records.push(r) });
+    const deny = policyId(NS, 'deny-client');
+    await publishListener(s, { host: PROTO_HOST, port: 7000, protocol: 'tcp' }, {
+      networkFilters: [networkFilter(rbacConfig('DENY', { [deny]: policy([andRules(orRules(port(7000)))], [andIds(orIds(source(spiffe(NS, 'client'))))]) }))],
+    }, { listener: `${PROTO_HOST}:7000`, network: 1 });
     const c = client(cleanup, s, `${PROTO_VIP}:7000`);
     await expect(c.tunnel()).rejects.toThrow(/401/);
-    expect(denied).toEqual([`${s.waypointId.replace('/sa/waypoint', '/sa/client')} proto:7000`]);
     expect([...s.v1.hbone.requests, ...s.v2.hbone.requests]).toEqual([]);
     await metricReaches(s, 'istio_tcp_connections_closed_total', { reporter: 'waypoint', response_flags: 'RBAC' }, 1);
+    expect(records).toMatchObject([{ flags: 'RBAC', details: `denied by ${deny}: rbac_access_denied_matched_policy[${deny}]` }]);
+    // Another port of the service, without the filter, is not refused.
+    const other = client(cleanup, s, `${PROTO_VIP}:7001`);
+    (await other.tunnel()).destroy();
   });
 
   it('keeps HTTP/1.1 tunnels for reuse when asked: bounded per endpoint, and replaced after the endpoint resets them', async () => {

@@ -7,6 +7,8 @@ import type { Logger } from 'pino';
 import type { Msg } from '../xds/envoy.ts';
 import { decodeEnvoy } from '../xds/envoy.ts';
 import type { HttpFilter, NetworkFilter } from './chain.ts';
+import { compileRbacHttp, RBAC_HTTP_TYPE } from './rbac/http.ts';
+import { compileRbacNetwork, RBAC_NETWORK_TYPE } from './rbac/network.ts';
 
 /** What compiled filters may use at run time (the waypoint provides it; tests their own). */
 export interface FilterEnv {
@@ -25,9 +27,10 @@ const HTTP_FILTERS = new Map<string, HttpFilterCompiler>([
   ['envoy.extensions.filters.http.fault.v3.HTTPFault', inert],
   ['envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit', inert],
   ['envoy.extensions.filters.http.router.v3.Router', inert],
+  [RBAC_HTTP_TYPE, (c, f) => compileRbacHttp(c, f)],
 ]);
 
-const NETWORK_FILTERS = new Map<string, NetworkFilterCompiler>([]);
+const NETWORK_FILTERS = new Map<string, NetworkFilterCompiler>([[RBAC_NETWORK_TYPE, (c, f) => compileRbacNetwork(c, f)]]);
 
 const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
 const typeUrlOf = (any: Msg): string => str(any.typeUrl) ?? str(any.type_url) ?? '';

@@ -25,6 +25,7 @@ import { startMirrors } from '../upstream/mirror.ts';
 import { forwardH2, h2Transport, type H2Exchange } from '../upstream/forward-h2.ts';
 import type { H2Sessions } from '../upstream/h2-sessions.ts';
 import type { H1Tunnels } from '../upstream/h1-pool.ts';
+import { normalizeUrl } from './normalize-path.ts';
 import { runHttpFilters, type FilterReply, type FilterRequest, type HttpFilter } from '../filters/chain.ts';
 
 /** What the tunnel a request came through was for: decided once, at CONNECT. */
@@ -83,10 +84,16 @@ function answer(res: Res, status: number, body: string): number {
 }
 
 /** The filters for the tunnel's target: its port's (merged with the waypoint's own), or the waypoint's own for a workload. */
-function filtersFor(table: RoutingTable, ctx: TunnelContext): readonly HttpFilter[] {
+export function filtersFor(table: RoutingTable, ctx: TunnelContext): readonly HttpFilter[] {
   const f = 'service' in ctx.target ? table.filters?.get(ctx.target.listener) : table.ownFilters;
   return f?.http ?? [];
 }
+
+/** Whether a filter (RBAC's LOG action) marked the request for the access log: Envoy's envoy.common access_log_hint. */
+const hinted = (m: FilterRequest['metadata'] | undefined): boolean => m?.get('envoy.common')?.access_log_hint === true;
+
+/** gRPC's percent-encoding of grpc-message: only '%' and what is not printable ASCII. */
+const grpcMessage = (s: string) => s.replace(/[^\x20-\x24\x26-\x7e]/gu, (c) => encodeURIComponent(c));
 
 /**
  * A filter's local answer. A gRPC request gets it as Envoy's local replies do: HTTP 200,
@@ -97,8 +104,12 @@ function answerFiltered(res: Res, r: FilterReply, grpc: boolean): { bytes: numbe
   if (res.headersSent || res.destroyed) return { bytes: 0, status: r.status };
   if (grpc) {
     const grpcStatus = grpcStatusOf(r.status);
-    res.writeHead(200, { ...r.headers, 'content-type': 'application/grpc', 'grpc-status': grpcStatus, 'grpc-message': encodeURIComponent(r.body) });
-    res.end();
+    const headers = { ...r.headers, 'content-type': 'application/grpc', 'grpc-status': String(grpcStatus), 'grpc-message': grpcMessage(r.body) };
+    // Trailers-only is one HEADERS frame with END_STREAM: the compat API's writeHead and end() add an
+    // empty DATA frame, which gRPC clients read as a call that ended without a status.
+    const stream = (res as Http2ServerResponse).stream as Http2ServerResponse['stream'] | undefined;
+    if (stream && !stream.headersSent) stream.respond({ ':status': 200, ...headers }, { endStream: true });
+    else res.writeHead(200, headers).end();
     return { bytes: 0, status: 200, grpcStatus };
   }
   res.writeHead(r.status, { ...r.headers, 'content-type': 'text/plain', 'content-length': Buffer.byteLength(r.body) });
@@ -113,7 +124,9 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
   res.on('error', () => {});
   const h2 = req.httpVersionMajor === 2;
   const host = String((h2 ? (req as Http2ServerRequest).authority : req.headers.host) ?? '');
-  const url = req.url ?? '/';
+  // Normalized before filters and routing, and sent upstream so (Envoy's normalize_path, merge_slashes).
+  const url = normalizeUrl(req.url ?? '/');
+  if (url !== req.url) req.url = url;
   const q = url.indexOf('?');
   const path = q < 0 ? url : url.slice(0, q);
   const mesh = deps.mesh();
@@ -123,12 +136,14 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
 
   // The Listener's filters (authentication, authorization...) before routing; their answer ends the request.
   const filters = filtersFor(deps.table(), ctx);
+  let metadata: FilterRequest['metadata'] | undefined;
   if (filters.length) {
     const fr: FilterRequest = {
       method: req.method ?? 'GET', url, path, host, scheme: h2 ? (req as Http2ServerRequest).scheme || 'http' : 'http', protocol: h2 ? 'HTTP/2' : `HTTP/${req.httpVersion}`,
       headers: req.headers, peerPrincipal: ctx.peerPrincipal, peerIp: ctx.peerIp, peerAddress: ctx.peerAddress, destination: ctx.destination,
       ...('service' in ctx.target && { service: ctx.target.service }), grpc, metadata: new Map(),
     };
+    metadata = fr.metadata;
     const reply = await runHttpFilters(filters, fr);
     if (reply) {
       req.resume();
@@ -137,6 +152,7 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
         startTime, method: req.method ?? '', path: url, protocol: fr.protocol, authority: host, responseCode: sent.status, responseFlags: reply.flags, details: reply.details,
         bytesReceived: 0, bytesSent: sent.bytes, durationMs: elapsedMs(start), routeName: '', requestId, userAgent: req.headers['user-agent'],
         downstreamPeer: ctx.peerAddress, downstreamPrincipal: ctx.peerPrincipal, destination: ctx.destination, src, service: 'service' in ctx.target ? ctx.target.service : undefined, grpc, grpcStatus: sent.grpcStatus,
+        ...(hinted(metadata) && { accessLogHint: true }),
       });
       return;
     }
@@ -221,6 +237,7 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
     service,
     grpc,
     grpcStatus: result.grpcStatus,
+    ...(hinted(metadata) && { accessLogHint: true }),
   });
 }
 

@@ -15,7 +15,9 @@ import { planRequest, type Plan } from '../router/plan.ts';
 import { endToEnd, openTunnel } from '../upstream/forward.ts';
 import { LOCAL_BODY } from '../response-flags.ts';
 import { resetWatch } from '../tcp/relay.ts';
-import type { RequestDeps, TunnelContext } from './request.ts';
+import { filtersFor, type RequestDeps, type TunnelContext } from './request.ts';
+import { normalizeUrl } from './normalize-path.ts';
+import { runHttpFilters } from '../filters/chain.ts';
 
 const head = (status: number, headers: [string, string][]): string =>
   `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\n${headers.map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n`;
@@ -43,7 +45,7 @@ export async function handleUpgrade(deps: RequestDeps, ctx: TunnelContext, req: 
   const startTime = new Date();
   socket.on('error', () => {});
   const host = String(req.headers.host ?? '');
-  const url = req.url ?? '/';
+  const url = normalizeUrl(req.url ?? '/');
   const q = url.indexOf('?');
   const mesh = deps.mesh();
   const src = mesh.workload(ctx.peerIp);
@@ -75,6 +77,15 @@ export async function handleUpgrade(deps: RequestDeps, ctx: TunnelContext, req: 
   if (String(req.headers.upgrade ?? '').trim().toLowerCase() !== 'websocket') return local(403, '-', `upgrade_failed: ${String(req.headers.upgrade ?? '')} is not websocket`);
   // A body on the handshake would reach the endpoint as bytes after its 101: refused, not smuggled.
   if (Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined) return local(403, '-', 'upgrade_failed: a WebSocket handshake with a body');
+  // The Listener's filters (RBAC...) hold for a handshake as for any request.
+  const filters = filtersFor(deps.table(), ctx);
+  if (filters.length) {
+    const reply = await runHttpFilters(filters, {
+      method: req.method ?? 'GET', url, path: q < 0 ? url : url.slice(0, q), host, scheme: 'http', protocol: `HTTP/${req.httpVersion}`, headers: req.headers,
+      peerPrincipal: ctx.peerPrincipal, peerIp: ctx.peerIp, peerAddress: ctx.peerAddress, destination: ctx.destination, ...(service && { service }), grpc: false, metadata: new Map(),
+    });
+    if (reply) return local(reply.status, reply.flags, reply.details, reply.body);
+  }
   if ('workload' in ctx.target) {
     plan = { kind: 'forward', route: '', cluster: '', endpoint: ctx.target.endpoint, identity: mesh.identity(ctx.target.endpoint.address) ?? '', timeoutMs: 0 };
   } else {

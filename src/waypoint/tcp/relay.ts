@@ -1,7 +1,7 @@
 // A TCP port through the waypoint (the port's listener is a tcp_proxy, xds/compile.ts): decided at
-// CONNECT (L4 policy, then an endpoint of the cluster, round robin, only endpoints whose identity
-// the mesh knows), then the upstream tunnel opened under the waypoint's identity before the client
-// gets its 200, so a failure is the CONNECT's 503 (UH: no endpoint, UF: the tunnel failed) rather
+// CONNECT (the listener's network filters, RBAC being Istio's L4 policy; then an endpoint of the
+// cluster, round robin, only endpoints whose identity the mesh knows), then the upstream tunnel
+// opened under the waypoint's identity before the client gets its 200, so a failure is the CONNECT's 503 (UH: no endpoint, UF: the tunnel failed) rather
 // than a tunnel that opens and closes. Bytes are piped both ways with backpressure (nothing is
 // buffered beyond the streams' windows), an end in one direction ends the other side's writing
 // (half-close), and a reset or close of either side ends both. Counted in Istio's TCP series
@@ -15,7 +15,6 @@ import type { MeshIndex } from '../mesh.ts';
 import type { Endpoint, RoutingTable } from '../router/table.ts';
 import type { Balancer } from '../upstream/balancer.ts';
 import { openTunnel, type UpstreamOptions } from '../upstream/forward.ts';
-import type { L4Policy } from './l4-policy.ts';
 import { ipOf } from '../../util/peer-ip.ts';
 import { runNetworkFilters } from '../filters/chain.ts';
 
@@ -26,7 +25,6 @@ export interface TcpDeps {
   unsupported: (cluster: string) => string | undefined;
   upstream: UpstreamOptions;
   metrics: IstioTcpMetrics;
-  policy: L4Policy;
   /** Every connection once it ends, for logs and tests. */
   onClose?: (c: TcpRecord) => void;
 }
@@ -91,8 +89,6 @@ export class TcpRelays {
       this.record(facts, { service: t.service.hostname, cluster: t.cluster, flags, details: reason, received: 0, sent: 0 });
       return { status, reason };
     };
-    const verdict = this.d.policy({ peerPrincipal: t.peerPrincipal, peerAddress: t.peerAddress, service: t.service, port: t.port });
-    if (!verdict.allow) return refuse(401, 'RBAC', `denied${verdict.policy ? ` by ${verdict.policy}` : ''}: ${verdict.reason}`);
     const table = this.d.table();
     const filters = table.filters?.get(t.listener)?.network;
     if (filters?.length) {

@@ -7,15 +7,13 @@ import type { Cluster, Endpoint, HeaderMatcher, Matcher, QueryMatcher, Route, Ro
 import { compileCircuit, compileHashPolicies, compileLbPolicy, compileOutlier, compilePanicThreshold } from './cluster-policy.ts';
 import type { FaultConfig } from '../router/policies.ts';
 import { compileDirectResponse, compileRedirect, compileRouteRewrite, DEFAULT_MAX_DIRECT_BODY, headerEdits, matchedLength, refuseHostLevelHeaders } from './compile-actions.ts';
-import { regexProblem } from '../../util/regex-guard.ts';
+import { regex, stringMatcher } from './string-matcher.ts';
+export { stringMatcher };
 import { decodeEnvoy, HCM, HTTP_PROTOCOL_OPTIONS, TCP_PROXY, type Msg } from './envoy.ts';
 import { compileRouteRateLimit, LOCAL_RATE_LIMIT_FILTER } from '../filters/rate-limit.ts';
 import { compileFault, compileRetryPolicy, FAULT_FILTER } from './resilience.ts';
 import type { ListenerFilters, NetworkFilter } from '../filters/chain.ts';
 import { compileHttpFilters, compileNetworkFilters, type FilterEnv } from '../filters/registry.ts';
-
-/** Regexes are JavaScript's, not RE2: bounded in size so one resource cannot hand us a huge program. */
-const MAX_REGEX = 1024;
 
 const obj = (v: unknown): Msg | undefined => (v && typeof v === 'object' && !Array.isArray(v) ? (v as Msg) : undefined);
 const arr = (v: unknown): Msg[] => (Array.isArray(v) ? (v as Msg[]) : []);
@@ -24,46 +22,6 @@ const wrapped = (v: unknown): number | undefined => {
   const n = obj(v)?.value;
   return typeof n === 'number' ? n : undefined;
 };
-
-function regex(source: unknown, field: string, flags = ''): RegExp {
-  const s = str(source);
-  if (s === undefined || s === '') throw new Error(`${field}: empty regex`);
-  if (s.length > MAX_REGEX) throw new Error(`${field}: regex longer than ${MAX_REGEX} characters`);
-  const why = regexProblem(s);
-  if (why) throw new Error(`${field}: regex refused: ${why}`);
-  try {
-    return new RegExp(`^(?:${s})$`, flags); // RE2 full-match semantics, as Envoy's safe_regex
-  } catch (e) {
-    throw new Error(`${field}: ${(e as Error).message}`, { cause: e });
-  }
-}
-
-/** Envoy's StringMatcher. */
-export function stringMatcher(m: Msg, field: string): Matcher {
-  const ic = m.ignoreCase === true;
-  const norm = (s: string) => (ic ? s.toLowerCase() : s);
-  if (typeof m.exact === 'string') {
-    const want = norm(m.exact);
-    return (v) => norm(v) === want;
-  }
-  if (typeof m.prefix === 'string') {
-    const want = norm(m.prefix);
-    return (v) => norm(v).startsWith(want);
-  }
-  if (typeof m.suffix === 'string') {
-    const want = norm(m.suffix);
-    return (v) => norm(v).endsWith(want);
-  }
-  if (typeof m.contains === 'string') {
-    const want = norm(m.contains);
-    return (v) => norm(v).includes(want);
-  }
-  if (obj(m.safeRegex)) {
-    const re = regex(obj(m.safeRegex)!.regex, `${field}.safe_regex`, ic ? 'i' : '');
-    return (v) => re.test(v);
-  }
-  throw new Error(`${field}: no match_pattern the waypoint supports`);
-}
 
 function pathMatcher(m: Msg, field: string): Matcher {
   // A BoolValue false decodes as {} (defaults are left out): present and not true is false.
