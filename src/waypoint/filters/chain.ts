@@ -60,10 +60,11 @@ export interface FilterReply {
 }
 
 /**
- * Where a filter kind runs, Istio's order: authentication, the CUSTOM action's authorizer (its
- * RBAC shadow rules first), RBAC DENY, ALLOW, AUDIT, then the rest. Merging keeps it.
+ * Where a filter kind runs, istiod's order: authentication, the CUSTOM action's authorizer (its
+ * RBAC shadow rules first), RBAC AUDIT (it never denies, so it sees every request), DENY, ALLOW,
+ * then the rest. Merging keeps it.
  */
-export const STAGE = { authn: 0, customMatch: 1, custom: 2, deny: 3, allow: 4, audit: 5, other: 6 } as const;
+export const STAGE = { authn: 0, customMatch: 1, custom: 2, audit: 3, deny: 4, allow: 5, other: 6 } as const;
 
 export interface HttpFilter {
   /** The Envoy filter name, for problems and logs. */

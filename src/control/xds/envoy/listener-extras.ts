@@ -10,7 +10,7 @@
 //
 // Each contributor reads the attached objects of its kind and returns its part; they run in the
 // order of CONTRIBUTORS, which is Istio's filter order: jwt_authn, then the CUSTOM action's
-// ext_authz, then RBAC (DENY, ALLOW, AUDIT), then the rest. Contributors report problems naming
+// ext_authz, then RBAC (AUDIT, DENY, ALLOW), then the rest. Contributors report problems naming
 // the object and field, and fail closed (an ALLOW they cannot express denies).
 import type { KObject } from '../../../kube/objects.ts';
 import type { NsObjects } from '../../config/config-store.ts';
