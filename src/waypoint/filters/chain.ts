@@ -47,6 +47,8 @@ export interface FilterRequest {
   readonly metadata: Map<string, Record<string, unknown>>;
   /** Headers a filter adds to the response the client gets (e.g. from an authorizer's OK). */
   responseHeaders?: Record<string, string>;
+  /** Aborted when the client goes away: a filter waiting on a call (an authorizer) gives it up. */
+  readonly signal?: AbortSignal;
 }
 
 /** A local answer instead of routing. `details` is Envoy's response_code_details (the access log's). */
