@@ -97,8 +97,11 @@ function answerFiltered(res: Res, r: FilterReply, grpc: boolean): { bytes: numbe
   if (res.headersSent || res.destroyed) return { bytes: 0, status: r.status };
   if (grpc) {
     const grpcStatus = grpcStatusOf(r.status);
-    res.writeHead(200, { ...r.headers, 'content-type': 'application/grpc', 'grpc-status': grpcStatus, 'grpc-message': encodeURIComponent(r.body) });
-    res.end();
+    const headers = { ...r.headers, 'content-type': 'application/grpc', 'grpc-status': grpcStatus, 'grpc-message': encodeURIComponent(r.body) };
+    // Over HTTP/2 one HEADERS frame that ends the stream (the compatibility API would send the
+    // status in headers and then empty trailers, which gRPC clients read as no status at all).
+    if ('stream' in res) res.stream.respond({ ':status': 200, ...headers }, { endStream: true });
+    else res.writeHead(200, headers).end();
     return { bytes: 0, status: 200, grpcStatus };
   }
   res.writeHead(r.status, { 'content-type': 'text/plain', ...r.headers, 'content-length': Buffer.byteLength(r.body) });
