@@ -154,7 +154,7 @@ async function lab(cleanup: Cleanup): Promise<Lab> {
   // The authorizer pod in the mesh: its agent's HBONE server relays podIP:9000 to the gRPC server.
   const objects = [
     webService(), webPod('v1'), webPod('v2'), protoService(),
-    authzService('ext-authz', [{ name: 'grpc', port: GRPC_PORT, targetPort: GRPC_PORT }]), authzPod('ext-authz', AUTHZ_IP),
+    authzService('ext-authz', [{ name: 'grpc', port: GRPC_PORT, targetPort: GRPC_PORT }, { name: 'grpc-stuck', port: 9002, targetPort: 9002 }]), authzPod('ext-authz', AUTHZ_IP),
     authzService('plain-authz', [{ name: 'grpc', port: GRPC_PORT, targetPort: grpcPlain.port }, { name: 'http', port: HTTP_PORT, targetPort: httpPlain.port }, { name: 'grpc-down', port: 9001, targetPort: downPort }]),
     authzPod('plain-authz', PLAIN_IP),
   ];
@@ -167,7 +167,11 @@ async function lab(cleanup: Cleanup): Promise<Lab> {
   hbonePorts[POD_IP.v2] = s.v2.hbone.port;
   const creds = await s.ca.issue(NS, 'ext-authz');
   const agent = await startHbone(() => creds);
-  agent.decide = async (req) => (req.authority.port === GRPC_PORT ? { status: 200, upstream: await connectTo(grpcMesh.port) } : { status: 503, reason: 'nothing there' });
+  // Port 9002: the agent never answers the CONNECT (an authorizer that cannot even be reached in time).
+  agent.decide = async (req) => {
+    if (req.authority.port === 9002) return new Promise(() => {});
+    return req.authority.port === GRPC_PORT ? { status: 200, upstream: await connectTo(grpcMesh.port) } : { status: 503, reason: 'nothing there' };
+  };
   cleanup.add(() => agent.hbone.drain(100));
   hbonePorts[AUTHZ_IP] = agent.port;
   await until(() => ['ext-authz', 'plain-authz'].every((n) => s.config.table.clusters.has(cluster(n, GRPC_PORT))) && [...s.config.table.endpoints.keys()].some((k) => k.includes('plain-authz')), 10_000, 'authorizer clusters');
@@ -260,6 +264,17 @@ describe('waypoint ext_authz (CUSTOM)', () => {
     expect(r.status).toBe(403);
     expect(l.s.accessLog.at(-1)).toMatchObject({ response_flags: 'UAEX', response_code_details: 'ext_authz_error' });
     await until(() => l.grpcMesh.cancelled.includes('hang'), 5000, 'the timed-out check cancelled at the authorizer');
+
+    // A flood of checks the authorizer never answers: each ends at the timeout, cancelled at the authorizer.
+    const cancelled = l.grpcMesh.cancelled.length;
+    const flood = await Promise.all(Array.from({ length: 40 }, () => c.request('/', { headers: { 'x-authz': 'hang' } })));
+    expect(flood.every((x) => x.status === 403)).toBe(true);
+    await until(() => l.grpcMesh.cancelled.length >= cancelled + 40, 5000, 'every flooded check cancelled');
+
+    // The timeout covers reaching the authorizer: a CONNECT never answered ends in time too.
+    await l.filters([grpcFilter(cluster('ext-authz', 9002), { timeoutMs: 300 })]);
+    expect((await c.request('/', { headers: { 'x-authz': 'allow' } })).status).toBe(403);
+    expect(l.s.accessLog.at(-1)).toMatchObject({ response_flags: 'UAEX', response_code_details: 'ext_authz_error' });
 
     // failure_mode_allow lets a timed-out check through.
     await l.filters([grpcFilter(cluster('ext-authz', GRPC_PORT), { timeoutMs: 300, failOpen: true })]);

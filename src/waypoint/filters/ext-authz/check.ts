@@ -15,7 +15,7 @@ import { AUTHORIZATION_CHECK, decodeAuth, encodeAuth } from '../../../api/envoy-
 import type { FilterRequest } from '../chain.ts';
 import type { ServiceChannels } from './channels.ts';
 import type { AuthzService, ExtAuthzConfig } from './config.ts';
-import { CallError, h1Exchange, h2Exchange, type Answer, type Bounds } from './exchange.ts';
+import { CallError, h1Exchange, h2Exchange, within, type Answer, type Bounds } from './exchange.ts';
 import type { Matcher } from './match.ts';
 
 /** The most an authorizer's answer may hold: body (or gRPC message) bytes, header entries. */
@@ -43,6 +43,10 @@ const joined = (v: string | string[] | undefined) => (Array.isArray(v) ? v.join(
 export async function check(c: ExtAuthzConfig, channels: ServiceChannels, r: FilterRequest, signal?: AbortSignal): Promise<Decision> {
   const { target, release } = channels.acquire(c.service.cluster);
   const bounds: Bounds = { timeoutMs: c.timeoutMs, maxBytes: MAX_ANSWER_BYTES + 5, maxHeaders: MAX_ANSWER_HEADERS, signal };
+  // The timeout covers reaching the authorizer too: the exchange gets what is left of it.
+  const deadline = Date.now() + c.timeoutMs;
+  const left = (): Bounds => ({ ...bounds, timeoutMs: Math.max(1, deadline - Date.now()) });
+  const session = () => within(channels.session(target), bounds);
   try {
     if (c.service.kind === 'grpc') {
       const headers = {
@@ -54,7 +58,7 @@ export async function check(c: ExtAuthzConfig, channels: ServiceChannels, r: Fil
       const frame = Buffer.alloc(5 + message.length);
       frame.writeUInt32BE(message.length, 1);
       message.copy(frame, 5);
-      const answer = await h2Exchange(await channels.session(target), headers, frame, bounds);
+      const answer = await h2Exchange(await session(), headers, frame, left());
       return grpcDecision(answer);
     }
     const s = c.service;
@@ -63,9 +67,10 @@ export async function check(c: ExtAuthzConfig, channels: ServiceChannels, r: Fil
     let answer: Answer;
     if (target.http2) {
       const { host, ...rest } = headers;
-      answer = await h2Exchange(await channels.session(target), { ...rest, ':method': r.method, ':path': path, ':authority': String(host), ':scheme': 'http' }, Buffer.alloc(0), bounds);
+      answer = await h2Exchange(await session(), { ...rest, ':method': r.method, ':path': path, ':authority': String(host), ':scheme': 'http' }, Buffer.alloc(0), left());
     } else {
-      answer = await h1Exchange(await channels.connect(target), { method: r.method, path, headers }, Buffer.alloc(0), bounds);
+      const conn = await within(channels.connect(target), bounds, (late) => late.destroy());
+      answer = await h1Exchange(conn, { method: r.method, path, headers }, Buffer.alloc(0), left());
     }
     return httpDecision(s, answer);
   } finally {

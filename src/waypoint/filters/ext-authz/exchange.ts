@@ -46,6 +46,35 @@ function guard(b: Bounds, fail: (e: CallError) => void): () => void {
   };
 }
 
+/**
+ * Waits for `p` (a session or connection being opened) within the call's bounds; what opens after
+ * the call gave up is handed to `late` (closed, or left to its pool).
+ */
+export function within<T>(p: Promise<T>, b: Bounds, late: (v: T) => void = () => {}): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    let done = false;
+    const unguard = guard(b, (e) => {
+      done = true;
+      unguard();
+      reject(e);
+    });
+    p.then(
+      (v) => {
+        if (done) return late(v);
+        done = true;
+        unguard();
+        resolve(v);
+      },
+      (e: Error) => {
+        if (done) return;
+        done = true;
+        unguard();
+        reject(new CallError('failed', e.message));
+      },
+    );
+  });
+}
+
 export function h2Exchange(session: ClientHttp2Session, headers: http2.OutgoingHttpHeaders, body: Buffer, b: Bounds): Promise<Answer> {
   return new Promise<Answer>((resolve, reject) => {
     if (b.signal?.aborted) return reject(new CallError('cancelled', 'the client went away'));
