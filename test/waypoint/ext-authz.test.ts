@@ -86,7 +86,7 @@ async function httpAuthorizer(cleanup: Cleanup, host: string) {
   const server = http.createServer((req, res) => {
     seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers });
     const v = req.headers['x-authz'];
-    if (v === 'allow') return void res.writeHead(200, { 'x-authz-user': 'bob', 'x-secret': 'no', 'x-authz-said': 'ok' }).end();
+    if (v === 'allow') return void res.writeHead(200, { 'x-authz-user': 'bob', 'x-secret': 'no', 'x-authz-said': 'ok', 'x-envoy-auth-headers-to-remove': 'x-drop-me' }).end();
     if (v === 'error') return void res.writeHead(503).end('down');
     res.writeHead(403, { 'content-type': 'application/json', 'x-denied-by': 'http-authz', 'x-internal': 'hidden' }).end('{"denied":true}');
   });
@@ -296,7 +296,7 @@ describe('waypoint ext_authz (CUSTOM)', () => {
     const l = await lab(cleanup);
     const c = client(cleanup, l.s);
     await l.filters([httpFilter(cluster('plain-authz', HTTP_PORT), `plain-authz.${NS}.svc.cluster.local`)]);
-    const ok = await c.request('/data?x=1', { method: 'POST', body: 'payload', headers: { 'x-authz': 'allow', authorization: 'Bearer t', cookie: 'private' } });
+    const ok = await c.request('/data?x=1', { method: 'POST', body: 'payload', headers: { 'x-authz': 'allow', authorization: 'Bearer t', cookie: 'private', 'x-drop-me': 'gone' } });
     expect(ok.status).toBe(200);
     expect(ok.headers['x-authz-said']).toBe('ok');
     const asked = l.httpPlain.seen.at(-1)!;
@@ -306,6 +306,7 @@ describe('waypoint ext_authz (CUSTOM)', () => {
     const up = [...l.s.v1.seen, ...l.s.v2.seen].find((x) => x.url === '/data?x=1')!;
     expect(up.headers['x-authz-user']).toBe('bob');
     expect(up.headers['x-secret']).toBeUndefined();
+    expect(up.headers['x-drop-me']).toBeUndefined();
     expect(up.body).toBe(7);
 
     const denied = await c.request('/data', { headers: { 'x-authz': 'no' } });

@@ -205,8 +205,8 @@ function httpCheckHeaders(c: ExtAuthzConfig, s: Extract<AuthzService, { kind: 'h
 }
 
 const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer']);
-/** Never taken from an HTTP authorizer's answer: hop-by-hop, framing, the authority. */
-const NOT_COPIED = new Set([...HOP, 'content-length', 'host', 'date']);
+/** Never taken from an HTTP authorizer's answer: hop-by-hop, framing, the authority, the removal list (read apart). */
+const NOT_COPIED = new Set([...HOP, 'content-length', 'host', 'date', 'x-envoy-auth-headers-to-remove']);
 /** Added to allowed_client_headers when it is set (Envoy's list). */
 const ALWAYS_TO_CLIENT = new Set(['path', 'status', 'content-length', 'www-authenticate', 'location']);
 
