@@ -322,7 +322,8 @@ describe('waypoint ext_authz (CUSTOM)', () => {
 
   it('answers a denied gRPC client as Envoy does: trailers-only with the mapped grpc-status, counted with UAEX', async () => {
     const l = await lab(cleanup);
-    await l.filters([grpcFilter(cluster('ext-authz', GRPC_PORT))], PROTO_HOST, 9090, 'grpc');
+    // With the body (raw bytes) in the check: an HTTP/2 request's body read ahead and still sent whole.
+    await l.filters([grpcFilter(cluster('ext-authz', GRPC_PORT), { extra: { withRequestBody: { maxRequestBytes: 4096, packAsBytes: true } } })], PROTO_HOST, 9090, 'grpc');
     const port = await frontDoor(cleanup, l.s, `${PROTO_VIP}:9090`);
     const Echo = grpc.makeGenericClientConstructor(ECHO_SERVICE, 'Echo');
     const echo = new Echo(`127.0.0.1:${port}`, grpc.credentials.createInsecure()) as unknown as grpc.Client & {
@@ -336,6 +337,9 @@ describe('waypoint ext_authz (CUSTOM)', () => {
         echo.Unary(Buffer.from('hi'), md, (error, r) => resolve({ error: error ?? undefined, value: r?.toString() }));
       });
     expect((await call('allow')).value).toMatch(/^web-v[12]:hi$/);
+    const rawBody = l.grpcMesh.checks.at(-1)!.attributes.request.http.rawBody as Buffer;
+    expect(rawBody.subarray(5).toString()).toBe('hi'); // the gRPC frame: flag, length, message
+    expect(l.grpcMesh.checks.at(-1)!.attributes.request.http).toMatchObject({ protocol: 'HTTP/2', method: 'POST', path: '/test.Echo/Unary' });
     const denied = await call('deny');
     expect(denied.error?.code).toBe(grpc.status.UNAUTHENTICATED);
     expect(denied.error?.details).toBe('denied by authz');
@@ -345,10 +349,36 @@ describe('waypoint ext_authz (CUSTOM)', () => {
     expect(await metric(l.s.registry, 'istio_requests_total', { ...labels, grpc_response_status: '7' })).toBe(1);
   });
 
+  it('sends the body with the check (with_request_body): whole, refused past the limit (413), or a part when allowed; the upstream gets all of it', async () => {
+    const l = await lab(cleanup);
+    const c = client(cleanup, l.s);
+    const withBody = (allowPartialMessage: boolean) => grpcFilter(cluster('ext-authz', GRPC_PORT), { extra: { withRequestBody: { maxRequestBytes: 1024, allowPartialMessage } } });
+    await l.filters([withBody(false)]);
+    const ok = await c.request('/small', { method: 'POST', body: 'payload', headers: { 'x-authz': 'allow' } });
+    expect(ok.status).toBe(200);
+    expect(l.grpcMesh.checks.at(-1)!.attributes.request.http).toMatchObject({ body: 'payload', size: 7 });
+    expect(l.grpcMesh.checks.at(-1)!.attributes.request.http.headers['x-envoy-auth-partial-body']).toBe('false');
+    expect([...l.s.v1.seen, ...l.s.v2.seen].find((x) => x.url === '/small')!.body).toBe(7);
+
+    const big = Buffer.alloc(100_000, 'a');
+    const checks = l.grpcMesh.checks.length;
+    const refused = await c.request('/big', { method: 'POST', body: big, headers: { 'x-authz': 'allow' } });
+    expect(refused.status).toBe(413);
+    expect(l.grpcMesh.checks.length).toBe(checks);
+    expect([...l.s.v1.seen, ...l.s.v2.seen].some((x) => x.url === '/big')).toBe(false);
+
+    await l.filters([withBody(true)]);
+    expect((await c.request('/big', { method: 'POST', body: big, headers: { 'x-authz': 'allow' } })).status).toBe(200);
+    const http = l.grpcMesh.checks.at(-1)!.attributes.request.http;
+    expect(String(http.body).length).toBe(1024);
+    expect(http.headers['x-envoy-auth-partial-body']).toBe('true');
+    expect([...l.s.v1.seen, ...l.s.v2.seen].find((x) => x.url === '/big')!.body).toBe(100_000);
+  });
+
   it('refuses (NACKs) an ext_authz config with fields it does not enforce, naming them', async () => {
     const l = await lab(cleanup);
     const name = `${HOST}:80`;
-    l.s.cp.store.patch(TYPE_LISTENER, new Map([[name, buildListener(HOST, 80, 'http', { httpFilters: [grpcFilter(cluster('ext-authz', GRPC_PORT), { extra: { withRequestBody: { maxRequestBytes: 1024 } } })], networkFilters: [] })]]), []);
-    await until(() => l.s.cp.nacks.some((n) => n.reason.includes('with_request_body')), 10_000, 'a NACK naming with_request_body');
+    l.s.cp.store.patch(TYPE_LISTENER, new Map([[name, buildListener(HOST, 80, 'http', { httpFilters: [grpcFilter(cluster('ext-authz', GRPC_PORT), { extra: { includePeerCertificate: true } })], networkFilters: [] })]]), []);
+    await until(() => l.s.cp.nacks.some((n) => n.reason.includes('include_peer_certificate: not supported')), 10_000, 'a NACK naming include_peer_certificate');
   });
 });

@@ -109,6 +109,39 @@ function answerFiltered(res: Res, r: FilterReply, grpc: boolean): { bytes: numbe
   return { bytes: Buffer.byteLength(r.body), status: r.status };
 }
 
+/**
+ * Reads up to `max` bytes of the body and puts them back (unshift, before 'end' can be emitted), so
+ * that whoever reads the request next gets all of it. Resolves early when the client goes away.
+ */
+function peekBody(req: Req, max: number): Promise<{ bytes: Buffer; complete: boolean }> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    // Whether the body has all arrived ('end' is not emitted yet: the bytes are still to be put back).
+    // HTTP/2's compatibility request is complete only after 'end'; its stream has ended before.
+    const ended = () => ('stream' in req ? req.stream.readableEnded : req.complete);
+    const done = (complete: boolean) => {
+      req.off('readable', onReadable);
+      req.off('close', onClose);
+      const bytes = Buffer.concat(chunks);
+      if (bytes.length && !req.readableEnded) req.unshift(bytes);
+      resolve({ bytes: bytes.subarray(0, max), complete });
+    };
+    const onReadable = () => {
+      let c: Buffer | null;
+      while (size < max && (c = req.read() as Buffer | null) !== null) {
+        chunks.push(c);
+        size += c.length;
+      }
+      if (size >= max) done(size === max && ended() && req.readableLength === 0);
+      else if (ended()) done(true);
+    };
+    const onClose = () => done(false);
+    req.on('readable', onReadable);
+    req.once('close', onClose);
+  });
+}
+
 export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: Req, res: Res): Promise<void> {
   const start = process.hrtime.bigint();
   const startTime = new Date();
@@ -135,7 +168,7 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
     const fr: FilterRequest = {
       method: req.method ?? 'GET', url, path, host, scheme: h2 ? (req as Http2ServerRequest).scheme || 'http' : 'http', protocol: h2 ? 'HTTP/2' : `HTTP/${req.httpVersion}`,
       headers: req.headers, peerPrincipal: ctx.peerPrincipal, peerIp: ctx.peerIp, peerAddress: ctx.peerAddress, destination: ctx.destination,
-      ...('service' in ctx.target && { service: ctx.target.service }), grpc, metadata: new Map(), signal: abort.signal,
+      ...('service' in ctx.target && { service: ctx.target.service }), grpc, metadata: new Map(), signal: abort.signal, body: (max) => peekBody(req, max),
     };
     const reply = await runHttpFilters(filters, fr).finally(() => res.off('close', gone));
     filterHeaders = fr.responseHeaders;

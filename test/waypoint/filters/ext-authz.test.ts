@@ -51,7 +51,8 @@ describe('ext_authz config', () => {
 
   it('refuses what it does not enforce, naming the field', () => {
     const refused: [Record<string, unknown>, RegExp][] = [
-      [grpcConfig({ withRequestBody: { maxRequestBytes: 1024 } }), /http_filters\[0\] \(envoy.filters.http.ext_authz\).with_request_body: not supported/],
+      [grpcConfig({ includeTlsSession: true }), /http_filters\[0\] \(envoy.filters.http.ext_authz\).include_tls_session: not supported/],
+      [grpcConfig({ withRequestBody: { allowPartialMessage: true } }), /with_request_body.max_request_bytes: must be above 0/],
       [grpcConfig({ includePeerCertificate: true }), /include_peer_certificate: not supported/],
       [grpcConfig({ transportApiVersion: 'V2' }), /transport_api_version: V2 is not supported/],
       [grpcConfig({ metadataContextNamespaces: ['x'] }), /metadata_context_namespaces: not supported/],

@@ -40,7 +40,10 @@ const TOKEN = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
 const VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 const joined = (v: string | string[] | undefined) => (Array.isArray(v) ? v.join(',') : (v ?? ''));
 
-export async function check(c: ExtAuthzConfig, channels: ServiceChannels, r: FilterRequest, signal?: AbortSignal): Promise<Decision> {
+/** The body that goes with the check (with_request_body), and whether it is only part of it. */
+export type CheckBody = { bytes: Buffer; partial: boolean };
+
+export async function check(c: ExtAuthzConfig, channels: ServiceChannels, r: FilterRequest, signal?: AbortSignal, body?: CheckBody): Promise<Decision> {
   const { target, release } = channels.acquire(c.service.cluster);
   const bounds: Bounds = { timeoutMs: c.timeoutMs, maxBytes: MAX_ANSWER_BYTES + 5, maxHeaders: MAX_ANSWER_HEADERS, signal };
   // The timeout covers reaching the authorizer too: the exchange gets what is left of it.
@@ -54,7 +57,7 @@ export async function check(c: ExtAuthzConfig, channels: ServiceChannels, r: Fil
         'content-type': 'application/grpc', te: 'trailers', 'grpc-timeout': `${c.timeoutMs}m`, 'grpc-accept-encoding': 'identity',
         ...Object.fromEntries(c.service.initialMetadata),
       };
-      const message = encodeAuth('envoy.service.auth.v3.CheckRequest', checkRequest(c, channels.identity, r));
+      const message = encodeAuth('envoy.service.auth.v3.CheckRequest', checkRequest(c, channels.identity, r, body));
       const frame = Buffer.alloc(5 + message.length);
       frame.writeUInt32BE(message.length, 1);
       message.copy(frame, 5);
@@ -63,14 +66,19 @@ export async function check(c: ExtAuthzConfig, channels: ServiceChannels, r: Fil
     }
     const s = c.service;
     const headers = httpCheckHeaders(c, s, r);
+    if (body) {
+      headers['content-length'] = String(body.bytes.length);
+      headers['x-envoy-auth-partial-body'] = String(body.partial);
+    }
+    const payload = body?.bytes ?? Buffer.alloc(0);
     const path = s.pathPrefix + r.url;
     let answer: Answer;
     if (target.http2) {
       const { host, ...rest } = headers;
-      answer = await h2Exchange(await session(), { ...rest, ':method': r.method, ':path': path, ':authority': String(host), ':scheme': 'http' }, Buffer.alloc(0), left());
+      answer = await h2Exchange(await session(), { ...rest, ':method': r.method, ':path': path, ':authority': String(host), ':scheme': 'http' }, payload, left());
     } else {
       const conn = await within(channels.connect(target), bounds, (late) => late.destroy());
-      answer = await h1Exchange(conn, { method: r.method, path, headers }, Buffer.alloc(0), left());
+      answer = await h1Exchange(conn, { method: r.method, path, headers }, payload, left());
     }
     return httpDecision(s, answer);
   } finally {
@@ -85,7 +93,7 @@ function address(hostPort: string): Msg | undefined {
   return { socketAddress: { address: hostPort.slice(0, i).replace(/^\[|\]$/g, ''), portValue: Number(hostPort.slice(i + 1)) || 0 } };
 }
 
-function checkRequest(c: ExtAuthzConfig, waypointId: string, r: FilterRequest): Msg {
+function checkRequest(c: ExtAuthzConfig, waypointId: string, r: FilterRequest, body?: CheckBody): Msg {
   const headers: Record<string, string> = { ':authority': r.host, ':method': r.method, ':path': r.url, ':scheme': r.scheme };
   for (const [k, v] of Object.entries(r.headers)) {
     if (k.startsWith(':') || k === 'host' || v === undefined) continue;
@@ -93,6 +101,7 @@ function checkRequest(c: ExtAuthzConfig, waypointId: string, r: FilterRequest): 
     if (c.disallowedHeaders?.(k)) continue;
     headers[k] = joined(v);
   }
+  if (body) headers['x-envoy-auth-partial-body'] = String(body.partial);
   const now = Date.now();
   const length = Number(joined(r.headers['content-length']));
   return {
@@ -104,6 +113,7 @@ function checkRequest(c: ExtAuthzConfig, waypointId: string, r: FilterRequest): 
         http: {
           id: joined(r.headers['x-request-id']) || randomUUID(), method: r.method, headers, path: r.url, host: r.host, scheme: r.scheme,
           protocol: r.protocol, size: Number.isFinite(length) && joined(r.headers['content-length']) !== '' ? length : -1,
+          ...(body && (c.withBody?.packAsBytes ? { rawBody: body.bytes } : { body: body.bytes.toString('utf8') })),
         },
       },
     },

@@ -38,6 +38,8 @@ export interface ExtAuthzConfig {
   disallowedHeaders?: Matcher;
   /** enable_dynamic_metadata_ingestion (default true): the authorizer's dynamic_metadata kept. */
   ingestMetadata: boolean;
+  /** with_request_body: up to maxBytes of the body go with the check (else 413, unless partial is allowed). */
+  withBody?: { maxBytes: number; allowPartial: boolean; packAsBytes: boolean };
 }
 
 const obj = (v: unknown): Msg | undefined => (v && typeof v === 'object' && !Array.isArray(v) ? (v as Msg) : undefined);
@@ -116,7 +118,11 @@ function httpService(h: Msg, field: string): { service: AuthzService; timeoutMs?
 const INERT = ['statPrefix', 'chargeClusterResponseStats', 'clearRouteCache'];
 
 export function compileExtAuthz(m: Msg, field: string): ExtAuthzConfig {
-  only(m, ['grpcService', 'httpService', 'transportApiVersion', 'failureModeAllow', 'failureModeAllowHeaderAdd', 'statusOnError', 'filterEnabledMetadata', 'allowedHeaders', 'disallowedHeaders', 'enableDynamicMetadataIngestion', ...INERT], field, ['services']);
+  only(m, ['grpcService', 'httpService', 'transportApiVersion', 'failureModeAllow', 'failureModeAllowHeaderAdd', 'statusOnError', 'filterEnabledMetadata', 'allowedHeaders', 'disallowedHeaders', 'enableDynamicMetadataIngestion', 'withRequestBody', ...INERT], field, ['services']);
+  const body = obj(m.withRequestBody);
+  if (body) only(body, ['maxRequestBytes', 'allowPartialMessage', 'packAsBytes'], `${field}.with_request_body`);
+  const maxBytes = Number(body?.maxRequestBytes ?? 0);
+  if (body && !(maxBytes > 0)) throw new Error(`${field}.with_request_body.max_request_bytes: must be above 0`);
   const version = m.transportApiVersion;
   if (version !== undefined && version !== 'V3' && version !== 'AUTO') throw new Error(`${field}.transport_api_version: ${String(version)} is not supported (V3 is)`);
   const built = obj(m.grpcService) ? grpcService(obj(m.grpcService)!, `${field}.grpc_service`) : obj(m.httpService) ? httpService(obj(m.httpService)!, `${field}.http_service`) : undefined;
@@ -134,5 +140,6 @@ export function compileExtAuthz(m: Msg, field: string): ExtAuthzConfig {
     disallowedHeaders: listMatcher(m.disallowedHeaders, `${field}.disallowed_headers`),
     // A BoolValue false decodes as {} (defaults are left out).
     ingestMetadata: !ingest || ingest.value === true,
+    ...(body && { withBody: { maxBytes, allowPartial: body.allowPartialMessage === true, packAsBytes: body.packAsBytes === true } }),
   };
 }

@@ -10,7 +10,7 @@ import { STAGE } from '../chain.ts';
 import type { Logger } from 'pino';
 import type { ServiceChannels } from './channels.ts';
 import type { Msg } from '../../xds/envoy.ts';
-import { check, editRecord } from './check.ts';
+import { check, editRecord, type CheckBody } from './check.ts';
 import { compileExtAuthz, type ExtAuthzConfig } from './config.ts';
 import { CallError } from './exchange.ts';
 
@@ -35,9 +35,17 @@ export function compileExtAuthzFilter(m: Msg, field: string, env: Env): HttpFilt
 
 async function decode(c: ExtAuthzConfig, env: Env, r: FilterRequest): Promise<FilterReply | undefined> {
   if (c.enabled && !c.enabled(r.metadata)) return undefined;
+  // with_request_body: the body (up to the limit) first; past it, Envoy's 413 unless a part may go.
+  let body: CheckBody | undefined;
+  if (c.withBody && r.body) {
+    const b = await r.body(c.withBody.maxBytes);
+    if (r.signal?.aborted) return { status: 0, body: '', flags: 'DC', details: 'downstream_remote_disconnect' };
+    if (!b.complete && !c.withBody.allowPartial) return { status: 413, body: 'Payload Too Large', flags: '-', details: 'request_payload_too_large' };
+    body = { bytes: b.bytes, partial: !b.complete };
+  }
   try {
     if (!env.services) throw new Error('the waypoint has no channels to the authorizer yet');
-    const d = await check(c, env.services, r, r.signal);
+    const d = await check(c, env.services, r, r.signal, body);
     if (d.kind === 'denied') {
       const headers = Object.fromEntries(Object.entries(d.headers).filter(([k]) => !KEPT(k)));
       return { status: d.status, body: d.body, flags: 'UAEX', details: 'ext_authz_denied', headers };
