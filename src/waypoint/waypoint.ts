@@ -29,6 +29,7 @@ import { H2Sessions, DEFAULT_H2_LIMITS, type H2Limits } from './upstream/h2-sess
 import { H1Tunnels, DEFAULT_H1_LIMITS, type H1Limits } from './upstream/h1-pool.ts';
 import { TcpRelays, type TcpRecord } from './tcp/relay.ts';
 import { WaypointConfig } from './xds/config.ts';
+import { ServiceChannels } from './filters/ext-authz/channels.ts';
 import { ipOf } from '../util/peer-ip.ts';
 
 export interface WaypointOptions {
@@ -79,6 +80,8 @@ export class Waypoint {
   readonly h2: H2Sessions;
   /** Idle HTTP/1.1 tunnels to endpoints, when kept (h1KeepAlive). */
   readonly h1?: H1Tunnels;
+  /** How filters reach the services they call (the external authorizer), given to them through the config's FilterEnv. */
+  readonly services: ServiceChannels;
   private readonly tcp: TcpRelays;
   private readonly tunnels: HttpTunnels;
   private mesh: MeshIndex;
@@ -95,6 +98,7 @@ export class Waypoint {
     const upstream: UpstreamOptions = { pool: this.pool, credentials: o.credentials, identity: o.identity, dial: o.dial, hbonePort: o.hbonePort };
     this.h2 = new H2Sessions(upstream, { ...DEFAULT_H2_LIMITS, ...o.h2Limits });
     if (o.h1KeepAlive) this.h1 = new H1Tunnels(upstream, { ...DEFAULT_H1_LIMITS, ...o.h1KeepAlive });
+    this.services = o.config.env.services = new ServiceChannels({ table: () => o.config.table, mesh: () => this.mesh, upstream, h2: this.h2 });
     const deps = {
       table: () => o.config.table,
       mesh: () => this.mesh,
@@ -182,6 +186,7 @@ export class Waypoint {
       clearTimeout(timer);
       this.h2.close(false);
       this.h1?.close();
+      this.services.close();
       this.tcp.destroyAll();
       this.pool.close(true);
     }

@@ -47,6 +47,13 @@ export interface FilterRequest {
   readonly metadata: Map<string, Record<string, unknown>>;
   /** Headers a filter adds to the response the client gets (e.g. from an authorizer's OK). */
   responseHeaders?: Record<string, string>;
+  /** Aborted when the client goes away: a filter waiting on a call (an authorizer) gives it up. */
+  readonly signal?: AbortSignal;
+  /**
+   * Up to `max` bytes of the request body, waited for (ext_authz's with_request_body); the router
+   * still sends the whole body. `complete`: the body ended within them.
+   */
+  readonly body?: (max: number) => Promise<{ bytes: Buffer; complete: boolean }>;
 }
 
 /** A local answer instead of routing. `details` is Envoy's response_code_details (the access log's). */

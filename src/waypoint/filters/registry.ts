@@ -9,12 +9,16 @@ import { decodeEnvoy } from '../xds/envoy.ts';
 import type { HttpFilter, NetworkFilter } from './chain.ts';
 import { compileRbacHttp, RBAC_HTTP_TYPE } from './rbac/http.ts';
 import { compileRbacNetwork, RBAC_NETWORK_TYPE } from './rbac/network.ts';
+import type { ServiceChannels } from './ext-authz/channels.ts';
+import { compileExtAuthzFilter } from './ext-authz/filter.ts';
 
 /** What compiled filters may use at run time (the waypoint provides it; tests their own). */
 export interface FilterEnv {
   log?: Logger;
   /** The waypoint's own Gateway and namespace (its own Listener is `waypoint/<ns>/<gateway>`). */
   gateway?: { namespace: string; name: string };
+  /** How filters reach the services they call (an external authorizer); the Waypoint fills it once it exists. */
+  services?: ServiceChannels;
 }
 
 export type HttpFilterCompiler = (config: Msg, field: string, env: FilterEnv) => HttpFilter | undefined;
@@ -28,6 +32,7 @@ const HTTP_FILTERS = new Map<string, HttpFilterCompiler>([
   ['envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit', inert],
   ['envoy.extensions.filters.http.router.v3.Router', inert],
   [RBAC_HTTP_TYPE, (c, f) => compileRbacHttp(c, f)],
+  ['envoy.extensions.filters.http.ext_authz.v3.ExtAuthz', compileExtAuthzFilter],
 ]);
 
 const NETWORK_FILTERS = new Map<string, NetworkFilterCompiler>([[RBAC_NETWORK_TYPE, (c, f) => compileRbacNetwork(c, f)]]);

@@ -112,9 +112,42 @@ function answerFiltered(res: Res, r: FilterReply, grpc: boolean): { bytes: numbe
     else res.writeHead(200, headers).end();
     return { bytes: 0, status: 200, grpcStatus };
   }
-  res.writeHead(r.status, { ...r.headers, 'content-type': 'text/plain', 'content-length': Buffer.byteLength(r.body) });
+  res.writeHead(r.status, { 'content-type': 'text/plain', ...r.headers, 'content-length': Buffer.byteLength(r.body) });
   res.end(r.body);
   return { bytes: Buffer.byteLength(r.body), status: r.status };
+}
+
+/**
+ * Reads up to `max` bytes of the body and puts them back (unshift, before 'end' can be emitted), so
+ * that whoever reads the request next gets all of it. Resolves early when the client goes away.
+ */
+function peekBody(req: Req, max: number): Promise<{ bytes: Buffer; complete: boolean }> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    // Whether the body has all arrived ('end' is not emitted yet: the bytes are still to be put back).
+    // HTTP/2's compatibility request is complete only after 'end'; its stream has ended before.
+    const ended = () => ('stream' in req ? req.stream.readableEnded : req.complete);
+    const done = (complete: boolean) => {
+      req.off('readable', onReadable);
+      req.off('close', onClose);
+      const bytes = Buffer.concat(chunks);
+      if (bytes.length && !req.readableEnded) req.unshift(bytes);
+      resolve({ bytes: bytes.subarray(0, max), complete });
+    };
+    const onReadable = () => {
+      let c: Buffer | null;
+      while (size < max && (c = req.read() as Buffer | null) !== null) {
+        chunks.push(c);
+        size += c.length;
+      }
+      if (size >= max) done(size === max && ended() && req.readableLength === 0);
+      else if (ended()) done(true);
+    };
+    const onClose = () => done(false);
+    req.on('readable', onReadable);
+    req.once('close', onClose);
+  });
 }
 
 export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: Req, res: Res): Promise<void> {
@@ -137,14 +170,20 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
   // The Listener's filters (authentication, authorization...) before routing; their answer ends the request.
   const filters = filtersFor(deps.table(), ctx);
   let metadata: FilterRequest['metadata'] | undefined;
+  let filterHeaders: Record<string, string> | undefined;
   if (filters.length) {
+    // A client gone while a filter waits (an authorizer's call) cancels the wait.
+    const abort = new AbortController();
+    const gone = () => abort.abort();
+    res.once('close', gone);
     const fr: FilterRequest = {
       method: req.method ?? 'GET', url, path, host, scheme: h2 ? (req as Http2ServerRequest).scheme || 'http' : 'http', protocol: h2 ? 'HTTP/2' : `HTTP/${req.httpVersion}`,
       headers: req.headers, peerPrincipal: ctx.peerPrincipal, peerIp: ctx.peerIp, peerAddress: ctx.peerAddress, destination: ctx.destination,
-      ...('service' in ctx.target && { service: ctx.target.service }), grpc, metadata: new Map(),
+      ...('service' in ctx.target && { service: ctx.target.service }), grpc, metadata: new Map(), signal: abort.signal, body: (max) => peekBody(req, max),
     };
     metadata = fr.metadata;
-    const reply = await runHttpFilters(filters, fr);
+    const reply = await runHttpFilters(filters, fr).finally(() => res.off('close', gone));
+    filterHeaders = fr.responseHeaders;
     if (reply) {
       req.resume();
       const sent = answerFiltered(res, reply, grpc);
@@ -179,6 +218,8 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
     method: req.method ?? 'GET', url, host, headers: req.headers, remoteAddress: ctx.peerAddress, principal: ctx.peerPrincipal, cluster: plan.cluster ?? '',
   });
 
+  // What filters add to the response (an authorizer's response_headers_to_add), with the rate limit's.
+  const addHeaders = filterHeaders ? { ...filterHeaders, ...limit?.headers } : limit?.headers;
   let result: ForwardResult;
   let upstreamHost: string | undefined;
   // The route's local rate limit runs first, then its fault filter (a delay, then maybe a local
@@ -200,12 +241,12 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
   } else if (plan.kind === 'answer') {
     req.resume();
     if (!res.headersSent && !res.destroyed) {
-      res.writeHead(plan.status, { ...plan.headers, ...limit?.headers, 'content-length': plan.body.length });
+      res.writeHead(plan.status, { ...plan.headers, ...addHeaders, 'content-length': plan.body.length });
       res.end(plan.body);
     }
     result = { status: plan.status, flags: '-', details: plan.details, requestBytes: 0, responseBytes: plan.body.length };
   } else {
-    result = plan.clusterConfig ? await admitted(deps, plan, plan.clusterConfig, target!, req, res, host, requestId, limit?.headers) : await forward(deps, plan, target!, req, res, host, requestId, limit?.headers);
+    result = plan.clusterConfig ? await admitted(deps, plan, plan.clusterConfig, target!, req, res, host, requestId, addHeaders) : await forward(deps, plan, target!, req, res, host, requestId, addHeaders);
     if (result.flags !== 'UO') upstreamHost = `${target!.endpoint.address}:${target!.endpoint.port}`;
   }
   if (injected?.flags) result.flags = joinFlags(injected.flags, result.flags);

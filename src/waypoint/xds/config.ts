@@ -34,7 +34,7 @@ export class WaypointConfig {
   private endpoints = new Map<string, Endpoint[]>();
   private current: RoutingTable = EMPTY_TABLE;
   /** What filters may use at run time, and which Gateway's own Listener is this waypoint's. */
-  private readonly env: FilterEnv;
+  readonly env: FilterEnv;
 
   constructor(env: FilterEnv = {}) {
     this.env = env;
