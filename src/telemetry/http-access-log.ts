@@ -28,6 +28,8 @@ export interface HttpRequestRecord {
   destination?: string;
   /** A filter asked for this request to be logged (Envoy's access_log_hint: an RBAC LOG policy matched). */
   accessLogHint?: boolean;
+  /** The authorization policy that refused the request (the agents' connection log has the same field). */
+  policy?: string;
 }
 
 export function httpAccessLogEntry(r: HttpRequestRecord): Record<string, unknown> {
@@ -53,6 +55,7 @@ export function httpAccessLogEntry(r: HttpRequestRecord): Record<string, unknown
     upstream_peer_principal: r.upstreamPrincipal,
     original_destination: r.destination,
     ...(r.accessLogHint && { access_log_hint: true }),
+    ...(r.policy && { policy: r.policy }),
   };
 }
 

@@ -55,10 +55,12 @@ describe('waypoint RBAC', () => {
     expect(seenUrls(s)).toEqual(['/api/items']);
     await metricReaches(s, 'istio_requests_total', { reporter: 'waypoint', response_code: '403', response_flags: 'RBAC' }, 3);
     await metricReaches(s, 'istio_requests_total', { reporter: 'waypoint', response_code: '200', response_flags: '-' }, 1);
-    expect(s.accessLog.filter((l) => l.response_flags === 'RBAC').map((l) => [l.method, l.response_code_details])).toEqual([
-      ['POST', 'rbac_access_denied_matched_policy[none]'],
-      ['DELETE', 'rbac_access_denied_matched_policy[none]'],
-      ['GET', 'rbac_access_denied_matched_policy[none]'],
+    // Envoy's details say no policy matched; the log's policy field names the ALLOW policies the request failed.
+    const allowPolicies = [admins, allow].map((id) => id.replace(/-rule\[\d+\]$/, '')).sort().join(',');
+    expect(s.accessLog.filter((l) => l.response_flags === 'RBAC').map((l) => [l.method, l.response_code_details, l.policy])).toEqual([
+      ['POST', 'rbac_access_denied_matched_policy[none]', allowPolicies],
+      ['DELETE', 'rbac_access_denied_matched_policy[none]', allowPolicies],
+      ['GET', 'rbac_access_denied_matched_policy[none]', allowPolicies],
     ]);
   });
 

@@ -64,6 +64,8 @@ export interface FilterReply {
   flags: string;
   details: string;
   headers?: Record<string, string>;
+  /** The policy that decided, for the access log: the one that denied, or the ALLOW policies none of which matched. */
+  policy?: string;
 }
 
 /**

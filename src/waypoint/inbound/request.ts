@@ -192,6 +192,7 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
         bytesReceived: 0, bytesSent: sent.bytes, durationMs: elapsedMs(start), routeName: '', requestId, userAgent: req.headers['user-agent'],
         downstreamPeer: ctx.peerAddress, downstreamPrincipal: ctx.peerPrincipal, destination: ctx.destination, src, service: 'service' in ctx.target ? ctx.target.service : undefined, grpc, grpcStatus: sent.grpcStatus,
         ...(hinted(metadata) && { accessLogHint: true }),
+        ...(reply.policy && { policy: reply.policy }),
       });
       return;
     }

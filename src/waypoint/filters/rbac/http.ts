@@ -23,6 +23,15 @@ const STATS_ONLY = new Set(['rulesStatPrefix', 'trackPerRuleStats']);
 
 export const deniedDetails = (id: string | undefined) => `rbac_access_denied_matched_policy[${id ?? 'none'}]`;
 
+/**
+ * The Istio policies of an engine (`ns[x]-policy[y]`, each named once however many rules it has),
+ * so an ALLOW denial's log line says which policies the request failed to match.
+ */
+function policyNames(e: RbacEngine): string {
+  const names = new Set(e.policies.map((p) => /^(.*)-rule\[\d+\]$/.exec(p.id)?.[1] ?? p.id));
+  return [...names].join(',');
+}
+
 const stageOf = (e: RbacEngine | undefined): number =>
   !e ? STAGE.customMatch : e.action === 'DENY' ? STAGE.deny : e.action === 'ALLOW' ? STAGE.allow : STAGE.audit;
 
@@ -66,7 +75,7 @@ class RbacHttpFilter implements HttpFilter {
       return undefined;
     }
     if (allows(e, id)) return undefined;
-    return { status: 403, body: DENIED_BODY, flags: 'RBAC', details: deniedDetails(id) };
+    return { status: 403, body: DENIED_BODY, flags: 'RBAC', details: deniedDetails(id), policy: id ?? policyNames(e) };
   }
 }
 
