@@ -76,6 +76,23 @@ function stringMap(v: unknown, at: string): Record<string, string> | undefined {
   return { ...(v as Record<string, string>) };
 }
 
+/** Label and annotation keys, label values, as the API server checks them (so a bad one is reported here, not as a failed write). */
+const NAME_PART = /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
+const validKey = (k: string) => {
+  const [prefix, name] = k.includes('/') ? [k.slice(0, k.indexOf('/')), k.slice(k.indexOf('/') + 1)] : [undefined, k];
+  return (prefix === undefined || isDnsSubdomain(prefix)) && name.length <= 63 && NAME_PART.test(name);
+};
+const validLabelValue = (v: string) => v === '' || (v.length <= 63 && NAME_PART.test(v));
+
+function metadataMap(v: unknown, at: string, labels: boolean): Record<string, string> | undefined {
+  const m = stringMap(v, at);
+  for (const [k, x] of Object.entries(m ?? {})) {
+    if (!validKey(k)) fail(`${at}["${k}"]`, 'not a valid key ([prefix/]name, name at most 63 characters)');
+    if (labels && !validLabelValue(x)) fail(`${at}["${k}"]`, `${JSON.stringify(x)} is not a valid label value`);
+  }
+  return m;
+}
+
 function object(v: unknown, at: string): Record<string, unknown> {
   if (!isObject(v)) fail(at, 'must be an object');
   return v as Record<string, unknown>;
@@ -189,8 +206,8 @@ export function checkOverlay(doc: unknown): WaypointOverlay {
   if (d.metadata !== undefined) {
     const m = object(d.metadata, 'metadata');
     only(m, 'metadata', ['labels', 'annotations']);
-    out.labels = stringMap(m.labels, 'metadata.labels');
-    out.annotations = stringMap(m.annotations, 'metadata.annotations');
+    out.labels = metadataMap(m.labels, 'metadata.labels', true);
+    out.annotations = metadataMap(m.annotations, 'metadata.annotations', false);
   }
   if (d.spec === undefined) return prune(out);
   const spec = object(d.spec, 'spec');
@@ -205,8 +222,8 @@ export function checkOverlay(doc: unknown): WaypointOverlay {
   if (t.metadata !== undefined) {
     const m = object(t.metadata, 'spec.template.metadata');
     only(m, 'spec.template.metadata', ['labels', 'annotations']);
-    out.podLabels = stringMap(m.labels, 'spec.template.metadata.labels');
-    out.podAnnotations = stringMap(m.annotations, 'spec.template.metadata.annotations');
+    out.podLabels = metadataMap(m.labels, 'spec.template.metadata.labels', true);
+    out.podAnnotations = metadataMap(m.annotations, 'spec.template.metadata.annotations', false);
   }
   if (t.spec === undefined) return prune(out);
   const ps = object(t.spec, 'spec.template.spec');

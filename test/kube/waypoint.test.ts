@@ -334,6 +334,9 @@ spec:
     expect(refused('spec: { replicas: -1 }')).toMatch(/spec\.replicas: must be a non-negative integer/);
     expect(refused('spec: { replicas: "2" }')).toMatch(/spec\.replicas/);
     expect(refused('metadata: { labels: { a: 1 } }')).toMatch(/metadata\.labels: must map strings to strings/);
+    expect(refused('metadata: { labels: { "a b": x } }')).toMatch(/metadata\.labels\["a b"\]: not a valid key/);
+    expect(refused('spec: { template: { metadata: { labels: { team: "has space" } } } }')).toMatch(/"has space" is not a valid label value/);
+    expect(refused('spec: { template: { metadata: { annotations: { "Bad_Prefix/x": y } } } }')).toMatch(/not a valid key/);
     expect(refused('spec: { template: { spec: { containers: [{ name: istio-proxy, env: [{ name: N, value: 3 }] }] } } }')).toMatch(/env\[0\]\.value: must be a string/);
     expect(refused('spec: { template: { spec: { containers: [{ name: istio-proxy, env: [{ name: A, value: x }, { name: A, value: y }] }] } } }')).toMatch(/env\[1\]\.name: duplicate "A"/);
     expect(refused('spec: { template: { spec: { volumes: [{ name: h, hostPath: { path: / } }] } } }')).toMatch(/volumes\[0\]: exactly one of configMap, secret, emptyDir \(weft's subset; no hostPath\)/);
