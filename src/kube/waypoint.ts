@@ -80,8 +80,11 @@ export interface Waypoint {
   /** Namespaces that may use it, from its HBONE listener. */
   from: WaypointFrom;
   infrastructure: { labels: Record<string, string>; annotations: Record<string, string> };
-  /** The ConfigMap (in the Gateway's namespace) of spec.infrastructure.parametersRef: its overlay of the Deployment. */
-  parametersRef?: string;
+  /**
+   * spec.infrastructure.parametersRef as given: checked by waypointParameters, by those who deploy
+   * the waypoint, not here: how it is deployed does not change what traffic it takes.
+   */
+  parametersRef?: unknown;
 }
 
 /** Why a Gateway of class istio-waypoint is not accepted: the Gateway API reason and the field. */
@@ -144,8 +147,6 @@ export function checkWaypoint(gw: GatewayObject): { waypoint: Waypoint; ignored:
   if (!isDnsSubdomain(sa)) return bad('InvalidParameters', `metadata.annotations["${SERVICE_ACCOUNT_ANNOTATION}"]`, `${JSON.stringify(sa)} is not a valid service account name`);
   const infra = gw.spec?.infrastructure ?? {};
   if (!isObject(infra) || !isStringMap(infra.labels) || !isStringMap(infra.annotations)) return bad('InvalidParameters', 'spec.infrastructure', 'labels and annotations must map strings to strings');
-  const params = parametersRef(infra.parametersRef);
-  if (typeof params === 'object') return { problem: params };
   return {
     waypoint: {
       name,
@@ -156,14 +157,14 @@ export function checkWaypoint(gw: GatewayObject): { waypoint: Waypoint; ignored:
       serviceAccount: sa,
       from: from.from,
       infrastructure: { labels: { ...infra.labels }, annotations: { ...infra.annotations } },
-      ...(params !== undefined && { parametersRef: params }),
+      ...(infra.parametersRef !== undefined && { parametersRef: structuredClone(infra.parametersRef) }),
     },
     ignored,
   };
 }
 
 /** The ConfigMap a LocalParametersReference names: as istiod, only a core ConfigMap (group ""). */
-function parametersRef(ref: unknown): string | undefined | WaypointProblem {
+function checkParametersRef(ref: unknown): string | undefined | WaypointProblem {
   const field = 'spec.infrastructure.parametersRef';
   const bad = (f: string, message: string): WaypointProblem => ({ reason: 'InvalidParameters', field: f, message });
   if (ref === undefined) return undefined;
@@ -175,6 +176,12 @@ function parametersRef(ref: unknown): string | undefined | WaypointProblem {
   return ref.name;
 }
 
+/** The ConfigMap to read for waypointParameters: the one a well-formed parametersRef names. */
+export function parametersConfigMap(w: Waypoint): string | undefined {
+  const name = checkParametersRef(w.parametersRef);
+  return typeof name === 'string' ? name : undefined;
+}
+
 /**
  * The overlay of a waypoint's parametersRef, from its ConfigMap (undefined when there is none by
  * that name), checked against weft's subset and against what weft renders: both callers (the
@@ -183,15 +190,17 @@ function parametersRef(ref: unknown): string | undefined | WaypointProblem {
  * or malformed), and then deploy nothing new: what the last good version deployed stays.
  */
 export function waypointParameters(w: Waypoint, configMap: { data?: unknown } | undefined): { overlay?: WaypointOverlay } | { problem: WaypointProblem } {
-  if (w.parametersRef === undefined) return {};
+  const name = checkParametersRef(w.parametersRef);
+  if (name === undefined) return {};
+  if (typeof name === 'object') return { problem: name };
   try {
-    const overlay = overlayFromConfigMap({ namespace: w.namespace, name: w.parametersRef }, configMap);
+    const overlay = overlayFromConfigMap({ namespace: w.namespace, name }, configMap);
     // Applied once to what weft renders (names do not depend on the options) so a clash is found now.
     applyOverlay(renderWaypoint(w, { image: '-', controlAddress: '-', trustDomain: '-' }).deployment, overlay);
     return { overlay };
   } catch (e) {
     if (!(e instanceof OverlayError)) throw e;
-    const msg = e.message.startsWith('ConfigMap ') ? e.message : `ConfigMap ${w.namespace}/${w.parametersRef}: key deployment: ${e.message}`;
+    const msg = e.message.startsWith('ConfigMap ') ? e.message : `ConfigMap ${w.namespace}/${name}: key deployment: ${e.message}`;
     return { problem: { reason: 'InvalidParameters', field: 'spec.infrastructure.parametersRef', message: msg } };
   }
 }

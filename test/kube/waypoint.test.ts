@@ -11,6 +11,7 @@ import {
   waypointNodeOptions,
   waypointParameters,
   waypointStatus,
+  parametersConfigMap,
   type GatewayObject,
   type Waypoint,
 } from '../../src/kube/waypoint.ts';
@@ -274,14 +275,23 @@ spec:
         configMap: { name: jwks-ca }
 `;
 
-  it('checks the reference: a core ConfigMap named in the Gateway namespace, anything else InvalidParameters', () => {
-    expect(ok(withRef()).parametersRef).toBe('waypoint-params');
-    expect(ok(gw()).parametersRef).toBeUndefined();
-    expect(problem(withRef({ group: 'gateway.envoyproxy.io', kind: 'EnvoyProxy', name: 'p' }))).toMatchObject({ reason: 'InvalidParameters', field: 'spec.infrastructure.parametersRef' });
-    expect(problem(withRef({ group: '', kind: 'Secret', name: 'p' })).message).toMatch(/ConfigMap/);
-    expect(problem(withRef({ group: '', kind: 'ConfigMap', name: 'Not_A_Name' }))).toMatchObject({ field: 'spec.infrastructure.parametersRef.name' });
-    expect(problem(withRef({ group: '', kind: 'ConfigMap', name: 'p', namespace: 'other' }))).toMatchObject({ field: 'spec.infrastructure.parametersRef.namespace' });
-    expect(problem(withRef('p')).reason).toBe('InvalidParameters');
+  it('checks the reference when deploying (InvalidParameters for anything but a core ConfigMap by name), not in checkWaypoint: traffic does not depend on it', () => {
+    expect(parametersConfigMap(ok(withRef()))).toBe('waypoint-params');
+    expect(parametersConfigMap(ok(gw()))).toBeUndefined();
+    const bad = (r: unknown) => {
+      const w = ok(withRef(r)); // still a waypoint for the mesh model
+      expect(parametersConfigMap(w)).toBeUndefined();
+      const p = waypointParameters(w, cm('spec: { replicas: 2 }'));
+      if (!('problem' in p)) throw new Error('accepted');
+      expect(p.problem.reason).toBe('InvalidParameters');
+      return p.problem;
+    };
+    expect(bad({ group: 'gateway.envoyproxy.io', kind: 'EnvoyProxy', name: 'p' })).toMatchObject({ field: 'spec.infrastructure.parametersRef' });
+    expect(bad({ group: '', kind: 'Secret', name: 'p' }).message).toMatch(/a waypoint takes its parameters from a ConfigMap \(group "", kind ConfigMap\)/);
+    expect(bad({ kind: 'ConfigMap', name: 'p' }).field).toBe('spec.infrastructure.parametersRef');
+    expect(bad({ group: '', kind: 'ConfigMap', name: 'Not_A_Name' })).toMatchObject({ field: 'spec.infrastructure.parametersRef.name' });
+    expect(bad({ group: '', kind: 'ConfigMap', name: 'p', namespace: 'other' })).toMatchObject({ field: 'spec.infrastructure.parametersRef.namespace' });
+    expect(bad('p').message).toMatch(/expected an object/);
   });
 
   it('merges the subset into the Deployment: labels, annotations, replicas, env and mounts by name, volumes, resources with NODE_OPTIONS following them', () => {

@@ -18,6 +18,7 @@ import {
   GATEWAY_CLASS_LABEL,
   GATEWAY_NAME_LABEL,
   isWaypointGateway,
+  parametersConfigMap,
   renderWaypoint,
   waypointParameters,
   waypointStatus,
@@ -234,7 +235,7 @@ export class WaypointReconciler {
       // created stays (the last good version stays in force, as for every configuration).
       return this.writeStatus(gw, { problem: checked.problem });
     }
-    const ref = checked.waypoint.parametersRef;
+    const ref = parametersConfigMap(checked.waypoint);
     const params = waypointParameters(checked.waypoint, ref === undefined ? undefined : ((await this.get('ConfigMap', ns, ref)) as { data?: unknown } | undefined));
     // Parameters missing or bad: not accepted (InvalidParameters); the last good objects stay.
     if ('problem' in params) return this.writeStatus(gw, { problem: params.problem });

@@ -10,6 +10,7 @@ import type { Deployment, KObject, Pod, Service } from '../../kube/objects.ts';
 import {
   checkWaypoint,
   isWaypointGateway,
+  parametersConfigMap,
   renderWaypoint,
   waypointParameters,
   waypointStatus,
@@ -38,7 +39,7 @@ const comparable = (o: KObject) => {
 function checked(store: ObjectStore, gw: KObject): { waypoint: Waypoint; ignored: WaypointNote[]; overlay?: WaypointOverlay } | { problem: WaypointProblem } {
   const c = checkWaypoint(gw as unknown as GatewayObject);
   if ('problem' in c) return c;
-  const ref = c.waypoint.parametersRef;
+  const ref = parametersConfigMap(c.waypoint);
   const params = waypointParameters(c.waypoint, ref === undefined ? undefined : (store.get(`ConfigMap/${c.waypoint.namespace}/${ref}`) as { data?: unknown } | undefined));
   return 'problem' in params ? params : { ...c, ...params };
 }

@@ -256,4 +256,13 @@ spec:
     await until('Accepted', () => condition(server, 'waypoint', 'Accepted')?.status === 'True');
     expect(jwksEnv()).toBeUndefined();
   });
+  it('refuses a parametersRef of another kind as InvalidParameters and creates nothing', async () => {
+    const gw = gateway('waypoint');
+    (gw.spec as Record<string, unknown>).infrastructure = { parametersRef: { group: 'gateway.envoyproxy.io', kind: 'EnvoyProxy', name: 'p' } };
+    const { server, r } = await setup([gw]);
+    await until('Accepted is InvalidParameters', () => condition(server, 'waypoint', 'Accepted')?.reason === 'InvalidParameters');
+    expect(condition(server, 'waypoint', 'Accepted')?.message).toMatch(/^spec\.infrastructure\.parametersRef: unsupported "gateway\.envoyproxy\.io"\/"EnvoyProxy"/);
+    await r.reconcile();
+    expect(owned(server)).toEqual([]);
+  });
 });
