@@ -280,14 +280,30 @@ export function overlayFromConfigMap(ref: { namespace: string; name: string }, c
   }
 }
 
-/** Resources after the overlay: a map merge per resource name (cpu, memory), as a strategic merge. */
+/** A quantity in its unit's smallest step (millicores for cpu, bytes otherwise), for comparing. */
+function amount(q: string): number {
+  const m = /^(\d+(?:\.\d+)?)(m|Ki|Mi|Gi|Ti|k|M|G|T)?$/.exec(q);
+  if (!m) return NaN; // a form weft does not read (the operator's own defaults): not compared
+  const unit = { m: 1e-3, Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40, k: 1e3, M: 1e6, G: 1e9, T: 1e12 }[m[2] ?? ''] ?? 1;
+  return Number(m[1]) * unit;
+}
+
+/**
+ * Resources after the overlay: a map merge per resource name (cpu, memory), as a strategic merge.
+ * A request above its limit is refused here, as the API server would refuse the Deployment.
+ */
 export function overlayResources(base: Resources, overlay: WaypointOverlay | undefined): Resources {
   const r = overlay?.resources;
   if (!r) return structuredClone(base);
-  return {
+  const out: Resources = {
     ...((base.requests || r.requests) && { requests: { ...base.requests, ...r.requests } }),
     ...((base.limits || r.limits) && { limits: { ...base.limits, ...r.limits } }),
   };
+  for (const [k, req] of Object.entries(out.requests ?? {})) {
+    const lim = out.limits?.[k];
+    if (lim !== undefined && amount(req) > amount(lim)) fail(`spec.template.spec.containers[name=${PROXY_CONTAINER}].resources`, `requests.${k} ${req} is above limits.${k} ${lim}`);
+  }
+  return out;
 }
 
 interface PodSpecLike {
@@ -300,7 +316,7 @@ interface DeploymentLike {
   spec?: Record<string, unknown>;
 }
 
-/** `child` is `parent` or below it: a mount there would shadow or replace what weft mounts. */
+/** One path is the other or below it: a mount there would shadow or replace what weft mounts. */
 const overlaps = (a: string, b: string) => {
   const norm = (p: string) => p.replace(/\/+$/, '') || '/';
   const [x, y] = [norm(a), norm(b)];

@@ -196,7 +196,7 @@ export function waypointParameters(w: Waypoint, configMap: { data?: unknown } | 
   try {
     const overlay = overlayFromConfigMap({ namespace: w.namespace, name }, configMap);
     // Applied once to what weft renders (names do not depend on the options) so a clash is found now.
-    applyOverlay(renderWaypoint(w, { image: '-', controlAddress: '-', trustDomain: '-' }).deployment, overlay);
+    renderWaypoint(w, { image: '-', controlAddress: '-', trustDomain: '-' }, overlay);
     return { overlay };
   } catch (e) {
     if (!(e instanceof OverlayError)) throw e;

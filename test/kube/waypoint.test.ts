@@ -352,6 +352,10 @@ spec:
     expect(refused('spec: { template: { spec: { volumes: [{ name: h, hostPath: { path: / } }] } } }')).toMatch(/volumes\[0\]: exactly one of configMap, secret, emptyDir \(weft's subset; no hostPath\)/);
     expect(refused('spec: { template: { spec: { containers: [{ name: istio-proxy, resources: { limits: { memory: lots } } }] } } }')).toMatch(/resources\.limits\.memory: "lots" is not a quantity/);
     expect(refused('spec: { template: { spec: { containers: [{ name: istio-proxy, resources: { limits: { nvidia.com/gpu: "1" } } }] } } }')).toMatch(/not supported by weft/);
+    // Merged with weft's defaults (requests 128Mi, 100m): a limit below the request is refused, as the API server would.
+    expect(refused('spec: { template: { spec: { containers: [{ name: istio-proxy, resources: { limits: { memory: 64Mi } } }] } } }')).toMatch(/resources: requests\.memory 128Mi is above limits\.memory 64Mi/);
+    expect(refused('spec: { template: { spec: { containers: [{ name: istio-proxy, resources: { requests: { cpu: "3" } } }] } } }')).toMatch(/requests\.cpu 3 is above limits\.cpu 2/);
+    expect(params('spec: { template: { spec: { containers: [{ name: istio-proxy, resources: { requests: { cpu: 1500m } } }] } } }')).not.toHaveProperty('problem');
   });
 
   it('refuses what would take away what weft relies on, with the reason', () => {
