@@ -24,6 +24,7 @@ import {
   type WaypointNote,
 } from '../../kube/waypoint.ts';
 import { keyOf } from '../../kube/objects.ts';
+import { validateObject } from '../../kube/manifest.ts';
 import { hashOf, type ObjectStore } from '../store.ts';
 
 /** What the lab's waypoints are rendered with: the control plane's address and weft's own image. */
@@ -41,7 +42,14 @@ function checked(store: ObjectStore, gw: KObject): { waypoint: Waypoint; ignored
   if ('problem' in c) return c;
   const ref = parametersConfigMap(c.waypoint);
   const params = waypointParameters(c.waypoint, ref === undefined ? undefined : (store.get(`ConfigMap/${c.waypoint.namespace}/${ref}`) as { data?: unknown } | undefined));
-  return 'problem' in params ? params : { ...c, ...params };
+  if ('problem' in params) return params;
+  if (params.overlay) {
+    // What Kubernetes would run but the lab cannot (a secret volume, env from a ConfigMap key) is
+    // said in the status rather than run without it.
+    const v = validateObject(renderWaypoint(c.waypoint, { image: 'weft', controlAddress: '-', trustDomain: '-' }, params.overlay).deployment);
+    if ('problem' in v) return { problem: { reason: 'InvalidParameters', field: 'spec.infrastructure.parametersRef', message: `ConfigMap ${c.waypoint.namespace}/${ref}: the lab cannot run the overlay: ${v.field}: ${v.problem}` } };
+  }
+  return { ...c, ...params };
 }
 
 /** Conflicts found in the last pass, by Gateway key, for its status. */

@@ -121,6 +121,12 @@ spec:
     t.sync();
     status();
     expect(accepted().message).toMatch(/not valid YAML/);
+    // What Kubernetes would run but the lab cannot provide is said, not run without it.
+    t.store.apply([params('spec: { template: { spec: { volumes: [{ name: s, secret: { secretName: jwks } }], containers: [{ name: istio-proxy, volumeMounts: [{ name: s, mountPath: /etc/s }] }] } } }')], () => true);
+    t.sync();
+    status();
+    expect(accepted()).toMatchObject({ status: 'False', reason: 'InvalidParameters' });
+    expect(accepted().message).toMatch(/the lab cannot run the overlay: .*volumes\[3\]/);
     // Fixed: accepted again, and the overlay's env is gone once the ConfigMap no longer sets it.
     t.store.apply([params('metadata: { labels: { team: auth } }')], () => true);
     t.sync();
