@@ -100,7 +100,8 @@ export function controlPlane(o: InstallOptions): [IServiceAccount, IClusterRole,
     // Deploying waypoints (src/control/gateway/waypoints.ts), as istiod: the ServiceAccount,
     // Deployment and Service of each Gateway of class istio-waypoint, and the Gateway's status.
     // Kept apart from the read-only role above. Objects are found by label, so list and watch
-    // cannot be limited by name; the reconciler touches only what a waypoint Gateway owns.
+    // cannot be limited by name; the reconciler touches only what a waypoint Gateway owns. The
+    // ConfigMaps of Gateways' parametersRef are read (get, watch) under the read-only role above.
     ...clusterRole(
       `${CONTROL}-waypoints-${o.namespace}`,
       meta.labels,

@@ -4,6 +4,9 @@
 // and `weft waypoint apply`, so all three deploy a waypoint the same way.
 import { AGENT_GLIBC_TUNABLES } from '../api/process-env.ts';
 import { isDnsLabel, isDnsSubdomain } from './names.ts';
+import { applyOverlay, OverlayError, overlayFromConfigMap, overlayResources, type WaypointOverlay } from './waypoint-overlay.ts';
+
+export type { WaypointOverlay } from './waypoint-overlay.ts';
 
 export const WAYPOINT_CLASS = 'istio-waypoint';
 export const GATEWAY_API_VERSION = 'gateway.networking.k8s.io/v1';
@@ -41,7 +44,7 @@ export interface GatewayObject {
   apiVersion: string;
   kind: string;
   metadata: { name: string; namespace?: string; uid?: string; generation?: number; labels?: Record<string, string>; annotations?: Record<string, string>; [k: string]: unknown };
-  spec?: { gatewayClassName?: unknown; listeners?: unknown; infrastructure?: { labels?: Record<string, string>; annotations?: Record<string, string> }; [k: string]: unknown };
+  spec?: { gatewayClassName?: unknown; listeners?: unknown; infrastructure?: { labels?: Record<string, string>; annotations?: Record<string, string>; parametersRef?: unknown }; [k: string]: unknown };
   status?: GatewayStatus;
   [k: string]: unknown;
 }
@@ -77,6 +80,11 @@ export interface Waypoint {
   /** Namespaces that may use it, from its HBONE listener. */
   from: WaypointFrom;
   infrastructure: { labels: Record<string, string>; annotations: Record<string, string> };
+  /**
+   * spec.infrastructure.parametersRef as given: checked by waypointParameters, by those who deploy
+   * the waypoint, not here: how it is deployed does not change what traffic it takes.
+   */
+  parametersRef?: unknown;
 }
 
 /** Why a Gateway of class istio-waypoint is not accepted: the Gateway API reason and the field. */
@@ -149,9 +157,52 @@ export function checkWaypoint(gw: GatewayObject): { waypoint: Waypoint; ignored:
       serviceAccount: sa,
       from: from.from,
       infrastructure: { labels: { ...infra.labels }, annotations: { ...infra.annotations } },
+      ...(infra.parametersRef !== undefined && { parametersRef: structuredClone(infra.parametersRef) }),
     },
     ignored,
   };
+}
+
+/** The ConfigMap a LocalParametersReference names: as istiod, only a core ConfigMap (group ""). */
+function checkParametersRef(ref: unknown): string | undefined | WaypointProblem {
+  const field = 'spec.infrastructure.parametersRef';
+  const bad = (f: string, message: string): WaypointProblem => ({ reason: 'InvalidParameters', field: f, message });
+  if (ref === undefined) return undefined;
+  if (!isObject(ref)) return bad(field, 'expected an object (group, kind, name)');
+  const extra = Object.keys(ref).filter((k) => !['group', 'kind', 'name'].includes(k));
+  if (extra.length > 0) return bad(`${field}.${extra[0]}`, 'unknown field (group, kind, name)');
+  if (ref.group !== '' || ref.kind !== 'ConfigMap') return bad(field, `unsupported ${JSON.stringify(ref.group)}/${JSON.stringify(ref.kind)}: a waypoint takes its parameters from a ConfigMap (group "", kind ConfigMap)`);
+  if (typeof ref.name !== 'string' || !isDnsSubdomain(ref.name)) return bad(`${field}.name`, `${JSON.stringify(ref.name)} is not a ConfigMap name`);
+  return ref.name;
+}
+
+/** The ConfigMap to read for waypointParameters: the one a well-formed parametersRef names. */
+export function parametersConfigMap(w: Waypoint): string | undefined {
+  const name = checkParametersRef(w.parametersRef);
+  return typeof name === 'string' ? name : undefined;
+}
+
+/**
+ * The overlay of a waypoint's parametersRef, from its ConfigMap (undefined when there is none by
+ * that name), checked against weft's subset and against what weft renders: both callers (the
+ * reconciler on Kubernetes, the lab) report the problem as istiod, Accepted False with reason
+ * InvalidParameters (the Gateway API's rule for a parametersRef that is missing, of another kind
+ * or malformed), and then deploy nothing new: what the last good version deployed stays.
+ */
+export function waypointParameters(w: Waypoint, configMap: { data?: unknown } | undefined): { overlay?: WaypointOverlay } | { problem: WaypointProblem } {
+  const name = checkParametersRef(w.parametersRef);
+  if (name === undefined) return {};
+  if (typeof name === 'object') return { problem: name };
+  try {
+    const overlay = overlayFromConfigMap({ namespace: w.namespace, name }, configMap);
+    // Applied once to what weft renders (names do not depend on the options) so a clash is found now.
+    renderWaypoint(w, { image: '-', controlAddress: '-', trustDomain: '-' }, overlay);
+    return { overlay };
+  } catch (e) {
+    if (!(e instanceof OverlayError)) throw e;
+    const msg = e.message.startsWith('ConfigMap ') ? e.message : `ConfigMap ${w.namespace}/${name}: key deployment: ${e.message}`;
+    return { problem: { reason: 'InvalidParameters', field: 'spec.infrastructure.parametersRef', message: msg } };
+  }
 }
 
 /** The HBONE listener's allowedRoutes.namespaces; a selector weft cannot evaluate admits only the waypoint's namespace. */
@@ -259,8 +310,16 @@ export interface OwnerReference {
 /** Annotations of the Gateway's infrastructure that istiod does not copy onto what it renders. */
 const NOT_COPIED = ['kubectl.kubernetes.io/last-applied-configuration', 'gateway.istio.io/name-override', SERVICE_ACCOUNT_ANNOTATION, 'gateway.istio.io/controller-version'];
 
-/** The ServiceAccount, Deployment and Service of a waypoint, owned by its Gateway when it has a uid. */
-export function renderWaypoint(w: Waypoint, o: WaypointRenderOptions): RenderedWaypoint {
+/**
+ * The ServiceAccount, Deployment and Service of a waypoint, owned by its Gateway when it has a uid;
+ * the Deployment with the overlay of its parametersRef (from waypointParameters) merged in.
+ */
+export function renderWaypoint(w: Waypoint, o: WaypointRenderOptions, overlay?: WaypointOverlay): RenderedWaypoint {
+  const rendered = renderBase(w, { ...o, resources: overlayResources(o.resources ?? WAYPOINT_RESOURCES, overlay) });
+  return overlay ? { ...rendered, deployment: applyOverlay(rendered.deployment, overlay) } : rendered;
+}
+
+function renderBase(w: Waypoint, o: WaypointRenderOptions): RenderedWaypoint {
   const owner: OwnerReference[] | undefined = w.uid ? [{ apiVersion: GATEWAY_API_VERSION, kind: 'Gateway', name: w.name, uid: w.uid }] : undefined;
   const annotations = Object.fromEntries(Object.entries(w.infrastructure.annotations).filter(([k]) => !NOT_COPIED.includes(k)));
   const base = { ...w.infrastructure.labels, [GATEWAY_NAME_LABEL]: w.name, [GATEWAY_CLASS_LABEL]: WAYPOINT_CLASS };

@@ -9,7 +9,9 @@ import {
   waypointArgs,
   waypointGateway,
   waypointNodeOptions,
+  waypointParameters,
   waypointStatus,
+  parametersConfigMap,
   type GatewayObject,
   type Waypoint,
 } from '../../src/kube/waypoint.ts';
@@ -227,5 +229,168 @@ describe('waypointGateway', () => {
     });
     expect(() => waypointGateway({ name: 'Bad', namespace: 'apps' })).toThrow(/waypoint apps\/Bad: metadata.name/);
     expect(() => waypointGateway({ name: 'w', namespace: 'apps', for: 'x' as 'all' })).toThrow(/istio.io\/waypoint-for/);
+  });
+});
+
+// spec.infrastructure.parametersRef: a ConfigMap whose `deployment` key overlays the Deployment,
+// in weft's narrow subset; everything else, and anything that would undo what weft relies on, is
+// refused as InvalidParameters with the ConfigMap and the field named.
+describe('waypoint parameters (parametersRef)', () => {
+  const ref = { group: '', kind: 'ConfigMap', name: 'waypoint-params' };
+  const withRef = (r: unknown = ref) => gw({}, { infrastructure: { parametersRef: r } });
+  const cm = (deployment: string, extra: Record<string, string> = {}) => ({ data: { deployment, ...extra } });
+  const params = (deployment: string | undefined, extra: Record<string, string> = {}) => {
+    const w = ok(withRef());
+    return waypointParameters(w, deployment === undefined ? undefined : cm(deployment, extra));
+  };
+  const refused = (deployment: string, extra: Record<string, string> = {}) => {
+    const r = params(deployment, extra);
+    if (!('problem' in r)) throw new Error('accepted');
+    expect(r.problem).toMatchObject({ reason: 'InvalidParameters', field: 'spec.infrastructure.parametersRef' });
+    return r.problem.message;
+  };
+  const JWKS = `
+metadata:
+  labels: { team: auth }
+  annotations: { owner: sec }
+spec:
+  replicas: 2
+  template:
+    metadata:
+      labels: { tier: mesh }
+      annotations: { example.com/x: "1" }
+    spec:
+      containers:
+      - name: istio-proxy
+        env:
+        - { name: JWKS_CA_CERTS, value: /etc/jwks-ca/ca.pem }
+        - name: FROM_CM
+          valueFrom: { configMapKeyRef: { name: settings, key: k } }
+        volumeMounts:
+        - { name: jwks-ca, mountPath: /etc/jwks-ca, readOnly: true }
+        resources:
+          limits: { memory: 256Mi }
+      volumes:
+      - name: jwks-ca
+        configMap: { name: jwks-ca }
+`;
+
+  it('checks the reference when deploying (InvalidParameters for anything but a core ConfigMap by name), not in checkWaypoint: traffic does not depend on it', () => {
+    expect(parametersConfigMap(ok(withRef()))).toBe('waypoint-params');
+    expect(parametersConfigMap(ok(gw()))).toBeUndefined();
+    const bad = (r: unknown) => {
+      const w = ok(withRef(r)); // still a waypoint for the mesh model
+      expect(parametersConfigMap(w)).toBeUndefined();
+      const p = waypointParameters(w, cm('spec: { replicas: 2 }'));
+      if (!('problem' in p)) throw new Error('accepted');
+      expect(p.problem.reason).toBe('InvalidParameters');
+      return p.problem;
+    };
+    expect(bad({ group: 'gateway.envoyproxy.io', kind: 'EnvoyProxy', name: 'p' })).toMatchObject({ field: 'spec.infrastructure.parametersRef' });
+    expect(bad({ group: '', kind: 'Secret', name: 'p' }).message).toMatch(/a waypoint takes its parameters from a ConfigMap \(group "", kind ConfigMap\)/);
+    expect(bad({ kind: 'ConfigMap', name: 'p' }).field).toBe('spec.infrastructure.parametersRef');
+    expect(bad({ group: '', kind: 'ConfigMap', name: 'Not_A_Name' })).toMatchObject({ field: 'spec.infrastructure.parametersRef.name' });
+    expect(bad({ group: '', kind: 'ConfigMap', name: 'p', namespace: 'other' })).toMatchObject({ field: 'spec.infrastructure.parametersRef.namespace' });
+    expect(bad('p').message).toMatch(/expected an object/);
+  });
+
+  it('merges the subset into the Deployment: labels, annotations, replicas, env and mounts by name, volumes, resources with NODE_OPTIONS following them', () => {
+    const w = ok(withRef());
+    const r = waypointParameters(w, cm(JWKS));
+    if ('problem' in r) throw new Error(r.problem.message);
+    const base = renderWaypoint(w, opts).deployment;
+    const d = renderWaypoint(w, opts, r.overlay).deployment as unknown as {
+      metadata: { labels: Record<string, string>; annotations: Record<string, string> };
+      spec: { replicas: number; template: { metadata: { labels: Record<string, string>; annotations: Record<string, string> }; spec: { automountServiceAccountToken: boolean; volumes: { name: string }[]; containers: { name: string; args: string[]; env: { name: string; value?: string }[]; volumeMounts: { name: string; mountPath: string }[]; resources: { limits: Record<string, string>; requests: Record<string, string> }; securityContext: unknown }[] } } };
+    };
+    expect(d.metadata.labels).toMatchObject({ team: 'auth', 'gateway.networking.k8s.io/gateway-name': 'waypoint' });
+    expect(d.metadata.annotations).toMatchObject({ owner: 'sec' });
+    expect(d.spec.replicas).toBe(2);
+    expect(d.spec.template.metadata.labels).toMatchObject({ tier: 'mesh', 'istio.io/dataplane-mode': 'none' });
+    expect(d.spec.template.metadata.annotations).toMatchObject({ 'example.com/x': '1', 'prometheus.io/scrape': 'true' });
+    const c = d.spec.template.spec.containers[0]!;
+    const baseC = (base.spec as { template: { spec: { containers: { args: string[]; env: unknown[]; securityContext: unknown }[] } } }).template.spec.containers[0]!;
+    expect(c.env.find((e) => e.name === 'JWKS_CA_CERTS')).toEqual({ name: 'JWKS_CA_CERTS', value: '/etc/jwks-ca/ca.pem' });
+    // weft's own env first, unchanged in name and order; the overlay's after.
+    expect(c.env.slice(0, baseC.env.length).map((e) => e.name)).toEqual((baseC.env as { name: string }[]).map((e) => e.name));
+    expect(c.env.slice(baseC.env.length).map((e) => e.name)).toEqual(['JWKS_CA_CERTS', 'FROM_CM']);
+    expect(c.volumeMounts.map((m) => m.name)).toEqual(['istio-token', 'istiod-ca-cert', 'tmp', 'jwks-ca']);
+    expect(d.spec.template.spec.volumes.map((v) => v.name)).toEqual(['istio-token', 'istiod-ca-cert', 'tmp', 'jwks-ca']);
+    // resources merge per resource (cpu limit kept), and the heap follows the new memory limit.
+    expect(c.resources.limits).toEqual({ cpu: '2', memory: '256Mi' });
+    expect(c.resources.requests).toEqual({ cpu: '100m', memory: '128Mi' });
+    expect(c.env.find((e) => e.name === 'NODE_OPTIONS')?.value).toBe(waypointNodeOptions({ limits: { memory: '256Mi' } }));
+    expect(c.env.find((e) => e.name === 'NODE_OPTIONS')?.value).toContain('--max-old-space-size=128');
+    // What weft relies on is untouched.
+    expect(c.args).toEqual(baseC.args);
+    expect(c.securityContext).toEqual(baseC.securityContext);
+    expect(d.spec.template.spec.automountServiceAccountToken).toBe(false);
+    // No overlay, or an empty key: exactly the plain rendering.
+    expect(renderWaypoint(w, opts, {})).toEqual(renderWaypoint(w, opts));
+    expect(waypointParameters(w, { data: {} })).toEqual({ overlay: {} });
+    expect(waypointParameters(ok(gw()), undefined)).toEqual({});
+  });
+
+  it('reports a missing ConfigMap, YAML that does not parse, keys weft does not read and fields outside the subset', () => {
+    expect(params(undefined)).toEqual({ problem: { reason: 'InvalidParameters', field: 'spec.infrastructure.parametersRef', message: 'ConfigMap apps/waypoint-params not found' } });
+    expect(refused('spec: [unclosed')).toMatch(/^ConfigMap apps\/waypoint-params: key deployment is not valid YAML/);
+    expect(refused('a: 1\na: 2')).toMatch(/not valid YAML/);
+    expect(refused('- a list')).toMatch(/must be an object/);
+    expect(refused('', { service: 'spec: {}' })).toMatch(/key service is not supported by weft \(only deployment\)/);
+    expect(refused('', { surprise: 'x' })).toMatch(/unknown key "surprise"/);
+    expect(refused('kind: Deployment')).toMatch(/key deployment: kind: not supported by weft/);
+    expect(refused('spec: { strategy: { type: Recreate } }')).toMatch(/spec\.strategy: not supported by weft \(supported here: replicas, template\)/);
+    expect(refused('spec: { template: { spec: { nodeSelector: { a: b } } } }')).toMatch(/spec\.template\.spec\.nodeSelector: not supported/);
+    expect(refused('spec: { replicas: -1 }')).toMatch(/spec\.replicas: must be a non-negative integer/);
+    expect(refused('spec: { replicas: "2" }')).toMatch(/spec\.replicas/);
+    expect(refused('metadata: { labels: { a: 1 } }')).toMatch(/metadata\.labels: must map strings to strings/);
+    expect(refused('metadata: { labels: { "a b": x } }')).toMatch(/metadata\.labels\["a b"\]: not a valid key/);
+    expect(refused('spec: { template: { metadata: { labels: { team: "has space" } } } }')).toMatch(/"has space" is not a valid label value/);
+    expect(refused('spec: { template: { metadata: { annotations: { "Bad_Prefix/x": y } } } }')).toMatch(/not a valid key/);
+    expect(refused('spec: { template: { spec: { containers: [{ name: istio-proxy, env: [{ name: N, value: 3 }] }] } } }')).toMatch(/env\[0\]\.value: must be a string/);
+    expect(refused('spec: { template: { spec: { containers: [{ name: istio-proxy, env: [{ name: A, value: x }, { name: A, value: y }] }] } } }')).toMatch(/env\[1\]\.name: duplicate "A"/);
+    expect(refused('spec: { template: { spec: { volumes: [{ name: h, hostPath: { path: / } }] } } }')).toMatch(/volumes\[0\]: exactly one of configMap, secret, emptyDir \(weft's subset; no hostPath\)/);
+    expect(refused('spec: { template: { spec: { containers: [{ name: istio-proxy, resources: { limits: { memory: lots } } }] } } }')).toMatch(/resources\.limits\.memory: "lots" is not a quantity/);
+    expect(refused('spec: { template: { spec: { containers: [{ name: istio-proxy, resources: { limits: { nvidia.com/gpu: "1" } } }] } } }')).toMatch(/not supported by weft/);
+    // Merged with weft's defaults (requests 128Mi, 100m): a limit below the request is refused, as the API server would.
+    expect(refused('spec: { template: { spec: { containers: [{ name: istio-proxy, resources: { limits: { memory: 64Mi } } }] } } }')).toMatch(/resources: requests\.memory 128Mi is above limits\.memory 64Mi/);
+    expect(refused('spec: { template: { spec: { containers: [{ name: istio-proxy, resources: { requests: { cpu: "3" } } }] } } }')).toMatch(/requests\.cpu 3 is above limits\.cpu 2/);
+    expect(params('spec: { template: { spec: { containers: [{ name: istio-proxy, resources: { requests: { cpu: 1500m } } }] } } }')).not.toHaveProperty('problem');
+  });
+
+  it('refuses what would take away what weft relies on, with the reason', () => {
+    const c = (body: string) => `spec: { template: { spec: { containers: [{ name: istio-proxy, ${body} }] } } }`;
+    expect(refused(c('args: [sh]'))).toMatch(/containers\[0\]\.args: refused: weft's contract with the waypoint process/);
+    expect(refused(c('command: [sh]'))).toMatch(/command: refused/);
+    expect(refused(c('image: evil'))).toMatch(/image: refused: the control plane chooses/);
+    expect(refused(c('securityContext: { privileged: true }'))).toMatch(/securityContext: refused: weft runs the waypoint unprivileged/);
+    expect(refused('spec: { template: { spec: { securityContext: { runAsUser: 0 } } } }')).toMatch(/spec\.template\.spec\.securityContext: refused/);
+    expect(refused('spec: { template: { spec: { automountServiceAccountToken: true } } }')).toMatch(/automountServiceAccountToken: refused: weft keeps it false/);
+    expect(refused('spec: { template: { spec: { serviceAccountName: other } } }')).toMatch(/serviceAccountName: refused/);
+    expect(refused('spec: { selector: { matchLabels: { a: b } } }')).toMatch(/spec\.selector: refused/);
+    expect(refused('spec: { template: { spec: { containers: [{ name: sidecar, image: x }] } } }')).toMatch(/only the istio-proxy container may be customized/);
+    expect(refused('spec: { template: { spec: { initContainers: [{ name: i }] } } }')).toMatch(/initContainers: refused/);
+    // Strategic merge directives could delete weft's entries: refused.
+    expect(refused(c('env: [{ name: POD_NAME, $patch: delete }]'))).toMatch(/\$patch: strategic merge patch directives are not supported/);
+    expect(refused('spec: { template: { spec: { $retainKeys: [volumes] } } }')).toMatch(/directives are not supported/);
+    // weft's env, volumes, mounts and mount paths cannot be replaced or shadowed.
+    expect(refused(c('env: [{ name: NODE_OPTIONS, value: --require=/x.js }]'))).toMatch(/env\[name=NODE_OPTIONS\]: refused: weft derives it from resources\.limits\.memory/);
+    expect(refused(c('env: [{ name: TRUST_DOMAIN, value: evil.org }]'))).toMatch(/env\[name=TRUST_DOMAIN\]: refused: set by weft/);
+    expect(refused('spec: { template: { spec: { volumes: [{ name: istio-token, emptyDir: {} }] } } }')).toMatch(/volumes\[name=istio-token\]: refused: one of weft's volumes/);
+    expect(refused('spec: { template: { spec: { volumes: [{ name: x, emptyDir: {} }], containers: [{ name: istio-proxy, volumeMounts: [{ name: x, mountPath: /var/run/secrets }] }] } } }')).toMatch(/refused: \/var\/run\/secrets overlaps weft's mount at \/var\/run\/secrets\/tokens/);
+    expect(refused('spec: { template: { spec: { volumes: [{ name: x, emptyDir: {} }], containers: [{ name: istio-proxy, volumeMounts: [{ name: x, mountPath: /var/run/secrets/tokens/istio-token, subPath: t }] }] } } }')).toMatch(/overlaps/);
+    expect(refused(c('volumeMounts: [{ name: istio-token, mountPath: /elsewhere }]'))).toMatch(/refused: one of weft's mounts/);
+    expect(refused(c('volumeMounts: [{ name: nowhere, mountPath: /x }]'))).toMatch(/no volume of that name/);
+    // Labels weft sets (the selector, the node agent's opt-out) may be repeated, not changed.
+    expect(refused('spec: { template: { metadata: { labels: { istio.io/dataplane-mode: ambient } } } }')).toMatch(/labels\["istio.io\/dataplane-mode"\]: refused: weft sets it to "none"/);
+    expect(refused('metadata: { labels: { gateway.networking.k8s.io/gateway-name: other } }')).toMatch(/refused/);
+    expect(params('spec: { template: { metadata: { labels: { istio.io/dataplane-mode: none } } } }')).not.toHaveProperty('problem');
+  });
+
+  it('survives hostile overlays: YAML alias bombs and oversized keys are refused before they expand', () => {
+    const bomb = ['a: &a [x, x, x, x, x, x, x, x, x, x]', ...Array.from({ length: 8 }, (_, i) => `${String.fromCharCode(98 + i)}: &${String.fromCharCode(98 + i)} [*${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}]`)].join('\n');
+    expect(refused(bomb)).toMatch(/not valid YAML/);
+    expect(refused(`metadata: { annotations: { a: "${'x'.repeat(70_000)}" } }`)).toMatch(/larger than 65536 bytes/);
+    expect(refused('metadata: { labels: { <<: *nothing } }')).toMatch(/not valid YAML/);
   });
 });

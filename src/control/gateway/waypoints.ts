@@ -7,6 +7,9 @@
 // differ; an object of the same name the Gateway does not own is never taken over (the Gateway
 // says so). Objects whose Gateway is gone are deleted (the garbage collector would, via the owner
 // reference; doing it here makes it prompt and keeps a cluster without it clean).
+// A Gateway's spec.infrastructure.parametersRef names a ConfigMap in its namespace whose overlay of
+// the Deployment is merged in (src/kube/waypoint-overlay.ts); a change to a ConfigMap a waypoint
+// Gateway names schedules a pass too, and a missing or bad one is the Gateway's InvalidParameters.
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import {
@@ -15,7 +18,9 @@ import {
   GATEWAY_CLASS_LABEL,
   GATEWAY_NAME_LABEL,
   isWaypointGateway,
+  parametersConfigMap,
   renderWaypoint,
+  waypointParameters,
   waypointStatus,
   type GatewayObject,
   type RenderedObject,
@@ -45,8 +50,9 @@ const RESOURCES = {
   Deployment: '/apis/apps/v1',
   Service: '/api/v1',
   ServiceAccount: '/api/v1',
+  ConfigMap: '/api/v1',
 } as const;
-const PLURAL = { Gateway: 'gateways', Deployment: 'deployments', Service: 'services', ServiceAccount: 'serviceaccounts' } as const;
+const PLURAL = { Gateway: 'gateways', Deployment: 'deployments', Service: 'services', ServiceAccount: 'serviceaccounts', ConfigMap: 'configmaps' } as const;
 type Kind = keyof typeof RESOURCES;
 
 const collection = (kind: Kind) => `${RESOURCES[kind]}/${PLURAL[kind]}`;
@@ -74,6 +80,8 @@ export class WaypointReconciler {
   private resync?: NodeJS.Timeout;
   private readonly rewatch = new Set<NodeJS.Timeout>();
   private idleWaiters: (() => void)[] = [];
+  /** `namespace/name` of the ConfigMaps waypoint Gateways name as parameters, as of the last pass. */
+  private parameters = new Set<string>();
 
   constructor(
     private readonly kc: KubeConfig,
@@ -83,9 +91,9 @@ export class WaypointReconciler {
     this.watch = new ManagedWatch(kc);
   }
 
-  /** Watches Gateways, Deployments and Services; each change schedules a pass. Does not block. */
+  /** Watches Gateways, Deployments, Services and ConfigMaps; each relevant change schedules a pass. Does not block. */
   start(): void {
-    for (const kind of ['Gateway', 'Deployment', 'Service'] as const) this.watchKind(kind);
+    for (const kind of ['Gateway', 'Deployment', 'Service', 'ConfigMap'] as const) this.watchKind(kind);
     const resync = () => {
       this.resync = setTimeout(() => {
         this.schedule();
@@ -151,9 +159,16 @@ export class WaypointReconciler {
       }, this.opts.rewatchMs ?? 5000);
       this.rewatch.add(t);
     };
-    const relevant = (o: unknown) => kind === 'Gateway' || !!(o as Live | undefined)?.metadata?.labels?.[GATEWAY_NAME_LABEL];
+    // ConfigMaps carry no label of ours: every one is streamed (the control plane may read them all)
+    // and only those a waypoint Gateway names schedule a pass; the others cost a set lookup.
+    const relevant = (o: unknown) => {
+      const m = (o as Live | undefined)?.metadata;
+      if (kind === 'Gateway') return true;
+      if (kind === 'ConfigMap') return !!m && this.parameters.has(`${m.namespace ?? 'default'}/${m.name}`);
+      return !!m?.labels?.[GATEWAY_NAME_LABEL];
+    };
     this.watch
-      .watch(collection(kind), kind === 'Gateway' ? {} : { labelSelector: GATEWAY_NAME_LABEL }, (_phase, obj) => relevant(obj) && this.schedule(), (err) => {
+      .watch(collection(kind), kind === 'Gateway' || kind === 'ConfigMap' ? {} : { labelSelector: GATEWAY_NAME_LABEL }, (_phase, obj) => relevant(obj) && this.schedule(), (err) => {
         if (err && !this.closed) this.log.debug({ kind, err: (err as Error).message }, 'waypoint watch ended');
         // A reopened watch starts with every object as ADDED: the pass it schedules catches up.
         again();
@@ -190,6 +205,12 @@ export class WaypointReconciler {
     if (!gateways) return; // no Gateway API: nothing can ask for a waypoint
     const waypoints = gateways.filter((g) => isWaypointGateway({ kind: 'Gateway', spec: g.spec }) && !g.metadata.deletionTimestamp);
     const owners = new Set(waypoints.map((g) => g.metadata.uid).filter((u): u is string => !!u));
+    this.parameters = new Set(
+      waypoints.flatMap((g) => {
+        const name = (g.spec?.infrastructure?.parametersRef as { name?: unknown } | undefined)?.name;
+        return typeof name === 'string' ? [`${g.metadata.namespace ?? 'default'}/${name}`] : [];
+      }),
+    );
     let failed = false;
     for (const gw of waypoints) {
       if (this.closed) return;
@@ -214,7 +235,11 @@ export class WaypointReconciler {
       // created stays (the last good version stays in force, as for every configuration).
       return this.writeStatus(gw, { problem: checked.problem });
     }
-    const r = renderWaypoint(checked.waypoint, this.opts);
+    const ref = parametersConfigMap(checked.waypoint);
+    const params = waypointParameters(checked.waypoint, ref === undefined ? undefined : ((await this.get('ConfigMap', ns, ref)) as { data?: unknown } | undefined));
+    // Parameters missing or bad: not accepted (InvalidParameters); the last good objects stay.
+    if ('problem' in params) return this.writeStatus(gw, { problem: params.problem });
+    const r = renderWaypoint(checked.waypoint, this.opts, params.overlay);
     const wanted = [r.serviceAccount, r.service, r.deployment];
     // All three are checked before any is written: one a stranger holds stops the whole waypoint.
     const found = await Promise.all(wanted.map((w) => this.get(w.kind, w.metadata.namespace, w.metadata.name)));

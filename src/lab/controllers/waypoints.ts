@@ -4,19 +4,27 @@
 // lab's deployment controller and kubelet then run like any other; objects whose Gateway is gone
 // are collected; the Gateway's status says whether it was accepted, whether a replica is ready and
 // its Service's address. An object of the same name the Gateway does not own is never taken over.
+// A Gateway's parametersRef is read from the store's ConfigMap: applying the ConfigMap reconciles.
 import { randomUUID } from 'node:crypto';
 import type { Deployment, KObject, Pod, Service } from '../../kube/objects.ts';
 import {
   checkWaypoint,
   isWaypointGateway,
+  parametersConfigMap,
   renderWaypoint,
+  waypointParameters,
   waypointStatus,
   type GatewayObject,
   type RenderedObject,
   type WaypointRenderOptions,
+  type WaypointOverlay,
+  type WaypointProblem,
   type WaypointState,
+  type Waypoint,
+  type WaypointNote,
 } from '../../kube/waypoint.ts';
 import { keyOf } from '../../kube/objects.ts';
+import { validateObject } from '../../kube/manifest.ts';
 import { hashOf, type ObjectStore } from '../store.ts';
 
 /** What the lab's waypoints are rendered with: the control plane's address and weft's own image. */
@@ -27,6 +35,22 @@ const comparable = (o: KObject) => {
   const { uid: _u, creationTimestamp: _c, ...metadata } = o.metadata;
   return { ...o, metadata, status: undefined };
 };
+
+/** The Gateway checked, with the overlay of its parametersRef's ConfigMap from the store (as the reconciler on Kubernetes). */
+function checked(store: ObjectStore, gw: KObject): { waypoint: Waypoint; ignored: WaypointNote[]; overlay?: WaypointOverlay } | { problem: WaypointProblem } {
+  const c = checkWaypoint(gw as unknown as GatewayObject);
+  if ('problem' in c) return c;
+  const ref = parametersConfigMap(c.waypoint);
+  const params = waypointParameters(c.waypoint, ref === undefined ? undefined : (store.get(`ConfigMap/${c.waypoint.namespace}/${ref}`) as { data?: unknown } | undefined));
+  if ('problem' in params) return params;
+  if (params.overlay) {
+    // What Kubernetes would run but the lab cannot (a secret volume, env from a ConfigMap key) is
+    // said in the status rather than run without it.
+    const v = validateObject(renderWaypoint(c.waypoint, { image: 'weft', controlAddress: '-', trustDomain: '-' }, params.overlay).deployment);
+    if ('problem' in v) return { problem: { reason: 'InvalidParameters', field: 'spec.infrastructure.parametersRef', message: `ConfigMap ${c.waypoint.namespace}/${ref}: the lab cannot run the overlay: ${v.field}: ${v.problem}` } };
+  }
+  return { ...c, ...params };
+}
 
 /** Conflicts found in the last pass, by Gateway key, for its status. */
 export type WaypointConflicts = Map<string, string>;
@@ -40,9 +64,10 @@ export function reconcileWaypoints(store: ObjectStore, o: LabWaypointOptions): W
   // Garbage collection: what a Gateway owned, once the Gateway (or its uid) is gone.
   store.removeWhere((x) => KINDS.includes(x.kind) && x.metadata.ownerReferences?.some((r) => r.kind === 'Gateway' && !live.has(r.uid)) === true);
   for (const gw of gateways) {
-    const checked = checkWaypoint(gw as unknown as GatewayObject);
-    if ('problem' in checked) continue;
-    const rendered = renderWaypoint(checked.waypoint, o);
+    const c = checked(store, gw);
+    // Not accepted: nothing new is rendered; what the last good version made stays.
+    if ('problem' in c) continue;
+    const rendered = renderWaypoint(c.waypoint, o, c.overlay);
     for (const r of [rendered.serviceAccount, rendered.service, rendered.deployment] as RenderedObject[]) {
       const want = r as unknown as KObject;
       const have = store.get(keyOf(want));
@@ -71,18 +96,18 @@ export function updateWaypointStatus(
   let changed = false;
   for (const gw of store.ofKind<KObject>('Gateway').filter(isWaypointGateway)) {
     const g = gw as unknown as GatewayObject;
-    const checked = checkWaypoint(g);
+    const c = checked(store, gw);
     let state: WaypointState;
-    if ('problem' in checked) state = { problem: checked.problem };
+    if ('problem' in c) state = { problem: c.problem };
     else {
-      const ns = checked.waypoint.namespace;
-      const deployment = store.get(`Deployment/${ns}/${checked.waypoint.name}`) as Deployment | undefined;
-      const service = store.get(`Service/${ns}/${checked.waypoint.name}`) as Service | undefined;
+      const ns = c.waypoint.namespace;
+      const deployment = store.get(`Deployment/${ns}/${c.waypoint.name}`) as Deployment | undefined;
+      const service = store.get(`Service/${ns}/${c.waypoint.name}`) as Service | undefined;
       const ready = deployment
         ? pods.filter((p) => p.metadata.ownerReferences?.[0]?.uid === deployment.metadata.uid && p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True')).length
         : 0;
       const conflict = conflicts.get(keyOf(gw));
-      state = { readyReplicas: ready, address: service && ownedBy(service, gw.metadata.uid) ? clusterIPOf(service) : undefined, ignored: checked.ignored, ...(conflict && { conflict }) };
+      state = { readyReplicas: ready, address: service && ownedBy(service, gw.metadata.uid) ? clusterIPOf(service) : undefined, ignored: c.ignored, ...(conflict && { conflict }) };
     }
     const status = waypointStatus(g, state);
     if (hashOf(status) === hashOf(g.status ?? {})) continue;

@@ -2,7 +2,8 @@
 // ServiceAccount, Service and Deployment (owned by it), its status follows the Deployment's ready
 // replicas and the Service's address; an invalid Gateway is refused with a reason and gets no
 // objects; a changed Gateway changes its objects; a deleted one loses them; a stranger's object of
-// the same name is never taken over; other Gateways' objects are never touched.
+// the same name is never taken over; other Gateways' objects are never touched; the overlay of a
+// parametersRef ConfigMap is merged in, follows the ConfigMap's changes, and a bad one is refused.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,11 +22,15 @@ afterEach(async () => {
 });
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-const gateway = (name: string, o: { port?: number; listener?: string; labels?: Record<string, string>; annotations?: Record<string, string>; className?: string; namespace?: string } = {}): FakeObject => ({
+const gateway = (name: string, o: { port?: number; listener?: string; labels?: Record<string, string>; annotations?: Record<string, string>; className?: string; namespace?: string; params?: string } = {}): FakeObject => ({
   apiVersion: 'gateway.networking.k8s.io/v1',
   kind: 'Gateway',
   metadata: { name, namespace: o.namespace ?? 'apps', ...(o.labels && { labels: o.labels }), ...(o.annotations && { annotations: o.annotations }) },
-  spec: { gatewayClassName: o.className ?? 'istio-waypoint', listeners: [{ name: o.listener ?? 'mesh', port: o.port ?? 15008, protocol: 'HBONE' }] },
+  spec: {
+    gatewayClassName: o.className ?? 'istio-waypoint',
+    listeners: [{ name: o.listener ?? 'mesh', port: o.port ?? 15008, protocol: 'HBONE' }],
+    ...(o.params && { infrastructure: { parametersRef: { group: '', kind: 'ConfigMap', name: o.params } } }),
+  },
 });
 
 async function setup(objects: FakeObject[] = []) {
@@ -36,6 +41,7 @@ async function setup(objects: FakeObject[] = []) {
   server.serve({ kind: 'Deployment', apiVersion: 'apps/v1', plural: 'deployments' });
   server.serve({ kind: 'Service', apiVersion: 'v1', plural: 'services' });
   server.serve({ kind: 'ServiceAccount', apiVersion: 'v1', plural: 'serviceaccounts' });
+  server.serve({ kind: 'ConfigMap', apiVersion: 'v1', plural: 'configmaps' });
   server.apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'apps' } });
   for (const o of objects) server.apply(o);
   const kc = loadKubeConfig({ kubeconfig: server.writeKubeconfig(mkdtempSync(join(tmp, 'kc-'))) });
@@ -195,5 +201,68 @@ describe('waypoint reconciler', () => {
     expect(owned(server)).toEqual([]);
     server.fault = undefined;
     await until('owned(server).length === 3, 10_000', () => owned(server).length === 3, 10_000);
+  });
+  it('merges the parametersRef overlay into the Deployment, follows the ConfigMap as it changes (a watch, not the resync) and refuses a bad or missing one keeping the last good Deployment', async () => {
+    const params = (deployment: string, name = 'wp-params'): FakeObject => ({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name, namespace: 'apps' }, data: { deployment } });
+    const jwks = (file: string) => `
+spec:
+  template:
+    spec:
+      containers:
+      - name: istio-proxy
+        env: [{ name: JWKS_CA_CERTS, value: ${file} }]
+        volumeMounts: [{ name: jwks-ca, mountPath: /etc/jwks-ca, readOnly: true }]
+      volumes: [{ name: jwks-ca, configMap: { name: jwks-ca } }]
+`;
+    type Spec = { template: { spec: { volumes: { name: string }[]; containers: { args: string[]; env: { name: string; value?: string }[]; volumeMounts: { name: string; mountPath: string }[] }[] } } };
+    const pod = () => (server.get('Deployment', 'apps', 'waypoint')?.spec as Spec | undefined)?.template.spec;
+    const jwksEnv = () => pod()?.containers[0]!.env.find((e) => e.name === 'JWKS_CA_CERTS')?.value;
+    // The ConfigMap missing: InvalidParameters, nothing created.
+    const { server, r } = await setup([gateway('waypoint', { params: 'wp-params' })]);
+    await until('Accepted is InvalidParameters', () => condition(server, 'waypoint', 'Accepted')?.reason === 'InvalidParameters');
+    expect(condition(server, 'waypoint', 'Accepted')).toMatchObject({ status: 'False', message: 'spec.infrastructure.parametersRef: ConfigMap apps/wp-params not found' });
+    expect(owned(server)).toEqual([]);
+    // The ConfigMap arrives: its watch event schedules the pass (the resync is a minute away; no
+    // pass is pending: the status write's own event has been handled).
+    await r.idle();
+    server.apply(params(jwks('/etc/jwks-ca/ca.pem')));
+    await until('the overlay env', () => jwksEnv() === '/etc/jwks-ca/ca.pem');
+    expect(pod()!.containers[0]!.volumeMounts).toContainEqual({ name: 'jwks-ca', mountPath: '/etc/jwks-ca', readOnly: true });
+    expect(pod()!.volumes.map((v) => v.name)).toContain('jwks-ca');
+    expect(pod()!.containers[0]!.args).toContain('--token-file');
+    await until('Accepted', () => condition(server, 'waypoint', 'Accepted')?.status === 'True');
+    // Changed: re-rendered.
+    await r.idle();
+    server.apply(params(jwks('/etc/jwks-ca/other.pem')));
+    await until('the changed env', () => jwksEnv() === '/etc/jwks-ca/other.pem');
+    // An overlay taking the token mount away: refused; the Deployment is the last good one.
+    await r.idle();
+    const good = JSON.stringify(server.get('Deployment', 'apps', 'waypoint')!.spec);
+    server.apply(params('spec: { template: { spec: { volumes: [{ name: istio-token, emptyDir: {} }] } } }'));
+    await until('InvalidParameters again', () => condition(server, 'waypoint', 'Accepted')?.reason === 'InvalidParameters');
+    expect(condition(server, 'waypoint', 'Accepted')?.message).toMatch(/ConfigMap apps\/wp-params: key deployment: spec\.template\.spec\.volumes\[name=istio-token\]: refused/);
+    expect(condition(server, 'waypoint', 'Programmed')).toMatchObject({ status: 'False', reason: 'Invalid' });
+    await r.idle();
+    expect(JSON.stringify(server.get('Deployment', 'apps', 'waypoint')!.spec)).toBe(good);
+    // A ConfigMap no waypoint names does not schedule a pass.
+    const passes = r.counters.passes;
+    server.apply(params('spec: { replicas: 3 }', 'unrelated'));
+    await new Promise((res) => setTimeout(res, 200));
+    await r.idle();
+    expect(r.counters.passes).toBe(passes);
+    // Fixed: accepted, and the overlay's env gone with it (the container list is replaced).
+    server.apply(params('spec: { replicas: 2 }'));
+    await until('replicas 2', () => (server.get('Deployment', 'apps', 'waypoint')!.spec as { replicas?: number }).replicas === 2);
+    await until('Accepted', () => condition(server, 'waypoint', 'Accepted')?.status === 'True');
+    expect(jwksEnv()).toBeUndefined();
+  });
+  it('refuses a parametersRef of another kind as InvalidParameters and creates nothing', async () => {
+    const gw = gateway('waypoint');
+    (gw.spec as Record<string, unknown>).infrastructure = { parametersRef: { group: 'gateway.envoyproxy.io', kind: 'EnvoyProxy', name: 'p' } };
+    const { server, r } = await setup([gw]);
+    await until('Accepted is InvalidParameters', () => condition(server, 'waypoint', 'Accepted')?.reason === 'InvalidParameters');
+    expect(condition(server, 'waypoint', 'Accepted')?.message).toMatch(/^spec\.infrastructure\.parametersRef: unsupported "gateway\.envoyproxy\.io"\/"EnvoyProxy"/);
+    await r.reconcile();
+    expect(owned(server)).toEqual([]);
   });
 });

@@ -70,4 +70,69 @@ describe('the lab waypoint controller', () => {
     expect((gw.status as { conditions: { type: string; status: string }[] }).conditions[1]).toMatchObject({ type: 'Programmed', status: 'True' });
     expect(updateWaypointStatus(t.store, [pod], () => '10.96.0.9', new Map())).toBe(false);
   });
+  it('overlays the Deployment from the parametersRef ConfigMap, re-renders when it changes, and refuses a bad or missing one as InvalidParameters keeping the last good Deployment', () => {
+    const t = setup();
+    const params = (deployment: string): KObject => ({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'wp-params', namespace: 'default' }, data: { deployment } }) as unknown as KObject;
+    const jwks = (file: string) => `
+spec:
+  template:
+    spec:
+      containers:
+      - name: istio-proxy
+        env: [{ name: JWKS_CA_CERTS, value: ${file} }]
+        volumeMounts: [{ name: jwks-ca, mountPath: /etc/jwks-ca, readOnly: true }]
+      volumes: [{ name: jwks-ca, configMap: { name: jwks-ca } }]
+`;
+    const proxy = () => {
+      const spec = (t.store.get('Deployment/default/waypoint')!.spec as { template: { spec: Pod['spec'] } }).template.spec;
+      return { spec, c: spec.containers[0]! };
+    };
+    const accepted = () => (t.store.get('Gateway/default/waypoint')!.status as { conditions: { type: string; status: string; reason: string; message: string }[] }).conditions[0]!;
+    const status = () => updateWaypointStatus(t.store, [], () => undefined, new Map());
+    // The Gateway first, its ConfigMap missing: not accepted, nothing deployed.
+    t.store.apply([gateway('waypoint', { infrastructure: { parametersRef: { group: '', kind: 'ConfigMap', name: 'wp-params' } } })], () => true);
+    t.sync();
+    expect(t.store.get('Deployment/default/waypoint')).toBeUndefined();
+    status();
+    expect(accepted()).toMatchObject({ status: 'False', reason: 'InvalidParameters', message: 'spec.infrastructure.parametersRef: ConfigMap default/wp-params not found' });
+    // The ConfigMap arrives: deployed with the env var and the mount; accepted.
+    t.store.apply([params(jwks('/etc/jwks-ca/ca.pem'))], () => true);
+    t.sync();
+    expect(proxy().c.env).toContainEqual({ name: 'JWKS_CA_CERTS', value: '/etc/jwks-ca/ca.pem' });
+    expect(proxy().c.volumeMounts).toContainEqual({ name: 'jwks-ca', mountPath: '/etc/jwks-ca', readOnly: true });
+    // What the lab runs passes its own pod checks (the configMap volume is one the lab provides).
+    expect(validateObject({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'p' }, spec: proxy().spec })).not.toHaveProperty('problem');
+    status();
+    expect(accepted()).toMatchObject({ status: 'True', reason: 'Accepted' });
+    // A changed ConfigMap re-renders the Deployment.
+    t.store.apply([params(jwks('/etc/jwks-ca/other.pem'))], () => true);
+    t.sync();
+    expect(proxy().c.env).toContainEqual({ name: 'JWKS_CA_CERTS', value: '/etc/jwks-ca/other.pem' });
+    // An overlay that would drop weft's args: refused, and the running Deployment is the last good one.
+    const good = t.store.get('Deployment/default/waypoint');
+    t.store.apply([params('spec: { template: { spec: { containers: [{ name: istio-proxy, args: [sh] }] } } }')], () => true);
+    t.sync();
+    expect(t.store.get('Deployment/default/waypoint')).toBe(good);
+    status();
+    expect(accepted()).toMatchObject({ status: 'False', reason: 'InvalidParameters' });
+    expect(accepted().message).toMatch(/ConfigMap default\/wp-params: key deployment: spec\.template\.spec\.containers\[0\]\.args: refused/);
+    // YAML that does not parse: the same.
+    t.store.apply([params('spec: [')], () => true);
+    t.sync();
+    status();
+    expect(accepted().message).toMatch(/not valid YAML/);
+    // What Kubernetes would run but the lab cannot provide is said, not run without it.
+    t.store.apply([params('spec: { template: { spec: { volumes: [{ name: s, secret: { secretName: jwks } }], containers: [{ name: istio-proxy, volumeMounts: [{ name: s, mountPath: /etc/s }] }] } } }')], () => true);
+    t.sync();
+    status();
+    expect(accepted()).toMatchObject({ status: 'False', reason: 'InvalidParameters' });
+    expect(accepted().message).toMatch(/the lab cannot run the overlay: .*volumes\[3\]/);
+    // Fixed: accepted again, and the overlay's env is gone once the ConfigMap no longer sets it.
+    t.store.apply([params('metadata: { labels: { team: auth } }')], () => true);
+    t.sync();
+    status();
+    expect(accepted().status).toBe('True');
+    expect(proxy().c.env?.some((e) => e.name === 'JWKS_CA_CERTS')).toBe(false);
+    expect(t.store.get('Deployment/default/waypoint')!.metadata.labels).toMatchObject({ team: 'auth' });
+  });
 });
