@@ -92,7 +92,10 @@ function manifest(): string {
     'apiVersion: v1\nkind: Namespace\nmetadata: {name: bank, labels: {istio.io/dataplane-mode: ambient, istio.io/use-waypoint: waypoint}}\n',
     'apiVersion: v1\nkind: Namespace\nmetadata: {name: retail, labels: {istio.io/dataplane-mode: ambient}}\n',
     'apiVersion: v1\nkind: Namespace\nmetadata: {name: other, labels: {istio.io/dataplane-mode: ambient}}\n',
-    'apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: waypoint, namespace: bank}\nspec:\n  gatewayClassName: istio-waypoint\n  listeners: [{name: mesh, port: 15008, protocol: HBONE}]\n',
+    // The waypoint trusts the JWKS server's CA: its Deployment gets JWKS_CA_CERTS through the
+    // Gateway's parametersRef, as an operator would customize it on Kubernetes.
+    'apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: waypoint, namespace: bank}\nspec:\n  gatewayClassName: istio-waypoint\n  listeners: [{name: mesh, port: 15008, protocol: HBONE}]\n  infrastructure: {parametersRef: {group: "", kind: ConfigMap, name: waypoint-params}}\n',
+    `apiVersion: v1\nkind: ConfigMap\nmetadata: {name: waypoint-params, namespace: bank}\ndata:\n  deployment: |\n    spec:\n      template:\n        spec:\n          containers:\n          - name: istio-proxy\n            env: [{name: JWKS_CA_CERTS, value: ${JSON.stringify(join(tmp, 'ca.pem'))}}]\n`,
     echo('echo'),
     pod('retail', 'shopper', 'node-0', 'app: shopper', '  - {name: shell, image: weft/sleep}\n'),
     pod('other', 'stranger', 'node-0', 'app: stranger', '  - {name: shell, image: weft/sleep}\n'),
