@@ -136,7 +136,30 @@ export class WaypointTracing {
     return listener === undefined ? table.ownTelemetry : table.telemetry?.get(listener);
   }
 
+  /** The table the collectors were last checked against. */
+  private checked?: RoutingTable;
+  /** Lost counts of collectors no listener names any more (their last spans flushed first). */
+  private retired: ExportStats = { ended: 0, exported: 0, failed: 0, dropped: 0 };
+
+  /** Shuts the collectors no listener of the table names (a Telemetry removed or its provider changed). */
+  private prune(table: RoutingTable): void {
+    const used = new Set<string>();
+    for (const t of [table.ownTelemetry, ...(table.telemetry?.values() ?? [])]) if (t?.tracing) used.add(collectorKey(t.tracing));
+    for (const [key, c] of this.collectors) {
+      if (used.has(key)) continue;
+      this.collectors.delete(key);
+      void c.shutdown().catch(() => {}).finally(() => {
+        for (const k of Object.keys(this.retired) as (keyof ExportStats)[]) this.retired[k] += c.stats[k];
+      });
+    }
+  }
+
   private collector(cfg: TraceConfig): Collector {
+    const table = this.table();
+    if (table !== this.checked) {
+      this.checked = table;
+      this.prune(table);
+    }
     const key = collectorKey(cfg);
     let c = this.collectors.get(key);
     if (!c) this.collectors.set(key, (c = new Collector(cfg, this.serviceName, this.table, this.limits)));
@@ -206,7 +229,7 @@ export class WaypointTracing {
 
   /** Every collector's counts, summed. */
   stats(): ExportStats {
-    const s: ExportStats = { ended: 0, exported: 0, failed: 0, dropped: 0 };
+    const s: ExportStats = { ...this.retired };
     for (const c of this.collectors.values()) for (const k of Object.keys(s) as (keyof ExportStats)[]) s[k] += c.stats[k];
     return s;
   }
