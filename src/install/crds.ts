@@ -19,7 +19,7 @@ const targetRef: Schema = { ...anyObject, properties: { group: str(), kind: str(
 const mtlsMode = str({ enum: ['UNSET', 'DISABLE', 'PERMISSIVE', 'STRICT'] });
 
 interface CrdSpec {
-  group: 'security.istio.io' | 'networking.istio.io';
+  group: 'security.istio.io' | 'networking.istio.io' | 'telemetry.istio.io';
   kind: string;
   plural: string;
   shortNames: string[];
@@ -62,6 +62,20 @@ const CRDS: CrdSpec[] = [
     plural: 'requestauthentications',
     shortNames: ['ra'],
     spec: { selector, targetRef, targetRefs: { type: 'array', items: targetRef }, jwtRules: objList({ issuer: str(), audiences: strList, jwksUri: str() }) },
+  },
+  {
+    group: 'telemetry.istio.io',
+    kind: 'Telemetry',
+    plural: 'telemetries',
+    shortNames: ['telemetry'],
+    spec: {
+      selector,
+      targetRef,
+      targetRefs: { type: 'array', items: targetRef },
+      tracing: objList({ providers: objList({ name: str() }), randomSamplingPercentage: { type: 'number', minimum: 0, maximum: 100 }, disableSpanReporting: { type: 'boolean' }, customTags: { type: 'object', additionalProperties: anyObject } }),
+      accessLogging: objList({ providers: objList({ name: str() }), disabled: { type: 'boolean' } }),
+      metrics: objList({ providers: objList({ name: str() }), overrides: objList() }),
+    },
   },
   {
     group: 'networking.istio.io',
@@ -118,6 +132,7 @@ const CRDS: CrdSpec[] = [
 const VERSIONS: Record<CrdSpec['group'], { names: string[]; storage: string }> = {
   'security.istio.io': { names: ['v1', 'v1beta1'], storage: 'v1beta1' },
   'networking.istio.io': { names: ['v1', 'v1beta1', 'v1alpha3'], storage: 'v1alpha3' },
+  'telemetry.istio.io': { names: ['v1', 'v1alpha1'], storage: 'v1alpha1' },
 };
 
 export function istioCrds(): ICustomResourceDefinition[] {

@@ -22,6 +22,7 @@ import { handleUpgrade } from './inbound/upgrade.ts';
 import { DEFAULT_HTTP_LIMITS, HttpTunnels, type HttpLimits } from './inbound/tunnels.ts';
 import { MeshIndex } from './mesh.ts';
 import { RequestTelemetry } from './metrics/record.ts';
+import { WaypointTracing, type TracingOptions } from './tracing/tracer.ts';
 import { Balancer } from './upstream/balancer.ts';
 import type { UpstreamOptions } from './upstream/forward.ts';
 import type { ReplayMeter } from './upstream/retry.ts';
@@ -63,6 +64,8 @@ export interface WaypointOptions {
   onTcp?: (r: TcpRecord) => void;
   /** Keep HTTP/1.1 tunnels to endpoints for reuse (h1-pool.ts), with these bounds; unset: a tunnel per request. */
   h1KeepAlive?: Partial<H1Limits>;
+  /** Tracing: the node's facts for Istio's span tags (default: from the identity), sampling's random source, export bounds. */
+  tracing?: Partial<TracingOptions>;
 }
 
 export class Waypoint {
@@ -86,6 +89,8 @@ export class Waypoint {
   private readonly tunnels: HttpTunnels;
   private mesh: MeshIndex;
   private requests = 0;
+  /** Spans of traced listeners and their export (idle until a listener has tracing). */
+  readonly tracing: WaypointTracing;
 
   constructor(private readonly o: WaypointOptions) {
     this.mesh = o.mesh ?? new MeshIndex();
@@ -99,7 +104,9 @@ export class Waypoint {
     this.h2 = new H2Sessions(upstream, { ...DEFAULT_H2_LIMITS, ...o.h2Limits });
     if (o.h1KeepAlive) this.h1 = new H1Tunnels(upstream, { ...DEFAULT_H1_LIMITS, ...o.h1KeepAlive });
     this.services = o.config.env.services = new ServiceChannels({ table: () => o.config.table, mesh: () => this.mesh, upstream, h2: this.h2 });
+    this.tracing = new WaypointTracing(() => o.config.table, tracingOptions(o));
     const deps = {
+      tracing: this.tracing,
       table: () => o.config.table,
       mesh: () => this.mesh,
       balancer: this.balancer,
@@ -189,6 +196,7 @@ export class Waypoint {
       this.services.close();
       this.tcp.destroyAll();
       this.pool.close(true);
+      await this.tracing.shutdown();
     }
   }
 
@@ -214,4 +222,15 @@ export class Waypoint {
     const ctx: TunnelContext = { peerPrincipal, peerAddress, peerIp: ipOf(peerAddress), destination, target, ...(tcpFallback !== undefined && { tcpFallback }) };
     return { status: 200, acceptStream: (d) => this.tunnels.accept(d, ctx) };
   }
+}
+
+/** The node facts for Istio's span tags: the identity's namespace and service account (a waypoint's is its Gateway's name). */
+function tracingOptions(o: WaypointOptions): TracingOptions {
+  const m = /\/ns\/([^/]+)\/sa\/([^/]+)$/.exec(o.identity);
+  const [namespace, sa] = m ? [m[1]!, m[2]!] : ['', ''];
+  return {
+    ...o.tracing,
+    random: o.tracing?.random ?? o.random,
+    node: { nodeId: `waypoint~${namespace}~${sa}`, namespace, canonicalService: sa, canonicalRevision: 'latest', meshId: o.trustDomain, clusterId: 'Kubernetes', ...o.tracing?.node },
+  };
 }

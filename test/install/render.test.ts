@@ -10,6 +10,7 @@ import { ServiceEntry } from '@kubernetes-models/istio/networking.istio.io/v1bet
 import { VirtualService } from '@kubernetes-models/istio/networking.istio.io/v1alpha3/VirtualService';
 import { WorkloadEntry } from '@kubernetes-models/istio/networking.istio.io/v1beta1/WorkloadEntry';
 import { RequestAuthentication } from '@kubernetes-models/istio/security.istio.io/v1/RequestAuthentication';
+import { Telemetry } from '@kubernetes-models/istio/telemetry.istio.io/v1alpha1/Telemetry';
 import { parseAllDocuments } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { registerAgentCommand } from '../../src/cli/agent.ts';
@@ -221,7 +222,7 @@ describe('weft install: rendered manifests', () => {
       metadata: { name: string };
       spec: { group: string; names: { kind: string; plural: string }; versions: { name: string; storage: boolean; schema: { openAPIV3Schema: unknown } }[] };
     }[];
-    expect(crds.map((c) => c.spec.names.kind).sort()).toEqual(['AuthorizationPolicy', 'DestinationRule', 'PeerAuthentication', 'RequestAuthentication', 'ServiceEntry', 'VirtualService', 'WorkloadEntry']);
+    expect(crds.map((c) => c.spec.names.kind).sort()).toEqual(['AuthorizationPolicy', 'DestinationRule', 'PeerAuthentication', 'RequestAuthentication', 'ServiceEntry', 'Telemetry', 'VirtualService', 'WorkloadEntry']);
     const untyped: string[] = [];
     const structural = (s: Record<string, unknown>, path: string) => {
       if (typeof s.type !== 'string') untyped.push(path);
@@ -244,6 +245,7 @@ describe('weft install: rendered manifests', () => {
       new WorkloadEntry({ metadata: { name: 'w' }, spec: { address: '10.0.0.1' } }),
       new DestinationRule({ metadata: { name: 'd' }, spec: { host: 'x' } }),
       new VirtualService({ metadata: { name: 'v' }, spec: { hosts: ['x'] } }),
+      new Telemetry({ metadata: { name: 't' }, spec: { tracing: [{ randomSamplingPercentage: 10 }] } }),
     ];
     for (const s of samples) {
       s.validate();

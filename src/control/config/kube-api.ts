@@ -32,6 +32,7 @@ export const KUBE_RESOURCES: readonly KubeResource[] = [
   security('AuthorizationPolicy', 'authorizationpolicies'),
   security('PeerAuthentication', 'peerauthentications'),
   security('RequestAuthentication', 'requestauthentications'),
+  group('telemetry.istio.io/v1')('Telemetry', 'telemetries'),
   networking('ServiceEntry', 'serviceentries'),
   networking('WorkloadEntry', 'workloadentries'),
   networking('DestinationRule', 'destinationrules'),

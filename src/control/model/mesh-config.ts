@@ -29,6 +29,8 @@ export interface MeshConfig {
   extensionProviders: ReadonlyMap<string, ExtensionProvider>;
   /** MeshConfig.defaultProviders: provider names per signal. */
   defaultProviders: { tracing: string[]; accessLogging: string[]; metrics: string[] };
+  /** defaultConfig.tracing.sampling: the percentage sampled when Telemetry sets none. */
+  tracingSampling?: number;
   /** Problems of the ConfigMap itself, reported against it. */
   problems: ModelProblem[];
   /** The ConfigMap read (identity: unchanged while the same object). */
@@ -93,5 +95,17 @@ export function readMeshConfig(cm: KObject): MeshConfig {
   }
   const dp = isObj(mesh.defaultProviders) ? mesh.defaultProviders : {};
   const names = (k: string) => (Array.isArray(dp[k]) ? (dp[k] as unknown[]).filter((x): x is string => typeof x === 'string') : []);
-  return { extensionProviders: providers, defaultProviders: { tracing: names('tracing'), accessLogging: names('accessLogging'), metrics: names('metrics') }, problems, source: cm };
+  const tracing = isObj(mesh.defaultConfig) && isObj(mesh.defaultConfig.tracing) ? mesh.defaultConfig.tracing : {};
+  let tracingSampling: number | undefined;
+  if (tracing.sampling !== undefined) {
+    if (typeof tracing.sampling === 'number' && tracing.sampling >= 0 && tracing.sampling <= 100) tracingSampling = tracing.sampling;
+    else at(`data.${MESH_CONFIG_KEY}: defaultConfig.tracing.sampling`, `${String(tracing.sampling)} is not a percentage (0 to 100): Istio's default applies`);
+  }
+  return {
+    extensionProviders: providers,
+    defaultProviders: { tracing: names('tracing'), accessLogging: names('accessLogging'), metrics: names('metrics') },
+    ...(tracingSampling !== undefined && { tracingSampling }),
+    problems,
+    source: cm,
+  };
 }

@@ -11,7 +11,8 @@ import type { Service, Workload } from '../../api/mesh.ts';
 import { HboneError } from '../../hbone/errors.ts';
 import { elapsedMs } from '../../telemetry/connection.ts';
 import type { MeshIndex } from '../mesh.ts';
-import type { RequestTelemetry } from '../metrics/record.ts';
+import type { RequestRecord, RequestTelemetry } from '../metrics/record.ts';
+import { WaypointTracing } from '../tracing/tracer.ts';
 import { RATE_LIMITED_BODY, type RateLimiter } from '../filters/rate-limit.ts';
 import { prepareUpstream } from '../router/actions.ts';
 import { planRequest, type Plan } from '../router/plan.ts';
@@ -60,6 +61,8 @@ export interface RequestDeps {
   h2?: H2Sessions;
   /** Idle HTTP/1.1 tunnels kept for reuse (absent: a tunnel per request). */
   h1?: H1Tunnels;
+  /** Spans for requests on listeners with tracing (Telemetry); absent: never traced. */
+  tracing?: WaypointTracing;
 }
 
 type Req = IncomingMessage | Http2ServerRequest;
@@ -166,6 +169,17 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
   const src = mesh.workload(ctx.peerIp);
   const grpc = String(req.headers['content-type'] ?? '').startsWith('application/grpc');
   const requestId = String(req.headers['x-request-id'] ?? '') || randomUUID();
+  // Telemetry of the listener: its span (propagated into the headers the upstream gets) and whether it is logged.
+  const tel = WaypointTracing.of(deps.table(), 'service' in ctx.target ? ctx.target.listener : undefined);
+  const span = tel?.tracing && deps.tracing?.start(tel.tracing, {
+    headers: req.headers, target: 'service' in ctx.target ? ctx.target.listener : ctx.destination, method: req.method ?? 'GET', scheme: h2 ? (req as Http2ServerRequest).scheme || 'http' : 'http',
+    host, url, protocol: h2 ? 'HTTP/2' : `HTTP/${req.httpVersion}`, peerIp: ctx.peerIp, requestId, startTime,
+  });
+  const logged = tel?.accessLog !== false;
+  const record = (r: RequestRecord) => {
+    deps.telemetry.record(r, logged);
+    span?.end(r);
+  };
 
   // The Listener's filters (authentication, authorization...) before routing; their answer ends the request.
   const filters = filtersFor(deps.table(), ctx);
@@ -187,7 +201,7 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
     if (reply) {
       req.resume();
       const sent = answerFiltered(res, reply, grpc);
-      deps.telemetry.record({
+      record({
         startTime, method: req.method ?? '', path: url, protocol: fr.protocol, authority: host, responseCode: sent.status, responseFlags: reply.flags, details: reply.details,
         bytesReceived: 0, bytesSent: sent.bytes, durationMs: elapsedMs(start), routeName: '', requestId, userAgent: req.headers['user-agent'],
         downstreamPeer: ctx.peerAddress, downstreamPrincipal: ctx.peerPrincipal, destination: ctx.destination, src, service: 'service' in ctx.target ? ctx.target.service : undefined, grpc, grpcStatus: sent.grpcStatus,
@@ -253,7 +267,7 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
   if (injected?.flags) result.flags = joinFlags(injected.flags, result.flags);
 
   const service = 'service' in ctx.target ? ctx.target.service : undefined;
-  deps.telemetry.record({
+  record({
     startTime,
     method: req.method ?? '',
     path: url,

@@ -19,7 +19,8 @@ export class RequestTelemetry {
     private readonly log?: AccessLogSink,
   ) {}
 
-  record(r: RequestRecord): void {
+  /** `log` false: the listener's access logging is off (Telemetry); the metrics are kept. */
+  record(r: RequestRecord, log = true): void {
     this.metrics.record({
       reporter: 'waypoint',
       src: r.src,
@@ -36,6 +37,6 @@ export class RequestTelemetry {
       requestBytes: r.bytesReceived,
       responseBytes: r.bytesSent,
     });
-    if (this.log) logHttpRequest(this.log, r);
+    if (this.log && log) logHttpRequest(this.log, r);
   }
 }

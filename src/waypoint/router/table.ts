@@ -3,6 +3,7 @@
 // port (the listener `host:port`) its route configuration; per cluster its endpoints.
 import type { RouteRateLimit } from '../filters/rate-limit.ts';
 import type { ListenerFilters } from '../filters/chain.ts';
+import type { ListenerTelemetry } from '../tracing/config.ts';
 import type { FaultConfig, RetryPolicy } from './policies.ts';
 import type { DirectResponse, HeaderEdits, Redirect, RouteRewrite } from './actions.ts';
 
@@ -153,6 +154,10 @@ export interface RoutingTable {
   filters?: ReadonlyMap<string, ListenerFilters>;
   /** The waypoint's own filters (what targets its Gateway): for traffic addressed to a workload. */
   ownFilters?: ListenerFilters;
+  /** listener name -> its tracing and access log switch over the waypoint's own (absent: none). */
+  telemetry?: ReadonlyMap<string, ListenerTelemetry>;
+  /** The waypoint's own telemetry: for traffic addressed to a workload. */
+  ownTelemetry?: ListenerTelemetry;
 }
 
 export const EMPTY_TABLE: RoutingTable = { listeners: new Map(), routes: new Map(), clusters: new Map(), endpoints: new Map() };

@@ -14,6 +14,7 @@ import { compileRouteRateLimit, LOCAL_RATE_LIMIT_FILTER } from '../filters/rate-
 import { compileFault, compileRetryPolicy, FAULT_FILTER } from './resilience.ts';
 import type { ListenerFilters, NetworkFilter } from '../filters/chain.ts';
 import { compileHttpFilters, compileNetworkFilters, type FilterEnv } from '../filters/registry.ts';
+import { compileListenerTelemetry, type ListenerTelemetry } from '../tracing/config.ts';
 
 const obj = (v: unknown): Msg | undefined => (v && typeof v === 'object' && !Array.isArray(v) ? (v as Msg) : undefined);
 const arr = (v: unknown): Msg[] => (Array.isArray(v) ? (v as Msg[]) : []);
@@ -151,7 +152,7 @@ export function compileRouteConfig(m: Msg): RouteConfig {
  * A waypoint's own Listener (`waypoint/<ns>/<gateway>`) carries only filters, merged into the ports'.
  * `filters`: the HTTP filters of the HttpConnectionManager and the network filters of the TCP chain.
  */
-export type CompiledListener = { name: string; filters: ListenerFilters } & (
+export type CompiledListener = { name: string; filters: ListenerFilters; telemetry?: ListenerTelemetry } & (
   | { routeConfigName: string; tcpCluster?: undefined; fallbackTcpCluster?: string; gateway?: undefined }
   | { tcpCluster: string; routeConfigName?: undefined; fallbackTcpCluster?: undefined; gateway?: undefined }
   | { gateway: true; routeConfigName?: undefined; tcpCluster?: undefined; fallbackTcpCluster?: undefined }
@@ -199,16 +200,19 @@ export function compileListener(m: Msg, env: FilterEnv = {}): CompiledListener {
     throw new Error(`Listener ${name}: HttpConnectionManager does not decode: ${(e as Error).message}`, { cause: e });
   }
   const http = compileHttpFilters(arr(hcm.httpFilters), `Listener ${name}: http_filters`, env);
+  // Tracing and the access log switch (Telemetry), when the HCM carries them.
+  const t = compileListenerTelemetry(hcm, `Listener ${name}`);
+  const telemetry = t ? { telemetry: t } : {};
   const fallback = obj(m.defaultFilterChain);
   if (name.startsWith(GATEWAY_LISTENER_PREFIX)) {
     const network = fallback ? compileNetworkFilters(arr(fallback.filters), `Listener ${name}.default_filter_chain.filters`, env) : [];
-    return { name, gateway: true, filters: { http, network } };
+    return { name, gateway: true, filters: { http, network }, ...telemetry };
   }
   const routeConfigName = str(obj(hcm.rds)?.routeConfigName);
   if (!routeConfigName) throw new Error(`Listener ${name}: the HttpConnectionManager has no rds.route_config_name (inline route_config is not supported)`);
-  if (!fallback) return { name, routeConfigName, filters: { http, network: [] } };
+  if (!fallback) return { name, routeConfigName, filters: { http, network: [] }, ...telemetry };
   const chain = tcpChain(fallback, `Listener ${name}.default_filter_chain`, env);
-  return { name, routeConfigName, fallbackTcpCluster: chain.cluster, filters: { http, network: chain.network } };
+  return { name, routeConfigName, fallbackTcpCluster: chain.cluster, filters: { http, network: chain.network }, ...telemetry };
 }
 
 /** A filter chain of network filters ending in one tcp_proxy (no match, no TLS: the tunnel is the transport). */

@@ -14,6 +14,7 @@ import { EMPTY_TABLE } from '../router/table.ts';
 import { compileCluster, compileListener, compileLoadAssignment, compileRouteConfig, GATEWAY_LISTENER_PREFIX, type CompiledListener } from './compile.ts';
 import { mergeFilters, NO_FILTERS, type ListenerFilters } from '../filters/chain.ts';
 import type { FilterEnv } from '../filters/registry.ts';
+import { mergeTelemetry, type ListenerTelemetry } from '../tracing/config.ts';
 import { decodeEnvoy, envoyNameOf, TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE } from './envoy.ts';
 
 export interface WaypointXdsOptions {
@@ -92,10 +93,14 @@ export class WaypointConfig {
     const gw = this.env.gateway;
     const own = (gw && this.listeners.get(`${GATEWAY_LISTENER_PREFIX}${gw.namespace}/${gw.name}`)?.filters) || NO_FILTERS;
     const filters = new Map<string, ListenerFilters>();
+    const ownTelemetry = gw && this.listeners.get(`${GATEWAY_LISTENER_PREFIX}${gw.namespace}/${gw.name}`)?.telemetry;
+    const telemetry = new Map<string, ListenerTelemetry>();
     for (const [n, l] of this.listeners) {
       if (l.gateway) continue;
       const merged = mergeFilters(own, l.filters);
       if (merged.http.length || merged.network.length) filters.set(n, merged);
+      const t = mergeTelemetry(ownTelemetry, l.telemetry);
+      if (t) telemetry.set(n, t);
       if (l.tcpCluster !== undefined) tcp.set(n, l.tcpCluster);
       else {
         http.set(n, l.routeConfigName);
@@ -110,6 +115,8 @@ export class WaypointConfig {
       tcpFallback: fallback,
       filters,
       ownFilters: own,
+      ...(telemetry.size && { telemetry }),
+      ...(ownTelemetry && { ownTelemetry }),
       routes: new Map(this.routes),
       clusters: new Map(this.clusters),
       endpoints: new Map([...this.endpoints].map(([n, e]) => [n, Object.freeze([...e])])),

@@ -19,6 +19,8 @@ import { attachableLists, attachmentsOf, EMPTY_ATTACHMENTS, type Attachments } f
 import { meshConfigOf, type MeshConfig } from '../../model/mesh-config.ts';
 import { gatewayListenerName, listenerExtras, NO_EXTRAS, type AttachContext } from './listener-extras.ts';
 import { ConfigSnapshot, ofKind, type NsObjects } from '../../config/config-store.ts';
+import { WAYPOINT_CLASS } from '../../../kube/waypoint.ts';
+import { hasWideTelemetry } from './telemetry.ts';
 import { ENVOY_TYPES, TYPE_CLUSTER, TYPE_ENDPOINT, TYPE_LISTENER, TYPE_ROUTE } from './messages.ts';
 import { clusterName, listenerName } from './names.ts';
 import { buildRouteConfiguration } from './routes.ts';
@@ -110,6 +112,14 @@ function translateNamespace(ns: string, inputs: NsInputs, objects: NsObjects | u
       for (const obj of objs) problems.push({ kind: obj.kind, namespace: ns, name: obj.metadata.name, field: 'spec.targetRefs', reason: `Gateway ${ns}/${name} does not exist (yet): attached when it does` });
     put(TYPE_LISTENER, gatewayListenerName(ns, name), buildGatewayListener(ns, name, listenerExtras(objs, ctx({ kind: 'Gateway', name }))));
   }
+  // Mesh- and namespace-wide Telemetry reach every waypoint of the namespace through its own Listener.
+  if (hasWideTelemetry(ns, objects, inputs.root, o.rootNamespace, inputs.mesh))
+    for (const gw of ofKind(objects, 'Gateway')) {
+      const name = gw.metadata.name;
+      if ((gw as { spec?: { gatewayClassName?: string } }).spec?.gatewayClassName !== WAYPOINT_CLASS || resources.get(TYPE_LISTENER)?.has(gatewayListenerName(ns, name))) continue;
+      const extras = listenerExtras([], ctx({ kind: 'Gateway', name }));
+      if (extras.tracing || extras.accessLog || extras.httpFilters.length || extras.networkFilters.length) put(TYPE_LISTENER, gatewayListenerName(ns, name), buildGatewayListener(ns, name, extras));
+    }
   for (const p of m.ports) {
     const name = listenerName(p.host, p.port);
     const objs = p.owner && attached?.byTarget.get(`${p.owner.kind}/${p.owner.name}`);

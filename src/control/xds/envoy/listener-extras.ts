@@ -19,6 +19,7 @@ import type { NetworkingProblem } from '../../model/networking/common.ts';
 import type { PortProtocol } from '../../model/networking/protocol.ts';
 import type { TargetRef } from '../../model/security/attachments.ts';
 import { authzContributor, authzCustomContributor } from './authz-filters.ts';
+import { telemetryContributor } from './telemetry.ts';
 
 /** An HttpFilter or network Filter of a Listener: a name and its config as a google.protobuf.Any. */
 export interface EnvoyFilter {
@@ -56,7 +57,11 @@ export interface AttachContext {
 export type Contributor = (attached: readonly KObject[], ctx: AttachContext) => Partial<ListenerExtras> | undefined;
 
 /** In Istio's filter order (see the header). */
-const CONTRIBUTORS: Contributor[] = [authzCustomContributor, authzContributor];
+const CONTRIBUTORS: Contributor[] = [
+  authzCustomContributor,
+  authzContributor,
+  telemetryContributor, // last: not a filter, the HCM's tracing and access log
+];
 
 export const NO_EXTRAS: ListenerExtras = { httpFilters: [], networkFilters: [] };
 
