@@ -7,12 +7,17 @@ import type { Logger } from 'pino';
 import type { Msg } from '../xds/envoy.ts';
 import { decodeEnvoy } from '../xds/envoy.ts';
 import type { HttpFilter, NetworkFilter } from './chain.ts';
+import { compileJwtAuthn, JWT_AUTHN_TYPE } from './jwt.ts';
 
 /** What compiled filters may use at run time (the waypoint provides it; tests their own). */
 export interface FilterEnv {
   log?: Logger;
   /** The waypoint's own Gateway and namespace (its own Listener is `waypoint/<ns>/<gateway>`). */
   gateway?: { namespace: string; name: string };
+  /** The endpoints of a cluster in the current routing table (the JWT filter fetches remote JWKS from them). */
+  clusterEndpoints?: (cluster: string) => readonly { address: string; port: number }[];
+  /** Remote JWKS: extra CAs to trust (PEM, --jwks-ca) and the unknown-kid refetch cooldown (ms). */
+  jwks?: { caPem?: string; cooldownMs?: number };
 }
 
 export type HttpFilterCompiler = (config: Msg, field: string, env: FilterEnv) => HttpFilter | undefined;
@@ -25,6 +30,7 @@ const HTTP_FILTERS = new Map<string, HttpFilterCompiler>([
   ['envoy.extensions.filters.http.fault.v3.HTTPFault', inert],
   ['envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit', inert],
   ['envoy.extensions.filters.http.router.v3.Router', inert],
+  [JWT_AUTHN_TYPE, compileJwtAuthn],
 ]);
 
 const NETWORK_FILTERS = new Map<string, NetworkFilterCompiler>([]);
