@@ -231,7 +231,24 @@ export function compileJwtAuthn(config: Msg, field: string, env: JwtEnv): HttpFi
     if (m.requirementName !== undefined) throw new Error(`${at}.requirement_name: not supported by the waypoint`);
     return { matches: compileRuleMatch(obj(m.match), `${at}.match`), ...(obj(m.requires) && { requires: compileRequirement(obj(m.requires)!, `${at}.requires`, providers) }) };
   });
-  return new JwtFilter(providers, rules, config.bypassCorsPreflight === true, config.stripFailureResponse === true);
+  return new JwtFilter(providers, rules, config.bypassCorsPreflight === true, config.stripFailureResponse === true, istioShaped(rules));
+}
+
+/** Whether a filter is what istiod writes for RequestAuthentications (one rule for `/`, providers and allow_missing only). */
+function istioShaped(rules: readonly Rule[]): boolean {
+  const plain = (r: Requirement): boolean =>
+    r.kind === 'provider' ? !r.audiences : r.kind === 'any' ? !r.allowFailed && r.children.every(plain) : r.kind === 'all' ? r.children.every(plain) : r.kind === 'allowMissing';
+  return rules.length === 1 && rules[0]!.matches('/') && rules[0]!.requires !== undefined && plain(rules[0]!.requires);
+}
+
+/**
+ * istiod's requirement over providers: one valid token of any of them, or every token valid or
+ * missing (several issuers at once), or none at all.
+ */
+function istioRequirement(providers: readonly Provider[]): Requirement {
+  const eachOrMissing: Requirement[] = providers.map((p) => ({ kind: 'any', children: [{ kind: 'provider', provider: p }], allowMissing: true, allowFailed: false }));
+  if (providers.length === 1) return eachOrMissing[0]!;
+  return { kind: 'any', children: [...providers.map((p): Requirement => ({ kind: 'provider', provider: p })), { kind: 'all', children: eachOrMissing }], allowMissing: false, allowFailed: false };
 }
 
 interface Found {
@@ -284,7 +301,21 @@ class JwtFilter implements HttpFilter {
     private readonly rules: readonly Rule[],
     private readonly bypassCors: boolean,
     private readonly strip: boolean,
+    private readonly istio: boolean,
   ) {}
+
+  /**
+   * The waypoint's own filter (what targets its Gateway) with a port's: as istiod, one filter
+   * over the providers of both, so a token of either's issuer is known. Only for filters in
+   * istiod's shape; others run one after the other.
+   */
+  merge(other: HttpFilter): HttpFilter | undefined {
+    if (!(other instanceof JwtFilter) || !this.istio || !other.istio) return undefined;
+    const providers = new Map<string, Provider>();
+    for (const [side, f] of [['own', this], ['port', other]] as const) for (const p of f.providers.values()) providers.set(`${side}/${p.name}`, { ...p, name: `${side}/${p.name}` });
+    const rules = [{ matches: () => true, requires: istioRequirement([...providers.values()]) }];
+    return new JwtFilter(providers, rules, this.bypassCors && other.bypassCors, this.strip && other.strip, true);
+  }
 
   async decode(r: FilterRequest): Promise<FilterReply | undefined> {
     if (this.bypassCors && r.method === 'OPTIONS' && r.headers.origin && r.headers['access-control-request-method']) return undefined;

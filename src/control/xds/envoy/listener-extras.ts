@@ -18,6 +18,7 @@ import type { MeshConfig } from '../../model/mesh-config.ts';
 import type { NetworkingProblem } from '../../model/networking/common.ts';
 import type { PortProtocol } from '../../model/networking/protocol.ts';
 import type { TargetRef } from '../../model/security/attachments.ts';
+import { requestAuthenticationContributor } from './jwt-authn.ts';
 
 /** An HttpFilter or network Filter of a Listener: a name and its config as a google.protobuf.Any. */
 export interface EnvoyFilter {
@@ -50,12 +51,14 @@ export interface AttachContext {
   trustDomain: string;
   rootNamespace: string;
   problems: NetworkingProblem[];
+  /** Every service host of the mesh with its ports (a RequestAuthentication's jwksUri names one). */
+  knownHosts?: ReadonlyMap<string, readonly number[]>;
 }
 
 export type Contributor = (attached: readonly KObject[], ctx: AttachContext) => Partial<ListenerExtras> | undefined;
 
 /** In Istio's filter order (see the header). */
-const CONTRIBUTORS: Contributor[] = [];
+const CONTRIBUTORS: Contributor[] = [requestAuthenticationContributor];
 
 export const NO_EXTRAS: ListenerExtras = { httpFilters: [], networkFilters: [] };
 
