@@ -20,6 +20,7 @@ import { buffersOnly } from '../../src/waypoint/buffers-only.ts';
 import { MeshIndex } from '../../src/waypoint/mesh.ts';
 import { Waypoint, type WaypointOptions } from '../../src/waypoint/waypoint.ts';
 import { WaypointConfig } from '../../src/waypoint/xds/config.ts';
+import type { FilterEnv } from '../../src/waypoint/filters/registry.ts';
 import { Cleanup, controlPlane, gateway, istio, log, NS, type ControlPlane } from '../control/xds/envoy/harness.ts';
 import { decode, encode, TYPE_ROUTE } from '../../src/control/xds/envoy/messages.ts';
 import { connectTo, spiffe, startHbone, tcpServer, until, type TestServer } from '../hbone/harness.ts';
@@ -290,7 +291,8 @@ export interface Stand {
   apply(objects: KObject[]): void;
 }
 
-export async function stand(cleanup: Cleanup, objects: KObject[], opts: Partial<WaypointOptions> = {}): Promise<Stand> {
+/** `env`: what the waypoint's filters get (e.g. the CA its JWKS fetches trust). */
+export async function stand(cleanup: Cleanup, objects: KObject[], opts: Partial<WaypointOptions> = {}, env: FilterEnv = {}): Promise<Stand> {
   const ca = await createCa();
   const cp = await controlPlane(cleanup);
   cp.apply(objects);
@@ -298,7 +300,7 @@ export async function stand(cleanup: Cleanup, objects: KObject[], opts: Partial<
   const v2 = await backend(cleanup, ca, 'web-v2');
   const waypointCreds = await ca.issue(NS, 'waypoint');
   const clientCreds = await ca.issue(NS, 'client');
-  const config = new WaypointConfig();
+  const config = new WaypointConfig(env);
   const xds = config.connect({ address: `127.0.0.1:${cp.port}`, nodeId: `waypoint~${process.pid}`, log });
   cleanup.add(() => xds.close());
   await xds.whenSynced();

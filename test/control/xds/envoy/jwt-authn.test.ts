@@ -88,7 +88,7 @@ describe('RequestAuthentication -> jwt_authn', () => {
     ]);
     const p = config!.providers;
     // Unusable keys: the issuer stays known with a key set that verifies nothing.
-    for (const [name, issuer] of [['origins-0', 'plain'], ['origins-1', 'nowhere'], ['origins-2', 'wrong-port'], ['origins-3', 'garbage'], ['origins-5', 'header']])
+    for (const [name, issuer] of [['origins-0', 'plain'], ['origins-1', 'nowhere'], ['origins-2', 'wrong-port'], ['origins-3', 'garbage'], ['origins-5', 'header']] as const)
       expect(p[name]).toMatchObject({ issuer, localJwks: { inlineString: '{"keys":[]}' } });
     // The rule without an issuer: a provider of any issuer with no keys.
     expect(p['origins-4'].issuer).toBeUndefined();
