@@ -38,7 +38,7 @@ describe('jwt_authn filter', () => {
       [{ providers: { a: { issuer: 'a', localJwks: { inlineString: 'nope' } } } }, /local_jwks: JWKS is not JSON/],
       [{ filterStateRules: { name: 'x' } }, /f\.filter_state_rules: not supported/],
       [{ rules: [{ match: { prefix: '/' }, requires: { providerName: 'missing' } }] }, /f\.rules\[0\]\.requires\.provider_name: no provider "missing"/],
-      [{ rules: [{ match: { safeRegex: { regex: '.*' } }, requires: { allowMissing: {} } }] }, /f\.rules\[0\]\.match: only prefix and path/],
+      [{ rules: [{ match: { safeRegex: { regex: '.*' } }, requires: { allowMissing: {} } }] }, /f\.rules\[0\]\.match\.safe_regex: not supported/],
     ];
     for (const [config, why] of refused) expect(() => compileJwtAuthn(wire(config), 'f', {})).toThrow(why);
   });
