@@ -106,7 +106,7 @@ describe('waypoint JWT authentication', () => {
   const cleanup = new Cleanup();
   afterEach(async () => cleanup.run());
 
-  async function setup(extraRules: Record<string, unknown>[] = []) {
+  async function setup(extraRules: Record<string, unknown>[] = [], trust?: string) {
     const tls = await serverCert();
     const jwks = await jwksServer(cleanup, tls);
     const k1 = await signer('k1');
@@ -117,7 +117,7 @@ describe('waypoint JWT authentication', () => {
       { issuer: INLINE_ISSUER, jwks: JSON.stringify({ keys: [inline.jwk] }), fromHeaders: [{ name: 'x-token', prefix: 'Token ' }], fromParams: ['tok'], forwardOriginalToken: true },
       ...extraRules,
     ];
-    const s = await stand(cleanup, [webService(), webPod('v1'), webPod('v2'), ...jwksObjects(jwks.port), requestAuthn(rules)], {}, { jwks: { caPem: tls.ca, cooldownMs: 1000 } });
+    const s = await stand(cleanup, [webService(), webPod('v1'), webPod('v2'), ...jwksObjects(jwks.port), requestAuthn(rules)], {}, { jwks: { caPem: trust ?? tls.ca, cooldownMs: 1000 } });
     await until(() => (s.config.table.filters?.size ?? 0) > 0, 10_000, 'the jwt filter');
     return { s, c: client(cleanup, s), jwks, k1, inline };
   }
@@ -193,6 +193,14 @@ describe('waypoint JWT authentication', () => {
     const before = jwks.state.fetches;
     for (let i = 0; i < 5; i++) expect((await c.request('/', { headers: { authorization: `Bearer ${unknown}` } })).body).toBe("Jwks doesn't have key to match kid or alg from Jwt");
     expect(jwks.state.fetches - before).toBeLessThanOrEqual(1);
+  });
+
+  it('fetches keys only from a server whose certificate the given CAs vouch for', async () => {
+    const other = await serverCert();
+    const { c, jwks, k1 } = await setup([], other.ca);
+    const r = await c.request('/', { headers: { authorization: `Bearer ${await k1.sign({ aud: 'web' })}` } });
+    expect({ status: r.status, body: r.body }).toEqual({ status: 401, body: 'Jwks remote fetch is failed' });
+    expect(jwks.state.fetches).toBe(0); // refused at the handshake, nothing asked
   });
 
   it('bounds a JWKS server that hangs, floods or fails', async () => {

@@ -375,17 +375,22 @@ class JwtFilter implements HttpFilter {
         }
         case 'allowMissing':
         case 'allowMissingOrFailed': {
-          // Every provider's tokens, each verified by the provider of its issuer.
-          let final: Status = 'OK';
+          // Every token any provider would read, verified by a provider of its issuer (Envoy looks it up by `iss`).
+          const tokens = new Map<string, { found: Found; providers: Provider[] }>();
           for (const p of this.providers.values())
             for (const f of extract(p, r, query)) {
-              const jwt = parseJwt(f.token);
-              const s = typeof jwt === 'string' ? jwt : p.issuer && jwt.iss !== p.issuer ? STATUS.unknownIssuer : await check(p, f);
-              if (s !== 'OK' && final === 'OK') final = s;
+              const t = tokens.get(f.token);
+              if (t) t.providers.push(p);
+              else tokens.set(f.token, { found: f, providers: [p] });
             }
-          if (req.kind === 'allowMissingOrFailed') return 'OK';
-          // A token that no provider of its issuer took: unknown issuer, unless another provider verified it.
-          return final === STATUS.unknownIssuer && verified.length ? 'OK' : final;
+          let final: Status = 'OK';
+          for (const { found, providers } of tokens.values()) {
+            const jwt = parseJwt(found.token);
+            const p = typeof jwt === 'string' ? undefined : providers.find((x) => !x.issuer || x.issuer === jwt.iss);
+            const s = typeof jwt === 'string' ? jwt : p ? await check(p, found) : STATUS.unknownIssuer;
+            if (s !== 'OK' && final === 'OK') final = s;
+          }
+          return req.kind === 'allowMissingOrFailed' ? 'OK' : final;
         }
       }
     };

@@ -95,4 +95,45 @@ describe('jwt_authn filter', () => {
     const good = await a.sign({ sub: 'x' });
     expect((await f.decode(request({ authorization: `Bearer ${good}` }, '/?access_token=bad.token.here')))?.status).toBe(401);
   });
+
+  it('evaluates Envoy\'s other requirements: provider_name, provider_and_audiences, allow_missing, allow_missing_or_failed', async () => {
+    const a = await issuer('https://a.test');
+    const b = await issuer('https://b.test');
+    const providers = {
+      a: { issuer: a.iss, localJwks: { inlineString: a.jwks } },
+      b: { issuer: b.iss, localJwks: { inlineString: b.jwks }, fromHeaders: [{ name: 'x-b' }] },
+    };
+    const build = (requires: Record<string, unknown>) => compileJwtAuthn(wire({ providers, rules: [{ match: { prefix: '/api' }, requires }] }), 'f', {});
+    const ta = await a.sign({ sub: 'x', aud: 'web' });
+    const tb = await b.sign({ sub: 'y' });
+    const forged = `${ta.slice(0, ta.lastIndexOf('.'))}.${Buffer.alloc(64).toString('base64url')}`;
+    const run = async (f: ReturnType<typeof build>, h: Record<string, string>, url = '/api') => {
+      const reply = await f.decode(request(h, url));
+      return reply ? `${reply.status} ${reply.body} | ${reply.headers?.['www-authenticate'] ?? ''}` : 'pass';
+    };
+    // A required provider: missing is refused, with the challenge that has no error.
+    const required = build({ providerName: 'a' });
+    expect(await run(required, {})).toBe('401 Jwt is missing | Bearer realm="http://web/api"');
+    expect(await run(required, { authorization: `Bearer ${ta}` })).toBe('pass');
+    expect(await run(required, {}, '/other')).toBe('pass'); // no rule for the path
+    expect(await run(build({ providerAndAudiences: { providerName: 'a', audiences: ['api'] } }), { authorization: `Bearer ${ta}` })).toMatch(/^403 Audiences in Jwt are not allowed/);
+    // Both tokens, each at its provider's location.
+    const both = build({ requiresAll: { requirements: [{ providerName: 'a' }, { providerName: 'b' }] } });
+    expect(await run(both, { authorization: `Bearer ${ta}` })).toMatch(/^401 Jwt is missing/);
+    expect(await run(both, { authorization: `Bearer ${ta}`, 'x-b': tb })).toBe('pass');
+    // allow_missing alone: a token is checked by the provider of its issuer; none is fine; a bad one is not.
+    const missingOk = build({ allowMissing: {} });
+    expect(await run(missingOk, {})).toBe('pass');
+    expect(await run(missingOk, { 'x-b': tb })).toBe('pass');
+    expect(await run(missingOk, { authorization: `Bearer ${tb}` })).toMatch(/^401 Jwt issuer is not configured/);
+    expect(await run(missingOk, { authorization: `Bearer ${forged}` })).toMatch(/^401 Jwt verification fails/);
+    // allow_missing_or_failed: everything passes, and only a good token authenticates.
+    const lenient = build({ allowMissingOrFailed: {} });
+    const bad = request({ authorization: `Bearer ${forged}` }, '/api');
+    expect(await lenient.decode(bad)).toBeUndefined();
+    expect(bad.auth).toBeUndefined();
+    const good = request({ authorization: `Bearer ${ta}` }, '/api');
+    expect(await lenient.decode(good)).toBeUndefined();
+    expect(good.auth?.principal).toBe('https://a.test/x');
+  });
 });
