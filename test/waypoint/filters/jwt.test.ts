@@ -37,6 +37,7 @@ describe('jwt_authn filter', () => {
       [{ providers: { a: { issuer: 'a', localJwks: { filename: '/etc/jwks' } } } }, /local_jwks\.filename: not supported/],
       [{ providers: { a: { issuer: 'a', localJwks: { inlineString: 'nope' } } } }, /local_jwks: JWKS is not JSON/],
       [{ filterStateRules: { name: 'x' } }, /f\.filter_state_rules: not supported/],
+      [{ providers: { a: { issuer: 'a', localJwks: { inlineString: JSON.stringify({ keys: Array(65).fill({ kty: 'oct', k: 'AA' }) }) } } } }, /local_jwks: JWKS has more than 64 keys/],
       [{ rules: [{ match: { prefix: '/' }, requires: { providerName: 'missing' } }] }, /f\.rules\[0\]\.requires\.provider_name: no provider "missing"/],
       [{ rules: [{ match: { safeRegex: { regex: '.*' } }, requires: { allowMissing: {} } }] }, /f\.rules\[0\]\.match\.safe_regex: not supported/],
     ];

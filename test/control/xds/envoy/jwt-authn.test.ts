@@ -113,4 +113,14 @@ describe('RequestAuthentication -> jwt_authn', () => {
     expect(after.problems).toEqual([]);
     expect(after.config!.providers['origins-0'].remoteJwks.httpUri.cluster).toBe(`outbound|443||${JWKS_HOST}`);
   });
+
+  it('puts a Gateway-targeted policy on the waypoint\'s own listener', () => {
+    const gw: KObject = { apiVersion: 'gateway.networking.k8s.io/v1', kind: 'Gateway', metadata: { name: 'wp', namespace: NS }, spec: { gatewayClassName: 'istio-waypoint', listeners: [{ name: 'mesh', port: 15008, protocol: 'HBONE' }] } };
+    const policy = { ...ra('gw', { jwtRules: [{ issuer: 'a', jwks: JWKS }] }), spec: { targetRefs: [{ kind: 'Gateway', group: 'gateway.networking.k8s.io', name: 'wp' }], jwtRules: [{ issuer: 'a', jwks: JWKS }] } };
+    const built = buildEnvoyResources([svc('web', 80), gw, policy], DEFAULT_MESH);
+    const l = decode(TYPE_LISTENER, built.resources.get(TYPE_LISTENER)!.get(`waypoint/${NS}/wp`)!) as { apiListener: { apiListener: Any } };
+    const hcm = decode(HCM, l.apiListener.apiListener.value) as { httpFilters: { name: string; typedConfig: Any }[] };
+    expect(hcm.httpFilters.map((f) => f.name)).toEqual(['envoy.filters.http.jwt_authn']);
+    expect(build([]).config).toBeUndefined(); // the service port gets nothing
+  });
 });
