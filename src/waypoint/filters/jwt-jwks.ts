@@ -77,8 +77,9 @@ function fetchVia(cfg: RemoteJwksConfig, env: JwksEnv, ca: string[]): (url: stri
     new Promise<Response>((resolve, reject) => {
       const u = new URL(url);
       const eps = env.clusterEndpoints?.(cfg.cluster) ?? [];
-      if (!eps.length) return reject(new Error(`no endpoint for cluster ${cfg.cluster}`));
-      const ep = eps[next++ % eps.length]!;
+      // A cluster without EDS endpoints (a DNS ServiceEntry: an external issuer's JWKS) is reached
+      // by the uri's own host name; the certificate is checked against it either way.
+      const ep = eps.length ? eps[next++ % eps.length]! : { address: u.hostname, port: Number(u.port || 443) };
       const req = https.request({
         host: ep.address, port: ep.port, servername: u.hostname, ca, method: 'GET', path: `${u.pathname}${u.search}`,
         headers: { host: u.host, accept: o.headers.get('accept') ?? 'application/json' }, agent: false, signal: o.signal,
