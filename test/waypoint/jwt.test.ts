@@ -167,7 +167,7 @@ describe('waypoint JWT authentication', () => {
     for (const [what, token, status, body] of cases) {
       const r = await c.request('/some/path?q=1', { headers: { authorization: `Bearer ${token}` } });
       expect({ what, status: r.status, body: r.body }).toEqual({ what, status, body });
-      expect(r.headers['www-authenticate']).toBe('Bearer realm="http://web/some/path", error="invalid_token"');
+      expect(r.headers['www-authenticate']).toBe('Bearer realm="http://web/some/path?q=1", error="invalid_token"');
       expect(denial(s)).toMatchObject({ response_code: status, response_flags: '-', response_code_details: `jwt_authn_access_denied{${body.replace(/ /g, '_')}}` });
     }
     // Within the clock skew (60 s) an expired token still passes.

@@ -431,8 +431,8 @@ class JwtFilter implements HttpFilter {
   }
 
   private deny(status: Status, r: FilterRequest): FilterReply {
-    // Envoy's realm is the request's URL without the query (at most 256 characters of it).
-    const uri = `${r.scheme}://${r.host}${r.path}`.slice(0, 256);
+    // Envoy's realm is the request's URL (buildOriginalUri: its path and query cut at 256 characters).
+    const uri = `${r.scheme}://${r.host}${r.url.slice(0, 256)}`;
     const details = `jwt_authn_access_denied{${status.replace(/\s/g, '_')}}`;
     const code = status === STATUS.audienceNotAllowed ? 403 : 401;
     if (this.strip) return { status: code, body: '', flags: '-', details };
