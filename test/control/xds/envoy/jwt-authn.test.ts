@@ -5,7 +5,8 @@
 import { describe, expect, it } from 'vitest';
 import type { KObject } from '../../../../src/kube/objects.ts';
 import { DEFAULT_MESH } from '../../../../src/control/model/networking/workloads.ts';
-import { buildEnvoyResources } from '../../../../src/control/xds/envoy/build.ts';
+import { buildEnvoyResources, EnvoyBuilder } from '../../../../src/control/xds/envoy/build.ts';
+import { LastGoodStore } from '../../../../src/control/config/config-store.ts';
 import { decode, HCM, TYPE_LISTENER } from '../../../../src/control/xds/envoy/messages.ts';
 import { NS } from './harness.ts';
 
@@ -105,13 +106,21 @@ describe('RequestAuthentication -> jwt_authn', () => {
     expect(build([ra('empty', {})]).config).toBeUndefined();
   });
 
-  it('translates again when the jwksUri service appears', () => {
-    const objects = [svc('web', 80), ra('jwt', { jwtRules: [{ issuer: 'a', jwksUri: `https://${JWKS_HOST}/keys` }] })];
-    const before = buildEnvoyResources(objects, DEFAULT_MESH).problems.filter((p) => p.kind === 'RequestAuthentication');
-    expect(before.map((p) => p.field)).toEqual(['spec.jwtRules[0].jwksUri']);
-    const after = build([objects[1]!]);
-    expect(after.problems).toEqual([]);
-    expect(after.config!.providers['origins-0'].remoteJwks.httpUri.cluster).toBe(`outbound|443||${JWKS_HOST}`);
+  it('translates again when the jwksUri service appears, in another namespace too', () => {
+    // The incremental path: the policy's namespace is unchanged, only the other one's Service is new.
+    const builder = new EnvoyBuilder(DEFAULT_MESH);
+    const store = new LastGoodStore();
+    store.put(svc('web', 80));
+    store.put(ra('jwt', { jwtRules: [{ issuer: 'a', jwksUri: 'https://jwks.other.svc.cluster.local/keys' }] }));
+    const raProblems = (b: ReturnType<EnvoyBuilder['build']>) => b.problems.filter((p) => p.kind === 'RequestAuthentication').map((p) => p.field);
+    expect(raProblems(builder.build(store.snapshot([])))).toEqual(['spec.jwtRules[0].jwksUri']);
+    store.put({ ...svc('jwks', 443), metadata: { name: 'jwks', namespace: 'other' } });
+    const after = builder.build(store.snapshot([]));
+    expect(raProblems(after)).toEqual([]);
+    const l = decode(TYPE_LISTENER, after.resources.get(TYPE_LISTENER)!.get(`${HOST}:80`)!) as { apiListener: { apiListener: Any } };
+    const hcm = decode(HCM, l.apiListener.apiListener.value) as { httpFilters: { name: string; typedConfig: Any }[] };
+    const config = decode(JWT, hcm.httpFilters[0]!.typedConfig.value) as { providers: Record<string, { remoteJwks?: { httpUri: { cluster: string } } }> };
+    expect(config.providers['origins-0']!.remoteJwks!.httpUri.cluster).toBe('outbound|443||jwks.other.svc.cluster.local');
   });
 
   it('puts a Gateway-targeted policy on the waypoint\'s own listener', () => {
