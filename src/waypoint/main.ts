@@ -44,6 +44,8 @@ export interface WaypointRunOptions {
   statusAddress: string;
   metricsAddress: string;
   nodeId?: string;
+  /** A CA bundle (PEM file) trusted for remote JWKS servers besides the system's; JWKS_CA_CERTS when absent. */
+  jwksCa?: string;
 }
 
 /** The waypoint's identity and a getter of its current credentials: from the CA, or from files. */
@@ -99,7 +101,10 @@ export async function runWaypoint(o: WaypointRunOptions): Promise<void> {
     token: o.tokenFile ? () => readFileSync(o.tokenFile!, 'utf8').trim() : undefined,
   };
   const gateway = o.gateway ?? process.env.ISTIO_META_WORKLOAD_NAME;
-  const config = new WaypointConfig({ log, ...(gateway && { gateway: { namespace: id.namespace, name: gateway } }) });
+  const jwksCa = o.jwksCa ?? process.env.JWKS_CA_CERTS;
+  const config = new WaypointConfig({
+    log, ...(gateway && { gateway: { namespace: id.namespace, name: gateway } }), ...(jwksCa && { jwks: { caPem: readFileSync(jwksCa, 'utf8') } }),
+  });
   // HTTP/1.1 tunnels to endpoints are kept for reuse (a CONNECT per request is the main cost otherwise).
   const waypoint = new Waypoint({ credentials, identity: uri, trustDomain: id.trustDomain, config, registry, accessLog: log, h1KeepAlive: {} });
   const mesh = new MeshWatch((m) => waypoint.setMesh(m));

@@ -20,12 +20,12 @@ import { buffersOnly } from '../../src/waypoint/buffers-only.ts';
 import { MeshIndex } from '../../src/waypoint/mesh.ts';
 import { Waypoint, type WaypointOptions } from '../../src/waypoint/waypoint.ts';
 import { WaypointConfig } from '../../src/waypoint/xds/config.ts';
+import type { FilterEnv } from '../../src/waypoint/filters/registry.ts';
 import { Cleanup, controlPlane, gateway, istio, log, NS, type ControlPlane } from '../control/xds/envoy/harness.ts';
 import { decode, encode, TYPE_LISTENER, TYPE_ROUTE } from '../../src/control/xds/envoy/messages.ts';
 import { buildGatewayListener, buildListener } from '../../src/control/xds/envoy/listeners.ts';
 import type { ListenerExtras } from '../../src/control/xds/envoy/listener-extras.ts';
 import type { PortProtocol } from '../../src/control/model/networking/protocol.ts';
-import type { FilterEnv } from '../../src/waypoint/filters/registry.ts';
 import { connectTo, spiffe, startHbone, tcpServer, until, type TestServer } from '../hbone/harness.ts';
 import { createCa, type TestCa } from '../hbone/pki.ts';
 
@@ -294,6 +294,7 @@ export interface Stand {
   apply(objects: KObject[]): void;
 }
 
+/** `env`: what the waypoint's filters get (e.g. the CA its JWKS fetches trust). */
 export async function stand(cleanup: Cleanup, objects: KObject[], opts: Partial<WaypointOptions> = {}, env: FilterEnv = {}): Promise<Stand> {
   const ca = await createCa();
   const cp = await controlPlane(cleanup);

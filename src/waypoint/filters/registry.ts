@@ -11,6 +11,7 @@ import { compileRbacHttp, RBAC_HTTP_TYPE } from './rbac/http.ts';
 import { compileRbacNetwork, RBAC_NETWORK_TYPE } from './rbac/network.ts';
 import type { ServiceChannels } from './ext-authz/channels.ts';
 import { compileExtAuthzFilter } from './ext-authz/filter.ts';
+import { compileJwtAuthn, JWT_AUTHN_TYPE } from './jwt.ts';
 
 /** What compiled filters may use at run time (the waypoint provides it; tests their own). */
 export interface FilterEnv {
@@ -19,6 +20,10 @@ export interface FilterEnv {
   gateway?: { namespace: string; name: string };
   /** How filters reach the services they call (an external authorizer); the Waypoint fills it once it exists. */
   services?: ServiceChannels;
+  /** The endpoints of a cluster in the current routing table (the JWT filter fetches remote JWKS from them). */
+  clusterEndpoints?: (cluster: string) => readonly { address: string; port: number }[];
+  /** Remote JWKS: extra CAs to trust (PEM, --jwks-ca) and the unknown-kid refetch cooldown (ms). */
+  jwks?: { caPem?: string; cooldownMs?: number };
 }
 
 export type HttpFilterCompiler = (config: Msg, field: string, env: FilterEnv) => HttpFilter | undefined;
@@ -33,6 +38,7 @@ const HTTP_FILTERS = new Map<string, HttpFilterCompiler>([
   ['envoy.extensions.filters.http.router.v3.Router', inert],
   [RBAC_HTTP_TYPE, (c, f) => compileRbacHttp(c, f)],
   ['envoy.extensions.filters.http.ext_authz.v3.ExtAuthz', compileExtAuthzFilter],
+  [JWT_AUTHN_TYPE, compileJwtAuthn],
 ]);
 
 const NETWORK_FILTERS = new Map<string, NetworkFilterCompiler>([[RBAC_NETWORK_TYPE, (c, f) => compileRbacNetwork(c, f)]]);

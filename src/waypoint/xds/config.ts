@@ -38,7 +38,13 @@ export class WaypointConfig {
   readonly env: FilterEnv;
 
   constructor(env: FilterEnv = {}) {
-    this.env = env;
+    // Filters reach the current table's endpoints (remote JWKS are fetched from a cluster's).
+    this.env = { clusterEndpoints: (c) => this.clusterEndpoints(c), ...env };
+  }
+
+  private clusterEndpoints(cluster: string): readonly Endpoint[] {
+    const c = this.current.clusters.get(cluster);
+    return (c && this.current.endpoints.get(c.edsName)) ?? [];
   }
   /** Called after each applied change with the new table. */
   onChange?: (t: RoutingTable) => void;

@@ -49,12 +49,16 @@ interface NsInputs {
   /** Root-namespace objects contributors may read (mesh-wide Telemetry): compared by their attachable lists. */
   root: NsObjects | undefined;
   rootLists: readonly (readonly unknown[])[];
+  /** The mesh's service hosts and ports, when the namespace has RequestAuthentications (jwksUri names one). */
+  knownHosts?: ReadonlyMap<string, readonly number[]>;
 }
 
 export class EnvoyBuilder {
   private readonly model: TrafficModelBuilder;
   /** The last build's translations, by namespace, with what they were made from. */
   private translated = new Map<string, { inputs: NsInputs; lists: readonly (readonly unknown[])[]; out: NsEnvoy }>();
+  /** The last build's service hosts (with their key), the same object while no host or port changed. */
+  private hosts?: { key: string; map: ReadonlyMap<string, readonly number[]> };
 
   constructor(private readonly o: MeshOptions) {
     this.model = new TrafficModelBuilder(o);
@@ -67,6 +71,9 @@ export class EnvoyBuilder {
     const rootLists = attachableLists(root);
     const translated = new Map<string, { inputs: NsInputs; lists: readonly (readonly unknown[])[]; out: NsEnvoy }>();
     const namespaces = new Map<string, NsEnvoy>();
+    // Only namespaces with RequestAuthentications read the hosts; computed when one has any.
+    let hostsNow: ReadonlyMap<string, readonly number[]> | undefined;
+    const knownHosts = () => (hostsNow ??= (this.hosts = sameHosts(this.hosts, model.namespaces.values())).map);
     const all = new Set([...model.namespaces.keys(), ...snap.namespaces.keys()]);
     all.delete('');
     for (const ns of all) {
@@ -74,8 +81,11 @@ export class EnvoyBuilder {
       const lists = attachableLists(g);
       const prev = this.translated.get(ns);
       const attached = prev && sameLists(prev.lists, lists) ? prev.inputs.attached : attachmentsOf(lists);
-      const inputs: NsInputs = { traffic: model.namespaces.get(ns), attached, mesh, root: prev && sameLists(prev.inputs.rootLists, rootLists) ? prev.inputs.root : root, rootLists };
-      const same = prev && prev.inputs.traffic === inputs.traffic && prev.inputs.attached === attached && prev.inputs.mesh === mesh && prev.inputs.root === inputs.root;
+      const inputs: NsInputs = {
+        traffic: model.namespaces.get(ns), attached, mesh, root: prev && sameLists(prev.inputs.rootLists, rootLists) ? prev.inputs.root : root, rootLists,
+        ...(ofKind(g, 'RequestAuthentication').length && { knownHosts: knownHosts() }),
+      };
+      const same = prev && prev.inputs.traffic === inputs.traffic && prev.inputs.attached === attached && prev.inputs.mesh === mesh && prev.inputs.root === inputs.root && prev.inputs.knownHosts === inputs.knownHosts;
       const out = same ? prev.out : translateNamespace(ns, inputs, g, this.o);
       if (!inputs.traffic && !out.resources.size && !out.problems.length) continue;
       translated.set(ns, { inputs, lists, out });
@@ -84,6 +94,14 @@ export class EnvoyBuilder {
     this.translated = translated;
     return envoyResources(namespaces, [...model.routingProblems, ...mesh.problems]);
   }
+}
+
+/** The service hosts and ports of the model; the previous map while nothing in it changed. */
+function sameHosts(prev: { key: string; map: ReadonlyMap<string, readonly number[]> } | undefined, namespaces: Iterable<NsTraffic>): { key: string; map: ReadonlyMap<string, readonly number[]> } {
+  const map = new Map<string, number[]>();
+  for (const t of namespaces) for (const h of t.hosts) map.set(h.host, [...h.ports].sort((a, b) => a - b));
+  const key = [...map].map(([h, p]) => `${h}:${p.join(',')}`).sort().join(' ');
+  return prev && prev.key === key ? prev : { key, map };
 }
 
 const sameLists = (a: readonly (readonly unknown[])[], b: readonly (readonly unknown[])[]) => a.length === b.length && a.every((l, i) => l === b[i]);
@@ -103,6 +121,7 @@ function translateNamespace(ns: string, inputs: NsInputs, objects: NsObjects | u
   const problems = [...m.problems, ...inputs.attached.problems];
   const ctx = (target: AttachContext['target'], port?: AttachContext['port']): AttachContext => ({
     namespace: ns, target, ...(port && { port }), mesh: inputs.mesh, objects, rootObjects: inputs.root, trustDomain: o.trustDomain, rootNamespace: o.rootNamespace, problems,
+    ...(inputs.knownHosts && { knownHosts: inputs.knownHosts }),
   });
   const attached = inputs.attached === EMPTY_ATTACHMENTS ? undefined : inputs.attached;
   for (const [key, objs] of attached?.byTarget ?? []) {

@@ -20,6 +20,7 @@ import type { PortProtocol } from '../../model/networking/protocol.ts';
 import type { TargetRef } from '../../model/security/attachments.ts';
 import { authzContributor, authzCustomContributor } from './authz-filters.ts';
 import { telemetryContributor } from './telemetry.ts';
+import { requestAuthenticationContributor } from './jwt-authn.ts';
 
 /** An HttpFilter or network Filter of a Listener: a name and its config as a google.protobuf.Any. */
 export interface EnvoyFilter {
@@ -52,12 +53,15 @@ export interface AttachContext {
   trustDomain: string;
   rootNamespace: string;
   problems: NetworkingProblem[];
+  /** Every service host of the mesh with its ports (a RequestAuthentication's jwksUri names one). */
+  knownHosts?: ReadonlyMap<string, readonly number[]>;
 }
 
 export type Contributor = (attached: readonly KObject[], ctx: AttachContext) => Partial<ListenerExtras> | undefined;
 
 /** In Istio's filter order (see the header). */
 const CONTRIBUTORS: Contributor[] = [
+  requestAuthenticationContributor,
   authzCustomContributor,
   authzContributor,
   telemetryContributor, // last: not a filter, the HCM's tracing and access log
