@@ -56,7 +56,7 @@ describe('RBAC actions', () => {
     const f = http(allowGetApi);
     expect(f.stage).toBe(STAGE.allow);
     expect(f.decode(req())).toBeUndefined();
-    expect(f.decode(req({ method: 'POST' }))).toEqual({ status: 403, body: 'RBAC: access denied', flags: 'RBAC', details: 'rbac_access_denied_matched_policy[none]' });
+    expect(f.decode(req({ method: 'POST' }))).toEqual({ status: 403, body: 'RBAC: access denied', flags: 'RBAC', details: 'rbac_access_denied_matched_policy[none]', policy: 'ns[conf]-policy[get-api]' });
     expect(f.decode(req({ peerPrincipal: OTHER }))).toMatchObject({ status: 403 });
     expect(f.decode(req({ url: '/apix' }))).toMatchObject({ status: 403 });
   });
