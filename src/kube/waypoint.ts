@@ -236,8 +236,6 @@ export interface WaypointRenderOptions {
   trustDomain: string;
   /** Container resources; Istio's waypoint defaults unless given. */
   resources?: { requests?: Record<string, string>; limits?: Record<string, string> };
-  /** A CA bundle (PEM file in the waypoint's filesystem) its remote JWKS fetches trust besides the system CAs (--jwks-ca). */
-  jwksCaFile?: string;
 }
 
 /** Istio's global.waypoint.resources defaults. */
@@ -286,7 +284,6 @@ export function waypointArgs(w: Waypoint, o: WaypointRenderOptions): string[] {
     '--mesh-address', `0.0.0.0:${WAYPOINT_PORTS.mesh}`,
     '--status-address', `0.0.0.0:${WAYPOINT_PORTS.status}`,
     '--metrics-address', `0.0.0.0:${WAYPOINT_PORTS.metrics}`,
-    ...(o.jwksCaFile ? ['--jwks-ca', o.jwksCaFile] : []),
   ];
 }
 

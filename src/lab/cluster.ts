@@ -31,8 +31,6 @@ export interface ClusterOptions {
   capture: CaptureMode | 'none';
   /** Workload certificate lifetime agents ask for (seconds); short values exercise rotation. */
   certTtl?: number;
-  /** A CA bundle (PEM file on the host) the lab's waypoints trust for RequestAuthentication jwksUri servers. */
-  waypointJwksCa?: string;
 }
 
 export class Cluster extends EventEmitter {
@@ -127,7 +125,7 @@ export class Cluster extends EventEmitter {
   /** Deployments make pods; pods that should run are started, the rest stopped. */
   private async reconcile(): Promise<void> {
     // Waypoints run only where there is a mesh: their pods need the control plane.
-    if (this.mesh) this.waypointConflicts = reconcileWaypoints(this.store, { image: 'weft', controlAddress: `${FABRIC_IP}:15012`, trustDomain: 'cluster.local', ...(this.opts.waypointJwksCa && { jwksCaFile: this.opts.waypointJwksCa }) });
+    if (this.mesh) this.waypointConflicts = reconcileWaypoints(this.store, { image: 'weft', controlAddress: `${FABRIC_IP}:15012`, trustDomain: 'cluster.local' });
     reconcileDeployments(this.store, this.scheduler);
     const wanted = new Map<string, Pod>();
     for (const o of this.store.ofKind<Pod>('Pod')) wanted.set(podKey(o.metadata.namespace!, o.metadata.name), o);

@@ -155,7 +155,6 @@ describe('renderWaypoint', () => {
     expect(pod.metadata.annotations).toMatchObject({ 'prometheus.io/port': '15020', 'prometheus.io/scrape': 'true' });
     expect(waypointArgs(ok(gw({ annotations: { 'istio.io/for-service-account': 'reviews' } })), { ...opts, caAddress: 'ca:15012' }).join(' ')).toContain('--ca-address ca:15012 --token-file');
     expect(c.args).not.toContain('--jwks-ca');
-    expect(waypointArgs(ok(gw({})), { ...opts, jwksCaFile: '/etc/jwks-ca.pem' }).join(' ')).toContain('--jwks-ca /etc/jwks-ca.pem');
   });
 
   it('the Service exposes status-port 15021 and mesh 15008 (appProtocol hbone), selecting the pods', () => {
