@@ -171,6 +171,7 @@ export async function handleRequest(deps: RequestDeps, ctx: TunnelContext, req: 
   const requestId = String(req.headers['x-request-id'] ?? '') || randomUUID();
   // Telemetry of the listener: its span (propagated into the headers the upstream gets) and whether it is logged.
   const tel = WaypointTracing.of(deps.table(), 'service' in ctx.target ? ctx.target.listener : undefined);
+  if (tel?.tracing && deps.tracing && !deps.tracing.loaded) await deps.tracing.load(); // the first traced request only
   const span = tel?.tracing && deps.tracing?.start(tel.tracing, {
     headers: req.headers, target: 'service' in ctx.target ? ctx.target.listener : ctx.destination, method: req.method ?? 'GET', scheme: h2 ? (req as Http2ServerRequest).scheme || 'http' : 'http',
     host, url, protocol: h2 ? 'HTTP/2' : `HTTP/${req.httpVersion}`, peerIp: ctx.peerIp, requestId, startTime,

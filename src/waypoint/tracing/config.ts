@@ -149,3 +149,27 @@ export function mergeTelemetry(own: ListenerTelemetry | undefined, port: Listene
   const accessLog = port.accessLog ?? own.accessLog;
   return { ...(tracing && { tracing }), ...(accessLog !== undefined && { accessLog }) };
 }
+
+// The export pipeline's bounds and counts, here so that the tracer can name them without loading
+// the OpenTelemetry SDK and its OTLP exporter (export.ts), which only a traced listener needs.
+export interface ExportStats {
+  /** Sampled spans ended. */
+  ended: number;
+  exported: number;
+  /** Spans in exports that failed (collector down, no endpoint, rejected). */
+  failed: number;
+  /** Spans dropped because maxQueueSize were waiting already. */
+  dropped: number;
+}
+
+export interface ExportLimits {
+  /** Spans waiting or in flight at most (BatchSpanProcessor's maxQueueSize). */
+  maxQueueSize: number;
+  maxExportBatchSize: number;
+  scheduledDelayMillis: number;
+}
+
+export const DEFAULT_EXPORT_LIMITS: ExportLimits = { maxQueueSize: 2048, maxExportBatchSize: 512, scheduledDelayMillis: 1000 };
+
+/** What makes two listeners' collectors the same pipeline. */
+export const collectorKey = (c: TraceConfig) => JSON.stringify([c.cluster, c.path, c.timeoutMs, c.headers, c.serviceName]);

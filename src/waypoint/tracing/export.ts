@@ -14,26 +14,7 @@ import { resourceFromAttributes } from '@opentelemetry/resources';
 import { AlwaysOnSampler, BasicTracerProvider, BatchSpanProcessor, type ReadableSpan, type Span, type SpanExporter, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import type { Context, Tracer } from '@opentelemetry/api';
 import type { Endpoint, RoutingTable } from '../router/table.ts';
-import type { TraceConfig } from './config.ts';
-
-export interface ExportStats {
-  /** Sampled spans ended. */
-  ended: number;
-  exported: number;
-  /** Spans in exports that failed (collector down, no endpoint, rejected). */
-  failed: number;
-  /** Spans dropped because maxQueueSize were waiting already. */
-  dropped: number;
-}
-
-export interface ExportLimits {
-  /** Spans waiting or in flight at most (BatchSpanProcessor's maxQueueSize). */
-  maxQueueSize: number;
-  maxExportBatchSize: number;
-  scheduledDelayMillis: number;
-}
-
-export const DEFAULT_EXPORT_LIMITS: ExportLimits = { maxQueueSize: 2048, maxExportBatchSize: 512, scheduledDelayMillis: 1000 };
+import type { ExportLimits, ExportStats, TraceConfig } from './config.ts';
 
 const hostOf = (e: Endpoint) => (e.address.includes(':') ? `[${e.address}]` : e.address);
 
@@ -151,6 +132,3 @@ export class Collector {
     return this.provider.shutdown();
   }
 }
-
-/** What makes two listeners' collectors the same pipeline. */
-export const collectorKey = (c: TraceConfig) => JSON.stringify([c.cluster, c.path, c.timeoutMs, c.headers, c.serviceName]);

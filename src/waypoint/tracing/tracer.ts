@@ -16,7 +16,8 @@ import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { B3Propagator } from '@opentelemetry/propagator-b3';
 import type { RoutingTable } from '../router/table.ts';
 import type { ListenerTelemetry, TraceConfig } from './config.ts';
-import { Collector, collectorKey, DEFAULT_EXPORT_LIMITS, type ExportLimits, type ExportStats } from './export.ts';
+import type { Collector } from './export.ts';
+import { collectorKey, DEFAULT_EXPORT_LIMITS, type ExportLimits, type ExportStats } from './config.ts';
 
 /** Who the waypoint is, for Istio's span tags and the resource's service.name. */
 export interface TracingNode {
@@ -118,6 +119,12 @@ const UNSAMPLED_END = () => {};
 
 export class WaypointTracing {
   private readonly collectors = new Map<string, Collector>();
+  /**
+   * The SDK and OTLP exporter (export.ts), loaded when a listener first has tracing: about 8 MB of
+   * code and heap a waypoint without a Telemetry tracing provider never pays for.
+   */
+  private exporter?: typeof import('./export.ts');
+  private loading?: Promise<void>;
   private readonly limits: ExportLimits;
   private readonly random: () => number;
   private readonly serviceName: string;
@@ -154,6 +161,15 @@ export class WaypointTracing {
     }
   }
 
+  /** Whether start() can run now; else await load() first (once per process). */
+  get loaded(): boolean {
+    return this.exporter !== undefined;
+  }
+
+  load(): Promise<void> {
+    return (this.loading ??= import('./export.ts').then((m) => void (this.exporter = m)));
+  }
+
   private collector(cfg: TraceConfig): Collector {
     const table = this.table();
     if (table !== this.checked) {
@@ -162,7 +178,8 @@ export class WaypointTracing {
     }
     const key = collectorKey(cfg);
     let c = this.collectors.get(key);
-    if (!c) this.collectors.set(key, (c = new Collector(cfg, this.serviceName, this.table, this.limits)));
+    if (!this.exporter) throw new Error('tracing: start() before load()');
+    if (!c) this.collectors.set(key, (c = new this.exporter.Collector(cfg, this.serviceName, this.table, this.limits)));
     return c;
   }
 
