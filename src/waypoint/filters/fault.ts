@@ -3,6 +3,9 @@
 // then maybe an abort (flag FI) answered locally with Envoy's body "fault filter abort". A gRPC
 // request is answered as Envoy answers it locally: 200 with grpc-status in the headers
 // (trailers-only). The random source is the waypoint's, so tests can fix it.
+import type { ServerResponse } from 'node:http';
+import type { Http2ServerResponse } from 'node:http2';
+import { sendTrailersOnly } from '../grpc-local-reply.ts';
 import type { FaultConfig, Fraction } from '../router/policies.ts';
 
 /** What the fault filter decided for one request. */
@@ -52,7 +55,7 @@ export function abortReply(abort: NonNullable<FaultDecision['abort']>, grpcReque
   const status = abort.httpStatus ?? 200;
   if (grpcRequest) {
     const grpcStatus = abort.grpcStatus ?? grpcStatusOf(status);
-    return { status: 200, headers: { 'content-type': 'application/grpc', 'grpc-status': grpcStatus, 'grpc-message': FAULT_ABORT_BODY }, body: '', grpcStatus };
+    return { status: 200, headers: { 'content-type': 'application/grpc', 'grpc-status': String(grpcStatus), 'grpc-message': FAULT_ABORT_BODY }, body: '', grpcStatus };
   }
   return { status, headers: { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(FAULT_ABORT_BODY) }, body: FAULT_ABORT_BODY };
 }
@@ -69,14 +72,7 @@ export function faultDelay(ms: number, gone: Promise<void>): Promise<boolean> {
 }
 
 /** The response side the fault filter writes to (either HTTP version's). */
-interface FaultResponse {
-  writeHead(status: number, headers: Record<string, string | number>): unknown;
-  end(body: string): unknown;
-  once(event: 'close', f: () => void): unknown;
-  readonly headersSent: boolean;
-  readonly destroyed: boolean;
-  readonly writableFinished: boolean;
-}
+type FaultResponse = ServerResponse | Http2ServerResponse;
 
 /** What the filter did: its flags (DI, FI), and the request's end when it answered or the client left. */
 export interface Injected {
@@ -100,8 +96,11 @@ export async function injectFault(f: FaultConfig, random: () => number, grpcRequ
   req.resume();
   const a = abortReply(d.abort, grpcRequest);
   if (!res.headersSent && !res.destroyed) {
-    res.writeHead(a.status, a.headers);
-    res.end(a.body);
+    if (grpcRequest) sendTrailersOnly(res, a.headers);
+    else {
+      res.writeHead(a.status, a.headers);
+      res.end(a.body);
+    }
   }
   return { flags: flags.join(','), ended: { status: a.status, flags: '-', details: 'fault_filter_abort', responseBytes: Buffer.byteLength(a.body), grpcStatus: a.grpcStatus } };
 }

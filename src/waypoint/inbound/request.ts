@@ -19,6 +19,7 @@ import { planRequest, type Plan } from '../router/plan.ts';
 import type { Cluster, Endpoint, RoutingTable } from '../router/table.ts';
 import type { Balancer } from '../upstream/balancer.ts';
 import { grpcStatusOf, injectFault } from '../filters/fault.ts';
+import { grpcMessage, sendTrailersOnly } from '../grpc-local-reply.ts';
 import { joinFlags, LOCAL_BODY, REFUSED_STREAM_BODY } from '../response-flags.ts';
 import { endToEnd, forwardOver, openTunnel, type Exchange, type ForwardResult, type UpstreamOptions } from '../upstream/forward.ts';
 import { forwardWithRetries, nextEndpoint, RETRY_BUFFER_BYTES, type ReplayMeter, type RetryRun } from '../upstream/retry.ts';
@@ -95,9 +96,6 @@ export function filtersFor(table: RoutingTable, ctx: TunnelContext): readonly Ht
 /** Whether a filter (RBAC's LOG action) marked the request for the access log: Envoy's envoy.common access_log_hint. */
 const hinted = (m: FilterRequest['metadata'] | undefined): boolean => m?.get('envoy.common')?.access_log_hint === true;
 
-/** gRPC's percent-encoding of grpc-message: only '%' and what is not printable ASCII. */
-const grpcMessage = (s: string) => s.replace(/[^\x20-\x24\x26-\x7e]/gu, (c) => encodeURIComponent(c));
-
 /**
  * A filter's local answer. A gRPC request gets it as Envoy's local replies do: HTTP 200,
  * trailers-only, the HTTP status mapped to a gRPC status (403: PERMISSION_DENIED, 401:
@@ -107,12 +105,7 @@ function answerFiltered(res: Res, r: FilterReply, grpc: boolean): { bytes: numbe
   if (res.headersSent || res.destroyed) return { bytes: 0, status: r.status };
   if (grpc) {
     const grpcStatus = grpcStatusOf(r.status);
-    const headers = { ...r.headers, 'content-type': 'application/grpc', 'grpc-status': String(grpcStatus), 'grpc-message': grpcMessage(r.body) };
-    // Trailers-only is one HEADERS frame with END_STREAM: the compat API's writeHead and end() add an
-    // empty DATA frame, which gRPC clients read as a call that ended without a status.
-    const stream = (res as Http2ServerResponse).stream as Http2ServerResponse['stream'] | undefined;
-    if (stream && !stream.headersSent) stream.respond({ ':status': 200, ...headers }, { endStream: true });
-    else res.writeHead(200, headers).end();
+    sendTrailersOnly(res, { ...r.headers, 'content-type': 'application/grpc', 'grpc-status': String(grpcStatus), 'grpc-message': grpcMessage(r.body) });
     return { bytes: 0, status: 200, grpcStatus };
   }
   res.writeHead(r.status, { 'content-type': 'text/plain', ...r.headers, 'content-length': Buffer.byteLength(r.body) });
