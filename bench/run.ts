@@ -265,6 +265,10 @@ try {
     const lat: PathResult['latency_us'] = {};
     for (const rate of want('latency') || want('cpu') ? RATES.concat(selRates.filter((x) => !RATES.includes(x))) : []) {
       if (!selRates.includes(rate) || (!want('latency') && rate !== 1000)) continue;
+      // Verifying a JWT per request takes the waypoint (one event loop) near a whole core at 1000
+      // req/s on this machine: at 2000 it only queues, for minutes, and the paths measured after
+      // it would inherit the backlog. Its figures are at 500 and 1000.
+      if (name === 'weft-waypoint-jwt-authz' && rate > 1000) continue;
       const r = await latencyRun(name, t, rate);
       lat[String(rate)] = { p50: r.l.p50, p90: r.l.p90, p99: r.l.p99, p999: r.l.p999 };
       if (rate === 1000) first.set(name, r);
