@@ -13,6 +13,7 @@
 // Fields the waypoint cannot act on refuse the Listener, naming the field.
 import type { JWTVerifyGetKey } from 'jose';
 import type { Msg } from '../xds/envoy.ts';
+import { pathMatcher } from '../xds/string-matcher.ts';
 import { STAGE, type FilterReply, type FilterRequest, type HttpFilter } from './chain.ts';
 import { JwksCache, localJwks, type JwksEnv } from './jwt-jwks.ts';
 import { audiencesOf, parseJwt, STATUS, verifyJwt, type ParsedJwt, type Status } from './jwt-verify.ts';
@@ -205,18 +206,8 @@ function compileRequirement(r: Msg, field: string, providers: ReadonlyMap<string
 
 function compileRuleMatch(m: Msg | undefined, field: string): (path: string) => boolean {
   if (!m) return () => true;
-  refuseUnknown(m, ['prefix', 'path', 'pathSpecifier', 'caseSensitive'], field);
-  const cs = m.caseSensitive === undefined || obj(m.caseSensitive)?.value === true;
-  const norm = (s: string) => (cs ? s : s.toLowerCase());
-  if (typeof m.prefix === 'string') {
-    const want = norm(m.prefix);
-    return (p) => norm(p).startsWith(want);
-  }
-  if (typeof m.path === 'string') {
-    const want = norm(m.path);
-    return (p) => norm(p) === want;
-  }
-  throw new Error(`${field}: only prefix and path matches are supported`);
+  refuseUnknown(m, ['prefix', 'path', 'pathSeparatedPrefix', 'safeRegex', 'pathSpecifier', 'caseSensitive'], field);
+  return pathMatcher(m, field);
 }
 
 /** Compiles a JwtAuthentication; throws naming the field it cannot serve. */

@@ -5,6 +5,7 @@
 // to make room), each closed after `idleMs` with no stream. A session that fails, is reset, or
 // receives GOAWAY leaves the pool at once, so the next request opens a new one: an endpoint that
 // restarts costs the requests in flight on it, never the ones after.
+import { whenConnected } from './h2-ready.ts';
 import http2, { type ClientHttp2Session } from 'node:http2';
 import { formatAuthority } from '../../hbone/authority.ts';
 import type { Endpoint } from '../router/table.ts';
@@ -91,16 +92,7 @@ export class H2Sessions {
     tunnel.once('close', () => session.destroy());
     // No stream for idleMs: closed (GOAWAY), so idle endpoints do not hold tunnels forever.
     session.setTimeout(this.limits.idleMs, () => session.close());
-    await new Promise<void>((resolve, reject) => {
-      const failed = (e?: Error) => reject(e ?? new Error('HTTP/2 session closed before its settings'));
-      session.once('connect', () => {
-        session.off('close', failed);
-        session.off('error', failed);
-        resolve();
-      });
-      session.once('close', failed);
-      session.once('error', failed);
-    });
+    await whenConnected(session);
     return session;
   }
 }

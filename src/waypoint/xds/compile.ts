@@ -3,11 +3,11 @@
 // naming the resource and field) instead of failing requests later. Retry policies and fault
 // filter configs are checked in resilience.ts.
 import { isIP } from 'node:net';
-import type { Cluster, Endpoint, HeaderMatcher, Matcher, QueryMatcher, Route, RouteConfig, VirtualHost, WeightedCluster } from '../router/table.ts';
+import type { Cluster, Endpoint, HeaderMatcher, QueryMatcher, Route, RouteConfig, VirtualHost, WeightedCluster } from '../router/table.ts';
 import { compileCircuit, compileHashPolicies, compileLbPolicy, compileOutlier, compilePanicThreshold } from './cluster-policy.ts';
 import type { FaultConfig } from '../router/policies.ts';
 import { compileDirectResponse, compileRedirect, compileRouteRewrite, DEFAULT_MAX_DIRECT_BODY, headerEdits, matchedLength, refuseHostLevelHeaders } from './compile-actions.ts';
-import { regex, stringMatcher } from './string-matcher.ts';
+import { pathMatcher, stringMatcher } from './string-matcher.ts';
 export { stringMatcher };
 import { decodeEnvoy, HCM, HTTP_PROTOCOL_OPTIONS, TCP_PROXY, type Msg } from './envoy.ts';
 import { compileRouteRateLimit, LOCAL_RATE_LIMIT_FILTER } from '../filters/rate-limit.ts';
@@ -24,31 +24,6 @@ const wrapped = (v: unknown): number | undefined => {
   return typeof n === 'number' ? n : undefined;
 };
 
-function pathMatcher(m: Msg, field: string): Matcher {
-  // A BoolValue false decodes as {} (defaults are left out): present and not true is false.
-  const cs = m.caseSensitive === undefined || obj(m.caseSensitive)?.value === true;
-  const norm = (s: string) => (cs ? s : s.toLowerCase());
-  if (typeof m.prefix === 'string') {
-    const want = norm(m.prefix);
-    return (p) => norm(p).startsWith(want);
-  }
-  if (typeof m.path === 'string') {
-    const want = norm(m.path);
-    return (p) => norm(p) === want;
-  }
-  if (typeof m.pathSeparatedPrefix === 'string') {
-    const want = norm(m.pathSeparatedPrefix);
-    return (p) => {
-      const n = norm(p);
-      return n === want || n.startsWith(`${want}/`);
-    };
-  }
-  if (obj(m.safeRegex)) {
-    const re = regex(obj(m.safeRegex)!.regex, `${field}.safe_regex`, cs ? '' : 'i');
-    return (p) => re.test(p);
-  }
-  throw new Error(`${field}: no path specifier the waypoint supports (prefix, path, path_separated_prefix, safe_regex)`);
-}
 
 function headerMatcher(h: Msg, field: string): HeaderMatcher {
   const name = str(h.name)?.toLowerCase();

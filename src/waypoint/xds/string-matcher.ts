@@ -51,3 +51,29 @@ export function stringMatcher(m: Msg, field: string): Matcher {
   throw new Error(`${field}: no match_pattern the waypoint supports`);
 }
 
+/** A RouteMatch's path specifier (routes, and the JWT filter's rules): prefix, path, path_separated_prefix or safe_regex. */
+export function pathMatcher(m: Msg, field: string): Matcher {
+  // A BoolValue false decodes as {} (defaults are left out): present and not true is false.
+  const cs = m.caseSensitive === undefined || obj(m.caseSensitive)?.value === true;
+  const norm = (s: string) => (cs ? s : s.toLowerCase());
+  if (typeof m.prefix === 'string') {
+    const want = norm(m.prefix);
+    return (p) => norm(p).startsWith(want);
+  }
+  if (typeof m.path === 'string') {
+    const want = norm(m.path);
+    return (p) => norm(p) === want;
+  }
+  if (typeof m.pathSeparatedPrefix === 'string') {
+    const want = norm(m.pathSeparatedPrefix);
+    return (p) => {
+      const n = norm(p);
+      return n === want || n.startsWith(`${want}/`);
+    };
+  }
+  if (obj(m.safeRegex)) {
+    const re = regex(obj(m.safeRegex)!.regex, `${field}.safe_regex`, cs ? '' : 'i');
+    return (p) => re.test(p);
+  }
+  throw new Error(`${field}: no path specifier the waypoint supports (prefix, path, path_separated_prefix, safe_regex)`);
+}

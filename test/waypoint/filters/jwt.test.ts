@@ -39,7 +39,8 @@ describe('jwt_authn filter', () => {
       [{ filterStateRules: { name: 'x' } }, /f\.filter_state_rules: not supported/],
       [{ providers: { a: { issuer: 'a', localJwks: { inlineString: JSON.stringify({ keys: Array(65).fill({ kty: 'oct', k: 'AA' }) }) } } } }, /local_jwks: JWKS has more than 64 keys/],
       [{ rules: [{ match: { prefix: '/' }, requires: { providerName: 'missing' } }] }, /f\.rules\[0\]\.requires\.provider_name: no provider "missing"/],
-      [{ rules: [{ match: { safeRegex: { regex: '.*' } }, requires: { allowMissing: {} } }] }, /f\.rules\[0\]\.match\.safe_regex: not supported/],
+      [{ rules: [{ match: { prefix: '/', headers: [{ name: 'x-a', presentMatch: true }] }, requires: { allowMissing: {} } }] }, /f\.rules\[0\]\.match\.headers: not supported/],
+      [{ rules: [{ match: { safeRegex: { regex: '(a+)+' } }, requires: { allowMissing: {} } }] }, /f\.rules\[0\]\.match\.safe_regex: regex refused/],
     ];
     for (const [config, why] of refused) expect(() => compileJwtAuthn(wire(config), 'f', {})).toThrow(why);
   });

@@ -4,6 +4,7 @@
 // upstreams are (HTTP/2 on the waypoint's pooled sessions, or a tunnel per HTTP/1.1 exchange),
 // anything else in plaintext (HTTP/2 sessions pooled here). Calls in flight per cluster are bounded
 // (Envoy's default circuit breaker, 1024 requests): past it a call fails at once instead of queueing.
+import { whenConnected } from '../../upstream/h2-ready.ts';
 import http2, { type ClientHttp2Session } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import { formatAuthority } from '../../../hbone/authority.ts';
@@ -129,16 +130,7 @@ export class ServiceChannels {
       socket.destroy();
     });
     session.setTimeout(this.d.idleMs ?? 60_000, () => session.close());
-    await new Promise<void>((resolve, reject) => {
-      const failed = (e?: Error) => reject(e ?? new Error('HTTP/2 session closed before its settings'));
-      session.once('connect', () => {
-        session.off('close', failed);
-        session.off('error', failed);
-        resolve();
-      });
-      session.once('close', failed);
-      session.once('error', failed);
-    });
+    await whenConnected(session);
     return session;
   }
 }
