@@ -70,7 +70,8 @@ export function latencyChart(paths: Partial<Record<PathName, PathResult>>, title
   const W = 720;
   const H = 400;
   const m = { l: 70, r: 190, t: 30, b: 50 };
-  const all = Object.values(paths).flatMap((r) => RATES.flatMap((x) => [r.latency_us[String(x)]!.p50, r.latency_us[String(x)]!.p99]));
+  // A path measured at some rates only (one past its capacity at the others) is drawn where it was.
+  const all = Object.values(paths).flatMap((r) => RATES.flatMap((x) => (r.latency_us[String(x)] ? [r.latency_us[String(x)]!.p50, r.latency_us[String(x)]!.p99] : [])));
   const lo = Math.log10(Math.max(1, Math.min(...all) * 0.8));
   const hi = Math.log10(Math.max(...all) * 1.2);
   const X = (i: number) => m.l + (i / (RATES.length - 1)) * (W - m.l - m.r);
@@ -87,7 +88,7 @@ export function latencyChart(paths: Partial<Record<PathName, PathResult>>, title
   Object.entries(paths).forEach(([name, r], k) => {
     const c = COLORS[k % COLORS.length];
     for (const [q, dash] of [['p50', ''], ['p99', ' stroke-dasharray="5,4"']] as const) {
-      const pts = RATES.map((x, i) => `${X(i)},${Y(r.latency_us[String(x)]![q])}`).join(' ');
+      const pts = RATES.flatMap((x, i) => (r.latency_us[String(x)] ? [`${X(i)},${Y(r.latency_us[String(x)]![q])}`] : [])).join(' ');
       out.push(`<polyline points="${pts}" fill="none" stroke="${c}" stroke-width="2"${dash}/>`);
     }
     out.push(`<rect x="${W - m.r + 15}" y="${m.t + k * 20}" width="12" height="12" fill="${c}"/><text x="${W - m.r + 32}" y="${m.t + k * 20 + 10}">${name}</text>`);

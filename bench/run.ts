@@ -21,10 +21,11 @@ import { cpus, release } from 'node:os';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { repeatabilityTable, type Noise, type RunSummary } from './compare.ts';
+import type { Noise, RunSummary } from './compare.ts';
 import { connRate, cpuSeconds, httpLatency, latency, machineTicks, podPids, rssMb, settle, stealPct, throughput as measureThroughput, weft } from './measure.ts';
 import { hotFunctions, profileParts } from './profile.ts';
-import { httpTable, latencyChart, markdownTable, RATES, type PathResult } from './report.ts';
+import { httpTable, RATES, type PathResult } from './report.ts';
+import { IDLE_SECONDS, writeRecordedRun } from './record.ts';
 import {
   BENCH_PODS,
   haproxyClientConfig,
@@ -56,7 +57,6 @@ const want = (f: Figure) => selFigures.includes(f);
 if (want('cpu') && !selRates.includes(1000)) selRates.push(1000);
 const FULL = selPaths.length === PATHS.length && FIGURES.every(want) && RATES.every((x) => selRates.includes(x));
 const PROFILE = process.env.BENCH_PROFILE !== '0';
-const IDLE_SECONDS = 4;
 const idleVcpu: Record<string, number[]> = {};
 async function idleCpu(pids: number[], seconds: number): Promise<number[]> {
   const b = pids.map(cpuSeconds);
@@ -449,52 +449,5 @@ const out = { run_at: runAt, machine, command: 'make bench', seconds_per_latency
 mkdirSync(join(root, 'bench/results'), { recursive: true });
 writeFileSync(join(root, `bench/results/${stamp}.json`), JSON.stringify(out, null, 2) + '\n');
 writeFileSync(latestJson, JSON.stringify(out, null, 2) + '\n');
-const tcpResults = Object.fromEntries(Object.entries(results).filter(([k]) => !HTTP_PATHS.includes(k as PathName))) as typeof results;
-const httpResults = Object.fromEntries(Object.entries(results).filter(([k]) => HTTP_PATHS.includes(k as PathName))) as typeof results;
-writeFileSync(join(root, 'bench/results/latency.svg'), latencyChart(tcpResults));
-writeFileSync(join(root, 'bench/results/latency-http.svg'), latencyChart(httpResults, 'HTTP/1.1 request latency by rate (1 KB POST, 1 KB response, 8 kept-alive connections): p50 solid, p99 dashed'));
-
-const md = [
-  `Machine: ${machine.cpu}, ${machine.cores} cores, Linux ${machine.kernel}, Node ${machine.node}. Run: ${new Date().toISOString().slice(0, 16)}Z, ${out.duration_s} s, latency runs of ${SECONDS} s; the hypervisor took ${steal} % of the CPU time (steal) while the lab ran.`,
-  '',
-  markdownTable(tcpResults),
-  '',
-  '![latency by rate](bench/results/latency.svg)',
-  '',
-  'HTTP/1.1 paths (the waypoint\'s L7 hop and HAProxy\'s; L7 proxy figures at 1000 req/s, CPU after its idle CPU is taken out as for the agents):',
-  '',
-  httpTable(httpResults),
-  '',
-  '![HTTP latency by rate](bench/results/latency-http.svg)',
-  '',
-  `Added by the L7 hop at 1000 req/s, each path against its own L4 path: weft-waypoint − weft-ebpf-http p50 ${l7Added('p50').waypoint} µs, p99 ${l7Added('p99').waypoint} µs; haproxy-http − haproxy-mtls-http p50 ${l7Added('p50').haproxy} µs, p99 ${l7Added('p99').haproxy} µs.`,
-  '',
-  `Ratios: weft-ebpf/direct throughput ${ratios.weft_over_direct_throughput}, weft-ebpf/haproxy-mtls throughput ${ratios.weft_over_haproxy_throughput}; latency added over direct at 1000 req/s: weft-ebpf p50 ${added(e, 'p50')} µs, p99 ${added(e, 'p99')} µs; haproxy-mtls p50 ${added(h, 'p50')} µs, p99 ${added(h, 'p99')} µs. Latency at 1000 req/s and CPU are the mean of two rounds (all paths, then all again in reverse order). Noise within this run, each path by its own spread, in percent: p50 / p99 (the two 1000 req/s rounds), throughput (iperf's 1-second intervals, (max − min) / median), new connections/s (the two rounds): ${Object.entries(results).map(([k, v]) => `${k} ${v.noise_pct?.p50 ?? '—'} / ${v.noise_pct?.p99 ?? '—'}, ${v.noise_pct?.throughput ?? '—'}, ${v.noise_pct?.conn ?? '—'}`).join('; ')}. Compare ratios within one run: the machine is shared, and its speed moves between runs.`,
-  '',
-  `Agent CPU is what the 1000 req/s traffic costs the busier agent: CPU-seconds per 1000 requests, after taking out the agents' idle CPU measured for ${IDLE_SECONDS} s just before (agents run under a 10 ms sampling profiler; idle vCPU per agent, and last the L7 proxy where a path has one: ${Object.entries(idleVcpu).map(([k, v]) => `${k} ${v.join(' / ')}`).join(', ')}). HAProxy's figure is measured the same way on its busier instance, for scale: it is what a C proxy doing the same TLS relay costs on this machine (its RSS: ${h.proxy_rss_mb} MB per instance). The L7 proxies (the waypoint, HAProxy in mode http) are measured the same way, all their processes together.${floor ? ` Without TLS, one plain relay hop at 1000 req/s costs HAProxy (one thread) ${floor.haproxy_relay_cpu_per_krps} vCPU and a Node relay (the agent's forward(), both ways) ${floor.node_relay_cpu_per_krps} vCPU per 1000 req/s here (\`bench/tools/relay-floor.ts\`, loopback).` : ''}`,
-  '',
-  '| target | met | measured |',
-  '|---|---|---|',
-  ...targets.map((t) => `| ${t.target} | ${t.met ? 'yes' : '**no**'} | ${t.value} |`),
-  '',
-  ...(previous ? [repeatabilityTable(previous, previous.run_at ?? 'the previous recorded run', out), ''] : []),
-  'Agent profile (self time, both agents, whole run):',
-  '',
-  ...hot.map((x) => `- ${x.selfPct} % ${x.fn}`),
-  '',
-  'Waypoint profile (self time, whole run): by part of the work (share of all busy samples), then by source file and by function (share of the samples with a JavaScript frame or GC, without the native part):',
-  '',
-  ...wpParts.map((x) => `- ${x.selfPct} % ${x.part}`),
-  '',
-  ...wpFiles.map((x) => `- ${x.selfPct} % ${x.fn}`),
-  '',
-  ...wpHot.map((x) => `- ${x.selfPct} % ${x.fn}`),
-].join('\n');
-writeFileSync(join(root, 'bench/results/latest.md'), md + '\n');
-const bm = join(root, 'BENCHMARKS.md');
-const text = readFileSync(bm, 'utf8');
-const begin = '<!-- results:begin -->';
-const end = '<!-- results:end -->';
-writeFileSync(bm, text.slice(0, text.indexOf(begin) + begin.length) + '\n' + md + '\n' + text.slice(text.indexOf(end)));
-console.log(md);
+writeRecordedRun(root, out, previous);
 rmSync(dir, { recursive: true, force: true }); // pod manifests and profiles: all recorded above
