@@ -4,9 +4,11 @@
 // knowledge. Bounded: at most `maxSessions` (the oldest is closed gracefully, its streams finish,
 // to make room), each closed after `idleMs` with no stream. A session that fails, is reset, or
 // receives GOAWAY leaves the pool at once, so the next request opens a new one: an endpoint that
-// restarts costs the requests in flight on it, never the ones after.
+// restarts costs the requests in flight on it, never the ones after. The transport is HBONE unless
+// the pool is given another (the authorizer channels pool plaintext sessions the same way).
 import { whenConnected } from './h2-ready.ts';
 import http2, { type ClientHttp2Session } from 'node:http2';
+import type { Duplex } from 'node:stream';
 import { formatAuthority } from '../../hbone/authority.ts';
 import type { Endpoint } from '../router/table.ts';
 import { openTunnel, type UpstreamOptions } from './forward.ts';
@@ -27,6 +29,8 @@ export class H2Sessions {
   constructor(
     private readonly o: UpstreamOptions,
     private readonly limits: H2Limits = DEFAULT_H2_LIMITS,
+    /** The byte stream a session runs over (default: an HBONE tunnel under the waypoint's identity). */
+    private readonly transport: (endpoint: Endpoint, identity: string) => Promise<Duplex> = (e, id) => openTunnel(o, e, id, {}),
   ) {}
 
   /** Sessions held now (open or opening), for leak checks. */
@@ -73,7 +77,7 @@ export class H2Sessions {
   }
 
   private async connect(key: string, endpoint: Endpoint, identity: string): Promise<ClientHttp2Session> {
-    const tunnel = await openTunnel(this.o, endpoint, identity, {});
+    const tunnel = await this.transport(endpoint, identity);
     const session = http2.connect(`http://${formatAuthority(endpoint)}`, {
       createConnection: () => tunnel as never,
       settings: { enablePush: false },

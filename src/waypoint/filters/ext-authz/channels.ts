@@ -2,16 +2,14 @@
 // name as the filter config names it: the cluster's endpoints from the routing table (EDS), one
 // picked round robin; a mesh workload is reached over HBONE under the waypoint's identity, as its
 // upstreams are (HTTP/2 on the waypoint's pooled sessions, or a tunnel per HTTP/1.1 exchange),
-// anything else in plaintext (HTTP/2 sessions pooled here). Calls in flight per cluster are bounded
+// anything else in plaintext (HTTP/2 sessions pooled alike, by a second H2Sessions over TCP). Calls in flight per cluster are bounded
 // (Envoy's default circuit breaker, 1024 requests): past it a call fails at once instead of queueing.
-import { whenConnected } from '../../upstream/h2-ready.ts';
-import http2, { type ClientHttp2Session } from 'node:http2';
+import type { ClientHttp2Session } from 'node:http2';
 import type { Duplex } from 'node:stream';
-import { formatAuthority } from '../../../hbone/authority.ts';
 import type { MeshIndex } from '../../mesh.ts';
 import type { Endpoint, RoutingTable } from '../../router/table.ts';
 import { dialTcp, openTunnel, type UpstreamOptions } from '../../upstream/forward.ts';
-import type { H2Sessions } from '../../upstream/h2-sessions.ts';
+import { H2Sessions } from '../../upstream/h2-sessions.ts';
 
 export interface ChannelDeps {
   table: () => RoutingTable;
@@ -40,11 +38,13 @@ export interface ChannelTarget {
 export class ServiceChannels {
   private readonly next = new Map<string, number>();
   private readonly inFlight = new Map<string, number>();
-  private readonly plain = new Map<string, Promise<ClientHttp2Session>>();
-  private readonly open = new Set<ClientHttp2Session>();
+  private readonly plain: H2Sessions;
   private closed = false;
 
-  constructor(private readonly d: ChannelDeps) {}
+  constructor(private readonly d: ChannelDeps) {
+    const limits = { maxSessions: d.maxPlainSessions ?? 64, idleMs: d.idleMs ?? 60_000 };
+    this.plain = new H2Sessions(d.upstream, limits, (e) => (d.dialPlain ?? dialTcp)(e.address, e.port));
+  }
 
   /** The waypoint's SPIFFE id (what a called service sees as its peer). */
   get identity(): string {
@@ -90,18 +90,7 @@ export class ServiceChannels {
   session(t: ChannelTarget): Promise<ClientHttp2Session> {
     if (t.identity) return this.d.h2.get(t.endpoint, t.identity);
     if (this.closed) return Promise.reject(new Error('channels closed'));
-    const key = formatAuthority(t.endpoint);
-    const held = this.plain.get(key);
-    if (held) return held;
-    while (this.plain.size >= (this.d.maxPlainSessions ?? 64)) {
-      const [oldest, p] = this.plain.entries().next().value as [string, Promise<ClientHttp2Session>];
-      this.plain.delete(oldest);
-      void p.then((s) => s.close(), () => {});
-    }
-    const p = this.connectPlain(key, t.endpoint);
-    this.plain.set(key, p);
-    p.catch(() => this.plain.get(key) === p && this.plain.delete(key));
-    return p;
+    return this.plain.get(t.endpoint, '');
   }
 
   /** A byte stream to the target for one HTTP/1.1 exchange: an HBONE tunnel, or a TCP connection. */
@@ -112,25 +101,6 @@ export class ServiceChannels {
 
   close(): void {
     this.closed = true;
-    this.plain.clear();
-    for (const s of this.open) s.destroy();
-  }
-
-  private async connectPlain(key: string, endpoint: Endpoint): Promise<ClientHttp2Session> {
-    const socket = await (this.d.dialPlain ?? dialTcp)(endpoint.address, endpoint.port);
-    const session = http2.connect(`http://${key}`, { createConnection: () => socket as never, settings: { enablePush: false }, maxSessionMemory: 16 });
-    const p = this.plain.get(key);
-    const leave = () => p && this.plain.get(key) === p && this.plain.delete(key);
-    this.open.add(session);
-    session.on('error', leave);
-    session.once('goaway', leave);
-    session.once('close', () => {
-      leave();
-      this.open.delete(session);
-      socket.destroy();
-    });
-    session.setTimeout(this.d.idleMs ?? 60_000, () => session.close());
-    await whenConnected(session);
-    return session;
+    this.plain.close(false);
   }
 }
