@@ -10,7 +10,9 @@
 #include <netinet/in.h>
 #include <sched.h>
 #include <sys/mount.h>
+#include <poll.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -353,6 +355,162 @@ Napi::Value SocketPair(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// Handing listening sockets to the agent that replaces this one (hitless upgrade): a Unix stream
+// socket carries each message as bytes with SCM_RIGHTS attached to its first byte. The kernel gives
+// the fds to the read that takes that first byte and never glues two messages' fds together as long
+// as the reader asks for exactly one message's bytes at a time (src/bpf/fd-passing.ts frames them).
+
+// Most fds one sendmsg may carry (the kernel's SCM_MAX_FD).
+constexpr size_t kMaxFds = 253;
+
+// unixListen(path, backlog) -> fd: a nonblocking, close-on-exec Unix stream socket listening on
+// path. Made here rather than by Node, which unlinks the path when its server closes: an agent
+// handing its sockets to the next one must not take the path away from the socket it handed over.
+Napi::Value UnixListen(const Napi::CallbackInfo& info) {
+  std::string path = StringArg(info[0], "path");
+  int backlog = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : 511;
+  sockaddr_un sun{};
+  if (path.size() >= sizeof(sun.sun_path)) throw ErrnoError(info.Env(), ENAMETOOLONG, "bind " + path);
+  sun.sun_family = AF_UNIX;
+  memcpy(sun.sun_path, path.c_str(), path.size() + 1);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) throw ErrnoError(info.Env(), errno, "socket(AF_UNIX)");
+  if (bind(fd, reinterpret_cast<sockaddr*>(&sun), sizeof(sun)) != 0 || listen(fd, backlog) != 0) {
+    int err = errno;
+    ::close(fd);
+    throw ErrnoError(info.Env(), err, "listen on " + path);
+  }
+  return Napi::Number::New(info.Env(), fd);
+}
+
+// unixConnect(path) -> fd: a blocking, close-on-exec Unix stream socket connected to path.
+Napi::Value UnixConnect(const Napi::CallbackInfo& info) {
+  std::string path = StringArg(info[0], "path");
+  sockaddr_un sun{};
+  if (path.size() >= sizeof(sun.sun_path)) throw ErrnoError(info.Env(), ENAMETOOLONG, "connect " + path);
+  sun.sun_family = AF_UNIX;
+  memcpy(sun.sun_path, path.c_str(), path.size() + 1);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw ErrnoError(info.Env(), errno, "socket(AF_UNIX)");
+  if (connect(fd, reinterpret_cast<sockaddr*>(&sun), sizeof(sun)) != 0) {
+    int err = errno;
+    ::close(fd);
+    throw ErrnoError(info.Env(), err, "connect " + path);
+  }
+  return Napi::Number::New(info.Env(), fd);
+}
+
+// sendFds(fd, data, fds) -> bytes sent, -1 if the socket would block (nothing sent). fds ride on
+// the first byte; a partial send (only for large data) leaves the rest to be sent without fds.
+Napi::Value SendFds(const Napi::CallbackInfo& info) {
+  int fd = FdArg(info[0], "fd");
+  if (!info[1].IsBuffer()) throw Napi::TypeError::New(info.Env(), "data must be a Buffer");
+  auto data = info[1].As<Napi::Buffer<uint8_t>>();
+  if (data.Length() == 0) throw Napi::TypeError::New(info.Env(), "data must not be empty (fds ride on its first byte)");
+  std::vector<int> fds;
+  if (info.Length() > 2 && !info[2].IsUndefined()) {
+    if (!info[2].IsArray()) throw Napi::TypeError::New(info.Env(), "fds must be an array");
+    auto arr = info[2].As<Napi::Array>();
+    for (uint32_t i = 0; i < arr.Length(); i++) fds.push_back(FdArg(arr.Get(i), "fds[]"));
+  }
+  if (fds.size() > kMaxFds) throw ErrnoError(info.Env(), ETOOMANYREFS, "sendmsg", "at most 253 fds per message");
+  iovec iov{data.Data(), data.Length()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  std::vector<char> control(CMSG_SPACE(sizeof(int) * (fds.empty() ? 1 : fds.size())));
+  if (!fds.empty()) {
+    msg.msg_control = control.data();
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+  }
+  ssize_t n;
+  do n = sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return Napi::Number::New(info.Env(), -1);
+    throw ErrnoError(info.Env(), errno, "sendmsg(SCM_RIGHTS)");
+  }
+  return Napi::Number::New(info.Env(), static_cast<double>(n));
+}
+
+// recvFds(fd, size, timeoutMs) -> {data, fds}: reads exactly `size` bytes (fewer only at end of
+// stream), waiting at most timeoutMs in all; the fds that came with them, close-on-exec. Blocks
+// the calling thread: for a process that is starting up and has nothing else to serve yet.
+Napi::Value RecvFds(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = FdArg(info[0], "fd");
+  int64_t size = info[1].As<Napi::Number>().Int64Value();
+  int64_t timeout = info[2].As<Napi::Number>().Int64Value();
+  if (size <= 0 || size > (16 << 20)) throw Napi::RangeError::New(env, "size must be 1..16 MiB");
+  std::vector<uint8_t> buf(size);
+  std::vector<int> fds;
+  size_t got = 0;
+  auto closeAll = [&fds] {
+    for (int f : fds) ::close(f);
+  };
+  struct timespec start;
+  clock_gettime(CLOCK_MONOTONIC, &start);
+  while (got < static_cast<size_t>(size)) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    int64_t left = timeout - ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000);
+    if (left <= 0) {
+      closeAll();
+      throw ErrnoError(env, ETIMEDOUT, "recvmsg", "the peer sent nothing in time");
+    }
+    pollfd p{fd, POLLIN, 0};
+    int r = poll(&p, 1, static_cast<int>(left));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      int err = errno;
+      closeAll();
+      throw ErrnoError(env, err, "poll");
+    }
+    if (r == 0) continue;  // the deadline check above ends it
+    iovec iov{buf.data() + got, static_cast<size_t>(size) - got};
+    std::vector<char> control(CMSG_SPACE(sizeof(int) * kMaxFds));
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.data();
+    msg.msg_controllen = control.size();
+    ssize_t n = recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
+    if (n < 0) {
+      int err = errno;
+      closeAll();
+      throw ErrnoError(env, err, "recvmsg");
+    }
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+      size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      const int* p0 = reinterpret_cast<const int*>(CMSG_DATA(c));
+      for (size_t i = 0; i < k; i++) {
+        int f;
+        memcpy(&f, p0 + i, sizeof(int));
+        fds.push_back(f);
+      }
+    }
+    if (msg.msg_flags & MSG_CTRUNC) {
+      closeAll();
+      throw ErrnoError(env, EMSGSIZE, "recvmsg", "more fds than one message may carry");
+    }
+    if (n == 0) break;  // end of stream
+    got += n;
+  }
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("data", Napi::Buffer<uint8_t>::Copy(env, buf.data(), got));
+  Napi::Array arr = Napi::Array::New(env, fds.size());
+  for (size_t i = 0; i < fds.size(); i++) arr.Set(static_cast<uint32_t>(i), Napi::Number::New(env, fds[i]));
+  o.Set("fds", arr);
+  return o;
+}
+
 }  // namespace
 
 void InitNet(Napi::Env env, Napi::Object exports) {
@@ -366,6 +524,10 @@ void InitNet(Napi::Env env, Napi::Object exports) {
   exports.Set("mountBpffs", Napi::Function::New(env, MountBpffs));
   exports.Set("peerCred", Napi::Function::New(env, PeerCred));
   exports.Set("socketPair", Napi::Function::New(env, SocketPair));
+  exports.Set("unixConnect", Napi::Function::New(env, UnixConnect));
+  exports.Set("unixListen", Napi::Function::New(env, UnixListen));
+  exports.Set("sendFds", Napi::Function::New(env, SendFds));
+  exports.Set("recvFds", Napi::Function::New(env, RecvFds));
 }
 
 }  // namespace weft

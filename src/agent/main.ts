@@ -30,6 +30,11 @@ import { DeltaXdsClient } from './xds/delta-client.ts';
 import { inClusterAccess, loadKubeconfig } from '../kube/client.ts';
 import { ensurePrivateDir } from '../util/private-files.ts';
 import { startAccessLogExport, ACCESS_LOG_FLUSH_MS } from './access-log-export.ts';
+import { LiveConnections } from './proxy/connection.ts';
+import { serveHandover, type Giver } from './handover/give.ts';
+import { HANDOVER_SOCKET } from './handover/protocol.ts';
+import { takeOver } from './handover/take.ts';
+import { serverFd } from '../util/server-fd.ts';
 
 const EMPTY = MeshState.empty();
 
@@ -64,7 +69,12 @@ export interface AgentOptions {
   otlpLogsHeaders?: string;
   otlpLogsTimeout?: number;
   otlpLogsMaxQueue?: number;
+  /** Seconds a stopping or replaced agent relays what is established; 0 or absent: until it ends. */
+  drainDeadline?: number;
 }
+
+/** setTimeout's longest delay: "no deadline" for drains that take a number. */
+const NO_DEADLINE_MS = 2 ** 31 - 1;
 
 export async function runAgent(o: AgentOptions): Promise<void> {
   const log = batchedLogger({ node: o.node, component: 'agent' });
@@ -124,7 +134,10 @@ export async function runAgent(o: AgentOptions): Promise<void> {
   });
   // The pods enrolled here, by address: the pod manager registers them, the proxies look them up.
   const localPods = new LocalPods();
+  // Open connections: a draining agent (stopped, or replaced by a new one) exits at zero.
+  const live = new LiveConnections();
   const ctx: ProxyContext = {
+    live,
     log,
     metrics,
     istio,
@@ -149,10 +162,25 @@ export async function runAgent(o: AgentOptions): Promise<void> {
   // must never be usable from outside the node.
   const probeRules = await NodeProbeRules.install(o.nodeNetns);
   pods.onPodIps = (ips) => probeRules.sync(ips);
-  await pods.adopt();
+  const whenSynced = async (ms = 10_000) => {
+    for (const end = Date.now() + ms; !synced() && Date.now() < end; ) await new Promise((r) => setTimeout(r, 100));
+    return synced();
+  };
+  // An upgrade: the agent running on this node (if any) hands over every listening socket, so
+  // nothing is ever closed and no connection refused. A failure here fails the start: listening
+  // anew next to a live agent would collide with it, and its pods would be left in doubt.
+  const handoverPath = join(o.stateDir, HANDOVER_SOCKET);
+  const inherited = takeOver(handoverPath, log);
+  if (inherited && !(await whenSynced(30_000))) {
+    inherited.abort('no mesh state within 30 s');
+    inherited.closeUnused(new Set());
+    throw new Error('taking over from the running agent: no mesh state within 30 s (control plane unreachable and nothing kept on the node); the running agent carries on');
+  }
+  await pods.adopt(inherited?.pods);
   certs?.pruneCache(pods.list().map((p) => ({ trustDomain: o.trustDomain, namespace: p.info.namespace, serviceAccount: p.info.serviceAccount })));
   const admin = await serveAdmin({
     ...o,
+    inherited: inherited?.node,
     metrics,
     // Ready once there is mesh state (or at once without a control plane), and not while the
     // control plane keeps refusing this node's credential: that does not heal by retrying.
@@ -161,6 +189,7 @@ export async function runAgent(o: AgentOptions): Promise<void> {
       const s = ctx.state();
       return {
         node: o.node,
+        pid: process.pid,
         captureMode: o.capture,
         xds: xds && { connected: xds.connected, synced: xds.synced, restored: xds.restored, authFailures: xds.authFailures, lastError: xds.lastError, nacks: xds.nacks, version: s.version },
         workloads: [...s.workloads.values()],
@@ -172,31 +201,41 @@ export async function runAgent(o: AgentOptions): Promise<void> {
         hboneAdmission: { limits: admission.limits, ...admission.stats() },
         dataPath: o.dataPath,
         relay: o.dataPath === 'native' ? relayAddon().stats() : undefined,
+        liveConnections: live.count,
+        takenOverFrom: inherited?.from,
       };
     },
   });
-  const whenSynced = async () => {
-    for (const end = Date.now() + 10_000; !synced() && Date.now() < end; ) await new Promise((r) => setTimeout(r, 100));
-    return synced();
+  // Enrollments wait while this agent hands over, then go to the new one (handover/give.ts).
+  let handover: 'none' | 'preparing' | 'handed' = 'none';
+  let settled: Promise<void> = Promise.resolve();
+  let settle = () => {};
+  const gate = async () => {
+    while (handover === 'preparing') await settled;
+    return handover === 'handed' ? ('forward' as const) : ('serve' as const);
   };
-  const enroll = await serveEnrollment(o.socket, pods, log, () => [...ctx.state().workloads.values()].map((w) => ({ namespace: w.namespace, name: w.name, status: w.status })), whenSynced);
+  const workloads = () => [...ctx.state().workloads.values()].map((w) => ({ namespace: w.namespace, name: w.name, status: w.status }));
+  const enroll = await serveEnrollment(o.socket, pods, log, { workloads, whenSynced, inheritedFd: inherited?.node.enrollment, gate });
+  if (inherited) {
+    // The old agent accepts until told: give HBONE servers their certificates first (bounded;
+    // after it, peers wait in the backlog for them as at any start).
+    for (const end = Date.now() + 30_000; !pods.serving() && Date.now() < end; ) await new Promise((r) => setTimeout(r, 50));
+    inherited.ready();
+    log.info({ from: inherited.from, pods: pods.list().length, serving: pods.serving() }, 'took over from the running agent, which now drains');
+  }
   ready = true;
   log.info({ capture: o.capture, socket: o.socket, pods: pods.list().length }, 'agent ready');
   // After the socket is up (new pods need not wait): pods that ran while no agent did.
   let stopping = false;
   if (kube) void kube.reconcileUntilSettled(pods, () => stopping);
 
-  const stop = (sig: string) => {
-    if (stopping) return; // a second signal while the access log flushes
-    log.info({ sig }, 'agent stopping; pods stay captured and new connections fail until it returns');
-    stopping = true;
-    ready = false;
-    enroll.close();
+  /** Everything closed, then the process ends (after the access log is flushed). */
+  const exit = (why: string) => {
+    log.info({ why, liveConnections: live.count }, 'agent exits');
     xds?.close();
-    cache?.flush();
+    if (handover !== 'handed') cache?.flush(); // else the new agent's is newer
     certs?.close();
     ctx.pool.close(true);
-    admin.forEach((s) => s.close());
     pods.close();
     backends.ebpf?.close();
     backends.iptables?.close();
@@ -204,6 +243,54 @@ export async function runAgent(o: AgentOptions): Promise<void> {
     if (!accessLogExport) process.exit(0);
     void accessLogExport.shutdown(ACCESS_LOG_FLUSH_MS).finally(() => process.exit(0));
   };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+
+  /**
+   * Stop accepting (after a handover the sockets live on in the new agent; after SIGTERM alone
+   * they close and capture fails closed), GOAWAY every HTTP/2 session, relay what is established
+   * until it ends or the drain deadline passes, then exit.
+   */
+  const drain = (why: string) => {
+    if (stopping) return;
+    stopping = true;
+    ready = false;
+    const deadlineMs = o.drainDeadline ? o.drainDeadline * 1000 : NO_DEADLINE_MS;
+    log.info({ why, liveConnections: live.count, drainDeadlineSeconds: o.drainDeadline || 'none' }, handover === 'handed' ? 'agent handed over; draining what it relays' : 'agent stopping; pods stay captured and new connections fail until an agent returns; draining what it relays');
+    handoverServer.close();
+    enroll.close();
+    admin.forEach((s) => s.close());
+    if (handover === 'handed') xds?.close(); // the new agent keeps the node's state from here on
+    const drained = pods.retire(deadlineMs);
+    ctx.pool.close(false);
+    const deadline = setTimeout(() => exit(`drain deadline of ${o.drainDeadline} s passed`), deadlineMs);
+    void Promise.all([drained, live.idle()]).then(() => {
+      clearTimeout(deadline);
+      exit('drained');
+    });
+  };
+
+  const giver: Giver = {
+    async prepare() {
+      handover = 'preparing';
+      settled = new Promise((r) => (settle = r));
+      pods.freeze();
+      const list = await pods.listeners();
+      return { pods: list, node: { enrollment: serverFd(enroll), metrics: serverFd(admin[0]), readiness: serverFd(admin[1]), admin: serverFd(admin[2]) } };
+    },
+    handedOver(by) {
+      handover = 'handed';
+      settle();
+      drain(`handed over to the agent with pid ${by}`);
+    },
+    resume(reason) {
+      handover = 'none';
+      pods.thaw();
+      settle();
+      log.warn({ reason }, 'handover abandoned; this agent serves on');
+    },
+  };
+  const handoverServer = await serveHandover(handoverPath, giver, log);
+
+  let interrupts = 0;
+  process.on('SIGTERM', () => drain('SIGTERM'));
+  process.on('SIGINT', () => (++interrupts > 1 ? exit('second SIGINT') : drain('SIGINT')));
 }

@@ -91,6 +91,14 @@ export interface NativeAddon {
   peerCred(fd: number): { pid: number; uid: number; gid: number };
   /** A connected pair of Unix stream sockets (close-on-exec). */
   socketPair(): [number, number];
+  /** A blocking, close-on-exec Unix stream socket connected to `path`. */
+  unixConnect(path: string): number;
+  /** A nonblocking Unix stream listener bound to `path` (Node never unlinks a path it did not bind). */
+  unixListen(path: string, backlog?: number): number;
+  /** sendmsg with the fds (SCM_RIGHTS) on the first byte: bytes sent, or -1 if it would block. */
+  sendFds(fd: number, data: Buffer, fds?: number[]): number;
+  /** Reads exactly `size` bytes (fewer at end of stream) within `timeoutMs`, with the fds that came along. */
+  recvFds(fd: number, size: number, timeoutMs: number): { data: Buffer; fds: number[] };
 }
 
 /** Errors thrown by the addon: errno and code always, verifierLog for load failures. */

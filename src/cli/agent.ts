@@ -45,6 +45,12 @@ export function registerAgentCommand(program: Command): void {
     .addOption(new Option('--otlp-logs-headers <list>', 'headers for each OTLP logs export, name=value[,name=value...] (values percent-encoded, as OTEL_EXPORTER_OTLP_HEADERS); repeatable').env('WEFT_OTLP_LOGS_HEADERS').argParser((v: string, prev?: string) => (prev ? `${prev},${v}` : v)))
     .addOption(new Option('--otlp-logs-timeout <ms>', 'deadline of one OTLP logs export, retries included').env('WEFT_OTLP_LOGS_TIMEOUT').argParser(positiveInt).default(5_000))
     .addOption(new Option('--otlp-logs-max-queue <n>', 'access-log records held for OTLP export at most; past it they are dropped (weft_agent_access_log_export_records_total{result="queue_full"})').env('WEFT_OTLP_LOGS_MAX_QUEUE').argParser(positiveInt).default(2_048))
+    // A stopping or replaced agent relays what is established until it ends; this bounds it.
+    .addOption(new Option('--drain-deadline <seconds>', 'after SIGTERM or a handover to a new agent, close what is still relayed after this long (0: no deadline; the pod grace period bounds it on Kubernetes)').env('WEFT_DRAIN_DEADLINE').argParser((v: string) => {
+      const n = Number(v);
+      if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError('a number of seconds, 0 or more');
+      return n;
+    }).default(0))
     .option('--kubeconfig <file>', 'Kubernetes API access: annotate enrolled pods and enroll running ones at start (as istio-cni does)')
     .option('--in-cluster', "the same with the pod's own service account")
     // Loaded when run, so other commands do not carry the agent (and the agent not the rest).

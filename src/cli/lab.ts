@@ -243,14 +243,15 @@ export function registerLabCommands(program: Command): void {
 
   program
     .command('node-agent')
-    .description("kill a node's agent and keep it down, or start it again (what a dead DaemonSet pod looks like)")
+    .description("kill a node's agent and keep it down, start it again (what a dead DaemonSet pod looks like), or upgrade it: the current build takes over the running agent's sockets, which drains and exits")
     .addOption(nameOpt())
-    .argument('<action>', 'kill | start')
+    .argument('<action>', 'kill | start | upgrade')
     .argument('<node>')
     .action(async (action: string, node: string, o: { name: string }) => {
-      if (action !== 'kill' && action !== 'start') throw new Error('action must be kill or start');
-      await labCall(new LabLayout(o.name), 'POST', `/v1/agents/${encodeURIComponent(node)}/${action}`);
-      console.log(`agent on ${node}: ${action === 'kill' ? 'killed' : 'running'}`);
+      if (action !== 'kill' && action !== 'start' && action !== 'upgrade') throw new Error('action must be kill, start or upgrade');
+      const r = await labCall<{ oldPid?: number; newPid?: number }>(new LabLayout(o.name), 'POST', `/v1/agents/${encodeURIComponent(node)}/${action}`);
+      if (action === 'upgrade') console.log(`agent on ${node}: upgraded (pid ${r.oldPid ?? '-'} -> ${r.newPid ?? '-'}); the old agent drains what it relays, then exits`);
+      else console.log(`agent on ${node}: ${action === 'kill' ? 'killed' : 'running'}`);
     });
 }
 

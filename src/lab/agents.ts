@@ -1,7 +1,7 @@
 // The lab plays DaemonSet for the node agent: one `weft agent` per node, in the node's netns and
 // cgroup, restarted when it exits unless a test stopped it on purpose.
 import { join } from 'node:path';
-import { agentHealthy } from '../api/enrollment.ts';
+import { agentCall, agentHealthy, ENROLLMENT_PATHS } from '../api/enrollment.ts';
 import { agentEnv } from '../api/process-env.ts';
 import { ensureBpffs } from '../bpf/mounts.ts';
 import { weftBin } from '../util/paths.ts';
@@ -38,6 +38,26 @@ export class NodeAgent extends SupervisedProcess {
   }
 
   readonly socket: string;
+
+  /**
+   * An upgrade (a DaemonSet rolling with maxSurge 1): starts the current build as a second agent,
+   * which takes the running one's sockets over (src/agent/handover); once it answers on the
+   * enrollment socket, SIGTERMs the old one, which drains what it relays and exits on its own.
+   */
+  async upgrade(timeoutMs = 120_000): Promise<{ oldPid?: number; newPid?: number }> {
+    const old = this.surge();
+    const newPid = this.pid;
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if (!this.running) throw new Error(`the new ${this.spec.name} exited during the handover (see ${this.spec.logPath})`);
+      const h = await agentCall<{ pid?: number }>(this.socket, 'GET', ENROLLMENT_PATHS.health, undefined, 1000).catch(() => undefined);
+      if (h?.pid === newPid) break;
+      if (Date.now() > deadline) throw new Error(`the new ${this.spec.name} did not take over within ${timeoutMs / 1000}s (see ${this.spec.logPath})`);
+      await sleep(50);
+    }
+    old?.kill('SIGTERM');
+    return { oldPid: old?.pid, newPid };
+  }
 
   /** Waits until the agent answers on its enrollment socket (bounded). */
   async waitReady(timeoutMs = 30_000): Promise<void> {

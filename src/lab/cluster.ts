@@ -135,9 +135,9 @@ export class Cluster extends EventEmitter {
   }
 
   /** Kills a node's agent and keeps it down, or starts it again (the lab's DaemonSet controls). */
-  async agentControl(node: string, action: 'kill' | 'start'): Promise<void> {
+  async agentControl(node: string, action: 'kill' | 'start' | 'upgrade'): Promise<{ oldPid?: number; newPid?: number } | void> {
     if (!this.mesh) throw new Error(`no agent on node "${node}"`);
-    await this.mesh.agentControl(node, action);
+    return this.mesh.agentControl(node, action);
   }
 
   /** True when every running agent's mesh state shows every ready pod as a healthy workload. */

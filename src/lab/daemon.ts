@@ -49,10 +49,10 @@ export async function runLabDaemon(name: string, nodeCount: number, capture: Clu
       const body = (await readJson(req)) as { objects: KObject[] };
       return reply(res, 200, { results: await cluster.delete(body.objects) });
     }
-    const agent = /^\/v1\/agents\/([^/]+)\/(kill|start)$/.exec(url.pathname);
+    const agent = /^\/v1\/agents\/([^/]+)\/(kill|start|upgrade)$/.exec(url.pathname);
     if (req.method === 'POST' && agent) {
-      await cluster.agentControl(agent[1]!, agent[2] as 'kill' | 'start');
-      return reply(res, 200, { ok: true });
+      const r = await cluster.agentControl(agent[1]!, agent[2] as 'kill' | 'start' | 'upgrade');
+      return reply(res, 200, { ok: true, ...(r ?? {}) });
     }
     const cp = /^\/v1\/control\/(kill|start)$/.exec(url.pathname);
     if (req.method === 'POST' && cp) {

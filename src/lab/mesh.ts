@@ -36,9 +36,10 @@ export class LabMesh {
   }
 
   /** Kills a node's agent and keeps it down, or starts it again (the lab's DaemonSet controls). */
-  async agentControl(node: string, action: 'kill' | 'start'): Promise<void> {
+  async agentControl(node: string, action: 'kill' | 'start' | 'upgrade'): Promise<{ oldPid?: number; newPid?: number } | void> {
     const a = this.agents.get(node);
     if (!a) throw new Error(`no agent on node "${node}"`);
+    if (action === 'upgrade') return a.upgrade();
     if (action === 'kill') await a.kill();
     else {
       a.start();

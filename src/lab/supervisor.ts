@@ -2,6 +2,7 @@
 // nsenter (which, unlike `ip netns exec`, keeps the host's /sys so cgroups stay visible) and in
 // its own cgroup, restarted after it exits unless it was stopped or is held down on purpose.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 
@@ -18,6 +19,8 @@ export interface ProcessSpec {
 
 export class SupervisedProcess {
   private proc?: ChildProcess;
+  /** Replaced processes still running (draining what they serve), unsupervised. */
+  private readonly retiring = new Set<ChildProcess>();
   private held = false;
   private closed = false;
   private restartTimer?: NodeJS.Timeout;
@@ -59,27 +62,50 @@ export class SupervisedProcess {
     });
   }
 
+  /** Replaced processes that have not exited yet. */
+  get retiringPids(): number[] {
+    return [...this.retiring].map((p) => p.pid!).filter(Boolean);
+  }
+
+  /**
+   * Starts a second process from the same spec (the current build) next to the running one, which
+   * is no longer supervised from here on: a DaemonSet rolling with maxSurge. Returns the old one.
+   */
+  surge(): ChildProcess | undefined {
+    const old = this.proc;
+    if (old) {
+      this.proc = undefined; // its exit no longer restarts anything
+      this.retiring.add(old);
+      old.once('exit', () => this.retiring.delete(old));
+    }
+    this.start();
+    return old;
+  }
+
   /** SIGKILL and keep it down (what a dead DaemonSet pod or crashed istiod looks like). */
   async kill(): Promise<void> {
     this.held = true;
     clearTimeout(this.restartTimer);
-    const p = this.proc;
-    if (!p) return;
-    const gone = new Promise((r) => p.once('exit', r));
-    p.kill('SIGKILL');
-    await gone;
+    const all = [...this.retiring, ...(this.proc ? [this.proc] : [])];
+    await Promise.all(all.map((p) => {
+      const gone = new Promise((r) => p.once('exit', r));
+      p.kill('SIGKILL');
+      return gone;
+    }));
   }
 
-  /** SIGTERM, then SIGKILL after 5 s; no restart. */
+  /** SIGTERM, then SIGKILL after 5 s; no restart. Replaced processes still draining too. */
   async stop(): Promise<void> {
     this.closed = true;
     clearTimeout(this.restartTimer);
-    const p = this.proc;
-    if (!p) return;
-    const gone = new Promise((r) => p.once('exit', r));
-    p.kill('SIGTERM');
-    const t = setTimeout(() => p.kill('SIGKILL'), 5000);
-    await gone;
-    clearTimeout(t);
+    const all = [...this.retiring, ...(this.proc ? [this.proc] : [])];
+    await Promise.all(all.map(async (p) => {
+      if (p.exitCode !== null || p.signalCode !== null) return;
+      const gone = new Promise((r) => p.once('exit', r));
+      p.kill('SIGTERM');
+      const t = setTimeout(() => p.kill('SIGKILL'), 5000);
+      await Promise.race([gone, sleep(10_000)]);
+      clearTimeout(t);
+    }));
   }
 }

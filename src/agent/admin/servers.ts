@@ -2,6 +2,7 @@
 // :15020 /metrics (and /stats/prometheus), :15021 /healthz/ready, 127.0.0.1:15000 /config_dump.
 import { createServer, type Server } from 'node:http';
 import type { AgentMetrics } from '../metrics/metrics.ts';
+import type { NodeListenerFds } from '../handover/protocol.ts';
 
 export interface AdminOptions {
   metricsAddress: string;
@@ -11,16 +12,20 @@ export interface AdminOptions {
   metrics: AgentMetrics;
   configDump: () => unknown;
   ready: () => boolean;
+  /** The listeners of the agent before this one (an upgrade): the same sockets, served here now. */
+  inherited?: NodeListenerFds;
 }
 
-function listen(server: Server, port: number, host: string): Promise<Server> {
+function listen(server: Server, port: number, host: string, fd?: number): Promise<Server> {
   return new Promise((resolve, reject) => {
     server.once('error', (e) => reject(new Error(`cannot listen on ${host}:${port}: ${e.message}`)));
-    server.listen(port, host, () => resolve(server));
+    if (fd !== undefined) server.listen({ fd }, () => resolve(server));
+    else server.listen(port, host, () => resolve(server));
   });
 }
 
-export async function serveAdmin(o: AdminOptions): Promise<Server[]> {
+/** The metrics, readiness and admin servers, in that order. */
+export async function serveAdmin(o: AdminOptions): Promise<[Server, Server, Server]> {
   const metrics = createServer((req, res) => {
     if (req.url === '/metrics' || req.url === '/stats/prometheus') {
       o.metrics.registry.metrics().then(
@@ -52,5 +57,11 @@ export async function serveAdmin(o: AdminOptions): Promise<Server[]> {
       res.end();
     }
   });
-  return Promise.all([listen(metrics, o.metricsPort, o.metricsAddress), listen(readiness, o.readinessPort, o.metricsAddress), listen(admin, o.adminPort, '127.0.0.1')]);
+  const fd = o.inherited ?? {};
+  const [m, r, a] = await Promise.all([
+    listen(metrics, o.metricsPort, o.metricsAddress, fd.metrics),
+    listen(readiness, o.readinessPort, o.metricsAddress, fd.readiness),
+    listen(admin, o.adminPort, '127.0.0.1', fd.admin),
+  ]);
+  return [m, r, a];
 }

@@ -21,6 +21,8 @@ import { formatSpiffe } from '../../api/spiffe.ts';
 import { listenerInNetns } from '../../bpf/index.ts';
 import type { PodInfo } from '../../api/enrollment.ts';
 import { netnsPid, procStartTime } from './proc.ts';
+import type { PodListenerFds } from '../handover/protocol.ts';
+import { closeQuietly } from '../../bpf/fd-passing.ts';
 
 /**
  * Why a saved pod must not be re-adopted, or undefined if it may: its netns or cgroup is gone, or
@@ -49,6 +51,15 @@ interface EnrolledPod extends ProxyPod {
   credentials?: Credentials;
   released?: boolean;
   enrolledAt: string;
+  /** The pod's listening sockets, for a handover to the agent replacing this one. */
+  listenFds: PodListenerFds;
+}
+
+/** Enrollment and release are held while the agent hands over: the caller waits and asks again. */
+export class PodsFrozen extends Error {
+  constructor() {
+    super('pods are being handed over to a new agent');
+  }
 }
 
 /** What else must happen when a pod joins or leaves (on Kubernetes: its redirection annotation). */
@@ -67,6 +78,10 @@ export class PodManager {
   private queue: Promise<unknown> = Promise.resolve();
   /** Told the enrolled pods' IPs after every change, before enroll answers: the node's probe rules. */
   onPodIps?: (ips: string[]) => Promise<void>;
+  /** Handed over (or stopping): no enrollment or release is taken any more. */
+  private retired = false;
+  /** Handing over: enrollments and releases throw PodsFrozen until thawed or retired. */
+  private frozen = false;
 
   constructor(
     private readonly backends: CaptureBackends,
@@ -119,6 +134,8 @@ export class PodManager {
   /** Captures a pod and opens its listeners; acknowledged only when both are in place. */
   enroll(info: PodInfo): Promise<void> {
     return this.serial(async () => {
+      if (this.frozen) throw new PodsFrozen();
+      if (this.retired) throw new Error('this agent has handed its pods over and takes no enrollment');
       const have = this.pods.get(info.uid);
       if (!have || have.info.netns !== info.netns) {
         if (have) await this.releaseNow(info.uid);
@@ -145,7 +162,7 @@ export class PodManager {
     await this.onPodIps?.(this.byIp.ips()).catch((e: Error) => this.log.error({ err: e.message }, 'cannot update the node probe rules'));
   }
 
-  private async enrollNow(info: PodInfo): Promise<void> {
+  private async enrollNow(info: PodInfo, inherited: PodListenerFds = {}): Promise<void> {
     // A /proc/<pid>/ns/net path is only as good as the PID: note whose it is before and after
     // opening it, so a process that exited (and a PID reused) in between is caught.
     const pid = netnsPid(info.netns);
@@ -169,22 +186,28 @@ export class PodManager {
     const servers: Server[] = [];
     let hboneFd: number | undefined;
     let dials: EnrolledPod['sockets'] | undefined;
+    /** Fds now owned by a server or by hboneFd (closed with them). */
+    const taken = new Set<number>();
     try {
       capture = await this.backendFor(info).enroll(info);
       const pod: EnrolledPod = {
         uid: info.uid, namespace: info.namespace, name: info.name, serviceAccount: info.serviceAccount, ips: info.ips.map(canonicalIp),
-        netnsFd, sockets: podDialSockets(netnsFd), capture, info, servers, enrolledAt: new Date().toISOString(),
+        netnsFd, sockets: podDialSockets(netnsFd), capture, info, servers, enrolledAt: new Date().toISOString(), listenFds: {},
       };
       dials = pod.sockets;
       // One listener per family on 15001 and 15006: capture sends IPv6 connections to [::1]:15001
       // and to the IPv6 slot of 15006; with nothing there they would all be refused.
       for (const family of [4, 6] as const) {
         try {
-          const out = await listenInPod(netnsFd, LOOPBACK[family], WEFT.PORT_OUTBOUND, (s) => void handleOutbound(this.ctx, pod, s));
+          const out = await listenInPod(netnsFd, LOOPBACK[family], WEFT.PORT_OUTBOUND, (s) => void handleOutbound(this.ctx, pod, s), inherited[`outbound${family}`]);
           servers.push(out.server);
-          const inb = await listenInPod(netnsFd, this.backendFor(info).inboundBindAddress[family], WEFT.PORT_INBOUND, (s) => void handleInboundPlaintext(this.ctx, pod, s));
+          taken.add(out.fd);
+          pod.listenFds[`outbound${family}`] = out.fd;
+          const inb = await listenInPod(netnsFd, this.backendFor(info).inboundBindAddress[family], WEFT.PORT_INBOUND, (s) => void handleInboundPlaintext(this.ctx, pod, s), inherited[`inbound${family}`]);
           servers.push(inb.server);
-          capture.setInboundListener(inb.fd, family);
+          taken.add(inb.fd);
+          pod.listenFds[`inbound${family}`] = inb.fd;
+          capture.setInboundListener(inb.fd, family); // the same socket when inherited: the map entry stays as it was
         } catch (e) {
           if (family === 4 || !noIpv6(e)) throw e;
           this.log.warn({ pod: `${info.namespace}/${info.name}`, err: (e as Error).message }, 'no IPv6 in the pod network namespace; IPv4 listeners only');
@@ -195,13 +218,17 @@ export class PodManager {
         // the pod's certificate is fetched; the TLS server takes the socket over once it is here.
         // One dual-stack socket serves both families (IPv4 peers show as ::ffff:a.b.c.d, which
         // the HBONE servers unmap), unless the pod has no IPv6.
-        try {
-          hboneFd = listenerInNetns(netnsFd, '::', WEFT.PORT_HBONE, { mark: AGENT_MARK, v6Only: false });
-        } catch (e) {
-          if (!noIpv6(e)) throw e;
-          hboneFd = listenerInNetns(netnsFd, '0.0.0.0', WEFT.PORT_HBONE, { mark: AGENT_MARK });
-        }
+        if (inherited.hbone !== undefined) hboneFd = inherited.hbone;
+        else
+          try {
+            hboneFd = listenerInNetns(netnsFd, '::', WEFT.PORT_HBONE, { mark: AGENT_MARK, v6Only: false });
+          } catch (e) {
+            if (!noIpv6(e)) throw e;
+            hboneFd = listenerInNetns(netnsFd, '0.0.0.0', WEFT.PORT_HBONE, { mark: AGENT_MARK });
+          }
+        taken.add(hboneFd);
         pod.hboneFd = hboneFd;
+        pod.listenFds.hbone = hboneFd;
         void this.startHbone(pod);
       }
       this.pods.set(info.uid, pod);
@@ -210,6 +237,8 @@ export class PodManager {
     } catch (e) {
       for (const s of servers) s.close();
       if (hboneFd !== undefined) closeSync(hboneFd);
+      // Inherited sockets never put to use: this agent's copies (the old agent keeps its own).
+      for (const fd of Object.values(inherited)) if (fd !== undefined && !taken.has(fd)) closeQuietly(fd);
       dials?.close();
       await capture?.release().catch(() => undefined);
       closeSync(netnsFd);
@@ -263,6 +292,8 @@ export class PodManager {
 
   release(uid: string): Promise<boolean> {
     return this.serial(async () => {
+      if (this.frozen) throw new PodsFrozen();
+      if (this.retired) throw new Error('this agent has handed its pods over and takes no release');
       const info = this.pods.get(uid)?.info;
       let ok: boolean;
       try {
@@ -307,21 +338,26 @@ export class PodManager {
     return true;
   }
 
-  /** After a restart: re-adopt persisted pods whose netns still exists, forget the rest. */
-  adopt(): Promise<void> {
+  /**
+   * After a restart: re-adopt persisted pods whose netns still exists, forget the rest. In an
+   * upgrade, `handedOver` lists the running agent's pods with their listening sockets instead.
+   */
+  adopt(handedOver?: { info: PodInfo; fds: PodListenerFds }[]): Promise<void> {
     return this.serial(async () => {
-      let saved: PodInfo[] = [];
-      try {
-        saved = JSON.parse(readFileSync(this.stateFile, 'utf8')) as PodInfo[];
-      } catch {}
-      for (const info of saved) {
+      let saved: { info: PodInfo; fds?: PodListenerFds }[] = handedOver ?? [];
+      if (!handedOver)
+        try {
+          saved = (JSON.parse(readFileSync(this.stateFile, 'utf8')) as PodInfo[]).map((info) => ({ info }));
+        } catch {}
+      for (const { info, fds } of saved) {
         const refusal = readoptRefusal(info);
         if (refusal) {
+          Object.values(fds ?? {}).forEach(closeQuietly);
           this.log.warn({ pod: `${info.namespace}/${info.name}`, reason: refusal }, 'saved pod not re-adopted');
           continue;
         }
         try {
-          await this.enrollNow(info);
+          await this.enrollNow(info, fds);
           this.metrics.enrollments.inc({ operation: 'adopt', result: 'success' });
           this.log.info({ pod: `${info.namespace}/${info.name}` }, 'pod re-adopted');
         } catch (e) {
@@ -341,8 +377,47 @@ export class PodManager {
     renameSync(tmp, this.stateFile);
   }
 
+  /** From now on enroll and release throw PodsFrozen (before listeners(): a handover). */
+  freeze(): void {
+    this.frozen = true;
+  }
+
+  thaw(): void {
+    this.frozen = false;
+  }
+
+  /** Every pod's listening sockets, once no enrollment or release is under way (a handover). */
+  listeners(): Promise<{ info: PodInfo; fds: PodListenerFds }[]> {
+    return this.serial(async () => [...this.pods.values()].map((p) => ({ info: p.info, fds: { ...p.listenFds } })));
+  }
+
+  /** True when a pod's listeners are all open (its HBONE server too, once it has a certificate). */
+  serving(): boolean {
+    return [...this.pods.values()].every((p) => !this.ctx.certs || p.hbone !== undefined);
+  }
+
+  /**
+   * Handed over, or stopping: no more enrollments; every listener stops accepting (after a handover
+   * the sockets stay open in the new agent), and HBONE sessions get GOAWAY so open streams finish.
+   * Capture, dial sockets and the node-local registry stay until close(): established connections
+   * still use them. Resolves when every HBONE server has drained.
+   */
+  retire(deadlineMs: number): Promise<void> {
+    this.retired = true;
+    const drains: Promise<void>[] = [];
+    for (const p of this.pods.values()) {
+      p.released = true; // a certificate that arrives now starts no HBONE server
+      for (const s of p.servers) s.close();
+      if (p.hbone) drains.push(p.hbone.drain(deadlineMs));
+      if (p.hboneFd !== undefined) closeSync(p.hboneFd);
+      p.hboneFd = undefined;
+    }
+    return Promise.all(drains).then(() => undefined);
+  }
+
   /** Agent shutdown: close listeners and handles; capture stays pinned (new connections fail). */
   close(): void {
+    this.retired = true;
     this.byIp.clear();
     for (const p of this.pods.values()) {
       p.released = true;

@@ -17,6 +17,34 @@ export interface ConnectionSinks {
   istio: IstioTcpMetrics;
   /** Where the access log is also exported (OTLP logs, --otlp-logs-endpoint); absent: the line only. */
   accessLogExport?: AccessLogSink;
+  /** Connections not yet finished: a draining agent exits when it reaches zero. */
+  live?: LiveConnections;
+}
+
+/** How many connections are open, and a wait for none (a draining agent's exit condition). */
+export class LiveConnections {
+  private n = 0;
+  private waiters: (() => void)[] = [];
+
+  get count(): number {
+    return this.n;
+  }
+
+  opened(): void {
+    this.n++;
+  }
+
+  closed(): void {
+    if (--this.n > 0) return;
+    const w = this.waiters;
+    this.waiters = [];
+    w.forEach((f) => f());
+  }
+
+  /** Resolves once no connection is open (at once if none is). */
+  idle(): Promise<void> {
+    return this.n === 0 ? Promise.resolve() : new Promise((r) => this.waiters.push(r));
+  }
 }
 
 export interface Outcome {
@@ -50,6 +78,7 @@ export class Connection {
     this.src = typeof src === 'string' ? src : formatAuthority({ address: src.remoteAddress ?? '', port: src.remotePort ?? 0 });
     this.facts = { reporter: direction === 'outbound' ? 'source' : 'destination', mtls: false };
     sinks.metrics.active.inc({ direction });
+    sinks.live?.opened();
   }
 
   /** What the decision found; metrics count the connection as opened from here on. */
@@ -66,6 +95,7 @@ export class Connection {
     this.done = true;
     const { sinks } = this;
     sinks.metrics.active.dec({ direction: this.direction });
+    sinks.live?.closed();
     if (!this.opened) this.decided({});
     const series = sinks.istio.series(this.facts, o.flag ?? '-');
     const labels = series.labels;

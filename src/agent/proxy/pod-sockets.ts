@@ -31,8 +31,9 @@ export const noIpv6 = (e: unknown) => ['EADDRNOTAVAIL', 'EAFNOSUPPORT'].includes
  * A listening server in the pod netns; the handler gets paused sockets and their fds. An IPv6
  * address gets an IPv6-only socket, so each family has its own listener (as sk_lookup's slots need).
  */
-export function listenInPod(netnsFd: number, address: string, port: number, onConn: (s: Socket) => void): Promise<{ server: Server; fd: number }> {
-  const fd = listenerInNetns(netnsFd, address, port, { mark: AGENT_MARK, ...(address.includes(':') ? { v6Only: true } : {}) });
+export function listenInPod(netnsFd: number, address: string, port: number, onConn: (s: Socket) => void, inherited?: number): Promise<{ server: Server; fd: number }> {
+  // An inherited fd is the same socket the agent before this one listened on (an upgrade).
+  const fd = inherited ?? listenerInNetns(netnsFd, address, port, { mark: AGENT_MARK, ...(address.includes(':') ? { v6Only: true } : {}) });
   const server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, onConn);
   return new Promise((resolve, reject) => {
     server.once('error', reject);
