@@ -57,6 +57,11 @@ export async function sendMessage(fd: number, body: unknown, fds: number[] = [],
 export class FdChannel {
   private constructor(readonly fd: number) {}
 
+  /** Over a socket already connected (a socketpair's end): the channel owns it from here. */
+  static fromFd(fd: number): FdChannel {
+    return new FdChannel(fd);
+  }
+
   /** Connects to `path`; undefined when nobody listens there (no file, or refused). */
   static connect(path: string): FdChannel | undefined {
     try {

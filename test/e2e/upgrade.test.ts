@@ -138,4 +138,34 @@ describe('hitless agent upgrade', () => {
     expect(r2.storm.failed).toBe(0);
     expect(r2.long.echoed).toBe(r2.long.sent);
   }, 240_000);
+
+  it('SIGTERM with no successor: what is established finishes, new connections fail closed until an agent returns', async () => {
+    const old = configDump('node-1');
+    const client = background('mesh/client', ['node', join(FIXTURES, 'upgrade-client.mjs'), server, '7000', '7001', '15', '10'], 90_000);
+    await new Promise((r) => setTimeout(r, 3_000));
+    process.kill(old.pid, 'SIGTERM');
+    const c = await client.done;
+    const res = JSON.parse(c.stdout.trim().split('\n').pop()!) as {
+      long: { sent: number; echoed: number; mismatches: number; errors: string[]; closedEarly: boolean };
+      storm: { ok: number; failed: number; errors: Record<string, number> };
+    };
+    console.log(`drain without a successor: long-lived ${res.long.echoed}/${res.long.sent} bytes; storm ${res.storm.ok} ok, ${res.storm.failed} refused (${JSON.stringify(res.storm.errors)})`);
+    // The established connection ran to its end through the draining agent...
+    expect(res.long.errors).toEqual([]);
+    expect(res.long.closedEarly).toBe(false);
+    expect(res.long.echoed).toBe(res.long.sent);
+    // ...while new ones were refused (nothing listens in the pod any more; capture stays).
+    expect(res.storm.failed).toBeGreaterThan(0);
+    // It exits once that connection is done; the lab's DaemonSet starts a new agent, which serves.
+    await until(() => !alive(old.pid), 30_000, 'the draining agent to exit');
+    await until(() => { try { return configDump('node-1').pid !== old.pid; } catch { return false; } }, 60_000, 'a new agent on node-1');
+    let ok = false;
+    for (let i = 0; i < 20 && !ok; i++) {
+      const again = background('mesh/client', ['node', join(FIXTURES, 'upgrade-client.mjs'), server, '7000', '7001', '1', '5'], 30_000);
+      const r = JSON.parse((await again.done).stdout.trim().split('\n').pop()!) as { storm: { failed: number; ok: number } };
+      ok = r.storm.failed === 0 && r.storm.ok > 0;
+      if (!ok) await new Promise((res2) => setTimeout(res2, 1000));
+    }
+    expect(ok).toBe(true);
+  }, 180_000);
 });

@@ -50,7 +50,7 @@ describe('enrollment socket peer check', () => {
 
   it('answers root', async () => {
     expect(await agentCall(socket, 'GET', '/v1/pods', undefined, 5000)).toEqual({ pods: [] });
-    expect(await requestAs(0, 'GET', '/healthz')).toBe('HTTP 200 {"ok":true}');
+    expect(await requestAs(0, 'GET', '/healthz')).toBe(`HTTP 200 {"ok":true,"pid":${process.pid}}`);
   });
 
   it('cuts off a non-root process, for reads and for enrollments', async () => {
