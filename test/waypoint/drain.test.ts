@@ -1,8 +1,8 @@
 // The waypoint's drain (SIGTERM; waypoint.ts drain, inbound/tunnels.ts), through real HBONE
 // tunnels (mTLS, HTTP/2 CONNECT) to real backends: an HTTP/1.1 keep-alive client gets its response
 // in flight with `Connection: close` and a clean end, an idle one is closed at once; an HTTP/2
-// client gets GOAWAY and its stream completes; a TCP tunnel keeps relaying until the deadline
-// closes it; nothing new is accepted once the drain began; and a hostile client (pipelining
+// client gets GOAWAY and its stream completes; TCP and WebSocket tunnels keep relaying until the
+// deadline closes them; nothing new is accepted once the drain began; and a hostile client (pipelining
 // requests, a body that never ends) cannot keep the waypoint past the deadline.
 import http2 from 'node:http2';
 import type { Duplex } from 'node:stream';
@@ -80,6 +80,57 @@ describe('waypoint drain', () => {
     expect(outcomes.filter((o) => o.error)).toEqual([]);
     expect(outcomes.map((o) => o.status)).toEqual([200, 200]);
     await until(() => s.waypoint.stats().sessions === 0, 5000, 'the HBONE session gone');
+    await idle(s);
+  }, 30_000);
+
+  it('HTTP/1.1: a response already under way finishes and then its tunnel ends; a tunnel opened before the drain has its first request served, with Connection: close', async () => {
+    const outcomes: HboneOutcome[] = [];
+    const s = await stand(cleanup, objects(), { onTunnel: (o) => outcomes.push(o) });
+    const c = client(cleanup, s);
+    // An upload echoed back as it arrives: the response's headers are out before its body is.
+    const up = await c.tunnel();
+    const u = watch(up);
+    up.write('POST /echo HTTP/1.1\r\nhost: web\r\ncontent-length: 10\r\n\r\nhello');
+    await until(() => u.text.includes('hello'), 5000, 'the echo under way');
+    expect(u.text).toMatch(/\r\nconnection: keep-alive\r\n/i);
+    // Opened, nothing sent yet.
+    const fresh = await c.tunnel();
+    const f = watch(fresh);
+    await until(() => s.waypoint.stats().tunnels === 2, 5000, 'both tunnels at the waypoint');
+
+    const drained = s.waypoint.drain(20_000);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(u.closed || f.closed).toBe(false);
+    up.write('world');
+    fresh.write(get('/fresh'));
+    const report = await drained;
+    expect(u.text).toMatch(/\r\n\r\n5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n$/); // the whole body, its last chunk
+    expect(u.ended).toBe(true);
+    expect(u.error).toBeUndefined();
+    expect(responses(f.text)).toHaveLength(1);
+    expect(f.text).toMatch(/^HTTP\/1\.1 200 [^]*\r\nconnection: close\r\n[^]*"url":"\/fresh"/i);
+    expect(f.ended).toBe(true);
+    expect(f.error).toBeUndefined();
+    expect(report.cut).toBeUndefined();
+    expect(outcomes.filter((o) => o.error)).toEqual([]);
+    await idle(s);
+  }, 30_000);
+
+  it('a WebSocket keeps relaying through the drain and is closed at the deadline', async () => {
+    const s = await stand(cleanup, objects());
+    const c = client(cleanup, s, `${PROTO_VIP}:80`);
+    const t = await c.tunnel();
+    const w = watch(t);
+    t.write('GET /ws HTTP/1.1\r\nhost: proto\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n');
+    await until(() => w.text.includes('\r\n\r\n'), 5000, 'the 101');
+    expect(w.text).toMatch(/^HTTP\/1\.1 101 /);
+    const drained = s.waypoint.drain(1500);
+    await new Promise((r) => setTimeout(r, 500));
+    t.write('ping');
+    await until(() => w.text.endsWith('ping'), 5000, 'the echo during the drain');
+    const report = await drained;
+    expect(report.cut?.tunnels).toBe(1);
+    await until(() => w.closed, 5000, 'the WebSocket closed');
     await idle(s);
   }, 30_000);
 
