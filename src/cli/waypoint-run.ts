@@ -27,6 +27,7 @@ export function registerWaypointRun(waypoint: Command): void {
     .option('--status-address <addr>', 'readiness: /healthz/ready', '0.0.0.0:15021')
     .option('--metrics-address <addr>', '/metrics and /stats/prometheus', '0.0.0.0:15020')
     .option('--jwks-ca <file>', 'CA bundle (PEM) trusted for RequestAuthentication jwksUri servers, besides the system CAs and NODE_EXTRA_CA_CERTS (default: JWKS_CA_CERTS)')
+    .option('--drain-deadline <seconds>', 'on SIGTERM, how long open connections may finish before what is left is closed; 0: no deadline (default: WEFT_DRAIN_DEADLINE, else 30)')
     .action(async (o: WaypointRunOptions) => {
       // No source maps in the waypoint (bin/weft.js enables them for every command), as in the
       // agent: Node would keep the map of every module loaded from here on (one per file of

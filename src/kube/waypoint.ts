@@ -24,6 +24,14 @@ export const FOR_SERVICE_ACCOUNT_ANNOTATION = 'istio.io/for-service-account';
 export const SERVICE_ACCOUNT_ANNOTATION = 'gateway.istio.io/service-account';
 
 export const WAYPOINT_PORTS = Object.freeze({ mesh: 15008, metrics: 15020, status: 15021 });
+/** The waypoint process's drain deadline when not told (src/waypoint/main.ts DEFAULT_DRAIN_DEADLINE_S; a test keeps them equal). */
+export const WAYPOINT_DRAIN_DEADLINE_S = 30;
+/**
+ * The pod's grace period: comfortably above the drain deadline, so the kubelet's SIGKILL never
+ * cuts a drain that is still within it (the process also needs a moment to close its listeners,
+ * flush its log and exit after the deadline).
+ */
+export const WAYPOINT_TERMINATION_GRACE_S = WAYPOINT_DRAIN_DEADLINE_S + 15;
 export const WAYPOINT_FOR = ['service', 'workload', 'all', 'none'] as const;
 export type WaypointFor = (typeof WAYPOINT_FOR)[number];
 
@@ -357,7 +365,7 @@ function renderBase(w: Waypoint, o: WaypointRenderOptions): RenderedWaypoint {
             serviceAccountName: w.serviceAccount,
             // The waypoint reads nothing from the Kubernetes API: only its projected istio-ca token.
             automountServiceAccountToken: false,
-            terminationGracePeriodSeconds: 5,
+            terminationGracePeriodSeconds: WAYPOINT_TERMINATION_GRACE_S,
             containers: [
               {
                 name: 'istio-proxy',

@@ -6,6 +6,8 @@
 // mesh from its workload API (Delta ADS too), over TLS with the mesh root; HBONE on 15008; readiness
 // on --status-address (/healthz/ready: a certificate and the first configuration); Istio's
 // metrics on --metrics-address (/metrics, /stats/prometheus), apart from the data path.
+// SIGTERM drains (runWaypoint's end): not ready from then on, HTTP ended gracefully, TCP relayed
+// until it ends or --drain-deadline passes, then the process exits.
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { X509Certificate } from 'node:crypto';
@@ -46,6 +48,22 @@ export interface WaypointRunOptions {
   nodeId?: string;
   /** A CA bundle (PEM file) trusted for remote JWKS servers besides the system's; JWKS_CA_CERTS when absent. */
   jwksCa?: string;
+  /** Seconds a drain (SIGTERM) lets open tunnels run before closing them, 0 for no deadline; WEFT_DRAIN_DEADLINE, else 30. */
+  drainDeadline?: string;
+}
+
+/** The waypoint's drain deadline when neither --drain-deadline nor WEFT_DRAIN_DEADLINE says: under the Deployment's grace (src/kube/waypoint.ts). */
+export const DEFAULT_DRAIN_DEADLINE_S = 30;
+
+/**
+ * The drain deadline in ms (Infinity for 0, no deadline) from the flag, else the environment, else
+ * the default; a value that is not a non-negative number of seconds is an error naming its source.
+ */
+export function drainDeadlineMs(flag: string | undefined, env: string | undefined = process.env.WEFT_DRAIN_DEADLINE): number {
+  const [raw, from] = flag !== undefined ? [flag, '--drain-deadline'] : env !== undefined && env !== '' ? [env, 'WEFT_DRAIN_DEADLINE'] : [String(DEFAULT_DRAIN_DEADLINE_S), 'default'];
+  const s = Number(raw.trim());
+  if (raw.trim() === '' || !Number.isFinite(s) || s < 0) throw new Error(`${from}: ${JSON.stringify(raw)} is not a number of seconds (0: no deadline)`);
+  return s === 0 ? Infinity : s * 1000;
 }
 
 /** The waypoint's identity and a getter of its current credentials: from the CA, or from files. */
@@ -88,6 +106,7 @@ const hostPort = (s: string, what: string) => {
 };
 
 export async function runWaypoint(o: WaypointRunOptions): Promise<void> {
+  const drainMs = drainDeadlineMs(o.drainDeadline); // a bad value fails before anything listens
   const log = batchedLogger({ component: 'waypoint' });
   const { id, credentials, close } = await credentialsOf(o, log);
   const uri = formatSpiffe(id);
@@ -117,22 +136,56 @@ export async function runWaypoint(o: WaypointRunOptions): Promise<void> {
     registry.metrics().then((t) => res.writeHead(200, { 'content-type': registry.contentType }).end(t), () => res.writeHead(500).end());
   });
   metrics.listen(m.port, m.host);
-  // Ready once it holds a certificate (above) and the control plane's first configuration.
+  // Ready once it holds a certificate (above) and the control plane's first configuration; not
+  // ready from the moment a drain begins (the status port answers until the process exits).
   const s = hostPort(o.statusAddress, '--status-address');
   const status = createServer((req, res) => {
     if (req.url !== '/healthz/ready') return void res.writeHead(404).end();
-    res.writeHead(clients.every((c) => c.synced) ? 200 : 503).end();
+    res.writeHead(!waypoint.draining && clients.every((c) => c.synced) ? 200 : 503).end();
   });
   status.listen(s.port, s.host);
   log.info({ identity: uri, mesh: o.meshAddress, control: o.controlAddress, for: o.waypointFor ?? 'service', forServiceAccount: o.forServiceAccount }, 'waypoint started');
-  const stop = async () => {
+  // The drain keeps the control plane's configuration and the certificate fresh (tunnels may run for
+  // the whole deadline) and answers readiness (503) and metrics until everything has ended.
+  const stop = async (signal: string) => {
+    const deadline = drainMs === Infinity ? 'none' : drainMs / 1000;
+    log.info({ signal, deadlineSeconds: deadline, ...waypoint.stats() }, 'waypoint draining');
+    let code = 0;
+    try {
+      const r = await waypoint.drain(drainMs);
+      log.info({ durationMs: r.durationMs, atStart: r.atStart, closedAtDeadline: r.cut ?? null }, 'waypoint drained');
+    } catch (e) {
+      code = 1;
+      log.error({ err: (e as Error).message }, 'waypoint drain failed');
+    }
     for (const c of clients) c.close();
     metrics.close();
     status.close();
     close();
-    await waypoint.drain();
-    process.exit(0);
+    // The log's last lines out before the exit (bounded: a stuck stdout must not hold the process).
+    await new Promise<void>((resolve) => {
+      setTimeout(resolve, 1000).unref();
+      log.flush(() => resolve());
+    });
+    process.exit(code);
   };
-  process.once('SIGTERM', () => void stop());
-  process.once('SIGINT', () => void stop());
+  // A second signal during the drain: SIGTERM again is ignored. Kubernetes sends one SIGTERM and
+  // then SIGKILL at the end of the grace period, but supervisors and scripts repeat SIGTERM, and
+  // exiting on the repeat would cut the very connections the drain protects; the grace period is the
+  // hard stop. SIGINT comes from a person at a terminal: a second Ctrl-C means "now", so it brings the
+  // deadline to now, which still closes what is left through the drain (logged, counted) rather than
+  // exiting mid-write.
+  let draining = false;
+  const onSignal = (signal: 'SIGTERM' | 'SIGINT') => {
+    if (!draining) {
+      draining = true;
+      return void stop(signal);
+    }
+    if (signal === 'SIGINT') {
+      log.warn({ signal }, 'waypoint drain cut short: closing what is left now');
+      void waypoint.drain(0);
+    } else log.info({ signal }, 'waypoint already draining: signal ignored (SIGINT closes what is left now)');
+  };
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+  process.on('SIGINT', () => onSignal('SIGINT'));
 }

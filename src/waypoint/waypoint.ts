@@ -68,6 +68,32 @@ export interface WaypointOptions {
   tracing?: Partial<TracingOptions>;
 }
 
+/** Tunnels (HBONE streams) and HTTP state held at a moment: all 0 when idle. */
+export interface WaypointStats {
+  sessions: number;
+  streams: number;
+  tunnels: number;
+  h2Sessions: number;
+  requests: number;
+  tcp: number;
+  upstreamH2: number;
+  upstreamH1Idle: number;
+}
+
+/** How a drain went, for its log line. */
+export interface DrainReport {
+  durationMs: number;
+  /** What was open when it began. */
+  atStart: WaypointStats;
+  /** What was still open when the deadline closed it; absent when everything ended on its own. */
+  cut?: WaypointStats;
+}
+
+/** setTimeout's largest delay (about 24.8 days): a longer one fires at once. Stands for "no deadline". */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/** After the deadline closed every tunnel, how long the HBONE connections get to close before the drain stops waiting. */
+const CUT_GRACE_MS = 2000;
+
 export class Waypoint {
   readonly hbone: HboneServer;
   readonly pool: HbonePool;
@@ -91,6 +117,7 @@ export class Waypoint {
   private requests = 0;
   /** Spans of traced listeners and their export (idle until a listener has tracing). */
   readonly tracing: WaypointTracing;
+  private drainRun?: { done: Promise<DrainReport>; deadline: (ms: number) => void };
 
   constructor(private readonly o: WaypointOptions) {
     this.mesh = o.mesh ?? new MeshIndex();
@@ -177,27 +204,71 @@ export class Waypoint {
   }
 
   /** Tunnels (HBONE streams) and HTTP state held now: all 0 when idle, for leak checks. */
-  stats(): { sessions: number; streams: number; tunnels: number; h2Sessions: number; requests: number; tcp: number; upstreamH2: number; upstreamH1Idle: number } {
+  stats(): WaypointStats {
     return { ...this.hbone.stats(), ...this.tunnels.stats(), requests: this.requests, tcp: this.tcp.size, upstreamH2: this.h2.size, upstreamH1Idle: this.h1?.size ?? 0 };
   }
 
-  /** Stops accepting, lets open streams finish until the deadline, then closes what is left. */
-  async drain(deadlineMs = 5000): Promise<void> {
-    const timer = setTimeout(() => {
+  /** Whether drain() has begun (readiness says not ready from then on). */
+  get draining(): boolean {
+    return this.drainRun !== undefined;
+  }
+
+  /**
+   * Stops accepting HBONE connections (GOAWAY on the open ones), ends HTTP gracefully (HTTP/1.1:
+   * `Connection: close` on each tunnel's next response; HTTP/2: GOAWAY, open streams finish; see
+   * inbound/tunnels.ts), lets upgraded and TCP tunnels relay until they end, and closes whatever is
+   * left `deadlineMs` from now (Infinity: no deadline, 0: now). Resolves once everything has ended.
+   * Called again while draining, it can only bring the deadline nearer (a second SIGINT, a test's
+   * cleanup) and resolves with the first call.
+   */
+  drain(deadlineMs = 5000): Promise<DrainReport> {
+    if (this.drainRun) {
+      this.drainRun.deadline(deadlineMs);
+      return this.drainRun.done;
+    }
+    const start = Date.now();
+    const atStart = this.stats();
+    let cut: WaypointStats | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    let dueAt = Infinity;
+    let cutSettled!: () => void;
+    const afterCut = new Promise<void>((resolve) => (cutSettled = resolve));
+    const cutNow = () => {
+      if (cut) return;
+      cut = this.stats();
       this.tunnels.destroyAll();
       this.tcp.destroyAll();
-    }, deadlineMs);
-    try {
-      await this.hbone.drain(deadlineMs);
-    } finally {
+      // The HBONE sessions close once their streams are gone (and the HBONE server's own deadline,
+      // the same, destroys its connections); a connection that lingers is not waited for long.
+      setTimeout(cutSettled, CUT_GRACE_MS).unref();
+    };
+    const deadline = (ms: number) => {
+      if (cut || Date.now() + ms >= dueAt) return;
+      dueAt = Date.now() + ms;
       clearTimeout(timer);
-      this.h2.close(false);
-      this.h1?.close();
-      this.services.close();
-      this.tcp.destroyAll();
-      this.pool.close(true);
-      await this.tracing.shutdown();
-    }
+      if (ms <= 0) cutNow();
+      else if (ms < Infinity) timer = setTimeout(cutNow, Math.min(ms, MAX_TIMER_MS));
+    };
+    const done = (async (): Promise<DrainReport> => {
+      // Our deadline before the HBONE server's (the same): its timer fires first, so what was cut is counted.
+      deadline(deadlineMs);
+      this.tunnels.drain();
+      const hbone = this.hbone.drain(Math.min(Math.max(deadlineMs, 0), MAX_TIMER_MS));
+      try {
+        await Promise.race([hbone, afterCut]);
+      } finally {
+        clearTimeout(timer);
+        this.h2.close(false);
+        this.h1?.close();
+        this.services.close();
+        this.tcp.destroyAll();
+        this.pool.close(true);
+        await this.tracing.shutdown();
+      }
+      return { durationMs: Date.now() - start, atStart, ...(cut && { cut }) };
+    })();
+    this.drainRun = { done, deadline };
+    return done;
   }
 
   /**

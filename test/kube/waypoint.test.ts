@@ -14,6 +14,8 @@ import {
   parametersConfigMap,
   type GatewayObject,
   type Waypoint,
+  WAYPOINT_DRAIN_DEADLINE_S,
+  WAYPOINT_TERMINATION_GRACE_S,
 } from '../../src/kube/waypoint.ts';
 
 const gw = (over: Partial<GatewayObject['metadata']> = {}, spec: Record<string, unknown> = {}): GatewayObject => ({
@@ -155,6 +157,14 @@ describe('renderWaypoint', () => {
     expect(pod.metadata.annotations).toMatchObject({ 'prometheus.io/port': '15020', 'prometheus.io/scrape': 'true' });
     expect(waypointArgs(ok(gw({ annotations: { 'istio.io/for-service-account': 'reviews' } })), { ...opts, caAddress: 'ca:15012' }).join(' ')).toContain('--ca-address ca:15012 --token-file');
     expect(c.args).not.toContain('--jwks-ca');
+  });
+
+  it('gives the pod a grace period comfortably above the waypoint\'s drain deadline (the process default, not passed)', async () => {
+    const { DEFAULT_DRAIN_DEADLINE_S } = await import('../../src/waypoint/main.ts');
+    expect(WAYPOINT_DRAIN_DEADLINE_S).toBe(DEFAULT_DRAIN_DEADLINE_S);
+    expect(pod.spec.terminationGracePeriodSeconds).toBe(WAYPOINT_TERMINATION_GRACE_S);
+    expect(WAYPOINT_TERMINATION_GRACE_S).toBeGreaterThanOrEqual(WAYPOINT_DRAIN_DEADLINE_S + 10);
+    expect(c.args).not.toContain('--drain-deadline');
   });
 
   it('the Service exposes status-port 15021 and mesh 15008 (appProtocol hbone), selecting the pods', () => {

@@ -325,7 +325,7 @@ export async function stand(cleanup: Cleanup, objects: KObject[], opts: Partial<
     ...opts,
   });
   await waypoint.listen({ port: 0, host: '127.0.0.1' });
-  cleanup.add(() => waypoint.drain(100));
+  cleanup.add(async () => void (await waypoint.drain(100)));
   return {
     cp, waypoint, config, registry, port: waypoint.hbone.address().port, v1, v2, ca, clientCreds, waypointId: spiffe(NS, 'waypoint'), accessLog,
     apply: (o) => void cp.apply(o),

@@ -3,9 +3,11 @@
 // workload API over xDS on the TLS port, readiness once both have synced. Fails closed: a token the
 // CA does not know gives no certificate and no listener; the token of a workload that is not a
 // waypoint gets a certificate but never the workload API, so that waypoint never becomes ready.
+// SIGTERM drains: not ready at once, a second SIGTERM ignored, the deadline bounds it, exit 0.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
@@ -48,8 +50,8 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-function start(args: string[]): { cp: ChildProcess; out: () => string } {
-  const cp = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+function start(args: string[], env?: Record<string, string>): { cp: ChildProcess; out: () => string } {
+  const cp = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], ...(env && { env: { ...process.env, ...env } }) });
   let out = '';
   cp.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   cp.stderr!.on('data', (d: Buffer) => (out += d.toString()));
@@ -90,14 +92,14 @@ async function controlPlane(): Promise<{ dir: string; tls: number }> {
   return { dir, tls };
 }
 
-async function waypoint(dir: string, tls: number, token: string, sa: string) {
+async function waypoint(dir: string, tls: number, token: string, sa: string, extra: string[] = [], env?: Record<string, string>) {
   const [mesh, statusPort, metrics] = [await freePort(), await freePort(), await freePort()];
   const p = start([
     'waypoint', 'run', '--control-address', `127.0.0.1:${tls}`, '--control-server-name', SERVER_NAME, '--root-cert', join(dir, 'root-cert.pem'),
     '--token-file', join(dir, token), '--namespace', 'shop', '--service-account', sa,
-    '--mesh-address', `127.0.0.1:${mesh}`, '--status-address', `127.0.0.1:${statusPort}`, '--metrics-address', `127.0.0.1:${metrics}`,
-  ]);
-  return { ...p, ready: () => status(`http://127.0.0.1:${statusPort}/healthz/ready`), metrics: () => status(`http://127.0.0.1:${metrics}/metrics`) };
+    '--mesh-address', `127.0.0.1:${mesh}`, '--status-address', `127.0.0.1:${statusPort}`, '--metrics-address', `127.0.0.1:${metrics}`, ...extra,
+  ], env);
+  return { ...p, mesh, ready: () => status(`http://127.0.0.1:${statusPort}/healthz/ready`), metrics: () => status(`http://127.0.0.1:${metrics}/metrics`) };
 }
 
 describe('weft waypoint run', () => {
@@ -129,5 +131,65 @@ describe('weft waypoint run', () => {
     await sleep(1000);
     expect(await web.ready()).toBe(503);
     expect(web.cp.exitCode).toBeNull();
+  }, 60_000);
+
+  it('drains on SIGTERM: not ready at once, a second SIGTERM ignored, what is left closed at the deadline, then exit 0', async () => {
+    const { dir, tls } = await controlPlane();
+    const w = await waypoint(dir, tls, 'waypoint.token', 'waypoint', [], { WEFT_DRAIN_DEADLINE: '3' });
+    let ready = 0;
+    await until('waypoint ready', () => {
+      if (w.cp.exitCode !== null) throw new Error(`weft waypoint run exited with ${w.cp.exitCode}:\n${w.out()}`);
+      void w.ready().then((s) => (ready = s));
+      return ready === 200;
+    });
+    // A connection that never starts its TLS handshake holds the HBONE listener open: the drain
+    // waits for it until the deadline (3 s, from WEFT_DRAIN_DEADLINE) rather than its handshake timeout (5 s).
+    const held = connect(w.mesh, '127.0.0.1');
+    held.on('error', () => {});
+    cleanups.push(() => held.destroy());
+    await new Promise<void>((resolve) => held.once('connect', resolve));
+    const exited = new Promise<number | null>((resolve) => w.cp.once('exit', (code) => resolve(code)));
+    const start = Date.now();
+    w.cp.kill('SIGTERM');
+    await until('draining logged', () => w.out().includes('waypoint draining'));
+    expect(await w.ready()).toBe(503);
+    expect(await w.metrics()).toBe(200); // still scraped while it drains
+    w.cp.kill('SIGTERM');
+    await until('second SIGTERM logged', () => w.out().includes('waypoint already draining'));
+    expect(w.cp.exitCode).toBeNull();
+    expect(await exited).toBe(0);
+    expect(Date.now() - start).toBeGreaterThanOrEqual(2500);
+    const lines = w.out().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines.find((l) => l.msg === 'waypoint draining')).toMatchObject({ signal: 'SIGTERM', deadlineSeconds: 3 });
+    expect(lines.find((l) => l.msg === 'waypoint drained')).toMatchObject({ closedAtDeadline: expect.any(Object) });
+  }, 60_000);
+
+  it('a second SIGINT during the drain closes what is left now, and the process exits', async () => {
+    const { dir, tls } = await controlPlane();
+    const w = await waypoint(dir, tls, 'waypoint.token', 'waypoint', ['--drain-deadline', '30']);
+    await until('waypoint listening', () => w.out().includes('waypoint started'));
+    const held = connect(w.mesh, '127.0.0.1');
+    held.on('error', () => {});
+    cleanups.push(() => held.destroy());
+    await new Promise<void>((resolve) => held.once('connect', resolve));
+    const exited = new Promise<number | null>((resolve) => w.cp.once('exit', (code) => resolve(code)));
+    w.cp.kill('SIGINT');
+    await until('draining logged', () => w.out().includes('waypoint draining'));
+    await sleep(300);
+    expect(w.cp.exitCode).toBeNull();
+    const start = Date.now();
+    w.cp.kill('SIGINT');
+    expect(await exited).toBe(0);
+    expect(Date.now() - start).toBeLessThan(15_000); // not the 30 s deadline
+    expect(w.out()).toContain('waypoint drain cut short');
+    expect(w.out()).toContain('waypoint drained');
+  }, 60_000);
+
+  it('refuses a drain deadline that is not a number of seconds, naming the flag', async () => {
+    // Checked before anything else: no control plane needed.
+    const w = await waypoint(tmpdir(), 1, 'waypoint.token', 'waypoint', ['--drain-deadline', '30s']);
+    await until('bad deadline exits', () => w.cp.exitCode !== null);
+    expect(w.cp.exitCode).not.toBe(0);
+    expect(w.out()).toContain('--drain-deadline: "30s" is not a number of seconds');
   }, 60_000);
 });

@@ -4,6 +4,12 @@
 // size (431), a deadline for a request's headers (slowloris) and for the next request on an idle
 // keep-alive tunnel, HTTP/2 header list size and session memory; a malformed request is answered
 // 400 and the tunnel closed. Every tunnel is counted until it closes, for drains and leak checks.
+//
+// drain() (the waypoint's SIGTERM): an HTTP/1.1 tunnel's next response says `Connection: close` and
+// the tunnel ends after it; one idle between requests ends at once; requests that arrive after the
+// closing response are not served (a client that keeps sending cannot keep a tunnel open); an
+// HTTP/2 session gets GOAWAY and its open streams finish. Upgraded tunnels and TCP are left to end
+// on their own: the waypoint's deadline (waypoint.ts) closes whatever is left.
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import http2, { type Http2ServerRequest, type Http2ServerResponse, type Http2Session } from 'node:http2';
 import type { Socket } from 'node:net';
@@ -39,6 +45,14 @@ interface H1State {
   ctx: TunnelContext;
   timer?: NodeJS.Timeout;
   inFlight: number;
+  /** Requests taken so far: a tunnel that had one and has none in flight is an idle keep-alive. */
+  served: number;
+  /** The newest response in flight: the one a drain marks `Connection: close` (pipelined ones before it still go out). */
+  newest?: ServerResponse;
+  /** The parser let go of it (an upgrade): no longer HTTP/1.1, left to end on its own. */
+  upgraded?: boolean;
+  /** Draining, and the closing response is chosen: no further request is served on this tunnel. */
+  closing?: boolean;
 }
 
 export class HttpTunnels {
@@ -49,6 +63,9 @@ export class HttpTunnels {
   private handing?: TunnelContext;
   private readonly open = new Set<Duplex>();
   private readonly sessions = new Set<Http2Session>();
+  /** HTTP/1.1 tunnels by their state, for drain(). */
+  private readonly h1Open = new Map<Duplex, H1State>();
+  private draining = false;
   /** Takes HTTP/1.1 upgrade requests; unset, they are refused (403). */
   onUpgrade?: UpgradeHandler;
   /** Takes a tunnel that is not HTTP on a port of undeclared protocol (ctx.tcpFallback); unset, it is closed. */
@@ -102,6 +119,18 @@ export class HttpTunnels {
     });
   }
 
+  /**
+   * Ends HTTP gracefully (see the file's head): idle HTTP/1.1 tunnels now, busy ones after their
+   * closing response, HTTP/2 sessions by GOAWAY once their streams finish. Tunnels that arrive
+   * (or finish sniffing) later are served one request, or GOAWAY, the same way.
+   */
+  drain(): void {
+    if (this.draining) return;
+    this.draining = true;
+    for (const [d, st] of this.h1Open) this.closeH1(d, st);
+    for (const s of this.sessions) s.close();
+  }
+
   /** Closes every tunnel now (the HBONE server's drain resets their streams too). */
   destroyAll(): void {
     for (const s of this.sessions) s.destroy();
@@ -110,11 +139,35 @@ export class HttpTunnels {
 
   private toH1(d: Duplex, ctx: TunnelContext): void {
     buffersOnly(d);
-    const st: H1State = { ctx, inFlight: 0 };
+    const st: H1State = { ctx, inFlight: 0, served: 0 };
     this.h1State.set(d, st);
+    this.h1Open.set(d, st);
     this.arm(d, st, this.limits.headersTimeoutMs);
-    d.once('close', () => clearTimeout(st.timer));
+    d.once('close', () => {
+      clearTimeout(st.timer);
+      this.h1Open.delete(d);
+    });
     this.h1.emit('connection', d);
+  }
+
+  /**
+   * Draining: the tunnel's last response is the newest in flight (it says `Connection: close`, and
+   * Node ends the tunnel after it), or, when that one's headers are out already, the tunnel ends
+   * once nothing is in flight. Idle between requests: ended now. A tunnel that has not had its
+   * first request yet keeps waiting for it (its client opened it before the drain; the headers
+   * deadline still holds), and onH1Request closes after that one.
+   */
+  private closeH1(d: Duplex, st: H1State): void {
+    if (st.upgraded || st.closing || d.destroyed) return;
+    if (st.inFlight === 0) {
+      if (st.served > 0) {
+        st.closing = true;
+        this.endSoon(d);
+      }
+      return;
+    }
+    st.closing = true;
+    if (st.newest && !st.newest.headersSent) st.newest.shouldKeepAlive = false;
   }
 
   /** Until the next request's headers arrive, the tunnel must not sit idle longer than `ms`. */
@@ -129,10 +182,26 @@ export class HttpTunnels {
     const st = this.h1State.get(d);
     if (!st) return void d.destroy();
     clearTimeout(st.timer);
+    // After the closing response (it is queued before this one, and Node ends the tunnel after it):
+    // not served, never sent upstream. The tunnel ends within endSoon's grace, or at the deadline.
+    if (st.closing) return;
     st.inFlight++;
+    st.served++;
+    st.newest = res;
+    if (this.draining) {
+      st.closing = true;
+      res.shouldKeepAlive = false;
+    }
     res.once('close', () => {
       st.inFlight--;
-      if (st.inFlight === 0 && !d.destroyed) this.arm(d, st, this.limits.idleTimeoutMs);
+      if (st.newest === res) st.newest = undefined;
+      if (d.destroyed) return;
+      // Draining and the closing response's headers were out before it: Node keeps the tunnel, we end it.
+      if (st.closing) {
+        if (st.inFlight === 0) this.endSoon(d);
+        return;
+      }
+      if (st.inFlight === 0) this.arm(d, st, this.limits.idleTimeoutMs);
     });
     this.handler(st.ctx, req, res);
   }
@@ -141,6 +210,9 @@ export class HttpTunnels {
     const st = this.h1State.get(d);
     if (!st) return void d.destroy();
     clearTimeout(st.timer); // headers are in; an upgraded tunnel lives as long as its two sides
+    if (st.closing) return; // after the closing response, as in onH1Request
+    st.upgraded = true;
+    this.h1Open.delete(d);
     if (String(req.headers.upgrade ?? '').trim().toLowerCase() === 'h2c') return this.h2cAsHttp1(st, req, d, head);
     if (!this.onUpgrade) return this.refuse(d);
     this.onUpgrade(st.ctx, req, d, head);
@@ -197,5 +269,16 @@ export class HttpTunnels {
     s.on('error', () => {});
     // An HTTP/2 session with no stream open for the idle time is closed (GOAWAY).
     s.setTimeout(this.limits.idleTimeoutMs, () => s.close());
+    // Opened during a drain (its tunnel finished sniffing after it began): GOAWAY after the
+    // client's first flight of streams (they were sent before it knew) or, with none, after the
+    // headers deadline.
+    if (this.draining) {
+      const goaway = () => !s.closed && !s.destroyed && s.close();
+      const t = setTimeout(goaway, this.limits.headersTimeoutMs).unref();
+      s.once('stream', () => {
+        clearTimeout(t);
+        setImmediate(goaway);
+      });
+    }
   }
 }
