@@ -2,7 +2,8 @@
 // sk_lookup, or in-pod iptables), relays it, and exports metrics.
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { WEFT, assertKernelReady } from '../bpf/index.ts';
+import { WEFT, assertKernelReady, netnsCookie, socketNetnsCookie } from '../bpf/index.ts';
+import { closeQuietly } from '../bpf/fd-passing.ts';
 import { serveAdmin } from './admin/servers.ts';
 import type { CaptureBackends } from './capture/backend.ts';
 import { EbpfCapture } from './capture/ebpf.ts';
@@ -175,6 +176,18 @@ export async function runAgent(o: AgentOptions): Promise<void> {
     inherited.abort('no mesh state within 30 s');
     inherited.closeUnused(new Set());
     throw new Error('taking over from the running agent: no mesh state within 30 s (control plane unreachable and nothing kept on the node); the running agent carries on');
+  }
+  // Admin listeners are worth taking only in the same network namespace (the lab's agents share
+  // the node's); a DaemonSet's new pod has its own, where its probes and scrapes go.
+  if (inherited) {
+    const own = netnsCookie('/proc/self/ns/net');
+    for (const role of ['metrics', 'readiness', 'admin'] as const) {
+      const fd = inherited.node[role];
+      if (fd !== undefined && socketNetnsCookie(fd) !== own) {
+        closeQuietly(fd);
+        delete inherited.node[role];
+      }
+    }
   }
   await pods.adopt(inherited?.pods);
   certs?.pruneCache(pods.list().map((p) => ({ trustDomain: o.trustDomain, namespace: p.info.namespace, serviceAccount: p.info.serviceAccount })));

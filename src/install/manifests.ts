@@ -224,6 +224,9 @@ export function controlPlane(o: InstallOptions): [IServiceAccount, IClusterRole,
 // ---------------------------------------------------------------------------------------------
 // Node agent and CNI installer
 
+/** How long a replaced or stopped agent may drain the connections it relays. */
+export const AGENT_GRACE_SECONDS = 3600;
+
 export function agent(o: InstallOptions): [IServiceAccount, IClusterRole, IClusterRoleBinding, IDaemonSet] {
   const meta = { name: AGENT, namespace: o.namespace, labels: labels(AGENT, 'node-agent') };
   const clusterName = `${AGENT}-${o.namespace}`;
@@ -246,7 +249,10 @@ export function agent(o: InstallOptions): [IServiceAccount, IClusterRole, IClust
       metadata: meta,
       spec: {
         selector: { matchLabels: { app: AGENT } },
-        updateStrategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 1 } },
+        // A new agent pod starts next to the old one on each node (maxSurge) and takes its
+        // listening sockets over (the handover socket is in the agent's state dir, a hostPath);
+        // the old one then drains: an upgrade refuses and resets nothing.
+        updateStrategy: { type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } },
         template: {
           metadata: {
             labels: labels(AGENT, 'node-agent'),
@@ -262,7 +268,9 @@ export function agent(o: InstallOptions): [IServiceAccount, IClusterRole, IClust
             priorityClassName: 'system-node-critical',
             // Every node, whatever its taints: a node without an agent cannot start ambient pods.
             tolerations: [{ operator: 'Exists' }],
-            terminationGracePeriodSeconds: 30,
+            // A replaced agent relays what it has until it ends; this bounds it (then SIGKILL, and
+            // what is left is reset). WEFT_DRAIN_DEADLINE bounds it more tightly, cleanly.
+            terminationGracePeriodSeconds: AGENT_GRACE_SECONDS,
             initContainers: [
               {
                 // Pins must outlive the agent container: bpffs mounted on the host, not in here.
