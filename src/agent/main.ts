@@ -171,6 +171,8 @@ export async function runAgent(o: AgentOptions): Promise<void> {
   // nothing is ever closed and no connection refused. A failure here fails the start: listening
   // anew next to a live agent would collide with it, and its pods would be left in doubt.
   const handoverPath = join(o.stateDir, HANDOVER_SOCKET);
+  const handoverStart = Date.now();
+  let handoverMs: number | undefined;
   const inherited = takeOver(handoverPath, log);
   if (inherited && !(await whenSynced(30_000))) {
     inherited.abort('no mesh state within 30 s');
@@ -216,6 +218,7 @@ export async function runAgent(o: AgentOptions): Promise<void> {
         relay: o.dataPath === 'native' ? relayAddon().stats() : undefined,
         liveConnections: live.count,
         takenOverFrom: inherited?.from,
+        handoverMs,
       };
     },
   });
@@ -234,7 +237,8 @@ export async function runAgent(o: AgentOptions): Promise<void> {
     // after it, peers wait in the backlog for them as at any start).
     for (const end = Date.now() + 30_000; !pods.serving() && Date.now() < end; ) await new Promise((r) => setTimeout(r, 50));
     inherited.ready();
-    log.info({ from: inherited.from, pods: pods.list().length, serving: pods.serving() }, 'took over from the running agent, which now drains');
+    handoverMs = Date.now() - handoverStart;
+    log.info({ from: inherited.from, pods: pods.list().length, serving: pods.serving(), handoverMs }, 'took over from the running agent, which now drains');
   }
   ready = true;
   log.info({ capture: o.capture, socket: o.socket, pods: pods.list().length }, 'agent ready');

@@ -44,7 +44,7 @@ spec:
 
 type PodJ = { metadata: { name: string }; status: { podIP?: string } };
 const inNode = (node: string, argv: string[]) => spawnSync('nsenter', [`--net=/run/netns/${lab}.${node}`, ...argv], { encoding: 'utf8', timeout: 15_000 });
-type Dump = { pid: number; takenOverFrom?: number; pods: unknown[]; liveConnections: number };
+type Dump = { pid: number; takenOverFrom?: number; handoverMs?: number; pods: unknown[]; liveConnections: number };
 const configDump = (node: string) => JSON.parse(inNode(node, ['curl', '-s', '-m', '5', 'http://127.0.0.1:15000/config_dump']).stdout) as Dump;
 const alive = (pid: number) => spawnSync('kill', ['-0', String(pid)]).status === 0;
 
@@ -95,6 +95,7 @@ describe('hitless agent upgrade', () => {
     expect(up1.code).toBe(0);
 
     const after = { 'node-0': configDump('node-0'), 'node-1': configDump('node-1') };
+    console.log(`handover took ${after['node-0'].handoverMs} ms on node-0, ${after['node-1'].handoverMs} ms on node-1 (from the new agent's ask to its ready)`);
     for (const n of ['node-0', 'node-1'] as const) {
       expect(after[n].pid).not.toBe(before[n].pid);
       expect(after[n].takenOverFrom).toBe(before[n].pid);
