@@ -148,7 +148,7 @@ export class LeaderElector {
         leaseDurationSeconds: this.leaseMs / 1000,
         acquireTime: taking ? microTime(now) : (previous?.acquireTime ?? microTime(now)),
         renewTime: microTime(now),
-        leaseTransitions: (previous?.leaseTransitions ?? 0) + (taking && previous?.holderIdentity ? 1 : 0),
+        leaseTransitions: (previous?.leaseTransitions ?? 0) + (taking && previous ? 1 : 0), // as client-go: any change of holder, a release included
       };
     };
     let lease: Lease;
