@@ -179,7 +179,7 @@ function writeRootCert(file: string, pem: string): void {
 }
 
 export async function runControl(o: ControlOptions): Promise<void> {
-  const log = pino({ base: { component: 'control' } });
+  const log = pino({ base: { component: 'control', pid: process.pid } }); // the pid tells replicas sharing a log apart
   const mesh: MeshOptions = { ...DEFAULT_MESH, trustDomain: o.trustDomain };
   const caFrom = await caSource(o, log);
   const ca = await CertificateAuthority.create({ trustDomain: o.trustDomain, source: caFrom.source });

@@ -70,15 +70,15 @@ export class SupervisedProcess {
     await gone;
   }
 
-  /** SIGTERM, then SIGKILL after 5 s; no restart. */
-  async stop(): Promise<void> {
+  /** SIGTERM, then SIGKILL after `graceMs` (default 5 s); no restart. */
+  async stop(graceMs = 5000): Promise<void> {
     this.closed = true;
     clearTimeout(this.restartTimer);
     const p = this.proc;
     if (!p) return;
     const gone = new Promise((r) => p.once('exit', r));
     p.kill('SIGTERM');
-    const t = setTimeout(() => p.kill('SIGKILL'), 5000);
+    const t = setTimeout(() => p.kill('SIGKILL'), graceMs);
     await gone;
     clearTimeout(t);
   }
