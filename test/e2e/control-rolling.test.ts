@@ -96,4 +96,23 @@ describe('control plane rolling upgrade', () => {
       expect(summary(d)).toEqual(before.get(n));
     }
   }, 300_000);
+
+  it('upgrades again, and kill/start drive the replica now serving', async () => {
+    const before = new Map(NODES.map((n) => [n, summary(configDump(n))]));
+    const up = weft(['control-plane', '--name', lab, 'upgrade'], 120_000);
+    expect(up.code, up.stderr).toBe(0);
+    for (const n of NODES) await until(() => configDump(n).xds.connected, 30_000, `${n} connected after the second upgrade`);
+    for (const n of NODES) expect(summary(configDump(n))).toEqual(before.get(n));
+    expect(weft(['control-plane', '--name', lab, 'kill']).code).toBe(0);
+    await until(() => NODES.every((n) => !configDump(n).xds.connected), 30_000, 'agents see the control plane gone');
+    expect(weft(['exec', '--name', lab, 'mesh/client', '--', 'curl', '-sf', '-m', '3', 'http://echo.mesh/']).code).toBe(0); // served from the state held
+    expect(weft(['control-plane', '--name', lab, 'start']).code).toBe(0);
+    for (const n of NODES) await until(() => configDump(n).xds.connected, 60_000, `${n} connected after start`);
+    // Upgrading a control plane that is down is refused, naming what to do.
+    expect(weft(['control-plane', '--name', lab, 'kill']).code).toBe(0);
+    const refused = weft(['control-plane', '--name', lab, 'upgrade']);
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toContain('the control plane is down');
+    expect(weft(['control-plane', '--name', lab, 'start']).code).toBe(0);
+  }, 300_000);
 });
