@@ -36,7 +36,7 @@ export interface Listener {
 export async function listenGrpc(server: grpc.Server, address: string, creds: grpc.ServerCredentials, flag: string, reusePort: boolean): Promise<Listener> {
   if (!reusePort) {
     await new Promise<number>((resolve, reject) => server.bindAsync(address, creds, (e, port) => (e ? reject(new Error(`cannot listen on ${address} (${flag}): ${e.message}`)) : resolve(port))));
-    return { close: () => server.unbind(address) };
+    return { close: () => {} }; // grpc-js closes its own listeners in tryShutdown
   }
   const fd = await reusePortFd(address, flag);
   const injector = server.createConnectionInjector(creds);

@@ -7,14 +7,17 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
+import { connect as h2connect } from 'node:http2';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
+import protobuf from 'protobufjs';
 import { stringify } from 'yaml';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DeltaXdsClient } from '../../src/agent/xds/delta-client.ts';
 import { CAClient } from '../../src/identity/ca-client.ts';
 import { createKeyAndCsr } from '../../src/identity/csr.ts';
+import { rootPath } from '../../src/util/paths.ts';
 import { until as waitUntil } from '../util/until.ts';
 import { freePorts } from '../util/ports.ts';
 import { stopProcess } from '../util/process.ts';
@@ -73,6 +76,45 @@ const getJson = (port: number, path: string) =>
     req.end();
   });
 
+/**
+ * A CreateCertificate call on its own HTTP/2 connection whose request message is sent only when
+ * `send()` is called: begun (headers) now, completed later, so it is in flight across a SIGTERM.
+ */
+function slowCsr(port: number, root: string, token: string, csr: string, identity: string) {
+  const proto = new protobuf.Root().loadSync(rootPath('proto', 'istio', 'ca', 'ca.proto'), { keepCase: true });
+  const Req = proto.lookupType('istio.v1.auth.IstioCertificateRequest');
+  const Res = proto.lookupType('istio.v1.auth.IstioCertificateResponse');
+  const session = h2connect(`https://127.0.0.1:${port}`, { ca: root, servername: SERVER_NAME });
+  session.on('error', () => {});
+  const stream = session.request({ ':method': 'POST', ':path': '/istio.v1.auth.IstioCertificateService/CreateCertificate', 'content-type': 'application/grpc', te: 'trailers', authorization: `Bearer ${token}` });
+  const chunks: Buffer[] = [];
+  stream.on('data', (d: Buffer) => chunks.push(d));
+  const result = new Promise<{ status: string | undefined; chain: string[] }>((resolve, reject) => {
+    let status: string | undefined;
+    stream.on('response', (h) => (status ??= h['grpc-status'] as string | undefined));
+    stream.on('trailers', (t) => (status = t['grpc-status'] as string | undefined));
+    stream.on('error', reject);
+    stream.on('close', () => {
+      const body = Buffer.concat(chunks);
+      const chain = body.length >= 5 ? (Res.toObject(Res.decode(body.subarray(5, 5 + body.readUInt32BE(1)))) as { cert_chain?: string[] }).cert_chain ?? [] : [];
+      session.close();
+      resolve({ status, chain });
+    });
+  });
+  const connected = new Promise<void>((r) => session.once('connect', () => r()));
+  return {
+    connected,
+    result,
+    send: () => {
+      const msg = Req.encode(Req.fromObject({ csr, validity_duration: 3600, metadata: { fields: { ImpersonatedIdentity: { stringValue: identity } } } })).finish();
+      const frame = Buffer.alloc(5 + msg.length);
+      frame.writeUInt32BE(msg.length, 1);
+      Buffer.from(msg).copy(frame, 5);
+      stream.end(frame);
+    },
+  };
+}
+
 describe('control plane drain (SIGTERM) with a second replica on the same addresses', () => {
   it('answers in-flight CSRs, and the xDS client moves to the other replica with its state unchanged', async () => {
     const tmp = mkdtempSync(join(tmpdir(), 'weft-drain-'));
@@ -99,21 +141,37 @@ describe('control plane drain (SIGTERM) with a second replica on the same addres
     await until('synced from the first replica', () => xds.synced && xds.state.workloads.size === 3 && xds.state.policies.size === 1);
     const before = { state: xds.state, updates, workloads: [...xds.state.workloads.keys()].sort(), policies: [...xds.state.policies.keys()] };
 
+    // Connections to the first replica, made while it is the only one listening: a CA client's,
+    // and one carrying a certificate request begun now and completed after the SIGTERM.
+    const ca = new CAClient({ address: `127.0.0.1:${tls}`, rootPem: root, serverName: SERVER_NAME, nodeToken: 'node-1-token' });
+    cleanups.push(() => ca.close());
+    const { csrPem } = await createKeyAndCsr({ trustDomain: 'cluster.local', namespace: 'shop', serviceAccount: 'web' });
+    await ca.createCertificate(csrPem, 'spiffe://cluster.local/ns/shop/sa/web', 3600);
+    const slow = slowCsr(tls!, root, 'node-1-token', csrPem, 'spiffe://cluster.local/ns/shop/sa/web');
+    await slow.connected;
+
     // The second replica: same CA directory (same root), same configuration, same addresses.
     const b = await startReplica(argv);
     expect(readFileSync(rootFile, 'utf8')).toBe(root);
 
-    // Certificate requests on a connection to the first replica, then SIGTERM while they are being signed.
-    const ca = new CAClient({ address: `127.0.0.1:${tls}`, rootPem: root, serverName: SERVER_NAME, nodeToken: 'node-1-token' });
-    cleanups.push(() => ca.close());
-    const { csrPem } = await createKeyAndCsr({ trustDomain: 'cluster.local', namespace: 'shop', serviceAccount: 'web' });
-    await ca.createCertificate(csrPem, 'spiffe://cluster.local/ns/shop/sa/web', 3600); // the connection is up (to the first replica: the second was not listening then)
+    // Requests on the CA client's connection, then SIGTERM while they are being signed; the slow
+    // request's message arrives only once the replica is draining.
     const csrs = Array.from({ length: 20 }, () => ca.createCertificate(csrPem, 'spiffe://cluster.local/ns/shop/sa/web', 3600));
     a.cp.kill('SIGTERM');
+    await until('the first replica draining', () => a.out().includes('"draining:'));
+    slow.send();
+    const answered = await slow.result;
+    expect(answered.status).toBe('0');
+    expect(new X509Certificate(answered.chain[0]!).subjectAltName).toBe('URI:spiffe://cluster.local/ns/shop/sa/web');
     const chains = await Promise.all(csrs);
-    for (const chain of chains) expect(new X509Certificate(chain[0]!).checkIssued(new X509Certificate(root))).toBe(true);
+    for (const chain of [...chains, answered.chain]) expect(new X509Certificate(chain[0]!).checkIssued(new X509Certificate(root))).toBe(true);
 
     expect(await a.exited).toBe(0);
+    // Signed by the draining replica after its SIGTERM, or by the second one over a new connection: all answered.
+    const issued = (r: Replica) => r.out().split('\n').filter((l) => l.includes('"certificate issued"')).length;
+    const afterTerm = a.out().slice(a.out().indexOf('"draining:')).split('\n').filter((l) => l.includes('"certificate issued"')).length;
+    console.log(`CSRs: ${issued(a)} issued by the drained replica (${afterTerm} after its SIGTERM), ${issued(b)} by the second`);
+    expect(afterTerm).toBeGreaterThanOrEqual(1); // the slow one, at least: begun before the drain, answered during it
     expect(a.out()).toContain('drained; exiting');
     expect(a.out()).not.toContain('drain deadline passed');
     // Only the second replica answers now; the client is its client.
