@@ -189,4 +189,43 @@ describe('control plane drain (SIGTERM) with a second replica on the same addres
     expect(xds.state.workloads.has(WEB_1)).toBe(true);
     expect(b.cp.exitCode).toBeNull();
   }, 90_000);
+
+  it('without --reuse-port (Kubernetes: one replica per pod): drains and exits; the client keeps its state and resumes on a new process without an update', async () => {
+    const tmp = mkdtempSync(join(tmpdir(), 'weft-drain-'));
+    cleanups.push(() => rmSync(tmp, { recursive: true, force: true }));
+    const config = join(tmp, 'config');
+    mkdirSync(config);
+    writeFileSync(join(config, 'mesh.yaml'), CONFIG.map((o) => stringify(o)).join('---\n'));
+    writeFileSync(join(tmp, 'tokens.json'), JSON.stringify({ 'node-1-token': 'node-1' }));
+    const [plain, tls, metrics] = await freePorts(3);
+    const rootFile = join(tmp, 'root.pem');
+    const argv = [
+      'control', '--config-dir', config, '--ca-dir', join(tmp, 'ca'), '--node-tokens', join(tmp, 'tokens.json'), '--root-cert-out', rootFile,
+      '--plain-address', `127.0.0.1:${plain}`, '--tls-address', `127.0.0.1:${tls}`, '--metrics-address', `127.0.0.1:${metrics}`,
+      '--server-name', SERVER_NAME, '--drain-spread-ms', '200', '--drain-deadline-ms', '5000',
+    ];
+    const a = await startReplica(argv);
+    const root = readFileSync(rootFile, 'utf8');
+    const logs: string[] = [];
+    const xds = new DeltaXdsClient({ address: `127.0.0.1:${tls}`, nodeId: 'node-1', tls: { rootPem: root, serverName: SERVER_NAME }, token: 'node-1-token', log: pino({ level: 'warn' }, { write: (l: string) => void logs.push(l) }) });
+    cleanups.push(() => xds.close());
+    let updates = 0;
+    xds.on('update', () => updates++);
+    xds.start();
+    await until('synced', () => xds.synced && xds.state.workloads.size === 3);
+    const state = xds.state;
+    const seen = updates;
+    a.cp.kill('SIGTERM');
+    expect(await a.exited).toBe(0);
+    expect(a.out()).toContain('drained; exiting');
+    await until('the client saw the stream end', () => !xds.connected);
+    // The first reconnect was for the drain's status (later ones: nothing listening yet).
+    const closed = logs.map((l) => JSON.parse(l) as { msg: string; err?: string }).filter((l) => l.msg.startsWith('xds stream closed'));
+    expect(closed[0]?.err).toMatch(/^UNAVAILABLE: control plane replica shutting down/);
+    expect(xds.state).toBe(state); // serving on its last state meanwhile
+    await startReplica(argv);
+    await until('the client reconnected', () => xds.connected, 30_000);
+    expect(xds.state).toBe(state);
+    expect(updates).toBe(seen);
+  }, 90_000);
 });
