@@ -4,7 +4,10 @@
 // injector. Two replicas on one host and address can then listen at once, which is how the lab
 // rolls its control plane: the new replica binds beside the old one, and once the old one closes
 // its listener every new connection reaches the new one. Both must set the option (the kernel
-// refuses a second bind otherwise), and both run as the same user.
+// refuses a second bind otherwise), and both run as the same user. Any process of that user in
+// the namespace could bind beside them and take a share of the connections: it could refuse them,
+// not impersonate the control plane (clients check its certificate against the mesh root), which
+// is why only the lab uses it and `weft install` does not.
 import { createServer as createHttpServer, type RequestListener, type Server as HttpServer } from 'node:http';
 import { createServer as createNetServer, type Server as NetServer } from 'node:net';
 import type * as grpc from '@grpc/grpc-js';
