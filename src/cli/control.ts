@@ -7,6 +7,11 @@ import { DEFAULT_MESH } from '../control/model/networking/workloads.ts';
 import { loadManifests } from '../kube/manifest.ts';
 
 const list = (v: string, prev: string[] = []) => [...prev, v];
+const ms = (flag: string) => (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 600_000) throw new Error(`${flag} ${v}: expected milliseconds, 0..600000`);
+  return n;
+};
 
 export function registerControlCommand(program: Command): void {
   program
@@ -31,6 +36,11 @@ export function registerControlCommand(program: Command): void {
     .option('--root-cert-out <file>', 'write the mesh root certificate here')
     .option('--waypoint-image <image>', 'Kubernetes: deploy Gateways of class istio-waypoint (Deployment, Service, ServiceAccount) with this image')
     .option('--waypoint-control-address <host:port>', 'where deployed waypoints reach the control plane (default: the first --server-name on the TLS port)')
+    .option('--reuse-port', 'listen with SO_REUSEPORT, so a second replica on this host can bind the same addresses (a rolling upgrade in place)')
+    .option('--drain-spread-ms <ms>', 'on SIGTERM, end the xDS streams spread over this long, so clients do not all reconnect at once', ms('--drain-spread-ms'), 2000)
+    .option('--drain-deadline-ms <ms>', 'on SIGTERM, exit after at most this long (keep it below the pod\'s terminationGracePeriodSeconds)', ms('--drain-deadline-ms'), 10_000)
+    .option('--no-leader-election', 'Kubernetes: run the leader-only duties (root-cert ConfigMaps, waypoint deployments) without holding the Lease (a single replica)')
+    .option('--leader-lease <name>', 'Kubernetes: the Lease (in --ca-namespace) replicas elect the leader with', 'weft-control-leader')
     .action(
       async (
         o: Omit<Parameters<typeof runControl>[0], 'serverNames' | 'serverIps' | 'agentServiceAccounts' | 'tokenAudiences'> & {

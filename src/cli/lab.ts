@@ -232,11 +232,16 @@ export function registerLabCommands(program: Command): void {
 
   program
     .command('control-plane')
-    .description('kill the control plane and keep it down, or start it again')
+    .description('kill the control plane and keep it down, start it again, or upgrade it (a new replica with the current build, then the old one drained)')
     .addOption(nameOpt())
-    .argument('<action>', 'kill | start')
+    .argument('<action>', 'kill | start | upgrade')
     .action(async (action: string, o: { name: string }) => {
-      if (action !== 'kill' && action !== 'start') throw new Error('action must be kill or start');
+      if (action === 'upgrade') {
+        const r = await labCall<{ oldPid?: number; newPid?: number; drainMs: number }>(new LabLayout(o.name), 'POST', '/v1/control/upgrade');
+        console.log(`control plane: upgraded (pid ${r.oldPid} drained in ${r.drainMs} ms; pid ${r.newPid} serves)`);
+        return;
+      }
+      if (action !== 'kill' && action !== 'start') throw new Error('action must be kill, start or upgrade');
       await labCall(new LabLayout(o.name), 'POST', `/v1/control/${action}`);
       console.log(`control plane: ${action === 'kill' ? 'killed' : 'running'}`);
     });

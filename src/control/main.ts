@@ -3,8 +3,9 @@
 // waypoints and proxyless gRPC over SotW ADS); it is also the mesh CA. Ports as istiod: 15010
 // plaintext xDS (optional: it answers anyone), 15012 TLS xDS + CA (agents and waypoints
 // authenticate), 15014 metrics, readiness and (loopback clients only) debug.
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:http';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import pino, { type Logger } from 'pino';
@@ -21,6 +22,7 @@ import { DEFAULT_MESH, type MeshOptions } from './model/networking/workloads.ts'
 import { DeltaAdsServer } from './xds/delta-ads.ts';
 import { EnvoyPublisher } from './xds/envoy/build.ts';
 import { Analyzer } from './analyze.ts';
+import { listenGrpc, listenHttp, type Listener } from './listen.ts';
 import { ENVOY_TYPES } from './xds/envoy/messages.ts';
 import { SotwAdsServer } from './xds/envoy/sotw-ads.ts';
 import { ResourceStore } from './xds/resources.ts';
@@ -52,6 +54,16 @@ export interface ControlOptions extends SourceOptions {
   waypointImage?: string;
   /** host:port waypoints reach this control plane's TLS xDS and CA at; default the first --server-name on the TLS port. */
   waypointControlAddress?: string;
+  /** Listen with SO_REUSEPORT, so a second replica can bind the same addresses on this host (the lab's rolling upgrade). */
+  reusePort?: boolean;
+  /** On SIGTERM, xDS streams are ended spread over this many ms (default 2000). */
+  drainSpreadMs?: number;
+  /** On SIGTERM, exit after at most this many ms whatever is still open (default 10000). */
+  drainDeadlineMs?: number;
+  /** On Kubernetes: run the leader-only duties under a Lease (default); false runs them unconditionally (one replica). */
+  leaderElection?: boolean;
+  /** The Lease's name (in --ca-namespace). */
+  leaderLease?: string;
 }
 
 /**
@@ -115,21 +127,63 @@ async function deployWaypoints(o: ControlOptions, log: Logger): Promise<{ close(
   return r;
 }
 
+/**
+ * The writes to the Kubernetes API that must not run on two replicas at once: the root-cert
+ * ConfigMaps and the waypoint Deployments (and their Gateways' status). On Kubernetes with leader
+ * election they run while this replica holds the Lease; otherwise at once. (The CA Secret is not
+ * among them: every replica needs the root before it can serve, and its create-if-absent is
+ * already safe to race, root-secret.ts.)
+ */
+async function leaderDuties(o: ControlOptions, rootPem: string, log: Logger): Promise<{ stop(): Promise<void> }> {
+  let running: { close(): void }[] = [];
+  let generation = 0;
+  const start = async () => {
+    const mine = ++generation;
+    const started = (await Promise.all([publishRootCert(o, rootPem, log), deployWaypoints(o, log)])).filter((d): d is { close(): void } => !!d);
+    // Leadership lost (or stopped) while they were starting: they must not keep running.
+    if (mine !== generation) for (const d of started) d.close();
+    else running = started;
+  };
+  const stopDuties = () => {
+    generation++;
+    for (const d of running.splice(0)) d.close();
+  };
+  if (o.configDir !== undefined || o.leaderElection === false) {
+    await start();
+    return { stop: async () => stopDuties() };
+  }
+  const [{ loadKubeConfig }, { LeaderElector }] = await Promise.all([import('./config/kube-api.ts'), import('./leader.ts')]);
+  const identity = `${process.env.POD_NAME ?? hostname()}_${randomBytes(4).toString('hex')}`;
+  const elector = new LeaderElector(loadKubeConfig(o), {
+    namespace: o.caNamespace,
+    name: o.leaderLease ?? 'weft-control-leader',
+    identity,
+    log,
+    onStartedLeading: () => void start().catch((e: Error) => log.error({ err: e.message }, 'starting the leader-only duties failed')),
+    onStoppedLeading: stopDuties,
+  });
+  elector.start();
+  return { stop: () => elector.stop() };
+}
+
 /** 127.0.0.0/8 and ::1, also as IPv4-mapped IPv6 (a dual-stack listener's view of an IPv4 peer). */
 const isLoopback = (address: string | undefined) => !!address && (address === '::1' || /^(::ffff:)?127\./i.test(address));
 
-const bind = (server: grpc.Server, address: string, creds: grpc.ServerCredentials) =>
-  new Promise<number>((resolve, reject) => server.bindAsync(address, creds, (e, port) => (e ? reject(new Error(`cannot listen on ${address}: ${e.message}`)) : resolve(port))));
+/** Written only when it differs, and replaced whole: agents read it on every connection, and a second replica writes the same root. */
+function writeRootCert(file: string, pem: string): void {
+  mkdirSync(dirname(file), { recursive: true });
+  if (existsSync(file) && readFileSync(file, 'utf8') === pem) return;
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, pem);
+  renameSync(tmp, file);
+}
 
 export async function runControl(o: ControlOptions): Promise<void> {
-  const log = pino({ base: { component: 'control' } });
+  const log = pino({ base: { component: 'control', pid: process.pid } }); // the pid tells replicas sharing a log apart
   const mesh: MeshOptions = { ...DEFAULT_MESH, trustDomain: o.trustDomain };
   const caFrom = await caSource(o, log);
   const ca = await CertificateAuthority.create({ trustDomain: o.trustDomain, source: caFrom.source });
-  if (o.rootCertOut) {
-    mkdirSync(dirname(o.rootCertOut), { recursive: true });
-    writeFileSync(o.rootCertOut, ca.rootPem); // the lab's istio-ca-root-cert ConfigMap
-  }
+  if (o.rootCertOut) writeRootCert(o.rootCertOut, ca.rootPem); // the lab's istio-ca-root-cert ConfigMap
 
   const registry = new Registry();
   registerHealthMetrics(registry);
@@ -163,8 +217,7 @@ export async function runControl(o: ControlOptions): Promise<void> {
   const source = await openConfigSource(o, log, registry);
   source.on('update', rebuild);
   await source.start();
-  const rootCerts = await publishRootCert(o, ca.rootPem, log);
-  const waypoints = await deployWaypoints(o, log);
+  const duties = await leaderDuties(o, ca.rootPem, log);
 
   const ads = new DeltaAdsServer(store, log, {
     onNack: (t) => nacks.inc({ type_url: t }),
@@ -179,10 +232,11 @@ export async function runControl(o: ControlOptions): Promise<void> {
   // 15010: plaintext, unauthenticated (as istiod), for proxyless gRPC clients without credentials
   // and local debugging. It answers anyone who can reach it: `weft install` leaves it off.
   let plain: grpc.Server | undefined;
+  const listeners: Listener[] = [];
   if (o.plainAddress !== false) {
     plain = new grpc.Server();
     plain.addService(adsService().service, { DeltaAggregatedResources: ads.handler(), StreamAggregatedResources: sotw.handler() });
-    await bind(plain, o.plainAddress, grpc.ServerCredentials.createInsecure());
+    listeners.push(await listenGrpc(plain, o.plainAddress, grpc.ServerCredentials.createInsecure(), '--plain-address', !!o.reusePort));
   }
 
   // 15012: TLS with a server certificate from the mesh CA. Agents present their node token and get
@@ -235,30 +289,49 @@ export async function runControl(o: ControlOptions): Promise<void> {
     log,
     onResult: (r) => caResults.inc({ result: r.code === grpc.status.OK ? 'issued' : grpc.status[r.code] ?? String(r.code) }),
   });
-  await bind(tls, o.tlsAddress, caServerCredentials(serverCert));
+  listeners.push(await listenGrpc(tls, o.tlsAddress, caServerCredentials(serverCert), '--tls-address', !!o.reusePort));
 
-  const [mHost, mPort] = o.metricsAddress.split(/:(?=\d+$)/);
-  const metrics = createServer((req, res) => {
+  let draining = false;
+  const metrics = await listenHttp((req, res) => {
     if (req.url === '/metrics') void registry.metrics().then((t) => res.writeHead(200, { 'content-type': registry.contentType }).end(t));
     // Debug endpoints show every workload, identity and policy: loopback clients only (kubectl
     // port-forward, a shell in the pod), as istiod's localhost bypass; /metrics and /ready stay open.
     else if (req.url?.startsWith('/debug') && !isLoopback(req.socket.remoteAddress)) res.writeHead(403, { 'content-type': 'text/plain' }).end('debug endpoints answer loopback clients only (kubectl port-forward)\n');
     else if (req.url === '/debug/config_dump') res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ clients: ads.clients(), deltaSubscriptions: ads.subscriptions(), sotwClients: sotw.clients(), problems: [...reported], model: model && { workloads: model.workloads, services: model.services, policies: model.policies } }, null, 2));
-    else if (req.url === '/ready') res.writeHead(model ? 200 : 503).end();
+    // Draining: not ready, so a Service stops sending new clients here.
+    else if (req.url === '/ready') res.writeHead(model && !draining ? 200 : 503).end();
     else res.writeHead(404).end();
-  });
-  await new Promise<void>((r) => metrics.listen(Number(mPort), mHost, r));
+  }, o.metricsAddress, '--metrics-address', !!o.reusePort);
   log.info({ configDir: o.configDir, kubeconfig: o.kubeconfig, inCluster: o.inCluster, plain: o.plainAddress, tls: o.tlsAddress, ca: caFrom.describe, trustDomain: o.trustDomain }, 'control plane ready');
 
-  const stop = () => {
+  // Drain (SIGTERM: a rolling update, or the lab's upgrade): stop accepting connections and send
+  // GOAWAY on those open (tryShutdown: calls in flight, such as CSRs being signed, finish; new ones
+  // go to a new connection, another replica), end the xDS streams with UNAVAILABLE spread over
+  // drainSpreadMs so a fleet of agents does not reconnect in the same millisecond, then exit once
+  // every call has ended or at drainDeadlineMs, whichever comes first. Agents keep serving their
+  // last state meanwhile and resume elsewhere from the versions they hold.
+  const spreadMs = o.drainSpreadMs ?? 2000;
+  const deadlineMs = o.drainDeadlineMs ?? 10_000;
+  if (spreadMs >= deadlineMs) throw new Error(`--drain-spread-ms ${spreadMs} must be below --drain-deadline-ms ${deadlineMs}: streams would still be open at the deadline`);
+  const drain = async (signal: string) => {
+    if (draining) return;
+    draining = true;
+    const started = Date.now();
+    const deadline = setTimeout(() => {
+      log.warn({ afterMs: Date.now() - started, streams: ads.connected + sotw.connected }, 'drain deadline passed; exiting with calls still open');
+      process.exit(0);
+    }, deadlineMs);
+    log.info({ signal, streams: ads.connected + sotw.connected, spreadMs, deadlineMs }, 'draining: no new connections; ending xDS streams so clients move to another replica');
+    for (const l of listeners) l.close();
+    const closed = [tls, ...(plain ? [plain] : [])].map((s) => new Promise<void>((r) => s.tryShutdown(() => r())));
+    await Promise.all([duties.stop(), ads.drain(spreadMs), sotw.drain(spreadMs)]);
+    await Promise.all(closed);
+    clearTimeout(deadline);
     source.close();
-    rootCerts?.close();
-    waypoints?.close();
-    plain?.forceShutdown();
-    tls.forceShutdown();
     metrics.close();
+    log.info({ afterMs: Date.now() - started }, 'drained; exiting');
     process.exit(0);
   };
-  process.on('SIGTERM', stop);
-  process.on('SIGINT', stop);
+  process.on('SIGTERM', () => void drain('SIGTERM'));
+  process.on('SIGINT', () => void drain('SIGINT'));
 }

@@ -11,6 +11,7 @@ import type { IClusterRole } from 'kubernetes-models/rbac.authorization.k8s.io/v
 import type { IClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRoleBinding';
 import type { IRole } from 'kubernetes-models/rbac.authorization.k8s.io/v1/Role';
 import type { IRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/RoleBinding';
+import type { IPodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBudget';
 import type { INamespace } from 'kubernetes-models/v1/Namespace';
 import type { IService } from 'kubernetes-models/v1/Service';
 import type { IServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
@@ -29,6 +30,13 @@ export const TOKEN_AUDIENCE = 'istio-ca';
 export const ROOT_CERT_CONFIGMAP = 'istio-ca-root-cert';
 /** Istio's name for the Secret keeping the self-signed root (src/control/ca/root-secret.ts). */
 export const CA_SECRET = 'istio-ca-secret';
+/** The Lease control plane replicas elect their leader with (src/control/leader.ts). */
+export const LEADER_LEASE = 'weft-control-leader';
+/**
+ * A control plane replica's drain on SIGTERM (src/control/main.ts): xDS streams ended spread over
+ * 5 s so a node fleet does not reconnect at once, exit by 20 s; the pod's grace period is above it.
+ */
+const DRAIN = { spreadMs: 5000, deadlineMs: 20_000, gracePeriodSeconds: 30 };
 
 /** Host paths shared by the agent, the CNI installer and the CNI plugin (which runs on the host). */
 export const HOST = {
@@ -69,7 +77,7 @@ export function namespace(o: InstallOptions): INamespace {
 // ---------------------------------------------------------------------------------------------
 // Control plane
 
-export function controlPlane(o: InstallOptions): [IServiceAccount, IClusterRole, IClusterRoleBinding, IClusterRole, IClusterRoleBinding, IClusterRole, IClusterRoleBinding, IRole, IRoleBinding, IService, IDeployment] {
+export function controlPlane(o: InstallOptions): [IServiceAccount, IClusterRole, IClusterRoleBinding, IClusterRole, IClusterRoleBinding, IClusterRole, IClusterRoleBinding, IRole, IRoleBinding, IRole, IRoleBinding, IService, IDeployment, IPodDisruptionBudget] {
   const meta = { name: CONTROL, namespace: o.namespace, labels: labels(CONTROL, 'control-plane') };
   const read = ['get', 'list', 'watch'];
   const clusterName = `${CONTROL}-${o.namespace}`;
@@ -144,6 +152,24 @@ export function controlPlane(o: InstallOptions): [IServiceAccount, IClusterRole,
       roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: `${CONTROL}-ca-secret` },
       subjects: [{ kind: 'ServiceAccount', name: CONTROL, namespace: o.namespace }],
     },
+    // Leader election among the replicas: the one Lease, in the control plane's namespace. The
+    // leader alone writes root-cert ConfigMaps and waypoint Deployments. create cannot be limited by name.
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'Role',
+      metadata: { ...meta, name: `${CONTROL}-leader-election` },
+      rules: [
+        { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['create'] },
+        { apiGroups: ['coordination.k8s.io'], resources: ['leases'], resourceNames: [LEADER_LEASE], verbs: ['get', 'update'] },
+      ],
+    },
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'RoleBinding',
+      metadata: { ...meta, name: `${CONTROL}-leader-election` },
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: `${CONTROL}-leader-election` },
+      subjects: [{ kind: 'ServiceAccount', name: CONTROL, namespace: o.namespace }],
+    },
     {
       apiVersion: 'v1',
       kind: 'Service',
@@ -163,7 +189,10 @@ export function controlPlane(o: InstallOptions): [IServiceAccount, IClusterRole,
       kind: 'Deployment',
       metadata: meta,
       spec: {
-        replicas: 1,
+        // Two replicas behind the Service; a roll adds the new one before removing an old one, so
+        // agents always have a replica to move to (the old one drains on SIGTERM).
+        replicas: 2,
+        strategy: { type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } },
         selector: { matchLabels: { app: CONTROL } },
         template: {
           metadata: {
@@ -172,6 +201,9 @@ export function controlPlane(o: InstallOptions): [IServiceAccount, IClusterRole,
           },
           spec: {
             serviceAccountName: CONTROL,
+            terminationGracePeriodSeconds: DRAIN.gracePeriodSeconds,
+            // Replicas on different nodes where there are several: a node's loss takes one.
+            affinity: { podAntiAffinity: { preferredDuringSchedulingIgnoredDuringExecution: [{ weight: 100, podAffinityTerm: { topologyKey: 'kubernetes.io/hostname', labelSelector: { matchLabels: { app: CONTROL } } } }] } },
             securityContext: { runAsNonRoot: true, runAsUser: 1337, runAsGroup: 1337, fsGroup: 1337, seccompProfile: { type: 'RuntimeDefault' } },
             containers: [
               {
@@ -194,8 +226,15 @@ export function controlPlane(o: InstallOptions): [IServiceAccount, IClusterRole,
                   // Waypoint Gateways become Deployments of the same image, reaching 15012 by the Service's name.
                   '--waypoint-image', o.image,
                   '--waypoint-control-address', `${controlHost(o)}:${PORTS.xdsTls}`,
+                  '--leader-lease', LEADER_LEASE,
+                  '--drain-spread-ms', String(DRAIN.spreadMs),
+                  '--drain-deadline-ms', String(DRAIN.deadlineMs),
                 ],
-                env: Object.entries(CONTROL_PLANE_ENV).map(([name, value]) => ({ name, value })),
+                env: [
+                  ...Object.entries(CONTROL_PLANE_ENV).map(([name, value]) => ({ name, value })),
+                  // The leader election identity (with a random suffix): which replica holds the Lease.
+                  { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
+                ],
                 ports: [
                   ...(o.plaintextXds ? [{ name: 'grpc-xds', containerPort: PORTS.xds, protocol: 'TCP' as const }] : []),
                   { name: 'grpc-xds-tls', containerPort: PORTS.xdsTls, protocol: 'TCP' },
@@ -218,6 +257,8 @@ export function controlPlane(o: InstallOptions): [IServiceAccount, IClusterRole,
         },
       },
     },
+    // A node drain evicts one replica at a time: one always serves.
+    { apiVersion: 'policy/v1', kind: 'PodDisruptionBudget', metadata: meta, spec: { minAvailable: 1, selector: { matchLabels: { app: CONTROL } } } },
   ];
 }
 

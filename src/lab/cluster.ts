@@ -153,6 +153,12 @@ export class Cluster extends EventEmitter {
     await this.mesh.controlPlaneControl(action);
   }
 
+  /** Starts a new control plane replica beside the running one, then drains the old one (LabMesh.controlPlaneUpgrade). */
+  async controlPlaneUpgrade(): Promise<{ oldPid?: number; newPid?: number; drainMs: number }> {
+    if (!this.mesh) throw new Error('this lab runs no control plane (--capture none)');
+    return this.mesh.controlPlaneUpgrade();
+  }
+
   /** Ready endpoints of a service port: the address and resolved targetPort of each pod. */
   endpointsOf(s: Service, port: Service['spec']['ports'][number]) {
     return this.services.endpointsOf(s, port);

@@ -59,6 +59,7 @@ export async function runLabDaemon(name: string, nodeCount: number, capture: Clu
       await cluster.controlPlaneControl(cp[1] as 'kill' | 'start');
       return reply(res, 200, { ok: true });
     }
+    if (req.method === 'POST' && url.pathname === '/v1/control/upgrade') return reply(res, 200, await cluster.controlPlaneUpgrade());
     if (req.method === 'POST' && url.pathname === '/v1/shutdown') {
       reply(res, 200, { ok: true });
       void stop('shutdown requested');

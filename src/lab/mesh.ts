@@ -57,6 +57,35 @@ export class LabMesh {
     }
   }
 
+  private replicas = 0;
+
+  /**
+   * A rolling upgrade of the control plane, as a Deployment with maxSurge 1 and maxUnavailable 0
+   * does it: a new replica (the current build) starts beside the running one on the same
+   * addresses (SO_REUSEPORT), and once it serves the old one is sent SIGTERM; it drains, its
+   * agents reconnect to the new one and resume from the state they hold.
+   */
+  async controlPlaneUpgrade(): Promise<{ oldPid?: number; newPid?: number; drainMs: number }> {
+    const old = this.control;
+    if (!old) throw new Error('this lab runs no control plane (--capture none)');
+    if (!old.running) throw new Error('the control plane is down: `weft control-plane start` first');
+    const replica = ++this.replicas;
+    const next = new LabControlPlane(this.layout, join(this.layout.cgroupRoot(this.cg2), `control-${replica}`), this.onLog, replica);
+    next.start();
+    try {
+      await next.waitServing();
+    } catch (e) {
+      await next.stop();
+      throw e;
+    }
+    this.control = next;
+    const oldPid = old.pid;
+    const started = Date.now();
+    await old.stop();
+    this.onLog(`control plane upgraded: pid ${oldPid} drained in ${Date.now() - started} ms, pid ${next.pid} serves`);
+    return { oldPid, newPid: next.pid, drainMs: Date.now() - started };
+  }
+
   /** True when every running agent's mesh state shows every ready pod as a healthy workload. */
   async converged(ready: Pod[]): Promise<boolean> {
     for (const a of this.agents.values()) {

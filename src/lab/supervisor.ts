@@ -94,8 +94,8 @@ export class SupervisedProcess {
     }));
   }
 
-  /** SIGTERM, then SIGKILL after 5 s; no restart. Replaced processes still draining too. */
-  async stop(): Promise<void> {
+  /** SIGTERM, then SIGKILL after `graceMs` (default 5 s); no restart. Replaced processes still draining too. */
+  async stop(graceMs = 5000): Promise<void> {
     this.closed = true;
     clearTimeout(this.restartTimer);
     const all = [...this.retiring, ...(this.proc ? [this.proc] : [])];
@@ -103,8 +103,8 @@ export class SupervisedProcess {
       if (p.exitCode !== null || p.signalCode !== null) return;
       const gone = new Promise((r) => p.once('exit', r));
       p.kill('SIGTERM');
-      const t = setTimeout(() => p.kill('SIGKILL'), 5000);
-      await Promise.race([gone, sleep(10_000)]);
+      const t = setTimeout(() => p.kill('SIGKILL'), graceMs);
+      await Promise.race([gone, sleep(graceMs + 5000)]);
       clearTimeout(t);
     }));
   }

@@ -68,6 +68,7 @@ describe('weft control --kubeconfig', () => {
     for (const r of KUBE_RESOURCES) server.serve(r);
     server.serve({ kind: 'ConfigMap', apiVersion: 'v1', plural: 'configmaps' });
     server.serve({ kind: 'Secret', apiVersion: 'v1', plural: 'secrets' });
+    server.serve({ kind: 'Lease', apiVersion: 'coordination.k8s.io/v1', plural: 'leases' }); // leader election
     for (const o of OBJECTS) server.apply(o);
     // Node authentication as on a cluster: without --node-tokens, `weft control` checks the agents'
     // tokens with TokenReview through the same kubeconfig, so the fake answers TokenReview rather
@@ -185,6 +186,7 @@ describe('weft control --kubeconfig', () => {
     for (const r of KUBE_RESOURCES) server.serve(r);
     server.serve({ kind: 'ConfigMap', apiVersion: 'v1', plural: 'configmaps' });
     server.serve({ kind: 'Secret', apiVersion: 'v1', plural: 'secrets' });
+    server.serve({ kind: 'Lease', apiVersion: 'coordination.k8s.io/v1', plural: 'leases' }); // leader election
     for (const o of OBJECTS) server.apply(o);
     server.tokenReview = (spec) =>
       spec.token === AGENT_TOKEN
@@ -228,6 +230,10 @@ describe('weft control --kubeconfig', () => {
       expect(await rootOf(b, root)).toBe(root);
       const rootIn = (ns: string) => (server.get('ConfigMap', ns, ROOT_CERT_CONFIGMAP) as { data?: Record<string, string> } | undefined)?.data?.[ROOT_CERT_KEY]?.trim();
       await until('istio-ca-root-cert published', () => NAMESPACES.every((ns) => rootIn(ns) === root));
+      // The ConfigMaps are leader-only writes: one replica holds the Lease and runs them.
+      const leaders = () => [a, b].filter((p) => p.out.includes('became the leader'));
+      expect(leaders()).toHaveLength(1);
+      expect((server.get('Lease', 'istio-system', 'weft-control-leader')?.spec as { holderIdentity?: string }).holderIdentity).toMatch(/_[0-9a-f]{8}$/);
 
       // A restart: the new process finds the root and keeps it.
       const posts = () => server.requests.filter((r) => r.method === 'POST' && r.path === '/api/v1/namespaces/istio-system/secrets').length;
@@ -255,7 +261,7 @@ describe('weft control --kubeconfig', () => {
     const tmp = mkdtempSync(join(tmpdir(), 'weft-main-kube-'));
     const server = await FakeApiServer.start();
     for (const r of KUBE_RESOURCES) server.serve(r);
-    for (const [kind, apiVersion, plural] of [['ConfigMap', 'v1', 'configmaps'], ['Secret', 'v1', 'secrets'], ['Deployment', 'apps/v1', 'deployments']] as const) server.serve({ kind, apiVersion, plural });
+    for (const [kind, apiVersion, plural] of [['ConfigMap', 'v1', 'configmaps'], ['Secret', 'v1', 'secrets'], ['Deployment', 'apps/v1', 'deployments'], ['Lease', 'coordination.k8s.io/v1', 'leases']] as const) server.serve({ kind, apiVersion, plural });
     for (const o of OBJECTS) server.apply(o);
     server.apply({ apiVersion: 'gateway.networking.k8s.io/v1', kind: 'Gateway', metadata: { name: 'waypoint', namespace: 'shop' }, spec: { gatewayClassName: 'istio-waypoint', listeners: [{ name: 'mesh', port: 15008, protocol: 'HBONE' }] } });
     const [tls, metrics] = [await freePort(), await freePort()];

@@ -205,6 +205,28 @@ describe('weft install: rendered manifests', () => {
     expect(args).toContain('--waypoint-image weft:0.1.0 --waypoint-control-address weft-control.istio-system.svc:15012');
   });
 
+  it('the control plane rolls without a gap: two replicas, surge before removal, a PDB, readiness, a grace period above the drain deadline, the Lease RBAC', () => {
+    const objs = all();
+    const dep = find(objs, 'Deployment', 'weft-control') as unknown as { spec: { replicas: number; strategy: unknown } };
+    expect(dep.spec.replicas).toBe(2);
+    expect(dep.spec.strategy).toEqual({ type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } });
+    const pod = podSpecOf(find(objs, 'Deployment', 'weft-control'))!;
+    const c = pod.containers[0]!;
+    expect(c.readinessProbe?.httpGet?.path).toBe('/ready');
+    const args = c.args ?? [];
+    const flag = (f: string) => Number(args[args.indexOf(f) + 1]);
+    expect(flag('--drain-spread-ms')).toBeLessThan(flag('--drain-deadline-ms'));
+    expect(pod.terminationGracePeriodSeconds! * 1000).toBeGreaterThan(flag('--drain-deadline-ms'));
+    expect(c.env).toContainEqual({ name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } });
+    expect(find(objs, 'PodDisruptionBudget', 'weft-control').spec).toEqual({ minAvailable: 1, selector: { matchLabels: { app: 'weft-control' } } });
+    // The Lease only: created, then read and renewed by name; nothing else in coordination.k8s.io.
+    expect(find(objs, 'Role', 'weft-control-leader-election').rules).toEqual([
+      { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['create'] },
+      { apiGroups: ['coordination.k8s.io'], resources: ['leases'], resourceNames: [args[args.indexOf('--leader-lease') + 1]], verbs: ['get', 'update'] },
+    ]);
+    expect((find(objs, 'RoleBinding', 'weft-control-leader-election') as unknown as { subjects: unknown[] }).subjects).toEqual([{ kind: 'ServiceAccount', name: 'weft-control', namespace: 'istio-system' }]);
+  });
+
   it("the control plane's ClusterRole covers exactly the resources its Kubernetes source watches", async () => {
     const kubeApi = join(repo, 'src/control/config/kube-api.ts');
     if (!existsSync(kubeApi)) return; // the Kubernetes source is not in this tree

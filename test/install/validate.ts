@@ -9,6 +9,7 @@ import { ClusterRole } from 'kubernetes-models/rbac.authorization.k8s.io/v1/Clus
 import { ClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRoleBinding';
 import { Role } from 'kubernetes-models/rbac.authorization.k8s.io/v1/Role';
 import { RoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/RoleBinding';
+import { PodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBudget';
 import { Namespace } from 'kubernetes-models/v1/Namespace';
 import { Service } from 'kubernetes-models/v1/Service';
 import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
@@ -29,6 +30,7 @@ const MODELS: Record<string, ModelClass> = {
   'rbac.authorization.k8s.io/v1/ClusterRoleBinding': ClusterRoleBinding,
   'rbac.authorization.k8s.io/v1/Role': Role,
   'rbac.authorization.k8s.io/v1/RoleBinding': RoleBinding,
+  'policy/v1/PodDisruptionBudget': PodDisruptionBudget,
   'apiextensions.k8s.io/v1/CustomResourceDefinition': CustomResourceDefinition,
   'gateway.networking.k8s.io/v1/Gateway': Gateway,
 };
@@ -71,6 +73,11 @@ export function checkInvariants(objects: Obj[]): string[] {
       for (const p of spec.ports) if (!validPort(p.port) || (p.targetPort !== undefined && !validPort(p.targetPort))) problems.push(`${id}: port ${p.name}: ${p.port} -> ${p.targetPort} out of range`);
       const selected = objects.filter((w) => podSpecOf(w) && Object.entries(spec.selector ?? {}).every(([k, v]) => (w.spec as { template: { metadata: { labels: Record<string, string> } } }).template.metadata.labels[k] === v));
       if (!selected.length) problems.push(`${id}: selector ${JSON.stringify(spec.selector)} selects no rendered workload`);
+    }
+    if (o.kind === 'PodDisruptionBudget') {
+      const sel = (o.spec as { selector?: { matchLabels?: Record<string, string> } }).selector?.matchLabels ?? {};
+      const selected = objects.filter((w) => podSpecOf(w) && w.metadata?.namespace === o.metadata?.namespace && Object.entries(sel).every(([k, v]) => (w.spec as { template: { metadata: { labels: Record<string, string> } } }).template.metadata.labels[k] === v));
+      if (!Object.keys(sel).length || !selected.length) problems.push(`${id}: selector ${JSON.stringify(sel)} selects no rendered workload`);
     }
     const pod = podSpecOf(o);
     if (!pod) continue;

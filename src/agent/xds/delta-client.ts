@@ -26,6 +26,9 @@ export class DeltaXdsClient extends EventEmitter {
   constructor(o: XdsClientOptions) {
     super();
     const apply = (typeUrl: string) => (u: { resources: XdsResource[]; removed: string[] }) => {
+      // Nothing new (a reconnect, to this or another replica, where the versions held are current):
+      // the state stays the same object, so nothing downstream sees a change.
+      if (!u.resources.length && !u.removed.length) return;
       this.state = this.state.with(this.decode(typeUrl, u.resources, u.removed, this.state));
     };
     this.ads = new XdsClient({
@@ -36,7 +39,12 @@ export class DeltaXdsClient extends EventEmitter {
         { typeUrl: TYPE_AUTHORIZATION, apply: apply(TYPE_AUTHORIZATION) },
       ],
     });
-    this.ads.on('update', () => this.emit('update', this.state));
+    let emitted: MeshState | undefined;
+    this.ads.on('update', () => {
+      if (this.state === emitted) return;
+      emitted = this.state;
+      this.emit('update', this.state);
+    });
     this.ads.on('synced', () => {
       this.restored = false;
       this.emit('synced');

@@ -80,6 +80,11 @@ export class DeltaAdsServer {
     return this.streams.size;
   }
 
+  /** Ends every stream with UNAVAILABLE, spread over `spreadMs` (StreamSet.drain); new ones are ended at once. */
+  drain(spreadMs: number): Promise<void> {
+    return this.set.drain(spreadMs);
+  }
+
   /** Node ids of connected clients and how many resources of each type they hold, for config_dump and tests. */
   clients(): { node: string; types: Record<string, number> }[] {
     return [...this.streams].map((s) => ({ node: s.node, types: Object.fromEntries([...s.types].map(([t, st]) => [t, st.held.size])) }));

@@ -35,6 +35,42 @@ export type Authorize = (call: grpc.ServerDuplexStream<never, unknown>) => Promi
 
 export class StreamSet<S extends AdsStream<Req>, Req extends { typeUrl?: string | null }> {
   readonly streams = new Set<S>();
+  private readonly calls = new Map<S, grpc.ServerDuplexStream<Req, unknown>>();
+  /** Set by drain(): streams authorized from now on are ended at once. */
+  private draining?: { message: string };
+
+  /**
+   * Ends every stream with UNAVAILABLE, each at a random moment within `spreadMs`, so the clients
+   * of a draining replica reconnect (elsewhere) spread out rather than all in the same
+   * millisecond; streams authorized meanwhile are ended at once. Resolves when all have ended.
+   */
+  drain(spreadMs: number, message = 'control plane replica shutting down; reconnect'): Promise<void> {
+    this.draining = { message };
+    const ends = [...this.calls].map(
+      ([stream, call]) =>
+        new Promise<void>((resolve) => {
+          const t = setTimeout(() => {
+            this.end(call);
+            resolve();
+          }, Math.random() * spreadMs);
+          // Gone by itself first (the client left): nothing to end.
+          const gone = () => {
+            clearTimeout(t);
+            resolve();
+          };
+          if (!this.calls.has(stream)) gone();
+          else this.onGone.set(stream, gone);
+        }),
+    );
+    return Promise.all(ends).then(() => undefined);
+  }
+
+  private readonly onGone = new Map<S, () => void>();
+
+  private end(call: grpc.ServerDuplexStream<Req, unknown>): void {
+    // An 'error' event is how grpc-js ends a server stream with a status (see the handler below).
+    call.emit('error', Object.assign(new Error(this.draining?.message ?? 'shutting down'), { code: grpc.status.UNAVAILABLE }));
+  }
 
   constructor(private readonly onConnect?: (node: string, connected: number) => void) {}
 
@@ -46,7 +82,12 @@ export class StreamSet<S extends AdsStream<Req>, Req extends { typeUrl?: string 
       ready.then(
         (who) => {
           if (who === undefined) return;
+          if (this.draining || closed) {
+            if (!closed) this.end(call);
+            return;
+          }
           this.streams.add(stream);
+          this.calls.set(stream, call);
           this.onConnect?.(stream.node, this.streams.size);
           const scope = typeof who === 'string' ? undefined : who;
           let denied = false;
@@ -75,6 +116,9 @@ export class StreamSet<S extends AdsStream<Req>, Req extends { typeUrl?: string 
       let closed = false;
       const done = () => {
         if (this.streams.delete(stream)) this.onConnect?.(stream.node, this.streams.size);
+        this.calls.delete(stream);
+        this.onGone.get(stream)?.();
+        this.onGone.delete(stream);
         if (!closed) stream.onClose?.();
         closed = true;
       };

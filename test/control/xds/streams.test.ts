@@ -84,3 +84,33 @@ describe('ADS stream scoping', () => {
     });
   }
 });
+
+describe('ADS stream lifecycle', () => {
+  it('a stream the client cancels while it is being authorized is never counted as connected', async () => {
+    const store = new ResourceStore();
+    const delta = new DeltaAdsServer(store, log);
+    let release!: (who: string) => void;
+    const authorizing = new Promise<string>((r) => (release = r));
+    let asked = false;
+    const server = new grpc.Server();
+    server.addService(adsService().service, {
+      DeltaAggregatedResources: delta.handler(() => ((asked = true), authorizing)),
+      StreamAggregatedResources: new SotwAdsServer(store, log).handler(),
+    });
+    const port = await new Promise<number>((res, rej) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
+    cleanups.push(() => server.forceShutdown());
+    const Ads = adsService();
+    const client = new Ads(`127.0.0.1:${port}`, grpc.credentials.createInsecure()) as unknown as grpc.Client & Record<Method, () => grpc.ClientDuplexStream<unknown, unknown>>;
+    cleanups.push(() => client.close());
+    const call = client.DeltaAggregatedResources();
+    call.on('error', () => {});
+    call.write({ node: { id: 'n' }, typeUrl: TYPE_ADDRESS });
+    for (let i = 0; !asked && i < 200; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(asked).toBe(true);
+    call.cancel();
+    await new Promise((r) => setTimeout(r, 200)); // the cancellation reaches the server
+    release('node-1'); // authorized only now, after the client left
+    await new Promise((r) => setTimeout(r, 50));
+    expect(delta.connected).toBe(0);
+  });
+});

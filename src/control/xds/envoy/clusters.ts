@@ -104,5 +104,8 @@ function locality(endpoints: MeshEndpoint[]) {
 }
 
 export function buildLoadAssignment(name: string, endpoints: MeshEndpoint[]): Uint8Array {
-  return encode('envoy.config.endpoint.v3.ClusterLoadAssignment', { clusterName: name, endpoints: endpoints.length ? [locality(endpoints)] : [] });
+  // In address order, not the order the configuration arrived in: replicas (and a restarted one)
+  // see pods arrive in different orders, and the body's hash is the version clients resume from.
+  const sorted = [...endpoints].sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : a.port - b.port));
+  return encode('envoy.config.endpoint.v3.ClusterLoadAssignment', { clusterName: name, endpoints: sorted.length ? [locality(sorted)] : [] });
 }

@@ -72,6 +72,11 @@ export class SotwAdsServer {
     return this.streams.size;
   }
 
+  /** Ends every stream with UNAVAILABLE, spread over `spreadMs` (StreamSet.drain); new ones are ended at once. */
+  drain(spreadMs: number): Promise<void> {
+    return this.set.drain(spreadMs);
+  }
+
   /** What each connected client subscribed to, accepted and rejected. */
   clients(): { node: string; types: Record<string, { subscribed: string[] | '*'; version: string; acked: Record<string, string>; rejected: Record<string, string>; nacks: number }> }[] {
     return [...this.streams].map((s) => ({
