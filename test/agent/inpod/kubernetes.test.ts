@@ -130,6 +130,7 @@ describe('Kubernetes enrollment: CNI ADD, agent, annotation, control plane, HBON
     for (const r of KUBE_RESOURCES) api.serve(r);
     api.serve({ kind: 'ConfigMap', apiVersion: 'v1', plural: 'configmaps' });
     api.serve({ kind: 'Secret', apiVersion: 'v1', plural: 'secrets' });
+    api.serve({ kind: 'Lease', apiVersion: 'coordination.k8s.io/v1', plural: 'leases' }); // leader election: the root ConfigMaps are leader-only
     api.apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'istio-system' }, status: { phase: 'Active' } });
     api.apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop', labels: { 'istio.io/dataplane-mode': 'ambient' } }, status: { phase: 'Active' } });
     uid.a = api.apply(pod('a', 'node-1', IP.a)).metadata.uid as string;
