@@ -48,6 +48,7 @@ int OnFrameRecv(nghttp2_session*, const nghttp2_frame* f, void* user) {
 int OnFrameSent(nghttp2_session* h2, const nghttp2_frame* f, void* user) {
   if (f->hd.type == NGHTTP2_HEADERS && (f->hd.flags & NGHTTP2_FLAG_END_STREAM) && S(user)->server)
     nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_NO_ERROR);
+  S(user)->OnFrameSent(f);  // a drain's notice is out
   return 0;
 }
 

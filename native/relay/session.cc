@@ -32,6 +32,12 @@ constexpr uint64_t kTickMs = 1000;
 // loop and is read on in a later turn. Without it one peer that keeps its socket full (a flood of
 // WINDOW_UPDATE or PING frames costs it nothing) holds the relay thread, and every other tunnel.
 constexpr size_t kReadBudget = 256 * 1024;
+// A server's drain waits this long for the ACK of the PING sent after its shutdown notice before it
+// names the last stream processed anyway: a peer that never answers holds no session open for it.
+constexpr uint64_t kNoticeWaitMs = 1000;
+// The drain's PING, told apart from keepalive PINGs (all zeros) by its payload.
+constexpr uint8_t kDrainPing[8] = {'w', 'e', 'f', 't', 'd', 'r', 'a', 'i'};
+constexpr int32_t kLastStreamMax = (1u << 31) - 1;
 
 // Sessions that used up their read budget, by id (a session may be gone by the next turn), and the
 // idle handle that reads on from them once the loop has polled everything else: OpenSSL may already
@@ -40,6 +46,11 @@ auto& g_read_on = *new std::vector<uint32_t>();
 uv_idle_t* g_read_on_idle = nullptr;
 
 }  // namespace
+
+void Session::OnTick(uv_timer_t* t) {
+  Entry guard;
+  static_cast<Session*>(t->data)->OnTimer();
+}
 
 Session::Session(uint32_t sid, int fd, SSL_CTX* ctx, bool srv, std::string identity, const Settings& cfg)
     : id(sid), server(srv), fd_(fd), identity_(std::move(identity)), cfg_(cfg) {
@@ -57,13 +68,7 @@ Session::Session(uint32_t sid, int fd, SSL_CTX* ctx, bool srv, std::string ident
   timer_ = static_cast<uv_timer_t*>(calloc(1, sizeof(uv_timer_t)));
   uv_timer_init(Loop(), timer_);
   timer_->data = this;
-  uv_timer_start(
-      timer_,
-      [](uv_timer_t* t) {
-        Entry guard;
-        static_cast<Session*>(t->data)->OnTimer();
-      },
-      kTickMs, kTickMs);
+  uv_timer_start(timer_, OnTick, kTickMs, kTickMs);
   uv_unref(reinterpret_cast<uv_handle_t*>(timer_));
 }
 
@@ -194,6 +199,7 @@ void Session::Established() {
   last_recv_ = NowMs();
   SetTcpEvents(UV_READABLE);
   ReadTls();  // the peer's preface may have come with the handshake
+  if (drain_ == kPending && state_ == kOpen) Close(true);  // drained while in its handshake
   Flush();
 }
 
@@ -311,6 +317,12 @@ void Session::OnTimer() {
     nghttp2_submit_ping(h2_, NGHTTP2_FLAG_NONE, nullptr);
     Flush();
   }
+  // The timer was restarted when the notice went out (OnFrameSent), so its first tick since is the
+  // end of the wait for the PING's ACK.
+  if (state_ == kOpen && drain_ == kProbe) {
+    FinishDrain();
+    Flush();
+  }
 }
 
 bool Session::OnFrame(const nghttp2_frame* f) {
@@ -324,6 +336,13 @@ bool Session::OnFrame(const nghttp2_frame* f) {
       break;
     case NGHTTP2_GOAWAY:
       Emit({"goaway", id, 0, static_cast<double>(f->goaway.error_code)});
+      break;
+    case NGHTTP2_PING:
+      // The drain's PING came back: the peer has read the notice, and every stream it opened before
+      // that has arrived. Flushed once this read is done (never from inside nghttp2's receive).
+      if (drain_ == kProbe && (f->hd.flags & NGHTTP2_FLAG_ACK) &&
+          memcmp(f->ping.opaque_data, kDrainPing, sizeof(kDrainPing)) == 0)
+        FinishDrain();
       break;
     case NGHTTP2_HEADERS: {
       Stream* st = Find(sid);
@@ -358,6 +377,15 @@ bool Session::OnFrame(const nghttp2_frame* f) {
       break;
   }
   return true;
+}
+
+// The PING that times the drain's round trip must follow the notice on the wire, and nghttp2 sends
+// PINGs ahead of GOAWAYs: so it is queued only once the notice is out.
+void Session::OnFrameSent(const nghttp2_frame* f) {
+  if (f->hd.type != NGHTTP2_GOAWAY || drain_ != kNotice || f->goaway.last_stream_id != kLastStreamMax) return;
+  drain_ = kProbe;
+  nghttp2_submit_ping(h2_, NGHTTP2_FLAG_NONE, kDrainPing);
+  uv_timer_start(timer_, OnTick, kNoticeWaitMs, kTickMs);  // its next tick ends the wait (OnTimer)
 }
 
 void Session::OnBeginHeaders(int32_t sid) {
@@ -448,7 +476,8 @@ void Session::Request(uint32_t handle, const std::vector<std::string>& headers) 
     ev.list.push_back(std::to_string(NGHTTP2_REFUSED_STREAM));
     Emit(std::move(ev));
   };
-  if (state_ != kOpen || !ready_ || closing_) return refuse();
+  // After the peer's GOAWAY (a drain's notice too) nghttp2 would only refuse it once it is framed.
+  if (state_ != kOpen || !ready_ || closing_ || !nghttp2_session_check_request_allowed(h2_)) return refuse();
   std::vector<nghttp2_nv> nva;
   for (size_t i = 0; i + 1 < headers.size(); i += 2)
     nva.push_back({reinterpret_cast<uint8_t*>(const_cast<char*>(headers[i].data())),
@@ -521,12 +550,38 @@ void Session::Cancel(uint32_t handle) {
 
 void Session::Close(bool graceful) {
   if (state_ == kClosed) return;
-  if (!graceful || state_ != kOpen) return Terminate("closed", "closed", false);
+  if (!graceful) return Terminate("closed", "closed", false);
+  if (state_ != kOpen) {
+    // A client has nothing on a session still opening. A server lets the handshake finish and drains
+    // the session once open (Established): whoever dialled before the drain is served, not cut.
+    if (!server) return Terminate("closed", "closed", false);
+    drain_ = kPending;
+    return;
+  }
   if (closing_) return;
   closing_ = true;
+  if (server) return StartDrain();
+  // A client's peer opens no streams (no push): one GOAWAY says all there is.
   nghttp2_submit_goaway(h2_, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(h2_), NGHTTP2_NO_ERROR,
                         nullptr, 0);
   Flush();
+}
+
+// A server's graceful close, RFC 9113 §6.8: a GOAWAY naming the last stream processed, sent at once,
+// would refuse the streams the peer opened while it was on its way, and a peer may not know whether
+// to retry those. So first the shutdown notice (last stream 2^31-1): the peer opens no more streams,
+// and those already on their way are still served. Then a PING (OnFrameSent), and once its ACK is back
+// (or kNoticeWaitMs passed) the real GOAWAY (FinishDrain); the session ends with its last stream.
+void Session::StartDrain() {
+  drain_ = kNotice;
+  if (nghttp2_submit_shutdown_notice(h2_) != 0) FinishDrain();
+  Flush();
+}
+
+void Session::FinishDrain() {
+  drain_ = kFinal;
+  nghttp2_submit_goaway(h2_, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(h2_), NGHTTP2_NO_ERROR,
+                        nullptr, 0);
 }
 
 void Session::Fail(const char* kind, const std::string& reason) { Terminate(kind, reason, false); }

@@ -71,6 +71,7 @@ class Session {
   nghttp2_session* h2() { return h2_; }
   ByteQueue& out() { return out_; }
   bool OnFrame(const nghttp2_frame* f);
+  void OnFrameSent(const nghttp2_frame* f);
   void OnStreamClose(int32_t id, uint32_t code);
   void OnHeader(int32_t id, const nghttp2_nv& nv);
   void OnBeginHeaders(int32_t id);
@@ -79,6 +80,7 @@ class Session {
  private:
   enum State { kHandshake, kOpen, kClosed };
   void OnTcp(int status, int events);
+  static void OnTick(uv_timer_t* t);  // the timer's callback
   void OnTimer();
   void Established();
   void ReadTls();
@@ -88,6 +90,8 @@ class Session {
   void WriteDirty();
   void Announce();
   void Terminate(const char* kind, const std::string& reason, bool graceful);
+  void StartDrain();
+  void FinishDrain();
 
   State state_ = kHandshake;
   int fd_;
@@ -104,6 +108,12 @@ class Session {
   std::vector<int32_t> new_streams_;  // server: requests to tell JavaScript about after this read
   bool write_blocked_ = false, ready_ = false, closing_ = false;
   bool read_on_ = false;  // waiting in ReadOn's list
+  // A server's graceful close (RFC 9113 §6.8), in two GOAWAYs: kPending, asked during the handshake
+  // (drained once open); kNotice, the shutdown notice (last stream 2^31-1) and a PING queued; kProbe,
+  // the notice and the PING are out, waiting for the ACK (or the timer); kFinal, the GOAWAY naming
+  // the last stream processed is queued.
+  enum Drain { kNone, kPending, kNotice, kProbe, kFinal };
+  Drain drain_ = kNone;
   uint64_t started_, last_recv_, last_ping_ = 0;
   std::string peer_;
   std::unordered_map<int32_t, Stream*> streams_;

@@ -11,6 +11,13 @@ import {
 } from '../settings.ts';
 import type { HboneConnectRequest, HboneTunnel, PoolKey, PoolSession, SessionOpener } from './contract.ts';
 
+/**
+ * How many times a CONNECT a session refused unprocessed (REFUSED_STREAM, or above a GOAWAY's last
+ * stream) is tried again on another session. More than once: during a drain, sessions to several
+ * draining servers may refuse it in turn. Bounded: a peer that refuses everything costs a few dials.
+ */
+export const REFUSED_RETRIES = 3;
+
 export interface HbonePoolOptions {
   idleTimeoutMs?: number;
   maxStreamsPerSession?: number;
@@ -64,14 +71,21 @@ export class SessionPool<T extends HboneTunnel> {
   /** Opens a CONNECT tunnel; throws HboneError (kind dial | tls | timeout | status | stream | closed). */
   async connect(req: HboneConnectRequest): Promise<T> {
     for (let attempt = 0; ; attempt++) {
-      const pooled = await this.checkout(req);
       try {
-        return await pooled.session.request(req, this.o.connectTimeoutMs, () => this.release(pooled));
+        return await this.attempt(req);
       } catch (e) {
-        if (!(e instanceof StreamRefused)) throw e;
-        this.retire(pooled); // closing, gone or refusing: no new streams there
-        if (attempt > 0) throw e;
+        if (!(e instanceof StreamRefused) || attempt >= REFUSED_RETRIES) throw e;
       }
+    }
+  }
+
+  private async attempt(req: HboneConnectRequest): Promise<T> {
+    const pooled = await this.checkout(req);
+    try {
+      return await pooled.session.request(req, this.o.connectTimeoutMs, () => this.release(pooled));
+    } catch (e) {
+      if (e instanceof StreamRefused) this.retire(pooled); // closing, gone or refusing: no new streams there
+      throw e;
     }
   }
 
@@ -113,7 +127,11 @@ export class SessionPool<T extends HboneTunnel> {
         pending = this.open(id, req);
         this.dialing.set(id, pending);
       }
-      await pending; // dial and TLS failures reach every waiter; success loops back to reserve a stream
+      // Dial and TLS failures reach every waiter; success loops back to reserve a stream.
+      const opened = await pending;
+      // Gone as it opened (a GOAWAY with the server's SETTINGS: a draining or hostile server): one
+      // refusal, which connect() counts, rather than dialling again here without end.
+      if (!opened.usable) throw new StreamRefused('stream', `HBONE session to ${req.key.dstAddress}:${req.port} went away as it opened`);
     }
   }
 

@@ -5,9 +5,10 @@
 // native. A session counts as open once the server's SETTINGS arrive: in TLS 1.3 the client finishes
 // its handshake before the server has judged our certificate.
 import { EventEmitter } from 'node:events';
+import { constants } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { HboneConnectRequest, HboneTunnel, PoolSession, SessionOpener, TunnelResult } from '../client/contract.ts';
-import { PendingConnect, SOCKET_CLOSED_BEFORE_TUNNEL, SessionOpening, STREAM_CLOSED_BEFORE_TUNNEL } from '../client/failures.ts';
+import { PendingConnect, SOCKET_CLOSED_BEFORE_TUNNEL, SessionOpening, STREAM_CLOSED_BEFORE_TUNNEL, sessionUnusable } from '../client/failures.ts';
 import { openRelaySession, relayAddon, relaySettings, socketFd } from './addon.ts';
 import { RelayContexts } from './contexts.ts';
 
@@ -19,9 +20,15 @@ interface Waiter {
 class NativeSession implements PoolSession<HboneTunnel> {
   private readonly events = new EventEmitter();
   private readonly waiters = new Map<number, Waiter>();
+  /** What already happened: the pool listens only once it holds the session, which may be after a GOAWAY. */
+  private readonly seen = new Set<'goaway' | 'close'>();
   id = 0;
 
   request(req: HboneConnectRequest, timeoutMs: number, released: () => void): Promise<HboneTunnel> {
+    if (this.seen.has('close')) {
+      released();
+      return Promise.reject(sessionUnusable(new Error('session closed')));
+    }
     const headers = [':method', 'CONNECT', ':authority', req.authority];
     for (const [k, v] of Object.entries(req.headers)) headers.push(k, v);
     const stream = relayAddon().request(this.id, headers);
@@ -67,6 +74,8 @@ class NativeSession implements PoolSession<HboneTunnel> {
   }
 
   once(event: 'goaway' | 'close', listener: () => void): void {
+    // A drained server's GOAWAY may come with its SETTINGS, in the same batch of events as `ready`.
+    if (this.seen.has(event)) return listener();
     this.events.once(event, listener);
   }
 
@@ -80,10 +89,15 @@ class NativeSession implements PoolSession<HboneTunnel> {
   }
 
   onGoaway(): void {
+    this.seen.add('goaway');
     this.events.emit('goaway');
   }
 
   onClose(): void {
+    this.seen.add('close');
+    // The relay reports every stream it started before the session's `close`; one still waiting was
+    // requested after the session had ended (its refusal can no longer reach this session): refused.
+    for (const w of [...this.waiters.values()]) w.done({ sent: 0, received: 0 }, 0, constants.NGHTTP2_REFUSED_STREAM);
     this.events.emit('close');
   }
 }

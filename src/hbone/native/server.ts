@@ -11,7 +11,8 @@ import { HboneAdmission, sourceIp } from '../admission.ts';
 import type { PodHboneServer, PodHboneServerOptions } from '../server/contract.ts';
 import { HboneFront, type FrontPeer } from '../server/front.ts';
 import { remoteOf } from '../server/remote.ts';
-import { DRAIN_DEADLINE_MS, PING_INTERVAL_MS, PING_TIMEOUT_MS } from '../settings.ts';
+import { atDeadline, drainDeadline } from '../server/drain.ts';
+import { PING_INTERVAL_MS, PING_TIMEOUT_MS } from '../settings.ts';
 import { openRelaySession, relayAddon, relaySettings, socketFd } from './addon.ts';
 import { RelayContexts } from './contexts.ts';
 import { NativeFrontStream } from './front-stream.ts';
@@ -72,15 +73,26 @@ export class NativeHboneServer implements PodHboneServer {
     this.server.close();
   }
 
-  /** Stop accepting, GOAWAY every session so open streams can finish, close what is left at the deadline. */
-  drain(deadlineMs = DRAIN_DEADLINE_MS): Promise<void> {
+  /**
+   * Stop accepting and drain every session (the relay's two GOAWAYs, session.cc: streams the peer
+   * sent before it saw the first are still served; a session still in its handshake is drained once
+   * open), so open streams can finish; close what is left at the deadline (server/drain.ts: Infinity
+   * for none). Resolves once the last session has closed.
+   */
+  drain(deadlineMs?: number): Promise<void> {
+    let ms: number;
+    try {
+      ms = drainDeadline(deadlineMs);
+    } catch (e) {
+      return Promise.reject(e as Error);
+    }
     this.draining = true;
     this.server.close();
     for (const id of this.sessions.keys()) relayAddon().close(id, true);
     return new Promise<void>((resolve) => {
-      const deadline = setTimeout(() => {
+      const deadline = atDeadline(ms, () => {
         for (const id of this.sessions.keys()) relayAddon().close(id, false);
-      }, deadlineMs);
+      });
       // Done when the last session has closed (sessions report `close` after their streams' `done`).
       this.drained = () => {
         this.drained = undefined;

@@ -76,11 +76,11 @@ export interface JsTunnel extends HboneTunnel {
 
 /** The pool's view of a Node HTTP/2 client session. */
 class JsPoolSession implements PoolSession<JsTunnel> {
-  /** The last stream the peer's GOAWAY says it processed, once one came. */
+  /** The last stream the peer's GOAWAYs say it processed, once one came: the lowest (a drain sends two). */
   private goawayLast?: number;
 
   constructor(private readonly session: ClientHttp2Session) {
-    session.once('goaway', (_code: number, last: number) => (this.goawayLast = last));
+    session.on('goaway', (_code: number, last: number) => (this.goawayLast = Math.min(last, this.goawayLast ?? last)));
   }
 
   request(req: HboneConnectRequest, timeoutMs: number, released: () => void): Promise<JsTunnel> {

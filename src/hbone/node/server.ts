@@ -6,16 +6,17 @@
 // TLS and HTTP/2 are two servers on purpose: the TLS server finishes the handshake and checks the
 // peer's SPIFFE identity first, and only an accepted socket is handed to the HTTP/2 server. So a peer
 // from another trust domain never receives our SETTINGS, let alone a stream.
-import http2, { type Http2Session, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
+import http2, { constants, type Http2Session, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import type { AddressInfo, ListenOptions, Socket } from 'node:net';
 import tls, { type TLSSocket } from 'node:tls';
 import { HboneAdmission, sourceIp, type AdmissionTicket } from '../admission.ts';
 import { certificateIdentity } from './identity.ts';
 import type { ConnectDecision, HboneListenerOptions, HboneOutcome, HboneRequestInfo, PodHboneServer } from '../server/contract.ts';
+import { atDeadline, drainDeadline } from '../server/drain.ts';
 import { HboneFront, type FrontPeer } from '../server/front.ts';
 import { remoteOf } from '../server/remote.ts';
 import {
-  ALPN, CONNECTION_WINDOW, DRAIN_DEADLINE_MS, H2_SETTINGS, MAX_HEADER_LIST_PAIRS, MAX_HEADER_LIST_SIZE,
+  ALPN, CONNECTION_WINDOW, H2_SETTINGS, MAX_HEADER_LIST_PAIRS, MAX_HEADER_LIST_SIZE,
   MAX_SESSION_MEMORY_MB, PING_INTERVAL_MS, PING_TIMEOUT_MS, SERVER_MAX_STREAMS, secureContextOptions,
 } from '../settings.ts';
 import { NodeFrontStream } from './front-stream.ts';
@@ -124,15 +125,25 @@ export class HboneServer implements PodHboneServer {
     this.tls.close();
   }
 
-  /** Stop accepting, GOAWAY every session so open streams can finish, destroy what is left at the deadline. */
-  drain(deadlineMs = DRAIN_DEADLINE_MS): Promise<void> {
+  /**
+   * Stop accepting and drain every session (drainSession; one still in its TLS handshake is drained
+   * once open), so open streams can finish; destroy what is left at the deadline (server/drain.ts:
+   * Infinity for none). Resolves once the last connection has closed.
+   */
+  drain(deadlineMs?: number): Promise<void> {
+    let ms: number;
+    try {
+      ms = drainDeadline(deadlineMs);
+    } catch (e) {
+      return Promise.reject(e as Error);
+    }
     this.draining = true;
     const closed = new Promise<void>((resolve) => this.tls.close(() => resolve()));
-    for (const s of this.sessions) s.close();
-    const deadline = setTimeout(() => {
+    for (const s of this.sessions) drainSession(s);
+    const deadline = atDeadline(ms, () => {
       for (const s of this.sessions) s.destroy();
       for (const s of this.sockets) s.destroy();
-    }, deadlineMs);
+    });
     return closed.finally(() => clearTimeout(deadline));
   }
 
@@ -143,8 +154,8 @@ export class HboneServer implements PodHboneServer {
   private onSecureConnection(s: TLSSocket): void {
     const peerAddress = remoteOf(s);
     const peer = s.authorized && s.alpnProtocol === 'h2' ? certificateIdentity(s.getPeerCertificate()) : undefined;
-    const reason = this.draining ? 'draining'
-      : s.alpnProtocol !== 'h2' ? `ALPN ${s.alpnProtocol || 'none'} is not h2`
+    // A handshake that finishes during a drain is served like the others, and drained (onSession).
+    const reason = s.alpnProtocol !== 'h2' ? `ALPN ${s.alpnProtocol || 'none'} is not h2`
       : !peer ? 'peer certificate has no single SPIFFE identity'
       : peer.trustDomain !== this.opts.trustDomain ? `peer trust domain ${peer.trustDomain} is not ${this.opts.trustDomain}`
       : undefined;
@@ -173,6 +184,7 @@ export class HboneServer implements PodHboneServer {
     session.setLocalWindowSize(CONNECTION_WINDOW);
     keepAlive(session, this.opts.pingIntervalMs ?? PING_INTERVAL_MS, this.opts.pingTimeoutMs ?? PING_TIMEOUT_MS);
     if (this.handingSocket) destroyWhenStalled(session, this.handingSocket);
+    if (this.draining) drainSession(session);
   }
 
   private onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
@@ -185,6 +197,30 @@ export class HboneServer implements PodHboneServer {
     stream.once('close', () => this.streams--);
     void this.front.serve(rec, new NodeFrontStream(stream, headers));
   }
+}
+
+/** How long a drain waits for the ACK of the PING sent after its first GOAWAY. */
+const NOTICE_WAIT_MS = 1000;
+
+/**
+ * Two GOAWAYs, as the native relay sends them (RFC 9113 §6.8), as far as Node's http2 allows. Node
+ * has no shutdown notice (nghttp2_submit_shutdown_notice): its goaway() is a full GOAWAY, after which
+ * nghttp2 ignores new streams, so streams the peer sent meanwhile are not served here but left to the
+ * second GOAWAY, which names the last stream processed and so refuses them: the client retries them
+ * elsewhere (client/pool.ts). What the first GOAWAY and the PING round trip still buy: by the time the
+ * session closes, the peer has stopped opening streams, so none of its HEADERS can meet a closed
+ * socket (a reset that could hide the final GOAWAY from it). On a session with no stream open Node
+ * stops reading after a GOAWAY, so the PING's ACK goes unread and the wait is NOTICE_WAIT_MS.
+ */
+function drainSession(s: Http2Session): void {
+  if (s.closed || s.destroyed) return;
+  s.goaway(constants.NGHTTP2_NO_ERROR, 2 ** 31 - 1);
+  const close = () => {
+    clearTimeout(timer);
+    if (!s.closed && !s.destroyed) s.close(); // GOAWAY with the last stream processed; ends with the last stream
+  };
+  const timer = setTimeout(close, NOTICE_WAIT_MS);
+  if (!s.ping(close)) close(); // too many PINGs outstanding: no round trip to wait for
 }
 
 export function createHboneServer(opts: HboneServerOptions): HboneServer {

@@ -45,7 +45,10 @@ export function tunnel(stream: Http2Stream, socket: Socket, side: TunnelSide): P
       const code = stream.rstCode ?? constants.NGHTTP2_NO_ERROR;
       if (code !== constants.NGHTTP2_NO_ERROR) {
         error ??= `stream reset (code ${code})`;
-        socket.resetAndDestroy();
+        // Once our FIN is on its way libuv refuses the reset (EINVAL), and Node then never emits
+        // 'close': the tunnel would never end. The app has had our FIN; closing is all that is left.
+        if (socket.writableEnded) socket.destroy();
+        else socket.resetAndDestroy();
       } else if (!socket.destroyed && !socket.readableEnded) {
         // Stopped with NO_ERROR while the socket still sends: nothing more can flow, so deliver what
         // arrived, then close rather than leave a half-open socket hanging.
