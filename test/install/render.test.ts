@@ -177,6 +177,18 @@ describe('weft install: rendered manifests', () => {
     expect(agentC.args).toContain('--in-cluster');
   });
 
+  it('the agent rolls hitlessly: a new pod beside the old on each node, the handover socket on a hostPath, time to drain', () => {
+    const ds = find(all(), 'DaemonSet');
+    expect((ds.spec as { updateStrategy: unknown }).updateStrategy).toEqual({ type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } });
+    const pod = podSpecOf(ds)!;
+    expect(pod.terminationGracePeriodSeconds).toBeGreaterThanOrEqual(600);
+    const agentC = pod.containers.find((c) => c.name === 'agent')!;
+    const stateDir = agentC.args![agentC.args!.indexOf('--state-dir') + 1]!;
+    // handover.sock lives in the state dir: both agent pods of a node must see the same one.
+    const mount = agentC.volumeMounts!.find((m) => stateDir.startsWith(m.mountPath + '/'))!;
+    expect(pod.volumes!.find((v) => v.name === mount.name)!.hostPath?.path).toBe(mount.mountPath);
+  });
+
   it('RBAC: the agent may read pods and namespaces, patch pods/status, get its DaemonSet; the control plane reads and reviews tokens', () => {
     const objs = all();
     const rules = (name: string) => (find(objs, 'ClusterRole', name).rules as { apiGroups: string[]; resources: string[]; verbs: string[] }[]);
