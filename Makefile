@@ -11,6 +11,7 @@ help:
 	@echo "make test   - build everything, typecheck, lint and run all tests (root)"
 	@echo "make bench  - data-path benchmarks, results in BENCHMARKS.md (root)"
 	@echo "make fuzz   - the fuzzers for FUZZ_SECONDS (600) in total, new inputs kept in test/fuzz/corpus"
+	@echo "make soak   - SOAK_MINUTES (30) of load, policy churn, pod churn, certificate rotation and control-plane restarts (root)"
 
 # Debian packages (only what is missing) and node modules (only when the lockfile changed).
 setup: .cache/apt.stamp node_modules/.weft-stamp
@@ -74,6 +75,12 @@ demo: build
 
 bench: build
 	@bash scripts/bench.sh
+
+# Not part of `make test` (30 minutes by default; test/e2e/soak.test.ts runs 2). See BENCHMARKS.md.
+.PHONY: soak
+soak: build
+	@if [ "$$(id -u)" -ne 0 ]; then echo "make soak needs root (it runs a lab)" >&2; exit 1; fi
+	node --import tsx bench/soak.ts
 
 clean:
 	rm -rf build lib .cache
