@@ -56,8 +56,9 @@ function weft(args: string[], timeoutMs = 300_000): string {
   if (r.status !== 0) throw new Error(`weft ${args.join(' ')}: exit ${r.status}\n${r.stderr}${r.stdout}`);
   return r.stdout;
 }
-const state = () => labCall<Snapshot>(layout, 'GET', '/v1/state', undefined, 30_000);
-const apply = (objects: KObject[]) => labCall<{ results: { error?: string; object: string }[] }>(layout, 'POST', '/v1/apply', { objects }, 30_000);
+// Generous: the lab daemon answers late while it starts or stops 100 pods.
+const state = () => labCall<Snapshot>(layout, 'GET', '/v1/state', undefined, 120_000);
+const apply = (objects: KObject[]) => labCall<{ results: { error?: string; object: string }[] }>(layout, 'POST', '/v1/apply', { objects }, 300_000);
 
 // ---- the lab's objects -------------------------------------------------------------------------
 const HTTP_PORT = 8080;
@@ -149,7 +150,13 @@ function pinned(): Record<string, { links: number; maps: number }> {
   const out: Record<string, { links: number; maps: number }> = {};
   const base = layout.bpffsDir(ensureBpffs());
   const walk = (dir: string, acc: { links: number; maps: number }) => {
-    for (const e of readdirSync(dir, { withFileTypes: true })) {
+    let entries: import('node:fs').Dirent[];
+    try {
+      entries = readdirSync(dir, { withFileTypes: true });
+    } catch {
+      return; // a pod's directory removed by its agent while we walk
+    }
+    for (const e of entries) {
       if (e.isDirectory()) walk(join(dir, e.name), acc);
       else if (e.name.startsWith('link_')) acc.links++;
       else acc.maps++;
@@ -448,6 +455,14 @@ try {
   ];
   // The generator's floor: the same generator at the same rate and connections, straight to a
   // server pod outside the mesh (no agent, no waypoint), for 20 s before the soak.
+  // A floor measured while the lab's processes still start (module loading, JIT) is the machine's
+  // start-up, not the generator: wait for a quiet second first (bounded).
+  for (let i = 0; i < 30; i++) {
+    const a = machineTicks();
+    await sleep(1000);
+    const b = machineTicks();
+    if ((b.busy - a.busy) / Math.max(1, b.total - a.total) < 0.2) break;
+  }
   log(`generator floor: ${RATE} req/s straight to a pod outside the mesh, 20 s`);
   floor = await genRun('soak-direct/client', 20, [{ name: 'direct', host: ip('soak-direct'), port: HTTP_PORT, authority: 'server', path: '/', rate: RATE, conns: targets.reduce((a, t) => a + t.conns, 0) }], () => {});
   log(`floor: ${JSON.stringify(floor.targets.direct)}`);
@@ -462,9 +477,16 @@ try {
   let nextSample = 0;
   while (elapsed() < DURATION_S) {
     if (elapsed() >= nextSample) {
-      nextSample += SAMPLE_S;
+      // A sample delayed by a busy lab daemon (its state answers late) is not followed by a second one at once.
+      nextSample = Math.max(nextSample + SAMPLE_S, elapsed() + SAMPLE_S / 2);
       await refreshPids().catch(() => {});
-      const s = sample();
+      let s: Sample;
+      try {
+        s = sample();
+      } catch (e) {
+        log(`sample failed: ${(e as Error).message}`); // a sampling hiccup must not end the run
+        continue;
+      }
       samples.push(s);
       const a = Object.entries(s.agents).map(([n, p]) => `${n} ${p?.rssMb} MB/${p?.fds} fd/${s.pinned[n]?.links} links/${s.pinned[n]?.maps}+${p?.bpfMaps} maps`).join(', ');
       log(`t=${s.t}s ${phase} pods=${churnPods} cpu ${s.busyPct}% | ${a} | control ${s.control?.rssMb ?? '-'} MB/${s.control?.fds ?? '-'} fd | waypoint ${s.waypoint?.rssMb ?? '-'} MB | ok ${s.requests.ok} failed ${s.requests.failed} denied ${s.requests.denied} | policies ${policyChanges} pushes ${s.controlPushes} certs ${s.certsIssued}`);
