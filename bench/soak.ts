@@ -16,9 +16,10 @@
 // the control plane and the waypoint from /proc, the lab's bpffs pins, and the generator's counts.
 // Pass: no failed request (anything but a 2xx, and the denied class's 403s); agent and
 // control-plane RSS growth < 5 % from the end of the warm-up (the first 20 % of the run) to the end;
-// fds, BPF links and maps flat (same phase of the pod loop, see verdict()).
+// fds, BPF links and maps flat (at the same phase of the pod loop: bench/soak-verdict.ts says how).
 // Writes bench/results/soak-<date>.json and .svg (SOAK_OUT: elsewhere) and prints a summary.
 //   SOAK_MINUTES (30), SOAK_RATE (1000), SOAK_PODS (100), SOAK_LAB (weft-soak), SOAK_OUT
+// `--judge FILE` judges a recorded run again (bench/soak-verdict.ts) and rewrites its result and chart.
 import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, release, tmpdir } from 'node:os';
@@ -31,6 +32,7 @@ import { labCall } from '../src/lab/client.ts';
 import { LabLayout } from '../src/lab/layout.ts';
 import type { Snapshot } from '../src/lab/status.ts';
 import { soakSvg } from './soak-chart.ts';
+import { failedOf, verdict, type GenLine, type Proc, type Sample, type SoakRecord } from './soak-verdict.ts';
 
 const root = join(import.meta.dirname, '..');
 const BIN = join(root, 'bin/weft.js');
@@ -48,6 +50,17 @@ const POLICY_HZ = 10;
 const CP_EVERY_S = Math.min(300, Math.round(DURATION_S / 2));
 const RECYCLE = 200;
 const layout = new LabLayout(LAB);
+if (process.argv[2] === '--judge') {
+  const file = process.argv[3];
+  if (!file) throw new Error('usage: soak.ts --judge FILE.json');
+  const rec = JSON.parse(readFileSync(file, 'utf8')) as SoakRecord & { result?: unknown; run_at: string; rate: number };
+  rec.targets ??= splitRate(rec.rate); // runs recorded before the record held them
+  rec.result = verdict(rec);
+  writeFileSync(file, JSON.stringify(rec, null, 1) + '\n');
+  writeFileSync(file.replace(/\.json$/, '.svg'), soakSvg({ samples: rec.samples, warmupS: rec.warmup_s, restarts: rec.control_plane_restarts.map((e) => e.t), title: `weft soak: ${rec.minutes} min, ${rec.rate} req/s, ${rec.run_at.slice(0, 16)}Z` }));
+  console.log(JSON.stringify(rec.result, null, 1));
+  process.exit((rec.result as { pass: boolean }).pass ? 0 : 2);
+}
 const log = (s: string) => console.log(`[soak ${new Date().toISOString().slice(11, 19)}] ${s}`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -95,16 +108,22 @@ const manifests = (): KObject[] => [
   nsObj('soak-pods', ambient), churn(0),
 ];
 
-// ---- what is sampled ---------------------------------------------------------------------------
-interface Proc {
-  pid: number;
-  rssMb: number;
-  fds: number;
-  sockets: number;
-  bpfLinks: number;
-  bpfMaps: number;
-  bpfProgs: number;
+/**
+ * The generator's targets for a total rate: half through the L4 mesh, the rest through the
+ * waypoint, 5 % of the total of it the denied class; about 60 req/s per kept-alive connection.
+ */
+function splitRate(rate: number): { name: string; rate: number; conns: number }[] {
+  const half = Math.round(rate / 2);
+  const denied = Math.round(rate * 0.05);
+  const conns = (r: number) => Math.max(2, Math.ceil(r / 60));
+  return [
+    { name: 'mesh', rate: half, conns: conns(half) },
+    { name: 'waypoint', rate: rate - half - denied, conns: conns(rate - half - denied) },
+    { name: 'denied', rate: denied, conns: conns(denied) },
+  ];
 }
+
+// ---- what is sampled ---------------------------------------------------------------------------
 function proc(pid: number | undefined): Proc | undefined {
   if (!pid) return undefined;
   try {
@@ -194,30 +213,6 @@ function countCerts(): number {
     logOffsets.set(f, off + Buffer.byteLength(text.slice(0, end)));
   }
   return [...certsIssued.values()].reduce((a, b) => a + b, 0);
-}
-
-type Counts = { sent: number; ok: number; denied: number; non2xx: Record<string, number>; lost: number; timeouts: number; malformed: number; connectErrors: number; idleCloses: number; recycled: number; p50: number; p99: number; max: number; intervalCount: number };
-type GenLine = { t: number; final: boolean; targets: Record<string, Counts> };
-const failedOf = (c: Counts) => Object.values(c.non2xx).reduce((a, b) => a + b, 0) + c.lost + c.timeouts + c.malformed;
-
-interface Sample {
-  t: number;
-  phase: string;
-  churnPods: number;
-  /** The machine's CPU busy and stolen since the previous sample, percent of all cores. */
-  busyPct: number;
-  stealPct: number;
-  agents: Record<string, Proc | undefined>;
-  control?: Proc;
-  waypoint?: Proc;
-  pinned: Record<string, { links: number; maps: number }>;
-  machineBpfLinks: number;
-  machineBpfMaps: number;
-  certsIssued: number;
-  policyChanges: number;
-  /** Model builds the control plane pushed, over all its lives. */
-  controlPushes: number;
-  requests: { ok: number; failed: number; denied: number; deniedClassOk: number; sent: number };
 }
 
 // ---- the run -----------------------------------------------------------------------------------
@@ -428,6 +423,7 @@ spawnSync(process.execPath, [BIN, 'down', '--name', LAB], { stdio: 'ignore' });
 const manifestFile = join(dir, 'soak.yaml');
 writeFileSync(manifestFile, manifests().map((o) => stringify(o)).join('---\n'));
 let result: Record<string, unknown> | undefined;
+let targetList: { name: string; rate: number; conns: number }[] = [];
 let exitCode = 1;
 try {
   log(`lab up (${LAB}, certificates of ${CERT_TTL_S} s)`);
@@ -445,14 +441,13 @@ try {
   await refreshPids();
   log(`agents ${[...agentPids].map(([n, p]) => `${n}=${p}`).join(' ')}, control plane ${controlPid()}, waypoint ${waypointPid}`);
 
-  const half = Math.round(RATE / 2);
-  const deniedRate = Math.round(RATE * 0.05);
-  const conns = (r: number) => Math.max(2, Math.ceil(r / 60)); // about 60 req/s per kept-alive connection
-  const targets = [
-    { name: 'mesh', host: vip('soak-mesh'), port: 80, authority: 'http.soak-mesh.svc.cluster.local', path: '/', rate: half, conns: conns(half) },
-    { name: 'waypoint', host: vip('soak-wp'), port: 80, authority: 'http.soak-wp.svc.cluster.local', path: '/', rate: RATE - half - deniedRate, conns: conns(RATE - half - deniedRate) },
-    { name: 'denied', host: vip('soak-wp'), port: 80, authority: 'http.soak-wp.svc.cluster.local', path: '/denied', rate: deniedRate, conns: conns(deniedRate), deniable: true },
-  ];
+  const split = splitRate(RATE);
+  const vips = { mesh: vip('soak-mesh'), waypoint: vip('soak-wp'), denied: vip('soak-wp') };
+  const targets = split.map((t) => ({
+    ...t, host: vips[t.name as keyof typeof vips], port: 80,
+    authority: `http.${t.name === 'mesh' ? 'soak-mesh' : 'soak-wp'}.svc.cluster.local`, path: t.name === 'denied' ? '/denied' : '/', deniable: t.name === 'denied',
+  }));
+  targetList = targets;
   // The generator's floor: the same generator at the same rate and connections, straight to a
   // server pod outside the mesh (no agent, no waypoint), for 20 s before the soak.
   // A floor measured while the lab's processes still start (module loading, JIT) is the machine's
@@ -499,8 +494,6 @@ try {
   lastGen = final;
   await refreshPids().catch(() => {});
   samples.push(sample());
-  result = verdict(final, targets);
-  exitCode = (result.pass as boolean) ? 0 : 2;
 } catch (e) {
   log(`soak failed to run: ${(e as Error).stack}`);
   result = { error: (e as Error).message };
@@ -516,9 +509,14 @@ const stamp = runAt.replace(/[:.]/g, '-');
 mkdirSync(OUT, { recursive: true });
 const out = {
   run_at: runAt, command: 'make soak', machine, minutes: MINUTES, rate: RATE, pods: PODS, cert_ttl_s: CERT_TTL_S, policy_hz: POLICY_HZ, control_plane_every_s: CP_EVERY_S, warmup_s: WARMUP_S, recycle_after: RECYCLE,
-  floor: floor?.targets, result, policy: { changes: policyChanges, late_ticks: policyLate, errors: policyErrors, control_plane_pushes: pushesBefore + pushesNow }, control_plane_restarts: cpEvents, control_plane_life_ends: cpLifeEnds, pod_cycles: podCycles,
+  targets: targetList, floor: floor?.targets, result, policy: { changes: policyChanges, late_ticks: policyLate, errors: policyErrors, control_plane_pushes: pushesBefore + pushesNow }, control_plane_restarts: cpEvents, control_plane_life_ends: cpLifeEnds, pod_cycles: podCycles,
   released_samples: released, samples, generator: genLines,
 };
+if (!result) {
+  result = verdict(out);
+  exitCode = (result.pass as boolean) ? 0 : 2;
+  out.result = result;
+}
 const jsonPath = join(OUT, `soak-${stamp}.json`);
 const svgPath = join(OUT, `soak-${stamp}.svg`);
 writeFileSync(jsonPath, JSON.stringify(out, null, 1) + '\n');
@@ -526,77 +524,3 @@ if (samples.length) writeFileSync(svgPath, soakSvg({ samples, warmupS: WARMUP_S,
 console.log(JSON.stringify(result, null, 1));
 log(`written ${jsonPath}${samples.length ? ` and ${svgPath}` : ''}`);
 process.exit(exitCode);
-
-// ---- pass or fail ------------------------------------------------------------------------------
-function verdict(final: GenLine, targets: { name: string; rate: number }[]) {
-  const checks: { check: string; pass: boolean; value: string }[] = [];
-  const info: string[] = [];
-  // Requests: nothing failed; the denied class saw both sides of the policy it is denied by.
-  const failed = Object.fromEntries(Object.entries(final.targets).map(([n, c]) => [n, failedOf(c)]));
-  const totalFailed = Object.values(failed).reduce((a, b) => a + b, 0);
-  const sent = Object.values(final.targets).reduce((a, c) => a + c.sent, 0);
-  const d = final.targets.denied!;
-  checks.push({ check: 'no failed request other than deliberate denials', pass: totalFailed === 0, value: `${totalFailed} failed of ${sent} (${Object.entries(final.targets).map(([n, c]) => `${n}: ${c.ok} ok, ${c.denied} denied, ${JSON.stringify(c.non2xx)} non-2xx, ${c.lost} lost, ${c.timeouts} timed out, ${c.malformed} malformed, ${c.connectErrors} connect errors, ${c.idleCloses} idle closes`).join('; ')})` });
-  checks.push({ check: 'the denied class was denied and allowed as the policy alternated', pass: d.denied > 0 && d.ok > 0, value: `${d.denied} denied, ${d.ok} allowed` });
-  // RSS: the median of the samples in the first 10 % of the run after the warm-up against the
-  // median of the last 10 % (a few GC cycles and pod-loop phases each, not one sample's luck).
-  const after = samples.filter((s) => s.t >= WARMUP_S);
-  const win = Math.max(SAMPLE_S, DURATION_S * 0.1);
-  const median = (xs: number[]) => (xs.length ? [...xs].sort((a, b) => a - b)[xs.length >> 1]! : NaN);
-  const rssGrowth = (of: (s: Sample) => number | undefined) => {
-    const a = median(after.filter((s) => s.t < WARMUP_S + win).map(of).filter((x): x is number => x !== undefined));
-    const b = median(after.filter((s) => s.t > DURATION_S - win).map(of).filter((x): x is number => x !== undefined));
-    return { from: a, to: b, pct: Math.round(((b - a) / a) * 1000) / 10 };
-  };
-  const rss: Record<string, { from: number; to: number; pct: number }> = {};
-  for (const node of agentPids.keys()) rss[`agent ${node}`] = rssGrowth((s) => s.agents[node]?.rssMb);
-  // The control plane restarts every CP_EVERY_S: its lives are compared at the same age, their
-  // ends (the sample before each kill), the first life that started after the warm-up against the
-  // last one.
-  const lives = cpLifeEnds.filter((x) => x.t - CP_EVERY_S >= WARMUP_S);
-  if (lives.length >= 2) rss['control plane (life ends)'] = { from: lives[0]!.rssMb, to: lives.at(-1)!.rssMb, pct: Math.round(((lives.at(-1)!.rssMb - lives[0]!.rssMb) / lives[0]!.rssMb) * 1000) / 10 };
-  const rssMeaningful = DURATION_S >= 600;
-  checks.push({
-    check: `agent and control-plane RSS growth < 5 % after the warm-up (${WARMUP_S} s)${rssMeaningful ? '' : ' (not judged: a run under 10 min is too short)'}`,
-    pass: !rssMeaningful || Object.values(rss).every((x) => x.pct < 5),
-    value: Object.entries(rss).map(([k, v]) => `${k} ${v.from} → ${v.to} MB (${v.pct} %)`).join('; ') || 'no control-plane life after the warm-up to compare',
-  });
-  // fds, BPF links and maps: compared where the pod loop is at the same phase, every churn pod
-  // released, first such point after the warm-up against the last. Links and maps must be equal
-  // (nothing per pod may stay behind); fds may differ by the generator's connections (each holds
-  // an fd in each agent and is reopened every RECYCLE responses, so a few are always mid-reopen).
-  const fdBound = conns(targets);
-  const first = released[0];
-  const last = released.at(-1);
-  if (first && last && first !== last) {
-    for (const node of agentPids.keys()) {
-      const a = first.agents[node];
-      const b = last.agents[node];
-      if (!a || !b) continue;
-      const pa = first.pinned[node] ?? { links: -1, maps: -1 };
-      const pb = last.pinned[node] ?? { links: -2, maps: -2 };
-      checks.push({
-        check: `${node}: BPF links and maps flat (pods released, t=${first.t}s → t=${last.t}s)`,
-        pass: pa.links === pb.links && pa.maps === pb.maps && a.bpfLinks === b.bpfLinks && a.bpfMaps === b.bpfMaps,
-        value: `pinned links ${pa.links} → ${pb.links}, pinned maps ${pa.maps} → ${pb.maps}; agent's fds: maps ${a.bpfMaps} → ${b.bpfMaps}, links ${a.bpfLinks} → ${b.bpfLinks}, programs ${a.bpfProgs} → ${b.bpfProgs}`,
-      });
-      checks.push({ check: `agent ${node}: fds flat within ${fdBound}`, pass: Math.abs(b.fds - a.fds) <= fdBound, value: `${a.fds} → ${b.fds} (sockets ${a.sockets} → ${b.sockets})` });
-    }
-    info.push(`BPF links and maps of the whole machine (bpftool; other labs count too, and the kernel frees maps lazily), pods released: links ${first.machineBpfLinks} → ${last.machineBpfLinks}, maps ${first.machineBpfMaps} → ${last.machineBpfMaps}`);
-  } else checks.push({ check: 'fds, BPF links and maps flat', pass: false, value: `the pod loop released its pods ${released.length} time(s) after the warm-up: need 2` });
-  if (lives.length >= 2) checks.push({ check: 'control plane: fds flat (life ends)', pass: Math.abs(lives.at(-1)!.fds - lives[0]!.fds) <= 8, value: `${lives[0]!.fds} → ${lives.at(-1)!.fds}` });
-  const cerr = cpEvents.filter((e) => e.error).length;
-  checks.push({ check: 'control plane restarted on schedule', pass: cpEvents.length >= 1 && cerr === 0, value: `${cpEvents.length} restarts (${cpEvents.map((e) => `${e.downS} s`).join(', ')})${cerr ? `, ${cerr} failed` : ''}` });
-  const perTarget = Object.fromEntries(Object.entries(final.targets).map(([n, c]) => [n, { ...c, failed: failed[n] }]));
-  const achieved = Math.round(sent / DURATION_S);
-  return {
-    pass: checks.every((c) => c.pass), checks, info, rss_growth: rss,
-    machine_busy_pct_mean: Math.round((samples.reduce((a, x) => a + x.busyPct, 0) / Math.max(1, samples.length)) * 10) / 10,
-    machine_steal_pct_mean: Math.round((samples.reduce((a, x) => a + x.stealPct, 0) / Math.max(1, samples.length)) * 10) / 10, requests: perTarget, achieved_rate: achieved,
-    policy_changes_per_s: Math.round((policyChanges / DURATION_S) * 10) / 10, certs_issued: countCerts(), pod_cycles: podCycles.length,
-  };
-}
-function conns(targets: unknown[]): number {
-  // The generator's connections (see targets above: ~60 req/s each, at least 2 per target).
-  return (targets as { conns?: number }[]).reduce((a, t) => a + (t.conns ?? 0), 0);
-}

@@ -5,9 +5,9 @@
 // the warm-up is its first 20 % (24 s) and the control plane is killed and started again every
 // minute (every 5 minutes in the long run). Asserted: the pass criteria but RSS growth (2
 // minutes after a 24 s warm-up is mostly start-up and the JIT, not a leak; the long run judges it):
-// no failed request but the denials, and after every release of the 100 pods the same BPF links
-// and maps as after the first release and the same fds within the generator's connections. No
-// assertion on speed.
+// no failed request but the denials; at every point after the warm-up where the 100 pods are all
+// released, the same BPF links and maps; fds at the first and last such point within the
+// generator's connections (bench/soak-verdict.ts). No assertion on speed.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
