@@ -22,6 +22,8 @@ const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;');
 interface Series {
   name: string;
   points: [number, number | undefined][];
+  thick?: boolean;
+  color?: string;
 }
 
 function panel(y0: number, h: number, w: number, title: string, unit: string, series: Series[], tMax: number, warmupS: number, restarts: number[]): string {
@@ -52,14 +54,15 @@ function panel(y0: number, h: number, w: number, title: string, unit: string, se
   for (const t of restarts) out.push(`<line x1="${x(t)}" x2="${x(t)}" y1="${top}" y2="${bottom}" stroke="#d62728" stroke-dasharray="4 3"/>`);
   out.push(`<line x1="${left}" x2="${right}" y1="${bottom}" y2="${bottom}" stroke="#333"/><line x1="${left}" x2="${left}" y1="${top}" y2="${bottom}" stroke="#333"/>`);
   series.forEach((s, i) => {
-    const color = COLORS[i % COLORS.length]!;
+    const color = s.color ?? COLORS[i % COLORS.length]!;
     // A gap where the process was not there (the control plane between kill and start).
     const parts: string[][] = [[]];
     for (const [t, v] of s.points) {
       if (v === undefined) parts.push([]);
       else parts.at(-1)!.push(`${x(t).toFixed(1)},${y(v).toFixed(1)}`);
     }
-    for (const p of parts) if (p.length) out.push(`<polyline fill="none" stroke="${color}" stroke-width="1.5" points="${p.join(' ')}"/>`);
+    const width = s.thick ? 3 : 1;
+    for (const p of parts) if (p.length) out.push(`<polyline fill="none" stroke="${color}" stroke-width="${width}" points="${p.join(' ')}"/>`);
     out.push(`<line x1="${right + 12}" x2="${right + 30}" y1="${top + 10 + i * 16}" y2="${top + 10 + i * 16}" stroke="${color}" stroke-width="2"/>`);
     out.push(`<text x="${right + 35}" y="${top + 14 + i * 16}" font-size="11">${esc(s.name)}</text>`);
   });
@@ -73,7 +76,7 @@ function niceMax(v: number): number {
   return 10 * p;
 }
 
-export function soakSvg(o: { samples: ChartSample[]; warmupS: number; restarts: number[]; title: string }): string {
+export function soakSvg(o: { samples: ChartSample[]; released?: ChartSample[]; warmupS: number; restarts: number[]; title: string }): string {
   const w = 900;
   const h = 260;
   const nodes = [...new Set(o.samples.flatMap((s) => Object.keys(s.agents)))].sort();
@@ -91,7 +94,8 @@ export function soakSvg(o: { samples: ChartSample[]; warmupS: number; restarts: 
   ];
   const body = [
     panel(30, h, w, 'RSS', 'MB', procs((p) => p.rssMb), tMax, o.warmupS, o.restarts),
-    panel(30 + h, h, w, 'open file descriptors', 'fds', procs((p) => p.fds), tMax, o.warmupS, o.restarts),
+    // The agents' fds swing with the pod loop; the points where every churn pod is released are what the verdict compares.
+    panel(30 + h, h, w, 'open file descriptors (thick: agents with every churn pod released)', 'fds', [...procs((p) => p.fds), ...nodes.map((n, i) => ({ name: `agent ${n}, released`, points: (o.released ?? []).map((s): [number, number | undefined] => [s.t, s.agents[n]?.fds]), thick: true, color: COLORS[i] }))], tMax, o.warmupS, o.restarts),
     panel(30 + 2 * h, h, w, 'BPF links and maps (pinned on bpffs per node, and the map fds each agent holds): they follow the pod loop', 'count', bpf, tMax, o.warmupS, o.restarts),
   ];
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${30 + 3 * h}" viewBox="0 0 ${w} ${30 + 3 * h}" font-family="sans-serif" font-size="12">

@@ -57,7 +57,7 @@ if (process.argv[2] === '--judge') {
   rec.targets ??= splitRate(rec.rate); // runs recorded before the record held them
   rec.result = verdict(rec);
   writeFileSync(file, JSON.stringify(rec, null, 1) + '\n');
-  writeFileSync(file.replace(/\.json$/, '.svg'), soakSvg({ samples: rec.samples, warmupS: rec.warmup_s, restarts: rec.control_plane_restarts.map((e) => e.t), title: `weft soak: ${rec.minutes} min, ${rec.rate} req/s, ${rec.run_at.slice(0, 16)}Z` }));
+  writeFileSync(file.replace(/\.json$/, '.svg'), soakSvg({ samples: rec.samples, released: rec.released_samples, warmupS: rec.warmup_s, restarts: rec.control_plane_restarts.map((e) => e.t), title: `weft soak: ${rec.minutes} min, ${rec.rate} req/s, ${rec.run_at.slice(0, 16)}Z` }));
   console.log(JSON.stringify(rec.result, null, 1));
   process.exit((rec.result as { pass: boolean }).pass ? 0 : 2);
 }
@@ -520,7 +520,7 @@ if (!result) {
 const jsonPath = join(OUT, `soak-${stamp}.json`);
 const svgPath = join(OUT, `soak-${stamp}.svg`);
 writeFileSync(jsonPath, JSON.stringify(out, null, 1) + '\n');
-if (samples.length) writeFileSync(svgPath, soakSvg({ samples, warmupS: WARMUP_S, restarts: cpEvents.map((e) => e.t), title: `weft soak: ${MINUTES} min, ${RATE} req/s, ${runAt.slice(0, 16)}Z` }));
+if (samples.length) writeFileSync(svgPath, soakSvg({ samples, released, warmupS: WARMUP_S, restarts: cpEvents.map((e) => e.t), title: `weft soak: ${MINUTES} min, ${RATE} req/s, ${runAt.slice(0, 16)}Z` }));
 console.log(JSON.stringify(result, null, 1));
 log(`written ${jsonPath}${samples.length ? ` and ${svgPath}` : ''}`);
 process.exit(exitCode);
