@@ -12,6 +12,7 @@ help:
 	@echo "make bench  - data-path benchmarks, results in BENCHMARKS.md (root)"
 	@echo "make fuzz   - the fuzzers for FUZZ_SECONDS (600) in total, new inputs kept in test/fuzz/corpus"
 	@echo "make drills - the fault drills at full length (control plane down 5 min), times in bench/results (root)"
+	@echo "make soak   - SOAK_MINUTES (30) of load, policy churn, pod churn, certificate rotation and control-plane restarts (root)"
 
 # Debian packages (only what is missing) and node modules (only when the lockfile changed).
 setup: .cache/apt.stamp node_modules/.weft-stamp
@@ -84,6 +85,12 @@ drills: build
 	@mkdir -p bench/results
 	WEFT_DRILL_CP_DOWN_S=$${WEFT_DRILL_CP_DOWN_S:-300} WEFT_DRILL_RESULTS=$${WEFT_DRILL_RESULTS:-bench/results/drills-$$(date -u +%Y%m%dT%H%MZ).json} \
 		npx vitest run test/e2e/drills.test.ts
+
+# Not part of `make test` (30 minutes by default; test/e2e/soak.test.ts runs 2). See BENCHMARKS.md.
+.PHONY: soak
+soak: build
+	@if [ "$$(id -u)" -ne 0 ]; then echo "make soak needs root (it runs a lab)" >&2; exit 1; fi
+	node --import tsx bench/soak.ts
 
 clean:
 	rm -rf build lib .cache
