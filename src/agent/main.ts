@@ -36,6 +36,7 @@ import { serveHandover, type Giver } from './handover/give.ts';
 import { HANDOVER_SOCKET } from './handover/protocol.ts';
 import { takeOver } from './handover/take.ts';
 import { serverFd } from '../util/server-fd.ts';
+import { parseCidrs } from '../util/cidrs.ts';
 
 const EMPTY = MeshState.empty();
 
@@ -70,6 +71,8 @@ export interface AgentOptions {
   otlpLogsHeaders?: string;
   otlpLogsTimeout?: number;
   otlpLogsMaxQueue?: number;
+  /** The cluster's pod network: unknown addresses in it are refused, not passed through (proxy/context.ts). */
+  podCidrs?: string[];
   /** Seconds a stopping or replaced agent relays what is established; 0 or absent: until it ends. */
   drainDeadline?: number;
 }
@@ -139,6 +142,7 @@ export async function runAgent(o: AgentOptions): Promise<void> {
   const live = new LiveConnections();
   const ctx: ProxyContext = {
     live,
+    ...(o.podCidrs?.length ? { podNetwork: parseCidrs(o.podCidrs, '--pod-cidrs') } : {}),
     log,
     metrics,
     istio,

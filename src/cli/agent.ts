@@ -2,6 +2,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { runAgent } from '../agent/main.ts';
 import { DEFAULT_HBONE_LIMITS } from '../hbone/admission.ts';
+import { parseCidrs } from '../util/cidrs.ts';
 
 const positiveInt = (v: string) => {
   const n = Number(v);
@@ -45,6 +46,12 @@ export function registerAgentCommand(program: Command): void {
     .addOption(new Option('--otlp-logs-headers <list>', 'headers for each OTLP logs export, name=value[,name=value...] (values percent-encoded, as OTEL_EXPORTER_OTLP_HEADERS); repeatable').env('WEFT_OTLP_LOGS_HEADERS').argParser((v: string, prev?: string) => (prev ? `${prev},${v}` : v)))
     .addOption(new Option('--otlp-logs-timeout <ms>', 'deadline of one OTLP logs export, retries included').env('WEFT_OTLP_LOGS_TIMEOUT').argParser(positiveInt).default(5_000))
     .addOption(new Option('--otlp-logs-max-queue <n>', 'access-log records held for OTLP export at most; past it they are dropped (weft_agent_access_log_export_records_total{result="queue_full"})').env('WEFT_OTLP_LOGS_MAX_QUEUE').argParser(positiveInt).default(2_048))
+    // Without it, an address the mesh state does not know is taken for one outside the mesh.
+    .addOption(new Option('--pod-cidrs <list>', "the cluster's pod network, comma-separated CIDRs: an address in it the mesh state does not know (a pod this node has not been told about yet) is refused after a short wait, not passed through in plaintext").env('WEFT_POD_CIDRS').argParser((v: string, prev?: string[]) => {
+      const list = v.split(',').map((x) => x.trim()).filter(Boolean);
+      parseCidrs(list, '--pod-cidrs'); // fails the start naming the entry
+      return [...(prev ?? []), ...list];
+    }))
     // A stopping or replaced agent relays what is established until it ends; this bounds it.
     .addOption(new Option('--drain-deadline <seconds>', 'after SIGTERM or a handover to a new agent, close what is still relayed after this long (0: no deadline; the pod grace period bounds it on Kubernetes)').env('WEFT_DRAIN_DEADLINE').argParser((v: string) => {
       const n = Number(v);

@@ -25,6 +25,7 @@ export function registerInstallCommand(program: Command): void {
     .option('--cni-conf-dir <dir>', "the nodes' CNI configuration directory", DEFAULTS.cniConfDir)
     .option('--plaintext-xds', 'also serve xDS in plaintext on 15010, to proxyless gRPC clients without a node credential (it answers any pod)', DEFAULTS.plaintextXds)
     .option('--otlp-logs-endpoint <url>', "the agents also export their access log over OTLP logs (HTTP/protobuf) to this URL, e.g. http://otel-collector.observability:4318/v1/logs (default: off)")
+    .option('--pod-cidrs <list>', "the cluster's pod network (comma-separated CIDRs, e.g. 10.244.0.0/16): agents refuse an address in it their mesh state does not know, rather than pass it through in plaintext (default: off)")
     .option('-o, --output <dir>', 'write the files (kustomization.yaml, ..., waypoint/) into this directory')
     .action((opts: InstallOptions & { output?: string }) => {
       const { output, ...rest } = opts;

@@ -354,6 +354,7 @@ export function agent(o: InstallOptions): [IServiceAccount, IClusterRole, IClust
                   ...Object.entries(agentEnv()).map(([name, value]) => ({ name, value })),
                   // Headers (tokens) belong in a Secret: add WEFT_OTLP_LOGS_HEADERS with valueFrom.secretKeyRef.
                   ...(o.otlpLogsEndpoint ? [{ name: 'WEFT_OTLP_LOGS_ENDPOINT', value: o.otlpLogsEndpoint }] : []),
+                  ...(o.podCidrs ? [{ name: 'WEFT_POD_CIDRS', value: o.podCidrs }] : []),
                 ],
                 ports: [
                   { name: 'http-metrics', containerPort: PORTS.metrics, protocol: 'TCP' },

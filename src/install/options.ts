@@ -1,5 +1,6 @@
 // What `weft install` can change. The committed daemonset/ files are the rendering of DEFAULTS.
 
+import { parseCidrs } from '../util/cidrs.ts';
 export type CaSource = 'self-signed' | 'plugged';
 
 export interface InstallOptions {
@@ -28,6 +29,11 @@ export interface InstallOptions {
    * http://otel-collector.observability:4318/v1/logs (WEFT_OTLP_LOGS_ENDPOINT). Empty: off.
    */
   otlpLogsEndpoint: string;
+  /**
+   * The cluster's pod network (comma-separated CIDRs, WEFT_POD_CIDRS): agents refuse an address in
+   * it that their state does not know instead of passing it through in plaintext. Empty: off.
+   */
+  podCidrs: string;
 }
 
 export const DEFAULTS: Readonly<InstallOptions> = Object.freeze({
@@ -41,6 +47,7 @@ export const DEFAULTS: Readonly<InstallOptions> = Object.freeze({
   cniConfDir: '/etc/cni/net.d',
   plaintextXds: false,
   otlpLogsEndpoint: '',
+  podCidrs: '',
 });
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
@@ -59,5 +66,6 @@ export function resolveOptions(partial: Partial<InstallOptions> = {}): InstallOp
     if (!dir.startsWith('/') || dir.includes('..')) throw new Error(`${flag} ${JSON.stringify(dir)}: an absolute path on the node`);
   }
   if (o.otlpLogsEndpoint && !/^https?:\/\/[^\s/]+(\/\S*)?$/.test(o.otlpLogsEndpoint)) throw new Error(`--otlp-logs-endpoint ${JSON.stringify(o.otlpLogsEndpoint)}: an http:// or https:// URL`);
+  if (o.podCidrs) parseCidrs(o.podCidrs.split(','), '--pod-cidrs');
   return o;
 }

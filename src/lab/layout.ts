@@ -24,6 +24,8 @@ export const SERVICE_CIDR = '10.96.0.0/16';
 const v6 = (text: string) => new SocketAddress({ address: text, family: 'ipv6' }).address;
 export const FABRIC_IP6 = 'fd00:172:18::1';
 export const nodeIP6 = (i: number) => v6(`fd00:172:18::${(i + 2).toString(16)}`);
+/** Every node's pod CIDR, both families: the cluster's pod network, as agents are told it. */
+export const POD_NETWORK = ['10.244.0.0/16', 'fd00:10:244::/48'];
 export const podCIDR6 = (i: number) => `${v6(`fd00:10:244:${i.toString(16)}::`)}/64`;
 export const podGateway6 = (i: number) => v6(`fd00:10:244:${i.toString(16)}::1`);
 /** The IPv6 twin of a ClusterIP 10.96.<a>.<b>: fd00:10:96::<a*256+b> (services are dual stack too). */

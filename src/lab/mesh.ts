@@ -6,7 +6,7 @@ import { listWorkloads } from '../api/enrollment.ts';
 import type { Pod } from '../kube/objects.ts';
 import { NodeAgent, type CaptureMode } from './agents.ts';
 import { LabControlPlane } from './control-plane.ts';
-import type { LabLayout } from './layout.ts';
+import { POD_NETWORK, type LabLayout } from './layout.ts';
 import type { LabNode } from './nodes.ts';
 
 export class LabMesh {
@@ -27,7 +27,7 @@ export class LabMesh {
     this.control.start();
     await this.control.waitReady();
     for (const n of nodes) {
-      const args = [...this.control.agentArgs(this.control.nodeToken(n.name)), ...(this.certTtl ? ['--cert-ttl', String(this.certTtl)] : [])];
+      const args = [...this.control.agentArgs(this.control.nodeToken(n.name)), '--pod-cidrs', POD_NETWORK.join(','), ...(this.certTtl ? ['--cert-ttl', String(this.certTtl)] : [])];
       const a = new NodeAgent(n.name, this.layout, this.layout.nodeCgroup(this.cg2, n.name), this.capture, this.onLog, args);
       this.agents.set(n.name, a);
       a.start();

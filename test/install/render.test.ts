@@ -189,6 +189,13 @@ describe('weft install: rendered manifests', () => {
     expect(pod.volumes!.find((v) => v.name === mount.name)!.hostPath?.path).toBe(mount.mountPath);
   });
 
+  it('--pod-cidrs gives the agents the pod network (WEFT_POD_CIDRS); off by default; a bad entry is named', () => {
+    const env = (o = {}) => podSpecOf(find(all(o), 'DaemonSet'))!.containers.find((c) => c.name === 'agent')!.env ?? [];
+    expect(env().find((e) => e.name === 'WEFT_POD_CIDRS')).toBeUndefined();
+    expect(env({ podCidrs: '10.244.0.0/16,fd00:10:244::/48' }).find((e) => e.name === 'WEFT_POD_CIDRS')).toEqual({ name: 'WEFT_POD_CIDRS', value: '10.244.0.0/16,fd00:10:244::/48' });
+    expect(() => resolveOptions({ podCidrs: '10.244.0.0/16,10.0.0.0' })).toThrow('--pod-cidrs: "10.0.0.0" is not a CIDR');
+  });
+
   it('RBAC: the agent may read pods and namespaces, patch pods/status, get its DaemonSet; the control plane reads and reviews tokens', () => {
     const objs = all();
     const rules = (name: string) => (find(objs, 'ClusterRole', name).rules as { apiGroups: string[]; resources: string[]; verbs: string[] }[]);

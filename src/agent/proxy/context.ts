@@ -41,7 +41,16 @@ export interface ProxyContext extends ConnectionSinks, AuthorizeDeps {
   agentPorts?: ReadonlySet<number>;
   /** The pods enrolled on this node, by address: their connections take the node-local fast path. */
   localPods?: LocalPodLookup;
+  /**
+   * The cluster's pod network (--pod-cidrs): an address in it that the state does not know is a pod
+   * this node has not been told about yet, mesh or not. It waits a moment for the state, then is
+   * refused: passed through, its bytes would cross the network in clear. Unset: passed through.
+   */
+  podNetwork?: { check(address: string, family: 'ipv4' | 'ipv6'): boolean };
 }
+
+/** How long a connection to an unknown address of the pod network waits for the state to know it. */
+export const UNKNOWN_POD_WAIT_MS = 2_000;
 
 /**
  * One engine per policy set: policies compile once, not per connection, and a snapshot that

@@ -7,7 +7,7 @@ import { formatSpiffe } from '../../../api/spiffe.ts';
 import { WEFT } from '../../../bpf/consts.ts';
 import type { Endpoint } from '../../capture/backend.ts';
 import { Connection } from '../connection.ts';
-import { podIdentity, type ProxyContext } from '../context.ts';
+import { UNKNOWN_POD_WAIT_MS, podIdentity, type ProxyContext } from '../context.ts';
 import { HboneError, formatAuthority } from '../../../hbone/index.ts';
 import { handleNodeLocal } from '../node-local/handle.ts';
 import { planOutbound, sameFamily } from './plan.ts';
@@ -50,9 +50,23 @@ export async function proxyOutbound(ctx: ProxyContext, pod: OutboundPod, client:
   // Before the first state every destination looks unknown, and unknown means passthrough.
   if (ctx.synced && !ctx.synced()) return fail('no mesh state yet (not synced with the control plane)', 'NR');
   conn.dst = orig;
-  const state = ctx.state();
-  const src = pod.ips.map((ip) => state.workloadsByIp.get(ip)).find(Boolean);
-  const plan = planOutbound(state, orig, undefined, src);
+  let state = ctx.state();
+  let src = pod.ips.map((ip) => state.workloadsByIp.get(ip)).find(Boolean);
+  let plan = planOutbound(state, orig, undefined, src);
+  // A pod-network address the state does not know: a pod this node has not heard of yet (new, or
+  // the control plane is away). Passed through, a mesh pod's traffic would cross in clear: wait a
+  // moment for the state, then refuse.
+  const unknownPod = (p: typeof plan) => p.kind === 'passthrough' && !p.dst && !p.service && !!ctx.podNetwork?.check(orig.address, orig.address.includes(':') ? 'ipv6' : 'ipv4');
+  for (const end = Date.now() + UNKNOWN_POD_WAIT_MS; unknownPod(plan) && Date.now() < end && !client.destroyed; ) {
+    await new Promise((r) => setTimeout(r, 100));
+    state = ctx.state();
+    src = pod.ips.map((ip) => state.workloadsByIp.get(ip)).find(Boolean);
+    plan = planOutbound(state, orig, undefined, src);
+  }
+  if (unknownPod(plan)) {
+    conn.decided({ src });
+    return fail(`${orig.address} is in the pod network but not in the mesh state (a pod this node has not been told about): refused rather than sent in plaintext`, 'NR');
+  }
   if (plan.kind === 'refuse') {
     conn.decided({ src, service: plan.service });
     return fail(plan.reason, 'NR');

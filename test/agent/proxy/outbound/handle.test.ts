@@ -24,6 +24,7 @@ import type { ProxyPod } from '../../../../src/agent/proxy/types.ts';
 import { MeshState } from '../../../../src/agent/state/mesh-state.ts';
 import { SERVER_NAME, id, startCA, tmpDir, type TestCA } from '../../../control/ca/helpers.ts';
 import { exchange, frontDoor, startHbone, until, type TestServer } from '../../../hbone/harness.ts';
+import { parseCidrs } from '../../../../src/util/cidrs.ts';
 
 const dir = tmpDir();
 let ca: TestCA;
@@ -161,5 +162,54 @@ describe('outbound through a waypoint, real HBONE', () => {
     await until(() => accessLog()?.error !== undefined, 2000, 'the access log line');
     expect(accessLog()).toMatchObject({ error: 'waypoint shop/waypoint.shop.svc.cluster.local:15008 is not in the mesh state', 'response_flags': 'NR' });
     expect(waypoint.requests.length + impostor.requests.length).toBe(before);
+  });
+});
+
+// An address of the pod network that the state does not know is a pod this node has not heard of
+// yet (new, or the control plane is away): passing it through would send a mesh pod's bytes in
+// clear, so it waits a moment for the state and is then refused (drill d of test/e2e/drills.test.ts).
+describe('outbound to an unknown address of the pod network', () => {
+  let plain: import('node:net').Server;
+  let port = 0;
+  let accepted = 0;
+  beforeAll(async () => {
+    const net = await import('node:net');
+    plain = net.createServer((s) => {
+      accepted++;
+      s.pipe(s);
+    });
+    await new Promise<void>((r) => plain.listen(0, '127.0.0.2', r));
+    port = (plain.address() as { port: number }).port;
+  });
+  afterAll(() => plain?.close());
+
+  const late: Workload = { ...wl('late', ['127.0.0.2']), tunnelProtocol: 'NONE' }; // a pod outside the mesh
+  const withPodNetwork = (ctx: ProxyContext): ProxyContext => ({ ...ctx, podNetwork: parseCidrs(['127.0.0.0/8', 'fd00:10:244::/48'], 'test') });
+
+  it('is refused, never dialled, when the state does not learn it in time', async () => {
+    const before = accepted;
+    const got = await connect(withPodNetwork(context(mesh(waypoint.port), new LocalPods())), { address: '127.0.0.2', port }, 'secret');
+    expect(got).toMatch(/^error: /);
+    expect(accepted).toBe(before);
+    await until(() => String(accessLog()?.error ?? '').includes('pod network'), 2000, 'the access log line');
+    expect(accessLog()).toMatchObject({ 'dst.addr': `127.0.0.2:${port}`, 'response_flags': 'NR' });
+  });
+
+  it('goes ahead as the state says once it learns the pod during the wait', async () => {
+    let state = mesh(waypoint.port);
+    const ctx = withPodNetwork({ ...context(state, new LocalPods()), state: () => state });
+    setTimeout(() => (state = MeshState.empty().with({ workloads: [[late.uid, late]] })), 300);
+    expect(await connect(ctx, { address: '127.0.0.2', port }, 'hello late pod')).toBe('hello late pod');
+  });
+
+  it('outside the pod network (or with none configured) an unknown address is passed through as before', async () => {
+    expect(await connect(context(mesh(waypoint.port), new LocalPods()), { address: '127.0.0.2', port }, 'external')).toBe('external');
+    const ctx = { ...context(mesh(waypoint.port), new LocalPods()), podNetwork: parseCidrs(['10.244.0.0/16'], 'test') };
+    expect(await connect(ctx, { address: '127.0.0.2', port }, 'external too')).toBe('external too');
+  });
+
+  it('names the wrong entry of a bad list', () => {
+    expect(() => parseCidrs(['10.244.0.0/16', '10.0.0.0/33'], '--pod-cidrs')).toThrow('--pod-cidrs: "10.0.0.0/33" is not a CIDR');
+    expect(() => parseCidrs(['pods'], '--pod-cidrs')).toThrow('"pods"');
   });
 });
