@@ -57,8 +57,9 @@ export function serveHandover(path: string, giver: Giver, log: Logger): Promise<
       return false;
     }
     log.info({ newAgentPid: pid }, 'a new agent takes over: handing over the listening sockets');
-    const { pods, node } = await giver.prepare();
     try {
+      // Inside the try: a failed prepare must thaw what it froze, or enrollments would wait forever.
+      const { pods, node } = await giver.prepare();
       await sendMessage(fd, { type: 'begin', version: HANDOVER_VERSION, pid: process.pid, pods: pods.length } satisfies OldToNew);
       for (const p of pods) {
         const { roles, fds } = splitRoles(p.fds);

@@ -113,6 +113,23 @@ describe('agent handover', () => {
     }
   });
 
+  it('a prepare that fails leaves the old agent serving (resumed, not frozen)', async () => {
+    const old = await oldAgent();
+    const events: string[] = [];
+    const dir = mkdtempSync(join(tmpdir(), 'weft-handover-'));
+    const path = join(dir, 'h.sock');
+    const hs = await serveHandover(path, { prepare: async () => Promise.reject(new Error('no fd')), handedOver: () => events.push('handedOver'), resume: (r) => events.push(`resume ${r}`) }, log);
+    cleanup.push(() => {
+      hs.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
+    const t = taker(path, 'ready');
+    await t.exited;
+    expect(t.lines[0]!.error).toBeDefined();
+    expect(events).toEqual(['resume no fd']);
+    expect(await ask(old.port)).toBe('old\n');
+  });
+
   it('one handover at a time; none after it is done', async () => {
     const old = await oldAgent();
     const first = taker(old.path, 'hold');
