@@ -4,7 +4,7 @@ SHELL := /bin/bash
 NODE_ADDON := build/Release/weft_native.node
 JS_BUNDLE := lib/cli/main.js
 
-.PHONY: help setup build bpf native native-debug test-native-debug js test typecheck lint layers unit fuzz demo bench clean
+.PHONY: help setup build bpf native tools native-debug test-native-debug js test typecheck lint layers unit fuzz demo bench clean
 
 help:
 	@echo "make demo   - build everything and run a 2-node lab with a sample app"
@@ -25,7 +25,15 @@ node_modules/.weft-stamp: package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-build: setup bpf native js
+build: setup bpf native js tools
+
+# The bench's load generator and echo server (bench/tools/weft-load.c): C, so its own floor is small.
+WEFT_LOAD := build/bench/weft-load
+tools: $(WEFT_LOAD)
+
+$(WEFT_LOAD): bench/tools/weft-load.c .cache/apt.stamp
+	@mkdir -p $(dir $@)
+	clang -O2 -g -Wall -Wextra -Werror -std=c11 -o $@ $<
 
 bpf: .cache/apt.stamp
 	@$(MAKE) --no-print-directory -C bpf

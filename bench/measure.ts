@@ -2,7 +2,7 @@
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { tsx } from './setup.ts';
+import { WEFT_LOAD } from './setup.ts';
 
 const BIN = join(import.meta.dirname, '..', 'bin', 'weft.js');
 
@@ -25,17 +25,21 @@ export interface Latency {
   completed: number;
   lost: number;
   errors: number;
+  /** How late the load generator sent its requests (after their due times): its own floor, µs. */
+  late_p50: number;
+  late_p99: number;
   /** HTTP paths: responses other than 2xx. */
   non2xx?: number;
   codes?: Record<string, number>;
 }
 
+/** 1 KB request/response over 4 pipelined connections (bench/tools/weft-load.c, mode tcp). */
 export const latency = (lab: string, pod: string, host: string, port: number, rate: number, seconds: number) =>
-  execJson<Latency>(lab, pod, tsx('loadgen.ts', host, String(port), String(rate), '4', String(seconds), '1024', '1'));
+  execJson<Latency>(lab, pod, [WEFT_LOAD, 'tcp', host, String(port), String(rate), '4', String(seconds), '1024', '1']);
 
-/** HTTP/1.1 over 8 kept-alive connections (one request in flight on each; see http-loadgen.ts). */
+/** HTTP/1.1 over 8 kept-alive connections (one request in flight on each; weft-load, mode http). */
 export const httpLatency = (lab: string, pod: string, host: string, port: number, rate: number, seconds: number, authority = host, headerFile?: string) =>
-  execJson<Latency>(lab, pod, tsx('http-loadgen.ts', host, String(port), String(rate), '8', String(seconds), '1024', '1', authority, ...(headerFile ? [headerFile] : [])));
+  execJson<Latency>(lab, pod, [WEFT_LOAD, 'http', host, String(port), String(rate), '8', String(seconds), '1024', '1', authority, ...(headerFile ? [headerFile] : [])]);
 
 /** The processes of a lab pod: every process in its network namespace (`<lab>.<ns>.<pod>`). */
 export function podPids(lab: string, ns: string, pod: string): number[] {
@@ -46,7 +50,7 @@ export function podPids(lab: string, ns: string, pod: string): number[] {
 }
 
 export const connRate = (lab: string, pod: string, host: string, port: number, seconds: number) =>
-  execJson<{ conn_per_s: number; errors: number }>(lab, pod, tsx('connrate.ts', host, String(port), '8', String(seconds), '1024')).conn_per_s;
+  execJson<{ conn_per_s: number; errors: number }>(lab, pod, [WEFT_LOAD, 'connrate', host, String(port), '8', String(seconds), '1024']).conn_per_s;
 
 /** iperf3's average, and the spread of its 1-second intervals ((max - min) / median, percent). */
 export function throughput(lab: string, pod: string, host: string, seconds: number): { gbps: number; spreadPct: number } {

@@ -29,6 +29,16 @@ export interface RecordedRun {
 /** The agents' idle CPU is measured for this long before each CPU figure (bench/run.ts). */
 export const IDLE_SECONDS = 4;
 
+/** The load generator's floor, which every run reports: the direct path, and the generator's own lateness. */
+export function generatorFloor(results: RecordedRun['paths']): string {
+  const d = results.direct?.latency_us['1000'];
+  if (!d) return 'Load generator floor: not measured (no direct path in this run).';
+  const late = Object.entries(results).filter(([, r]) => r.generator_late_us);
+  const worst = late.reduce<[string, { p50: number; p99: number }] | undefined>((w, [k, r]) => (!w || r.generator_late_us!.p99 > w[1].p99 ? [k, r.generator_late_us!] : w), undefined);
+  const dl = results.direct?.generator_late_us;
+  return `Load generator floor (\`bench/tools/weft-load.c\`; the direct path at 1000 req/s, nothing between client and server but the two nodes): p50 ${d.p50} µs, p99 ${d.p99} µs.${dl ? ` Its own lateness there (each request sent after its due time, counted in the latency): p50 ${dl.p50} µs, p99 ${dl.p99} µs${worst ? `; on the worst path (${worst[0]}) p50 ${worst[1].p50} µs, p99 ${worst[1].p99} µs` : ''}.` : ''}`;
+}
+
 export function writeRecordedRun(root: string, out: RecordedRun, previous?: RunSummary & { run_at?: string }): void {
   const results = out.paths;
   const { ratios, targets, machine } = out;
@@ -52,6 +62,8 @@ export function writeRecordedRun(root: string, out: RecordedRun, previous?: RunS
 
   const md = [
     `Machine: ${machine.cpu}, ${machine.cores} cores, Linux ${machine.kernel}, Node ${machine.node}. Run: ${out.run_at.slice(0, 16)}Z, ${out.duration_s} s, latency runs of ${SECONDS} s; the hypervisor took ${steal} % of the CPU time (steal) while the lab ran.`,
+    '',
+    generatorFloor(results),
     '',
     markdownTable(tcpResults),
     '',

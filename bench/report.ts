@@ -28,6 +28,8 @@ export interface PathResult {
    * the difference between its two connection-rate rounds and its two 1000 req/s latency rounds.
    */
   noise_pct?: { throughput?: number; conn?: number; p50?: number; p99?: number };
+  /** How late the load generator sent requests after their due times at 1000 req/s (its own share of the latency), µs. */
+  generator_late_us?: { p50: number; p99: number };
 }
 
 export const RATES = [500, 1000, 2000];

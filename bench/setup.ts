@@ -1,7 +1,7 @@
 // The benchmark's lab: the same client and server pods for every path, in namespaces that differ
 // only in how their traffic is carried. Nodes: clients on node-0, servers on node-1.
 //
-// The HTTP paths (HTTP/1.1, a 1 KB POST answered with 1 KB, bench/tools/http-*.ts) measure the
+// The HTTP paths (HTTP/1.1, a 1 KB POST answered with 1 KB by bench/tools/http-server.ts, sent by weft-load) measure the
 // waypoint's L7 hop against the same hop in HAProxy:
 //   direct-http        client → server pod (the load generator's floor)
 //   weft-ebpf-http     client → agent → HBONE → agent → server, to the Service's address (L4 only)
@@ -45,6 +45,8 @@ const JWT_ISSUER = 'https://bench.weft.dev';
 
 const TOOLS = join(import.meta.dirname, 'tools');
 const tsx = (tool: string, ...args: string[]) => ['node', '--import', 'tsx', join(TOOLS, tool), ...args];
+/** The load generator and echo server (bench/tools/weft-load.c, built by `make tools`). */
+export const WEFT_LOAD = join(import.meta.dirname, '..', 'build', 'bench', 'weft-load');
 
 const httpContainer = `  - name: http
     command: ${JSON.stringify(tsx('http-server.ts', String(HTTP_PORT), '1024'))}
@@ -70,7 +72,7 @@ spec:
   nodeName: node-1
   containers:
 ${http ? httpContainer : ''}  - name: echo
-    command: ${JSON.stringify(tsx('tcp-echo.ts', '7000', '1024'))}
+    command: ${JSON.stringify([WEFT_LOAD, 'echo', '7000', '1024'])}
     workingDir: ${JSON.stringify(join(import.meta.dirname, '..'))}
     readinessProbe: {tcpSocket: {port: 7000}, periodSeconds: 2}
   - name: iperf
@@ -250,4 +252,3 @@ export function scalePods(n: number): string {
   return [ns('bench-scale', true), ...Array.from({ length: n }, (_, i) => client('bench-scale', `idle-${i}`, 'node-0'))].join('---\n');
 }
 
-export { tsx };

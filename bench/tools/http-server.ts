@@ -1,6 +1,6 @@
 // Benchmark HTTP server: answers every HTTP/1.1 request with 200 and a SIZE-byte body (after
 // reading the request's body), keeping connections alive. The HTTP paths' counterpart of
-// tcp-echo.ts: the same 1 KB each way, with HTTP/1.1 framing.
+// weft-load's echo server (weft-load.c): the same 1 KB each way, with HTTP/1.1 framing.
 //   http-server.ts PORT [SIZE=1024]
 import { createServer } from 'node:http';
 

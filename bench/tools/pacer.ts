@@ -1,6 +1,6 @@
-// The constant-rate clock and the histogram both load generators share (loadgen.ts over TCP,
-// http-loadgen.ts over HTTP/1.1): every request is timed from its *intended* send time, so a stall
-// is charged to every request it delayed (no coordinated omission).
+// The soak's constant-rate clock and histogram (soak-loadgen.ts; `make bench` uses weft-load.c):
+// every request is timed from its *intended* send time, so a stall is charged to every request it
+// delayed (no coordinated omission).
 import { Worker } from 'node:worker_threads';
 import * as hdr from 'hdr-histogram-js';
 
@@ -47,11 +47,4 @@ export async function paced(start: bigint, total: number, intervalNs: number, se
 export function percentiles(h: ReturnType<typeof histogram>) {
   const p = (q: number) => Math.round(h.getValueAtPercentile(q));
   return { p50: p(50), p90: p(90), p99: p(99), p999: p(99.9), max: Math.round(h.maxValue) };
-}
-
-/** The load generators' common arguments: HOST PORT RATE CONNECTIONS SECONDS [SIZE=1024] [WARMUP_SECONDS=1], then any of their own. */
-export function loadArgs(argv: string[], usage: string) {
-  const [host, portS, rateS, connsS, secsS, sizeS, warmS, ...rest] = argv;
-  if (!host || !portS || !rateS || !connsS || !secsS) throw new Error(`usage: ${usage}`);
-  return { host, port: Number(portS), rate: Number(rateS), conns: Number(connsS), seconds: Number(secsS), size: Number(sizeS ?? 1024), warmup: Number(warmS ?? 1), rest };
 }

@@ -1,8 +1,8 @@
 // What one relay hop costs on this machine, whatever the proxy: the 1 KB request/response load of
 // `make bench` (1000 req/s over 4 connections) through a plain TCP relay on loopback, and the CPU
 // each process used per 1000 req/s. Relays: HAProxy (one thread) and a Node relay using the agent's
-// own forward() both ways; the echo server behind them (Node: one read and one write per request)
-// is measured too. No TLS and no HTTP/2: this is the floor under the agent's and HAProxy's figures
+// own forward() both ways; the echo server behind them (weft-load's, in C: one read and one write per
+// request) is measured too. No TLS and no HTTP/2: this is the floor under the agent's and HAProxy's figures
 // in `make bench`, where each does the same hop plus mutual TLS (and the agent HTTP/2).
 //   node --import tsx bench/tools/relay-floor.ts [--rate 1000] [--seconds 8]
 //   (internal role: relay-floor.ts node-relay LISTEN TARGET)
@@ -13,8 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { forward } from '../../src/hbone/forward.ts';
 import { cpuSeconds } from '../measure.ts';
-
-const TOOLS = import.meta.dirname;
+import { WEFT_LOAD } from '../setup.ts';
 
 function nodeRelay(listen: number, target: number): void {
   createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (client: Socket) => {
@@ -45,7 +44,7 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'weft-floor-'));
   const children: ChildProcess[] = [];
   try {
-    const echo = spawn(process.execPath, ['--import', 'tsx', join(TOOLS, 'tcp-echo.ts'), String(echoPort), '1024'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const echo = spawn(WEFT_LOAD, ['echo', String(echoPort), '1024'], { stdio: ['ignore', 'pipe', 'inherit'] });
     children.push(echo);
     await ready(echo);
     const cfg = join(dir, 'haproxy.cfg');
@@ -59,7 +58,7 @@ async function main(): Promise<void> {
     const out: Record<string, unknown> = { rate, seconds };
     for (const [name, port, pid] of [['haproxy', hapPort, hap.pid!], ['node', nodePort, relay.pid!]] as const) {
       const load = (s: number) =>
-        spawnSync(process.execPath, ['--import', 'tsx', join(TOOLS, 'loadgen.ts'), '127.0.0.1', String(port), String(rate), '4', String(s), '1024', '0'], { encoding: 'utf8' });
+        spawnSync(WEFT_LOAD, ['tcp', '127.0.0.1', String(port), String(rate), '4', String(s), '1024', '0'], { encoding: 'utf8' });
       load(2); // warm-up: connections, and the JIT of the Node relay
       const before = [cpuSeconds(pid), cpuSeconds(echo.pid!)];
       const r = load(seconds);

@@ -17,10 +17,10 @@ import { HbonePool, createHboneServer, type Credentials, type HboneTunnel } from
 import { nativeSessionOpener } from '../../src/hbone/native/client.ts';
 import { NativeHboneServer } from '../../src/hbone/native/server.ts';
 import { dialFromPod, podDialSockets } from '../../src/agent/proxy/pod-sockets.ts';
+import { WEFT_LOAD } from '../setup.ts';
 
 const TD = 'cluster.local';
 const SELF = import.meta.filename;
-const TOOLS = import.meta.dirname;
 // Dials go through the same setns path as in a pod: an fd of our own netns.
 const HERE_NETNS = podDialSockets(openSync('/proc/self/ns/net', 'r'));
 const NATIVE = (process.env.MICRO_DATA_PATH ?? 'native') === 'native';
@@ -134,7 +134,7 @@ async function orchestrate(): Promise<void> {
   const children: ChildProcess[] = [];
   try {
     children.push(spawn('iperf3', ['-s', '-p', String(iperfPort), '-B', '127.0.0.1'], { stdio: 'ignore' }));
-    children.push(spawn(process.execPath, ['--import', 'tsx', join(TOOLS, 'tcp-echo.ts'), String(echoPort), '1024'], { stdio: 'ignore' }));
+    children.push(spawn(WEFT_LOAD, ['echo', String(echoPort), '1024'], { stdio: 'ignore' }));
     const nodeArgs = prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : perf ? ['--perf-basic-prof-only-functions'] : [];
     nodeArgs.push(...(process.env.MICRO_NODE_ARGS ?? '').split(' ').filter(Boolean));
     const routes = [`${iperfIn}=127.0.0.1:${iperfPort}`, `${echoIn}=127.0.0.1:${echoPort}`];
@@ -146,11 +146,11 @@ async function orchestrate(): Promise<void> {
       : await start(['client', String(hbonePort), dir, ...routes], nodeArgs);
     children.push(cli);
     const out: Record<string, unknown> = {};
-    const node = (tool: string, ...a: string[]) => {
-      const r = spawnSync(process.execPath, ['--import', 'tsx', join(TOOLS, tool), ...a], { encoding: 'utf8' });
+    const load = (...a: string[]) => {
+      const r = spawnSync(WEFT_LOAD, a, { encoding: 'utf8' });
       return JSON.parse(r.stdout.trim().split('\n').at(-1)!) as Record<string, number>;
     };
-    node('loadgen.ts', '127.0.0.1', String(echoIn), '200', '4', '1', '1024', '0'); // warm: session, certs
+    load('tcp', '127.0.0.1', String(echoIn), '200', '4', '1', '1024', '0'); // warm: session, certs
     // --perf FILE: perf record -g of both agents; --perf strace: syscall counts in /tmp/weft-micro-strace.txt.
     const rec = perf === 'strace'
       ? spawn('strace', ['-c', '-f', '-o', '/tmp/weft-micro-strace.txt', '-p', String(srv.pid), '-p', String(cli.pid)], { stdio: 'ignore' })
@@ -169,7 +169,7 @@ async function orchestrate(): Promise<void> {
       const before = [srv.pid!, cli.pid!].map((p) => cpuSeconds(p));
       const beforeSys = [srv.pid!, cli.pid!].map((p) => cpuSeconds(p, 'sys'));
       const t = Date.now();
-      const l = node('loadgen.ts', '127.0.0.1', String(echoIn), rate, '4', String(seconds), '1024', '1');
+      const l = load('tcp', '127.0.0.1', String(echoIn), rate, '4', String(seconds), '1024', '1');
       const secs = (Date.now() - t) / 1000;
       const used = [srv.pid!, cli.pid!].map((p, i) => cpuSeconds(p) - before[i]!);
       const sys = [srv.pid!, cli.pid!].map((p, i) => cpuSeconds(p, 'sys') - beforeSys[i]!);
@@ -177,7 +177,7 @@ async function orchestrate(): Promise<void> {
       out.latency = { p50: l.p50, p90: l.p90, p99: l.p99, p999: l.p999, lost: l.lost };
       out.cpu_per_krps = { server: Math.round((used[0]! / secs / (Number(rate) / 1000)) * 1000) / 1000, client: Math.round((used[1]! / secs / (Number(rate) / 1000)) * 1000) / 1000 };
     }
-    if (phases.includes('connrate')) out.conn_per_s = node('connrate.ts', '127.0.0.1', String(echoIn), '8', String(seconds), '1024').conn_per_s;
+    if (phases.includes('connrate')) out.conn_per_s = load('connrate', '127.0.0.1', String(echoIn), '8', String(seconds), '1024').conn_per_s;
     if (rec) {
       rec.kill('SIGINT');
       await new Promise((r) => rec.once('exit', r));
