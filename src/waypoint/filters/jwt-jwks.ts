@@ -6,6 +6,7 @@
 // trusting the system CAs, NODE_EXTRA_CA_CERTS and the bundle the waypoint was given (--jwks-ca).
 // Everything the JWKS server controls is bounded: the time a fetch may take, the response size,
 // the number of keys, and how often a failing server is asked again.
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import https from 'node:https';
 import tls from 'node:tls';
@@ -52,9 +53,34 @@ export function checkJwks(text: string, what: string): { keys: Record<string, un
   return doc as { keys: Record<string, unknown>[] };
 }
 
+/** Key sets whose keys never change (inline ones): the set itself names its key material. */
+const fixed = new WeakSet<JWTVerifyGetKey>();
+/** Remote sets: the jose set (for its freshness) and the current key material's epoch. */
+const remotes = new WeakMap<JWTVerifyGetKey, { set: ReturnType<typeof createRemoteJWKSet>; epoch: object }>();
+
+/** Marks a key function as one fixed set of keys (what localJwks returns). */
+export function fixedKeys<T extends JWTVerifyGetKey>(keys: T): T {
+  fixed.add(keys);
+  return keys;
+}
+
+/**
+ * The key material a key set holds now, for the cache of verified tokens (jwt-cache.ts): a token
+ * verified under one epoch may be taken as verified under the same epoch only. A fixed set is its
+ * own epoch; a remote set gets a new one on every fetch that brings other keys. undefined (do not
+ * cache, do not trust the cache) when that is not known: a remote set not fetched yet, fetching
+ * now, or past its cache_duration (only a real verification makes jose fetch again, so the cache
+ * must not hide a stale set), and any key function of unknown origin.
+ */
+export function keyEpoch(keys: JWTVerifyGetKey): object | undefined {
+  if (fixed.has(keys)) return keys;
+  const r = remotes.get(keys);
+  return r && r.set.fresh && !r.set.reloading ? r.epoch : undefined;
+}
+
 /** An inline key set. An empty one is allowed and matches no token (a rule the control plane could not resolve). */
 export function localJwks(text: string, what: string): JWTVerifyGetKey {
-  return createLocalJWKSet(checkJwks(text, what) as Parameters<typeof createLocalJWKSet>[0]);
+  return fixedKeys(createLocalJWKSet(checkJwks(text, what) as Parameters<typeof createLocalJWKSet>[0]));
 }
 
 function extraCas(env: JwksEnv): string[] {
@@ -121,22 +147,39 @@ export function remoteJwks(cfg: RemoteJwksConfig, env: JwksEnv): JWTVerifyGetKey
   const fetchOne = fetchVia(cfg, env, extraCas(env));
   let failedAt = -Infinity;
   let lastError: Error | undefined;
+  let lastDoc: string | undefined;
   const guarded = async (url: string, o: { signal: AbortSignal; headers: Headers }) => {
     if (Date.now() - failedAt < FAILED_REFETCH_MS) throw lastError ?? new Error('JWKS fetch failed');
+    let res: Response;
     try {
-      return await fetchOne(url, o);
+      res = await fetchOne(url, o);
     } catch (e) {
       failedAt = Date.now();
       lastError = e as Error;
       throw e;
     }
+    if (res.status === 200) {
+      // Other keys, another epoch: tokens verified with a removed or replaced key are verified
+      // again. keyEpoch answers undefined until jose has installed the new set (reloading).
+      const text = await res.text();
+      const doc = createHash('sha256').update(text).digest('base64');
+      if (doc !== lastDoc) {
+        lastDoc = doc;
+        state.epoch = {};
+      }
+      return new Response(text, { status: 200 });
+    }
+    return res;
   };
-  return createRemoteJWKSet(new URL(cfg.uri), {
+  const set = createRemoteJWKSet(new URL(cfg.uri), {
     timeoutDuration: cfg.timeoutMs,
     cacheMaxAge: cfg.cacheMs,
     cooldownDuration: env.cooldownMs ?? DEFAULT_COOLDOWN_MS,
     [customFetch]: guarded as never,
   });
+  const state = { set, epoch: {} };
+  remotes.set(set, state);
+  return set;
 }
 
 /** Remote sets shared by every compiled filter of one waypoint, so a new Listener version does not refetch. */

@@ -2,8 +2,11 @@
 // the form and its parts, the issuer, the time window (exp, nbf with the clock skew), the
 // audiences, then the signature with the provider's key set (jose's compactVerify: the key
 // selected by kid and alg; `none` and keys of another type never verify). Each failure is Envoy's
-// status, whose text is the 401's body.
+// status, whose text is the 401's body. A signature that verified before with the same keys is
+// taken from the provider's cache (jwt-cache.ts); every other check runs on every request.
 import { compactVerify, errors, type JWTVerifyGetKey } from 'jose';
+import type { JwtCache } from './jwt-cache.ts';
+import { keyEpoch } from './jwt-jwks.ts';
 
 /** jwt_verify_lib's status texts (getStatusString), the ones this filter produces. */
 export const STATUS = {
@@ -82,6 +85,8 @@ export interface VerifyOptions {
   audiences: readonly string[];
   clockSkewS: number;
   keys: JWTVerifyGetKey;
+  /** The provider's verified tokens (none: every token is verified). */
+  cache?: JwtCache;
 }
 
 /** Verifies a parsed token for one provider. */
@@ -98,8 +103,12 @@ export async function verifyJwt(jwt: ParsedJwt, o: VerifyOptions, nowMs = Date.n
     const want = new Set(o.audiences.map(normAud));
     if (!audiencesOf(jwt.payload).some((a) => want.has(normAud(a)))) return STATUS.audienceNotAllowed;
   }
+  const epoch = o.cache && keyEpoch(o.keys);
+  if (o.cache?.has(jwt.token, epoch, now)) return 'OK';
   try {
     await compactVerify(jwt.token, o.keys);
+    // Cached only when the keys did not change while it verified (a fetch may land meanwhile).
+    if (o.cache && epoch && keyEpoch(o.keys) === epoch) o.cache.add(jwt.token, epoch, typeof exp === 'number' && exp > 0 ? exp + o.clockSkewS : Infinity);
     return 'OK';
   } catch (e) {
     if (e instanceof errors.JWKSNoMatchingKey || e instanceof errors.JWKSMultipleMatchingKeys) return STATUS.kidAlgMismatch;
