@@ -84,6 +84,7 @@ async function clientRole(hbonePort: number, pki: string, routes: string[]): Pro
     };
     if (NATIVE_ACCEPT) {
       new NativeListener(listenerInNetns(null, '127.0.0.1', Number(listen)), serve);
+      setInterval(() => {}, 1 << 30); // the relay's listeners do not keep the process alive, as a net.Server does
       continue;
     }
     const srv = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, serve);

@@ -59,7 +59,10 @@ export interface NativeListenerOptions {
   onError?: (code: string) => void;
 }
 
-/** Accepts on a listening fd on the relay thread. The fd stays the caller's: close() leaves it open. */
+/**
+ * Accepts on a listening fd on the relay thread. The fd stays the caller's: close() leaves it open.
+ * Unlike a net.Server it does not keep the process alive (nothing on the relay thread does).
+ */
 export class NativeListener {
   private readonly id: number;
   private readonly ended: Promise<void>;
