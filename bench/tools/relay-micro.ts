@@ -191,7 +191,14 @@ async function orchestrate(): Promise<void> {
       out.latency = { p50: l.p50, p90: l.p90, p99: l.p99, p999: l.p999, lost: l.lost };
       out.cpu_per_krps = { server: Math.round((used[0]! / secs / (Number(rate) / 1000)) * 1000) / 1000, client: Math.round((used[1]! / secs / (Number(rate) / 1000)) * 1000) / 1000 };
     }
-    if (phases.includes('connrate')) out.conn_per_s = node('connrate.ts', '127.0.0.1', String(echoIn), '8', String(seconds), '1024').conn_per_s;
+    if (phases.includes('connrate')) {
+      const before = [srv.pid!, cli.pid!].map((p) => cpuSeconds(p));
+      const r = node('connrate.ts', '127.0.0.1', String(echoIn), '8', String(seconds), '1024');
+      out.conn_per_s = r.conn_per_s;
+      // CPU per new connection, less sensitive to a busy machine than the rate: seconds per 1000 connections.
+      const conns = r.connections!;
+      out.cpu_per_kconn = Object.fromEntries(['server', 'client'].map((k, i) => [k, Math.round(((cpuSeconds([srv.pid!, cli.pid!][i]!) - before[i]!) / (conns / 1000)) * 1000) / 1000]));
+    }
     if (rec) {
       rec.kill('SIGINT');
       await new Promise((r) => rec.once('exit', r));
