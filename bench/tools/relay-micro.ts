@@ -6,6 +6,9 @@
 // no netns, one machine's loopback): a quick A/B for relay changes. Root (SO_MARK on dials).
 //   node --import tsx bench/tools/relay-micro.ts [--prof DIR | --perf FILE|strace] [--rate 1000]
 //     [--seconds 5] [--phases throughput,latency,connrate] [--data-path native|node|haproxy]
+//     [--accept native|node]
+//   (--accept: who accepts the client agent's plain TCP on the native data path: the relay thread,
+//   as the agent's 15001 does (the default), or a Node net.Server, as it did before)
 //   (haproxy: a pair of HAProxy instances tunnelling plain → mutual TLS → plain, as in `make bench`)
 //   (internal roles: relay-micro.ts server|client PORT ...)
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -16,6 +19,8 @@ import { join } from 'node:path';
 import { HbonePool, createHboneServer, type Credentials, type HboneTunnel } from '../../src/hbone/index.ts';
 import { nativeSessionOpener } from '../../src/hbone/native/client.ts';
 import { NativeHboneServer } from '../../src/hbone/native/server.ts';
+import { AcceptedFd, NativeListener } from '../../src/hbone/native/listener.ts';
+import { listenerInNetns } from '../../src/bpf/netns.ts';
 import { dialFromPod, podDialSockets } from '../../src/agent/proxy/pod-sockets.ts';
 import { WEFT_LOAD } from '../setup.ts';
 
@@ -24,6 +29,7 @@ const SELF = import.meta.filename;
 // Dials go through the same setns path as in a pod: an fd of our own netns.
 const HERE_NETNS = podDialSockets(openSync('/proc/self/ns/net', 'r'));
 const NATIVE = (process.env.MICRO_DATA_PATH ?? 'native') === 'native';
+const NATIVE_ACCEPT = NATIVE && (process.env.MICRO_ACCEPT ?? 'native') === 'native';
 
 function creds(dir: string, who: string): Credentials {
   const r = (f: string) => readFileSync(join(dir, f), 'utf8');
@@ -57,8 +63,8 @@ async function clientRole(hbonePort: number, pki: string, routes: string[]): Pro
   const pool = NATIVE ? new HbonePool<HboneTunnel>({ open: nativeSessionOpener() }) : new HbonePool<HboneTunnel>();
   for (const route of routes) {
     const [listen, target] = route.split('=') as [string, string];
-    const srv = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (client: Socket) => {
-      client.on('error', () => {});
+    const serve = (client: Socket | AcceptedFd) => {
+      if (!(client instanceof AcceptedFd)) client.on('error', () => {});
       void (async () => {
         try {
           const t = await pool.connect({
@@ -69,12 +75,19 @@ async function clientRole(hbonePort: number, pki: string, routes: string[]): Pro
             credentials: c,
             dial: () => dialFromPod(HERE_NETNS, { address: '127.0.0.1', port: hbonePort }),
           });
-          await t.relay(client);
+          await t.relay(client instanceof AcceptedFd ? client.take() : client);
         } catch {
-          client.resetAndDestroy();
+          if (client instanceof AcceptedFd) client.reset();
+          else client.resetAndDestroy();
         }
       })();
-    });
+    };
+    if (NATIVE_ACCEPT) {
+      new NativeListener(listenerInNetns(null, '127.0.0.1', Number(listen)), serve);
+      setInterval(() => {}, 1 << 30); // the relay's listeners do not keep the process alive, as a net.Server does
+      continue;
+    }
+    const srv = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, serve);
     await new Promise<void>((r) => srv.listen(Number(listen), '127.0.0.1', r));
   }
   console.log('ready', ballast.length);
@@ -127,6 +140,7 @@ async function orchestrate(): Promise<void> {
   const seconds = Number(arg('--seconds', '5'));
   const phases = arg('--phases', 'throughput,latency,connrate').split(',');
   process.env.MICRO_DATA_PATH = arg('--data-path', 'native');
+  process.env.MICRO_ACCEPT = arg('--accept', 'native');
   const dir = mkdtempSync(join(tmpdir(), 'weft-micro-'));
   makePki(dir);
   const base = 20000 + Math.floor(Math.random() * 20000);
@@ -177,7 +191,14 @@ async function orchestrate(): Promise<void> {
       out.latency = { p50: l.p50, p90: l.p90, p99: l.p99, p999: l.p999, lost: l.lost };
       out.cpu_per_krps = { server: Math.round((used[0]! / secs / (Number(rate) / 1000)) * 1000) / 1000, client: Math.round((used[1]! / secs / (Number(rate) / 1000)) * 1000) / 1000 };
     }
-    if (phases.includes('connrate')) out.conn_per_s = load('connrate', '127.0.0.1', String(echoIn), '8', String(seconds), '1024').conn_per_s;
+    if (phases.includes('connrate')) {
+      const before = [srv.pid!, cli.pid!].map((p) => cpuSeconds(p));
+      const r = load('connrate', '127.0.0.1', String(echoIn), '8', String(seconds), '1024');
+      out.conn_per_s = r.conn_per_s;
+      // CPU per new connection, less sensitive to a busy machine than the rate: seconds per 1000 connections.
+      const conns = r.connections!;
+      out.cpu_per_kconn = Object.fromEntries(['server', 'client'].map((k, i) => [k, Math.round(((cpuSeconds([srv.pid!, cli.pid!][i]!) - before[i]!) / (conns / 1000)) * 1000) / 1000]));
+    }
     if (rec) {
       rec.kill('SIGINT');
       await new Promise((r) => rec.once('exit', r));

@@ -17,6 +17,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "listener.h"
 #include "pipe.h"
 #include "registry.h"
 #include "relay.h"
@@ -292,6 +293,13 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
 
 uv_loop_t* Loop() { return &g->loop; }
 
+bool Started() { return g != nullptr; }
+
+size_t QueuedEvents() {
+  std::lock_guard<std::mutex> lock(g->mu);
+  return g->events.size();
+}
+
 void Post(std::function<void()> fn) {
   {
     std::lock_guard<std::mutex> lock(g->mu);
@@ -330,6 +338,7 @@ static Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("pipe", Napi::Function::New(env, Pipe));
   exports.Set("close", Napi::Function::New(env, CloseSession));
   exports.Set("stats", Napi::Function::New(env, Stats));
+  RegisterListener(env, exports);
   return exports;
 }
 

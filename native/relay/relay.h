@@ -11,8 +11,9 @@
 // The parts: addon.cc (the JavaScript surface and the relay thread; this header's functions),
 // session.{h,cc} (one HBONE connection), stream.{h,cc} (one CONNECT tunnel on it), h2_callbacks
 // (nghttp2's callbacks into them), registry (live sessions by number, and what waits to be freed),
-// tls (contexts, peer names, the BIO that queues TLS records), pipe (plaintext relays), byte_queue
-// (every buffer), util (small socket and time helpers).
+// tls (contexts, peer names, the BIO that queues TLS records), pipe (plaintext relays), listener
+// (listening sockets accepted on the relay thread), byte_queue (every buffer), util (small socket
+// and time helpers).
 //
 // This header: how the relay thread and the JavaScript thread talk, and when things may be freed.
 #pragma once
@@ -43,6 +44,12 @@ void Post(std::function<void()> fn);
 
 // The relay thread's loop.
 uv_loop_t* Loop();
+
+// True once init() has started the relay thread: Post and Loop need it.
+bool Started();
+
+// Events queued for the JavaScript thread and not yet delivered: how far behind it is.
+size_t QueuedEvents();
 
 // Every relay-thread callback holds one; the outermost frees what closed meanwhile, so nothing is
 // freed under OpenSSL, nghttp2 or a caller further up the stack.

@@ -156,7 +156,7 @@ export async function runAgent(o: AgentOptions): Promise<void> {
     localPods,
     accessLogExport,
     ...(o.dataPath === 'native'
-      ? { pool: new HbonePool({ open: nativeSessionOpener() }), relay: nativeRelay, serveHbone: (opts) => new NativeHboneServer({ ...opts, admission }) }
+      ? { pool: new HbonePool({ open: nativeSessionOpener() }), relay: nativeRelay, nativeAccept: true, serveHbone: (opts) => new NativeHboneServer({ ...opts, admission }) }
       : { pool: new HbonePool(), relay, serveHbone: (opts) => createHboneServer({ ...opts, admission }) }),
   };
   const pods = new PodManager(backends, log, metrics, join(o.stateDir, 'inpod'), ctx, localPods);

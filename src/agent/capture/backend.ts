@@ -8,11 +8,14 @@ export interface Endpoint {
   port: number;
 }
 
+/** A connection accepted on 15001: a Node socket, or an fd accepted on the relay thread with its peer. */
+export type AcceptedConnection = Socket | { fd: number; remoteAddress: string; remotePort: number };
+
 export interface PodCaptureHandle {
   /** Hands the pod's inbound plaintext listener (15006) of one family to the capture, where it needs it. */
   setInboundListener(fd: number, family: 4 | 6): void;
   /** Where a connection accepted on 15001 was going. undefined: not a captured connection. */
-  outboundOriginalDst(sock: Socket): Endpoint | undefined;
+  outboundOriginalDst(sock: AcceptedConnection): Endpoint | undefined;
   /** Where a connection accepted on 15006 was going. */
   inboundOriginalDst(sock: Socket): Endpoint | undefined;
   /** Connections captured so far, by direction. */

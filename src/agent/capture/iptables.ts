@@ -6,7 +6,7 @@ import { WEFT, originalDstSockopt } from '../../bpf/index.ts';
 import { hasCommand, run } from '../../util/exec.ts';
 import { PROBE_SNAT_ADDRESS } from './node-probes.ts';
 import type { PodInfo } from '../../api/enrollment.ts';
-import type { CaptureBackend, Endpoint, PodCaptureHandle } from './backend.ts';
+import type { AcceptedConnection, CaptureBackend, Endpoint, PodCaptureHandle } from './backend.ts';
 
 const mark = `0x${WEFT.AGENT_MARK.toString(16)}`;
 
@@ -39,8 +39,8 @@ const REMOVE = ['*nat', '-D OUTPUT -p tcp -j WEFT_OUTPUT', '-D PREROUTING -p tcp
 const inPod = (netns: string, argv: string[], input?: string) => run(['nsenter', `--net=${netns}`, ...argv], { input });
 const RESTORE = { 4: 'iptables-restore', 6: 'ip6tables-restore' } as const;
 
-function fdOf(sock: Socket): number {
-  const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
+function fdOf(sock: AcceptedConnection): number {
+  const fd = 'fd' in sock ? sock.fd : (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
   if (typeof fd !== 'number' || fd < 0) throw new Error('socket has no file descriptor');
   return fd;
 }
@@ -52,7 +52,7 @@ class IptablesPod implements PodCaptureHandle {
 
   setInboundListener(): void {} // REDIRECT finds the listener by port
 
-  outboundOriginalDst(sock: Socket): Endpoint | undefined {
+  outboundOriginalDst(sock: AcceptedConnection): Endpoint | undefined {
     this.out++;
     return originalDstSockopt(fdOf(sock));
   }

@@ -2,7 +2,6 @@
 // listeners the agent runs inside the pod's netns. The list is persisted so a restarted agent
 // re-adopts its pods (their pinned capture kept working; only listeners are re-opened).
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import type { Server } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { WEFT } from '../../bpf/index.ts';
@@ -15,7 +14,7 @@ import { handleInboundPlaintext } from '../proxy/inbound/plaintext.ts';
 import { LocalPods } from '../proxy/node-local/local-pods.ts';
 import { handleOutbound } from '../proxy/outbound/handle.ts';
 import type { ProxyPod } from '../proxy/types.ts';
-import { AGENT_MARK, LOOPBACK, listenInPod, noIpv6, podDialSockets } from '../proxy/pod-sockets.ts';
+import { AGENT_MARK, LOOPBACK, listenInPod, listenInPodNative, noIpv6, podDialSockets, type PodListener } from '../proxy/pod-sockets.ts';
 import { canonicalIp } from '../../api/codec.ts';
 import { formatSpiffe } from '../../api/spiffe.ts';
 import { listenerInNetns } from '../../bpf/index.ts';
@@ -44,7 +43,7 @@ export function readoptRefusal(info: PodInfo, proc = '/proc'): string | undefine
 interface EnrolledPod extends ProxyPod {
   sockets: ReturnType<typeof podDialSockets>;
   info: PodInfo;
-  servers: Server[];
+  servers: PodListener[];
   /** The pod's HBONE server on 15008, once its certificate is there. */
   hbone?: PodHboneServer;
   hboneFd?: number;
@@ -183,7 +182,7 @@ export class PodManager {
       info = { ...info, pidStartTime: started };
     }
     let capture: PodCaptureHandle | undefined;
-    const servers: Server[] = [];
+    const servers: PodListener[] = [];
     let hboneFd: number | undefined;
     let dials: EnrolledPod['sockets'] | undefined;
     /** Fds now owned by a server or by hboneFd (closed with them). */
@@ -199,7 +198,11 @@ export class PodManager {
       // and to the IPv6 slot of 15006; with nothing there they would all be refused.
       for (const family of [4, 6] as const) {
         try {
-          const out = await listenInPod(netnsFd, LOOPBACK[family], WEFT.PORT_OUTBOUND, (s) => void handleOutbound(this.ctx, pod, s), inherited[`outbound${family}`]);
+          // The native data path accepts on the relay thread: no Node socket per captured connection.
+          const out = this.ctx.nativeAccept
+            ? listenInPodNative(netnsFd, LOOPBACK[family], WEFT.PORT_OUTBOUND, (c) => void handleOutbound(this.ctx, pod, c), inherited[`outbound${family}`], (code) =>
+                this.log.warn({ pod: `${info.namespace}/${info.name}`, err: code }, 'outbound listener: accept failed; it pauses 100 ms and goes on'))
+            : await listenInPod(netnsFd, LOOPBACK[family], WEFT.PORT_OUTBOUND, (s) => void handleOutbound(this.ctx, pod, s), inherited[`outbound${family}`]);
           servers.push(out.server);
           taken.add(out.fd);
           pod.listenFds[`outbound${family}`] = out.fd;

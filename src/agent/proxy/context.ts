@@ -32,6 +32,8 @@ export interface ProxyContext extends ConnectionSinks, AuthorizeDeps {
   // The data path, chosen once at start (--data-path): the native relay or Node's tls and http2.
   /** Relays plaintext between two sockets (relay.ts, or the native relay's pipe). */
   relay: (down: Socket, up: Socket) => Promise<RelayResult>;
+  /** Captured outbound connections are accepted on the relay thread (the native data path), not by a net.Server. */
+  nativeAccept?: boolean;
   /** A pod's inbound HBONE listener. */
   serveHbone: (opts: PodHboneServerOptions) => PodHboneServer;
   /**

@@ -3,7 +3,9 @@
 // mark so no capture rule in the pod ever takes them back to the agent. Dial sockets come from a
 // per-pod pool made ahead of time in the pod netns (NetnsSocketPool): a thread per dial was the
 // largest fixed cost of a new connection.
+import { closeSync } from 'node:fs';
 import { Socket, createServer, type Server } from 'node:net';
+import { NativeListener, type AcceptedFd } from '../../hbone/native/listener.ts';
 import { WEFT, listenerInNetns } from '../../bpf/index.ts';
 import { NetnsSocketPool } from '../../bpf/netns.ts';
 import type { Endpoint } from '../capture/backend.ts';
@@ -42,6 +44,42 @@ export function listenInPod(netnsFd: number, address: string, port: number, onCo
       resolve({ server, fd });
     });
   });
+}
+
+/** A pod listener as the pod manager holds it: close() stops accepting and closes its fd. */
+export interface PodListener {
+  close(): void;
+}
+
+/**
+ * listenInPod on the native data path: the relay thread accepts (native/relay/listener.cc) and the
+ * handler gets fds with their peers, no Node socket. The fd is the same kind of socket either way,
+ * so an agent upgrade hands it over whichever data path either agent runs.
+ */
+export function listenInPodNative(netnsFd: number, address: string, port: number, onConn: (c: AcceptedFd) => void, inherited?: number, onError?: (code: string) => void): { server: PodListener; fd: number } {
+  const fd = inherited ?? listenerInNetns(netnsFd, address, port, { mark: AGENT_MARK, ...(address.includes(':') ? { v6Only: true } : {}) });
+  let listener: NativeListener;
+  try {
+    listener = new NativeListener(fd, onConn, { onError });
+  } catch (e) {
+    if (inherited === undefined) closeSync(fd); // an inherited one is closed by the caller's cleanup
+    throw e;
+  }
+  let open = true;
+  return {
+    fd,
+    server: {
+      // Once only (retire and close both close): a second closeSync could hit a reused fd number.
+      close: () => {
+        if (!open) return;
+        open = false;
+        // The relay polls its own duplicate, so ours may close at once; what it accepts before it
+        // stops still reaches onConn.
+        void listener.close();
+        closeSync(fd);
+      },
+    },
+  };
 }
 
 /** Connects from inside the pod netns; resolves once connected, rejects with the socket error. */

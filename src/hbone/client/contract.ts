@@ -39,8 +39,12 @@ export interface TunnelResult {
 /** An established CONNECT tunnel (status 200). */
 export interface HboneTunnel {
   status: 200;
-  /** Carries the tunnel to and from a TCP socket until both are done; the socket is the tunnel's from then on. */
-  relay(socket: Socket): Promise<TunnelResult>;
+  /**
+   * Carries the tunnel to and from a TCP socket until both are done; the socket is the tunnel's from
+   * then on. A number is a connected socket's fd (one accepted on the relay thread): no Node socket
+   * is made for it on the native relay.
+   */
+  relay(socket: Socket | number): Promise<TunnelResult>;
 }
 
 /**

@@ -38,6 +38,19 @@ interface RelayAddon {
   pipe(a: number, b: number): number;
   close(session: number, graceful: boolean): void;
   stats(): { sessions: number; streams: number; contexts: number };
+  /** Polls a duplicate of a listening socket on the relay thread, accepting at most `batch` per wake-up: `accept` per connection. */
+  listen(fd: number, batch: number): number;
+  /** Stops polling and closes the duplicate (fd stays open); `unlisten` follows the listener's last `accept`. */
+  unlisten(listener: number): void;
+  /** Closes an accepted fd with a reset (SO_LINGER 0). */
+  resetFd(fd: number): void;
+}
+
+/** What a native listener hears (listener.ts): each accepted fd (now the caller's) with its peer; an accept error (it pauses); its end. */
+export interface ListenerEvents {
+  accept(fd: number, address: string, port: number, batchIndex: number): void;
+  error(code: string): void;
+  unlisten(): void;
 }
 
 /** What a session hears. `done` comes once per stream, `close` once per session, after its streams' `done`. */
@@ -70,8 +83,23 @@ export const relayAddonPath = path.join(nativeBuildDir, 'weft_relay.node');
 
 let loaded: RelayAddon | undefined;
 const handlers = new Map<number, SessionEvents>();
+const listeners = new Map<number, ListenerEvents>();
+
+function listenerEvent(type: string, id: number, fd: number, port: number, index: number, text: string): void {
+  const l = listeners.get(id);
+  if (type === 'accept') {
+    // Nobody to take it (a reloaded module): reset rather than leak the descriptor.
+    if (!l) return loaded!.resetFd(fd);
+    return l.accept(fd, text, port, index);
+  }
+  if (type === 'listenError') return l?.error(text);
+  listeners.delete(id);
+  l?.unlisten();
+}
 
 function dispatch(type: string, session: number, stream: number, n1: number, n2: number, n3: number, text: string, list: string[]): void {
+  // Listener numbers are their own (listener.cc): routed before sessions.
+  if (type === 'accept' || type === 'listenError' || type === 'unlisten') return listenerEvent(type, session, stream, n1, n2, text);
   const h = handlers.get(session);
   if (!h) return;
   switch (type) {
@@ -112,6 +140,13 @@ export function openRelaySession(kind: 'client' | 'serve', fd: number, ctx: numb
 export function openRelayPipe(a: number, b: number, events: SessionEvents): number {
   const id = relayAddon().pipe(a, b);
   handlers.set(id, events);
+  return id;
+}
+
+/** Accepts on a listening fd (duplicated: it stays the caller's) on the relay thread; events to `events`. */
+export function openRelayListener(fd: number, batch: number, events: ListenerEvents): number {
+  const id = relayAddon().listen(fd, batch);
+  listeners.set(id, events);
   return id;
 }
 

@@ -5,6 +5,7 @@
 // native. A session counts as open once the server's SETTINGS arrive: in TLS 1.3 the client finishes
 // its handshake before the server has judged our certificate.
 import { EventEmitter } from 'node:events';
+import { closeSync } from 'node:fs';
 import { constants } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { HboneConnectRequest, HboneTunnel, PoolSession, SessionOpener, TunnelResult } from '../client/contract.ts';
@@ -35,21 +36,24 @@ class NativeSession implements PoolSession<HboneTunnel> {
     const pending = new PendingConnect<HboneTunnel>(req.authority, timeoutMs, () => relayAddon().cancel(this.id, stream));
     let finished: { r: TunnelResult } | undefined;
     let relayed: ((r: TunnelResult) => void) | undefined;
-    const relay = (socket: Socket): Promise<TunnelResult> => {
+    const relay = (socket: Socket | number): Promise<TunnelResult> => {
+      const reset = () => (typeof socket === 'number' ? relayAddon().resetFd(socket) : socket.resetAndDestroy());
       if (finished) {
-        socket.resetAndDestroy();
+        reset();
         return Promise.resolve({ ...finished.r, error: finished.r.error ?? STREAM_CLOSED_BEFORE_TUNNEL });
       }
-      const fd = socketFd(socket);
+      const fd = typeof socket === 'number' ? socket : socketFd(socket);
       if (fd < 0) {
         // Never attached, so cancel it: else it holds the pool's stream count, the server's upstream
         // and the connection window until the session ends. Its `done` releases it from the pool.
         relayAddon().cancel(this.id, stream);
-        socket.resetAndDestroy();
+        if (typeof socket !== 'number') socket.resetAndDestroy();
         return Promise.resolve({ sent: 0, received: 0, error: SOCKET_CLOSED_BEFORE_TUNNEL });
       }
       relayAddon().attach(this.id, stream, fd); // reset by the relay if the stream is gone meanwhile
-      socket.destroy(); // the relay holds its own descriptor of the connection
+      // The relay holds its own descriptor of the connection.
+      if (typeof socket === 'number') closeSync(socket);
+      else socket.destroy();
       return new Promise((r) => (relayed = r));
     };
     this.waiters.set(stream, {

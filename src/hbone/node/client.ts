@@ -13,6 +13,7 @@ import { expectSpiffe } from './identity.ts';
 import { ALPN, CONNECTION_WINDOW, H2_SETTINGS, MAX_SESSION_MEMORY_MB, secureContextOptions } from '../settings.ts';
 import { keepAlive } from './keepalive.ts';
 import { tunnel } from './tunnel.ts';
+import { socketFromFd } from '../fd-socket.ts';
 
 export function openSession(p: SessionParams): Promise<ClientHttp2Session> {
   const o = new SessionOpening<ClientHttp2Session>(p);
@@ -103,7 +104,7 @@ class JsPoolSession implements PoolSession<JsTunnel> {
     stream.once('response', (headers) => {
       stream.off('close', onClose);
       const status = Number(headers[':status']);
-      if (!pending.response(status, () => ({ status: 200, stream, relay: (s) => tunnel(stream, s, 'client') }))) {
+      if (!pending.response(status, () => ({ status: 200, stream, relay: (s) => tunnel(stream, typeof s === 'number' ? socketFromFd(s) : s, 'client') }))) {
         stream.close(constants.NGHTTP2_CANCEL);
       }
     });

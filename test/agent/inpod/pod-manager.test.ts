@@ -21,6 +21,11 @@ import { procStartTime } from '../../../src/agent/inpod/proc.ts';
 import { AgentMetrics } from '../../../src/agent/metrics/metrics.ts';
 import type { ProxyContext } from '../../../src/agent/proxy/context.ts';
 import { waitFor } from '../../../src/util/sleep.ts';
+import { run } from '../../../src/util/exec.ts';
+import { nativeRelay } from '../../../src/hbone/native/pipe.ts';
+import { engineCache } from '../../../src/agent/proxy/context.ts';
+import { MeshState } from '../../../src/agent/state/mesh-state.ts';
+import { IstioTcpMetrics } from '../../../src/telemetry/istio-tcp.ts';
 import { labName } from '../../e2e/helpers.ts';
 import { SERVER_NAME, startCA, tmpDir } from '../../control/ca/helpers.ts';
 
@@ -128,4 +133,68 @@ describe('a pod waiting for its certificate', () => {
       await t.stop();
     }
   }, 40_000);
+});
+
+// On the native data path the relay thread accepts on 15001 (no Node socket per connection); what
+// the agent decides is as before: here a direct connection to the agent's own port, refused with a
+// reset and NR, the source being the client's port. Freezing for a handover does not stop accepting;
+// retiring does.
+describe('the outbound listener on the native data path', () => {
+  const netns = labName('pmn');
+  const dir = tmpDir('weft-pod-manager-native-');
+  const lines: Record<string, unknown>[] = [];
+  const log = pino({ level: 'info' }, { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) });
+  const metrics = new AgentMetrics('iptables');
+  afterAll(() => {
+    spawnSync('ip', ['netns', 'del', netns]);
+    rmSync(dir, { recursive: true, force: true });
+  });
+  // From inside the pod: the client's port, then how the connection ended.
+  const dial = () =>
+    run(['ip', 'netns', 'exec', netns, 'python3', '-c', [
+      'import socket',
+      // Bound first: the port is known even when the reset beats connect() back to the client.
+      's = socket.socket()',
+      's.bind(("127.0.0.1", 0))',
+      'port = s.getsockname()[1]',
+      's.settimeout(3)',
+      'try:',
+      '  s.connect(("127.0.0.1", 15001))',
+      '  print(port, "eof" if s.recv(1) == b"" else "data")',
+      'except ConnectionRefusedError:',
+      '  print(port, "refused")',
+      'except ConnectionResetError:',
+      '  print(port, "reset")',
+      'except socket.timeout:',
+      '  print(port, "timeout")',
+    ].join('\n')]).then((out) => out.trim().split(' '));
+
+  it('accepts on the relay thread and refuses as before; freeze keeps accepting, retire stops', async () => {
+    spawnSync('ip', ['netns', 'add', netns]);
+    spawnSync('ip', ['-n', netns, 'link', 'set', 'lo', 'up']);
+    const state = MeshState.empty();
+    const ctx = {
+      log, metrics, istio: new IstioTcpMetrics(metrics.registry), trustDomain: 'cluster.local', rootNamespace: 'istio-system',
+      state: () => state, synced: () => true, engine: engineCache('istio-system'), relay: nativeRelay, nativeAccept: true,
+    } as unknown as ProxyContext;
+    const pm = new PodManager({ default: 'iptables', iptables: await IptablesCapture.open() }, log, metrics, join(dir, 'state'), ctx);
+    const pod: PodInfo = { uid: 'u-n', name: 'web', namespace: 'shop', serviceAccount: 'web', ips: ['10.244.9.7'], netns: `/run/netns/${netns}`, cgroup: dir };
+    const refused = (port: string) => lines.find((l) => String(l['src.addr']).endsWith(`:${port}`));
+    try {
+      await pm.enroll(pod);
+      const [port, how] = await dial();
+      expect(how).toBe('reset');
+      expect(await waitFor(() => refused(port!), 5000)).toMatchObject({ direction: 'outbound', response_flags: 'NR' });
+      pm.freeze();
+      const [port2, how2] = await dial();
+      expect(how2).toBe('reset');
+      expect(await waitFor(() => refused(port2!), 5000)).toMatchObject({ response_flags: 'NR' });
+      pm.thaw();
+      await pm.retire(100);
+      // This agent's copy closed and no other agent holds it: nothing listens on 15001 any more.
+      expect(await waitFor(async () => (await dial())[1] === 'refused', 5000)).toBe(true);
+    } finally {
+      pm.close();
+    }
+  }, 30_000);
 });

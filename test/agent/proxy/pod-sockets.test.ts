@@ -4,7 +4,7 @@
 import { closeSync, openSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LOOPBACK, listenInPod, noIpv6 } from '../../../src/agent/proxy/pod-sockets.ts';
+import { LOOPBACK, listenInPod, listenInPodNative, noIpv6 } from '../../../src/agent/proxy/pod-sockets.ts';
 import { run, runSync } from '../../../src/util/exec.ts';
 
 const tag = randomBytes(3).toString('hex');
@@ -66,5 +66,31 @@ describe('in-pod listeners, per family', () => {
     const { server } = await listenInPod(fd, LOOPBACK[4], 15001, (s) => s.destroy());
     server.close();
     expect(noIpv6(Object.assign(new Error('x'), { code: 'EADDRINUSE' }))).toBe(false);
+  });
+
+  it('natively (the relay thread accepts): an IPv6 connection on [::1] arrives as an fd with its peer; no IPv6 fails as before', async () => {
+    const fd = nsFd(dual);
+    const seen: { address: string; port: number }[] = [];
+    const { server } = listenInPodNative(fd, '::1', 15102, (c) => {
+      seen.push({ address: c.remoteAddress, port: c.remotePort });
+      c.reset();
+    });
+    const port = await run(['nsenter', `--net=/run/netns/${dual}`, 'python3', '-c', [
+      'import socket',
+      's = socket.create_connection(("::1", 15102), timeout=3)',
+      'try: s.recv(1)',
+      'except ConnectionResetError: pass',
+      'print(s.getsockname()[1])',
+    ].join('\n')]);
+    expect(seen).toEqual([{ address: '::1', port: Number(port.trim()) }]);
+    server.close();
+    server.close(); // once only: a second close must not close whatever holds that fd number now
+    let err: unknown;
+    try {
+      listenInPodNative(nsFd(v4only), LOOPBACK[6], 15001, () => {});
+    } catch (e) {
+      err = e;
+    }
+    expect(noIpv6(err)).toBe(true);
   });
 });

@@ -3,6 +3,7 @@
 // waypoint in front of it (never node-local: the waypoint must see it), plaintext to anything else,
 // a reset when there is nowhere to go.
 import type { Socket } from 'node:net';
+import { AcceptedFd } from '../../../hbone/native/listener.ts';
 import { formatSpiffe } from '../../../api/spiffe.ts';
 import { WEFT } from '../../../bpf/consts.ts';
 import type { Endpoint } from '../../capture/backend.ts';
@@ -17,8 +18,17 @@ import { traceparent } from './traceparent.ts';
 
 const isAgentPort = (p: number) => p === WEFT.PORT_OUTBOUND || p === WEFT.PORT_INBOUND;
 
-export async function handleOutbound(ctx: ProxyContext, pod: ProxyPod, client: Socket): Promise<void> {
-  client.on('error', () => {});
+/**
+ * The app's end of a captured connection: a Node socket (--data-path node), or the fd the relay
+ * thread accepted (native), which becomes a Node socket only on the routes that relay from one.
+ */
+export type OutboundClient = Socket | AcceptedFd;
+
+const reset = (c: OutboundClient) => (c instanceof AcceptedFd ? c.reset() : c.resetAndDestroy());
+const asSocket = (c: OutboundClient): Socket => (c instanceof AcceptedFd ? c.toSocket() : c);
+
+export async function handleOutbound(ctx: ProxyContext, pod: ProxyPod, client: OutboundClient): Promise<void> {
+  if (!(client instanceof AcceptedFd)) client.on('error', () => {});
   let orig: Endpoint | string;
   try {
     orig = pod.capture.outboundOriginalDst(client) ?? 'no original destination (connection was not captured)';
@@ -35,14 +45,14 @@ export type OutboundPod = Omit<ProxyPod, 'capture'>;
  * The rest of handleOutbound, once the capture said where the connection was going (or, as a
  * string, why it cannot tell): decide, then act. Apart so it runs on any socket, not only a captured one.
  */
-export async function proxyOutbound(ctx: ProxyContext, pod: OutboundPod, client: Socket, orig: Endpoint | string): Promise<void> {
-  client.on('error', () => {});
+export async function proxyOutbound(ctx: ProxyContext, pod: OutboundPod, client: OutboundClient, orig: Endpoint | string): Promise<void> {
+  if (!(client instanceof AcceptedFd)) client.on('error', () => {});
   // The app connected from inside the pod to 127.0.0.1 or [::1]:15001; its real source is the
   // pod's address of the family it dialled (what the kernel would have picked without capture).
   const srcIp = sameFamily(pod.ips, typeof orig === 'string' ? '' : orig.address) ?? '';
   const conn = new Connection(ctx, 'outbound', pod, formatAuthority({ address: srcIp, port: client.remotePort ?? 0 }));
   const fail = (error: string, flag: string) => {
-    client.resetAndDestroy(); // the app sees what it would without a mesh: a reset
+    reset(client); // the app sees what it would without a mesh: a reset
     conn.finish({ sent: 0, received: 0, error, flag });
   };
   if (typeof orig === 'string') return fail(orig, 'NR');
@@ -79,7 +89,7 @@ export async function proxyOutbound(ctx: ProxyContext, pod: OutboundPod, client:
     } catch (e) {
       return fail(`connect ${plan.target.address}:${plan.target.port}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'CONNECT');
     }
-    return conn.finish(await ctx.relay(client, upstream));
+    return conn.finish(await ctx.relay(asSocket(client), upstream));
   }
   // HBONE: mutual TLS to the destination's node agent, identity checked against workload state.
   const srcId = podIdentity(ctx, pod);
@@ -87,7 +97,7 @@ export async function proxyOutbound(ctx: ProxyContext, pod: OutboundPod, client:
   if (!ctx.certs) return fail('no certificate source: the agent runs without a control plane', 'TLS_FAILURE');
   // Through a waypoint, target is the original destination, maybe a pod on this node: still HBONE to the waypoint.
   const local = plan.waypoint ? undefined : ctx.localPods?.get(plan.target.address);
-  if (local) return handleNodeLocal(ctx, { src: pod, srcIp, srcIdentity: srcId, srcWorkload: src, dst: local, target: plan.target, client, outbound: conn });
+  if (local) return handleNodeLocal(ctx, { src: pod, srcIp, srcIdentity: srcId, srcWorkload: src, dst: local, target: plan.target, client: asSocket(client), outbound: conn });
   conn.hboneAddr = formatAuthority(plan.hbone);
   const authority = formatAuthority(plan.target);
   try {
@@ -104,7 +114,8 @@ export async function proxyOutbound(ctx: ProxyContext, pod: OutboundPod, client:
       credentials: { key: cert.keyPem, certChain: cert.certChainPem, root: cert.rootPem },
       dial: () => dialFromPod(pod.sockets, plan.hbone),
     });
-    const r = await t.relay(client);
+    // An accepted fd goes to the tunnel as it is: on the native relay no Node socket is ever made for it.
+    const r = await t.relay(client instanceof AcceptedFd ? client.take() : client);
     conn.finish({ sent: r.sent, received: r.received, error: r.error });
   } catch (e) {
     const err = e as HboneError & NodeJS.ErrnoException;
