@@ -6,7 +6,10 @@
 // no netns, one machine's loopback): a quick A/B for relay changes. Root (SO_MARK on dials).
 //   node --import tsx bench/tools/relay-micro.ts [--prof DIR | --perf FILE|strace] [--rate 1000]
 //     [--seconds 5] [--phases throughput,latency,connrate] [--data-path native|node|haproxy]
+//     [--inbound dial|upstream]
 //   (haproxy: a pair of HAProxy instances tunnelling plain → mutual TLS → plain, as in `make bench`)
+//   (--inbound: the server side answers as the agent does, a `dial` decision the server connects
+//   itself; `upstream`: as the agent did before, dialling in JavaScript and handing over the socket)
 //   (internal roles: relay-micro.ts server|client PORT ...)
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -24,6 +27,7 @@ const TOOLS = import.meta.dirname;
 // Dials go through the same setns path as in a pod: an fd of our own netns.
 const HERE_NETNS = podDialSockets(openSync('/proc/self/ns/net', 'r'));
 const NATIVE = (process.env.MICRO_DATA_PATH ?? 'native') === 'native';
+const INBOUND_UPSTREAM = process.env.MICRO_INBOUND === 'upstream';
 
 function creds(dir: string, who: string): Credentials {
   const r = (f: string) => readFileSync(join(dir, f), 'utf8');
@@ -45,7 +49,9 @@ async function serverRole(port: number, pki: string): Promise<void> {
   const opts = {
     credentials: () => c,
     trustDomain: TD,
-    onConnect: async (req: { authority: { address: string; port: number } }) => ({ status: 200 as const, upstream: await dialFromPod(HERE_NETNS, req.authority) }),
+    onConnect: async (req: { authority: { address: string; port: number } }) => INBOUND_UPSTREAM
+      ? { status: 200 as const, upstream: await dialFromPod(HERE_NETNS, req.authority) }
+      : { status: 200 as const, dial: { fd: HERE_NETNS.take(req.authority.address.includes(':') ? 6 : 4), ...req.authority } },
   };
   const hb = NATIVE ? new NativeHboneServer(opts) : createHboneServer(opts);
   await hb.listen({ port, host: '127.0.0.1' });
@@ -127,6 +133,7 @@ async function orchestrate(): Promise<void> {
   const seconds = Number(arg('--seconds', '5'));
   const phases = arg('--phases', 'throughput,latency,connrate').split(',');
   process.env.MICRO_DATA_PATH = arg('--data-path', 'native');
+  process.env.MICRO_INBOUND = arg('--inbound', 'dial');
   const dir = mkdtempSync(join(tmpdir(), 'weft-micro-'));
   makePki(dir);
   const base = 20000 + Math.floor(Math.random() * 20000);
@@ -177,7 +184,14 @@ async function orchestrate(): Promise<void> {
       out.latency = { p50: l.p50, p90: l.p90, p99: l.p99, p999: l.p999, lost: l.lost };
       out.cpu_per_krps = { server: Math.round((used[0]! / secs / (Number(rate) / 1000)) * 1000) / 1000, client: Math.round((used[1]! / secs / (Number(rate) / 1000)) * 1000) / 1000 };
     }
-    if (phases.includes('connrate')) out.conn_per_s = node('connrate.ts', '127.0.0.1', String(echoIn), '8', String(seconds), '1024').conn_per_s;
+    if (phases.includes('connrate')) {
+      const before = [srv.pid!, cli.pid!].map((p) => cpuSeconds(p));
+      const r = node('connrate.ts', '127.0.0.1', String(echoIn), '8', String(seconds), '1024');
+      out.conn_per_s = r.conn_per_s;
+      // Each agent's CPU per new connection (the issue's ~2 ms), in milliseconds.
+      const [server, client] = [srv.pid!, cli.pid!].map((p, i) => Math.round(((cpuSeconds(p) - before[i]!) / Math.max(1, r.connections!)) * 1e6) / 1000);
+      out.cpu_ms_per_conn = { server, client };
+    }
     if (rec) {
       rec.kill('SIGINT');
       await new Promise((r) => rec.once('exit', r));
