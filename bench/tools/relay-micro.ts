@@ -136,7 +136,8 @@ async function orchestrate(): Promise<void> {
   process.env.MICRO_INBOUND = arg('--inbound', 'dial');
   const dir = mkdtempSync(join(tmpdir(), 'weft-micro-'));
   makePki(dir);
-  const base = 20000 + Math.floor(Math.random() * 20000);
+  // Below the ephemeral range (32768+): a busy machine's connections in TIME-WAIT there make listen() fail.
+  const base = 20000 + Math.floor(Math.random() * 12000);
   const [iperfPort, echoPort, hbonePort, iperfIn, echoIn] = [base, base + 1, base + 2, base + 3, base + 4];
   const children: ChildProcess[] = [];
   try {
