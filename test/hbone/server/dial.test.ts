@@ -4,7 +4,7 @@
 // /proc/self/fd) with the outcome the agent's own dial gave then.
 import { createHash, randomBytes } from 'node:crypto';
 import http2, { type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
-import type { Server } from 'node:net';
+import { createServer, type AddressInfo, type Server } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HbonePool } from '../../../src/hbone/pool.ts';
 import type { Credentials } from '../../../src/hbone/settings.ts';
@@ -64,6 +64,25 @@ describe.each(TRANSPORTS)('a dial decision on the %s transport', (kind) => {
     expect(s.outcomes.at(-1)).toMatchObject({ status: 200, sent: data.length, received: data.length });
     expect(s.outcomes.at(-1)!.reason).toBeUndefined();
     expect(s.outcomes.at(-1)!.error).toBeUndefined();
+  });
+
+  it('dials an IPv6 target with an IPv6 socket', async () => {
+    const v6 = createServer({ allowHalfOpen: true }, echo);
+    await new Promise<void>((r) => v6.listen(0, '::1', r));
+    try {
+      const v6Port = (v6.address() as AddressInfo).port;
+      s.decide = async (req) => ({ status: 200, dial: { fd: sockets.take(6), address: req.authority.address, port: req.authority.port } });
+      const before = s.outcomes.length;
+      const t = await pool.connect({ ...webToCart(s.port, v6Port, clientCreds), authority: `[::1]:${v6Port}` });
+      const { app, agent } = await front.connection();
+      const relayed = t.relay(agent);
+      expect((await exchange(app, 'over IPv6')).toString()).toBe('over IPv6');
+      await relayed;
+      await until(() => s.outcomes.length > before, 5000, 'the outcome');
+      expect(s.outcomes.at(-1)).toMatchObject({ status: 200, authority: { address: '::1', port: v6Port }, sent: 9, received: 9 });
+    } finally {
+      v6.close();
+    }
   });
 
   /**
