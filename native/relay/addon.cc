@@ -1,7 +1,9 @@
 // weft_relay's JavaScript surface (src/hbone/native/addon.ts is the typed wrapper).
 // Calls check their arguments, duplicate the file descriptors they are given (so the caller's
-// socket object can be closed as usual) and hand the work to the relay thread; they never wait for
-// it. Sessions and client streams get their numbers here, so a call can return one at once.
+// socket object can be closed as usual; respondDial alone takes its fd over) and hand the work to
+// the relay thread; they never wait for it. Sessions and client streams get their numbers here, so
+// a call can return one at once.
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <napi.h>
 #include <nghttp2/nghttp2.h>
@@ -239,6 +241,52 @@ Napi::Value Respond(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// respondDial(session, stream, fd, address, port, timeoutMs): fd, an unconnected socket, is the
+// relay's from this call on (not duplicated: one syscall less per connection), so it is closed on
+// every path where it is not relayed, a thrown argument error included.
+Napi::Value RespondDial(const Napi::CallbackInfo& info) {
+  int fd = -1;
+  if (info[2].IsNumber() && info[2].As<Napi::Number>().Int64Value() >= 0) fd = info[2].As<Napi::Number>().Int32Value();
+  try {
+    uint32_t sid = U32(info[0], "session"), stream = U32(info[1], "stream");
+    if (fd < 0) throw Napi::TypeError::New(info.Env(), "weft relay: respondDial fd must be a file descriptor");
+    std::string address = Str(info[3], "weft relay: respondDial address");
+    double port = info[4].IsNumber() ? info[4].As<Napi::Number>().DoubleValue() : NAN;
+    if (!(port >= 1 && port <= 65535 && port == std::floor(port)))
+      throw Napi::TypeError::New(info.Env(), "weft relay: respondDial port must be a whole number from 1 to 65535, not " +
+                                                 info[4].ToString().Utf8Value());
+    double timeout = info[5].IsNumber() ? info[5].As<Napi::Number>().DoubleValue() : NAN;
+    if (!(std::isfinite(timeout) && timeout >= 0 && timeout <= 9007199254740991.0))
+      throw Napi::TypeError::New(info.Env(), "weft relay: respondDial timeoutMs must be a number of milliseconds, not " +
+                                                 info[5].ToString().Utf8Value());
+    sockaddr_storage ss{};
+    socklen_t len;
+    auto* v4 = reinterpret_cast<sockaddr_in*>(&ss);
+    auto* v6 = reinterpret_cast<sockaddr_in6*>(&ss);
+    if (inet_pton(AF_INET, address.c_str(), &v4->sin_addr) == 1) {
+      v4->sin_family = AF_INET;
+      v4->sin_port = htons(static_cast<uint16_t>(port));
+      len = sizeof(sockaddr_in);
+    } else if (inet_pton(AF_INET6, address.c_str(), &v6->sin6_addr) == 1) {
+      v6->sin6_family = AF_INET6;
+      v6->sin6_port = htons(static_cast<uint16_t>(port));
+      len = sizeof(sockaddr_in6);
+    } else {
+      throw Napi::TypeError::New(info.Env(), "weft relay: respondDial address must be an IP literal, not " + address);
+    }
+    std::string target = address + ":" + std::to_string(static_cast<int>(port));
+    auto ms = static_cast<uint64_t>(timeout);
+    Post([=] {
+      if (Session* s = FindSession(sid)) s->RespondDial(stream, fd, ss, len, target, ms);
+      else close(fd);
+    });
+  } catch (...) {
+    if (fd >= 0) close(fd);
+    throw;
+  }
+  return info.Env().Undefined();
+}
+
 Napi::Value Attach(const Napi::CallbackInfo& info) {
   uint32_t sid = U32(info[0], "session"), stream = U32(info[1], "stream");
   int fd = DupFd(info[2], "fd");
@@ -333,6 +381,7 @@ static Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("serve", Napi::Function::New(env, Serve));
   exports.Set("request", Napi::Function::New(env, Request));
   exports.Set("respond", Napi::Function::New(env, Respond));
+  exports.Set("respondDial", Napi::Function::New(env, RespondDial));
   exports.Set("attach", Napi::Function::New(env, Attach));
   exports.Set("cancel", Napi::Function::New(env, Cancel));
   exports.Set("pipe", Napi::Function::New(env, Pipe));

@@ -117,7 +117,8 @@ void Session::Announce() {
   for (int32_t sid : ids) {
     Stream* st = Find(sid);
     if (!st || st->h2_closed) continue;
-    Event ev{"stream", id, sid};  // the peer was named once, in `ready`
+    // The peer was named once, in `ready`; n1 and n2 count dials (dials_connecting_, session.h).
+    Event ev{"stream", id, sid, static_cast<double>(dials_connecting_), dials_received_};
     ev.list = std::move(st->headers);
     st->headers.clear();
     Emit(std::move(ev));
@@ -501,14 +502,12 @@ void Session::Request(uint32_t handle, const std::vector<std::string>& headers) 
   Flush();
 }
 
-void Session::Respond(uint32_t handle, int status, int fd) {
-  Stream* st = ByHandle(handle);
-  int32_t sid = st ? st->id : 0;
-  if (state_ != kOpen || !st || st->h2_closed || st->status != 0) {
-    // Gone meanwhile: its `done` (status 0) has been sent or is on its way.
-    if (fd >= 0) ::close(fd);
-    return;
-  }
+// A server stream JavaScript may still answer: open, unanswered, not connecting.
+bool Session::Answerable(const Stream* st) const {
+  return state_ == kOpen && st && !st->h2_closed && st->status == 0 && !st->connecting;
+}
+
+void Session::Answer(Stream* st, int status) {
   st->status = status;
   std::string code = std::to_string(status);
   nghttp2_nv nv{reinterpret_cast<uint8_t*>(const_cast<char*>(":status")),
@@ -517,13 +516,49 @@ void Session::Respond(uint32_t handle, int status, int fd) {
     nghttp2_data_provider dp;
     dp.source.ptr = st;
     dp.read_callback = ReadUpData;
-    nghttp2_submit_response(h2_, sid, &nv, 1, &dp);
-    st->Attach(fd);
+    nghttp2_submit_response(h2_, st->id, &nv, 1, &dp);
   } else {
     // The final response; OnFrameSent resets the stream once it is out.
     if (!st->down.empty()) Consume(st, st->down.size());
     st->down.consume(st->down.size());
-    nghttp2_submit_response(h2_, sid, &nv, 1, nullptr);
+    nghttp2_submit_response(h2_, st->id, &nv, 1, nullptr);
+  }
+}
+
+void Session::Respond(uint32_t handle, int status, int fd) {
+  Stream* st = ByHandle(handle);
+  if (!Answerable(st)) {
+    // Gone meanwhile: its `done` (status 0) has been sent or is on its way.
+    if (fd >= 0) ::close(fd);
+    return;
+  }
+  Answer(st, status);
+  if (status == 200) st->Attach(fd);
+  Flush();
+}
+
+void Session::RespondDial(uint32_t handle, int fd, const sockaddr_storage& addr, socklen_t len,
+                          const std::string& target, uint64_t timeout_ms) {
+  dials_received_++;
+  Stream* st = ByHandle(handle);
+  if (!Answerable(st)) {
+    ::close(fd);  // gone meanwhile, as in Respond
+    return;
+  }
+  dials_connecting_++;
+  st->target = target;
+  st->Dial(fd, addr, len, timeout_ms);
+}
+
+// The connect ended while the stream was still open (an abandoned one ends in Stream::CloseFd).
+void Session::Dialed(Stream* st, int err) {
+  if (err == 0) {
+    Answer(st, 200);
+    st->Attach(st->fd);
+  } else {
+    st->error = "connect " + st->target + ": " + ErrName(err);  // the text Node's dial gives
+    st->CloseFd(false);
+    Answer(st, 503);
   }
   Flush();
 }

@@ -7,6 +7,7 @@
 
 #include <nghttp2/nghttp2.h>
 #include <openssl/ssl.h>
+#include <sys/socket.h>
 #include <uv.h>
 
 #include <cstddef>
@@ -57,6 +58,9 @@ class Session {
   // Commands from JavaScript. A file descriptor passed in is ours from then on, used or closed.
   void Request(uint32_t handle, const std::vector<std::string>& headers);
   void Respond(uint32_t stream, int status, int fd);
+  // Connects fd to addr, then answers 200 and relays (or 503 and closes fd); `target` names it.
+  void RespondDial(uint32_t stream, int fd, const sockaddr_storage& addr, socklen_t len, const std::string& target,
+                   uint64_t timeout_ms);
   void Attach(uint32_t handle, int fd);
   void Cancel(uint32_t handle);
   void Close(bool graceful);
@@ -68,6 +72,8 @@ class Session {
   Stream* Find(int32_t id);
   Stream* ByHandle(uint32_t handle);
   void Finished(Stream* st);
+  void Dialed(Stream* st, int err);  // a stream's connect ended: 0, or why it failed
+  void DialEnded() { dials_connecting_--; }
   nghttp2_session* h2() { return h2_; }
   ByteQueue& out() { return out_; }
   bool OnFrame(const nghttp2_frame* f);
@@ -89,6 +95,8 @@ class Session {
   bool SendTls();
   void WriteDirty();
   void Announce();
+  bool Answerable(const Stream* st) const;
+  void Answer(Stream* st, int status);
   void Terminate(const char* kind, const std::string& reason, bool graceful);
   void StartDrain();
   void FinishDrain();
@@ -118,6 +126,11 @@ class Session {
   std::string peer_;
   std::unordered_map<int32_t, Stream*> streams_;
   std::unordered_map<uint32_t, Stream*> handles_;  // client streams, by JavaScript's number
+  // Server: streams connecting their upstream now, and RespondDial commands received in all. Each
+  // `stream` event carries both, so JavaScript can count this session's dials in flight (its cap)
+  // without an event per connect: those it sent since, minus none that finished meanwhile.
+  uint32_t dials_connecting_ = 0;
+  double dials_received_ = 0;
 };
 
 }  // namespace weft::relay

@@ -2,6 +2,7 @@
 // FIN and resets in both directions, and the stream's end.
 #include "stream.h"
 
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -17,11 +18,61 @@ void Stream::Attach(int plain_fd) {
   fd = plain_fd;
   attached = true;
   SetNoDelay(fd);
-  poll = static_cast<uv_poll_t*>(calloc(1, sizeof(uv_poll_t)));
-  uv_poll_init(Loop(), poll, fd);
-  poll->data = this;
+  if (!poll) {  // a socket dialled here keeps the poll its connect used
+    poll = static_cast<uv_poll_t*>(calloc(1, sizeof(uv_poll_t)));
+    uv_poll_init(Loop(), poll, fd);
+    poll->data = this;
+  }
   WriteDown();  // what arrived before the socket did
   UpdatePoll();
+}
+
+void Stream::Dial(int plain_fd, const sockaddr_storage& addr, socklen_t len, uint64_t timeout_ms) {
+  fd = plain_fd;
+  connecting = true;
+  // A blocking connect would hold the relay thread, and every tunnel on it.
+  int fl = fcntl(fd, F_GETFL);
+  if (fl >= 0 && !(fl & O_NONBLOCK)) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), len) == 0) return DialDone(0);
+  if (errno != EINPROGRESS) return DialDone(errno);
+  poll = static_cast<uv_poll_t*>(calloc(1, sizeof(uv_poll_t)));
+  if (int r = uv_poll_init(Loop(), poll, fd); r < 0) {
+    free(poll);
+    poll = nullptr;
+    return DialDone(-r);
+  }
+  poll->data = this;
+  // Writable (or an error) once the handshake is done; SO_ERROR says which.
+  uv_poll_start(poll, UV_WRITABLE, [](uv_poll_t* p, int status, int) {
+    Entry guard;
+    auto* st = static_cast<Stream*>(p->data);
+    st->DialDone(SocketError(st->fd, status));
+  });
+  connect_timer = static_cast<uv_timer_t*>(calloc(1, sizeof(uv_timer_t)));
+  uv_timer_init(Loop(), connect_timer);
+  connect_timer->data = this;
+  uv_timer_start(connect_timer, [](uv_timer_t* t) {
+    Entry guard;
+    static_cast<Stream*>(t->data)->DialDone(ETIMEDOUT);
+  }, timeout_ms, 0);
+}
+
+void Stream::StopConnect() {
+  connecting = false;
+  if (connect_timer) {
+    uv_timer_stop(connect_timer);
+    CloseHandle(reinterpret_cast<uv_handle_t*>(connect_timer));
+    connect_timer = nullptr;
+  }
+  if (poll) uv_poll_stop(poll);
+  events = 0;  // UpdatePoll restarts it with the relay's callback
+  s->DialEnded();
+}
+
+void Stream::DialDone(int err) {
+  if (!connecting) return;
+  StopConnect();
+  s->Dialed(this, err);
 }
 
 void Stream::UpdatePoll() {
@@ -105,6 +156,11 @@ void Stream::FdFailed(int err) {
 
 void Stream::CloseFd(bool reset) {
   if (fd_closed || fd < 0) return;
+  if (connecting) {
+    // Given up mid-connect (the peer reset the stream, or the session ended): never answered.
+    StopConnect();
+    if (error.empty()) error = "connect " + target + ": " + ErrName(ECONNABORTED);
+  }
   fd_closed = true;
   if (poll) {
     uv_poll_stop(poll);
@@ -128,6 +184,7 @@ void Stream::CloseFd(bool reset) {
 
 void Stream::MaybeFinish() {
   if (done || !h2_closed) return;
+  if (connecting) CloseFd(true);  // closed with NO_ERROR mid-connect: the dial is abandoned all the same
   if (attached && !fd_closed) {
     // Closed with NO_ERROR: deliver what arrived, then close rather than leave a half-open socket.
     if (!down.empty()) return;

@@ -2,10 +2,12 @@
 // Bytes read from the socket wait in `up` until nghttp2 frames them (h2_callbacks.cc); DATA that
 // arrives waits in `down` until the socket takes it, and only then is acknowledged to the peer
 // (Session::Consume), so flow control runs end to end. The stream ends (`done`, once) when both its
-// HTTP/2 side and its socket are closed. Its own file because its life differs from the session's:
-// many per session, each with its socket's poll.
+// HTTP/2 side and its socket are closed. On a server the socket may first be connected here (Dial:
+// JavaScript decided, the relay thread dials), answered once the connect is done. Its own file
+// because its life differs from the session's: many per session, each with its socket's poll.
 #pragma once
 
+#include <sys/socket.h>
 #include <uv.h>
 
 #include <cstddef>
@@ -39,8 +41,18 @@ struct Stream {
   std::string error;
   std::vector<std::string> headers;  // server: the request's, name/value flat
   size_t header_bytes = 0;           // server: the request's header list size (RFC 9113 §6.5.2)
+  // Server: the upstream socket being connected here (Session::RespondDial), not yet answered; `fd`
+  // and `poll` are the socket's, `target` (ADDR:PORT) names it in the error.
+  bool connecting = false;
+  uv_timer_t* connect_timer = nullptr;
+  std::string target;
 
   void Attach(int plain_fd);
+  // Starts connecting `plain_fd` (ours from here on); the session hears the result (Session::Dialed),
+  // possibly before this returns.
+  void Dial(int plain_fd, const sockaddr_storage& addr, socklen_t len, uint64_t timeout_ms);
+  void DialDone(int err);
+  void StopConnect();
   void UpdatePoll();
   void ReadUp();
   void WriteDown();

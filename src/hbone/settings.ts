@@ -15,6 +15,8 @@ export const CLIENT_MAX_STREAMS = 100;
 export const PING_INTERVAL_MS = 10_000;
 export const PING_TIMEOUT_MS = 20_000;
 export const CONNECT_TIMEOUT_MS = 10_000;
+/** How long an inbound CONNECT's upstream dial may take (a `dial` decision without its own timeout). */
+export const DIAL_TIMEOUT_MS = 10_000;
 /**
  * How long an inbound peer has to finish TLS and prove a mesh identity. Shorter than the clients'
  * connect timeout: a handshake takes one round trip, and until it completes the peer is anonymous.

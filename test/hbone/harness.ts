@@ -1,8 +1,11 @@
 // Shared fixtures for HBONE tests: upstream TCP servers, an HBONE server with a recording
 // onConnect, and a raw dial to it. Everything on 127.0.0.1 with ephemeral ports.
+import { spawn } from 'node:child_process';
+import { closeSync, openSync, readFileSync, readdirSync } from 'node:fs';
 import net, { type AddressInfo, type Server, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createHboneServer, type ConnectDecision, type HboneOutcome, type HboneRequest, type HboneServer } from '../../src/hbone/node/server.ts';
+import { NetnsSocketPool } from '../../src/bpf/netns.ts';
 import type { HboneConnectRequest } from '../../src/hbone/pool.ts';
 import type { Credentials } from '../../src/hbone/settings.ts';
 
@@ -124,5 +127,59 @@ export function webToCart(port: number, upstreamPort: number, credentials: Crede
     headers: {},
     credentials,
     dial: () => connectTo(port),
+  };
+}
+
+/**
+ * A listener with backlog 0 that never accepts, its accept queue filled by one connection: the
+ * kernel drops every further SYN to it, so a dial there stays pending until someone gives up.
+ * `close()` ends it (the python child exits when its stdin closes).
+ */
+export async function startBlackhole(): Promise<{ port: number; close: () => void }> {
+  const script = "import socket,sys\ns=socket.socket()\ns.bind(('127.0.0.1',0))\ns.listen(0)\nprint(s.getsockname()[1],flush=True)\nsys.stdin.read()";
+  const proc = spawn('python3', ['-c', script], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const port = await new Promise<number>((resolve, reject) => {
+    proc.stdout!.once('data', (d) => resolve(Number(String(d).trim())));
+    proc.once('error', reject);
+  });
+  const filler = net.connect(port, '127.0.0.1');
+  filler.on('error', () => {});
+  await new Promise((r) => filler.once('connect', r));
+  return {
+    port,
+    close: () => {
+      filler.destroy();
+      proc.kill();
+    },
+  };
+}
+
+/** This process's open file descriptors. */
+export const openFds = () => readdirSync('/proc/self/fd').length;
+
+/**
+ * Sockets of this netns in SYN-SENT toward 127.0.0.1:`port` (dials in flight there). Counted by
+ * local address: /proc/net/tcp read while sockets come and go may list one twice.
+ */
+export function synSent(port: number): number {
+  const hex = port.toString(16).toUpperCase().padStart(4, '0');
+  const local = new Set<string>();
+  for (const l of readFileSync('/proc/net/tcp', 'utf8').split('\n')) {
+    const f = l.trim().split(/\s+/);
+    if (f[2] === `0100007F:${hex}` && f[3] === '02') local.add(f[1]!);
+  }
+  return local.size;
+}
+
+/** Unconnected nonblocking TCP sockets of this netns (the pod's dial sockets, as the agent makes them). */
+export function dialSockets(): { take: (family: 4 | 6) => number; close: () => void } {
+  const netnsFd = openSync('/proc/self/ns/net', 'r');
+  const pool = new NetnsSocketPool(netnsFd, { nonblock: true });
+  return {
+    take: (family) => pool.take(family),
+    close: () => {
+      pool.close();
+      closeSync(netnsFd);
+    },
   };
 }

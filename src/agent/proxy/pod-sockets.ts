@@ -4,8 +4,9 @@
 // per-pod pool made ahead of time in the pod netns (NetnsSocketPool): a thread per dial was the
 // largest fixed cost of a new connection.
 import { closeSync } from 'node:fs';
-import { Socket, createServer, type Server } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { NativeListener, type AcceptedFd } from '../../hbone/native/listener.ts';
+import { connectFd } from '../../hbone/node/dial.ts';
 import { WEFT, listenerInNetns } from '../../bpf/index.ts';
 import { NetnsSocketPool } from '../../bpf/netns.ts';
 import type { Endpoint } from '../capture/backend.ts';
@@ -83,7 +84,7 @@ export function listenInPodNative(netnsFd: number, address: string, port: number
 }
 
 /** Connects from inside the pod netns; resolves once connected, rejects with the socket error. */
-export function dialFromPod(sockets: DialSockets, dst: Endpoint, timeoutMs = 10_000, signal?: AbortSignal): Promise<Socket> {
+export function dialFromPod(sockets: DialSockets, dst: Endpoint, timeoutMs?: number, signal?: AbortSignal): Promise<Socket> {
   const family = dst.address.includes(':') ? 6 : 4;
   let fd: number;
   try {
@@ -91,26 +92,5 @@ export function dialFromPod(sockets: DialSockets, dst: Endpoint, timeoutMs = 10_
   } catch (e) {
     return Promise.reject(e as Error);
   }
-  const s = new Socket({ fd, allowHalfOpen: true, readable: true, writable: true });
-  s.setNoDelay(true);
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => s.destroy(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' })), timeoutMs);
-    // The requester is gone (its stream was reset): the connect attempt ends now, not at the timeout.
-    const onAbort = () => s.destroy(Object.assign(new Error('connect aborted'), { code: 'ECONNABORTED' }));
-    s.once('connect', () => {
-      clearTimeout(t);
-      signal?.removeEventListener('abort', onAbort);
-      s.off('error', onErr);
-      resolve(s);
-    });
-    const onErr = (e: Error) => {
-      clearTimeout(t);
-      signal?.removeEventListener('abort', onAbort);
-      reject(e);
-    };
-    s.once('error', onErr);
-    if (signal?.aborted) return onAbort();
-    signal?.addEventListener('abort', onAbort, { once: true });
-    s.connect(dst.port, dst.address);
-  });
+  return connectFd(fd, dst, timeoutMs, signal);
 }

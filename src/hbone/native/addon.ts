@@ -31,6 +31,13 @@ interface RelayAddon {
   request(session: number, headers: string[]): number;
   /** Answers a server stream; with 200, fd (duplicated) is the upstream to relay to. */
   respond(session: number, stream: number, status: number, fd: number): void;
+  /**
+   * Connects fd (an unconnected socket, taken over: closed on every path, a throw too) to
+   * address:port on the relay thread, then answers 200 and relays as respond() does, or answers 503
+   * with `done`'s error `connect ADDR:PORT: ECODE` (ETIMEDOUT after timeoutMs; ECONNABORTED, status 0,
+   * when the stream or session ends first).
+   */
+  respondDial(session: number, stream: number, fd: number, address: string, port: number, timeoutMs: number): void;
   /** Starts relaying a client stream that got 200 to fd (duplicated); reset if the stream is gone. */
   attach(session: number, stream: number, fd: number): void;
   cancel(session: number, stream: number): void;
@@ -58,8 +65,12 @@ export interface SessionEvents {
   /** Client: the server's SETTINGS arrived. Server: the handshake passed; the peer's SPIFFE URI. */
   ready?(peer: string): void;
   goaway?(code: number): void;
-  /** Server: a request's headers, flat name/value pairs (the peer is the one `ready` named). */
-  stream?(id: number, headers: string[]): void;
+  /**
+   * Server: a request's headers, flat name/value pairs (the peer is the one `ready` named), and the
+   * session's dials (respondDial) as the relay counted them when it read the request: connecting
+   * then, and received in all.
+   */
+  stream?(id: number, headers: string[], dials: { connecting: number; received: number }): void;
   /** Client: the CONNECT response. */
   response?(id: number, status: number): void;
   /** Bytes read from the plaintext socket and written to it; the status sent or received (0: none); why it broke; the RST code. */
@@ -105,7 +116,7 @@ function dispatch(type: string, session: number, stream: number, n1: number, n2:
   switch (type) {
     case 'ready': return h.ready?.(text);
     case 'goaway': return h.goaway?.(n1);
-    case 'stream': return h.stream?.(stream, list);
+    case 'stream': return h.stream?.(stream, list, { connecting: n1, received: n2 });
     case 'response': return h.response?.(stream, n1);
     case 'done': return h.done?.(stream, n1, n2, n3, text, Number(list[0] ?? 0));
     case 'close':

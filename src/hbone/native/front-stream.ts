@@ -7,7 +7,9 @@ import type { IncomingHttpHeaders } from 'node:http2';
 import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { native } from '../../bpf/addon.ts';
+import { dialFailure, type DialTarget } from '../server/contract.ts';
 import type { FrontStream, StreamEnd } from '../server/front.ts';
+import { DIAL_TIMEOUT_MS } from '../settings.ts';
 import { relayAddon, socketFd } from './addon.ts';
 
 /** The relay's account of a stream: bytes read from and written to its plaintext socket, the status it sent (0: none). */
@@ -29,6 +31,8 @@ export class NativeFrontStream implements FrontStream {
     private readonly session: number,
     private readonly stream: number,
     readonly headers: IncomingHttpHeaders,
+    /** Counts a respondDial sent for the session (NativeHboneServer's dial count). */
+    private readonly dialSent: () => void = () => {},
   ) {}
 
   /** The relay's `done` for this stream. */
@@ -53,6 +57,33 @@ export class NativeFrontStream implements FrontStream {
     this.answer(200, socketFd(upstream));
     upstream.destroy(); // the relay holds its own descriptor when it took it
     return this.result(await this.end());
+  }
+
+  /**
+   * The relay connects the socket on its thread and answers 200 or 503 itself: no JavaScript socket,
+   * no round trip between the connect and the answer. From here the session's count of dials in
+   * flight covers it (FrontPeer.connecting), so the front's count is settled at once.
+   */
+  async dial(target: DialTarget, settled: () => void): Promise<StreamEnd> {
+    settled();
+    const aborted = () => dialFailure(target, 'ECONNABORTED');
+    if (this.ended) {
+      closeSync(target.fd);
+      this.answered = true;
+      return { status: 0, sent: 0, received: 0, reason: aborted() };
+    }
+    try {
+      relayAddon().respondDial(this.session, this.stream, target.fd, target.address, target.port, target.timeoutMs ?? DIAL_TIMEOUT_MS);
+    } catch (e) {
+      // A target the relay cannot take (the addon closed the fd): refused like a failed dial.
+      return { ...(await this.refuse(503)), sent: 0, received: 0, reason: dialFailure(target, (e as Error).message) };
+    }
+    this.dialSent();
+    this.answered = true;
+    const d = await this.end();
+    if (d.status === 200) return this.result(d);
+    // 503 with the relay's `connect ADDR:PORT: ECODE`, or 0 if the stream ended first.
+    return { status: d.status, sent: 0, received: 0, reason: d.error || aborted() };
   }
 
   async accept(use: (stream: Duplex) => void): Promise<StreamEnd> {

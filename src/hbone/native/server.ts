@@ -17,9 +17,13 @@ import { openRelaySession, relayAddon, relaySettings, socketFd } from './addon.t
 import { RelayContexts } from './contexts.ts';
 import { NativeFrontStream } from './front-stream.ts';
 
-/** A session's peer; `authenticated` once the handshake named a single SPIFFE identity. */
+/**
+ * A session's peer; `authenticated` once the handshake named a single SPIFFE identity; `dialsSent`,
+ * the respondDial commands sent for it (so `connecting` counts those the relay had not yet seen).
+ */
 interface Peer extends FrontPeer {
   authenticated: boolean;
+  dialsSent: number;
 }
 
 const NOBODY = { trustDomain: '', namespace: '', serviceAccount: '' };
@@ -116,7 +120,7 @@ export class NativeHboneServer implements PodHboneServer {
       this.opts.onHandshakeError?.(peerAddress, ticket.refused);
       return void s.destroy();
     }
-    const rec: Peer = { peer: NOBODY, peerAddress, dials: 0, authenticated: false };
+    const rec: Peer = { peer: NOBODY, peerAddress, dials: 0, connecting: 0, authenticated: false, dialsSent: 0 };
     let opened = false;
     try {
       const settings = relaySettings({
@@ -135,7 +139,7 @@ export class NativeHboneServer implements PodHboneServer {
           Object.assign(rec, { peer, authenticated: true });
           ticket.authenticated();
         },
-        stream: (stream, flat) => this.onStream(id, stream, rec, flat),
+        stream: (stream, flat, dials) => this.onStream(id, stream, rec, flat, dials),
         done: (stream, read, written, status, error) => this.streams.get(`${id}/${stream}`)?.done({ read, written, status, error }),
         close: (kind, reason) => {
           ticket.release();
@@ -154,11 +158,14 @@ export class NativeHboneServer implements PodHboneServer {
     }
   }
 
-  private onStream(session: number, stream: number, rec: Peer, flat: string[]): void {
+  private onStream(session: number, stream: number, rec: Peer, flat: string[], dials: { connecting: number; received: number }): void {
     const headers: IncomingHttpHeaders = {};
     for (let i = 0; i + 1 < flat.length; i += 2) headers[flat[i]!] = flat[i + 1]!;
     const key = `${session}/${stream}`;
-    const s = new NativeFrontStream(session, stream, headers);
+    // The relay's count when it read this request, plus what was sent since: never under the truth
+    // (a connect that ended since is still counted), so the cap holds without an event per connect.
+    rec.connecting = dials.connecting + (rec.dialsSent - dials.received);
+    const s = new NativeFrontStream(session, stream, headers, () => rec.dialsSent++);
     this.streams.set(key, s);
     // Counted until its outcome is out, which waits for the relay's `done`.
     void this.front.serve(rec, s).finally(() => this.streams.delete(key));

@@ -3,7 +3,9 @@
 import { constants, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { dialFailure, type DialTarget } from '../server/contract.ts';
 import type { FrontStream, StreamEnd } from '../server/front.ts';
+import { connectFd, dialErrorCode } from './dial.ts';
 import { tunnel } from './tunnel.ts';
 
 export class NodeFrontStream implements FrontStream {
@@ -36,6 +38,25 @@ export class NodeFrontStream implements FrontStream {
     }
     this.stream.respond({ ':status': 200 });
     return { status: 200, ...(await tunnel(this.stream, upstream, 'server')) };
+  }
+
+  /** Connects in JavaScript (connectFd), as the agent's handler did before `dial` existed. */
+  async dial(target: DialTarget, settled: () => void): Promise<StreamEnd> {
+    // The peer resetting the stream ends the connect attempt at once, as onConnect's signal did.
+    const abort = new AbortController();
+    const onClose = () => abort.abort();
+    this.stream.once('close', onClose);
+    if (this.gone()) abort.abort();
+    let upstream: Socket;
+    try {
+      upstream = await connectFd(target.fd, target, target.timeoutMs, abort.signal);
+    } catch (e) {
+      return { ...(await this.refuse(503)), sent: 0, received: 0, reason: dialFailure(target, dialErrorCode(e)) };
+    } finally {
+      this.stream.off('close', onClose);
+      settled();
+    }
+    return this.relay(upstream);
   }
 
   accept(use: (stream: Duplex) => void): Promise<StreamEnd> {

@@ -25,8 +25,27 @@ export interface HboneRequestInfo {
 }
 
 /**
+ * An upstream for the server to dial itself: `fd` is an unconnected nonblocking TCP socket (the
+ * caller's choice: its netns, its mark), handed over with the decision, so the server closes it on
+ * every path. The native relay connects it on its own thread, with no JavaScript socket at all.
+ */
+export interface DialTarget {
+  fd: number;
+  address: string;
+  port: number;
+  /** DIAL_TIMEOUT_MS when absent. */
+  timeoutMs?: number;
+}
+
+/** Why a dial failed, as the outcome's `reason` reads: `connect ADDR:PORT: ECONNREFUSED`. */
+export const dialFailure = (to: { address: string; port: number }, code: string) => `connect ${to.address}:${to.port}: ${code}`;
+
+/**
  * What to do with a CONNECT:
- * - `upstream`: answer 200 and relay the tunnel to this socket (the agent: it dialled the target);
+ * - `upstream`: answer 200 and relay the tunnel to this socket (the caller dialled the target);
+ * - `dial`: connect the socket given, then answer 200 and relay; if the connect fails (refused,
+ *   unreachable, the timeout, the peer resetting the stream meanwhile), answer 503 and report
+ *   `reason` as dialFailure() words it (the agent);
  * - `acceptStream`: answer 200 and hand the tunnel's bytes to the callback as a Duplex, to parse
  *   (the waypoint). Ending the Duplex half-closes the tunnel, destroying it resets the tunnel;
  *   the peer's half-close ends its readable side. The outcome is reported once both are done;
@@ -34,6 +53,7 @@ export interface HboneRequestInfo {
  */
 export type ConnectDecision =
   | { status: 200; upstream: Socket }
+  | { status: 200; dial: DialTarget }
   | { status: 200; acceptStream: (stream: Duplex) => void }
   | { status: 400 | 401 | 503; reason: string };
 
@@ -54,7 +74,7 @@ export interface HboneOutcome {
   sent: number;
   received: number;
   durationMs: number;
-  /** Why the request was refused (from onConnect or the parser). */
+  /** Why the request was refused (from onConnect, the parser, or a `dial` that failed). */
   reason?: string;
   /** What broke a tunnel that had been established. */
   error?: string;

@@ -9,7 +9,7 @@ import type { Duplex } from 'node:stream';
 import type { SpiffeId } from '../../api/spiffe.ts';
 import type { HboneAdmission } from '../admission.ts';
 import { formatAuthority, parseAuthority, type Authority } from '../authority.ts';
-import type { ConnectDecision, HboneOutcome, HboneRequestInfo } from './contract.ts';
+import type { ConnectDecision, DialTarget, HboneOutcome, HboneRequestInfo } from './contract.ts';
 
 /** How a stream ended, as its transport saw it; `sent` flows from the peer toward the destination. */
 export interface StreamEnd {
@@ -18,6 +18,8 @@ export interface StreamEnd {
   sent: number;
   received: number;
   error?: string;
+  /** A `dial` that failed (dialFailure); the status is then 503, or 0 if the peer had left. */
+  reason?: string;
 }
 
 /** One CONNECT stream as a transport hands it to the front. */
@@ -31,6 +33,12 @@ export interface FrontStream {
   refuse(status: number): Promise<{ status: number; error?: string }>;
   /** Answers 200 and relays to `upstream` until both directions are done (status 0: the peer had left). */
   relay(upstream: Socket): Promise<StreamEnd>;
+  /**
+   * Connects `target.fd` (the stream's from now on) and relays as relay() does, or answers 503 with
+   * `reason`. Calls `settled` once the connect no longer counts against the dial cap: when it ended,
+   * or when the transport counts it itself (FrontPeer.connecting).
+   */
+  dial(target: DialTarget, settled: () => void): Promise<StreamEnd>;
   /** Answers 200 and hands the tunnel to `use` as a Duplex; resolves once the tunnel is done. */
   accept(use: (stream: Duplex) => void): Promise<StreamEnd>;
 }
@@ -41,6 +49,11 @@ export interface FrontPeer {
   peerAddress: string;
   /** Streams of this connection in onConnect (deciding, dialling): capped by maxDialsPerSession. */
   dials: number;
+  /**
+   * Dials of this connection the transport is connecting on its own (the native relay's, as it last
+   * counted them plus those sent since), counted against the same cap.
+   */
+  connecting?: number;
 }
 
 export interface FrontHandlers {
@@ -78,9 +91,25 @@ export class HboneFront {
     const refuse = async (status: number, reason: string) => report({ ...(await s.refuse(status)), reason });
 
     if (!('authority' in parsed)) return refuse(parsed.status, parsed.reason);
-    if (conn.dials >= this.admission.limits.maxDialsPerSession) return refuse(503, this.admission.refuseDial(conn.peerAddress));
+    if (conn.dials + (conn.connecting ?? 0) >= this.admission.limits.maxDialsPerSession) return refuse(503, this.admission.refuseDial(conn.peerAddress));
 
-    const decision = await this.decide(conn, s, parsed.authority);
+    // Counted from the decision until a `dial` has connected (or the transport counts it).
+    conn.dials++;
+    let counted = true;
+    const settled = () => {
+      if (counted) conn.dials--;
+      counted = false;
+    };
+    let decision: ConnectDecision;
+    try {
+      decision = await this.decide(conn, s, parsed.authority);
+      if (decision.status === 200 && 'dial' in decision) {
+        const r = await s.dial(decision.dial, settled);
+        return report(r.status === 0 && !r.reason ? { ...r, error: PEER_LEFT_BEFORE_UPSTREAM } : r);
+      }
+    } finally {
+      settled();
+    }
     if (decision.status !== 200) return refuse(decision.status, decision.reason);
     if ('upstream' in decision) {
       const r = await s.relay(decision.upstream);
@@ -101,7 +130,6 @@ export class HboneFront {
   private async decide(conn: FrontPeer, s: FrontStream, authority: Authority): Promise<ConnectDecision> {
     const abort = new AbortController();
     const unsubscribe = s.onGone(() => abort.abort(new Error('peer reset the stream')));
-    conn.dials++;
     try {
       return await this.handlers.onConnect({
         authority, peer: conn.peer, peerAddress: conn.peerAddress, headers: s.headers, stream: s.token, signal: abort.signal,
@@ -109,7 +137,6 @@ export class HboneFront {
     } catch (e) {
       return { status: 503, reason: `connect ${formatAuthority(authority)}: ${(e as Error).message}` };
     } finally {
-      conn.dials--;
       unsubscribe();
     }
   }

@@ -2,8 +2,10 @@
 // HTTP/2 or keepalive numbers, nor TLS cipher suites, of its own, so a session opened without one of
 // them, or with one HTTP/2 does not allow, is refused at the call with an error naming the field;
 // relaySettings (and init, for the ciphers) supplies all.
+import { fstatSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { relayAddon, relaySettings, type RelaySettings } from '../../../src/hbone/native/addon.ts';
+import { dialSockets, until } from '../harness.ts';
 import { createCa } from '../pki.ts';
 
 let ctx: number;
@@ -58,5 +60,39 @@ describe('relay init', () => {
     const dispatch = () => {};
     expect(() => relayAddon().init(dispatch, undefined as never)).toThrow(/tls must be an object/);
     expect(() => relayAddon().init(dispatch, {} as never)).toThrow(/tls\.ciphers must be a string/);
+  });
+});
+
+describe('respondDial', () => {
+  // The fd is the relay's from the call on: a call it refuses closes it too, so a caller that
+  // handed it over leaks nothing whatever it passed.
+  const sockets = dialSockets();
+  afterAll(() => sockets.close());
+  const closed = (fd: number) => {
+    try {
+      fstatSync(fd);
+      return false;
+    } catch (e) {
+      return (e as NodeJS.ErrnoException).code === 'EBADF';
+    }
+  };
+
+  it.each<[string, unknown[], RegExp]>([
+    ['an address that is no IP literal', ['cart.shop.svc', 80, 1000], /respondDial address must be an IP literal, not cart\.shop\.svc/],
+    ['an IPv6 zone', ['fe80::1%eth0', 80, 1000], /respondDial address must be an IP literal/],
+    ['port 0', ['127.0.0.1', 0, 1000], /respondDial port must be a whole number from 1 to 65535, not 0/],
+    ['a port above 65535', ['127.0.0.1', 65536, 1000], /respondDial port must be/],
+    ['no timeout', ['127.0.0.1', 80, undefined], /respondDial timeoutMs must be a number of milliseconds/],
+    ['a negative timeout', ['127.0.0.1', 80, -1], /respondDial timeoutMs must be/],
+  ])('refuses %s, and closes the fd', (_name, [address, port, timeout], error) => {
+    const fd = sockets.take(4);
+    expect(() => relayAddon().respondDial(1, 1, fd, address as string, port as number, timeout as number)).toThrow(error);
+    expect(closed(fd)).toBe(true);
+  });
+
+  it('closes the fd of a dial for a session that does not exist', async () => {
+    const fd = sockets.take(4);
+    relayAddon().respondDial(0xfffffff0, 1, fd, '127.0.0.1', 80, 1000);
+    await until(() => closed(fd), 5000, 'the relay thread to close the fd');
   });
 });

@@ -1,13 +1,14 @@
 // The front's decision handling as a table, like ztunnel's build_request tests: each request and
 // decision against the status the peer gets and the outcome reported, on both transports (Node's
-// tls/http2 and the native relay) wherever the case reaches the transport, with real TLS.
+// tls/http2 and the native relay) wherever the case reaches the transport, with real TLS. A `dial`
+// decision must read exactly as the dial the caller made itself (`upstream`) did.
 import type { ClientHttp2Session, OutgoingHttpHeaders } from 'node:http2';
 import type { Server } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConnect } from '../../../src/hbone/server/front.ts';
 import type { ConnectDecision, HboneOutcome, HboneRequestInfo } from '../../../src/hbone/server/contract.ts';
 import type { Credentials } from '../../../src/hbone/settings.ts';
-import { connectTo, echo, tcpServer, until } from '../harness.ts';
+import { connectTo, dialSockets, echo, startBlackhole, tcpServer, until } from '../harness.ts';
 import { createCa } from '../pki.ts';
 import { TRANSPORTS, rawSession, startServer, type EitherServer } from './either.ts';
 
@@ -34,6 +35,8 @@ let clientCreds: Credentials;
 let upstream: Server;
 let echoPort: number;
 let closedPort: number;
+let blackhole: Awaited<ReturnType<typeof startBlackhole>>;
+let sockets: ReturnType<typeof dialSockets>;
 
 beforeAll(async () => {
   const ca = await createCa();
@@ -43,8 +46,14 @@ beforeAll(async () => {
   const closed = await tcpServer(() => {});
   closedPort = closed.port;
   await new Promise((r) => closed.server.close(r)); // a port with nothing listening
+  blackhole = await startBlackhole();
+  sockets = dialSockets();
 });
-afterAll(() => upstream.close());
+afterAll(() => {
+  upstream.close();
+  blackhole.close();
+  sockets.close();
+});
 
 interface Case {
   name: string;
@@ -57,6 +66,10 @@ interface Case {
 }
 
 const connect = (authority: string): OutgoingHttpHeaders => ({ ':method': 'CONNECT', ':authority': authority });
+
+/** The agent's decision: the server dials the target with a socket it is handed. */
+const dial = (timeoutMs?: number) => async (req: HboneRequestInfo): Promise<ConnectDecision> =>
+  ({ status: 200, dial: { fd: sockets.take(4), address: req.authority.address, port: req.authority.port, timeoutMs } });
 
 const cases: Case[] = [
   {
@@ -112,6 +125,28 @@ const cases: Case[] = [
     decide: async (req) => ({ status: 200, upstream: await connectTo(req.authority.port) }),
     status: 200, decided: true,
     outcome: () => ({ status: 200, sent: 4, received: 4 }),
+  },
+  // A `dial` decision reads as the agent's own dial did: the same status, reason and bytes.
+  {
+    name: 'dial (the server connects, then relays)',
+    headers: () => connect(`127.0.0.1:${echoPort}`),
+    decide: dial(),
+    status: 200, decided: true,
+    outcome: () => ({ status: 200, sent: 4, received: 4 }),
+  },
+  {
+    name: 'dial refused',
+    headers: () => connect(`127.0.0.1:${closedPort}`),
+    decide: dial(),
+    status: 503, decided: true,
+    outcome: () => ({ status: 503, sent: 0, received: 0, reason: `connect 127.0.0.1:${closedPort}: ECONNREFUSED` }),
+  },
+  {
+    name: 'dial timeout',
+    headers: () => connect(`127.0.0.1:${blackhole.port}`),
+    decide: dial(300),
+    status: 503, decided: true,
+    outcome: () => ({ status: 503, sent: 0, received: 0, reason: `connect 127.0.0.1:${blackhole.port}: ETIMEDOUT` }),
   },
 ];
 

@@ -1,13 +1,14 @@
 // Inbound HBONE: the callbacks a pod's HBONE server (src/hbone) calls for each CONNECT on 15008.
 // Authorize the authenticated peer (authorize.ts: also refuses a peer that skipped the pod's own
-// waypoint, 401), dial the app from inside the pod; the server relays and reports how it ended.
+// waypoint, 401), then have the server dial the app with a socket made inside the pod (a `dial`
+// decision: the native relay connects it on its own thread); the server relays and reports how it
+// ended, a failed dial included (`reason`, flag CONNECT).
 import { formatSpiffe } from '../../../api/spiffe.ts';
-import type { HboneHandlers } from '../../../hbone/index.ts';
+import { dialFailure, type HboneHandlers } from '../../../hbone/index.ts';
 import { Connection } from '../connection.ts';
 import type { ProxyContext } from '../context.ts';
 import { authorize } from '../authorize.ts';
 import type { ProxyPod } from '../types.ts';
-import { dialFromPod } from '../pod-sockets.ts';
 import { ipOf } from '../../../util/peer-ip.ts';
 
 /** The HBONE server's callbacks for one pod: authorize each CONNECT, then dial the app. */
@@ -26,12 +27,15 @@ export function hboneHandlers(ctx: ProxyContext, pod: ProxyPod): Required<HboneH
         rec.flag = v.policy ? 'DENY' : 'NR';
         return { status: v.policy ? 401 : 400, reason: v.reason };
       }
+      const { address, port } = req.authority;
+      let fd: number;
       try {
-        return { status: 200, upstream: await dialFromPod(pod.sockets, req.authority, undefined, req.signal) };
+        fd = pod.sockets.take(address.includes(':') ? 6 : 4);
       } catch (e) {
         rec.flag = 'CONNECT';
-        return { status: 503, reason: `connect ${req.authority.address}:${req.authority.port}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` };
+        return { status: 503, reason: dialFailure(req.authority, (e as NodeJS.ErrnoException).code ?? (e as Error).message) };
       }
+      return { status: 200, dial: { fd, address, port } };
     },
     onComplete(o) {
       const rec = pending.get(o.stream);
