@@ -37,6 +37,7 @@ import { HANDOVER_SOCKET } from './handover/protocol.ts';
 import { takeOver } from './handover/take.ts';
 import { serverFd } from '../util/server-fd.ts';
 import { parseCidrs } from '../util/cidrs.ts';
+import { processMemory } from '../util/process-memory.ts';
 
 const EMPTY = MeshState.empty();
 
@@ -223,6 +224,8 @@ export async function runAgent(o: AgentOptions): Promise<void> {
         liveConnections: live.count,
         takenOverFrom: inherited?.from,
         handoverMs,
+        // Bytes: V8's heap and the kernel's split of RSS (file pages are mostly the node binary).
+        memory: processMemory(),
       };
     },
   });
