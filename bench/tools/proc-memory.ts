@@ -2,13 +2,15 @@
 // (smaps, grouped by file; anonymous ones by kind), and for the executable (the node binary) which
 // of its sections and largest symbols are resident (pagemap: root). For finding what an agent's
 // RSS is made of; not part of the bench.
-//   node --import tsx bench/tools/proc-memory.ts PID [--symbols]
+//   node --import tsx bench/tools/proc-memory.ts PID [--symbols[=KB]]
 import { execFileSync } from 'node:child_process';
 import { closeSync, openSync, readFileSync, readSync, readlinkSync } from 'node:fs';
 
 const pid = process.argv[2];
-if (!pid || !/^\d+$/.test(pid)) throw new Error('usage: proc-memory.ts PID [--symbols]');
-const SYMBOLS = process.argv.includes('--symbols');
+if (!pid || !/^\d+$/.test(pid)) throw new Error('usage: proc-memory.ts PID [--symbols[=KB]]');
+const SYMBOLS = process.argv.some((a) => a.startsWith('--symbols'));
+// --symbols=KB: symbols of at least that size (default 256).
+const SYMBOL_MIN = Number(process.argv.find((a) => a.startsWith('--symbols='))?.slice(10) ?? 256) * 1024;
 const PAGE = 4096;
 const mb = (bytes: number) => Math.round((bytes / 1048576) * 10) / 10;
 
@@ -68,7 +70,7 @@ const symbols: { name: string; off: number; size: number }[] = [];
 if (SYMBOLS)
   for (const line of execFileSync('nm', ['-S', '--size-sort', '-C', exe], { encoding: 'utf8', maxBuffer: 1 << 30 }).split('\n')) {
     const m = /^([0-9a-f]+) ([0-9a-f]+) \w (.*)$/.exec(line);
-    if (!m || parseInt(m[2]!, 16) < 256 * 1024) continue;
+    if (!m || parseInt(m[2]!, 16) < SYMBOL_MIN) continue;
     const addr = parseInt(m[1]!, 16);
     const s = sections.find((x) => addr >= x.addr && addr < x.addr + x.size);
     if (s) symbols.push({ name: m[3]!.slice(0, 80), off: addr - s.addr + s.off, size: parseInt(m[2]!, 16) });
@@ -96,6 +98,6 @@ try {
 console.log(`\n${exe}: resident by section (MB of size):`);
 for (const [k, v] of [...bySection].sort((a, b) => b[1] - a[1])) console.log(`  ${String(mb(v)).padStart(6)} of ${String(mb(sections.find((s) => s.name === k)?.size ?? 0)).padStart(6)}  ${k}`);
 if (SYMBOLS) {
-  console.log('\nlargest symbols (≥ 256 KiB), resident:');
-  for (const [k, v] of [...bySymbol].sort((a, b) => b[1] - a[1])) if (v >= 128 * 1024) console.log(`  ${String(mb(v)).padStart(6)} of ${String(mb(symbols.find((s) => s.name === k)!.size)).padStart(6)}  ${k}`);
+  console.log(`\nlargest symbols (≥ ${SYMBOL_MIN / 1024} KiB), resident:`);
+  for (const [k, v] of [...bySymbol].sort((a, b) => b[1] - a[1])) if (v >= 64 * 1024) console.log(`  ${String(mb(v)).padStart(6)} of ${String(mb(symbols.find((s) => s.name === k)!.size)).padStart(6)}  ${k}`);
 }
