@@ -2,6 +2,7 @@
 // libbpf (load, attach, pin, map access, feature probes), setns(2) for sockets in a pod's network
 // namespace, and a few socket/cgroup syscalls. No policy, caching or long-lived threads live here;
 // src/bpf/ is the only caller.
+#include <malloc.h>
 #include <string.h>
 
 #include "common.h"
@@ -47,9 +48,20 @@ std::string StringArg(const Napi::Value& v, const char* name) {
 
 }  // namespace weft
 
+// glibc's free() gives memory back only from the top of a heap; malloc_trim(0) also returns the
+// free pages inside every arena. True if anything was returned. (Not glibc: nothing to do.)
+static Napi::Value MallocTrim(const Napi::CallbackInfo& info) {
+#ifdef __GLIBC__
+  return Napi::Boolean::New(info.Env(), malloc_trim(0) == 1);
+#else
+  return Napi::Boolean::New(info.Env(), false);
+#endif
+}
+
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   weft::InitBpf(env, exports);
   weft::InitNet(env, exports);
+  exports.Set("mallocTrim", Napi::Function::New(env, MallocTrim));
   return exports;
 }
 

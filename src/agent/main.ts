@@ -2,8 +2,9 @@
 // sk_lookup, or in-pod iptables), relays it, and exports metrics.
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { WEFT, assertKernelReady, netnsCookie, socketNetnsCookie } from '../bpf/index.ts';
+import { WEFT, assertKernelReady, mallocTrim, netnsCookie, socketNetnsCookie } from '../bpf/index.ts';
 import { closeQuietly } from '../bpf/fd-passing.ts';
+import { IdleTrim } from './admin/idle-trim.ts';
 import { serveAdmin } from './admin/servers.ts';
 import type { CaptureBackends } from './capture/backend.ts';
 import { EbpfCapture } from './capture/ebpf.ts';
@@ -37,6 +38,7 @@ import { HANDOVER_SOCKET } from './handover/protocol.ts';
 import { takeOver } from './handover/take.ts';
 import { serverFd } from '../util/server-fd.ts';
 import { parseCidrs } from '../util/cidrs.ts';
+import { processMemory } from '../util/process-memory.ts';
 
 const EMPTY = MeshState.empty();
 
@@ -95,6 +97,8 @@ export async function runAgent(o: AgentOptions): Promise<void> {
     log.warn({ err: (e as Error).message }, 'eBPF capture unavailable; iptables only');
   }
   let ready = false;
+  // Heap pages left free by enrollments, certificates and mesh updates go back once things are quiet.
+  const idleTrim = new IdleTrim(mallocTrim);
   const metrics = new AgentMetrics(o.capture);
   const istio = new IstioTcpMetrics(metrics.registry);
   if (accessLogExport) metrics.accessLogExport = () => accessLogExport.stats();
@@ -121,10 +125,15 @@ export async function runAgent(o: AgentOptions): Promise<void> {
       log.error({ err: (e as Error).message }, 'mesh state kept on the node not usable; waiting for the control plane');
     }
     const writer = (cache = new SnapshotWriter(stateFile, () => xds!.resources(), log));
-    xds.on('update', () => writer.changed());
+    xds.on('update', () => {
+      writer.changed();
+      idleTrim.poke();
+    });
     xds.start();
     certs = new CertManager({ address: o.xdsAddress, rootPem, serverName: o.controlServerName, nodeToken: token, ttlSeconds: o.certTtl, log, cacheDir: join(cacheDir, 'certs') });
     certs.on('fetchFailed', () => {}); // logged by the manager; retried with backoff
+    certs.on('issued', () => idleTrim.poke());
+    certs.on('rotated', () => idleTrim.poke());
   }
   // Mesh state to act on: from the control plane, or kept from a previous run.
   const synced = () => !xds || xds.synced || xds.restored;
@@ -166,7 +175,10 @@ export async function runAgent(o: AgentOptions): Promise<void> {
   // Before any pod is (re-)adopted, and a failure stops the start: the exemption in every pod
   // must never be usable from outside the node.
   const probeRules = await NodeProbeRules.install(o.nodeNetns);
-  pods.onPodIps = (ips) => probeRules.sync(ips);
+  pods.onPodIps = (ips) => {
+    idleTrim.poke(); // after every enrollment, release and re-adoption
+    return probeRules.sync(ips);
+  };
   const whenSynced = async (ms = 10_000) => {
     for (const end = Date.now() + ms; !synced() && Date.now() < end; ) await new Promise((r) => setTimeout(r, 100));
     return synced();
@@ -223,6 +235,8 @@ export async function runAgent(o: AgentOptions): Promise<void> {
         liveConnections: live.count,
         takenOverFrom: inherited?.from,
         handoverMs,
+        // Bytes: V8's heap and the kernel's split of RSS (file pages are mostly the node binary).
+        memory: { ...processMemory(), trim: idleTrim.stats() },
       };
     },
   });
@@ -253,6 +267,7 @@ export async function runAgent(o: AgentOptions): Promise<void> {
   /** Everything closed, then the process ends (after the access log is flushed). */
   const exit = (why: string) => {
     log.info({ why, liveConnections: live.count }, 'agent exits');
+    idleTrim.close();
     xds?.close();
     if (handover !== 'handed') cache?.flush(); // else the new agent's is newer
     certs?.close();

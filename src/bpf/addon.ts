@@ -99,6 +99,8 @@ export interface NativeAddon {
   sendFds(fd: number, data: Buffer, fds?: number[]): number;
   /** Reads exactly `size` bytes (fewer at end of stream) within `timeoutMs`, with the fds that came along. */
   recvFds(fd: number, size: number, timeoutMs: number): { data: Buffer; fds: number[] };
+  /** glibc's malloc_trim(0): free pages inside the malloc heaps go back to the system. True if any did. */
+  mallocTrim(): boolean;
 }
 
 /** Errors thrown by the addon: errno and code always, verifierLog for load failures. */
@@ -127,6 +129,11 @@ export function native(): NativeAddon {
     }
   }
   return loaded;
+}
+
+/** glibc's malloc_trim(0) (the addon is weft's one native door): true if any memory went back. */
+export function mallocTrim(): boolean {
+  return native().mallocTrim();
 }
 
 /** Path of a compiled BPF object (build/bpf/<name>.bpf.o). */

@@ -6,7 +6,7 @@
 //   maps.ts     typed map access (BpfMap + codecs mirroring bpf/include)
 //   consts.ts   constants generated from bpf/include/weft_consts.h
 export { WEFT } from './consts.ts';
-export { isBpfError, type BpfError } from './addon.ts';
+export { isBpfError, mallocTrim, type BpfError } from './addon.ts';
 export { assertKernelReady, probeKernel, type ProbeReport } from './probe.ts';
 export { cgroup2Mount, cgroupId, cgroupSubtree, ensureBpffs, findBpffsMount, findCgroup2Mount } from './mounts.ts';
 export { connectFd, listenerInNetns, netnsCookie, originalDstSockopt, socketInNetns, socketNetnsCookie, sockName, type NetnsRef, type SocketOptions } from './netns.ts';

@@ -14,7 +14,7 @@ import { remoteOf } from '../server/remote.ts';
 import { atDeadline, drainDeadline } from '../server/drain.ts';
 import { PING_INTERVAL_MS, PING_TIMEOUT_MS } from '../settings.ts';
 import { openRelaySession, relayAddon, relaySettings, socketFd } from './addon.ts';
-import { RelayContexts } from './contexts.ts';
+import { serverContexts } from './contexts.ts';
 import { NativeFrontStream } from './front-stream.ts';
 
 /**
@@ -32,7 +32,6 @@ let serverSeq = 0;
 
 export class NativeHboneServer implements PodHboneServer {
   private readonly server: Server;
-  private readonly contexts = new RelayContexts();
   private readonly owner = `hbone-server-${++serverSeq}`;
   private ctx: number;
   private readonly sessions = new Map<number, Peer>();
@@ -45,7 +44,8 @@ export class NativeHboneServer implements PodHboneServer {
   constructor(private readonly opts: PodHboneServerOptions) {
     this.admission = opts.admission ?? new HboneAdmission();
     this.front = new HboneFront(opts, this.admission);
-    this.ctx = this.contexts.get(this.owner, opts.credentials(), true);
+    // Shared with every other pod's server presenting the same certificate (contexts.ts).
+    this.ctx = serverContexts.get(this.owner, opts.credentials(), true);
     this.server = createServer({ pauseOnConnect: true, noDelay: true }, (s) => this.accept(s));
   }
 
@@ -66,7 +66,8 @@ export class NativeHboneServer implements PodHboneServer {
 
   /** New connections present the current credentials; open ones keep the context they started with. */
   updateCredentials(): void {
-    this.ctx = this.contexts.get(this.owner, this.opts.credentials(), true);
+    if (this.draining) return; // released: no new sessions, none to present them to
+    this.ctx = serverContexts.get(this.owner, this.opts.credentials(), true);
   }
 
   stats(): { sessions: number; streams: number } {
@@ -75,6 +76,8 @@ export class NativeHboneServer implements PodHboneServer {
 
   close(): void {
     this.server.close();
+    this.draining = true; // a connection still queued is refused, not opened on a released context
+    serverContexts.release(this.owner, true); // open sessions hold their own reference
   }
 
   /**
@@ -92,6 +95,7 @@ export class NativeHboneServer implements PodHboneServer {
     }
     this.draining = true;
     this.server.close();
+    serverContexts.release(this.owner, true); // open sessions hold their own reference
     for (const id of this.sessions.keys()) relayAddon().close(id, true);
     return new Promise<void>((resolve) => {
       const deadline = atDeadline(ms, () => {
@@ -101,7 +105,6 @@ export class NativeHboneServer implements PodHboneServer {
       this.drained = () => {
         this.drained = undefined;
         clearTimeout(deadline);
-        this.contexts.close();
         resolve();
       };
       if (this.sessions.size === 0) this.drained();
