@@ -323,20 +323,36 @@ try {
       log(`${name}: ${JSON.stringify(results[name])} (connections/s by round: ${r.join(', ')})`);
     }
   }
-  if (want('rss')) {
-    log(`memory: ${SCALE_PODS} more enrolled pods on node-0`);
-    writeFileSync(join(dir, 'scale.yaml'), scalePods(SCALE_PODS));
-    weft(LAB, ['apply', '-f', join(dir, 'scale.yaml')]);
-    const deadline = Date.now() + 300_000;
-    while (pods('bench-scale').filter((p) => p.status.phase === 'Running').length < SCALE_PODS && Date.now() < deadline) await new Promise((r) => setTimeout(r, 1000));
-    await new Promise((r) => setTimeout(r, 3000));
-    const pid = agentPids()[0]!;
-    const rss = { agent_rss_mb: rssMb(pid), agent_rss_anon_mb: rssMb(pid, 'RssAnon'), agent_rss_file_mb: rssMb(pid, 'RssFile') };
-    for (const n of ['weft-ebpf', 'weft-iptables'] as const) if (results[n]) Object.assign(results[n]!, rss);
-  }
 } finally {
   log('lab down');
   spawnSync(process.execPath, [join(root, 'bin/weft.js'), 'down', '--name', LAB], { stdio: 'ignore' });
+}
+// Memory: an agent of its own with SCALE_PODS enrolled pods, in a lab of its own, without the
+// sampling profiler the lab above runs its agents under (its samples and the run's traffic are
+// not what an operator's agent holds). Read once the pods are up and the node has been quiet
+// for 35 s (the agent gives freed malloc pages back after 30 s without enrollments).
+if (want('rss')) {
+  const memLab = `${LAB}-mem`;
+  log(`memory: ${SCALE_PODS} enrolled pods on node-0 of a lab without the profiler`);
+  writeFileSync(join(dir, 'scale.yaml'), scalePods(SCALE_PODS));
+  const env = { ...process.env };
+  delete env.WEFT_AGENT_NODE_ARGS;
+  delete env.WEFT_IMAGE_NODE_ARGS;
+  spawnSync(process.execPath, [join(root, 'bin/weft.js'), 'down', '--name', memLab], { stdio: 'ignore' });
+  try {
+    const up = spawnSync(process.execPath, [join(root, 'bin/weft.js'), 'up', '--name', memLab, '--nodes', '1', '-f', join(dir, 'scale.yaml'), '--timeout', '300'], { encoding: 'utf8', env, timeout: 400_000 });
+    if (up.status !== 0) throw new Error(`memory lab: weft up: exit ${up.status}\n${up.stderr}`);
+    const running = () => (JSON.parse(weft(memLab, ['get', 'pods', '-n', 'bench-scale', '-o', 'json'])) as { items: PodJ[] }).items.filter((p) => p.status.phase === 'Running').length;
+    const deadline = Date.now() + 300_000;
+    while (running() < SCALE_PODS && Date.now() < deadline) await sleep(1000);
+    await sleep(35_000);
+    const pid = (JSON.parse(weft(memLab, ['get', 'nodes', '-o', 'json'])) as { items: { metadata: { annotations: Record<string, string> } }[] }).items.map((n) => Number(n.metadata.annotations['weft.dev/agent-pid']))[0]!;
+    const rss = { agent_rss_mb: rssMb(pid), agent_rss_anon_mb: rssMb(pid, 'RssAnon'), agent_rss_file_mb: rssMb(pid, 'RssFile') };
+    log(`memory: ${JSON.stringify(rss)} (${running()} pods running)`);
+    for (const n of ['weft-ebpf', 'weft-iptables'] as const) if (results[n]) Object.assign(results[n]!, rss);
+  } finally {
+    spawnSync(process.execPath, [join(root, 'bin/weft.js'), 'down', '--name', memLab], { stdio: 'ignore' });
+  }
 }
 
 // CPU time the hypervisor gave to other guests while the lab ran: a run on a busy host is slower.
