@@ -84,6 +84,9 @@ async function run(SOURCE: Source): Promise<Result> {
       api = await FakeApiServer.start();
       for (const r of KUBE_RESOURCES) api.serve(r);
       api.serve({ kind: 'ConfigMap', apiVersion: 'v1', plural: 'configmaps' }); // istio-ca-root-cert
+      api.serve({ kind: 'Secret', apiVersion: 'v1', plural: 'secrets' }); // istio-ca-secret, the self-signed root
+      api.serve({ kind: 'Lease', apiVersion: 'coordination.k8s.io/v1', plural: 'leases' }); // leader election
+      api.apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'istio-system' } } as FakeObject); // where those live
       for (let n = 0; n < NS; n++) for (const o of nsObjects(n)) api.apply(o as FakeObject);
       sourceArgs = ['--kubeconfig', api.writeKubeconfig(dir)];
     }
