@@ -9,12 +9,13 @@
 // SIGTERM drains (runWaypoint's end): not ready from then on, HTTP ended gracefully, TCP relayed
 // until it ends or --drain-deadline passes, then the process exits.
 import { readFileSync } from 'node:fs';
-import { createServer } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import { X509Certificate } from 'node:crypto';
 import { Registry } from 'prom-client';
 import { registerHealthMetrics } from '../util/metrics.ts';
 import { formatSpiffe, parseSpiffe, type SpiffeId } from '../api/spiffe.ts';
-import { CertManager } from '../identity/index.ts';
+import { status as grpcStatus } from '@grpc/grpc-js';
+import { CertManager, type WorkloadCert } from '../identity/index.ts';
 import { batchedLogger } from '../telemetry/log.ts';
 import type { Credentials } from '../hbone/settings.ts';
 import { Waypoint } from './waypoint.ts';
@@ -91,19 +92,57 @@ async function credentialsOf(o: WaypointRunOptions, log: ReturnType<typeof batch
     log,
   });
   // Fails closed: no certificate, no listener. Renewals replace it below, without a restart.
-  let current = await certs.get();
+  let current = await firstCertificate(certs);
   const keep = (_: SpiffeId, c: typeof current) => (current = c);
   certs.on('issued', keep);
   certs.on('rotated', keep);
   return { id, credentials: () => ({ certChain: current.certChainPem, key: current.keyPem, root: current.rootPem }), close: () => certs.close() };
 }
 
+/**
+ * The waypoint's first certificate. A CA that cannot be reached yet (the control plane starting or
+ * rolling, a slow answer under load) is waited for, retried with the manager's backoff while nothing
+ * listens, as istio-agent waits for its first certificate; a CA that refuses the token
+ * (UNAUTHENTICATED, PERMISSION_DENIED, INVALID_ARGUMENT) ends the start, since retrying will not change its answer.
+ */
+export async function firstCertificate(certs: CertManager): Promise<WorkloadCert> {
+  const fatal = new Set([grpcStatus.UNAUTHENTICATED, grpcStatus.PERMISSION_DENIED, grpcStatus.INVALID_ARGUMENT]);
+  for (;;) {
+    try {
+      return await certs.get();
+    } catch (e) {
+      if (fatal.has((e as { code?: number }).code as number)) throw e;
+    }
+    // The manager retries on its own (unref'd) timer: wait for its next outcome, holding the process.
+    const hold = setInterval(() => {}, 60_000);
+    try {
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          certs.off('issued', done);
+          certs.off('fetchFailed', done);
+          resolve();
+        };
+        certs.on('issued', done);
+        certs.on('fetchFailed', done);
+      });
+    } finally {
+      clearInterval(hold);
+    }
+  }
+}
 
 const hostPort = (s: string, what: string) => {
   const m = /^(.*):(\d+)$/.exec(s);
   if (!m) throw new Error(`${what}: ${s} is not host:port`);
   return { host: m[1]!.replace(/^\[|\]$/g, ''), port: Number(m[2]) };
 };
+
+/** Listens, or fails naming the flag (an address in use is an error at start, not a crash later). */
+const listenOn = (server: Server, a: { host: string; port: number }, flag: string) =>
+  new Promise<void>((resolve, reject) => {
+    server.once('error', (e) => reject(new Error(`${flag} ${a.host}:${a.port}: ${(e as Error).message}`)));
+    server.listen(a.port, a.host, () => resolve());
+  });
 
 export async function runWaypoint(o: WaypointRunOptions): Promise<void> {
   const drainMs = drainDeadlineMs(o.drainDeadline); // a bad value fails before anything listens
@@ -135,7 +174,7 @@ export async function runWaypoint(o: WaypointRunOptions): Promise<void> {
     if (req.url !== '/metrics' && req.url !== '/stats/prometheus') return void res.writeHead(404).end();
     registry.metrics().then((t) => res.writeHead(200, { 'content-type': registry.contentType }).end(t), () => res.writeHead(500).end());
   });
-  metrics.listen(m.port, m.host);
+  await listenOn(metrics, m, '--metrics-address');
   // Ready once it holds a certificate (above) and the control plane's first configuration; not
   // ready from the moment a drain begins (the status port answers until the process exits).
   const s = hostPort(o.statusAddress, '--status-address');
@@ -143,7 +182,7 @@ export async function runWaypoint(o: WaypointRunOptions): Promise<void> {
     if (req.url !== '/healthz/ready') return void res.writeHead(404).end();
     res.writeHead(!waypoint.draining && clients.every((c) => c.synced) ? 200 : 503).end();
   });
-  status.listen(s.port, s.host);
+  await listenOn(status, s, '--status-address');
   log.info({ identity: uri, mesh: o.meshAddress, control: o.controlAddress, for: o.waypointFor ?? 'service', forServiceAccount: o.forServiceAccount }, 'waypoint started');
   // The drain keeps the control plane's configuration and the certificate fresh (tunnels may run for
   // the whole deadline) and answers readiness (503) and metrics until everything has ended.

@@ -71,25 +71,29 @@ const status = (url: string) =>
     req.end();
   });
 
-async function controlPlane(): Promise<{ dir: string; tls: number }> {
+function controlDir(): string {
   const dir = mkdtempSync(join(tmpdir(), 'weft-waypoint-process-'));
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-  mkdirSync(join(dir, 'config'));
+  return dir;
+}
+
+async function controlPlane(dir = controlDir(), tlsPort?: number): Promise<{ dir: string; tls: number; cp: ChildProcess }> {
+  mkdirSync(join(dir, 'config'), { recursive: true });
   writeFileSync(join(dir, 'config', 'shop.yaml'), CONFIG.map((o) => stringify(o)).join('---\n'));
   writeFileSync(join(dir, 'tokens.json'), JSON.stringify({ 'node-1-token': 'node-1' }));
   writeFileSync(join(dir, 'workloads.json'), JSON.stringify({ 'waypoint-token': 'shop/waypoint', 'web-token': 'shop/web' }));
   for (const [f, t] of [['waypoint.token', 'waypoint-token'], ['web.token', 'web-token'], ['forged.token', 'forged-token']]) writeFileSync(join(dir, f!), `${t}\n`);
-  const [plain, tls, metrics] = [await freePort(), await freePort(), await freePort()];
+  const [plain, tls, metrics] = [await freePort(), tlsPort ?? (await freePort()), await freePort()];
   const control = start([
     'control', '--config-dir', join(dir, 'config'), '--node-tokens', join(dir, 'tokens.json'), '--workload-tokens', join(dir, 'workloads.json'),
-    '--root-cert-out', join(dir, 'root-cert.pem'), '--server-name', SERVER_NAME, '--server-ip', '127.0.0.1',
+    '--root-cert-out', join(dir, 'root-cert.pem'), '--ca-dir', join(dir, 'ca'), '--server-name', SERVER_NAME, '--server-ip', '127.0.0.1',
     '--plain-address', `127.0.0.1:${plain}`, '--tls-address', `127.0.0.1:${tls}`, '--metrics-address', `127.0.0.1:${metrics}`,
   ]);
   await until('control plane ready', () => {
     if (control.cp.exitCode !== null) throw new Error(`weft control exited with ${control.cp.exitCode}:\n${control.out()}`);
     return control.out().includes('control plane ready');
   });
-  return { dir, tls };
+  return { dir, tls, cp: control.cp };
 }
 
 async function waypoint(dir: string, tls: number, token: string, sa: string, extra: string[] = [], env?: Record<string, string>) {
@@ -115,6 +119,28 @@ describe('weft waypoint run', () => {
     expect(await w.metrics()).toBe(200);
     expect(w.out()).toContain('spiffe://cluster.local/ns/shop/sa/waypoint');
     expect(readFileSync(join(dir, 'root-cert.pem'), 'utf8')).toContain('BEGIN CERTIFICATE');
+  }, 60_000);
+
+  it('waits for a control plane that is not up yet (its CA unreachable) and becomes ready once it is', async () => {
+    // As when the waypoint's pod starts while the control plane rolls: not a reason to exit. The
+    // first control plane leaves the root and the CA (--ca-dir) for the second, then stops.
+    const first = await controlPlane();
+    const { dir, tls } = first;
+    await stop(first.cp);
+    const w = await waypoint(dir, tls, 'waypoint.token', 'waypoint');
+    await until('first fetch failed', () => {
+      if (w.cp.exitCode !== null) throw new Error(`weft waypoint run exited with ${w.cp.exitCode}:\n${w.out()}`);
+      return w.out().split('\n').filter((l) => l.includes('workload certificate fetch failed')).length >= 2;
+    });
+    expect(w.cp.exitCode).toBeNull();
+    expect(w.out()).not.toContain('waypoint started'); // nothing listens without a certificate
+    await controlPlane(dir, tls);
+    let ready = 0;
+    await until('waypoint ready', () => {
+      if (w.cp.exitCode !== null) throw new Error(`weft waypoint run exited with ${w.cp.exitCode}:\n${w.out()}`);
+      void w.ready().then((s) => (ready = s));
+      return ready === 200;
+    });
   }, 60_000);
 
   it('fails closed: an unknown token gets no certificate and the process exits; a non-waypoint workload never gets the workload API', async () => {
