@@ -7,6 +7,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cmath>
+#include <mutex>
+#include <unordered_map>
 #include <cstdarg>
 #include <cstring>
 #include <memory>
@@ -343,18 +346,82 @@ void CheckSize(Napi::Env env, const MapShape& m, const char* what, size_t got, u
                                        "s (does the codec match bpf/include?)");
 }
 
-Napi::Value MapLookup(const Napi::CallbackInfo& info) {
+// A map handle: the map checked once (MapShapeOf's readlink and BPF_OBJ_GET_INFO_BY_FD), then used
+// through a duplicate of its fd that only this registry holds, so its number cannot come to mean
+// another file while the handle lives. The checks cost two syscalls per access, the larger share
+// of taking a captured connection's original destination (one lookup-and-delete per connection).
+struct MapRef {
+  int fd;
+  MapShape shape;
+};
+
+std::mutex g_handles_mu;  // the addon may be loaded in worker threads too
+std::unordered_map<uint32_t, MapRef> g_handles;
+uint32_t g_next_handle = 1;
+
+uint32_t HandleArg(Napi::Env env, const Napi::Value& v) {
+  if (!v.IsNumber()) throw Napi::TypeError::New(env, "map handle must be a number from mapHandle()");
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= 1 && d < 4294967296.0 && d == std::floor(d))) throw Napi::TypeError::New(env, "map handle must be a number from mapHandle()");
+  return static_cast<uint32_t>(d);
+}
+
+MapRef HandleRef(Napi::Env env, const Napi::Value& v) {
+  uint32_t h = HandleArg(env, v);
+  std::lock_guard<std::mutex> lock(g_handles_mu);
+  auto it = g_handles.find(h);
+  if (it == g_handles.end()) throw Napi::Error::New(env, "unknown BPF map handle " + std::to_string(h) + " (released?)");
+  return it->second;
+}
+
+// The map an access goes to: a raw fd (checked on every call) or a handle (checked when made).
+MapRef Target(const Napi::CallbackInfo& info, bool handle) {
+  if (handle) return HandleRef(info.Env(), info[0]);
+  int fd = FdArg(info[0], "mapFd");
+  return MapRef{fd, MapShapeOf(info.Env(), fd)};
+}
+
+// mapHandle(fd) -> handle: checks fd is a BPF map and keeps a duplicate of it until mapRelease.
+Napi::Value MapHandle(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = FdArg(info[0], "mapFd");
+  MapShape shape = MapShapeOf(env, fd);
+  int dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (dup < 0) throw ErrnoError(env, errno, "fcntl(F_DUPFD_CLOEXEC) of BPF map " + shape.name);
+  std::lock_guard<std::mutex> lock(g_handles_mu);
+  uint32_t h = g_next_handle++;
+  g_handles[h] = MapRef{dup, shape};
+  return Napi::Number::New(env, h);
+}
+
+// mapRelease(handle) -> whether it was live; closes the handle's duplicate fd.
+Napi::Value MapRelease(const Napi::CallbackInfo& info) {
+  uint32_t h = HandleArg(info.Env(), info[0]);
+  int fd = -1;
+  {
+    std::lock_guard<std::mutex> lock(g_handles_mu);
+    auto it = g_handles.find(h);
+    if (it != g_handles.end()) {
+      fd = it->second.fd;
+      g_handles.erase(it);
+    }
+  }
+  if (fd >= 0) close(fd);
+  return Napi::Boolean::New(info.Env(), fd >= 0);
+}
+
+Napi::Value Lookup(const Napi::CallbackInfo& info, bool handle) {
+  Napi::Env env = info.Env();
+  MapRef t = Target(info, handle);
+  const MapShape& m = t.shape;
   auto key = BufArg(info[1], "key");
   uint32_t vsize = U32Arg(info[2], "valueSize");
   bool del = info.Length() > 3 && info[3].ToBoolean();
-  MapShape m = MapShapeOf(env, fd);
   CheckSize(env, m, "key", key.Length(), m.keySize);
   CheckSize(env, m, "value", vsize, m.valueSize);
   auto out = Napi::Buffer<uint8_t>::New(env, m.valueSize);
-  int rc = del ? bpf_map_lookup_and_delete_elem(fd, key.Data(), out.Data())
-               : bpf_map_lookup_elem(fd, key.Data(), out.Data());
+  int rc = del ? bpf_map_lookup_and_delete_elem(t.fd, key.Data(), out.Data())
+               : bpf_map_lookup_elem(t.fd, key.Data(), out.Data());
   if (rc != 0) {
     int err = errno;
     if (err == ENOENT) return env.Null();
@@ -363,17 +430,17 @@ Napi::Value MapLookup(const Napi::CallbackInfo& info) {
   return out;
 }
 
-Napi::Value MapUpdate(const Napi::CallbackInfo& info) {
+Napi::Value Update(const Napi::CallbackInfo& info, bool handle) {
   Napi::Env env = info.Env();
-  int fd = FdArg(info[0], "mapFd");
+  MapRef t = Target(info, handle);
+  const MapShape& m = t.shape;
   auto key = BufArg(info[1], "key");
   auto value = BufArg(info[2], "value");
   uint64_t flags = 0;
   if (info.Length() > 3 && !info[3].IsUndefined()) flags = U32Arg(info[3], "flags");
-  MapShape m = MapShapeOf(env, fd);
   CheckSize(env, m, "key", key.Length(), m.keySize);
   CheckSize(env, m, "value", value.Length(), m.valueSize);
-  if (bpf_map_update_elem(fd, key.Data(), value.Data(), flags) != 0) {
+  if (bpf_map_update_elem(t.fd, key.Data(), value.Data(), flags) != 0) {
     int err = errno;
     throw ErrnoError(env, err, "bpf_map_update_elem",
                      err == E2BIG ? "the map is full" : err == EEXIST ? "the key exists (BPF_NOEXIST)" : "");
@@ -381,13 +448,12 @@ Napi::Value MapUpdate(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-Napi::Value MapDelete(const Napi::CallbackInfo& info) {
+Napi::Value Delete(const Napi::CallbackInfo& info, bool handle) {
   Napi::Env env = info.Env();
-  int fd = FdArg(info[0], "mapFd");
+  MapRef t = Target(info, handle);
   auto key = BufArg(info[1], "key");
-  MapShape m = MapShapeOf(env, fd);
-  CheckSize(env, m, "key", key.Length(), m.keySize);
-  if (bpf_map_delete_elem(fd, key.Data()) != 0) {
+  CheckSize(env, t.shape, "key", key.Length(), t.shape.keySize);
+  if (bpf_map_delete_elem(t.fd, key.Data()) != 0) {
     int err = errno;
     if (err == ENOENT) return Napi::Boolean::New(env, false);
     throw ErrnoError(env, err, "bpf_map_delete_elem");
@@ -396,13 +462,13 @@ Napi::Value MapDelete(const Napi::CallbackInfo& info) {
 }
 
 // mapNextKey(fd, key | null, keySize) -> next key Buffer, or null at the end.
-Napi::Value MapNextKey(const Napi::CallbackInfo& info) {
+Napi::Value NextKey(const Napi::CallbackInfo& info, bool handle) {
   Napi::Env env = info.Env();
-  int fd = FdArg(info[0], "mapFd");
+  MapRef t = Target(info, handle);
+  const MapShape& m = t.shape;
   if (!info[1].IsNull() && !info[1].IsUndefined() && !info[1].IsBuffer())
     throw Napi::TypeError::New(env, "key must be a Buffer, or null for the first key");
   uint32_t ksize = U32Arg(info[2], "keySize");
-  MapShape m = MapShapeOf(env, fd);
   CheckSize(env, m, "key", ksize, m.keySize);
   const void* cur = nullptr;
   if (info[1].IsBuffer()) {
@@ -411,13 +477,22 @@ Napi::Value MapNextKey(const Napi::CallbackInfo& info) {
     cur = k.Data();
   }
   auto out = Napi::Buffer<uint8_t>::New(env, m.keySize);
-  if (bpf_map_get_next_key(fd, cur, out.Data()) != 0) {
+  if (bpf_map_get_next_key(t.fd, cur, out.Data()) != 0) {
     int err = errno;
     if (err == ENOENT) return env.Null();
     throw ErrnoError(env, err, "bpf_map_get_next_key");
   }
   return out;
 }
+
+Napi::Value MapLookup(const Napi::CallbackInfo& info) { return Lookup(info, false); }
+Napi::Value MapUpdate(const Napi::CallbackInfo& info) { return Update(info, false); }
+Napi::Value MapDelete(const Napi::CallbackInfo& info) { return Delete(info, false); }
+Napi::Value MapNextKey(const Napi::CallbackInfo& info) { return NextKey(info, false); }
+Napi::Value HandleLookup(const Napi::CallbackInfo& info) { return Lookup(info, true); }
+Napi::Value HandleUpdate(const Napi::CallbackInfo& info) { return Update(info, true); }
+Napi::Value HandleDelete(const Napi::CallbackInfo& info) { return Delete(info, true); }
+Napi::Value HandleNextKey(const Napi::CallbackInfo& info) { return NextKey(info, true); }
 
 Napi::Value NumPossibleCpus(const Napi::CallbackInfo& info) {
   int n = libbpf_num_possible_cpus();
@@ -552,6 +627,12 @@ void InitBpf(Napi::Env env, Napi::Object exports) {
   exports.Set("mapUpdate", Napi::Function::New(env, MapUpdate));
   exports.Set("mapDelete", Napi::Function::New(env, MapDelete));
   exports.Set("mapNextKey", Napi::Function::New(env, MapNextKey));
+  exports.Set("mapHandle", Napi::Function::New(env, MapHandle));
+  exports.Set("mapRelease", Napi::Function::New(env, MapRelease));
+  exports.Set("handleLookup", Napi::Function::New(env, HandleLookup));
+  exports.Set("handleUpdate", Napi::Function::New(env, HandleUpdate));
+  exports.Set("handleDelete", Napi::Function::New(env, HandleDelete));
+  exports.Set("handleNextKey", Napi::Function::New(env, HandleNextKey));
   exports.Set("numPossibleCpus", Napi::Function::New(env, NumPossibleCpus));
   exports.Set("probe", Napi::Function::New(env, Probe));
 }

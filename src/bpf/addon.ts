@@ -77,6 +77,13 @@ export interface NativeAddon {
   mapUpdate(fd: number, key: Buffer, value: Buffer, flags?: number): void;
   mapDelete(fd: number, key: Buffer): boolean;
   mapNextKey(fd: number, key: Buffer | null, keySize: number): Buffer | null;
+  /** A handle on the map: checked once, used through the addon's own duplicate of fd until mapRelease. */
+  mapHandle(fd: number): number;
+  mapRelease(handle: number): boolean;
+  handleLookup(handle: number, key: Buffer, valueSize: number, del?: boolean): Buffer | null;
+  handleUpdate(handle: number, key: Buffer, value: Buffer, flags?: number): void;
+  handleDelete(handle: number, key: Buffer): boolean;
+  handleNextKey(handle: number, key: Buffer | null, keySize: number): Buffer | null;
   numPossibleCpus(): number;
   probe(): NativeProbe;
   /** netnsFd -1 means the caller's netns. */

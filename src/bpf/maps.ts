@@ -175,6 +175,8 @@ export const BPF_EXIST = 2;
 export class BpfMap<K, V> {
   readonly name: string;
   private closed = false;
+  /** Accesses go through a native handle: the fd is checked to be this map once, not per access. */
+  private readonly handle: number;
 
   constructor(
     private readonly mapFd: number,
@@ -189,6 +191,7 @@ export class BpfMap<K, V> {
           `${key.size}/${value.size}; bpf/include and src/bpf/maps.ts disagree (rebuild, or fix the codec)`,
       );
     }
+    this.handle = native().mapHandle(mapFd);
   }
 
   /** The map fd; throws once closed (the number may already belong to something else). */
@@ -208,24 +211,29 @@ export class BpfMap<K, V> {
     }
   }
 
+  private get h(): number {
+    if (this.closed) throw new Error(`BPF map ${this.name} is closed`);
+    return this.handle;
+  }
+
   get(k: K): V | undefined {
-    const b = native().mapLookup(this.fd, this.key.encode(k), this.value.size);
+    const b = native().handleLookup(this.h, this.key.encode(k), this.value.size);
     return b ? this.value.decode(b) : undefined;
   }
 
   set(k: K, v: V, flags = BPF_ANY): void {
-    native().mapUpdate(this.fd, this.key.encode(k), this.value.encode(v), flags);
+    native().handleUpdate(this.h, this.key.encode(k), this.value.encode(v), flags);
   }
 
   delete(k: K): boolean {
-    return native().mapDelete(this.fd, this.key.encode(k));
+    return native().handleDelete(this.h, this.key.encode(k));
   }
 
   /** Lookup and delete in one step (falls back to two on kernels without it for this map type). */
   take(k: K): V | undefined {
     const key = this.key.encode(k);
     try {
-      const b = native().mapLookup(this.fd, key, this.value.size, true);
+      const b = native().handleLookup(this.h, key, this.value.size, true);
       return b ? this.value.decode(b) : undefined;
     } catch (e) {
       const code = (e as { code?: string }).code;
@@ -238,7 +246,7 @@ export class BpfMap<K, V> {
 
   *keys(): Generator<K> {
     let cur: Buffer | null = null;
-    while ((cur = native().mapNextKey(this.fd, cur, this.key.size)) !== null) yield this.key.decode(cur);
+    while ((cur = native().handleNextKey(this.h, cur, this.key.size)) !== null) yield this.key.decode(cur);
   }
 
   *entries(): Generator<[K, V]> {
@@ -252,6 +260,7 @@ export class BpfMap<K, V> {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    native().mapRelease(this.handle);
     fs.closeSync(this.mapFd);
   }
 }

@@ -109,6 +109,58 @@ describe('map access checks Buffer sizes against the map itself', () => {
   });
 });
 
+describe('map handles: checked once, through a duplicate only the addon holds', () => {
+  it('reads and writes through the handle with the same size checks, and refuses a non-map fd', () => {
+    const h = native().mapHandle(origFd);
+    try {
+      native().handleUpdate(h, key(), value());
+      expect(native().handleLookup(h, key(), origDst.size)).toEqual(value());
+      expect(() => native().handleLookup(h, Buffer.alloc(3), origDst.size)).toThrow(/key is 3 bytes; BPF map weft_orig_dst has 32-byte keys/);
+      expect(() => native().handleLookup(h, key(), origDst.size + 8)).toThrow(RangeError);
+      expect(() => native().handleUpdate(h, key(), Buffer.alloc(1))).toThrow(/value is 1 bytes/);
+      expect(() => native().handleNextKey(h, null, 4)).toThrow(/has 32-byte keys/);
+      expect(native().handleNextKey(h, null, peerKey.size)).toBeInstanceOf(Buffer);
+      expect(native().handleLookup(h, key(), origDst.size, true)).toEqual(value()); // and deleted
+      expect(native().handleDelete(h, key())).toBe(false);
+    } finally {
+      native().mapRelease(h);
+    }
+    expect(() => native().mapHandle(progFd)).toThrow(/is not a BPF map \(anon_inode:bpf-prog\)/);
+    expect(() => native().mapHandle(1 << 30)).toThrow(/not an open file descriptor/);
+  });
+
+  it('a released or made-up handle is refused, and release closes the duplicate', () => {
+    const before = openFds();
+    const h = native().mapHandle(exclFd);
+    expect(openFds()).toBe(before + 1);
+    expect(native().mapRelease(h)).toBe(true);
+    expect(openFds()).toBe(before);
+    expect(native().mapRelease(h)).toBe(false);
+    expect(() => native().handleLookup(h, exclKey.encode({ netnsCookie: 0n, port: 1 }), 4)).toThrow(/unknown BPF map handle/);
+    const n = native() as unknown as Record<string, (...a: unknown[]) => unknown>;
+    for (const bad of [0, -1, 1.5, 2 ** 32, 'x', null]) expect(() => n.handleDelete!(bad, Buffer.alloc(16))).toThrow(/map handle must be a number/);
+  });
+
+  it('keeps meaning its map after the fd it was made from is closed and its number reused', () => {
+    // A raw fd number names whatever file holds it now; the handle's duplicate does not move.
+    const pin = obj.maps[WEFT.MAP_OUT_EXCL]!.pinPath!;
+    const mapFd = native().objGet(pin);
+    const h = native().mapHandle(mapFd);
+    fs.closeSync(mapFd);
+    const other = fs.openSync('/proc/self/status', 'r'); // the lowest free number: the closed map fd's
+    expect(other).toBe(mapFd);
+    try {
+      const k = exclKey.encode({ netnsCookie: 0n, port: 4343 });
+      native().handleUpdate(h, k, u32.encode(5));
+      expect(native().mapLookup(exclFd, k, 4)).toEqual(u32.encode(5));
+      expect(native().handleDelete(h, k)).toBe(true);
+    } finally {
+      fs.closeSync(other);
+      native().mapRelease(h);
+    }
+  });
+});
+
 describe('loadObject closes the libbpf object on every error path', () => {
   it('does not leak an fd per call when a reuseMaps argument throws', () => {
     const reuse = { [WEFT.MAP_ORIG_DST]: origFd, [WEFT.MAP_OUT_EXCL]: 'not an fd' } as unknown as Record<string, number>;
