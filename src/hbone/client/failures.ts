@@ -116,6 +116,8 @@ export class PendingConnect<T> {
 
   /** The stream ended: before any response (`status` 0, with its RST code), or after a refusal. */
   closed(rstCode: number, status = 0): void {
+    // Every stream reports its end, most after their 200: no error (and stack trace) to build then.
+    if (this.settled) return;
     if (status !== 0) return this.reject(new HboneError('status', `HBONE CONNECT ${this.authority}: ${status}`, status));
     this.reject(closedBeforeResponse(this.authority, rstCode));
   }

@@ -128,11 +128,24 @@ export class HboneFront {
 
   /** onConnect, aborted if the peer leaves meanwhile; a failure is a 503. */
   private async decide(conn: FrontPeer, s: FrontStream, authority: Authority): Promise<ConnectDecision> {
-    const abort = new AbortController();
-    const unsubscribe = s.onGone(() => abort.abort(new Error('peer reset the stream')));
+    // The signal is made only for a handler that reads it (the agent's decides synchronously):
+    // an AbortSignal per stream was a visible share of the CPU a new connection costs.
+    let abort: AbortController | undefined;
+    let gone: Error | undefined;
+    const unsubscribe = s.onGone(() => {
+      gone = new Error('peer reset the stream');
+      abort?.abort(gone);
+    });
     try {
       return await this.handlers.onConnect({
-        authority, peer: conn.peer, peerAddress: conn.peerAddress, headers: s.headers, stream: s.token, signal: abort.signal,
+        authority, peer: conn.peer, peerAddress: conn.peerAddress, headers: s.headers, stream: s.token,
+        get signal() {
+          if (!abort) {
+            abort = new AbortController();
+            if (gone) abort.abort(gone);
+          }
+          return abort.signal;
+        },
       });
     } catch (e) {
       return { status: 503, reason: `connect ${formatAuthority(authority)}: ${(e as Error).message}` };

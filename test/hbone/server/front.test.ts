@@ -195,4 +195,31 @@ describe.each(TRANSPORTS)('the front on the %s transport', (kind) => {
     if (c.decided) expect(o.stream).toBe(s.requests.at(-1)!.stream);
     await until(() => s.server.stats().streams === 0, 5000, 'no stream left');
   });
+
+  // The signal is made only when a handler reads it: one read after the peer left must be aborted too.
+  it.each(['before', 'after'] as const)('aborts the signal of a decision whose peer reset the stream %s the handler read it', async (when) => {
+    const outcomes = s.outcomes.length;
+    let asked!: () => void;
+    const wasAsked = new Promise<void>((r) => (asked = r));
+    let reset!: () => void;
+    const wasReset = new Promise<void>((r) => (reset = r));
+    let aborted: unknown;
+    s.decide = async (req) => {
+      const early = when === 'after' ? req.signal : undefined; // read now, reset later
+      asked();
+      await wasReset;
+      await new Promise((r) => setTimeout(r, 200)); // the reset reaches the server meanwhile
+      const signal = early ?? req.signal;
+      if (!signal.aborted) await Promise.race([new Promise((r) => signal.addEventListener('abort', r)), new Promise((r) => setTimeout(r, 5000))]);
+      aborted = signal.aborted && (signal.reason as Error).message;
+      return { status: 503, reason: 'gone' };
+    };
+    const st = session.request({ ':method': 'CONNECT', ':authority': `127.0.0.1:${echoPort}` }, { endStream: false });
+    st.on('error', () => {});
+    await wasAsked;
+    st.close(8); // CANCEL
+    reset();
+    await until(() => s.outcomes.length > outcomes, 10_000, 'outcome');
+    expect(aborted).toBe('peer reset the stream');
+  });
 });
