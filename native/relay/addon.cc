@@ -37,6 +37,8 @@ struct Shared {
   uv_loop_t loop;
   uv_async_t wake_relay;
   uv_async_t wake_js;
+  uv_prepare_t flush_before_poll;
+  uv_check_t flush_after_poll;
 };
 Shared* g = nullptr;
 
@@ -48,6 +50,21 @@ std::unordered_map<uint32_t, SSL_CTX*> g_contexts;  // JavaScript thread only
 uint32_t g_next_ctx = 1;
 std::string* g_ciphers = nullptr;  // TLS 1.3 cipher suites for new contexts, from init(); JavaScript thread only
 std::atomic<uint32_t> g_next_session{1}, g_next_stream{1};
+
+// Wake-ups are coalesced, one per batch each way: a wake-up is a write(2) on an eventfd, and on a
+// busy machine the thread it wakes often preempts the one that woke it. The relay thread wakes
+// JavaScript once per loop iteration, after its I/O callbacks (or before it polls again), not once
+// per event; JavaScript wakes the relay once per batch of events it handles, not once per call.
+thread_local bool t_relay_thread = false;  // set on the relay thread alone
+bool g_js_wake_due = false;                // relay thread only
+thread_local bool t_delivering = false;    // the JavaScript thread is handling a batch of events
+thread_local bool t_relay_wake_due = false;
+
+void FlushJsWake() {
+  if (!g_js_wake_due) return;
+  g_js_wake_due = false;
+  uv_async_send(&g->wake_js);
+}
 
 void RunCommands(uv_async_t*) {
   Entry guard;
@@ -67,6 +84,7 @@ void DeliverEvents(uv_async_t*) {
   }
   Napi::Env env(g_env);
   Napi::HandleScope scope(env);
+  t_delivering = true;
   for (Event& e : batch) {
     Napi::HandleScope inner(env);
     Napi::Array list = Napi::Array::New(env, e.list.size());
@@ -81,6 +99,11 @@ void DeliverEvents(uv_async_t*) {
     } catch (const Napi::Error& err) {
       napi_fatal_exception(g_env, err.Value());
     }
+  }
+  t_delivering = false;
+  if (t_relay_wake_due) {
+    t_relay_wake_due = false;
+    uv_async_send(&g->wake_relay);
   }
 }
 
@@ -167,7 +190,14 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
   uv_unref(reinterpret_cast<uv_handle_t*>(&g->wake_js));  // sockets and servers keep the process alive, not this
   uv_loop_init(&g->loop);
   uv_async_init(&g->loop, &g->wake_relay, RunCommands);
-  std::thread([] { uv_run(&g->loop, UV_RUN_DEFAULT); }).detach();
+  uv_prepare_init(&g->loop, &g->flush_before_poll);
+  uv_prepare_start(&g->flush_before_poll, [](uv_prepare_t*) { FlushJsWake(); });
+  uv_check_init(&g->loop, &g->flush_after_poll);
+  uv_check_start(&g->flush_after_poll, [](uv_check_t*) { FlushJsWake(); });
+  std::thread([] {
+    t_relay_thread = true;
+    uv_run(&g->loop, UV_RUN_DEFAULT);
+  }).detach();
   return info.Env().Undefined();
 }
 
@@ -353,7 +383,8 @@ void Post(std::function<void()> fn) {
     std::lock_guard<std::mutex> lock(g->mu);
     g->commands.push_back(std::move(fn));
   }
-  uv_async_send(&g->wake_relay);
+  if (t_delivering) t_relay_wake_due = true;  // sent once the batch is handled
+  else uv_async_send(&g->wake_relay);
 }
 
 void Emit(Event e) {
@@ -361,7 +392,8 @@ void Emit(Event e) {
     std::lock_guard<std::mutex> lock(g->mu);
     g->events.push_back(std::move(e));
   }
-  uv_async_send(&g->wake_js);
+  if (t_relay_thread) g_js_wake_due = true;  // sent by the loop's prepare or check handle
+  else uv_async_send(&g->wake_js);
 }
 
 Entry::Entry() { g_depth++; }

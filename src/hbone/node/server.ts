@@ -144,7 +144,10 @@ export class HboneServer implements PodHboneServer {
       for (const s of this.sessions) s.destroy();
       for (const s of this.sockets) s.destroy();
     });
-    return closed.finally(() => clearTimeout(deadline));
+    // A session's 'close' may come a tick after its socket's, which is what the server's close waits for.
+    // (Those still in the set have not emitted it: 'close' takes them out.)
+    const sessions = closed.then(() => Promise.all([...this.sessions].map((s) => new Promise((r) => s.once('close', r)))));
+    return sessions.then(() => undefined).finally(() => clearTimeout(deadline));
   }
 
   private contextOptions() {
