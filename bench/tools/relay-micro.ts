@@ -79,6 +79,7 @@ async function clientRole(hbonePort: number, pki: string, routes: string[]): Pro
             headers: { forwarded: `for="127.0.0.1:${client.remotePort}"` },
             credentials: c,
             dial: () => dialFromPod(HERE_NETNS, { address: '127.0.0.1', port: hbonePort }),
+            appFd: client instanceof AcceptedFd ? client.fd : undefined, // early attach, as the agent does
           });
           await t.relay(client instanceof AcceptedFd ? client.take() : client);
         } catch {
