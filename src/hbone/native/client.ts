@@ -33,8 +33,16 @@ class NativeSession implements PoolSession<HboneTunnel> {
     const headers = [':method', 'CONNECT', ':authority', req.authority];
     for (const [k, v] of Object.entries(req.headers)) headers.push(k, v);
     // Early attach: the relay holds a duplicate of the app's socket and relays from it on 200 by itself.
-    const early = req.appFd !== undefined && req.appFd >= 0;
-    const stream = early ? relayAddon().request(this.id, headers, req.appFd) : relayAddon().request(this.id, headers);
+    let early = req.appFd !== undefined && req.appFd >= 0;
+    let stream: number;
+    try {
+      stream = early ? relayAddon().request(this.id, headers, req.appFd) : relayAddon().request(this.id, headers);
+    } catch (e) {
+      if (!early) throw e;
+      // No duplicate (EMFILE, say): the late attach, which reports its own failure at relay().
+      early = false;
+      stream = relayAddon().request(this.id, headers);
+    }
     const pending = new PendingConnect<HboneTunnel>(req.authority, timeoutMs, () => relayAddon().cancel(this.id, stream));
     let finished: { r: TunnelResult } | undefined;
     let relayed: ((r: TunnelResult) => void) | undefined;

@@ -301,6 +301,17 @@ describe('early attach on the native client', () => {
     expect(() => relayAddon().request(0x7fffffff, [], 'x' as never)).toThrow(/fd must be a file descriptor/);
   });
 
+  it('falls back to the late attach when the fd cannot be duplicated', async () => {
+    const p = pool();
+    const { app, agent } = await appConnection();
+    const t = await p.connect({ ...request(nativePort, undefined), appFd: 0x7ffffff0 }); // no such fd: dup fails
+    expect(copies(agent.fd)).toBe(1);
+    const relayed = t.relay(agent.take());
+    app.end('late');
+    expect(await readBytes(app, 4)).toBe('late');
+    expect(await relayed).toEqual({ sent: 4, received: 4, error: undefined });
+  });
+
   it('without an fd up front, attaches late as before', async () => {
     const p = pool();
     const { app, agent } = await appConnection();
