@@ -323,14 +323,15 @@ describe('early attach on the native client', () => {
     expect(await relayed).toEqual({ sent: 4, received: 4, error: undefined });
   });
 
-  it('when the app reset its connection before the 200, reports it as the late attach does', async () => {
+  it.each(['reset', 'closed'] as const)('when the app %s its connection before the 200, reports it as the late attach does', async (how) => {
     const results = [];
     for (const early of [false, true]) {
       const p = pool();
       const { app, agent } = await appConnection();
       gated();
       const connecting = p.connect(request(nativePort, early ? agent : undefined));
-      app.resetAndDestroy();
+      if (how === 'reset') app.resetAndDestroy();
+      else app.end('bye', () => app.destroy());
       await new Promise((r) => setTimeout(r, 50));
       gate();
       const t = await connecting;
@@ -338,6 +339,7 @@ describe('early attach on the native client', () => {
       results.push(r);
     }
     expect(results[1]).toEqual(results[0]);
-    expect(results[0]).toMatchObject({ sent: 0, received: 0, error: 'tcp: ECONNRESET' });
+    if (how === 'reset') expect(results[0]).toMatchObject({ sent: 0, received: 0, error: 'tcp: ECONNRESET' });
+    else expect(results[0]).toMatchObject({ sent: 3 });
   });
 });
