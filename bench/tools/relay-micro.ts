@@ -7,6 +7,7 @@
 //   node --import tsx bench/tools/relay-micro.ts [--prof DIR | --perf FILE|strace] [--rate 1000]
 //     [--seconds 5] [--phases throughput,latency,connrate] [--data-path native|node|haproxy]
 //     [--accept native|node] [--inbound dial|upstream] [--attach early|late]
+//     [--conn-concurrency 8]
 //   (--accept: who accepts the client agent's plain TCP on the native data path: the relay thread,
 //   as the agent's 15001 does (the default), or a Node net.Server, as it did before)
 //   (haproxy: a pair of HAProxy instances tunnelling plain → mutual TLS → plain, as in `make bench`)
@@ -148,6 +149,8 @@ async function orchestrate(): Promise<void> {
   const rate = arg('--rate', '1000');
   const seconds = Number(arg('--seconds', '5'));
   const phases = arg('--phases', 'throughput,latency,connrate').split(',');
+  // At 1, connrate is one connection's round trip after another: its rate is 1 / the time a new connection takes.
+  const connConcurrency = arg('--conn-concurrency', '8');
   process.env.MICRO_DATA_PATH = arg('--data-path', 'native');
   process.env.MICRO_ACCEPT = arg('--accept', 'native');
   process.env.MICRO_INBOUND = arg('--inbound', 'dial');
@@ -205,7 +208,7 @@ async function orchestrate(): Promise<void> {
     }
     if (phases.includes('connrate')) {
       const before = [srv.pid!, cli.pid!].map((p) => cpuSeconds(p));
-      const r = load('connrate', '127.0.0.1', String(echoIn), '8', String(seconds), '1024');
+      const r = load('connrate', '127.0.0.1', String(echoIn), connConcurrency, String(seconds), '1024');
       out.conn_per_s = r.conn_per_s;
       // Each agent's CPU per new connection (the issue's ~2 ms), in milliseconds: less sensitive to a busy machine than the rate.
       const [server, client] = [srv.pid!, cli.pid!].map((p, i) => Math.round(((cpuSeconds(p) - before[i]!) / Math.max(1, r.connections!)) * 1e6) / 1000);
