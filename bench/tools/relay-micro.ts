@@ -6,12 +6,15 @@
 // no netns, one machine's loopback): a quick A/B for relay changes. Root (SO_MARK on dials).
 //   node --import tsx bench/tools/relay-micro.ts [--prof DIR | --perf FILE|strace] [--rate 1000]
 //     [--seconds 5] [--phases throughput,latency,connrate] [--data-path native|node|haproxy]
-//     [--accept native|node] [--inbound dial|upstream]
+//     [--accept native|node] [--inbound dial|upstream] [--attach early|late]
+//     [--conn-concurrency 8]
 //   (--accept: who accepts the client agent's plain TCP on the native data path: the relay thread,
 //   as the agent's 15001 does (the default), or a Node net.Server, as it did before)
 //   (haproxy: a pair of HAProxy instances tunnelling plain → mutual TLS → plain, as in `make bench`)
 //   (--inbound: the server side answers as the agent does, a `dial` decision the server connects
 //   itself; `upstream`: as the agent did before, dialling in JavaScript and handing over the socket)
+//   (--attach: a natively accepted fd goes with the CONNECT and the relay attaches it on 200 (early,
+//   as the agent does), or JavaScript attaches it after the 200 (late, as it did before))
 //   (internal roles: relay-micro.ts server|client PORT ...)
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -33,6 +36,7 @@ const HERE_NETNS = podDialSockets(openSync('/proc/self/ns/net', 'r'));
 const NATIVE = (process.env.MICRO_DATA_PATH ?? 'native') === 'native';
 const NATIVE_ACCEPT = NATIVE && (process.env.MICRO_ACCEPT ?? 'native') === 'native';
 const INBOUND_UPSTREAM = process.env.MICRO_INBOUND === 'upstream';
+const LATE_ATTACH = process.env.MICRO_ATTACH === 'late';
 
 function creds(dir: string, who: string): Credentials {
   const r = (f: string) => readFileSync(join(dir, f), 'utf8');
@@ -79,6 +83,7 @@ async function clientRole(hbonePort: number, pki: string, routes: string[]): Pro
             headers: { forwarded: `for="127.0.0.1:${client.remotePort}"` },
             credentials: c,
             dial: () => dialFromPod(HERE_NETNS, { address: '127.0.0.1', port: hbonePort }),
+            appFd: client instanceof AcceptedFd && !LATE_ATTACH ? client.fd : undefined, // early attach, as the agent does
           });
           await t.relay(client instanceof AcceptedFd ? client.take() : client);
         } catch {
@@ -144,9 +149,12 @@ async function orchestrate(): Promise<void> {
   const rate = arg('--rate', '1000');
   const seconds = Number(arg('--seconds', '5'));
   const phases = arg('--phases', 'throughput,latency,connrate').split(',');
+  // At 1, connrate is one connection's round trip after another: its rate is 1 / the time a new connection takes.
+  const connConcurrency = arg('--conn-concurrency', '8');
   process.env.MICRO_DATA_PATH = arg('--data-path', 'native');
   process.env.MICRO_ACCEPT = arg('--accept', 'native');
   process.env.MICRO_INBOUND = arg('--inbound', 'dial');
+  process.env.MICRO_ATTACH = arg('--attach', 'early');
   const dir = mkdtempSync(join(tmpdir(), 'weft-micro-'));
   makePki(dir);
   // Below the ephemeral range (32768+): a busy machine's connections in TIME-WAIT there make listen() fail.
@@ -200,7 +208,7 @@ async function orchestrate(): Promise<void> {
     }
     if (phases.includes('connrate')) {
       const before = [srv.pid!, cli.pid!].map((p) => cpuSeconds(p));
-      const r = load('connrate', '127.0.0.1', String(echoIn), '8', String(seconds), '1024');
+      const r = load('connrate', '127.0.0.1', String(echoIn), connConcurrency, String(seconds), '1024');
       out.conn_per_s = r.conn_per_s;
       // Each agent's CPU per new connection (the issue's ~2 ms), in milliseconds: less sensitive to a busy machine than the rate.
       const [server, client] = [srv.pid!, cli.pid!].map((p, i) => Math.round(((cpuSeconds(p) - before[i]!) / Math.max(1, r.connections!)) * 1e6) / 1000);

@@ -247,11 +247,14 @@ Napi::Value Request(const Napi::CallbackInfo& info) {
   Napi::Array a = info[1].As<Napi::Array>();
   std::vector<std::string> headers;
   for (uint32_t i = 0; i < a.Length(); i++) headers.push_back(a.Get(i).ToString().Utf8Value());
+  // The app's socket, when JavaScript has it already: duplicated now, attached by the relay on 200.
+  int fd = info.Length() > 2 && !info[2].IsUndefined() ? DupFd(info[2], "fd") : -1;
   uint32_t handle = g_next_stream++;
-  Post([sid, handle, headers = std::move(headers)] {
+  Post([sid, handle, fd, headers = std::move(headers)] {
     if (Session* s = FindSession(sid)) {
-      s->Request(handle, headers);
+      s->Request(handle, headers, fd);
     } else {
+      if (fd >= 0) close(fd);  // only our duplicate, as on every path short of a 200
       Event ev{"done", sid, static_cast<int32_t>(handle)};
       ev.list.push_back(std::to_string(NGHTTP2_REFUSED_STREAM));
       Emit(std::move(ev));

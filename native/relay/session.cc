@@ -357,6 +357,15 @@ bool Session::OnFrame(const nghttp2_frame* f) {
       } else if (server && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
         new_streams_.push_back(sid);  // told to JavaScript once this read is done (Announce)
       } else if (!server && f->headers.cat == NGHTTP2_HCAT_RESPONSE) {
+        // The app's socket came with the request: relay from now, without a round trip to JavaScript
+        // (which still hears the response, and only closes its own descriptor). Else it is dropped.
+        if (st->status == 200 && st->early_fd >= 0) {
+          int fd = st->early_fd;
+          st->early_fd = -1;
+          st->Attach(fd);
+        } else {
+          st->DropEarly();
+        }
         Emit({"response", id, static_cast<int32_t>(st->handle), static_cast<double>(st->status)});
         if (st->status != 200) nghttp2_submit_rst_stream(h2_, NGHTTP2_FLAG_NONE, sid, NGHTTP2_CANCEL);
       }
@@ -460,6 +469,7 @@ Stream* Session::ByHandle(uint32_t handle) {
 }
 
 void Session::Finished(Stream* st) {
+  st->DropEarly();  // never answered 200 (reset, refused, cancelled, the session ended): closed before `done`
   Event ev{"done", id, static_cast<int32_t>(st->handle), static_cast<double>(st->bytes_read),
            static_cast<double>(st->bytes_written), static_cast<double>(st->status)};
   ev.text = st->error;
@@ -470,8 +480,9 @@ void Session::Finished(Stream* st) {
   RetireStream(st);
 }
 
-void Session::Request(uint32_t handle, const std::vector<std::string>& headers) {
+void Session::Request(uint32_t handle, const std::vector<std::string>& headers, int early_fd) {
   auto refuse = [&] {
+    if (early_fd >= 0) ::close(early_fd);  // only our duplicate: JavaScript may retry the socket elsewhere
     // Never started: JavaScript may try another session (REFUSED_STREAM).
     Event ev{"done", id, static_cast<int32_t>(handle)};
     ev.list.push_back(std::to_string(NGHTTP2_REFUSED_STREAM));
@@ -496,6 +507,7 @@ void Session::Request(uint32_t handle, const std::vector<std::string>& headers) 
     return refuse();
   }
   st->id = sid;
+  st->early_fd = early_fd;
   streams_[sid] = st;
   handles_[handle] = st;
   CountStream();

@@ -56,7 +56,8 @@ class Session {
   void Handshake();
 
   // Commands from JavaScript. A file descriptor passed in is ours from then on, used or closed.
-  void Request(uint32_t handle, const std::vector<std::string>& headers);
+  // early_fd (-1: none) is the app's socket, attached on 200 (Stream::early_fd); closed otherwise.
+  void Request(uint32_t handle, const std::vector<std::string>& headers, int early_fd);
   void Respond(uint32_t stream, int status, int fd);
   // Connects fd to addr, then answers 200 and relays (or 503 and closes fd); `target` names it.
   void RespondDial(uint32_t stream, int fd, const sockaddr_storage& addr, socklen_t len, const std::string& target,

@@ -27,6 +27,12 @@ void Stream::Attach(int plain_fd) {
   UpdatePoll();
 }
 
+void Stream::DropEarly() {
+  if (early_fd < 0) return;
+  ::close(early_fd);
+  early_fd = -1;
+}
+
 void Stream::Dial(int plain_fd, const sockaddr_storage& addr, socklen_t len, uint64_t timeout_ms) {
   fd = plain_fd;
   connecting = true;

@@ -29,6 +29,11 @@ struct Stream {
   int32_t id = -1;      // the HTTP/2 stream id
   uint32_t handle = 0;  // what JavaScript calls it: its own number for client streams, the id on servers
   int fd = -1;  // the plaintext side; ours once attached
+  // Client: the app's socket (a duplicate) handed over with the request, attached here when the 200
+  // arrives and never read before. JavaScript keeps its own descriptor until then and may retry the
+  // socket on another session, so on any other outcome this one is only closed (DropEarly): no
+  // SO_LINGER, no shutdown, nothing the connection would see.
+  int early_fd = -1;
   uv_poll_t* poll = nullptr;
   int events = 0;
   ByteQueue up;    // read from fd, not yet framed
@@ -47,7 +52,10 @@ struct Stream {
   uv_timer_t* connect_timer = nullptr;
   std::string target;
 
+  ~Stream() { DropEarly(); }  // the last resort: every path that ends a stream drops it before
+
   void Attach(int plain_fd);
+  void DropEarly();
   // Starts connecting `plain_fd` (ours from here on); the session hears the result (Session::Dialed),
   // possibly before this returns.
   void Dial(int plain_fd, const sockaddr_storage& addr, socklen_t len, uint64_t timeout_ms);

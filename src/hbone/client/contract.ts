@@ -23,6 +23,14 @@ export interface HboneConnectRequest {
   credentials: Credentials;
   /** A raw TCP socket to dstAddress:port, connected from inside the source pod's netns. */
   dial: () => Promise<Socket>;
+  /**
+   * The app's connection, when the caller has it before connecting: a connected fd no Node socket
+   * reads (AcceptedFd.fd). The native relay takes a duplicate with the CONNECT and relays from it as
+   * soon as the 200 arrives, saving a round trip to JavaScript; relay() must then be given this same
+   * fd, and only closes it. On any other outcome the fd stays the caller's, untouched (the pool may
+   * try it on another session). Node's sessions ignore it.
+   */
+  appFd?: number;
 }
 
 /**

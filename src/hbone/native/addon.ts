@@ -27,8 +27,12 @@ interface RelayAddon {
   /** Duplicates fd; the session runs the TLS handshake on the relay thread. */
   client(fd: number, ctx: number, serverIdentity: string, settings: RelaySettings): number;
   serve(fd: number, ctx: number, trustDomain: string, settings: RelaySettings): number;
-  /** A CONNECT stream's number. A session that takes no more streams answers `done` with REFUSED_STREAM. */
-  request(session: number, headers: string[]): number;
+  /**
+   * A CONNECT stream's number. A session that takes no more streams answers `done` with REFUSED_STREAM.
+   * fd (duplicated), the app's socket: attached by the relay itself when the 200 arrives, never read
+   * before; on any other outcome only the duplicate is closed (before `done` or `response`).
+   */
+  request(session: number, headers: string[], fd?: number): number;
   /** Answers a server stream; with 200, fd (duplicated) is the upstream to relay to. */
   respond(session: number, stream: number, status: number, fd: number): void;
   /**

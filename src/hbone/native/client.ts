@@ -32,11 +32,28 @@ class NativeSession implements PoolSession<HboneTunnel> {
     }
     const headers = [':method', 'CONNECT', ':authority', req.authority];
     for (const [k, v] of Object.entries(req.headers)) headers.push(k, v);
-    const stream = relayAddon().request(this.id, headers);
+    // Early attach: the relay holds a duplicate of the app's socket and relays from it on 200 by itself.
+    let early = req.appFd !== undefined && req.appFd >= 0;
+    let stream: number;
+    try {
+      stream = early ? relayAddon().request(this.id, headers, req.appFd) : relayAddon().request(this.id, headers);
+    } catch (e) {
+      if (!early) throw e;
+      // No duplicate (EMFILE, say): the late attach, which reports its own failure at relay().
+      early = false;
+      stream = relayAddon().request(this.id, headers);
+    }
     const pending = new PendingConnect<HboneTunnel>(req.authority, timeoutMs, () => relayAddon().cancel(this.id, stream));
     let finished: { r: TunnelResult } | undefined;
     let relayed: ((r: TunnelResult) => void) | undefined;
     const relay = (socket: Socket | number): Promise<TunnelResult> => {
+      if (early) {
+        // Attached by the relay when the 200 arrived: its duplicate carries the tunnel (and closes or
+        // resets the connection at its end); ours is only closed, never reset, whatever happened since.
+        if (typeof socket === 'number') closeSync(socket);
+        else socket.destroy();
+        return finished ? Promise.resolve(finished.r) : new Promise((r) => (relayed = r));
+      }
       const reset = () => (typeof socket === 'number' ? relayAddon().resetFd(socket) : socket.resetAndDestroy());
       if (finished) {
         reset();

@@ -113,6 +113,9 @@ export async function proxyOutbound(ctx: ProxyContext, pod: OutboundPod, client:
       },
       credentials: { key: cert.keyPem, certChain: cert.certChainPem, root: cert.rootPem },
       dial: () => dialFromPod(pod.sockets, plan.hbone),
+      // Early attach: the native relay relays from it as soon as the 200 arrives. Still ours until
+      // relay() below: a refusal resets it here as before.
+      appFd: client instanceof AcceptedFd ? client.fd : undefined,
     });
     // An accepted fd goes to the tunnel as it is: on the native relay no Node socket is ever made for it.
     const r = await t.relay(client instanceof AcceptedFd ? client.take() : client);

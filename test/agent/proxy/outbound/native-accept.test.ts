@@ -40,6 +40,10 @@ const accepted: ((c: AcceptedFd) => void)[] = [];
 const pool = new HbonePool<HboneTunnel>({ open: nativeSessionOpener() });
 /** What each tunnel's relay() was handed: a number is an fd, as the native route must give it. */
 const relayed: string[] = [];
+/** What each connect was handed as the app's fd up front (early attach). */
+const appFds: (number | undefined)[] = [];
+/** The waypoint stand-in's answer other than 200, when set. */
+let waypointStatus: 401 | undefined;
 const lines: Record<string, unknown>[] = [];
 let clientPod: OutboundPod;
 
@@ -67,6 +71,7 @@ function context(): ProxyContext {
   // The real pool, its tunnels' relay() watched.
   const watched = {
     connect: async (req: Parameters<typeof pool.connect>[0]) => {
+      appFds.push(req.appFd);
       const t = await pool.connect(req);
       return {
         ...t,
@@ -98,7 +103,7 @@ beforeAll(async () => {
   plain = net.createServer({ allowHalfOpen: true }, (s) => s.pipe(s));
   await new Promise<void>((r) => plain.listen(0, '127.0.0.2', r));
   plainPort = (plain.address() as net.AddressInfo).port;
-  waypoint = new NativeHboneServer({ credentials: () => creds, trustDomain: 'cluster.local', onConnect: async () => ({ status: 200, upstream: await connectTo2(plainPort) }) });
+  waypoint = new NativeHboneServer({ credentials: () => creds, trustDomain: 'cluster.local', onConnect: async () => waypointStatus ? { status: waypointStatus, reason: 'denied' } : { status: 200, upstream: await connectTo2(plainPort) } });
   await waypoint.listen({ port: 0, host: '127.0.0.1' });
   waypointPort = waypoint.address().port;
   netnsFd = openSync('/proc/self/ns/net', 'r'); // the test's own netns stands in for the pod's
@@ -152,9 +157,26 @@ describe('outbound from a natively accepted connection', () => {
     expect(got).toBe('hello waypoint');
     expect(relayed.at(-1)).toBe('number');
     expect(agent.destroyed).toBe(true); // handed on: nothing here closes it again
+    expect(appFds.at(-1)).toBe(agent.fd); // early attach: the fd went with the CONNECT
     await until(() => accessLog()?.['dst.addr'] === '10.244.2.70:9000', 2000, 'the access log line');
     expect(accessLog()).toMatchObject({ 'src.addr': `10.244.1.5:${port}`, 'dst.hbone_addr': `127.0.0.1:${waypointPort}`, bytes_sent: 14, bytes_recv: 14 });
     expect(accessLog().error).toBeUndefined();
+  });
+
+  it('HBONE refused by the server (401), the fd having gone with the CONNECT: a reset and DENY, as before', async () => {
+    waypointStatus = 401;
+    try {
+      const before = relayed.length;
+      const { got, port, agent } = await connect({ address: '10.244.2.70', port: 9000 }, 'denied');
+      expect(got).toBe('error: ECONNRESET');
+      expect(appFds.at(-1)).toBe(agent.fd);
+      expect(relayed.length).toBe(before);
+      expect(agent.destroyed).toBe(true); // reset here, once
+      await until(() => accessLog()?.response_flags === 'DENY', 2000, 'the access log line');
+      expect(accessLog()).toMatchObject({ 'src.addr': `10.244.1.5:${port}`, error: expect.stringMatching(/HTTP 401/), bytes_sent: 0, bytes_recv: 0 });
+    } finally {
+      waypointStatus = undefined;
+    }
   });
 
   it('a connection to the agent\'s own port: a reset and NR, as before', async () => {
