@@ -248,7 +248,7 @@ function sample(): Sample {
     machineBpfLinks: bpftoolCount('link'), machineBpfMaps: bpftoolCount('map'), certsIssued: countCerts(), policyChanges, controlPushes: pushesBefore + pushesNow,
     requests: { ok: 0, failed: 0, denied: 0, deniedClassOk: 0, sent: 0 },
   };
-  for (const [node, pid] of agentPids) s.agents[node] = proc(pid);
+  for (const [node, pid] of agentPids) s.agents[node] = agentProc(node, pid);
   for (const [name, c] of Object.entries(lastGen?.targets ?? {})) {
     s.requests.sent += c.sent;
     s.requests.failed += failedOf(c);
@@ -332,6 +332,26 @@ async function policyLoop() {
   }, 1000 / POLICY_HZ);
   while (!stop) await sleep(200);
   clearInterval(timer);
+}
+/** An agent's dial sockets made ahead of time (weft_agent_dial_sockets_ready), from its metrics. */
+function dialSocketsReady(node: string): number | undefined {
+  const r = spawnSync('ip', ['netns', 'exec', layout.nodeNetns(node), 'curl', '-s', '-m', '2', 'http://127.0.0.1:15020/metrics'], { encoding: 'utf8' });
+  const m = /^weft_agent_dial_sockets_ready (\d+)/m.exec(r.stdout);
+  return m ? Number(m[1]) : undefined;
+}
+/**
+ * An agent's fds with its ready dial sockets, read on both sides of the fd count: a pool refill
+ * between the two reads would count its batch as held, so the pair is read again (3 tries).
+ */
+function agentProc(node: string, pid: number): Proc | undefined {
+  let p: Proc | undefined;
+  for (let i = 0; i < 3; i++) {
+    const before = dialSocketsReady(node);
+    p = proc(pid);
+    const after = dialSocketsReady(node);
+    if (p && before !== undefined && before === after) return { ...p, dialSocketsReady: before };
+  }
+  return p;
 }
 /** Model builds pushed to the xDS streams by the running control plane (since its start). */
 function controlPushes(): number | undefined {

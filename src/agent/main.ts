@@ -170,6 +170,7 @@ export async function runAgent(o: AgentOptions): Promise<void> {
   };
   const pods = new PodManager(backends, log, metrics, join(o.stateDir, 'inpod'), ctx, localPods);
   metrics.captureCounters = () => pods.counters();
+  metrics.dialSocketsReady = () => pods.dialSocketsReady();
   const kube = o.kubeconfig || o.inCluster ? new KubePods(o.kubeconfig ? loadKubeconfig(o.kubeconfig) : inClusterAccess(), o.node, log) : undefined;
   pods.hooks = kube;
   // Before any pod is (re-)adopted, and a failure stops the start: the exemption in every pod

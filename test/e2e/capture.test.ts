@@ -174,6 +174,7 @@ for (const mode of ['ebpf', 'iptables'] as const) {
     it('exports per-pod capture counters and enrollment metrics on :15020', () => {
       const text = metrics('node-0');
       expect(text).toMatch(/^weft_agent_enrolled_pods \d+$/m);
+      expect(text).toMatch(/^weft_agent_dial_sockets_ready \d+$/m);
       expect(text).toMatch(new RegExp(`^weft_agent_info\\{capture_mode="${mode}"\\} 1$`, 'm'));
       // The agent was restarted above: its pods came back by adoption.
       expect(text).toMatch(/^weft_agent_enrollments_total\{operation="adopt",result="success"\} [1-9]\d*$/m);

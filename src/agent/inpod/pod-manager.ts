@@ -130,6 +130,13 @@ export class PodManager {
     return [...this.pods.values()].map((p) => ({ namespace: p.info.namespace, pod: p.info.name, ...safeCounters(p.capture) }));
   }
 
+  /** Dial sockets made ahead of time in the pods' netns and not taken yet, all pods together. */
+  dialSocketsReady(): number {
+    let n = 0;
+    for (const p of this.pods.values()) n += p.sockets.size;
+    return n;
+  }
+
   /** Captures a pod and opens its listeners; acknowledged only when both are in place. */
   enroll(info: PodInfo): Promise<void> {
     return this.serial(async () => {

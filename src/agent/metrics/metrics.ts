@@ -23,6 +23,9 @@ export class AgentMetrics {
   /** Read at scrape time: the capture counters of every enrolled pod. */
   captureCounters: () => { namespace: string; pod: string; outbound: number; inbound: number }[] = () => [];
 
+  /** Read at scrape time: dial sockets made ahead of time in pod netns and not yet used. */
+  dialSocketsReady: () => number = () => 0;
+
   /** Read at scrape time: the OTLP access-log exporter's counts, when one is configured. */
   accessLogExport: () => OtlpLogsStats | undefined = () => undefined;
 
@@ -36,6 +39,7 @@ export class AgentMetrics {
     const counters = () => this.captureCounters();
     const ended = this.ended;
     const exported = () => this.accessLogExport();
+    const ready = () => this.dialSocketsReady();
     registerHealthMetrics(this.registry);
     new Gauge({ name: 'weft_agent_info', help: 'Agent build and capture mode', labelNames: ['capture_mode'] as const, registers: [this.registry] }).set({ capture_mode: mode }, 1);
     // The node's own count of what it carried, whatever reached it: connections the kernel
@@ -76,6 +80,16 @@ export class AgentMetrics {
         this.reset();
         const s = exported();
         if (s) this.set(s.held);
+      },
+    });
+    // Sockets the agent holds that no connection uses yet: an fd count minus these is what
+    // connections hold (each pod's pool refills in batches of up to 128 per family).
+    new Gauge({
+      name: 'weft_agent_dial_sockets_ready',
+      help: 'Unconnected sockets made ahead of time in enrolled pods\' network namespaces for upstream dials, not yet used',
+      registers: [this.registry],
+      collect() {
+        this.set(ready());
       },
     });
     new Counter({
