@@ -53,11 +53,11 @@ void Session::OnTick(uv_timer_t* t) {
 }
 
 Session::Session(uint32_t sid, int fd, SSL_CTX* ctx, bool srv, std::string identity, const Settings& cfg)
-    : id(sid), server(srv), fd_(fd), identity_(std::move(identity)), cfg_(cfg) {
+    : id(sid), server(srv), fd_(fd), reader_{fd}, identity_(std::move(identity)), cfg_(cfg) {
   started_ = last_recv_ = NowMs();
   SetNoDelay(fd_);
   ssl_ = SSL_new(ctx);
-  BIO* rbio = BIO_new_socket(fd_, BIO_NOCLOSE);
+  BIO* rbio = NewSocketReadBio(&reader_);
   BIO* wbio = NewQueueBio(&tls_out_);
   SSL_set_bio(ssl_, rbio, wbio);
   if (server) SSL_set_accept_state(ssl_);
@@ -225,6 +225,14 @@ void Session::ReadTls() {
       budget -= static_cast<size_t>(n);
       ssize_t r = nghttp2_session_mem_recv(h2_, buf, static_cast<size_t>(n));
       if (r < 0) return Fail("h2", nghttp2_strerror(static_cast<int>(r)));
+      // Nothing buffered and the socket's last read was short: another SSL_read would only read
+      // EAGAIN (a request's worth is one record). The poll is level-triggered, so what arrives
+      // after that read wakes us again.
+      if (state_ == kOpen && reader_.drained && !SSL_has_pending(ssl_)) {
+        last_recv_ = NowMs();
+        WriteDirty();
+        return Announce();
+      }
       continue;
     }
     if (got) last_recv_ = NowMs();  // once per wake-up, not per record

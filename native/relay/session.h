@@ -18,6 +18,7 @@
 
 #include "byte_queue.h"
 #include "stream.h"
+#include "tls.h"
 
 namespace weft::relay {
 
@@ -104,6 +105,7 @@ class Session {
 
   State state_ = kHandshake;
   int fd_;
+  SocketReader reader_;  // our read BIO's state: was the socket's last read short?
   SSL* ssl_;
   uv_poll_t* poll_;
   uv_timer_t* timer_;

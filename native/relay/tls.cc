@@ -9,6 +9,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <unistd.h>
 
 #include "tls.h"
 
@@ -54,7 +55,46 @@ BIO_METHOD* QueueBio() {
   return m;
 }
 
+// What BIO_new_socket's reads do (EAGAIN and EINTR are a retry, 0 is the end), plus the record
+// of a short read that SocketReader keeps.
+BIO_METHOD* SocketReadBio() {
+  static BIO_METHOD* m = [] {
+    BIO_METHOD* b = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "weft-socket-read");
+    BIO_meth_set_read(b, [](BIO* bio, char* data, int len) -> int {
+      auto* r = static_cast<SocketReader*>(BIO_get_data(bio));
+      BIO_clear_retry_flags(bio);
+      ssize_t n = ::read(r->fd, data, static_cast<size_t>(len));
+      if (n > 0) {
+        r->drained = n < len;
+      } else if (n == 0) {
+        r->eof = true;
+      } else if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+        r->drained = true;
+        BIO_set_retry_read(bio);
+      }
+      return static_cast<int>(n);
+    });
+    BIO_meth_set_ctrl(b, [](BIO* bio, int cmd, long, void*) -> long {
+      if (cmd == BIO_CTRL_FLUSH) return 1;
+      if (cmd == BIO_CTRL_EOF) return static_cast<SocketReader*>(BIO_get_data(bio))->eof ? 1 : 0;
+      return 0;
+    });
+    BIO_meth_set_create(b, [](BIO* bio) {
+      BIO_set_init(bio, 1);
+      return 1;
+    });
+    return b;
+  }();
+  return m;
+}
+
 }  // namespace
+
+BIO* NewSocketReadBio(SocketReader* r) {
+  BIO* b = BIO_new(SocketReadBio());
+  BIO_set_data(b, r);
+  return b;
+}
 
 BIO* NewQueueBio(ByteQueue* out) {
   BIO* b = BIO_new(QueueBio());

@@ -20,4 +20,15 @@ std::string TlsError(SSL* ssl, int ret);
 // A BIO whose writes are appended to `out` (which must outlive it).
 BIO* NewQueueBio(ByteQueue* out);
 
+// The read side of a session's socket, as OpenSSL's socket BIO reads it, and whether the last
+// read came back short: the kernel had nothing more then, so with level-triggered polling the
+// session can stop reading without the extra read(2) that would only say EAGAIN.
+struct SocketReader {
+  int fd;
+  bool drained = false;
+  bool eof = false;
+};
+// A read BIO over `r` (which must outlive it).
+BIO* NewSocketReadBio(SocketReader* r);
+
 }  // namespace weft::relay

@@ -52,8 +52,35 @@ export interface Endpoint {
 
 /** '::ffff:1.2.3.4' -> '1.2.3.4' (what an IPv4 peer looks like on a dual-stack socket). */
 export function unmapV4(address: string): string {
+  // Most addresses are plain IPv4: no regex for them (this runs once per captured connection).
+  if (address.charCodeAt(0) !== 58 /* ':' */) return address;
   const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
   return m?.[1] ?? address;
+}
+
+/**
+ * The four octets of a dotted-quad IPv4 address in decimal (what net.isIPv4 accepts: no leading
+ * zeros), or undefined. By hand, not split and regex: it runs for every captured connection.
+ */
+export function ipv4Octets(address: string): [number, number, number, number] | undefined {
+  const out: [number, number, number, number] = [0, 0, 0, 0];
+  let part = 0;
+  let digits = 0;
+  let v = 0;
+  for (let i = 0; i <= address.length; i++) {
+    const c = i < address.length ? address.charCodeAt(i) : 46; // a '.' after the end closes the last octet
+    if (c === 46) {
+      if (digits === 0 || part > 3) return undefined;
+      out[part++] = v;
+      v = 0;
+      digits = 0;
+    } else if (c >= 48 && c <= 57) {
+      if (digits > 0 && v === 0) return undefined; // a leading zero
+      v = v * 10 + (c - 48);
+      if (++digits > 3 || v > 255) return undefined;
+    } else return undefined;
+  }
+  return part === 4 ? out : undefined;
 }
 
 function ipv6Bytes(address: string): Buffer {
@@ -90,12 +117,16 @@ function ipv6String(b: Buffer): string {
 /** Writes struct weft_endpoint (20 bytes) at offset o. */
 function writeEndpoint(b: Buffer, e: Endpoint, o: number): void {
   const address = unmapV4(e.address);
-  if (net.isIPv4(address)) {
-    address.split('.').forEach((p, i) => b.writeUInt8(Number(p), o + i));
-    b.writeUInt8(AF_INET, o + 18);
+  const v4 = ipv4Octets(address);
+  if (v4) {
+    b[o] = v4[0];
+    b[o + 1] = v4[1];
+    b[o + 2] = v4[2];
+    b[o + 3] = v4[3];
+    b[o + 18] = AF_INET;
   } else if (net.isIPv6(address)) {
     ipv6Bytes(address).copy(b, o);
-    b.writeUInt8(AF_INET6, o + 18);
+    b[o + 18] = AF_INET6;
   } else {
     throw new TypeError(`not an IP address: '${e.address}'`);
   }
@@ -103,9 +134,8 @@ function writeEndpoint(b: Buffer, e: Endpoint, o: number): void {
 }
 
 function readEndpoint(b: Buffer, o: number): Endpoint & { family: 4 | 6 } {
-  const family = b.readUInt8(o + 18) === AF_INET6 ? 6 : 4;
-  const address = family === 4 ? Array.from(b.subarray(o, o + 4)).join('.') : ipv6String(b.subarray(o, o + 16));
-  return { family, address, port: r16(b, o + 16) };
+  if (b[o + 18] === AF_INET6) return { family: 6, address: ipv6String(b.subarray(o, o + 16)), port: r16(b, o + 16) };
+  return { family: 4, address: `${b[o]}.${b[o + 1]}.${b[o + 2]}.${b[o + 3]}`, port: r16(b, o + 16) };
 }
 
 /** struct weft_peer_key: the client end of a captured connection in a pod netns. */
@@ -147,7 +177,11 @@ export const origDst: Codec<OriginalDst> = {
     w64(b, v.cgroupId, 32);
     return b;
   },
-  decode: (b) => ({ ...readEndpoint(b, 0), v4Mapped: (r32(b, 20) & 1) !== 0, netnsCookie: r64(b, 24), cgroupId: r64(b, 32) }),
+  decode: (b) => {
+    // One literal of a fixed shape, not a spread: this runs once per captured connection.
+    const e = readEndpoint(b, 0);
+    return { address: e.address, port: e.port, family: e.family, v4Mapped: (r32(b, 20) & 1) !== 0, netnsCookie: r64(b, 24), cgroupId: r64(b, 32) };
+  },
 };
 
 /** struct weft_excl_key: netnsCookie 0n applies to every pod. */

@@ -9,7 +9,7 @@ import { batchedLogger } from ${JSON.stringify(join(import.meta.dirname, '../../
 const log = batchedLogger({ component: 'test' });
 log.info('first');
 process.stdin.once('data', () => {
-  for (let i = 0; i < 50; i++) log.info({ i }, 'burst');
+  for (let i = 0; i < 1000; i++) log.info({ i }, "burst"); // ~90 KiB: full batches, then the rest at exit
   process.exit(0);
 });
 `;
@@ -22,11 +22,11 @@ describe('agent log', () => {
     try {
       const deadline = Date.now() + 10_000;
       while (!out.includes('"first"') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-      expect(out).toContain('"msg":"first"'); // far below the 4 KiB batch, yet written
+      expect(out).toContain('"msg":"first"'); // far below the 32 KiB batch, yet written
       child.stdin.write('go\n');
       await new Promise((r) => child.once('exit', r));
       const lines = out.trim().split('\n').map((l) => JSON.parse(l) as { msg: string; i?: number });
-      expect(lines.filter((l) => l.msg === 'burst').map((l) => l.i)).toEqual(Array.from({ length: 50 }, (_, i) => i));
+      expect(lines.filter((l) => l.msg === 'burst').map((l) => l.i)).toEqual(Array.from({ length: 1000 }, (_, i) => i));
     } finally {
       child.kill('SIGKILL');
     }
