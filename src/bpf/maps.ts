@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
+import { unmapV4 } from '../util/cidr.ts';
 import { native } from './addon.ts';
 
 export interface Codec<T> {
@@ -51,12 +52,7 @@ export interface Endpoint {
 }
 
 /** '::ffff:1.2.3.4' -> '1.2.3.4' (what an IPv4 peer looks like on a dual-stack socket). */
-export function unmapV4(address: string): string {
-  // Most addresses are plain IPv4: no regex for them (this runs once per captured connection).
-  if (address.charCodeAt(0) !== 58 /* ':' */) return address;
-  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-  return m?.[1] ?? address;
-}
+export { unmapV4 };
 
 /**
  * The four octets of a dotted-quad IPv4 address in decimal (what net.isIPv4 accepts: no leading

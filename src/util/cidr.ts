@@ -46,7 +46,8 @@ function mask(bytes: number[], len: number): number[] {
 }
 
 /** An IPv4-mapped IPv6 address (`::ffff:1.2.3.4`) as the IPv4 address it carries; other addresses unchanged. */
-export const unmapV4 = (ip: string): string => (/^::ffff:\d+\.\d+\.\d+\.\d+$/i.test(ip) ? ip.slice(7) : ip);
+// Most addresses are plain IPv4, so no regex for them: the agent unmaps every captured connection's peer.
+export const unmapV4 = (ip: string): string => (ip.charCodeAt(0) === 58 /* ':' */ && /^::ffff:\d+\.\d+\.\d+\.\d+$/i.test(ip) ? ip.slice(7) : ip);
 
 /** Parses `a.b.c.d/n` or `x::y/n` (a bare address is a /32 or /128); undefined when invalid. */
 export function parseCidr(text: string): Cidr | undefined {
