@@ -32,3 +32,22 @@ describe('agent log', () => {
     }
   });
 });
+
+describe('LineBatch', () => {
+  it('hands lines on in batches of at least LOG_BATCH_CHARS, in order, and the rest on flush', async () => {
+    const { LineBatch, LOG_BATCH_CHARS } = await import('../../src/telemetry/log.ts');
+    const writes: string[] = [];
+    const b = new LineBatch({ write: (s: string) => writes.push(s) });
+    const line = (i: number) => `{"i":${i},"pad":"${'x'.repeat(90)}"}\n`;
+    const n = Math.ceil((LOG_BATCH_CHARS * 2.5) / line(0).length);
+    for (let i = 0; i < n; i++) b.write(line(i));
+    expect(writes.length).toBe(2); // one write per full batch, not one per line
+    for (const w of writes) expect(w.length).toBeGreaterThanOrEqual(LOG_BATCH_CHARS);
+    expect(b.pending).toBeGreaterThan(0);
+    b.flush();
+    expect(b.pending).toBe(0);
+    b.flush(); // nothing pending: no empty write
+    expect(writes.length).toBe(3);
+    expect(writes.join('')).toBe(Array.from({ length: n }, (_, i) => line(i)).join(''));
+  });
+});
