@@ -19,6 +19,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "express.h"
 #include "listener.h"
 #include "pipe.h"
 #include "registry.h"
@@ -230,10 +231,14 @@ Napi::Value Open(const Napi::CallbackInfo& info, bool server) {
   int fd = DupFd(info[0], "fd");
   SSL_CTX* ctx = it->second;
   SSL_CTX_up_ref(ctx);  // until the session has made its SSL from it
+  // serve(fd, ctx, trustDomain, settings, expressPod?): the pod whose supply grants dial from.
+  uint32_t pod = server && info.Length() > 4 && info[4].IsNumber() ? info[4].As<Napi::Number>().Uint32Value() : 0;
   uint32_t id = g_next_session++;
   Post([=] {
     AddSession(id, fd, ctx, server, identity, cfg);
     SSL_CTX_free(ctx);
+    if (pod)
+      if (Session* s = FindSession(id)) s->SetExpressPod(pod);
   });
   return Napi::Number::New(info.Env(), id);
 }
@@ -294,19 +299,8 @@ Napi::Value RespondDial(const Napi::CallbackInfo& info) {
                                                  info[5].ToString().Utf8Value());
     sockaddr_storage ss{};
     socklen_t len;
-    auto* v4 = reinterpret_cast<sockaddr_in*>(&ss);
-    auto* v6 = reinterpret_cast<sockaddr_in6*>(&ss);
-    if (inet_pton(AF_INET, address.c_str(), &v4->sin_addr) == 1) {
-      v4->sin_family = AF_INET;
-      v4->sin_port = htons(static_cast<uint16_t>(port));
-      len = sizeof(sockaddr_in);
-    } else if (inet_pton(AF_INET6, address.c_str(), &v6->sin6_addr) == 1) {
-      v6->sin6_family = AF_INET6;
-      v6->sin6_port = htons(static_cast<uint16_t>(port));
-      len = sizeof(sockaddr_in6);
-    } else {
+    if (!ParseSockaddr(address, static_cast<uint16_t>(port), &ss, &len))
       throw Napi::TypeError::New(info.Env(), "weft relay: respondDial address must be an IP literal, not " + address);
-    }
     std::string target = address + ":" + std::to_string(static_cast<int>(port));
     auto ms = static_cast<uint64_t>(timeout);
     Post([=] {
@@ -367,6 +361,7 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   o.Set("sessions", Napi::Number::New(info.Env(), SessionCount()));
   o.Set("streams", Napi::Number::New(info.Env(), StreamCount()));
   o.Set("contexts", Napi::Number::New(info.Env(), g_contexts.size()));
+  o.Set("expressFds", Napi::Number::New(info.Env(), ExpressFds()));
   return o;
 }
 
@@ -423,6 +418,7 @@ static Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("close", Napi::Function::New(env, CloseSession));
   exports.Set("stats", Napi::Function::New(env, Stats));
   RegisterListener(env, exports);
+  RegisterExpress(env, exports);
   return exports;
 }
 

@@ -117,12 +117,48 @@ void Session::Announce() {
   for (int32_t sid : ids) {
     Stream* st = Find(sid);
     if (!st || st->h2_closed) continue;
+    if (express_pod_ && !grants_.empty() && TryExpress(st)) continue;
     // The peer was named once, in `ready`; n1 and n2 count dials (dials_connecting_, session.h).
     Event ev{"stream", id, sid, static_cast<double>(dials_connecting_), dials_received_};
     ev.list = std::move(st->headers);
     st->headers.clear();
     Emit(std::move(ev));
   }
+}
+
+// A CONNECT this session was granted (express.h): dialled as RespondDial would, with a socket from
+// the pod's supply. Anything short of a match goes to JavaScript as before.
+bool Session::TryExpress(Stream* st) {
+  if (closing_ || drain_ != kNone || state_ != kOpen) return false;
+  const std::string* method = nullptr;
+  const std::string* authority = nullptr;
+  for (size_t i = 0; i + 1 < st->headers.size(); i += 2) {  // the last of a name wins, as in JavaScript
+    if (st->headers[i] == ":method") method = &st->headers[i + 1];
+    else if (st->headers[i] == ":authority") authority = &st->headers[i + 1];
+  }
+  if (!method || !authority || *method != "CONNECT") return false;
+  auto it = grants_.find(*authority);
+  if (it == grants_.end()) return false;
+  uint64_t timeout_ms = 0;
+  int fd = ExpressTake(express_pod_, it->second, dials_connecting_, &timeout_ms);
+  if (fd < 0) return false;
+  // Before the dial, which may end (and the stream with it) before it returns.
+  Event ev{"xopen", id, st->id};
+  ev.n1 = it->second.tag;
+  ev.text = *authority;
+  Emit(std::move(ev));
+  st->headers.clear();
+  dials_connecting_++;
+  st->target = it->second.target;
+  st->Dial(fd, it->second.addr, it->second.len, timeout_ms);
+  return true;
+}
+
+void Session::Grant(const std::string& authority, const ExpressGrant& g) {
+  if (!server || state_ == kClosed) return;
+  auto it = grants_.find(authority);
+  if (it != grants_.end()) it->second = g;
+  else if (grants_.size() < kMaxGrantsPerSession) grants_.emplace(authority, g);
 }
 
 void Session::WriteDirty() {

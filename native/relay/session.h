@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "byte_queue.h"
+#include "express.h"
 #include "stream.h"
 #include "tls.h"
 
@@ -65,6 +66,10 @@ class Session {
                    uint64_t timeout_ms);
   void Attach(uint32_t handle, int fd);
   void Cancel(uint32_t handle);
+  // Server: the pod whose supply express dials use (express.h); 0, none.
+  void SetExpressPod(uint32_t pod) { express_pod_ = pod; }
+  // Server: a later CONNECT to `authority` on this session may be dialled as `g` says (express.h).
+  void Grant(const std::string& authority, const ExpressGrant& g);
   void Close(bool graceful);
 
   // From streams and nghttp2.
@@ -97,6 +102,7 @@ class Session {
   bool SendTls();
   void WriteDirty();
   void Announce();
+  bool TryExpress(Stream* st);  // dialled here on a grant: JavaScript hears `xopen`
   bool Answerable(const Stream* st) const;
   void Answer(Stream* st, int status);
   void Terminate(const char* kind, const std::string& reason, bool graceful);
@@ -134,6 +140,8 @@ class Session {
   // without an event per connect: those it sent since, minus none that finished meanwhile.
   uint32_t dials_connecting_ = 0;
   double dials_received_ = 0;
+  uint32_t express_pod_ = 0;
+  std::unordered_map<std::string, ExpressGrant> grants_;  // by raw :authority
 };
 
 }  // namespace weft::relay

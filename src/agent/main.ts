@@ -25,6 +25,7 @@ import { relayAddon } from '../hbone/native/addon.ts';
 import { nativeSessionOpener } from '../hbone/native/client.ts';
 import { nativeRelay } from '../hbone/native/pipe.ts';
 import { NativeHboneServer } from '../hbone/native/server.ts';
+import { StateGrants } from './proxy/inbound/grants.ts';
 import { relay } from '../hbone/relay.ts';
 import { MeshState } from './state/mesh-state.ts';
 import { loadSnapshot, SnapshotWriter } from './state/snapshot.ts';
@@ -103,6 +104,8 @@ export async function runAgent(o: AgentOptions): Promise<void> {
   const istio = new IstioTcpMetrics(metrics.registry);
   if (accessLogExport) metrics.accessLogExport = () => accessLogExport.stats();
   let xds: DeltaXdsClient | undefined;
+  // Native data path: the state the relay's reused inbound decisions stand for (proxy/inbound/grants.ts).
+  const grants = o.dataPath === 'native' ? new StateGrants() : undefined;
   let certs: CertManager | undefined;
   let cache: SnapshotWriter | undefined;
   if (o.xdsAddress) {
@@ -125,7 +128,8 @@ export async function runAgent(o: AgentOptions): Promise<void> {
       log.error({ err: (e as Error).message }, 'mesh state kept on the node not usable; waiting for the control plane');
     }
     const writer = (cache = new SnapshotWriter(stateFile, () => xds!.resources(), log));
-    xds.on('update', () => {
+    xds.on('update', (state: object) => {
+      grants?.observe(state); // every decision the relay reuses lapses with the state it read
       writer.changed();
       idleTrim.poke();
     });
@@ -165,12 +169,13 @@ export async function runAgent(o: AgentOptions): Promise<void> {
     localPods,
     accessLogExport,
     ...(o.dataPath === 'native'
-      ? { pool: new HbonePool({ open: nativeSessionOpener() }), relay: nativeRelay, nativeAccept: true, serveHbone: (opts) => new NativeHboneServer({ ...opts, admission }) }
+      ? { pool: new HbonePool({ open: nativeSessionOpener() }), relay: nativeRelay, nativeAccept: true, grants, serveHbone: (opts) => new NativeHboneServer({ ...opts, admission }) }
       : { pool: new HbonePool(), relay, serveHbone: (opts) => createHboneServer({ ...opts, admission }) }),
   };
   const pods = new PodManager(backends, log, metrics, join(o.stateDir, 'inpod'), ctx, localPods);
   metrics.captureCounters = () => pods.counters();
-  metrics.dialSocketsReady = () => pods.dialSocketsReady();
+  // The relay holds some of them, for the inbound connections it dials on reused decisions.
+  metrics.dialSocketsReady = () => pods.dialSocketsReady() + (o.dataPath === 'native' ? relayAddon().stats().expressFds : 0);
   const kube = o.kubeconfig || o.inCluster ? new KubePods(o.kubeconfig ? loadKubeconfig(o.kubeconfig) : inClusterAccess(), o.node, log) : undefined;
   pods.hooks = kube;
   // Before any pod is (re-)adopted, and a failure stops the start: the exemption in every pod

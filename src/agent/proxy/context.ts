@@ -15,6 +15,7 @@ import type { RelayResult } from '../../hbone/relay.ts';
 import type { AuthorizeDeps } from './authorize.ts';
 import type { ConnectionSinks } from './connection.ts';
 import type { LocalPodLookup } from './node-local/local-pods.ts';
+import type { StateGrants } from './inbound/grants.ts';
 
 export interface ProxyContext extends ConnectionSinks, AuthorizeDeps {
   log: Logger;
@@ -41,6 +42,11 @@ export interface ProxyContext extends ConnectionSinks, AuthorizeDeps {
    * destination inbound traffic may ask for (authorize.ts). DEFAULT_AGENT_PORTS when absent.
    */
   agentPorts?: ReadonlySet<number>;
+  /**
+   * The native data path: inbound decisions are granted to the relay for reuse under the state they
+   * read (inbound/grants.ts); absent, every CONNECT is decided in JavaScript.
+   */
+  grants?: StateGrants;
   /** The pods enrolled on this node, by address: their connections take the node-local fast path. */
   localPods?: LocalPodLookup;
   /**

@@ -26,7 +26,8 @@ interface RelayAddon {
   freeContext(ctx: number): void;
   /** Duplicates fd; the session runs the TLS handshake on the relay thread. */
   client(fd: number, ctx: number, serverIdentity: string, settings: RelaySettings): number;
-  serve(fd: number, ctx: number, trustDomain: string, settings: RelaySettings): number;
+  /** expressPod: the pod whose supply this session's grants dial with (0 or absent: no grants). */
+  serve(fd: number, ctx: number, trustDomain: string, settings: RelaySettings, expressPod?: number): number;
   /**
    * A CONNECT stream's number. A session that takes no more streams answers `done` with REFUSED_STREAM.
    * fd (duplicated), the app's socket: attached by the relay itself when the 200 arrives, never read
@@ -48,13 +49,26 @@ interface RelayAddon {
   /** A plaintext relay between two sockets (duplicated): `done` then `close` under the number it returns. */
   pipe(a: number, b: number): number;
   close(session: number, graceful: boolean): void;
-  stats(): { sessions: number; streams: number; contexts: number };
+  stats(): { sessions: number; streams: number; contexts: number; expressFds: number };
   /** Polls a duplicate of a listening socket on the relay thread, accepting at most `batch` per wake-up: `accept` per connection. */
   listen(fd: number, batch: number): number;
   /** Stops polling and closes the duplicate (fd stays open); `unlisten` follows the listener's last `accept`. */
   unlisten(listener: number): void;
   /** Closes an accepted fd with a reset (SO_LINGER 0). */
   resetFd(fd: number): void;
+  /**
+   * A pod's supply for reused decisions (native/relay/express.h): dials at most maxDials at once per
+   * session, each within timeoutMs; `xlow` when fewer than `low` sockets of a family are left.
+   */
+  expressPod(maxDials: number, timeoutMs: number, low: number): number;
+  /** Unconnected TCP sockets for the pod's reused dials: the relay's from this call on. */
+  expressSupply(pod: number, family: 4 | 6, fds: number[]): void;
+  /** Closes the pod's sockets; its grants match nothing from then on. */
+  expressRelease(pod: number): void;
+  /** Grants of any other generation no longer match. */
+  expressGeneration(generation: number): void;
+  /** A later CONNECT to `authority` (raw, byte for byte) on the server session is dialled to address:port by the relay. */
+  grant(session: number, authority: string, generation: number, tag: number, address: string, port: number): void;
 }
 
 /** What a native listener hears (listener.ts): each accepted fd (now the caller's) with its peer; an accept error (it pauses); its end. */
@@ -75,6 +89,8 @@ export interface SessionEvents {
    * then, and received in all.
    */
   stream?(id: number, headers: string[], dials: { connecting: number; received: number }): void;
+  /** Server: a CONNECT the relay dialled on a grant (`tag`), without asking; `done` follows as for any stream. */
+  reused?(id: number, tag: number, authority: string): void;
   /** Client: the CONNECT response. */
   response?(id: number, status: number): void;
   /** Bytes read from the plaintext socket and written to it; the status sent or received (0: none); why it broke; the RST code. */
@@ -99,6 +115,33 @@ export const relayAddonPath = path.join(nativeBuildDir, 'weft_relay.node');
 let loaded: RelayAddon | undefined;
 const handlers = new Map<number, SessionEvents>();
 const listeners = new Map<number, ListenerEvents>();
+/** Reused-decision pods (expressPod): what to do when one runs low on sockets of a family. */
+const expressPods = new Map<number, (family: 4 | 6) => void>();
+let grantGen = 0;
+
+/** The generation grants are made under now (grant()). */
+export const grantGeneration = (): number => grantGen;
+
+/**
+ * The state decisions read has changed: no grant made before applies any more. Cheap when the
+ * addon was never loaded (nothing was granted).
+ */
+export function grantsChanged(): void {
+  grantGen++;
+  loaded?.expressGeneration(grantGen);
+}
+
+/** A pod's supply for reused decisions; `low` runs when the relay asks for more sockets of a family. */
+export function openExpressPod(maxDials: number, timeoutMs: number, lowWater: number, low: (family: 4 | 6) => void): number {
+  const id = relayAddon().expressPod(maxDials, timeoutMs, lowWater);
+  expressPods.set(id, low);
+  return id;
+}
+
+export function releaseExpressPod(id: number): void {
+  if (!expressPods.delete(id)) return;
+  relayAddon().expressRelease(id);
+}
 
 function listenerEvent(type: string, id: number, fd: number, port: number, index: number, text: string): void {
   const l = listeners.get(id);
@@ -115,6 +158,7 @@ function listenerEvent(type: string, id: number, fd: number, port: number, index
 function dispatch(type: string, session: number, stream: number, n1: number, n2: number, n3: number, text: string, list: string[]): void {
   // Listener numbers are their own (listener.cc): routed before sessions.
   if (type === 'accept' || type === 'listenError' || type === 'unlisten') return listenerEvent(type, session, stream, n1, n2, text);
+  if (type === 'xlow') return expressPods.get(session)?.(n1 === 6 ? 6 : 4);
   const h = handlers.get(session);
   if (!h) return;
   switch (type) {
@@ -122,6 +166,7 @@ function dispatch(type: string, session: number, stream: number, n1: number, n2:
     case 'goaway': return h.goaway?.(n1);
     case 'stream': return h.stream?.(stream, list, { connecting: n1, received: n2 });
     case 'response': return h.response?.(stream, n1);
+    case 'xopen': return h.reused?.(stream, n1, text);
     case 'done': return h.done?.(stream, n1, n2, n3, text, Number(list[0] ?? 0));
     case 'close':
       handlers.delete(session);
@@ -138,14 +183,15 @@ export function relayAddon(): RelayAddon {
       throw new Error(`weft relay addon not available at ${relayAddonPath}: run make build (${(e as Error).message})`, { cause: e });
     }
     loaded.init(dispatch, { ciphers: TLS_CIPHERS });
+    loaded.expressGeneration(grantGen);
   }
   return loaded;
 }
 
 /** Opens a session on fd (duplicated: the caller closes its own) and routes its events to `events`. */
-export function openRelaySession(kind: 'client' | 'serve', fd: number, ctx: number, identity: string, settings: RelaySettings, events: SessionEvents): number {
+export function openRelaySession(kind: 'client' | 'serve', fd: number, ctx: number, identity: string, settings: RelaySettings, events: SessionEvents, expressPod = 0): number {
   const addon = relayAddon();
-  const id = addon[kind](fd, ctx, identity, settings);
+  const id = kind === 'serve' && expressPod ? addon.serve(fd, ctx, identity, settings, expressPod) : addon[kind](fd, ctx, identity, settings);
   // Events arrive on a later turn of this thread's loop, never inside the call: registering now is in time.
   handlers.set(id, events);
   return id;

@@ -31,8 +31,8 @@ export class NativeFrontStream implements FrontStream {
     private readonly session: number,
     private readonly stream: number,
     readonly headers: IncomingHttpHeaders,
-    /** Counts a respondDial sent for the session (NativeHboneServer's dial count). */
-    private readonly dialSent: () => void = () => {},
+    /** Counts a respondDial sent for the session (NativeHboneServer's dial count); the target, to grant it again. */
+    private readonly dialSent: (target: DialTarget) => void = () => {},
   ) {}
 
   /** The relay's `done` for this stream. */
@@ -78,12 +78,9 @@ export class NativeFrontStream implements FrontStream {
       // A target the relay cannot take (the addon closed the fd): refused like a failed dial.
       return { ...(await this.refuse(503)), sent: 0, received: 0, reason: dialFailure(target, (e as Error).message) };
     }
-    this.dialSent();
+    this.dialSent(target);
     this.answered = true;
-    const d = await this.end();
-    if (d.status === 200) return this.result(d);
-    // 503 with the relay's `connect ADDR:PORT: ECODE`, or 0 if the stream ended first.
-    return { status: d.status, sent: 0, received: 0, reason: d.error || aborted() };
+    return dialEnd(await this.end(), target);
   }
 
   async accept(use: (stream: Duplex) => void): Promise<StreamEnd> {
@@ -108,8 +105,16 @@ export class NativeFrontStream implements FrontStream {
     return this.ended ? Promise.resolve(this.ended) : new Promise((r) => this.waiting.push(r));
   }
 
-  /** `sent` flows from the peer to the plaintext socket (written there), `received` back. */
   private result(d: RelayDone): StreamEnd {
-    return { status: d.status, sent: d.written, received: d.read, error: d.error || undefined };
+    return relayEnd(d);
   }
+}
+
+/** `sent` flows from the peer to the plaintext socket (written there), `received` back. */
+const relayEnd = (d: RelayDone): StreamEnd => ({ status: d.status, sent: d.written, received: d.read, error: d.error || undefined });
+
+/** How a stream the relay dialled ended: relayed, or 503 with the relay's `connect ADDR:PORT: ECODE`, or 0 if it ended first. */
+export function dialEnd(d: RelayDone, target: { address: string; port: number }): StreamEnd {
+  if (d.status === 200) return relayEnd(d);
+  return { status: d.status, sent: 0, received: 0, reason: d.error || dialFailure(target, 'ECONNABORTED') };
 }

@@ -8,14 +8,26 @@ import { createServer, type AddressInfo, type Server, type Socket } from 'node:n
 import type { IncomingHttpHeaders } from 'node:http2';
 import { parseSpiffe } from '../../api/spiffe.ts';
 import { HboneAdmission, sourceIp } from '../admission.ts';
-import type { PodHboneServer, PodHboneServerOptions } from '../server/contract.ts';
+import { parseAuthority, type Authority } from '../authority.ts';
+import type { DialTarget, PodHboneServer, PodHboneServerOptions } from '../server/contract.ts';
 import { HboneFront, type FrontPeer } from '../server/front.ts';
 import { remoteOf } from '../server/remote.ts';
 import { atDeadline, drainDeadline } from '../server/drain.ts';
-import { PING_INTERVAL_MS, PING_TIMEOUT_MS } from '../settings.ts';
-import { openRelaySession, relayAddon, relaySettings, socketFd } from './addon.ts';
+import { DIAL_TIMEOUT_MS, PING_INTERVAL_MS, PING_TIMEOUT_MS } from '../settings.ts';
+import { openExpressPod, openRelaySession, relayAddon, relaySettings, releaseExpressPod, socketFd } from './addon.ts';
 import { serverContexts } from './contexts.ts';
-import { NativeFrontStream } from './front-stream.ts';
+import { dialEnd, NativeFrontStream, type RelayDone } from './front-stream.ts';
+
+/**
+ * Reused decisions: sockets handed to the relay per request for more, and the level under which it
+ * asks. A pod that never reuses a decision holds none.
+ */
+export const REUSE_BATCH = 32;
+export const REUSE_LOW = 8;
+/** Destinations a session may have grants for: the relay's kMaxGrantsPerSession. */
+const MAX_GRANTS_PER_SESSION = 256;
+/** Grants remembered per :authority of a session: the current one, and the one an `xopen` still on its way may name. */
+const GRANTS_KEPT = 2;
 
 /**
  * A session's peer; `authenticated` once the handshake named a single SPIFFE identity; `dialsSent`,
@@ -24,6 +36,19 @@ import { NativeFrontStream } from './front-stream.ts';
 interface Peer extends FrontPeer {
   authenticated: boolean;
   dialsSent: number;
+  /** Tags of the grants made on this session, by raw :authority, oldest first. */
+  grants: Map<string, number[]>;
+}
+
+/** A decision granted to the relay: what onReused gets back for each CONNECT dialled on it. */
+interface Grant {
+  context: unknown;
+  authority: Authority;
+}
+
+/** The one thing a stream's record needs from the relay: its `done`. */
+interface StreamRecord {
+  done(d: RelayDone): void;
 }
 
 const NOBODY = { trustDomain: '', namespace: '', serviceAccount: '' };
@@ -35,7 +60,13 @@ export class NativeHboneServer implements PodHboneServer {
   private readonly owner = `hbone-server-${++serverSeq}`;
   private ctx: number;
   private readonly sessions = new Map<number, Peer>();
-  private readonly streams = new Map<string, NativeFrontStream>();
+  private readonly streams = new Map<string, StreamRecord>();
+  /** This pod's supply for reused decisions (0: the handlers do not reuse), and the grants made. */
+  private xpod = 0;
+  private readonly grants = new Map<number, Grant>();
+  private nextTag = 0;
+  /** Families the relay has been given sockets of: the first grant of one supplies it, so the next CONNECT can be dialled. */
+  private readonly supplied = new Set<4 | 6>();
   private draining = false;
   private drained?: () => void;
   private readonly admission: HboneAdmission;
@@ -47,6 +78,22 @@ export class NativeHboneServer implements PodHboneServer {
     // Shared with every other pod's server presenting the same certificate (contexts.ts).
     this.ctx = serverContexts.get(this.owner, opts.credentials(), true);
     this.server = createServer({ pauseOnConnect: true, noDelay: true }, (s) => this.accept(s));
+    if (opts.onReused && opts.dialSockets)
+      this.xpod = openExpressPod(this.admission.limits.maxDialsPerSession, DIAL_TIMEOUT_MS, REUSE_LOW, (family) => this.supply(family));
+  }
+
+  /** The relay's sockets for reused dials ran low: a batch more, while this server serves. */
+  private supply(family: 4 | 6): void {
+    if (this.draining || !this.xpod) return;
+    this.supplied.add(family);
+    // Sent even when none could be made (EMFILE, say): the relay then asks again at its next miss.
+    relayAddon().expressSupply(this.xpod, family, this.opts.dialSockets?.(family, REUSE_BATCH) ?? []);
+  }
+
+  /** Stops reusing decisions: the relay closes the sockets it holds for this pod. */
+  private stopReuse(): void {
+    if (this.xpod) releaseExpressPod(this.xpod);
+    this.xpod = 0;
   }
 
   /** Listen on an fd made inside the pod netns (`{ fd }`), or a port (tests). */
@@ -78,6 +125,7 @@ export class NativeHboneServer implements PodHboneServer {
     this.server.close();
     this.draining = true; // a connection still queued is refused, not opened on a released context
     serverContexts.release(this.owner, true); // open sessions hold their own reference
+    this.stopReuse();
   }
 
   /**
@@ -96,6 +144,7 @@ export class NativeHboneServer implements PodHboneServer {
     this.draining = true;
     this.server.close();
     serverContexts.release(this.owner, true); // open sessions hold their own reference
+    this.stopReuse(); // every CONNECT from here on is decided in JavaScript, as a drain requires
     for (const id of this.sessions.keys()) relayAddon().close(id, true);
     return new Promise<void>((resolve) => {
       const deadline = atDeadline(ms, () => {
@@ -123,7 +172,7 @@ export class NativeHboneServer implements PodHboneServer {
       this.opts.onHandshakeError?.(peerAddress, ticket.refused);
       return void s.destroy();
     }
-    const rec: Peer = { peer: NOBODY, peerAddress, dials: 0, connecting: 0, authenticated: false, dialsSent: 0 };
+    const rec: Peer = { peer: NOBODY, peerAddress, dials: 0, connecting: 0, authenticated: false, dialsSent: 0, grants: new Map() };
     let opened = false;
     try {
       const settings = relaySettings({
@@ -143,14 +192,16 @@ export class NativeHboneServer implements PodHboneServer {
           ticket.authenticated();
         },
         stream: (stream, flat, dials) => this.onStream(id, stream, rec, flat, dials),
+        reused: (stream, tag, authority) => this.onReused(id, stream, rec, tag, authority),
         done: (stream, read, written, status, error) => this.streams.get(`${id}/${stream}`)?.done({ read, written, status, error }),
         close: (kind, reason) => {
           ticket.release();
           this.sessions.delete(id);
+          for (const tags of rec.grants.values()) for (const t of tags) this.grants.delete(t);
           if (this.sessions.size === 0) this.drained?.();
           if (!rec.authenticated) this.opts.onHandshakeError?.(peerAddress, kind === 'timeout' ? 'handshake timeout' : reason);
         },
-      });
+      }, this.xpod);
       this.sessions.set(id, rec);
       opened = true;
     } catch (e) {
@@ -168,9 +219,47 @@ export class NativeHboneServer implements PodHboneServer {
     // The relay's count when it read this request, plus what was sent since: never under the truth
     // (a connect that ended since is still counted), so the cap holds without an event per connect.
     rec.connecting = dials.connecting + (rec.dialsSent - dials.received);
-    const s = new NativeFrontStream(session, stream, headers, () => rec.dialsSent++);
+    const s = new NativeFrontStream(session, stream, headers, (target) => {
+      rec.dialsSent++;
+      const raw = headers[':authority'];
+      if (target.reuse && this.xpod && typeof raw === 'string') this.grant(session, rec, raw, target.reuse.generation, target);
+    });
     this.streams.set(key, s);
     // Counted until its outcome is out, which waits for the relay's `done`.
     void this.front.serve(rec, s).finally(() => this.streams.delete(key));
+  }
+
+  private grant(session: number, rec: Peer, raw: string, generation: number, target: DialTarget): void {
+    const authority = parseAuthority(raw);
+    // As many destinations per session as the relay keeps (express.h): the rest are decided each time.
+    if (!authority || (!rec.grants.has(raw) && rec.grants.size >= MAX_GRANTS_PER_SESSION)) return;
+    const tag = ++this.nextTag;
+    this.grants.set(tag, { context: target.reuse!.context, authority });
+    const tags = rec.grants.get(raw) ?? [];
+    tags.push(tag);
+    while (tags.length > GRANTS_KEPT) this.grants.delete(tags.shift()!);
+    rec.grants.set(raw, tags);
+    relayAddon().grant(session, raw, generation, tag, target.address, target.port);
+    const family = target.address.includes(':') ? 6 : 4;
+    if (!this.supplied.has(family)) this.supply(family);
+  }
+
+  /** A CONNECT the relay dialled on a grant: its record opens now, its outcome comes with `done`. */
+  private onReused(session: number, stream: number, rec: Peer, tag: number, raw: string): void {
+    const grant = this.grants.get(tag);
+    const authority = grant?.authority ?? parseAuthority(raw);
+    const key = `${session}/${stream}`;
+    const token = {};
+    const start = process.hrtime.bigint();
+    const { peer, peerAddress } = rec;
+    this.streams.set(key, {
+      done: (d) => {
+        this.streams.delete(key);
+        // As the front reports a dial (server/front.ts): relayed, or the reason it was not.
+        const end = dialEnd(d, authority ?? { address: '', port: 0 });
+        this.opts.onComplete?.({ stream: token, peer, peerAddress, authority, headers: {}, durationMs: Number(process.hrtime.bigint() - start) / 1e6, ...end });
+      },
+    });
+    if (authority) this.opts.onReused?.({ authority, peer, peerAddress, stream: token }, grant?.context);
   }
 }

@@ -35,6 +35,18 @@ export interface DialTarget {
   port: number;
   /** DIAL_TIMEOUT_MS when absent. */
   timeoutMs?: number;
+  /**
+   * The same answer holds for a CONNECT to the same :authority on the same connection (the same
+   * peer identity and address) until the state the decision read changes (grantsChanged, native/
+   * addon.ts). A transport that can (the native relay) then dials those itself, with sockets from
+   * HboneHandlers.dialSockets, and calls onReused with `context` instead of onConnect; their
+   * outcomes are reported as any other's. Ignored by a transport that cannot.
+   */
+  reuse?: {
+    context: unknown;
+    /** grantGeneration() when the decision read the state (after grantsChanged for it, if it was new). */
+    generation: number;
+  };
 }
 
 /** Why a dial failed, as the outcome's `reason` reads: `connect ADDR:PORT: ECONNREFUSED`. */
@@ -80,10 +92,27 @@ export interface HboneOutcome {
   error?: string;
 }
 
+/** A CONNECT answered with a reused decision (DialTarget.reuse), as onReused hears it. */
+export interface HboneReusedRequest {
+  authority: Authority;
+  peer: SpiffeId;
+  peerAddress: string;
+  /** Identifies the stream: its outcome carries the same object. */
+  stream: object;
+}
+
 /** What the agent supplies per pod to either server: the decision per stream, and its outcome. */
 export interface HboneHandlers {
   onConnect: (req: HboneRequestInfo) => Promise<ConnectDecision>;
   onComplete?: (outcome: HboneOutcome) => void;
+  /**
+   * A CONNECT answered with a reused `dial` decision: what onConnect would have recorded for it, from
+   * the decision's `context` (undefined if the transport no longer holds it: decide the record anew).
+   * Both this and dialSockets are needed for a transport to reuse decisions.
+   */
+  onReused?: (req: HboneReusedRequest, context: unknown) => void;
+  /** Up to `n` unconnected sockets of the family, made as onConnect makes a dial's (fewer if it cannot). */
+  dialSockets?: (family: 4 | 6, n: number) => number[];
 }
 
 /** A listener's settings, whichever transport serves it (the handlers come separately). */

@@ -17,6 +17,16 @@ beforeAll(async () => {
 });
 afterAll(() => relayAddon().freeContext(ctx));
 
+/** The fd is closed (a number the relay was handed, and closed on some path). */
+const closed = (fd: number) => {
+  try {
+    fstatSync(fd);
+    return false;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EBADF';
+  }
+};
+
 // Settings are checked before the file descriptor: -1 fails on the descriptor once they pass, and
 // no session is opened either way.
 const serve = (settings: unknown) => () => relayAddon().serve(-1, ctx, 'cluster.local', settings as RelaySettings);
@@ -68,14 +78,6 @@ describe('respondDial', () => {
   // handed it over leaks nothing whatever it passed.
   const sockets = dialSockets();
   afterAll(() => sockets.close());
-  const closed = (fd: number) => {
-    try {
-      fstatSync(fd);
-      return false;
-    } catch (e) {
-      return (e as NodeJS.ErrnoException).code === 'EBADF';
-    }
-  };
 
   it.each<[string, unknown[], RegExp]>([
     ['an address that is no IP literal', ['cart.shop.svc', 80, 1000], /respondDial address must be an IP literal, not cart\.shop\.svc/],
@@ -94,5 +96,46 @@ describe('respondDial', () => {
     const fd = sockets.take(4);
     relayAddon().respondDial(0xfffffff0, 1, fd, '127.0.0.1', 80, 1000);
     await until(() => closed(fd), 5000, 'the relay thread to close the fd');
+  });
+});
+
+// Reused decisions (native/relay/express.cc): the sockets handed over are the relay's from the call
+// on, closed on every path a bad argument included, and a grant names a literal address.
+describe('reused decisions', () => {
+  const sockets = dialSockets();
+  afterAll(() => sockets.close());
+
+  it.each([
+    ['a family that is neither 4 nor 6', [1, 5], /expressSupply family must be 4 or 6/],
+    ['no pod number', [undefined, 4], /expressSupply pod must be a whole number/],
+  ])('refuses a supply with %s, and closes its fds', (_name, [pod, family], error) => {
+    const fds = [sockets.take(4), sockets.take(4)];
+    expect(() => relayAddon().expressSupply(pod as number, family as 4, fds)).toThrow(error);
+    for (const fd of fds) expect(closed(fd)).toBe(true);
+  });
+
+  it('closes a supply for a pod that does not exist, and what a released pod held', async () => {
+    const stray = sockets.take(4);
+    relayAddon().expressSupply(0xfffffff0, 4, [stray]);
+    await until(() => closed(stray), 5000, 'the relay thread to close the stray fd');
+    const pod = relayAddon().expressPod(10, 1000, 1);
+    const held = [sockets.take(4), sockets.take(6)];
+    relayAddon().expressSupply(pod, 4, [held[0]!]);
+    relayAddon().expressSupply(pod, 6, [held[1]!]);
+    await until(() => relayAddon().stats().expressFds >= 2, 5000, 'the supply to be counted');
+    relayAddon().expressRelease(pod);
+    await until(() => held.every(closed), 5000, 'the relay thread to close the pod\'s fds');
+    expect(relayAddon().stats().expressFds).toBe(0);
+  });
+
+  it.each([
+    ['a host name', ['cart.shop', 80], /grant address must be an IP literal, not cart\.shop/],
+    ['port 0', ['127.0.0.1', 0], /grant port must be a whole number from 1 to 65535/],
+  ])('refuses a grant with %s', (_name, [address, port], error) => {
+    expect(() => relayAddon().grant(1, '127.0.0.1:80', 0, 1, address as string, port as number)).toThrow(error);
+  });
+
+  it('refuses a pod without a dial cap', () => {
+    expect(() => relayAddon().expressPod(0, 1000, 1)).toThrow(/expressPod maxDials must be a whole number from 1/);
   });
 });
