@@ -8,6 +8,7 @@
 #include <napi.h>
 #include <nghttp2/nghttp2.h>
 #include <openssl/ssl.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -196,6 +197,7 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
   uv_check_init(&g->loop, &g->flush_after_poll);
   uv_check_start(&g->flush_after_poll, [](uv_check_t*) { FlushJsWake(); });
   std::thread([] {
+    pthread_setname_np(pthread_self(), "weft-relay");  // so per-thread CPU (top -H, /proc/*/task) names it
     t_relay_thread = true;
     uv_run(&g->loop, UV_RUN_DEFAULT);
   }).detach();
