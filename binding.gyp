@@ -30,7 +30,7 @@
       # The HBONE data path (native/relay): OpenSSL and nghttp2 are the ones inside node, which
       # exports their symbols; only their headers are needed here (node's, and libnghttp2-dev's).
       "target_name": "weft_relay",
-      "sources": ["native/relay/addon.cc", "native/relay/byte_queue.cc", "native/relay/express.cc", "native/relay/h2_callbacks.cc",
+      "sources": ["native/relay/addon.cc", "native/relay/byte_queue.cc", "native/relay/express.cc", "native/relay/express_out.cc", "native/relay/h2_callbacks.cc",
                   "native/relay/listener.cc", "native/relay/pipe.cc", "native/relay/registry.cc", "native/relay/session.cc",
                   "native/relay/stream.cc", "native/relay/tls.cc", "native/relay/util.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

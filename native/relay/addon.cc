@@ -21,6 +21,7 @@
 #include <unordered_map>
 
 #include "express.h"
+#include "express_out.h"
 #include "listener.h"
 #include "pipe.h"
 #include "registry.h"
@@ -256,7 +257,7 @@ Napi::Value Request(const Napi::CallbackInfo& info) {
   for (uint32_t i = 0; i < a.Length(); i++) headers.push_back(a.Get(i).ToString().Utf8Value());
   // The app's socket, when JavaScript has it already: duplicated now, attached by the relay on 200.
   int fd = info.Length() > 2 && !info[2].IsUndefined() ? DupFd(info[2], "fd") : -1;
-  uint32_t handle = g_next_stream++;
+  uint32_t handle = NextStreamHandle();
   Post([sid, handle, fd, headers = std::move(headers)] {
     if (Session* s = FindSession(sid)) {
       s->Request(handle, headers, fd);
@@ -373,6 +374,8 @@ uv_loop_t* Loop() { return &g->loop; }
 
 bool Started() { return g != nullptr; }
 
+uint32_t NextStreamHandle() { return g_next_stream++; }
+
 size_t QueuedEvents() {
   std::lock_guard<std::mutex> lock(g->mu);
   return g->events.size();
@@ -421,6 +424,7 @@ static Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("stats", Napi::Function::New(env, Stats));
   RegisterListener(env, exports);
   RegisterExpress(env, exports);
+  RegisterExpressOut(env, exports);
   return exports;
 }
 

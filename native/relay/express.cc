@@ -52,21 +52,13 @@ void Release(Pod* p) {
   delete p;
 }
 
-double Num(const Napi::Value& v, const char* what, double lo, double hi) {
-  double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN;
-  if (!(d >= lo && d <= hi) || d != std::floor(d))
-    throw Napi::TypeError::New(v.Env(), std::string("weft relay: ") + what + " must be a whole number from " +
-                                            std::to_string(int64_t(lo)) + " to " + std::to_string(int64_t(hi)) +
-                                            ", not " + v.ToString().Utf8Value());
-  return d;
-}
 
 // expressPod(maxDials, timeoutMs, low) → pod number.
 Napi::Value NewPod(const Napi::CallbackInfo& info) {
   if (!Started()) throw Napi::Error::New(info.Env(), "weft relay: init() first");
-  auto max_dials = static_cast<uint32_t>(Num(info[0], "expressPod maxDials", 1, 4294967295.0));
-  auto timeout = static_cast<uint64_t>(Num(info[1], "expressPod timeoutMs", 0, 9007199254740991.0));
-  auto low = static_cast<size_t>(Num(info[2], "expressPod low", 0, 65536));
+  auto max_dials = static_cast<uint32_t>(WholeNumber(info[0], "expressPod maxDials", 1, 4294967295.0));
+  auto timeout = static_cast<uint64_t>(WholeNumber(info[1], "expressPod timeoutMs", 0, 9007199254740991.0));
+  auto low = static_cast<size_t>(WholeNumber(info[2], "expressPod low", 0, 65536));
   uint32_t id = g_next_pod++;
   Post([=] { g_pods[id] = new Pod{id, max_dials, timeout, low}; });
   return Napi::Number::New(info.Env(), id);
@@ -85,8 +77,8 @@ Napi::Value Supply(const Napi::CallbackInfo& info) {
   }
   try {
     if (!info[2].IsArray()) throw Napi::TypeError::New(info.Env(), "weft relay: expressSupply fds must be an array");
-    uint32_t pod = static_cast<uint32_t>(Num(info[0], "expressSupply pod", 1, 4294967295.0));
-    double family = Num(info[1], "expressSupply family", 4, 6);
+    uint32_t pod = static_cast<uint32_t>(WholeNumber(info[0], "expressSupply pod", 1, 4294967295.0));
+    double family = WholeNumber(info[1], "expressSupply family", 4, 6);
     if (family == 5) throw Napi::TypeError::New(info.Env(), "weft relay: expressSupply family must be 4 or 6");
     int fam = family == 4 ? 0 : 1;
     g_fds += fds.size();
@@ -111,7 +103,7 @@ Napi::Value Supply(const Napi::CallbackInfo& info) {
 
 // expressRelease(pod): its sockets are closed; its sessions' grants match nothing from then on.
 Napi::Value ReleasePod(const Napi::CallbackInfo& info) {
-  uint32_t pod = static_cast<uint32_t>(Num(info[0], "expressRelease pod", 1, 4294967295.0));
+  uint32_t pod = static_cast<uint32_t>(WholeNumber(info[0], "expressRelease pod", 1, 4294967295.0));
   Post([pod] {
     auto it = g_pods.find(pod);
     if (it == g_pods.end()) return;
@@ -125,22 +117,22 @@ Napi::Value ReleasePod(const Napi::CallbackInfo& info) {
 // expressGeneration(n): grants of any other generation no longer match.
 Napi::Value Generation(const Napi::CallbackInfo& info) {
   if (!Started()) throw Napi::Error::New(info.Env(), "weft relay: init() first");
-  auto gen = static_cast<uint64_t>(Num(info[0], "expressGeneration", 0, 9007199254740991.0));
+  auto gen = static_cast<uint64_t>(WholeNumber(info[0], "expressGeneration", 0, 9007199254740991.0));
   Post([gen] { g_generation = gen; });
   return info.Env().Undefined();
 }
 
 // grant(session, authority, generation, tag, address, port).
 Napi::Value GrantCall(const Napi::CallbackInfo& info) {
-  uint32_t sid = static_cast<uint32_t>(Num(info[0], "grant session", 1, 4294967295.0));
+  uint32_t sid = static_cast<uint32_t>(WholeNumber(info[0], "grant session", 1, 4294967295.0));
   if (!info[1].IsString()) throw Napi::TypeError::New(info.Env(), "weft relay: grant authority must be a string");
   std::string authority = info[1].As<Napi::String>().Utf8Value();
   ExpressGrant g;
-  g.generation = static_cast<uint64_t>(Num(info[2], "grant generation", 0, 9007199254740991.0));
-  g.tag = static_cast<uint32_t>(Num(info[3], "grant tag", 1, 4294967295.0));
+  g.generation = static_cast<uint64_t>(WholeNumber(info[2], "grant generation", 0, 9007199254740991.0));
+  g.tag = static_cast<uint32_t>(WholeNumber(info[3], "grant tag", 1, 4294967295.0));
   if (!info[4].IsString()) throw Napi::TypeError::New(info.Env(), "weft relay: grant address must be a string");
   std::string address = info[4].As<Napi::String>().Utf8Value();
-  auto port = static_cast<uint16_t>(Num(info[5], "grant port", 1, 65535));
+  auto port = static_cast<uint16_t>(WholeNumber(info[5], "grant port", 1, 65535));
   if (!ParseSockaddr(address, port, &g.addr, &g.len))
     throw Napi::TypeError::New(info.Env(), "weft relay: grant address must be an IP literal, not " + address);
   g.target = address + ":" + std::to_string(port);
@@ -151,6 +143,15 @@ Napi::Value GrantCall(const Napi::CallbackInfo& info) {
 }
 
 }  // namespace
+
+double WholeNumber(const Napi::Value& v, const char* what, double lo, double hi) {
+  double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN;
+  if (!(d >= lo && d <= hi) || d != std::floor(d))
+    throw Napi::TypeError::New(v.Env(), std::string("weft relay: ") + what + " must be a whole number from " +
+                                            std::to_string(int64_t(lo)) + " to " + std::to_string(int64_t(hi)) +
+                                            ", not " + v.ToString().Utf8Value());
+  return d;
+}
 
 bool ParseSockaddr(const std::string& address, uint16_t port, sockaddr_storage* ss, socklen_t* len) {
   *ss = {};
@@ -192,6 +193,8 @@ int ExpressTake(uint32_t pod, const ExpressGrant& g, uint32_t connecting, uint64
 }
 
 size_t ExpressFds() { return g_fds.load(); }
+
+uint64_t ExpressGenerationNow() { return g_generation; }
 
 void RegisterExpress(Napi::Env env, Napi::Object exports) {
   exports.Set("expressPod", Napi::Function::New(env, NewPod));

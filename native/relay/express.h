@@ -42,8 +42,14 @@ int ExpressTake(uint32_t pod, const ExpressGrant& g, uint32_t connecting, uint64
 // Unconnected sockets held for all pods: part of the agent's ready dial sockets.
 size_t ExpressFds();
 
+// Relay thread: the state generation grants must name to match (expressGeneration).
+uint64_t ExpressGenerationNow();
+
 // Adds expressPod, expressSupply, expressRelease, expressGeneration and grant to the exports.
 void RegisterExpress(Napi::Env env, Napi::Object exports);
+
+// A JavaScript argument that must be a whole number from lo to hi; throws a TypeError naming `what`.
+double WholeNumber(const Napi::Value& v, const char* what, double lo, double hi);
 
 // Parses an IP literal and port into addr; false if it is neither IPv4 nor IPv6.
 bool ParseSockaddr(const std::string& address, uint16_t port, sockaddr_storage* addr, socklen_t* len);

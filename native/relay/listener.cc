@@ -1,9 +1,11 @@
 // Listening sockets polled on the relay thread (listener.h). JavaScript hands over a listening fd
 // (duplicated: the socket stays JavaScript's, which an agent upgrade passes on to the next agent)
 // and hears `accept` once per connection: the listener, the new fd (now JavaScript's), the peer's
-// address and port. Accepts are bounded per wake-up: the poll is level-triggered, so a listener with
-// more waiting is served again after every other ready socket of the loop, and one busy pod cannot
-// starve the others (nor the relay's streams).
+// address and port, and the original destination when the relay already took it from the
+// capture's map; or `xout` for one the relay opened itself on a grant (express_out.h). Accepts are
+// bounded per wake-up: the poll is level-triggered, so a listener with more waiting is served
+// again after every other ready socket of the loop, and one busy pod cannot starve the others (nor
+// the relay's streams).
 #include "listener.h"
 
 #include <arpa/inet.h>
@@ -19,6 +21,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "express_out.h"
 #include "relay.h"
 #include "util.h"
 
@@ -96,6 +99,7 @@ void OnReadable(uv_poll_t* p, int, int) {
     Event ev{"accept", l->id, fd};
     int port = 0;
     Peer(ss, &ev.text, &port);
+    if (ExpressOutbound(l->id, fd, ss, &ev)) continue;  // opened on a grant: JavaScript hears `xout`
     ev.n1 = port;
     ev.n2 = i;  // its place in this wake-up's batch: lets tests see the bound
     Emit(std::move(ev));
@@ -160,6 +164,7 @@ Napi::Value Unlisten(const Napi::CallbackInfo& info) {
     if (it != g_listeners.end()) {
       Listener* l = it->second;
       g_listeners.erase(it);
+      ForgetOutbound(id);
       uv_poll_stop(l->poll);
       uv_timer_stop(l->pause);
       CloseHandle(reinterpret_cast<uv_handle_t*>(l->poll));

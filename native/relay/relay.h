@@ -45,6 +45,9 @@ void Post(std::function<void()> fn);
 // The relay thread's loop.
 uv_loop_t* Loop();
 
+// A new client stream's number, from the same count as request()'s (any thread).
+uint32_t NextStreamHandle();
+
 // True once init() has started the relay thread: Post and Loop need it.
 bool Started();
 

@@ -513,11 +513,19 @@ Stream* Session::ByHandle(uint32_t handle) {
 }
 
 void Session::Finished(Stream* st) {
+  // A stream the relay opened itself and the peer refused unprocessed: the app's socket goes back
+  // to JavaScript (done's second list item), which tries it on another session as for its own.
+  int handed_back = -1;
+  if (st->express_listener && st->status == 0 && st->rst == NGHTTP2_REFUSED_STREAM && st->early_fd >= 0) {
+    handed_back = st->early_fd;
+    st->early_fd = -1;
+  }
   st->DropEarly();  // never answered 200 (reset, refused, cancelled, the session ended): closed before `done`
   Event ev{"done", id, static_cast<int32_t>(st->handle), static_cast<double>(st->bytes_read),
            static_cast<double>(st->bytes_written), static_cast<double>(st->status)};
   ev.text = st->error;
   ev.list.push_back(std::to_string(st->rst));
+  if (handed_back >= 0) ev.list.push_back(std::to_string(handed_back));
   Emit(std::move(ev));
   streams_.erase(st->id);
   handles_.erase(st->handle);
@@ -534,6 +542,21 @@ void Session::Request(uint32_t handle, const std::vector<std::string>& headers, 
   };
   // After the peer's GOAWAY (a drain's notice too) nghttp2 would only refuse it once it is framed.
   if (state_ != kOpen || !ready_ || closing_ || !nghttp2_session_check_request_allowed(h2_)) return refuse();
+  if (!Submit(handle, headers, early_fd)) return refuse();
+  Flush();
+}
+
+Stream* Session::RequestOut(uint32_t handle, const std::vector<std::string>& headers, int app_fd,
+                            uint32_t max_streams, uint32_t listener) {
+  if (server || state_ != kOpen || !ready_ || closing_ || handles_.size() >= max_streams ||
+      !nghttp2_session_check_request_allowed(h2_))
+    return nullptr;
+  Stream* st = Submit(handle, headers, app_fd);
+  if (st) st->express_listener = listener;
+  return st;
+}
+
+Stream* Session::Submit(uint32_t handle, const std::vector<std::string>& headers, int early_fd) {
   std::vector<nghttp2_nv> nva;
   for (size_t i = 0; i + 1 < headers.size(); i += 2)
     nva.push_back({reinterpret_cast<uint8_t*>(const_cast<char*>(headers[i].data())),
@@ -548,14 +571,14 @@ void Session::Request(uint32_t handle, const std::vector<std::string>& headers, 
   int32_t sid = nghttp2_submit_request(h2_, nullptr, nva.data(), nva.size(), &dp, st);
   if (sid < 0) {
     delete st;
-    return refuse();
+    return nullptr;
   }
   st->id = sid;
   st->early_fd = early_fd;
   streams_[sid] = st;
   handles_[handle] = st;
   CountStream();
-  Flush();
+  return st;
 }
 
 // A server stream JavaScript may still answer: open, unanswered, not connecting.

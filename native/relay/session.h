@@ -64,6 +64,12 @@ class Session {
   // Connects fd to addr, then answers 200 and relays (or 503 and closes fd); `target` names it.
   void RespondDial(uint32_t stream, int fd, const sockaddr_storage& addr, socklen_t len, const std::string& target,
                    uint64_t timeout_ms);
+  // Client: a CONNECT the relay opens itself for a captured connection (express_out.h), with
+  // app_fd as its early socket and headers as Request's. Nothing if the session would not take it
+  // (closing, a GOAWAY seen, max_streams open): app_fd is then untouched. Not yet flushed: the
+  // caller emits `xout` first, then calls Flush(), so JavaScript hears of it before its `done`.
+  Stream* RequestOut(uint32_t handle, const std::vector<std::string>& headers, int app_fd, uint32_t max_streams,
+                     uint32_t listener);
   void Attach(uint32_t handle, int fd);
   void Cancel(uint32_t handle);
   // Server: the pod whose supply express dials use (express.h); 0, none.
@@ -102,6 +108,7 @@ class Session {
   bool SendTls();
   void WriteDirty();
   void Announce();
+  Stream* Submit(uint32_t handle, const std::vector<std::string>& headers, int early_fd);  // nullptr: nghttp2 refused
   bool TryExpress(Stream* st);  // dialled here on a grant: JavaScript hears `xopen`
   bool Answerable(const Stream* st) const;
   void Answer(Stream* st, int status);

@@ -29,6 +29,10 @@ void Stream::Attach(int plain_fd) {
 
 void Stream::DropEarly() {
   if (early_fd < 0) return;
+  if (express_listener) {
+    linger l{1, 0};
+    setsockopt(early_fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+  }
   ::close(early_fd);
   early_fd = -1;
 }

@@ -34,6 +34,10 @@ struct Stream {
   // socket on another session, so on any other outcome this one is only closed (DropEarly): no
   // SO_LINGER, no shutdown, nothing the connection would see.
   int early_fd = -1;
+  // Client: opened by the relay itself for a captured connection (express_out.h): the listener it
+  // came in on. early_fd is then the app's only descriptor: reset when the tunnel fails (what the
+  // app would see without a mesh), or handed back to JavaScript when the stream was refused unseen.
+  uint32_t express_listener = 0;
   uv_poll_t* poll = nullptr;
   int events = 0;
   ByteQueue up;    // read from fd, not yet framed

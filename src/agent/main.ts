@@ -26,6 +26,7 @@ import { nativeSessionOpener } from '../hbone/native/client.ts';
 import { nativeRelay } from '../hbone/native/pipe.ts';
 import { NativeHboneServer } from '../hbone/native/server.ts';
 import { StateGrants } from './proxy/inbound/grants.ts';
+import { OutboundGrants } from './proxy/outbound/grants.ts';
 import { relay } from '../hbone/relay.ts';
 import { MeshState } from './state/mesh-state.ts';
 import { loadSnapshot, SnapshotWriter } from './state/snapshot.ts';
@@ -169,7 +170,7 @@ export async function runAgent(o: AgentOptions): Promise<void> {
     localPods,
     accessLogExport,
     ...(o.dataPath === 'native'
-      ? { pool: new HbonePool({ open: nativeSessionOpener() }), relay: nativeRelay, nativeAccept: true, grants, serveHbone: (opts) => new NativeHboneServer({ ...opts, admission }) }
+      ? { pool: new HbonePool({ open: nativeSessionOpener() }), relay: nativeRelay, nativeAccept: true, grants, outGrants: new OutboundGrants(), serveHbone: (opts) => new NativeHboneServer({ ...opts, admission }) }
       : { pool: new HbonePool(), relay, serveHbone: (opts) => createHboneServer({ ...opts, admission }) }),
   };
   const pods = new PodManager(backends, log, metrics, join(o.stateDir, 'inpod'), ctx, localPods);

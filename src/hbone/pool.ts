@@ -5,7 +5,7 @@ import type { HboneTunnel, SessionOpener } from './client/contract.ts';
 import { SessionPool, type HbonePoolOptions } from './client/pool.ts';
 import { openJsSession, type JsTunnel } from './node/client.ts';
 
-export type { HboneConnectRequest, HboneTunnel, PoolKey, PoolSession, SessionOpener, SessionParams, TunnelResult } from './client/contract.ts';
+export type { HboneConnectRequest, HboneTunnel, OutboundReuse, PoolKey, PoolSession, SessionOpener, SessionParams, TunnelResult } from './client/contract.ts';
 export type { HbonePoolOptions, PoolStats } from './client/pool.ts';
 export type { JsTunnel } from './node/client.ts';
 

@@ -18,6 +18,11 @@ export interface PodCaptureHandle {
   outboundOriginalDst(sock: AcceptedConnection): Endpoint | undefined;
   /** Where a connection accepted on 15006 was going. */
   inboundOriginalDst(sock: Socket): Endpoint | undefined;
+  /**
+   * eBPF: the node's original-destination map and the pod's netns cookie, so the relay thread can
+   * look the pod's outbound connections up itself (native/relay/express_out.h). Absent: it cannot.
+   */
+  originalDstSource?(): { mapFd: number; netnsCookie: bigint };
   /** Connections captured so far, by direction. */
   counters(): { outbound: number; inbound: number };
   /** Stops capturing and removes every trace of the pod (links, map entries, rules, pins). */

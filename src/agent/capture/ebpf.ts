@@ -19,6 +19,10 @@ class EbpfPod implements PodCaptureHandle {
     return o && { address: unmap(o.address), port: o.port };
   }
 
+  originalDstSource() {
+    return { mapFd: this.node.origDstMap.fd, netnsCookie: this.pod.netnsCookie };
+  }
+
   /** sk_lookup keeps the destination: the accepted socket's local address is the original. */
   inboundOriginalDst(sock: { localAddress?: string; localPort?: number }): Endpoint | undefined {
     return sock.localAddress && sock.localPort ? { address: unmap(sock.localAddress), port: sock.localPort } : undefined;

@@ -12,7 +12,7 @@ import type { Credentials, PodHboneServer } from '../../hbone/index.ts';
 import { hboneHandlers } from '../proxy/inbound/hbone.ts';
 import { handleInboundPlaintext } from '../proxy/inbound/plaintext.ts';
 import { LocalPods } from '../proxy/node-local/local-pods.ts';
-import { handleOutbound } from '../proxy/outbound/handle.ts';
+import { handleExpressOutbound, handleOutbound } from '../proxy/outbound/handle.ts';
 import type { ProxyPod } from '../proxy/types.ts';
 import { AGENT_MARK, LOOPBACK, listenInPod, listenInPodNative, noIpv6, podDialSockets, type PodListener } from '../proxy/pod-sockets.ts';
 import { canonicalIp } from '../../api/codec.ts';
@@ -208,7 +208,8 @@ export class PodManager {
           // The native data path accepts on the relay thread: no Node socket per captured connection.
           const out = this.ctx.nativeAccept
             ? listenInPodNative(netnsFd, LOOPBACK[family], WEFT.PORT_OUTBOUND, (c) => void handleOutbound(this.ctx, pod, c), inherited[`outbound${family}`], (code) =>
-                this.log.warn({ pod: `${info.namespace}/${info.name}`, err: code }, 'outbound listener: accept failed; it pauses 100 ms and goes on'))
+                this.log.warn({ pod: `${info.namespace}/${info.name}`, err: code }, 'outbound listener: accept failed; it pauses 100 ms and goes on'),
+              (x) => handleExpressOutbound(this.ctx, pod, x))
             : await listenInPod(netnsFd, LOOPBACK[family], WEFT.PORT_OUTBOUND, (s) => void handleOutbound(this.ctx, pod, s), inherited[`outbound${family}`]);
           servers.push(out.server);
           taken.add(out.fd);

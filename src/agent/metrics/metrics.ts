@@ -20,6 +20,14 @@ export class AgentMetrics {
   /** Connections that ended, by direction|protocol|result: plain additions, handed over at scrape time. */
   private readonly ended = new Map<string, number>();
 
+  /** Connections the relay thread opened on a decision granted to it, by direction. */
+  private readonly reused = { inbound: 0, outbound: 0 };
+
+  /** A connection the relay opened on a granted decision (inbound/grants.ts, outbound/grants.ts). */
+  reusedDecision(direction: Direction): void {
+    this.reused[direction]++;
+  }
+
   /** Read at scrape time: the capture counters of every enrolled pod. */
   captureCounters: () => { namespace: string; pod: string; outbound: number; inbound: number }[] = () => [];
 
@@ -55,6 +63,17 @@ export class AgentMetrics {
           const [direction, protocol, result] = key.split('|') as [string, string, string];
           this.inc({ direction, protocol, result }, n);
         }
+      },
+    });
+    const reused = this.reused;
+    new Counter({
+      name: 'weft_agent_reused_decisions_total',
+      help: 'Connections the relay thread opened on a decision JavaScript granted it for the same destination (native data path), by direction',
+      labelNames: ['direction'] as const,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const direction of ['inbound', 'outbound'] as const) this.inc({ direction }, reused[direction]);
       },
     });
     // The OTLP copy of the access log (--otlp-logs-endpoint): no series unless it is configured.

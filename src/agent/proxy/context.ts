@@ -16,6 +16,7 @@ import type { AuthorizeDeps } from './authorize.ts';
 import type { ConnectionSinks } from './connection.ts';
 import type { LocalPodLookup } from './node-local/local-pods.ts';
 import type { StateGrants } from './inbound/grants.ts';
+import type { OutboundGrants } from './outbound/grants.ts';
 
 export interface ProxyContext extends ConnectionSinks, AuthorizeDeps {
   log: Logger;
@@ -47,6 +48,8 @@ export interface ProxyContext extends ConnectionSinks, AuthorizeDeps {
    * read (inbound/grants.ts); absent, every CONNECT is decided in JavaScript.
    */
   grants?: StateGrants;
+  /** Native data path: outbound decisions the relay may reuse (outbound/grants.ts); absent, each connection is decided here. */
+  outGrants?: OutboundGrants;
   /** The pods enrolled on this node, by address: their connections take the node-local fast path. */
   localPods?: LocalPodLookup;
   /**

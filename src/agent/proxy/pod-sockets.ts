@@ -5,6 +5,7 @@
 // largest fixed cost of a new connection.
 import { closeSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
+import type { ExpressOut } from '../../hbone/native/addon.ts';
 import { NativeListener, type AcceptedFd } from '../../hbone/native/listener.ts';
 import { connectFd } from '../../hbone/node/dial.ts';
 import { WEFT, listenerInNetns } from '../../bpf/index.ts';
@@ -20,6 +21,7 @@ export interface DialSockets {
 
 /** The pod's dial sockets: nonblocking, carrying the agent mark. Close it with the netns fd. */
 export const podDialSockets = (netnsFd: number) => new NetnsSocketPool(netnsFd, { mark: AGENT_MARK, nonblock: true });
+
 
 /** The loopback address of each family: the outbound listener (15001) is reachable only from inside the pod. */
 export const LOOPBACK = { 4: '127.0.0.1', 6: '::1' } as const;
@@ -57,11 +59,11 @@ export interface PodListener {
  * handler gets fds with their peers, no Node socket. The fd is the same kind of socket either way,
  * so an agent upgrade hands it over whichever data path either agent runs.
  */
-export function listenInPodNative(netnsFd: number, address: string, port: number, onConn: (c: AcceptedFd) => void, inherited?: number, onError?: (code: string) => void): { server: PodListener; fd: number } {
+export function listenInPodNative(netnsFd: number, address: string, port: number, onConn: (c: AcceptedFd) => void, inherited?: number, onError?: (code: string) => void, onExpress?: (x: ExpressOut) => void): { server: PodListener; fd: number } {
   const fd = inherited ?? listenerInNetns(netnsFd, address, port, { mark: AGENT_MARK, ...(address.includes(':') ? { v6Only: true } : {}) });
   let listener: NativeListener;
   try {
-    listener = new NativeListener(fd, onConn, { onError });
+    listener = new NativeListener(fd, onConn, { onError, onExpress });
   } catch (e) {
     if (inherited === undefined) closeSync(fd); // an inherited one is closed by the caller's cleanup
     throw e;

@@ -31,6 +31,25 @@ export interface HboneConnectRequest {
    * try it on another session). Node's sessions ignore it.
    */
   appFd?: number;
+  /**
+   * Once the CONNECT is answered 200, grant the same answer to the relay (native sessions only;
+   * native/relay/express_out.h): a later connection on `listener` to `orig` is opened on this same
+   * session by the relay itself, until the state `generation` passes. Node's sessions ignore it.
+   */
+  reuse?: OutboundReuse;
+}
+
+/** An outbound grant: what the relay needs to open the same CONNECT again by itself. */
+export interface OutboundReuse {
+  listener: number;
+  orig: { address: string; port: number };
+  generation: number;
+  /** The caller's record of the decision, carried back with each connection opened on it. */
+  tag: number;
+  /** `forwarded` is prefix + the app's source port + suffix; `headers` (name/value flat) follow it, then a new traceparent. */
+  forwardedPrefix: string;
+  forwardedSuffix: string;
+  headers: string[];
 }
 
 /**

@@ -53,6 +53,8 @@ interface Entry<T extends HboneTunnel> {
 export class SessionPool<T extends HboneTunnel> {
   private readonly entries = new Map<string, Entry<T>>();
   private readonly dialing = new Map<string, Promise<Pooled<T>>>();
+  /** Every session opened and not yet closed, for streams it opened without a checkout (adopted()). */
+  private readonly bySession = new Map<PoolSession<T>, Pooled<T>>();
   private closed = false;
   private readonly o: Required<HbonePoolOptions>;
   private readonly openSession: SessionOpener<T>;
@@ -87,6 +89,19 @@ export class SessionPool<T extends HboneTunnel> {
       if (e instanceof StreamRefused) this.retire(pooled); // closing, gone or refusing: no new streams there
       throw e;
     }
+  }
+
+  /**
+   * A stream `session` opened without a checkout (the native relay, on an outbound grant): counted
+   * like any other, so the session is not closed as idle under it. Returns its release.
+   */
+  adopted(session: PoolSession<T>): () => void {
+    const p = this.bySession.get(session);
+    if (!p) return () => {};
+    p.streams++;
+    clearTimeout(p.idle);
+    p.idle = undefined;
+    return () => this.release(p);
   }
 
   /** Sessions still taking streams, per key (retired ones finishing their streams are not counted). */
@@ -152,8 +167,12 @@ export class SessionPool<T extends HboneTunnel> {
       let entry = this.entries.get(id);
       if (!entry) this.entries.set(id, (entry = { key: { ...req.key }, port: req.port, sessions: [] }));
       entry.sessions.push(pooled);
+      this.bySession.set(session, pooled);
       session.once('goaway', () => this.retire(pooled));
-      session.once('close', () => this.retire(pooled));
+      session.once('close', () => {
+        this.bySession.delete(session);
+        this.retire(pooled);
+      });
       if (this.closed) session.close();
       return pooled;
     } finally {

@@ -69,11 +69,38 @@ interface RelayAddon {
   expressGeneration(generation: number): void;
   /** A later CONNECT to `authority` (raw, byte for byte) on the server session is dialled to address:port by the relay. */
   grant(session: number, authority: string, generation: number, tag: number, address: string, port: number): void;
+  /** The capture's original-destination map (duplicated; -1 forgets it): what express listeners look connections up in. */
+  outboundMap(fd: number): void;
+  /** Connections accepted on `listener` come from the netns with this cookie and may be opened on its grants (outGrant). */
+  outboundExpress(listener: number, netnsCookie: bigint): void;
+  /**
+   * A later connection on `listener` to address:port is opened by the relay as a CONNECT on client
+   * `session` (while it has fewer than maxStreams streams) with `authority`, `forwarded` =
+   * prefix + the app's source port + suffix, `headers` (name/value flat) and a new traceparent:
+   * the listener's `xout`, then the session's `response` and `done`.
+   */
+  outGrant(listener: number, address: string, port: number, generation: number, tag: number, session: number, maxStreams: number,
+    authority: string, forwardedPrefix: string, forwardedSuffix: string, headers: string[]): void;
+}
+
+/** A connection the relay opened on an outbound grant (outGrant): the stream `handle` of client `session`. */
+export interface ExpressOut {
+  handle: number;
+  tag: number;
+  session: number;
+  /** The app's end, as accept() gives it. */
+  address: string;
+  port: number;
+  /** Where the app connected to. */
+  orig: { address: string; port: number };
 }
 
 /** What a native listener hears (listener.ts): each accepted fd (now the caller's) with its peer; an accept error (it pauses); its end. */
 export interface ListenerEvents {
-  accept(fd: number, address: string, port: number, batchIndex: number): void;
+  /** orig: the original destination, when the relay already took it from the capture's map (an express listener). */
+  accept(fd: number, address: string, port: number, batchIndex: number, orig?: { address: string; port: number }): void;
+  /** An express listener's connection the relay opened itself. */
+  express?(x: ExpressOut): void;
   error(code: string): void;
   unlisten(): void;
 }
@@ -93,8 +120,12 @@ export interface SessionEvents {
   reused?(id: number, tag: number, authority: string): void;
   /** Client: the CONNECT response. */
   response?(id: number, status: number): void;
-  /** Bytes read from the plaintext socket and written to it; the status sent or received (0: none); why it broke; the RST code. */
-  done?(id: number, read: number, written: number, status: number, error: string, rstCode: number): void;
+  /**
+   * Bytes read from the plaintext socket and written to it; the status sent or received (0: none);
+   * why it broke; the RST code; for a stream the relay opened on an outbound grant and the peer
+   * refused unprocessed, the app's socket, now the handler's.
+   */
+  done?(id: number, read: number, written: number, status: number, error: string, rstCode: number, handedBack?: number): void;
   close(kind: string, reason: string): void;
 }
 
@@ -143,13 +174,16 @@ export function releaseExpressPod(id: number): void {
   relayAddon().expressRelease(id);
 }
 
-function listenerEvent(type: string, id: number, fd: number, port: number, index: number, text: string): void {
+function listenerEvent(type: string, id: number, fd: number, n1: number, n2: number, n3: number, text: string, list: string[]): void {
   const l = listeners.get(id);
+  const orig = list.length >= 2 ? { address: list[0]!, port: Number(list[1]) } : undefined;
   if (type === 'accept') {
     // Nobody to take it (a reloaded module): reset rather than leak the descriptor.
     if (!l) return loaded!.resetFd(fd);
-    return l.accept(fd, text, port, index);
+    return l.accept(fd, text, n1, n2, orig);
   }
+  // fd is the stream's number here; the relay holds the connection, so a listener gone needs nothing.
+  if (type === 'xout') return l?.express?.({ handle: fd, tag: n1, session: n2, address: text, port: n3, orig: orig! });
   if (type === 'listenError') return l?.error(text);
   listeners.delete(id);
   l?.unlisten();
@@ -157,17 +191,21 @@ function listenerEvent(type: string, id: number, fd: number, port: number, index
 
 function dispatch(type: string, session: number, stream: number, n1: number, n2: number, n3: number, text: string, list: string[]): void {
   // Listener numbers are their own (listener.cc): routed before sessions.
-  if (type === 'accept' || type === 'listenError' || type === 'unlisten') return listenerEvent(type, session, stream, n1, n2, text);
+  if (type === 'accept' || type === 'xout' || type === 'listenError' || type === 'unlisten') return listenerEvent(type, session, stream, n1, n2, n3, text, list);
   if (type === 'xlow') return expressPods.get(session)?.(n1 === 6 ? 6 : 4);
   const h = handlers.get(session);
-  if (!h) return;
+  if (!h) {
+    // A socket handed back to nobody (a reloaded module): reset rather than leak it.
+    if (type === 'done' && list[1] !== undefined) loaded!.resetFd(Number(list[1]));
+    return;
+  }
   switch (type) {
     case 'ready': return h.ready?.(text);
     case 'goaway': return h.goaway?.(n1);
     case 'stream': return h.stream?.(stream, list, { connecting: n1, received: n2 });
     case 'response': return h.response?.(stream, n1);
     case 'xopen': return h.reused?.(stream, n1, text);
-    case 'done': return h.done?.(stream, n1, n2, n3, text, Number(list[0] ?? 0));
+    case 'done': return h.done?.(stream, n1, n2, n3, text, Number(list[0] ?? 0), list[1] === undefined ? undefined : Number(list[1]));
     case 'close':
       handlers.delete(session);
       return h.close(list[0] ?? 'closed', text);

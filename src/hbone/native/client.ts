@@ -8,14 +8,29 @@ import { EventEmitter } from 'node:events';
 import { closeSync } from 'node:fs';
 import { constants } from 'node:http2';
 import type { Socket } from 'node:net';
-import type { HboneConnectRequest, HboneTunnel, PoolSession, SessionOpener, TunnelResult } from '../client/contract.ts';
+import type { HboneConnectRequest, HboneTunnel, OutboundReuse, PoolSession, SessionOpener, TunnelResult } from '../client/contract.ts';
+import { HboneError } from '../errors.ts';
+import { CLIENT_MAX_STREAMS } from '../settings.ts';
 import { PendingConnect, SOCKET_CLOSED_BEFORE_TUNNEL, SessionOpening, STREAM_CLOSED_BEFORE_TUNNEL, sessionUnusable } from '../client/failures.ts';
-import { openRelaySession, relayAddon, relaySettings, socketFd } from './addon.ts';
+import { openRelaySession, relayAddon, relaySettings, socketFd, type ExpressOut } from './addon.ts';
 import { RelayContexts } from './contexts.ts';
 
 interface Waiter {
   response(status: number): void;
-  done(r: TunnelResult, status: number, rst: number): void;
+  done(r: TunnelResult, status: number, rst: number, handedBack?: number): void;
+}
+
+/** Open native client sessions by the relay's number: where an `xout` stream belongs (adoptExpress). */
+const sessionsById = new Map<number, NativeSession>();
+
+/**
+ * A stream the relay opened on an outbound grant was refused by the peer before it processed it:
+ * the app's socket, `fd`, is the caller's again, to try on another session.
+ */
+export class ExpressHandedBack extends Error {
+  constructor(readonly fd: number) {
+    super('refused unprocessed; handed back');
+  }
 }
 
 class NativeSession implements PoolSession<HboneTunnel> {
@@ -74,7 +89,10 @@ class NativeSession implements PoolSession<HboneTunnel> {
       return new Promise((r) => (relayed = r));
     };
     this.waiters.set(stream, {
-      response: (status) => void pending.response(status, () => ({ status: 200, relay })),
+      response: (status) => {
+        if (status === 200 && req.reuse) this.grant(req, req.reuse);
+        pending.response(status, () => ({ status: 200, relay }));
+      },
       done: (r, status, rst) => {
         this.waiters.delete(stream);
         released();
@@ -84,6 +102,33 @@ class NativeSession implements PoolSession<HboneTunnel> {
       },
     });
     return pending.promise;
+  }
+
+  /** The relay may open this CONNECT again by itself (native/relay/express_out.h). */
+  private grant(req: HboneConnectRequest, r: OutboundReuse): void {
+    relayAddon().outGrant(r.listener, r.orig.address, r.orig.port, r.generation, r.tag, this.id, CLIENT_MAX_STREAMS, req.authority,
+      r.forwardedPrefix, r.forwardedSuffix, r.headers);
+  }
+
+  /**
+   * A stream the relay opened on a grant (`xout`): resolves when it ends; rejects as request() does
+   * (a refusal, no response in time), or with ExpressHandedBack.
+   */
+  adopt(handle: number, authority: string, timeoutMs: number, released: () => void): Promise<TunnelResult> {
+    return new Promise<TunnelResult>((resolve, reject) => {
+      const pending = new PendingConnect<void>(authority, timeoutMs, () => relayAddon().cancel(this.id, handle));
+      pending.promise.catch(reject);
+      this.waiters.set(handle, {
+        response: (status) => void pending.response(status, () => undefined),
+        done: (r, status, rst, handedBack) => {
+          this.waiters.delete(handle);
+          released();
+          if (handedBack !== undefined) reject(new ExpressHandedBack(handedBack));
+          pending.closed(rst, status); // rejects, unless a response settled it
+          if (status === 200) resolve(r);
+        },
+      });
+    });
   }
 
   close(): void {
@@ -105,8 +150,10 @@ class NativeSession implements PoolSession<HboneTunnel> {
   }
 
   /** `read` and `written`: the relay's counts on the app's socket, which is where `sent` comes from. */
-  onDone(stream: number, read: number, written: number, status: number, error: string, rst: number): void {
-    this.waiters.get(stream)?.done({ sent: read, received: written, error: error || undefined }, status, rst);
+  onDone(stream: number, read: number, written: number, status: number, error: string, rst: number, handedBack?: number): void {
+    const w = this.waiters.get(stream);
+    if (w) w.done({ sent: read, received: written, error: error || undefined }, status, rst, handedBack);
+    else if (handedBack !== undefined) relayAddon().resetFd(handedBack); // nobody to try it again
   }
 
   onGoaway(): void {
@@ -116,6 +163,7 @@ class NativeSession implements PoolSession<HboneTunnel> {
 
   onClose(): void {
     this.seen.add('close');
+    sessionsById.delete(this.id);
     // The relay reports every stream it started before the session's `close`; one still waiting was
     // requested after the session had ended (its refusal can no longer reach this session): refused.
     for (const w of [...this.waiters.values()]) w.done({ sent: 0, received: 0 }, 0, constants.NGHTTP2_REFUSED_STREAM);
@@ -138,12 +186,13 @@ export function nativeSessionOpener(contexts = new RelayContexts()): SessionOpen
           ready: () => void o.succeed(session),
           goaway: () => session.onGoaway(),
           response: (id, status) => session.onResponse(id, status),
-          done: (id, read, written, status, error, rst) => session.onDone(id, read, written, status, error, rst),
+          done: (id, read, written, status, error, rst, handedBack) => session.onDone(id, read, written, status, error, rst, handedBack),
           close: (kind, reason) => {
             o.failTls(reason, undefined, kind === 'timeout' ? 'timeout' : 'tls'); // nothing once ready
             session.onClose();
           },
         });
+        sessionsById.set(session.id, session);
       } catch (e) {
         o.failTls((e as Error).message, e);
       } finally {
@@ -152,4 +201,21 @@ export function nativeSessionOpener(contexts = new RelayContexts()): SessionOpen
     });
     return o.promise;
   };
+}
+
+/** The pool's side of an adopted stream: counts it while it runs (SessionPool.adopted). */
+export interface AdoptingPool {
+  adopted(session: PoolSession<HboneTunnel>): () => void;
+}
+
+/**
+ * Takes up a connection the relay opened on an outbound grant (ExpressOut): the pool counts its
+ * stream, and the promise settles as adopt() says. Called as its `xout` is dispatched, before any
+ * event of its stream.
+ */
+export function adoptExpress(pool: AdoptingPool, x: ExpressOut, authority: string, timeoutMs: number): Promise<TunnelResult> {
+  const session = sessionsById.get(x.session);
+  // The relay reports a stream before its session's `close`: a session missing here was never this module's.
+  if (!session) return Promise.reject(new HboneError('closed', `HBONE session ${x.session} is not open here`));
+  return session.adopt(x.handle, authority, timeoutMs, pool.adopted(session));
 }

@@ -4,7 +4,7 @@
 import { closeSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { socketFromFd } from '../fd-socket.ts';
-import { openRelayListener, relayAddon } from './addon.ts';
+import { openRelayListener, relayAddon, type ExpressOut } from './addon.ts';
 
 /**
  * Accepts per wake-up of one listener: a burst drains in a few loop turns, while the listeners of
@@ -19,6 +19,10 @@ export class AcceptedFd {
     readonly fd: number,
     readonly remoteAddress: string,
     readonly remotePort: number,
+    /** The relay listener it came in on (0: none). */
+    readonly listener = 0,
+    /** Where the app connected to, when the relay already took it from the capture's map. */
+    readonly orig?: { address: string; port: number },
   ) {}
 
   /** No longer ours: handed on, reset or closed. */
@@ -57,6 +61,8 @@ export interface NativeListenerOptions {
   batch?: number;
   /** An accept error (EMFILE, say): the listener pauses a moment and goes on. */
   onError?: (code: string) => void;
+  /** A connection the relay opened itself on one of this listener's outbound grants (addon.ts outGrant). */
+  onExpress?: (x: ExpressOut) => void;
 }
 
 /**
@@ -64,7 +70,8 @@ export interface NativeListenerOptions {
  * Unlike a net.Server it does not keep the process alive (nothing on the relay thread does).
  */
 export class NativeListener {
-  private readonly id: number;
+  /** The relay's number for it: what outbound grants name. */
+  readonly id: number;
   private readonly ended: Promise<void>;
   private stopped = false;
 
@@ -72,7 +79,8 @@ export class NativeListener {
     let end!: () => void;
     this.ended = new Promise<void>((r) => (end = r));
     this.id = openRelayListener(fd, opts.batch ?? ACCEPT_BATCH, {
-      accept: (cfd, address, port, index) => onConnection(new AcceptedFd(cfd, address, port), index),
+      accept: (cfd, address, port, index, orig) => onConnection(new AcceptedFd(cfd, address, port, this.id, orig), index),
+      express: (x) => opts.onExpress?.(x),
       error: (code) => opts.onError?.(code),
       unlisten: () => end(),
     });

@@ -55,6 +55,7 @@ export function hboneHandlers(ctx: ProxyContext, pod: ProxyPod): Required<HboneH
       return { status: 200, dial: { fd, address, port, ...(generation !== undefined ? { reuse: { context: allowed, generation } } : {}) } };
     },
     onReused(req, context) {
+      ctx.metrics.reusedDecision('inbound');
       const conn = new Connection(ctx, 'inbound', pod, req.peerAddress);
       conn.dst = req.authority;
       let a = context as Allowed | undefined;
