@@ -177,7 +177,7 @@ export function handleExpressOutbound(ctx: ProxyContext, pod: OutboundPod, x: Ex
     const src = pod.ips.map((ip) => state.workloadsByIp.get(ip)).find(Boolean);
     const plan = planOutbound(state, x.orig, undefined, src);
     const srcIp = sameFamily(pod.ips, x.orig.address) ?? '';
-    if (plan.kind === 'hbone') d = { plan, src, srcId: podIdentity(ctx, pod), srcIp, forwarded: forwardedFor(srcIp, plan.service), headers: [] };
+    if (plan.kind === 'hbone') d = { plan, src, srcId: podIdentity(ctx, pod), srcIp, forwarded: forwardedFor(srcIp, plan.service), headers: ['baggage', baggage(pod, src)] };
   }
   const conn = new Connection(ctx, 'outbound', pod, formatAuthority({ address: d?.srcIp ?? sameFamily(pod.ips, x.orig.address) ?? '', port: x.port }));
   conn.dst = x.orig;
