@@ -152,10 +152,12 @@ const results: Partial<Record<PathName, PathResult>> = {};
 let noise: Noise = { p50Pct: 0, p99Pct: 0 };
 try {
   // Every path opens thousands of connections to one server address. With the default
-  // tcp_tw_reuse (loopback only) their TIME_WAIT sockets soon leave connect() searching for free
-  // ports, and a path's later rounds measured that (direct fell from ~1100 to ~110 conn/s between
-  // its two rounds). Load generators set it; so does the bench, in every bench pod's netns.
-  for (const pod of BENCH_PODS) weft(LAB, ['exec', pod, '--', 'sysctl', '-q', '-w', 'net.ipv4.tcp_tw_reuse=1']);
+  // tcp_tw_reuse (loopback only) the clients' TIME_WAIT sockets soon leave connect() searching for
+  // free ports, and a path's later rounds measured that (direct fell from ~1100 to ~110 conn/s
+  // between its two rounds). Load generators set it; so does the bench, in the client pods. The
+  // server pods keep the default: the agent's dials to the app there bind their own ports
+  // (native/net.cc BindDialPort), and the bench would hide it if they did not.
+  for (const pod of BENCH_PODS.filter((p) => p.endsWith('/client'))) weft(LAB, ['exec', pod, '--', 'sysctl', '-q', '-w', 'net.ipv4.tcp_tw_reuse=1']);
   // The waypoint runs where the lab's scheduler put it; HAProxy's L7 proxy goes to the same node,
   // so both L7 hops have the same place in their paths.
   const wp = await until('the waypoint pod', 120, waypointPod);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -128,6 +129,80 @@ void MakeSockets(const SocketSpec& s, int count, std::vector<int>* fds, SocketRe
   }
 }
 
+// The netns's ephemeral port range and reserved ports, read by a thread inside it (/proc/sys/net
+// answers for the reader's netns).
+struct PortRange {
+  uint32_t lo = 32768, hi = 60999;
+  std::vector<std::pair<uint32_t, uint32_t>> reserved;
+  bool Reserved(uint32_t p) const {
+    for (auto& r : reserved)
+      if (p >= r.first && p <= r.second) return true;
+    return false;
+  }
+};
+
+PortRange ReadPortRange() {
+  PortRange r;
+  if (FILE* f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "re")) {
+    unsigned a = 0, b = 0;
+    if (fscanf(f, "%u %u", &a, &b) == 2 && a >= 1 && a <= b && b <= 65535) r.lo = a, r.hi = b;
+    fclose(f);
+  }
+  // "8080,9000-9010" (or empty)
+  if (FILE* f = fopen("/proc/sys/net/ipv4/ip_local_reserved_ports", "re")) {
+    char buf[4096];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = 0;
+    fclose(f);
+    char* save = nullptr;
+    for (char* tok = strtok_r(buf, ",\n ", &save); tok; tok = strtok_r(nullptr, ",\n ", &save)) {
+      unsigned a = 0, b = 0;
+      int k = sscanf(tok, "%u-%u", &a, &b);
+      if (k == 1) r.reserved.emplace_back(a, a);
+      else if (k == 2) r.reserved.emplace_back(a, b);
+    }
+  }
+  return r;
+}
+
+// Binds a dial socket (SO_REUSEADDR set) to the wildcard address and the next free port of the
+// ephemeral range, from *cursor on. Why: the agent dials the app at the pod's own address and closes
+// first, so every connection leaves a TIME_WAIT to the same address and port in the pod netns. A
+// port the kernel picks at connect() reuses one only as tcp_tw_reuse allows (by default: loopback
+// only), so the pod ran out of ports at about range/60 s connections per second. A socket bound
+// beforehand reuses a TIME_WAIT whenever its timestamps allow (RFC 6191's test), whatever the sysctl.
+// A port another socket holds without SO_REUSEADDR (the app's own) or listens on is skipped; a live
+// connection of ours to the same destination on the chosen port makes connect() fail EADDRNOTAVAIL,
+// and the dialler tries again with another socket. Cycling the whole range keeps reuse rare.
+// Returns 0, or the errno of a bind that failed for another reason; leaves the socket unbound (the
+// kernel's choice) when no port in 256 could be had.
+int BindDialPort(int fd, int family, const PortRange& range, uint32_t* cursor) {
+  uint32_t size = range.hi - range.lo + 1;
+  sockaddr_storage ss{};
+  socklen_t len;
+  if (family == 6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;
+    a->sin6_addr = in6addr_any;
+    len = sizeof(*a);
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    a->sin_family = AF_INET;
+    a->sin_addr.s_addr = htonl(INADDR_ANY);
+    len = sizeof(*a);
+  }
+  for (int tries = 0; tries < 256; tries++) {
+    uint32_t port = range.lo + (*cursor % size);
+    *cursor = (*cursor + 1) % size;
+    if (range.Reserved(port)) continue;
+    if (family == 6) reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port = htons(static_cast<uint16_t>(port));
+    else reinterpret_cast<sockaddr_in*>(&ss)->sin_port = htons(static_cast<uint16_t>(port));
+    if (::bind(fd, reinterpret_cast<const sockaddr*>(&ss), len) == 0) return 0;
+    if (errno != EADDRINUSE && errno != EACCES) return errno;
+  }
+  return 0;
+}
+
 SocketSpec ParseSpec(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   SocketSpec s;
@@ -208,6 +283,62 @@ Napi::Value SocketsInNetns(const Napi::CallbackInfo& info) {
   Napi::Array out = Napi::Array::New(env, fds.size());
   for (size_t i = 0; i < fds.size(); i++) out.Set(static_cast<uint32_t>(i), Napi::Number::New(env, fds[i]));
   return out;
+}
+
+// dialSocketsInNetns(netnsFd | -1, spec, count, cursor) -> { fds, cursor }: as socketsInNetns, each
+// socket also SO_REUSEADDR and bound to its own source port (BindDialPort), ports taken round the
+// netns's ephemeral range from `cursor` (a position in it); the cursor to pass next time comes back.
+Napi::Value DialSocketsInNetns(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  SocketSpec s = ParseSpec(info);
+  if (s.bind || s.backlog >= 0 || s.udp) throw Napi::TypeError::New(env, "dialSocketsInNetns makes TCP dial sockets only (no bind, no listen, no udp)");
+  s.reuseAddr = true;
+  int64_t count = info[2].IsNumber() ? info[2].As<Napi::Number>().Int64Value() : -1;
+  if (count < 1 || count > 1024) throw Napi::RangeError::New(env, "count must be 1..1024");
+  double c = info[3].IsNumber() ? info[3].As<Napi::Number>().DoubleValue() : -1;
+  if (!(c >= 0 && c <= 65535 && c == static_cast<uint32_t>(c))) throw Napi::RangeError::New(env, "cursor must be a whole number 0..65535");
+  uint32_t cursor = static_cast<uint32_t>(c);
+  std::vector<int> fds;
+  SocketResult r;
+  auto make = [&]() {
+    if (s.netnsFd >= 0 && setns(s.netnsFd, CLONE_NEWNET) != 0) {
+      r.err = errno;
+      r.step = "setns(CLONE_NEWNET)";
+      return;
+    }
+    PortRange range = ReadPortRange();
+    for (int i = 0; i < count; i++) {
+      CreateSocket(s, &r);
+      if (r.fd < 0) break;
+      if (int e = BindDialPort(r.fd, s.family, range, &cursor); e != 0) {
+        close(r.fd);
+        r.err = e;
+        r.step = "bind";
+        break;
+      }
+      fds.push_back(r.fd);
+    }
+    if (static_cast<int>(fds.size()) != count) {
+      for (int fd : fds) close(fd);
+      fds.clear();
+    }
+  };
+  if (s.netnsFd >= 0) {
+    std::thread t(make);
+    t.join();
+  } else {
+    make();
+  }
+  if (static_cast<int>(fds.size()) != count) {
+    std::string hint = r.err == EINVAL && r.step.rfind("setns", 0) == 0 ? "netnsFd is not a network namespace" : "";
+    throw ErrnoError(env, r.err, "dialSocketsInNetns: " + r.step, hint);
+  }
+  Napi::Object o = Napi::Object::New(env);
+  Napi::Array out = Napi::Array::New(env, fds.size());
+  for (size_t i = 0; i < fds.size(); i++) out.Set(static_cast<uint32_t>(i), Napi::Number::New(env, fds[i]));
+  o.Set("fds", out);
+  o.Set("cursor", cursor);
+  return o;
 }
 
 // netnsCookieOfSocket(fd) -> bigint: SO_NETNS_COOKIE, the id BPF programs see as
@@ -516,6 +647,7 @@ Napi::Value RecvFds(const Napi::CallbackInfo& info) {
 void InitNet(Napi::Env env, Napi::Object exports) {
   exports.Set("socketInNetns", Napi::Function::New(env, SocketInNetns));
   exports.Set("socketsInNetns", Napi::Function::New(env, SocketsInNetns));
+  exports.Set("dialSocketsInNetns", Napi::Function::New(env, DialSocketsInNetns));
   exports.Set("socketNetnsCookie", Napi::Function::New(env, SocketNetnsCookie));
   exports.Set("sockName", Napi::Function::New(env, SockName));
   exports.Set("connectFd", Napi::Function::New(env, ConnectFd));

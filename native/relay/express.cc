@@ -172,13 +172,9 @@ bool ParseSockaddr(const std::string& address, uint16_t port, sockaddr_storage* 
   return false;
 }
 
-int ExpressTake(uint32_t pod, const ExpressGrant& g, uint32_t connecting, uint64_t* timeout_ms) {
-  if (g.generation != g_generation) return -1;
-  auto it = g_pods.find(pod);
-  if (it == g_pods.end()) return -1;
-  Pod* p = it->second;
-  if (connecting >= p->max_dials) return -1;  // JavaScript answers it as the cap says (503)
-  int fam = g.addr.ss_family == AF_INET ? 0 : 1;
+// The next socket of `family` (AF_INET or AF_INET6) in p's supply, or -1; asks for more when low.
+static int TakeFd(Pod* p, int family) {
+  int fam = family == AF_INET ? 0 : 1;
   auto& q = p->fds[fam];
   if (q.empty()) {
     AskMore(p, fam);
@@ -188,8 +184,22 @@ int ExpressTake(uint32_t pod, const ExpressGrant& g, uint32_t connecting, uint64
   q.pop_front();
   g_fds--;
   if (q.size() < p->low) AskMore(p, fam);
-  *timeout_ms = p->timeout_ms;
   return fd;
+}
+
+int ExpressTake(uint32_t pod, const ExpressGrant& g, uint32_t connecting, uint64_t* timeout_ms) {
+  if (g.generation != g_generation) return -1;
+  auto it = g_pods.find(pod);
+  if (it == g_pods.end()) return -1;
+  Pod* p = it->second;
+  if (connecting >= p->max_dials) return -1;  // JavaScript answers it as the cap says (503)
+  *timeout_ms = p->timeout_ms;
+  return TakeFd(p, g.addr.ss_family);
+}
+
+int ExpressSpare(uint32_t pod, int family) {
+  auto it = g_pods.find(pod);
+  return it == g_pods.end() ? -1 : TakeFd(it->second, family);
 }
 
 size_t ExpressFds() { return g_fds.load(); }

@@ -39,6 +39,10 @@ constexpr size_t kMaxGrantsPerSession = 256;
 // decides instead). *timeout_ms is the pod's dial deadline.
 int ExpressTake(uint32_t pod, const ExpressGrant& g, uint32_t connecting, uint64_t* timeout_ms);
 
+// Relay thread. Another socket of `family` (AF_INET or AF_INET6) from pod `pod`'s supply, for a
+// dial whose first socket could not connect (Stream::Dial), or -1.
+int ExpressSpare(uint32_t pod, int family);
+
 // Unconnected sockets held for all pods: part of the agent's ready dial sockets.
 size_t ExpressFds();
 

@@ -629,6 +629,8 @@ void Session::RespondDial(uint32_t handle, int fd, const sockaddr_storage& addr,
   st->Dial(fd, addr, len, timeout_ms);
 }
 
+int Session::SpareDialFd(int family) { return express_pod_ ? ExpressSpare(express_pod_, family) : -1; }
+
 // The connect ended while the stream was still open (an abandoned one ends in Stream::CloseFd).
 void Session::Dialed(Stream* st, int err) {
   if (err == 0) {

@@ -74,6 +74,8 @@ class Session {
   void Cancel(uint32_t handle);
   // Server: the pod whose supply express dials use (express.h); 0, none.
   void SetExpressPod(uint32_t pod) { express_pod_ = pod; }
+  // Another dial socket of `family` from this session's pod supply, or -1 (express.h ExpressSpare).
+  int SpareDialFd(int family);
   // Server: a later CONNECT to `authority` on this session may be dialled as `g` says (express.h).
   void Grant(const std::string& authority, const ExpressGrant& g);
   void Close(bool graceful);

@@ -41,10 +41,19 @@ void Stream::Dial(int plain_fd, const sockaddr_storage& addr, socklen_t len, uin
   fd = plain_fd;
   connecting = true;
   // A blocking connect would hold the relay thread, and every tunnel on it.
-  int fl = fcntl(fd, F_GETFL);
-  if (fl >= 0 && !(fl & O_NONBLOCK)) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
-  if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), len) == 0) return DialDone(0);
-  if (errno != EINPROGRESS) return DialDone(errno);
+  for (int tries = 0;; tries++) {
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0 && !(fl & O_NONBLOCK)) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), len) == 0) return DialDone(0);
+    int err = errno;
+    if (err == EINPROGRESS) break;
+    // The source port the socket came bound to (native/net.cc BindDialPort) is in a live connection
+    // to this very destination: another socket from the supply, which has the next ports.
+    int spare = err == EADDRNOTAVAIL && tries < 3 ? s->SpareDialFd(addr.ss_family) : -1;
+    if (spare < 0) return DialDone(err);
+    ::close(fd);
+    fd = spare;
+  }
   poll = static_cast<uv_poll_t*>(calloc(1, sizeof(uv_poll_t)));
   if (int r = uv_poll_init(Loop(), poll, fd); r < 0) {
     free(poll);

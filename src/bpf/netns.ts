@@ -8,7 +8,11 @@ import fs from 'node:fs';
 import { native, type NativeAddon, type NativeSocketSpec } from './addon.ts';
 
 /** The addon's batch call (native/net.cc); typed here, where its only caller lives. */
-const batchAddon = () => native() as NativeAddon & { socketsInNetns(netnsFd: number, spec: NativeSocketSpec, count: number): number[] };
+const batchAddon = () =>
+  native() as NativeAddon & {
+    socketsInNetns(netnsFd: number, spec: NativeSocketSpec, count: number): number[];
+    dialSocketsInNetns(netnsFd: number, spec: NativeSocketSpec, count: number, cursor: number): { fds: number[]; cursor: number };
+  };
 
 /** A network namespace: a path such as /run/netns/NAME or /proc/PID/ns/net, or an open fd. */
 export type NetnsRef = string | number;
@@ -44,6 +48,16 @@ export function socketsInNetns(netns: NetnsRef | null, opts: Omit<SocketOptions,
 }
 
 /**
+ * `count` dial sockets in `netns`, each SO_REUSEADDR and bound to its own source port, taken round
+ * the netns's ephemeral range from `cursor` (native/net.cc BindDialPort says why: TIME_WAIT).
+ * Returns the sockets and the cursor for the next batch.
+ */
+export function dialSocketsInNetns(netns: NetnsRef | null, opts: Omit<SocketOptions, 'bind' | 'listen' | 'udp'>, count: number, cursor: number): { fds: number[]; cursor: number } {
+  if (netns === null) return batchAddon().dialSocketsInNetns(-1, opts, count, cursor);
+  return withNetnsFd(netns, (fd) => batchAddon().dialSocketsInNetns(fd, opts, count, cursor));
+}
+
+/**
  * Unconnected sockets made ahead of time in one netns, for dials (`new net.Socket({ fd })`):
  * making a socket in another netns needs a thread that enters it, and a thread per dial was the
  * largest fixed cost of a new proxied connection. Refilled in batches (one thread per batch) that
@@ -55,10 +69,16 @@ export class NetnsSocketPool {
   private readonly free: Record<4 | 6, number[]> = { 4: [], 6: [] };
   private readonly batch: Record<4 | 6, number> = { 4: 0, 6: 0 };
   private closed = false;
+  /** With sourcePorts: where in the ephemeral range the next batch's ports start. */
+  private cursor = 0;
 
+  /**
+   * sourcePorts: each socket comes bound to its own source port (dialSocketsInNetns), for dials
+   * that would otherwise run the netns out of ports in TIME_WAIT.
+   */
   constructor(
     private readonly netnsFd: number,
-    private readonly opts: Omit<SocketOptions, 'bind' | 'listen' | 'family'> = {},
+    private readonly opts: Omit<SocketOptions, 'bind' | 'listen' | 'family'> & { sourcePorts?: boolean } = {},
     private readonly maxBatch = 128,
     private readonly minBatch = 4,
   ) {}
@@ -69,7 +89,14 @@ export class NetnsSocketPool {
     const free = this.free[family];
     if (free.length === 0) {
       this.batch[family] = Math.min(this.maxBatch, Math.max(this.minBatch, this.batch[family] * 2));
-      free.push(...socketsInNetns(this.netnsFd, { ...this.opts, family }, this.batch[family]).reverse());
+      const { sourcePorts, ...opts } = this.opts;
+      let fds: number[];
+      if (sourcePorts) {
+        ({ fds, cursor: this.cursor } = dialSocketsInNetns(this.netnsFd, { ...opts, family }, this.batch[family], this.cursor));
+      } else {
+        fds = socketsInNetns(this.netnsFd, { ...opts, family }, this.batch[family]);
+      }
+      free.push(...fds.reverse());
     }
     return free.pop()!;
   }

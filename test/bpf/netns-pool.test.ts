@@ -3,8 +3,8 @@ import fs from 'node:fs';
 import type net from 'node:net';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { listenerInNetns, socketNetnsCookie } from '../../src/bpf/index.ts';
-import { NetnsSocketPool, netnsCookie, socketsInNetns } from '../../src/bpf/netns.ts';
-import { closeServer, Fixture, nodeClient, serve, uniq } from './env.ts';
+import { dialSocketsInNetns, NetnsSocketPool, netnsCookie, sockName, socketsInNetns } from '../../src/bpf/netns.ts';
+import { closeServer, Fixture, nodeClient, serve, sh, uniq } from './env.ts';
 
 const fx = new Fixture();
 let netns: string;
@@ -66,4 +66,21 @@ it('closes the sockets it still holds, and refuses to hand out more', () => {
   expect(openFds()).toBe(before - 3);
   expect(pool.size).toBe(0);
   expect(() => pool.take(4)).toThrow(/closed/);
+});
+
+it('binds dial sockets to ports of their own, round the netns\'s ephemeral range from a cursor', () => {
+  sh('ip', 'netns', 'exec', netns, 'sysctl', '-q', '-w', 'net.ipv4.ip_local_port_range=41000 41009', 'net.ipv4.ip_local_reserved_ports=41002');
+  const { fds, cursor } = dialSocketsInNetns(nsFd, { family: 4 }, 4, 8);
+  try {
+    // 41008, 41009, then round to 41000, 41001 (41002 is reserved, so the next starts after it).
+    expect(fds.map((fd) => sockName(fd).port)).toEqual([41008, 41009, 41000, 41001]);
+    expect(cursor).toBe(2);
+    const next = dialSocketsInNetns(nsFd, { family: 6 }, 1, cursor);
+    expect(next.fds.map((fd) => sockName(fd).port)).toEqual([41003]);
+    next.fds.forEach((fd) => fs.closeSync(fd));
+  } finally {
+    for (const fd of fds) fs.closeSync(fd);
+  }
+  expect(() => dialSocketsInNetns(nsFd, { family: 4 }, 1, -1)).toThrow(/cursor/);
+  expect(() => dialSocketsInNetns(nsFd, { family: 4, listen: 5 } as never, 1, 0)).toThrow(/dial sockets only/);
 });

@@ -19,8 +19,12 @@ export interface DialSockets {
   take(family: 4 | 6): number;
 }
 
-/** The pod's dial sockets: nonblocking, carrying the agent mark. Close it with the netns fd. */
-export const podDialSockets = (netnsFd: number) => new NetnsSocketPool(netnsFd, { mark: AGENT_MARK, nonblock: true });
+/**
+ * The pod's dial sockets: nonblocking, carrying the agent mark, each bound to its own source port
+ * (the agent dials the app at the pod's own address and closes first: a port the kernel picked
+ * would not reuse those TIME_WAITs by default; native/net.cc BindDialPort). Close it with the netns fd.
+ */
+export const podDialSockets = (netnsFd: number) => new NetnsSocketPool(netnsFd, { mark: AGENT_MARK, nonblock: true, sourcePorts: true });
 
 
 /** The loopback address of each family: the outbound listener (15001) is reachable only from inside the pod. */
@@ -85,14 +89,19 @@ export function listenInPodNative(netnsFd: number, address: string, port: number
   };
 }
 
-/** Connects from inside the pod netns; resolves once connected, rejects with the socket error. */
-export function dialFromPod(sockets: DialSockets, dst: Endpoint, timeoutMs?: number, signal?: AbortSignal): Promise<Socket> {
+/**
+ * Connects from inside the pod netns; resolves once connected, rejects with the socket error.
+ * EADDRNOTAVAIL means the socket's own source port is in a live connection to this destination
+ * (podDialSockets): the next socket has the next port.
+ */
+export async function dialFromPod(sockets: DialSockets, dst: Endpoint, timeoutMs?: number, signal?: AbortSignal): Promise<Socket> {
   const family = dst.address.includes(':') ? 6 : 4;
-  let fd: number;
-  try {
-    fd = sockets.take(family);
-  } catch (e) {
-    return Promise.reject(e as Error);
+  for (let tries = 0; ; tries++) {
+    const fd = sockets.take(family);
+    try {
+      return await connectFd(fd, dst, timeoutMs, signal);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EADDRNOTAVAIL' || tries >= 3) throw e;
+    }
   }
-  return connectFd(fd, dst, timeoutMs, signal);
 }
