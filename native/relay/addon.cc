@@ -194,9 +194,18 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
   uv_loop_init(&g->loop);
   uv_async_init(&g->loop, &g->wake_relay, RunCommands);
   uv_prepare_init(&g->loop, &g->flush_before_poll);
-  uv_prepare_start(&g->flush_before_poll, [](uv_prepare_t*) { FlushJsWake(); });
+  // Sessions first: what they send may end streams, and JavaScript hears of it in the same wake.
+  uv_prepare_start(&g->flush_before_poll, [](uv_prepare_t*) {
+    Entry guard;
+    FlushSessions();
+    FlushJsWake();
+  });
   uv_check_init(&g->loop, &g->flush_after_poll);
-  uv_check_start(&g->flush_after_poll, [](uv_check_t*) { FlushJsWake(); });
+  uv_check_start(&g->flush_after_poll, [](uv_check_t*) {
+    Entry guard;
+    FlushSessions();
+    FlushJsWake();
+  });
   std::thread([] {
     pthread_setname_np(pthread_self(), "weft-relay");  // so per-thread CPU (top -H, /proc/*/task) names it
     t_relay_thread = true;

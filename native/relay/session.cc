@@ -45,6 +45,9 @@ constexpr int32_t kLastStreamMax = (1u << 31) - 1;
 auto& g_read_on = *new std::vector<uint32_t>();
 uv_idle_t* g_read_on_idle = nullptr;
 
+// Sessions that called Flush this turn, by id (one may be gone before FlushSessions runs).
+auto& g_flush = *new std::vector<uint32_t>();
+
 }  // namespace
 
 void Session::OnTick(uv_timer_t* t) {
@@ -310,6 +313,28 @@ void Session::ReadOn() {
 }
 
 void Session::Flush() {
+  if (state_ != kOpen || flush_pending_) return;
+  flush_pending_ = true;
+  g_flush.push_back(id);
+}
+
+void FlushSessions() {
+  // A session's flush can make another flush (a stream that ends frees room elsewhere): rounds
+  // until none is left; prepare and check each run every turn, so a rare long chain waits a turn.
+  std::vector<uint32_t> ids;
+  for (int round = 0; round < 8 && !g_flush.empty(); round++) {
+    ids.clear();
+    ids.swap(g_flush);
+    for (uint32_t sid : ids) {
+      Session* s = FindSession(sid);
+      if (!s) continue;
+      s->flush_pending_ = false;
+      s->FlushNow();
+    }
+  }
+}
+
+void Session::FlushNow() {
   if (state_ != kOpen) return;
   for (;;) {
     if (!SendTls()) return;

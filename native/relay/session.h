@@ -45,6 +45,8 @@ struct Settings {
   uint64_t connect_timeout_ms;  // TLS and HTTP/2 settings must be done by then
 };
 
+void FlushSessions();
+
 class Session {
  public:
   Session(uint32_t id, int fd, SSL_CTX* ctx, bool server, std::string identity, const Settings& cfg);
@@ -80,8 +82,10 @@ class Session {
   void Grant(const std::string& authority, const ExpressGrant& g);
   void Close(bool graceful);
 
-  // From streams and nghttp2.
+  // From streams and nghttp2. Flush asks for what nghttp2 has queued to be sent once this turn of
+  // the loop has handled its events (FlushSessions); FlushNow sends it at once.
   void Flush();
+  void FlushNow();
   void Consume(Stream* st, size_t n);
   void Fail(const char* kind, const std::string& reason);
   Stream* Find(int32_t id);
@@ -134,6 +138,8 @@ class Session {
   std::vector<int32_t> new_streams_;  // server: requests to tell JavaScript about after this read
   bool write_blocked_ = false, ready_ = false, closing_ = false;
   bool read_on_ = false;  // waiting in ReadOn's list
+  bool flush_pending_ = false;  // waiting in Flush's list
+  friend void FlushSessions();
   // A server's graceful close (RFC 9113 §6.8), in two GOAWAYs: kPending, asked during the handshake
   // (drained once open); kNotice, the shutdown notice (last stream 2^31-1) and a PING queued; kProbe,
   // the notice and the PING are out, waiting for the ACK (or the timer); kFinal, the GOAWAY naming
@@ -152,5 +158,11 @@ class Session {
   uint32_t express_pod_ = 0;
   std::unordered_map<std::string, ExpressGrant> grants_;  // by raw :authority
 };
+
+// Relay thread, before and after each poll: sends what the sessions that called Flush have queued.
+// One write per session per turn of the loop: the frames of every stream that moved in that turn
+// share TLS records and TCP segments, where a write each cost a record, a segment and the peer's
+// wake-up each.
+void FlushSessions();
 
 }  // namespace weft::relay
