@@ -4,7 +4,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { repeatabilityTable, type Noise, type RunSummary } from './compare.ts';
-import { httpTable, latencyChart, markdownTable, type PathResult } from './report.ts';
+import { httpTable, LATE_P99_LIMIT_US, latencyChart, markdownTable, MAX_REDO, type PathResult } from './report.ts';
 import { HTTP_PATHS, type PathName } from './setup.ts';
 
 /** What bench/run.ts saves of a full run. */
@@ -36,7 +36,9 @@ export function generatorFloor(results: RecordedRun['paths']): string {
   const late = Object.entries(results).filter(([, r]) => r.generator_late_us);
   const worst = late.reduce<[string, { p50: number; p99: number }] | undefined>((w, [k, r]) => (!w || r.generator_late_us!.p99 > w[1].p99 ? [k, r.generator_late_us!] : w), undefined);
   const dl = results.direct?.generator_late_us;
-  return `Load generator floor (\`bench/tools/weft-load.c\`; the direct path at 1000 req/s, nothing between client and server but the two nodes): p50 ${d.p50} µs, p99 ${d.p99} µs.${dl ? ` Its own lateness there (each request sent after its due time, counted in the latency): p50 ${dl.p50} µs, p99 ${dl.p99} µs${worst ? `; on the worst path (${worst[0]}) p50 ${worst[1].p50} µs, p99 ${worst[1].p99} µs` : ''}.` : ''}`;
+  const redone = Object.entries(results).filter(([, r]) => r.disturbed_rounds).map(([k, r]) => `${k} ${r.disturbed_rounds}`);
+  const stalls = ` Latency rounds of TCP paths in which the generator itself was over ${LATE_P99_LIMIT_US} µs late at p99 (the machine stalled it) are run again, up to ${MAX_REDO} times: ${redone.length ? redone.join(', ') : 'none this run'}.`;
+  return `Load generator floor (\`bench/tools/weft-load.c\`; the direct path at 1000 req/s, nothing between client and server but the two nodes): p50 ${d.p50} µs, p99 ${d.p99} µs.${dl ? ` Its own lateness there (each request sent after its due time, counted in the latency): p50 ${dl.p50} µs, p99 ${dl.p99} µs${worst ? `; on the worst path (${worst[0]}) p50 ${worst[1].p50} µs, p99 ${worst[1].p99} µs` : ''}.` : ''}${stalls}`;
 }
 
 export function writeRecordedRun(root: string, out: RecordedRun, previous?: RunSummary & { run_at?: string }): void {
