@@ -109,26 +109,6 @@ void CreateSocket(const SocketSpec& s, SocketResult* r) {
   if (s.backlog >= 0 && listen(r->fd, s.backlog) != 0) return failed("listen");
 }
 
-// Enters s.netnsFd (if set) and creates `count` sockets there; on failure closes what it made and
-// leaves the error in *r. Runs on a thread of its own when a netns is given.
-void MakeSockets(const SocketSpec& s, int count, std::vector<int>* fds, SocketResult* r) {
-  if (s.netnsFd >= 0 && setns(s.netnsFd, CLONE_NEWNET) != 0) {
-    r->err = errno;
-    r->step = "setns(CLONE_NEWNET)";
-    r->fd = -1;
-    return;
-  }
-  for (int i = 0; i < count; i++) {
-    CreateSocket(s, r);
-    if (r->fd < 0) {
-      for (int fd : *fds) close(fd);
-      fds->clear();
-      return;
-    }
-    fds->push_back(r->fd);
-  }
-}
-
 // The netns's ephemeral port range and reserved ports, read by a thread inside it (/proc/sys/net
 // answers for the reader's netns).
 struct PortRange {
@@ -203,6 +183,37 @@ int BindDialPort(int fd, int family, const PortRange& range, uint32_t* cursor) {
   return 0;
 }
 
+// Enters s.netnsFd (if set) and creates `count` sockets there; on failure closes what it made and
+// leaves the error in *r. Runs on a thread of its own when a netns is given. With `ports`, each
+// socket is also bound to its own source port from *ports on (BindDialPort).
+void MakeSockets(const SocketSpec& s, int count, std::vector<int>* fds, SocketResult* r, uint32_t* ports) {
+  if (s.netnsFd >= 0 && setns(s.netnsFd, CLONE_NEWNET) != 0) {
+    r->err = errno;
+    r->step = "setns(CLONE_NEWNET)";
+    r->fd = -1;
+    return;
+  }
+  PortRange range;
+  if (ports) range = ReadPortRange();
+  for (int i = 0; i < count; i++) {
+    CreateSocket(s, r);
+    if (r->fd >= 0 && ports) {
+      if (int e = BindDialPort(r->fd, s.family, range, ports); e != 0) {
+        close(r->fd);
+        r->fd = -1;
+        r->err = e;
+        r->step = "bind";
+      }
+    }
+    if (r->fd < 0) {
+      for (int fd : *fds) close(fd);
+      fds->clear();
+      return;
+    }
+    fds->push_back(r->fd);
+  }
+}
+
 SocketSpec ParseSpec(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   SocketSpec s;
@@ -243,14 +254,14 @@ SocketSpec ParseSpec(const Napi::CallbackInfo& info) {
 
 // Runs MakeSockets, on a short-lived thread when the sockets belong to another netns (setns
 // affects only the calling thread), and throws what it failed on.
-std::vector<int> Sockets(Napi::Env env, const SocketSpec& s, int count, const char* fn) {
+std::vector<int> Sockets(Napi::Env env, const SocketSpec& s, int count, const char* fn, uint32_t* ports = nullptr) {
   std::vector<int> fds;
   SocketResult r;
   if (s.netnsFd >= 0) {
-    std::thread t(MakeSockets, std::cref(s), count, &fds, &r);
+    std::thread t(MakeSockets, std::cref(s), count, &fds, &r, ports);
     t.join();
   } else {
-    MakeSockets(s, count, &fds, &r);
+    MakeSockets(s, count, &fds, &r, ports);
   }
   if (static_cast<int>(fds.size()) != count) {
     std::string hint;
@@ -298,41 +309,7 @@ Napi::Value DialSocketsInNetns(const Napi::CallbackInfo& info) {
   double c = info[3].IsNumber() ? info[3].As<Napi::Number>().DoubleValue() : -1;
   if (!(c >= 0 && c <= 65535 && c == static_cast<uint32_t>(c))) throw Napi::RangeError::New(env, "cursor must be a whole number 0..65535");
   uint32_t cursor = static_cast<uint32_t>(c);
-  std::vector<int> fds;
-  SocketResult r;
-  auto make = [&]() {
-    if (s.netnsFd >= 0 && setns(s.netnsFd, CLONE_NEWNET) != 0) {
-      r.err = errno;
-      r.step = "setns(CLONE_NEWNET)";
-      return;
-    }
-    PortRange range = ReadPortRange();
-    for (int i = 0; i < count; i++) {
-      CreateSocket(s, &r);
-      if (r.fd < 0) break;
-      if (int e = BindDialPort(r.fd, s.family, range, &cursor); e != 0) {
-        close(r.fd);
-        r.err = e;
-        r.step = "bind";
-        break;
-      }
-      fds.push_back(r.fd);
-    }
-    if (static_cast<int>(fds.size()) != count) {
-      for (int fd : fds) close(fd);
-      fds.clear();
-    }
-  };
-  if (s.netnsFd >= 0) {
-    std::thread t(make);
-    t.join();
-  } else {
-    make();
-  }
-  if (static_cast<int>(fds.size()) != count) {
-    std::string hint = r.err == EINVAL && r.step.rfind("setns", 0) == 0 ? "netnsFd is not a network namespace" : "";
-    throw ErrnoError(env, r.err, "dialSocketsInNetns: " + r.step, hint);
-  }
+  std::vector<int> fds = Sockets(env, s, static_cast<int>(count), "dialSocketsInNetns", &cursor);
   Napi::Object o = Napi::Object::New(env);
   Napi::Array out = Napi::Array::New(env, fds.size());
   for (size_t i = 0; i < fds.size(); i++) out.Set(static_cast<uint32_t>(i), Napi::Number::New(env, fds[i]));
