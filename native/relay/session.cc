@@ -47,6 +47,8 @@ uv_idle_t* g_read_on_idle = nullptr;
 
 // Sessions that called Flush this turn, by id (one may be gone before FlushSessions runs).
 auto& g_flush = *new std::vector<uint32_t>();
+// Active while flushes are left over: an active idle handle makes the loop poll without blocking.
+uv_idle_t* g_flush_idle = nullptr;
 
 }  // namespace
 
@@ -332,6 +334,14 @@ void FlushSessions() {
       s->FlushNow();
     }
   }
+  if (g_flush.empty()) return;
+  // Left for the next turn, which must come at once: from the prepare handle, the loop would
+  // otherwise block in poll with these frames unsent until some other event woke it.
+  if (!g_flush_idle) {
+    g_flush_idle = static_cast<uv_idle_t*>(calloc(1, sizeof(uv_idle_t)));
+    uv_idle_init(Loop(), g_flush_idle);
+  }
+  uv_idle_start(g_flush_idle, [](uv_idle_t* h) { uv_idle_stop(h); });  // one non-blocking turn
 }
 
 void Session::FlushNow() {
